@@ -1,0 +1,1 @@
+//! zcrpc benchmarks: work in progress, see issue 4.

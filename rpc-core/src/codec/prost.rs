@@ -1,0 +1,44 @@
+//! The prost codec for `.proto` messages. Decoding from `Bytes` keeps `bytes` fields that were
+//! generated as `Bytes` (prost-build's `.bytes(["."])`) as slices of the receive buffer.
+
+use bytes::Bytes;
+
+use super::CodecError;
+
+/// Encodes a prost message.
+pub fn encode<M: prost::Message>(message: &M) -> Bytes {
+    Bytes::from(message.encode_to_vec())
+}
+
+/// Decodes a prost message from `bytes` without copying `bytes` fields.
+pub fn decode<M: prost::Message + Default>(bytes: Bytes) -> Result<M, CodecError> {
+    M::decode(bytes).map_err(|e| CodecError(format!("decode: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Blob {
+        #[prost(string, tag = "1")]
+        name: String,
+        #[prost(bytes = "bytes", tag = "2")]
+        data: Bytes,
+    }
+
+    #[test]
+    fn bytes_fields_are_slices_of_the_input() {
+        let msg = Blob { name: "n".into(), data: Bytes::from(vec![9u8; 4096]) };
+        let wire = encode(&msg);
+        let range = wire.as_ptr() as usize..wire.as_ptr() as usize + wire.len();
+        let back: Blob = decode(wire.clone()).unwrap();
+        assert_eq!(back, msg);
+        assert!(range.contains(&(back.data.as_ptr() as usize)), "bytes field was copied");
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(decode::<Blob>(Bytes::from_static(&[0x12, 0xff, 0xff, 0xff, 0x0f])).is_err());
+    }
+}

@@ -1,0 +1,41 @@
+//! What a connection accepts and how it keeps itself alive.
+
+use std::time::Duration;
+
+use crate::frame::Limits;
+
+/// Connection settings shared by client and server.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// Largest frame (message + payload) this side accepts. Default 128 MiB.
+    pub max_frame: u32,
+    /// Most attachments in one frame this side accepts. Default 1024.
+    pub max_attachments: u32,
+    /// Most calls this side serves at once on one connection (server); the client uses the
+    /// server's value to queue calls. Default 10 000.
+    pub max_calls_in_flight: u32,
+    /// Send a ping after this long without receiving anything. `None` turns keepalive off.
+    /// Default 30 s.
+    pub keepalive_interval: Option<Duration>,
+    /// Close the connection when a ping is not answered within this. Default 20 s.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        ConnConfig {
+            max_frame: 128 << 20,
+            max_attachments: 1024,
+            max_calls_in_flight: 10_000,
+            keepalive_interval: Some(Duration::from_secs(30)),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl ConnConfig {
+    /// The decoder limits these settings imply.
+    pub fn limits(&self) -> Limits {
+        Limits { max_frame: self.max_frame, max_attachments: self.max_attachments }
+    }
+}

@@ -1,0 +1,605 @@
+//! The connection state machine, sans IO: bytes and time go in, transmits and events come out.
+//!
+//! [`Connection`] owns the handshake, the call table, deadlines, cancellation, keepalive and
+//! goaway. It never touches a socket and never reads a clock: the driver passes `now` in, asks
+//! [`Connection::poll_timeout`] when to wake it, and moves [`Transmit`]s to a transport. The same
+//! machine serves both sides; [`Side`] picks which frames are legal.
+
+mod config;
+mod deadlines;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+pub use config::ConnConfig;
+use deadlines::Deadlines;
+
+use crate::body::Body;
+use crate::code::Code;
+use crate::error::{CallError, ConnectionError, DecodeError, Status};
+use crate::frame::{
+    Cancel, ErrorFrame, Frame, FrameDecoder, GoAway, Hello, Ping, Request, Response, WIRE_VERSION,
+};
+use crate::transmit::Transmit;
+
+/// Which end of the connection this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Makes calls.
+    Client,
+    /// Serves calls.
+    Server,
+}
+
+/// Why the server must stop a handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortReason {
+    /// The client cancelled the call.
+    Cancelled,
+    /// The call's deadline passed.
+    DeadlineExceeded,
+    /// The connection ended.
+    ConnectionClosed,
+}
+
+/// What the driver must act on.
+#[derive(Debug)]
+pub enum Event {
+    /// The peer's hello arrived and fits.
+    Connected(Hello),
+    /// The peer refused the connection (its hello said so; its goaway said why).
+    Refused {
+        /// The peer's code.
+        code: Code,
+        /// The peer's reason.
+        message: String,
+    },
+    /// Server: a new call to run.
+    Request {
+        /// Call id.
+        id: u64,
+        /// Method id.
+        method: u32,
+        /// When the handler must be dropped.
+        deadline: Option<Instant>,
+        /// Arguments.
+        body: Body,
+    },
+    /// Server: stop the handler of call `id`; its answer is no longer wanted.
+    Abort {
+        /// Call id.
+        id: u64,
+        /// Why.
+        reason: AbortReason,
+    },
+    /// Client: call `id` finished.
+    Finished {
+        /// Call id.
+        id: u64,
+        /// The reply or why there is none.
+        result: Result<Body, CallError>,
+    },
+    /// The peer sent a goaway; no new calls will be accepted.
+    GoAway {
+        /// The peer's code ([`Code::OK`] for a graceful shutdown).
+        code: Code,
+        /// The peer's reason.
+        message: String,
+    },
+    /// The connection is over; flush the transmits and close the transport.
+    Closed(ConnectionError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for the peer's hello.
+    Handshake,
+    /// Calls flow.
+    Open,
+    /// A goaway went one way or the other: in-flight calls finish, no new ones.
+    Draining,
+    /// Over.
+    Closed,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    deadline: Option<Instant>,
+    budget: Option<Duration>,
+}
+
+/// The connection state machine. See the module docs.
+#[derive(Debug)]
+pub struct Connection {
+    side: Side,
+    config: ConnConfig,
+    decoder: FrameDecoder,
+    state: State,
+    peer: Option<Hello>,
+    /// Client: calls waiting for an answer. Server: calls being served.
+    calls: HashMap<u64, InFlight>,
+    deadlines: Deadlines,
+    next_id: u64,
+    /// Server: the highest call id accepted, for the goaway.
+    last_accepted: u64,
+    transmits: Vec<Transmit>,
+    events: VecDeque<Event>,
+    last_rx: Instant,
+    ping_out: Option<(u64, Instant)>,
+    next_ping_id: u64,
+    /// Server: refuse the connection after the handshake with this goaway.
+    refusal: Option<(Code, String)>,
+}
+
+impl Connection {
+    /// A connection that starts by sending its hello.
+    pub fn new(side: Side, config: ConnConfig, now: Instant) -> Self {
+        Self::with_hello(side, config, now, None)
+    }
+
+    /// A server connection that only says why it refuses (connection limit, shutdown): its
+    /// hello declares zero calls in flight and a goaway with `code` and `message` follows.
+    pub fn refuse(config: ConnConfig, now: Instant, code: Code, message: String) -> Self {
+        Self::with_hello(Side::Server, config, now, Some((code, message)))
+    }
+
+    fn with_hello(side: Side, config: ConnConfig, now: Instant, refusal: Option<(Code, String)>) -> Self {
+        let hello = Hello {
+            version: WIRE_VERSION,
+            capabilities: 0,
+            max_frame: config.max_frame,
+            max_calls_in_flight: if refusal.is_some() { 0 } else { config.max_calls_in_flight },
+            max_attachments: config.max_attachments,
+        };
+        let mut conn = Connection {
+            side,
+            decoder: FrameDecoder::new(config.limits()),
+            config,
+            state: State::Handshake,
+            peer: None,
+            calls: HashMap::new(),
+            deadlines: Deadlines::default(),
+            next_id: 1,
+            last_accepted: 0,
+            transmits: vec![Transmit { head: hello.encode(), segments: Vec::new() }],
+            events: VecDeque::new(),
+            last_rx: now,
+            ping_out: None,
+            next_ping_id: 1,
+            refusal: None,
+        };
+        if let Some((code, message)) = refusal {
+            conn.push_frame(Frame::GoAway(GoAway { last_id: 0, code, message: message.clone() }));
+            conn.refusal = Some((code, message));
+            conn.state = State::Draining;
+        }
+        conn
+    }
+
+    /// Which side this is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The peer's hello, once received.
+    pub fn peer(&self) -> Option<&Hello> {
+        self.peer.as_ref()
+    }
+
+    /// True until the connection is closed.
+    pub fn is_open(&self) -> bool {
+        self.state != State::Closed
+    }
+
+    /// True once a goaway went either way (or the connection closed): no new calls.
+    pub fn is_draining(&self) -> bool {
+        matches!(self.state, State::Draining | State::Closed)
+    }
+
+    /// Calls in flight (client: awaiting answers; server: being served).
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Bytes the frame being received needs in all, counted from the front of the receive
+    /// buffer. The driver sizes its buffer with it so that a large payload lands in one piece.
+    pub fn bytes_needed(&self) -> usize {
+        self.decoder.bytes_needed()
+    }
+
+    /// Takes every pending transmit (appends to `out`).
+    pub fn take_transmits(&mut self, out: &mut Vec<Transmit>) {
+        out.append(&mut self.transmits);
+    }
+
+    /// True when transmits are waiting.
+    pub fn has_transmits(&self) -> bool {
+        !self.transmits.is_empty()
+    }
+
+    /// True when events are waiting.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Connection::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Closed {
+            return None;
+        }
+        let keepalive = match (self.ping_out, self.config.keepalive_interval) {
+            (Some((_, sent)), _) => Some(sent + self.config.keepalive_timeout),
+            (None, Some(interval)) => Some(self.last_rx + interval),
+            (None, None) => None,
+        };
+        match (self.deadlines.next(), keepalive) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Consumes every complete frame at the front of `buf`. On a protocol violation the
+    /// connection queues a goaway that says what was wrong, closes, and returns the error.
+    pub fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), ConnectionError> {
+        if self.state == State::Closed {
+            buf.clear();
+            return Ok(());
+        }
+        if !buf.is_empty() {
+            self.last_rx = now;
+        }
+        let r = self.decode_all(buf, now);
+        if let Err(e) = &r {
+            self.fail(e.clone(), true);
+        }
+        r
+    }
+
+    fn decode_all(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), ConnectionError> {
+        if self.peer.is_none() {
+            match self.decoder.decode_hello(buf)? {
+                Some(hello) => self.on_hello(hello)?,
+                None => return Ok(()),
+            }
+        }
+        while self.state != State::Closed {
+            match self.decoder.decode(buf)? {
+                Some(frame) => self.on_frame(frame, now)?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer closed its side. An error if it did so in the middle of a frame.
+    pub fn handle_eof(&mut self, buf: &BytesMut) {
+        if self.state == State::Closed {
+            return;
+        }
+        let err = match self.decoder.finish(buf) {
+            Err(e) => ConnectionError::Decode(e),
+            Ok(()) => ConnectionError::Closed,
+        };
+        self.fail(err, false);
+    }
+
+    /// The transport failed.
+    pub fn handle_io_error(&mut self, err: &std::io::Error) {
+        self.fail(ConnectionError::Io(err.to_string()), false);
+    }
+
+    /// Time passed: expire deadlines, send a keepalive ping, or give up on the peer.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        for id in self.deadlines.expire(now) {
+            let Some(call) = self.calls.remove(&id) else { continue };
+            let budget = call.budget.unwrap_or_default();
+            match self.side {
+                Side::Client => {
+                    self.push_frame(Frame::Cancel(Cancel { id }));
+                    self.events
+                        .push_back(Event::Finished { id, result: Err(CallError::DeadlineExceeded(budget)) });
+                }
+                Side::Server => {
+                    let status = Status::new(
+                        Code::DEADLINE_EXCEEDED,
+                        format!("deadline of {budget:?} exceeded; handler dropped"),
+                    );
+                    self.push_frame(Frame::Error(ErrorFrame { id, status }));
+                    self.events.push_back(Event::Abort { id, reason: AbortReason::DeadlineExceeded });
+                }
+            }
+        }
+        match self.ping_out {
+            Some((_, sent)) if now >= sent + self.config.keepalive_timeout => {
+                let timeout = self.config.keepalive_timeout;
+                self.fail(ConnectionError::KeepaliveTimeout(timeout), true);
+            }
+            None if self.state != State::Handshake => {
+                if let Some(interval) = self.config.keepalive_interval {
+                    if now >= self.last_rx + interval {
+                        let id = self.next_ping_id;
+                        self.next_ping_id += 1;
+                        self.ping_out = Some((id, now));
+                        self.push_frame(Frame::Ping(Ping { id, pong: false }));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Client: starts a call; the request is queued for sending. `timeout` becomes the call's
+    /// deadline here and its budget on the server.
+    pub fn start_call(
+        &mut self,
+        method: u32,
+        body: Body,
+        timeout: Option<Duration>,
+        now: Instant,
+    ) -> Result<u64, CallError> {
+        debug_assert_eq!(self.side, Side::Client);
+        match self.state {
+            State::Open => {}
+            State::Handshake | State::Draining => return Err(CallError::ShuttingDown),
+            State::Closed => return Err(CallError::Connection(ConnectionError::LocallyClosed)),
+        }
+        let peer = self.peer.expect("open implies hello");
+        let len = body.len();
+        if len > u64::from(peer.max_frame) {
+            return Err(CallError::TooLarge { len, limit: u64::from(peer.max_frame) });
+        }
+        if body.attachments.len() > peer.max_attachments as usize {
+            return Err(CallError::Codec(format!(
+                "{} attachments; the server accepts at most {}",
+                body.attachments.len(),
+                peer.max_attachments
+            )));
+        }
+        let id = self.next_id;
+        let request = Request { id, method, deadline: timeout, message: body.message, attachments: body.attachments };
+        let transmit = request.encode().map_err(|e| CallError::Codec(e.to_string()))?;
+        self.next_id += 1;
+        let deadline = timeout.map(|t| now + t);
+        if let Some(at) = deadline {
+            self.deadlines.insert(at, id);
+        }
+        self.calls.insert(id, InFlight { deadline, budget: timeout });
+        self.transmits.push(transmit);
+        Ok(id)
+    }
+
+    /// Client: the caller gave up on call `id` (its future was dropped). Sends a cancel if the
+    /// call was still in flight.
+    pub fn cancel_call(&mut self, id: u64) {
+        if let Some(call) = self.calls.remove(&id) {
+            if let Some(at) = call.deadline {
+                self.deadlines.remove(at, id);
+            }
+            if self.state != State::Closed {
+                self.push_frame(Frame::Cancel(Cancel { id }));
+            }
+        }
+    }
+
+    /// Server: the handler of call `id` finished. Ignored when the call was cancelled or
+    /// expired meanwhile (its answer is no longer wanted).
+    pub fn respond(&mut self, id: u64, result: Result<Body, Status>) {
+        debug_assert_eq!(self.side, Side::Server);
+        let Some(call) = self.calls.remove(&id) else { return };
+        if let Some(at) = call.deadline {
+            self.deadlines.remove(at, id);
+        }
+        if self.state == State::Closed {
+            return;
+        }
+        let frame = match result {
+            Ok(body) => {
+                let limit = self.peer.map_or(0, |p| u64::from(p.max_frame));
+                if body.len() > limit {
+                    let msg = format!("response of {} bytes is over the client's limit of {limit} bytes", body.len());
+                    Frame::Error(ErrorFrame { id, status: Status::new(Code::RESOURCE_EXHAUSTED, msg) })
+                } else {
+                    Frame::Response(Response { id, message: body.message, attachments: body.attachments })
+                }
+            }
+            Err(status) => Frame::Error(ErrorFrame { id, status }),
+        };
+        self.push_frame(frame);
+    }
+
+    /// Server: begins a graceful shutdown: a goaway tells the client which calls will still be
+    /// answered; later requests are refused with [`Code::UNAVAILABLE`].
+    pub fn goaway(&mut self, message: &str) {
+        if matches!(self.state, State::Open | State::Handshake) {
+            self.state = State::Draining;
+            let last_id = self.last_accepted;
+            self.push_frame(Frame::GoAway(GoAway { last_id, code: Code::OK, message: message.to_owned() }));
+        }
+    }
+
+    /// Ends the connection now: every call in flight fails (client) or is aborted (server).
+    pub fn close(&mut self, err: ConnectionError) {
+        self.fail(err, false);
+    }
+
+    fn on_hello(&mut self, hello: Hello) -> Result<(), ConnectionError> {
+        self.peer = Some(hello);
+        if hello.max_calls_in_flight == 0 {
+            // A refusal: its goaway follows and says why (see `Connection::refuse`).
+            self.state = State::Draining;
+            return Ok(());
+        }
+        if self.state == State::Handshake {
+            self.state = State::Open;
+        }
+        if self.refusal.is_none() {
+            self.events.push_back(Event::Connected(hello));
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, frame: Frame, now: Instant) -> Result<(), ConnectionError> {
+        match (self.side, frame) {
+            (_, Frame::Ping(p)) if !p.pong => self.push_frame(Frame::Ping(Ping { id: p.id, pong: true })),
+            (_, Frame::Ping(p)) => {
+                if self.ping_out.is_some_and(|(id, _)| id == p.id) {
+                    self.ping_out = None;
+                }
+            }
+            (_, Frame::GoAway(g)) => self.on_goaway(g),
+            (Side::Server, Frame::Request(r)) => self.on_request(r, now)?,
+            (Side::Server, Frame::Cancel(c)) => {
+                if let Some(call) = self.calls.remove(&c.id) {
+                    if let Some(at) = call.deadline {
+                        self.deadlines.remove(at, c.id);
+                    }
+                    self.events.push_back(Event::Abort { id: c.id, reason: AbortReason::Cancelled });
+                }
+            }
+            (Side::Client, Frame::Response(r)) => {
+                let body = Body { message: r.message, attachments: r.attachments };
+                self.finish(r.id, Ok(body));
+            }
+            (Side::Client, Frame::Error(e)) => self.finish(e.id, Err(CallError::Status(e.status))),
+            (side, frame) => {
+                let kind = frame_kind_name(&frame);
+                return Err(ConnectionError::Protocol(format!(
+                    "{kind} frame is not allowed from a {}",
+                    if side == Side::Client { "server" } else { "client" }
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_request(&mut self, r: Request, now: Instant) -> Result<(), ConnectionError> {
+        let id = r.id;
+        if self.calls.contains_key(&id) {
+            return Err(ConnectionError::Protocol(format!("call id {id} is already in flight")));
+        }
+        if self.state != State::Open {
+            let status = Status::new(Code::UNAVAILABLE, "server is shutting down; call not accepted");
+            self.push_frame(Frame::Error(ErrorFrame { id, status }));
+            return Ok(());
+        }
+        if self.calls.len() >= self.config.max_calls_in_flight as usize {
+            let status = Status::new(
+                Code::RESOURCE_EXHAUSTED,
+                format!("{} calls already in flight on this connection (the limit)", self.calls.len()),
+            );
+            self.push_frame(Frame::Error(ErrorFrame { id, status }));
+            return Ok(());
+        }
+        self.last_accepted = self.last_accepted.max(id);
+        let deadline = r.deadline.map(|d| now + d);
+        if let Some(at) = deadline {
+            self.deadlines.insert(at, id);
+        }
+        self.calls.insert(id, InFlight { deadline, budget: r.deadline });
+        let body = Body { message: r.message, attachments: r.attachments };
+        self.events.push_back(Event::Request { id, method: r.method, deadline, body });
+        Ok(())
+    }
+
+    fn on_goaway(&mut self, g: GoAway) {
+        let hello_refused = self.peer.is_some_and(|p| p.max_calls_in_flight == 0);
+        if hello_refused {
+            self.events.push_back(Event::Refused { code: g.code, message: g.message.clone() });
+            self.fail(ConnectionError::GoAway { code: g.code, message: g.message }, false);
+            return;
+        }
+        if self.state != State::Closed {
+            self.state = State::Draining;
+        }
+        self.events.push_back(Event::GoAway { code: g.code, message: g.message.clone() });
+        if self.side == Side::Client {
+            // Calls the server never accepted will not be answered.
+            let unanswered: Vec<u64> = self.calls.keys().copied().filter(|&id| id > g.last_id).collect();
+            for id in unanswered {
+                self.finish(id, Err(CallError::ShuttingDown));
+            }
+        }
+        if g.code != Code::OK {
+            self.fail(ConnectionError::GoAway { code: g.code, message: g.message }, false);
+        }
+    }
+
+    fn finish(&mut self, id: u64, result: Result<Body, CallError>) {
+        // An answer for a call we no longer track (cancelled, expired) is dropped.
+        if let Some(call) = self.calls.remove(&id) {
+            if let Some(at) = call.deadline {
+                self.deadlines.remove(at, id);
+            }
+            self.events.push_back(Event::Finished { id, result });
+        }
+    }
+
+    /// Closes with `err`; `tell_peer` queues a goaway that names the error first.
+    fn fail(&mut self, err: ConnectionError, tell_peer: bool) {
+        if self.state == State::Closed {
+            return;
+        }
+        if tell_peer {
+            let code = match err {
+                ConnectionError::KeepaliveTimeout(_) => Code::UNAVAILABLE,
+                _ => Code::PROTOCOL,
+            };
+            self.push_frame(Frame::GoAway(GoAway { last_id: self.last_accepted, code, message: err.to_string() }));
+        }
+        self.state = State::Closed;
+        let ids: Vec<u64> = self.calls.keys().copied().collect();
+        for id in ids {
+            match self.side {
+                Side::Client => self.finish(id, Err(CallError::Connection(err.clone()))),
+                Side::Server => {
+                    self.calls.remove(&id);
+                    self.events.push_back(Event::Abort { id, reason: AbortReason::ConnectionClosed });
+                }
+            }
+        }
+        self.deadlines = Deadlines::default();
+        self.events.push_back(Event::Closed(err));
+    }
+
+    fn push_frame(&mut self, frame: Frame) {
+        // Control frames are tiny and always encode; a failure here is a bug, not input.
+        match frame.encode() {
+            Ok(t) => self.transmits.push(t),
+            Err(e) => tracing::error!("control frame failed to encode: {e}"),
+        }
+    }
+}
+
+fn frame_kind_name(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Request(_) => "request",
+        Frame::Response(_) => "response",
+        Frame::Error(_) => "error",
+        Frame::Cancel(_) => "cancel",
+        Frame::StreamData(_) => "stream data",
+        Frame::StreamEnd(_) => "stream end",
+        Frame::Credit(_) => "credit",
+        Frame::Ping(_) => "ping",
+        Frame::GoAway(_) => "goaway",
+    }
+}
+
+/// Convenience for decode errors surfacing through the connection.
+impl From<DecodeError> for CallError {
+    fn from(e: DecodeError) -> Self {
+        CallError::Connection(ConnectionError::Decode(e))
+    }
+}
+
+#[cfg(test)]
+mod tests;

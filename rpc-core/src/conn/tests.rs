@@ -1,0 +1,293 @@
+//! The state machine driven in memory, two endpoints, simulated time: no sockets, no sleeps.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::*;
+use crate::payload::Payload;
+
+/// Two connections wired back to back; `drive` moves bytes until both are quiet.
+struct Pair {
+    client: Connection,
+    server: Connection,
+    client_in: BytesMut,
+    server_in: BytesMut,
+    now: Instant,
+    client_events: Vec<Event>,
+    server_events: Vec<Event>,
+}
+
+impl Pair {
+    fn new() -> Self {
+        Self::with(ConnConfig::default(), ConnConfig::default())
+    }
+
+    fn with(client: ConnConfig, server: ConnConfig) -> Self {
+        let now = Instant::now();
+        let mut p = Pair {
+            client: Connection::new(Side::Client, client, now),
+            server: Connection::new(Side::Server, server, now),
+            client_in: BytesMut::new(),
+            server_in: BytesMut::new(),
+            now,
+            client_events: Vec::new(),
+            server_events: Vec::new(),
+        };
+        p.drive();
+        assert!(matches!(p.client_events.remove(0), Event::Connected(_)));
+        assert!(matches!(p.server_events.remove(0), Event::Connected(_)));
+        p
+    }
+
+    fn drive(&mut self) {
+        loop {
+            let mut moved = false;
+            let mut out = Vec::new();
+            self.client.take_transmits(&mut out);
+            for t in out.drain(..) {
+                self.server_in.extend_from_slice(&t.to_vec());
+                moved = true;
+            }
+            self.server.take_transmits(&mut out);
+            for t in out.drain(..) {
+                self.client_in.extend_from_slice(&t.to_vec());
+                moved = true;
+            }
+            let _ = self.server.handle_input(&mut self.server_in, self.now);
+            let _ = self.client.handle_input(&mut self.client_in, self.now);
+            while let Some(e) = self.client.poll_event() {
+                self.client_events.push(e);
+            }
+            while let Some(e) = self.server.poll_event() {
+                self.server_events.push(e);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.client.handle_timeout(self.now);
+        self.server.handle_timeout(self.now);
+        self.drive();
+    }
+
+    fn call(&mut self, method: u32, body: Body, timeout: Option<Duration>) -> u64 {
+        let id = self.client.start_call(method, body, timeout, self.now).unwrap();
+        self.drive();
+        id
+    }
+}
+
+fn body(msg: &'static [u8], att: &'static [u8]) -> Body {
+    Body::new(Bytes::from_static(msg), vec![Payload::from(Bytes::from_static(att))])
+}
+
+#[test]
+fn call_and_response_carry_message_and_attachments() {
+    let mut p = Pair::new();
+    let id = p.call(7, body(b"args", b"blob"), None);
+    let Event::Request { id: sid, method, deadline, body: got } = p.server_events.remove(0) else { panic!() };
+    assert_eq!((sid, method, deadline), (id, 7, None));
+    assert_eq!(got, body(b"args", b"blob"));
+    p.server.respond(sid, Ok(body(b"result", b"out")));
+    p.drive();
+    let Event::Finished { id: cid, result } = p.client_events.remove(0) else { panic!() };
+    assert_eq!(cid, id);
+    assert_eq!(result.unwrap(), body(b"result", b"out"));
+    assert_eq!(p.client.calls_in_flight(), 0);
+    assert_eq!(p.server.calls_in_flight(), 0);
+}
+
+#[test]
+fn error_status_reaches_the_caller() {
+    let mut p = Pair::new();
+    let id = p.call(9, Body::default(), None);
+    p.server.respond(id, Err(Status::unimplemented(9)));
+    p.drive();
+    let Event::Finished { result: Err(CallError::Status(s)), .. } = p.client_events.remove(0) else { panic!() };
+    assert_eq!(s.code, Code::UNIMPLEMENTED);
+    assert!(s.message.contains("unknown method id 0x00000009"), "{}", s.message);
+}
+
+#[test]
+fn cancel_aborts_the_handler_and_late_answers_are_dropped() {
+    let mut p = Pair::new();
+    let id = p.call(1, Body::default(), None);
+    p.server_events.clear();
+    p.client.cancel_call(id);
+    p.drive();
+    assert!(matches!(p.server_events.remove(0), Event::Abort { id: i, reason: AbortReason::Cancelled } if i == id));
+    // The handler raced and answered anyway: nothing is sent, nothing reaches the client.
+    p.server.respond(id, Ok(Body::default()));
+    assert!(!p.server.has_transmits());
+    p.drive();
+    assert!(p.client_events.is_empty());
+}
+
+#[test]
+fn deadline_fails_the_call_on_both_sides() {
+    let mut p = Pair::new();
+    let id = p.call(1, Body::default(), Some(Duration::from_millis(50)));
+    let Event::Request { deadline, .. } = p.server_events.remove(0) else { panic!() };
+    assert_eq!(deadline, Some(p.now + Duration::from_millis(50)));
+    assert_eq!(p.client.poll_timeout(), Some(p.now + Duration::from_millis(50)));
+    p.advance(Duration::from_millis(49));
+    assert!(p.client_events.is_empty() && p.server_events.is_empty());
+    p.advance(Duration::from_millis(1));
+    assert!(matches!(
+        p.client_events.remove(0),
+        Event::Finished { id: i, result: Err(CallError::DeadlineExceeded(d)) } if i == id && d == Duration::from_millis(50)
+    ));
+    assert!(matches!(
+        p.server_events.remove(0),
+        Event::Abort { id: i, reason: AbortReason::DeadlineExceeded | AbortReason::Cancelled } if i == id
+    ));
+    assert_eq!(p.server.calls_in_flight(), 0);
+}
+
+#[test]
+fn keepalive_pings_when_quiet_and_gives_up_without_pong() {
+    let cfg = ConnConfig {
+        keepalive_interval: Some(Duration::from_secs(1)),
+        keepalive_timeout: Duration::from_secs(2),
+        ..ConnConfig::default()
+    };
+    let mut p = Pair::with(cfg.clone(), ConnConfig { keepalive_interval: None, ..cfg });
+    p.advance(Duration::from_secs(1));
+    // The ping went out and the pong came back: still open, nothing outstanding.
+    assert!(p.client.is_open());
+    assert!(p.client.ping_out.is_none());
+    // Now the server stops answering (we stop delivering its bytes).
+    p.now += Duration::from_secs(1);
+    p.client.handle_timeout(p.now);
+    assert!(p.client.has_transmits(), "ping queued");
+    p.client.take_transmits(&mut Vec::new());
+    p.now += Duration::from_secs(2);
+    p.client.handle_timeout(p.now);
+    assert!(!p.client.is_open());
+    let mut saw = false;
+    while let Some(e) = p.client.poll_event() {
+        saw |= matches!(e, Event::Closed(ConnectionError::KeepaliveTimeout(_)));
+    }
+    assert!(saw);
+}
+
+#[test]
+fn goaway_lets_accepted_calls_finish_and_refuses_new_ones() {
+    let mut p = Pair::new();
+    let first = p.call(1, Body::default(), None);
+    p.server_events.clear();
+    p.server.goaway("maintenance");
+    p.drive();
+    assert!(matches!(&p.client_events[0], Event::GoAway { code: Code::OK, message } if message == "maintenance"));
+    assert!(matches!(p.client.start_call(1, Body::default(), None, p.now), Err(CallError::ShuttingDown)));
+    // The accepted call still gets its answer.
+    p.server.respond(first, Ok(Body::message(Bytes::from_static(b"done"))));
+    p.drive();
+    assert!(matches!(&p.client_events[1], Event::Finished { id, result: Ok(_) } if *id == first));
+}
+
+#[test]
+fn request_after_goaway_is_unavailable() {
+    let mut p = Pair::new();
+    p.server.goaway("bye");
+    // The client has not seen the goaway yet when it sends.
+    let id = p.client.start_call(1, Body::default(), None, p.now).unwrap();
+    p.drive();
+    assert!(p.server_events.is_empty());
+    let finished = p.client_events.iter().find_map(|e| match e {
+        Event::Finished { id: i, result } if *i == id => Some(result.clone()),
+        _ => None,
+    });
+    let err = finished.expect("call finished").unwrap_err();
+    assert!(matches!(err, CallError::ShuttingDown) || err.code() == Code::UNAVAILABLE, "{err:?}");
+}
+
+#[test]
+fn calls_over_the_limit_are_refused_with_resource_exhausted() {
+    let server = ConnConfig { max_calls_in_flight: 2, ..ConnConfig::default() };
+    let mut p = Pair::with(ConnConfig::default(), server);
+    p.call(1, Body::default(), None);
+    p.call(1, Body::default(), None);
+    let third = p.call(1, Body::default(), None);
+    assert_eq!(p.server.calls_in_flight(), 2);
+    let Some(Event::Finished { id, result: Err(CallError::Status(s)) }) = p.client_events.pop() else { panic!() };
+    assert_eq!((id, s.code), (third, Code::RESOURCE_EXHAUSTED));
+}
+
+#[test]
+fn client_checks_the_servers_frame_limit_before_sending() {
+    let server = ConnConfig { max_frame: 1024, ..ConnConfig::default() };
+    let mut p = Pair::with(ConnConfig::default(), server);
+    let big = Body::new(Bytes::new(), vec![Payload::from(vec![0u8; 2048])]);
+    let err = p.client.start_call(1, big, None, p.now).unwrap_err();
+    assert_eq!(err, CallError::TooLarge { len: 2048, limit: 1024 });
+    assert!(!p.client.has_transmits());
+}
+
+#[test]
+fn a_request_sent_to_a_client_is_a_protocol_violation() {
+    let mut p = Pair::new();
+    let t = crate::frame::Request { id: 1, method: 1, deadline: None, message: Bytes::new(), attachments: vec![] }
+        .encode()
+        .unwrap();
+    p.client_in.extend_from_slice(&t.to_vec());
+    let err = p.client.handle_input(&mut p.client_in, p.now).unwrap_err();
+    assert!(matches!(&err, ConnectionError::Protocol(m) if m.contains("request frame is not allowed from a server")));
+    // The goaway that names the problem is queued for the peer.
+    let mut out = Vec::new();
+    p.client.take_transmits(&mut out);
+    let bytes = out.last().unwrap().to_vec();
+    assert_eq!(bytes[0], crate::frame::FrameKind::GoAway as u8);
+    assert!(String::from_utf8_lossy(&bytes).contains("not allowed"));
+}
+
+#[test]
+fn refused_connection_reports_the_servers_reason() {
+    let now = Instant::now();
+    let mut server = Connection::refuse(ConnConfig::default(), now, Code::RESOURCE_EXHAUSTED, "full".into());
+    let mut client = Connection::new(Side::Client, ConnConfig::default(), now);
+    let mut out = Vec::new();
+    server.take_transmits(&mut out);
+    let mut buf = BytesMut::new();
+    for t in &out {
+        buf.extend_from_slice(&t.to_vec());
+    }
+    let _ = client.handle_input(&mut buf, now);
+    let events: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
+    assert!(matches!(&events[0], Event::Refused { code: Code::RESOURCE_EXHAUSTED, message } if message == "full"));
+    assert!(!client.is_open());
+}
+
+#[test]
+fn peer_vanishing_fails_every_call_in_flight() {
+    let mut p = Pair::new();
+    let a = p.call(1, Body::default(), None);
+    let b = p.call(1, Body::default(), None);
+    p.client.handle_eof(&BytesMut::new());
+    let failed: Vec<u64> = std::iter::from_fn(|| p.client.poll_event())
+        .filter_map(|e| match e {
+            Event::Finished { id, result: Err(CallError::Connection(ConnectionError::Closed)) } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 2);
+    assert!(failed.contains(&a) && failed.contains(&b));
+}
+
+#[test]
+fn eof_in_the_middle_of_a_frame_is_reported_as_truncated() {
+    let mut p = Pair::new();
+    let mut partial = BytesMut::from(&[1u8, 0, 0][..]);
+    let _ = p.client.handle_input(&mut partial, p.now);
+    p.client.handle_eof(&partial);
+    let closed = std::iter::from_fn(|| p.client.poll_event()).find_map(|e| match e {
+        Event::Closed(err) => Some(err),
+        _ => None,
+    });
+    assert!(matches!(closed, Some(ConnectionError::Decode(DecodeError::Truncated { have: 3, .. }))));
+}

@@ -1,0 +1,211 @@
+//! The driver: the async loops that move bytes between a [`Transport`] and a [`Connection`].
+//!
+//! One connection = three loops joined in one task: the reader feeds received bytes to the
+//! state machine, the writer sends whatever transmits it queued (batched: under load many
+//! frames leave in one vectored write), and the timer runs deadlines and keepalive. The state
+//! machine sits behind a mutex held only for short, non-blocking steps; each side (client,
+//! server) reacts to the machine's events through [`SideHandler`].
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::sync::{watch, Notify};
+
+use crate::conn::{Connection, Event};
+use crate::stats::TransportStats;
+use crate::transport::{RecvHalf, SendHalf, Transport};
+
+/// Receive buffers are allocated in blocks of this size; received frames are slices of them.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+/// Below this much spare room a fresh block is allocated before reading.
+const MIN_SPARE: usize = 4 * 1024;
+
+/// What a side does with the state machine's events. Runs with the lock held: must not block.
+pub(crate) trait SideHandler: Send + Sized + 'static {
+    fn on_event(locked: &mut Locked<Self>, event: Event, shared: &Arc<Shared<Self>>);
+
+    /// Called after every step; a side can decide the connection is done (server: drained).
+    fn after_step(_locked: &mut Locked<Self>) {}
+}
+
+/// The state behind the lock.
+pub(crate) struct Locked<H> {
+    pub(crate) conn: Connection,
+    pub(crate) side: H,
+    /// When the timer loop sleeps until; it is woken only when something earlier appears.
+    timer_at: Option<Instant>,
+}
+
+/// Shared between the loops and the handles.
+pub(crate) struct Shared<H> {
+    locked: Mutex<Locked<H>>,
+    wake_writer: Notify,
+    wake_timer: Notify,
+    closed: watch::Sender<bool>,
+    pub(crate) stats: Arc<TransportStats>,
+}
+
+impl<H: SideHandler> Shared<H> {
+    pub(crate) fn new(conn: Connection, side: H, stats: Arc<TransportStats>) -> Arc<Self> {
+        Arc::new(Shared {
+            locked: Mutex::new(Locked { conn, side, timer_at: None }),
+            wake_writer: Notify::new(),
+            wake_timer: Notify::new(),
+            closed: watch::channel(false).0,
+            stats,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Locked<H>> {
+        // A panic while holding this lock would be a bug in this crate, never in user code
+        // (handlers run outside it); the state stays consistent step by step, so go on.
+        self.locked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs a step on the state machine, then dispatches its events and wakes the loops that
+    /// have work.
+    pub(crate) fn step<R>(self: &Arc<Self>, f: impl FnOnce(&mut Locked<H>) -> R) -> R {
+        let mut g = self.lock();
+        let r = f(&mut g);
+        self.dispatch(&mut g);
+        r
+    }
+
+    fn dispatch(self: &Arc<Self>, g: &mut Locked<H>) {
+        loop {
+            while let Some(ev) = g.conn.poll_event() {
+                H::on_event(g, ev, self);
+            }
+            H::after_step(g);
+            if !g.conn.has_events() {
+                break;
+            }
+        }
+        if g.conn.has_transmits() || !g.conn.is_open() {
+            self.wake_writer.notify_one();
+        }
+        let next = g.conn.poll_timeout();
+        if next.is_some() && (g.timer_at.is_none() || next < g.timer_at) {
+            self.wake_timer.notify_one();
+        }
+    }
+
+    /// Waits until the connection's loops have ended.
+    pub(crate) async fn closed(&self) {
+        signalled(&mut self.closed.subscribe()).await;
+    }
+}
+
+/// Runs a connection to its end (the side handler sees why, as [`Event::Closed`]).
+pub(crate) async fn run<T: Transport, H: SideHandler>(transport: T, shared: Arc<Shared<H>>) {
+    let (recv, send) = transport.split();
+    tokio::join!(read_loop(recv, &shared), write_loop(send, &shared), timer_loop(&shared));
+    let _ = shared.closed.send_replace(true);
+}
+
+async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared<H>>) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut needed = shared.lock().conn.bytes_needed();
+    let mut closed = shared.closed.subscribe();
+    loop {
+        prepare(&mut buf, needed, &shared.stats);
+        let (r, b) = tokio::select! {
+            r = recv.recv(buf) => r,
+            // The writer marks the end once it has flushed the last frames of a closed machine.
+            _ = signalled(&mut closed) => return,
+        };
+        buf = b;
+        let open = shared.step(|g| {
+            match r {
+                Ok(0) => g.conn.handle_eof(&buf),
+                Ok(_) => {
+                    // The error is already recorded in the machine (goaway queued, closed).
+                    let _ = g.conn.handle_input(&mut buf, Instant::now());
+                }
+                Err(e) => g.conn.handle_io_error(&e),
+            }
+            needed = g.conn.bytes_needed();
+            g.conn.is_open()
+        });
+        if !open {
+            return;
+        }
+    }
+}
+
+/// Makes room for the next read. When a frame's header says its whole size, the buffer is
+/// sized for all of it at once, so its payload is received straight into one allocation: only
+/// what already arrived of it is moved, once, and counted. A small frame's partial bytes may
+/// move to a fresh block (at most one block's worth, also counted).
+fn prepare(buf: &mut BytesMut, needed: usize, stats: &TransportStats) {
+    let spare = buf.capacity() - buf.len();
+    let missing = needed.saturating_sub(buf.len());
+    let additional = if missing > spare {
+        missing.max(READ_CHUNK)
+    } else if spare < MIN_SPARE && needed <= READ_CHUNK {
+        READ_CHUNK
+    } else {
+        // The frame being received fits in the room there is.
+        return;
+    };
+    let before = buf.as_ptr();
+    buf.reserve(additional);
+    if buf.as_ptr() != before {
+        TransportStats::add(&stats.recv_copied_bytes, buf.len() as u64);
+    }
+}
+
+async fn write_loop<S: SendHalf, H: SideHandler>(mut send: S, shared: &Arc<Shared<H>>) {
+    let mut batch = Vec::new();
+    loop {
+        let open = {
+            let mut g = shared.lock();
+            g.conn.take_transmits(&mut batch);
+            g.conn.is_open()
+        };
+        if !batch.is_empty() {
+            if let Err(e) = send.send(&mut batch).await {
+                batch.clear();
+                shared.step(|g| g.conn.handle_io_error(&e));
+                break;
+            }
+            continue;
+        }
+        if !open {
+            break;
+        }
+        shared.wake_writer.notified().await;
+    }
+    // Bounded: a peer that stopped reading must not keep a closing connection alive.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), send.shutdown()).await;
+    let _ = shared.closed.send_replace(true);
+}
+
+async fn timer_loop<H: SideHandler>(shared: &Arc<Shared<H>>) {
+    let mut closed = shared.closed.subscribe();
+    loop {
+        let next = {
+            let mut g = shared.lock();
+            g.timer_at = g.conn.poll_timeout();
+            g.timer_at
+        };
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => shared.step(|g| g.conn.handle_timeout(Instant::now())),
+            _ = shared.wake_timer.notified() => {}
+            _ = signalled(&mut closed) => break,
+        }
+    }
+}
+
+/// Resolves once a watched flag is true (or its sender is gone).
+pub(crate) async fn signalled(rx: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it here, inside.
+    let _ = rx.wait_for(|set| *set).await.map(|_| ());
+}

@@ -1,0 +1,214 @@
+//! Error types, one per operation. Misuse, peer faults and IO failures are kept apart.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::code::Code;
+
+/// An error status a handler returns, or a call receives: code, human text, and (for
+/// [`Code::APPLICATION`]) the encoded application error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Status {
+    /// What kind of failure.
+    pub code: Code,
+    /// Human-readable text.
+    pub message: String,
+    /// Encoded details (the application's error value for [`Code::APPLICATION`]).
+    pub details: Bytes,
+}
+
+impl Status {
+    /// A status with a code and a message.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Status { code, message: message.into(), details: Bytes::new() }
+    }
+
+    /// The method is not served here.
+    pub fn unimplemented(method: u32) -> Self {
+        Status::new(Code::UNIMPLEMENTED, format!("unknown method id {method:#010x}"))
+    }
+
+    /// The request did not decode.
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Status::new(Code::INVALID_ARGUMENT, message)
+    }
+
+    /// An application error whose value travels encoded in `details`.
+    pub fn application(details: Bytes) -> Self {
+        Status { code: Code::APPLICATION, message: String::from("application error"), details }
+    }
+}
+
+/// A frame or handshake could not be decoded. The connection that produced it is closed with
+/// a goaway naming this error; every other connection carries on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The handshake did not start with the zcrpc magic.
+    #[error("bad magic {found:02x?}: peer is not speaking zcrpc (expected {expected:02x?})")]
+    BadMagic {
+        /// What we read.
+        found: [u8; 4],
+        /// What we expected.
+        expected: [u8; 4],
+    },
+    /// The peer speaks another wire version.
+    #[error("wire version mismatch: peer speaks version {peer}, we speak version {ours}")]
+    VersionMismatch {
+        /// The peer's version.
+        peer: u16,
+        /// Ours.
+        ours: u16,
+    },
+    /// The frame kind byte is not one we know.
+    #[error("unknown frame kind {0:#04x}")]
+    UnknownKind(u8),
+    /// A length field is over the negotiated limit; nothing was allocated for it.
+    #[error("{what} of {len} bytes is over the limit of {limit} bytes")]
+    TooLarge {
+        /// Which length.
+        what: &'static str,
+        /// The length the peer claimed.
+        len: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// More attachments than the negotiated limit.
+    #[error("{count} attachments is over the limit of {limit}")]
+    TooManyAttachments {
+        /// The count the peer claimed.
+        count: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// The header's lengths do not add up, or a field holds an impossible value.
+    #[error("malformed {kind} frame: {reason}")]
+    Malformed {
+        /// Frame kind.
+        kind: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The stream ended in the middle of a frame.
+    #[error("connection closed in the middle of a frame ({have} of {need} bytes)")]
+    Truncated {
+        /// Bytes received of the frame.
+        have: usize,
+        /// Bytes the frame needs.
+        need: usize,
+    },
+}
+
+/// The connection broke the protocol or ended; why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// We could not decode what the peer sent.
+    #[error("peer sent bad data: {0}")]
+    Decode(#[from] DecodeError),
+    /// The peer sent a well-formed frame that is not allowed here.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The peer sent a goaway with an error code.
+    #[error("peer closed the connection: {code}: {message}")]
+    GoAway {
+        /// The peer's code.
+        code: Code,
+        /// The peer's reason.
+        message: String,
+    },
+    /// No ping answer or traffic in time.
+    #[error("keepalive timeout: no answer from peer in {0:?}")]
+    KeepaliveTimeout(Duration),
+    /// The transport failed.
+    #[error("transport error: {0}")]
+    Io(String),
+    /// The peer closed the connection.
+    #[error("connection closed by peer")]
+    Closed,
+    /// We closed it (client dropped, server shut down).
+    #[error("connection closed locally")]
+    LocallyClosed,
+}
+
+impl From<io::Error> for ConnectionError {
+    fn from(e: io::Error) -> Self {
+        ConnectionError::Io(e.to_string())
+    }
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The transport could not connect.
+    #[error("could not connect: {0}")]
+    Io(#[from] io::Error),
+    /// Connect and handshake did not finish in time.
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    /// The handshake failed (bad magic, version mismatch, ...).
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] ConnectionError),
+    /// The server refused the connection and said why.
+    #[error("server refused the connection: {code}: {message}")]
+    Refused {
+        /// The server's code.
+        code: Code,
+        /// The server's reason.
+        message: String,
+    },
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The server answered with an error status.
+    #[error("server returned {0}")]
+    Status(Status),
+    /// The deadline passed; the call was cancelled on the server.
+    #[error("deadline of {0:?} exceeded")]
+    DeadlineExceeded(Duration),
+    /// The connection is going away (goaway received or client closed); the call was not sent.
+    #[error("connection is shutting down; call not sent")]
+    ShuttingDown,
+    /// The connection ended before the answer came.
+    #[error("connection lost: {0}")]
+    Connection(ConnectionError),
+    /// The request exceeds a limit the peer declared (checked before sending).
+    #[error("request of {len} bytes is over the peer's frame limit of {limit} bytes")]
+    TooLarge {
+        /// Request size.
+        len: u64,
+        /// Peer's limit.
+        limit: u64,
+    },
+    /// Encoding the request or decoding the response failed.
+    #[error("codec error: {0}")]
+    Codec(String),
+}
+
+impl CallError {
+    /// The server's status, if the failure came from the server.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            CallError::Status(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The code: the server's, or the local equivalent.
+    pub fn code(&self) -> Code {
+        match self {
+            CallError::Status(s) => s.code,
+            CallError::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
+            CallError::ShuttingDown | CallError::Connection(_) => Code::UNAVAILABLE,
+            CallError::TooLarge { .. } => Code::RESOURCE_EXHAUSTED,
+            CallError::Codec(_) => Code::INVALID_ARGUMENT,
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The handshake: each side sends one hello before anything else.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::error::DecodeError;
+
+/// `b"ZCRP"`.
+pub const MAGIC: [u8; 4] = *b"ZCRP";
+/// The wire version this crate speaks.
+pub const WIRE_VERSION: u16 = 1;
+/// Size of the hello on the wire.
+pub const HELLO_LEN: usize = 32;
+
+/// Capability bits.
+pub mod caps {
+    /// The sender can send and receive stream frames.
+    pub const STREAMS: u64 = 1 << 0;
+    /// The sender accepts file-region attachments (reserved; always sent as bytes in v1).
+    pub const FILE_REGIONS: u64 = 1 << 1;
+}
+
+/// What a side declares about itself. Each side obeys the other's limits when sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    /// Wire version.
+    pub version: u16,
+    /// Capability bits ([`caps`]).
+    pub capabilities: u64,
+    /// Largest message + payload this side accepts in one frame.
+    pub max_frame: u32,
+    /// Most calls this side serves at once on this connection.
+    pub max_calls_in_flight: u32,
+    /// Most attachments in one frame.
+    pub max_attachments: u32,
+}
+
+impl Hello {
+    /// Encodes the 32 hello bytes.
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(HELLO_LEN);
+        b.put_slice(&MAGIC);
+        b.put_u16_le(self.version);
+        b.put_u16_le(0);
+        b.put_u64_le(self.capabilities);
+        b.put_u32_le(self.max_frame);
+        b.put_u32_le(self.max_calls_in_flight);
+        b.put_u32_le(self.max_attachments);
+        b.put_u32_le(0);
+        b.freeze()
+    }
+
+    /// Decodes a hello from at least [`HELLO_LEN`] bytes, rejecting foreign magic and other
+    /// versions with an error that names both sides' values.
+    pub fn decode(mut b: &[u8]) -> Result<Self, DecodeError> {
+        if b.len() < HELLO_LEN {
+            return Err(DecodeError::Truncated { have: b.len(), need: HELLO_LEN });
+        }
+        let mut magic = [0u8; 4];
+        b.copy_to_slice(&mut magic);
+        if magic != MAGIC {
+            return Err(DecodeError::BadMagic { found: magic, expected: MAGIC });
+        }
+        let version = b.get_u16_le();
+        if version != WIRE_VERSION {
+            return Err(DecodeError::VersionMismatch { peer: version, ours: WIRE_VERSION });
+        }
+        let _reserved = b.get_u16_le();
+        let hello = Hello {
+            version,
+            capabilities: b.get_u64_le(),
+            max_frame: b.get_u32_le(),
+            max_calls_in_flight: b.get_u32_le(),
+            max_attachments: b.get_u32_le(),
+        };
+        // max_calls_in_flight == 0 is legal: a refusal, with a goaway that says why to follow.
+        Ok(hello)
+    }
+}

@@ -1,0 +1,78 @@
+//! Frames: one file per kind, each with a pure `encode` and `decode`; [`FrameDecoder`] cuts
+//! a byte stream into frames. No IO, no clock. Wire layout: `docs/wire.md`.
+
+mod cancel;
+mod credit;
+mod decoder;
+mod error;
+mod goaway;
+mod header;
+mod hello;
+mod ping;
+mod raw;
+mod request;
+mod response;
+mod stream;
+
+pub use cancel::Cancel;
+pub use credit::Credit;
+pub use decoder::{FrameDecoder, Limits};
+pub use error::ErrorFrame;
+pub use goaway::GoAway;
+pub use header::{FrameHeader, FrameKind, HEADER_LEN};
+pub use hello::{caps, Hello, HELLO_LEN, MAGIC, WIRE_VERSION};
+pub use ping::Ping;
+pub use raw::{EncodeError, RawFrame, INLINE_MESSAGE_MAX};
+pub use request::Request;
+pub use response::Response;
+pub use stream::{StreamData, StreamEnd};
+
+use crate::error::DecodeError;
+use crate::transmit::Transmit;
+
+/// Any frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Frame {
+    Request(Request),
+    Response(Response),
+    Error(ErrorFrame),
+    Cancel(Cancel),
+    StreamData(StreamData),
+    StreamEnd(StreamEnd),
+    Credit(Credit),
+    Ping(Ping),
+    GoAway(GoAway),
+}
+
+impl Frame {
+    /// Gives a raw frame its kind's meaning.
+    pub fn decode(f: RawFrame) -> Result<Self, DecodeError> {
+        Ok(match f.header.kind {
+            FrameKind::Request => Frame::Request(Request::decode(f)?),
+            FrameKind::Response => Frame::Response(Response::decode(f)?),
+            FrameKind::Error => Frame::Error(ErrorFrame::decode(f)?),
+            FrameKind::Cancel => Frame::Cancel(Cancel::decode(f)?),
+            FrameKind::StreamData => Frame::StreamData(StreamData::decode(f)?),
+            FrameKind::StreamEnd => Frame::StreamEnd(StreamEnd::decode(f)?),
+            FrameKind::Credit => Frame::Credit(Credit::decode(f)?),
+            FrameKind::Ping | FrameKind::Pong => Frame::Ping(Ping::decode(f)?),
+            FrameKind::GoAway => Frame::GoAway(GoAway::decode(f)?),
+        })
+    }
+
+    /// Encodes the frame.
+    pub fn encode(self) -> Result<Transmit, EncodeError> {
+        match self {
+            Frame::Request(f) => f.encode(),
+            Frame::Response(f) => f.encode(),
+            Frame::Error(f) => f.encode(),
+            Frame::Cancel(f) => f.encode(),
+            Frame::StreamData(f) => f.encode(),
+            Frame::StreamEnd(f) => f.encode(),
+            Frame::Credit(f) => f.encode(),
+            Frame::Ping(f) => f.encode(),
+            Frame::GoAway(f) => f.encode(),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The server: a builder with limits, one task per connection, graceful shutdown.
+
+mod catch_unwind;
+mod connection;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::code::Code;
+use crate::conn::{ConnConfig, Connection, Side};
+use crate::driver::{self, Shared};
+use crate::error::ConnectionError;
+use crate::service::Service;
+use crate::stats::{StatsSnapshot, TransportStats};
+use crate::transport::{Acceptor, Transport};
+use connection::ServerSide;
+
+/// Server settings; see [`ServerBuilder`].
+#[derive(Debug, Clone)]
+struct ServerConfig {
+    conn: ConnConfig,
+    max_connections: usize,
+    grace_period: Duration,
+}
+
+/// Builds a [`Server`].
+///
+/// ```
+/// use std::time::Duration;
+/// # use rpc_core::{Body, BoxFuture, ServerRequest, Service, Status};
+/// # struct Echo;
+/// # impl Service for Echo {
+/// #     fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> { Box::pin(async move { Ok(req.body) }) }
+/// # }
+/// let server = rpc_core::Server::builder()
+///     .max_frame(64 << 20)
+///     .max_calls_in_flight(1000)
+///     .max_connections(100)
+///     .grace_period(Duration::from_secs(5))
+///     .build(Echo);
+/// # drop(server);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerBuilder {
+    config: ServerConfig,
+}
+
+impl ServerBuilder {
+    /// Largest request (message + attachments) accepted. Default 128 MiB. A connection may make
+    /// the server allocate up to this much for one frame; the total is bounded by
+    /// `max_frame × max_connections`.
+    pub fn max_frame(mut self, bytes: u32) -> Self {
+        self.config.conn.max_frame = bytes;
+        self
+    }
+
+    /// Most attachments in one request. Default 1024.
+    pub fn max_attachments(mut self, n: u32) -> Self {
+        self.config.conn.max_attachments = n;
+        self
+    }
+
+    /// Most calls served at once per connection; clients queue beyond it, and a client that
+    /// does not is answered `RESOURCE_EXHAUSTED`. Default 10 000. Must be at least 1.
+    pub fn max_calls_in_flight(mut self, n: u32) -> Self {
+        self.config.conn.max_calls_in_flight = n.max(1);
+        self
+    }
+
+    /// Most connections at once; one more is told why and closed. Default 1024.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n;
+        self
+    }
+
+    /// After a shutdown starts, how long calls in flight may take to finish before they are
+    /// dropped. Default 10 s.
+    pub fn grace_period(mut self, d: Duration) -> Self {
+        self.config.grace_period = d;
+        self
+    }
+
+    /// Keepalive: ping after `interval` of silence, close if no answer in `timeout`.
+    pub fn keepalive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
+        self.config.conn.keepalive_interval = interval;
+        self.config.conn.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Builds the server around `service`.
+    pub fn build(self, service: impl Service) -> Server {
+        let (shutdown, _) = watch::channel(false);
+        Server {
+            inner: Arc::new(ServerInner {
+                service: Arc::new(service),
+                config: self.config,
+                shutdown,
+                live: AtomicUsize::new(0),
+                stats: Mutex::new(StatsBook::default()),
+            }),
+        }
+    }
+}
+
+#[derive(Default)]
+struct StatsBook {
+    live: Vec<Weak<TransportStats>>,
+    closed: StatsSnapshot,
+}
+
+struct ServerInner {
+    service: Arc<dyn Service>,
+    config: ServerConfig,
+    shutdown: watch::Sender<bool>,
+    live: AtomicUsize,
+    stats: Mutex<StatsBook>,
+}
+
+/// A server: serves connections from an [`Acceptor`] or one at a time. Cheap to clone.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<ServerInner>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("service", &self.inner.service.name()).field("config", &self.inner.config).finish()
+    }
+}
+
+impl Server {
+    /// A builder with the defaults.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            config: ServerConfig {
+                conn: ConnConfig::default(),
+                max_connections: 1024,
+                grace_period: Duration::from_secs(10),
+            },
+        }
+    }
+
+    /// Accepts connections until [`ServerHandle::shutdown`]; each runs as its own task.
+    pub fn serve<A: Acceptor>(&self, mut acceptor: A) -> ServerHandle {
+        let server = self.clone();
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    r = acceptor.accept() => match r {
+                        Ok(t) => { conns.spawn(server.clone().serve_connection(t)); }
+                        Err(e) => {
+                            // Out of file descriptors and the like: keep serving the rest.
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                    _ = driver::signalled(&mut shutdown) => break,
+                }
+            }
+            drop(acceptor);
+            // Every connection got the signal; each ends within the grace period (+ slack for
+            // a peer that stops reading), after which it is dropped.
+            let limit = server.inner.config.grace_period + Duration::from_secs(6);
+            if tokio::time::timeout(limit, async { while conns.join_next().await.is_some() {} }).await.is_err() {
+                conns.abort_all();
+            }
+        });
+        ServerHandle { server: self.clone(), task: Some(task) }
+    }
+
+    /// Serves one connection to its end. The future resolves with why it ended.
+    pub async fn serve_connection<T: Transport>(self, transport: T) -> ConnectionError {
+        let inner = &self.inner;
+        let stats = transport.stats();
+        let live = inner.live.fetch_add(1, Ordering::AcqRel) + 1;
+        let _count = LiveGuard(&inner.live);
+        let refusal = if *inner.shutdown.borrow() {
+            Some((Code::UNAVAILABLE, "server is shutting down".to_owned()))
+        } else if live > inner.config.max_connections {
+            let max = inner.config.max_connections;
+            Some((Code::RESOURCE_EXHAUSTED, format!("server is at its limit of {max} connections")))
+        } else {
+            None
+        };
+        let now = Instant::now();
+        let refused = refusal.is_some();
+        let conn = match refusal {
+            Some((code, msg)) => Connection::refuse(inner.config.conn.clone(), now, code, msg),
+            None => Connection::new(Side::Server, inner.config.conn.clone(), now),
+        };
+        let mut side = ServerSide::new(inner.service.clone());
+        side.draining = refused;
+        let shared = Shared::new(conn, side, stats.clone());
+        inner.stats.lock().unwrap_or_else(|e| e.into_inner()).live.push(Arc::downgrade(&stats));
+        if refused {
+            shared.step(|_| ());
+        }
+        let mut shutdown = inner.shutdown.subscribe();
+        let grace = inner.config.grace_period;
+        let watcher = {
+            let shared = shared.clone();
+            async move {
+                driver::signalled(&mut shutdown).await;
+                shared.step(|g| {
+                    g.side.draining = true;
+                    g.conn.goaway("server is shutting down");
+                });
+                tokio::time::sleep(grace).await;
+                shared.step(|g| g.conn.close(ConnectionError::LocallyClosed));
+                std::future::pending::<()>().await
+            }
+        };
+        tokio::select! {
+            _ = driver::run(transport, shared.clone()) => {}
+            _ = watcher => {}
+        }
+        let mut book = inner.stats.lock().unwrap_or_else(|e| e.into_inner());
+        book.closed.merge(&stats.snapshot());
+        book.live.retain(|w| w.upgrade().is_some_and(|s| !Arc::ptr_eq(&s, &stats)));
+        drop(book);
+        let reason = shared.lock().side.close_reason.clone();
+        reason.unwrap_or(ConnectionError::Closed)
+    }
+
+    /// Counters summed over every connection, live and closed.
+    pub fn stats(&self) -> StatsSnapshot {
+        let book = self.inner.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut total = book.closed.clone();
+        for s in book.live.iter().filter_map(Weak::upgrade) {
+            total.merge(&s.snapshot());
+        }
+        total
+    }
+
+    /// Connections being served now.
+    pub fn connections(&self) -> usize {
+        self.inner.live.load(Ordering::Acquire)
+    }
+
+    /// Starts a graceful shutdown of every connection of this server (also those served with
+    /// [`Server::serve_connection`]): goaway, calls in flight get the grace period, new calls
+    /// and connections are refused.
+    pub fn shutdown(&self) {
+        let _ = self.inner.shutdown.send_replace(true);
+    }
+}
+
+struct LiveGuard<'a>(&'a AtomicUsize);
+
+impl Drop for LiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A running accept loop.
+#[derive(Debug)]
+pub struct ServerHandle {
+    server: Server,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The server.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Graceful shutdown: stops accepting, sends goaway on every connection, lets calls in
+    /// flight finish within the grace period, then returns.
+    pub async fn shutdown(mut self) {
+        self.server.shutdown();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Transport statistics: which path each send took, what the kernel said about it.
+//!
+//! Counters are atomics shared between the connection's tasks and whoever reads them;
+//! [`TransportStats::snapshot`] gives a plain, serializable copy.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Live counters of one connection's transport (or of a sum of them).
+        #[derive(Debug, Default)]
+        pub struct TransportStats {
+            name: std::sync::OnceLock<&'static str>,
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A copy of [`TransportStats`] at one moment. Field names are stable: tools parse
+        /// them from `echo call --stats-json`.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+        pub struct StatsSnapshot {
+            /// The transport (and backend) that produced the numbers: `tcp`, `mem`, `uring`, `msgzc`.
+            pub transport: String,
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl TransportStats {
+            /// A plain copy of every counter.
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot {
+                    transport: self.name().to_owned(),
+                    $($name: self.$name.load(Relaxed),)*
+                }
+            }
+        }
+
+        impl StatsSnapshot {
+            /// Adds another snapshot's counters into this one (totals over connections).
+            pub fn merge(&mut self, other: &StatsSnapshot) {
+                if self.transport.is_empty() {
+                    self.transport = other.transport.clone();
+                }
+                $(self.$name += other.$name;)*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Frames sent by the copy path (the kernel copies them; for `tcp` every send).
+    sends_copy,
+    /// Frames sent zero-copy.
+    sends_zc,
+    /// Frames whose segments were partly coalesced into a copy buffer, rest zero-copy.
+    sends_coalesced,
+    /// Bytes sent by the copy path.
+    bytes_copy,
+    /// Bytes sent zero-copy.
+    bytes_zc,
+    /// Bytes sent in coalesced frames.
+    bytes_coalesced,
+    /// Segments copied into coalescing buffers.
+    coalesced_segments,
+    /// Zero-copy completion notifications received.
+    notifications,
+    /// Notifications saying the kernel copied after all (`ZC_COPIED`: loopback, veth).
+    notifications_copied,
+    /// Times the adaptive engine moved between zero-copy and copy.
+    path_switches,
+    /// Zero-copy sends refused with `ENOBUFS` (optmem, locked memory) and resent by copy.
+    enobufs_fallbacks,
+    /// Sends the kernel took only partly, resubmitted for the rest.
+    short_sends,
+    /// Pool buffers write-protected for the flight of a send.
+    write_protects,
+    /// Bytes received.
+    recv_bytes,
+    /// Bytes copied on the receiving side (a partial payload moved into an exact-size buffer).
+    recv_copied_bytes,
+}
+
+impl TransportStats {
+    /// New counters for a transport called `name`.
+    pub fn new(name: &'static str) -> Self {
+        let s = TransportStats::default();
+        let _ = s.name.set(name);
+        s
+    }
+
+    /// The transport's name.
+    pub fn name(&self) -> &'static str {
+        self.name.get().copied().unwrap_or("unknown")
+    }
+
+    /// Adds `n` to a counter.
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}

@@ -1,0 +1,6 @@
+#[rpc_core::service]
+pub trait Store {
+    async fn ping(&self) {}
+}
+
+fn main() {}

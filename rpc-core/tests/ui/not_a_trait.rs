@@ -1,0 +1,6 @@
+#[rpc_core::service]
+pub struct Store {
+    key: String,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[rpc_core::service]
+pub trait Store {
+    fn get(&self, key: String) -> u64;
+}
+
+fn main() {}

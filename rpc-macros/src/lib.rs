@@ -1,0 +1,153 @@
+//! The `#[service]` attribute macro of zcrpc: a trait of `async fn`s becomes a typed client
+//! and a server dispatcher. Use it through `rpc_core`, which re-exports it as
+//! `rpc_core::service`.
+//!
+//! ```rust,ignore
+//! use rpc_core::{CallError, Payload};
+//!
+//! #[rpc_core::service]
+//! pub trait Store {
+//!     /// Stores a blob; returns its version.
+//!     async fn put(&self, key: String, data: Payload) -> Result<u64, StoreError>;
+//!     async fn get(&self, key: String) -> Result<Payload, StoreError>;
+//!     async fn add(&self, a: u64, b: u64) -> u64;
+//!     async fn ping(&self);
+//!     #[method(id = 7)]
+//!     async fn fixed(&self) -> u32;
+//! }
+//!
+//! // Server: implement the trait with plain `async fn`s and serve `StoreServer::new(imp)`.
+//! // Client: `StoreClient::new(client).put("k".into(), blob).await?` gives
+//! //         `Result<Result<u64, StoreError>, CallError>`.
+//! ```
+//!
+//! (The runnable version of this example is `rpc-core/tests/macro_calls.rs`.)
+//!
+//! # What is generated
+//!
+//! For a trait `Store`:
+//!
+//! - **the trait**, each `async fn m(&self, ..) -> R` rewritten as
+//!   `fn m(&self, ..) -> impl Future<Output = R> + Send`, with `Send + Sync + 'static` added to
+//!   its supertraits: implementations still write plain `async fn`s, and the server can run
+//!   calls concurrently on any thread. Doc comments and other attributes are kept.
+//! - **`StoreClient`** (`Clone + Debug`), built with `StoreClient::new(client)`; one
+//!   `pub async fn` per method with the same arguments, returning
+//!   `Result<R, CallError>` — for a method returning `Result<T, E>` that is
+//!   `Result<Result<T, E>, CallError>`: the outer error says the call failed, the inner one is
+//!   the application's answer. `with_options` gives a client whose calls use other
+//!   `CallOptions`; `client()` is the connection underneath, for raw calls. The method ids
+//!   are its associated constants: `StoreClient::PUT` (the method name in
+//!   SCREAMING_SNAKE_CASE) and `StoreClient::METHODS`, every `(name, id)` in declaration order.
+//! - **`StoreServer<S>`**, wrapping an implementation (`new(imp)` or `from_arc(arc)`), which
+//!   implements `rpc_core::Service`: it dispatches on the method id, decodes the arguments, calls
+//!   the implementation and encodes its answer. Its `name()` is `"Store"`.
+//!
+//! # Arguments and results
+//!
+//! - An argument or result whose type's last path segment is `Payload` (no generic
+//!   arguments) is an **attachment**: it travels after the message without being copied or
+//!   serialized. Several `Payload` arguments go as attachments in declaration order.
+//! - Every other argument is **serialized** with `rpc_core::codec`: the message is the tuple of
+//!   the non-`Payload` arguments, in declaration order (`(key,)` for `put` above, `()` for none).
+//! - The return type may be `()` (or none), `T`, `Payload`, or `Result<T, E>` /
+//!   `Result<Payload, E>` / `Result<(), E>` (recognised by the last path segment `Result` with
+//!   two generic arguments; a one-argument alias such as `io::Result<T>` is a plain `T`).
+//!   `T` and `E` are `Serialize + DeserializeOwned`. An `Err(e)` travels as a status with
+//!   code `APPLICATION` whose details are `e` encoded; the client decodes it back into `E`.
+//! - Argument and return types must be owned (no references) and concrete (no `impl Trait`):
+//!   the receiving side decodes into a fresh value of exactly that type.
+//!
+//! Failures: a request whose attachments are not as many as the method's `Payload` arguments,
+//! or whose message does not decode, is answered with `INVALID_ARGUMENT` naming the method
+//! (`"Store/put: ..."`); an unknown method id with `UNIMPLEMENTED`; a reply that cannot be
+//! encoded with `INTERNAL`. On the client, encoding or decoding failures are
+//! `CallError::Codec`.
+//!
+//! # Method ids
+//!
+//! Every request carries a 32-bit method id. Unless pinned, a method's id is
+//!
+//! > the **32-bit FNV-1a** hash (offset basis `0x811c9dc5`, prime `0x01000193`: for each byte,
+//! > xor it into the hash, then multiply by the prime modulo 2³²) of the UTF-8 bytes of
+//! > `"{Trait}/{method}"` — the trait's name, a slash, the method's name, both exactly as
+//! > written in the source (case kept) without a raw-identifier `r#` prefix.
+//!
+//! For example `Store::put` has id `fnv1a_32("Store/put") = 0x0e28fcb0`. The id therefore
+//! depends on neither the order of the methods nor the compiler: methods can be added,
+//! reordered or removed without changing the others, and a peer built from another language
+//! or a `.proto` file computes the same ids. Renaming the trait or a method changes the id.
+//!
+//! `#[method(id = N)]` on a method pins its id to `N` (any `u32`), for example to keep the wire
+//! id of a renamed method. Two methods with the same id — pinned twice or a hash collision — are
+//! a compile error naming both.
+//!
+//! # Rules, checked at compile time
+//!
+//! Each broken rule is a compile error pointing at the offending code, and all of them are
+//! reported at once:
+//!
+//! - methods are `async fn` taking `&self` (not `self`, not `&mut self`: the server calls
+//!   methods concurrently), not generic, not `const`/`unsafe`/`extern`/variadic, with no
+//!   default body;
+//! - each argument is named by a plain identifier (`key: String`, not `(a, b): (u32, u32)` or
+//!   `_`);
+//! - the trait has no generics and contains only methods (no consts, types or macros);
+//! - method ids are unique, and no method takes the name of a generated item
+//!   (`new`, `with_options`, `client`, or an id constant `METHODS`).
+//!
+//! The generated code names everything by absolute path (`::rpc_core::…`, `::core::…`,
+//! `::std::…`), so it compiles in any module, including one under `#![no_implicit_prelude]`;
+//! it needs the crate `rpc_core` to be a dependency under that name.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod codegen;
+mod method_id;
+mod parse;
+mod validate;
+
+use proc_macro::TokenStream;
+
+/// Turns a trait of `async fn`s into a zcrpc service: the rewritten trait, a typed client
+/// `{Trait}Client` and a server dispatcher `{Trait}Server<S>`.
+///
+/// Methods may carry `#[method(id = N)]` to pin their wire id. See the
+/// [crate documentation](crate) for what is generated, how arguments travel, the method-id
+/// rule and the compile-time checks.
+#[proc_macro_attribute]
+pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
+    expand(args.into(), input.into()).into()
+}
+
+/// The whole expansion, on `proc_macro2` types.
+fn expand(
+    args: proc_macro2::TokenStream,
+    input: proc_macro2::TokenStream,
+) -> proc_macro2::TokenStream {
+    let item: syn::Item = match syn::parse2(input.clone()) {
+        Ok(item) => item,
+        Err(e) => return e.to_compile_error(),
+    };
+    let syn::Item::Trait(item) = item else {
+        let error = syn::Error::new_spanned(&item, "`#[service]` goes on a trait of `async fn`s")
+            .to_compile_error();
+        return quote::quote!(#error #input);
+    };
+    match (parse::service_args(args), validate::validate(&item)) {
+        (Ok(()), Ok(service)) => codegen::expand(&service),
+        (args, service) => {
+            let mut errors: Option<syn::Error> = None;
+            for e in [args.err(), service.err()].into_iter().flatten() {
+                match &mut errors {
+                    Some(all) => all.combine(e),
+                    None => errors = Some(e),
+                }
+            }
+            let errors = errors.map(|e| e.to_compile_error());
+            let fallback = codegen::fallback(item);
+            quote::quote!(#errors #fallback)
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! Checking a trait against the rules of a service and turning it into the model that
+//! `codegen` reads.
+//!
+//! Every rule that fails adds a spanned error and checking goes on, so the user sees all the
+//! problems of a trait in one build, each pointing at the code to change.
+
+use std::collections::HashMap;
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{format_ident, ToTokens};
+use syn::ext::IdentExt;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, FnArg, Ident, ItemTrait, Pat, ReturnType, Signature, Token, TraitItem, TraitItemFn,
+    Type, TypeParamBound, Visibility,
+};
+
+use crate::method_id;
+use crate::parse::{self, ExplicitId, Reply};
+
+/// Errors collected while checking, combined into one `syn::Error` at the end.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    /// Adds an error.
+    pub(crate) fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    /// Adds an error spanned at `tokens`.
+    fn at(&mut self, tokens: impl ToTokens, message: impl std::fmt::Display) {
+        self.push(syn::Error::new_spanned(tokens, message));
+    }
+
+    /// Adds an error at `span`.
+    fn at_span(&mut self, span: Span, message: impl std::fmt::Display) {
+        self.push(syn::Error::new(span, message));
+    }
+
+    /// `Ok` if nothing was reported, else every error together.
+    fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+/// A checked service trait.
+pub(crate) struct Service {
+    /// The trait's attributes (docs, ...).
+    pub(crate) attrs: Vec<Attribute>,
+    /// The trait's visibility; the client and server get the same.
+    pub(crate) vis: Visibility,
+    /// The trait's name.
+    pub(crate) ident: Ident,
+    /// The name used in method ids and `Service::name` (without `r#`).
+    pub(crate) name: String,
+    /// Supertraits the user wrote; `Send + Sync + 'static` are added to them.
+    pub(crate) supertraits: Punctuated<TypeParamBound, Token![+]>,
+    /// The methods, in declaration order.
+    pub(crate) methods: Vec<Method>,
+}
+
+/// A checked service method.
+pub(crate) struct Method {
+    /// Attributes kept on the trait method and the client method (docs, ...).
+    pub(crate) attrs: Vec<Attribute>,
+    /// The method's name.
+    pub(crate) ident: Ident,
+    /// The name used in the id and in messages (without `r#`).
+    pub(crate) name: String,
+    /// The wire id.
+    pub(crate) id: u32,
+    /// Where to point when the id collides: the `N` of `#[method(id = N)]`, else the name.
+    pub(crate) id_span: Span,
+    /// Whether the id was pinned with `#[method(id = N)]`.
+    pub(crate) explicit_id: bool,
+    /// The id constant on the client (`PUT`).
+    pub(crate) const_ident: Ident,
+    /// The arguments after `&self`, in declaration order.
+    pub(crate) args: Vec<Arg>,
+    /// The return type and its shape.
+    pub(crate) reply: Reply,
+}
+
+/// One argument of a service method.
+pub(crate) struct Arg {
+    /// Its name.
+    pub(crate) ident: Ident,
+    /// Its type as written.
+    pub(crate) ty: Type,
+    /// True for an attachment (`Payload`), false for a value serialized with the codec.
+    pub(crate) payload: bool,
+}
+
+/// Inherent items of the generated client that a method of the same name would collide with.
+const CLIENT_ITEMS: &[&str] = &["new", "with_options", "client"];
+/// The client's constant listing every method; no method's id constant may take its name.
+const METHODS_CONST: &str = "METHODS";
+
+/// Checks `item` and builds the model, or returns every problem found.
+pub(crate) fn validate(item: &ItemTrait) -> syn::Result<Service> {
+    let mut errors = Errors::default();
+
+    if let Some(unsafety) = &item.unsafety {
+        errors.at(unsafety, "a service trait cannot be `unsafe`");
+    }
+    if let Some(auto) = &item.auto_token {
+        errors.at(auto, "a service trait cannot be an `auto` trait");
+    }
+    if !item.generics.params.is_empty() {
+        errors.at(&item.generics, "service traits cannot be generic");
+    }
+    if let Some(where_clause) = &item.generics.where_clause {
+        errors.at(where_clause, "service traits cannot have a `where` clause");
+    }
+
+    let name = item.ident.unraw().to_string();
+    let mut methods = Vec::with_capacity(item.items.len());
+    for trait_item in &item.items {
+        match trait_item {
+            TraitItem::Fn(f) => {
+                if let Some(m) = method(&name, f, &mut errors) {
+                    methods.push(m);
+                }
+            }
+            other => errors.at(
+                other,
+                "a service trait can only contain `async fn` methods (no consts, types or macros)",
+            ),
+        }
+    }
+    check_unique(&item.ident, &methods, &mut errors);
+
+    errors.finish()?;
+    Ok(Service {
+        attrs: item.attrs.clone(),
+        vis: item.vis.clone(),
+        ident: item.ident.clone(),
+        name,
+        supertraits: item.supertraits.clone(),
+        methods,
+    })
+}
+
+/// Checks one method; `None` if it is too broken to model (its errors are in `errors`).
+fn method(service: &str, f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
+    let sig = &f.sig;
+    let (attrs, explicit) = parse::method_attrs(&f.attrs, errors);
+
+    if let Some(constness) = &sig.constness {
+        errors.at(constness, "service methods cannot be `const`");
+    }
+    if sig.asyncness.is_none() {
+        errors.at(sig.fn_token, "service methods must be `async fn`");
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        errors.at(unsafety, "service methods cannot be `unsafe`");
+    }
+    if let Some(abi) = &sig.abi {
+        errors.at(abi, "service methods cannot have an `extern` ABI");
+    }
+    if !sig.generics.params.is_empty() {
+        errors.at(&sig.generics, "service methods cannot be generic");
+    }
+    if let Some(where_clause) = &sig.generics.where_clause {
+        errors.at(
+            where_clause,
+            "service methods cannot be generic (no `where` clause)",
+        );
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.at(variadic, "service methods cannot be variadic");
+    }
+    if let Some(body) = &f.default {
+        errors.at_span(
+            body.span(),
+            "service methods cannot have a default body: the trait only declares the service",
+        );
+    }
+
+    check_receiver(sig, errors);
+    let args = arguments(sig, errors);
+    check_return(&sig.output, errors);
+
+    let name = sig.ident.unraw().to_string();
+    let const_ident = format_ident!("{}", method_id::const_name(&name), span = sig.ident.span());
+    let (id, id_span, explicit_id) = match explicit {
+        Some(ExplicitId { value, span }) => (value, span, true),
+        None => (
+            method_id::hashed_id(service, &name),
+            sig.ident.span(),
+            false,
+        ),
+    };
+    Some(Method {
+        attrs,
+        ident: sig.ident.clone(),
+        name,
+        id,
+        id_span,
+        explicit_id,
+        const_ident,
+        args: args?,
+        reply: Reply::of(&sig.output),
+    })
+}
+
+/// The first input must be exactly `&self`.
+fn check_receiver(sig: &Signature, errors: &mut Errors) {
+    const CONCURRENT: &str = "the server calls methods concurrently";
+    match sig.inputs.first() {
+        Some(FnArg::Receiver(r)) => {
+            let named_lifetime = r
+                .reference
+                .as_ref()
+                .and_then(|(_, lt)| lt.as_ref())
+                .is_some_and(|lt| lt.ident != "_");
+            if r.reference.is_none() {
+                errors.at(
+                    r,
+                    format!("service methods take `&self`, not `self` by value: {CONCURRENT}"),
+                );
+            } else if r.mutability.is_some() {
+                errors.at(
+                    r,
+                    format!("service methods take `&self`, not `&mut self`: {CONCURRENT}"),
+                );
+            } else if r.colon_token.is_some() || named_lifetime {
+                errors.at(r, "service methods take a plain `&self` receiver");
+            }
+        }
+        Some(FnArg::Typed(first)) => errors.at(
+            first,
+            "service methods must take `&self` first: add `&self` before the arguments",
+        ),
+        None => errors.at_span(
+            sig.paren_token.span.join(),
+            "service methods must take `&self`: write `(&self)`",
+        ),
+    }
+}
+
+/// The typed arguments: each named by a plain identifier, each an owned, concrete type.
+/// `None` if any argument is unusable.
+fn arguments(sig: &Signature, errors: &mut Errors) -> Option<Vec<Arg>> {
+    let mut args = Vec::with_capacity(sig.inputs.len());
+    let mut ok = true;
+    for input in &sig.inputs {
+        let FnArg::Typed(typed) = input else { continue };
+        let ident = match &*typed.pat {
+            Pat::Ident(p) if p.by_ref.is_none() && p.mutability.is_none() && p.subpat.is_none() => {
+                Some(p.ident.clone())
+            }
+            other => {
+                errors.at(
+                    other,
+                    "name each argument with a plain identifier, like `key: String`",
+                );
+                None
+            }
+        };
+        let ty_ok = check_owned_type(&typed.ty, "argument", errors);
+        match ident {
+            Some(ident) if ty_ok => args.push(Arg {
+                payload: parse::is_payload(&typed.ty),
+                ident,
+                ty: (*typed.ty).clone(),
+            }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(args)
+}
+
+/// The return type must be owned and concrete, like the arguments.
+fn check_return(output: &ReturnType, errors: &mut Errors) {
+    if let ReturnType::Type(_, ty) = output {
+        check_owned_type(ty, "return type", errors);
+    }
+}
+
+/// Rejects `impl Trait` anywhere in the type, and a top-level reference: the receiving side
+/// decodes into a fresh value of exactly this type. Returns true if the type is usable.
+fn check_owned_type(ty: &Type, what: &str, errors: &mut Errors) -> bool {
+    if let Some(span) = find_impl_keyword(ty.to_token_stream()) {
+        errors.at_span(
+            span,
+            format!(
+                "`impl Trait` is not allowed in a service method's {what}: use a concrete type, \
+                 the other side decodes into it"
+            ),
+        );
+        return false;
+    }
+    if let Type::Reference(r) = ty {
+        errors.at(
+            r,
+            format!(
+                "a service method's {what} must be an owned type, not a reference: \
+                 it is decoded into a fresh value"
+            ),
+        );
+        return false;
+    }
+    true
+}
+
+/// The span of an `impl` keyword inside a type's tokens, if any (that is an `impl Trait`).
+fn find_impl_keyword(tokens: TokenStream) -> Option<Span> {
+    tokens.into_iter().find_map(|tt| match tt {
+        TokenTree::Ident(i) if i == "impl" => Some(i.span()),
+        TokenTree::Group(g) => find_impl_keyword(g.stream()),
+        _ => None,
+    })
+}
+
+/// Method names, id constants and ids must each be unique, and must not take the names of
+/// the client's own items.
+fn check_unique(service: &Ident, methods: &[Method], errors: &mut Errors) {
+    let mut names: HashMap<&str, &Method> = HashMap::new();
+    let mut consts: HashMap<String, &Method> = HashMap::new();
+    let mut ids: HashMap<u32, &Method> = HashMap::new();
+    for m in methods {
+        if CLIENT_ITEMS.contains(&m.name.as_str()) {
+            errors.at(
+                &m.ident,
+                format!(
+                    "a method named `{0}` would clash with the generated `{service}Client::{0}`; \
+                     rename it",
+                    m.name
+                ),
+            );
+        }
+        if let Some(first) = names.insert(&m.name, m) {
+            errors.at(
+                &m.ident,
+                format!(
+                    "duplicate method `{}` (first declared as `{}`)",
+                    m.name, first.ident
+                ),
+            );
+            continue;
+        }
+        let const_name = m.const_ident.to_string();
+        if const_name == METHODS_CONST {
+            errors.at(
+                &m.ident,
+                format!(
+                    "method `{}` would name its id constant `{service}Client::METHODS`, \
+                     which lists all methods; rename it",
+                    m.name
+                ),
+            );
+        } else if let Some(first) = consts.insert(const_name.clone(), m) {
+            errors.at(
+                &m.ident,
+                format!(
+                    "methods `{}` and `{}` would both name the id constant \
+                     `{service}Client::{const_name}`; rename one",
+                    first.name, m.name
+                ),
+            );
+        }
+        if let Some(first) = ids.insert(m.id, m) {
+            let how = if m.explicit_id && first.explicit_id {
+                "two methods cannot pin the same id"
+            } else {
+                "pin a different id on one of them with `#[method(id = N)]`"
+            };
+            errors.at_span(
+                m.id_span,
+                format!(
+                    "method id {:#010x} of `{}` is already used by `{}`: {how}",
+                    m.id, m.name, first.name
+                ),
+            );
+        }
+    }
+}
