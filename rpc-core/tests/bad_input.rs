@@ -136,7 +136,11 @@ async fn hostile_peers_lose_their_connection_and_nobody_else_notices() {
     let mut response_from_client = hello();
     response_from_client.extend(header(2, |h| h.id = 1));
 
+    let mut stream_frame = hello();
+    stream_frame.extend(header(5, |h| h.id = 1));
+
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("stream frame", stream_frame, "stream frames on a connection that did not negotiate streams"),
         ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "bad magic"),
         ("wrong version", wrong_version, "peer speaks version 9, we speak version 1"),
         ("2^40 payload", huge, "payload of 1099511627776 bytes is over the limit of 1048576 bytes"),

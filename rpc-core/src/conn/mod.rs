@@ -471,10 +471,15 @@ impl Connection {
                 self.finish(r.id, Ok(body));
             }
             (Side::Client, Frame::Error(e)) => self.finish(e.id, Err(CallError::Status(e.status))),
+            (_, Frame::StreamData(_) | Frame::StreamEnd(_) | Frame::Credit(_)) => {
+                return Err(ConnectionError::Protocol(
+                    "stream frames on a connection that did not negotiate streams".into(),
+                ));
+            }
             (side, frame) => {
-                let kind = frame_kind_name(&frame);
                 return Err(ConnectionError::Protocol(format!(
-                    "{kind} frame is not allowed from a {}",
+                    "{} frame is not allowed from a {}",
+                    frame.kind().name(),
                     if side == Side::Client { "server" } else { "client" }
                 )));
             }
@@ -577,20 +582,6 @@ impl Connection {
             Ok(t) => self.transmits.push(t),
             Err(e) => tracing::error!("control frame failed to encode: {e}"),
         }
-    }
-}
-
-fn frame_kind_name(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Request(_) => "request",
-        Frame::Response(_) => "response",
-        Frame::Error(_) => "error",
-        Frame::Cancel(_) => "cancel",
-        Frame::StreamData(_) => "stream data",
-        Frame::StreamEnd(_) => "stream end",
-        Frame::Credit(_) => "credit",
-        Frame::Ping(_) => "ping",
-        Frame::GoAway(_) => "goaway",
     }
 }
 

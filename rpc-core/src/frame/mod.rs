@@ -61,6 +61,22 @@ impl Frame {
         })
     }
 
+    /// The frame's kind.
+    pub fn kind(&self) -> FrameKind {
+        match self {
+            Frame::Request(_) => FrameKind::Request,
+            Frame::Response(_) => FrameKind::Response,
+            Frame::Error(_) => FrameKind::Error,
+            Frame::Cancel(_) => FrameKind::Cancel,
+            Frame::StreamData(_) => FrameKind::StreamData,
+            Frame::StreamEnd(_) => FrameKind::StreamEnd,
+            Frame::Credit(_) => FrameKind::Credit,
+            Frame::Ping(p) if p.pong => FrameKind::Pong,
+            Frame::Ping(_) => FrameKind::Ping,
+            Frame::GoAway(_) => FrameKind::GoAway,
+        }
+    }
+
     /// Encodes the frame.
     pub fn encode(self) -> Result<Transmit, EncodeError> {
         match self {
