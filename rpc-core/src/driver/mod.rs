@@ -9,17 +9,16 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use bytes::BytesMut;
 use tokio::sync::{watch, Notify};
+
+mod recv_buffer;
+
+use recv_buffer::RecvBuffer;
 
 use crate::conn::{Connection, Event};
 use crate::stats::TransportStats;
 use crate::transport::{RecvHalf, SendHalf, Transport};
 
-/// Receive buffers are allocated in blocks of this size; received frames are slices of them.
-pub(crate) const READ_CHUNK: usize = 64 * 1024;
-/// Below this much spare room a fresh block is allocated before reading.
-const MIN_SPARE: usize = 4 * 1024;
 
 /// What a side does with the state machine's events. Runs with the lock held: must not block.
 pub(crate) trait SideHandler: Send + Sized + 'static {
@@ -105,23 +104,25 @@ pub(crate) async fn run<T: Transport, H: SideHandler>(transport: T, shared: Arc<
 }
 
 async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared<H>>) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut rb = RecvBuffer::new();
     let mut needed = shared.lock().conn.bytes_needed();
     let mut closed = shared.closed.subscribe();
     loop {
-        prepare(&mut buf, needed, &shared.stats);
-        let (r, b) = tokio::select! {
+        rb.prepare(needed, &shared.stats);
+        let buf = std::mem::take(&mut rb.buf);
+        let (r, buf) = tokio::select! {
             r = recv.recv(buf) => r,
             // The writer marks the end once it has flushed the last frames of a closed machine.
             _ = signalled(&mut closed) => return,
         };
-        buf = b;
+        rb.buf = buf;
+        let buf = &mut rb.buf;
         let open = shared.step(|g| {
             match r {
-                Ok(0) => g.conn.handle_eof(&buf),
+                Ok(0) => g.conn.handle_eof(buf),
                 Ok(_) => {
                     // The error is already recorded in the machine (goaway queued, closed).
-                    let _ = g.conn.handle_input(&mut buf, Instant::now());
+                    let _ = g.conn.handle_input(buf, Instant::now());
                 }
                 Err(e) => g.conn.handle_io_error(&e),
             }
@@ -131,28 +132,6 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
         if !open {
             return;
         }
-    }
-}
-
-/// Makes room for the next read. When a frame's header says its whole size, the buffer is
-/// sized for all of it at once, so its payload is received straight into one allocation: only
-/// what already arrived of it is moved, once, and counted. A small frame's partial bytes may
-/// move to a fresh block (at most one block's worth, also counted).
-fn prepare(buf: &mut BytesMut, needed: usize, stats: &TransportStats) {
-    let spare = buf.capacity() - buf.len();
-    let missing = needed.saturating_sub(buf.len());
-    let additional = if missing > spare {
-        missing.max(READ_CHUNK)
-    } else if spare < MIN_SPARE && needed <= READ_CHUNK {
-        READ_CHUNK
-    } else {
-        // The frame being received fits in the room there is.
-        return;
-    };
-    let before = buf.as_ptr();
-    buf.reserve(additional);
-    if buf.as_ptr() != before {
-        TransportStats::add(&stats.recv_copied_bytes, buf.len() as u64);
     }
 }
 
