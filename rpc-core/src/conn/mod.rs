@@ -92,6 +92,9 @@ pub enum Event {
     Closed(ConnectionError),
 }
 
+/// Unsolicited answers (pongs, refusals) that may wait unsent beyond the calls in flight.
+const CONTROL_BACKLOG: usize = 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Waiting for the peer's hello.
@@ -450,7 +453,10 @@ impl Connection {
 
     fn on_frame(&mut self, frame: Frame, now: Instant) -> Result<(), ConnectionError> {
         match (self.side, frame) {
-            (_, Frame::Ping(p)) if !p.pong => self.push_frame(Frame::Ping(Ping { id: p.id, pong: true })),
+            (_, Frame::Ping(p)) if !p.pong => {
+                self.check_backlog()?;
+                self.push_frame(Frame::Ping(Ping { id: p.id, pong: true }));
+            }
             (_, Frame::Ping(p)) => {
                 if self.ping_out.is_some_and(|(id, _)| id == p.id) {
                     self.ping_out = None;
@@ -492,6 +498,10 @@ impl Connection {
         if self.calls.contains_key(&id) {
             return Err(ConnectionError::Protocol(format!("call id {id} is already in flight")));
         }
+        if self.state != State::Open || self.calls.len() >= self.config.max_calls_in_flight as usize {
+            // Refusals are answers nobody waits on a handler for: bound them.
+            self.check_backlog()?;
+        }
         if self.state != State::Open {
             let status = Status::new(Code::UNAVAILABLE, "server is shutting down; call not accepted");
             self.push_frame(Frame::Error(ErrorFrame { id, status }));
@@ -513,6 +523,20 @@ impl Connection {
         self.calls.insert(id, InFlight { deadline, budget: r.deadline });
         let body = Body { message: r.message, attachments: r.attachments };
         self.events.push_back(Event::Request { id, method: r.method, deadline, body });
+        Ok(())
+    }
+
+    /// A peer that keeps sending frames that need an answer (pings, refused calls) while it
+    /// reads nothing would make the queue of answers grow without end; past a bound that is
+    /// a protocol violation.
+    fn check_backlog(&self) -> Result<(), ConnectionError> {
+        let limit = self.config.max_calls_in_flight as usize + CONTROL_BACKLOG;
+        if self.transmits.len() >= limit {
+            return Err(ConnectionError::Protocol(format!(
+                "peer keeps sending while not reading: {} answers queued (limit {limit})",
+                self.transmits.len()
+            )));
+        }
         Ok(())
     }
 

@@ -291,3 +291,18 @@ fn eof_in_the_middle_of_a_frame_is_reported_as_truncated() {
     });
     assert!(matches!(closed, Some(ConnectionError::Decode(DecodeError::Truncated { have: 3, .. }))));
 }
+
+#[test]
+fn a_peer_that_pings_without_reading_is_cut_off_not_buffered_forever() {
+    let mut p = Pair::new();
+    let mut flood = BytesMut::new();
+    for id in 0..12_000 {
+        flood.extend_from_slice(&crate::frame::Ping { id, pong: false }.encode().unwrap().to_vec());
+    }
+    // The server never gets to send (its transmits are not taken).
+    let err = p.server.handle_input(&mut flood, p.now).unwrap_err();
+    assert!(matches!(&err, ConnectionError::Protocol(m) if m.contains("not reading")), "{err}");
+    let mut out = Vec::new();
+    p.server.take_transmits(&mut out);
+    assert!(out.len() <= 10_000 + CONTROL_BACKLOG + 1, "{} answers queued", out.len());
+}
