@@ -196,3 +196,19 @@ async fn a_client_sees_the_servers_version_in_the_error() {
     let err = Client::connect_tcp(addr, ClientConfig::default()).await.unwrap_err();
     assert!(err.to_string().contains("peer speaks version 2, we speak version 1"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_dropped_after_the_handshake_timeout() {
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let server = Server::builder().handshake_timeout(Duration::from_millis(200)).build(TestService::default());
+    let handle = server.serve(acceptor);
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut out)).await.expect("closed by the server").unwrap();
+    let (code, reason) = goaway_of(&out);
+    assert_eq!(code, Code::PROTOCOL.0);
+    assert!(reason.contains("no hello from the peer within 200ms"), "{reason}");
+    common::eventually(|| handle.server().connections() == 0).await;
+    handle.shutdown().await;
+}

@@ -19,6 +19,8 @@ pub struct ConnConfig {
     pub keepalive_interval: Option<Duration>,
     /// Close the connection when a ping is not answered within this. Default 20 s.
     pub keepalive_timeout: Duration,
+    /// Close the connection when the peer's hello has not arrived within this. Default 10 s.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for ConnConfig {
@@ -29,6 +31,7 @@ impl Default for ConnConfig {
             max_calls_in_flight: 10_000,
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_timeout: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }

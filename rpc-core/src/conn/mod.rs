@@ -237,6 +237,9 @@ impl Connection {
         if self.state == State::Closed {
             return None;
         }
+        if self.state == State::Handshake {
+            return Some(self.last_rx + self.config.handshake_timeout);
+        }
         let keepalive = match (self.ping_out, self.config.keepalive_interval) {
             (Some((_, sent)), _) => Some(sent + self.config.keepalive_timeout),
             (None, Some(interval)) => Some(self.last_rx + interval),
@@ -301,6 +304,13 @@ impl Connection {
     /// Time passed: expire deadlines, send a keepalive ping, or give up on the peer.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.state == State::Closed {
+            return;
+        }
+        if self.state == State::Handshake {
+            if now >= self.last_rx + self.config.handshake_timeout {
+                let limit = self.config.handshake_timeout;
+                self.fail(ConnectionError::Protocol(format!("no hello from the peer within {limit:?}")), true);
+            }
             return;
         }
         for id in self.deadlines.expire(now) {

@@ -306,3 +306,19 @@ fn a_peer_that_pings_without_reading_is_cut_off_not_buffered_forever() {
     p.server.take_transmits(&mut out);
     assert!(out.len() <= 10_000 + CONTROL_BACKLOG + 1, "{} answers queued", out.len());
 }
+
+#[test]
+fn a_peer_that_never_says_hello_is_closed_after_the_handshake_timeout() {
+    let now = Instant::now();
+    let mut server = Connection::new(Side::Server, ConnConfig::default(), now);
+    assert_eq!(server.poll_timeout(), Some(now + Duration::from_secs(10)));
+    server.handle_timeout(now + Duration::from_secs(9));
+    assert!(server.is_open());
+    server.handle_timeout(now + Duration::from_secs(10));
+    assert!(!server.is_open());
+    let closed = std::iter::from_fn(|| server.poll_event()).find_map(|e| match e {
+        Event::Closed(err) => Some(err.to_string()),
+        _ => None,
+    });
+    assert!(closed.unwrap().contains("no hello from the peer within 10s"));
+}

@@ -91,6 +91,12 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a new connection may take to send its hello. Default 10 s.
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.config.conn.handshake_timeout = d;
+        self
+    }
+
     /// Builds the server around `service`.
     pub fn build(self, service: impl Service) -> Server {
         let (shutdown, _) = watch::channel(false);
