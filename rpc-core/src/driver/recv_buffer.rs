@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
+use crate::frame::HEADER_LEN;
 use crate::stats::TransportStats;
 
 /// Receive buffers are allocated in blocks of this size; received frames are slices of them.
@@ -29,11 +30,19 @@ pub(crate) struct RecvBuffer {
     /// reclaim the whole allocation.
     anchors: VecDeque<(BytesMut, usize)>,
     anchored_bytes: usize,
+    /// The last frame was large: read the next header alone, so that the next large payload
+    /// is not read into a small block first and then moved.
+    header_first: bool,
 }
 
 impl RecvBuffer {
     pub(crate) fn new() -> Self {
-        RecvBuffer { buf: BytesMut::with_capacity(READ_CHUNK), anchors: VecDeque::new(), anchored_bytes: 0 }
+        RecvBuffer {
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            anchors: VecDeque::new(),
+            anchored_bytes: 0,
+            header_first: false,
+        }
     }
 
     /// Makes room for the next read, given the bytes the frame being received needs in all
@@ -42,6 +51,14 @@ impl RecvBuffer {
     pub(crate) fn prepare(&mut self, needed: usize, stats: &TransportStats) {
         let spare = self.buf.capacity() - self.buf.len();
         let missing = needed.saturating_sub(self.buf.len());
+        if self.buf.is_empty() && needed <= HEADER_LEN && self.header_first {
+            // One small read for the header; the body then goes straight where it belongs.
+            if spare != needed {
+                self.buf = BytesMut::with_capacity(needed);
+            }
+            return;
+        }
+        self.header_first = needed > READ_CHUNK;
         let size = if missing > spare {
             needed.max(READ_CHUNK)
         } else if spare < MIN_SPARE && needed <= READ_CHUNK {
@@ -119,5 +136,27 @@ mod tests {
         let p = r.buf.as_ptr();
         r.prepare(1 << 20, &stats);
         assert_eq!(r.buf.as_ptr(), p);
+    }
+
+    #[test]
+    fn after_a_large_frame_the_next_header_is_read_alone() {
+        let stats = TransportStats::new("test");
+        let mut r = RecvBuffer::new();
+        r.prepare(1 << 20, &stats);
+        r.buf.resize(1 << 20, 1);
+        drop(r.buf.split());
+        r.prepare(HEADER_LEN, &stats);
+        assert_eq!(r.buf.capacity(), HEADER_LEN, "a read must not run past the header");
+        r.buf.resize(HEADER_LEN, 2);
+        // The header says another large frame: its buffer gets the header, nothing more moved.
+        r.prepare(2 << 20, &stats);
+        assert!(r.buf.capacity() >= 2 << 20);
+        assert_eq!(stats.snapshot().recv_copied_bytes, HEADER_LEN as u64);
+        // A small frame turns it off again.
+        r.buf.clear();
+        r.prepare(100, &stats);
+        r.buf.clear();
+        r.prepare(HEADER_LEN, &stats);
+        assert!(r.buf.capacity() > HEADER_LEN);
     }
 }
