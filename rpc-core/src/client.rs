@@ -57,7 +57,7 @@ struct ClientSide {
 }
 
 impl SideHandler for ClientSide {
-    fn on_event(g: &mut Locked<Self>, event: Event, _shared: &Arc<Shared<Self>>) {
+    fn on_event(g: &mut Locked<Self>, event: Event) {
         let side = &mut g.side;
         match event {
             Event::Connected(hello) => {

@@ -22,10 +22,14 @@ use crate::transport::{RecvHalf, SendHalf, Transport};
 
 /// What a side does with the state machine's events. Runs with the lock held: must not block.
 pub(crate) trait SideHandler: Send + Sized + 'static {
-    fn on_event(locked: &mut Locked<Self>, event: Event, shared: &Arc<Shared<Self>>);
+    fn on_event(locked: &mut Locked<Self>, event: Event);
 
     /// Called after every step; a side can decide the connection is done (server: drained).
     fn after_step(_locked: &mut Locked<Self>) {}
+
+    /// Called by the reader after each batch of input, without the lock (server: runs the
+    /// handlers the input started).
+    fn after_input(_shared: &Arc<Shared<Self>>) {}
 }
 
 /// The state behind the lock.
@@ -74,7 +78,7 @@ impl<H: SideHandler> Shared<H> {
     fn dispatch(self: &Arc<Self>, g: &mut Locked<H>) {
         loop {
             while let Some(ev) = g.conn.poll_event() {
-                H::on_event(g, ev, self);
+                H::on_event(g, ev);
             }
             H::after_step(g);
             if !g.conn.has_events() {
@@ -129,6 +133,7 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
             needed = g.conn.bytes_needed();
             g.conn.is_open()
         });
+        H::after_input(shared);
         if !open {
             return;
         }
