@@ -2,21 +2,21 @@
 //! large ones (up to 16 MiB), then a table of what went through which send path.
 //!
 //! ```text
-//! cargo run --release --example quickstart [-- --transport tcp]
+//! cargo run --release --example quickstart [-- --transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc]
 //! ```
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use rpc_core::{Payload, StatsSnapshot};
-use zcrpc_examples::{connect, pattern, serve, TransportChoice};
+use zcrpc_examples::{connect, pattern, serve, TransportChoice, ZcChoice};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let transport = parse_args()?;
-    let (server, addr) = serve(SocketAddr::from(([127, 0, 0, 1], 0)), transport).await?;
-    println!("zcrpc quickstart: server on {addr} ({transport:?} transport)");
-    let client = connect(addr, transport).await?;
+    let (transport, zc) = parse_args()?;
+    let (server, addr) = serve(SocketAddr::from(([127, 0, 0, 1], 0)), transport, zc).await?;
+    println!("zcrpc quickstart: server on {addr} ({transport:?} transport, {zc:?})");
+    let client = connect(addr, transport, zc).await?;
 
     let start = Instant::now();
     let mut calls = 0u64;
@@ -51,13 +51,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn parse_args() -> Result<TransportChoice, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => Ok(TransportChoice::default()),
-        [flag, value] if flag == "--transport" => value.parse(),
-        _ => Err("usage: quickstart [--transport tcp]".into()),
+fn parse_args() -> Result<(TransportChoice, ZcChoice), String> {
+    const USAGE: &str = "usage: quickstart [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc]";
+    let (mut transport, mut zc) = (TransportChoice::default(), ZcChoice::default());
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(USAGE)?;
+        match flag.as_str() {
+            "--transport" => transport = value.parse()?,
+            "--zc" => zc = value.parse()?,
+            _ => return Err(USAGE.into()),
+        }
     }
+    Ok((transport, zc))
 }
 
 fn print_table(rows: &[(&str, &StatsSnapshot)]) {

@@ -31,13 +31,27 @@ impl Echo for EchoImpl {
     }
 }
 
-/// Which transport to use. `tcp` is the portable tokio transport; the Linux zero-copy engines
-/// (`uring`, `msgzc`) plug in here as `transport-uring` lands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Which transport to use: `tcp` everywhere; on Linux also `uring` (the io_uring zero-copy
+/// engine, the default there) and `msgzc` (the `MSG_ZEROCOPY` engine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportChoice {
     /// Portable tokio TCP.
-    #[default]
     Tcp,
+    /// io_uring zero-copy engine.
+    #[cfg(target_os = "linux")]
+    Uring,
+    /// `MSG_ZEROCOPY` engine.
+    #[cfg(target_os = "linux")]
+    MsgZc,
+}
+
+impl Default for TransportChoice {
+    fn default() -> Self {
+        #[cfg(target_os = "linux")]
+        return TransportChoice::Uring;
+        #[cfg(not(target_os = "linux"))]
+        return TransportChoice::Tcp;
+    }
 }
 
 impl FromStr for TransportChoice {
@@ -46,18 +60,61 @@ impl FromStr for TransportChoice {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "tcp" => Ok(TransportChoice::Tcp),
-            "uring" | "msgzc" => Err(format!("transport {s:?} is not available in this build yet; use tcp")),
-            other => Err(format!("unknown transport {other:?}: expected tcp")),
+            #[cfg(target_os = "linux")]
+            "uring" => Ok(TransportChoice::Uring),
+            #[cfg(target_os = "linux")]
+            "msgzc" => Ok(TransportChoice::MsgZc),
+            other => Err(format!("unknown transport {other:?}: expected tcp, uring or msgzc (the last two on Linux)")),
         }
     }
 }
 
+/// How the Linux engines use zero-copy: `adaptive` (default), `always-zc`, `never-zc`.
+/// Ignored by `tcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ZcChoice(
+    /// The engine's mode.
+    #[cfg(target_os = "linux")]
+    pub transport_uring::ZcMode,
+);
+
+impl FromStr for ZcChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        #[cfg(target_os = "linux")]
+        return s.parse::<transport_uring::ZcMode>().map(ZcChoice).map_err(|e| e.to_string());
+        #[cfg(not(target_os = "linux"))]
+        return Err(format!("zero-copy mode {s:?} needs Linux"));
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn uring_config(transport: TransportChoice, zc: ZcChoice) -> transport_uring::UringConfig {
+    let backend = match transport {
+        TransportChoice::MsgZc => transport_uring::Backend::MsgZc,
+        _ => transport_uring::Backend::Uring,
+    };
+    transport_uring::UringConfig { backend, mode: zc.0, ..transport_uring::UringConfig::default() }
+}
+
 /// Binds `addr` and serves [`EchoImpl`] over the chosen transport.
-pub async fn serve(addr: SocketAddr, transport: TransportChoice) -> std::io::Result<(ServerHandle, SocketAddr)> {
+pub async fn serve(
+    addr: SocketAddr,
+    transport: TransportChoice,
+    zc: ZcChoice,
+) -> std::io::Result<(ServerHandle, SocketAddr)> {
     let server = Server::builder().build(EchoServer::new(EchoImpl));
+    let _ = zc;
     match transport {
         TransportChoice::Tcp => {
             let acceptor = TcpAcceptor::bind(addr).await?;
+            let local = acceptor.local_addr()?;
+            Ok((server.serve(acceptor), local))
+        }
+        #[cfg(target_os = "linux")]
+        TransportChoice::Uring | TransportChoice::MsgZc => {
+            let acceptor = transport_uring::UringAcceptor::bind(addr, uring_config(transport, zc)).await?;
             let local = acceptor.local_addr()?;
             Ok((server.serve(acceptor), local))
         }
@@ -65,9 +122,15 @@ pub async fn serve(addr: SocketAddr, transport: TransportChoice) -> std::io::Res
 }
 
 /// Connects an [`EchoClient`] over the chosen transport.
-pub async fn connect(addr: SocketAddr, transport: TransportChoice) -> Result<EchoClient, ConnectError> {
+pub async fn connect(addr: SocketAddr, transport: TransportChoice, zc: ZcChoice) -> Result<EchoClient, ConnectError> {
+    let _ = zc;
     let client = match transport {
         TransportChoice::Tcp => Client::connect_tcp(addr, ClientConfig::default()).await?,
+        #[cfg(target_os = "linux")]
+        TransportChoice::Uring | TransportChoice::MsgZc => {
+            let t = transport_uring::connect(addr, uring_config(transport, zc)).await?;
+            Client::connect(t, ClientConfig::default()).await?
+        }
     };
     Ok(EchoClient::new(client))
 }

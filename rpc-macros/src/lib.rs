@@ -2,7 +2,7 @@
 //! and a server dispatcher. Use it through `rpc_core`, which re-exports it as
 //! `rpc_core::service`.
 //!
-//! ```rust,ignore
+//! ```text
 //! use rpc_core::{CallError, Payload};
 //!
 //! #[rpc_core::service]

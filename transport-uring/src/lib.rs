@@ -1,3 +1,70 @@
-//! The Linux zero-copy transport for zcrpc: io_uring `SEND_ZC`/`SENDMSG_ZC`, `MSG_ZEROCOPY`,
-//! and a pinned, write-protected buffer pool. Work in progress: see issue 3.
+//! # transport-uring: the Linux zero-copy transport of zcrpc
+//!
+//! Large payloads leave the process without a copy: io_uring `SENDMSG_ZC` (or `MSG_ZEROCOPY`
+//! where io_uring is refused), segments kept alive — and pool buffers write-protected — until
+//! the kernel's notification. Small messages, local peers (loopback copies anyway: the
+//! notifications say `ZC_COPIED`) and payloads in too many pieces go by a copy path the engine
+//! picks by itself; every choice is counted in [`rpc_core::TransportStats`].
+//!
+//! ```no_run
+//! use rpc_core::transport::{SendHalf, Transport};
+//! use rpc_core::Transmit;
+//! use transport_uring::{BufferPool, UringConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let transport = transport_uring::connect("127.0.0.1:7000", UringConfig::default()).await?;
+//! println!("backend: {}", transport.backend());
+//! let stats = transport.stats();
+//! let (_recv, mut send) = transport.split();
+//! let pool = BufferPool::new(16 << 20, 1 << 20)?;
+//! let mut buf = pool.take_wait().await;
+//! buf.fill_from(&[7u8; 1 << 20]);
+//! let t = Transmit { head: bytes::Bytes::from_static(b"hdr"), segments: vec![buf.into_segment()] };
+//! send.send(&mut vec![t]).await?;
+//! println!("{:?}", stats.snapshot());
+//! # Ok(()) }
+//! ```
+//!
+//! Layout: `sys/` (the io_uring driver and socket calls) and `buf/` (the pinned pool and
+//! `mprotect`) hold all the unsafe code; `engine/` plans and submits sends; `transport.rs`
+//! implements `rpc_core`'s `Transport`.
+//!
+//! Decisions worth knowing:
+//!
+//! - **One ring per connection**, its completions reaped by a tokio task through `AsyncFd` on
+//!   the ring fd: no runtime-global state, so it works in any runtime (multi-threaded tokio,
+//!   `tokio_uring::start`) and many runtimes per process (tests). Every operation parks its
+//!   memory in the ring's slab until its final CQE; dropped futures only mark the slot.
+//! - **Pool registration**: each [`BufferPool`] registers its pages once, on a small ring of its
+//!   own; a connection ring clones that table (`IORING_REGISTER_CLONE_BUFFERS`, 6.12) the first
+//!   time it sends from the pool. Cloning shares the pins and works while pages are read-only.
+//!   A message is sent as runs: pool buffers of one registration go in one `SENDMSG_ZC` with
+//!   its `buf_index` (vectored fixed, 6.15), other pieces (the frame head) in another, with
+//!   `MSG_MORE` between them.
+//! - **Receive**: single-shot `IORING_OP_RECV` straight into the caller's spare capacity
+//!   (ownership-passing). A provided-buffer ring would add a user-space copy, because
+//!   `RecvHalf` appends into the caller's buffer. A receive whose future is dropped stays in
+//!   the kernel; the next call takes its bytes, so nothing is lost.
+//! - **`MSG_ZEROCOPY` sockets and tokio**: mio reads `EPOLLOUT|EPOLLERR` (any wake-up while a
+//!   completion waits in the error queue) as "write closed", which tokio never clears; from
+//!   then on `writable()` never waits. The backend therefore waits for room through a private
+//!   epoll and reads the error queue through a duplicate descriptor.
+
+#![cfg(target_os = "linux")]
 #![warn(missing_docs)]
+
+mod buf;
+mod config;
+mod engine;
+mod probe;
+mod sys;
+mod transport;
+
+pub use buf::{BufferPool, PoolError, ZcBuf};
+pub use config::{
+    Backend, ParseError, SnapshotPolicy, UringConfig, ZcMode, MSGZC_COPY_THRESHOLD,
+    URING_COPY_THRESHOLD,
+};
+pub use engine::UringSend;
+pub use probe::{probe, Probe, DISABLE_URING_ENV};
+pub use transport::{connect, from_tcp, UringAcceptor, UringRecv, UringTransport};

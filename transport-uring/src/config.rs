@@ -1,0 +1,199 @@
+//! Configuration of a connection: backend, zero-copy mode, thresholds, snapshot policy.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Which kernel interface sends the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Backend {
+    /// The best the kernel offers ([`probe`](crate::probe)): io_uring, else `MSG_ZEROCOPY`,
+    /// else copy.
+    #[default]
+    Auto,
+    /// io_uring `SENDMSG_ZC` (falls back like `Auto` when io_uring is refused).
+    Uring,
+    /// `MSG_ZEROCOPY` with completions from the socket's error queue (falls back to copy).
+    MsgZc,
+    /// Plain vectored writes: the kernel copies (stats name `tcp`).
+    Copy,
+}
+
+impl Backend {
+    /// The name in the stats and on the command line: `auto`, `uring`, `msgzc`, `tcp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Uring => "uring",
+            Backend::MsgZc => "msgzc",
+            Backend::Copy => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A string that names no backend or mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{got}` (expected one of: {expected})")]
+pub struct ParseError {
+    what: &'static str,
+    got: String,
+    expected: &'static str,
+}
+
+impl FromStr for Backend {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Backend::Auto),
+            "uring" | "io_uring" | "io-uring" => Ok(Backend::Uring),
+            "msgzc" | "msg_zerocopy" | "msg-zerocopy" => Ok(Backend::MsgZc),
+            "tcp" | "copy" => Ok(Backend::Copy),
+            _ => Err(ParseError {
+                what: "backend",
+                got: s.into(),
+                expected: "auto, uring, msgzc, tcp",
+            }),
+        }
+    }
+}
+
+/// How the planner chooses between zero-copy and copy for messages above the threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ZcMode {
+    /// Zero-copy until notifications say the kernel copied anyway (`ZC_COPIED`: loopback,
+    /// veth, no scatter-gather), then copy, probing zero-copy again every
+    /// [`UringConfig::reprobe_every`] sends.
+    #[default]
+    Adaptive,
+    /// Zero-copy for every message at or above the threshold, whatever the notifications say.
+    AlwaysZc,
+    /// Never zero-copy.
+    NeverZc,
+}
+
+impl fmt::Display for ZcMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ZcMode::Adaptive => "adaptive",
+            ZcMode::AlwaysZc => "always-zc",
+            ZcMode::NeverZc => "never-zc",
+        })
+    }
+}
+
+impl FromStr for ZcMode {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "adaptive" => Ok(ZcMode::Adaptive),
+            "always-zc" | "always" => Ok(ZcMode::AlwaysZc),
+            "never-zc" | "never" => Ok(ZcMode::NeverZc),
+            _ => Err(ParseError {
+                what: "zero-copy mode",
+                got: s.into(),
+                expected: "adaptive, always-zc, never-zc",
+            }),
+        }
+    }
+}
+
+/// What keeps a zero-copy message's bytes as they were when it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SnapshotPolicy {
+    /// Pool buffers are `mprotect`ed read-only from submission to notification (a write in
+    /// flight faults); `Bytes` are immutable by type.
+    #[default]
+    WriteProtect,
+    /// Rely on ownership alone: a sent `ZcBuf` can no longer be written through safe code.
+    Ownership,
+    /// Messages holding pool buffers go by the copy path: the kernel has the bytes before
+    /// `send` returns.
+    AlwaysCopy,
+}
+
+/// Published io_uring zero-copy crossover on kernels since 6.10 (loopback cannot measure it:
+/// there every zero-copy send is copied).
+pub const URING_COPY_THRESHOLD: usize = 3 * 1024;
+/// Published `MSG_ZEROCOPY` crossover.
+pub const MSGZC_COPY_THRESHOLD: usize = 10 * 1024;
+
+/// Configuration of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UringConfig {
+    /// Kernel interface; the one actually used is [`UringTransport::backend`](crate::UringTransport::backend).
+    pub backend: Backend,
+    /// Zero-copy policy.
+    pub mode: ZcMode,
+    /// Messages smaller than this go by the copy path. `None`: the backend's published
+    /// crossover ([`URING_COPY_THRESHOLD`], [`MSGZC_COPY_THRESHOLD`]). `Some(0)` makes every
+    /// message a zero-copy candidate.
+    pub copy_threshold: Option<usize>,
+    /// Most iovecs per zero-copy send (`UIO_MAXIOV` = 1024 at most; lower values model a NIC's
+    /// scatter-gather entries, 17 in Linux). More segments are coalesced.
+    pub max_iov: usize,
+    /// Once on the copy path, try zero-copy again every this many eligible sends.
+    pub reprobe_every: u32,
+    /// Snapshot guarantee for pool buffers.
+    pub snapshot: SnapshotPolicy,
+    /// `SO_SNDBUF` to set, if any.
+    pub sndbuf: Option<usize>,
+    /// Receive with io_uring `IORING_OP_RECV` (straight into the caller's buffer) instead of
+    /// readiness + `read` on the uring backend. Both are one kernel copy, none in user space.
+    pub uring_recv: bool,
+}
+
+impl Default for UringConfig {
+    fn default() -> Self {
+        UringConfig {
+            backend: Backend::Auto,
+            mode: ZcMode::Adaptive,
+            copy_threshold: None,
+            max_iov: crate::sys::UIO_MAXIOV,
+            reprobe_every: 256,
+            snapshot: SnapshotPolicy::WriteProtect,
+            sndbuf: None,
+            uring_recv: true,
+        }
+    }
+}
+
+impl UringConfig {
+    /// The copy threshold in force for `backend`.
+    pub fn threshold_for(&self, backend: Backend) -> usize {
+        self.copy_threshold.unwrap_or(match backend {
+            Backend::MsgZc => MSGZC_COPY_THRESHOLD,
+            _ => URING_COPY_THRESHOLD,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_names() {
+        assert_eq!("uring".parse::<Backend>().unwrap(), Backend::Uring);
+        assert_eq!("msgzc".parse::<Backend>().unwrap(), Backend::MsgZc);
+        assert_eq!("tcp".parse::<Backend>().unwrap(), Backend::Copy);
+        assert_eq!("auto".parse::<Backend>().unwrap(), Backend::Auto);
+        assert!("x"
+            .parse::<Backend>()
+            .unwrap_err()
+            .to_string()
+            .contains("uring, msgzc, tcp"));
+        assert_eq!("always-zc".parse::<ZcMode>().unwrap(), ZcMode::AlwaysZc);
+        assert_eq!("never-zc".parse::<ZcMode>().unwrap(), ZcMode::NeverZc);
+        assert_eq!("adaptive".parse::<ZcMode>().unwrap(), ZcMode::Adaptive);
+        for m in [ZcMode::Adaptive, ZcMode::AlwaysZc, ZcMode::NeverZc] {
+            assert_eq!(m.to_string().parse::<ZcMode>().unwrap(), m);
+        }
+    }
+}

@@ -1,0 +1,712 @@
+//! The io_uring driver: one ring per connection, its completions reaped by a tokio task that
+//! waits on the ring's file descriptor through [`AsyncFd`] (the ring fd polls readable when the
+//! completion queue is not empty), so it runs in any tokio runtime, multi-threaded or not.
+//!
+//! Ownership rule: every operation parks the memory the kernel may touch (`keep`) in a slot of
+//! the ring's slab, and the slot is freed only after the operation's *final* completion — the
+//! notification (`IORING_CQE_F_NOTIF`) for a zero-copy send whose first CQE carried
+//! `IORING_CQE_F_MORE`. Dropping the future that waits for an operation only marks the slot
+//! abandoned; the memory still waits for the kernel. That is what makes every operation
+//! cancellation-safe.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::BytesMut;
+use io_uring::types::CloneBuffersFlags;
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use slab::Slab;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use super::{IORING_NOTIF_USAGE_ZC_COPIED, IORING_SEND_ZC_REPORT_USAGE};
+
+/// A completion: the CQE's `res` and `flags`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Completion {
+    pub res: i32,
+    #[allow(dead_code)]
+    pub flags: u32,
+}
+
+/// Receives zero-copy notifications of the operations it was attached to.
+pub(crate) trait NotifSink: Send + Sync + 'static {
+    /// One notification; `copied` is the kernel's `IORING_NOTIF_USAGE_ZC_COPIED`; `sent` says
+    /// whether the send it closes moved any byte (a failed send's notification says nothing
+    /// about the path).
+    fn notified(&self, copied: bool, sent: bool);
+}
+
+/// `user_data` of operations nobody waits for (the wake-up `NOP`).
+const UNTRACKED: u64 = u64::MAX;
+
+struct Slot {
+    waker: Option<Waker>,
+    result: Option<Completion>,
+    main_done: bool,
+    /// The future took the result or was dropped.
+    user_gone: bool,
+    /// The first CQE said a notification follows.
+    notif_pending: bool,
+    notif_seen: bool,
+    /// `res` of the first CQE (bytes sent, or -errno).
+    main_res: i32,
+    keep: Option<Box<dyn Any + Send>>,
+    sink: Option<Arc<dyn NotifSink>>,
+}
+
+struct State {
+    uring: IoUring,
+    slots: Slab<Slot>,
+    handles: usize,
+    /// Pool id → first index of its clone in this ring's fixed-buffer table.
+    pools: HashMap<u64, Option<u16>>,
+    next_buf: u32,
+}
+
+/// Work to do after the lock is released: user code (wakers, `Drop` of payload owners,
+/// notification sinks) never runs under the ring's lock.
+#[derive(Default)]
+struct After {
+    notifs: Vec<(Arc<dyn NotifSink>, bool, bool)>,
+    drops: Vec<Box<dyn Any + Send>>,
+    wakers: Vec<Waker>,
+}
+
+impl After {
+    fn run(self) {
+        for (sink, copied, sent) in self.notifs {
+            sink.notified(copied, sent);
+        }
+        drop(self.drops);
+        for w in self.wakers {
+            w.wake();
+        }
+    }
+}
+
+/// One io_uring instance with its slab of in-flight operations.
+pub(crate) struct Ring {
+    fd: RawFd,
+    state: Mutex<State>,
+}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring").field("fd", &self.fd).finish()
+    }
+}
+
+impl Ring {
+    /// Sets up a ring with room for `entries` submissions; no special setup flags, so
+    /// completions wake pollers of the ring fd from any thread.
+    pub(crate) fn new(entries: u32) -> io::Result<Arc<Ring>> {
+        let uring = IoUring::builder()
+            .setup_cqsize(entries * 4)
+            .build(entries)?;
+        let fd = uring.as_raw_fd();
+        Ok(Arc::new(Ring {
+            fd,
+            state: Mutex::new(State {
+                uring,
+                slots: Slab::new(),
+                handles: 0,
+                pools: HashMap::new(),
+                next_buf: 0,
+            }),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the reaper task on the current tokio runtime and returns the first handle. The
+    /// task ends once every handle is gone and every operation has had its final completion.
+    pub(crate) fn start(self: &Arc<Self>) -> io::Result<RingHandle> {
+        // SAFETY: AsyncFd requires the fd to stay open and the same for the AsyncFd's life:
+        // `RingFd` owns an `Arc<Ring>`, and the ring's fd is closed only when the last Arc
+        // (this one included) is dropped.
+        let afd =
+            unsafe { AsyncFd::register_with_interest(RingFd(self.clone()), Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?;
+        self.lock().handles += 1;
+        tokio::spawn(async move {
+            loop {
+                let mut guard = match afd.readable().await {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::error!("io_uring reaper: polling the ring failed: {e}");
+                        break;
+                    }
+                };
+                guard.clear_ready();
+                let ring = &afd.get_ref().0;
+                let mut after = After::default();
+                let exit = {
+                    let mut st = ring.lock();
+                    reap_locked(&mut st, &mut after);
+                    st.handles == 0 && st.slots.is_empty()
+                };
+                after.run();
+                if exit {
+                    break;
+                }
+            }
+        });
+        Ok(RingHandle { ring: self.clone() })
+    }
+
+    /// Pushes one entry (its `user_data` set to a fresh slot) and submits it.
+    fn push(
+        self: &Arc<Self>,
+        entry: squeue::Entry,
+        keep: Box<dyn Any + Send>,
+        sink: Option<Arc<dyn NotifSink>>,
+    ) -> Result<Op, (io::Error, Option<Box<dyn Any + Send>>)> {
+        let mut after = After::default();
+        let r = {
+            let mut st = self.lock();
+            let key = st.slots.insert(Slot {
+                waker: None,
+                result: None,
+                main_done: false,
+                user_gone: false,
+                notif_pending: false,
+                notif_seen: false,
+                main_res: 0,
+                keep: Some(keep),
+                sink,
+            });
+            let entry = entry.user_data(key as u64);
+            match push_entry(&mut st, &entry) {
+                Ok(()) => {
+                    let r = submit_locked(&mut st);
+                    reap_locked(&mut st, &mut after);
+                    match r {
+                        // The entry is in the queue; the kernel takes it with the next submit.
+                        Ok(()) => Ok(key),
+                        Err(e) => {
+                            if let Some(slot) = st.slots.get_mut(key) {
+                                slot.user_gone = true;
+                            }
+                            maybe_free(&mut st, key, &mut after);
+                            Err((e, None))
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Never reached the kernel: nothing to wait for.
+                    let slot = st.slots.remove(key);
+                    Err((e, slot.keep))
+                }
+            }
+        };
+        after.run();
+        r.map(|key| Op {
+            ring: self.clone(),
+            key,
+            done: false,
+        })
+    }
+
+    /// `IORING_OP_SENDMSG_ZC` over the slices `iov` borrows from `owner` (or a plain
+    /// `IORING_OP_SENDMSG` when `zero_copy` is false). `owner` stays alive until the final
+    /// completion, the notification included; `sink` hears the notification.
+    pub(crate) fn sendmsg<O: Send + Sync + 'static>(
+        self: &Arc<Self>,
+        fd: RawFd,
+        owner: Arc<O>,
+        iov: impl for<'a> FnOnce(&'a O) -> Vec<&'a [u8]>,
+        opts: SendOpts,
+        sink: Option<Arc<dyn NotifSink>>,
+    ) -> io::Result<Op> {
+        let iovecs: Vec<libc::iovec> = iov(&owner)
+            .into_iter()
+            .map(|s| libc::iovec {
+                iov_base: s.as_ptr() as *mut libc::c_void,
+                iov_len: s.len(),
+            })
+            .collect();
+        // SAFETY: an all-zero msghdr is valid (no name, no control, no iovecs).
+        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        msg.msg_iov = iovecs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iovecs.len();
+        let entry = if opts.zero_copy {
+            let mut op = opcode::SendMsgZc::new(types::Fd(fd), &*msg as *const libc::msghdr)
+                .flags(opts.flags as u32)
+                .ioprio(IORING_SEND_ZC_REPORT_USAGE);
+            if let Some(idx) = opts.buf_index {
+                op = op.buf_index(Some(idx));
+            }
+            op.build()
+        } else {
+            opcode::SendMsg::new(types::Fd(fd), &*msg as *const libc::msghdr)
+                .flags(opts.flags as u32)
+                .build()
+        };
+        let keep = MsgKeep {
+            _msg: msg,
+            _iov: iovecs,
+            _owner: owner,
+        };
+        self.push(entry, Box::new(keep), sink).map_err(|(e, _)| e)
+    }
+
+    /// `IORING_OP_RECV` into the spare capacity of `buf` (ownership-passing: the buffer lives
+    /// in the slab until the completion, whatever happens to the future).
+    pub(crate) fn recv(
+        self: &Arc<Self>,
+        fd: RawFd,
+        mut buf: BytesMut,
+    ) -> Result<RecvOp, (io::Error, BytesMut)> {
+        let spare = buf.spare_capacity_mut();
+        let (ptr, len) = (
+            spare.as_mut_ptr() as *mut u8,
+            spare.len().min(u32::MAX as usize) as u32,
+        );
+        let entry = opcode::Recv::new(types::Fd(fd), ptr, len).build();
+        let holder = RecvBuf(Some(buf));
+        match self.push(entry, Box::new(holder), None) {
+            Ok(op) => Ok(RecvOp { op }),
+            Err((e, keep)) => {
+                let buf = keep
+                    .and_then(|k| k.downcast::<RecvBuf>().ok())
+                    .and_then(|mut h| h.0.take())
+                    .unwrap_or_default();
+                Err((e, buf))
+            }
+        }
+    }
+
+    /// Installs pool `pool_id`'s fixed buffers (registered on the ring `src_fd`, `nr` of them)
+    /// into this ring's table by `IORING_REGISTER_CLONE_BUFFERS` (6.12), once. Cloning shares
+    /// the kernel's pinned pages, so it works even while some pool pages are read-only — a
+    /// fresh registration of read-only pages would fail with `EFAULT`. Returns the index of the
+    /// pool's first buffer in this ring, or `None` when it cannot be had (then the engine sends
+    /// the pool's pages as ordinary user memory).
+    pub(crate) fn pool_base(&self, pool_id: u64, src_fd: RawFd, nr: u32) -> Option<u16> {
+        let mut st = self.lock();
+        if let Some(b) = st.pools.get(&pool_id) {
+            return *b;
+        }
+        let base = st.next_buf;
+        let flags = if base == 0 {
+            CloneBuffersFlags::empty()
+        } else {
+            CloneBuffersFlags::DST_REPLACE
+        };
+        let r = if base + nr > u16::MAX as u32 {
+            Err(io::Error::other("fixed-buffer table full"))
+        } else {
+            st.uring
+                .submitter()
+                .register_buffers_clone_offset(src_fd, 0, base, nr, flags)
+        };
+        let out = match r {
+            Ok(()) => {
+                st.next_buf = base + nr;
+                Some(base as u16)
+            }
+            Err(e) => {
+                tracing::debug!("cloning pool {pool_id}'s fixed buffers into ring failed: {e}; sending its pages unregistered");
+                None
+            }
+        };
+        st.pools.insert(pool_id, out);
+        out
+    }
+
+    /// Asks the kernel to cancel operation `key` (its completion, `-ECANCELED` or the result it
+    /// reached first, still arrives and frees the slot).
+    fn cancel(&self, key: usize) {
+        let mut st = self.lock();
+        if st.slots.get(key).is_some_and(|s| !s.main_done) {
+            let e = opcode::AsyncCancel::new(key as u64)
+                .build()
+                .user_data(UNTRACKED);
+            if push_entry(&mut st, &e).is_ok() {
+                let _ = submit_locked(&mut st);
+            }
+        }
+    }
+
+    /// Operations whose final completion has not arrived yet.
+    #[allow(dead_code)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.lock().slots.len()
+    }
+}
+
+/// Options of one send.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SendOpts {
+    pub zero_copy: bool,
+    /// `MSG_*` flags (`MSG_MORE`, `MSG_NOSIGNAL`, ...).
+    pub flags: i32,
+    /// Fixed buffer every slice lies in (vectored fixed sends: 6.15).
+    pub buf_index: Option<u16>,
+}
+
+struct MsgKeep<O> {
+    _msg: Box<libc::msghdr>,
+    _iov: Vec<libc::iovec>,
+    _owner: Arc<O>,
+}
+
+// SAFETY: the raw pointers in the msghdr and iovecs point into `_iov` and into memory `_owner`
+// keeps alive; they are only read by the kernel, never dereferenced by this process, so moving
+// the holder to another thread moves nothing that is thread-bound. `O: Send + Sync`.
+unsafe impl<O: Send + Sync> Send for MsgKeep<O> {}
+
+struct RecvBuf(Option<BytesMut>);
+
+fn push_entry(st: &mut State, entry: &squeue::Entry) -> io::Result<()> {
+    for _ in 0..2 {
+        // SAFETY: io_uring requires every pointer an SQE carries to stay valid until its final
+        // CQE. Each entry pushed here was built by this module from memory parked in its slot's
+        // `keep`, which is dropped only after that final CQE (see `maybe_free`).
+        if unsafe { st.uring.submission().push(entry) }.is_ok() {
+            return Ok(());
+        }
+        // Queue full: hand what is queued to the kernel and try again.
+        submit_locked(st)?;
+    }
+    Err(io::Error::new(
+        io::ErrorKind::WouldBlock,
+        "io_uring submission queue full",
+    ))
+}
+
+fn submit_locked(st: &mut State) -> io::Result<()> {
+    loop {
+        match st.uring.submit() {
+            Ok(_) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            // CQ overflow backlog or no memory for now: the entries stay queued, the next
+            // submit retries them.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) => {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn reap_locked(st: &mut State, after: &mut After) {
+    let mut cqes: Vec<cqueue::Entry> = st.uring.completion().collect();
+    // With IORING_FEAT_NODROP, completions that found the CQ full wait in the kernel's overflow
+    // list, and only an io_uring_enter(GETEVENTS) moves them back: no new poll wake-up comes
+    // for them. Flush and drain again until the flag clears.
+    for _ in 0..16 {
+        if !st.uring.submission().cq_overflow() {
+            break;
+        }
+        let _ = submit_locked(st);
+        cqes.extend(st.uring.completion());
+    }
+    for cqe in cqes {
+        let ud = cqe.user_data();
+        if ud == UNTRACKED {
+            continue;
+        }
+        let key = ud as usize;
+        let Some(slot) = st.slots.get_mut(key) else {
+            tracing::warn!("io_uring completion for unknown operation {key}");
+            continue;
+        };
+        let (res, flags) = (cqe.result(), cqe.flags());
+        if cqueue::notif(flags) {
+            slot.notif_pending = false;
+            slot.notif_seen = true;
+            if let Some(sink) = &slot.sink {
+                let copied = (res as u32) & IORING_NOTIF_USAGE_ZC_COPIED != 0;
+                after.notifs.push((sink.clone(), copied, slot.main_res > 0));
+            }
+        } else {
+            slot.main_done = true;
+            slot.main_res = res;
+            slot.notif_pending = cqueue::more(flags) && !slot.notif_seen;
+            if !slot.user_gone {
+                slot.result = Some(Completion { res, flags });
+                after.wakers.extend(slot.waker.take());
+            }
+        }
+        maybe_free(st, key, after);
+    }
+}
+
+fn maybe_free(st: &mut State, key: usize, after: &mut After) {
+    let free = match st.slots.get(key) {
+        Some(s) => s.main_done && !s.notif_pending && s.user_gone,
+        None => false,
+    };
+    if free {
+        let slot = st.slots.remove(key);
+        after.drops.extend(slot.keep);
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        if !self.slots.is_empty() {
+            // The ring goes away (its runtime shut down) with operations the kernel may still be
+            // working on: their memory is leaked rather than freed under the kernel's feet.
+            tracing::debug!(
+                "io_uring dropped with {} operations in flight; leaking their buffers",
+                self.slots.len()
+            );
+            for slot in self.slots.drain() {
+                std::mem::forget(slot.keep);
+            }
+        }
+    }
+}
+
+/// A counted user of the ring (the transport's halves). When the last goes, the reaper task is
+/// woken (by a `NOP`) to see whether it can end.
+pub(crate) struct RingHandle {
+    ring: Arc<Ring>,
+}
+
+impl RingHandle {
+    pub(crate) fn ring(&self) -> &Arc<Ring> {
+        &self.ring
+    }
+}
+
+impl fmt::Debug for RingHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.ring.fmt(f)
+    }
+}
+
+impl Clone for RingHandle {
+    fn clone(&self) -> Self {
+        self.ring.lock().handles += 1;
+        RingHandle {
+            ring: self.ring.clone(),
+        }
+    }
+}
+
+impl Drop for RingHandle {
+    fn drop(&mut self) {
+        let mut st = self.ring.lock();
+        st.handles -= 1;
+        if st.handles == 0 {
+            let nop = opcode::Nop::new().build().user_data(UNTRACKED);
+            if push_entry(&mut st, &nop).is_ok() {
+                let _ = submit_locked(&mut st);
+            }
+        }
+    }
+}
+
+struct RingFd(Arc<Ring>);
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.fd
+    }
+}
+
+/// The future of one operation's first completion.
+pub(crate) struct Op {
+    ring: Arc<Ring>,
+    key: usize,
+    done: bool,
+}
+
+impl Op {
+    /// Polls for the first completion; on it, also hands back what the slot keeps when no
+    /// notification is pending (the receive buffer).
+    fn poll_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        take_keep: bool,
+    ) -> Poll<(Completion, Option<Box<dyn Any + Send>>)> {
+        let mut after = After::default();
+        let out = {
+            let mut st = self.ring.lock();
+            reap_locked(&mut st, &mut after);
+            let slot = &mut st.slots[self.key];
+            if let Some(c) = slot.result.take() {
+                slot.user_gone = true;
+                slot.waker = None;
+                let keep = if take_keep && !slot.notif_pending {
+                    slot.keep.take()
+                } else {
+                    None
+                };
+                self.done = true;
+                maybe_free(&mut st, self.key, &mut after);
+                Poll::Ready((c, keep))
+            } else {
+                match &slot.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => slot.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        };
+        after.run();
+        out
+    }
+}
+
+impl Future for Op {
+    type Output = Completion;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Completion> {
+        self.get_mut().poll_inner(cx, false).map(|(c, _)| c)
+    }
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut after = After::default();
+        {
+            let mut st = self.ring.lock();
+            if let Some(slot) = st.slots.get_mut(self.key) {
+                slot.user_gone = true;
+                slot.waker = None;
+            }
+            maybe_free(&mut st, self.key, &mut after);
+        }
+        after.run();
+    }
+}
+
+/// The future of an `IORING_OP_RECV`: the byte count and the buffer, grown by that count.
+pub(crate) struct RecvOp {
+    op: Op,
+}
+
+impl RecvOp {
+    /// Ring slot of this operation (for diagnostics).
+    #[allow(dead_code)]
+    pub(crate) fn key(&self) -> usize {
+        self.op.key
+    }
+}
+
+impl Drop for RecvOp {
+    fn drop(&mut self) {
+        // A receive nobody will read must not sit in the kernel holding the socket open.
+        if !self.op.done {
+            self.op.ring.cancel(self.op.key);
+        }
+    }
+}
+
+impl Future for RecvOp {
+    type Output = (io::Result<usize>, BytesMut);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (c, keep) = match self.get_mut().op.poll_inner(cx, true) {
+            Poll::Ready(v) => v,
+            Poll::Pending => return Poll::Pending,
+        };
+        let mut buf = keep
+            .and_then(|k| k.downcast::<RecvBuf>().ok())
+            .and_then(|mut h| h.0.take())
+            .unwrap_or_default();
+        if c.res < 0 {
+            return Poll::Ready((Err(io::Error::from_raw_os_error(-c.res)), buf));
+        }
+        let n = c.res as usize;
+        let new_len = buf.len() + n;
+        assert!(
+            new_len <= buf.capacity(),
+            "kernel wrote past the receive buffer"
+        );
+        // SAFETY: IORING_OP_RECV reported writing `n` bytes at the start of the spare capacity
+        // we gave it (ptr = spare start, len = spare length), so those bytes are initialised.
+        unsafe { buf.set_len(new_len) };
+        Poll::Ready((Ok(n), buf))
+    }
+}
+
+/// A tiny ring that only holds a buffer pool's fixed-buffer registration, so that connection
+/// rings can clone it (see [`Ring::pool_base`]). Registering pins the pages once.
+pub(crate) struct RegRing {
+    uring: IoUring,
+    nr: u32,
+}
+
+impl fmt::Debug for RegRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegRing")
+            .field("fd", &self.uring.as_raw_fd())
+            .field("nr", &self.nr)
+            .finish()
+    }
+}
+
+impl RegRing {
+    /// Registers `regions` (pointer, length) as fixed buffers 0..n.
+    ///
+    /// # Safety
+    ///
+    /// Each region must be a writable mapping that stays mapped for as long as any ring that
+    /// clones this registration may send from it (the pool keeps its mapping alive for the
+    /// life of the process' use of it, and the kernel holds its own page references).
+    pub(crate) unsafe fn new(regions: &[(*mut u8, usize)]) -> io::Result<RegRing> {
+        let uring = IoUring::new(2)?;
+        let iovecs: Vec<libc::iovec> = regions
+            .iter()
+            .map(|&(p, l)| libc::iovec {
+                iov_base: p as *mut libc::c_void,
+                iov_len: l,
+            })
+            .collect();
+        // SAFETY: the caller guarantees the regions are valid writable mappings (the kernel
+        // pins them with FOLL_WRITE|FOLL_LONGTERM, which fails with EFAULT otherwise).
+        unsafe { uring.submitter().register_buffers(&iovecs)? };
+        Ok(RegRing {
+            uring,
+            nr: iovecs.len() as u32,
+        })
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.uring.as_raw_fd()
+    }
+
+    pub(crate) fn nr(&self) -> u32 {
+        self.nr
+    }
+}
+
+/// Whether the kernel lets this process set up a ring at all, and which opcodes it knows.
+pub(crate) struct RingFeatures {
+    pub send_zc: bool,
+    pub sendmsg_zc: bool,
+    pub recv: bool,
+    pub provide_buffers: bool,
+}
+
+/// Probes io_uring: `Err` when ring setup is refused (`kernel.io_uring_disabled`, seccomp,
+/// no kernel support).
+pub(crate) fn probe_ring() -> io::Result<RingFeatures> {
+    let uring = IoUring::new(4)?;
+    let mut probe = io_uring::Probe::new();
+    uring.submitter().register_probe(&mut probe)?;
+    Ok(RingFeatures {
+        send_zc: probe.is_supported(opcode::SendZc::CODE),
+        sendmsg_zc: probe.is_supported(opcode::SendMsgZc::CODE),
+        recv: probe.is_supported(opcode::Recv::CODE),
+        provide_buffers: probe.is_supported(opcode::ProvideBuffers::CODE),
+    })
+}
