@@ -47,8 +47,42 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{calls} calls, {:.1} MiB of payload in {:.3} s, every byte verified", bytes as f64 / (1 << 20) as f64, secs);
     println!();
     print_table(&[("client", &client_stats), ("server", &server_stats)]);
+    println!();
+    explain(&client_stats);
     server.shutdown().await;
     Ok(())
+}
+
+/// Says in words what the counters show.
+fn explain(s: &StatsSnapshot) {
+    #[cfg(target_os = "linux")]
+    {
+        let probe = transport_uring::probe();
+        println!("backend probe: {} ({})", probe.backend, probe.reason);
+    }
+    if s.transport == "tcp" {
+        println!("tcp: every frame went out as one vectored write of the caller's segments; the kernel copied them.");
+        return;
+    }
+    println!(
+        "copy path: {} sends, {} bytes (frames under the copy threshold, and any frame once the engine chose copy)",
+        s.sends_copy, s.bytes_copy
+    );
+    if s.sends_zc > 0 {
+        println!(
+            "zero-copy: {} sends, {} bytes; {} notifications, {} of them saying the kernel copied after all (ZC_COPIED)",
+            s.sends_zc, s.bytes_zc, s.notifications, s.notifications_copied
+        );
+    }
+    if s.path_switches > 0 && s.notifications_copied > 0 {
+        println!(
+            "on loopback the kernel always copies, so the adaptive engine noticed and moved the connection to the copy path ({} switch); it probes zero-copy again now and then",
+            s.path_switches
+        );
+    }
+    if s.sends_coalesced > 0 {
+        println!("{} sends had too many segments: {} small ones were coalesced", s.sends_coalesced, s.coalesced_segments);
+    }
 }
 
 fn parse_args() -> Result<(TransportChoice, ZcChoice), String> {
