@@ -181,6 +181,11 @@ impl Connection {
         conn
     }
 
+    /// The settings it runs with.
+    pub fn config(&self) -> &ConnConfig {
+        &self.config
+    }
+
     /// Which side this is.
     pub fn side(&self) -> Side {
         self.side

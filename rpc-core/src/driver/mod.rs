@@ -108,8 +108,10 @@ pub(crate) async fn run<T: Transport, H: SideHandler>(transport: T, shared: Arc<
 }
 
 async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared<H>>) {
-    let mut rb = RecvBuffer::new();
-    let mut needed = shared.lock().conn.bytes_needed();
+    let (mut rb, mut needed) = {
+        let g = shared.lock();
+        (RecvBuffer::new(g.conn.config().recv_cache_bytes), g.conn.bytes_needed())
+    };
     let mut closed = shared.closed.subscribe();
     loop {
         rb.prepare(needed, &shared.stats);

@@ -18,8 +18,6 @@ pub(crate) const READ_CHUNK: usize = 64 * 1024;
 const MIN_SPARE: usize = 4 * 1024;
 /// Large buffers kept for reuse, per connection.
 const KEEP_BUFFERS: usize = 8;
-/// Bytes of large buffers kept for reuse, per connection.
-const KEEP_BYTES: usize = 64 << 20;
 
 #[derive(Debug)]
 pub(crate) struct RecvBuffer {
@@ -30,17 +28,20 @@ pub(crate) struct RecvBuffer {
     /// reclaim the whole allocation.
     anchors: VecDeque<(BytesMut, usize)>,
     anchored_bytes: usize,
+    /// Most bytes of large buffers kept ([`crate::conn::ConnConfig::recv_cache_bytes`]).
+    keep_bytes: usize,
     /// The last frame was large: read the next header alone, so that the next large payload
     /// is not read into a small block first and then moved.
     header_first: bool,
 }
 
 impl RecvBuffer {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(keep_bytes: usize) -> Self {
         RecvBuffer {
             buf: BytesMut::with_capacity(READ_CHUNK),
             anchors: VecDeque::new(),
             anchored_bytes: 0,
+            keep_bytes,
             header_first: false,
         }
     }
@@ -86,10 +87,10 @@ impl RecvBuffer {
             }
         }
         let mut b = BytesMut::with_capacity(size);
-        if size <= KEEP_BYTES {
+        if size <= self.keep_bytes {
             self.anchors.push_back((b.split_to(0), size));
             self.anchored_bytes += size;
-            while self.anchors.len() > KEEP_BUFFERS || self.anchored_bytes > KEEP_BYTES {
+            while self.anchors.len() > KEEP_BUFFERS || self.anchored_bytes > self.keep_bytes {
                 let Some((_, n)) = self.anchors.pop_front() else { break };
                 self.anchored_bytes -= n;
             }
@@ -105,7 +106,7 @@ mod tests {
     #[test]
     fn a_large_buffer_is_reused_once_its_slices_are_dropped() {
         let stats = TransportStats::new("test");
-        let mut r = RecvBuffer::new();
+        let mut r = RecvBuffer::new(160 << 20);
         r.prepare(1 << 20, &stats);
         let first = r.buf.as_ptr();
         r.buf.resize(1 << 20, 7);
@@ -126,7 +127,7 @@ mod tests {
     #[test]
     fn partial_frame_bytes_move_once_and_are_counted() {
         let stats = TransportStats::new("test");
-        let mut r = RecvBuffer::new();
+        let mut r = RecvBuffer::new(160 << 20);
         r.buf.extend_from_slice(&[1u8; 1000]);
         r.prepare(1 << 20, &stats);
         assert_eq!(&r.buf[..], &[1u8; 1000][..]);
@@ -141,7 +142,7 @@ mod tests {
     #[test]
     fn after_a_large_frame_the_next_header_is_read_alone() {
         let stats = TransportStats::new("test");
-        let mut r = RecvBuffer::new();
+        let mut r = RecvBuffer::new(160 << 20);
         r.prepare(1 << 20, &stats);
         r.buf.resize(1 << 20, 1);
         drop(r.buf.split());
@@ -158,5 +159,13 @@ mod tests {
         r.buf.clear();
         r.prepare(HEADER_LEN, &stats);
         assert!(r.buf.capacity() > HEADER_LEN);
+    }
+
+    #[test]
+    fn nothing_is_kept_when_the_cache_is_off() {
+        let stats = TransportStats::new("test");
+        let mut r = RecvBuffer::new(0);
+        r.prepare(1 << 20, &stats);
+        assert!(r.anchors.is_empty());
     }
 }

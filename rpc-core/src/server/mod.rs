@@ -97,6 +97,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Bytes of large receive buffers each connection keeps for reuse (see
+    /// [`ConnConfig::recv_cache_bytes`]). Default 160 MiB; 0 keeps none.
+    pub fn recv_cache_bytes(mut self, bytes: usize) -> Self {
+        self.config.conn.recv_cache_bytes = bytes;
+        self
+    }
+
     /// Builds the server around `service`.
     pub fn build(self, service: impl Service) -> Server {
         let (shutdown, _) = watch::channel(false);
