@@ -48,15 +48,20 @@ fn payload_of(data: &Bytes, pool: Option<&BufferPool>) -> Payload {
 }
 
 async fn suite(backend: Backend, mode: ZcMode) {
-    init_tracing();
-    if !require(backend) {
-        return;
-    }
-    let cfg = UringConfig {
+    suite_with(UringConfig {
         backend,
         mode,
         ..UringConfig::default()
-    };
+    })
+    .await
+}
+
+async fn suite_with(cfg: UringConfig) {
+    init_tracing();
+    let (backend, mode) = (cfg.backend, cfg.mode);
+    if !require(backend) {
+        return;
+    }
     let acceptor = UringAcceptor::bind("127.0.0.1:0", cfg.clone())
         .await
         .unwrap();
@@ -185,6 +190,20 @@ async fn suite(backend: Backend, mode: ZcMode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_uring_adaptive() {
     tokio::time::timeout(LIMIT * 3, suite(Backend::Uring, ZcMode::Adaptive))
+        .await
+        .expect("timed out");
+}
+
+/// The same suite with the receive side on io_uring `RECV` (off by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_uring_always_zc_with_uring_recv() {
+    let cfg = UringConfig {
+        backend: Backend::Uring,
+        mode: ZcMode::AlwaysZc,
+        uring_recv: true,
+        ..UringConfig::default()
+    };
+    tokio::time::timeout(LIMIT * 3, suite_with(cfg))
         .await
         .expect("timed out");
 }

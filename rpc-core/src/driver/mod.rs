@@ -162,10 +162,14 @@ async fn write_loop<S: SendHalf, H: SideHandler>(mut send: S, shared: &Arc<Share
             break;
         }
         shared.wake_writer.notified().await;
-        // Whoever woke us is usually one of many tasks with a frame to send (callers, handlers).
-        // tokio runs a woken task next (its LIFO slot), which would send one frame per write;
-        // yielding once lets the others queue theirs so they leave in one vectored write.
-        tokio::task::yield_now().await;
+        // With several calls in flight, whoever woke us is usually one of many tasks with a
+        // frame to send (callers, handlers). tokio runs a woken task next (its LIFO slot), which
+        // would send one frame per write; yielding once lets the others queue theirs so they
+        // leave in one vectored write. With one call in flight there is nobody to wait for, and
+        // the yield (a pass through the scheduler and the IO driver) would only add latency.
+        if shared.lock().conn.calls_in_flight() > 1 {
+            tokio::task::yield_now().await;
+        }
     }
     // Bounded: a peer that stopped reading must not keep a closing connection alive.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), send.shutdown()).await;
