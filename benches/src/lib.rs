@@ -1,1 +1,17 @@
-//! zcrpc benchmarks: work in progress, see issue 4.
+//! zcrpc's benchmarks: the `compare` harness that measures zcrpc side by side with raw
+//! sockets, tonic and tarpc (`cargo run --release -p rpc-bench --bin compare -- --quick`), and
+//! the shared pieces of the criterion micro-benchmarks under `benches/`.
+//!
+//! Each measurement runs in a child process of `compare` holding one server and one client
+//! thread (see [`placement::LAYOUT`]), so every system gets a fresh allocator, its own peak
+//! RSS, and the same CPU placement.
+
+#![forbid(unsafe_code)]
+
+pub mod machine;
+pub mod meter;
+pub mod placement;
+pub mod report;
+pub mod scenario;
+pub mod stats;
+pub mod systems;

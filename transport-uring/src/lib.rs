@@ -67,4 +67,10 @@ pub use config::{
 };
 pub use engine::UringSend;
 pub use probe::{probe, Probe, DISABLE_URING_ENV};
+pub use sys::affinity::pin_current_thread;
 pub use transport::{connect, from_tcp, UringAcceptor, UringRecv, UringTransport};
+
+/// Baselines for benchmarks: what the engine is measured against.
+pub mod baseline {
+    pub use crate::sys::send_zc_loop::SendZcLoop;
+}

@@ -4,7 +4,9 @@
 //! Constants that the `libc` and `io-uring` crates lack are defined here once, under their
 //! kernel header names.
 
+pub(crate) mod affinity;
 pub(crate) mod ring;
+pub(crate) mod send_zc_loop;
 pub(crate) mod sock;
 
 /// `include/uapi/linux/io_uring.h`: ask a zero-copy send's notification to report whether the

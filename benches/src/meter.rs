@@ -1,0 +1,136 @@
+//! Counting completed calls over a warm-up and a measurement window, the same way for every
+//! system: the blocking raw loops call [`Meter::complete`] directly, the async RPC clients go
+//! through [`closed_loop`].
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+
+/// How long one measurement runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Calls completed before this much time has passed are not counted.
+    pub warmup: Duration,
+    /// Calls are counted for this long after the warm-up.
+    pub measure: Duration,
+    /// Stop after exactly this many counted calls instead of after `measure` (used under
+    /// callgrind, where time means nothing and instruction counts must compare).
+    pub calls: Option<u64>,
+}
+
+/// Fewer calls than this in the window and the measurement goes on past its end, so a slow
+/// system on `call_64m` still reports a rate from more than one call.
+const MIN_CALLS: u64 = 3;
+
+/// What one measurement saw.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// Calls completed in the window.
+    pub calls: u64,
+    /// From the first completion after the warm-up to the last counted one.
+    pub elapsed: Duration,
+    /// Per-call latency in nanoseconds, kept only when asked for.
+    pub latencies_ns: Vec<u64>,
+    /// The system's own counters at the end (zcrpc: both ends' transport statistics).
+    pub transport_stats: Option<serde_json::Value>,
+}
+
+impl Sample {
+    /// Calls per second.
+    pub fn calls_per_s(&self) -> f64 {
+        self.calls as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The `q` quantile (0..=1) of the recorded latencies, in microseconds.
+    pub fn latency_quantile_us(&mut self, q: f64) -> f64 {
+        if self.latencies_ns.is_empty() {
+            return f64::NAN;
+        }
+        self.latencies_ns.sort_unstable();
+        let idx = ((self.latencies_ns.len() - 1) as f64 * q).round() as usize;
+        self.latencies_ns[idx] as f64 / 1e3
+    }
+}
+
+/// Tracks the warm-up and measurement windows as calls complete.
+#[derive(Debug)]
+pub struct Meter {
+    start: Instant,
+    timing: Timing,
+    record_latency: bool,
+    window_start: Option<Instant>,
+    sample: Sample,
+}
+
+impl Meter {
+    /// Starts the clock now.
+    pub fn new(timing: Timing, record_latency: bool) -> Meter {
+        Meter {
+            start: Instant::now(),
+            timing,
+            record_latency,
+            window_start: None,
+            sample: Sample::default(),
+        }
+    }
+
+    /// Records a call that started at `started` and just completed. Returns false once the
+    /// measurement is over and no more calls should be issued.
+    pub fn complete(&mut self, started: Instant) -> bool {
+        let now = Instant::now();
+        let Some(window_start) = self.window_start else {
+            if now.duration_since(self.start) >= self.timing.warmup {
+                self.window_start = Some(now);
+            }
+            return true;
+        };
+        self.sample.calls += 1;
+        self.sample.elapsed = now.duration_since(window_start);
+        if self.record_latency {
+            self.sample
+                .latencies_ns
+                .push(now.duration_since(started).as_nanos() as u64);
+        }
+        match self.timing.calls {
+            Some(limit) => self.sample.calls < limit,
+            None => !(self.sample.elapsed >= self.timing.measure && self.sample.calls >= MIN_CALLS),
+        }
+    }
+
+    /// The finished sample.
+    pub fn finish(self) -> Sample {
+        self.sample
+    }
+}
+
+/// Keeps `window` calls in flight, made by `call`, until the meter says stop. The futures are
+/// polled from the current task (no `spawn`), the same for every async system.
+pub async fn closed_loop<F, Fut, E>(
+    window: usize,
+    mut meter: Meter,
+    mut call: F,
+) -> Result<Sample, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut in_flight = FuturesUnordered::new();
+    let mut issue = |in_flight: &mut FuturesUnordered<_>| {
+        let started = Instant::now();
+        let fut = call();
+        in_flight.push(async move { fut.await.map(|()| started) });
+    };
+    for _ in 0..window {
+        issue(&mut in_flight);
+    }
+    while let Some(done) = in_flight.next().await {
+        let started = done.map_err(|e| format!("call failed: {e}"))?;
+        if !meter.complete(started) {
+            return Ok(meter.finish());
+        }
+        issue(&mut in_flight);
+    }
+    Err("no call in flight".to_string())
+}

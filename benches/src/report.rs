@@ -1,0 +1,333 @@
+//! The comparison's results and their three renderings: JSON (schema 1 of issue 4), a
+//! markdown table with ratios against `raw_tcp`, and an SVG bar chart.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::machine::Machine;
+use crate::scenario::{Metric, Scenario, System};
+
+/// One (scenario, system, metric): the median and every run behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultRow {
+    /// Scenario name.
+    pub scenario: String,
+    /// System name.
+    pub system: String,
+    /// `p50_us`, `p99_us`, `calls_per_s` or `gb_per_s`.
+    pub metric: String,
+    /// Median of `runs`.
+    pub value: f64,
+    /// Every run, in the order they ran.
+    pub runs: Vec<f64>,
+}
+
+/// Peak resident memory of the child processes of one (system, scenario).
+#[derive(Debug, Clone, Serialize)]
+pub struct PeakRss {
+    /// System name.
+    pub system: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// The largest `VmHWM` of the runs, KiB (client and server together).
+    pub vmhwm_kib: u64,
+    /// `VmHWM` of every run, KiB.
+    pub runs: Vec<u64>,
+}
+
+/// A system's own counters after the last run of a (system, scenario): for zcrpc, which send
+/// path each side's engine took and what the kernel's notifications said.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransportStatsRow {
+    /// System name.
+    pub system: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// `{"client": StatsSnapshot, "server": StatsSnapshot}`.
+    pub stats: serde_json::Value,
+}
+
+/// A (scenario, system) without a number, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    /// Scenario name.
+    pub scenario: String,
+    /// System name.
+    pub system: String,
+    /// `not_applicable`, `unavailable` or `failed`.
+    pub status: String,
+    /// What happened.
+    pub reason: String,
+}
+
+/// Everything one `compare` run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Always 1.
+    pub schema: u32,
+    /// Where it ran.
+    pub machine: Machine,
+    /// CPU placement of every scenario.
+    pub affinity: String,
+    /// Process and thread layout, the same for every system.
+    pub layout: String,
+    /// When it ran (UTC).
+    pub date: String,
+    /// The command line that reproduces it.
+    pub command: String,
+    /// Repetitions of every (scenario, system); values are medians over them.
+    pub repetitions: usize,
+    /// Warm-up per run, seconds.
+    pub warmup_s: f64,
+    /// Measured time per run, seconds.
+    pub measure_s: f64,
+    /// Load averages (1, 5, 15 min) when the run started and when it ended: anything else
+    /// running on the machine shares its CPUs with the measurement.
+    pub load_average: [String; 2],
+    /// The numbers.
+    pub results: Vec<ResultRow>,
+    /// Peak RSS per (system, scenario).
+    pub peak_rss: Vec<PeakRss>,
+    /// Transport counters per (system, scenario), last run.
+    pub transport_stats: Vec<TransportStatsRow>,
+    /// Pairs without a number.
+    pub skipped: Vec<Skipped>,
+    /// Systems in column order.
+    #[serde(skip)]
+    pub systems: Vec<System>,
+    /// Scenarios in row order.
+    #[serde(skip)]
+    pub scenarios: Vec<Scenario>,
+}
+
+impl Report {
+    fn value(&self, scenario: Scenario, system: System, metric: Metric) -> Option<f64> {
+        self.results
+            .iter()
+            .find(|r| {
+                r.scenario == scenario.name()
+                    && r.system == system.name()
+                    && r.metric == metric.name()
+            })
+            .map(|r| r.value)
+    }
+
+    fn skipped(&self, scenario: Scenario, system: System) -> Option<&Skipped> {
+        self.skipped
+            .iter()
+            .find(|s| s.scenario == scenario.name() && s.system == system.name())
+    }
+
+    /// The baseline a cell's ratio is taken against: `raw_tcp` on the same scenario, or on
+    /// `upload_1m` for `segments_4k` (the same bytes per call, in one segment).
+    fn baseline(&self, scenario: Scenario, metric: Metric) -> Option<f64> {
+        let base = match scenario {
+            Scenario::Segments4k => Scenario::Upload1m,
+            s => s,
+        };
+        self.value(base, System::RawTcp, metric)
+    }
+
+    /// The markdown table, with the machine, date, layout and affinity above it.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "Machine: {} — {}", self.machine.line(), self.date);
+        let _ = writeln!(out, "Command: `{}`", self.command);
+        let _ = writeln!(out, "Layout: {}.", self.layout);
+        let _ = writeln!(out, "Affinity: {}.", self.affinity);
+        let _ = writeln!(
+            out,
+            "Load average (1/5/15 min) at start: {}; at end: {}.",
+            self.load_average[0], self.load_average[1]
+        );
+        let _ = writeln!(
+            out,
+            "Each cell: median of {} runs ({:.1} s warm-up + {:.1} s measured each); \
+             (×N) = ratio to raw_tcp on the same scenario (segments_4k: to raw_tcp upload_1m); \
+             GB = 10^9 bytes of payload.\n",
+            self.repetitions, self.warmup_s, self.measure_s
+        );
+        let _ = write!(out, "| scenario | metric |");
+        for system in &self.systems {
+            let _ = write!(out, " {system} |");
+        }
+        let _ = write!(out, "\n|---|---|");
+        for _ in &self.systems {
+            let _ = write!(out, "---:|");
+        }
+        out.push('\n');
+        let mut notes: Vec<String> = Vec::new();
+        for &scenario in &self.scenarios {
+            for &metric in scenario.metrics() {
+                let arrow = if metric.lower_is_better() {
+                    "↓"
+                } else {
+                    "↑"
+                };
+                let _ = write!(out, "| {scenario} | {} {arrow} |", metric.name());
+                for &system in &self.systems {
+                    let cell = match self.value(scenario, system, metric) {
+                        Some(v) => {
+                            let base = self.baseline(scenario, metric);
+                            match base {
+                                Some(b) if system != System::RawTcp && b > 0.0 => {
+                                    format!("{} ({:.2}×)", fmt_value(v), v / b)
+                                }
+                                _ => fmt_value(v),
+                            }
+                        }
+                        None => match self.skipped(scenario, system) {
+                            Some(s) if s.status == "not_applicable" => "—".to_string(),
+                            Some(s) => {
+                                let note = format!("{}: {}", s.status, s.reason);
+                                let idx = match notes.iter().position(|n| *n == note) {
+                                    Some(i) => i,
+                                    None => {
+                                        notes.push(note);
+                                        notes.len() - 1
+                                    }
+                                };
+                                format!("{} [{}]", s.status, idx + 1)
+                            }
+                            None => "—".to_string(),
+                        },
+                    };
+                    let _ = write!(out, " {cell} |");
+                }
+                out.push('\n');
+            }
+        }
+        let _ = write!(out, "| peak RSS | MiB, max over scenarios |");
+        for &system in &self.systems {
+            let peak = self
+                .peak_rss
+                .iter()
+                .filter(|p| p.system == system.name())
+                .map(|p| p.vmhwm_kib)
+                .max();
+            match peak {
+                Some(kib) => {
+                    let _ = write!(out, " {:.1} |", kib as f64 / 1024.0);
+                }
+                None => {
+                    let _ = write!(out, " — |");
+                }
+            }
+        }
+        out.push('\n');
+        if !notes.is_empty() {
+            out.push('\n');
+            for (i, note) in notes.iter().enumerate() {
+                let _ = writeln!(out, "[{}] {note}", i + 1);
+            }
+        }
+        out.push_str("\n— = not applicable to that system.\n\n");
+        for &scenario in &self.scenarios {
+            let _ = writeln!(out, "- `{scenario}`: {}", scenario.describe());
+        }
+        out.push('\n');
+        for &system in &self.systems {
+            let _ = writeln!(out, "- `{system}`: {}", system.describe());
+        }
+        out
+    }
+
+    /// A bar chart: one panel per (scenario, metric), one bar per system, scaled to the
+    /// panel's largest value.
+    pub fn svg(&self) -> String {
+        const WIDTH: f64 = 900.0;
+        const LABEL: f64 = 130.0;
+        const BAR_H: f64 = 16.0;
+        const GAP: f64 = 4.0;
+        const PANEL_HEAD: f64 = 24.0;
+        const COLORS: [&str; 8] = [
+            "#4d4d4d", "#9e9e9e", "#1f77b4", "#2ca02c", "#17becf", "#9467bd", "#d62728", "#ff7f0e",
+        ];
+        let panels: Vec<(Scenario, Metric)> = self
+            .scenarios
+            .iter()
+            .flat_map(|&s| s.metrics().iter().map(move |&m| (s, m)))
+            .collect();
+        let panel_h = PANEL_HEAD + self.systems.len() as f64 * (BAR_H + GAP) + 10.0;
+        let height = 40.0 + panels.len() as f64 * panel_h;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="12">"#
+        );
+        let _ = writeln!(
+            out,
+            r#"<rect width="100%" height="100%" fill="white"/><text x="10" y="20" font-size="14" font-weight="bold">zcrpc compare — {} — {}</text>"#,
+            xml_escape(&self.machine.line()),
+            xml_escape(&self.date)
+        );
+        for (i, (scenario, metric)) in panels.iter().enumerate() {
+            let top = 40.0 + i as f64 * panel_h;
+            let better = if metric.lower_is_better() {
+                "lower is better"
+            } else {
+                "higher is better"
+            };
+            let _ = writeln!(
+                out,
+                r#"<text x="10" y="{:.1}" font-weight="bold">{scenario} — {} ({better})</text>"#,
+                top + 16.0,
+                metric.name()
+            );
+            let max = self
+                .systems
+                .iter()
+                .filter_map(|&s| self.value(*scenario, s, *metric))
+                .fold(0.0f64, f64::max);
+            for (j, &system) in self.systems.iter().enumerate() {
+                let y = top + PANEL_HEAD + j as f64 * (BAR_H + GAP);
+                let _ = writeln!(
+                    out,
+                    r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{system}</text>"#,
+                    LABEL - 6.0,
+                    y + BAR_H - 4.0
+                );
+                let (w, label) = match self.value(*scenario, system, *metric) {
+                    Some(v) if max > 0.0 => ((WIDTH - LABEL - 120.0) * v / max, fmt_value(v)),
+                    _ => (
+                        0.0,
+                        self.skipped(*scenario, system)
+                            .map_or("—".to_string(), |s| s.status.replace('_', " ")),
+                    ),
+                };
+                let _ = writeln!(
+                    out,
+                    r#"<rect x="{LABEL}" y="{y:.1}" width="{w:.1}" height="{BAR_H}" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+                    COLORS[system as usize % COLORS.len()],
+                    LABEL + w + 4.0,
+                    y + BAR_H - 4.0,
+                    xml_escape(&label)
+                );
+            }
+        }
+        out.push_str("</svg>\n");
+        out
+    }
+}
+
+/// Three significant digits, thousands without decimals.
+pub fn fmt_value(v: f64) -> String {
+    if !v.is_finite() {
+        "NaN".to_string()
+    } else if v.abs() >= 1000.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 100.0 {
+        format!("{v:.1}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

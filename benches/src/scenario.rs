@@ -1,0 +1,299 @@
+//! The names the comparison is keyed by: systems, scenarios, metrics, and the shape of the
+//! traffic each scenario sends. The string names are the ones in the JSON (issue 4).
+
+use std::fmt;
+
+/// One implementation under comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum System {
+    /// Blocking `std::net` sockets, `read`/`write`, the baseline every ratio is taken against.
+    RawTcp,
+    /// A plain io_uring `SEND_ZC` loop on the sending side, blocking reads on the other.
+    RawUringZc,
+    /// zcrpc over rpc-core's portable tokio TCP transport.
+    ZcrpcTcp,
+    /// zcrpc over transport-uring, adaptive send engine (the default).
+    ZcrpcUring,
+    /// zcrpc over transport-uring, zero-copy forced on every send.
+    ZcrpcUringZc,
+    /// zcrpc over transport-uring's `MSG_ZEROCOPY` backend.
+    ZcrpcMsgzc,
+    /// tonic 0.14 with prost, `bytes` fields generated as `Bytes`.
+    Tonic,
+    /// tarpc 0.38 over its TCP serde transport with bincode.
+    Tarpc,
+}
+
+impl System {
+    /// Every system, in the order of the table's columns.
+    pub const ALL: [System; 8] = [
+        System::RawTcp,
+        System::RawUringZc,
+        System::ZcrpcTcp,
+        System::ZcrpcUring,
+        System::ZcrpcUringZc,
+        System::ZcrpcMsgzc,
+        System::Tonic,
+        System::Tarpc,
+    ];
+
+    /// The name used in the JSON and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            System::RawTcp => "raw_tcp",
+            System::RawUringZc => "raw_uring_zc",
+            System::ZcrpcTcp => "zcrpc_tcp",
+            System::ZcrpcUring => "zcrpc_uring",
+            System::ZcrpcUringZc => "zcrpc_uring_zc",
+            System::ZcrpcMsgzc => "zcrpc_msgzc",
+            System::Tonic => "tonic",
+            System::Tarpc => "tarpc",
+        }
+    }
+
+    /// One line for the legend under the table.
+    pub fn describe(self) -> &'static str {
+        match self {
+            System::RawTcp => "blocking std sockets, read/write, small messages batched per write",
+            System::RawUringZc => "raw_tcp with the large direction sent by a bare io_uring SEND_ZC loop",
+            System::ZcrpcTcp => "zcrpc over rpc-core's tokio TCP transport; bodies of 4 KiB and more as attachments",
+            System::ZcrpcUring => "zcrpc over transport-uring, backend uring, mode adaptive (the default)",
+            System::ZcrpcUringZc => "zcrpc over transport-uring, backend uring, mode always-zc",
+            System::ZcrpcMsgzc => "zcrpc over transport-uring, backend msgzc (MSG_ZEROCOPY), mode adaptive",
+            System::Tonic => "tonic 0.14 + prost, bytes fields as Bytes, default HTTP/2 settings, 128 MiB message limit",
+            System::Tarpc => "tarpc 0.38 serde transport over TCP, bincode, 128 MiB frame limit",
+        }
+    }
+
+    /// Parses a name as printed by [`System::name`].
+    pub fn from_name(name: &str) -> Option<System> {
+        System::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// True for the four zcrpc systems.
+    pub fn is_zcrpc(self) -> bool {
+        matches!(
+            self,
+            System::ZcrpcTcp | System::ZcrpcUring | System::ZcrpcUringZc | System::ZcrpcMsgzc
+        )
+    }
+
+    /// Why this system does not run this scenario, or `None` when it does.
+    pub fn not_applicable(self, scenario: Scenario) -> Option<&'static str> {
+        match (self, scenario) {
+            (_, Scenario::File1g) => Some("file payloads are not implemented yet"),
+            (System::RawUringZc, s) if !s.is_streaming() => {
+                Some("a SEND_ZC loop measures streaming only")
+            }
+            (s, Scenario::Segments4k) if !s.is_zcrpc() => {
+                Some("scatter-gather payloads are a zcrpc feature")
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for System {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a scenario reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Metric {
+    /// Median call latency, microseconds.
+    P50Us,
+    /// 99th percentile call latency, microseconds.
+    P99Us,
+    /// Completed calls per second.
+    CallsPerS,
+    /// Payload bytes per second, in units of 10^9.
+    GbPerS,
+}
+
+impl Metric {
+    /// The name used in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::P50Us => "p50_us",
+            Metric::P99Us => "p99_us",
+            Metric::CallsPerS => "calls_per_s",
+            Metric::GbPerS => "gb_per_s",
+        }
+    }
+
+    /// Parses a name as printed by [`Metric::name`].
+    pub fn from_name(name: &str) -> Option<Metric> {
+        [
+            Metric::P50Us,
+            Metric::P99Us,
+            Metric::CallsPerS,
+            Metric::GbPerS,
+        ]
+        .into_iter()
+        .find(|m| m.name() == name)
+    }
+
+    /// Latencies are better low, rates better high.
+    pub fn lower_is_better(self) -> bool {
+        matches!(self, Metric::P50Us | Metric::P99Us)
+    }
+}
+
+/// One workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scenario {
+    /// One 64-byte call at a time, whole process on one CPU.
+    Latency64bPinned,
+    /// One 64-byte call at a time, client and server on different CPUs.
+    Latency64b,
+    /// 64-byte calls, 128 in flight on one connection.
+    Qps64b,
+    /// 1 MiB requests, 8-byte responses, 8 in flight.
+    Upload1m,
+    /// 8-byte requests, 1 MiB responses, 8 in flight.
+    Download1m,
+    /// One 64 MiB request at a time, 8-byte responses.
+    Call64m,
+    /// A 1 MiB request in 4096 segments of 256 bytes, 8 in flight.
+    Segments4k,
+    /// A 1 GiB file region as the request payload.
+    File1g,
+}
+
+/// Payload size of the 1 MiB scenarios.
+pub const MIB: usize = 1 << 20;
+/// The small side of an upload or a download: an acknowledgement.
+pub const ACK_LEN: usize = 8;
+
+impl Scenario {
+    /// Every scenario, in the order of the table's rows.
+    pub const ALL: [Scenario; 8] = [
+        Scenario::Latency64bPinned,
+        Scenario::Latency64b,
+        Scenario::Qps64b,
+        Scenario::Upload1m,
+        Scenario::Download1m,
+        Scenario::Call64m,
+        Scenario::Segments4k,
+        Scenario::File1g,
+    ];
+
+    /// The name used in the JSON and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Latency64bPinned => "latency_64b_pinned",
+            Scenario::Latency64b => "latency_64b",
+            Scenario::Qps64b => "qps_64b",
+            Scenario::Upload1m => "upload_1m",
+            Scenario::Download1m => "download_1m",
+            Scenario::Call64m => "call_64m",
+            Scenario::Segments4k => "segments_4k",
+            Scenario::File1g => "file_1g",
+        }
+    }
+
+    /// Parses a name as printed by [`Scenario::name`].
+    pub fn from_name(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// One line for the legend under the table.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Scenario::Latency64bPinned => {
+                "one call at a time, 64-byte request and response, whole process on CPU 0"
+            }
+            Scenario::Latency64b => {
+                "one call at a time, 64-byte request and response, client and server on different CPUs"
+            }
+            Scenario::Qps64b => "64-byte request and response, 128 calls in flight on one connection",
+            Scenario::Upload1m => "1 MiB request, 8-byte response, 8 calls in flight",
+            Scenario::Download1m => "8-byte request, 1 MiB response, 8 calls in flight",
+            Scenario::Call64m => "64 MiB request, 8-byte response, one call at a time",
+            Scenario::Segments4k => {
+                "1 MiB request as one attachment of 4096 segments of 256 bytes, 8 in flight"
+            }
+            Scenario::File1g => "a 1 GiB file region as the request payload",
+        }
+    }
+
+    /// What the scenario reports, in table order.
+    pub fn metrics(self) -> &'static [Metric] {
+        match self {
+            Scenario::Latency64bPinned | Scenario::Latency64b => &[Metric::P50Us, Metric::P99Us],
+            Scenario::Qps64b => &[Metric::CallsPerS],
+            _ => &[Metric::GbPerS],
+        }
+    }
+
+    /// Bulk-transfer scenarios, the ones a bare `SEND_ZC` loop can stand in for.
+    pub fn is_streaming(self) -> bool {
+        matches!(
+            self,
+            Scenario::Upload1m | Scenario::Download1m | Scenario::Call64m
+        )
+    }
+
+    /// True when the whole process runs on one CPU.
+    pub fn pinned(self) -> bool {
+        self == Scenario::Latency64bPinned
+    }
+
+    /// The traffic of one call.
+    pub fn shape(self) -> Shape {
+        let small = |window| Shape {
+            window,
+            request_len: 64,
+            request_segments: 1,
+            response_len: 64,
+        };
+        let upload = |len, window, segments| Shape {
+            window,
+            request_len: len,
+            request_segments: segments,
+            response_len: ACK_LEN,
+        };
+        match self {
+            Scenario::Latency64bPinned | Scenario::Latency64b => small(1),
+            Scenario::Qps64b => small(128),
+            Scenario::Upload1m => upload(MIB, 8, 1),
+            Scenario::Download1m => Shape {
+                window: 8,
+                request_len: ACK_LEN,
+                request_segments: 1,
+                response_len: MIB,
+            },
+            Scenario::Call64m => upload(64 * MIB, 1, 1),
+            Scenario::Segments4k => upload(MIB, 8, 4096),
+            Scenario::File1g => upload(1 << 30, 1, 1),
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The traffic of one call of a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// Calls kept in flight on the one connection.
+    pub window: usize,
+    /// Request payload bytes.
+    pub request_len: usize,
+    /// Segments the request payload is split into (zcrpc attachments only).
+    pub request_segments: usize,
+    /// Response payload bytes.
+    pub response_len: usize,
+}
+
+impl Shape {
+    /// The bytes a GB/s figure counts per call: the larger direction's payload.
+    pub fn payload_per_call(&self) -> usize {
+        self.request_len.max(self.response_len)
+    }
+}

@@ -1,0 +1,60 @@
+//! One module per system under comparison; [`run`] measures one (system, scenario) pair in
+//! the calling process.
+
+pub mod raw;
+pub mod tarpc;
+pub mod tonic;
+pub mod zcrpc;
+
+use crate::meter::{Sample, Timing};
+use crate::placement::Placement;
+use crate::scenario::{Scenario, System};
+
+/// Why a measurement produced no number.
+#[derive(Debug, Clone)]
+pub enum NoResult {
+    /// The system cannot run here (a kernel feature is missing, a crate is not built yet).
+    Unavailable(String),
+    /// The system ran and failed.
+    Failed(String),
+}
+
+/// Measures `system` on `scenario` with server and client placed as `placement` says.
+pub fn run(
+    system: System,
+    scenario: Scenario,
+    placement: Placement,
+    timing: Timing,
+) -> Result<Sample, NoResult> {
+    if let Some(reason) = system.not_applicable(scenario) {
+        return Err(NoResult::Unavailable(reason.to_string()));
+    }
+    let shape = scenario.shape();
+    let latency = scenario.metrics().contains(&crate::scenario::Metric::P50Us);
+    let failed = NoResult::Failed;
+    match system {
+        System::RawTcp => {
+            raw::run(shape, raw::SendPath::Write, placement, timing, latency).map_err(failed)
+        }
+        System::RawUringZc => {
+            // Probe first so that a kernel without SEND_ZC reads as unavailable, not failed.
+            let probe = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| std::net::TcpStream::connect(l.local_addr()?))
+                .and_then(|s| {
+                    transport_uring::baseline::SendZcLoop::new(
+                        &s,
+                        bytes::Bytes::from_static(b"probe"),
+                    )
+                });
+            if let Err(e) = probe {
+                return Err(NoResult::Unavailable(format!("io_uring SEND_ZC: {e}")));
+            }
+            raw::run(shape, raw::SendPath::UringZc, placement, timing, latency).map_err(failed)
+        }
+        System::Tonic => tonic::run(shape, placement, timing, latency).map_err(failed),
+        System::Tarpc => tarpc::run(shape, placement, timing, latency).map_err(failed),
+        System::ZcrpcTcp | System::ZcrpcUring | System::ZcrpcUringZc | System::ZcrpcMsgzc => {
+            zcrpc::run(system, shape, placement, timing, latency)
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! The four zcrpc systems: the raw [`rpc_core::Service`] trait on the server (no macro, no
+//! codec: the benchmark moves bytes), [`rpc_core::Client::call`] on the client. Messages up
+//! to [`ATTACH_FROM`] bytes travel as the call's message, larger ones as one attachment
+//! (a [`Payload`] of the scenario's segment count), as an application would send them.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use rpc_core::transport::{tcp, Acceptor, Transport};
+use rpc_core::{
+    Body, BoxFuture, CallOptions, Client, ClientConfig, Payload, Server, ServerRequest, Service,
+    Status,
+};
+
+use transport_uring::{Backend, UringAcceptor, UringConfig, ZcMode};
+
+use crate::meter::{closed_loop, Meter, Sample, Timing};
+use crate::placement::{current_thread_runtime, run_pair, Placement};
+use crate::scenario::{Shape, System};
+use crate::systems::NoResult;
+
+/// Bodies from this size on go as an attachment rather than inline in the message.
+const ATTACH_FROM: usize = 4096;
+const METHOD: u32 = 1;
+
+/// A body of `len` bytes cut into `segments` pieces.
+fn body(len: usize, segments: usize) -> Body {
+    let data = Bytes::from(vec![0xA5u8; len]);
+    if len < ATTACH_FROM {
+        return Body::message(data);
+    }
+    let segments = segments.max(1);
+    let step = len.div_ceil(segments);
+    let payload: Payload = (0..len)
+        .step_by(step)
+        .map(|at| data.slice(at..(at + step).min(len)))
+        .collect();
+    Body::new(Bytes::new(), vec![payload])
+}
+
+/// Both ends' transport counters after a run.
+#[derive(Debug, serde::Serialize)]
+struct TransportReport {
+    client: rpc_core::StatsSnapshot,
+    server: rpc_core::StatsSnapshot,
+}
+
+/// Answers every call with the same response body.
+#[derive(Debug)]
+struct Echo {
+    response: Body,
+}
+
+impl Service for Echo {
+    fn call(&self, request: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+        drop(request);
+        let response = self.response.clone();
+        Box::pin(async move { Ok(response) })
+    }
+
+    fn name(&self) -> &'static str {
+        "bench.Echo"
+    }
+}
+
+/// Runs one measurement of a zcrpc system.
+pub fn run(
+    system: System,
+    shape: Shape,
+    placement: Placement,
+    timing: Timing,
+    record_latency: bool,
+) -> Result<Sample, NoResult> {
+    match system {
+        System::ZcrpcTcp => measure(
+            shape,
+            placement,
+            timing,
+            record_latency,
+            || async {
+                tcp::TcpAcceptor::bind("127.0.0.1:0")
+                    .await
+                    .map_err(|e| e.to_string())
+            },
+            |a: &tcp::TcpAcceptor| a.local_addr().map_err(|e| e.to_string()),
+            |addr| async move { tcp::connect(addr).await.map_err(|e| e.to_string()) },
+        )
+        .map_err(NoResult::Failed),
+        System::ZcrpcUring | System::ZcrpcUringZc | System::ZcrpcMsgzc => {
+            let config = uring_config(system);
+            let wanted = config.backend;
+            // The transport falls back (and logs) when the kernel refuses a backend; a
+            // fallen-back run would be another system's number under this one's name.
+            if let Some(why) = unavailable(wanted) {
+                return Err(NoResult::Unavailable(why));
+            }
+            let server_config = config.clone();
+            measure(
+                shape,
+                placement,
+                timing,
+                record_latency,
+                move || async move {
+                    UringAcceptor::bind("127.0.0.1:0", server_config)
+                        .await
+                        .map_err(|e| e.to_string())
+                },
+                |a: &UringAcceptor| a.local_addr().map_err(|e| e.to_string()),
+                move |addr| async move {
+                    let t = transport_uring::connect(addr, config)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if t.backend() != wanted {
+                        return Err(format!(
+                            "asked for {wanted}, the transport chose {}",
+                            t.backend()
+                        ));
+                    }
+                    Ok(t)
+                },
+            )
+            .map_err(NoResult::Failed)
+        }
+        other => Err(NoResult::Failed(format!("{other} is not a zcrpc system"))),
+    }
+}
+
+/// The transport configuration of each io_uring system; everything else at its default.
+fn uring_config(system: System) -> UringConfig {
+    let (backend, mode) = match system {
+        System::ZcrpcUringZc => (Backend::Uring, ZcMode::AlwaysZc),
+        System::ZcrpcMsgzc => (Backend::MsgZc, ZcMode::Adaptive),
+        _ => (Backend::Uring, ZcMode::Adaptive),
+    };
+    UringConfig {
+        backend,
+        mode,
+        ..UringConfig::default()
+    }
+}
+
+/// Why `backend` cannot run on this kernel, if it cannot.
+fn unavailable(backend: Backend) -> Option<String> {
+    let probe = transport_uring::probe();
+    let ok = match backend {
+        Backend::Uring => probe.io_uring && probe.sendmsg_zc,
+        Backend::MsgZc => probe.msg_zerocopy,
+        _ => true,
+    };
+    (!ok).then(|| format!("{backend} refused by this kernel ({})", probe.reason))
+}
+
+/// The measurement, generic over the transport: server on one thread, client on the other.
+fn measure<A, T, Bind, BindFut, Addr, Conn, ConnFut>(
+    shape: Shape,
+    placement: Placement,
+    timing: Timing,
+    record_latency: bool,
+    bind: Bind,
+    local_addr: Addr,
+    connect: Conn,
+) -> Result<Sample, String>
+where
+    A: Acceptor,
+    T: Transport,
+    Bind: FnOnce() -> BindFut + Send + 'static,
+    BindFut: Future<Output = Result<A, String>>,
+    Addr: FnOnce(&A) -> Result<SocketAddr, String> + Send + 'static,
+    Conn: FnOnce(SocketAddr) -> ConnFut + Send + 'static,
+    ConnFut: Future<Output = Result<T, String>>,
+{
+    run_pair(
+        placement,
+        move |addr_tx| {
+            let rt = current_thread_runtime()?;
+            rt.block_on(async move {
+                let acceptor = bind().await?;
+                let addr = local_addr(&acceptor)?;
+                let server = Server::builder().build(Echo {
+                    response: body(shape.response_len, 1),
+                });
+                let _handle = server.serve(acceptor);
+                let _ = addr_tx.send((addr, server));
+                std::future::pending::<Result<(), String>>().await
+            })
+        },
+        move |(addr, server): (SocketAddr, Server)| {
+            let rt = current_thread_runtime()?;
+            rt.block_on(async move {
+                let transport = connect(addr).await?;
+                let client = Client::connect(transport, ClientConfig::default())
+                    .await
+                    .map_err(|e| format!("zcrpc connect: {e}"))?;
+                let request = body(shape.request_len, shape.request_segments);
+                let meter = Meter::new(timing, record_latency);
+                let mut sample = closed_loop(shape.window, meter, || {
+                    let client = client.clone();
+                    let request = request.clone();
+                    async move {
+                        let response = client.call(METHOD, request, CallOptions::default()).await?;
+                        drop(response);
+                        Ok::<(), rpc_core::CallError>(())
+                    }
+                })
+                .await?;
+                // Which send path the engine took on each side, for the report.
+                sample.transport_stats = serde_json::to_value(TransportReport {
+                    client: client.stats(),
+                    server: server.stats(),
+                })
+                .ok();
+                Ok(sample)
+            })
+        },
+    )
+}
