@@ -65,7 +65,7 @@ pub use config::{
     Backend, ParseError, SnapshotPolicy, UringConfig, ZcMode, MSGZC_COPY_THRESHOLD,
     URING_COPY_THRESHOLD,
 };
-pub use engine::UringSend;
+pub use engine::{plan, UringSend};
 pub use probe::{probe, Probe, DISABLE_URING_ENV};
 pub use sys::affinity::pin_current_thread;
 pub use transport::{connect, from_tcp, UringAcceptor, UringRecv, UringTransport};

@@ -4,7 +4,7 @@
 //! notification.
 
 pub(crate) mod msgzc;
-pub(crate) mod plan;
+pub mod plan;
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice};

@@ -1,5 +1,6 @@
 //! The send planner: which path a message takes (copy, zero-copy, coalesce) and the adaptive
-//! switch between zero-copy and copy. Pure logic, no IO.
+//! switch between zero-copy and copy. Pure logic, no IO; public so that its decisions can be
+//! benchmarked and reasoned about on their own.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
@@ -10,7 +11,7 @@ use crate::config::ZcMode;
 
 /// The path of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Path {
+pub enum Path {
     /// Gathered by the kernel from the iovecs (`writev`): below the threshold, or the
     /// connection is on the copy path.
     Copy,
@@ -22,7 +23,7 @@ pub(crate) enum Path {
 /// the rule allows: find the smallest size `t` such that merging every maximal run of
 /// neighbouring pieces no larger than `t` brings the count down to `max_iov`. Returns the
 /// groups in order; a group of more than one piece is copied into one buffer.
-pub(crate) fn coalesce(lens: &[usize], max_iov: usize) -> Vec<Range<usize>> {
+pub fn coalesce(lens: &[usize], max_iov: usize) -> Vec<Range<usize>> {
     let max_iov = max_iov.max(1);
     if lens.len() <= max_iov {
         return (0..lens.len()).map(|i| i..i + 1).collect();
@@ -74,7 +75,7 @@ pub(crate) fn coalesce(lens: &[usize], max_iov: usize) -> Vec<Range<usize>> {
 
 /// The adaptive zero-copy state of one connection.
 #[derive(Debug)]
-pub(crate) struct Adaptive {
+pub struct Adaptive {
     mode: ZcMode,
     reprobe_every: u32,
     /// Zero-copy is believed to pay (no `ZC_COPIED` seen since the last switch).
@@ -84,7 +85,9 @@ pub(crate) struct Adaptive {
 }
 
 impl Adaptive {
-    pub(crate) fn new(mode: ZcMode, reprobe_every: u32) -> Self {
+    /// A connection's state in `mode`, re-probing zero-copy every `reprobe_every` eligible sends
+    /// once on the copy path.
+    pub fn new(mode: ZcMode, reprobe_every: u32) -> Self {
         Adaptive {
             mode,
             reprobe_every: reprobe_every.max(1),
@@ -94,7 +97,7 @@ impl Adaptive {
     }
 
     /// The path of a message eligible for zero-copy (at or above the threshold).
-    pub(crate) fn choose(&self) -> Path {
+    pub fn choose(&self) -> Path {
         match self.mode {
             ZcMode::NeverZc => Path::Copy,
             ZcMode::AlwaysZc => Path::ZeroCopy,
@@ -111,7 +114,7 @@ impl Adaptive {
     }
 
     /// A notification arrived; `copied` is the kernel's `ZC_COPIED` report.
-    pub(crate) fn notified(&self, copied: bool, stats: &TransportStats) {
+    pub fn notified(&self, copied: bool, stats: &TransportStats) {
         if self.mode != ZcMode::Adaptive {
             return;
         }
@@ -130,8 +133,7 @@ impl Adaptive {
     }
 
     /// Whether the connection is on the zero-copy path now.
-    #[allow(dead_code)]
-    pub(crate) fn on_zero_copy(&self) -> bool {
+    pub fn on_zero_copy(&self) -> bool {
         self.zc_ok.load(Relaxed)
     }
 }
