@@ -1,12 +1,12 @@
 //! The client: one connection, any number of concurrent calls multiplexed on it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::body::Body;
+use crate::call_map::CallMap;
 use crate::conn::{ConnConfig, Connection, Event, Side};
 use crate::driver::{self, Locked, Shared, SideHandler};
 use crate::error::{CallError, ConnectError, ConnectionError};
@@ -49,7 +49,7 @@ impl CallOptions {
 type Waiter = oneshot::Sender<Result<Body, CallError>>;
 
 struct ClientSide {
-    waiters: HashMap<u64, Waiter>,
+    waiters: CallMap<Waiter>,
     handshake: Option<oneshot::Sender<Result<Hello, ConnectError>>>,
     /// Closed when the connection can take no more calls, so queued callers fail at once.
     permits: Arc<Semaphore>,
@@ -143,7 +143,7 @@ impl Client {
     pub async fn connect<T: Transport>(transport: T, config: ClientConfig) -> Result<Client, ConnectError> {
         let permits = Arc::new(Semaphore::new(0));
         let (tx, rx) = oneshot::channel();
-        let side = ClientSide { waiters: HashMap::new(), handshake: Some(tx), permits: permits.clone(), close_reason: None };
+        let side = ClientSide { waiters: CallMap::default(), handshake: Some(tx), permits: permits.clone(), close_reason: None };
         let conn = Connection::new(Side::Client, config.conn.clone(), Instant::now());
         let shared = Shared::new(conn, side, transport.stats());
         tokio::spawn(driver::run(transport, shared.clone()));

@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod body;
+mod call_map;
 mod client;
 mod code;
 pub mod codec;

@@ -8,7 +8,7 @@
 mod config;
 mod deadlines;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -17,6 +17,7 @@ pub use config::ConnConfig;
 use deadlines::Deadlines;
 
 use crate::body::Body;
+use crate::call_map::CallMap;
 use crate::code::Code;
 use crate::error::{CallError, ConnectionError, DecodeError, Status};
 use crate::frame::{
@@ -122,7 +123,7 @@ pub struct Connection {
     state: State,
     peer: Option<Hello>,
     /// Client: calls waiting for an answer. Server: calls being served.
-    calls: HashMap<u64, InFlight>,
+    calls: CallMap<InFlight>,
     deadlines: Deadlines,
     next_id: u64,
     /// Server: the highest call id accepted, for the goaway.
@@ -162,7 +163,7 @@ impl Connection {
             config,
             state: State::Handshake,
             peer: None,
-            calls: HashMap::new(),
+            calls: CallMap::default(),
             deadlines: Deadlines::default(),
             next_id: 1,
             last_accepted: 0,

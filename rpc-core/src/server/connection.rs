@@ -1,6 +1,6 @@
 //! One served connection: runs handlers for the machine's requests, aborts them when told.
 
-use std::collections::HashMap;
+use crate::call_map::CallMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ pub(crate) struct ServerSide {
     /// Handlers started by the last input, not yet polled.
     ready: Vec<(u64, CatchUnwind)>,
     /// Handlers running as their own tasks.
-    handlers: HashMap<u64, AbortHandle>,
+    handlers: CallMap<AbortHandle>,
     /// Set when a graceful shutdown began: close once every answered call is flushed.
     pub(crate) draining: bool,
     pub(crate) close_reason: Option<ConnectionError>,
@@ -27,7 +27,7 @@ pub(crate) struct ServerSide {
 
 impl ServerSide {
     pub(crate) fn new(service: Arc<dyn Service>) -> Self {
-        ServerSide { service, ready: Vec::new(), handlers: HashMap::new(), draining: false, close_reason: None }
+        ServerSide { service, ready: Vec::new(), handlers: CallMap::default(), draining: false, close_reason: None }
     }
 }
 
