@@ -131,6 +131,9 @@ pub struct Connection {
     transmits: Vec<Transmit>,
     events: VecDeque<Event>,
     last_rx: Instant,
+    /// When the peer's hello must have arrived by: fixed at creation, so a peer trickling
+    /// bytes cannot stretch it.
+    hello_deadline: Instant,
     ping_out: Option<(u64, Instant)>,
     next_ping_id: u64,
     /// Server: refuse the connection after the handshake with this goaway.
@@ -157,6 +160,7 @@ impl Connection {
             max_calls_in_flight: if refusal.is_some() { 0 } else { config.max_calls_in_flight },
             max_attachments: config.max_attachments,
         };
+        let hello_deadline = now + config.handshake_timeout;
         let mut conn = Connection {
             side,
             decoder: FrameDecoder::new(config.limits()),
@@ -170,6 +174,7 @@ impl Connection {
             transmits: vec![Transmit { head: hello.encode(), segments: Vec::new() }],
             events: VecDeque::new(),
             last_rx: now,
+            hello_deadline,
             ping_out: None,
             next_ping_id: 1,
             refusal: None,
@@ -244,7 +249,7 @@ impl Connection {
             return None;
         }
         if self.state == State::Handshake {
-            return Some(self.last_rx + self.config.handshake_timeout);
+            return Some(self.hello_deadline);
         }
         let keepalive = match (self.ping_out, self.config.keepalive_interval) {
             (Some((_, sent)), _) => Some(sent + self.config.keepalive_timeout),
@@ -313,7 +318,7 @@ impl Connection {
             return;
         }
         if self.state == State::Handshake {
-            if now >= self.last_rx + self.config.handshake_timeout {
+            if now >= self.hello_deadline {
                 let limit = self.config.handshake_timeout;
                 self.fail(ConnectionError::Protocol(format!("no hello from the peer within {limit:?}")), true);
             }

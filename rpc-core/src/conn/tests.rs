@@ -322,3 +322,16 @@ fn a_peer_that_never_says_hello_is_closed_after_the_handshake_timeout() {
     });
     assert!(closed.unwrap().contains("no hello from the peer within 10s"));
 }
+
+#[test]
+fn a_peer_trickling_its_hello_does_not_stretch_the_handshake_timeout() {
+    let now = Instant::now();
+    let mut server = Connection::new(Side::Server, ConnConfig::default(), now);
+    let hello = Hello { version: crate::frame::WIRE_VERSION, capabilities: 0, max_frame: 1, max_calls_in_flight: 1, max_attachments: 1 };
+    // Most of the hello, one second before the deadline: still a handshake.
+    let mut buf = BytesMut::from(&hello.encode()[..20]);
+    let _ = server.handle_input(&mut buf, now + Duration::from_secs(9));
+    assert_eq!(server.poll_timeout(), Some(now + Duration::from_secs(10)));
+    server.handle_timeout(now + Duration::from_secs(10));
+    assert!(!server.is_open());
+}

@@ -19,7 +19,6 @@ use crate::conn::{Connection, Event};
 use crate::stats::TransportStats;
 use crate::transport::{RecvHalf, SendHalf, Transport};
 
-
 /// What a side does with the state machine's events. Runs with the lock held: must not block.
 pub(crate) trait SideHandler: Send + Sized + 'static {
     fn on_event(locked: &mut Locked<Self>, event: Event);

@@ -1,6 +1,5 @@
 //! One served connection: runs handlers for the machine's requests, aborts them when told.
 
-use crate::call_map::CallMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,6 +8,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::task::AbortHandle;
 
 use super::catch_unwind::CatchUnwind;
+use crate::call_map::CallMap;
 use crate::conn::Event;
 use crate::driver::{Locked, Shared, SideHandler};
 use crate::error::ConnectionError;
