@@ -11,7 +11,7 @@ mod deadlines;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::Buf;
 
 pub use config::ConnConfig;
 use deadlines::Deadlines;
@@ -21,7 +21,7 @@ use crate::call_map::CallMap;
 use crate::code::Code;
 use crate::error::{CallError, ConnectionError, DecodeError, Status};
 use crate::frame::{
-    Cancel, ErrorFrame, Frame, FrameDecoder, GoAway, Hello, Ping, Request, Response, WIRE_VERSION,
+    Cancel, ErrorFrame, Frame, FrameDecoder, GoAway, InputBuf, Hello, Ping, Request, Response, WIRE_VERSION,
 };
 use crate::transmit::Transmit;
 
@@ -264,9 +264,10 @@ impl Connection {
 
     /// Consumes every complete frame at the front of `buf`. On a protocol violation the
     /// connection queues a goaway that says what was wrong, closes, and returns the error.
-    pub fn handle_input(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), ConnectionError> {
+    pub fn handle_input<B: InputBuf>(&mut self, buf: &mut B, now: Instant) -> Result<(), ConnectionError> {
         if self.state == State::Closed {
-            buf.clear();
+            let n = buf.remaining();
+            buf.advance(n);
             return Ok(());
         }
         if !buf.is_empty() {
@@ -279,7 +280,7 @@ impl Connection {
         r
     }
 
-    fn decode_all(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), ConnectionError> {
+    fn decode_all<B: InputBuf>(&mut self, buf: &mut B, now: Instant) -> Result<(), ConnectionError> {
         if self.peer.is_none() {
             match self.decoder.decode_hello(buf)? {
                 Some(hello) => self.on_hello(hello)?,
@@ -296,7 +297,7 @@ impl Connection {
     }
 
     /// The peer closed its side. An error if it did so in the middle of a frame.
-    pub fn handle_eof(&mut self, buf: &BytesMut) {
+    pub fn handle_eof(&mut self, buf: &[u8]) {
         if self.state == State::Closed {
             return;
         }

@@ -17,7 +17,7 @@ use recv_buffer::RecvBuffer;
 
 use crate::conn::{Connection, Event};
 use crate::stats::TransportStats;
-use crate::transport::{RecvHalf, SendHalf, Transport};
+use crate::transport::{Chunk, RecvHalf, SendHalf, Transport};
 
 /// What a side does with the state machine's events. Runs with the lock held: must not block.
 pub(crate) trait SideHandler: Send + Sized + 'static {
@@ -111,25 +111,50 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
         let g = shared.lock();
         (RecvBuffer::new(g.conn.config().recv_cache_bytes), g.conn.bytes_needed())
     };
+    let chunk_size = recv.chunk_size();
     let mut closed = shared.closed.subscribe();
     loop {
-        rb.prepare(needed, &shared.stats);
-        let buf = std::mem::take(&mut rb.buf);
-        let (r, buf) = tokio::select! {
-            r = recv.recv(buf) => r,
-            // The writer marks the end once it has flushed the last frames of a closed machine.
-            _ = signalled(&mut closed) => return,
+        // A frame that fits in the transport's own buffers is taken from them, in place; a
+        // larger one gets a buffer of its exact size.
+        let mut input = None;
+        if rb.wants_chunk(needed, chunk_size) {
+            let r = tokio::select! {
+                r = recv.recv_chunk() => r,
+                _ = signalled(&mut closed) => return,
+            };
+            input = match r {
+                Ok(Chunk::Data(bytes)) => Some(Input::Chunk(bytes)),
+                Ok(Chunk::Eof) => Some(Input::Read(Ok(0))),
+                Ok(Chunk::Unavailable) => None,
+                Err(e) => Some(Input::Read(Err(e))),
+            };
+        }
+        let input = match input {
+            Some(input) => input,
+            None => {
+                rb.prepare(needed, &shared.stats);
+                let buf = std::mem::take(&mut rb.buf);
+                let (r, buf) = tokio::select! {
+                    r = recv.recv(buf) => r,
+                    // The writer marks the end once it has flushed the last frames of a closed
+                    // machine.
+                    _ = signalled(&mut closed) => return,
+                };
+                rb.buf = buf;
+                Input::Read(r)
+            }
         };
-        rb.buf = buf;
-        let buf = &mut rb.buf;
+        let rb = &mut rb;
         let open = shared.step(|g| {
-            match r {
-                Ok(0) => g.conn.handle_eof(buf),
-                Ok(_) => {
+            let now = Instant::now();
+            match input {
+                Input::Chunk(bytes) => rb.feed_chunk(&mut g.conn, bytes, &shared.stats, now),
+                Input::Read(Ok(0)) => g.conn.handle_eof(&rb.buf),
+                Input::Read(Ok(_)) => {
                     // The error is already recorded in the machine (goaway queued, closed).
-                    let _ = g.conn.handle_input(buf, Instant::now());
+                    let _ = g.conn.handle_input(&mut rb.buf, now);
                 }
-                Err(e) => g.conn.handle_io_error(&e),
+                Input::Read(Err(e)) => g.conn.handle_io_error(&e),
             }
             needed = g.conn.bytes_needed();
             g.conn.is_open()
@@ -139,6 +164,14 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
             return;
         }
     }
+}
+
+/// One receive's outcome.
+enum Input {
+    /// Into the driver's buffer: a count (0 at the end of the stream) or an error.
+    Read(std::io::Result<usize>),
+    /// A chunk of the transport's own memory.
+    Chunk(bytes::Bytes),
 }
 
 async fn write_loop<S: SendHalf, H: SideHandler>(mut send: S, shared: &Arc<Shared<H>>) {

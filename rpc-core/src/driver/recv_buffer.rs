@@ -4,11 +4,17 @@
 //! payload is received straight into one allocation. Those large buffers are kept once the
 //! reader moves on and reused when every slice handed out of them has been dropped: a fresh
 //! multi-megabyte allocation per frame would be page-faulted in again on every call.
+//!
+//! A transport with receive memory of its own hands over chunks instead ([`RecvBuffer::feed_chunk`]):
+//! frames wholly inside a chunk are decoded in place; only a frame cut by a chunk's edge is
+//! assembled here, and only its own bytes are copied.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
+use crate::conn::Connection;
 use crate::frame::HEADER_LEN;
 use crate::stats::TransportStats;
 
@@ -76,6 +82,40 @@ impl RecvBuffer {
         self.buf = next;
     }
 
+    /// Whether the next input should be a transport's chunk (of at most `chunk_size` bytes):
+    /// only while the frame being received (`needed` bytes) fits in one, and not right after a
+    /// large frame, when the next header is read alone (see `prepare`) in case another large
+    /// payload follows that should go straight into a buffer of its own.
+    pub(crate) fn wants_chunk(&self, needed: usize, chunk_size: usize) -> bool {
+        needed <= chunk_size && !self.header_first
+    }
+
+    /// Feeds a chunk the transport received into its own memory: first the rest of a frame an
+    /// earlier chunk began (assembled here), then every frame wholly inside the chunk, decoded
+    /// in place, then the start of the next frame, kept here for the following input.
+    pub(crate) fn feed_chunk(&mut self, conn: &mut Connection, mut chunk: Bytes, stats: &TransportStats, now: Instant) {
+        while !self.buf.is_empty() && !chunk.is_empty() && conn.is_open() {
+            let needed = conn.bytes_needed();
+            let k = needed.saturating_sub(self.buf.len()).min(chunk.len()).max(1);
+            self.append(needed, &chunk.split_to(k), stats);
+            // A protocol error is recorded in the machine (goaway queued, closed).
+            let _ = conn.handle_input(&mut self.buf, now);
+        }
+        if !chunk.is_empty() && conn.is_open() {
+            let _ = conn.handle_input(&mut chunk, now);
+        }
+        if !chunk.is_empty() && conn.is_open() {
+            self.append(conn.bytes_needed(), &chunk, stats);
+        }
+    }
+
+    /// Copies `bytes` to the end of the buffer, which holds part of a frame of `needed` bytes.
+    fn append(&mut self, needed: usize, bytes: &[u8], stats: &TransportStats) {
+        self.prepare(needed.max(self.buf.len() + bytes.len()), stats);
+        self.buf.extend_from_slice(bytes);
+        TransportStats::add(&stats.recv_copied_bytes, bytes.len() as u64);
+    }
+
     /// A large buffer: a free one of ours if there is one, else a new one, anchored.
     fn large(&mut self, size: usize) -> BytesMut {
         for (anchor, _) in self.anchors.iter_mut() {
@@ -102,6 +142,7 @@ impl RecvBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::StatsSnapshot;
 
     #[test]
     fn a_large_buffer_is_reused_once_its_slices_are_dropped() {
@@ -159,6 +200,144 @@ mod tests {
         r.buf.clear();
         r.prepare(HEADER_LEN, &stats);
         assert!(r.buf.capacity() > HEADER_LEN);
+    }
+
+    /// What a test stream holds: the client's hello, then requests with attachments of the
+    /// given sizes (one each; 0 = none).
+    fn wire(sizes: &[usize]) -> (Vec<u8>, Vec<(u64, Vec<u8>)>) {
+        use crate::frame::{Frame, Hello, Request, WIRE_VERSION};
+        let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 1 << 24, max_calls_in_flight: 64, max_attachments: 8 };
+        let mut wire = hello.encode().to_vec();
+        let mut expect = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let id = 2 * i as u64 + 1;
+            let data: Vec<u8> = (0..n).map(|j| (j * 31 + i) as u8).collect();
+            let attachments = if n == 0 { vec![] } else { vec![crate::Payload::from(Bytes::from(data.clone()))] };
+            let f = Frame::Request(Request { id, method: 7, deadline: None, message: Bytes::from(vec![i as u8; 3 + i % 50]), attachments });
+            wire.extend(f.encode().unwrap().to_vec());
+            expect.push((id, data));
+        }
+        (wire, expect)
+    }
+
+    fn server() -> Connection {
+        use crate::conn::{ConnConfig, Side};
+        let mut c = Connection::new(Side::Server, ConnConfig::default(), Instant::now());
+        c.take_transmits(&mut Vec::new());
+        c
+    }
+
+    /// The requests a connection decoded, with their attachments joined.
+    fn requests(conn: &mut Connection) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(e) = conn.poll_event() {
+            if let crate::conn::Event::Request { id, body, .. } = e {
+                out.push((id, body.attachments.iter().flat_map(|a| a.to_bytes().to_vec()).collect()));
+            }
+        }
+        out
+    }
+
+    /// The driver's loop with a transport that hands out chunks of random sizes up to
+    /// `chunk_size` (and, asked to fill a buffer instead, random amounts of what it asks).
+    fn run(wire: &[u8], chunk_size: usize, seed: &mut u64) -> (Vec<(u64, Vec<u8>)>, StatsSnapshot) {
+        let stats = TransportStats::new("test");
+        let mut conn = server();
+        let mut r = RecvBuffer::new(160 << 20);
+        let mut pos = 0;
+        let mut got = Vec::new();
+        let mut rand = |max: usize| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            1 + (*seed >> 8) as usize % max
+        };
+        while pos < wire.len() {
+            let needed = conn.bytes_needed();
+            if r.wants_chunk(needed, chunk_size) {
+                let n = rand(chunk_size).min(wire.len() - pos);
+                let chunk = Bytes::copy_from_slice(&wire[pos..pos + n]);
+                pos += n;
+                r.feed_chunk(&mut conn, chunk, &stats, Instant::now());
+            } else {
+                r.prepare(needed, &stats);
+                let room = r.buf.capacity() - r.buf.len();
+                let n = rand(room).min(wire.len() - pos);
+                r.buf.extend_from_slice(&wire[pos..pos + n]);
+                pos += n;
+                conn.handle_input(&mut r.buf, Instant::now()).unwrap();
+            }
+            assert!(conn.is_open(), "{:?}", conn.poll_event());
+            got.extend(requests(&mut conn));
+        }
+        assert!(r.buf.is_empty(), "a frame left half-decoded");
+        (got, stats.snapshot())
+    }
+
+    #[test]
+    fn any_cut_into_chunks_decodes_the_same_requests() {
+        let sizes = [0, 10, 5000, 100, 70_000, 0, 1 << 20, 33, 16_000, 16_300, 2 << 20, 5, 0, 40_000];
+        let (wire, expect) = wire(&sizes);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for round in 0..120 {
+            let chunk_size = [64, 1000, 16 << 10, 32 << 10][round % 4];
+            let (got, st) = run(&wire, chunk_size, &mut seed);
+            assert_eq!(got.len(), expect.len(), "round {round}");
+            assert!(got == expect, "round {round}: requests differ");
+            // Copies are bounded: at most the bytes of frames that straddle a chunk's edge or
+            // begin in a chunk but are too large for one; never a whole large payload twice.
+            assert!(st.recv_copied_bytes < wire.len() as u64 / 2, "round {round}: {} copied", st.recv_copied_bytes);
+        }
+    }
+
+    #[test]
+    fn frames_inside_a_chunk_are_slices_of_it_and_nothing_is_copied() {
+        let (wire, expect) = wire(&[100, 0, 3000, 7]);
+        let stats = TransportStats::new("test");
+        let mut conn = server();
+        let mut r = RecvBuffer::new(160 << 20);
+        let chunk = Bytes::copy_from_slice(&wire);
+        let range = chunk.as_ptr_range();
+        r.feed_chunk(&mut conn, chunk, &stats, Instant::now());
+        let mut n = 0;
+        while let Some(e) = conn.poll_event() {
+            if let crate::conn::Event::Request { body, .. } = e {
+                assert!(range.contains(&body.message.as_ptr()), "message copied out of the chunk");
+                for a in &body.attachments {
+                    let b = a.to_bytes();
+                    assert!(range.contains(&b.as_ptr()), "attachment copied out of the chunk");
+                }
+                n += 1;
+            }
+        }
+        assert_eq!(n, expect.len());
+        assert_eq!(stats.snapshot().recv_copied_bytes, 0);
+        assert!(r.buf.is_empty());
+    }
+
+    #[test]
+    fn a_large_frame_begun_in_a_chunk_moves_once_then_is_read_straight() {
+        let (wire, expect) = wire(&[1 << 20]);
+        let stats = TransportStats::new("test");
+        let mut conn = server();
+        let mut r = RecvBuffer::new(160 << 20);
+        let first = 16 << 10;
+        r.feed_chunk(&mut conn, Bytes::copy_from_slice(&wire[..first]), &stats, Instant::now());
+        let needed = conn.bytes_needed();
+        assert!(!r.wants_chunk(needed, 16 << 10), "a 1 MiB frame must not be taken in chunks");
+        // The hello was decoded in place; the frame's start sits in a buffer of its full size.
+        let copied = stats.snapshot().recv_copied_bytes;
+        assert_eq!(copied as usize, first - crate::frame::HELLO_LEN);
+        r.prepare(needed, &stats);
+        assert!(r.buf.capacity() >= needed);
+        let rest = &wire[first..];
+        assert!(r.buf.capacity() - r.buf.len() >= rest.len(), "the rest must fit without moving");
+        r.buf.extend_from_slice(rest);
+        conn.handle_input(&mut r.buf, Instant::now()).unwrap();
+        assert_eq!(requests(&mut conn), expect);
+        assert_eq!(stats.snapshot().recv_copied_bytes, copied, "bytes moved a second time");
+        // The next header is read alone, not in a chunk.
+        assert!(!r.wants_chunk(conn.bytes_needed(), 16 << 10));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! limits before anything is allocated, and handing out message and attachments as slices of
 //! that buffer.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::header::{FrameHeader, HEADER_LEN};
 use super::hello::{Hello, HELLO_LEN};
@@ -22,6 +22,26 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits { max_frame: 256 << 20, max_attachments: 1024 }
+    }
+}
+
+/// A buffer frames are cut from: the driver's own [`BytesMut`], or a [`Bytes`] chunk a
+/// transport received into memory of its own (an io_uring provided-buffer ring), whose frames
+/// then stay slices of that memory.
+pub trait InputBuf: Buf + std::ops::Deref<Target = [u8]> {
+    /// Takes the first `n` bytes as a shared, immutable slice (no copy).
+    fn take_frozen(&mut self, n: usize) -> Bytes;
+}
+
+impl InputBuf for BytesMut {
+    fn take_frozen(&mut self, n: usize) -> Bytes {
+        self.split_to(n).freeze()
+    }
+}
+
+impl InputBuf for Bytes {
+    fn take_frozen(&mut self, n: usize) -> Bytes {
+        self.split_to(n)
     }
 }
 
@@ -46,7 +66,7 @@ impl FrameDecoder {
     }
 
     /// Decodes the peer's hello, once, before any frame.
-    pub fn decode_hello(&mut self, buf: &mut BytesMut) -> Result<Option<Hello>, DecodeError> {
+    pub fn decode_hello<B: InputBuf>(&mut self, buf: &mut B) -> Result<Option<Hello>, DecodeError> {
         debug_assert!(!self.hello_seen);
         if buf.len() < HELLO_LEN {
             // Check the magic as soon as we have it so a foreign peer fails fast.
@@ -66,14 +86,14 @@ impl FrameDecoder {
 
     /// Decodes the next complete frame from the front of `buf`, or returns `None` when more
     /// bytes are needed ([`FrameDecoder::bytes_needed`] says how many in all).
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+    pub fn decode<B: InputBuf>(&mut self, buf: &mut B) -> Result<Option<Frame>, DecodeError> {
         let Some((header, body_len)) = self.pending_header(buf)? else { return Ok(None) };
         if buf.len() < HEADER_LEN + body_len {
             return Ok(None);
         }
         self.pending = None;
         buf.advance(HEADER_LEN);
-        let body = buf.split_to(body_len).freeze();
+        let body = buf.take_frozen(body_len);
         Frame::decode(RawFrame::from_body(header, body)?).map(Some)
     }
 
@@ -88,7 +108,7 @@ impl FrameDecoder {
         }
     }
 
-    fn pending_header(&mut self, buf: &BytesMut) -> Result<Option<(FrameHeader, usize)>, DecodeError> {
+    fn pending_header(&mut self, buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, DecodeError> {
         if let Some(p) = self.pending {
             return Ok(Some(p));
         }
@@ -128,7 +148,7 @@ impl FrameDecoder {
     }
 
     /// Call at end of stream: an error if a frame was cut off.
-    pub fn finish(&self, buf: &BytesMut) -> Result<(), DecodeError> {
+    pub fn finish(&self, buf: &[u8]) -> Result<(), DecodeError> {
         if buf.is_empty() {
             return Ok(());
         }

@@ -16,7 +16,7 @@ mod stream;
 
 pub use cancel::Cancel;
 pub use credit::Credit;
-pub use decoder::{FrameDecoder, Limits};
+pub use decoder::{FrameDecoder, InputBuf, Limits};
 pub use error::ErrorFrame;
 pub use goaway::GoAway;
 pub use header::{FrameHeader, FrameKind, HEADER_LEN};

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 pub use crate::stats::{StatsSnapshot, TransportStats};
 pub use crate::transmit::Transmit;
@@ -50,10 +50,43 @@ pub trait SendHalf: Send + 'static {
 }
 
 /// Receives bytes.
+///
+/// Two ways in: [`RecvHalf::recv`] fills a buffer the caller chose (the driver sizes it so that
+/// a large frame lands in one allocation); [`RecvHalf::recv_chunk`], for transports with
+/// receive memory of their own (an io_uring provided-buffer ring), hands over a buffer the
+/// kernel chose and filled, and frames wholly inside it are decoded in place, as slices of it.
 pub trait RecvHalf: Send + 'static {
     /// Appends bytes from the peer into the spare capacity of `buf` (never growing it) and hands
-    /// the buffer back with the count; 0 means the peer closed its side.
+    /// the buffer back with the count; 0 means the peer closed its side. Bytes the transport
+    /// already holds in chunks come first (copied into `buf`), so the stream stays in order
+    /// whichever way the caller asks.
     fn recv(&mut self, buf: BytesMut) -> impl Future<Output = (io::Result<usize>, BytesMut)> + Send;
+
+    /// The largest chunk [`RecvHalf::recv_chunk`] hands out; 0 (the default) for transports
+    /// without receive memory of their own, whose `recv_chunk` is never called. The driver asks
+    /// for chunks only while the frame being received fits in one.
+    fn chunk_size(&self) -> usize {
+        0
+    }
+
+    /// Receives into memory of the transport's choosing and hands it over. The memory goes
+    /// back to the transport when the last slice of the chunk is dropped. Cancel-safe: bytes
+    /// that arrive after the future is dropped wait for the next call.
+    fn recv_chunk(&mut self) -> impl Future<Output = io::Result<Chunk>> + Send {
+        std::future::ready(Ok(Chunk::Unavailable))
+    }
+}
+
+/// What [`RecvHalf::recv_chunk`] produced.
+#[derive(Debug)]
+pub enum Chunk {
+    /// At least one byte, in the transport's memory.
+    Data(Bytes),
+    /// The peer closed its side.
+    Eof,
+    /// No buffer is free (every one is held by slices still alive): receive with
+    /// [`RecvHalf::recv`] this time.
+    Unavailable,
 }
 
 /// Accepts incoming transports (a listener).
