@@ -1,9 +1,9 @@
 //! Echo server and load client, reused by checks and benchmarks.
 //!
 //! ```text
-//! cargo run --release --example echo -- serve --addr 127.0.0.1:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc]
+//! cargo run --release --example echo -- serve --addr 127.0.0.1:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring]
 //! cargo run --release --example echo -- call --addr 127.0.0.1:PORT --size BYTES --count N \
-//!     [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--stats-json]
+//!     [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]
 //! ```
 //!
 //! `serve` runs until SIGINT or SIGTERM, then shuts down gracefully. `call` makes N echo calls
@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rpc_core::Payload;
-use zcrpc_examples::{connect, pattern, serve, TransportChoice, ZcChoice};
+use zcrpc_examples::{connect, pattern, serve, EngineOptions, TransportChoice};
 
-const USAGE: &str = "usage:\n  echo serve --addr HOST:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc]\n  echo call --addr HOST:PORT --size BYTES --count N [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--stats-json]";
+const USAGE: &str = "usage:\n  echo serve --addr HOST:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring]\n  echo call --addr HOST:PORT --size BYTES --count N [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -57,7 +57,7 @@ impl Options {
         while let Some(a) = args.next() {
             match a.as_str() {
                 "--stats-json" => stats_json = true,
-                "--addr" | "--size" | "--count" | "--concurrency" | "--transport" | "--zc" => {
+                "--addr" | "--size" | "--count" | "--concurrency" | "--transport" | "--zc" | "--recv" => {
                     let v = args.next().ok_or_else(|| format!("{a} needs a value\n{USAGE}"))?;
                     values.insert(a[2..].to_owned(), v);
                 }
@@ -77,15 +77,21 @@ impl Options {
         }
     }
 
-    fn transport(&self) -> Result<(TransportChoice, ZcChoice), String> {
-        Ok((self.get("transport", Some(TransportChoice::default()))?, self.get("zc", Some(ZcChoice::default()))?))
+    fn transport(&self) -> Result<(TransportChoice, EngineOptions), String> {
+        let mut engine = EngineOptions::default();
+        for key in ["zc", "recv"] {
+            if let Some(v) = self.values.get(key) {
+                engine.set(&format!("--{key}"), v)?;
+            }
+        }
+        Ok((self.get("transport", Some(TransportChoice::default()))?, engine))
     }
 }
 
 async fn serve_until_signal(opts: Options) -> Result<(), String> {
     let addr: SocketAddr = opts.get("addr", None)?;
-    let (transport, zc) = opts.transport()?;
-    let (server, local) = serve(addr, transport, zc).await.map_err(|e| format!("bind {addr}: {e}"))?;
+    let (transport, engine) = opts.transport()?;
+    let (server, local) = serve(addr, transport, engine).await.map_err(|e| format!("bind {addr}: {e}"))?;
     eprintln!("echo: serving on {local}");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     tokio::select! {
@@ -105,8 +111,8 @@ async fn call(opts: Options) -> Result<(), String> {
     if concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
     }
-    let (transport, zc) = opts.transport()?;
-    let client = connect(addr, transport, zc).await.map_err(|e| e.to_string())?;
+    let (transport, engine) = opts.transport()?;
+    let client = connect(addr, transport, engine).await.map_err(|e| e.to_string())?;
     // A few distinct payloads, so a reply matched to the wrong call would show.
     let payloads: Arc<Vec<bytes::Bytes>> = Arc::new((0..4).map(|i| pattern(size, i)).collect());
     let next = Arc::new(AtomicU64::new(0));

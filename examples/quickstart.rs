@@ -2,21 +2,21 @@
 //! large ones (up to 16 MiB), then a table of what went through which send path.
 //!
 //! ```text
-//! cargo run --release --example quickstart [-- --transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc]
+//! cargo run --release --example quickstart [-- --transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring]
 //! ```
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use rpc_core::{Payload, StatsSnapshot};
-use zcrpc_examples::{connect, pattern, serve, TransportChoice, ZcChoice};
+use zcrpc_examples::{connect, pattern, serve, EngineOptions, TransportChoice};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (transport, zc) = parse_args()?;
-    let (server, addr) = serve(SocketAddr::from(([127, 0, 0, 1], 0)), transport, zc).await?;
-    println!("zcrpc quickstart: server on {addr} ({transport:?} transport, {zc:?})");
-    let client = connect(addr, transport, zc).await?;
+    let (transport, engine) = parse_args()?;
+    let (server, addr) = serve(SocketAddr::from(([127, 0, 0, 1], 0)), transport, engine).await?;
+    println!("zcrpc quickstart: server on {addr} ({transport:?} transport, {engine:?})");
+    let client = connect(addr, transport, engine).await?;
 
     let start = Instant::now();
     let mut calls = 0u64;
@@ -83,21 +83,31 @@ fn explain(s: &StatsSnapshot) {
     if s.sends_coalesced > 0 {
         println!("{} sends had too many segments: {} small ones were coalesced", s.sends_coalesced, s.coalesced_segments);
     }
+    println!(
+        "receive: {} bytes, {} of them moved in user space (the start of a large frame, read before its size was known, moved into the buffer of its exact size)",
+        s.recv_bytes, s.recv_copied_bytes
+    );
+    if s.recv_ring_chunks > 0 {
+        println!(
+            "receive ring: {} buffers filled by the multishot receive, small frames decoded where the kernel put them; the ring ran dry {} times",
+            s.recv_ring_chunks, s.recv_ring_empty
+        );
+    }
 }
 
-fn parse_args() -> Result<(TransportChoice, ZcChoice), String> {
-    const USAGE: &str = "usage: quickstart [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc]";
-    let (mut transport, mut zc) = (TransportChoice::default(), ZcChoice::default());
+fn parse_args() -> Result<(TransportChoice, EngineOptions), String> {
+    const USAGE: &str = "usage: quickstart [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring]";
+    let (mut transport, mut engine) = (TransportChoice::default(), EngineOptions::default());
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(USAGE)?;
-        match flag.as_str() {
-            "--transport" => transport = value.parse()?,
-            "--zc" => zc = value.parse()?,
-            _ => return Err(USAGE.into()),
+        if flag == "--transport" {
+            transport = value.parse()?;
+        } else if !engine.set(&flag, &value)? {
+            return Err(USAGE.into());
         }
     }
-    Ok((transport, zc))
+    Ok((transport, engine))
 }
 
 fn print_table(rows: &[(&str, &StatsSnapshot)]) {

@@ -69,43 +69,56 @@ impl FromStr for TransportChoice {
     }
 }
 
-/// How the Linux engines use zero-copy: `adaptive` (default), `always-zc`, `never-zc`.
-/// Ignored by `tcp`.
+/// How the Linux engines send and receive (ignored by `tcp`): the zero-copy mode (`--zc
+/// adaptive|always-zc|never-zc`, default adaptive) and the receive mode (`--recv
+/// read|uring|ring`, default read; `ring` is a multishot receive into a provided-buffer ring).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ZcChoice(
-    /// The engine's mode.
+pub struct EngineOptions {
+    /// The engine's zero-copy mode.
     #[cfg(target_os = "linux")]
-    pub transport_uring::ZcMode,
-);
+    pub zc: transport_uring::ZcMode,
+    /// How the io_uring engine receives.
+    #[cfg(target_os = "linux")]
+    pub recv: transport_uring::RecvMode,
+}
 
-impl FromStr for ZcChoice {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
+impl EngineOptions {
+    /// Sets an option from its command-line flag (`--zc`, `--recv`); `Ok(false)` for a flag
+    /// that is not an engine option.
+    pub fn set(&mut self, flag: &str, value: &str) -> Result<bool, String> {
         #[cfg(target_os = "linux")]
-        return s.parse::<transport_uring::ZcMode>().map(ZcChoice).map_err(|e| e.to_string());
+        match flag {
+            "--zc" => self.zc = value.parse().map_err(|e: transport_uring::ParseError| e.to_string())?,
+            "--recv" => self.recv = value.parse().map_err(|e: transport_uring::ParseError| e.to_string())?,
+            _ => return Ok(false),
+        }
         #[cfg(not(target_os = "linux"))]
-        return Err(format!("zero-copy mode {s:?} needs Linux"));
+        if flag == "--zc" || flag == "--recv" {
+            return Err(format!("{flag} {value:?} needs Linux"));
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
     }
 }
 
 #[cfg(target_os = "linux")]
-fn uring_config(transport: TransportChoice, zc: ZcChoice) -> transport_uring::UringConfig {
+fn uring_config(transport: TransportChoice, engine: EngineOptions) -> transport_uring::UringConfig {
     let backend = match transport {
         TransportChoice::MsgZc => transport_uring::Backend::MsgZc,
         _ => transport_uring::Backend::Uring,
     };
-    transport_uring::UringConfig { backend, mode: zc.0, ..transport_uring::UringConfig::default() }
+    transport_uring::UringConfig { backend, mode: engine.zc, recv: engine.recv, ..transport_uring::UringConfig::default() }
 }
 
 /// Binds `addr` and serves [`EchoImpl`] over the chosen transport.
 pub async fn serve(
     addr: SocketAddr,
     transport: TransportChoice,
-    zc: ZcChoice,
+    engine: EngineOptions,
 ) -> std::io::Result<(ServerHandle, SocketAddr)> {
     let server = Server::builder().build(EchoServer::new(EchoImpl));
-    let _ = zc;
+    let _ = engine;
     match transport {
         TransportChoice::Tcp => {
             let acceptor = TcpAcceptor::bind(addr).await?;
@@ -114,7 +127,7 @@ pub async fn serve(
         }
         #[cfg(target_os = "linux")]
         TransportChoice::Uring | TransportChoice::MsgZc => {
-            let acceptor = transport_uring::UringAcceptor::bind(addr, uring_config(transport, zc)).await?;
+            let acceptor = transport_uring::UringAcceptor::bind(addr, uring_config(transport, engine)).await?;
             let local = acceptor.local_addr()?;
             Ok((server.serve(acceptor), local))
         }
@@ -122,13 +135,13 @@ pub async fn serve(
 }
 
 /// Connects an [`EchoClient`] over the chosen transport.
-pub async fn connect(addr: SocketAddr, transport: TransportChoice, zc: ZcChoice) -> Result<EchoClient, ConnectError> {
-    let _ = zc;
+pub async fn connect(addr: SocketAddr, transport: TransportChoice, engine: EngineOptions) -> Result<EchoClient, ConnectError> {
+    let _ = engine;
     let client = match transport {
         TransportChoice::Tcp => Client::connect_tcp(addr, ClientConfig::default()).await?,
         #[cfg(target_os = "linux")]
         TransportChoice::Uring | TransportChoice::MsgZc => {
-            let t = transport_uring::connect(addr, uring_config(transport, zc)).await?;
+            let t = transport_uring::connect(addr, uring_config(transport, engine)).await?;
             Client::connect(t, ClientConfig::default()).await?
         }
     };

@@ -113,3 +113,16 @@ fn uring_adaptive_notices_loopback_copies_and_switches_to_copy() {
     assert!(s["sends_copy"].as_u64().unwrap() > s["sends_zc"].as_u64().unwrap(), "{s}");
     assert!(server.stop().success());
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn recv_ring_takes_small_frames_from_the_buffer_ring() {
+    let server = Server::start(&["--transport", "uring", "--recv", "ring"]);
+    let (ok, out, err) = call(&server.addr, &["--transport", "uring", "--recv", "ring", "--size", "1000", "--count", "200", "--concurrency", "8", "--stats-json"]);
+    assert!(ok, "{err}");
+    let s = stats(&out);
+    assert!(s["recv_ring_chunks"].as_u64().unwrap() > 0, "{s}");
+    let (ok, _, err) = call(&server.addr, &["--recv", "rings", "--size", "1", "--count", "1"]);
+    assert!(!ok && err.contains("read, uring, ring"), "{err}");
+    assert!(server.stop().success());
+}

@@ -76,8 +76,14 @@ counters! {
     write_protects,
     /// Bytes received.
     recv_bytes,
-    /// Bytes copied on the receiving side (a partial payload moved into an exact-size buffer).
+    /// Bytes copied on the receiving side (a partial payload moved into an exact-size buffer,
+    /// a frame cut by the edge of a receive-ring buffer assembled).
     recv_copied_bytes,
+    /// Buffers received from an io_uring provided-buffer ring (multishot receive).
+    recv_ring_chunks,
+    /// Times the receive ring had no free buffer (all held by live slices) and a read went to
+    /// an ordinary buffer instead.
+    recv_ring_empty,
 }
 
 impl TransportStats {

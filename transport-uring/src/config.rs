@@ -118,6 +118,59 @@ pub enum SnapshotPolicy {
     AlwaysCopy,
 }
 
+/// How the uring backend receives (the other backends read on readiness).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RecvMode {
+    /// Readiness + `read` straight into zcrpc's receive buffers (large frames into buffers of
+    /// their exact size).
+    #[default]
+    Read,
+    /// One `IORING_OP_RECV` per read, into the same buffers as `Read`.
+    Uring,
+    /// Multishot `IORING_OP_RECV` into a provided-buffer ring of
+    /// [`UringConfig::recv_ring_buffers`] buffers of [`UringConfig::recv_ring_buf_size`] bytes:
+    /// one armed receive for many, frames decoded in place in the ring's buffers, a buffer back
+    /// in the ring when the last slice of it is dropped. A frame larger than a ring buffer
+    /// stops the multishot receive and is received straight into a buffer of its exact size
+    /// (what the ring already held of it is copied there once). When every ring buffer is held
+    /// by live slices, reads go to zcrpc's own buffers until some come back.
+    BufferRing,
+}
+
+impl RecvMode {
+    /// The name on the command line: `read`, `uring`, `ring`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecvMode::Read => "read",
+            RecvMode::Uring => "uring",
+            RecvMode::BufferRing => "ring",
+        }
+    }
+}
+
+impl fmt::Display for RecvMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for RecvMode {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s.to_ascii_lowercase().as_str() {
+            "read" => Ok(RecvMode::Read),
+            "uring" | "recv" => Ok(RecvMode::Uring),
+            "ring" | "buffer-ring" | "buf-ring" => Ok(RecvMode::BufferRing),
+            _ => Err(ParseError {
+                what: "receive mode",
+                got: s.into(),
+                expected: "read, uring, ring",
+            }),
+        }
+    }
+}
+
 /// Published io_uring zero-copy crossover on kernels since 6.10 (loopback cannot measure it:
 /// there every zero-copy send is copied).
 pub const URING_COPY_THRESHOLD: usize = 3 * 1024;
@@ -144,11 +197,15 @@ pub struct UringConfig {
     pub snapshot: SnapshotPolicy,
     /// `SO_SNDBUF` to set, if any.
     pub sndbuf: Option<usize>,
-    /// Receive with io_uring `IORING_OP_RECV` (straight into the caller's buffer) instead of
-    /// readiness + `read` on the uring backend. Both are one kernel copy, none in user space.
-    /// Off by default: measured here (compare --quick, same run), readiness + `read` gave a
-    /// pinned 64-byte p50 of 23.6 us against 27.9 us, and 482k against 398k calls/s.
-    pub uring_recv: bool,
+    /// How the uring backend receives. Every mode is one kernel copy and none in user space
+    /// for frames that fit in one receive. Default `Read`: measured here (compare --quick, same
+    /// run), readiness + `read` gave a pinned 64-byte p50 of 23.6 us against 27.9 us for
+    /// `Uring`, and 482k against 398k calls/s.
+    pub recv: RecvMode,
+    /// Buffers in the receive ring (`RecvMode::BufferRing`): a power of two, at most 32768.
+    pub recv_ring_buffers: u16,
+    /// Bytes per receive-ring buffer: frames up to this size are decoded in place in the ring.
+    pub recv_ring_buf_size: usize,
 }
 
 impl Default for UringConfig {
@@ -161,7 +218,9 @@ impl Default for UringConfig {
             reprobe_every: 256,
             snapshot: SnapshotPolicy::WriteProtect,
             sndbuf: None,
-            uring_recv: false,
+            recv: RecvMode::Read,
+            recv_ring_buffers: 64,
+            recv_ring_buf_size: 16 * 1024,
         }
     }
 }
@@ -197,5 +256,9 @@ mod tests {
         for m in [ZcMode::Adaptive, ZcMode::AlwaysZc, ZcMode::NeverZc] {
             assert_eq!(m.to_string().parse::<ZcMode>().unwrap(), m);
         }
+        for m in [RecvMode::Read, RecvMode::Uring, RecvMode::BufferRing] {
+            assert_eq!(m.to_string().parse::<RecvMode>().unwrap(), m);
+        }
+        assert!("x".parse::<RecvMode>().unwrap_err().to_string().contains("read, uring, ring"));
     }
 }

@@ -41,10 +41,12 @@
 //!   A message is sent as runs: pool buffers of one registration go in one `SENDMSG_ZC` with
 //!   its `buf_index` (vectored fixed, 6.15), other pieces (the frame head) in another, with
 //!   `MSG_MORE` between them.
-//! - **Receive**: single-shot `IORING_OP_RECV` straight into the caller's spare capacity
-//!   (ownership-passing). A provided-buffer ring would add a user-space copy, because
-//!   `RecvHalf` appends into the caller's buffer. A receive whose future is dropped stays in
-//!   the kernel; the next call takes its bytes, so nothing is lost.
+//! - **Receive** ([`RecvMode`]): readiness + `read` (default), single-shot `IORING_OP_RECV`,
+//!   or a multishot receive into a provided-buffer ring whose buffers are handed to the driver
+//!   as chunks, frames decoded in place, each buffer back in the ring when its last slice is
+//!   dropped. Frames larger than a ring buffer go straight into a buffer of their exact size.
+//!   A receive whose future is dropped stays in the kernel; the next call takes its bytes, so
+//!   nothing is lost.
 //! - **`MSG_ZEROCOPY` sockets and tokio**: mio reads `EPOLLOUT|EPOLLERR` (any wake-up while a
 //!   completion waits in the error queue) as "write closed", which tokio never clears; from
 //!   then on `writable()` never waits. The backend therefore waits for room through a private
@@ -57,18 +59,20 @@ mod buf;
 mod config;
 mod engine;
 mod probe;
+mod recv;
 mod sys;
 mod transport;
 
 pub use buf::{BufferPool, PoolError, ZcBuf};
 pub use config::{
-    Backend, ParseError, SnapshotPolicy, UringConfig, ZcMode, MSGZC_COPY_THRESHOLD,
+    Backend, ParseError, RecvMode, SnapshotPolicy, UringConfig, ZcMode, MSGZC_COPY_THRESHOLD,
     URING_COPY_THRESHOLD,
 };
 pub use engine::{plan, UringSend};
 pub use probe::{probe, Probe, DISABLE_URING_ENV};
 pub use sys::affinity::pin_current_thread;
-pub use transport::{connect, from_tcp, UringAcceptor, UringRecv, UringTransport};
+pub use recv::UringRecv;
+pub use transport::{connect, from_tcp, UringAcceptor, UringTransport};
 
 /// Baselines for benchmarks: what the engine is measured against.
 pub mod baseline {

@@ -4,15 +4,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use rpc_core::transport::{Acceptor, RecvHalf, Transport};
+use rpc_core::transport::{Acceptor, Transport};
 use rpc_core::TransportStats;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 use crate::config::{Backend, UringConfig};
 use crate::engine::msgzc::{MsgZc, ReaperHandle};
-use crate::engine::{raw_fd, Shared, Submitter, UringSend};
-use crate::sys::ring::{RecvOp, Ring, RingHandle};
+use crate::engine::{Shared, Submitter, UringSend};
+use crate::recv::UringRecv;
+use crate::sys::ring::{Ring, RingHandle};
 
 /// Submission entries per connection ring (a send uses one at a time; receives one).
 const RING_ENTRIES: u32 = 64;
@@ -127,15 +127,13 @@ impl Transport for UringTransport {
     type Recv = UringRecv;
 
     fn split(self) -> (UringRecv, UringSend) {
-        let use_ring = self.shared.config.uring_recv && self.ring.is_some();
-        let recv = UringRecv {
-            stream: self.stream.clone(),
-            stats: self.shared.stats.clone(),
-            ring: if use_ring { self.ring.clone() } else { None },
-            pending: None,
-            leftover: BytesMut::new(),
-            _reaper: self.reaper.clone(),
-        };
+        let recv = UringRecv::new(
+            self.stream.clone(),
+            &self.shared.config,
+            self.shared.stats.clone(),
+            self.ring.as_ref(),
+            self.reaper.clone(),
+        );
         let send = UringSend {
             stream: self.stream,
             shared: self.shared,
@@ -150,116 +148,6 @@ impl Transport for UringTransport {
 
     fn stats(&self) -> Arc<TransportStats> {
         self.shared.stats.clone()
-    }
-}
-
-/// The receiving half: `IORING_OP_RECV` straight into the caller's spare capacity on the
-/// io_uring backend (the kernel's one copy, none in user space), readiness + `read` otherwise.
-///
-/// A provided-buffer ring (multishot receive) would need a second copy here, from the ring's
-/// buffer into the caller's `BytesMut`, because `RecvHalf` appends to the caller's buffer; it
-/// pays only when frames are parsed in place in ring buffers, which `rpc-core`'s receive path
-/// does not do. So plain single-shot `RECV` into the caller's buffer is used.
-pub struct UringRecv {
-    stream: Arc<TcpStream>,
-    stats: Arc<TransportStats>,
-    ring: Option<RingHandle>,
-    /// A receive whose future was dropped: its bytes belong to the stream, so the next call
-    /// picks them up.
-    pending: Option<RecvOp>,
-    /// Bytes an abandoned receive got that did not fit the next caller's buffer.
-    leftover: BytesMut,
-    _reaper: Option<ReaperHandle>,
-}
-
-impl std::fmt::Debug for UringRecv {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringRecv")
-            .field("uring", &self.ring.is_some())
-            .finish()
-    }
-}
-
-impl UringRecv {
-    fn take_leftover(&mut self, buf: &mut BytesMut) -> usize {
-        let n = self.leftover.len().min(buf.capacity() - buf.len());
-        buf.extend_from_slice(&self.leftover.split_to(n));
-        TransportStats::add(&self.stats.recv_copied_bytes, n as u64);
-        n
-    }
-
-    async fn recv_ready(&mut self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
-        let fd = raw_fd(&self.stream);
-        loop {
-            match self.stream.try_read_buf(&mut buf) {
-                Ok(n) => {
-                    tracing::trace!(fd, n, "recv");
-                    return (Ok(n), buf);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = self.stream.readable().await {
-                        return (Err(e), buf);
-                    }
-                }
-                Err(e) => return (Err(e), buf),
-            }
-        }
-    }
-
-    async fn recv_uring(&mut self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
-        let Some(ring) = self.ring.as_ref().map(|r| r.ring().clone()) else {
-            return self.recv_ready(buf).await;
-        };
-        if let Some(op) = self.pending.as_mut() {
-            let (r, mut old) = op.await;
-            self.pending = None;
-            match r {
-                Ok(0) => return (Ok(0), buf),
-                Ok(n) => {
-                    self.leftover = old.split_off(old.len() - n);
-                    let k = self.take_leftover(&mut buf);
-                    return (Ok(k), buf);
-                }
-                Err(e) => return (Err(e), buf),
-            }
-        }
-        match ring.recv(raw_fd(&self.stream), buf) {
-            Ok(op) => {
-                let op = self.pending.insert(op);
-                let out = op.await;
-                self.pending = None;
-                out
-            }
-            Err((e, buf)) => (Err(e), buf),
-        }
-    }
-}
-
-impl RecvHalf for UringRecv {
-    async fn recv(&mut self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
-        if buf.capacity() == buf.len() {
-            return (
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "recv needs spare capacity",
-                )),
-                buf,
-            );
-        }
-        if !self.leftover.is_empty() {
-            let n = self.take_leftover(&mut buf);
-            TransportStats::add(&self.stats.recv_bytes, n as u64);
-            return (Ok(n), buf);
-        }
-        let (r, buf) = if self.ring.is_some() {
-            self.recv_uring(buf).await
-        } else {
-            self.recv_ready(buf).await
-        };
-        if let Ok(n) = r {
-            TransportStats::add(&self.stats.recv_bytes, n as u64);
-        }
-        (r, buf)
     }
 }
 

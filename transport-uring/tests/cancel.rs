@@ -10,7 +10,7 @@ use common::*;
 use rpc_core::transport::{RecvHalf, SendHalf, Transport};
 use rpc_core::Transmit;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use transport_uring::{Backend, BufferPool, UringConfig, ZcMode};
+use transport_uring::{Backend, BufferPool, RecvMode, UringConfig, ZcMode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_send_keeps_buffers_until_notification() {
@@ -93,7 +93,7 @@ async fn dropped_recv_loses_no_bytes() {
     tokio::time::timeout(LIMIT, async {
         let cfg = UringConfig {
             backend: Backend::Uring,
-            uring_recv: true,
+            recv: RecvMode::Uring,
             ..Default::default()
         };
         let (t, mut peer) = pair(cfg).await;

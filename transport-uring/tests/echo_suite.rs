@@ -7,26 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::*;
-use rpc_core::{
-    Body, BoxFuture, CallOptions, Client, ClientConfig, Payload, Server, ServerRequest, Service,
-    Status,
-};
-use transport_uring::{Backend, BufferPool, UringAcceptor, UringConfig, ZcMode};
-
-const ECHO: u32 = 1;
-
-struct Echo;
-
-impl Service for Echo {
-    fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
-        Box::pin(async move {
-            match req.method {
-                ECHO => Ok(req.body),
-                m => Err(Status::unimplemented(m)),
-            }
-        })
-    }
-}
+use rpc_core::{Body, CallOptions, Client, ClientConfig, Payload, Server};
+use transport_uring::{Backend, BufferPool, RecvMode, UringAcceptor, UringConfig, ZcMode};
 
 fn payload_of(data: &Bytes, pool: Option<&BufferPool>) -> Payload {
     match pool {
@@ -58,7 +40,7 @@ async fn suite(backend: Backend, mode: ZcMode) {
 
 async fn suite_with(cfg: UringConfig) {
     init_tracing();
-    let (backend, mode) = (cfg.backend, cfg.mode);
+    let (backend, mode, cfg_recv) = (cfg.backend, cfg.mode, cfg.recv);
     if !require(backend) {
         return;
     }
@@ -154,6 +136,11 @@ async fn suite_with(cfg: UringConfig) {
     let st = client.stats();
     println!("{backend}/{mode}: {st:?}");
     assert_eq!(st.transport, backend.name());
+    if cfg_recv == RecvMode::BufferRing {
+        assert!(st.recv_ring_chunks > 0, "small frames come through the ring");
+    } else {
+        assert_eq!(st.recv_ring_chunks, 0);
+    }
     match (backend, mode) {
         (Backend::Copy, _) | (_, ZcMode::NeverZc) => assert_eq!(st.sends_zc, 0),
         (_, ZcMode::AlwaysZc) => {
@@ -194,13 +181,29 @@ async fn echo_uring_adaptive() {
         .expect("timed out");
 }
 
-/// The same suite with the receive side on io_uring `RECV` (off by default).
+/// The same suite with the receive side on single-shot io_uring `RECV`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_uring_always_zc_with_uring_recv() {
     let cfg = UringConfig {
         backend: Backend::Uring,
         mode: ZcMode::AlwaysZc,
-        uring_recv: true,
+        recv: RecvMode::Uring,
+        ..UringConfig::default()
+    };
+    tokio::time::timeout(LIMIT * 3, suite_with(cfg))
+        .await
+        .expect("timed out");
+}
+
+/// The same suite with both sides receiving through a multishot receive into a provided-buffer
+/// ring (a small one, so that frames straddle buffers and the ring runs dry under 64 calls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_uring_adaptive_with_buffer_ring() {
+    let cfg = UringConfig {
+        backend: Backend::Uring,
+        recv: RecvMode::BufferRing,
+        recv_ring_buffers: 8,
+        recv_ring_buf_size: 4096,
         ..UringConfig::default()
     };
     tokio::time::timeout(LIMIT * 3, suite_with(cfg))

@@ -8,23 +8,12 @@ use std::sync::Once;
 
 use bytes::Bytes;
 use common::*;
-use rpc_core::{
-    Body, BoxFuture, CallOptions, Client, ClientConfig, Payload, Server, ServerRequest, Service,
-    Status,
-};
+use rpc_core::{Body, CallOptions, Client, ClientConfig, Payload, Server};
 use transport_uring::{Backend, BufferPool, UringAcceptor, UringConfig, ZcMode};
 
 fn disable_uring() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| std::env::set_var(transport_uring::DISABLE_URING_ENV, "1"));
-}
-
-struct Echo;
-
-impl Service for Echo {
-    fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
-        Box::pin(async move { Ok(req.body) })
-    }
 }
 
 #[test]

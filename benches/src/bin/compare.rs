@@ -8,7 +8,8 @@
 //! Prints a markdown table on stdout, writes JSON and an SVG chart, and reports progress on
 //! stderr. Every measurement runs in a child process of this binary
 //! (`compare --child SYSTEM SCENARIO ...`), so each system starts from a fresh allocator and
-//! its peak RSS (`VmHWM`) is its own.
+//! its peak RSS (`VmHWM`) is its own. `ZCRPC_BENCH_RECV=read|uring|ring` picks the receive mode
+//! of the io_uring systems (default `read`).
 
 #![forbid(unsafe_code)]
 

@@ -13,7 +13,7 @@ use rpc_core::{
     Status,
 };
 
-use transport_uring::{Backend, UringAcceptor, UringConfig, ZcMode};
+use transport_uring::{Backend, RecvMode, UringAcceptor, UringConfig, ZcMode};
 
 use crate::meter::{closed_loop, Meter, Sample, Timing};
 use crate::placement::{current_thread_runtime, run_pair, Placement};
@@ -126,16 +126,26 @@ pub fn run(
     }
 }
 
-/// The transport configuration of each io_uring system; everything else at its default.
+/// Environment variable naming the receive mode of the io_uring systems (`read`, the default;
+/// `uring`; `ring`), for comparing receive paths with `compare`.
+pub const RECV_ENV: &str = "ZCRPC_BENCH_RECV";
+
+/// The transport configuration of each io_uring system; everything else at its default (the
+/// receive mode from [`RECV_ENV`] when set).
 fn uring_config(system: System) -> UringConfig {
     let (backend, mode) = match system {
         System::ZcrpcUringZc => (Backend::Uring, ZcMode::AlwaysZc),
         System::ZcrpcMsgzc => (Backend::MsgZc, ZcMode::Adaptive),
         _ => (Backend::Uring, ZcMode::Adaptive),
     };
+    let recv = match std::env::var(RECV_ENV) {
+        Ok(v) => v.parse().unwrap_or_else(|e| panic!("{RECV_ENV}: {e}")),
+        Err(_) => RecvMode::default(),
+    };
     UringConfig {
         backend,
         mode,
+        recv,
         ..UringConfig::default()
     }
 }

@@ -5,6 +5,7 @@
 //! kernel header names.
 
 pub(crate) mod affinity;
+pub(crate) mod buf_ring;
 pub(crate) mod ring;
 pub(crate) mod send_zc_loop;
 pub(crate) mod sock;

@@ -10,7 +10,7 @@
 //! cancellation-safe.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -60,6 +60,8 @@ struct Slot {
     main_res: i32,
     keep: Option<Box<dyn Any + Send>>,
     sink: Option<Arc<dyn NotifSink>>,
+    /// A multishot operation's completions not yet taken (`None` for single-shot ones).
+    multi: Option<VecDeque<Completion>>,
 }
 
 struct State {
@@ -170,6 +172,7 @@ impl Ring {
         entry: squeue::Entry,
         keep: Box<dyn Any + Send>,
         sink: Option<Arc<dyn NotifSink>>,
+        multishot: bool,
     ) -> Result<Op, (io::Error, Option<Box<dyn Any + Send>>)> {
         let mut after = After::default();
         let r = {
@@ -184,6 +187,7 @@ impl Ring {
                 main_res: 0,
                 keep: Some(keep),
                 sink,
+                multi: multishot.then(VecDeque::new),
             });
             let entry = entry.user_data(key as u64);
             match push_entry(&mut st, &entry) {
@@ -257,7 +261,7 @@ impl Ring {
             _iov: iovecs,
             _owner: owner,
         };
-        self.push(entry, Box::new(keep), sink).map_err(|(e, _)| e)
+        self.push(entry, Box::new(keep), sink, false).map_err(|(e, _)| e)
     }
 
     /// `IORING_OP_RECV` into the spare capacity of `buf` (ownership-passing: the buffer lives
@@ -274,7 +278,7 @@ impl Ring {
         );
         let entry = opcode::Recv::new(types::Fd(fd), ptr, len).build();
         let holder = RecvBuf(Some(buf));
-        match self.push(entry, Box::new(holder), None) {
+        match self.push(entry, Box::new(holder), None, false) {
             Ok(op) => Ok(RecvOp { op }),
             Err((e, keep)) => {
                 let buf = keep
@@ -284,6 +288,38 @@ impl Ring {
                 Err((e, buf))
             }
         }
+    }
+
+    /// Multishot `IORING_OP_RECV` with buffers picked from group `bgid` (6.0): one completion
+    /// per filled buffer, each with `IORING_CQE_F_MORE` until the last. `keep` (the buffer
+    /// ring) stays alive until that last completion.
+    pub(crate) fn recv_multi(
+        self: &Arc<Self>,
+        fd: RawFd,
+        bgid: u16,
+        keep: Box<dyn Any + Send>,
+    ) -> io::Result<MultiOp> {
+        let entry = opcode::RecvMulti::new(types::Fd(fd), bgid).build();
+        self.push(entry, keep, None, true)
+            .map(|op| MultiOp { op })
+            .map_err(|(e, _)| e)
+    }
+
+    /// Registers a provided-buffer ring as group `bgid`.
+    ///
+    /// # Safety
+    ///
+    /// `addr` must point to `entries` page-aligned `io_uring_buf` entries that stay mapped
+    /// until [`Ring::unregister_buf_ring`] succeeds or the ring is closed.
+    pub(crate) unsafe fn register_buf_ring(&self, addr: u64, entries: u16, bgid: u16) -> io::Result<()> {
+        let st = self.lock();
+        // SAFETY: forwarded from this function's contract.
+        unsafe { st.uring.submitter().register_buf_ring_with_flags(addr, entries, bgid, 0) }
+    }
+
+    /// Unregisters group `bgid`: the kernel lets go of its ring memory.
+    pub(crate) fn unregister_buf_ring(&self, bgid: u16) -> io::Result<()> {
+        self.lock().uring.submitter().unregister_buf_ring(bgid)
     }
 
     /// Installs pool `pool_id`'s fixed buffers (registered on the ring `src_fd`, `nr` of them)
@@ -430,6 +466,14 @@ fn reap_locked(st: &mut State, after: &mut After) {
                 let copied = (res as u32) & IORING_NOTIF_USAGE_ZC_COPIED != 0;
                 after.notifs.push((sink.clone(), copied, slot.main_res > 0));
             }
+        } else if let Some(queue) = slot.multi.as_mut() {
+            // A multishot operation: every completion is queued; the last one (no
+            // IORING_CQE_F_MORE) ends it.
+            if !slot.user_gone {
+                queue.push_back(Completion { res, flags });
+                after.wakers.extend(slot.waker.take());
+            }
+            slot.main_done = !cqueue::more(flags);
         } else {
             slot.main_done = true;
             slot.main_res = res;
@@ -635,6 +679,71 @@ impl Future for RecvOp {
         // we gave it (ptr = spare start, len = spare length), so those bytes are initialised.
         unsafe { buf.set_len(new_len) };
         Poll::Ready((Ok(n), buf))
+    }
+}
+
+/// A multishot operation: a stream of completions, ending with one without
+/// `IORING_CQE_F_MORE`. Dropping it asks the kernel to cancel; the slot (and what it keeps)
+/// lives until the last completion.
+pub(crate) struct MultiOp {
+    op: Op,
+}
+
+impl MultiOp {
+    /// The next completion; after one without `IORING_CQE_F_MORE`, the operation is over and
+    /// this must not be polled again. Cancel-safe: a completion is taken only when returned.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Completion> {
+        let op = &mut self.op;
+        let mut after = After::default();
+        let out = {
+            let mut st = op.ring.lock();
+            reap_locked(&mut st, &mut after);
+            let slot = &mut st.slots[op.key];
+            match slot.multi.as_mut().and_then(VecDeque::pop_front) {
+                Some(c) => {
+                    if !cqueue::more(c.flags) {
+                        slot.user_gone = true;
+                        slot.waker = None;
+                        op.done = true;
+                        maybe_free(&mut st, op.key, &mut after);
+                    }
+                    Poll::Ready(c)
+                }
+                None => {
+                    match &slot.waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        _ => slot.waker = Some(cx.waker().clone()),
+                    }
+                    Poll::Pending
+                }
+            }
+        };
+        after.run();
+        out
+    }
+
+    /// Waits for the next completion (see [`MultiOp::poll_next`]).
+    pub(crate) async fn next(&mut self) -> Completion {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// Asks the kernel to stop; the completions up to the last still arrive.
+    pub(crate) fn cancel(&self) {
+        self.op.ring.cancel(self.op.key);
+    }
+
+    /// True once the last completion was taken.
+    pub(crate) fn is_done(&self) -> bool {
+        self.op.done
+    }
+}
+
+impl Drop for MultiOp {
+    fn drop(&mut self) {
+        // Nobody will take its completions: stop it (the `Op` inside marks the slot abandoned).
+        if !self.op.done {
+            self.op.ring.cancel(self.op.key);
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rpc_core::{Segment, Transmit};
+use rpc_core::{Body, BoxFuture, Segment, ServerRequest, Service, Status, Transmit};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use transport_uring::{Backend, UringConfig, UringTransport};
@@ -60,6 +60,23 @@ pub fn transmit(head: &[u8], segs: Vec<Bytes>) -> Transmit {
     Transmit {
         head: Bytes::copy_from_slice(head),
         segments: segs.into_iter().map(Segment::Bytes).collect(),
+    }
+}
+
+/// Method id of [`Echo`].
+pub const ECHO: u32 = 1;
+
+/// A service that answers method [`ECHO`] with the request's body.
+pub struct Echo;
+
+impl Service for Echo {
+    fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+        Box::pin(async move {
+            match req.method {
+                ECHO => Ok(req.body),
+                m => Err(Status::unimplemented(m)),
+            }
+        })
     }
 }
 

@@ -1,0 +1,354 @@
+//! `UringRecv`: the receiving half, in the mode [`RecvMode`] names.
+//!
+//! - `Read`: readiness + `read` into the driver's buffer.
+//! - `Uring`: one `IORING_OP_RECV` per read into the driver's buffer (ownership passing: the
+//!   buffer sits in the ring's slab until the completion). A receive whose future is dropped
+//!   stays in the kernel; the next call takes its bytes.
+//! - `BufferRing`: one multishot `IORING_OP_RECV` armed for many receives, the kernel picking a
+//!   buffer from a provided-buffer ring for each; the buffer is handed to the driver as a chunk
+//!   and frames inside it are decoded in place. When the driver asks for a buffer of its own
+//!   instead (a frame larger than a ring buffer), the multishot receive is cancelled, what it
+//!   already received is handed over first (copied), and readiness + `read` takes the rest
+//!   straight into the driver's buffer (`read` rather than single-shot `RECV`: measured
+//!   faster, see [`RecvMode`]). The stream's order holds across every switch: reads start only
+//!   after the multishot receive's last completion, and a `read` leaves nothing in the kernel
+//!   when its future is dropped.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use io_uring::cqueue;
+use rpc_core::transport::{Chunk, RecvHalf};
+use rpc_core::TransportStats;
+use tokio::net::TcpStream;
+
+use crate::config::{RecvMode, UringConfig};
+use crate::engine::msgzc::ReaperHandle;
+use crate::engine::raw_fd;
+use crate::sys::buf_ring::BufRing;
+use crate::sys::ring::{Completion, MultiOp, RecvOp, RingHandle};
+
+/// The buffer group id of a connection's receive ring (one group per connection ring).
+const RECV_BGID: u16 = 0;
+
+/// The receiving half of a [`UringTransport`](crate::UringTransport).
+pub struct UringRecv {
+    stream: Arc<TcpStream>,
+    stats: Arc<TransportStats>,
+    mode: Mode,
+    _reaper: Option<ReaperHandle>,
+}
+
+enum Mode {
+    Read,
+    Single(Single),
+    Ring(RingRecv),
+}
+
+impl std::fmt::Debug for UringRecv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match &self.mode {
+            Mode::Read => RecvMode::Read,
+            Mode::Single(_) => RecvMode::Uring,
+            Mode::Ring(_) => RecvMode::BufferRing,
+        };
+        f.debug_struct("UringRecv").field("mode", &mode).finish()
+    }
+}
+
+impl UringRecv {
+    /// The receiving half for `stream`; `ring` is the connection's ring on the uring backend.
+    /// A mode the kernel refuses falls back (logged): ring → single-shot → read.
+    pub(crate) fn new(
+        stream: Arc<TcpStream>,
+        config: &UringConfig,
+        stats: Arc<TransportStats>,
+        ring: Option<&RingHandle>,
+        reaper: Option<ReaperHandle>,
+    ) -> UringRecv {
+        let mode = match (config.recv, ring) {
+            (RecvMode::Read, _) | (_, None) => Mode::Read,
+            (RecvMode::Uring, Some(r)) => Mode::Single(Single::new(r)),
+            (RecvMode::BufferRing, Some(r)) => {
+                match BufRing::new(r.ring(), RECV_BGID, config.recv_ring_buffers, config.recv_ring_buf_size) {
+                    Ok(bufs) => Mode::Ring(RingRecv {
+                        ring: r.clone(),
+                        bufs,
+                        armed: None,
+                        cancelling: false,
+                        held: None,
+                    }),
+                    Err(e) => {
+                        tracing::warn!("receive buffer ring refused ({e}); receiving with single-shot IORING_OP_RECV");
+                        Mode::Single(Single::new(r))
+                    }
+                }
+            }
+        };
+        UringRecv { stream, stats, mode, _reaper: reaper }
+    }
+
+    /// The receive mode in force (after any fallback).
+    pub fn mode(&self) -> RecvMode {
+        match &self.mode {
+            Mode::Read => RecvMode::Read,
+            Mode::Single(_) => RecvMode::Uring,
+            Mode::Ring(_) => RecvMode::BufferRing,
+        }
+    }
+
+    /// Whether `p` points into this connection's receive ring (tests: a chunk's frames were
+    /// decoded where the kernel put them).
+    pub fn ring_contains(&self, p: *const u8) -> bool {
+        matches!(&self.mode, Mode::Ring(r) if r.bufs.contains(p))
+    }
+
+    /// Ring buffers the kernel can fill now (`None` outside `BufferRing` mode).
+    pub fn ring_buffers_free(&self) -> Option<usize> {
+        match &self.mode {
+            Mode::Ring(r) => Some(r.bufs.in_kernel()),
+            _ => None,
+        }
+    }
+}
+
+impl RecvHalf for UringRecv {
+    async fn recv(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+        if buf.capacity() == buf.len() {
+            let e = io::Error::new(io::ErrorKind::InvalidInput, "recv needs spare capacity");
+            return (Err(e), buf);
+        }
+        match &mut self.mode {
+            Mode::Read => recv_ready(&self.stream, &self.stats, buf).await,
+            Mode::Single(s) => s.recv(&self.stream, &self.stats, buf).await,
+            Mode::Ring(r) => r.recv(&self.stream, &self.stats, buf).await,
+        }
+    }
+
+    fn chunk_size(&self) -> usize {
+        match &self.mode {
+            Mode::Ring(r) => r.bufs.buf_size(),
+            _ => 0,
+        }
+    }
+
+    async fn recv_chunk(&mut self) -> io::Result<Chunk> {
+        match &mut self.mode {
+            Mode::Ring(r) => r.recv_chunk(&self.stream, &self.stats).await,
+            _ => Ok(Chunk::Unavailable),
+        }
+    }
+}
+
+/// Readiness + `read`.
+async fn recv_ready(
+    stream: &TcpStream,
+    stats: &TransportStats,
+    mut buf: BytesMut,
+) -> (io::Result<usize>, BytesMut) {
+    loop {
+        match stream.try_read_buf(&mut buf) {
+            Ok(n) => {
+                TransportStats::add(&stats.recv_bytes, n as u64);
+                return (Ok(n), buf);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(e) = stream.readable().await {
+                    return (Err(e), buf);
+                }
+            }
+            Err(e) => return (Err(e), buf),
+        }
+    }
+}
+
+/// Single-shot `IORING_OP_RECV` into the caller's buffer.
+struct Single {
+    ring: RingHandle,
+    /// A receive whose future was dropped: its bytes belong to the stream, so the next call
+    /// picks them up.
+    pending: Option<RecvOp>,
+    /// Bytes an abandoned receive got that did not fit the next caller's buffer.
+    leftover: BytesMut,
+}
+
+impl Single {
+    fn new(ring: &RingHandle) -> Single {
+        Single { ring: ring.clone(), pending: None, leftover: BytesMut::new() }
+    }
+
+    fn take_leftover(&mut self, stats: &TransportStats, buf: &mut BytesMut) -> usize {
+        let n = self.leftover.len().min(buf.capacity() - buf.len());
+        buf.extend_from_slice(&self.leftover.split_to(n));
+        TransportStats::add(&stats.recv_copied_bytes, n as u64);
+        n
+    }
+
+    async fn recv(
+        &mut self,
+        stream: &TcpStream,
+        stats: &TransportStats,
+        mut buf: BytesMut,
+    ) -> (io::Result<usize>, BytesMut) {
+        if !self.leftover.is_empty() {
+            let n = self.take_leftover(stats, &mut buf);
+            return (Ok(n), buf);
+        }
+        if let Some(op) = self.pending.as_mut() {
+            let (r, mut old) = op.await;
+            self.pending = None;
+            return match r {
+                Ok(0) => (Ok(0), buf),
+                Ok(n) => {
+                    TransportStats::add(&stats.recv_bytes, n as u64);
+                    self.leftover = old.split_off(old.len() - n);
+                    let k = self.take_leftover(stats, &mut buf);
+                    (Ok(k), buf)
+                }
+                Err(e) => (Err(e), buf),
+            };
+        }
+        match self.ring.ring().recv(raw_fd(stream), buf) {
+            Ok(op) => {
+                let op = self.pending.insert(op);
+                let (r, buf) = op.await;
+                self.pending = None;
+                if let Ok(n) = r {
+                    TransportStats::add(&stats.recv_bytes, n as u64);
+                }
+                (r, buf)
+            }
+            Err((e, buf)) => (Err(e), buf),
+        }
+    }
+}
+
+/// Multishot receive into a provided-buffer ring, `read` for frames too large for it.
+struct RingRecv {
+    ring: RingHandle,
+    bufs: BufRing,
+    /// The multishot receive, from arming to its last completion.
+    armed: Option<MultiOp>,
+    /// A cancel was asked for the armed receive.
+    cancelling: bool,
+    /// The rest of a chunk partly copied into a caller's buffer: it comes next.
+    held: Option<Bytes>,
+}
+
+/// What one multishot completion brought.
+enum Arrival {
+    Data(Bytes),
+    Eof,
+    /// The receive stopped without data: cancelled, or the ring was empty (`ENOBUFS`).
+    Stopped { ring_empty: bool },
+    Failed(io::Error),
+}
+
+impl RingRecv {
+    fn arm(&mut self, stream: &TcpStream) -> io::Result<()> {
+        let keep = Box::new(self.bufs.clone());
+        self.armed = Some(self.ring.ring().recv_multi(raw_fd(stream), self.bufs.bgid(), keep)?);
+        self.cancelling = false;
+        Ok(())
+    }
+
+    /// The next completion of the armed receive.
+    async fn next(&mut self, stats: &TransportStats) -> Arrival {
+        let Some(op) = self.armed.as_mut() else {
+            return Arrival::Stopped { ring_empty: false };
+        };
+        let c = op.next().await;
+        if op.is_done() {
+            self.armed = None;
+        }
+        self.arrival(c, stats)
+    }
+
+    fn arrival(&self, c: Completion, stats: &TransportStats) -> Arrival {
+        let bid = cqueue::buffer_select(c.flags);
+        if c.res > 0 {
+            let n = c.res as usize;
+            let Some(bid) = bid else {
+                return Arrival::Failed(io::Error::other("multishot receive completed without a buffer"));
+            };
+            return match self.bufs.take(bid, n) {
+                Ok(bytes) => {
+                    TransportStats::add(&stats.recv_ring_chunks, 1);
+                    TransportStats::add(&stats.recv_bytes, n as u64);
+                    Arrival::Data(bytes)
+                }
+                Err(e) => Arrival::Failed(e),
+            };
+        }
+        if let Some(bid) = bid {
+            self.bufs.put_back(bid);
+        }
+        match -c.res {
+            0 => Arrival::Eof,
+            libc::ECANCELED => Arrival::Stopped { ring_empty: false },
+            libc::ENOBUFS => Arrival::Stopped { ring_empty: true },
+            e => Arrival::Failed(io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    async fn recv_chunk(&mut self, stream: &TcpStream, stats: &TransportStats) -> io::Result<Chunk> {
+        loop {
+            if let Some(held) = self.held.take() {
+                return Ok(Chunk::Data(held));
+            }
+            if self.armed.is_none() {
+                if self.bufs.in_kernel() == 0 {
+                    TransportStats::add(&stats.recv_ring_empty, 1);
+                    return Ok(Chunk::Unavailable);
+                }
+                self.arm(stream)?;
+            }
+            match self.next(stats).await {
+                Arrival::Data(bytes) => return Ok(Chunk::Data(bytes)),
+                Arrival::Eof => return Ok(Chunk::Eof),
+                Arrival::Stopped { ring_empty: true } => {
+                    TransportStats::add(&stats.recv_ring_empty, 1);
+                    return Ok(Chunk::Unavailable);
+                }
+                // Cancelled by an earlier `recv`: arm again.
+                Arrival::Stopped { ring_empty: false } => {}
+                Arrival::Failed(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn recv(
+        &mut self,
+        stream: &TcpStream,
+        stats: &TransportStats,
+        mut buf: BytesMut,
+    ) -> (io::Result<usize>, BytesMut) {
+        loop {
+            if let Some(held) = self.held.as_mut() {
+                let n = held.len().min(buf.capacity() - buf.len());
+                buf.extend_from_slice(&held.split_to(n));
+                TransportStats::add(&stats.recv_copied_bytes, n as u64);
+                if held.is_empty() {
+                    self.held = None;
+                }
+                return (Ok(n), buf);
+            }
+            let Some(op) = self.armed.as_ref() else {
+                return recv_ready(stream, stats, buf).await;
+            };
+            // The caller wants the bytes in its own buffer: stop the multishot receive and hand
+            // over what it got first.
+            if !self.cancelling {
+                op.cancel();
+                self.cancelling = true;
+            }
+            match self.next(stats).await {
+                Arrival::Data(bytes) => self.held = Some(bytes),
+                Arrival::Eof => return (Ok(0), buf),
+                Arrival::Stopped { .. } => {}
+                Arrival::Failed(e) => return (Err(e), buf),
+            }
+        }
+    }
+}
