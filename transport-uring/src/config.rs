@@ -226,6 +226,22 @@ impl Default for UringConfig {
 }
 
 impl UringConfig {
+    /// Checks the values the kernel would refuse, so that a bad configuration fails where it
+    /// is set up (`connect`, `from_tcp`, `UringAcceptor::bind`) with an error naming the field.
+    pub fn validate(&self) -> std::io::Result<()> {
+        if self.recv == RecvMode::BufferRing {
+            let n = self.recv_ring_buffers;
+            if !n.is_power_of_two() || n > 32768 {
+                return Err(invalid(format!("recv_ring_buffers must be a power of two from 1 to 32768 (got {n})")));
+            }
+            let size = self.recv_ring_buf_size;
+            if !(64..=1 << 30).contains(&size) {
+                return Err(invalid(format!("recv_ring_buf_size must be from 64 bytes to 1 GiB (got {size})")));
+            }
+        }
+        Ok(())
+    }
+
     /// The copy threshold in force for `backend`.
     pub fn threshold_for(&self, backend: Backend) -> usize {
         self.copy_threshold.unwrap_or(match backend {
@@ -233,6 +249,10 @@ impl UringConfig {
             _ => URING_COPY_THRESHOLD,
         })
     }
+}
+
+fn invalid(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, msg)
 }
 
 #[cfg(test)]
@@ -260,5 +280,20 @@ mod tests {
             assert_eq!(m.to_string().parse::<RecvMode>().unwrap(), m);
         }
         assert!("x".parse::<RecvMode>().unwrap_err().to_string().contains("read, uring, ring"));
+    }
+
+    #[test]
+    fn ring_sizes_the_kernel_refuses_are_named() {
+        let ring = |buffers, size| UringConfig { recv: RecvMode::BufferRing, recv_ring_buffers: buffers, recv_ring_buf_size: size, ..Default::default() };
+        assert!(UringConfig::default().validate().is_ok());
+        assert!(ring(64, 16 << 10).validate().is_ok());
+        let e = ring(48, 16 << 10).validate().unwrap_err();
+        assert!(e.to_string().contains("recv_ring_buffers") && e.to_string().contains("48"), "{e}");
+        let e = ring(0, 16 << 10).validate().unwrap_err();
+        assert!(e.to_string().contains("recv_ring_buffers"), "{e}");
+        let e = ring(64, 0).validate().unwrap_err();
+        assert!(e.to_string().contains("recv_ring_buf_size"), "{e}");
+        // Only checked when the ring is used.
+        assert!(UringConfig { recv_ring_buffers: 3, ..Default::default() }.validate().is_ok());
     }
 }

@@ -37,13 +37,16 @@ impl std::fmt::Debug for UringTransport {
 
 /// Connects to `addr` and wraps the stream (see [`from_tcp`]).
 pub async fn connect(addr: impl ToSocketAddrs, config: UringConfig) -> io::Result<UringTransport> {
+    config.validate()?;
     from_tcp(TcpStream::connect(addr).await?, config)
 }
 
-/// Wraps a connected tokio stream: `TCP_NODELAY`, the configured `SO_SNDBUF`, and the backend
-/// resolved from the probe (falling back, and logging why, when the one asked for is refused).
+/// Wraps a connected tokio stream (after [`UringConfig::validate`]): `TCP_NODELAY`, the
+/// configured `SO_SNDBUF`, and the backend resolved from the probe (falling back, and logging
+/// why, when the one asked for is refused).
 /// Must be called inside a tokio runtime (it starts the connection's completion reaper).
 pub fn from_tcp(stream: TcpStream, config: UringConfig) -> io::Result<UringTransport> {
+    config.validate()?;
     stream.set_nodelay(true)?;
     if let Some(n) = config.sndbuf {
         socket2::SockRef::from(&stream).set_send_buffer_size(n)?;
@@ -164,8 +167,9 @@ impl UringAcceptor {
         UringAcceptor { listener, config }
     }
 
-    /// Binds `addr`.
+    /// Binds `addr`; fails first if the configuration is invalid ([`UringConfig::validate`]).
     pub async fn bind(addr: impl ToSocketAddrs, config: UringConfig) -> io::Result<Self> {
+        config.validate()?;
         Ok(UringAcceptor {
             listener: TcpListener::bind(addr).await?,
             config,
