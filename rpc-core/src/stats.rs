@@ -50,7 +50,8 @@ macro_rules! counters {
 counters! {
     /// Frames sent by the copy path (the kernel copies them; for `tcp` every send).
     sends_copy,
-    /// Frames sent zero-copy.
+    /// Frames sent zero-copy (a frame the kernel refused is counted here and in
+    /// `enobufs_fallbacks`: its rest went by copy).
     sends_zc,
     /// Frames whose segments were partly coalesced into a copy buffer, rest zero-copy.
     sends_coalesced,
@@ -68,7 +69,9 @@ counters! {
     notifications_copied,
     /// Times the adaptive engine moved between zero-copy and copy.
     path_switches,
-    /// Zero-copy sends refused with `ENOBUFS` (optmem, locked memory) and resent by copy.
+    /// Zero-copy sends the kernel refused for want of memory and resent by copy: `ENOBUFS`
+    /// (optmem; `MSG_ZEROCOPY`'s locked-page charge) or `ENOMEM` (io_uring's charge of pinned
+    /// pages to `RLIMIT_MEMLOCK`, without `CAP_IPC_LOCK`).
     enobufs_fallbacks,
     /// Sends the kernel took only partly, resubmitted for the rest.
     short_sends,

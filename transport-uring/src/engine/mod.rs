@@ -429,8 +429,14 @@ impl UringSend {
                 match -c.res {
                     libc::EINTR => {}
                     libc::EAGAIN => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
-                    libc::ENOBUFS => {
+                    // No kernel memory for this zero-copy send: ENOBUFS, or ENOMEM when the
+                    // pages it would pin exceed RLIMIT_MEMLOCK (io_uring charges them to the
+                    // user unless the process has CAP_IPC_LOCK). The copy path needs neither.
+                    libc::ENOBUFS | libc::ENOMEM => {
                         TransportStats::add(&self.shared.stats.enobufs_fallbacks, 1);
+                        if -c.res == libc::ENOMEM {
+                            warn_memlock_once();
+                        }
                         return self.copy_rest(&flight, range.start, sent).await;
                     }
                     libc::EFAULT | libc::EINVAL if buf_index.is_some() => {
@@ -538,6 +544,18 @@ impl SendHalf for UringSend {
         self.shared.wait_drained().await;
         socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write)
     }
+}
+
+/// Says once per process why zero-copy sends are being refused with `ENOMEM`.
+fn warn_memlock_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::warn!(
+            "io_uring refused a zero-copy send with ENOMEM: the pages it pins are charged to \
+             RLIMIT_MEMLOCK (this process lacks CAP_IPC_LOCK); such sends go by copy. Raise \
+             the limit (ulimit -l, LimitMEMLOCK=) to keep them zero-copy"
+        )
+    });
 }
 
 pub(crate) fn raw_fd(s: &TcpStream) -> RawFd {
