@@ -70,5 +70,5 @@ pub use payload::{ExternalSegment, Payload, Segment};
 pub use rpc_macros::service;
 pub use server::{Server, ServerBuilder, ServerHandle};
 pub use service::{BoxFuture, ServerRequest, Service};
-pub use stats::{StatsSnapshot, TransportStats};
+pub use stats::{StatsSnapshot, TransportStats, STATS_TARGET};
 pub use transmit::Transmit;

@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
+/// The `tracing` target of [`StatsSnapshot::emit`].
+pub const STATS_TARGET: &str = "zcrpc::stats";
+
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident,)*) => {
         /// Live counters of one connection's transport (or of a sum of them).
@@ -36,6 +39,13 @@ macro_rules! counters {
         }
 
         impl StatsSnapshot {
+            /// Emits every counter as one `tracing` event (level debug, target
+            /// [`STATS_TARGET`]), with `event` as its message. zcrpc emits one when a
+            /// connection ends (`RUST_LOG=zcrpc::stats=debug` shows them).
+            pub fn emit(&self, event: &str) {
+                tracing::debug!(target: STATS_TARGET, transport = %self.transport, $($name = self.$name,)* "{event}");
+            }
+
             /// Adds another snapshot's counters into this one (totals over connections).
             pub fn merge(&mut self, other: &StatsSnapshot) {
                 if self.transport.is_empty() {

@@ -308,3 +308,72 @@ fn transmits_keep_the_callers_segments() {
     let _ = <rpc_core::transport::tcp::TcpTransport as Transport>::split;
     fn _assert_send<S: SendHalf>() {}
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_reads_each_connections_counters_and_their_totals() {
+    let svc = TestService::default();
+    let (handle, addr) = tcp_server(&Server::builder().build(svc)).await;
+    let server = handle.server().clone();
+    let a = Client::connect_tcp(addr, ClientConfig::default()).await.unwrap();
+    let b = Client::connect_tcp(addr, ClientConfig::default()).await.unwrap();
+    let call = |c: &Client, n: usize| {
+        let c = c.clone();
+        async move {
+            c.call(ECHO, Body::new(Bytes::from_static(b"s"), vec![Payload::from(pattern(n, 1))]), CallOptions::default()).await.unwrap();
+        }
+    };
+    call(&a, 100_000).await;
+    call(&b, 10).await;
+    eventually(|| server.connection_stats().len() == 2).await;
+    let each = server.connection_stats();
+    // Accept order: a's connection first, and it received its 100 000 bytes.
+    assert!(each[0].recv_bytes > 100_000 && each[1].recv_bytes < 1000, "{each:?}");
+    let total = server.stats();
+    assert_eq!(total.recv_bytes, each[0].recv_bytes + each[1].recv_bytes);
+    // A closed connection leaves the list; its counters stay in the totals.
+    drop(a);
+    eventually(|| server.connection_stats().len() == 1).await;
+    assert!(server.stats().recv_bytes >= total.recv_bytes);
+    assert_eq!(server.connection_stats()[0].recv_bytes, each[1].recv_bytes);
+    drop(b);
+    handle.shutdown().await;
+}
+
+/// Every connection's counters are emitted through `tracing` when it ends.
+#[test]
+fn a_connection_emits_its_counters_when_it_ends() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!("{}=debug", rpc_core::STATS_TARGET)))
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // A current-thread runtime: the connection tasks run on this thread, under this subscriber.
+    tracing::subscriber::with_default(subscriber, || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let (client, handle, _) = tcp_pair().await;
+            client.call(ECHO, Body::new(Bytes::from_static(b"t"), vec![Payload::from(pattern(5000, 2))]), CallOptions::default()).await.unwrap();
+            drop(client);
+            handle.shutdown().await;
+        })
+    });
+    let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    let closed: Vec<&str> = out.lines().filter(|l| l.contains("connection closed")).collect();
+    assert_eq!(closed.len(), 2, "one event per side:\n{out}");
+    for line in closed {
+        assert!(line.contains("transport=tcp") && line.contains("sends_copy=") && line.contains("recv_bytes="), "{line}");
+    }
+}

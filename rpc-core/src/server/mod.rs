@@ -252,6 +252,13 @@ impl Server {
         total
     }
 
+    /// Counters of each connection being served now, in the order they were accepted (the
+    /// totals, closed connections included, are [`Server::stats`]).
+    pub fn connection_stats(&self) -> Vec<StatsSnapshot> {
+        let book = self.inner.stats.lock().unwrap_or_else(|e| e.into_inner());
+        book.live.iter().filter_map(Weak::upgrade).map(|s| s.snapshot()).collect()
+    }
+
     /// Connections being served now.
     pub fn connections(&self) -> usize {
         self.inner.live.load(Ordering::Acquire)

@@ -500,21 +500,12 @@ impl UringSend {
 
 impl Drop for UringSend {
     fn drop(&mut self) {
-        let st = self.shared.stats.snapshot();
-        tracing::debug!(
-            transport = %st.transport,
-            sends_copy = st.sends_copy,
-            sends_zc = st.sends_zc,
-            sends_coalesced = st.sends_coalesced,
-            notifications = st.notifications,
-            notifications_copied = st.notifications_copied,
-            path_switches = st.path_switches,
-            enobufs_fallbacks = st.enobufs_fallbacks,
-            short_sends = st.short_sends,
-            write_protects = st.write_protects,
-            in_flight = self.shared.in_flight(),
-            "connection send half closed"
-        );
+        // The connection's counters are emitted by rpc-core when it ends; what only this half
+        // knows is how much the kernel still holds.
+        let in_flight = self.shared.in_flight();
+        if in_flight > 0 {
+            tracing::debug!(in_flight, "send half closed with zero-copy sends awaiting their notification");
+        }
     }
 }
 
