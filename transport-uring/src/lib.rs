@@ -39,8 +39,9 @@
 //!   own; a connection ring clones that table (`IORING_REGISTER_CLONE_BUFFERS`, 6.12) the first
 //!   time it sends from the pool. Cloning shares the pins and works while pages are read-only.
 //!   A message is sent as runs: pool buffers of one registration go in one `SENDMSG_ZC` with
-//!   its `buf_index` (vectored fixed, 6.15), other pieces (the frame head) in another, with
-//!   `MSG_MORE` between them.
+//!   its `buf_index` (vectored fixed, 6.15), together with the frame head, which is copied
+//!   into a head arena at the start of the registration; other pieces (`Bytes` segments, a
+//!   head too large for an arena slot) go in runs of their own, with `MSG_MORE` between runs.
 //! - **Receive** ([`RecvMode`]): readiness + `read` (default), single-shot `IORING_OP_RECV`,
 //!   or a multishot receive into a provided-buffer ring whose buffers are handed to the driver
 //!   as chunks, frames decoded in place, each buffer back in the ring when its last slice is

@@ -125,10 +125,54 @@ async fn pool_buffer_is_read_only_in_flight_then_writable_and_returned() {
         let st = stats.snapshot();
         println!("{st:?}");
         assert_eq!(st.write_protects, 3);
-        assert!(
-            st.notifications >= 2,
-            "head run and fixed pool run each notify"
+        // Head and pool buffers went in one fixed-buffer send (its head in the pool's arena):
+        // one notification per submission, resubmissions of short sends included.
+        assert_eq!(st.notifications, 1 + st.short_sends);
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_message_goes_in_one_send_with_its_head() {
+    if !require(Backend::Uring) || !transport_uring::probe().vectored_fixed {
+        eprintln!("SKIP: needs vectored fixed-buffer sends (6.15)");
+        return;
+    }
+    tokio::time::timeout(LIMIT, async {
+        let pool = BufferPool::new(16 << 20, 64 << 10).unwrap();
+        let (t, peer) = pair(zc_config()).await;
+        let stats = t.stats();
+        let reader = tokio::spawn(read_all(peer));
+        let (_r, mut s) = t.split();
+        let mut expect = Vec::new();
+        // More messages than a registration has head slots: slots must come back.
+        for i in 0..300u32 {
+            let mut b = pool.take_wait().await;
+            let data = pattern(40_000 + i as usize, i as u8);
+            b.fill_from(&data);
+            let head = format!("head {i}").into_bytes();
+            expect.extend_from_slice(&head);
+            expect.extend_from_slice(&data);
+            s.send(&mut vec![Transmit {
+                head: bytes::Bytes::from(head),
+                segments: vec![b.into_segment()],
+            }])
+            .await
+            .unwrap();
+        }
+        s.flush_notifications().await;
+        s.shutdown().await.unwrap();
+        assert!(reader.await.unwrap() == expect, "bytes differ");
+        let st = stats.snapshot();
+        println!("{st:?}");
+        assert_eq!(st.sends_zc, 300);
+        assert_eq!(
+            st.notifications,
+            st.sends_zc + st.short_sends,
+            "one submission per message (plus resubmissions of short sends)"
         );
+        assert_eq!(pool.available(), pool.capacity());
     })
     .await
     .expect("timed out");

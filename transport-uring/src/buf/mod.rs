@@ -7,6 +7,10 @@
 //! which shares the pinned pages instead of pinning them again and works even while some of the
 //! pool's pages are write-protected (registering read-only pages anew fails with `EFAULT`).
 //!
+//! Each registration (at most 1 GiB) begins with a small arena of frame-head slots
+//! ([`head`]): the engine copies a message's frame head there, so that head and pool buffers
+//! lie in one fixed buffer and go out in one `SENDMSG_ZC` with one `buf_index`.
+//!
 //! A [`ZcBuf`] is one buffer, owned exclusively and writable. Turned into a
 //! [`Segment`](rpc_core::Segment) it becomes immutable; the engine makes its pages read-only
 //! (`mprotect`) from the submission of a zero-copy send until the kernel's notification, so a
@@ -25,6 +29,12 @@ use rpc_core::{ExternalSegment, Payload, Segment};
 
 use crate::sys::ring::RegRing;
 
+mod head;
+
+pub(crate) use head::HeadSlot;
+use head::{HeadArena, ARENA_BYTES};
+
+
 /// The largest buffer one io_uring registration may cover (`SZ_1G` in `io_uring/rsrc.c`).
 const MAX_REGISTRATION: usize = 1 << 30;
 
@@ -38,7 +48,7 @@ pub enum PoolError {
          (`ulimit -l`, systemd LimitMEMLOCK=) or ask for a smaller pool"
     )]
     MemLock {
-        /// Bytes asked for.
+        /// Bytes to lock: the buffers, and a 64 KiB frame-head arena per registration.
         asked: usize,
         /// The soft limit in force, in bytes, as text (`unlimited` when so).
         limit: String,
@@ -106,8 +116,12 @@ pub(crate) struct PoolInner {
     region: Region,
     buf_size: usize,
     count: usize,
-    /// Buffers per fixed-buffer registration (each ≤ 1 GiB).
+    /// Buffers per fixed-buffer registration (each ≤ 1 GiB, its head arena included).
     per_reg: usize,
+    /// Per registration: its head arena, then `per_reg` buffers; this is its length in bytes.
+    stride: usize,
+    /// The head arena of each registration.
+    arenas: Vec<HeadArena>,
     free: Mutex<Vec<u32>>,
     returned: tokio::sync::Notify,
     /// Per buffer, how many in-flight sends hold it read-only.
@@ -145,7 +159,8 @@ impl fmt::Debug for BufferPool {
 impl BufferPool {
     /// Maps `total_bytes` (rounded down to whole buffers) as buffers of `buf_size` bytes (rounded
     /// up to whole pages), pre-faults and locks them, and registers them with io_uring when it
-    /// is available (a refused registration only costs the fixed-buffer fast path).
+    /// is available (a refused registration only costs the fixed-buffer fast path). Each
+    /// registration (up to 1 GiB of buffers) adds a 64 KiB arena for frame heads, locked too.
     pub fn new(total_bytes: usize, buf_size: usize) -> Result<BufferPool, PoolError> {
         let page = page_size();
         if buf_size == 0 {
@@ -161,7 +176,11 @@ impl BufferPool {
         if count > u32::MAX as usize {
             return Err(PoolError::InvalidSize("too many buffers"));
         }
-        let len = count * buf_size;
+        // One registration per group of `per_reg` buffers, each group after its head arena.
+        let per_reg = ((MAX_REGISTRATION - ARENA_BYTES) / buf_size).clamp(1, count);
+        let groups = count.div_ceil(per_reg);
+        let stride = ARENA_BYTES + per_reg * buf_size;
+        let len = (groups - 1) * stride + ARENA_BYTES + (count - (groups - 1) * per_reg) * buf_size;
         // SAFETY: anonymous private mapping at an address of the kernel's choosing; no existing
         // memory is affected. MAP_POPULATE pre-faults every page.
         let base = unsafe {
@@ -190,20 +209,15 @@ impl BufferPool {
                 limit: memlock_limit(),
             });
         }
-        let per_reg = if buf_size <= MAX_REGISTRATION {
-            MAX_REGISTRATION / buf_size
-        } else {
-            0
-        };
-        let reg = if per_reg == 0 || crate::probe::probe().backend != crate::Backend::Uring {
+        let fits = ARENA_BYTES + buf_size <= MAX_REGISTRATION;
+        let reg = if !fits || crate::probe::probe().backend != crate::Backend::Uring {
             None
         } else {
-            let regions: Vec<(*mut u8, usize)> = (0..count)
-                .step_by(per_reg)
-                .map(|first| {
-                    let n = per_reg.min(count - first);
-                    // SAFETY: first < count, so the offset stays inside the mapping.
-                    (unsafe { region.base.add(first * buf_size) }, n * buf_size)
+            let regions: Vec<(*mut u8, usize)> = (0..groups)
+                .map(|g| {
+                    let n = per_reg.min(count - g * per_reg);
+                    // SAFETY: g < groups, so the group's start is inside the mapping.
+                    (unsafe { region.base.add(g * stride) }, ARENA_BYTES + n * buf_size)
                 })
                 .collect();
             // SAFETY: every region lies in our writable, not yet protected mapping, which
@@ -217,12 +231,18 @@ impl BufferPool {
                 }
             }
         };
+        let arenas = (0..groups)
+            // SAFETY: g < groups: the arena (ARENA_BYTES at the group's start) is in the mapping.
+            .map(|g| HeadArena::new(unsafe { region.base.add(g * stride) }))
+            .collect();
         let inner = PoolInner {
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
             region,
             buf_size,
             count,
-            per_reg: per_reg.max(1),
+            per_reg,
+            stride,
+            arenas,
             free: Mutex::new((0..count as u32).rev().collect()),
             returned: tokio::sync::Notify::new(),
             protect: Mutex::new(vec![0; count]),
@@ -463,6 +483,14 @@ impl ZcSegment {
         })
     }
 
+    /// A copy of `head` in the head arena of this buffer's registration, so that both go out in
+    /// one fixed-buffer send; `None` when the head is too large or the arena is full.
+    pub(crate) fn head_slot(&self, head: &[u8]) -> Option<HeadSlot> {
+        let pool = &self.buf.pool;
+        let group = self.buf.index as usize / pool.per_reg;
+        HeadSlot::take(pool.clone(), group, head)
+    }
+
     /// (pool id, registration ring fd, registrations, which registration holds this buffer).
     pub(crate) fn fixed(&self) -> Option<FixedInfo> {
         let pool = &self.buf.pool;
@@ -520,7 +548,9 @@ impl Drop for ProtectGuard {
 impl PoolInner {
     fn slot_ptr(&self, index: u32) -> *mut u8 {
         debug_assert!((index as usize) < self.count);
-        // SAFETY: index < count, so the offset is inside the mapping of count * buf_size bytes.
-        unsafe { self.region.base.add(index as usize * self.buf_size) }
+        let (group, at) = (index as usize / self.per_reg, index as usize % self.per_reg);
+        // SAFETY: index < count, so its group and place in it are inside the mapping laid out
+        // in `BufferPool::new` (each group: the head arena, then `per_reg` buffers).
+        unsafe { self.region.base.add(group * self.stride + ARENA_BYTES + at * self.buf_size) }
     }
 }

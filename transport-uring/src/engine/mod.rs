@@ -17,7 +17,7 @@ use rpc_core::transport::SendHalf;
 use rpc_core::{ExternalSegment, Segment, Transmit, TransportStats};
 use tokio::net::TcpStream;
 
-use crate::buf::{ProtectGuard, ZcSegment};
+use crate::buf::{FixedInfo, HeadSlot, ProtectGuard, ZcSegment};
 use crate::config::{Backend, SnapshotPolicy, UringConfig};
 use crate::sys::ring::{NotifSink, RingHandle, SendOpts};
 use crate::sys::UIO_MAXIOV;
@@ -100,6 +100,8 @@ pub(crate) enum Chunk {
     External(Arc<dyn ExternalSegment>),
     /// A coalescing buffer.
     Owned(Vec<u8>),
+    /// The frame head, copied into the head arena of the registration its pool buffers are in.
+    Head(HeadSlot, FixedInfo),
 }
 
 impl Chunk {
@@ -108,6 +110,15 @@ impl Chunk {
             Chunk::Bytes(b) => b,
             Chunk::External(e) => e.as_slice(),
             Chunk::Owned(v) => v,
+            Chunk::Head(h, _) => h.as_slice(),
+        }
+    }
+
+    /// Where this piece lies among io_uring fixed buffers, if it does.
+    fn fixed(&self) -> Option<FixedInfo> {
+        match self {
+            Chunk::Head(_, f) => Some(*f),
+            _ => self.zc_segment()?.fixed(),
         }
     }
 
@@ -313,7 +324,7 @@ impl UringSend {
         let stats = &self.shared.stats;
         let mut pieces: Vec<Chunk> = Vec::with_capacity(1 + t.segments.len());
         if !t.head.is_empty() {
-            pieces.push(Chunk::Bytes(t.head));
+            pieces.push(self.head_chunk(t.head, t.segments.first()));
         }
         for s in t.segments {
             match s {
@@ -366,6 +377,22 @@ impl UringSend {
         Arc::new(Flight::new(chunks, guards, self.shared.clone()))
     }
 
+    /// The frame head as a piece: in the head arena of the first segment's registration when
+    /// that segment is a registered pool buffer (then head and buffers go in one fixed-buffer
+    /// send), as it is otherwise.
+    fn head_chunk(&self, head: Bytes, first: Option<&Segment>) -> Chunk {
+        let in_arena = || {
+            if !matches!(self.submitter, Submitter::Uring(_)) || !crate::probe::probe().vectored_fixed {
+                return None;
+            }
+            let Some(Segment::External(e)) = first else { return None };
+            let seg = e.as_any().downcast_ref::<ZcSegment>()?;
+            let fixed = seg.fixed()?;
+            Some(Chunk::Head(seg.head_slot(&head)?, fixed))
+        };
+        in_arena().unwrap_or(Chunk::Bytes(head))
+    }
+
     /// Splits a flight into runs that one send can carry: consecutive pool buffers of one
     /// fixed-buffer registration (sent with its `buf_index`), or anything else.
     fn runs(
@@ -379,7 +406,7 @@ impl UringSend {
             if !use_fixed {
                 return None;
             }
-            let f = c.zc_segment()?.fixed()?;
+            let f = c.fixed()?;
             let base = *pools
                 .entry(f.pool_id)
                 .or_insert_with(|| ring.ring().pool_base(f.pool_id, f.reg_fd, f.nr));
