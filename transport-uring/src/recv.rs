@@ -70,6 +70,10 @@ impl UringRecv {
         let mode = match (config.recv, ring) {
             (RecvMode::Read, _) | (_, None) => Mode::Read,
             (RecvMode::Uring, Some(r)) => Mode::Single(Single::new(r)),
+            (RecvMode::BufferRing, Some(r)) if !(crate::probe::probe().recv_multishot && crate::probe::probe().buf_ring) => {
+                tracing::warn!("this kernel lacks multishot receive (6.0) or buffer rings (5.19); receiving with single-shot IORING_OP_RECV");
+                Mode::Single(Single::new(r))
+            }
             (RecvMode::BufferRing, Some(r)) => {
                 match BufRing::new(r.ring(), RECV_BGID, config.recv_ring_buffers, config.recv_ring_buf_size) {
                     Ok(bufs) => Mode::Ring(RingRecv {
