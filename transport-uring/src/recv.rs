@@ -145,26 +145,17 @@ impl RecvHalf for UringRecv {
     }
 }
 
-/// Readiness + `read`.
+/// Readiness + `read` (see [`rpc_core::transport::tcp::read_ready`]).
 async fn recv_ready(
     stream: &TcpStream,
     stats: &TransportStats,
     mut buf: BytesMut,
 ) -> (io::Result<usize>, BytesMut) {
-    loop {
-        match stream.try_read_buf(&mut buf) {
-            Ok(n) => {
-                TransportStats::add(&stats.recv_bytes, n as u64);
-                return (Ok(n), buf);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Err(e) = stream.readable().await {
-                    return (Err(e), buf);
-                }
-            }
-            Err(e) => return (Err(e), buf),
-        }
+    let r = rpc_core::transport::tcp::read_ready(stream, &mut buf).await;
+    if let Ok(n) = r {
+        TransportStats::add(&stats.recv_bytes, n as u64);
     }
+    (r, buf)
 }
 
 /// Single-shot `IORING_OP_RECV` into the caller's buffer.

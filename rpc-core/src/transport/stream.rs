@@ -43,7 +43,7 @@ where
     fn split(self) -> (StreamRecv<R>, StreamSend<W>) {
         (
             StreamRecv { reader: self.reader, stats: self.stats.clone() },
-            StreamSend { writer: self.writer, stats: self.stats },
+            StreamSend::new(self.writer, self.stats),
         )
     }
 
@@ -52,11 +52,17 @@ where
     }
 }
 
-/// Sending half of a [`StreamTransport`].
+/// Sending half of a [`StreamTransport`] (and of the TCP transport).
 #[derive(Debug)]
 pub struct StreamSend<W> {
     writer: W,
     stats: Arc<TransportStats>,
+}
+
+impl<W> StreamSend<W> {
+    pub(crate) fn new(writer: W, stats: Arc<TransportStats>) -> Self {
+        StreamSend { writer, stats }
+    }
 }
 
 impl<W: AsyncWrite + Unpin + Send + 'static> SendHalf for StreamSend<W> {
