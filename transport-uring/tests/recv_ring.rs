@@ -282,3 +282,72 @@ fn xorshift(s: &mut u64) -> u64 {
     *s ^= *s << 17;
     *s
 }
+
+/// Broken and hostile peers against a server that receives through the ring: each loses its
+/// own connection with a goaway saying why, the ring-mode client next to them notices nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peers_against_a_ring_mode_server_lose_only_their_connection() {
+    use rpc_core::frame::{FrameHeader, FrameKind, Hello, HEADER_LEN, WIRE_VERSION};
+    use tokio::io::AsyncReadExt;
+    if !require(Backend::Uring) {
+        return;
+    }
+    tokio::time::timeout(LIMIT, async {
+        let cfg = ring(8, 1024);
+        let acceptor = UringAcceptor::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+        let addr = acceptor.local_addr().unwrap();
+        let handle = Server::builder().max_frame(1 << 20).build(Echo).serve(acceptor);
+        let good = Client::connect(transport_uring::connect(addr, cfg).await.unwrap(), ClientConfig::default())
+            .await
+            .unwrap();
+        let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 1 << 20, max_calls_in_flight: 8, max_attachments: 4 }
+            .encode()
+            .to_vec();
+        let mut huge = hello.clone();
+        let mut h = FrameHeader::new(FrameKind::Request);
+        h.id = 1;
+        h.attachments = 1;
+        h.payload_len = 1 << 40;
+        h.encode(&mut huge);
+        let mut noise = hello.clone();
+        noise.extend(pattern(5000, 77));
+        let cases: Vec<(Vec<u8>, Option<&str>)> = vec![
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), Some("bad magic")),
+            (huge, Some("over the limit")),
+            (noise, None),
+        ];
+        for (bytes, expect) in cases {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(&bytes).await.unwrap();
+            let mut reply = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply))
+                .await
+                .expect("the server must close the connection")
+                .ok();
+            assert!(reply.len() >= 32 + HEADER_LEN, "hello and goaway expected, got {} bytes", reply.len());
+            let goaway = FrameHeader::decode(&reply[32..32 + HEADER_LEN]).unwrap();
+            assert_eq!(goaway.kind, FrameKind::GoAway);
+            if let Some(expect) = expect {
+                let reason = String::from_utf8_lossy(&reply[32 + HEADER_LEN..]);
+                assert!(reason.contains(expect), "{reason:?} should say {expect:?}");
+            }
+            let data = Bytes::from(pattern(3000, 1));
+            let r = good
+                .call(ECHO, Body::new(Bytes::from_static(b"ok"), vec![Payload::from(data.clone())]), CallOptions::default())
+                .await
+                .unwrap();
+            assert!(r.attachments[0].to_bytes() == data);
+        }
+        for _ in 0..500 {
+            if handle.server().connections() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(handle.server().connections(), 1, "only the good client is left");
+        drop(good);
+        handle.shutdown().await;
+    })
+    .await
+    .expect("timed out");
+}
