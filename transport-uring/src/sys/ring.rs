@@ -64,6 +64,22 @@ struct Slot {
     multi: Option<VecDeque<Completion>>,
 }
 
+impl Slot {
+    /// Keeps `cx`'s waker to be woken by the next completion.
+    fn wait(&mut self, cx: &Context<'_>) {
+        match &self.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => self.waker = Some(cx.waker().clone()),
+        }
+    }
+
+    /// The waiting future took its last completion: nobody waits any more.
+    fn taken(&mut self) {
+        self.user_gone = true;
+        self.waker = None;
+    }
+}
+
 struct State {
     uring: IoUring,
     slots: Slab<Slot>,
@@ -583,8 +599,7 @@ impl Op {
             reap_locked(&mut st, &mut after);
             let slot = &mut st.slots[self.key];
             if let Some(c) = slot.result.take() {
-                slot.user_gone = true;
-                slot.waker = None;
+                slot.taken();
                 let keep = if take_keep && !slot.notif_pending {
                     slot.keep.take()
                 } else {
@@ -594,10 +609,7 @@ impl Op {
                 maybe_free(&mut st, self.key, &mut after);
                 Poll::Ready((c, keep))
             } else {
-                match &slot.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => slot.waker = Some(cx.waker().clone()),
-                }
+                slot.wait(cx);
                 Poll::Pending
             }
         };
@@ -702,18 +714,14 @@ impl MultiOp {
             match slot.multi.as_mut().and_then(VecDeque::pop_front) {
                 Some(c) => {
                     if !cqueue::more(c.flags) {
-                        slot.user_gone = true;
-                        slot.waker = None;
+                        slot.taken();
                         op.done = true;
                         maybe_free(&mut st, op.key, &mut after);
                     }
                     Poll::Ready(c)
                 }
                 None => {
-                    match &slot.waker {
-                        Some(w) if w.will_wake(cx.waker()) => {}
-                        _ => slot.waker = Some(cx.waker().clone()),
-                    }
+                    slot.wait(cx);
                     Poll::Pending
                 }
             }
