@@ -117,22 +117,19 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
     loop {
         // A frame that fits in the transport's own buffers is taken from them, in place; a
         // larger one gets a buffer of its exact size.
-        let mut input = None;
-        if rb.wants_chunk(needed, chunk_size) {
-            let r = tokio::select! {
+        let chunk = if rb.wants_chunk(needed, chunk_size) {
+            tokio::select! {
                 r = recv.recv_chunk() => r,
                 _ = signalled(&mut closed) => return,
-            };
-            input = match r {
-                Ok(Chunk::Data(bytes)) => Some(Input::Chunk(bytes)),
-                Ok(Chunk::Eof) => Some(Input::Read(Ok(0))),
-                Ok(Chunk::Unavailable) => None,
-                Err(e) => Some(Input::Read(Err(e))),
-            };
-        }
-        let input = match input {
-            Some(input) => input,
-            None => {
+            }
+        } else {
+            Ok(Chunk::Unavailable)
+        };
+        let input = match chunk {
+            Ok(Chunk::Data(bytes)) => Input::Chunk(bytes),
+            Ok(Chunk::Eof) => Input::Read(Ok(0)),
+            Err(e) => Input::Read(Err(e)),
+            Ok(Chunk::Unavailable) => {
                 rb.prepare(needed, &shared.stats);
                 let buf = std::mem::take(&mut rb.buf);
                 let (r, buf) = tokio::select! {
