@@ -351,3 +351,44 @@ async fn hostile_peers_against_a_ring_mode_server_lose_only_their_connection() {
     .await
     .expect("timed out");
 }
+
+/// Many connections at once, each with its own ring (one buffer group per connection ring):
+/// every call byte-exact, every connection's ring in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_ring_mode_connections_at_once() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    tokio::time::timeout(LIMIT, async {
+        let cfg = ring(16, 2048);
+        let acceptor = UringAcceptor::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+        let addr = acceptor.local_addr().unwrap();
+        let handle = Server::builder().build(Echo).serve(acceptor);
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..50usize {
+            let cfg = cfg.clone();
+            tasks.spawn(async move {
+                let client = Client::connect(transport_uring::connect(addr, cfg).await.unwrap(), ClientConfig::default())
+                    .await
+                    .unwrap();
+                for i in 0..40usize {
+                    let data = Bytes::from(pattern(1 + (c * 131 + i * 977) % 6000, (c + i) as u8));
+                    let r = client
+                        .call(ECHO, Body::new(Bytes::from(vec![c as u8; 3]), vec![Payload::from(data.clone())]), CallOptions::default())
+                        .await
+                        .unwrap();
+                    assert!(r.attachments[0].to_bytes() == data, "connection {c}, call {i}");
+                }
+                client.stats()
+            });
+        }
+        while let Some(st) = tasks.join_next().await {
+            assert!(st.unwrap().recv_ring_chunks > 0, "a connection did not receive through its ring");
+        }
+        let server = handle.server().stats();
+        assert!(server.recv_ring_chunks >= 50, "{server:?}");
+        handle.shutdown().await;
+    })
+    .await
+    .expect("timed out");
+}
