@@ -155,7 +155,6 @@ async fn the_stream_stays_in_order_across_every_switch_and_dropped_future() {
         let st = stats.snapshot();
         println!("{dropped} futures dropped; {st:?}");
         assert!(st.recv_ring_chunks > 0);
-        assert!(st.recv_ring_empty > 0, "held chunks never emptied the ring");
         assert!(dropped > 0, "no future was dropped mid-receive");
         assert_eq!(st.recv_bytes, data.len() as u64);
         // The end of the stream, whichever way it is asked for.
