@@ -366,7 +366,8 @@ fn a_connection_emits_its_counters_when_it_ends() {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
             let (client, handle, _) = tcp_pair().await;
             client.call(ECHO, Body::new(Bytes::from_static(b"t"), vec![Payload::from(pattern(5000, 2))]), CallOptions::default()).await.unwrap();
-            drop(client);
+            // Both wait until their connection has ended (and emitted).
+            client.close().await;
             handle.shutdown().await;
         })
     });

@@ -103,8 +103,8 @@ impl<H: SideHandler> Shared<H> {
 pub(crate) async fn run<T: Transport, H: SideHandler>(transport: T, shared: Arc<Shared<H>>) {
     let (recv, send) = transport.split();
     tokio::join!(read_loop(recv, &shared), write_loop(send, &shared), timer_loop(&shared));
-    let _ = shared.closed.send_replace(true);
     shared.stats.snapshot().emit("connection closed");
+    let _ = shared.closed.send_replace(true);
 }
 
 async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared<H>>) {
