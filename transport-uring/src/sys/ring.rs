@@ -586,6 +586,13 @@ pub(crate) struct Op {
 }
 
 impl Op {
+    /// Asks the kernel to cancel the operation if its completion has not been taken yet.
+    fn cancel_unless_done(&self) {
+        if !self.done {
+            self.ring.cancel(self.key);
+        }
+    }
+
     /// Polls for the first completion; on it, also hands back what the slot keeps when no
     /// notification is pending (the receive buffer).
     fn poll_inner(
@@ -660,9 +667,7 @@ impl RecvOp {
 impl Drop for RecvOp {
     fn drop(&mut self) {
         // A receive nobody will read must not sit in the kernel holding the socket open.
-        if !self.op.done {
-            self.op.ring.cancel(self.op.key);
-        }
+        self.op.cancel_unless_done();
     }
 }
 
@@ -749,9 +754,7 @@ impl MultiOp {
 impl Drop for MultiOp {
     fn drop(&mut self) {
         // Nobody will take its completions: stop it (the `Op` inside marks the slot abandoned).
-        if !self.op.done {
-            self.op.ring.cancel(self.op.key);
-        }
+        self.op.cancel_unless_done();
     }
 }
 
