@@ -198,9 +198,9 @@ pub struct UringConfig {
     /// `SO_SNDBUF` to set, if any.
     pub sndbuf: Option<usize>,
     /// How the uring backend receives. Every mode is one kernel copy and none in user space
-    /// for frames that fit in one receive. Default `Read`: measured here (compare --quick, same
-    /// run), readiness + `read` gave a pinned 64-byte p50 of 23.6 us against 27.9 us for
-    /// `Uring`, and 482k against 398k calls/s.
+    /// for frames that fit in one receive. Default `Read`, the fastest here for one call at a
+    /// time (pinned 64-byte p50 against `Uring` on 2026-11-25: 23.6 against 27.9 us; against
+    /// `BufferRing`, see the README's transport section).
     pub recv: RecvMode,
     /// Buffers in the receive ring (`RecvMode::BufferRing`): a power of two, at most 32768.
     pub recv_ring_buffers: u16,
