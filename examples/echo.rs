@@ -140,6 +140,9 @@ async fn call(opts: Options) -> Result<(), String> {
     let secs = start.elapsed().as_secs_f64();
     println!("ok calls={count} bytes={} secs={secs:.6}", count * size as u64);
     if opts.stats_json {
+        // Closing waits until the kernel is done with every zero-copy send, so the counters
+        // include every notification.
+        client.client().close().await;
         let stats = client.client().stats();
         println!("{}", serde_json::to_string(&stats).map_err(|e| e.to_string())?);
     }

@@ -41,6 +41,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let secs = start.elapsed().as_secs_f64();
 
+    // Closing waits until the kernel is done with every zero-copy send: the counters below
+    // then include every notification.
+    client.client().close().await;
     let client_stats = client.client().stats();
     server.server().shutdown();
     let server_stats = server.server().stats();

@@ -48,6 +48,15 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A test that failed before `stop` must not leave a server behind (it would hold the
+        // test harness's output pipe open).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn call(addr: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(echo_bin()).args(["call", "--addr", addr]).args(args).output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
