@@ -378,3 +378,62 @@ fn a_connection_emits_its_counters_when_it_ends() {
         assert!(line.contains("transport=tcp") && line.contains("sends_copy=") && line.contains("recv_bytes="), "{line}");
     }
 }
+
+/// A transport whose sending half panics once it has sent `left` batches: a stand-in for a bug.
+struct PanicAfter<T> {
+    inner: T,
+    left: usize,
+}
+
+struct PanicSend<S> {
+    inner: S,
+    left: usize,
+}
+
+impl<T: Transport> Transport for PanicAfter<T> {
+    type Send = PanicSend<T::Send>;
+    type Recv = T::Recv;
+
+    fn split(self) -> (T::Recv, PanicSend<T::Send>) {
+        let (r, s) = self.inner.split();
+        (r, PanicSend { inner: s, left: self.left })
+    }
+
+    fn stats(&self) -> std::sync::Arc<TransportStats> {
+        self.inner.stats()
+    }
+}
+
+impl<S: SendHalf> SendHalf for PanicSend<S> {
+    async fn send(&mut self, batch: &mut Vec<Transmit>) -> std::io::Result<()> {
+        assert!(self.left > 0, "injected panic in the sending half");
+        self.left -= 1;
+        self.inner.send(batch).await
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        self.inner.shutdown().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_send_half_fails_the_calls_instead_of_hanging_them() {
+    let (a, b) = mem::pair();
+    let handle = Server::builder().build(TestService::default()).serve_connection(b);
+    let server = tokio::spawn(handle);
+    // The hello goes out; the first call's send panics.
+    let client = Client::connect(PanicAfter { inner: a, left: 1 }, ClientConfig::default()).await.unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.call(ECHO, Body::message(Bytes::from_static(b"x")), CallOptions::default()),
+    )
+    .await
+    .expect("the call must fail, not hang");
+    match r {
+        Err(CallError::Connection(e)) => assert!(e.to_string().contains("panicked"), "{e}"),
+        other => panic!("expected a connection error, got {other:?}"),
+    }
+    assert!(!client.is_open());
+    drop(client);
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await.expect("the server side ends too");
+}

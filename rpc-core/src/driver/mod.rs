@@ -16,6 +16,7 @@ mod recv_buffer;
 use recv_buffer::RecvBuffer;
 
 use crate::conn::{Connection, Event};
+use crate::error::ConnectionError;
 use crate::stats::TransportStats;
 use crate::transport::{Chunk, RecvHalf, SendHalf, Transport};
 
@@ -108,8 +109,12 @@ pub(crate) async fn run<T: Transport, H: SideHandler>(transport: T, shared: Arc<
     let writer = Loop::spawn(&shared, |shared| async move { write_loop(send, &shared).await });
     let timer = Loop::spawn(&shared, |shared| async move { timer_loop(&shared).await });
     read_loop(recv, &shared).await;
-    writer.join().await;
-    timer.join().await;
+    let panicked = writer.join().await | timer.join().await;
+    if panicked {
+        // The machine may still think it is open: close it, so that calls in flight fail
+        // instead of waiting for an answer nobody will read.
+        shared.step(|g| g.conn.close(ConnectionError::Io("a connection task panicked (a bug in zcrpc or the transport)".into())));
+    }
     shared.stats.snapshot().emit("connection closed");
     let _ = shared.closed.send_replace(true);
 }
@@ -188,9 +193,11 @@ impl Loop {
         })))
     }
 
-    async fn join(mut self) {
-        if let Some(h) = self.0.take() {
-            let _ = h.await;
+    /// Waits for the loop's end; true if it panicked.
+    async fn join(mut self) -> bool {
+        match self.0.take() {
+            Some(h) => h.await.is_err_and(|e| e.is_panic()),
+            None => false,
         }
     }
 }
