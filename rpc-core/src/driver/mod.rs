@@ -1,8 +1,9 @@
 //! The driver: the async loops that move bytes between a [`Transport`] and a [`Connection`].
 //!
-//! One connection = three loops joined in one task: the reader feeds received bytes to the
-//! state machine, the writer sends whatever transmits it queued (batched: under load many
-//! frames leave in one vectored write), and the timer runs deadlines and keepalive. The state
+//! One connection = three loops, each a task of its own (the reader in the connection's task,
+//! the writer and the timer spawned beside it): the reader feeds received bytes to the state
+//! machine, the writer sends whatever transmits it queued (batched: under load many frames
+//! leave in one vectored write), and the timer runs deadlines and keepalive. The state
 //! machine sits behind a mutex held only for short, non-blocking steps; each side (client,
 //! server) reacts to the machine's events through [`SideHandler`].
 

@@ -1,4 +1,5 @@
-//! The server: a builder with limits, one task per connection, graceful shutdown.
+//! The server: a builder with limits, a task per connection (its writer and timer beside it),
+//! graceful shutdown.
 
 mod catch_unwind;
 mod connection;
