@@ -26,6 +26,20 @@ fn ring(buffers: u16, buf_size: usize) -> UringConfig {
     }
 }
 
+/// An echo server on 127.0.0.1 with `cfg` (the builder's `max_frame` as given).
+async fn echo_server(cfg: &UringConfig, max_frame: u32) -> (rpc_core::ServerHandle, std::net::SocketAddr) {
+    let acceptor = UringAcceptor::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    (Server::builder().max_frame(max_frame).build(Echo).serve(acceptor), addr)
+}
+
+/// A client over the uring transport with `cfg`.
+async fn client(addr: std::net::SocketAddr, cfg: UringConfig) -> Client {
+    Client::connect(transport_uring::connect(addr, cfg).await.unwrap(), ClientConfig::default())
+        .await
+        .unwrap()
+}
+
 /// Takes chunks until `n` bytes are in, keeping every chunk.
 async fn chunks(r: &mut UringRecv, n: usize) -> Vec<Bytes> {
     let mut got = Vec::new();
@@ -240,13 +254,8 @@ async fn replies_kept_by_the_caller_do_not_stall_the_connection() {
     }
     tokio::time::timeout(LIMIT, async {
         let cfg = ring(4, 4096);
-        let acceptor = UringAcceptor::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
-        let addr = acceptor.local_addr().unwrap();
-        let handle = Server::builder().build(Echo).serve(acceptor);
-        let client = Client::connect(transport_uring::connect(addr, cfg).await.unwrap(), ClientConfig::default())
-            .await
-            .unwrap();
-        let client = Arc::new(client);
+        let (handle, addr) = echo_server(&cfg, 1 << 20).await;
+        let client = Arc::new(client(addr, cfg).await);
         let mut kept = Vec::new();
         for i in 0..200usize {
             let data = Bytes::from(pattern(500 + i, i as u8));
@@ -293,12 +302,8 @@ async fn hostile_peers_against_a_ring_mode_server_lose_only_their_connection() {
     }
     tokio::time::timeout(LIMIT, async {
         let cfg = ring(8, 1024);
-        let acceptor = UringAcceptor::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
-        let addr = acceptor.local_addr().unwrap();
-        let handle = Server::builder().max_frame(1 << 20).build(Echo).serve(acceptor);
-        let good = Client::connect(transport_uring::connect(addr, cfg).await.unwrap(), ClientConfig::default())
-            .await
-            .unwrap();
+        let (handle, addr) = echo_server(&cfg, 1 << 20).await;
+        let good = client(addr, cfg).await;
         let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 1 << 20, max_calls_in_flight: 8, max_attachments: 4 }
             .encode()
             .to_vec();
@@ -360,16 +365,12 @@ async fn fifty_ring_mode_connections_at_once() {
     }
     tokio::time::timeout(LIMIT, async {
         let cfg = ring(16, 2048);
-        let acceptor = UringAcceptor::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
-        let addr = acceptor.local_addr().unwrap();
-        let handle = Server::builder().build(Echo).serve(acceptor);
+        let (handle, addr) = echo_server(&cfg, 1 << 20).await;
         let mut tasks = tokio::task::JoinSet::new();
         for c in 0..50usize {
             let cfg = cfg.clone();
             tasks.spawn(async move {
-                let client = Client::connect(transport_uring::connect(addr, cfg).await.unwrap(), ClientConfig::default())
-                    .await
-                    .unwrap();
+                let client = client(addr, cfg).await;
                 for i in 0..40usize {
                     let data = Bytes::from(pattern(1 + (c * 131 + i * 977) % 6000, (c + i) as u8));
                     let r = client
