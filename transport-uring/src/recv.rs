@@ -17,7 +17,7 @@
 use std::io;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use io_uring::cqueue;
 use rpc_core::transport::{Chunk, RecvHalf};
 use rpc_core::TransportStats;
@@ -48,12 +48,7 @@ enum Mode {
 
 impl std::fmt::Debug for UringRecv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mode = match &self.mode {
-            Mode::Read => RecvMode::Read,
-            Mode::Single(_) => RecvMode::Uring,
-            Mode::Ring(_) => RecvMode::BufferRing,
-        };
-        f.debug_struct("UringRecv").field("mode", &mode).finish()
+        f.debug_struct("UringRecv").field("mode", &self.mode()).finish()
     }
 }
 
@@ -67,10 +62,11 @@ impl UringRecv {
         ring: Option<&RingHandle>,
         reaper: Option<ReaperHandle>,
     ) -> UringRecv {
+        let probe = crate::probe::probe();
         let mode = match (config.recv, ring) {
             (RecvMode::Read, _) | (_, None) => Mode::Read,
             (RecvMode::Uring, Some(r)) => Mode::Single(Single::new(r)),
-            (RecvMode::BufferRing, Some(r)) if !(crate::probe::probe().recv_multishot && crate::probe::probe().buf_ring) => {
+            (RecvMode::BufferRing, Some(r)) if !(probe.recv_multishot && probe.buf_ring) => {
                 tracing::warn!("this kernel lacks multishot receive (6.0) or buffer rings (5.19); receiving with single-shot IORING_OP_RECV");
                 Mode::Single(Single::new(r))
             }
@@ -158,6 +154,16 @@ async fn recv_ready(
     (r, buf)
 }
 
+/// Moves what fits of bytes received earlier (the front of `from`) into the spare room of the
+/// caller's `buf`, counted as a user-space copy; returns how many.
+fn hand_over<B: Buf + std::ops::Deref<Target = [u8]>>(from: &mut B, buf: &mut BytesMut, stats: &TransportStats) -> usize {
+    let n = from.len().min(buf.capacity() - buf.len());
+    buf.extend_from_slice(&from[..n]);
+    from.advance(n);
+    TransportStats::add(&stats.recv_copied_bytes, n as u64);
+    n
+}
+
 /// Single-shot `IORING_OP_RECV` into the caller's buffer.
 struct Single {
     ring: RingHandle,
@@ -174,10 +180,7 @@ impl Single {
     }
 
     fn take_leftover(&mut self, stats: &TransportStats, buf: &mut BytesMut) -> usize {
-        let n = self.leftover.len().min(buf.capacity() - buf.len());
-        buf.extend_from_slice(&self.leftover.split_to(n));
-        TransportStats::add(&stats.recv_copied_bytes, n as u64);
-        n
+        hand_over(&mut self.leftover, buf, stats)
     }
 
     async fn recv(
@@ -321,9 +324,7 @@ impl RingRecv {
     ) -> (io::Result<usize>, BytesMut) {
         loop {
             if let Some(held) = self.held.as_mut() {
-                let n = held.len().min(buf.capacity() - buf.len());
-                buf.extend_from_slice(&held.split_to(n));
-                TransportStats::add(&stats.recv_copied_bytes, n as u64);
+                let n = hand_over(held, &mut buf, stats);
                 if held.is_empty() {
                     self.held = None;
                 }
