@@ -87,6 +87,9 @@ counters! {
     short_sends,
     /// Pool buffers write-protected for the flight of a send.
     write_protects,
+    /// Bytes the kernel (or the in-memory peer) has taken from this side so far, counted as
+    /// each write or send completion returns: the driver's write-stall timeout watches it move.
+    sent_bytes,
     /// Bytes received.
     recv_bytes,
     /// Bytes copied on the receiving side (a partial payload moved into an exact-size buffer,

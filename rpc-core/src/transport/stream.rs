@@ -83,6 +83,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> SendHalf for StreamSend<W> {
             if n == 0 {
                 return Err(io::Error::new(io::ErrorKind::WriteZero, "transport accepted no bytes"));
             }
+            TransportStats::add(&self.stats.sent_bytes, n as u64);
             IoSlice::advance_slices(&mut rest, n);
         }
         drop(slices);
