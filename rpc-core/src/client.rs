@@ -145,7 +145,7 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         let side = ClientSide { waiters: CallMap::default(), handshake: Some(tx), permits: permits.clone(), close_reason: None };
         let conn = Connection::new(Side::Client, config.conn.clone(), Instant::now());
-        let shared = Shared::new(conn, side, transport.stats());
+        let shared = Shared::new(conn, side, transport.stats(), None);
         tokio::spawn(driver::run(transport, shared.clone()));
         let peer = match tokio::time::timeout(config.connect_timeout, rx).await {
             Ok(Ok(r)) => r?,

@@ -126,6 +126,9 @@ pub enum ConnectionError {
     /// The transport failed.
     #[error("transport error: {0}")]
     Io(String),
+    /// Our writes made no progress for this long: the peer stopped reading (or vanished).
+    #[error("write stalled: the peer took no bytes for {0:?} (it stopped reading, or is gone)")]
+    WriteStalled(Duration),
     /// The peer closed the connection.
     #[error("connection closed by peer")]
     Closed,

@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod body;
+mod budget;
 mod call_map;
 mod client;
 mod code;
@@ -59,6 +60,7 @@ mod server;
 mod service;
 mod stats;
 mod transmit;
+mod unwind;
 pub mod transport;
 
 pub use body::Body;

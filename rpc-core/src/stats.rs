@@ -97,6 +97,11 @@ counters! {
     recv_copied_bytes,
     /// Buffers received from an io_uring provided-buffer ring (multishot receive).
     recv_ring_chunks,
+    /// Times the reader paused because the connection, or the server as a whole, held as much
+    /// as its memory budget (requests not yet answered, answers not yet written).
+    budget_pauses,
+    /// Connections closed because a write made no progress for the write-stall timeout.
+    write_stalls,
     /// Times the receive ring had no free buffer (all held by live slices) and a read went to
     /// an ordinary buffer instead.
     recv_ring_empty,

@@ -111,7 +111,7 @@ async fn raw_exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
 /// Parses the server's hello and its goaway; returns (code, reason).
 fn goaway_of(reply: &[u8]) -> (u32, String) {
     assert!(reply.len() >= 32 + HEADER_LEN, "expected hello + goaway, got {} bytes", reply.len());
-    let h = FrameHeader::decode(&reply[32..32 + HEADER_LEN]).unwrap();
+    let h = FrameHeader::decode(&reply[32..32 + HEADER_LEN]).unwrap_or_else(|e| panic!("{e}: {:02x?}", &reply[..reply.len().min(120)]));
     assert_eq!(h.kind, FrameKind::GoAway);
     let text = &reply[32 + HEADER_LEN..32 + HEADER_LEN + h.message_len as usize];
     (h.code, String::from_utf8_lossy(text).into_owned())

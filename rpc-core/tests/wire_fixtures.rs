@@ -16,7 +16,7 @@ fn hex(s: &str) -> Vec<u8> {
 
 fn decode_one(bytes: &[u8]) -> Frame {
     let mut d = FrameDecoder::new(Limits::default());
-    let mut buf = BytesMut::from(&Hello { version: 1, capabilities: 0, max_frame: 1, max_calls_in_flight: 1, max_attachments: 1 }.encode()[..]);
+    let mut buf = BytesMut::from(&Hello { version: 1, capabilities: 0, max_frame: 4096, max_calls_in_flight: 1, max_attachments: 1 }.encode()[..]);
     d.decode_hello(&mut buf).unwrap().unwrap();
     buf.extend_from_slice(bytes);
     let f = d.decode(&mut buf).unwrap().expect("complete frame");

@@ -26,6 +26,22 @@ pub struct ConnConfig {
     /// keeping them tripled 64 MiB call throughput here). This is memory a quiet connection may
     /// hold; 0 keeps none. Default 160 MiB: one frame of the default maximum and then some.
     pub recv_cache_bytes: usize,
+    /// Server: bytes one connection may hold — requests received and not yet answered, plus
+    /// answers produced and not yet written — before it stops reading from its peer
+    /// (backpressure: reading resumes as the peer reads its answers). The frame being received
+    /// and the receive buffers come on top: at most `max_frame` and `recv_cache_bytes`.
+    /// Default 64 MiB.
+    pub memory_budget: usize,
+    /// Close the connection when a write makes no progress at all for this long (the peer stopped
+    /// reading, or vanished without a reset). `None` never gives up. Default 30 s.
+    pub write_stall_timeout: Option<Duration>,
+    /// After the connection is closed, how long the last frames (a goaway, answers still queued)
+    /// may take to be written before the writer is dropped. Default 5 s.
+    pub drain_timeout: Duration,
+    /// After our last frame is written and our side shut down, how long to keep reading (and
+    /// discarding) until the peer closes too: closing a socket with unread input makes the kernel
+    /// send a reset and throw away whatever of our output it had not sent yet. Default 2 s.
+    pub linger: Duration,
 }
 
 impl Default for ConnConfig {
@@ -38,6 +54,10 @@ impl Default for ConnConfig {
             keepalive_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
             recv_cache_bytes: 160 << 20,
+            memory_budget: 64 << 20,
+            write_stall_timeout: Some(Duration::from_secs(30)),
+            drain_timeout: Duration::from_secs(5),
+            linger: Duration::from_secs(2),
         }
     }
 }
@@ -45,6 +65,6 @@ impl Default for ConnConfig {
 impl ConnConfig {
     /// The decoder limits these settings imply.
     pub fn limits(&self) -> Limits {
-        Limits { max_frame: self.max_frame, max_attachments: self.max_attachments }
+        Limits { max_frame: self.max_frame.max(crate::frame::MIN_MAX_FRAME), max_attachments: self.max_attachments }
     }
 }

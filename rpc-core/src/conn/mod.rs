@@ -7,6 +7,8 @@
 
 mod config;
 mod deadlines;
+mod keepalive;
+mod outgoing;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -15,13 +17,15 @@ use bytes::Buf;
 
 pub use config::ConnConfig;
 use deadlines::Deadlines;
+use keepalive::Keepalive;
 
 use crate::body::Body;
 use crate::call_map::CallMap;
 use crate::code::Code;
 use crate::error::{CallError, ConnectionError, DecodeError, Status};
 use crate::frame::{
-    Cancel, ErrorFrame, Frame, FrameDecoder, GoAway, InputBuf, Hello, Ping, Request, Response, WIRE_VERSION,
+    Cancel, ErrorFrame, Frame, FrameDecoder, GoAway, Hello, InputBuf, Ping, Request, Response, MIN_MAX_FRAME,
+    WIRE_VERSION,
 };
 use crate::transmit::Transmit;
 
@@ -112,6 +116,8 @@ enum State {
 struct InFlight {
     deadline: Option<Instant>,
     budget: Option<Duration>,
+    /// Server: bytes of the request, held against the memory budget until the call ends.
+    bytes: usize,
 }
 
 /// The connection state machine. See the module docs.
@@ -130,12 +136,17 @@ pub struct Connection {
     last_accepted: u64,
     transmits: Vec<Transmit>,
     events: VecDeque<Event>,
-    last_rx: Instant,
     /// When the peer's hello must have arrived by: fixed at creation, so a peer trickling
     /// bytes cannot stretch it.
     hello_deadline: Instant,
-    ping_out: Option<(u64, Instant)>,
-    next_ping_id: u64,
+    keepalive: Keepalive,
+    /// Bytes of frames queued or being written: counted when queued, released when the driver
+    /// reports them written ([`Connection::handle_written`]).
+    out_bytes: usize,
+    /// Server: bytes of the requests of the calls in flight.
+    in_bytes: usize,
+    /// The writer has taken our hello (it is the first transmit).
+    hello_taken: bool,
     /// Server: refuse the connection after the handshake with this goaway.
     refusal: Option<(Code, String)>,
 }
@@ -156,11 +167,13 @@ impl Connection {
         let hello = Hello {
             version: WIRE_VERSION,
             capabilities: 0,
-            max_frame: config.max_frame,
+            max_frame: config.max_frame.max(MIN_MAX_FRAME),
             max_calls_in_flight: if refusal.is_some() { 0 } else { config.max_calls_in_flight },
             max_attachments: config.max_attachments,
         };
-        let hello_deadline = now + config.handshake_timeout;
+        let hello_deadline = now.checked_add(config.handshake_timeout).unwrap_or(now + Duration::from_secs(86_400));
+        let head = hello.encode();
+        let keepalive = Keepalive::new(config.keepalive_interval, config.keepalive_timeout, now);
         let mut conn = Connection {
             side,
             decoder: FrameDecoder::new(config.limits()),
@@ -171,12 +184,13 @@ impl Connection {
             deadlines: Deadlines::default(),
             next_id: 1,
             last_accepted: 0,
-            transmits: vec![Transmit { head: hello.encode(), segments: Vec::new() }],
+            out_bytes: head.len(),
+            in_bytes: 0,
+            hello_taken: false,
+            transmits: vec![Transmit { head, segments: Vec::new() }],
             events: VecDeque::new(),
-            last_rx: now,
             hello_deadline,
-            ping_out: None,
-            next_ping_id: 1,
+            keepalive,
             refusal: None,
         };
         if let Some((code, message)) = refusal {
@@ -223,9 +237,39 @@ impl Connection {
         self.decoder.bytes_needed()
     }
 
-    /// Takes every pending transmit (appends to `out`).
+    /// Takes every pending transmit (appends to `out`). Their bytes stay counted against the
+    /// memory budget until [`Connection::handle_written`] reports them written.
     pub fn take_transmits(&mut self, out: &mut Vec<Transmit>) {
+        if !self.transmits.is_empty() {
+            self.keepalive.on_taken();
+            self.hello_taken = true;
+        }
         out.append(&mut self.transmits);
+    }
+
+    /// The writer finished writing `bytes` bytes of transmits it took: they no longer count
+    /// against the memory budget, and a keepalive ping among them starts its timeout now.
+    pub fn handle_written(&mut self, bytes: usize, now: Instant) {
+        self.out_bytes = self.out_bytes.saturating_sub(bytes);
+        self.keepalive.on_written(now);
+    }
+
+    /// True while a keepalive ping waits to be written: the driver must then pass the time to
+    /// [`Connection::handle_written`] (otherwise it may skip reading the clock).
+    pub fn awaits_write_time(&self) -> bool {
+        self.keepalive.awaits_write()
+    }
+
+    /// Bytes this connection holds against its memory budget: requests received and not yet
+    /// answered (server), plus frames produced and not yet written (both sides). The driver
+    /// stops reading while it is at the budget.
+    pub fn held_bytes(&self) -> usize {
+        self.out_bytes + self.in_bytes
+    }
+
+    /// Server: true while call `id` is in flight (not answered, cancelled or expired).
+    pub fn is_call_live(&self, id: u64) -> bool {
+        self.calls.contains_key(&id)
     }
 
     /// True when transmits are waiting.
@@ -251,12 +295,7 @@ impl Connection {
         if self.state == State::Handshake {
             return Some(self.hello_deadline);
         }
-        let keepalive = match (self.ping_out, self.config.keepalive_interval) {
-            (Some((_, sent)), _) => Some(sent + self.config.keepalive_timeout),
-            (None, Some(interval)) => Some(self.last_rx + interval),
-            (None, None) => None,
-        };
-        match (self.deadlines.next(), keepalive) {
+        match (self.deadlines.next(), self.keepalive.next_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -271,7 +310,7 @@ impl Connection {
             return Ok(());
         }
         if !buf.is_empty() {
-            self.last_rx = now;
+            self.keepalive.on_rx(now);
         }
         let r = self.decode_all(buf, now);
         if let Err(e) = &r {
@@ -327,6 +366,7 @@ impl Connection {
         }
         for id in self.deadlines.expire(now) {
             let Some(call) = self.calls.remove(&id) else { continue };
+            self.in_bytes -= call.bytes;
             let budget = call.budget.unwrap_or_default();
             match self.side {
                 Side::Client => {
@@ -344,22 +384,13 @@ impl Connection {
                 }
             }
         }
-        match self.ping_out {
-            Some((_, sent)) if now >= sent + self.config.keepalive_timeout => {
-                let timeout = self.config.keepalive_timeout;
+        match self.keepalive.on_timeout(now) {
+            keepalive::Action::Dead => {
+                let timeout = self.keepalive.timeout();
                 self.fail(ConnectionError::KeepaliveTimeout(timeout), true);
             }
-            None if self.state != State::Handshake => {
-                if let Some(interval) = self.config.keepalive_interval {
-                    if now >= self.last_rx + interval {
-                        let id = self.next_ping_id;
-                        self.next_ping_id += 1;
-                        self.ping_out = Some((id, now));
-                        self.push_frame(Frame::Ping(Ping { id, pong: false }));
-                    }
-                }
-            }
-            _ => {}
+            keepalive::Action::Ping(id) => self.push_frame(Frame::Ping(Ping { id, pong: false })),
+            keepalive::Action::None => {}
         }
     }
 
@@ -391,15 +422,17 @@ impl Connection {
             )));
         }
         let id = self.next_id;
+        // A timeout too large to add to the clock (`Duration::MAX`) is no deadline at all.
+        let deadline = timeout.and_then(|t| now.checked_add(t));
+        let timeout = timeout.filter(|_| deadline.is_some());
         let request = Request { id, method, deadline: timeout, message: body.message, attachments: body.attachments };
         let transmit = request.encode().map_err(|e| CallError::Codec(e.to_string()))?;
         self.next_id += 1;
-        let deadline = timeout.map(|t| now + t);
         if let Some(at) = deadline {
             self.deadlines.insert(at, id);
         }
-        self.calls.insert(id, InFlight { deadline, budget: timeout });
-        self.transmits.push(transmit);
+        self.calls.insert(id, InFlight { deadline, budget: timeout, bytes: 0 });
+        self.push_transmit(transmit);
         Ok(id)
     }
 
@@ -421,25 +454,31 @@ impl Connection {
     pub fn respond(&mut self, id: u64, result: Result<Body, Status>) {
         debug_assert_eq!(self.side, Side::Server);
         let Some(call) = self.calls.remove(&id) else { return };
+        self.in_bytes -= call.bytes;
         if let Some(at) = call.deadline {
             self.deadlines.remove(at, id);
         }
         if self.state == State::Closed {
             return;
         }
+        let Some(peer) = self.peer else { return };
+        // Every answer is checked against what the client declared it accepts: one it cannot
+        // decode would end its connection and fail its other calls too.
         let frame = match result {
-            Ok(body) => {
-                let limit = self.peer.map_or(0, |p| u64::from(p.max_frame));
-                if body.len() > limit {
-                    let msg = format!("response of {} bytes is over the client's limit of {limit} bytes", body.len());
-                    Frame::Error(ErrorFrame { id, status: Status::new(Code::RESOURCE_EXHAUSTED, msg) })
-                } else {
-                    Frame::Response(Response { id, message: body.message, attachments: body.attachments })
-                }
-            }
-            Err(status) => Frame::Error(ErrorFrame { id, status }),
+            Ok(body) => match outgoing::check_body(&peer, &body) {
+                Ok(()) => Frame::Response(Response { id, message: body.message, attachments: body.attachments }),
+                Err(why) => Frame::Error(ErrorFrame { id, status: Status::new(Code::RESOURCE_EXHAUSTED, why) }),
+            },
+            Err(status) => Frame::Error(ErrorFrame { id, status: outgoing::fit_status(&peer, status) }),
         };
-        self.push_frame(frame);
+        match frame.encode() {
+            Ok(t) => self.push_transmit(t),
+            Err(e) => {
+                // E.g. more attachments than the wire can count: still an answer, never silence.
+                let status = Status::new(Code::INTERNAL, format!("response could not be encoded: {e}"));
+                self.push_frame(Frame::Error(ErrorFrame { id, status }));
+            }
+        }
     }
 
     /// Server: begins a graceful shutdown: a goaway tells the client which calls will still be
@@ -448,7 +487,7 @@ impl Connection {
         if matches!(self.state, State::Open | State::Handshake) {
             self.state = State::Draining;
             let last_id = self.last_accepted;
-            self.push_frame(Frame::GoAway(GoAway { last_id, code: Code::OK, message: message.to_owned() }));
+            self.push_frame(Frame::GoAway(GoAway { last_id, code: Code::OK, message: outgoing::short_text(message) }));
         }
     }
 
@@ -479,15 +518,12 @@ impl Connection {
                 self.check_backlog()?;
                 self.push_frame(Frame::Ping(Ping { id: p.id, pong: true }));
             }
-            (_, Frame::Ping(p)) => {
-                if self.ping_out.is_some_and(|(id, _)| id == p.id) {
-                    self.ping_out = None;
-                }
-            }
+            (_, Frame::Ping(p)) => self.keepalive.on_pong(p.id),
             (_, Frame::GoAway(g)) => self.on_goaway(g),
             (Side::Server, Frame::Request(r)) => self.on_request(r, now)?,
             (Side::Server, Frame::Cancel(c)) => {
                 if let Some(call) = self.calls.remove(&c.id) {
+                    self.in_bytes -= call.bytes;
                     if let Some(at) = call.deadline {
                         self.deadlines.remove(at, c.id);
                     }
@@ -538,12 +574,15 @@ impl Connection {
             return Ok(());
         }
         self.last_accepted = self.last_accepted.max(id);
-        let deadline = r.deadline.map(|d| now + d);
+        // A budget too large to add to the clock is no deadline.
+        let deadline = r.deadline.and_then(|d| now.checked_add(d));
         if let Some(at) = deadline {
             self.deadlines.insert(at, id);
         }
-        self.calls.insert(id, InFlight { deadline, budget: r.deadline });
         let body = Body { message: r.message, attachments: r.attachments };
+        let bytes = body.len() as usize;
+        self.in_bytes += bytes;
+        self.calls.insert(id, InFlight { deadline, budget: r.deadline, bytes });
         self.events.push_back(Event::Request { id, method: r.method, deadline, body });
         Ok(())
     }
@@ -600,14 +639,25 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
+        if err != ConnectionError::LocallyClosed {
+            // Answers not yet written will never be wanted, and a peer that stopped reading
+            // must not keep them alive: only the goaway below is still worth a try.
+            // Our hello stays, if not yet taken: the goaway means nothing to a peer without it.
+            let keep = usize::from(!self.hello_taken).min(self.transmits.len());
+            for t in self.transmits.drain(keep..) {
+                self.out_bytes -= t.len();
+            }
+        }
         if tell_peer {
             let code = match err {
                 ConnectionError::KeepaliveTimeout(_) => Code::UNAVAILABLE,
                 _ => Code::PROTOCOL,
             };
-            self.push_frame(Frame::GoAway(GoAway { last_id: self.last_accepted, code, message: err.to_string() }));
+            let message = outgoing::short_text(&err.to_string());
+            self.push_frame(Frame::GoAway(GoAway { last_id: self.last_accepted, code, message }));
         }
         self.state = State::Closed;
+        self.in_bytes = 0;
         let ids: Vec<u64> = self.calls.keys().copied().collect();
         for id in ids {
             match self.side {
@@ -625,9 +675,14 @@ impl Connection {
     fn push_frame(&mut self, frame: Frame) {
         // Control frames are tiny and always encode; a failure here is a bug, not input.
         match frame.encode() {
-            Ok(t) => self.transmits.push(t),
+            Ok(t) => self.push_transmit(t),
             Err(e) => tracing::error!("control frame failed to encode: {e}"),
         }
+    }
+
+    fn push_transmit(&mut self, t: Transmit) {
+        self.out_bytes += t.len();
+        self.transmits.push(t);
     }
 }
 

@@ -160,12 +160,14 @@ fn keepalive_pings_when_quiet_and_gives_up_without_pong() {
     p.advance(Duration::from_secs(1));
     // The ping went out and the pong came back: still open, nothing outstanding.
     assert!(p.client.is_open());
-    assert!(p.client.ping_out.is_none());
+    assert!(!p.client.keepalive.ping_out());
     // Now the server stops answering (we stop delivering its bytes).
     p.now += Duration::from_secs(1);
     p.client.handle_timeout(p.now);
     assert!(p.client.has_transmits(), "ping queued");
-    p.client.take_transmits(&mut Vec::new());
+    let mut out = Vec::new();
+    p.client.take_transmits(&mut out);
+    p.client.handle_written(out.iter().map(Transmit::len).sum(), p.now);
     p.now += Duration::from_secs(2);
     p.client.handle_timeout(p.now);
     assert!(!p.client.is_open());
@@ -221,11 +223,11 @@ fn calls_over_the_limit_are_refused_with_resource_exhausted() {
 
 #[test]
 fn client_checks_the_servers_frame_limit_before_sending() {
-    let server = ConnConfig { max_frame: 1024, ..ConnConfig::default() };
+    let server = ConnConfig { max_frame: 4096, ..ConnConfig::default() };
     let mut p = Pair::with(ConnConfig::default(), server);
-    let big = Body::new(Bytes::new(), vec![Payload::from(vec![0u8; 2048])]);
+    let big = Body::new(Bytes::new(), vec![Payload::from(vec![0u8; 8192])]);
     let err = p.client.start_call(1, big, None, p.now).unwrap_err();
-    assert_eq!(err, CallError::TooLarge { len: 2048, limit: 1024 });
+    assert_eq!(err, CallError::TooLarge { len: 8192, limit: 4096 });
     assert!(!p.client.has_transmits());
 }
 
@@ -327,11 +329,183 @@ fn a_peer_that_never_says_hello_is_closed_after_the_handshake_timeout() {
 fn a_peer_trickling_its_hello_does_not_stretch_the_handshake_timeout() {
     let now = Instant::now();
     let mut server = Connection::new(Side::Server, ConnConfig::default(), now);
-    let hello = Hello { version: crate::frame::WIRE_VERSION, capabilities: 0, max_frame: 1, max_calls_in_flight: 1, max_attachments: 1 };
+    let hello = Hello { version: crate::frame::WIRE_VERSION, capabilities: 0, max_frame: 4096, max_calls_in_flight: 1, max_attachments: 1 };
     // Most of the hello, one second before the deadline: still a handshake.
     let mut buf = BytesMut::from(&hello.encode()[..20]);
     let _ = server.handle_input(&mut buf, now + Duration::from_secs(9));
     assert_eq!(server.poll_timeout(), Some(now + Duration::from_secs(10)));
     server.handle_timeout(now + Duration::from_secs(10));
     assert!(!server.is_open());
+}
+
+fn closed_reason(events: &mut Vec<Event>) -> Option<ConnectionError> {
+    events.drain(..).find_map(|e| match e {
+        Event::Closed(err) => Some(err),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_ping_stuck_behind_our_own_large_frame_does_not_time_out_until_written() {
+    let cfg = ConnConfig {
+        keepalive_interval: Some(Duration::from_secs(1)),
+        keepalive_timeout: Duration::from_secs(2),
+        ..ConnConfig::default()
+    };
+    let now = Instant::now();
+    let mut c = Connection::new(Side::Client, cfg, now);
+    let mut hello = BytesMut::from(&Connection::new(Side::Server, ConnConfig::default(), now).transmits[0].to_vec()[..]);
+    c.handle_input(&mut hello, now).unwrap();
+    c.take_transmits(&mut Vec::new());
+    c.handle_written(usize::MAX, now);
+    // Quiet for the interval: a ping is queued, and taken by a writer busy with a large upload.
+    c.handle_timeout(now + Duration::from_secs(1));
+    assert!(c.awaits_write_time());
+    c.take_transmits(&mut Vec::new());
+    // Long past the timeout, the batch is still being written: not dead, no deadline armed.
+    c.handle_timeout(now + Duration::from_secs(60));
+    assert!(c.is_open());
+    assert_eq!(c.poll_timeout(), None);
+    // Written at 60 s: the timeout counts from there.
+    c.handle_written(1 << 20, now + Duration::from_secs(60));
+    assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(62)));
+    c.handle_timeout(now + Duration::from_secs(61));
+    assert!(c.is_open());
+    c.handle_timeout(now + Duration::from_secs(62));
+    assert!(!c.is_open());
+}
+
+#[test]
+fn any_bytes_from_the_peer_count_as_liveness() {
+    let cfg = ConnConfig {
+        keepalive_interval: Some(Duration::from_secs(1)),
+        keepalive_timeout: Duration::from_secs(2),
+        ..ConnConfig::default()
+    };
+    let now = Instant::now();
+    let mut c = Connection::new(Side::Client, cfg, now);
+    let mut hello = BytesMut::from(&Connection::new(Side::Server, ConnConfig::default(), now).transmits[0].to_vec()[..]);
+    c.handle_input(&mut hello, now).unwrap();
+    // The peer never answers a ping, but keeps sending other frames (here: pongs for pings we
+    // never sent, which are ignored but are bytes): the connection stays up for a minute.
+    for s in 1..=60 {
+        let t = now + Duration::from_secs(s);
+        c.handle_timeout(t);
+        let mut out = Vec::new();
+        c.take_transmits(&mut out);
+        c.handle_written(out.iter().map(Transmit::len).sum(), t);
+        let mut bytes = BytesMut::from(&crate::frame::Ping { id: 1000 + s, pong: true }.encode().unwrap().to_vec()[..]);
+        c.handle_input(&mut bytes, t + Duration::from_millis(500)).unwrap();
+    }
+    assert!(c.is_open());
+    // Silence: the next ping goes unanswered and the timeout ends it.
+    let t = now + Duration::from_secs(62);
+    c.handle_timeout(t);
+    let mut out = Vec::new();
+    c.take_transmits(&mut out);
+    c.handle_written(out.iter().map(Transmit::len).sum(), t);
+    c.handle_timeout(t + Duration::from_secs(2));
+    assert!(!c.is_open());
+}
+
+#[test]
+fn huge_timeouts_mean_no_deadline_instead_of_a_panic_or_a_wrapped_budget() {
+    let mut p = Pair::new();
+    let id = p.call(1, Body::default(), Some(Duration::MAX));
+    let Some(Event::Request { id: rid, deadline, .. }) = p.server_events.pop() else { panic!("request") };
+    assert_eq!((rid, deadline), (id, None));
+    // 2^64 µs + 5 µs: the wire saturates instead of wrapping around to a 5 µs budget.
+    let t = Duration::from_micros(u64::MAX) + Duration::from_micros(6);
+    let wire = crate::frame::Request { id: 9, method: 1, deadline: Some(t), message: Bytes::new(), attachments: vec![] }
+        .encode()
+        .unwrap();
+    let mut buf = BytesMut::from(&wire.to_vec()[..]);
+    p.server.handle_input(&mut buf, p.now).unwrap();
+    let Some(Event::Request { deadline, .. }) = p.server.poll_event() else { panic!("request") };
+    assert!(deadline.is_none_or(|d| d > p.now + Duration::from_secs(86_400 * 365 * 1000)), "{deadline:?}");
+}
+
+#[test]
+fn an_error_status_over_the_clients_limits_becomes_resource_exhausted_and_the_connection_lives() {
+    let client = ConnConfig { max_frame: 4096, ..ConnConfig::default() };
+    let mut p = Pair::with(client, ConnConfig::default());
+    let id = p.call(1, Body::default(), None);
+    p.server.respond(id, Err(Status::new(Code::INTERNAL, "e".repeat(10_000))));
+    let id2 = p.call(1, Body::default(), None);
+    p.server.respond(id2, Ok(Body::default()));
+    p.drive();
+    assert!(p.client.is_open());
+    let results: Vec<_> = p
+        .client_events
+        .drain(..)
+        .filter_map(|e| match e {
+            Event::Finished { id, result } => Some((id, result)),
+            _ => None,
+        })
+        .collect();
+    let Err(CallError::Status(s)) = &results[0].1 else { panic!("{results:?}") };
+    assert_eq!((results[0].0, s.code), (id, Code::RESOURCE_EXHAUSTED));
+    assert!(s.message.contains("10000 bytes of text"), "{}", s.message);
+    assert!(results[1].1.is_ok());
+}
+
+#[test]
+fn a_response_the_wire_cannot_describe_is_answered_internal_not_dropped() {
+    let client = ConnConfig { max_attachments: 100_000, ..ConnConfig::default() };
+    let mut p = Pair::with(client, ConnConfig::default());
+    let id = p.call(1, Body::default(), None);
+    let many = Body::new(Bytes::new(), vec![Payload::from(Bytes::from_static(b"x")); 70_000]);
+    p.server.respond(id, Ok(many));
+    p.drive();
+    let Some(Event::Finished { id: fid, result: Err(CallError::Status(s)) }) = p.client_events.pop() else { panic!() };
+    assert_eq!((fid, s.code), (id, Code::INTERNAL));
+    assert!(s.message.contains("70000 attachments"), "{}", s.message);
+}
+
+#[test]
+fn held_bytes_count_requests_until_answered_and_answers_until_written() {
+    let mut p = Pair::new();
+    p.server.take_transmits(&mut Vec::new());
+    p.server.handle_written(usize::MAX, p.now);
+    assert_eq!(p.server.held_bytes(), 0);
+    let id = p.call(1, Body::new(Bytes::new(), vec![Payload::from(vec![7u8; 1000])]), None);
+    assert_eq!(p.server.held_bytes(), 1000);
+    p.server.respond(id, Ok(Body::new(Bytes::new(), vec![Payload::from(vec![7u8; 3000])])));
+    let queued = p.server.held_bytes();
+    assert!(queued > 3000 && queued < 3100, "{queued}");
+    let mut out = Vec::new();
+    p.server.take_transmits(&mut out);
+    assert_eq!(p.server.held_bytes(), queued, "taken but not yet written still counts");
+    p.server.handle_written(out.iter().map(Transmit::len).sum(), p.now);
+    assert_eq!(p.server.held_bytes(), 0);
+}
+
+#[test]
+fn closing_on_a_protocol_error_drops_unwritten_answers_but_keeps_the_goaway() {
+    let mut p = Pair::new();
+    let id = p.call(1, Body::default(), None);
+    p.server.take_transmits(&mut Vec::new());
+    p.server.handle_written(usize::MAX, p.now);
+    p.server.respond(id, Ok(Body::new(Bytes::new(), vec![Payload::from(vec![0u8; 1 << 20])])));
+    assert!(p.server.held_bytes() > 1 << 20);
+    let mut junk = BytesMut::from(&[0xffu8; 64][..]);
+    assert!(p.server.handle_input(&mut junk, p.now).is_err());
+    let mut out = Vec::new();
+    p.server.take_transmits(&mut out);
+    assert_eq!(out.len(), 1, "only the goaway is left");
+    assert!(p.server.held_bytes() < 1024);
+    p.client_in.extend_from_slice(&out[0].to_vec());
+    let _ = p.client.handle_input(&mut p.client_in, p.now);
+    let mut events: Vec<Event> = std::iter::from_fn(|| p.client.poll_event()).collect();
+    assert!(matches!(closed_reason(&mut events), Some(ConnectionError::GoAway { code: Code::PROTOCOL, .. })));
+}
+
+#[test]
+fn a_hello_with_a_frame_limit_below_the_minimum_is_refused() {
+    let now = Instant::now();
+    let mut server = Connection::new(Side::Server, ConnConfig::default(), now);
+    let hello = Hello { version: crate::frame::WIRE_VERSION, capabilities: 0, max_frame: 100, max_calls_in_flight: 1, max_attachments: 1 };
+    let mut buf = BytesMut::from(&hello.encode()[..]);
+    let err = server.handle_input(&mut buf, now).unwrap_err();
+    assert!(err.to_string().contains("below the minimum of 4096"), "{err}");
 }

@@ -3,23 +3,34 @@
 //! One connection = three loops, each a task of its own (the reader in the connection's task,
 //! the writer and the timer spawned beside it): the reader feeds received bytes to the state
 //! machine, the writer sends whatever transmits it queued (batched: under load many frames
-//! leave in one vectored write), and the timer runs deadlines and keepalive. The state
-//! machine sits behind a mutex held only for short, non-blocking steps; each side (client,
-//! server) reacts to the machine's events through [`SideHandler`].
+//! leave in one vectored write), and the timer runs deadlines, keepalive and the write-stall
+//! watch. The state machine sits behind a mutex held only for short, non-blocking steps; each
+//! side (client, server) reacts to the machine's events through [`SideHandler`].
+//!
+//! Every wait on the peer is bounded: the reader pauses at the memory budget (the writer drains
+//! it, or the write-stall timeout ends the connection), a writer that makes no progress for
+//! `write_stall_timeout` is dropped, the last frames after a close get `drain_timeout`, and the
+//! linger after our side is shut down gets `linger`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::{watch, Notify};
+use tokio::task::AbortHandle;
 
 mod recv_buffer;
+mod stall;
 
 use recv_buffer::RecvBuffer;
+use stall::StallWatch;
 
-use crate::conn::{Connection, Event};
+use crate::budget::MemoryBudget;
+use crate::conn::{Connection, Event, Side};
 use crate::error::ConnectionError;
 use crate::stats::TransportStats;
 use crate::transport::{Chunk, RecvHalf, SendHalf, Transport};
+use crate::unwind::CatchUnwind;
 
 /// What a side does with the state machine's events. Runs with the lock held: must not block.
 pub(crate) trait SideHandler: Send + Sized + 'static {
@@ -39,6 +50,12 @@ pub(crate) struct Locked<H> {
     pub(crate) side: H,
     /// When the timer loop sleeps until; it is woken only when something earlier appears.
     timer_at: Option<Instant>,
+    /// The connection's bytes as last charged to the server-wide budget.
+    charged: usize,
+    /// The connection's loops are over: its share of the budget is given back for good.
+    released: bool,
+    /// The reader is waiting for the connection to fall below its own budget.
+    reader_paused: bool,
 }
 
 /// Shared between the loops and the handles.
@@ -46,17 +63,41 @@ pub(crate) struct Shared<H> {
     locked: Mutex<Locked<H>>,
     wake_writer: Notify,
     wake_timer: Notify,
+    wake_reader: Notify,
+    /// Set when the writer loop has ended (its last frames written, or given up on).
+    writer_done: watch::Sender<bool>,
+    /// Set when every loop of the connection has ended.
     closed: watch::Sender<bool>,
+    /// The writer is inside a send: what the write-stall watch looks at.
+    sending: AtomicBool,
+    /// The server-wide budget this connection's bytes count against, if any.
+    budget: Option<Arc<MemoryBudget>>,
     pub(crate) stats: Arc<TransportStats>,
 }
 
 impl<H: SideHandler> Shared<H> {
-    pub(crate) fn new(conn: Connection, side: H, stats: Arc<TransportStats>) -> Arc<Self> {
+    pub(crate) fn new(
+        conn: Connection,
+        side: H,
+        stats: Arc<TransportStats>,
+        budget: Option<Arc<MemoryBudget>>,
+    ) -> Arc<Self> {
         Arc::new(Shared {
-            locked: Mutex::new(Locked { conn, side, timer_at: None }),
+            locked: Mutex::new(Locked {
+                conn,
+                side,
+                timer_at: None,
+                charged: 0,
+                released: false,
+                reader_paused: false,
+            }),
             wake_writer: Notify::new(),
             wake_timer: Notify::new(),
+            wake_reader: Notify::new(),
+            writer_done: watch::channel(false).0,
             closed: watch::channel(false).0,
+            sending: AtomicBool::new(false),
+            budget,
             stats,
         })
     }
@@ -93,6 +134,24 @@ impl<H: SideHandler> Shared<H> {
         if next.is_some() && (g.timer_at.is_none() || next < g.timer_at) {
             self.wake_timer.notify_one();
         }
+        self.account(g);
+    }
+
+    /// Charges the connection's held bytes to the server-wide budget, and wakes a reader that
+    /// paused at the connection's own budget once it is below it.
+    fn account(&self, g: &mut Locked<H>) {
+        let held = if g.released { 0 } else { g.conn.held_bytes() };
+        if held == g.charged {
+            return;
+        }
+        if let Some(b) = &self.budget {
+            b.update(g.charged, held);
+        }
+        g.charged = held;
+        if g.reader_paused && held < g.conn.config().memory_budget {
+            g.reader_paused = false;
+            self.wake_reader.notify_one();
+        }
     }
 
     /// Waits until the connection's loops have ended.
@@ -103,37 +162,79 @@ impl<H: SideHandler> Shared<H> {
 
 /// Runs a connection to its end (the side handler sees why, as [`Event::Closed`]).
 pub(crate) async fn run<T: Transport, H: SideHandler>(transport: T, shared: Arc<Shared<H>>) {
+    // Dropped before the end (the task aborted): the machine is closed so handlers stop and
+    // callers fail, and the budget is given back.
+    let mut guard = RunGuard { shared: shared.clone(), finished: false };
     let (recv, send) = transport.split();
     // The writer and the timer are tasks of their own: a wake-up of one polls only it (three
     // loops joined in one task were all polled on every wake-up of any: measured, pinned 64-byte
     // p50 8.3 -> 7.8 us). They end with the connection, or when this future is dropped.
-    let writer = Loop::spawn(&shared, |shared| async move { write_loop(send, &shared).await });
-    let timer = Loop::spawn(&shared, |shared| async move { timer_loop(&shared).await });
-    read_loop(recv, &shared).await;
-    let panicked = writer.join().await | timer.join().await;
+    let writer = Loop::spawn(&shared, |shared| async move {
+        let _done = SignalOnDrop(shared.clone());
+        write_loop(send, &shared).await
+    });
+    let writer_abort = writer.abort_handle();
+    let timer = Loop::spawn(&shared, |shared| async move { timer_loop(&shared, writer_abort).await });
+    let mut panicked = false;
+    if let Err(what) = CatchUnwind::new(read_loop(recv, &shared)).await {
+        tracing::error!("connection reader panicked (a bug in zcrpc or the transport): {what}");
+        panicked = true;
+        shared.step(|g| g.conn.close(ConnectionError::Io(format!("the connection's reader panicked: {what}"))));
+    }
+    panicked |= writer.join().await;
+    let _ = shared.closed.send_replace(true);
+    panicked |= timer.join().await;
     if panicked {
         // The machine may still think it is open: close it, so that calls in flight fail
         // instead of waiting for an answer nobody will read.
         shared.step(|g| g.conn.close(ConnectionError::Io("a connection task panicked (a bug in zcrpc or the transport)".into())));
     }
+    guard.finish();
     shared.stats.snapshot().emit("connection closed");
-    let _ = shared.closed.send_replace(true);
+}
+
+/// Closes the machine and gives the connection's budget back however [`run`] ends.
+struct RunGuard<H: SideHandler> {
+    shared: Arc<Shared<H>>,
+    finished: bool,
+}
+
+impl<H: SideHandler> RunGuard<H> {
+    fn finish(&mut self) {
+        self.finished = true;
+        self.shared.step(|g| {
+            g.conn.close(ConnectionError::LocallyClosed);
+            g.released = true;
+        });
+    }
+}
+
+impl<H: SideHandler> Drop for RunGuard<H> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish();
+        }
+        let _ = self.shared.closed.send_replace(true);
+    }
 }
 
 async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared<H>>) {
-    let (mut rb, mut needed) = {
+    let (mut rb, mut needed, side) = {
         let g = shared.lock();
-        (RecvBuffer::new(g.conn.config().recv_cache_bytes), g.conn.bytes_needed())
+        (RecvBuffer::new(g.conn.config().recv_cache_bytes), g.conn.bytes_needed(), g.conn.side())
     };
     let chunk_size = recv.chunk_size();
-    let mut closed = shared.closed.subscribe();
+    let mut writer_done = shared.writer_done.subscribe();
     loop {
+        if side == Side::Server && !wait_for_budget(shared, &mut writer_done).await {
+            break;
+        }
         // A frame that fits in the transport's own buffers is taken from them, in place; a
         // larger one gets a buffer of its exact size.
         let chunk = if rb.wants_chunk(needed, chunk_size) {
             tokio::select! {
                 r = recv.recv_chunk() => r,
-                _ = signalled(&mut closed) => return,
+                _ = signalled(&mut writer_done) => break,
             }
         } else {
             Ok(Chunk::Unavailable)
@@ -147,14 +248,14 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
                 let buf = std::mem::take(&mut rb.buf);
                 let (r, buf) = tokio::select! {
                     r = recv.recv(buf) => r,
-                    // The writer marks the end once it has flushed the last frames of a closed
-                    // machine.
-                    _ = signalled(&mut closed) => return,
+                    // The writer ends once it has flushed the last frames of a closed machine.
+                    _ = signalled(&mut writer_done) => break,
                 };
                 rb.buf = buf;
                 Input::Read(r)
             }
         };
+        let eof = matches!(input, Input::Read(Ok(0)) | Input::Read(Err(_)));
         let rb = &mut rb;
         let open = shared.step(|g| {
             let now = Instant::now();
@@ -171,8 +272,77 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
             g.conn.is_open()
         });
         H::after_input(shared);
-        if !open {
+        if eof {
             return;
+        }
+        if !open {
+            break;
+        }
+        // A peer that keeps the socket full would otherwise keep this task running without
+        // ever returning to tokio: its writer, its timer and other connections on this worker
+        // starved (a quiet connection's call took over 10 s behind a flood). Spend tokio's
+        // cooperative budget, which yields now and then.
+        tokio::task::consume_budget().await;
+    }
+    linger(&mut recv, shared, &mut writer_done).await;
+}
+
+/// Server: waits while the connection, or the server as a whole, holds as much as its budget.
+/// False if the connection's writer ended meanwhile.
+async fn wait_for_budget<H: SideHandler>(shared: &Arc<Shared<H>>, writer_done: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        let global = shared.budget.as_ref().map(|b| b.freed());
+        tokio::pin!(global);
+        if let Some(n) = global.as_mut().as_pin_mut() {
+            n.enable();
+        }
+        let own = shared.wake_reader.notified();
+        tokio::pin!(own);
+        let over = {
+            let mut g = shared.lock();
+            g.reader_paused = g.conn.held_bytes() >= g.conn.config().memory_budget;
+            g.reader_paused || shared.budget.as_ref().is_some_and(|b| b.is_over())
+        };
+        if !over {
+            return true;
+        }
+        TransportStats::add(&shared.stats.budget_pauses, 1);
+        tokio::select! {
+            _ = own => {}
+            Some(()) = async { match global.as_pin_mut() { Some(n) => Some(n.await), None => None } } => {}
+            _ = signalled(writer_done) => return false,
+        }
+    }
+}
+
+/// After the machine closed: keep reading, and discard, until the peer closes too, so that the
+/// socket is not closed with unread input (the kernel would answer with a reset and drop what
+/// of our last frames it had not sent yet). Bounded: while the writer finishes (itself bounded
+/// by the drain timeout), then for `linger` more.
+async fn linger<R: RecvHalf, H: SideHandler>(recv: &mut R, shared: &Arc<Shared<H>>, writer_done: &mut watch::Receiver<bool>) {
+    let linger = shared.lock().conn.config().linger;
+    let mut scratch = bytes::BytesMut::with_capacity(recv_buffer::READ_CHUNK);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let until = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        scratch.clear();
+        let buf = std::mem::take(&mut scratch);
+        tokio::select! {
+            (r, buf) = recv.recv(buf) => {
+                scratch = buf;
+                if !matches!(r, Ok(n) if n > 0) {
+                    return;
+                }
+            }
+            _ = signalled(writer_done), if deadline.is_none() => {
+                deadline = Some(tokio::time::Instant::now() + linger);
+            }
+            _ = until => return,
         }
     }
 }
@@ -186,12 +356,12 @@ impl Loop {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let closer = CloseOnDrop(shared.clone());
         let body = body(shared.clone());
-        Loop(Some(tokio::spawn(async move {
-            let _closer = closer;
-            body.await
-        })))
+        Loop(Some(tokio::spawn(body)))
+    }
+
+    fn abort_handle(&self) -> AbortHandle {
+        self.0.as_ref().expect("running").abort_handle()
     }
 
     /// Waits for the loop's end; true if it panicked.
@@ -211,12 +381,13 @@ impl Drop for Loop {
     }
 }
 
-/// Marks the connection's loops done when dropped (at a loop's end, or by unwinding).
-struct CloseOnDrop<H>(Arc<Shared<H>>);
+/// Marks the writer done when dropped (at its end, by unwinding, or when aborted).
+struct SignalOnDrop<H>(Arc<Shared<H>>);
 
-impl<H> Drop for CloseOnDrop<H> {
+impl<H> Drop for SignalOnDrop<H> {
     fn drop(&mut self) {
-        let _ = self.0.closed.send_replace(true);
+        self.0.sending.store(false, Ordering::Release);
+        let _ = self.0.writer_done.send_replace(true);
     }
 }
 
@@ -230,18 +401,33 @@ enum Input {
 
 async fn write_loop<S: SendHalf, H: SideHandler>(mut send: S, shared: &Arc<Shared<H>>) {
     let mut batch = Vec::new();
+    let mut written = 0usize;
     loop {
-        let open = {
+        let open = if written > 0 {
+            // Report what the last batch wrote: it no longer counts against the budget, and a
+            // keepalive ping in it starts its timeout now.
+            shared.step(|g| {
+                g.conn.handle_written(written, Instant::now());
+                g.conn.take_transmits(&mut batch);
+                g.conn.is_open()
+            })
+        } else {
             let mut g = shared.lock();
             g.conn.take_transmits(&mut batch);
             g.conn.is_open()
         };
+        written = 0;
         if !batch.is_empty() {
-            if let Err(e) = send.send(&mut batch).await {
+            let bytes = batch.iter().map(crate::Transmit::len).sum();
+            shared.sending.store(true, Ordering::Release);
+            let r = send.send(&mut batch).await;
+            shared.sending.store(false, Ordering::Release);
+            if let Err(e) = r {
                 batch.clear();
                 shared.step(|g| g.conn.handle_io_error(&e));
                 break;
             }
+            written = bytes;
             continue;
         }
         if !open {
@@ -258,26 +444,56 @@ async fn write_loop<S: SendHalf, H: SideHandler>(mut send: S, shared: &Arc<Share
         }
     }
     // Bounded: a peer that stopped reading must not keep a closing connection alive.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), send.shutdown()).await;
-    let _ = shared.closed.send_replace(true);
+    let drain = shared.lock().conn.config().drain_timeout;
+    let _ = tokio::time::timeout(drain, send.shutdown()).await;
 }
 
-async fn timer_loop<H: SideHandler>(shared: &Arc<Shared<H>>) {
+/// Deadlines and keepalive (the machine's timeouts), the write-stall watch, and the bound on
+/// the writer's last frames after a close.
+async fn timer_loop<H: SideHandler>(shared: &Arc<Shared<H>>, writer: AbortHandle) {
     let mut closed = shared.closed.subscribe();
+    let (stall_after, drain) = {
+        let g = shared.lock();
+        (g.conn.config().write_stall_timeout, g.conn.config().drain_timeout)
+    };
+    let mut stall = StallWatch::default();
+    let mut closed_at: Option<Instant> = None;
     loop {
-        let next = {
+        let (next, open) = {
             let mut g = shared.lock();
             g.timer_at = g.conn.poll_timeout();
-            g.timer_at
+            (g.timer_at, g.conn.is_open())
         };
+        let now = Instant::now();
+        // While a stall timeout is set, look at the writer's progress a few times per period.
+        let tick = stall_after.map(|d| now + StallWatch::tick(d));
+        let drain_at = if open { None } else { Some(*closed_at.get_or_insert(now) + drain) };
+        let wake = [next, tick, drain_at].into_iter().flatten().min();
         let sleep = async {
-            match next {
+            match wake {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            _ = sleep => shared.step(|g| g.conn.handle_timeout(Instant::now())),
+            _ = sleep => {
+                let now = Instant::now();
+                if next.is_some_and(|at| now >= at) {
+                    shared.step(|g| g.conn.handle_timeout(now));
+                }
+                if let Some(d) = stall_after {
+                    let sent = shared.stats.sent_bytes.load(Ordering::Relaxed);
+                    if stall.stalled(shared.sending.load(Ordering::Acquire), sent, now, d) {
+                        TransportStats::add(&shared.stats.write_stalls, 1);
+                        shared.step(|g| g.conn.close(ConnectionError::WriteStalled(d)));
+                        writer.abort();
+                    }
+                }
+                if drain_at.is_some_and(|at| now >= at) {
+                    // The last frames after a close did not go out in time: give up on them.
+                    writer.abort();
+                }
+            }
             _ = shared.wake_timer.notified() => {}
             _ = signalled(&mut closed) => break,
         }

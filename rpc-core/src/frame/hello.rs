@@ -10,6 +10,9 @@ pub const MAGIC: [u8; 4] = *b"ZCRP";
 pub const WIRE_VERSION: u16 = 1;
 /// Size of the hello on the wire.
 pub const HELLO_LEN: usize = 32;
+/// The smallest `max_frame` a side may declare: room for any control frame and error text a
+/// peer may have to send (a hello with less is refused; a smaller configured limit is raised).
+pub const MIN_MAX_FRAME: u32 = 4096;
 
 /// Capability bits.
 pub mod caps {
@@ -73,6 +76,12 @@ impl Hello {
             max_attachments: b.get_u32_le(),
         };
         // max_calls_in_flight == 0 is legal: a refusal, with a goaway that says why to follow.
+        if hello.max_frame < MIN_MAX_FRAME {
+            return Err(DecodeError::Malformed {
+                kind: "hello",
+                reason: format!("max_frame {} is below the minimum of {MIN_MAX_FRAME} bytes", hello.max_frame),
+            });
+        }
         Ok(hello)
     }
 }

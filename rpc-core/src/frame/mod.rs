@@ -20,7 +20,7 @@ pub use decoder::{FrameDecoder, InputBuf, Limits};
 pub use error::ErrorFrame;
 pub use goaway::GoAway;
 pub use header::{FrameHeader, FrameKind, HEADER_LEN};
-pub use hello::{caps, Hello, HELLO_LEN, MAGIC, WIRE_VERSION};
+pub use hello::{caps, Hello, HELLO_LEN, MAGIC, MIN_MAX_FRAME, WIRE_VERSION};
 pub use ping::Ping;
 pub use raw::{EncodeError, RawFrame, INLINE_MESSAGE_MAX};
 pub use request::Request;

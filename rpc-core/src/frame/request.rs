@@ -31,8 +31,9 @@ impl Request {
         let mut f = RawFrame::new(FrameKind::Request);
         f.header.id = self.id;
         f.header.method = self.method;
-        // A budget under 1 µs still is a deadline: round up so it is not read as "none".
-        f.header.deadline_us = self.deadline.map_or(0, |d| (d.as_micros() as u64).max(1));
+        // A budget under 1 µs still is a deadline: round up so it is not read as "none". One
+        // too long for 64 bits of microseconds (580 000 years) saturates instead of wrapping.
+        f.header.deadline_us = self.deadline.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1));
         f.message = self.message;
         f.attachments = self.attachments;
         f.encode()

@@ -7,17 +7,21 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::task::AbortHandle;
 
-use super::catch_unwind::CatchUnwind;
+use crate::body::Body;
 use crate::call_map::CallMap;
+use crate::code::Code;
 use crate::conn::Event;
 use crate::driver::{Locked, Shared, SideHandler};
-use crate::error::ConnectionError;
-use crate::service::{ServerRequest, Service};
+use crate::error::{ConnectionError, Status};
+use crate::service::{BoxFuture, ServerRequest, Service};
+use crate::unwind::{self, CatchUnwind};
+
+type Handler = CatchUnwind<BoxFuture<'static, Result<Body, Status>>>;
 
 pub(crate) struct ServerSide {
     service: Arc<dyn Service>,
-    /// Handlers started by the last input, not yet polled.
-    ready: Vec<(u64, CatchUnwind)>,
+    /// Requests of the last input, not yet handed to the service.
+    ready: Vec<(u64, ServerRequest)>,
     /// Handlers running as their own tasks.
     handlers: CallMap<AbortHandle>,
     /// Set when a graceful shutdown began: close once every answered call is flushed.
@@ -31,12 +35,18 @@ impl ServerSide {
     }
 }
 
+/// A handler's result, a panic turned into `INTERNAL`.
+fn answer(result: Result<Result<Body, Status>, String>) -> Result<Body, Status> {
+    result.unwrap_or_else(|what| Err(Status::new(Code::INTERNAL, format!("handler panicked: {what}"))))
+}
+
 impl SideHandler for ServerSide {
     fn on_event(g: &mut Locked<Self>, event: Event) {
         match event {
             Event::Request { id, method, deadline, body } => {
-                let fut = CatchUnwind::new(g.side.service.call(ServerRequest { method, body, deadline }));
-                g.side.ready.push((id, fut));
+                // The service is called after the lock is released (`after_input`): user code,
+                // even the synchronous part of a hand-written `Service::call`, never runs here.
+                g.side.ready.push((id, ServerRequest { method, body, deadline }));
             }
             Event::Abort { id, reason } => {
                 // Cancelled in the same input that started it: never run it.
@@ -51,8 +61,12 @@ impl SideHandler for ServerSide {
                 for (_, h) in g.side.handlers.drain() {
                     h.abort();
                 }
-                if !matches!(err, ConnectionError::Closed | ConnectionError::LocallyClosed) {
-                    tracing::info!("connection closed: {err}");
+                match &err {
+                    ConnectionError::Closed | ConnectionError::LocallyClosed => {}
+                    ConnectionError::Decode(_) | ConnectionError::Protocol(_) => {
+                        tracing::warn!("connection closed: {err}")
+                    }
+                    _ => tracing::info!("connection closed: {err}"),
                 }
                 g.side.close_reason = Some(err);
             }
@@ -61,38 +75,53 @@ impl SideHandler for ServerSide {
         }
     }
 
-    /// Polls each new handler once, here, outside the lock: most finish at once (no IO of their
-    /// own), and their answers go out without a task spawned or a wakeup between tasks. The
-    /// rest become tasks of their own.
+    /// Calls the service for each new request and polls each handler once, here, outside the
+    /// lock: most finish at once (no IO of their own), and their answers go out without a task
+    /// spawned or a wakeup between tasks. The rest become tasks of their own.
     fn after_input(shared: &Arc<Shared<Self>>) {
-        let ready = std::mem::take(&mut shared.lock().side.ready);
-        if ready.is_empty() {
-            return;
-        }
+        let (ready, service) = {
+            let mut g = shared.lock();
+            if g.side.ready.is_empty() {
+                return;
+            }
+            (std::mem::take(&mut g.side.ready), g.side.service.clone())
+        };
         let mut done = Vec::new();
         let mut pending = Vec::new();
         // A no-op waker is enough for this first poll: the task spawned for a pending handler
         // polls it again at once, with its own waker, and a correct future checks again then.
         let mut cx = Context::from_waker(Waker::noop());
-        for (id, mut fut) in ready {
+        for (id, request) in ready {
+            // A panic in the service's synchronous part fails only this call.
+            let mut fut: Handler = match unwind::catch(|| service.call(request)) {
+                Ok(fut) => CatchUnwind::new(fut),
+                Err(what) => {
+                    done.push((id, answer(Err(what))));
+                    continue;
+                }
+            };
             match Pin::new(&mut fut).poll(&mut cx) {
-                Poll::Ready(result) => done.push((id, result)),
+                Poll::Ready(result) => done.push((id, answer(result))),
                 Poll::Pending => pending.push((id, fut)),
             }
         }
+        let mut gone = Vec::new();
         shared.step(|g| {
             for (id, result) in done {
                 g.conn.respond(id, result);
             }
-            if !g.conn.is_open() {
-                return;
-            }
             for (id, fut) in pending {
+                // Cancelled, or its deadline passed, during the first poll: the call is over,
+                // and a task for it would run uncounted by the in-flight limit.
+                if !g.conn.is_open() || !g.conn.is_call_live(id) {
+                    gone.push(fut);
+                    continue;
+                }
                 let shared = shared.clone();
                 // The lock is held until the handle is recorded, so the task cannot finish
                 // (and look for its entry) before it exists.
                 let task = tokio::spawn(async move {
-                    let result = fut.await;
+                    let result = answer(fut.await);
                     shared.step(|g| {
                         g.side.handlers.remove(&id);
                         g.conn.respond(id, result);
@@ -101,6 +130,8 @@ impl SideHandler for ServerSide {
                 g.side.handlers.insert(id, task.abort_handle());
             }
         });
+        // Dropped outside the lock: a handler's drop is user code.
+        drop(gone);
     }
 
     fn after_step(g: &mut Locked<Self>) {

@@ -1,7 +1,6 @@
 //! The server: a builder with limits, a task per connection (its writer and timer beside it),
 //! graceful shutdown.
 
-mod catch_unwind;
 mod connection;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::budget::MemoryBudget;
 use crate::code::Code;
 use crate::conn::{ConnConfig, Connection, Side};
 use crate::driver::{self, Shared};
@@ -26,6 +26,7 @@ struct ServerConfig {
     conn: ConnConfig,
     max_connections: usize,
     grace_period: Duration,
+    memory_budget: usize,
 }
 
 /// Builds a [`Server`].
@@ -105,12 +106,53 @@ impl ServerBuilder {
         self
     }
 
+    /// Bytes one connection may hold (requests not yet answered, answers not yet written)
+    /// before the server stops reading from it until its peer reads. Default 64 MiB. See
+    /// [`ConnConfig::memory_budget`].
+    pub fn connection_memory_budget(mut self, bytes: usize) -> Self {
+        self.config.conn.memory_budget = bytes;
+        self
+    }
+
+    /// Bytes all connections together may hold before every connection stops reading until
+    /// some are written out. Default 1 GiB.
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.config.memory_budget = bytes;
+        self
+    }
+
+    /// Close a connection whose writes make no progress for this long (a peer that stopped
+    /// reading). Default 30 s; `None` waits forever.
+    pub fn write_stall_timeout(mut self, d: Option<Duration>) -> Self {
+        self.config.conn.write_stall_timeout = d;
+        self
+    }
+
+    /// How long the last frames of a closed connection may take to be written. Default 5 s.
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.config.conn.drain_timeout = d;
+        self
+    }
+
+    /// How long a closed connection keeps reading until its peer closes too. Default 2 s.
+    pub fn linger(mut self, d: Duration) -> Self {
+        self.config.conn.linger = d;
+        self
+    }
+
+    /// All connection settings at once.
+    pub fn conn_config(mut self, conn: ConnConfig) -> Self {
+        self.config.conn = conn;
+        self
+    }
+
     /// Builds the server around `service`.
     pub fn build(self, service: impl Service) -> Server {
         let (shutdown, _) = watch::channel(false);
         Server {
             inner: Arc::new(ServerInner {
                 service: Arc::new(service),
+                budget: Arc::new(MemoryBudget::new(self.config.memory_budget)),
                 config: self.config,
                 shutdown,
                 live: AtomicUsize::new(0),
@@ -132,6 +174,7 @@ struct ServerInner {
     shutdown: watch::Sender<bool>,
     live: AtomicUsize,
     stats: Mutex<StatsBook>,
+    budget: Arc<MemoryBudget>,
 }
 
 /// A server: serves connections from an [`Acceptor`] or one at a time. Cheap to clone.
@@ -154,6 +197,7 @@ impl Server {
                 conn: ConnConfig::default(),
                 max_connections: 1024,
                 grace_period: Duration::from_secs(10),
+                memory_budget: 1 << 30,
             },
         }
     }
@@ -211,7 +255,7 @@ impl Server {
         };
         let mut side = ServerSide::new(inner.service.clone());
         side.draining = refused;
-        let shared = Shared::new(conn, side, stats.clone());
+        let shared = Shared::new(conn, side, stats.clone(), Some(inner.budget.clone()));
         inner.stats.lock().unwrap_or_else(|e| e.into_inner()).live.push(Arc::downgrade(&stats));
         if refused {
             shared.step(|_| ());
@@ -258,6 +302,12 @@ impl Server {
     pub fn connection_stats(&self) -> Vec<StatsSnapshot> {
         let book = self.inner.stats.lock().unwrap_or_else(|e| e.into_inner());
         book.live.iter().filter_map(Weak::upgrade).map(|s| s.snapshot()).collect()
+    }
+
+    /// Bytes all connections hold now against the server's memory budget (requests not yet
+    /// answered, answers not yet written).
+    pub fn memory_held(&self) -> usize {
+        self.inner.budget.used()
     }
 
     /// Connections being served now.
