@@ -322,27 +322,21 @@ async fn wait_for_budget<H: SideHandler>(shared: &Arc<Shared<H>>, writer_done: &
 async fn linger<R: RecvHalf, H: SideHandler>(recv: &mut R, shared: &Arc<Shared<H>>, writer_done: &mut watch::Receiver<bool>) {
     let linger = shared.lock().conn.config().linger;
     let mut scratch = bytes::BytesMut::with_capacity(recv_buffer::READ_CHUNK);
-    let mut deadline: Option<tokio::time::Instant> = None;
+    tokio::select! {
+        _ = discard_until_eof(recv, &mut scratch) => return,
+        _ = signalled(writer_done) => {}
+    }
+    let _ = tokio::time::timeout(linger, discard_until_eof(recv, &mut scratch)).await;
+}
+
+/// Reads and drops input until the peer closes (or the transport fails).
+async fn discard_until_eof<R: RecvHalf>(recv: &mut R, scratch: &mut bytes::BytesMut) {
     loop {
-        let until = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         scratch.clear();
-        let buf = std::mem::take(&mut scratch);
-        tokio::select! {
-            (r, buf) = recv.recv(buf) => {
-                scratch = buf;
-                if !matches!(r, Ok(n) if n > 0) {
-                    return;
-                }
-            }
-            _ = signalled(writer_done), if deadline.is_none() => {
-                deadline = Some(tokio::time::Instant::now() + linger);
-            }
-            _ = until => return,
+        let (r, buf) = recv.recv(std::mem::take(scratch)).await;
+        *scratch = buf;
+        if !matches!(r, Ok(n) if n > 0) {
+            return;
         }
     }
 }
