@@ -309,7 +309,15 @@ async fn wait_for_budget<H: SideHandler>(shared: &Arc<Shared<H>>, writer_done: &
         TransportStats::add(&shared.stats.budget_pauses, 1);
         tokio::select! {
             _ = own => {}
-            Some(()) = async { match global.as_pin_mut() { Some(n) => Some(n.await), None => None } } => {}
+            true = async {
+                match global.as_pin_mut() {
+                    Some(n) => {
+                        n.await;
+                        true
+                    }
+                    None => false,
+                }
+            } => {}
             _ = signalled(writer_done) => return false,
         }
     }
