@@ -182,6 +182,10 @@ pub enum CallError {
     /// The connection ended before the answer came.
     #[error("connection lost: {0}")]
     Connection(ConnectionError),
+    /// There is no connection to send the call on (the client is re-dialing, and the call was
+    /// set not to wait, or waited in vain).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// The request exceeds a limit the peer declared (checked before sending).
     #[error("request of {len} bytes is over the peer's frame limit of {limit} bytes")]
     TooLarge {
@@ -209,7 +213,7 @@ impl CallError {
         match self {
             CallError::Status(s) => s.code,
             CallError::DeadlineExceeded(_) => Code::DEADLINE_EXCEEDED,
-            CallError::ShuttingDown | CallError::Connection(_) => Code::UNAVAILABLE,
+            CallError::ShuttingDown | CallError::Connection(_) | CallError::Unavailable(_) => Code::UNAVAILABLE,
             CallError::TooLarge { .. } => Code::RESOURCE_EXHAUSTED,
             CallError::Codec(_) => Code::INVALID_ARGUMENT,
         }

@@ -65,7 +65,7 @@ pub mod transport;
 
 pub use body::Body;
 pub use bytes::Bytes;
-pub use client::{CallOptions, Client, ClientConfig};
+pub use client::{CallOptions, Client, ClientConfig, Reconnect};
 pub use code::Code;
 pub use error::{CallError, ConnectError, ConnectionError, DecodeError, Status};
 pub use payload::{ExternalSegment, Payload, Segment};

@@ -50,6 +50,8 @@ pub(crate) struct Locked<H> {
     pub(crate) side: H,
     /// When the timer loop sleeps until; it is woken only when something earlier appears.
     timer_at: Option<Instant>,
+    /// The timer last saw the machine open: it must wake when it closes, to bound the drain.
+    timer_saw_open: bool,
     /// The connection's bytes as last charged to the server-wide budget.
     charged: usize,
     /// The connection's loops are over: its share of the budget is given back for good.
@@ -87,6 +89,7 @@ impl<H: SideHandler> Shared<H> {
                 conn,
                 side,
                 timer_at: None,
+                timer_saw_open: true,
                 charged: 0,
                 released: false,
                 reader_paused: false,
@@ -131,7 +134,8 @@ impl<H: SideHandler> Shared<H> {
             self.wake_writer.notify_one();
         }
         let next = g.conn.poll_timeout();
-        if next.is_some() && (g.timer_at.is_none() || next < g.timer_at) {
+        let closed_unseen = g.timer_saw_open && !g.conn.is_open();
+        if closed_unseen || (next.is_some() && (g.timer_at.is_none() || next < g.timer_at)) {
             self.wake_timer.notify_one();
         }
         self.account(g);
@@ -182,14 +186,14 @@ pub(crate) async fn run<T: Transport, H: SideHandler>(transport: T, shared: Arc<
         shared.step(|g| g.conn.close(ConnectionError::Io(format!("the connection's reader panicked: {what}"))));
     }
     panicked |= writer.join().await;
-    let _ = shared.closed.send_replace(true);
-    panicked |= timer.join().await;
+    panicked |= timer.stop().await;
     if panicked {
         // The machine may still think it is open: close it, so that calls in flight fail
         // instead of waiting for an answer nobody will read.
         shared.step(|g| g.conn.close(ConnectionError::Io("a connection task panicked (a bug in zcrpc or the transport)".into())));
     }
     guard.finish();
+    // Before `closed` is signalled (by the guard's drop), so whoever waits for the close sees it.
     shared.stats.snapshot().emit("connection closed");
 }
 
@@ -341,6 +345,10 @@ async fn linger<R: RecvHalf, H: SideHandler>(recv: &mut R, shared: &Arc<Shared<H
 async fn discard_until_eof<R: RecvHalf>(recv: &mut R, scratch: &mut bytes::BytesMut) {
     loop {
         scratch.clear();
+        // A receive dropped mid-way (the select in `linger`) took the buffer with it.
+        if scratch.capacity() < recv_buffer::READ_CHUNK {
+            *scratch = bytes::BytesMut::with_capacity(recv_buffer::READ_CHUNK);
+        }
         let (r, buf) = recv.recv(std::mem::take(scratch)).await;
         *scratch = buf;
         if !matches!(r, Ok(n) if n > 0) {
@@ -366,6 +374,14 @@ impl Loop {
         self.0.as_ref().expect("running").abort_handle()
     }
 
+    /// Ends the loop now; true if it had panicked.
+    async fn stop(self) -> bool {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+        self.join().await
+    }
+
     /// Waits for the loop's end; true if it panicked.
     async fn join(mut self) -> bool {
         match self.0.take() {
@@ -383,12 +399,20 @@ impl Drop for Loop {
     }
 }
 
-/// Marks the writer done when dropped (at its end, by unwinding, or when aborted).
-struct SignalOnDrop<H>(Arc<Shared<H>>);
+/// Marks the writer done when dropped (at its end, by unwinding, or when aborted). A writer
+/// gone while the machine is still open (a panic: a bug) closes it first, so calls in flight
+/// fail at once instead of waiting for answers that cannot be asked for.
+struct SignalOnDrop<H: SideHandler>(Arc<Shared<H>>);
 
-impl<H> Drop for SignalOnDrop<H> {
+impl<H: SideHandler> Drop for SignalOnDrop<H> {
     fn drop(&mut self) {
         self.0.sending.store(false, Ordering::Release);
+        let why = if std::thread::panicking() { "the connection's writer panicked" } else { "the connection's writer ended" };
+        self.0.step(|g| {
+            if g.conn.is_open() {
+                g.conn.close(ConnectionError::Io(format!("{why} (a bug in zcrpc or the transport)")));
+            }
+        });
         let _ = self.0.writer_done.send_replace(true);
     }
 }
@@ -464,7 +488,8 @@ async fn timer_loop<H: SideHandler>(shared: &Arc<Shared<H>>, writer: AbortHandle
         let (next, open) = {
             let mut g = shared.lock();
             g.timer_at = g.conn.poll_timeout();
-            (g.timer_at, g.conn.is_open())
+            g.timer_saw_open = g.conn.is_open();
+            (g.timer_at, g.timer_saw_open)
         };
         let now = Instant::now();
         // While a stall timeout is set, look at the writer's progress a few times per period.

@@ -1,0 +1,200 @@
+//! One connection of a client: its side of the state machine, its call permits, one call on it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, Notify, Semaphore};
+
+use crate::body::Body;
+use crate::call_map::CallMap;
+use crate::conn::{Connection, Event, Side};
+use crate::driver::{self, Locked, Shared, SideHandler};
+use crate::error::{CallError, ConnectError, ConnectionError};
+use crate::frame::Hello;
+use crate::transport::Transport;
+
+use super::ClientConfig;
+
+type Waiter = oneshot::Sender<Result<Body, CallError>>;
+
+pub(super) struct ClientSide {
+    waiters: CallMap<Waiter>,
+    handshake: Option<oneshot::Sender<Result<Hello, ConnectError>>>,
+    /// Closed when the connection can take no more calls, so queued callers fail at once.
+    permits: Arc<Semaphore>,
+    close_reason: Option<ConnectionError>,
+    /// False from the first goaway or close on: new calls go elsewhere (or wait for a new
+    /// connection).
+    usable: Arc<AtomicBool>,
+    /// Told when the connection stops being usable (the redialer listens).
+    lost: Arc<Notify>,
+}
+
+impl ClientSide {
+    fn unusable(&mut self) {
+        self.permits.close();
+        if self.usable.swap(false, Ordering::AcqRel) {
+            self.lost.notify_one();
+        }
+    }
+}
+
+impl SideHandler for ClientSide {
+    fn on_event(g: &mut Locked<Self>, event: Event) {
+        let side = &mut g.side;
+        match event {
+            Event::Connected(hello) => {
+                // The real limit is the server's; the placeholder had none.
+                side.permits.add_permits(hello.max_calls_in_flight as usize);
+                if let Some(tx) = side.handshake.take() {
+                    let _ = tx.send(Ok(hello));
+                }
+            }
+            Event::Refused { code, message } => {
+                if let Some(tx) = side.handshake.take() {
+                    let _ = tx.send(Err(ConnectError::Refused { code, message }));
+                }
+            }
+            Event::Finished { id, result } => {
+                if let Some(tx) = side.waiters.remove(&id) {
+                    let _ = tx.send(result);
+                }
+            }
+            Event::GoAway { .. } => side.unusable(),
+            Event::Closed(err) => {
+                side.unusable();
+                if let Some(tx) = side.handshake.take() {
+                    let _ = tx.send(Err(ConnectError::Handshake(err.clone())));
+                }
+                side.close_reason = Some(err);
+            }
+            Event::Request { .. } | Event::Abort { .. } => unreachable!("server events on a client"),
+        }
+    }
+}
+
+/// One established connection.
+pub(super) struct Conn {
+    pub(super) shared: Arc<Shared<ClientSide>>,
+    permits: Arc<Semaphore>,
+    usable: Arc<AtomicBool>,
+    pub(super) peer: Hello,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.shared.step(|g| g.conn.close(ConnectionError::LocallyClosed));
+    }
+}
+
+/// How one attempt of a call ended.
+pub(super) enum Attempt {
+    Done(Result<Body, CallError>),
+    /// The connection could not take the call; it was never sent, here is the body back.
+    NotSent(Body),
+}
+
+impl Conn {
+    /// Sends our hello over `transport`, waits for the server's (within `config.connect_timeout`),
+    /// and spawns the connection's task on the current tokio runtime. `lost` is told when the
+    /// connection stops taking calls.
+    pub(super) async fn establish<T: Transport>(
+        transport: T,
+        config: &ClientConfig,
+        lost: Arc<Notify>,
+    ) -> Result<Conn, ConnectError> {
+        let permits = Arc::new(Semaphore::new(0));
+        let usable = Arc::new(AtomicBool::new(true));
+        let (tx, rx) = oneshot::channel();
+        let side = ClientSide {
+            waiters: CallMap::default(),
+            handshake: Some(tx),
+            permits: permits.clone(),
+            close_reason: None,
+            usable: usable.clone(),
+            lost,
+        };
+        let conn = Connection::new(Side::Client, config.conn.clone(), Instant::now());
+        let shared = Shared::new(conn, side, transport.stats(), None);
+        tokio::spawn(driver::run(transport, shared.clone()));
+        let peer = match tokio::time::timeout(config.connect_timeout, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(ConnectError::Handshake(ConnectionError::Closed)),
+            Err(_) => {
+                shared.step(|g| g.conn.close(ConnectionError::LocallyClosed));
+                return Err(ConnectError::Timeout(config.connect_timeout));
+            }
+        };
+        Ok(Conn { shared, permits, usable, peer })
+    }
+
+    /// True while new calls may start here.
+    pub(super) fn is_usable(&self) -> bool {
+        self.usable.load(Ordering::Acquire)
+    }
+
+    /// One attempt of a call on this connection. `timeout` is what is left of the caller's.
+    pub(super) async fn call(&self, method: u32, body: Body, timeout: Option<Duration>) -> Attempt {
+        let start = Instant::now();
+        let permit = match timeout {
+            Some(t) => match tokio::time::timeout(t, self.permits.acquire()).await {
+                Ok(p) => p,
+                Err(_) => return Attempt::Done(Err(CallError::DeadlineExceeded(t))),
+            },
+            None => self.permits.acquire().await,
+        };
+        let Ok(permit) = permit else { return Attempt::NotSent(body) };
+        let shared = &self.shared;
+        let (tx, rx) = oneshot::channel();
+        let started = shared.step(|g| {
+            if g.conn.is_draining() {
+                return Err(body);
+            }
+            let remaining = timeout.map(|t| t.saturating_sub(start.elapsed()));
+            let r = g.conn.start_call(method, body, remaining, Instant::now());
+            if let Ok(id) = r {
+                g.side.waiters.insert(id, tx);
+            }
+            Ok(r)
+        });
+        let id = match started {
+            Err(body) => return Attempt::NotSent(body),
+            Ok(Err(e)) => return Attempt::Done(Err(e)),
+            Ok(Ok(id)) => id,
+        };
+        let mut guard = CancelOnDrop { shared, id, armed: true };
+        let result = rx.await;
+        guard.armed = false;
+        drop(permit);
+        Attempt::Done(result.unwrap_or_else(|_| Err(self.closed_error())))
+    }
+
+    pub(super) fn closed_error(&self) -> CallError {
+        let g = self.shared.lock();
+        match &g.side.close_reason {
+            Some(e) => CallError::Connection(e.clone()),
+            None => CallError::ShuttingDown,
+        }
+    }
+}
+
+/// Cancels the call on the server when the caller drops the call's future.
+struct CancelOnDrop<'a> {
+    shared: &'a Arc<Shared<ClientSide>>,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let id = self.id;
+            self.shared.step(|g| {
+                if g.side.waiters.remove(&id).is_some() {
+                    g.conn.cancel_call(id);
+                }
+            });
+        }
+    }
+}

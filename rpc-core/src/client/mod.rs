@@ -1,0 +1,337 @@
+//! The client: one connection at a time, any number of concurrent calls multiplexed on it;
+//! made from an address, it comes back after the connection is lost.
+
+mod conn;
+mod redial;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+use tokio::task::AbortHandle;
+
+use crate::body::Body;
+use crate::conn::ConnConfig;
+use crate::error::{CallError, ConnectError, ConnectionError};
+use crate::frame::Hello;
+use crate::stats::StatsSnapshot;
+use crate::transport::{tcp, Transport};
+use conn::{Attempt, Conn};
+use redial::{Dial, Link};
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Limits this side accepts and keepalive.
+    pub conn: ConnConfig,
+    /// Time allowed for connecting and the handshake. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Deadline for calls that set none. Default: none.
+    pub default_timeout: Option<Duration>,
+    /// How a client made from an address ([`Client::connect_tcp`], [`Client::connect_with`])
+    /// comes back when its connection is lost.
+    pub reconnect: Reconnect,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            conn: ConnConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            default_timeout: None,
+            reconnect: Reconnect::default(),
+        }
+    }
+}
+
+/// Re-dialing after a lost connection. Calls in flight on the lost connection fail with
+/// [`CallError::Connection`] (they are replayed on the new one only when marked
+/// [`CallOptions::idempotent`]); calls made while there is no connection wait for the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconnect {
+    /// The first wait before dialing again; doubled after each failed dial, up to
+    /// `max_backoff`, and each wait is spread by a random factor of 0.5 to 1.5. Default 100 ms.
+    pub initial_backoff: Duration,
+    /// The longest wait between dials. Default 5 s.
+    pub max_backoff: Duration,
+    /// True (the default): a call made while there is no connection waits for one, up to its
+    /// deadline (or `connect_timeout`, if it has none). False: it fails at once with
+    /// [`CallError::Unavailable`].
+    pub wait_for_connection: bool,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect { initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(5), wait_for_connection: true }
+    }
+}
+
+/// Per-call options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    /// How long the call may take, counted from the call: sent to the server, which drops the
+    /// handler when it passes; the caller gets [`CallError::DeadlineExceeded`]. A timeout too
+    /// large for the clock (`Duration::MAX`) is no deadline.
+    pub timeout: Option<Duration>,
+    /// The call may run twice without harm: if the connection is lost while it is in flight, a
+    /// client that re-dials sends it again on the new connection (within its deadline).
+    pub idempotent: bool,
+}
+
+impl CallOptions {
+    /// Options with a timeout.
+    pub fn timeout(timeout: Duration) -> Self {
+        CallOptions { timeout: Some(timeout), ..CallOptions::default() }
+    }
+
+    /// Marks the call idempotent (see [`CallOptions::idempotent`]).
+    pub fn idempotent(mut self, yes: bool) -> Self {
+        self.idempotent = yes;
+        self
+    }
+}
+
+struct ClientInner {
+    link: watch::Receiver<Link>,
+    default_timeout: Option<Duration>,
+    /// Set for a client that re-dials.
+    reconnect: Option<Reconnect>,
+    connect_timeout: Duration,
+    /// A client over one transport keeps its link's sender here (nobody else publishes).
+    _fixed: Option<watch::Sender<Link>>,
+    supervisor: Option<AbortHandle>,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        if let Some(s) = &self.supervisor {
+            s.abort();
+        }
+    }
+}
+
+/// A connection to a server. Cheap to clone (all clones share the connection), `Send + Sync`;
+/// calls from any number of tasks are multiplexed on it. The connection closes when the last
+/// clone is dropped.
+///
+/// Made from an address ([`Client::connect_tcp`]) or a dial function
+/// ([`Client::connect_with`]), it dials again when the connection is lost (see [`Reconnect`]);
+/// made from one transport ([`Client::connect`]), it ends with that transport.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use rpc_core::{Body, BoxFuture, CallOptions, Client, ClientConfig, Server, ServerRequest, Service, Status};
+///
+/// struct Echo;
+/// impl Service for Echo {
+///     fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+///         Box::pin(async move { Ok(req.body) })
+///     }
+/// }
+///
+/// let (a, b) = rpc_core::transport::mem::pair();
+/// let server = Server::builder().build(Echo);
+/// tokio::spawn(server.serve_connection(b));
+/// let client = Client::connect(a, ClientConfig::default()).await.unwrap();
+/// let reply = client.call(1, Body::message("hi".into()), CallOptions::default()).await.unwrap();
+/// assert_eq!(&reply.message[..], b"hi");
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("transport", &self.conn().shared.stats.name())
+            .field("reconnect", &self.inner.reconnect)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Starts a connection over `transport`: sends our hello, waits for the server's (within
+    /// `config.connect_timeout`), and spawns the connection's task on the current tokio runtime.
+    /// The client ends with this transport: it does not re-dial.
+    pub async fn connect<T: Transport>(transport: T, config: ClientConfig) -> Result<Client, ConnectError> {
+        let conn = Conn::establish(transport, &config, Arc::new(Notify::new())).await?;
+        let (tx, rx) = watch::channel(Link { conn: Arc::new(conn), last_error: None });
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                link: rx,
+                default_timeout: config.default_timeout,
+                reconnect: None,
+                connect_timeout: config.connect_timeout,
+                _fixed: Some(tx),
+                supervisor: None,
+            }),
+        })
+    }
+
+    /// Connects over TCP (see [`tcp`]) to `addr`, and re-dials it whenever the connection is
+    /// lost ([`ClientConfig::reconnect`]); `config.connect_timeout` covers connect and handshake.
+    /// The first connection must succeed: its error names the address.
+    pub async fn connect_tcp(addr: impl tokio::net::ToSocketAddrs, config: ClientConfig) -> Result<Client, ConnectError> {
+        let limit = config.connect_timeout;
+        let addrs: Vec<SocketAddr> = tokio::time::timeout(limit, tokio::net::lookup_host(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(limit))??
+            .collect();
+        let target = match addrs.as_slice() {
+            [one] => one.to_string(),
+            many => format!("{many:?}"),
+        };
+        let dial_target = target.clone();
+        let addrs: Arc<[SocketAddr]> = addrs.into();
+        Client::dialing(
+            Arc::new(move || {
+                let (addrs, target) = (addrs.clone(), dial_target.clone());
+                Box::pin(async move {
+                    tcp::connect(&addrs[..]).await.map_err(|e| io::Error::new(e.kind(), format!("{target}: {e}")))
+                })
+            }),
+            config,
+            target,
+        )
+        .await
+    }
+
+    /// A client that gets its transports from `dial` (for example
+    /// `move || transport_uring::connect(addr, cfg.clone())`), and dials again whenever the
+    /// connection is lost. The first connection must succeed.
+    pub async fn connect_with<T, F, Fut>(dial: F, config: ClientConfig) -> Result<Client, ConnectError>
+    where
+        T: Transport,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = io::Result<T>> + Send + 'static,
+    {
+        Client::dialing(Arc::new(move || Box::pin(dial())), config, "the server".to_owned()).await
+    }
+
+    async fn dialing<T: Transport>(dial: Dial<T>, config: ClientConfig, target: String) -> Result<Client, ConnectError> {
+        let lost = Arc::new(Notify::new());
+        let conn = redial::dial_once(&dial, &config, &lost).await?;
+        let (tx, rx) = watch::channel(Link { conn: Arc::new(conn), last_error: None });
+        let supervisor = tokio::spawn(redial::supervise(dial, config.clone(), tx, lost, target));
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                link: rx,
+                default_timeout: config.default_timeout,
+                reconnect: Some(config.reconnect),
+                connect_timeout: config.connect_timeout,
+                _fixed: None,
+                supervisor: Some(supervisor.abort_handle()),
+            }),
+        })
+    }
+
+    /// Makes a call: `method` with `body`; waits for the reply. If the server already has as
+    /// many calls in flight from this connection as it accepts, the call waits its turn (within
+    /// its timeout). Dropping the returned future cancels the call on the server.
+    pub async fn call(&self, method: u32, body: Body, options: CallOptions) -> Result<Body, CallError> {
+        let timeout = options.timeout.or(self.inner.default_timeout);
+        let start = Instant::now();
+        let mut body = body;
+        loop {
+            let conn = self.usable_conn(start, timeout).await?;
+            let remaining = timeout.map(|t| t.saturating_sub(start.elapsed()));
+            let replay = (options.idempotent && self.inner.reconnect.is_some()).then(|| body.clone());
+            match conn.call(method, body, remaining).await {
+                // Report the deadline the caller set, not what was left of it when sent.
+                Attempt::Done(Err(CallError::DeadlineExceeded(_))) => {
+                    return Err(CallError::DeadlineExceeded(timeout.unwrap_or_default()))
+                }
+                Attempt::Done(Err(CallError::Connection(_) | CallError::ShuttingDown)) if replay.is_some() => {
+                    body = replay.expect("checked");
+                }
+                Attempt::Done(r) => return r,
+                Attempt::NotSent(b) if self.inner.reconnect.is_some() => body = b,
+                Attempt::NotSent(_) => return Err(conn.closed_error()),
+            }
+        }
+    }
+
+    /// The connection to call on: the current one while it takes calls; otherwise, for a
+    /// client that re-dials, the next one, waited for within the call's deadline (or
+    /// `connect_timeout`).
+    async fn usable_conn(&self, start: Instant, timeout: Option<Duration>) -> Result<Arc<Conn>, CallError> {
+        let Some(reconnect) = &self.inner.reconnect else { return Ok(self.conn()) };
+        let mut link = self.inner.link.clone();
+        if !reconnect.wait_for_connection {
+            let l = link.borrow();
+            return match l.conn.is_usable() {
+                true => Ok(l.conn.clone()),
+                false => Err(CallError::Unavailable(self.why_down(&l))),
+            };
+        }
+        let limit = timeout.unwrap_or(self.inner.connect_timeout);
+        let until = start.checked_add(limit).map(tokio::time::Instant::from_std);
+        loop {
+            {
+                let l = link.borrow_and_update();
+                if l.conn.is_usable() {
+                    return Ok(l.conn.clone());
+                }
+            }
+            let changed = async {
+                match until {
+                    Some(at) => tokio::time::timeout_at(at, link.changed()).await.ok(),
+                    None => Some(link.changed().await),
+                }
+            };
+            match changed.await {
+                Some(Ok(())) => {}
+                Some(Err(_)) => return Err(CallError::Unavailable("the client was closed".into())),
+                None if timeout.is_some() => return Err(CallError::DeadlineExceeded(limit)),
+                None => {
+                    let why = self.why_down(&link.borrow());
+                    return Err(CallError::Unavailable(format!("no connection within {limit:?}: {why}")));
+                }
+            }
+        }
+    }
+
+    fn why_down(&self, link: &Link) -> String {
+        match &link.last_error {
+            Some(e) => format!("reconnecting; the last attempt failed: {e}"),
+            None => format!("reconnecting; the connection was lost: {}", link.conn.closed_error()),
+        }
+    }
+
+    /// The newest connection.
+    fn conn(&self) -> Arc<Conn> {
+        self.inner.link.borrow().conn.clone()
+    }
+
+    /// The transport's counters for the current connection.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.conn().shared.stats.snapshot()
+    }
+
+    /// What the server declared in its hello (its limits), on the current connection.
+    pub fn server_hello(&self) -> Hello {
+        self.conn().peer
+    }
+
+    /// True while the current connection can take calls.
+    pub fn is_open(&self) -> bool {
+        // The machine itself, not the flag: a caller woken by its call's failure may ask
+        // before the flag is cleared by the same close.
+        !self.conn().shared.lock().conn.is_draining()
+    }
+
+    /// Closes the connection for every clone and stops re-dialing: calls in flight fail with a
+    /// connection error, later calls fail at once. Waits until the transport is shut down.
+    pub async fn close(&self) {
+        if let Some(s) = &self.inner.supervisor {
+            s.abort();
+        }
+        let conn = self.conn();
+        conn.shared.step(|g| g.conn.close(ConnectionError::LocallyClosed));
+        conn.shared.closed().await;
+    }
+}
