@@ -57,3 +57,21 @@ async fn no_byte_is_lost_and_no_wakeup_missed_after_a_draining_read() {
     let mut buf = BytesMut::with_capacity(10);
     assert_eq!(read_ready(&reader, &mut buf).await.unwrap(), 0, "end of stream");
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn tcp_connections_carry_a_user_timeout_so_the_kernel_gives_up_on_a_vanished_peer() {
+    use rpc_core::transport::tcp::{self, TcpAcceptor, USER_TIMEOUT};
+    use rpc_core::transport::Acceptor;
+    let mut acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let (client, server) = tokio::join!(tcp::connect(addr), acceptor.accept());
+    assert_eq!(client.unwrap().user_timeout().unwrap(), Some(USER_TIMEOUT));
+    assert_eq!(server.unwrap().user_timeout().unwrap(), Some(USER_TIMEOUT));
+    // Configurable, and off when asked.
+    let mut acceptor = acceptor.with_user_timeout(None);
+    let (plain, server) = tokio::join!(TcpStream::connect(addr), acceptor.accept());
+    assert_eq!(server.unwrap().user_timeout().unwrap(), None);
+    let t = tcp::from_stream_with(plain.unwrap(), Some(Duration::from_millis(1500))).unwrap();
+    assert_eq!(t.user_timeout().unwrap(), Some(Duration::from_millis(1500)));
+}

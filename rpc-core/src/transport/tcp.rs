@@ -3,6 +3,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::Interest;
@@ -21,12 +22,30 @@ pub struct TcpTransport {
     stats: Arc<TransportStats>,
 }
 
+/// How long sent data may stay unacknowledged before the kernel gives up on the peer
+/// (`TCP_USER_TIMEOUT`), set on every connection: without it a peer that vanished without a
+/// reset keeps a socket retransmitting for about 15 minutes (`tcp_retries2`).
+pub const USER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Wraps a connected stream, with `TCP_NODELAY` on (frames are written whole; Nagle would only
-/// delay small calls).
+/// delay small calls) and `TCP_USER_TIMEOUT` at [`USER_TIMEOUT`] where the OS has it.
 pub fn from_stream(stream: TcpStream) -> io::Result<TcpTransport> {
+    from_stream_with(stream, Some(USER_TIMEOUT))
+}
+
+/// [`from_stream`] with another `TCP_USER_TIMEOUT` (`None` leaves the kernel's default).
+pub fn from_stream_with(stream: TcpStream, user_timeout: Option<Duration>) -> io::Result<TcpTransport> {
     stream.set_nodelay(true)?;
+    set_user_timeout(&stream, user_timeout)?;
     let (reader, writer) = stream.into_split();
     Ok(TcpTransport { reader, writer, stats: Arc::new(TransportStats::new("tcp")) })
+}
+
+impl TcpTransport {
+    /// The connection's `TCP_USER_TIMEOUT` (see [`user_timeout`]).
+    pub fn user_timeout(&self) -> io::Result<Option<Duration>> {
+        user_timeout(self.reader.as_ref())
+    }
 }
 
 impl Transport for TcpTransport {
@@ -56,6 +75,28 @@ impl RecvHalf for TcpRecv {
             TransportStats::add(&self.stats.recv_bytes, n as u64);
         }
         (r, buf)
+    }
+}
+
+/// Sets `TCP_USER_TIMEOUT` (Linux and Android; elsewhere it does nothing).
+pub fn set_user_timeout(stream: &TcpStream, timeout: Option<Duration>) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if timeout.is_some() {
+        socket2::SockRef::from(stream).set_tcp_user_timeout(timeout)?;
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (stream, timeout);
+    Ok(())
+}
+
+/// The `TCP_USER_TIMEOUT` a stream has (Linux and Android; `None` elsewhere or when unset).
+pub fn user_timeout(stream: &TcpStream) -> io::Result<Option<Duration>> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return socket2::SockRef::from(stream).tcp_user_timeout();
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = stream;
+        Ok(None)
     }
 }
 
@@ -96,17 +137,25 @@ pub async fn read_ready(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<us
 #[derive(Debug)]
 pub struct TcpAcceptor {
     listener: TcpListener,
+    user_timeout: Option<Duration>,
 }
 
 impl TcpAcceptor {
     /// Wraps a bound listener.
     pub fn new(listener: TcpListener) -> Self {
-        TcpAcceptor { listener }
+        TcpAcceptor { listener, user_timeout: Some(USER_TIMEOUT) }
+    }
+
+    /// The `TCP_USER_TIMEOUT` of accepted connections (default [`USER_TIMEOUT`]; `None` leaves
+    /// the kernel's).
+    pub fn with_user_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.user_timeout = timeout;
+        self
     }
 
     /// Binds `addr`.
     pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
-        Ok(TcpAcceptor { listener: TcpListener::bind(addr).await? })
+        Ok(TcpAcceptor::new(TcpListener::bind(addr).await?))
     }
 
     /// The bound address (the port, when bound to port 0).
@@ -120,6 +169,6 @@ impl Acceptor for TcpAcceptor {
 
     async fn accept(&mut self) -> io::Result<TcpTransport> {
         let (stream, _) = self.listener.accept().await?;
-        from_stream(stream)
+        from_stream_with(stream, self.user_timeout)
     }
 }
