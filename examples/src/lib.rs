@@ -1,6 +1,11 @@
 //! Shared pieces of the examples: the `Echo` service and transport selection.
 //!
-//! The runnable programs are this package's examples: `quickstart` and `echo`.
+//! The runnable programs are this package's examples: `quickstart`, `echo` and `soak`.
+//! [`fault_proxy`], [`child`] and [`procfs`] serve the reliability tests and the soak program.
+
+pub mod child;
+pub mod fault_proxy;
+pub mod procfs;
 
 use std::net::SocketAddr;
 use std::str::FromStr;
