@@ -117,8 +117,11 @@ async fn call(opts: Options) -> Result<(), String> {
     }
     let (transport, engine) = opts.transport()?;
     let client = connect(addr, transport, engine).await.map_err(|e| e.to_string())?;
-    // A few distinct payloads, so a reply matched to the wrong call would show.
-    let payloads: Arc<Vec<bytes::Bytes>> = Arc::new((0..4).map(|i| pattern(size, i)).collect());
+    // A few distinct payloads, so a reply matched to the wrong call would show: windows of one
+    // pattern at different offsets (filling one buffer, not four, matters for large sizes in a
+    // debug build).
+    let source = pattern(size + 3 * 8, 0);
+    let payloads: Arc<Vec<bytes::Bytes>> = Arc::new((0..4).map(|i| source.slice(i * 8..i * 8 + size)).collect());
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut workers = tokio::task::JoinSet::new();

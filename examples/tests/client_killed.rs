@@ -18,6 +18,10 @@ use common::{echo_bin, eventually, spawn_server, HANG};
 
 /// Each upload: 64 MiB, two in flight.
 const UPLOAD: &str = "67108864";
+/// How long the uploader may take to get going: `echo call` first fills its 64 MiB payload,
+/// a second of work in a debug build and several times that on a loaded machine. Only a hang
+/// bound: an unloaded run starts within a second or two.
+const UPLOAD_START: Duration = Duration::from_secs(60);
 /// Memory that may stay behind after the client is gone: allocator caches and runtime
 /// threads' arenas, well under one 64 MiB upload (which is what a leaked receive buffer is).
 const SETTLE_SLACK_KIB: u64 = 32 << 10;
@@ -68,7 +72,7 @@ async fn in_process_server_forgets_a_killed_uploader(t: TransportChoice) {
     let mut client = Uploader::start(addr, t);
     // Mid-upload: more than one attachment's worth in, less than all the calls.
     assert!(
-        eventually(HANG, || server.stats().recv_bytes - recv_before > 96 << 20).await,
+        eventually(UPLOAD_START, || server.stats().recv_bytes - recv_before > 96 << 20).await,
         "the upload did not get going ({} bytes received)",
         server.stats().recv_bytes - recv_before
     );
@@ -108,7 +112,7 @@ async fn server_process_forgets_a_killed_uploader(t: TransportChoice) {
 
     let mut client = Uploader::start(server.addr(), t);
     assert!(
-        eventually(HANG, || procfs::read(pid).unwrap().rss_kib > base.rss_kib + (64 << 10)).await,
+        eventually(UPLOAD_START, || procfs::read(pid).unwrap().rss_kib > base.rss_kib + (64 << 10)).await,
         "the upload did not get going"
     );
     let during = procfs::read(pid).unwrap();
