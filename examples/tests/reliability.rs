@@ -186,3 +186,60 @@ async fn upload_cut_mid_frame_uring() {
 async fn upload_reset_mid_frame_uring() {
     an_upload_broken_mid_frame_frees_the_server_connection(TransportChoice::Uring, Fault::Reset).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// A connection stalled and delayed, then released
+
+/// Echoes in flight while the connection is stalled: 8 × 1 MiB.
+const STALL_CALLS: usize = 8;
+const STALL_SIZE: usize = 1 << 20;
+
+async fn calls_survive_a_stall_and_a_delay(t: TransportChoice) {
+    let (server, addr) = serve("127.0.0.1:0".parse().unwrap(), t, EngineOptions::default()).await.unwrap();
+    let proxy = FaultProxy::start(addr).await.unwrap();
+    let client = connect(proxy.local_addr(), t, EngineOptions::default()).await.unwrap();
+    let conn = proxy.connection(0).await;
+    for (round, faults) in [
+        [Fault::StopReading(Direction::ClientToServer), Fault::StopReading(Direction::ServerToClient)],
+        [Fault::Delay(Direction::ClientToServer, Duration::from_millis(5)), Fault::Delay(Direction::ServerToClient, Duration::from_millis(5))],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for f in faults {
+            conn.apply(f);
+        }
+        let calls: Vec<_> = (0..STALL_CALLS)
+            .map(|i| {
+                let client = client.clone();
+                let data = pattern(STALL_SIZE, (round * STALL_CALLS + i) as u64);
+                tokio::spawn(async move { (client.echo(Payload::from(data.clone())).await, data) })
+            })
+            .collect();
+        if round == 0 {
+            // Stalled: nothing can come back. Then released.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert!(calls.iter().all(|c| !c.is_finished()), "a call finished through a stalled connection");
+            conn.apply(Fault::PassThrough);
+        }
+        for c in calls {
+            let (r, data) = within("a call after the fault was lifted", c).await.unwrap();
+            assert!(r.unwrap().to_bytes() == data, "echo differs after {:?}", faults[0]);
+        }
+        conn.apply(Fault::PassThrough);
+    }
+    assert_eq!(client.add(2, 2).await.unwrap(), 4);
+    assert_eq!(server.server().connections(), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stall_and_delay_then_release_tcp() {
+    calls_survive_a_stall_and_a_delay(TransportChoice::Tcp).await;
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stall_and_delay_then_release_uring() {
+    calls_survive_a_stall_and_a_delay(TransportChoice::Uring).await;
+}
