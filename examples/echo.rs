@@ -1,7 +1,7 @@
 //! Echo server and load client, reused by checks and benchmarks.
 //!
 //! ```text
-//! cargo run --release --example echo -- serve --addr 127.0.0.1:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring]
+//! cargo run --release --example echo -- serve --addr 127.0.0.1:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N]
 //! cargo run --release --example echo -- call --addr 127.0.0.1:PORT --size BYTES --count N \
 //!     [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]
 //! ```
@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rpc_core::Payload;
-use zcrpc_examples::{connect, pattern, serve, EngineOptions, TransportChoice};
+use zcrpc_examples::{connect, pattern, serve_with, EngineOptions, TransportChoice};
 
-const USAGE: &str = "usage:\n  echo serve --addr HOST:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring]\n  echo call --addr HOST:PORT --size BYTES --count N [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]";
+const USAGE: &str = "usage:\n  echo serve --addr HOST:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N]\n  echo call --addr HOST:PORT --size BYTES --count N [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -57,7 +57,7 @@ impl Options {
         while let Some(a) = args.next() {
             match a.as_str() {
                 "--stats-json" => stats_json = true,
-                "--addr" | "--size" | "--count" | "--concurrency" | "--transport" | "--zc" | "--recv" => {
+                "--addr" | "--size" | "--count" | "--concurrency" | "--transport" | "--zc" | "--recv" | "--max-connections" => {
                     let v = args.next().ok_or_else(|| format!("{a} needs a value\n{USAGE}"))?;
                     values.insert(a[2..].to_owned(), v);
                 }
@@ -91,7 +91,11 @@ impl Options {
 async fn serve_until_signal(opts: Options) -> Result<(), String> {
     let addr: SocketAddr = opts.get("addr", None)?;
     let (transport, engine) = opts.transport()?;
-    let (server, local) = serve(addr, transport, engine).await.map_err(|e| format!("bind {addr}: {e}"))?;
+    let mut builder = rpc_core::Server::builder();
+    if opts.values.contains_key("max-connections") {
+        builder = builder.max_connections(opts.get("max-connections", None)?);
+    }
+    let (server, local) = serve_with(addr, transport, engine, builder).await.map_err(|e| format!("bind {addr}: {e}"))?;
     eprintln!("echo: serving on {local}");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     tokio::select! {
@@ -113,8 +117,11 @@ async fn call(opts: Options) -> Result<(), String> {
     }
     let (transport, engine) = opts.transport()?;
     let client = connect(addr, transport, engine).await.map_err(|e| e.to_string())?;
-    // A few distinct payloads, so a reply matched to the wrong call would show.
-    let payloads: Arc<Vec<bytes::Bytes>> = Arc::new((0..4).map(|i| pattern(size, i)).collect());
+    // A few distinct payloads, so a reply matched to the wrong call would show: windows of one
+    // pattern at different offsets (filling one buffer, not four, matters for large sizes in a
+    // debug build).
+    let source = pattern(size + 3 * 8, 0);
+    let payloads: Arc<Vec<bytes::Bytes>> = Arc::new((0..4).map(|i| source.slice(i * 8..i * 8 + size)).collect());
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut workers = tokio::task::JoinSet::new();

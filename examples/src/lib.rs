@@ -1,12 +1,17 @@
 //! Shared pieces of the examples: the `Echo` service and transport selection.
 //!
-//! The runnable programs are this package's examples: `quickstart` and `echo`.
+//! The runnable programs are this package's examples: `quickstart`, `echo` and `soak`.
+//! [`fault_proxy`], [`child`] and [`procfs`] serve the reliability tests and the soak program.
+
+pub mod child;
+pub mod fault_proxy;
+pub mod procfs;
 
 use std::net::SocketAddr;
 use std::str::FromStr;
 
 use rpc_core::transport::tcp::TcpAcceptor;
-use rpc_core::{Client, ClientConfig, ConnectError, Payload, Server, ServerHandle};
+use rpc_core::{Client, ClientConfig, ConnectError, Payload, Server, ServerBuilder, ServerHandle};
 
 /// The service both examples serve.
 #[rpc_core::service]
@@ -117,7 +122,17 @@ pub async fn serve(
     transport: TransportChoice,
     engine: EngineOptions,
 ) -> std::io::Result<(ServerHandle, SocketAddr)> {
-    let server = Server::builder().build(EchoServer::new(EchoImpl));
+    serve_with(addr, transport, engine, Server::builder()).await
+}
+
+/// [`serve`], with the server's limits taken from `builder`.
+pub async fn serve_with(
+    addr: SocketAddr,
+    transport: TransportChoice,
+    engine: EngineOptions,
+    builder: ServerBuilder,
+) -> std::io::Result<(ServerHandle, SocketAddr)> {
+    let server = builder.build(EchoServer::new(EchoImpl));
     let _ = engine;
     match transport {
         TransportChoice::Tcp => {

@@ -1,0 +1,64 @@
+//! Helpers shared by the reliability and load tests.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use zcrpc_examples::child::ServerProcess;
+use zcrpc_examples::TransportChoice;
+
+/// A hang shows up as a failure after this, never as a stuck CI job.
+pub const HANG: Duration = Duration::from_secs(10);
+
+/// The `echo` example binary, which `cargo test` builds next to the tests.
+pub fn echo_bin() -> PathBuf {
+    // target/<profile>/deps/<test>-* → target/<profile>/examples/echo
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("echo");
+    assert!(bin.exists(), "{} not built (run through cargo test)", bin.display());
+    bin
+}
+
+/// The name `echo --transport` takes.
+pub fn name(t: TransportChoice) -> &'static str {
+    match t {
+        TransportChoice::Tcp => "tcp",
+        #[cfg(target_os = "linux")]
+        TransportChoice::Uring => "uring",
+        #[cfg(target_os = "linux")]
+        TransportChoice::MsgZc => "msgzc",
+    }
+}
+
+/// `echo serve` on 127.0.0.1 over `t`, in a child process.
+pub fn spawn_server(t: TransportChoice) -> ServerProcess {
+    spawn_server_with(t, &[])
+}
+
+/// [`spawn_server`] with more `echo serve` options.
+pub fn spawn_server_with(t: TransportChoice, extra: &[&str]) -> ServerProcess {
+    let mut args = vec!["serve", "--addr", "127.0.0.1:0", "--transport", name(t)];
+    args.extend_from_slice(extra);
+    ServerProcess::spawn(&echo_bin(), &args).unwrap()
+}
+
+/// Waits until `f` holds, polling every 20 ms, up to `limit`; `false` if it never did.
+pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
+
+/// `fut`, or a panic naming `what` if it takes longer than [`HANG`].
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(HANG, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no result within {HANG:?}"),
+    }
+}
