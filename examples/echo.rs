@@ -1,7 +1,7 @@
 //! Echo server and load client, reused by checks and benchmarks.
 //!
 //! ```text
-//! cargo run --release --example echo -- serve --addr 127.0.0.1:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N]
+//! cargo run --release --example echo -- serve --addr 127.0.0.1:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]
 //! cargo run --release --example echo -- call --addr 127.0.0.1:PORT --size BYTES --count N \
 //!     [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]
 //! ```
@@ -21,7 +21,7 @@ use std::time::Instant;
 use rpc_core::Payload;
 use zcrpc_examples::{connect, pattern, serve_with, EngineOptions, TransportChoice};
 
-const USAGE: &str = "usage:\n  echo serve --addr HOST:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N]\n  echo call --addr HOST:PORT --size BYTES --count N [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]";
+const USAGE: &str = "usage:\n  echo serve --addr HOST:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]\n  echo call --addr HOST:PORT --size BYTES --count N [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -57,7 +57,8 @@ impl Options {
         while let Some(a) = args.next() {
             match a.as_str() {
                 "--stats-json" => stats_json = true,
-                "--addr" | "--size" | "--count" | "--concurrency" | "--transport" | "--zc" | "--recv" | "--max-connections" => {
+                "--addr" | "--size" | "--count" | "--concurrency" | "--transport" | "--zc" | "--recv" | "--max-connections"
+                | "--memory-budget" | "--write-stall-ms" => {
                     let v = args.next().ok_or_else(|| format!("{a} needs a value\n{USAGE}"))?;
                     values.insert(a[2..].to_owned(), v);
                 }
@@ -94,6 +95,13 @@ async fn serve_until_signal(opts: Options) -> Result<(), String> {
     let mut builder = rpc_core::Server::builder();
     if opts.values.contains_key("max-connections") {
         builder = builder.max_connections(opts.get("max-connections", None)?);
+    }
+    if opts.values.contains_key("memory-budget") {
+        builder = builder.connection_memory_budget(opts.get("memory-budget", None)?);
+    }
+    if opts.values.contains_key("write-stall-ms") {
+        let ms: u64 = opts.get("write-stall-ms", None)?;
+        builder = builder.write_stall_timeout(Some(std::time::Duration::from_millis(ms)));
     }
     let (server, local) = serve_with(addr, transport, engine, builder).await.map_err(|e| format!("bind {addr}: {e}"))?;
     eprintln!("echo: serving on {local}");
