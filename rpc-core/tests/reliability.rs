@@ -132,8 +132,10 @@ async fn a_peer_flooding_pings_gets_its_goaway_not_a_reset() {
             flood.extend_from_slice(&Ping { id, pong: false }.encode().unwrap().to_vec());
         }
         // Written whole before reading anything: the server gives up on us while our pings
-        // are still arriving.
-        s.write_all(&flood).unwrap();
+        // are still arriving. (A server that stops reading without closing would block this
+        // write: bounded, and then the read below tells.)
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(&flood);
         std::thread::sleep(Duration::from_millis(300));
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut out = Vec::new();
