@@ -5,6 +5,7 @@
 //! [`Connection::poll_timeout`] when to wake it, and moves [`Transmit`]s to a transport. The same
 //! machine serves both sides; [`Side`] picks which frames are legal.
 
+mod calls;
 mod config;
 mod deadlines;
 mod keepalive;
@@ -16,11 +17,10 @@ use std::time::{Duration, Instant};
 use bytes::Buf;
 
 pub use config::ConnConfig;
-use deadlines::Deadlines;
+use calls::{Calls, InFlight};
 use keepalive::Keepalive;
 
 use crate::body::Body;
-use crate::call_map::CallMap;
 use crate::code::Code;
 use crate::error::{CallError, ConnectionError, DecodeError, Status};
 use crate::frame::{
@@ -112,14 +112,6 @@ enum State {
     Closed,
 }
 
-#[derive(Debug)]
-struct InFlight {
-    deadline: Option<Instant>,
-    budget: Option<Duration>,
-    /// Server: bytes of the request, held against the memory budget until the call ends.
-    bytes: usize,
-}
-
 /// The connection state machine. See the module docs.
 #[derive(Debug)]
 pub struct Connection {
@@ -129,8 +121,7 @@ pub struct Connection {
     state: State,
     peer: Option<Hello>,
     /// Client: calls waiting for an answer. Server: calls being served.
-    calls: CallMap<InFlight>,
-    deadlines: Deadlines,
+    calls: Calls,
     next_id: u64,
     /// Server: the highest call id accepted, for the goaway.
     last_accepted: u64,
@@ -143,8 +134,6 @@ pub struct Connection {
     /// Bytes of frames queued or being written: counted when queued, released when the driver
     /// reports them written ([`Connection::handle_written`]).
     out_bytes: usize,
-    /// Server: bytes of the requests of the calls in flight.
-    in_bytes: usize,
     /// The writer has taken our hello (it is the first transmit).
     hello_taken: bool,
     /// Server: refuse the connection after the handshake with this goaway.
@@ -180,12 +169,10 @@ impl Connection {
             config,
             state: State::Handshake,
             peer: None,
-            calls: CallMap::default(),
-            deadlines: Deadlines::default(),
+            calls: Calls::default(),
             next_id: 1,
             last_accepted: 0,
             out_bytes: head.len(),
-            in_bytes: 0,
             hello_taken: false,
             transmits: vec![Transmit { head, segments: Vec::new() }],
             events: VecDeque::new(),
@@ -264,12 +251,12 @@ impl Connection {
     /// answered (server), plus frames produced and not yet written (both sides). The driver
     /// stops reading while it is at the budget.
     pub fn held_bytes(&self) -> usize {
-        self.out_bytes + self.in_bytes
+        self.out_bytes + self.calls.bytes()
     }
 
     /// Server: true while call `id` is in flight (not answered, cancelled or expired).
     pub fn is_call_live(&self, id: u64) -> bool {
-        self.calls.contains_key(&id)
+        self.calls.contains(id)
     }
 
     /// True when transmits are waiting.
@@ -295,7 +282,7 @@ impl Connection {
         if self.state == State::Handshake {
             return Some(self.hello_deadline);
         }
-        match (self.deadlines.next(), self.keepalive.next_timeout()) {
+        match (self.calls.next_deadline(), self.keepalive.next_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -364,9 +351,7 @@ impl Connection {
             }
             return;
         }
-        for id in self.deadlines.expire(now) {
-            let Some(call) = self.calls.remove(&id) else { continue };
-            self.in_bytes -= call.bytes;
+        for (id, call) in self.calls.expire(now) {
             let budget = call.budget.unwrap_or_default();
             match self.side {
                 Side::Client => {
@@ -428,9 +413,6 @@ impl Connection {
         let request = Request { id, method, deadline: timeout, message: body.message, attachments: body.attachments };
         let transmit = request.encode().map_err(|e| CallError::Codec(e.to_string()))?;
         self.next_id += 1;
-        if let Some(at) = deadline {
-            self.deadlines.insert(at, id);
-        }
         self.calls.insert(id, InFlight { deadline, budget: timeout, bytes: 0 });
         self.push_transmit(transmit);
         Ok(id)
@@ -439,13 +421,8 @@ impl Connection {
     /// Client: the caller gave up on call `id` (its future was dropped). Sends a cancel if the
     /// call was still in flight.
     pub fn cancel_call(&mut self, id: u64) {
-        if let Some(call) = self.calls.remove(&id) {
-            if let Some(at) = call.deadline {
-                self.deadlines.remove(at, id);
-            }
-            if self.state != State::Closed {
-                self.push_frame(Frame::Cancel(Cancel { id }));
-            }
+        if self.calls.remove(id).is_some() && self.state != State::Closed {
+            self.push_frame(Frame::Cancel(Cancel { id }));
         }
     }
 
@@ -453,10 +430,8 @@ impl Connection {
     /// expired meanwhile (its answer is no longer wanted).
     pub fn respond(&mut self, id: u64, result: Result<Body, Status>) {
         debug_assert_eq!(self.side, Side::Server);
-        let Some(call) = self.calls.remove(&id) else { return };
-        self.in_bytes -= call.bytes;
-        if let Some(at) = call.deadline {
-            self.deadlines.remove(at, id);
+        if self.calls.remove(id).is_none() {
+            return;
         }
         if self.state == State::Closed {
             return;
@@ -522,11 +497,7 @@ impl Connection {
             (_, Frame::GoAway(g)) => self.on_goaway(g),
             (Side::Server, Frame::Request(r)) => self.on_request(r, now)?,
             (Side::Server, Frame::Cancel(c)) => {
-                if let Some(call) = self.calls.remove(&c.id) {
-                    self.in_bytes -= call.bytes;
-                    if let Some(at) = call.deadline {
-                        self.deadlines.remove(at, c.id);
-                    }
+                if self.calls.remove(c.id).is_some() {
                     self.events.push_back(Event::Abort { id: c.id, reason: AbortReason::Cancelled });
                 }
             }
@@ -553,7 +524,7 @@ impl Connection {
 
     fn on_request(&mut self, r: Request, now: Instant) -> Result<(), ConnectionError> {
         let id = r.id;
-        if self.calls.contains_key(&id) {
+        if self.calls.contains(id) {
             return Err(ConnectionError::Protocol(format!("call id {id} is already in flight")));
         }
         if self.state != State::Open || self.calls.len() >= self.config.max_calls_in_flight as usize {
@@ -576,12 +547,8 @@ impl Connection {
         self.last_accepted = self.last_accepted.max(id);
         // A budget too large to add to the clock is no deadline.
         let deadline = r.deadline.and_then(|d| now.checked_add(d));
-        if let Some(at) = deadline {
-            self.deadlines.insert(at, id);
-        }
         let body = Body { message: r.message, attachments: r.attachments };
         let bytes = body.len() as usize;
-        self.in_bytes += bytes;
         self.calls.insert(id, InFlight { deadline, budget: r.deadline, bytes });
         self.events.push_back(Event::Request { id, method: r.method, deadline, body });
         Ok(())
@@ -614,7 +581,7 @@ impl Connection {
         self.events.push_back(Event::GoAway { code: g.code, message: g.message.clone() });
         if self.side == Side::Client {
             // Calls the server never accepted will not be answered.
-            let unanswered: Vec<u64> = self.calls.keys().copied().filter(|&id| id > g.last_id).collect();
+            let unanswered: Vec<u64> = self.calls.ids().filter(|&id| id > g.last_id).collect();
             for id in unanswered {
                 self.finish(id, Err(CallError::ShuttingDown));
             }
@@ -626,10 +593,7 @@ impl Connection {
 
     fn finish(&mut self, id: u64, result: Result<Body, CallError>) {
         // An answer for a call we no longer track (cancelled, expired) is dropped.
-        if let Some(call) = self.calls.remove(&id) {
-            if let Some(at) = call.deadline {
-                self.deadlines.remove(at, id);
-            }
+        if self.calls.remove(id).is_some() {
             self.events.push_back(Event::Finished { id, result });
         }
     }
@@ -657,18 +621,12 @@ impl Connection {
             self.push_frame(Frame::GoAway(GoAway { last_id: self.last_accepted, code, message }));
         }
         self.state = State::Closed;
-        self.in_bytes = 0;
-        let ids: Vec<u64> = self.calls.keys().copied().collect();
-        for id in ids {
-            match self.side {
-                Side::Client => self.finish(id, Err(CallError::Connection(err.clone()))),
-                Side::Server => {
-                    self.calls.remove(&id);
-                    self.events.push_back(Event::Abort { id, reason: AbortReason::ConnectionClosed });
-                }
-            }
+        for id in self.calls.drain() {
+            self.events.push_back(match self.side {
+                Side::Client => Event::Finished { id, result: Err(CallError::Connection(err.clone())) },
+                Side::Server => Event::Abort { id, reason: AbortReason::ConnectionClosed },
+            });
         }
-        self.deadlines = Deadlines::default();
         self.events.push_back(Event::Closed(err));
     }
 
