@@ -87,16 +87,6 @@ where
     }
 }
 
-fn transport_name(t: TransportChoice) -> &'static str {
-    match t {
-        TransportChoice::Tcp => "tcp",
-        #[cfg(target_os = "linux")]
-        TransportChoice::Uring => "uring",
-        #[cfg(target_os = "linux")]
-        TransportChoice::MsgZc => "msgzc",
-    }
-}
-
 /// `soak serve --transport T`: the echo server, until killed.
 async fn serve_child(args: &[String]) -> Result<ExitCode, String> {
     let t: TransportChoice = flag(args, "--transport", TransportChoice::Tcp)?;
@@ -243,7 +233,7 @@ impl Uploader {
         let exe = std::env::current_exe().expect("own path");
         let seed = rng.next().to_string();
         let child = Command::new(exe)
-            .args(["upload", "--addr", &proxy.to_string(), "--transport", transport_name(t), "--seed", &seed])
+            .args(["upload", "--addr", &proxy.to_string(), "--transport", t.name(), "--seed", &seed])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -281,14 +271,14 @@ async fn soak(args: &[String]) -> Result<ExitCode, String> {
     let seed: u64 = flag(args, "--seed", std::process::id() as u64)?;
     let run = Duration::from_secs(secs.max(10));
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut server = ServerProcess::spawn(&exe, &["serve", "--transport", transport_name(t)]).map_err(|e| e.to_string())?;
+    let mut server = ServerProcess::spawn(&exe, &["serve", "--transport", t.name()]).map_err(|e| e.to_string())?;
     let pid = server.pid();
     let idle = procfs::read(pid).ok_or("cannot read the server's /proc entry")?;
     let proxy = FaultProxy::start(server.addr()).await.map_err(|e| e.to_string())?;
     println!(
         "soak: {} s over {}, seed {seed}; server pid {pid} on {}, proxy {}; idle server VmRSS {}, {} fds",
         run.as_secs(),
-        transport_name(t),
+        t.name(),
         server.addr(),
         proxy.local_addr(),
         kib(idle.rss_kib),
@@ -423,7 +413,7 @@ async fn soak(args: &[String]) -> Result<ExitCode, String> {
     let rss_allowed = (rss_first as f64 * (1.0 + RSS_TOLERANCE)) as u64 + RSS_SLACK_KIB;
     let wrong = counts.wrong.load(Ordering::Relaxed);
 
-    println!("\n== soak summary ({} s over {}, seed {seed}) ==", start.elapsed().as_secs(), transport_name(t));
+    println!("\n== soak summary ({} s over {}, seed {seed}) ==", start.elapsed().as_secs(), t.name());
     println!(
         "calls: {} ok, {} failed, {} timed out, {} wrong; {} connects failed; {:.1} GiB echoed",
         counts.ok.load(Ordering::Relaxed),

@@ -59,6 +59,19 @@ impl Default for TransportChoice {
     }
 }
 
+impl TransportChoice {
+    /// The name `--transport` takes (what [`FromStr`] reads back).
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportChoice::Tcp => "tcp",
+            #[cfg(target_os = "linux")]
+            TransportChoice::Uring => "uring",
+            #[cfg(target_os = "linux")]
+            TransportChoice::MsgZc => "msgzc",
+        }
+    }
+}
+
 impl FromStr for TransportChoice {
     type Err = String;
 

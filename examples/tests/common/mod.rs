@@ -22,13 +22,7 @@ pub fn echo_bin() -> PathBuf {
 
 /// The name `echo --transport` takes.
 pub fn name(t: TransportChoice) -> &'static str {
-    match t {
-        TransportChoice::Tcp => "tcp",
-        #[cfg(target_os = "linux")]
-        TransportChoice::Uring => "uring",
-        #[cfg(target_os = "linux")]
-        TransportChoice::MsgZc => "msgzc",
-    }
+    t.name()
 }
 
 /// `echo serve` on 127.0.0.1 over `t`, in a child process.

@@ -345,17 +345,23 @@ fn closed_reason(events: &mut Vec<Event>) -> Option<ConnectionError> {
     })
 }
 
-#[test]
-fn a_ping_stuck_behind_our_own_large_frame_does_not_time_out_until_written() {
+/// A client past its handshake, pinging after 1 s of quiet and giving up 2 s after a ping.
+fn keepalive_client(now: Instant) -> Connection {
     let cfg = ConnConfig {
         keepalive_interval: Some(Duration::from_secs(1)),
         keepalive_timeout: Duration::from_secs(2),
         ..ConnConfig::default()
     };
-    let now = Instant::now();
     let mut c = Connection::new(Side::Client, cfg, now);
     let mut hello = BytesMut::from(&Connection::new(Side::Server, ConnConfig::default(), now).transmits[0].to_vec()[..]);
     c.handle_input(&mut hello, now).unwrap();
+    c
+}
+
+#[test]
+fn a_ping_stuck_behind_our_own_large_frame_does_not_time_out_until_written() {
+    let now = Instant::now();
+    let mut c = keepalive_client(now);
     c.take_transmits(&mut Vec::new());
     c.handle_written(usize::MAX, now);
     // Quiet for the interval: a ping is queued, and taken by a writer busy with a large upload.
@@ -377,15 +383,8 @@ fn a_ping_stuck_behind_our_own_large_frame_does_not_time_out_until_written() {
 
 #[test]
 fn any_bytes_from_the_peer_count_as_liveness() {
-    let cfg = ConnConfig {
-        keepalive_interval: Some(Duration::from_secs(1)),
-        keepalive_timeout: Duration::from_secs(2),
-        ..ConnConfig::default()
-    };
     let now = Instant::now();
-    let mut c = Connection::new(Side::Client, cfg, now);
-    let mut hello = BytesMut::from(&Connection::new(Side::Server, ConnConfig::default(), now).transmits[0].to_vec()[..]);
-    c.handle_input(&mut hello, now).unwrap();
+    let mut c = keepalive_client(now);
     // The peer never answers a ping, but keeps sending other frames (here: pongs for pings we
     // never sent, which are ignored but are bytes): the connection stays up for a minute.
     for s in 1..=60 {
