@@ -198,8 +198,14 @@ fn client_method(service: &Service, m: &Method) -> TokenStream {
         let (ident, ty) = (&a.ident, &a.ty);
         quote!(#ident: #ty)
     });
-    let values = m.args.iter().filter(|a| !a.payload).map(|a| &a.ident);
+    let codec = codec(service);
+    let values: Vec<_> = m.args.iter().filter(|a| !a.payload).map(|a| &a.ident).collect();
     let args_ty = args_tuple_type(m, true);
+    let args_value = match values.as_slice() {
+        [one] => quote!(#one),
+        many => quote!((#(&#many,)*)),
+    };
+    let encode_args = codec_fn(&codec, "Encode", &args_ty);
     let attachments = m.args.iter().filter(|a| a.payload).map(|a| &a.ident);
     let reply_ty = &m.reply.ty;
     let codec_error = |what: &str| {
@@ -207,7 +213,7 @@ fn client_method(service: &Service, m: &Method) -> TokenStream {
         quote!(|__rpc_err| ::rpc_core::CallError::Codec(::std::format!(#fmt, __rpc_err)))
     };
     let encode_error = codec_error("cannot encode the arguments");
-    let value = client_value(&m.reply.ok, &full);
+    let value = client_value(&codec, &m.reply.ok, &full);
 
     let decode_reply = match &m.reply.err {
         None if matches!(m.reply.ok, Value::Unit) => quote! {
@@ -225,6 +231,7 @@ fn client_method(service: &Service, m: &Method) -> TokenStream {
                 quote!(__rpc_body)
             };
             let decode_error = codec_error("cannot decode the application error");
+            let decode_app = codec_fn(&codec, "Decode", err_ty);
             quote! {
                 match __rpc_reply {
                     ::core::result::Result::Ok(#body_pat) => {
@@ -233,8 +240,7 @@ fn client_method(service: &Service, m: &Method) -> TokenStream {
                     ::core::result::Result::Err(::rpc_core::CallError::Status(__rpc_status))
                         if __rpc_status.code == ::rpc_core::Code::APPLICATION =>
                     {
-                        let __rpc_app = ::rpc_core::codec::decode::<#err_ty>(&__rpc_status.details)
-                            .map_err(#decode_error)?;
+                        let __rpc_app = #decode_app(__rpc_status.details).map_err(#decode_error)?;
                         ::core::result::Result::Ok(::core::result::Result::Err(__rpc_app))
                     }
                     ::core::result::Result::Err(__rpc_err) => {
@@ -250,8 +256,7 @@ fn client_method(service: &Service, m: &Method) -> TokenStream {
         pub async fn #name(&self, #(#params),*)
             -> ::core::result::Result<#reply_ty, ::rpc_core::CallError>
         {
-            let __rpc_message = ::rpc_core::codec::encode::<#args_ty>(&(#(&#values,)*))
-                .map_err(#encode_error)?;
+            let __rpc_message = #encode_args(&#args_value).map_err(#encode_error)?;
             let __rpc_attachments: ::std::vec::Vec<::rpc_core::Payload> =
                 ::std::vec![#(#attachments),*];
             let __rpc_reply = self
@@ -269,13 +274,14 @@ fn client_method(service: &Service, m: &Method) -> TokenStream {
 
 /// An expression of type `Result<V, CallError>` turning the reply body `__rpc_body` into
 /// the success value `V`. (`()` needs no body; the caller does not bind it.)
-fn client_value(value: &Value, full: &str) -> TokenStream {
+fn client_value(codec: &TokenStream, value: &Value, full: &str) -> TokenStream {
     match value {
         Value::Unit => quote!(::core::result::Result::Ok(())),
         Value::Serde(ty) => {
             let fmt = format!("{full}: cannot decode the reply: {{}}");
+            let decode = codec_fn(codec, "Decode", ty);
             quote! {
-                ::rpc_core::codec::decode::<#ty>(&__rpc_body.message).map_err(|__rpc_err| {
+                #decode(__rpc_body.message).map_err(|__rpc_err| {
                     ::rpc_core::CallError::Codec(::std::format!(#fmt, __rpc_err))
                 })
             }
@@ -378,7 +384,13 @@ fn server_arm(service: &Service, m: &Method) -> TokenStream {
         .filter(|a| !a.payload)
         .map(|a| &a.ident)
         .collect();
+    let codec = codec(service);
     let args_ty = args_tuple_type(m, false);
+    let args_pat = match value_idents.as_slice() {
+        [one] => quote!(#one),
+        many => quote!((#(#many,)*)),
+    };
+    let decode_args = codec_fn(&codec, "Decode", &args_ty);
     let all_idents = m.args.iter().map(|a| &a.ident);
     let count_fmt = format!("{full}: expected {n_attachments} attachment(s), got {{}}");
     let decode_fmt = format!("{full}: cannot decode the arguments: {{}}");
@@ -407,7 +419,7 @@ fn server_arm(service: &Service, m: &Method) -> TokenStream {
     let call = quote! {
         <__RpcImpl as #trait_ident>::#name(&*__rpc_service, #(#all_idents),*).await
     };
-    let reply = server_reply(&call, &m.reply, &full);
+    let reply = server_reply(&codec, &call, &m.reply, &full);
 
     quote! {
         #client::#const_ident => {
@@ -419,8 +431,8 @@ fn server_arm(service: &Service, m: &Method) -> TokenStream {
                     ::std::format!(#count_fmt, __rpc_body.attachments.len()),
                 ));
             }
-            let (#(#value_idents,)*) =
-                match ::rpc_core::codec::decode::<#args_ty>(&__rpc_body.message) {
+            let #args_pat =
+                match #decode_args(::core::clone::Clone::clone(&__rpc_body.message)) {
                     ::core::result::Result::Ok(__rpc_args) => __rpc_args,
                     ::core::result::Result::Err(__rpc_err) => {
                         return ::core::result::Result::Err(::rpc_core::Status::invalid_argument(
@@ -434,11 +446,53 @@ fn server_arm(service: &Service, m: &Method) -> TokenStream {
     }
 }
 
-/// The type of the message: the tuple of the non-`Payload` arguments, of references to them
-/// on the sending side. Its parentheses carry the span of the first argument's type, so a
-/// type that does not serialize is reported on the signature.
+/// `<Codec as ::rpc_core::codec::Encode<T>>::encode` (or `Decode`/`decode`), spanned on `ty`,
+/// so that a type the codec cannot carry is reported on the user's signature.
+fn codec_fn(codec: &TokenStream, which: &str, ty: &impl quote::ToTokens) -> TokenStream {
+    let span = ty.span();
+    let tr = syn::Ident::new(which, span);
+    let f = syn::Ident::new(&which.to_lowercase(), span);
+    // The bound `Codec: Encode<T>` is reported on the codec's tokens: give them the type's span.
+    let codec = respan(codec.clone(), span);
+    quote_spanned!(span=> <#codec as ::rpc_core::codec::#tr<#ty>>::#f)
+}
+
+/// `tokens` with every span set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut t| {
+            if let proc_macro2::TokenTree::Group(g) = &t {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                t = proc_macro2::TokenTree::Group(group);
+            } else {
+                t.set_span(span);
+            }
+            t
+        })
+        .collect()
+}
+
+/// The codec type: the service's, or postcard.
+fn codec(service: &Service) -> TokenStream {
+    match &service.codec {
+        Some(path) => quote!(#path),
+        None => quote!(::rpc_core::codec::Postcard),
+    }
+}
+
+/// The type of the message: the one non-`Payload` argument's type, or the tuple of them (of
+/// references to them on the sending side). One argument goes as itself, not as a 1-tuple, so
+/// that a protobuf method's request is its message (postcard encodes both the same). It
+/// carries the span of the first argument's type, so a type the codec cannot carry is reported
+/// on the signature.
 fn args_tuple_type(m: &Method, by_ref: bool) -> TokenStream {
     let values: Vec<_> = m.args.iter().filter(|a| !a.payload).collect();
+    if let [one] = values.as_slice() {
+        let ty = &one.ty;
+        return quote_spanned!(ty.span()=> #ty);
+    }
     let span = values.first().map_or_else(Span::call_site, |a| a.ty.span());
     let tys = values.iter().map(|a| {
         let ty = &a.ty;
@@ -453,14 +507,15 @@ fn args_tuple_type(m: &Method, by_ref: bool) -> TokenStream {
 
 /// The tail of a server arm: make the `call` and turn its answer into the
 /// `Result<Body, Status>` reply.
-fn server_reply(call: &TokenStream, reply: &Reply, full: &str) -> TokenStream {
+fn server_reply(codec: &TokenStream, call: &TokenStream, reply: &Reply, full: &str) -> TokenStream {
     let ok = &reply.ok;
     let encode_fmt = format!("{full}: cannot encode the reply: {{}}");
     // The type in the turbofish carries the user's span: a type that is not `Serialize` is
     // reported on the signature, not on the `#[service]` line.
     let encode = |value: TokenStream, ty: &Type| {
+        let encode = codec_fn(codec, "Encode", ty);
         quote! {
-            match ::rpc_core::codec::encode::<#ty>(&#value) {
+            match #encode(&#value) {
                 ::core::result::Result::Ok(__rpc_bytes) => __rpc_bytes,
                 ::core::result::Result::Err(__rpc_err) => {
                     return ::core::result::Result::Err(::rpc_core::Status::new(

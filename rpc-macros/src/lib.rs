@@ -48,12 +48,17 @@
 //! - An argument or result whose type's last path segment is `Payload` (no generic
 //!   arguments) is an **attachment**: it travels after the message without being copied or
 //!   serialized. Several `Payload` arguments go as attachments in declaration order.
-//! - Every other argument is **serialized** with `rpc_core::codec`: the message is the tuple of
-//!   the non-`Payload` arguments, in declaration order (`(key,)` for `put` above, `()` for none).
+//! - Every other argument is **serialized** with the service's codec: the message is the one
+//!   non-`Payload` argument itself, or the tuple of them in declaration order (`()` for none).
+//!   The codec is postcard (`rpc_core::codec::Postcard`) unless the attribute names another:
+//!   `#[service(codec = rpc_core::codec::Prost)]` carries protobuf messages (a method then
+//!   takes one message and returns one; `()` is the empty message), and any type implementing
+//!   `rpc_core::codec::{Encode, Decode}` for the method's types can be named.
 //! - The return type may be `()` (or none), `T`, `Payload`, or `Result<T, E>` /
 //!   `Result<Payload, E>` / `Result<(), E>` (recognised by the last path segment `Result` with
 //!   two generic arguments; a one-argument alias such as `io::Result<T>` is a plain `T`).
-//!   `T` and `E` are `Serialize + DeserializeOwned`. An `Err(e)` travels as a status with
+//!   `T` and `E` are what the codec carries (`Serialize + DeserializeOwned` for postcard,
+//!   `prost::Message` for prost). An `Err(e)` travels as a status with
 //!   code `APPLICATION` whose details are `e` encoded; the client decodes it back into `E`.
 //! - Argument and return types must be owned (no references) and concrete (no `impl Trait`):
 //!   the receiving side decodes into a fresh value of exactly that type.
@@ -136,7 +141,10 @@ fn expand(
         return quote::quote!(#error #input);
     };
     match (parse::service_args(args), validate::validate(&item)) {
-        (Ok(()), Ok(service)) => codegen::expand(&service),
+        (Ok(args), Ok(mut service)) => {
+            service.codec = args.codec;
+            codegen::expand(&service)
+        }
         (args, service) => {
             let mut errors: Option<syn::Error> = None;
             for e in [args.err(), service.err()].into_iter().flatten() {

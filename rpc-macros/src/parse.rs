@@ -8,17 +8,43 @@ use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{Attribute, GenericArgument, LitInt, PathArguments, ReturnType, Token, Type};
 
-/// The arguments of `#[service(...)]`: there are none yet; anything given is an error, so
-/// options can be added later without silently ignoring a typo today.
-pub(crate) fn service_args(args: TokenStream) -> syn::Result<()> {
-    if args.is_empty() {
-        Ok(())
-    } else {
-        Err(syn::Error::new_spanned(
-            args,
-            "`#[service]` takes no arguments",
-        ))
+/// The arguments of `#[service(...)]`: `codec = <path>` (default `::rpc_core::codec::Postcard`).
+/// Anything else is an error, so options can be added later without silently ignoring a typo.
+#[derive(Default)]
+pub(crate) struct ServiceArgs {
+    /// The codec type of the typed part of calls, if given.
+    pub(crate) codec: Option<syn::Path>,
+}
+
+impl Parse for ServiceArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = ServiceArgs::default();
+        while !input.is_empty() {
+            let key: syn::Ident = input.parse().map_err(|e| {
+                syn::Error::new(e.span(), "`#[service]` takes only `codec = <type>`")
+            })?;
+            if key != "codec" {
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("unknown `#[service]` option `{key}`; the only option is `codec = <type>`"),
+                ));
+            }
+            if args.codec.is_some() {
+                return Err(syn::Error::new(key.span(), "`codec` given twice"));
+            }
+            input.parse::<Token![=]>()?;
+            args.codec = Some(input.parse()?);
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(args)
     }
+}
+
+/// Parses the arguments of `#[service(...)]`.
+pub(crate) fn service_args(args: TokenStream) -> syn::Result<ServiceArgs> {
+    syn::parse2(args)
 }
 
 /// An explicit id from `#[method(id = N)]`, with the span to blame if it collides.

@@ -62,6 +62,8 @@ pub(crate) struct Service {
     pub(crate) supertraits: Punctuated<TypeParamBound, Token![+]>,
     /// The methods, in declaration order.
     pub(crate) methods: Vec<Method>,
+    /// The codec type (`#[service(codec = ...)]`); `None` is postcard.
+    pub(crate) codec: Option<syn::Path>,
 }
 
 /// A checked service method.
@@ -143,6 +145,7 @@ pub(crate) fn validate(item: &ItemTrait) -> syn::Result<Service> {
         name,
         supertraits: item.supertraits.clone(),
         methods,
+        codec: None,
     })
 }
 
