@@ -7,24 +7,25 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// A future whose panic becomes `Err(message)`.
+/// A future whose panic becomes `Err(message)`. The future must be `Unpin` (a `BoxFuture`, or
+/// `Box::pin` it): no allocation of its own, since a handler's future is already boxed.
 pub(crate) struct CatchUnwind<F> {
-    inner: Pin<Box<F>>,
+    inner: F,
 }
 
-impl<F: Future> CatchUnwind<F> {
+impl<F: Future + Unpin> CatchUnwind<F> {
     pub(crate) fn new(inner: F) -> Self {
-        CatchUnwind { inner: Box::pin(inner) }
+        CatchUnwind { inner }
     }
 }
 
-impl<F: Future> Future for CatchUnwind<F> {
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
     type Output = Result<F::Output, String>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // The future is never polled again after a panic, so broken invariants inside it
         // cannot be observed: asserting unwind safety is sound here.
-        match catch_unwind(AssertUnwindSafe(|| self.inner.as_mut().poll(cx))) {
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.inner).poll(cx))) {
             Ok(p) => p.map(Ok),
             Err(panic) => Poll::Ready(Err(panic_message(&*panic))),
         }

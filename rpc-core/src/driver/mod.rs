@@ -180,7 +180,7 @@ pub(crate) async fn run<T: Transport, H: SideHandler>(transport: T, shared: Arc<
     let writer_abort = writer.abort_handle();
     let timer = Loop::spawn(&shared, |shared| async move { timer_loop(&shared, writer_abort).await });
     let mut panicked = false;
-    if let Err(what) = CatchUnwind::new(read_loop(recv, &shared)).await {
+    if let Err(what) = CatchUnwind::new(Box::pin(read_loop(recv, &shared))).await {
         tracing::error!("connection reader panicked (a bug in zcrpc or the transport): {what}");
         panicked = true;
         shared.step(|g| g.conn.close(ConnectionError::Io(format!("the connection's reader panicked: {what}"))));
