@@ -259,6 +259,13 @@ impl Client {
     /// client that re-dials, the next one, waited for within the call's deadline (or
     /// `connect_timeout`).
     async fn usable_conn(&self, start: Instant, timeout: Option<Duration>) -> Result<Arc<Conn>, CallError> {
+        {
+            // The fast path: the current connection takes calls.
+            let l = self.inner.link.borrow();
+            if l.conn.is_usable() || self.inner.reconnect.is_none() {
+                return Ok(l.conn.clone());
+            }
+        }
         let Some(reconnect) = &self.inner.reconnect else { return Ok(self.conn()) };
         let mut link = self.inner.link.clone();
         if !reconnect.wait_for_connection {

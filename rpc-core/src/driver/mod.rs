@@ -12,7 +12,7 @@
 //! `write_stall_timeout` is dropped, the last frames after a close get `drain_timeout`, and the
 //! linger after our side is shut down gets `linger`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -72,6 +72,8 @@ pub(crate) struct Shared<H> {
     closed: watch::Sender<bool>,
     /// The writer is inside a send: what the write-stall watch looks at.
     sending: AtomicBool,
+    /// The connection's held bytes as last accounted, for the reader's check without the lock.
+    held: AtomicUsize,
     /// The server-wide budget this connection's bytes count against, if any.
     budget: Option<Arc<MemoryBudget>>,
     pub(crate) stats: Arc<TransportStats>,
@@ -100,6 +102,7 @@ impl<H: SideHandler> Shared<H> {
             writer_done: watch::channel(false).0,
             closed: watch::channel(false).0,
             sending: AtomicBool::new(false),
+            held: AtomicUsize::new(0),
             budget,
             stats,
         })
@@ -152,6 +155,7 @@ impl<H: SideHandler> Shared<H> {
             b.update(g.charged, held);
         }
         g.charged = held;
+        self.held.store(held, Ordering::Release);
         if g.reader_paused && held < g.conn.config().memory_budget {
             g.reader_paused = false;
             self.wake_reader.notify_one();
@@ -223,14 +227,16 @@ impl<H: SideHandler> Drop for RunGuard<H> {
 }
 
 async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared<H>>) {
-    let (mut rb, mut needed, side) = {
+    let (mut rb, mut needed, side, budget) = {
         let g = shared.lock();
-        (RecvBuffer::new(g.conn.config().recv_cache_bytes), g.conn.bytes_needed(), g.conn.side())
+        let config = g.conn.config();
+        (RecvBuffer::new(config.recv_cache_bytes), g.conn.bytes_needed(), g.conn.side(), config.memory_budget)
     };
     let chunk_size = recv.chunk_size();
     let mut writer_done = shared.writer_done.subscribe();
     loop {
-        if side == Side::Server && !wait_for_budget(shared, &mut writer_done).await {
+        let under_budget = shared.held.load(Ordering::Acquire) < budget && !shared.budget.as_ref().is_some_and(|b| b.is_over());
+        if side == Side::Server && !under_budget && !wait_for_budget(shared, &mut writer_done).await {
             break;
         }
         // A frame that fits in the transport's own buffers is taken from them, in place; a
@@ -407,10 +413,14 @@ struct SignalOnDrop<H: SideHandler>(Arc<Shared<H>>);
 impl<H: SideHandler> Drop for SignalOnDrop<H> {
     fn drop(&mut self) {
         self.0.sending.store(false, Ordering::Release);
-        let why = if std::thread::panicking() { "the connection's writer panicked" } else { "the connection's writer ended" };
+        let why = if std::thread::panicking() {
+            "the connection's writer panicked (a bug in zcrpc or the transport)"
+        } else {
+            "the connection's writer stopped"
+        };
         self.0.step(|g| {
             if g.conn.is_open() {
-                g.conn.close(ConnectionError::Io(format!("{why} (a bug in zcrpc or the transport)")));
+                g.conn.close(ConnectionError::Io(why.into()));
             }
         });
         let _ = self.0.writer_done.send_replace(true);
