@@ -443,3 +443,27 @@ async fn a_panicking_send_half_fails_the_calls_instead_of_hanging_them() {
     drop(client);
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await.expect("the server side ends too");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_dropped_before_its_request_left_is_never_seen_by_the_server() {
+    // The experiment of issue 9: a large put given up on at once (as by a timeout of 0). The
+    // request is still queued when the future is dropped, so it is withdrawn, not sent.
+    let svc = TestService::default();
+    let (a, b) = mem::pair();
+    tokio::spawn(Server::builder().build(svc.clone()).serve_connection(b));
+    let client = Client::connect(a, ClientConfig::default()).await.unwrap();
+    let blob = Payload::from(vec![3u8; 60 << 20]);
+    for _ in 0..20 {
+        let call = client.call(ECHO, Body::new(Bytes::new(), vec![blob.clone()]), CallOptions::default());
+        // Polled once (the request is queued), then given up on before anything else runs.
+        tokio::select! {
+            biased;
+            _ = call => panic!("a 60 MiB echo cannot finish in one poll"),
+            _ = std::future::ready(()) => {}
+        }
+    }
+    // A call after them goes through, and is the only one the server ever started.
+    client.call(ECHO, Body::message(Bytes::from_static(b"after")), CallOptions::default()).await.unwrap();
+    assert_eq!(svc.probe.started.load(Ordering::SeqCst), 1);
+    assert!(client.stats().bytes_copy < 1 << 20, "{:?}", client.stats());
+}

@@ -24,8 +24,8 @@ use crate::body::Body;
 use crate::code::Code;
 use crate::error::{CallError, ConnectionError, DecodeError, Status};
 use crate::frame::{
-    Cancel, ErrorFrame, Frame, FrameDecoder, GoAway, Hello, InputBuf, Ping, Request, Response, MIN_MAX_FRAME,
-    WIRE_VERSION,
+    Cancel, ErrorFrame, Frame, FrameDecoder, FrameHeader, FrameKind, GoAway, Hello, InputBuf, Ping, Request, Response,
+    HEADER_LEN, MIN_MAX_FRAME, WIRE_VERSION,
 };
 use crate::transmit::Transmit;
 
@@ -355,7 +355,7 @@ impl Connection {
             let budget = call.budget.unwrap_or_default();
             match self.side {
                 Side::Client => {
-                    self.push_frame(Frame::Cancel(Cancel { id }));
+                    self.withdraw_or_cancel(id);
                     self.events
                         .push_back(Event::Finished { id, result: Err(CallError::DeadlineExceeded(budget)) });
                 }
@@ -418,11 +418,27 @@ impl Connection {
         Ok(id)
     }
 
-    /// Client: the caller gave up on call `id` (its future was dropped). Sends a cancel if the
-    /// call was still in flight.
+    /// Client: the caller gave up on call `id` (its future was dropped). A request not yet taken
+    /// by the writer is withdrawn (never sent); otherwise a cancel follows it.
     pub fn cancel_call(&mut self, id: u64) {
         if self.calls.remove(id).is_some() && self.state != State::Closed {
-            self.push_frame(Frame::Cancel(Cancel { id }));
+            self.withdraw_or_cancel(id);
+        }
+    }
+
+    /// Client: call `id` is over on our side. A request still queued (not yet taken by the
+    /// writer) is withdrawn, so the server never sees it; one already on its way is cancelled.
+    fn withdraw_or_cancel(&mut self, id: u64) {
+        let queued = self.transmits.iter().position(|t| {
+            t.head.len() >= HEADER_LEN
+                && FrameHeader::decode(&t.head[..HEADER_LEN]).is_ok_and(|h| h.kind == FrameKind::Request && h.id == id)
+        });
+        match queued {
+            Some(i) => {
+                let t = self.transmits.remove(i);
+                self.out_bytes -= t.len();
+            }
+            None => self.push_frame(Frame::Cancel(Cancel { id })),
         }
     }
 

@@ -508,3 +508,32 @@ fn a_hello_with_a_frame_limit_below_the_minimum_is_refused() {
     let err = server.handle_input(&mut buf, now).unwrap_err();
     assert!(err.to_string().contains("below the minimum of 4096"), "{err}");
 }
+
+#[test]
+fn a_request_cancelled_or_expired_before_the_writer_took_it_is_never_sent() {
+    let mut p = Pair::new();
+    let big = Body::new(Bytes::new(), vec![Payload::from(vec![1u8; 1 << 20])]);
+    // Cancelled while still queued: withdrawn, no cancel either.
+    let id = p.client.start_call(1, big.clone(), None, p.now).unwrap();
+    let held = p.client.held_bytes();
+    p.client.cancel_call(id);
+    assert!(!p.client.has_transmits());
+    assert!(p.client.held_bytes() < held - (1 << 20));
+    // Expired while still queued: the same.
+    let id2 = p.client.start_call(1, big.clone(), Some(Duration::from_millis(1)), p.now).unwrap();
+    p.client.handle_timeout(p.now + Duration::from_millis(2));
+    assert!(!p.client.has_transmits());
+    assert!(matches!(p.client.poll_event(), Some(Event::Finished { id, result: Err(CallError::DeadlineExceeded(_)) }) if id == id2));
+    p.drive();
+    assert!(p.server_events.is_empty(), "the server saw {:?}", p.server_events);
+    // Taken by the writer: it goes, and a cancel follows it.
+    let id3 = p.client.start_call(1, big, None, p.now).unwrap();
+    let mut out = Vec::new();
+    p.client.take_transmits(&mut out);
+    p.client.cancel_call(id3);
+    let mut cancel = Vec::new();
+    p.client.take_transmits(&mut cancel);
+    assert_eq!(cancel.len(), 1);
+    let h = FrameHeader::decode(&cancel[0].head[..HEADER_LEN]).unwrap();
+    assert_eq!((h.kind, h.id), (FrameKind::Cancel, id3));
+}
