@@ -208,6 +208,19 @@ impl CallError {
         }
     }
 
+    /// The error of a call to the method at `path` (`"Store/put"`): a server that does not know
+    /// the method can only name its id, so the path the client asked for is put in front.
+    /// Generated clients do this for you.
+    pub fn for_method(self, path: &str) -> CallError {
+        match self {
+            CallError::Status(mut s) if s.code == Code::UNIMPLEMENTED => {
+                s.message = format!("{path}: {}", s.message);
+                CallError::Status(s)
+            }
+            other => other,
+        }
+    }
+
     /// The code: the server's, or the local equivalent.
     pub fn code(&self) -> Code {
         match self {

@@ -399,3 +399,17 @@ async fn dispatch_without_a_transport() {
         .unwrap_err();
     assert_eq!(status.code, Code::UNIMPLEMENTED);
 }
+
+#[rpc_core::service]
+pub trait Elsewhere {
+    async fn missing(&self, n: u64) -> u64;
+}
+
+#[tokio::test]
+async fn an_unknown_method_error_names_the_path_the_client_asked_for() {
+    let (client, _store) = connect().await;
+    let other = ElsewhereClient::new(client.client().clone());
+    let err = other.missing(1).await.unwrap_err();
+    assert_eq!(err.code(), Code::UNIMPLEMENTED);
+    assert!(err.to_string().contains("Elsewhere/missing: unknown method id"), "{err}");
+}

@@ -266,7 +266,8 @@ fn client_method(service: &Service, m: &Method) -> TokenStream {
                     ::rpc_core::Body { message: __rpc_message, attachments: __rpc_attachments },
                     ::core::clone::Clone::clone(&self.options),
                 )
-                .await;
+                .await
+                .map_err(|__rpc_err| ::rpc_core::CallError::for_method(__rpc_err, #full));
             #decode_reply
         }
     }
