@@ -84,6 +84,10 @@ struct State {
     uring: IoUring,
     slots: Slab<Slot>,
     handles: usize,
+    /// Wakes the reaper to see whether it can end: the last handle or the last slot can go
+    /// from a thread that reaps nothing (an `Op` dropped after its completion was reaped), and
+    /// then no CQE would ever wake it again.
+    exit_check: Arc<tokio::sync::Notify>,
     /// Pool id → first index of its clone in this ring's fixed-buffer table.
     pools: HashMap<u64, Option<u16>>,
     next_buf: u32,
@@ -96,6 +100,8 @@ struct After {
     notifs: Vec<(Arc<dyn NotifSink>, bool, bool)>,
     drops: Vec<Box<dyn Any + Send>>,
     wakers: Vec<Waker>,
+    /// The ring has no handle and no slot left: its reaper may end.
+    reaper_exit: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl After {
@@ -107,6 +113,18 @@ impl After {
         for w in self.wakers {
             w.wake();
         }
+        if let Some(n) = self.reaper_exit {
+            // notify_one keeps a permit when the reaper is not waiting yet: never lost.
+            n.notify_one();
+        }
+    }
+}
+
+/// Whether the ring is unused for good (no handle can be made without one, and no operation
+/// is left whose completion could arrive); if so, `after` wakes the reaper to end.
+fn check_exit(st: &State, after: &mut After) {
+    if st.handles == 0 && st.slots.is_empty() {
+        after.reaper_exit = Some(st.exit_check.clone());
     }
 }
 
@@ -136,6 +154,7 @@ impl Ring {
                 uring,
                 slots: Slab::new(),
                 handles: 0,
+                exit_check: Arc::new(tokio::sync::Notify::new()),
                 pools: HashMap::new(),
                 next_buf: 0,
             }),
@@ -155,17 +174,23 @@ impl Ring {
         let afd =
             unsafe { AsyncFd::register_with_interest(RingFd(self.clone()), Interest::READABLE) }
                 .map_err(|e| e.into_parts().1)?;
-        self.lock().handles += 1;
+        let exit_check = {
+            let mut st = self.lock();
+            st.handles += 1;
+            st.exit_check.clone()
+        };
         tokio::spawn(async move {
             loop {
-                let mut guard = match afd.readable().await {
-                    Ok(g) => g,
-                    Err(e) => {
-                        tracing::error!("io_uring reaper: polling the ring failed: {e}");
-                        break;
-                    }
-                };
-                guard.clear_ready();
+                tokio::select! {
+                    r = afd.readable() => match r {
+                        Ok(mut guard) => guard.clear_ready(),
+                        Err(e) => {
+                            tracing::error!("io_uring reaper: polling the ring failed: {e}");
+                            break;
+                        }
+                    },
+                    () = exit_check.notified() => {}
+                }
                 let ring = &afd.get_ref().0;
                 let mut after = After::default();
                 let exit = {
@@ -511,6 +536,7 @@ fn maybe_free(st: &mut State, key: usize, after: &mut After) {
     if free {
         let slot = st.slots.remove(key);
         after.drops.extend(slot.keep);
+        check_exit(st, after);
     }
 }
 
@@ -531,7 +557,8 @@ impl Drop for State {
 }
 
 /// A counted user of the ring (the transport's halves). When the last goes, the reaper task is
-/// woken (by a `NOP`) to see whether it can end.
+/// woken to see whether it can end (and again when the last slot is freed, wherever that
+/// happens).
 pub(crate) struct RingHandle {
     ring: Arc<Ring>,
 }
@@ -559,14 +586,13 @@ impl Clone for RingHandle {
 
 impl Drop for RingHandle {
     fn drop(&mut self) {
-        let mut st = self.ring.lock();
-        st.handles -= 1;
-        if st.handles == 0 {
-            let nop = opcode::Nop::new().build().user_data(UNTRACKED);
-            if push_entry(&mut st, &nop).is_ok() {
-                let _ = submit_locked(&mut st);
-            }
+        let mut after = After::default();
+        {
+            let mut st = self.ring.lock();
+            st.handles -= 1;
+            check_exit(&st, &mut after);
         }
+        after.run();
     }
 }
 
