@@ -48,8 +48,12 @@ pub async fn connect(addr: impl ToSocketAddrs, config: UringConfig) -> io::Resul
 pub fn from_tcp(stream: TcpStream, config: UringConfig) -> io::Result<UringTransport> {
     config.validate()?;
     stream.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(&stream);
     if let Some(n) = config.sndbuf {
-        socket2::SockRef::from(&stream).set_send_buffer_size(n)?;
+        sock.set_send_buffer_size(n)?;
+    }
+    if let Some(t) = config.tcp_user_timeout {
+        sock.set_tcp_user_timeout(Some(t))?;
     }
     let stream = Arc::new(stream);
     let (mut backend, why) = crate::probe::resolve(config.backend);
@@ -122,6 +126,11 @@ impl UringTransport {
     /// The peer's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.stream.peer_addr()
+    }
+
+    /// The socket's `TCP_USER_TIMEOUT` as the kernel has it (`None`: the kernel default).
+    pub fn tcp_user_timeout(&self) -> io::Result<Option<std::time::Duration>> {
+        socket2::SockRef::from(&*self.stream).tcp_user_timeout()
     }
 }
 

@@ -198,10 +198,12 @@ impl Room<'_> {
     }
 }
 
-/// Writes every slice by copy (`writev`), at most `UIO_MAXIOV` per call.
+/// Writes every slice by copy (`writev`), at most `UIO_MAXIOV` per call, counting what each
+/// call took in `sent_bytes`.
 pub(crate) async fn write_all_vectored(
     stream: &TcpStream,
     room: Room<'_>,
+    stats: &TransportStats,
     slices: &mut [IoSlice<'_>],
 ) -> io::Result<()> {
     let mut rest = slices;
@@ -221,7 +223,10 @@ pub(crate) async fn write_all_vectored(
                     "socket accepted no bytes",
                 ))
             }
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Ok(n) => {
+                TransportStats::add(&stats.sent_bytes, n as u64);
+                IoSlice::advance_slices(&mut rest, n)
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => room.wait(stream).await?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -315,7 +320,7 @@ impl UringSend {
         }
         TransportStats::add(&self.shared.stats.sends_copy, batch.len() as u64);
         TransportStats::add(&self.shared.stats.bytes_copy, bytes);
-        write_all_vectored(&self.stream, self.room(), &mut slices).await
+        write_all_vectored(&self.stream, self.room(), &self.shared.stats, &mut slices).await
     }
 
     /// Builds the in-flight record of one zero-copy message: pieces, coalesced to the iovec
@@ -447,6 +452,8 @@ impl UringSend {
                 )?;
                 let c = op.await;
                 if c.res >= 0 {
+                    // The write-stall timeout watches this move.
+                    TransportStats::add(&self.shared.stats.sent_bytes, c.res as u64);
                     sent += c.res as usize;
                     if sent < total {
                         TransportStats::add(&self.shared.stats.short_sends, 1);
@@ -486,7 +493,7 @@ impl UringSend {
     async fn copy_rest(&self, flight: &Flight, from: usize, skip: usize) -> io::Result<()> {
         let slices = flight.slices(from..flight.chunks.len(), skip);
         let mut io: Vec<IoSlice<'_>> = slices.into_iter().map(IoSlice::new).collect();
-        write_all_vectored(&self.stream, self.room(), &mut io).await
+        write_all_vectored(&self.stream, self.room(), &self.shared.stats, &mut io).await
     }
 
     async fn send_inner(&mut self, batch: &mut Vec<Transmit>) -> io::Result<()> {

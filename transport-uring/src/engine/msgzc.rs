@@ -223,6 +223,7 @@ impl MsgZc {
                     ))
                 }
                 Ok(k) => {
+                    TransportStats::add(&shared.stats.sent_bytes, k as u64);
                     sent += k;
                     if sent < total {
                         TransportStats::add(&shared.stats.short_sends, 1);
@@ -239,6 +240,7 @@ impl MsgZc {
                     return super::write_all_vectored(
                         stream,
                         super::Room::Epoll(&self.waiter),
+                        &shared.stats,
                         &mut io,
                     )
                     .await;
