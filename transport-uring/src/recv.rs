@@ -24,7 +24,7 @@ use rpc_core::TransportStats;
 use tokio::net::TcpStream;
 
 use crate::config::{RecvMode, UringConfig};
-use crate::engine::msgzc::ReaperHandle;
+use crate::engine::close::CloseHandle;
 use crate::engine::raw_fd;
 use crate::sys::buf_ring::BufRing;
 use crate::sys::ring::{Completion, MultiOp, RecvOp, RingHandle};
@@ -37,7 +37,7 @@ pub struct UringRecv {
     stream: Arc<TcpStream>,
     stats: Arc<TransportStats>,
     mode: Mode,
-    _reaper: Option<ReaperHandle>,
+    _close: CloseHandle,
 }
 
 enum Mode {
@@ -60,7 +60,7 @@ impl UringRecv {
         config: &UringConfig,
         stats: Arc<TransportStats>,
         ring: Option<&RingHandle>,
-        reaper: Option<ReaperHandle>,
+        close: CloseHandle,
     ) -> UringRecv {
         let probe = crate::probe::probe();
         let mode = match (config.recv, ring) {
@@ -86,7 +86,7 @@ impl UringRecv {
                 }
             }
         };
-        UringRecv { stream, stats, mode, _reaper: reaper }
+        UringRecv { stream, stats, mode, _close: close }
     }
 
     /// The receive mode in force (after any fallback).

@@ -9,7 +9,8 @@ use rpc_core::TransportStats;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 use crate::config::{Backend, UringConfig};
-use crate::engine::msgzc::{MsgZc, ReaperHandle};
+use crate::engine::close::CloseHandle;
+use crate::engine::msgzc::MsgZc;
 use crate::engine::{Shared, Submitter, UringSend};
 use crate::recv::UringRecv;
 use crate::sys::ring::{Ring, RingHandle};
@@ -24,7 +25,7 @@ pub struct UringTransport {
     shared: Arc<Shared>,
     submitter: Submitter,
     ring: Option<RingHandle>,
-    reaper: Option<ReaperHandle>,
+    close: CloseHandle,
 }
 
 impl std::fmt::Debug for UringTransport {
@@ -103,12 +104,13 @@ pub fn from_tcp(stream: TcpStream, config: UringConfig) -> io::Result<UringTrans
         (None, Some(m)) => Submitter::MsgZc(m),
         (None, None) => Submitter::Copy,
     };
+    let close = CloseHandle::new(stream.clone(), shared.clone(), reaper);
     Ok(UringTransport {
         stream,
         shared,
         submitter,
         ring,
-        reaper,
+        close,
     })
 }
 
@@ -144,7 +146,7 @@ impl Transport for UringTransport {
             &self.shared.config,
             self.shared.stats.clone(),
             self.ring.as_ref(),
-            self.reaper.clone(),
+            self.close.clone(),
         );
         let send = UringSend {
             stream: self.stream,
@@ -152,7 +154,7 @@ impl Transport for UringTransport {
             submitter: self.submitter,
             interrupted: false,
             failed: None,
-            _reaper: self.reaper,
+            _close: self.close,
         };
         drop(self.ring);
         (recv, send)

@@ -3,6 +3,7 @@
 //! on `ENOBUFS`, and keeps every segment alive (and pool buffers read-only) until the kernel's
 //! notification.
 
+pub(crate) mod close;
 pub(crate) mod msgzc;
 pub mod plan;
 
@@ -32,6 +33,9 @@ pub(crate) struct Shared {
     pub adaptive: Adaptive,
     /// Messages whose segments the kernel may still read.
     flights: AtomicUsize,
+    /// Bytes of pool buffers in those messages (bounded by
+    /// [`UringConfig::max_pool_bytes_in_flight`]).
+    pool_bytes: AtomicUsize,
     drained: tokio::sync::Notify,
 }
 
@@ -53,6 +57,7 @@ impl Shared {
             backend,
             config,
             flights: AtomicUsize::new(0),
+            pool_bytes: AtomicUsize::new(0),
             drained: tokio::sync::Notify::new(),
         })
     }
@@ -137,15 +142,24 @@ pub(crate) struct Flight {
     guards: Vec<ProtectGuard>,
     chunks: Vec<Chunk>,
     shared: Arc<Shared>,
+    /// Bytes of pool buffers among `chunks`.
+    pool_bytes: usize,
 }
 
 impl Flight {
     fn new(chunks: Vec<Chunk>, guards: Vec<ProtectGuard>, shared: Arc<Shared>) -> Flight {
+        let pool_bytes = chunks
+            .iter()
+            .filter(|c| c.zc_segment().is_some())
+            .map(|c| c.as_slice().len())
+            .sum();
         shared.flights.fetch_add(1, Ordering::AcqRel);
+        shared.pool_bytes.fetch_add(pool_bytes, Ordering::AcqRel);
         Flight {
             guards,
             chunks,
             shared,
+            pool_bytes,
         }
     }
 
@@ -174,6 +188,7 @@ impl Drop for Flight {
         // Unprotect first, then release the pieces (a pool buffer goes back writable).
         self.guards.clear();
         self.chunks.clear();
+        self.shared.pool_bytes.fetch_sub(self.pool_bytes, Ordering::AcqRel);
         if self.shared.flights.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.drained.notify_waiters();
         }
@@ -254,8 +269,8 @@ pub struct UringSend {
     /// of a frame, so later sends refuse.
     pub(crate) interrupted: bool,
     pub(crate) failed: Option<(io::ErrorKind, String)>,
-    /// Keeps the `MSG_ZEROCOPY` reaper's connection open while this half lives.
-    pub(crate) _reaper: Option<msgzc::ReaperHandle>,
+    /// Closes the connection (within the close deadline) when both halves are gone.
+    pub(crate) _close: close::CloseHandle,
 }
 
 impl std::fmt::Debug for UringSend {
@@ -299,6 +314,28 @@ impl UringSend {
             return Path::Copy;
         }
         self.shared.adaptive.choose()
+    }
+
+    /// Whether sending `t` zero-copy would take this connection's pool bytes awaiting their
+    /// notification past [`UringConfig::max_pool_bytes_in_flight`]; then it goes by copy,
+    /// which hands its buffers back once the socket has taken the bytes, so that a peer that
+    /// stops reading cannot keep the pool's buffers from every other connection.
+    fn over_pool_cap(&self, t: &Transmit) -> bool {
+        let bytes: usize = t
+            .segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::External(e) if e.as_any().is::<ZcSegment>() => Some(e.as_slice().len()),
+                _ => None,
+            })
+            .sum();
+        let over = bytes > 0
+            && self.shared.pool_bytes.load(Ordering::Acquire).saturating_add(bytes)
+                > self.shared.config.max_pool_bytes_in_flight;
+        if over {
+            tracing::trace!(bytes, "pool bytes in flight at the connection's cap; sending by copy");
+        }
+        over
     }
 
     async fn send_copy(&self, batch: &[Transmit]) -> io::Result<()> {
@@ -521,6 +558,10 @@ impl UringSend {
                 break;
             }
             let Some(t) = items[i].take() else { continue };
+            if self.over_pool_cap(&t) {
+                self.send_copy(std::slice::from_ref(&t)).await?;
+                continue;
+            }
             let flight = self.prepare(t);
             match &self.submitter {
                 Submitter::Uring(ring) => self.send_zc_uring(ring, flight).await?,
