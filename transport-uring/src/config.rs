@@ -230,7 +230,8 @@ pub struct UringConfig {
     pub close_deadline: Duration,
     /// Most bytes of pool buffers ([`ZcBuf`](crate::ZcBuf)) one connection may hold in
     /// zero-copy sends awaiting their notification; a message that would go beyond it is sent
-    /// by copy, which gives its buffers back as soon as the socket has taken the bytes. A
+    /// by copy, which gives its buffers back as soon as the socket has taken the bytes (one
+    /// message larger than the cap still goes zero-copy when nothing else is in flight). A
     /// peer that stops reading fills the socket's send buffer (up to `tcp_wmem`'s maximum,
     /// 4 MiB by default) with zero-copy sends, each holding its pool buffers; two such peers
     /// could drain a pool of the 8 MiB a non-root `RLIMIT_MEMLOCK` allows and stall every

@@ -25,7 +25,6 @@ use tokio::net::TcpStream;
 
 use crate::config::{RecvMode, UringConfig};
 use crate::engine::close::CloseHandle;
-use crate::engine::raw_fd;
 use crate::sys::buf_ring::BufRing;
 use crate::sys::ring::{Completion, MultiOp, RecvOp, RingHandle};
 
@@ -185,7 +184,7 @@ impl Single {
 
     async fn recv(
         &mut self,
-        stream: &TcpStream,
+        stream: &Arc<TcpStream>,
         stats: &TransportStats,
         mut buf: BytesMut,
     ) -> (io::Result<usize>, BytesMut) {
@@ -207,7 +206,7 @@ impl Single {
                 Err(e) => (Err(e), buf),
             };
         }
-        match self.ring.ring().recv(raw_fd(stream), buf) {
+        match self.ring.ring().recv(stream.clone(), buf) {
             Ok(op) => {
                 let op = self.pending.insert(op);
                 let (r, buf) = op.await;
@@ -244,9 +243,9 @@ enum Arrival {
 }
 
 impl RingRecv {
-    fn arm(&mut self, stream: &TcpStream) -> io::Result<()> {
+    fn arm(&mut self, stream: &Arc<TcpStream>) -> io::Result<()> {
         let keep = Box::new(self.bufs.clone());
-        self.armed = Some(self.ring.ring().recv_multi(raw_fd(stream), self.bufs.bgid(), keep)?);
+        self.armed = Some(self.ring.ring().recv_multi(stream.clone(), self.bufs.bgid(), keep)?);
         self.cancelling = false;
         Ok(())
     }
@@ -290,7 +289,7 @@ impl RingRecv {
         }
     }
 
-    async fn recv_chunk(&mut self, stream: &TcpStream, stats: &TransportStats) -> io::Result<Chunk> {
+    async fn recv_chunk(&mut self, stream: &Arc<TcpStream>, stats: &TransportStats) -> io::Result<Chunk> {
         loop {
             if let Some(held) = self.held.take() {
                 return Ok(Chunk::Data(held));
@@ -318,7 +317,7 @@ impl RingRecv {
 
     async fn recv(
         &mut self,
-        stream: &TcpStream,
+        stream: &Arc<TcpStream>,
         stats: &TransportStats,
         mut buf: BytesMut,
     ) -> (io::Result<usize>, BytesMut) {

@@ -317,7 +317,8 @@ impl UringSend {
     }
 
     /// Whether sending `t` zero-copy would take this connection's pool bytes awaiting their
-    /// notification past [`UringConfig::max_pool_bytes_in_flight`]; then it goes by copy,
+    /// notification (some already) past [`UringConfig::max_pool_bytes_in_flight`]; then it
+    /// goes by copy,
     /// which hands its buffers back once the socket has taken the bytes, so that a peer that
     /// stops reading cannot keep the pool's buffers from every other connection.
     fn over_pool_cap(&self, t: &Transmit) -> bool {
@@ -329,9 +330,13 @@ impl UringSend {
                 _ => None,
             })
             .sum();
+        // With nothing in flight, any one message may go zero-copy: a single message larger
+        // than the cap should not lose the zero-copy path, and what it holds is bounded by
+        // its own size.
+        let held = self.shared.pool_bytes.load(Ordering::Acquire);
         let over = bytes > 0
-            && self.shared.pool_bytes.load(Ordering::Acquire).saturating_add(bytes)
-                > self.shared.config.max_pool_bytes_in_flight;
+            && held > 0
+            && held.saturating_add(bytes) > self.shared.config.max_pool_bytes_in_flight;
         if over {
             tracing::trace!(bytes, "pool bytes in flight at the connection's cap; sending by copy");
         }
@@ -466,7 +471,6 @@ impl UringSend {
     }
 
     async fn send_zc_uring(&self, ring: &RingHandle, flight: Arc<Flight>) -> io::Result<()> {
-        let fd = self.stream.as_raw_fd();
         let runs = self.runs(&flight, ring);
         let n_runs = runs.len();
         for (ri, (range, mut buf_index)) in runs.into_iter().enumerate() {
@@ -477,7 +481,7 @@ impl UringSend {
                 let r = range.clone();
                 let skip = sent;
                 let op = ring.ring().sendmsg(
-                    fd,
+                    self.stream.clone(),
                     flight.clone(),
                     move |f: &Flight| f.slices(r, skip),
                     SendOpts {
