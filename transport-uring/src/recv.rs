@@ -118,6 +118,7 @@ impl RecvHalf for UringRecv {
             let e = io::Error::new(io::ErrorKind::InvalidInput, "recv needs spare capacity");
             return (Err(e), buf);
         }
+        cooperate().await;
         match &mut self.mode {
             Mode::Read => recv_ready(&self.stream, &self.stats, buf).await,
             Mode::Single(s) => s.recv(&self.stream, &self.stats, buf).await,
@@ -133,11 +134,22 @@ impl RecvHalf for UringRecv {
     }
 
     async fn recv_chunk(&mut self) -> io::Result<Chunk> {
+        cooperate().await;
         match &mut self.mode {
             Mode::Ring(r) => r.recv_chunk(&self.stream, &self.stats).await,
             _ => Ok(Chunk::Unavailable),
         }
     }
+}
+
+/// One unit of tokio's cooperative budget per receive, taken before anything is received (so
+/// a future dropped while it yields loses nothing). The io_uring modes never ask tokio's
+/// reactor: a single-shot receive whose bytes are already queued completes during its submit,
+/// and a multishot receive's completions wait in its queue, so a connection that always has
+/// data would otherwise complete receives back to back and never let its worker run anything
+/// else.
+async fn cooperate() {
+    tokio::task::coop::consume_budget().await;
 }
 
 /// Readiness + `read` (see [`rpc_core::transport::tcp::read_ready`]).
