@@ -4,7 +4,7 @@
 mod common;
 
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ async fn other_task_runs_during(mode: RecvMode) -> bool {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     // Room for every byte, so all of them are queued before the receiving starts.
     sock.set_recv_buffer_size(4 << 20).unwrap();
-    sock.connect(&SocketAddr::from(listener.local_addr().unwrap()).into()).unwrap();
+    sock.connect(&listener.local_addr().unwrap().into()).unwrap();
     let (mut peer, _) = listener.accept().unwrap();
     peer.write_all(&pattern(DATA, 5)).unwrap();
     drop(peer);
