@@ -236,7 +236,8 @@ pub struct UringConfig {
     /// 4 MiB by default) with zero-copy sends, each holding its pool buffers; two such peers
     /// could drain a pool of the 8 MiB a non-root `RLIMIT_MEMLOCK` allows and stall every
     /// other connection waiting in [`BufferPool::take_wait`](crate::BufferPool::take_wait).
-    /// Default 2 MiB (a quarter of such a pool); 0 sends every pool buffer by copy.
+    /// Default 2 MiB (a quarter of such a pool); 0 allows one zero-copy message of pool
+    /// buffers at a time.
     pub max_pool_bytes_in_flight: usize,
 }
 
@@ -261,8 +262,11 @@ impl Default for UringConfig {
 }
 
 impl UringConfig {
-    /// Checks the values the kernel would refuse, so that a bad configuration fails where it
-    /// is set up (`connect`, `from_tcp`, `UringAcceptor::bind`) with an error naming the field.
+    /// Checks the values the kernel would refuse (receive-ring sizes, `tcp_user_timeout`) and
+    /// the bounds of the close deadline, so that a bad configuration fails where it is set up
+    /// (`connect`, `from_tcp`, `UringAcceptor::bind`) with an error naming the field.
+    /// `max_pool_bytes_in_flight` takes any value (0: one zero-copy message of pool buffers at
+    /// a time).
     pub fn validate(&self) -> std::io::Result<()> {
         if let Some(t) = self.tcp_user_timeout {
             if t < Duration::from_millis(1) || t.as_millis() > u32::MAX as u128 {

@@ -792,6 +792,8 @@ impl Future for RecvOp {
             new_len <= buf.capacity(),
             "kernel wrote past the receive buffer"
         );
+        // The kernel wrote those bytes through the ring, where memcheck cannot see it.
+        super::valgrind::mark_defined(buf.spare_capacity_mut().as_ptr() as *const u8, n);
         // SAFETY: IORING_OP_RECV reported writing `n` bytes at the start of the spare capacity
         // we gave it (ptr = spare start, len = spare length), so those bytes are initialised.
         unsafe { buf.set_len(new_len) };
