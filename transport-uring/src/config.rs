@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Which kernel interface sends the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -177,6 +178,13 @@ pub const URING_COPY_THRESHOLD: usize = 3 * 1024;
 /// Published `MSG_ZEROCOPY` crossover.
 pub const MSGZC_COPY_THRESHOLD: usize = 10 * 1024;
 
+/// Default [`UringConfig::tcp_user_timeout`].
+pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`UringConfig::close_deadline`].
+pub const DEFAULT_CLOSE_DEADLINE: Duration = Duration::from_secs(10);
+/// Default [`UringConfig::max_pool_bytes_in_flight`].
+pub const DEFAULT_MAX_POOL_BYTES_IN_FLIGHT: usize = 2 << 20;
+
 /// Configuration of one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UringConfig {
@@ -206,6 +214,31 @@ pub struct UringConfig {
     pub recv_ring_buffers: u16,
     /// Bytes per receive-ring buffer: frames up to this size are decoded in place in the ring.
     pub recv_ring_buf_size: usize,
+    /// `TCP_USER_TIMEOUT` of the connection's socket (connect and accept alike): how long sent
+    /// data may stay unacknowledged — zero-window probes included, since Linux 5.11 — before
+    /// the kernel gives up on the peer and fails the connection (`ETIMEDOUT`). Without it a
+    /// dead peer holds the connection (and the pool buffers of its zero-copy sends) for
+    /// `tcp_retries2` retransmissions, about 15 minutes. Default 30 s; `None` leaves the
+    /// kernel default. From 1 ms to `u32::MAX` ms.
+    pub tcp_user_timeout: Option<Duration>,
+    /// After both halves of the connection are dropped, how long the kernel may keep
+    /// zero-copy sends (and so the pool buffers and `Bytes` they read) waiting for their
+    /// notification. A peer that never reads leaves them in the send queue with no bound;
+    /// past this deadline the connection is aborted (`SO_LINGER` {on, 0} and a disconnect:
+    /// an RST to the peer), the kernel purges the send queue, the notifications arrive and
+    /// every segment, and the descriptor, are released. Default 10 s; from 1 ms to 1 hour.
+    pub close_deadline: Duration,
+    /// Most bytes of pool buffers ([`ZcBuf`](crate::ZcBuf)) one connection may hold in
+    /// zero-copy sends awaiting their notification; a message that would go beyond it is sent
+    /// by copy, which gives its buffers back as soon as the socket has taken the bytes (one
+    /// message larger than the cap still goes zero-copy when nothing else is in flight). A
+    /// peer that stops reading fills the socket's send buffer (up to `tcp_wmem`'s maximum,
+    /// 4 MiB by default) with zero-copy sends, each holding its pool buffers; two such peers
+    /// could drain a pool of the 8 MiB a non-root `RLIMIT_MEMLOCK` allows and stall every
+    /// other connection waiting in [`BufferPool::take_wait`](crate::BufferPool::take_wait).
+    /// Default 2 MiB (a quarter of such a pool); 0 allows one zero-copy message of pool
+    /// buffers at a time.
+    pub max_pool_bytes_in_flight: usize,
 }
 
 impl Default for UringConfig {
@@ -221,14 +254,29 @@ impl Default for UringConfig {
             recv: RecvMode::Read,
             recv_ring_buffers: 64,
             recv_ring_buf_size: 16 * 1024,
+            tcp_user_timeout: Some(DEFAULT_TCP_USER_TIMEOUT),
+            close_deadline: DEFAULT_CLOSE_DEADLINE,
+            max_pool_bytes_in_flight: DEFAULT_MAX_POOL_BYTES_IN_FLIGHT,
         }
     }
 }
 
 impl UringConfig {
-    /// Checks the values the kernel would refuse, so that a bad configuration fails where it
-    /// is set up (`connect`, `from_tcp`, `UringAcceptor::bind`) with an error naming the field.
+    /// Checks the values the kernel would refuse (receive-ring sizes, `tcp_user_timeout`) and
+    /// the bounds of the close deadline, so that a bad configuration fails where it is set up
+    /// (`connect`, `from_tcp`, `UringAcceptor::bind`) with an error naming the field.
+    /// `max_pool_bytes_in_flight` takes any value (0: one zero-copy message of pool buffers at
+    /// a time).
     pub fn validate(&self) -> std::io::Result<()> {
+        if let Some(t) = self.tcp_user_timeout {
+            if t < Duration::from_millis(1) || t.as_millis() > u32::MAX as u128 {
+                return Err(invalid(format!("tcp_user_timeout must be from 1 ms to {} ms, or None for the kernel default (got {t:?})", u32::MAX)));
+            }
+        }
+        let d = self.close_deadline;
+        if d < Duration::from_millis(1) || d > Duration::from_secs(3600) {
+            return Err(invalid(format!("close_deadline must be from 1 ms to 1 hour (got {d:?})")));
+        }
         if self.recv == RecvMode::BufferRing {
             let n = self.recv_ring_buffers;
             if !n.is_power_of_two() || n > 32768 {
@@ -293,6 +341,15 @@ mod tests {
         assert!(e.to_string().contains("recv_ring_buffers"), "{e}");
         let e = ring(64, 0).validate().unwrap_err();
         assert!(e.to_string().contains("recv_ring_buf_size"), "{e}");
+        let e = UringConfig { tcp_user_timeout: Some(Duration::ZERO), ..Default::default() }.validate().unwrap_err();
+        assert!(e.to_string().contains("tcp_user_timeout"), "{e}");
+        let e = UringConfig { tcp_user_timeout: Some(Duration::from_secs(50 << 20)), ..Default::default() }.validate().unwrap_err();
+        assert!(e.to_string().contains("tcp_user_timeout"), "{e}");
+        assert!(UringConfig { tcp_user_timeout: None, ..Default::default() }.validate().is_ok());
+        let e = UringConfig { close_deadline: Duration::ZERO, ..Default::default() }.validate().unwrap_err();
+        assert!(e.to_string().contains("close_deadline"), "{e}");
+        let e = UringConfig { close_deadline: Duration::from_secs(7200), ..Default::default() }.validate().unwrap_err();
+        assert!(e.to_string().contains("close_deadline"), "{e}");
         // Only checked when the ring is used.
         assert!(UringConfig { recv_ring_buffers: 3, ..Default::default() }.validate().is_ok());
     }

@@ -66,7 +66,8 @@ mod transport;
 
 pub use buf::{BufferPool, PoolError, ZcBuf};
 pub use config::{
-    Backend, ParseError, RecvMode, SnapshotPolicy, UringConfig, ZcMode, MSGZC_COPY_THRESHOLD,
+    Backend, ParseError, RecvMode, SnapshotPolicy, UringConfig, ZcMode, DEFAULT_CLOSE_DEADLINE,
+    DEFAULT_MAX_POOL_BYTES_IN_FLIGHT, DEFAULT_TCP_USER_TIMEOUT, MSGZC_COPY_THRESHOLD,
     URING_COPY_THRESHOLD,
 };
 pub use engine::{plan, UringSend};

@@ -24,8 +24,7 @@ use rpc_core::TransportStats;
 use tokio::net::TcpStream;
 
 use crate::config::{RecvMode, UringConfig};
-use crate::engine::msgzc::ReaperHandle;
-use crate::engine::raw_fd;
+use crate::engine::close::CloseHandle;
 use crate::sys::buf_ring::BufRing;
 use crate::sys::ring::{Completion, MultiOp, RecvOp, RingHandle};
 
@@ -37,7 +36,7 @@ pub struct UringRecv {
     stream: Arc<TcpStream>,
     stats: Arc<TransportStats>,
     mode: Mode,
-    _reaper: Option<ReaperHandle>,
+    _close: CloseHandle,
 }
 
 enum Mode {
@@ -60,7 +59,7 @@ impl UringRecv {
         config: &UringConfig,
         stats: Arc<TransportStats>,
         ring: Option<&RingHandle>,
-        reaper: Option<ReaperHandle>,
+        close: CloseHandle,
     ) -> UringRecv {
         let probe = crate::probe::probe();
         let mode = match (config.recv, ring) {
@@ -86,7 +85,7 @@ impl UringRecv {
                 }
             }
         };
-        UringRecv { stream, stats, mode, _reaper: reaper }
+        UringRecv { stream, stats, mode, _close: close }
     }
 
     /// The receive mode in force (after any fallback).
@@ -119,6 +118,7 @@ impl RecvHalf for UringRecv {
             let e = io::Error::new(io::ErrorKind::InvalidInput, "recv needs spare capacity");
             return (Err(e), buf);
         }
+        cooperate().await;
         match &mut self.mode {
             Mode::Read => recv_ready(&self.stream, &self.stats, buf).await,
             Mode::Single(s) => s.recv(&self.stream, &self.stats, buf).await,
@@ -134,11 +134,22 @@ impl RecvHalf for UringRecv {
     }
 
     async fn recv_chunk(&mut self) -> io::Result<Chunk> {
+        cooperate().await;
         match &mut self.mode {
             Mode::Ring(r) => r.recv_chunk(&self.stream, &self.stats).await,
             _ => Ok(Chunk::Unavailable),
         }
     }
+}
+
+/// One unit of tokio's cooperative budget per receive, taken before anything is received (so
+/// a future dropped while it yields loses nothing). The io_uring modes never ask tokio's
+/// reactor: a single-shot receive whose bytes are already queued completes during its submit,
+/// and a multishot receive's completions wait in its queue, so a connection that always has
+/// data would otherwise complete receives back to back and never let its worker run anything
+/// else.
+async fn cooperate() {
+    tokio::task::coop::consume_budget().await;
 }
 
 /// Readiness + `read` (see [`rpc_core::transport::tcp::read_ready`]).
@@ -185,7 +196,7 @@ impl Single {
 
     async fn recv(
         &mut self,
-        stream: &TcpStream,
+        stream: &Arc<TcpStream>,
         stats: &TransportStats,
         mut buf: BytesMut,
     ) -> (io::Result<usize>, BytesMut) {
@@ -207,7 +218,7 @@ impl Single {
                 Err(e) => (Err(e), buf),
             };
         }
-        match self.ring.ring().recv(raw_fd(stream), buf) {
+        match self.ring.ring().recv(stream.clone(), buf) {
             Ok(op) => {
                 let op = self.pending.insert(op);
                 let (r, buf) = op.await;
@@ -244,9 +255,9 @@ enum Arrival {
 }
 
 impl RingRecv {
-    fn arm(&mut self, stream: &TcpStream) -> io::Result<()> {
+    fn arm(&mut self, stream: &Arc<TcpStream>) -> io::Result<()> {
         let keep = Box::new(self.bufs.clone());
-        self.armed = Some(self.ring.ring().recv_multi(raw_fd(stream), self.bufs.bgid(), keep)?);
+        self.armed = Some(self.ring.ring().recv_multi(stream.clone(), self.bufs.bgid(), keep)?);
         self.cancelling = false;
         Ok(())
     }
@@ -290,7 +301,7 @@ impl RingRecv {
         }
     }
 
-    async fn recv_chunk(&mut self, stream: &TcpStream, stats: &TransportStats) -> io::Result<Chunk> {
+    async fn recv_chunk(&mut self, stream: &Arc<TcpStream>, stats: &TransportStats) -> io::Result<Chunk> {
         loop {
             if let Some(held) = self.held.take() {
                 return Ok(Chunk::Data(held));
@@ -318,7 +329,7 @@ impl RingRecv {
 
     async fn recv(
         &mut self,
-        stream: &TcpStream,
+        stream: &Arc<TcpStream>,
         stats: &TransportStats,
         mut buf: BytesMut,
     ) -> (io::Result<usize>, BytesMut) {

@@ -9,7 +9,8 @@ use rpc_core::TransportStats;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 use crate::config::{Backend, UringConfig};
-use crate::engine::msgzc::{MsgZc, ReaperHandle};
+use crate::engine::close::CloseHandle;
+use crate::engine::msgzc::MsgZc;
 use crate::engine::{Shared, Submitter, UringSend};
 use crate::recv::UringRecv;
 use crate::sys::ring::{Ring, RingHandle};
@@ -24,7 +25,7 @@ pub struct UringTransport {
     shared: Arc<Shared>,
     submitter: Submitter,
     ring: Option<RingHandle>,
-    reaper: Option<ReaperHandle>,
+    close: CloseHandle,
 }
 
 impl std::fmt::Debug for UringTransport {
@@ -48,8 +49,12 @@ pub async fn connect(addr: impl ToSocketAddrs, config: UringConfig) -> io::Resul
 pub fn from_tcp(stream: TcpStream, config: UringConfig) -> io::Result<UringTransport> {
     config.validate()?;
     stream.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(&stream);
     if let Some(n) = config.sndbuf {
-        socket2::SockRef::from(&stream).set_send_buffer_size(n)?;
+        sock.set_send_buffer_size(n)?;
+    }
+    if let Some(t) = config.tcp_user_timeout {
+        sock.set_tcp_user_timeout(Some(t))?;
     }
     let stream = Arc::new(stream);
     let (mut backend, why) = crate::probe::resolve(config.backend);
@@ -99,12 +104,13 @@ pub fn from_tcp(stream: TcpStream, config: UringConfig) -> io::Result<UringTrans
         (None, Some(m)) => Submitter::MsgZc(m),
         (None, None) => Submitter::Copy,
     };
+    let close = CloseHandle::new(stream.clone(), shared.clone(), reaper);
     Ok(UringTransport {
         stream,
         shared,
         submitter,
         ring,
-        reaper,
+        close,
     })
 }
 
@@ -123,6 +129,11 @@ impl UringTransport {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.stream.peer_addr()
     }
+
+    /// The socket's `TCP_USER_TIMEOUT` as the kernel has it (`None`: the kernel default).
+    pub fn tcp_user_timeout(&self) -> io::Result<Option<std::time::Duration>> {
+        socket2::SockRef::from(&*self.stream).tcp_user_timeout()
+    }
 }
 
 impl Transport for UringTransport {
@@ -135,7 +146,7 @@ impl Transport for UringTransport {
             &self.shared.config,
             self.shared.stats.clone(),
             self.ring.as_ref(),
-            self.reaper.clone(),
+            self.close.clone(),
         );
         let send = UringSend {
             stream: self.stream,
@@ -143,7 +154,7 @@ impl Transport for UringTransport {
             submitter: self.submitter,
             interrupted: false,
             failed: None,
-            _reaper: self.reaper,
+            _close: self.close,
         };
         drop(self.ring);
         (recv, send)

@@ -18,6 +18,8 @@ fn zero_copy_sends_inside_tokio_uring() {
             let cfg = UringConfig {
                 backend: Backend::Uring,
                 mode: ZcMode::AlwaysZc,
+                // Every one of the 8 sends zero-copy, however many await their notification.
+                max_pool_bytes_in_flight: usize::MAX,
                 ..Default::default()
             };
             let (t, peer) = pair(cfg).await;

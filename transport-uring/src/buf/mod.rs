@@ -22,7 +22,7 @@ use std::any::Any;
 use std::fmt;
 use std::io;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rpc_core::{ExternalSegment, Payload, Segment};
@@ -124,8 +124,28 @@ pub(crate) struct PoolInner {
     arenas: Vec<HeadArena>,
     free: Mutex<Vec<u32>>,
     returned: tokio::sync::Notify,
-    /// Per buffer, how many in-flight sends hold it read-only.
-    protect: Mutex<Vec<u32>>,
+    /// Per buffer: the sends holding it read-only, and what is still read-only of it.
+    protect: Mutex<Vec<Protection>>,
+    /// Buffers whose pages could not be made writable again (see [`BufferPool::read_only`]):
+    /// kept out of the free list, retried on each take and return.
+    read_only: Mutex<Vec<u32>>,
+    /// `read_only.len()`, read without the lock on every take.
+    read_only_count: AtomicUsize,
+    /// Tests: this many coming unprotects fail as if `mprotect` said `ENOMEM`.
+    #[cfg(test)]
+    fail_unprotects: AtomicUsize,
+}
+
+/// The write protection of one buffer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Protection {
+    /// In-flight sends holding the buffer read-only.
+    holders: u32,
+    /// Bytes from the buffer's start that are read-only now (0: all writable). Stays non-zero
+    /// after the last holder when `mprotect(PROT_READ|PROT_WRITE)` failed — `ENOMEM` once the
+    /// process reaches `vm.max_map_count`, as each protected range splits the pool's mapping
+    /// into up to three VMAs and restoring it must split or merge them again.
+    read_only_len: usize,
 }
 
 /// A pool of page-aligned, pinned, registered buffers for zero-copy sends.
@@ -245,7 +265,11 @@ impl BufferPool {
             arenas,
             free: Mutex::new((0..count as u32).rev().collect()),
             returned: tokio::sync::Notify::new(),
-            protect: Mutex::new(vec![0; count]),
+            protect: Mutex::new(vec![Protection::default(); count]),
+            read_only: Mutex::new(Vec::new()),
+            read_only_count: AtomicUsize::new(0),
+            #[cfg(test)]
+            fail_unprotects: AtomicUsize::new(0),
             reg,
         };
         Ok(BufferPool {
@@ -255,6 +279,7 @@ impl BufferPool {
 
     /// A free buffer (length 0, capacity [`BufferPool::buf_size`]), if any.
     pub fn take(&self) -> Option<ZcBuf> {
+        self.inner.retry_read_only();
         let index = self
             .inner
             .free
@@ -298,6 +323,14 @@ impl BufferPool {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .len()
+    }
+
+    /// Buffers kept out of the pool because their pages could not be made writable again
+    /// after a send (`mprotect` failed, e.g. `ENOMEM` at `vm.max_map_count`). Handing one out
+    /// would make its next owner's first write fault; each is retried on every take and
+    /// return and comes back once writable.
+    pub fn read_only(&self) -> usize {
+        self.inner.read_only_count.load(Ordering::Acquire)
     }
 
     /// Whether the pool is registered as io_uring fixed buffers.
@@ -399,12 +432,26 @@ impl DerefMut for ZcBuf {
 
 impl Drop for ZcBuf {
     fn drop(&mut self) {
-        self.pool
-            .free
+        let pool = &self.pool;
+        pool.retry_read_only();
+        let writable = {
+            let mut prot = pool.protect.lock().unwrap_or_else(|e| e.into_inner());
+            pool.make_writable(&mut prot[self.index as usize], self.index)
+        };
+        if !writable {
+            // A read-only buffer in the free list would fault its next owner's first write.
+            pool.read_only
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(self.index);
+            pool.read_only_count.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        pool.free
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(self.index);
-        self.pool.returned.notify_one();
+        pool.returned.notify_one();
     }
 }
 
@@ -454,9 +501,9 @@ impl ZcSegment {
         if len == 0 {
             return None;
         }
-        let mut counts = pool.protect.lock().unwrap_or_else(|e| e.into_inner());
-        let c = &mut counts[self.buf.index as usize];
-        if *c == 0 {
+        let mut prot = pool.protect.lock().unwrap_or_else(|e| e.into_inner());
+        let p = &mut prot[self.buf.index as usize];
+        if p.holders == 0 {
             // SAFETY: the range starts page-aligned at the slot and is a whole number of pages
             // no longer than the slot, inside our mapping. No `&mut` to it exists (the ZcBuf is
             // inside this shared segment), so read-only cannot invalidate a live mutable borrow.
@@ -474,8 +521,9 @@ impl ZcSegment {
                 );
                 return None;
             }
+            p.read_only_len = p.read_only_len.max(len);
         }
-        *c += 1;
+        p.holders += 1;
         Some(ProtectGuard {
             pool: pool.clone(),
             index: self.buf.index,
@@ -523,34 +571,135 @@ pub(crate) struct ProtectGuard {
 
 impl Drop for ProtectGuard {
     fn drop(&mut self) {
-        let mut counts = self.pool.protect.lock().unwrap_or_else(|e| e.into_inner());
-        let c = &mut counts[self.index as usize];
-        *c -= 1;
-        if *c == 0 {
-            // SAFETY: same slot as in `protect`; restoring the mapping's original protection.
-            let r = unsafe {
-                libc::mprotect(
-                    self.pool.slot_ptr(self.index) as *mut libc::c_void,
-                    self.len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                )
-            };
-            if r != 0 {
-                tracing::error!(
-                    "mprotect(PROT_READ|PROT_WRITE) of a pool buffer failed: {}",
-                    io::Error::last_os_error()
-                );
-            }
-        }
+        let mut prot = self.pool.protect.lock().unwrap_or_else(|e| e.into_inner());
+        let p = &mut prot[self.index as usize];
+        debug_assert!(p.read_only_len >= self.len);
+        p.holders = p.holders.saturating_sub(1);
+        // A failure leaves `read_only_len` set: the buffer's return to the pool retries, and
+        // keeps it out of the free list while it stays read-only.
+        self.pool.make_writable(p, self.index);
     }
 }
 
 impl PoolInner {
+    /// Makes buffer `index` writable again if no send holds it read-only; true when it is
+    /// writable. Called with the `protect` lock held (`p` is its entry).
+    fn make_writable(&self, p: &mut Protection, index: u32) -> bool {
+        if p.read_only_len == 0 {
+            return true;
+        }
+        if p.holders > 0 {
+            return false;
+        }
+        #[cfg(test)]
+        let injected = self
+            .fail_unprotects
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        #[cfg(not(test))]
+        let injected = false;
+        let r = if injected {
+            Err(io::Error::from_raw_os_error(libc::ENOMEM))
+        } else {
+            // SAFETY: the range is the one `protect` made read-only: page-aligned at the
+            // slot's start, whole pages, inside our mapping; restoring the mapping's
+            // original protection cannot invalidate any reference.
+            let r = unsafe {
+                libc::mprotect(
+                    self.slot_ptr(index) as *mut libc::c_void,
+                    p.read_only_len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                )
+            };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        match r {
+            Ok(()) => {
+                p.read_only_len = 0;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "mprotect(PROT_READ|PROT_WRITE) of pool buffer {index} failed ({e}); it \
+                     stays out of the pool until a retry succeeds"
+                );
+                false
+            }
+        }
+    }
+
+    /// Retries the buffers kept out for being read-only; those writable again go back to the
+    /// free list.
+    fn retry_read_only(&self) {
+        if self.read_only_count.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut waiting = self.read_only.lock().unwrap_or_else(|e| e.into_inner());
+        let mut back = Vec::new();
+        {
+            let mut prot = self.protect.lock().unwrap_or_else(|e| e.into_inner());
+            waiting.retain(|&i| {
+                let ok = self.make_writable(&mut prot[i as usize], i);
+                if ok {
+                    back.push(i);
+                }
+                !ok
+            });
+        }
+        self.read_only_count.store(waiting.len(), Ordering::Release);
+        drop(waiting);
+        if !back.is_empty() {
+            let n = back.len();
+            self.free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(back);
+            for _ in 0..n {
+                self.returned.notify_one();
+            }
+        }
+    }
+
     fn slot_ptr(&self, index: u32) -> *mut u8 {
         debug_assert!((index as usize) < self.count);
         let (group, at) = (index as usize / self.per_reg, index as usize % self.per_reg);
         // SAFETY: index < count, so its group and place in it are inside the mapping laid out
         // in `BufferPool::new` (each group: the head arena, then `per_reg` buffers).
         unsafe { self.region.base.add(group * self.stride + ARENA_BYTES + at * self.buf_size) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A buffer whose pages cannot be made writable again (`mprotect` failing, as it does with
+    /// `ENOMEM` at `vm.max_map_count`) stays out of the pool until a retry succeeds.
+    #[test]
+    fn read_only_buffer_kept_out_until_writable() {
+        let page = page_size();
+        let pool = BufferPool::new(2 * page, page).unwrap();
+        let mut b = pool.take().unwrap();
+        b.fill_from(b"in flight");
+        let seg = ZcSegment { buf: b };
+        let guard = seg.protect().expect("mprotect(PROT_READ)");
+        // The unprotect at the notification, the retry when the buffer returns and the retry
+        // at the next take all fail.
+        pool.inner.fail_unprotects.store(3, Ordering::Release);
+        drop(guard);
+        drop(seg);
+        assert_eq!((pool.available(), pool.read_only()), (1, 1));
+        // What is handed out meanwhile is writable (a read-only buffer would fault here).
+        let mut other = pool.take().unwrap();
+        other.as_full_mut().fill(1);
+        assert_eq!((pool.available(), pool.read_only()), (0, 1));
+        // The failures are over: the next take brings it back, writable.
+        let mut y = pool.take().expect("the buffer came back once writable");
+        assert_eq!(pool.read_only(), 0);
+        y.as_full_mut().fill(3);
     }
 }

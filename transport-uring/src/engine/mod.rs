@@ -3,6 +3,7 @@
 //! on `ENOBUFS`, and keeps every segment alive (and pool buffers read-only) until the kernel's
 //! notification.
 
+pub(crate) mod close;
 pub(crate) mod msgzc;
 pub mod plan;
 
@@ -32,6 +33,9 @@ pub(crate) struct Shared {
     pub adaptive: Adaptive,
     /// Messages whose segments the kernel may still read.
     flights: AtomicUsize,
+    /// Bytes of pool buffers in those messages (bounded by
+    /// [`UringConfig::max_pool_bytes_in_flight`]).
+    pool_bytes: AtomicUsize,
     drained: tokio::sync::Notify,
 }
 
@@ -53,6 +57,7 @@ impl Shared {
             backend,
             config,
             flights: AtomicUsize::new(0),
+            pool_bytes: AtomicUsize::new(0),
             drained: tokio::sync::Notify::new(),
         })
     }
@@ -137,15 +142,24 @@ pub(crate) struct Flight {
     guards: Vec<ProtectGuard>,
     chunks: Vec<Chunk>,
     shared: Arc<Shared>,
+    /// Bytes of pool buffers among `chunks`.
+    pool_bytes: usize,
 }
 
 impl Flight {
     fn new(chunks: Vec<Chunk>, guards: Vec<ProtectGuard>, shared: Arc<Shared>) -> Flight {
+        let pool_bytes = chunks
+            .iter()
+            .filter(|c| c.zc_segment().is_some())
+            .map(|c| c.as_slice().len())
+            .sum();
         shared.flights.fetch_add(1, Ordering::AcqRel);
+        shared.pool_bytes.fetch_add(pool_bytes, Ordering::AcqRel);
         Flight {
             guards,
             chunks,
             shared,
+            pool_bytes,
         }
     }
 
@@ -174,6 +188,7 @@ impl Drop for Flight {
         // Unprotect first, then release the pieces (a pool buffer goes back writable).
         self.guards.clear();
         self.chunks.clear();
+        self.shared.pool_bytes.fetch_sub(self.pool_bytes, Ordering::AcqRel);
         if self.shared.flights.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.drained.notify_waiters();
         }
@@ -198,10 +213,12 @@ impl Room<'_> {
     }
 }
 
-/// Writes every slice by copy (`writev`), at most `UIO_MAXIOV` per call.
+/// Writes every slice by copy (`writev`), at most `UIO_MAXIOV` per call, counting what each
+/// call took in `sent_bytes`.
 pub(crate) async fn write_all_vectored(
     stream: &TcpStream,
     room: Room<'_>,
+    stats: &TransportStats,
     slices: &mut [IoSlice<'_>],
 ) -> io::Result<()> {
     let mut rest = slices;
@@ -221,7 +238,10 @@ pub(crate) async fn write_all_vectored(
                     "socket accepted no bytes",
                 ))
             }
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Ok(n) => {
+                TransportStats::add(&stats.sent_bytes, n as u64);
+                IoSlice::advance_slices(&mut rest, n)
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => room.wait(stream).await?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -249,8 +269,8 @@ pub struct UringSend {
     /// of a frame, so later sends refuse.
     pub(crate) interrupted: bool,
     pub(crate) failed: Option<(io::ErrorKind, String)>,
-    /// Keeps the `MSG_ZEROCOPY` reaper's connection open while this half lives.
-    pub(crate) _reaper: Option<msgzc::ReaperHandle>,
+    /// Closes the connection (within the close deadline) when both halves are gone.
+    pub(crate) _close: close::CloseHandle,
 }
 
 impl std::fmt::Debug for UringSend {
@@ -296,6 +316,33 @@ impl UringSend {
         self.shared.adaptive.choose()
     }
 
+    /// Whether sending `t` zero-copy would take this connection's pool bytes awaiting their
+    /// notification (some already) past [`UringConfig::max_pool_bytes_in_flight`]; then it
+    /// goes by copy,
+    /// which hands its buffers back once the socket has taken the bytes, so that a peer that
+    /// stops reading cannot keep the pool's buffers from every other connection.
+    fn over_pool_cap(&self, t: &Transmit) -> bool {
+        let bytes: usize = t
+            .segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::External(e) if e.as_any().is::<ZcSegment>() => Some(e.as_slice().len()),
+                _ => None,
+            })
+            .sum();
+        // With nothing in flight, any one message may go zero-copy: a single message larger
+        // than the cap should not lose the zero-copy path, and what it holds is bounded by
+        // its own size.
+        let held = self.shared.pool_bytes.load(Ordering::Acquire);
+        let over = bytes > 0
+            && held > 0
+            && held.saturating_add(bytes) > self.shared.config.max_pool_bytes_in_flight;
+        if over {
+            tracing::trace!(bytes, "pool bytes in flight at the connection's cap; sending by copy");
+        }
+        over
+    }
+
     async fn send_copy(&self, batch: &[Transmit]) -> io::Result<()> {
         if batch.is_empty() {
             return Ok(());
@@ -315,7 +362,7 @@ impl UringSend {
         }
         TransportStats::add(&self.shared.stats.sends_copy, batch.len() as u64);
         TransportStats::add(&self.shared.stats.bytes_copy, bytes);
-        write_all_vectored(&self.stream, self.room(), &mut slices).await
+        write_all_vectored(&self.stream, self.room(), &self.shared.stats, &mut slices).await
     }
 
     /// Builds the in-flight record of one zero-copy message: pieces, coalesced to the iovec
@@ -424,7 +471,6 @@ impl UringSend {
     }
 
     async fn send_zc_uring(&self, ring: &RingHandle, flight: Arc<Flight>) -> io::Result<()> {
-        let fd = self.stream.as_raw_fd();
         let runs = self.runs(&flight, ring);
         let n_runs = runs.len();
         for (ri, (range, mut buf_index)) in runs.into_iter().enumerate() {
@@ -435,7 +481,7 @@ impl UringSend {
                 let r = range.clone();
                 let skip = sent;
                 let op = ring.ring().sendmsg(
-                    fd,
+                    self.stream.clone(),
                     flight.clone(),
                     move |f: &Flight| f.slices(r, skip),
                     SendOpts {
@@ -447,6 +493,8 @@ impl UringSend {
                 )?;
                 let c = op.await;
                 if c.res >= 0 {
+                    // The write-stall timeout watches this move.
+                    TransportStats::add(&self.shared.stats.sent_bytes, c.res as u64);
                     sent += c.res as usize;
                     if sent < total {
                         TransportStats::add(&self.shared.stats.short_sends, 1);
@@ -486,7 +534,7 @@ impl UringSend {
     async fn copy_rest(&self, flight: &Flight, from: usize, skip: usize) -> io::Result<()> {
         let slices = flight.slices(from..flight.chunks.len(), skip);
         let mut io: Vec<IoSlice<'_>> = slices.into_iter().map(IoSlice::new).collect();
-        write_all_vectored(&self.stream, self.room(), &mut io).await
+        write_all_vectored(&self.stream, self.room(), &self.shared.stats, &mut io).await
     }
 
     async fn send_inner(&mut self, batch: &mut Vec<Transmit>) -> io::Result<()> {
@@ -514,6 +562,10 @@ impl UringSend {
                 break;
             }
             let Some(t) = items[i].take() else { continue };
+            if self.over_pool_cap(&t) {
+                self.send_copy(std::slice::from_ref(&t)).await?;
+                continue;
+            }
             let flight = self.prepare(t);
             match &self.submitter {
                 Submitter::Uring(ring) => self.send_zc_uring(ring, flight).await?,

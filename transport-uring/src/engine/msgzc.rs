@@ -107,38 +107,22 @@ pub(crate) struct MsgZc {
     waiter: sock::WriteWaiter,
 }
 
-/// Counted user of the reaper (the two halves); the last one shuts the socket down and lets
-/// the reaper end once the error queue has released every message.
+/// The reaper's side of the connection's close (held by its
+/// [`CloseHandle`](super::close::CloseHandle)).
 pub(crate) struct ReaperHandle {
     inner: Arc<Inner>,
-    stream: Arc<TcpStream>,
-    count: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl Clone for ReaperHandle {
-    fn clone(&self) -> Self {
-        self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        ReaperHandle {
-            inner: self.inner.clone(),
-            stream: self.stream.clone(),
-            count: self.count.clone(),
-        }
-    }
-}
-
-impl Drop for ReaperHandle {
-    fn drop(&mut self) {
-        if self.count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
-            // Both halves are gone: close the connection as a drop of a TcpStream would (the
-            // reaper keeps the descriptor open to read the remaining notifications).
-            let _ = socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Both);
-            self.inner
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .closing = true;
-            self.inner.wake.notify_one();
-        }
+impl ReaperHandle {
+    /// Both halves are gone (the socket is shut down): the reaper ends once the error queue
+    /// has released every message, or aborts the connection at the close deadline.
+    pub(crate) fn close(&self) {
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closing = true;
+        self.inner.wake.notify_one();
     }
 }
 
@@ -161,8 +145,6 @@ impl MsgZc {
         });
         let handle = ReaperHandle {
             inner: inner.clone(),
-            stream: stream.clone(),
-            count: Arc::new(std::sync::atomic::AtomicUsize::new(1)),
         };
         let waiter = sock::WriteWaiter::new(raw_fd(stream))?;
         tokio::spawn(reap(stream.clone(), inner.clone(), shared.clone()));
@@ -223,6 +205,7 @@ impl MsgZc {
                     ))
                 }
                 Ok(k) => {
+                    TransportStats::add(&shared.stats.sent_bytes, k as u64);
                     sent += k;
                     if sent < total {
                         TransportStats::add(&shared.stats.short_sends, 1);
@@ -239,6 +222,7 @@ impl MsgZc {
                     return super::write_all_vectored(
                         stream,
                         super::Room::Epoll(&self.waiter),
+                        &shared.stats,
                         &mut io,
                     )
                     .await;
@@ -263,14 +247,28 @@ async fn reap(stream: Arc<TcpStream>, inner: Arc<Inner>, shared: Arc<Shared>) {
             return;
         }
     };
+    // Set once the connection is closed: when to abort it if the peer has not taken its data
+    // (see `engine::close`), and whether that was done.
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut aborted = false;
     loop {
-        {
+        let in_flight = {
             let p = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
             if p.closing && p.flights.is_empty() {
                 break;
             }
-        }
+            if p.closing && deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + shared.config.close_deadline);
+            }
+            p.flights.len()
+        };
         let mut done = Vec::new();
+        let expired = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = errq.drain(|m| done.extend(inner.completed(fd, &shared, m))            ) => {
                 if let Err(e) = r {
@@ -279,6 +277,18 @@ async fn reap(stream: Arc<TcpStream>, inner: Arc<Inner>, shared: Arc<Shared>) {
                 }
             }
             _ = inner.wake.notified() => {}
+            () = expired => {
+                if aborted {
+                    // The notifications the abort should have brought did not come: keep
+                    // the memory parked (leaked by `Pending::drop`), never free it under the
+                    // kernel; close the descriptor.
+                    tracing::error!(fd, in_flight, "MSG_ZEROCOPY sends unreleased after aborting the connection");
+                    break;
+                }
+                super::close::abort_stalled(&stream, in_flight);
+                aborted = true;
+                deadline = Some(tokio::time::Instant::now() + shared.config.close_deadline);
+            }
         }
         drop(done);
     }

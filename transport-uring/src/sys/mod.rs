@@ -9,6 +9,7 @@ pub(crate) mod buf_ring;
 pub(crate) mod ring;
 pub(crate) mod send_zc_loop;
 pub(crate) mod sock;
+pub(crate) mod valgrind;
 
 /// `include/uapi/linux/io_uring.h`: ask a zero-copy send's notification to report whether the
 /// kernel copied after all (since 6.2).

@@ -44,10 +44,26 @@ pub(crate) trait NotifSink: Send + Sync + 'static {
     fn notified(&self, copied: bool, sent: bool);
 }
 
-/// `user_data` of operations nobody waits for (the wake-up `NOP`).
+/// `user_data` of operations nobody waits for (cancellations).
 const UNTRACKED: u64 = u64::MAX;
 
+/// A socket (or any descriptor) an operation names: the operation keeps it open until its
+/// final completion, so that neither a queued SQE nor one in the kernel can reach another
+/// file that reused the number after a close.
+pub(crate) type FdOwner = Arc<dyn AsRawFd + Send + Sync>;
+
+/// `user_data` of an operation: its slab key in the low 32 bits, the slot's generation in
+/// the high 32. A completion or an `AsyncCancel` that names a slot by a stale `user_data` (the
+/// key freed and reused since) then matches nothing, instead of another operation.
+fn user_data(key: usize, generation: u32) -> u64 {
+    (key as u64 & 0xffff_ffff) | (generation as u64) << 32
+}
+
 struct Slot {
+    /// See [`user_data`].
+    generation: u32,
+    /// Keeps the descriptor the operation names open (dropped with `keep`).
+    fd_owner: Option<FdOwner>,
     waker: Option<Waker>,
     result: Option<Completion>,
     main_done: bool,
@@ -84,6 +100,16 @@ struct State {
     uring: IoUring,
     slots: Slab<Slot>,
     handles: usize,
+    /// Wakes the reaper when something other than a CQE needs it: to see whether it can end
+    /// (the last handle or the last slot can go from a thread that reaps nothing: an `Op`
+    /// dropped after its completion was reaped, and then no CQE would ever wake it again), or
+    /// to submit entries a submit left queued (`EBUSY`, `EAGAIN`).
+    attention: Arc<tokio::sync::Notify>,
+    /// Generation of the next slot.
+    next_generation: u32,
+    /// Tests: this many coming submits fail with `EBUSY` as with a CQ overflow backlog.
+    #[cfg(test)]
+    fail_submits: usize,
     /// Pool id → first index of its clone in this ring's fixed-buffer table.
     pools: HashMap<u64, Option<u16>>,
     next_buf: u32,
@@ -96,6 +122,8 @@ struct After {
     notifs: Vec<(Arc<dyn NotifSink>, bool, bool)>,
     drops: Vec<Box<dyn Any + Send>>,
     wakers: Vec<Waker>,
+    /// The ring has no handle and no slot left: its reaper may end.
+    reaper_exit: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl After {
@@ -107,6 +135,18 @@ impl After {
         for w in self.wakers {
             w.wake();
         }
+        if let Some(n) = self.reaper_exit {
+            // notify_one keeps a permit when the reaper is not waiting yet: never lost.
+            n.notify_one();
+        }
+    }
+}
+
+/// Whether the ring is unused for good (no handle can be made without one, and no operation
+/// is left whose completion could arrive); if so, `after` wakes the reaper to end.
+fn check_exit(st: &State, after: &mut After) {
+    if st.handles == 0 && st.slots.is_empty() {
+        after.reaper_exit = Some(st.attention.clone());
     }
 }
 
@@ -136,6 +176,10 @@ impl Ring {
                 uring,
                 slots: Slab::new(),
                 handles: 0,
+                attention: Arc::new(tokio::sync::Notify::new()),
+                next_generation: 0,
+                #[cfg(test)]
+                fail_submits: 0,
                 pools: HashMap::new(),
                 next_buf: 0,
             }),
@@ -155,22 +199,43 @@ impl Ring {
         let afd =
             unsafe { AsyncFd::register_with_interest(RingFd(self.clone()), Interest::READABLE) }
                 .map_err(|e| e.into_parts().1)?;
-        self.lock().handles += 1;
+        let attention = {
+            let mut st = self.lock();
+            st.handles += 1;
+            st.attention.clone()
+        };
         tokio::spawn(async move {
+            // Entries a submit left queued: retried now and then until the kernel takes them.
+            let mut backlog = false;
             loop {
-                let mut guard = match afd.readable().await {
-                    Ok(g) => g,
-                    Err(e) => {
-                        tracing::error!("io_uring reaper: polling the ring failed: {e}");
-                        break;
+                let retry = async {
+                    if backlog {
+                        tokio::time::sleep(SUBMIT_RETRY).await
+                    } else {
+                        std::future::pending().await
                     }
                 };
-                guard.clear_ready();
+                tokio::select! {
+                    r = afd.readable() => match r {
+                        Ok(mut guard) => guard.clear_ready(),
+                        Err(e) => {
+                            tracing::error!("io_uring reaper: polling the ring failed: {e}");
+                            break;
+                        }
+                    },
+                    () = attention.notified() => {}
+                    () = retry => {}
+                }
                 let ring = &afd.get_ref().0;
                 let mut after = After::default();
                 let exit = {
                     let mut st = ring.lock();
                     reap_locked(&mut st, &mut after);
+                    if !st.uring.submission().is_empty() {
+                        let _ = submit_locked(&mut st);
+                        reap_locked(&mut st, &mut after);
+                    }
+                    backlog = !st.uring.submission().is_empty();
                     st.handles == 0 && st.slots.is_empty()
                 };
                 after.run();
@@ -186,6 +251,7 @@ impl Ring {
     fn push(
         self: &Arc<Self>,
         entry: squeue::Entry,
+        fd_owner: FdOwner,
         keep: Box<dyn Any + Send>,
         sink: Option<Arc<dyn NotifSink>>,
         multishot: bool,
@@ -193,7 +259,11 @@ impl Ring {
         let mut after = After::default();
         let r = {
             let mut st = self.lock();
+            let generation = st.next_generation;
+            st.next_generation = generation.wrapping_add(1);
             let key = st.slots.insert(Slot {
+                generation,
+                fd_owner: Some(fd_owner),
                 waker: None,
                 result: None,
                 main_done: false,
@@ -205,14 +275,15 @@ impl Ring {
                 sink,
                 multi: multishot.then(VecDeque::new),
             });
-            let entry = entry.user_data(key as u64);
+            let entry = entry.user_data(user_data(key, generation));
             match push_entry(&mut st, &entry) {
                 Ok(()) => {
                     let r = submit_locked(&mut st);
                     reap_locked(&mut st, &mut after);
                     match r {
-                        // The entry is in the queue; the kernel takes it with the next submit.
-                        Ok(()) => Ok(key),
+                        // The entry is in the queue; the kernel takes it with this submit or,
+                        // after `EBUSY`/`EAGAIN`, with the reaper's retry.
+                        Ok(()) => Ok((key, generation)),
                         Err(e) => {
                             if let Some(slot) = st.slots.get_mut(key) {
                                 slot.user_gone = true;
@@ -225,14 +296,16 @@ impl Ring {
                 Err(e) => {
                     // Never reached the kernel: nothing to wait for.
                     let slot = st.slots.remove(key);
+                    after.drops.extend(slot.fd_owner.map(|f| Box::new(f) as Box<dyn Any + Send>));
                     Err((e, slot.keep))
                 }
             }
         };
         after.run();
-        r.map(|key| Op {
+        r.map(|(key, generation)| Op {
             ring: self.clone(),
             key,
+            generation,
             done: false,
         })
     }
@@ -242,7 +315,7 @@ impl Ring {
     /// completion, the notification included; `sink` hears the notification.
     pub(crate) fn sendmsg<O: Send + Sync + 'static>(
         self: &Arc<Self>,
-        fd: RawFd,
+        sock: FdOwner,
         owner: Arc<O>,
         iov: impl for<'a> FnOnce(&'a O) -> Vec<&'a [u8]>,
         opts: SendOpts,
@@ -259,6 +332,7 @@ impl Ring {
         let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msg.msg_iov = iovecs.as_ptr() as *mut libc::iovec;
         msg.msg_iovlen = iovecs.len();
+        let fd = sock.as_raw_fd();
         let entry = if opts.zero_copy {
             let mut op = opcode::SendMsgZc::new(types::Fd(fd), &*msg as *const libc::msghdr)
                 .flags(opts.flags as u32)
@@ -277,16 +351,17 @@ impl Ring {
             _iov: iovecs,
             _owner: owner,
         };
-        self.push(entry, Box::new(keep), sink, false).map_err(|(e, _)| e)
+        self.push(entry, sock, Box::new(keep), sink, false).map_err(|(e, _)| e)
     }
 
     /// `IORING_OP_RECV` into the spare capacity of `buf` (ownership-passing: the buffer lives
     /// in the slab until the completion, whatever happens to the future).
     pub(crate) fn recv(
         self: &Arc<Self>,
-        fd: RawFd,
+        sock: FdOwner,
         mut buf: BytesMut,
     ) -> Result<RecvOp, (io::Error, BytesMut)> {
+        let fd = sock.as_raw_fd();
         let spare = buf.spare_capacity_mut();
         let (ptr, len) = (
             spare.as_mut_ptr() as *mut u8,
@@ -294,7 +369,7 @@ impl Ring {
         );
         let entry = opcode::Recv::new(types::Fd(fd), ptr, len).build();
         let holder = RecvBuf(Some(buf));
-        match self.push(entry, Box::new(holder), None, false) {
+        match self.push(entry, sock, Box::new(holder), None, false) {
             Ok(op) => Ok(RecvOp { op }),
             Err((e, keep)) => {
                 let buf = keep
@@ -311,12 +386,12 @@ impl Ring {
     /// ring) stays alive until that last completion.
     pub(crate) fn recv_multi(
         self: &Arc<Self>,
-        fd: RawFd,
+        sock: FdOwner,
         bgid: u16,
         keep: Box<dyn Any + Send>,
     ) -> io::Result<MultiOp> {
-        let entry = opcode::RecvMulti::new(types::Fd(fd), bgid).build();
-        self.push(entry, keep, None, true)
+        let entry = opcode::RecvMulti::new(types::Fd(sock.as_raw_fd()), bgid).build();
+        self.push(entry, sock, keep, None, true)
             .map(|op| MultiOp { op })
             .map_err(|(e, _)| e)
     }
@@ -376,12 +451,18 @@ impl Ring {
         out
     }
 
-    /// Asks the kernel to cancel operation `key` (its completion, `-ECANCELED` or the result it
-    /// reached first, still arrives and frees the slot).
-    fn cancel(&self, key: usize) {
+    /// Asks the kernel to cancel operation `key` of generation `generation` (its completion,
+    /// `-ECANCELED` or the result it reached first, still arrives and frees the slot). The
+    /// cancel names the operation by its full `user_data`, so if the slot is freed and reused
+    /// before the kernel sees the cancel, it matches nothing.
+    fn cancel(&self, key: usize, generation: u32) {
         let mut st = self.lock();
-        if st.slots.get(key).is_some_and(|s| !s.main_done) {
-            let e = opcode::AsyncCancel::new(key as u64)
+        if st
+            .slots
+            .get(key)
+            .is_some_and(|s| s.generation == generation && !s.main_done)
+        {
+            let e = opcode::AsyncCancel::new(user_data(key, generation))
                 .build()
                 .user_data(UNTRACKED);
             if push_entry(&mut st, &e).is_ok() {
@@ -437,15 +518,29 @@ fn push_entry(st: &mut State, entry: &squeue::Entry) -> io::Result<()> {
     ))
 }
 
+/// How often the reaper retries entries that a submit left queued.
+const SUBMIT_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+
 fn submit_locked(st: &mut State) -> io::Result<()> {
     loop {
-        match st.uring.submit() {
+        #[cfg(test)]
+        let r = if st.fail_submits > 0 {
+            st.fail_submits -= 1;
+            Err(io::Error::from_raw_os_error(libc::EBUSY))
+        } else {
+            st.uring.submit()
+        };
+        #[cfg(not(test))]
+        let r = st.uring.submit();
+        match r {
             Ok(_) => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            // CQ overflow backlog or no memory for now: the entries stay queued, the next
-            // submit retries them.
+            // CQ overflow backlog (the reaper's next reap flushes it) or no memory for now: the
+            // entries stay queued and the reaper retries them until the kernel takes them.
+            // Notify only schedules the reaper task; no user code runs under the lock.
             Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) => {
-                return Ok(())
+                st.attention.notify_one();
+                return Ok(());
             }
             Err(e) => return Err(e),
         }
@@ -469,9 +564,9 @@ fn reap_locked(st: &mut State, after: &mut After) {
         if ud == UNTRACKED {
             continue;
         }
-        let key = ud as usize;
-        let Some(slot) = st.slots.get_mut(key) else {
-            tracing::warn!("io_uring completion for unknown operation {key}");
+        let (key, generation) = ((ud & 0xffff_ffff) as usize, (ud >> 32) as u32);
+        let Some(slot) = st.slots.get_mut(key).filter(|s| s.generation == generation) else {
+            tracing::warn!("io_uring completion for unknown operation {key} (generation {generation})");
             continue;
         };
         let (res, flags) = (cqe.result(), cqe.flags());
@@ -511,6 +606,9 @@ fn maybe_free(st: &mut State, key: usize, after: &mut After) {
     if free {
         let slot = st.slots.remove(key);
         after.drops.extend(slot.keep);
+        // The descriptor may close only now that the kernel is done with the operation.
+        after.drops.extend(slot.fd_owner.map(|f| Box::new(f) as Box<dyn Any + Send>));
+        check_exit(st, after);
     }
 }
 
@@ -525,13 +623,15 @@ impl Drop for State {
             );
             for slot in self.slots.drain() {
                 std::mem::forget(slot.keep);
+                std::mem::forget(slot.fd_owner);
             }
         }
     }
 }
 
 /// A counted user of the ring (the transport's halves). When the last goes, the reaper task is
-/// woken (by a `NOP`) to see whether it can end.
+/// woken to see whether it can end (and again when the last slot is freed, wherever that
+/// happens).
 pub(crate) struct RingHandle {
     ring: Arc<Ring>,
 }
@@ -559,14 +659,13 @@ impl Clone for RingHandle {
 
 impl Drop for RingHandle {
     fn drop(&mut self) {
-        let mut st = self.ring.lock();
-        st.handles -= 1;
-        if st.handles == 0 {
-            let nop = opcode::Nop::new().build().user_data(UNTRACKED);
-            if push_entry(&mut st, &nop).is_ok() {
-                let _ = submit_locked(&mut st);
-            }
+        let mut after = After::default();
+        {
+            let mut st = self.ring.lock();
+            st.handles -= 1;
+            check_exit(&st, &mut after);
         }
+        after.run();
     }
 }
 
@@ -582,6 +681,7 @@ impl AsRawFd for RingFd {
 pub(crate) struct Op {
     ring: Arc<Ring>,
     key: usize,
+    generation: u32,
     done: bool,
 }
 
@@ -589,7 +689,7 @@ impl Op {
     /// Asks the kernel to cancel the operation if its completion has not been taken yet.
     fn cancel_unless_done(&self) {
         if !self.done {
-            self.ring.cancel(self.key);
+            self.ring.cancel(self.key, self.generation);
         }
     }
 
@@ -692,6 +792,8 @@ impl Future for RecvOp {
             new_len <= buf.capacity(),
             "kernel wrote past the receive buffer"
         );
+        // The kernel wrote those bytes through the ring, where memcheck cannot see it.
+        super::valgrind::mark_defined(buf.spare_capacity_mut().as_ptr() as *const u8, n);
         // SAFETY: IORING_OP_RECV reported writing `n` bytes at the start of the spare capacity
         // we gave it (ptr = spare start, len = spare length), so those bytes are initialised.
         unsafe { buf.set_len(new_len) };
@@ -742,7 +844,7 @@ impl MultiOp {
 
     /// Asks the kernel to stop; the completions up to the last still arrive.
     pub(crate) fn cancel(&self) {
-        self.op.ring.cancel(self.op.key);
+        self.op.ring.cancel(self.op.key, self.op.generation);
     }
 
     /// True once the last completion was taken.
@@ -829,4 +931,71 @@ pub(crate) fn probe_ring() -> io::Result<RingFeatures> {
         recv: probe.is_supported(opcode::Recv::CODE),
         provide_buffers: probe.is_supported(opcode::ProvideBuffers::CODE),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(20);
+
+    #[tokio::test]
+    async fn entries_left_queued_by_ebusy_are_submitted() {
+        let ring = Ring::new(8).unwrap();
+        let _handle = ring.start().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(b"hi").unwrap();
+        // The submit after the push fails as with a CQ overflow backlog: the entry stays
+        // queued, and no other operation comes to submit it.
+        ring.lock().fail_submits = 1;
+        let op = ring.recv(Arc::new(a), BytesMut::with_capacity(16)).map_err(|(e, _)| e).unwrap();
+        let (r, buf) = tokio::time::timeout(LIMIT, op).await.expect("the queued receive was never submitted");
+        assert_eq!(r.unwrap(), 2);
+        assert_eq!(&buf[..], b"hi");
+    }
+
+    #[tokio::test]
+    async fn stale_user_data_matches_nothing() {
+        let ring = Ring::new(8).unwrap();
+        let _handle = ring.start().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let a: FdOwner = Arc::new(a);
+        b.write_all(b"1").unwrap();
+        let first = ring.recv(a.clone(), BytesMut::with_capacity(16)).map_err(|(e, _)| e).unwrap();
+        let (key, stale) = (first.op.key, user_data(first.op.key, first.op.generation));
+        assert_eq!(first.await.0.unwrap(), 1);
+        // The slot is reused by the next operation.
+        let mut second = ring.recv(a.clone(), BytesMut::with_capacity(16)).map_err(|(e, _)| e).unwrap();
+        assert_eq!(second.op.key, key);
+        // A completion naming the first operation, as a late CQE or a cancel aimed at it
+        // would: a NOP completes during the submit that carries it.
+        {
+            let mut st = ring.lock();
+            push_entry(&mut st, &opcode::Nop::new().build().user_data(stale)).unwrap();
+            submit_locked(&mut st).unwrap();
+        }
+        assert!(futures::poll!(&mut second).is_pending(), "a stale completion finished another operation");
+        b.write_all(b"2").unwrap();
+        let (r, buf) = tokio::time::timeout(LIMIT, second).await.unwrap();
+        assert_eq!((r.unwrap(), &buf[..]), (1, &b"2"[..]));
+    }
+
+    #[tokio::test]
+    async fn operation_keeps_its_descriptor_open() {
+        let ring = Ring::new(8).unwrap();
+        let _handle = ring.start().unwrap();
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        let is_open = || std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok();
+        // The only owner of the socket goes into the operation.
+        let op = ring.recv(Arc::new(a), BytesMut::with_capacity(16)).map_err(|(e, _)| e).unwrap();
+        assert!(is_open());
+        b.write_all(b"x").unwrap();
+        let (r, _) = tokio::time::timeout(LIMIT, op).await.unwrap();
+        assert_eq!(r.unwrap(), 1);
+    }
 }

@@ -228,3 +228,31 @@ impl WriteWaiter {
         }
     }
 }
+
+/// Aborts a TCP connection in place: `SO_LINGER` {on, 0} and `connect(AF_UNSPEC)`, which runs
+/// the kernel's `tcp_disconnect` — an RST to the peer (from any synchronized state) and a
+/// purge of the send queue. Purging frees the queued zero-copy skbs, which releases their
+/// pinned pages and queues their notifications; unlike `close`, the descriptor stays open, so
+/// those notifications can still be read (the error queue is not purged) before the caller
+/// closes it.
+pub(crate) fn abort(sock: SockRef<'_>, fd: RawFd) -> io::Result<()> {
+    // With linger {on, 0} the final close, too, resets rather than lingers.
+    sock.set_linger(Some(std::time::Duration::ZERO))?;
+    // SAFETY: an all-zero sockaddr is valid, and AF_UNSPEC is 0.
+    let mut addr: libc::sockaddr = unsafe { std::mem::zeroed() };
+    addr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: connect reads `addrlen` bytes from the live `addr`; for AF_UNSPEC the kernel
+    // only looks at the family (inet_stream_connect → tcp_disconnect). A bad fd is EBADF.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            &addr,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
