@@ -169,8 +169,9 @@ pub async fn connect(addr: SocketAddr, transport: TransportChoice, engine: Engin
         TransportChoice::Tcp => Client::connect_tcp(addr, ClientConfig::default()).await?,
         #[cfg(target_os = "linux")]
         TransportChoice::Uring | TransportChoice::MsgZc => {
-            let t = transport_uring::connect(addr, uring_config(transport, engine)).await?;
-            Client::connect(t, ClientConfig::default()).await?
+            // Made from an address, like `connect_tcp`: it re-dials when the connection is lost.
+            let config = uring_config(transport, engine);
+            Client::connect_with(move || transport_uring::connect(addr, config.clone()), ClientConfig::default()).await?
         }
     };
     Ok(EchoClient::new(client))
