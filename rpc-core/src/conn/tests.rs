@@ -508,3 +508,47 @@ fn a_hello_with_a_frame_limit_below_the_minimum_is_refused() {
     let err = server.handle_input(&mut buf, now).unwrap_err();
     assert!(err.to_string().contains("below the minimum of 4096"), "{err}");
 }
+
+// ---- review findings (issue #8 change) ----
+
+/// A client past its handshake with the given keepalive settings.
+fn review_keepalive_client(interval: Option<Duration>, timeout: Duration, now: Instant) -> Connection {
+    let cfg = ConnConfig { keepalive_interval: interval, keepalive_timeout: timeout, ..ConnConfig::default() };
+    let mut c = Connection::new(Side::Client, cfg, now);
+    let mut hello = BytesMut::from(&Connection::new(Side::Server, ConnConfig::default(), now).transmits[0].to_vec()[..]);
+    c.handle_input(&mut hello, now).unwrap();
+    c
+}
+
+/// keepalive.rs `next_timeout` adds `written_at + self.timeout` unchecked: a keepalive timeout
+/// of `Duration::MAX` ("never give up on a ping") panics in `poll_timeout` once a ping is written
+/// (in the driver: the timer task panics and the connection is closed as a zcrpc bug).
+#[test]
+#[ignore = "review finding: keepalive_timeout = Duration::MAX panics (Instant overflow) once a ping is written"]
+fn review_keepalive_timeout_of_duration_max_does_not_panic() {
+    let now = Instant::now();
+    let mut c = review_keepalive_client(Some(Duration::from_secs(1)), Duration::MAX, now);
+    c.take_transmits(&mut Vec::new());
+    c.handle_written(usize::MAX, now);
+    c.handle_timeout(now + Duration::from_secs(1));
+    c.take_transmits(&mut Vec::new());
+    c.handle_written(64, now + Duration::from_secs(1));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.poll_timeout()));
+    assert!(r.is_ok(), "poll_timeout panicked with keepalive_timeout = Duration::MAX");
+}
+
+/// keepalive.rs `on_timeout` compares `now >= self.last_rx + i` unchecked, while `next_timeout`
+/// uses `checked_add` for the same sum: with `keepalive_interval = Some(Duration::MAX)` no
+/// keepalive deadline is armed, but the first `handle_timeout` for any other reason (here: a
+/// call's deadline) panics.
+#[test]
+#[ignore = "review finding: keepalive_interval = Some(Duration::MAX) panics in handle_timeout when a call deadline fires"]
+fn review_keepalive_interval_of_duration_max_does_not_panic_at_a_call_deadline() {
+    let now = Instant::now();
+    let mut c = review_keepalive_client(Some(Duration::MAX), Duration::from_secs(20), now);
+    c.start_call(1, Body { message: Bytes::from_static(b"x"), attachments: Vec::new() }, Some(Duration::from_secs(1)), now)
+        .unwrap();
+    let at = c.poll_timeout().expect("the call's deadline");
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.handle_timeout(at)));
+    assert!(r.is_ok(), "handle_timeout panicked with keepalive_interval = Some(Duration::MAX)");
+}
