@@ -36,3 +36,47 @@ async fn a_connect_that_timed_out_does_not_leave_its_connection_running() {
     let ended = tokio::time::timeout(Duration::from_secs(3), served).await;
     assert!(ended.is_ok(), "the server's connection is still served 3 s after the client reported the connect failed: leaked");
 }
+
+/// The server-wide budget is given back however calls end: answered, failed, panicked, expired
+/// on the server, cancelled by the client, and cut off by the client going away mid-call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_wide_budget_returns_to_zero_however_calls_end() {
+    use rpc_core::{Body, CallOptions};
+    let server = Server::builder().build(TestService::default());
+    for round in 0..3 {
+        let (a, b) = mem::pair();
+        let s = server.clone();
+        let served = tokio::spawn(async move { s.serve_connection(b).await });
+        let client = Client::connect(a, ClientConfig::default()).await.unwrap();
+        let mut calls = Vec::new();
+        for i in 0..40u64 {
+            let c = client.clone();
+            calls.push(tokio::spawn(async move {
+                let (method, body, opts) = match i % 5 {
+                    0 => (ECHO, Body::message(pattern(10_000, i as u8)), CallOptions::default()),
+                    1 => (FAIL, Body::message(pattern(5_000, 1)), CallOptions::default()),
+                    2 => (PANIC, Body::message(pattern(5_000, 2)), CallOptions::default()),
+                    // Expires on both sides while the handler sleeps.
+                    3 => (SLEEP_MS, sleep_body(2_000), CallOptions::timeout(Duration::from_millis(50))),
+                    _ => (SLEEP_MS, sleep_body(5_000), CallOptions::default()),
+                };
+                // The long sleeps are cancelled by dropping the call's future.
+                tokio::time::timeout(Duration::from_millis(300), c.call(method, body, opts)).await
+            }));
+        }
+        if round == 2 {
+            // The client goes away with calls in flight.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            for c in &calls {
+                c.abort();
+            }
+        }
+        for c in calls {
+            let _ = c.await;
+        }
+        drop(client);
+        let _ = tokio::time::timeout(Duration::from_secs(10), served).await.expect("the connection ends");
+        assert_eq!(server.connections(), 0, "round {round}");
+        assert_eq!(server.memory_held(), 0, "round {round}: bytes still charged to the server-wide budget");
+    }
+}
