@@ -80,3 +80,51 @@ async fn the_server_wide_budget_returns_to_zero_however_calls_end() {
         assert_eq!(server.memory_held(), 0, "round {round}: bytes still charged to the server-wide budget");
     }
 }
+
+/// keepalive.rs `on_timeout` overflows (`last_rx + Duration::MAX`) inside the timer task's
+/// `shared.step(|g| g.conn.handle_timeout(now))`, the first time any deadline fires. Nothing
+/// handles a timer task that died (`Loop`'s docs say the connection is then marked closed; only
+/// `run` looks, after the reader and writer ended), so the connection runs on with no timer: the
+/// expired call's events, queued before the panic, are never dispatched (its handler is not
+/// dropped, no DEADLINE_EXCEEDED goes out), and call deadlines, the write-stall watch and the
+/// drain bound are gone for the rest of the connection's life. Here: a raw peer sends one
+/// request with a 100 ms deadline to a 1.5 s handler and never cancels it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "review finding: keepalive_interval = Duration::MAX panics the timer task; the connection runs on with no deadlines or stall watch"]
+async fn a_server_with_keepalive_interval_duration_max_still_expires_calls() {
+    expired_call_is_dropped(Duration::MAX).await;
+}
+
+/// Control for the test above: with the default keepalive interval the same peer sees its
+/// handler dropped at the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_the_default_keepalive_expires_calls() {
+    expired_call_is_dropped(Duration::from_secs(30)).await;
+}
+
+async fn expired_call_is_dropped(keepalive_interval: Duration) {
+    use rpc_core::conn::{ConnConfig, Connection, Side};
+    use rpc_core::frame::Request;
+    use rpc_core::transport::tcp::TcpAcceptor;
+    use tokio::io::AsyncWriteExt;
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let service = TestService::default();
+    let probe = service.probe.clone();
+    let _handle = Server::builder().keepalive(Some(keepalive_interval), Duration::from_secs(20)).build(service).serve(acceptor);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut hello = Vec::new();
+    Connection::new(Side::Client, ConnConfig::default(), std::time::Instant::now()).take_transmits(&mut hello);
+    let mut out: Vec<u8> = hello.iter().flat_map(|t| t.to_vec()).collect();
+    let r = Request { id: 1, method: SLEEP_MS, deadline: Some(Duration::from_millis(100)), message: sleep_body(1_500).message, attachments: Vec::new() };
+    out.extend_from_slice(&r.encode().unwrap().to_vec());
+    s.write_all(&out).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    use std::sync::atomic::Ordering;
+    assert_eq!(probe.started.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        probe.dropped_unfinished.load(Ordering::SeqCst),
+        1,
+        "700 ms after a 100 ms deadline the handler still runs: the server's timer task is dead"
+    );
+}
