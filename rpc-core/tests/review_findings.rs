@@ -92,17 +92,17 @@ async fn the_server_wide_budget_returns_to_zero_however_calls_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "review finding: keepalive_interval = Duration::MAX panics the timer task; the connection runs on with no deadlines or stall watch"]
 async fn a_server_with_keepalive_interval_duration_max_still_expires_calls() {
-    expired_call_is_dropped(Duration::MAX).await;
+    expired_call_is_dropped(Server::builder().keepalive(Some(Duration::MAX), Duration::from_secs(20))).await;
 }
 
 /// Control for the test above: with the default keepalive interval the same peer sees its
 /// handler dropped at the deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_with_the_default_keepalive_expires_calls() {
-    expired_call_is_dropped(Duration::from_secs(30)).await;
+    expired_call_is_dropped(Server::builder()).await;
 }
 
-async fn expired_call_is_dropped(keepalive_interval: Duration) {
+async fn expired_call_is_dropped(builder: rpc_core::ServerBuilder) {
     use rpc_core::conn::{ConnConfig, Connection, Side};
     use rpc_core::frame::Request;
     use rpc_core::transport::tcp::TcpAcceptor;
@@ -111,7 +111,7 @@ async fn expired_call_is_dropped(keepalive_interval: Duration) {
     let addr = acceptor.local_addr().unwrap();
     let service = TestService::default();
     let probe = service.probe.clone();
-    let _handle = Server::builder().keepalive(Some(keepalive_interval), Duration::from_secs(20)).build(service).serve(acceptor);
+    let _handle = builder.build(service).serve(acceptor);
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut hello = Vec::new();
     Connection::new(Side::Client, ConnConfig::default(), std::time::Instant::now()).take_transmits(&mut hello);
