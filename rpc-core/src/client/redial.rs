@@ -71,7 +71,7 @@ pub(super) async fn supervise<T: Transport>(
                         _ = tokio::time::sleep(jitter(backoff)) => {}
                         _ = link.closed() => return,
                     }
-                    backoff = (backoff * 2).min(config.reconnect.max_backoff);
+                    backoff = backoff.saturating_mul(2).min(config.reconnect.max_backoff);
                 }
             }
         }
@@ -82,7 +82,7 @@ pub(super) async fn supervise<T: Transport>(
 fn jitter(d: Duration) -> Duration {
     // A fresh `RandomState` is randomly keyed: enough randomness for spreading retries.
     let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    d.mul_f64(0.5 + (r % 1024) as f64 / 1024.0)
+    Duration::try_from_secs_f64(d.as_secs_f64() * (0.5 + (r % 1024) as f64 / 1024.0)).unwrap_or(Duration::MAX)
 }
 
 #[cfg(test)]

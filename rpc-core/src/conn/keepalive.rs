@@ -79,18 +79,20 @@ impl Keepalive {
 
     /// When [`Keepalive::on_timeout`] must run next.
     pub(super) fn next_timeout(&self) -> Option<Instant> {
+        // A sum past the clock's end (a `Duration::MAX` setting) is "never".
         match self.ping {
-            Some(p) => p.written_at.map(|at| at + self.timeout),
+            Some(p) => p.written_at.and_then(|at| at.checked_add(self.timeout)),
             None => self.interval.and_then(|i| self.last_rx.checked_add(i)),
         }
     }
 
     pub(super) fn on_timeout(&mut self, now: Instant) -> Action {
+        let due = |from: Instant, after: Duration| from.checked_add(after).is_some_and(|at| now >= at);
         match self.ping {
-            Some(OutPing { written_at: Some(at), .. }) if now >= at + self.timeout => Action::Dead,
+            Some(OutPing { written_at: Some(at), .. }) if due(at, self.timeout) => Action::Dead,
             Some(_) => Action::None,
             None => match self.interval {
-                Some(i) if now >= self.last_rx + i => {
+                Some(i) if due(self.last_rx, i) => {
                     let id = self.next_id;
                     self.next_id += 1;
                     self.ping = Some(OutPing { id, taken: false, written_at: None });

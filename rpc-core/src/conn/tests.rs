@@ -347,15 +347,7 @@ fn closed_reason(events: &mut Vec<Event>) -> Option<ConnectionError> {
 
 /// A client past its handshake, pinging after 1 s of quiet and giving up 2 s after a ping.
 fn keepalive_client(now: Instant) -> Connection {
-    let cfg = ConnConfig {
-        keepalive_interval: Some(Duration::from_secs(1)),
-        keepalive_timeout: Duration::from_secs(2),
-        ..ConnConfig::default()
-    };
-    let mut c = Connection::new(Side::Client, cfg, now);
-    let mut hello = BytesMut::from(&Connection::new(Side::Server, ConnConfig::default(), now).transmits[0].to_vec()[..]);
-    c.handle_input(&mut hello, now).unwrap();
-    c
+    client_with_keepalive(Some(Duration::from_secs(1)), Duration::from_secs(2), now)
 }
 
 #[test]
@@ -536,4 +528,46 @@ fn a_request_cancelled_or_expired_before_the_writer_took_it_is_never_sent() {
     assert_eq!(cancel.len(), 1);
     let h = FrameHeader::decode(&cancel[0].head[..HEADER_LEN]).unwrap();
     assert_eq!((h.kind, h.id), (FrameKind::Cancel, id3));
+}
+
+// ---- review findings (issue #8 change) ----
+
+/// A client past its handshake with the given keepalive settings.
+fn client_with_keepalive(interval: Option<Duration>, timeout: Duration, now: Instant) -> Connection {
+    let cfg = ConnConfig { keepalive_interval: interval, keepalive_timeout: timeout, ..ConnConfig::default() };
+    let mut c = Connection::new(Side::Client, cfg, now);
+    let mut hello = BytesMut::from(&Connection::new(Side::Server, ConnConfig::default(), now).transmits[0].to_vec()[..]);
+    c.handle_input(&mut hello, now).unwrap();
+    c
+}
+
+/// keepalive.rs `next_timeout` adds `written_at + self.timeout` unchecked: a keepalive timeout
+/// of `Duration::MAX` ("never give up on a ping") panics in `poll_timeout` once a ping is written
+/// (in the driver: the timer task panics and the connection is closed as a zcrpc bug).
+#[test]
+fn review_keepalive_timeout_of_duration_max_does_not_panic() {
+    let now = Instant::now();
+    let mut c = client_with_keepalive(Some(Duration::from_secs(1)), Duration::MAX, now);
+    c.take_transmits(&mut Vec::new());
+    c.handle_written(usize::MAX, now);
+    c.handle_timeout(now + Duration::from_secs(1));
+    c.take_transmits(&mut Vec::new());
+    c.handle_written(64, now + Duration::from_secs(1));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.poll_timeout()));
+    assert!(r.is_ok(), "poll_timeout panicked with keepalive_timeout = Duration::MAX");
+}
+
+/// keepalive.rs `on_timeout` compares `now >= self.last_rx + i` unchecked, while `next_timeout`
+/// uses `checked_add` for the same sum: with `keepalive_interval = Some(Duration::MAX)` no
+/// keepalive deadline is armed, but the first `handle_timeout` for any other reason (here: a
+/// call's deadline) panics.
+#[test]
+fn review_keepalive_interval_of_duration_max_does_not_panic_at_a_call_deadline() {
+    let now = Instant::now();
+    let mut c = client_with_keepalive(Some(Duration::MAX), Duration::from_secs(20), now);
+    c.start_call(1, Body { message: Bytes::from_static(b"x"), attachments: Vec::new() }, Some(Duration::from_secs(1)), now)
+        .unwrap();
+    let at = c.poll_timeout().expect("the call's deadline");
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.handle_timeout(at)));
+    assert!(r.is_ok(), "handle_timeout panicked with keepalive_interval = Some(Duration::MAX)");
 }

@@ -182,7 +182,10 @@ pub(crate) async fn run<T: Transport, H: SideHandler>(transport: T, shared: Arc<
         write_loop(send, &shared).await
     });
     let writer_abort = writer.abort_handle();
-    let timer = Loop::spawn(&shared, |shared| async move { timer_loop(&shared, writer_abort).await });
+    let timer = Loop::spawn(&shared, |shared| async move {
+        let _guard = CloseOnPanic(shared.clone(), "timer");
+        timer_loop(&shared, writer_abort).await
+    });
     let mut panicked = false;
     if let Err(what) = CatchUnwind::new(Box::pin(read_loop(recv, &shared))).await {
         tracing::error!("connection reader panicked (a bug in zcrpc or the transport): {what}");
@@ -427,6 +430,19 @@ impl<H: SideHandler> Drop for SignalOnDrop<H> {
     }
 }
 
+/// Closes the machine if dropped by a panic (a bug), so that the connection does not run on
+/// without the loop (without deadlines and the stall watch, when it is the timer's).
+struct CloseOnPanic<H: SideHandler>(Arc<Shared<H>>, &'static str);
+
+impl<H: SideHandler> Drop for CloseOnPanic<H> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let what = self.1;
+            self.0.step(|g| g.conn.close(ConnectionError::Io(format!("the connection's {what} panicked (a bug in zcrpc)"))));
+        }
+    }
+}
+
 /// One receive's outcome.
 enum Input {
     /// Into the driver's buffer: a count (0 at the end of the stream) or an error.
@@ -503,8 +519,8 @@ async fn timer_loop<H: SideHandler>(shared: &Arc<Shared<H>>, writer: AbortHandle
         };
         let now = Instant::now();
         // While a stall timeout is set, look at the writer's progress a few times per period.
-        let tick = stall_after.map(|d| now + StallWatch::tick(d));
-        let drain_at = if open { None } else { Some(*closed_at.get_or_insert(now) + drain) };
+        let tick = stall_after.and_then(|d| now.checked_add(StallWatch::tick(d)));
+        let drain_at = if open { None } else { closed_at.get_or_insert(now).checked_add(drain) };
         let wake = [next, tick, drain_at].into_iter().flatten().min();
         let sleep = async {
             match wake {
