@@ -10,8 +10,9 @@
 //! - each read asks for the whole of what may be queued (a reused buffer of
 //!   [`Tuning::read_buf`], at least a whole message and header), never a fixed small chunk: a
 //!   short read means the queue is empty, so no read is spent on `EAGAIN`;
-//! - every queued message goes out in one `writev` of iovecs that all point at the one encoded
-//!   message (no batching copy, no per-message system call);
+//! - every queued message goes out in one system call: large ones as a `writev` of iovecs that
+//!   all point at the one encoded message, small ones as one `write` from a buffer of
+//!   pre-encoded copies (no copy per call, no system call per message);
 //! - socket buffer sizes from [`Tuning`], chosen by measurement per scenario (see the README).
 //!
 //! For one call at a time (the latency scenarios) the socket stays blocking: a blocking `read`
@@ -35,6 +36,11 @@ use crate::sys;
 const HEADER: usize = 8;
 /// Iovecs per `writev` (`IOV_MAX` is 1024).
 const MAX_IOV: usize = 1024;
+/// Messages this small go out of one buffer holding many encoded copies, written from
+/// whatever offset is due: one contiguous `write` instead of an iovec per message (the kernel
+/// walks iovecs one by one, which at 72 bytes each costs more than the bytes), and no copy
+/// per call because every message is the same.
+const BATCH_BYTES: usize = 256 << 10;
 
 /// The knobs, chosen per scenario by [`Tuning::for_shape`]; `ZCRPC_BENCH_RAW` overrides them
 /// for sweeps (`rcvbuf=N,sndbuf=N,readbuf=N,wait=epoll|block`, sizes in bytes, 0 = kernel
@@ -57,13 +63,18 @@ pub const RAW_ENV: &str = "ZCRPC_BENCH_RAW";
 impl Tuning {
     /// What measured fastest for this traffic on the 2-vCPU machine (README, "The raw
     /// ceilings"), unless [`RAW_ENV`] says otherwise.
-    pub fn for_shape(shape: Shape) -> Result<Tuning, String> {
+    pub fn for_shape(shape: Shape, stream: bool) -> Result<Tuning, String> {
         let largest = HEADER + shape.request_len.max(shape.response_len);
+        // The stream measured fastest with 4 MiB socket buffers (`rmem_max`/`wmem_max` here);
+        // request/response showed no difference from autotuning within the machine's noise.
+        let buffers = stream.then_some(4 << 20);
         let mut t = Tuning {
-            rcvbuf: None,
-            sndbuf: None,
+            rcvbuf: buffers,
+            sndbuf: buffers,
             read_buf: largest.clamp(64 << 10, 4 << 20),
-            blocking: shape.window == 1 && largest < (64 << 10),
+            // Everything a window sends fits in the socket buffers, so a blocking send cannot
+            // wait on a peer that is itself blocked sending: a blocking `read` is the wait.
+            blocking: stream || shape.window * largest <= (64 << 10),
         };
         if let Ok(spec) = std::env::var(RAW_ENV) {
             t.apply(&spec)?;
@@ -116,6 +127,8 @@ struct End {
     sock: TcpStream,
     epoll: Option<sys::Epoll>,
     msg: Vec<u8>,
+    /// `msg` repeated, when messages are small (see [`BATCH_BYTES`]); empty otherwise.
+    batch: Vec<u8>,
     /// Whole messages still to send, the first of them `sent` bytes in.
     queued: usize,
     sent: usize,
@@ -131,17 +144,25 @@ struct Pass {
 }
 
 impl End {
-    fn new(sock: TcpStream, tuning: Tuning, send_len: usize) -> io::Result<End> {
+    fn new(sock: TcpStream, tuning: Tuning, send_len: usize, window: usize) -> io::Result<End> {
         tuning.setup(&sock)?;
         let epoll = if tuning.blocking {
             None
         } else {
             Some(sys::Epoll::watch(&sock)?)
         };
+        let msg = encoded(send_len);
+        let copies = window.min(BATCH_BYTES / msg.len());
+        let batch = if copies > 1 {
+            msg.repeat(copies)
+        } else {
+            Vec::new()
+        };
         Ok(End {
             sock,
             epoll,
-            msg: encoded(send_len),
+            batch,
+            msg,
             queued: 0,
             sent: 0,
             framer: super::raw::Framer::default(),
@@ -152,14 +173,21 @@ impl End {
     /// Writes queued messages until done or the socket is full; true when it is full.
     fn flush(&mut self) -> io::Result<bool> {
         while self.queued > 0 {
-            let n_iov = self.queued.min(MAX_IOV);
-            let mut iov = Vec::with_capacity(n_iov);
-            iov.push(IoSlice::new(&self.msg[self.sent..]));
-            for _ in 1..n_iov {
-                iov.push(IoSlice::new(&self.msg));
-            }
-            let asked = self.msg.len() * n_iov - self.sent;
-            let n = match self.sock.write_vectored(&iov) {
+            let (asked, result) = if self.batch.is_empty() {
+                let n_iov = self.queued.min(MAX_IOV);
+                let mut iov = Vec::with_capacity(n_iov);
+                iov.push(IoSlice::new(&self.msg[self.sent..]));
+                for _ in 1..n_iov {
+                    iov.push(IoSlice::new(&self.msg));
+                }
+                let asked = self.msg.len() * n_iov - self.sent;
+                (asked, self.sock.write_vectored(&iov))
+            } else {
+                let end = self.msg.len() * self.queued.min(self.batch.len() / self.msg.len());
+                let slice = &self.batch[self.sent..end];
+                (slice.len(), self.sock.write(slice))
+            };
+            let n = match result {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -220,7 +248,7 @@ impl End {
 
 fn serve(listener: TcpListener, shape: Shape, tuning: Tuning) -> io::Result<()> {
     let (sock, _) = listener.accept()?;
-    let mut end = End::new(sock, tuning, shape.response_len)?;
+    let mut end = End::new(sock, tuning, shape.response_len, shape.window)?;
     loop {
         let pass = end.pass()?;
         end.queued += pass.received;
@@ -237,7 +265,7 @@ fn client(
     timing: Timing,
     record_latency: bool,
 ) -> io::Result<Sample> {
-    let mut end = End::new(sock, tuning, shape.request_len)?;
+    let mut end = End::new(sock, tuning, shape.request_len, shape.window)?;
     let mut started = std::collections::VecDeque::with_capacity(shape.window);
     let mut meter = Meter::new(timing, record_latency);
     let now = Instant::now();
@@ -268,7 +296,7 @@ pub fn run(
     timing: Timing,
     record_latency: bool,
 ) -> Result<Sample, String> {
-    let tuning = Tuning::for_shape(shape)?;
+    let tuning = Tuning::for_shape(shape, false)?;
     run_pair(
         placement,
         move |addr_tx| {
@@ -289,8 +317,7 @@ pub fn run(
 /// one call.
 pub fn run_stream(shape: Shape, placement: Placement, timing: Timing) -> Result<Sample, String> {
     let payload = shape.payload_per_call();
-    let mut tuning = Tuning::for_shape(shape)?;
-    tuning.blocking = true;
+    let tuning = Tuning::for_shape(shape, true)?;
     run_pair(
         placement,
         move |addr_tx| {
