@@ -181,6 +181,46 @@ impl Report {
         Some(out)
     }
 
+    /// Every RPC system whose runs all beat every run of `raw_tcp_best` on a rate or a
+    /// latency (the ranges do not overlap): the ceiling is then not one, and the README must
+    /// say why.
+    pub fn ceiling_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for &scenario in &self.scenarios {
+            for &metric in scenario.metrics().iter().filter(|m| !m.is_cpu()) {
+                let base = match scenario {
+                    Scenario::Segments4k => Scenario::Upload1m,
+                    s => s,
+                };
+                let Some(ceiling) = self.row(base, System::RawTcpBest, metric.name()) else {
+                    continue;
+                };
+                for &system in self.systems.iter().filter(|s| !s.is_raw()) {
+                    let Some(r) = self.row(scenario, system, metric.name()) else {
+                        continue;
+                    };
+                    let beats = if metric.lower_is_better() {
+                        r.max < ceiling.min
+                    } else {
+                        r.min > ceiling.max
+                    };
+                    if beats {
+                        out.push(format!(
+                            "{system} beats raw_tcp_best on {scenario} {} beyond noise \
+                             ({}–{} against {}–{})",
+                            metric.name(),
+                            fmt_value(r.min),
+                            fmt_value(r.max),
+                            fmt_value(ceiling.min),
+                            fmt_value(ceiling.max)
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// What moved on the machine while the run went on, if anything did.
     pub fn load_warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -220,25 +260,28 @@ impl Report {
     /// The markdown table, with the machine, date, layout and affinity above it.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "Machine: {} — {}", self.machine.line(), self.date);
-        let _ = writeln!(out, "Command: `{}`", self.command);
-        let _ = writeln!(out, "Layout: {}.", self.layout);
-        let _ = writeln!(out, "Affinity: {}.", self.affinity);
+        let _ = writeln!(out, "Machine: {} — {}  ", self.machine.line(), self.date);
+        let _ = writeln!(out, "Command: `{}`  ", self.command);
+        let _ = writeln!(out, "Layout: {}.  ", self.layout);
+        let _ = writeln!(out, "Affinity: {}.  ", self.affinity);
         let _ = writeln!(
             out,
-            "Load average (1/5/15 min) at start: {}; at end: {}.",
+            "Load average (1/5/15 min) at start: {}; at end: {}.  ",
             self.load_average[0], self.load_average[1]
         );
         let [lo, hi] = self.load_1m_range;
         let _ = writeln!(
             out,
-            "1-minute load before each measurement: {lo:.2} to {hi:.2}."
+            "1-minute load before each measurement: {lo:.2} to {hi:.2}.  "
         );
         for warning in self.load_warnings() {
             let _ = writeln!(
                 out,
                 "**Warning: {warning}; compare ratios, not absolute values.**  "
             );
+        }
+        for warning in self.ceiling_warnings() {
+            let _ = writeln!(out, "**Warning: {warning}.**  ");
         }
         let _ = writeln!(
             out,

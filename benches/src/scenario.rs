@@ -82,6 +82,14 @@ impl System {
         System::ALL.into_iter().find(|s| s.name() == name)
     }
 
+    /// True for the plain-socket programs (no RPC framework).
+    pub fn is_raw(self) -> bool {
+        matches!(
+            self,
+            System::RawStream | System::RawTcpBest | System::RawTcpSimple | System::RawUringZc
+        )
+    }
+
     /// True for the four zcrpc systems.
     pub fn is_zcrpc(self) -> bool {
         matches!(

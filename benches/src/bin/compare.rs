@@ -435,7 +435,11 @@ fn parent(args: &[String]) -> Result<(), String> {
         &serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
     )?;
     write_file(&opts.svg, &report.svg())?;
-    for warning in report.load_warnings() {
+    for warning in report
+        .load_warnings()
+        .into_iter()
+        .chain(report.ceiling_warnings())
+    {
         eprintln!("compare: WARNING: {warning}");
     }
     print!("{}", report.markdown());
