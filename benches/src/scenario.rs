@@ -65,7 +65,7 @@ impl System {
     pub fn describe(self) -> &'static str {
         match self {
             System::RawStream => "the physical ceiling: a one-way stream, sendfile from a memfd, read into a reused buffer; no request/response",
-            System::RawTcpBest => "the request/response ceiling: non-blocking sockets + edge-triggered epoll (blocking for one call at a time), whole reads into a reused buffer, one writev per batch",
+            System::RawTcpBest => "the request/response ceiling: non-blocking sockets + edge-triggered epoll (blocking when a window fits the socket buffers: the 64-byte scenarios), whole-message reads into a reused buffer, one system call per batch",
             System::RawTcpSimple => "blocking std sockets, 256 KiB reads, write per message, small messages batched per write",
             System::RawUringZc => "raw_tcp_simple with the large direction sent by a bare io_uring SEND_ZC loop",
             System::ZcrpcTcp => "zcrpc over rpc-core's tokio TCP transport; bodies of 4 KiB and more as attachments",

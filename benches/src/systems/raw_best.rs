@@ -15,8 +15,9 @@
 //!   pre-encoded copies (no copy per call, no system call per message);
 //! - socket buffer sizes from [`Tuning`], chosen by measurement per scenario (see the README).
 //!
-//! For one call at a time (the latency scenarios) the socket stays blocking: a blocking `read`
-//! is the readiness wait, one system call fewer per message than epoll and then `read`.
+//! When everything a window sends fits in the socket buffers (the 64-byte scenarios) the
+//! sockets stay blocking: a blocking `read` is the readiness wait, one system call fewer per
+//! batch than epoll and then `read`.
 //!
 //! `raw_stream` is the physical ceiling of one loopback connection: the server `sendfile`s the
 //! scenario's payload from a memfd over and over (the kernel sends page-cache pages, no copy on
