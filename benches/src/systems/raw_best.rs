@@ -44,7 +44,7 @@ const MAX_IOV: usize = 1024;
 const BATCH_BYTES: usize = 256 << 10;
 
 /// The knobs, chosen per scenario by [`Tuning::for_shape`]; `ZCRPC_BENCH_RAW` overrides them
-/// for sweeps (`rcvbuf=N,sndbuf=N,readbuf=N,wait=epoll|block`, sizes in bytes, 0 = kernel
+/// for sweeps (`rcvbuf=N,sndbuf=N,readbuf=N,wait=epoll|block,batch=N`, sizes in bytes, 0 = kernel
 /// default with autotuning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
@@ -56,6 +56,8 @@ pub struct Tuning {
     pub read_buf: usize,
     /// Blocking sockets instead of non-blocking ones and epoll.
     pub blocking: bool,
+    /// Most messages one `writev` asks the kernel to take.
+    pub max_batch: usize,
 }
 
 /// Environment variable overriding [`Tuning`] for sweeps.
@@ -76,6 +78,7 @@ impl Tuning {
             // Everything a window sends fits in the socket buffers, so a blocking send cannot
             // wait on a peer that is itself blocked sending: a blocking `read` is the wait.
             blocking: stream || shape.window * largest <= (64 << 10),
+            max_batch: MAX_IOV,
         };
         if let Ok(spec) = std::env::var(RAW_ENV) {
             t.apply(&spec)?;
@@ -97,6 +100,7 @@ impl Tuning {
                 "sndbuf" => self.sndbuf = Some(n()?).filter(|&n| n > 0),
                 "readbuf" => self.read_buf = n()?.max(HEADER),
                 "wait" => self.blocking = v == "block",
+                "batch" => self.max_batch = n()?.clamp(1, MAX_IOV),
                 _ => return Err(format!("{RAW_ENV}: unknown key {k}")),
             }
         }
@@ -130,6 +134,7 @@ struct End {
     msg: Vec<u8>,
     /// `msg` repeated, when messages are small (see [`BATCH_BYTES`]); empty otherwise.
     batch: Vec<u8>,
+    max_batch: usize,
     /// Whole messages still to send, the first of them `sent` bytes in.
     queued: usize,
     sent: usize,
@@ -163,6 +168,7 @@ impl End {
             sock,
             epoll,
             batch,
+            max_batch: tuning.max_batch,
             msg,
             queued: 0,
             sent: 0,
@@ -175,7 +181,7 @@ impl End {
     fn flush(&mut self) -> io::Result<bool> {
         while self.queued > 0 {
             let (asked, result) = if self.batch.is_empty() {
-                let n_iov = self.queued.min(MAX_IOV);
+                let n_iov = self.queued.min(self.max_batch);
                 let mut iov = Vec::with_capacity(n_iov);
                 iov.push(IoSlice::new(&self.msg[self.sent..]));
                 for _ in 1..n_iov {
