@@ -2,7 +2,7 @@
 # User-space instructions per MiB of payload, counted by callgrind (repeatable where timings
 # are not), for one upload scenario; for the 64-byte scenarios, instructions per call.
 #
-#   bash benches/callgrind.sh                      # upload_1m: zcrpc_tcp, tonic, tarpc, raw_tcp
+#   bash benches/callgrind.sh                      # upload_1m: zcrpc_tcp, tonic, tarpc, raw_tcp_simple
 #   SYSTEMS="zcrpc_uring tonic" bash benches/callgrind.sh
 #   SCENARIO=call_64m N1=2 N2=6 bash benches/callgrind.sh
 #   SCENARIO=qps_64b N1=2000 N2=10000 bash benches/callgrind.sh     # per call
@@ -15,7 +15,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 SCENARIO=${SCENARIO:-upload_1m}
-SYSTEMS=${SYSTEMS:-"zcrpc_tcp tonic tarpc raw_tcp"}
+SYSTEMS=${SYSTEMS:-"zcrpc_tcp tonic tarpc raw_tcp_simple"}
 N1=${N1:-16}
 N2=${N2:-80}
 

@@ -34,6 +34,8 @@ pub struct Sample {
     pub latencies_ns: Vec<u64>,
     /// The system's own counters at the end (zcrpc: both ends' transport statistics).
     pub transport_stats: Option<serde_json::Value>,
+    /// CPU time of the client and the server threads over the same window as `elapsed`.
+    pub cpu: Option<crate::cpu::Usage>,
 }
 
 impl Sample {
@@ -60,6 +62,7 @@ pub struct Meter {
     timing: Timing,
     record_latency: bool,
     window_start: Option<Instant>,
+    cpu_start: Option<crate::cpu::Snapshot>,
     sample: Sample,
 }
 
@@ -71,6 +74,7 @@ impl Meter {
             timing,
             record_latency,
             window_start: None,
+            cpu_start: None,
             sample: Sample::default(),
         }
     }
@@ -81,7 +85,8 @@ impl Meter {
         let now = Instant::now();
         let Some(window_start) = self.window_start else {
             if now.duration_since(self.start) >= self.timing.warmup {
-                self.window_start = Some(now);
+                self.cpu_start = Some(crate::cpu::snapshot());
+                self.window_start = Some(Instant::now());
             }
             return true;
         };
@@ -92,10 +97,18 @@ impl Meter {
                 .latencies_ns
                 .push(now.duration_since(started).as_nanos() as u64);
         }
-        match self.timing.calls {
+        let go_on = match self.timing.calls {
             Some(limit) => self.sample.calls < limit,
             None => !(self.sample.elapsed >= self.timing.measure && self.sample.calls >= MIN_CALLS),
+        };
+        if !go_on {
+            // Read after the last counted call, over the same window as `elapsed` (reading
+            // /proc costs tens of microseconds, outside both).
+            self.sample.cpu = self
+                .cpu_start
+                .map(|start| start.until(&crate::cpu::snapshot()));
         }
+        go_on
     }
 
     /// The finished sample.

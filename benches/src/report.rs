@@ -1,5 +1,6 @@
-//! The comparison's results and their three renderings: JSON (schema 1 of issue 4), a
-//! markdown table with ratios against `raw_tcp`, and an SVG bar chart.
+//! The comparison's results and their three renderings: JSON (schema 2: issue 4's schema 1
+//! plus CPU cost, spreads and the load range, issue 15), a markdown table with ratios against
+//! `raw_tcp_best`, and an SVG bar chart.
 
 use std::fmt::Write as _;
 
@@ -7,6 +8,12 @@ use serde::Serialize;
 
 use crate::machine::Machine;
 use crate::scenario::{Metric, Scenario, System};
+use crate::stats::median;
+
+/// A spread (max − min over the median) above this is printed in the table.
+pub const SPREAD_SHOWN: f64 = 0.10;
+/// A 1-minute load average that moved by more than this during the run draws a warning.
+pub const LOAD_MOVED: f64 = 0.5;
 
 /// One (scenario, system, metric): the median and every run behind it.
 #[derive(Debug, Clone, Serialize)]
@@ -15,12 +22,45 @@ pub struct ResultRow {
     pub scenario: String,
     /// System name.
     pub system: String,
-    /// `p50_us`, `p99_us`, `calls_per_s` or `gb_per_s`.
+    /// `p50_us`, `p99_us`, `calls_per_s`, `gb_per_s`, `cpu_us_per_call`, `cpu_s_per_gb`, or
+    /// one side's share of a CPU metric (`cpu_s_per_gb.server_sys`: side `client`, `server` or
+    /// `other`, kind `user` or `sys`).
     pub metric: String,
     /// Median of `runs`.
     pub value: f64,
+    /// Smallest of `runs`.
+    pub min: f64,
+    /// Largest of `runs`.
+    pub max: f64,
+    /// `(max - min) / value`: the noise between repetitions.
+    pub spread: f64,
     /// Every run, in the order they ran.
     pub runs: Vec<f64>,
+}
+
+impl ResultRow {
+    /// A row from its runs: median, min, max and spread.
+    pub fn new(scenario: &str, system: &str, metric: &str, runs: Vec<f64>) -> ResultRow {
+        let finite = || runs.iter().copied().filter(|v| v.is_finite());
+        let value = median(&runs);
+        let min = finite().fold(f64::INFINITY, f64::min);
+        let max = finite().fold(f64::NEG_INFINITY, f64::max);
+        let spread = if value.abs() > 0.0 && min.is_finite() {
+            (max - min) / value.abs()
+        } else {
+            f64::NAN
+        };
+        ResultRow {
+            scenario: scenario.into(),
+            system: system.into(),
+            metric: metric.into(),
+            value,
+            min,
+            max,
+            spread,
+            runs,
+        }
+    }
 }
 
 /// Peak resident memory of the child processes of one (system, scenario).
@@ -85,6 +125,8 @@ pub struct Report {
     /// Load averages (1, 5, 15 min) when the run started and when it ended: anything else
     /// running on the machine shares its CPUs with the measurement.
     pub load_average: [String; 2],
+    /// Lowest and highest 1-minute load average seen before any measurement of the run.
+    pub load_1m_range: [f64; 2],
     /// The numbers.
     pub results: Vec<ResultRow>,
     /// Peak RSS per (system, scenario).
@@ -102,15 +144,101 @@ pub struct Report {
 }
 
 impl Report {
+    fn row(&self, scenario: Scenario, system: System, metric: &str) -> Option<&ResultRow> {
+        self.results.iter().find(|r| {
+            r.scenario == scenario.name() && r.system == system.name() && r.metric == metric
+        })
+    }
+
     fn value(&self, scenario: Scenario, system: System, metric: Metric) -> Option<f64> {
-        self.results
-            .iter()
-            .find(|r| {
-                r.scenario == scenario.name()
-                    && r.system == system.name()
-                    && r.metric == metric.name()
-            })
+        self.row(scenario, system, metric.name())
             .map(|r| r.value)
+            .filter(|v| v.is_finite())
+    }
+
+    /// `c 0.01+0.20 · s 0.01+0.19`: each side's user + system share of a CPU metric.
+    fn cpu_split(&self, scenario: Scenario, system: System, metric: Metric) -> Option<String> {
+        let get = |side: &str, kind: &str| {
+            self.row(
+                scenario,
+                system,
+                &format!("{}.{side}_{kind}", metric.name()),
+            )
+            .map(|r| r.value)
+        };
+        let side = |side: &str| {
+            Some(format!(
+                "{}+{}",
+                fmt_value(get(side, "user")?),
+                fmt_value(get(side, "sys")?)
+            ))
+        };
+        let mut out = format!("c {} · s {}", side("client")?, side("server")?);
+        let other = get("other", "user").unwrap_or(0.0) + get("other", "sys").unwrap_or(0.0);
+        if other > 0.0 {
+            let _ = write!(out, " · other {}", fmt_value(other));
+        }
+        Some(out)
+    }
+
+    /// Every RPC system whose runs all beat every run of `raw_tcp_best` on a rate or a
+    /// latency (the ranges do not overlap): the ceiling is then not one, and the README must
+    /// say why.
+    pub fn ceiling_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for &scenario in &self.scenarios {
+            for &metric in scenario.metrics().iter().filter(|m| !m.is_cpu()) {
+                let base = match scenario {
+                    Scenario::Segments4k => Scenario::Upload1m,
+                    s => s,
+                };
+                let Some(ceiling) = self.row(base, System::RawTcpBest, metric.name()) else {
+                    continue;
+                };
+                for &system in self.systems.iter().filter(|s| !s.is_raw()) {
+                    let Some(r) = self.row(scenario, system, metric.name()) else {
+                        continue;
+                    };
+                    let beats = if metric.lower_is_better() {
+                        r.max < ceiling.min
+                    } else {
+                        r.min > ceiling.max
+                    };
+                    if beats {
+                        out.push(format!(
+                            "{system} beats raw_tcp_best on {scenario} {} beyond noise \
+                             ({}–{} against {}–{})",
+                            metric.name(),
+                            fmt_value(r.min),
+                            fmt_value(r.max),
+                            fmt_value(ceiling.min),
+                            fmt_value(ceiling.max)
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// What moved on the machine while the run went on, if anything did.
+    pub fn load_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let one = |s: &str| s.split_whitespace().next()?.parse::<f64>().ok();
+        if let (Some(a), Some(b)) = (one(&self.load_average[0]), one(&self.load_average[1])) {
+            if (b - a).abs() > LOAD_MOVED {
+                out.push(format!(
+                    "the 1-minute load average moved from {a:.2} to {b:.2} during the run"
+                ));
+            }
+        }
+        let [lo, hi] = self.load_1m_range;
+        if lo.is_finite() && hi - lo > LOAD_MOVED {
+            out.push(format!(
+                "the 1-minute load average before a measurement ranged from {lo:.2} to {hi:.2}"
+            ));
+        }
+        out
     }
 
     fn skipped(&self, scenario: Scenario, system: System) -> Option<&Skipped> {
@@ -119,34 +247,53 @@ impl Report {
             .find(|s| s.scenario == scenario.name() && s.system == system.name())
     }
 
-    /// The baseline a cell's ratio is taken against: `raw_tcp` on the same scenario, or on
-    /// `upload_1m` for `segments_4k` (the same bytes per call, in one segment).
+    /// The baseline a cell's ratio is taken against: `raw_tcp_best` on the same scenario, or
+    /// on `upload_1m` for `segments_4k` (the same bytes per call, in one segment).
     fn baseline(&self, scenario: Scenario, metric: Metric) -> Option<f64> {
         let base = match scenario {
             Scenario::Segments4k => Scenario::Upload1m,
             s => s,
         };
-        self.value(base, System::RawTcp, metric)
+        self.value(base, System::RawTcpBest, metric)
     }
 
     /// The markdown table, with the machine, date, layout and affinity above it.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "Machine: {} — {}", self.machine.line(), self.date);
-        let _ = writeln!(out, "Command: `{}`", self.command);
-        let _ = writeln!(out, "Layout: {}.", self.layout);
-        let _ = writeln!(out, "Affinity: {}.", self.affinity);
+        let _ = writeln!(out, "Machine: {} — {}  ", self.machine.line(), self.date);
+        let _ = writeln!(out, "Command: `{}`  ", self.command);
+        let _ = writeln!(out, "Layout: {}.  ", self.layout);
+        let _ = writeln!(out, "Affinity: {}.  ", self.affinity);
         let _ = writeln!(
             out,
-            "Load average (1/5/15 min) at start: {}; at end: {}.",
+            "Load average (1/5/15 min) at start: {}; at end: {}.  ",
             self.load_average[0], self.load_average[1]
         );
+        let [lo, hi] = self.load_1m_range;
+        let _ = writeln!(
+            out,
+            "1-minute load before each measurement: {lo:.2} to {hi:.2}.  "
+        );
+        for warning in self.load_warnings() {
+            let _ = writeln!(
+                out,
+                "**Warning: {warning}; compare ratios, not absolute values.**  "
+            );
+        }
+        for warning in self.ceiling_warnings() {
+            let _ = writeln!(out, "**Warning: {warning}.**  ");
+        }
         let _ = writeln!(
             out,
             "Each cell: median of {} runs ({:.1} s warm-up + {:.1} s measured each); \
-             (×N) = ratio to raw_tcp on the same scenario (segments_4k: to raw_tcp upload_1m); \
-             GB = 10^9 bytes of payload.\n",
-            self.repetitions, self.warmup_s, self.measure_s
+             (×N) = ratio to raw_tcp_best on the same scenario (segments_4k: to raw_tcp_best \
+             upload_1m); [min–max] over the runs where they spread more than {:.0}% of the median; \
+             GB = 10^9 bytes of payload; cpu = CPU time of client + server threads (user + system) \
+             over the measured window, per GB or per call (split below).\n",
+            self.repetitions,
+            self.warmup_s,
+            self.measure_s,
+            SPREAD_SHOWN * 100.0
         );
         let _ = write!(out, "| scenario | metric |");
         for system in &self.systems {
@@ -170,12 +317,23 @@ impl Report {
                     let cell = match self.value(scenario, system, metric) {
                         Some(v) => {
                             let base = self.baseline(scenario, metric);
-                            match base {
-                                Some(b) if system != System::RawTcp && b > 0.0 => {
+                            let mut cell = match base {
+                                Some(b) if system != System::RawTcpBest && b > 0.0 => {
                                     format!("{} ({:.2}×)", fmt_value(v), v / b)
                                 }
                                 _ => fmt_value(v),
+                            };
+                            if let Some(r) = self.row(scenario, system, metric.name()) {
+                                if r.spread > SPREAD_SHOWN {
+                                    let _ = write!(
+                                        cell,
+                                        " [{}–{}]",
+                                        fmt_value(r.min),
+                                        fmt_value(r.max)
+                                    );
+                                }
                             }
+                            cell
                         }
                         None => match self.skipped(scenario, system) {
                             Some(s) if s.status == "not_applicable" => "—".to_string(),
@@ -223,6 +381,27 @@ impl Report {
             }
         }
         out.push_str("\n— = not applicable to that system.\n\n");
+        // Where the CPU went: each side's user + system share of the cpu row above it.
+        let _ = write!(out, "CPU split, client (c) and server (s), user+sys, same unit as the cpu row:\n\n| scenario | metric |");
+        for system in &self.systems {
+            let _ = write!(out, " {system} |");
+        }
+        let _ = write!(out, "\n|---|---|");
+        for _ in &self.systems {
+            let _ = write!(out, "---:|");
+        }
+        out.push('\n');
+        for &scenario in &self.scenarios {
+            for &metric in scenario.metrics().iter().filter(|m| m.is_cpu()) {
+                let _ = write!(out, "| {scenario} | {} |", metric.name());
+                for &system in &self.systems {
+                    let split = self.cpu_split(scenario, system, metric);
+                    let _ = write!(out, " {} |", split.as_deref().unwrap_or("—"));
+                }
+                out.push('\n');
+            }
+        }
+        out.push('\n');
         for &scenario in &self.scenarios {
             let _ = writeln!(out, "- `{scenario}`: {}", scenario.describe());
         }
@@ -241,8 +420,9 @@ impl Report {
         const BAR_H: f64 = 16.0;
         const GAP: f64 = 4.0;
         const PANEL_HEAD: f64 = 24.0;
-        const COLORS: [&str; 8] = [
-            "#4d4d4d", "#9e9e9e", "#1f77b4", "#2ca02c", "#17becf", "#9467bd", "#d62728", "#ff7f0e",
+        const COLORS: [&str; 10] = [
+            "#000000", "#4d4d4d", "#9e9e9e", "#bdbdbd", "#1f77b4", "#2ca02c", "#17becf", "#9467bd",
+            "#d62728", "#ff7f0e",
         ];
         let panels: Vec<(Scenario, Metric)> = self
             .scenarios
@@ -289,7 +469,19 @@ impl Report {
                     y + BAR_H - 4.0
                 );
                 let (w, label) = match self.value(*scenario, system, *metric) {
-                    Some(v) if max > 0.0 => ((WIDTH - LABEL - 120.0) * v / max, fmt_value(v)),
+                    Some(v) if max > 0.0 => {
+                        let mut label = fmt_value(v);
+                        if let Some(r) = self.row(*scenario, system, metric.name()) {
+                            if r.spread > SPREAD_SHOWN {
+                                let _ =
+                                    write!(label, " [{}–{}]", fmt_value(r.min), fmt_value(r.max));
+                            }
+                        }
+                        if let Some(split) = self.cpu_split(*scenario, system, *metric) {
+                            let _ = write!(label, " ({split})");
+                        }
+                        ((WIDTH - LABEL - 320.0) * v / max, label)
+                    }
                     _ => (
                         0.0,
                         self.skipped(*scenario, system)

@@ -6,8 +6,14 @@ use std::fmt;
 /// One implementation under comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum System {
-    /// Blocking `std::net` sockets, `read`/`write`, the baseline every ratio is taken against.
-    RawTcp,
+    /// One-way stream: `sendfile` from a memfd, `read` into a reused buffer; no request and
+    /// no response. The most one loopback connection carries (the 1 MiB and 64 MiB scenarios).
+    RawStream,
+    /// The fastest request/response program over plain sockets (non-blocking, epoll, whole
+    /// reads, one `writev` per batch, measured socket buffers); every ratio is taken against it.
+    RawTcpBest,
+    /// Blocking `std::net` sockets, `read`/`write` with 256 KiB reads: the plain loop.
+    RawTcpSimple,
     /// A plain io_uring `SEND_ZC` loop on the sending side, blocking reads on the other.
     RawUringZc,
     /// zcrpc over rpc-core's portable tokio TCP transport.
@@ -26,8 +32,10 @@ pub enum System {
 
 impl System {
     /// Every system, in the order of the table's columns.
-    pub const ALL: [System; 8] = [
-        System::RawTcp,
+    pub const ALL: [System; 10] = [
+        System::RawStream,
+        System::RawTcpBest,
+        System::RawTcpSimple,
         System::RawUringZc,
         System::ZcrpcTcp,
         System::ZcrpcUring,
@@ -40,7 +48,9 @@ impl System {
     /// The name used in the JSON and on the command line.
     pub fn name(self) -> &'static str {
         match self {
-            System::RawTcp => "raw_tcp",
+            System::RawStream => "raw_stream",
+            System::RawTcpBest => "raw_tcp_best",
+            System::RawTcpSimple => "raw_tcp_simple",
             System::RawUringZc => "raw_uring_zc",
             System::ZcrpcTcp => "zcrpc_tcp",
             System::ZcrpcUring => "zcrpc_uring",
@@ -54,8 +64,10 @@ impl System {
     /// One line for the legend under the table.
     pub fn describe(self) -> &'static str {
         match self {
-            System::RawTcp => "blocking std sockets, read/write, small messages batched per write",
-            System::RawUringZc => "raw_tcp with the large direction sent by a bare io_uring SEND_ZC loop",
+            System::RawStream => "the physical ceiling: a one-way stream, sendfile from a memfd, read into a reused buffer; no request/response",
+            System::RawTcpBest => "the request/response ceiling: non-blocking sockets + edge-triggered epoll (blocking when a window fits the socket buffers: the 64-byte scenarios), whole-message reads into a reused buffer, one system call per batch",
+            System::RawTcpSimple => "blocking std sockets, 256 KiB reads, write per message, small messages batched per write",
+            System::RawUringZc => "raw_tcp_simple with the large direction sent by a bare io_uring SEND_ZC loop",
             System::ZcrpcTcp => "zcrpc over rpc-core's tokio TCP transport; bodies of 4 KiB and more as attachments",
             System::ZcrpcUring => "zcrpc over transport-uring, backend uring, mode adaptive (the default)",
             System::ZcrpcUringZc => "zcrpc over transport-uring, backend uring, mode always-zc",
@@ -68,6 +80,14 @@ impl System {
     /// Parses a name as printed by [`System::name`].
     pub fn from_name(name: &str) -> Option<System> {
         System::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// True for the plain-socket programs (no RPC framework).
+    pub fn is_raw(self) -> bool {
+        matches!(
+            self,
+            System::RawStream | System::RawTcpBest | System::RawTcpSimple | System::RawUringZc
+        )
     }
 
     /// True for the four zcrpc systems.
@@ -84,6 +104,9 @@ impl System {
             (_, Scenario::File1g) => Some("file payloads are not implemented yet"),
             (System::RawUringZc, s) if !s.is_streaming() => {
                 Some("a SEND_ZC loop measures streaming only")
+            }
+            (System::RawStream, s) if !s.is_streaming() => {
+                Some("a one-way stream stands in for bulk transfers only")
             }
             (s, Scenario::Segments4k) if !s.is_zcrpc() => {
                 Some("scatter-gather payloads are a zcrpc feature")
@@ -110,6 +133,10 @@ pub enum Metric {
     CallsPerS,
     /// Payload bytes per second, in units of 10^9.
     GbPerS,
+    /// CPU seconds (client + server, user + system) per 10^9 payload bytes.
+    CpuSPerGb,
+    /// CPU microseconds (client + server, user + system) per call.
+    CpuUsPerCall,
 }
 
 impl Metric {
@@ -120,6 +147,8 @@ impl Metric {
             Metric::P99Us => "p99_us",
             Metric::CallsPerS => "calls_per_s",
             Metric::GbPerS => "gb_per_s",
+            Metric::CpuSPerGb => "cpu_s_per_gb",
+            Metric::CpuUsPerCall => "cpu_us_per_call",
         }
     }
 
@@ -130,6 +159,8 @@ impl Metric {
             Metric::P99Us,
             Metric::CallsPerS,
             Metric::GbPerS,
+            Metric::CpuSPerGb,
+            Metric::CpuUsPerCall,
         ]
         .into_iter()
         .find(|m| m.name() == name)
@@ -137,7 +168,15 @@ impl Metric {
 
     /// Latencies are better low, rates better high.
     pub fn lower_is_better(self) -> bool {
-        matches!(self, Metric::P50Us | Metric::P99Us)
+        matches!(
+            self,
+            Metric::P50Us | Metric::P99Us | Metric::CpuSPerGb | Metric::CpuUsPerCall
+        )
+    }
+
+    /// True for the CPU-cost metrics (which also carry a per-side split).
+    pub fn is_cpu(self) -> bool {
+        matches!(self, Metric::CpuSPerGb | Metric::CpuUsPerCall)
     }
 }
 
@@ -222,9 +261,11 @@ impl Scenario {
     /// What the scenario reports, in table order.
     pub fn metrics(self) -> &'static [Metric] {
         match self {
-            Scenario::Latency64bPinned | Scenario::Latency64b => &[Metric::P50Us, Metric::P99Us],
-            Scenario::Qps64b => &[Metric::CallsPerS],
-            _ => &[Metric::GbPerS],
+            Scenario::Latency64bPinned | Scenario::Latency64b => {
+                &[Metric::P50Us, Metric::P99Us, Metric::CpuUsPerCall]
+            }
+            Scenario::Qps64b => &[Metric::CallsPerS, Metric::CpuUsPerCall],
+            _ => &[Metric::GbPerS, Metric::CpuSPerGb],
         }
     }
 

@@ -24,7 +24,7 @@ use rpc_bench::meter::Timing;
 use rpc_bench::placement::{bind_current_thread, Placement, LAYOUT};
 use rpc_bench::report::{fmt_value, PeakRss, Report, ResultRow, Skipped, TransportStatsRow};
 use rpc_bench::scenario::{Metric, Scenario, System};
-use rpc_bench::stats::{median, rotated};
+use rpc_bench::stats::rotated;
 use rpc_bench::systems::{self, NoResult};
 use serde_json::{json, Value};
 
@@ -62,7 +62,12 @@ fn child(args: &[String]) -> ExitCode {
     std::process::exit(0)
 }
 
-type Measured = (BTreeMap<&'static str, f64>, Option<Value>);
+type Measured = (BTreeMap<String, f64>, Option<Value>);
+
+/// The JSON name of one side's share of a CPU metric: `cpu_s_per_gb.client_user`.
+fn split_key(metric: Metric, side: &str, kind: &str) -> String {
+    format!("{}.{side}_{kind}", metric.name())
+}
 
 fn child_measure(args: &[String]) -> Result<Measured, NoResult> {
     let bad = |what: &str| NoResult::Failed(format!("child: {what}"));
@@ -98,7 +103,13 @@ fn child_measure(args: &[String]) -> Result<Measured, NoResult> {
     let placement = Placement::for_scenario(scenario.pinned(), cpus);
     let mut sample = systems::run(system, scenario, placement, timing)?;
     let mut metrics = BTreeMap::new();
+    let gb = sample.calls as f64 * scenario.shape().payload_per_call() as f64 / 1e9;
     for &metric in scenario.metrics() {
+        // CPU per unit: seconds per GB, or microseconds per call.
+        let per_unit = |cpu_s: f64| match metric {
+            Metric::CpuSPerGb => cpu_s / gb,
+            _ => cpu_s * 1e6 / sample.calls as f64,
+        };
         let v = match metric {
             Metric::P50Us => sample.latency_quantile_us(0.50),
             Metric::P99Us => sample.latency_quantile_us(0.99),
@@ -106,8 +117,22 @@ fn child_measure(args: &[String]) -> Result<Measured, NoResult> {
             Metric::GbPerS => {
                 sample.calls_per_s() * scenario.shape().payload_per_call() as f64 / 1e9
             }
+            Metric::CpuSPerGb | Metric::CpuUsPerCall => {
+                let Some(cpu) = sample.cpu else {
+                    continue;
+                };
+                for (side, t) in [
+                    ("client", cpu.client),
+                    ("server", cpu.server),
+                    ("other", cpu.other),
+                ] {
+                    metrics.insert(split_key(metric, side, "user"), per_unit(t.user_s));
+                    metrics.insert(split_key(metric, side, "sys"), per_unit(t.sys_s));
+                }
+                per_unit(cpu.total())
+            }
         };
-        metrics.insert(metric.name(), v);
+        metrics.insert(metric.name().to_string(), v);
     }
     Ok((metrics, sample.transport_stats.take()))
 }
@@ -188,7 +213,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
 /// What came back from the children of one (scenario, system).
 #[derive(Debug, Default)]
 struct Cell {
-    runs: BTreeMap<&'static str, Vec<f64>>,
+    runs: BTreeMap<String, Vec<f64>>,
     vmhwm: Vec<u64>,
     unavailable: Option<String>,
     failures: Vec<String>,
@@ -258,6 +283,8 @@ fn parent(args: &[String]) -> Result<(), String> {
         timing.measure.as_secs_f64()
     );
     let load_at_start = load_average();
+    // The 1-minute load before every measurement: the other work sharing the machine.
+    let mut loads: Vec<f64> = Vec::new();
     let started = Instant::now();
     let mut done = 0usize;
     for rep in 0..opts.reps {
@@ -273,6 +300,7 @@ fn parent(args: &[String]) -> Result<(), String> {
                 if cell.unavailable.is_some() {
                     continue;
                 }
+                loads.push(load_1m());
                 let outcome = run_child(&exe, system, scenario, timing);
                 let summary = match outcome {
                     Ok(result) => {
@@ -283,8 +311,10 @@ fn parent(args: &[String]) -> Result<(), String> {
                                 .get(metric.name())
                                 .copied()
                                 .unwrap_or(f64::NAN);
-                            cell.runs.entry(metric.name()).or_default().push(v);
                             parts.push(format!("{} {}", metric.name(), fmt_value(v)));
+                        }
+                        for (k, &v) in &result.metrics {
+                            cell.runs.entry(k.clone()).or_default().push(v);
                         }
                         if let Some(kib) = result.vmhwm_kib {
                             cell.vmhwm.push(kib);
@@ -340,15 +370,16 @@ fn parent(args: &[String]) -> Result<(), String> {
             });
             continue;
         }
-        for &metric in scenario.metrics() {
-            let runs = cell.runs.get(metric.name()).cloned().unwrap_or_default();
-            results.push(ResultRow {
-                scenario: scenario.name().into(),
-                system: system.name().into(),
-                metric: metric.name().into(),
-                value: median(&runs),
-                runs,
-            });
+        // The scenario's metrics in table order, then the per-side CPU splits.
+        let mut keys: Vec<String> = scenario
+            .metrics()
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect();
+        keys.extend(cell.runs.keys().filter(|k| k.contains('.')).cloned());
+        for key in keys {
+            let runs = cell.runs.get(&key).cloned().unwrap_or_default();
+            results.push(ResultRow::new(scenario.name(), system.name(), &key, runs));
         }
         if let Some(stats) = &cell.transport_stats {
             transport_stats.push(TransportStatsRow {
@@ -375,7 +406,7 @@ fn parent(args: &[String]) -> Result<(), String> {
         }
     }
     let report = Report {
-        schema: 1,
+        schema: 2,
         affinity: Placement::describe(machine.cpus),
         machine,
         layout: LAYOUT.to_string(),
@@ -388,6 +419,10 @@ fn parent(args: &[String]) -> Result<(), String> {
         warmup_s: timing.warmup.as_secs_f64(),
         measure_s: timing.measure.as_secs_f64(),
         load_average: [load_at_start, load_average()],
+        load_1m_range: [
+            loads.iter().copied().fold(f64::INFINITY, f64::min),
+            loads.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        ],
         results,
         peak_rss,
         transport_stats,
@@ -400,6 +435,13 @@ fn parent(args: &[String]) -> Result<(), String> {
         &serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
     )?;
     write_file(&opts.svg, &report.svg())?;
+    for warning in report
+        .load_warnings()
+        .into_iter()
+        .chain(report.ceiling_warnings())
+    {
+        eprintln!("compare: WARNING: {warning}");
+    }
     print!("{}", report.markdown());
     eprintln!(
         "compare: done in {:.0} s; JSON {}, SVG {}",
@@ -408,6 +450,15 @@ fn parent(args: &[String]) -> Result<(), String> {
         opts.svg.display()
     );
     Ok(())
+}
+
+/// The 1-minute load average now (NaN if unreadable).
+fn load_1m() -> f64 {
+    load_average()
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 fn write_file(path: &PathBuf, contents: &str) -> Result<(), String> {

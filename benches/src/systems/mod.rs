@@ -2,6 +2,7 @@
 //! the calling process.
 
 pub mod raw;
+pub mod raw_best;
 pub mod tarpc;
 pub mod tonic;
 pub mod zcrpc;
@@ -33,9 +34,11 @@ pub fn run(
     let latency = scenario.metrics().contains(&crate::scenario::Metric::P50Us);
     let failed = NoResult::Failed;
     match system {
-        System::RawTcp => {
+        System::RawTcpSimple => {
             raw::run(shape, raw::SendPath::Write, placement, timing, latency).map_err(failed)
         }
+        System::RawTcpBest => raw_best::run(shape, placement, timing, latency).map_err(failed),
+        System::RawStream => raw_best::run_stream(shape, placement, timing).map_err(failed),
         System::RawUringZc => {
             // Probe first so that a kernel without SEND_ZC reads as unavailable, not failed.
             let probe = std::net::TcpListener::bind("127.0.0.1:0")

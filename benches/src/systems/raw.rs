@@ -1,4 +1,5 @@
-//! `raw_tcp` and `raw_uring_zc`: the floor every RPC system is measured against.
+//! `raw_tcp_simple` and `raw_uring_zc`: the plainest loops over a socket (the ceilings are in
+//! [`super::raw_best`]).
 //!
 //! Messages are an 8-byte little-endian length followed by that many bytes. The server answers
 //! every request with one response of the scenario's size; the client keeps the scenario's
@@ -40,7 +41,7 @@ fn encoded(len: usize) -> Vec<u8> {
 
 /// Counts whole messages in a byte stream without keeping their bodies.
 #[derive(Debug, Default)]
-struct Framer {
+pub(crate) struct Framer {
     header: [u8; HEADER],
     header_fill: usize,
     body_left: u64,
@@ -48,7 +49,7 @@ struct Framer {
 
 impl Framer {
     /// Consumes `bytes`, returns how many messages ended in them.
-    fn feed(&mut self, mut bytes: &[u8]) -> usize {
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> usize {
         let mut done = 0;
         while !bytes.is_empty() {
             if self.body_left > 0 {
