@@ -10,7 +10,7 @@ const LIMITS: Limits = Limits { max_frame: 1 << 16, max_attachments: 8 };
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, rest)) = data.split_first() else { return };
-    let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 1, max_calls_in_flight: 1, max_attachments: 1 };
+    let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 4096, max_calls_in_flight: 1, max_attachments: 1 };
     let mut d = FrameDecoder::new(LIMITS);
     let mut buf = BytesMut::from(&hello.encode()[..]);
     d.decode_hello(&mut buf).unwrap().unwrap();
