@@ -28,7 +28,7 @@ PER_BINARY=${PER_BINARY:-300}
 # 2026-12-01 it ran into the 900 s bound with no memcheck report, its two MSG_ZEROCOPY tests
 # failing (not yet looked into; likely their 60 s limits under memcheck's slowdown) and
 # echo_uring_always_zc still running. Name it to run it.
-DEFAULT=(lib cancel pool engine_paths lifetime recv_ring ring_release stalled_peer limits coop
+DEFAULT=(lib cancel engine_paths lifetime recv_ring ring_release stalled_peer limits coop
          adaptive enobufs fallback memlock tokio_uring_rt)
 if [ $# -gt 0 ]; then WANT=("$@"); else WANT=("${DEFAULT[@]}"); fi
 
