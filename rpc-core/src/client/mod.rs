@@ -260,21 +260,17 @@ impl Client {
     /// `connect_timeout`).
     async fn usable_conn(&self, start: Instant, timeout: Option<Duration>) -> Result<Arc<Conn>, CallError> {
         {
-            // The fast path: the current connection takes calls.
             let l = self.inner.link.borrow();
-            if l.conn.is_usable() || self.inner.reconnect.is_none() {
-                return Ok(l.conn.clone());
+            // The fast path: the current connection takes calls (or is the only one there is).
+            match &self.inner.reconnect {
+                Some(r) if !l.conn.is_usable() && !r.wait_for_connection => {
+                    return Err(CallError::Unavailable(self.why_down(&l)))
+                }
+                Some(_) if !l.conn.is_usable() => {}
+                _ => return Ok(l.conn.clone()),
             }
         }
-        let Some(reconnect) = &self.inner.reconnect else { return Ok(self.conn()) };
         let mut link = self.inner.link.clone();
-        if !reconnect.wait_for_connection {
-            let l = link.borrow();
-            return match l.conn.is_usable() {
-                true => Ok(l.conn.clone()),
-                false => Err(CallError::Unavailable(self.why_down(&l))),
-            };
-        }
         let limit = timeout.unwrap_or(self.inner.connect_timeout);
         let until = start.checked_add(limit).map(tokio::time::Instant::from_std);
         loop {
