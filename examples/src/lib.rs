@@ -164,14 +164,24 @@ pub async fn serve_with(
 
 /// Connects an [`EchoClient`] over the chosen transport.
 pub async fn connect(addr: SocketAddr, transport: TransportChoice, engine: EngineOptions) -> Result<EchoClient, ConnectError> {
+    connect_with_config(addr, transport, engine, ClientConfig::default()).await
+}
+
+/// [`connect`] with client settings of its own (re-dialing, timeouts).
+pub async fn connect_with_config(
+    addr: SocketAddr,
+    transport: TransportChoice,
+    engine: EngineOptions,
+    config: ClientConfig,
+) -> Result<EchoClient, ConnectError> {
     let _ = engine;
     let client = match transport {
-        TransportChoice::Tcp => Client::connect_tcp(addr, ClientConfig::default()).await?,
+        TransportChoice::Tcp => Client::connect_tcp(addr, config).await?,
         #[cfg(target_os = "linux")]
         TransportChoice::Uring | TransportChoice::MsgZc => {
             // Made from an address, like `connect_tcp`: it re-dials when the connection is lost.
-            let config = uring_config(transport, engine);
-            Client::connect_with(move || transport_uring::connect(addr, config.clone()), ClientConfig::default()).await?
+            let uring = uring_config(transport, engine);
+            Client::connect_with(move || transport_uring::connect(addr, uring.clone()), config).await?
         }
     };
     Ok(EchoClient::new(client))

@@ -154,3 +154,22 @@ async fn a_client_over_one_transport_does_not_redial_and_close_stops_a_dialing_o
     assert!(matches!(e, CallError::Unavailable(_)), "{e:?}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_given_up_on_mid_handshake_closes_its_connection() {
+    use tokio::io::AsyncReadExt;
+    // A peer that accepts and never says hello.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connecting = tokio::spawn(Client::connect_tcp(addr, ClientConfig::default()));
+    let (mut peer, _) = listener.accept().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The caller gives up (as a re-dial does when its client is dropped).
+    connecting.abort();
+    let _ = connecting.await;
+    // Our hello, then the end of the stream, well before the 10 s handshake timeout.
+    let mut got = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(3), peer.read_to_end(&mut got)).await;
+    assert!(r.is_ok(), "the abandoned connection stayed open");
+    assert_eq!(&got[..4], b"ZCRP");
+}

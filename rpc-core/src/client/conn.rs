@@ -118,14 +118,15 @@ impl Conn {
         let conn = Connection::new(Side::Client, config.conn.clone(), Instant::now());
         let shared = Shared::new(conn, side, transport.stats(), None);
         tokio::spawn(driver::run(transport, shared.clone()));
+        // However this ends before the connection is handed out — an error, the timeout, or
+        // this future dropped (a re-dial cut short by the client's end) — the connection closes.
+        let mut unclaimed = CloseUnlessClaimed(Some(shared.clone()));
         let peer = match tokio::time::timeout(config.connect_timeout, rx).await {
             Ok(Ok(r)) => r?,
             Ok(Err(_)) => return Err(ConnectError::Handshake(ConnectionError::Closed)),
-            Err(_) => {
-                shared.step(|g| g.conn.close(ConnectionError::LocallyClosed));
-                return Err(ConnectError::Timeout(config.connect_timeout));
-            }
+            Err(_) => return Err(ConnectError::Timeout(config.connect_timeout)),
         };
+        unclaimed.0 = None;
         Ok(Conn { shared, permits, usable, peer })
     }
 
@@ -175,6 +176,17 @@ impl Conn {
         match &g.side.close_reason {
             Some(e) => CallError::Connection(e.clone()),
             None => CallError::ShuttingDown,
+        }
+    }
+}
+
+/// Closes a connection still being established when dropped, unless it was claimed.
+struct CloseUnlessClaimed(Option<Arc<Shared<ClientSide>>>);
+
+impl Drop for CloseUnlessClaimed {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.step(|g| g.conn.close(ConnectionError::LocallyClosed));
         }
     }
 }
