@@ -14,6 +14,8 @@ fn request(message: usize, attachments: usize, attachment_len: usize) -> Request
     Request {
         id: 7,
         method: 1,
+        mode: Default::default(), await_commit: false,
+        metadata: Bytes::new(),
         deadline: None,
         message: Bytes::from(vec![1u8; message]),
         attachments: (0..attachments)
@@ -31,6 +33,8 @@ fn wire(req: &Request) -> Vec<u8> {
         max_frame: limits.max_frame,
         max_calls_in_flight: 1024,
         max_attachments: limits.max_attachments,
+        max_metadata: 0,
+        stream_window: 0,
     };
     let mut out = hello.encode().to_vec();
     out.extend_from_slice(&req.clone().encode().expect("encodable").to_vec());

@@ -42,6 +42,63 @@
 //! assert_eq!(&back.to_bytes()[..], &[3, 2, 1]);
 //! # });
 //! ```
+//!
+//! A method taking a [`Sink`] streams its answers; one taking a [`Source`] reads a stream of
+//! requests (both: bidirectional). Each method also has a path, which names it in errors and
+//! hashes into its id ([`method_id`]):
+//!
+//! ```
+//! use rpc_core::{service, Client, ClientConfig, Payload, Server, Sink, Source};
+//!
+//! #[service(package = "demo.v1")]
+//! pub trait Counter {
+//!     /// Server streaming: the numbers below `n`, each with its bytes attached.
+//!     async fn count(&self, n: u32, out: Sink<u32>);
+//!     /// Client streaming: the sum of the numbers sent.
+//!     async fn sum(&self, numbers: Source<u32>) -> u64;
+//! }
+//!
+//! struct Impl;
+//! impl Counter for Impl {
+//!     async fn count(&self, n: u32, mut out: Sink<u32>) {
+//!         for i in 0..n {
+//!             let bytes = Payload::from(i.to_le_bytes().to_vec());
+//!             if out.send_with(i, vec![bytes]).await.is_err() {
+//!                 return; // the client went away
+//!             }
+//!         }
+//!     }
+//!     async fn sum(&self, mut numbers: Source<u32>) -> u64 {
+//!         let mut total = 0;
+//!         while let Some(Ok(n)) = numbers.recv().await {
+//!             total += u64::from(n);
+//!         }
+//!         total
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let (a, b) = rpc_core::transport::mem::pair();
+//! tokio::spawn(Server::builder().build(CounterServer::new(Impl)).serve_connection(b));
+//! let client = CounterClient::new(Client::connect(a, ClientConfig::default()).await.unwrap());
+//!
+//! let mut numbers = client.count(3).await.unwrap();
+//! while let Some(item) = numbers.recv_with().await {
+//!     let (n, attachments) = item.unwrap();
+//!     assert_eq!(&attachments[0].to_bytes()[..], &n.to_le_bytes());
+//! }
+//!
+//! let (mut numbers, total) = client.sum().await.unwrap();
+//! for n in [1, 2, 3] {
+//!     numbers.send(n).await.unwrap();
+//! }
+//! numbers.finish();
+//! assert_eq!(total.await.unwrap(), 6);
+//!
+//! assert_eq!(CounterClient::SUM_PATH, "demo.v1.Counter/sum");
+//! assert_eq!(CounterClient::SUM, rpc_core::method_id("demo.v1.Counter/sum"));
+//! # });
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -55,10 +112,13 @@ pub mod conn;
 mod driver;
 mod error;
 pub mod frame;
+mod metadata;
+mod method;
 mod payload;
 mod server;
 mod service;
 mod stats;
+mod stream;
 mod transmit;
 mod unwind;
 pub mod transport;
@@ -68,9 +128,13 @@ pub use bytes::Bytes;
 pub use client::{CallOptions, Client, ClientConfig, Reconnect};
 pub use code::Code;
 pub use error::{CallError, ConnectError, ConnectionError, DecodeError, Status};
+pub use metadata::{Metadata, MetadataError};
 pub use payload::{ExternalSegment, Payload, Segment};
 pub use rpc_macros::service;
 pub use server::{Server, ServerBuilder, ServerHandle};
-pub use service::{BoxFuture, ServerRequest, Service};
+pub use frame::CallMode;
+pub use method::method_id;
+pub use service::{BoxFuture, CallContext, Peer, ServerRequest, Service};
+pub use stream::{CallStream, ItemWith, Sink, Source, StreamReceiver, StreamSender};
 pub use stats::{StatsSnapshot, TransportStats, STATS_TARGET};
 pub use transmit::Transmit;

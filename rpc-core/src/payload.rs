@@ -133,10 +133,11 @@ impl Payload {
     }
 
     /// The payload as one contiguous `Bytes`: free when it has a single `Bytes` segment (the
-    /// usual case on the receiving side), a gathering copy otherwise.
+    /// usual case on the receiving side), a gathering copy otherwise. An empty payload gives
+    /// an empty slice at a 64-byte-aligned address, like every received attachment.
     pub fn to_bytes(&self) -> Bytes {
         match self.segments.as_slice() {
-            [] => Bytes::new(),
+            [] => crate::frame::aligned_empty(),
             [Segment::Bytes(b)] => b.clone(),
             segs => {
                 let mut out = BytesMut::with_capacity(self.len);

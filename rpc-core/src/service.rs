@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use crate::body::Body;
 use crate::error::Status;
+use crate::metadata::Metadata;
+use crate::stream::CallStream;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -20,6 +22,59 @@ pub struct ServerRequest {
     pub body: Body,
     /// When the handler will be dropped, if the caller set a deadline.
     pub deadline: Option<Instant>,
+    /// The call's metadata (headers), as the client set them in its `CallOptions`.
+    pub metadata: Metadata,
+    /// Who made the call.
+    pub peer: Peer,
+    /// A streaming call's two ends: the client's messages after the request (if it streams),
+    /// and the sender of this side's stream (if the server streams; the stream ends when the
+    /// handler returns: with an empty body cleanly, with a body as the last message, or with
+    /// an error status). `None` for a unary call.
+    pub stream: Option<CallStream>,
+}
+
+impl ServerRequest {
+    /// A unary request for `method` with `body`, no deadline, no metadata, no peer: for calling a
+    /// `Service` directly (tests, adapters).
+    pub fn new(method: u32, body: Body) -> Self {
+        ServerRequest { method, body, deadline: None, metadata: Metadata::default(), peer: Peer::default(), stream: None }
+    }
+}
+
+/// What a `#[service]` method may know about its call beyond its arguments: the metadata the
+/// client sent, who the client is, the deadline. A method gets it by taking an argument of type
+/// `CallContext` (anywhere in its argument list; the client does not pass it).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CallContext {
+    /// The call's metadata (headers).
+    pub metadata: Metadata,
+    /// Who made the call.
+    pub peer: Peer,
+    /// When the method will be dropped, if the caller set a deadline.
+    pub deadline: Option<Instant>,
+}
+
+impl CallContext {
+    /// A context of these parts (generated servers make it from the request).
+    pub fn new(metadata: Metadata, peer: Peer, deadline: Option<Instant>) -> Self {
+        CallContext { metadata, peer, deadline }
+    }
+}
+
+/// Who is at the other end of a call's connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Peer {
+    /// The peer's address, where the transport has one (TCP, io_uring; not the in-memory pipe).
+    pub addr: Option<std::net::SocketAddr>,
+}
+
+impl Peer {
+    /// A peer at `addr`.
+    pub fn at(addr: Option<std::net::SocketAddr>) -> Self {
+        Peer { addr }
+    }
 }
 
 /// Serves calls. Each call runs as its own task; the future is dropped when the caller

@@ -95,6 +95,13 @@ counters! {
     /// Bytes copied on the receiving side (a partial payload moved into an exact-size buffer,
     /// a frame cut by the edge of a receive-ring buffer assembled).
     recv_copied_bytes,
+    /// Frames whose attachments were copied to 64-byte-aligned memory on receipt: the frame lay
+    /// packed behind others in a shared receive buffer (a read block, a ring buffer) where its
+    /// payload was not aligned. A large frame gets a buffer of its own, aligned, and is never
+    /// copied for this.
+    align_copies,
+    /// Bytes copied by those copies (not counted in `recv_copied_bytes`).
+    align_copy_bytes,
     /// Buffers received from an io_uring provided-buffer ring (multishot receive).
     recv_ring_chunks,
     /// Times the reader paused because the connection, or the server as a whole, held as much

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn hello() -> Vec<u8> {
-    Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 1 << 20, max_calls_in_flight: 8, max_attachments: 4 }
+    Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 1 << 20, max_calls_in_flight: 8, max_attachments: 4, max_metadata: 0, stream_window: 0 }
         .encode()
         .to_vec()
 }
@@ -73,9 +73,47 @@ fn attachment_table_that_does_not_add_up_is_malformed() {
     }));
     buf.extend_from_slice(&3u64.to_le_bytes());
     buf.extend_from_slice(&3u64.to_le_bytes());
+    // Header and table are 56 bytes: 8 zeros start the payload at 64.
+    buf.extend_from_slice(&[0; 8]);
     buf.extend_from_slice(b"abcd");
     let err = d.decode(&mut buf).unwrap_err();
     assert!(matches!(err, DecodeError::Malformed { kind: "request", .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_without_padding_ends_the_connection_with_a_clear_goaway() {
+    let (server, addr) = server().await;
+    // Two attachments of 3 bytes sent back to back, as before padding: payload_len 6.
+    let mut bytes = hello();
+    bytes.extend_from_slice(&header(1, |h| {
+        h.id = 1;
+        h.attachments = 2;
+        h.payload_len = 6;
+    }));
+    bytes.extend_from_slice(&3u64.to_le_bytes());
+    bytes.extend_from_slice(&3u64.to_le_bytes());
+    bytes.extend_from_slice(&[0; 8]);
+    bytes.extend_from_slice(b"abcdef");
+    let (code, reason) = goaway_of(&raw_exchange(addr, &bytes).await);
+    assert_eq!(code, Code::PROTOCOL.0, "{reason}");
+    assert!(reason.contains("padding") && reason.contains("the header says 6"), "{reason}");
+    // Padded to the right length, but not with zeros.
+    let mut bytes = hello();
+    bytes.extend_from_slice(&header(1, |h| {
+        h.id = 1;
+        h.attachments = 2;
+        h.payload_len = 67;
+    }));
+    bytes.extend_from_slice(&3u64.to_le_bytes());
+    bytes.extend_from_slice(&3u64.to_le_bytes());
+    bytes.extend_from_slice(&[0; 8]);
+    bytes.extend_from_slice(b"abc");
+    bytes.extend_from_slice(&[0xff; 61]);
+    bytes.extend_from_slice(b"def");
+    let (code, reason) = goaway_of(&raw_exchange(addr, &bytes).await);
+    assert_eq!(code, Code::PROTOCOL.0, "{reason}");
+    assert!(reason.contains("padding after attachment 0 is not zero"), "{reason}");
+    server.shutdown().await;
 }
 
 #[test]
@@ -139,9 +177,32 @@ async fn hostile_peers_lose_their_connection_and_nobody_else_notices() {
     let mut stream_frame = hello();
     stream_frame.extend(header(5, |h| h.id = 1));
 
+    // Metadata over the server's declared limit (16 KiB by default), and a key that is not ASCII.
+    let with_metadata = |block: Vec<u8>| {
+        let r = rpc_core::frame::Request {
+            id: 1,
+            method: ECHO,
+            mode: Default::default(), await_commit: false,
+            deadline: None,
+            metadata: block.into(),
+            message: Bytes::new(),
+            attachments: vec![],
+        };
+        let mut b = hello();
+        b.extend(r.encode().unwrap().to_vec());
+        b
+    };
+    let big_metadata = with_metadata(rpc_core::Metadata::new().with("k", vec![0u8; 20_000]).encode().to_vec());
+    let mut bad_key = vec![1, 0, 2, 0];
+    bad_key.extend("é".as_bytes());
+    bad_key.extend([0, 0, 0, 0]);
+    let bad_key = with_metadata(bad_key);
+
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("stream frame", stream_frame, "stream frames on a connection that did not negotiate streams"),
+        ("stream frame for no call", stream_frame, "stream data for call 1: no such call was ever started"),
         ("garbage", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "bad magic"),
+        ("metadata over the limit", big_metadata, "metadata of call 1 is 20009 bytes, over the limit of 16384 bytes"),
+        ("metadata key not ASCII", bad_key, "metadata of call 1: metadata key"),
         ("wrong version", wrong_version, "peer speaks version 9, we speak version 1"),
         ("2^40 payload", huge, "payload of 1099511627776 bytes is over the limit of 1048576 bytes"),
         ("unknown kind", unknown_kind, "unknown frame kind 0xee"),

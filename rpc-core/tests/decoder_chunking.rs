@@ -11,7 +11,7 @@ use rpc_core::{Code, Payload, Status};
 fn frames() -> Vec<Frame> {
     let att = |n: usize, b: u8| Payload::from(Bytes::from(vec![b; n]));
     vec![
-        Frame::Request(Request { id: 1, method: 7, deadline: Some(Duration::from_millis(3)), message: Bytes::from_static(b"args"), attachments: vec![att(5000, 1), att(0, 2), att(70_000, 3)] }),
+        Frame::Request(Request { id: 1, method: 7, mode: Default::default(), await_commit: false, deadline: Some(Duration::from_millis(3)), metadata: Bytes::new(), message: Bytes::from_static(b"args"), attachments: vec![att(5000, 1), att(0, 2), att(70_000, 3)] }),
         Frame::Ping(Ping { id: 9, pong: false }),
         Frame::Response(Response { id: 1, message: Bytes::from(vec![4u8; 600]), attachments: vec![] }),
         Frame::Cancel(Cancel { id: 2 }),
@@ -33,7 +33,7 @@ fn normalize(f: Frame) -> Frame {
 
 #[test]
 fn any_split_of_the_stream_decodes_to_the_same_frames() {
-    let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 1 << 20, max_calls_in_flight: 1, max_attachments: 8 };
+    let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 1 << 20, max_calls_in_flight: 1, max_attachments: 8, max_metadata: 0, stream_window: 0 };
     let mut wire = hello.encode().to_vec();
     for f in frames() {
         wire.extend(f.encode().unwrap().to_vec());

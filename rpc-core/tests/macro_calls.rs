@@ -346,11 +346,7 @@ async fn malformed_requests_are_invalid_arguments_naming_the_method() {
 #[tokio::test]
 async fn dispatch_without_a_transport() {
     let server = StoreServer::new(MemStore::default());
-    let request = |method, body| ServerRequest {
-        method,
-        body,
-        deadline: None,
-    };
+    let request = ServerRequest::new;
 
     let args = rpc_core::codec::encode(&(20u64, 22u64)).unwrap();
     let reply = server

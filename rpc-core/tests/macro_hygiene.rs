@@ -32,6 +32,20 @@ mod no_prelude {
         async fn nothing(&self);
         #[method(id = 1)]
         async fn pinned(&self) -> bool;
+        /// Server streaming, with an attachment in the request.
+        async fn numbers(
+            &self,
+            count: u32,
+            tag: ::rpc_core::Payload,
+            out: ::rpc_core::Sink<u32>,
+        ) -> ::core::result::Result<(), Refused>;
+        /// Client streaming.
+        async fn total(
+            &self,
+            items: ::rpc_core::Source<u32, ::rpc_core::codec::Postcard>,
+        ) -> ::core::result::Result<u64, Refused>;
+        /// Bidirectional.
+        async fn double(&self, input: ::rpc_core::Source<u32>, output: ::rpc_core::Sink<u64>);
     }
 
     pub struct Impl;
@@ -88,6 +102,48 @@ mod no_prelude {
         async fn pinned(&self) -> bool {
             true
         }
+
+        async fn numbers(
+            &self,
+            count: u32,
+            tag: ::rpc_core::Payload,
+            mut out: ::rpc_core::Sink<u32>,
+        ) -> ::core::result::Result<(), Refused> {
+            for i in 0..count {
+                let attachments = ::std::vec![::core::clone::Clone::clone(&tag)];
+                if out.send_with(i, attachments).await.is_err() {
+                    break;
+                }
+            }
+            ::core::result::Result::Ok(())
+        }
+
+        async fn total(
+            &self,
+            mut items: ::rpc_core::Source<u32, ::rpc_core::codec::Postcard>,
+        ) -> ::core::result::Result<u64, Refused> {
+            let mut total = 0u64;
+            while let ::core::option::Option::Some(::core::result::Result::Ok(n)) =
+                items.recv().await
+            {
+                total += n as u64;
+            }
+            ::core::result::Result::Ok(total)
+        }
+
+        async fn double(
+            &self,
+            mut input: ::rpc_core::Source<u32>,
+            mut output: ::rpc_core::Sink<u64>,
+        ) {
+            while let ::core::option::Option::Some(::core::result::Result::Ok(n)) =
+                input.recv().await
+            {
+                if output.send(n as u64 * 2).await.is_err() {
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -141,4 +197,21 @@ async fn prelude_free_service_runs() {
     client.nothing().await.unwrap();
     assert!(client.pinned().await.unwrap());
     assert_eq!(HygienicClient::PINNED, 1);
+
+    let numbers = client
+        .numbers(3, Payload::from(b"t".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(numbers.collect().await.unwrap(), vec![0, 1, 2]);
+    let (mut items, answer) = client.total().await.unwrap();
+    for n in [1, 2, 3] {
+        items.send(n).await.unwrap();
+    }
+    items.finish();
+    assert_eq!(answer.await.unwrap(), Ok(6));
+    let (mut input, mut output) = client.double().await.unwrap();
+    input.send(21).await.unwrap();
+    assert_eq!(output.recv().await.unwrap().unwrap(), 42);
+    drop(input);
+    assert!(output.recv().await.is_none());
 }

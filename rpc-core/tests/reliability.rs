@@ -26,14 +26,14 @@ async fn tcp_server(server: &Server) -> (ServerHandle, std::net::SocketAddr) {
 }
 
 fn hello() -> Vec<u8> {
-    Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 64 << 20, max_calls_in_flight: 100, max_attachments: 16 }
+    Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 64 << 20, max_calls_in_flight: 100, max_attachments: 16, max_metadata: 0, stream_window: 0 }
         .encode()
         .to_vec()
 }
 
 fn echo_request(id: u64, len: usize) -> Vec<u8> {
     let att = vec![Payload::from(vec![id as u8; len])];
-    Request { id, method: ECHO, deadline: None, message: Bytes::new(), attachments: att }.encode().unwrap().to_vec()
+    Request { id, method: ECHO, mode: Default::default(), await_commit: false, deadline: None, metadata: Bytes::new(), message: Bytes::new(), attachments: att }.encode().unwrap().to_vec()
 }
 
 /// A raw peer that writes `frames` (after its hello) from a thread, never reading, and

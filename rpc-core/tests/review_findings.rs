@@ -115,7 +115,7 @@ async fn expired_call_is_dropped(builder: rpc_core::ServerBuilder) {
     let mut hello = Vec::new();
     Connection::new(Side::Client, ConnConfig::default(), std::time::Instant::now()).take_transmits(&mut hello);
     let mut out: Vec<u8> = hello.iter().flat_map(|t| t.to_vec()).collect();
-    let r = Request { id: 1, method: SLEEP_MS, deadline: Some(Duration::from_millis(100)), message: sleep_body(1_500).message, attachments: Vec::new() };
+    let r = Request { id: 1, method: SLEEP_MS, mode: Default::default(), await_commit: false, deadline: Some(Duration::from_millis(100)), metadata: Default::default(), message: sleep_body(1_500).message, attachments: Vec::new() };
     out.extend_from_slice(&r.encode().unwrap().to_vec());
     s.write_all(&out).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;

@@ -1,11 +1,13 @@
 //! Byte-exact fixtures: these bytes are `docs/wire.md`. A change here is a wire change and
-//! needs a new version number.
+//! needs a new version number (or, before any release, an amendment written down in
+//! `docs/wire.md`, as streams were).
 
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rpc_core::frame::{
-    Cancel, ErrorFrame, Frame, FrameDecoder, GoAway, Hello, Limits, Ping, Request, Response, MAGIC, WIRE_VERSION,
+    caps, CallMode, Cancel, Commit, Credit, ErrorFrame, Frame, FrameDecoder, GoAway, Hello, Limits, Ping, Request, Response,
+    StreamData, StreamEnd, MAGIC, WIRE_VERSION,
 };
 use rpc_core::{Code, DecodeError, Payload, Status};
 
@@ -16,7 +18,7 @@ fn hex(s: &str) -> Vec<u8> {
 
 fn decode_one(bytes: &[u8]) -> Frame {
     let mut d = FrameDecoder::new(Limits::default());
-    let mut buf = BytesMut::from(&Hello { version: 1, capabilities: 0, max_frame: 4096, max_calls_in_flight: 1, max_attachments: 1 }.encode()[..]);
+    let mut buf = BytesMut::from(&Hello { version: 1, capabilities: 0, max_frame: 4096, max_calls_in_flight: 1, max_attachments: 1, max_metadata: 0, stream_window: 0 }.encode()[..]);
     d.decode_hello(&mut buf).unwrap().unwrap();
     buf.extend_from_slice(bytes);
     let f = d.decode(&mut buf).unwrap().expect("complete frame");
@@ -26,7 +28,7 @@ fn decode_one(bytes: &[u8]) -> Frame {
 
 #[test]
 fn hello() {
-    let h = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 0x0800_0000, max_calls_in_flight: 10_000, max_attachments: 1024 };
+    let h = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 0x0800_0000, max_calls_in_flight: 10_000, max_attachments: 1024, max_metadata: 0, stream_window: 0 };
     let expected = hex("5a435250 0100 0000 0000000000000000 00000008 10270000 00040000 00000000");
     assert_eq!(&h.encode()[..], &expected[..]);
     assert_eq!(Hello::decode(&expected).unwrap(), h);
@@ -34,10 +36,78 @@ fn hello() {
 }
 
 #[test]
+fn hello_with_streams() {
+    let h = Hello {
+        version: WIRE_VERSION,
+        capabilities: caps::STREAMS,
+        max_frame: 0x0800_0000,
+        max_calls_in_flight: 10_000,
+        max_attachments: 1024,
+        max_metadata: 16 << 10,
+        stream_window: 4 << 20,
+    };
+    let expected = hex("5a435250 0100 1000 0100000000000000 00000008 10270000 00040000 00004000");
+    assert_eq!(&h.encode()[..], &expected[..]);
+    assert_eq!(Hello::decode(&expected).unwrap(), h);
+}
+
+#[test]
+fn streaming_request_and_stream_frames() {
+    let req = Request {
+        id: 3,
+        method: 1,
+        mode: CallMode::BIDI, await_commit: false,
+        metadata: Bytes::new(),
+        deadline: None,
+        message: Bytes::new(),
+        attachments: vec![],
+    };
+    let expected = hex("01 03 0000 01000000 0300000000000000 0000000000000000 00000000 00000000 0000000000000000");
+    assert_eq!(req.clone().encode().unwrap().to_vec(), expected);
+    assert_eq!(decode_one(&expected), Frame::Request(req));
+    let server_only = hex("01 02 0000 01000000 0300000000000000 0000000000000000 00000000 00000000 0000000000000000");
+    let Frame::Request(r) = decode_one(&server_only) else { panic!() };
+    assert_eq!(r.mode, CallMode::SERVER_STREAMING);
+
+    let d = StreamData { id: 3, message: Bytes::from_static(b"m"), attachments: vec![Payload::from(Bytes::from_static(b"ab"))] };
+    // Header, table and message are 49 bytes: 15 zeros start the attachment at 64.
+    let data = hex(&[
+        "05 00 0100 00000000 0300000000000000 0000000000000000 01000000 00000000 0200000000000000 0200000000000000 6d",
+        &"00".repeat(15),
+        "6162",
+    ].concat());
+    assert_eq!(d.clone().encode().unwrap().to_vec(), data);
+    assert_eq!(decode_one(&data), Frame::StreamData(d));
+
+    let end = hex("06 00 0000 00000000 0300000000000000 0000000000000000 00000000 00000000 0000000000000000");
+    assert_eq!(StreamEnd { id: 3, code: Code::OK }.encode().unwrap().to_vec(), end);
+    assert_eq!(decode_one(&end), Frame::StreamEnd(StreamEnd { id: 3, code: Code::OK }));
+
+    let credit = hex("07 00 0000 00000000 0300000000000000 0000000000000000 08000000 00000000 0000000000000000 0000100000000000");
+    assert_eq!(Credit { id: 3, bytes: 1 << 20 }.encode().unwrap().to_vec(), credit);
+    assert_eq!(decode_one(&credit), Frame::Credit(Credit { id: 3, bytes: 1 << 20 }));
+}
+
+#[test]
+fn request_with_metadata() {
+    let metadata = rpc_core::Metadata::new().with("k", "v").encode();
+    assert_eq!(metadata.to_vec(), hex("0100 0100 6b 01000000 76"));
+    let req = Request { id: 1, method: 2, mode: CallMode::UNARY, await_commit: false, deadline: None, metadata, message: Bytes::from_static(b"m"), attachments: vec![] };
+    let expected = hex(concat!(
+        "01 04 0000 02000000 0100000000000000 0000000000000000 0f000000 00000000 0000000000000000",
+        "0a000000 0100 0100 6b 01000000 76 6d",
+    ));
+    assert_eq!(req.clone().encode().unwrap().to_vec(), expected);
+    assert_eq!(decode_one(&expected), Frame::Request(req));
+}
+
+#[test]
 fn request_with_deadline_message_and_two_attachments() {
     let req = Request {
         id: 0x0102,
         method: 0xdead_beef,
+        mode: Default::default(), await_commit: false,
+        metadata: Bytes::new(),
         deadline: Some(Duration::from_millis(1500)),
         message: Bytes::from_static(b"hi"),
         attachments: vec![
@@ -45,20 +115,73 @@ fn request_with_deadline_message_and_two_attachments() {
             Payload::from(Bytes::from_static(b"xyz!")),
         ],
     };
-    let expected = hex(concat!(
-        "01 00 0200 efbeadde 0201000000000000 60e3160000000000 02000000 00000000 0700000000000000",
+    // Header, table, message: 58 bytes, then 6 zeros so that the payload starts at 64; "abc",
+    // 61 zeros so that the second attachment starts at 128; "xyz!" (the last: no padding).
+    // payload_len counts the padding between attachments: 64 + 4.
+    let expected = hex(&[
+        "01 00 0200 efbeadde 0201000000000000 60e3160000000000 02000000 00000000 4400000000000000",
         "0300000000000000 0400000000000000",
         "6869",
-        "616263 78797a21",
-    ));
+        &"00".repeat(6),
+        "616263",
+        &"00".repeat(61),
+        "78797a21",
+    ].concat());
+    assert_eq!(expected.len(), 132);
     let t = req.clone().encode().unwrap();
     assert_eq!(t.to_vec(), expected);
-    // The attachments' segments are sent as they are, after the head: not copied into it.
-    assert_eq!(t.segments.len(), 3);
-    assert_eq!(decode_one(&expected), Frame::Request(Request {
+    // The attachments' segments are sent as they are, after the head: not copied into it. The
+    // padding after the short message is in the head; the padding between attachments is a
+    // segment of its own.
+    assert_eq!(t.segments.len(), 4);
+    assert_eq!(t.head.len(), 64);
+    let decoded = decode_one(&expected);
+    let Frame::Request(got) = &decoded else { panic!("{decoded:?}") };
+    for a in &got.attachments {
+        assert_eq!(a.to_bytes().as_ptr() as usize % 64, 0, "attachment not 64-byte aligned");
+    }
+    assert_eq!(decoded, Frame::Request(Request {
         attachments: vec![Payload::from(Bytes::from_static(b"abc")), Payload::from(Bytes::from_static(b"xyz!"))],
         ..req
     }));
+}
+
+#[test]
+fn request_with_a_long_message_pads_with_a_segment() {
+    // A message over 512 bytes is a segment of its own; the padding after it is another.
+    let req = Request {
+        id: 1,
+        method: 2,
+        mode: CallMode::UNARY,
+        await_commit: false,
+        metadata: Bytes::new(),
+        deadline: None,
+        message: Bytes::from(vec![b'm'; 600]),
+        attachments: vec![Payload::from(Bytes::from_static(b"z"))],
+    };
+    let t = req.clone().encode().unwrap();
+    // 40 + 8 + 600 = 648: 56 zeros take the payload to 704 = 11 x 64.
+    assert_eq!(t.head.len(), 48);
+    assert_eq!(t.segments.iter().map(|s| s.len()).collect::<Vec<_>>(), vec![600, 56, 1]);
+    let wire = t.to_vec();
+    assert_eq!(wire.len(), 705);
+    assert_eq!(&wire[32..40], &1u64.to_le_bytes(), "payload_len: one byte, no padding after the last");
+    assert!(wire[648..704].iter().all(|&b| b == 0));
+    assert_eq!(decode_one(&wire), Frame::Request(req));
+}
+
+#[test]
+fn frames_without_attachments_are_not_padded() {
+    // The 64-byte unary call: header and a 24-byte message, nothing more.
+    let req = Request { id: 1, method: 2, mode: Default::default(), await_commit: false, deadline: None, metadata: Bytes::new(), message: Bytes::from(vec![7u8; 24]), attachments: vec![] };
+    let t = req.encode().unwrap();
+    assert_eq!(t.len(), 64);
+    assert!(t.segments.is_empty());
+    // An empty attachment is still an attachment: the payload (empty) starts at 64.
+    let req = Request { id: 1, method: 2, mode: Default::default(), await_commit: false, deadline: None, metadata: Bytes::new(), message: Bytes::new(), attachments: vec![Payload::new()] };
+    let wire = req.clone().encode().unwrap().to_vec();
+    assert_eq!(wire.len(), 64);
+    assert_eq!(decode_one(&wire), Frame::Request(req));
 }
 
 #[test]
@@ -72,7 +195,12 @@ fn response() {
 #[test]
 fn error_with_details() {
     let e = ErrorFrame { id: 3, status: Status { code: Code::APPLICATION, message: "no".into(), details: Bytes::from_static(b"\x01") } };
-    let expected = hex("03 00 0100 00000000 0300000000000000 0000000000000000 02000000 64000000 0100000000000000 0100000000000000 6e6f 01");
+    // 50 bytes of header, table and text, 14 zeros, then the details at 64.
+    let expected = hex(&[
+        "03 00 0100 00000000 0300000000000000 0000000000000000 02000000 64000000 0100000000000000 0100000000000000 6e6f",
+        &"00".repeat(14),
+        "01",
+    ].concat());
     assert_eq!(e.clone().encode().unwrap().to_vec(), expected);
     assert_eq!(decode_one(&expected), Frame::Error(e));
 }
@@ -86,6 +214,10 @@ fn control_frames() {
     let pong = hex("09 00 0000 00000000 0700000000000000 0000000000000000 00000000 00000000 0000000000000000");
     assert_eq!(Ping { id: 7, pong: true }.encode().unwrap().to_vec(), pong);
     assert_eq!(decode_one(&pong), Frame::Ping(Ping { id: 7, pong: true }));
+
+    let commit = hex("0b 00 0000 00000000 0500000000000000 0000000000000000 00000000 00000000 0000000000000000");
+    assert_eq!(Commit { id: 5 }.encode().unwrap().to_vec(), commit);
+    assert_eq!(decode_one(&commit), Frame::Commit(Commit { id: 5 }));
 
     let g = GoAway { last_id: 4, code: Code::OK, message: "bye".into() };
     let goaway = hex("0a 00 0000 00000000 0400000000000000 0000000000000000 03000000 00000000 0000000000000000 627965");

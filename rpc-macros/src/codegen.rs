@@ -10,8 +10,8 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemTrait, Pat, TraitItem, Type};
 
-use crate::parse::{Reply, Value};
-use crate::validate::{Method, Service};
+use crate::parse::{Reply, StreamEnd, Value};
+use crate::validate::{Arg, ArgKind, Method, Service};
 
 /// The whole expansion: trait, client, server.
 pub(crate) fn expand(service: &Service) -> TokenStream {
@@ -59,9 +59,40 @@ pub(crate) fn fallback(mut item: ItemTrait) -> TokenStream {
     quote!(#item)
 }
 
-/// `"Store/put"`, for error messages.
-fn full_name(service: &Service, method: &Method) -> String {
-    format!("{}/{}", service.name, method.name)
+/// The arguments that travel in the request's message, serialized with the codec.
+fn value_args(m: &Method) -> impl Iterator<Item = &Arg> {
+    m.args.iter().filter(|a| a.kind == ArgKind::Value)
+}
+
+/// The arguments that travel as the request's attachments.
+fn payload_args(m: &Method) -> impl Iterator<Item = &Arg> {
+    m.args.iter().filter(|a| a.kind == ArgKind::Payload)
+}
+
+/// The arguments the client passes: all but the stream ends, which the client gets back, and
+/// the context, which the server makes.
+fn request_args(m: &Method) -> impl Iterator<Item = &Arg> {
+    m.args
+        .iter()
+        .filter(|a| !matches!(a.kind, ArgKind::Stream(_) | ArgKind::Context))
+}
+
+/// `let <ctx>: CallContext = ...;` from the request's other parts, for a method that takes its
+/// context; nothing otherwise (the unary arms stay as they were).
+fn bind_context(m: &Method) -> TokenStream {
+    match m.args.iter().find(|a| a.kind == ArgKind::Context) {
+        Some(a) => {
+            let (ident, ty) = (&a.ident, &a.ty);
+            quote_spanned! {ty.span()=>
+                let #ident: #ty = ::rpc_core::CallContext::new(
+                    __rpc_request.metadata,
+                    __rpc_request.peer,
+                    __rpc_request.deadline,
+                );
+            }
+        }
+        None => quote!(),
+    }
 }
 
 /// The trait, with each `async fn` turned into a `fn` returning a `Send` future, and
@@ -112,7 +143,8 @@ fn server_ident(service: &Service) -> syn::Ident {
     format_ident!("{}Server", service.name, span = service.ident.span())
 }
 
-/// `StoreClient`: id constants, constructors and one async method per service method.
+/// `StoreClient`: id and path constants, constructors and one async method per service
+/// method.
 fn client(service: &Service) -> TokenStream {
     let vis = &service.vis;
     let client = client_ident(service);
@@ -123,8 +155,8 @@ fn client(service: &Service) -> TokenStream {
     );
 
     let consts = service.methods.iter().map(|m| {
-        let const_ident = &m.const_ident;
-        let id = m.id;
+        let (const_ident, path_const_ident) = (&m.const_ident, &m.path_const_ident);
+        let (id, path) = (m.id, &m.path);
         let doc = if m.explicit_id {
             format!(
                 "Method id of `{}`, pinned with `#[method(id = {})]`.",
@@ -132,22 +164,37 @@ fn client(service: &Service) -> TokenStream {
             )
         } else {
             format!(
-                "Method id of `{}`: the 32-bit FNV-1a hash of `\"{}\"` = `{:#010x}`.",
-                m.name,
-                full_name(service, m),
-                m.id
+                "Method id of `{}`: the 32-bit FNV-1a hash of its path `\"{}\"` = `{:#010x}`.",
+                m.name, m.path, m.id
             )
         };
+        let path_doc = format!("Path of `{}`: `\"{}\"`.", m.name, m.path);
         quote! {
             #[doc = #doc]
             pub const #const_ident: u32 = #id;
+            #[doc = #path_doc]
+            pub const #path_const_ident: &'static str = #path;
         }
     });
     let listing = service.methods.iter().map(|m| {
         let (name, const_ident) = (&m.name, &m.const_ident);
         quote!((#name, Self::#const_ident))
     });
-    let methods = service.methods.iter().map(|m| client_method(service, m));
+    let paths = service.methods.iter().map(|m| {
+        let (path_const_ident, const_ident) = (&m.path_const_ident, &m.const_ident);
+        quote!((Self::#path_const_ident, Self::#const_ident))
+    });
+    let path_arms = service.methods.iter().map(|m| {
+        let (path_const_ident, const_ident) = (&m.path_const_ident, &m.const_ident);
+        quote!(Self::#const_ident => ::core::option::Option::Some(Self::#path_const_ident),)
+    });
+    let methods = service.methods.iter().map(|m| {
+        if m.is_unary() {
+            client_method(service, m)
+        } else {
+            client_stream_method(service, m)
+        }
+    });
     let new_doc = format!(
         "A client of [`{}`] over a connection, with default call options.",
         service.name
@@ -166,6 +213,17 @@ fn client(service: &Service) -> TokenStream {
 
             /// Every method of the service as `(name, id)`, in declaration order.
             pub const METHODS: &'static [(&'static str, u32)] = &[#(#listing),*];
+
+            /// Every method of the service as `(path, id)`, in declaration order.
+            pub const PATHS: &'static [(&'static str, u32)] = &[#(#paths),*];
+
+            /// The path of the method with id `method`, if the service has one.
+            pub const fn path_of(method: u32) -> ::core::option::Option<&'static str> {
+                match method {
+                    #(#path_arms)*
+                    _ => ::core::option::Option::None,
+                }
+            }
 
             #[doc = #new_doc]
             pub fn new(client: ::rpc_core::Client) -> Self {
@@ -188,34 +246,72 @@ fn client(service: &Service) -> TokenStream {
     }
 }
 
-/// One client method: encode the arguments, call, decode the reply.
-fn client_method(service: &Service, m: &Method) -> TokenStream {
-    let attrs = &m.attrs;
-    let name = &m.ident;
-    let const_ident = &m.const_ident;
-    let full = full_name(service, m);
-    let params = m.args.iter().map(|a| {
-        let (ident, ty) = (&a.ident, &a.ty);
-        quote!(#ident: #ty)
-    });
+/// The client method's parameters (`key: String, data: Payload`) and the statements that
+/// encode them into `__rpc_message` and `__rpc_attachments`.
+fn client_request(service: &Service, m: &Method) -> (Vec<TokenStream>, TokenStream) {
+    let params = request_args(m)
+        .map(|a| {
+            let (ident, ty) = (&a.ident, &a.ty);
+            quote!(#ident: #ty)
+        })
+        .collect();
     let codec = codec(service);
-    let values: Vec<_> = m.args.iter().filter(|a| !a.payload).map(|a| &a.ident).collect();
+    let values: Vec<_> = value_args(m).map(|a| &a.ident).collect();
     let args_ty = args_tuple_type(m, true);
     let args_value = match values.as_slice() {
         [one] => quote!(#one),
         many => quote!((#(&#many,)*)),
     };
     let encode_args = codec_fn(&codec, "Encode", &args_ty);
-    let attachments = m.args.iter().filter(|a| a.payload).map(|a| &a.ident);
-    let reply_ty = &m.reply.ty;
-    let codec_error = |what: &str| {
-        let fmt = format!("{full}: {what}: {{}}");
-        quote!(|__rpc_err| ::rpc_core::CallError::Codec(::std::format!(#fmt, __rpc_err)))
+    let attachments = payload_args(m).map(|a| &a.ident);
+    let fmt = format!("{}: cannot encode the arguments: {{}}", m.path);
+    let encode = quote! {
+        let __rpc_message = #encode_args(&#args_value).map_err(
+            |__rpc_err| ::rpc_core::CallError::Codec(::std::format!(#fmt, __rpc_err))
+        )?;
+        let __rpc_attachments: ::std::vec::Vec<::rpc_core::Payload> =
+            ::std::vec![#(#attachments),*];
     };
-    let encode_error = codec_error("cannot encode the arguments");
-    let value = client_value(&codec, &m.reply.ok, &full);
+    (params, encode)
+}
 
-    let decode_reply = match &m.reply.err {
+/// One unary client method: encode the arguments, call, decode the reply.
+fn client_method(service: &Service, m: &Method) -> TokenStream {
+    let attrs = &m.attrs;
+    let name = &m.ident;
+    let const_ident = &m.const_ident;
+    let full = &m.path;
+    let (params, encode) = client_request(service, m);
+    let reply_ty = &m.reply.ty;
+    let decode_reply = decode_reply(service, m);
+
+    quote! {
+        #(#attrs)*
+        pub async fn #name(&self, #(#params),*)
+            -> ::core::result::Result<#reply_ty, ::rpc_core::CallError>
+        {
+            #encode
+            let __rpc_reply = self
+                .inner
+                .call(
+                    Self::#const_ident,
+                    ::rpc_core::Body { message: __rpc_message, attachments: __rpc_attachments },
+                    ::core::clone::Clone::clone(&self.options),
+                )
+                .await
+                .map_err(|__rpc_err| ::rpc_core::CallError::for_method(__rpc_err, #full));
+            #decode_reply
+        }
+    }
+}
+
+/// Statements turning `__rpc_reply: Result<Body, CallError>`, the answer to a call, into the
+/// method's `Result<R, CallError>`: the unary decode, shared with client-streaming methods.
+fn decode_reply(service: &Service, m: &Method) -> TokenStream {
+    let codec = codec(service);
+    let full = &m.path;
+    let value = client_value(&codec, &m.reply.ok, full);
+    match &m.reply.err {
         None if matches!(m.reply.ok, Value::Unit) => quote! {
             __rpc_reply?;
             #value
@@ -230,7 +326,7 @@ fn client_method(service: &Service, m: &Method) -> TokenStream {
             } else {
                 quote!(__rpc_body)
             };
-            let decode_error = codec_error("cannot decode the application error");
+            let fmt = format!("{full}: cannot decode the application error: {{}}");
             let decode_app = codec_fn(&codec, "Decode", err_ty);
             quote! {
                 match __rpc_reply {
@@ -240,7 +336,9 @@ fn client_method(service: &Service, m: &Method) -> TokenStream {
                     ::core::result::Result::Err(::rpc_core::CallError::Status(__rpc_status))
                         if __rpc_status.code == ::rpc_core::Code::APPLICATION =>
                     {
-                        let __rpc_app = #decode_app(__rpc_status.details).map_err(#decode_error)?;
+                        let __rpc_app = #decode_app(__rpc_status.details).map_err(
+                            |__rpc_err| ::rpc_core::CallError::Codec(::std::format!(#fmt, __rpc_err))
+                        )?;
                         ::core::result::Result::Ok(::core::result::Result::Err(__rpc_app))
                     }
                     ::core::result::Result::Err(__rpc_err) => {
@@ -249,26 +347,132 @@ fn client_method(service: &Service, m: &Method) -> TokenStream {
                 }
             }
         }
+    }
+}
+
+/// `::rpc_core::Sink<..>` or `::rpc_core::Source<..>` with the generic arguments the user wrote
+/// on the server's other end.
+fn stream_type(end: StreamEnd, generics: &syn::AngleBracketedGenericArguments) -> TokenStream {
+    let args = &generics.args;
+    match end {
+        StreamEnd::Sink => quote!(::rpc_core::Sink<#args>),
+        StreamEnd::Source => quote!(::rpc_core::Source<#args>),
+    }
+}
+
+/// One streaming client method: encode the other arguments into the request, open the call,
+/// and hand back its typed ends: the server's `Sink` becomes the client's `Source` and the
+/// server's `Source` the client's `Sink`; a client-streaming call also returns the future of its
+/// one answer.
+fn client_stream_method(service: &Service, m: &Method) -> TokenStream {
+    let attrs = &m.attrs;
+    let name = &m.ident;
+    let const_ident = &m.const_ident;
+    let full = &m.path;
+    let (params, encode) = client_request(service, m);
+    let mode = match (&m.sink, &m.source) {
+        (Some(_), Some(_)) => quote!(BIDI),
+        (Some(_), None) => quote!(SERVER_STREAMING),
+        _ => quote!(CLIENT_STREAMING),
+    };
+    let open = quote! {
+        #encode
+        let __rpc_stream = self
+            .inner
+            .open(
+                Self::#const_ident,
+                ::rpc_core::Body { message: __rpc_message, attachments: __rpc_attachments },
+                ::rpc_core::CallMode::#mode,
+                ::core::clone::Clone::clone(&self.options),
+            )
+            .await
+            .map_err(|__rpc_err| ::rpc_core::CallError::for_method(__rpc_err, #full))?;
+    };
+    let (ret, body) = match (&m.sink, &m.source) {
+        (Some(items), None) => {
+            let source = stream_type(StreamEnd::Source, items);
+            (
+                source,
+                quote! {
+                    ::core::result::Result::Ok(::rpc_core::Source::new(
+                        ::rpc_core::StreamReceiver::for_method(__rpc_stream.receiver, #full),
+                    ))
+                },
+            )
+        }
+        (Some(items_in), Some(items_out)) => {
+            let source = stream_type(StreamEnd::Source, items_in);
+            let sink = stream_type(StreamEnd::Sink, items_out);
+            (
+                quote!((#sink, #source)),
+                quote! {
+                    ::core::result::Result::Ok((
+                        ::rpc_core::Sink::new(__rpc_stream.sender),
+                        ::rpc_core::Source::new(
+                            ::rpc_core::StreamReceiver::for_method(__rpc_stream.receiver, #full),
+                        ),
+                    ))
+                },
+            )
+        }
+        (None, items) => {
+            let items = items.as_ref().expect("a streaming method has a stream end");
+            let sink = stream_type(StreamEnd::Sink, items);
+            let reply_ty = &m.reply.ty;
+            let decode_reply = decode_reply(service, m);
+            let no_answer = format!("{full}: the call ended without an answer");
+            (
+                quote! {
+                    (
+                        #sink,
+                        ::rpc_core::BoxFuture<
+                            'static,
+                            ::core::result::Result<#reply_ty, ::rpc_core::CallError>,
+                        >,
+                    )
+                },
+                quote! {
+                    // The unary decode, on the one answer: a function, so that its `?`s return
+                    // from it and not from the future.
+                    fn __rpc_decode(
+                        __rpc_reply: ::core::result::Result<::rpc_core::Body, ::rpc_core::CallError>,
+                    ) -> ::core::result::Result<#reply_ty, ::rpc_core::CallError> {
+                        #decode_reply
+                    }
+                    let ::rpc_core::CallStream { sender: __rpc_sender, receiver: mut __rpc_receiver } =
+                        __rpc_stream;
+                    let __rpc_answer = async move {
+                        let __rpc_reply = match __rpc_receiver.recv().await {
+                            ::core::option::Option::Some(__rpc_reply) => {
+                                __rpc_reply.map_err(|__rpc_err| {
+                                    ::rpc_core::CallError::for_method(__rpc_err, #full)
+                                })
+                            }
+                            ::core::option::Option::None => ::core::result::Result::Err(
+                                ::rpc_core::CallError::Status(::rpc_core::Status::new(
+                                    ::rpc_core::Code::INTERNAL,
+                                    #no_answer,
+                                )),
+                            ),
+                        };
+                        __rpc_decode(__rpc_reply)
+                    };
+                    ::core::result::Result::Ok((
+                        ::rpc_core::Sink::new(__rpc_sender),
+                        ::std::boxed::Box::pin(__rpc_answer),
+                    ))
+                },
+            )
+        }
     };
 
     quote! {
         #(#attrs)*
         pub async fn #name(&self, #(#params),*)
-            -> ::core::result::Result<#reply_ty, ::rpc_core::CallError>
+            -> ::core::result::Result<#ret, ::rpc_core::CallError>
         {
-            let __rpc_message = #encode_args(&#args_value).map_err(#encode_error)?;
-            let __rpc_attachments: ::std::vec::Vec<::rpc_core::Payload> =
-                ::std::vec![#(#attachments),*];
-            let __rpc_reply = self
-                .inner
-                .call(
-                    Self::#const_ident,
-                    ::rpc_core::Body { message: __rpc_message, attachments: __rpc_attachments },
-                    ::core::clone::Clone::clone(&self.options),
-                )
-                .await
-                .map_err(|__rpc_err| ::rpc_core::CallError::for_method(__rpc_err, #full));
-            #decode_reply
+            #open
+            #body
         }
     }
 }
@@ -306,13 +510,36 @@ fn server(service: &Service) -> TokenStream {
     let vis = &service.vis;
     let trait_ident = &service.ident;
     let server = server_ident(service);
+    let client = client_ident(service);
     let server_name = server.to_string();
-    let name = &service.name;
+    let (name, path) = (&service.name, &service.path);
     let doc = format!(
         "Server side of the [`{name}`] service: wraps an implementation and answers requests \
          by method id. Hand it to the server builder as its `Service`."
     );
-    let arms = service.methods.iter().map(|m| server_arm(service, m));
+    let (unary, streaming): (Vec<&Method>, Vec<&Method>) =
+        service.methods.iter().partition(|m| m.is_unary());
+    let unary_arms = unary.iter().map(|m| server_arm(service, m));
+    let stream_arms = streaming.iter().map(|m| server_arm(service, m));
+    // A call of the wrong shape: the client's mode is not the method's.
+    let misfit = |m: &Method, why: &str| {
+        let const_ident = &m.const_ident;
+        let message = format!("{}: {why}", m.path);
+        quote! {
+            #client::#const_ident => ::std::boxed::Box::pin(::core::future::ready(
+                ::core::result::Result::Err(::rpc_core::Status::invalid_argument(#message)),
+            )),
+        }
+    };
+    let streaming_called_as_unary = streaming.iter().map(|m| {
+        misfit(
+            m,
+            "a streaming method, called as a unary one (open it as a stream)",
+        )
+    });
+    let unary_called_as_stream = unary
+        .iter()
+        .map(|m| misfit(m, "a unary method, called as a stream"));
 
     quote! {
         #[doc = #doc]
@@ -329,6 +556,11 @@ fn server(service: &Service) -> TokenStream {
             /// Serves an implementation that is shared with other code.
             pub fn from_arc(service: ::std::sync::Arc<S>) -> Self {
                 Self { inner: service }
+            }
+
+            /// The path of the method with id `method`, if the service has one.
+            pub const fn path_of(method: u32) -> ::core::option::Option<&'static str> {
+                #client::path_of(method)
             }
         }
 
@@ -352,39 +584,46 @@ fn server(service: &Service) -> TokenStream {
                 'static,
                 ::core::result::Result<::rpc_core::Body, ::rpc_core::Status>,
             > {
-                match __rpc_request.method {
-                    #(#arms)*
-                    __rpc_method => ::std::boxed::Box::pin(::core::future::ready(
-                        ::core::result::Result::Err(
-                            ::rpc_core::Status::unimplemented(__rpc_method),
-                        ),
-                    )),
+                // One test of the stream's presence picks the arms of the call's shape; the
+                // unary arms are as they were before calls could stream.
+                match __rpc_request.stream {
+                    ::core::option::Option::None => match __rpc_request.method {
+                        #(#unary_arms)*
+                        #(#streaming_called_as_unary)*
+                        __rpc_method => ::std::boxed::Box::pin(::core::future::ready(
+                            ::core::result::Result::Err(
+                                ::rpc_core::Status::unimplemented(__rpc_method),
+                            ),
+                        )),
+                    },
+                    ::core::option::Option::Some(__rpc_stream) => match __rpc_request.method {
+                        #(#stream_arms)*
+                        #(#unary_called_as_stream)*
+                        __rpc_method => {
+                            ::core::mem::drop(__rpc_stream);
+                            ::std::boxed::Box::pin(::core::future::ready(
+                                ::core::result::Result::Err(
+                                    ::rpc_core::Status::unimplemented(__rpc_method),
+                                ),
+                            ))
+                        }
+                    },
                 }
             }
 
             fn name(&self) -> &'static str {
-                #name
+                #path
             }
         }
     }
 }
 
-/// One match arm of the server: check and decode the arguments, call the implementation,
-/// encode its answer.
-fn server_arm(service: &Service, m: &Method) -> TokenStream {
-    let client = client_ident(service);
-    let trait_ident = &service.ident;
-    let const_ident = &m.const_ident;
-    let name = &m.ident;
-    let full = full_name(service, m);
-
-    let n_attachments = m.args.iter().filter(|a| a.payload).count();
-    let value_idents: Vec<_> = m
-        .args
-        .iter()
-        .filter(|a| !a.payload)
-        .map(|a| &a.ident)
-        .collect();
+/// The statements at the start of a server arm's future: check the request's attachments,
+/// decode its message and bind each request argument by its name.
+fn decode_request(service: &Service, m: &Method) -> TokenStream {
+    let full = &m.path;
+    let n_attachments = payload_args(m).count();
+    let value_idents: Vec<_> = value_args(m).map(|a| &a.ident).collect();
     let codec = codec(service);
     let args_ty = args_tuple_type(m, false);
     let args_pat = match value_idents.as_slice() {
@@ -392,7 +631,6 @@ fn server_arm(service: &Service, m: &Method) -> TokenStream {
         many => quote!((#(#many,)*)),
     };
     let decode_args = codec_fn(&codec, "Decode", &args_ty);
-    let all_idents = m.args.iter().map(|a| &a.ident);
     let count_fmt = format!("{full}: expected {n_attachments} attachment(s), got {{}}");
     let decode_fmt = format!("{full}: cannot decode the arguments: {{}}");
     let missing = format!("{full}: missing attachment");
@@ -400,7 +638,7 @@ fn server_arm(service: &Service, m: &Method) -> TokenStream {
     let take_attachments = if n_attachments == 0 {
         quote!()
     } else {
-        let payloads = m.args.iter().filter(|a| a.payload).map(|a| &a.ident);
+        let payloads = payload_args(m).map(|a| &a.ident);
         quote! {
             let mut __rpc_attachments =
                 ::core::iter::IntoIterator::into_iter(__rpc_body.attachments);
@@ -417,33 +655,81 @@ fn server_arm(service: &Service, m: &Method) -> TokenStream {
         }
     };
 
+    quote! {
+        let __rpc_body = __rpc_request.body;
+        if __rpc_body.attachments.len() != #n_attachments {
+            return ::core::result::Result::Err(::rpc_core::Status::invalid_argument(
+                ::std::format!(#count_fmt, __rpc_body.attachments.len()),
+            ));
+        }
+        let #args_pat =
+            match #decode_args(::core::clone::Clone::clone(&__rpc_body.message)) {
+                ::core::result::Result::Ok(__rpc_args) => __rpc_args,
+                ::core::result::Result::Err(__rpc_err) => {
+                    return ::core::result::Result::Err(::rpc_core::Status::invalid_argument(
+                        ::std::format!(#decode_fmt, __rpc_err),
+                    ));
+                }
+            };
+        #take_attachments
+    }
+}
+
+/// One match arm of the server: check and decode the arguments, call the implementation, encode
+/// its answer. For a streaming method, the call's stream `__rpc_stream` also becomes the
+/// method's `Sink` and/or `Source` ([`stream_ends`]).
+fn server_arm(service: &Service, m: &Method) -> TokenStream {
+    let client = client_ident(service);
+    let trait_ident = &service.ident;
+    let const_ident = &m.const_ident;
+    let name = &m.ident;
+    let decode = decode_request(service, m);
+    let context = bind_context(m);
+    let ends = stream_ends(m);
+    let all_idents = m.args.iter().map(|a| &a.ident);
     let call = quote! {
         <__RpcImpl as #trait_ident>::#name(&*__rpc_service, #(#all_idents),*).await
     };
-    let reply = server_reply(&codec, &call, &m.reply, &full);
+    let reply = server_reply(&codec(service), &call, &m.reply, &m.path);
 
     quote! {
         #client::#const_ident => {
             let __rpc_service = ::core::clone::Clone::clone(&self.inner);
             ::std::boxed::Box::pin(async move {
-            let __rpc_body = __rpc_request.body;
-            if __rpc_body.attachments.len() != #n_attachments {
-                return ::core::result::Result::Err(::rpc_core::Status::invalid_argument(
-                    ::std::format!(#count_fmt, __rpc_body.attachments.len()),
-                ));
-            }
-            let #args_pat =
-                match #decode_args(::core::clone::Clone::clone(&__rpc_body.message)) {
-                    ::core::result::Result::Ok(__rpc_args) => __rpc_args,
-                    ::core::result::Result::Err(__rpc_err) => {
-                        return ::core::result::Result::Err(::rpc_core::Status::invalid_argument(
-                            ::std::format!(#decode_fmt, __rpc_err),
-                        ));
-                    }
-                };
-            #take_attachments
-            #reply
-        })}
+                #context
+                #decode
+                #ends
+                #reply
+            })
+        }
+    }
+}
+
+/// A streaming method's `Sink` and/or `Source` bound from the call's stream `__rpc_stream`;
+/// nothing for a unary method. The server's stream ends when the method returns: cleanly on
+/// `()`/`Ok(())`, with the application error on `Err`; a client-streaming method's answer is
+/// encoded as a unary one's.
+fn stream_ends(m: &Method) -> TokenStream {
+    if m.is_unary() {
+        return quote!();
+    }
+    let ends = m.args.iter().filter_map(|a| {
+        let (ident, ty) = (&a.ident, &a.ty);
+        match a.kind {
+            ArgKind::Stream(StreamEnd::Sink) => Some(quote_spanned! {ty.span()=>
+                let #ident: #ty = ::rpc_core::Sink::new(__rpc_sender);
+            }),
+            ArgKind::Stream(StreamEnd::Source) => Some(quote_spanned! {ty.span()=>
+                let #ident: #ty = ::rpc_core::Source::new(__rpc_receiver);
+            }),
+            _ => None,
+        }
+    });
+    let sender = if m.sink.is_some() { quote!(__rpc_sender) } else { quote!(_) };
+    let receiver = if m.source.is_some() { quote!(__rpc_receiver) } else { quote!(_) };
+    quote! {
+        let ::rpc_core::CallStream { sender: #sender, receiver: #receiver } = __rpc_stream;
+        #(#ends)*
     }
 }
 
@@ -489,7 +775,7 @@ fn codec(service: &Service) -> TokenStream {
 /// carries the span of the first argument's type, so a type the codec cannot carry is reported
 /// on the signature.
 fn args_tuple_type(m: &Method, by_ref: bool) -> TokenStream {
-    let values: Vec<_> = m.args.iter().filter(|a| !a.payload).collect();
+    let values: Vec<_> = value_args(m).collect();
     if let [one] = values.as_slice() {
         let ty = &one.ty;
         return quote_spanned!(ty.span()=> #ty);

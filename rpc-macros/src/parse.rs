@@ -8,32 +8,55 @@ use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{Attribute, GenericArgument, LitInt, PathArguments, ReturnType, Token, Type};
 
-/// The arguments of `#[service(...)]`: `codec = <path>` (default `::rpc_core::codec::Postcard`).
-/// Anything else is an error, so options can be added later without silently ignoring a typo.
+/// The arguments of `#[service(...)]`: `codec = <path>` (default `::rpc_core::codec::Postcard`)
+/// and `package = "<dotted.name>"`, in any order. Anything else is an error, so options can be
+/// added later without silently ignoring a typo.
 #[derive(Default)]
 pub(crate) struct ServiceArgs {
     /// The codec type of the typed part of calls, if given.
     pub(crate) codec: Option<syn::Path>,
+    /// The package the service's paths start with, if given (checked: dotted identifiers).
+    pub(crate) package: Option<String>,
 }
+
+/// What `#[service]` accepts, for error messages.
+const OPTIONS: &str = "`codec = <type>` and `package = \"<name>\"`";
 
 impl Parse for ServiceArgs {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut args = ServiceArgs::default();
         while !input.is_empty() {
             let key: syn::Ident = input.parse().map_err(|e| {
-                syn::Error::new(e.span(), "`#[service]` takes only `codec = <type>`")
+                syn::Error::new(e.span(), format!("`#[service]` takes only {OPTIONS}"))
             })?;
-            if key != "codec" {
+            let twice = || syn::Error::new(key.span(), format!("`{key}` given twice"));
+            if key == "codec" {
+                if args.codec.is_some() {
+                    return Err(twice());
+                }
+                input.parse::<Token![=]>()?;
+                args.codec = Some(input.parse()?);
+            } else if key == "package" {
+                if args.package.is_some() {
+                    return Err(twice());
+                }
+                input.parse::<Token![=]>()?;
+                let lit: syn::LitStr = input.parse().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "write the package as a string: `package = \"store.v1\"`",
+                    )
+                })?;
+                let package = lit.value();
+                crate::method_id::check_package(&package)
+                    .map_err(|why| syn::Error::new(lit.span(), format!("bad `package`: {why}")))?;
+                args.package = Some(package);
+            } else {
                 return Err(syn::Error::new(
                     key.span(),
-                    format!("unknown `#[service]` option `{key}`; the only option is `codec = <type>`"),
+                    format!("unknown `#[service]` option `{key}`; the options are {OPTIONS}"),
                 ));
             }
-            if args.codec.is_some() {
-                return Err(syn::Error::new(key.span(), "`codec` given twice"));
-            }
-            input.parse::<Token![=]>()?;
-            args.codec = Some(input.parse()?);
             if !input.is_empty() {
                 input.parse::<Token![,]>()?;
             }
@@ -97,7 +120,7 @@ impl Parse for MethodArgs {
 /// `#[method]` attributes are reported through `errors`.
 pub(crate) fn method_attrs(
     attrs: &[Attribute],
-    errors: &mut crate::validate::Errors,
+    errors: &mut crate::errors::Errors,
 ) -> (Vec<Attribute>, Option<ExplicitId>) {
     let mut kept = Vec::with_capacity(attrs.len());
     let mut id: Option<ExplicitId> = None;
@@ -145,6 +168,71 @@ pub(crate) fn is_payload(ty: &Type) -> bool {
             .is_some_and(|s| s.ident == "Payload" && s.arguments.is_none()),
         _ => false,
     }
+}
+
+/// True when the type is the call's context: a path whose last segment is `CallContext` with
+/// no generic arguments.
+pub(crate) fn is_context(ty: &Type) -> bool {
+    match peel(ty) {
+        Type::Path(p) if p.qself.is_none() => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "CallContext" && s.arguments.is_none()),
+        _ => false,
+    }
+}
+
+/// Which end of a stream an argument is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamEnd {
+    /// `Sink<T[, C]>`: the implementation sends items; the method is server-streaming.
+    Sink,
+    /// `Source<T[, C]>`: the implementation reads items; the method is client-streaming.
+    Source,
+}
+
+impl StreamEnd {
+    /// The type's own name, for messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            StreamEnd::Sink => "Sink",
+            StreamEnd::Source => "Source",
+        }
+    }
+}
+
+/// If the type is a stream end — a path whose last segment is `Sink` or `Source` — which one,
+/// and its generic arguments as written (`<T>` or `<T, C>`; `None` when they are not one or two
+/// types).
+pub(crate) fn stream_end(
+    ty: &Type,
+) -> Option<(StreamEnd, Option<syn::AngleBracketedGenericArguments>)> {
+    let Type::Path(p) = peel(ty) else { return None };
+    if p.qself.is_some() {
+        return None;
+    }
+    let last = p.path.segments.last()?;
+    let end = if last.ident == "Sink" {
+        StreamEnd::Sink
+    } else if last.ident == "Source" {
+        StreamEnd::Source
+    } else {
+        return None;
+    };
+    let generics = match &last.arguments {
+        PathArguments::AngleBracketed(args)
+            if (1..=2).contains(&args.args.len())
+                && args
+                    .args
+                    .iter()
+                    .all(|a| matches!(a, GenericArgument::Type(_))) =>
+        {
+            Some(args.clone())
+        }
+        _ => None,
+    };
+    Some((end, generics))
 }
 
 /// True for `()`.
@@ -248,6 +336,36 @@ mod tests {
         assert!(!is_payload(&parse_quote!(Payload<u8>)));
         assert!(!is_payload(&parse_quote!(PayloadRef)));
         assert!(!is_payload(&parse_quote!(&Payload)));
+    }
+
+    #[test]
+    fn stream_ends_are_recognised_by_last_segment() {
+        let sink: Type = parse_quote!(rpc_core::Sink<Tick>);
+        assert!(matches!(stream_end(&sink), Some((StreamEnd::Sink, Some(g))) if g.args.len() == 1));
+        let source: Type = parse_quote!(Source<Tick, ::rpc_core::codec::Prost>);
+        assert!(
+            matches!(stream_end(&source), Some((StreamEnd::Source, Some(g))) if g.args.len() == 2)
+        );
+        for bad in [
+            parse_quote!(Sink),
+            parse_quote!(Sink<'a, T>),
+            parse_quote!(Source<A, B, C>),
+        ] {
+            assert!(matches!(stream_end(&bad), Some((_, None))));
+        }
+        assert!(stream_end(&parse_quote!(SinkHole<u8>)).is_none());
+        assert!(stream_end(&parse_quote!(&Sink<u8>)).is_none());
+    }
+
+    #[test]
+    fn service_args() {
+        let args: ServiceArgs =
+            syn::parse_quote!(package = "store.v1", codec = rpc_core::codec::Prost);
+        assert_eq!(args.package.as_deref(), Some("store.v1"));
+        assert!(args.codec.is_some());
+        assert!(syn::parse2::<ServiceArgs>(quote::quote!(package = "store..v1")).is_err());
+        assert!(syn::parse2::<ServiceArgs>(quote::quote!(package = store)).is_err());
+        assert!(syn::parse2::<ServiceArgs>(quote::quote!(pkg = "store")).is_err());
     }
 
     #[test]

@@ -12,41 +12,13 @@ use syn::ext::IdentExt;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, FnArg, Ident, ItemTrait, Pat, ReturnType, Signature, Token, TraitItem, TraitItemFn,
-    Type, TypeParamBound, Visibility,
+    AngleBracketedGenericArguments, Attribute, FnArg, Ident, ItemTrait, Pat, ReturnType, Signature,
+    Token, TraitItem, TraitItemFn, Type, TypeParamBound, Visibility,
 };
 
+use crate::errors::Errors;
 use crate::method_id;
-use crate::parse::{self, ExplicitId, Reply};
-
-/// Errors collected while checking, combined into one `syn::Error` at the end.
-#[derive(Default)]
-pub(crate) struct Errors(Option<syn::Error>);
-
-impl Errors {
-    /// Adds an error.
-    pub(crate) fn push(&mut self, error: syn::Error) {
-        match &mut self.0 {
-            Some(all) => all.combine(error),
-            None => self.0 = Some(error),
-        }
-    }
-
-    /// Adds an error spanned at `tokens`.
-    fn at(&mut self, tokens: impl ToTokens, message: impl std::fmt::Display) {
-        self.push(syn::Error::new_spanned(tokens, message));
-    }
-
-    /// Adds an error at `span`.
-    fn at_span(&mut self, span: Span, message: impl std::fmt::Display) {
-        self.push(syn::Error::new(span, message));
-    }
-
-    /// `Ok` if nothing was reported, else every error together.
-    fn finish(self) -> syn::Result<()> {
-        self.0.map_or(Ok(()), Err)
-    }
-}
+use crate::parse::{self, ExplicitId, Reply, StreamEnd, Value};
 
 /// A checked service trait.
 pub(crate) struct Service {
@@ -56,8 +28,11 @@ pub(crate) struct Service {
     pub(crate) vis: Visibility,
     /// The trait's name.
     pub(crate) ident: Ident,
-    /// The name used in method ids and `Service::name` (without `r#`).
+    /// The trait's name as written (without `r#`).
     pub(crate) name: String,
+    /// The qualified name the method paths start with, also `Service::name`: the name, after
+    /// `{package}.` under `#[service(package = "...")]`.
+    pub(crate) path: String,
     /// Supertraits the user wrote; `Send + Sync + 'static` are added to them.
     pub(crate) supertraits: Punctuated<TypeParamBound, Token![+]>,
     /// The methods, in declaration order.
@@ -72,8 +47,10 @@ pub(crate) struct Method {
     pub(crate) attrs: Vec<Attribute>,
     /// The method's name.
     pub(crate) ident: Ident,
-    /// The name used in the id and in messages (without `r#`).
+    /// The method's name as written (without `r#`).
     pub(crate) name: String,
+    /// `"{service path}/{name}"`: names the method in messages, hashed into the id.
+    pub(crate) path: String,
     /// The wire id.
     pub(crate) id: u32,
     /// Where to point when the id collides: the `N` of `#[method(id = N)]`, else the name.
@@ -82,10 +59,25 @@ pub(crate) struct Method {
     pub(crate) explicit_id: bool,
     /// The id constant on the client (`PUT`).
     pub(crate) const_ident: Ident,
+    /// The path constant on the client (`PUT_PATH`).
+    pub(crate) path_const_ident: Ident,
     /// The arguments after `&self`, in declaration order.
     pub(crate) args: Vec<Arg>,
     /// The return type and its shape.
     pub(crate) reply: Reply,
+    /// The generic arguments of the method's `Sink` argument, if it has one: the server
+    /// streams, and the client's `Source` gets the same arguments.
+    pub(crate) sink: Option<AngleBracketedGenericArguments>,
+    /// The generic arguments of the method's `Source` argument, if it has one: the client
+    /// streams, and the client's `Sink` gets the same arguments.
+    pub(crate) source: Option<AngleBracketedGenericArguments>,
+}
+
+impl Method {
+    /// True for a unary method: no `Sink`, no `Source`.
+    pub(crate) fn is_unary(&self) -> bool {
+        self.sink.is_none() && self.source.is_none()
+    }
 }
 
 /// One argument of a service method.
@@ -94,17 +86,34 @@ pub(crate) struct Arg {
     pub(crate) ident: Ident,
     /// Its type as written.
     pub(crate) ty: Type,
-    /// True for an attachment (`Payload`), false for a value serialized with the codec.
-    pub(crate) payload: bool,
+    /// How it travels.
+    pub(crate) kind: ArgKind,
+}
+
+/// How an argument travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ArgKind {
+    /// Serialized with the codec, in the request's message.
+    Value,
+    /// An attachment (`Payload`) of the request.
+    Payload,
+    /// A stream end (`Sink` or `Source`): not in the request, but the call's stream.
+    Stream(StreamEnd),
+    /// The call's context (`CallContext`: metadata, peer, deadline), made by the server.
+    Context,
 }
 
 /// Inherent items of the generated client that a method of the same name would collide with.
-const CLIENT_ITEMS: &[&str] = &["new", "with_options", "client"];
-/// The client's constant listing every method; no method's id constant may take its name.
+const CLIENT_ITEMS: &[&str] = &["new", "with_options", "client", "path_of"];
+/// The client's constant listing every method as `(name, id)`; no method's id constant may
+/// take its name.
 const METHODS_CONST: &str = "METHODS";
+/// The client's constant listing every method as `(path, id)`.
+const PATHS_CONST: &str = "PATHS";
 
 /// Checks `item` and builds the model, or returns every problem found.
-pub(crate) fn validate(item: &ItemTrait) -> syn::Result<Service> {
+/// `package` is the `#[service(package = "...")]` option, already checked.
+pub(crate) fn validate(item: &ItemTrait, package: Option<&str>) -> syn::Result<Service> {
     let mut errors = Errors::default();
 
     if let Some(unsafety) = &item.unsafety {
@@ -121,11 +130,12 @@ pub(crate) fn validate(item: &ItemTrait) -> syn::Result<Service> {
     }
 
     let name = item.ident.unraw().to_string();
+    let path = method_id::service_path(package, &name);
     let mut methods = Vec::with_capacity(item.items.len());
     for trait_item in &item.items {
         match trait_item {
             TraitItem::Fn(f) => {
-                if let Some(m) = method(&name, f, &mut errors) {
+                if let Some(m) = method(&path, f, &mut errors) {
                     methods.push(m);
                 }
             }
@@ -143,14 +153,16 @@ pub(crate) fn validate(item: &ItemTrait) -> syn::Result<Service> {
         vis: item.vis.clone(),
         ident: item.ident.clone(),
         name,
+        path,
         supertraits: item.supertraits.clone(),
         methods,
         codec: None,
     })
 }
 
-/// Checks one method; `None` if it is too broken to model (its errors are in `errors`).
-fn method(service: &str, f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
+/// Checks one method of the service at `service_path`; `None` if it is too broken to model
+/// (its errors are in `errors`).
+fn method(service_path: &str, f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
     let sig = &f.sig;
     let (attrs, explicit) = parse::method_attrs(&f.attrs, errors);
 
@@ -188,28 +200,48 @@ fn method(service: &str, f: &TraitItemFn, errors: &mut Errors) -> Option<Method>
     check_receiver(sig, errors);
     let args = arguments(sig, errors);
     check_return(&sig.output, errors);
+    let reply = Reply::of(&sig.output);
+    let streams = args.as_ref().map(|(_, streams)| streams);
+    if streams.is_some_and(|s| s.sink.is_some()) && !matches!(reply.ok, Value::Unit) {
+        errors.at(
+            &reply.ty,
+            "a server-streaming method (one taking a `Sink`) returns `()` or `Result<(), E>`: \
+             its items go into the `Sink`, and an `Err` ends the stream with that error",
+        );
+    }
 
     let name = sig.ident.unraw().to_string();
-    let const_ident = format_ident!("{}", method_id::const_name(&name), span = sig.ident.span());
+    let path = method_id::method_path(service_path, &name);
+    let const_name = method_id::const_name(&name);
+    let const_ident = format_ident!("{}", const_name, span = sig.ident.span());
+    let path_const_ident = format_ident!("{}_PATH", const_name, span = sig.ident.span());
     let (id, id_span, explicit_id) = match explicit {
         Some(ExplicitId { value, span }) => (value, span, true),
-        None => (
-            method_id::hashed_id(service, &name),
-            sig.ident.span(),
-            false,
-        ),
+        None => (method_id::hashed_id(&path), sig.ident.span(), false),
     };
+    let (args, streams) = args?;
     Some(Method {
         attrs,
         ident: sig.ident.clone(),
         name,
+        path,
         id,
         id_span,
         explicit_id,
         const_ident,
-        args: args?,
-        reply: Reply::of(&sig.output),
+        path_const_ident,
+        args,
+        reply,
+        sink: streams.sink,
+        source: streams.source,
     })
+}
+
+/// The stream ends among a method's arguments: at most one of each.
+#[derive(Default)]
+struct Streams {
+    sink: Option<AngleBracketedGenericArguments>,
+    source: Option<AngleBracketedGenericArguments>,
 }
 
 /// The first input must be exactly `&self`.
@@ -247,10 +279,12 @@ fn check_receiver(sig: &Signature, errors: &mut Errors) {
     }
 }
 
-/// The typed arguments: each named by a plain identifier, each an owned, concrete type.
-/// `None` if any argument is unusable.
-fn arguments(sig: &Signature, errors: &mut Errors) -> Option<Vec<Arg>> {
+/// The typed arguments: each named by a plain identifier, each an owned, concrete type; at
+/// most one `Sink` and one `Source`. `None` if any argument is unusable.
+fn arguments(sig: &Signature, errors: &mut Errors) -> Option<(Vec<Arg>, Streams)> {
     let mut args = Vec::with_capacity(sig.inputs.len());
+    let mut streams = Streams::default();
+    let mut has_context = false;
     let mut ok = true;
     for input in &sig.inputs {
         let FnArg::Typed(typed) = input else { continue };
@@ -267,16 +301,68 @@ fn arguments(sig: &Signature, errors: &mut Errors) -> Option<Vec<Arg>> {
             }
         };
         let ty_ok = check_owned_type(&typed.ty, "argument", errors);
-        match ident {
-            Some(ident) if ty_ok => args.push(Arg {
-                payload: parse::is_payload(&typed.ty),
+        let kind = match parse::stream_end(&typed.ty) {
+            None if parse::is_context(&typed.ty) => {
+                if std::mem::replace(&mut has_context, true) {
+                    errors.at(&typed.ty, "a second `CallContext`: a method takes its call's context at most once");
+                    None
+                } else {
+                    Some(ArgKind::Context)
+                }
+            }
+            None if parse::is_payload(&typed.ty) => Some(ArgKind::Payload),
+            None => Some(ArgKind::Value),
+            Some((end, generics)) => stream_arg(&typed.ty, end, generics, &mut streams, errors),
+        };
+        match (ident, kind) {
+            (Some(ident), Some(kind)) if ty_ok => args.push(Arg {
+                kind,
                 ident,
                 ty: (*typed.ty).clone(),
             }),
             _ => ok = false,
         }
     }
-    ok.then_some(args)
+    ok.then_some((args, streams))
+}
+
+/// Records a `Sink` or `Source` argument of type `ty` in `streams`; `None` (and an error) if it
+/// is malformed or the method already has that end.
+fn stream_arg(
+    ty: &Type,
+    end: StreamEnd,
+    generics: Option<AngleBracketedGenericArguments>,
+    streams: &mut Streams,
+    errors: &mut Errors,
+) -> Option<ArgKind> {
+    let name = end.name();
+    let Some(generics) = generics else {
+        errors.at(
+            ty,
+            format!("a stream argument is `{name}<Item>` or `{name}<Item, Codec>`"),
+        );
+        return None;
+    };
+    let slot = match end {
+        StreamEnd::Sink => &mut streams.sink,
+        StreamEnd::Source => &mut streams.source,
+    };
+    if slot.is_some() {
+        let what = match end {
+            StreamEnd::Sink => "its stream of answers",
+            StreamEnd::Source => "its stream of requests",
+        };
+        errors.at(
+            ty,
+            format!(
+                "a second `{name}`: a call has one stream each way, so a method takes at most \
+                 one `{name}` ({what})"
+            ),
+        );
+        return None;
+    }
+    *slot = Some(generics);
+    Some(ArgKind::Stream(end))
 }
 
 /// The return type must be owned and concrete, like the arguments.
@@ -321,11 +407,12 @@ fn find_impl_keyword(tokens: TokenStream) -> Option<Span> {
     })
 }
 
-/// Method names, id constants and ids must each be unique, and must not take the names of
-/// the client's own items.
+/// Method names, the client's constants (ids, paths) and ids must each be unique, and must
+/// not take the names of the client's own items.
 fn check_unique(service: &Ident, methods: &[Method], errors: &mut Errors) {
     let mut names: HashMap<&str, &Method> = HashMap::new();
-    let mut consts: HashMap<String, &Method> = HashMap::new();
+    // Each constant's method, and whether it is a path constant (`PUT_PATH`) or an id one.
+    let mut consts: HashMap<String, (&Method, bool)> = HashMap::new();
     let mut ids: HashMap<u32, &Method> = HashMap::new();
     for m in methods {
         if CLIENT_ITEMS.contains(&m.name.as_str()) {
@@ -349,22 +436,39 @@ fn check_unique(service: &Ident, methods: &[Method], errors: &mut Errors) {
             continue;
         }
         let const_name = m.const_ident.to_string();
-        if const_name == METHODS_CONST {
+        if const_name == METHODS_CONST || const_name == PATHS_CONST {
             errors.at(
                 &m.ident,
                 format!(
-                    "method `{}` would name its id constant `{service}Client::METHODS`, \
+                    "method `{}` would name its id constant `{service}Client::{const_name}`, \
                      which lists all methods; rename it",
                     m.name
                 ),
             );
-        } else if let Some(first) = consts.insert(const_name.clone(), m) {
-            errors.at(
-                &m.ident,
+        } else if let Some((first, first_is_path)) = consts.insert(const_name.clone(), (m, false)) {
+            let message = if first_is_path {
+                format!(
+                    "the id constant of `{}` would be `{service}Client::{const_name}`, the path \
+                     constant of `{}`; rename one",
+                    m.name, first.name
+                )
+            } else {
                 format!(
                     "methods `{}` and `{}` would both name the id constant \
                      `{service}Client::{const_name}`; rename one",
                     first.name, m.name
+                )
+            };
+            errors.at(&m.ident, message);
+        }
+        let path_const = m.path_const_ident.to_string();
+        if let Some((first, false)) = consts.insert(path_const.clone(), (m, true)) {
+            errors.at(
+                &m.ident,
+                format!(
+                    "the path constant of `{}` would be `{service}Client::{path_const}`, the id \
+                     constant of `{}`; rename one",
+                    m.name, first.name
                 ),
             );
         }

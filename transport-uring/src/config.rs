@@ -213,6 +213,8 @@ pub struct UringConfig {
     /// Buffers in the receive ring (`RecvMode::BufferRing`): a power of two, at most 32768.
     pub recv_ring_buffers: u16,
     /// Bytes per receive-ring buffer: frames up to this size are decoded in place in the ring.
+    /// A multiple of 64, so that every buffer starts 64-byte aligned (a frame at a buffer's
+    /// start hands out aligned attachments; see `docs/wire.md`, "Padding").
     pub recv_ring_buf_size: usize,
     /// `TCP_USER_TIMEOUT` of the connection's socket (connect and accept alike): how long sent
     /// data may stay unacknowledged — zero-window probes included, since Linux 5.11 — before
@@ -283,8 +285,10 @@ impl UringConfig {
                 return Err(invalid(format!("recv_ring_buffers must be a power of two from 1 to 32768 (got {n})")));
             }
             let size = self.recv_ring_buf_size;
-            if !(64..=1 << 30).contains(&size) {
-                return Err(invalid(format!("recv_ring_buf_size must be from 64 bytes to 1 GiB (got {size})")));
+            if !(64..=1 << 30).contains(&size) || size % 64 != 0 {
+                return Err(invalid(format!(
+                    "recv_ring_buf_size must be a multiple of 64 bytes from 64 bytes to 1 GiB (got {size})"
+                )));
             }
         }
         Ok(())
@@ -341,6 +345,8 @@ mod tests {
         assert!(e.to_string().contains("recv_ring_buffers"), "{e}");
         let e = ring(64, 0).validate().unwrap_err();
         assert!(e.to_string().contains("recv_ring_buf_size"), "{e}");
+        let e = ring(64, 1000).validate().unwrap_err();
+        assert!(e.to_string().contains("recv_ring_buf_size") && e.to_string().contains("multiple of 64"), "{e}");
         let e = UringConfig { tcp_user_timeout: Some(Duration::ZERO), ..Default::default() }.validate().unwrap_err();
         assert!(e.to_string().contains("tcp_user_timeout"), "{e}");
         let e = UringConfig { tcp_user_timeout: Some(Duration::from_secs(50 << 20)), ..Default::default() }.validate().unwrap_err();

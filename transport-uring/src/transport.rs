@@ -163,6 +163,10 @@ impl Transport for UringTransport {
     fn stats(&self) -> Arc<TransportStats> {
         self.shared.stats.clone()
     }
+
+    fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stream.peer_addr().ok()
+    }
 }
 
 /// A listener whose connections use the zero-copy engine.

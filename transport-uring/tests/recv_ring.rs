@@ -304,7 +304,7 @@ async fn hostile_peers_against_a_ring_mode_server_lose_only_their_connection() {
         let cfg = ring(8, 1024);
         let (handle, addr) = echo_server(&cfg, 1 << 20).await;
         let good = client(addr, cfg).await;
-        let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 1 << 20, max_calls_in_flight: 8, max_attachments: 4 }
+        let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 1 << 20, max_calls_in_flight: 8, max_attachments: 4, max_metadata: 0, stream_window: 0 }
             .encode()
             .to_vec();
         let mut huge = hello.clone();

@@ -4,14 +4,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::body::Body;
 use crate::call_map::CallMap;
+use crate::code::Code;
 use crate::conn::{Connection, Event, Side};
 use crate::driver::{self, Locked, Shared, SideHandler};
 use crate::error::{CallError, ConnectError, ConnectionError};
-use crate::frame::Hello;
+use crate::error::Status;
+use crate::metadata::Metadata;
+use crate::frame::{CallMode, Hello};
+use crate::stream::{self, CallStream, HasRoutes, Routes};
 use crate::transport::Transport;
 
 use super::ClientConfig;
@@ -20,6 +24,8 @@ type Waiter = oneshot::Sender<Result<Body, CallError>>;
 
 pub(super) struct ClientSide {
     waiters: CallMap<Waiter>,
+    /// Streaming calls: where their messages and ends go.
+    routes: Routes,
     handshake: Option<oneshot::Sender<Result<Hello, ConnectError>>>,
     /// Closed when the connection can take no more calls, so queued callers fail at once.
     permits: Arc<Semaphore>,
@@ -40,10 +46,38 @@ impl ClientSide {
     }
 }
 
+impl HasRoutes for ClientSide {
+    fn routes(&mut self) -> &mut Routes {
+        &mut self.routes
+    }
+}
+
 impl SideHandler for ClientSide {
     fn on_event(g: &mut Locked<Self>, event: Event) {
         let side = &mut g.side;
         match event {
+            Event::StreamData { id, body } => {
+                if let Err(body) = side.routes.message(id, body) {
+                    // Nobody listens any more: the bytes are consumed here.
+                    g.conn.consumed(id, body.len() as usize);
+                }
+            }
+            Event::StreamEnd { id, code } => {
+                let result = match code {
+                    Code::OK => Ok(()),
+                    code => Err(CallError::Status(Status::new(code, "the server ended the stream"))),
+                };
+                side.routes.end(id, result, true);
+            }
+            Event::SendReady { id } => side.routes.wake(id),
+            // A streaming call's answer: its last message, then its end.
+            Event::Finished { id, result } if side.routes.is_open(id) => {
+                let result = result.map(|body| {
+                    // A reader that went away needs no answer.
+                    let _ = side.routes.message(id, body);
+                });
+                side.routes.end(id, result, true);
+            }
             Event::Connected(hello) => {
                 // The real limit is the server's; the placeholder had none.
                 side.permits.add_permits(hello.max_calls_in_flight as usize);
@@ -109,6 +143,7 @@ impl Conn {
         let (tx, rx) = oneshot::channel();
         let side = ClientSide {
             waiters: CallMap::default(),
+            routes: Routes::default(),
             handshake: Some(tx),
             permits: permits.clone(),
             close_reason: None,
@@ -136,16 +171,20 @@ impl Conn {
     }
 
     /// One attempt of a call on this connection. `timeout` is what is left of the caller's.
-    pub(super) async fn call(&self, method: u32, body: Body, timeout: Option<Duration>) -> Attempt {
+    pub(super) async fn call(&self, method: u32, body: Body, metadata: &Metadata, timeout: Option<Duration>) -> Attempt {
         let start = Instant::now();
-        let permit = match timeout {
-            Some(t) => match tokio::time::timeout(t, self.permits.acquire()).await {
-                Ok(p) => p,
-                Err(_) => return Attempt::Done(Err(CallError::DeadlineExceeded(t))),
-            },
-            None => self.permits.acquire().await,
+        // A permit is usually free at once; waiting for one (with its timer) lives in a box of
+        // its own, so that it does not make every call's future larger.
+        let permit = match self.permits.try_acquire() {
+            Ok(p) => Ok(p),
+            Err(tokio::sync::TryAcquireError::Closed) => return Attempt::NotSent(body),
+            Err(tokio::sync::TryAcquireError::NoPermits) => Box::pin(self.wait_for_permit(timeout)).await,
         };
-        let Ok(permit) = permit else { return Attempt::NotSent(body) };
+        let permit = match permit {
+            Ok(p) => p,
+            Err(Some(t)) => return Attempt::Done(Err(CallError::DeadlineExceeded(t))),
+            Err(None) => return Attempt::NotSent(body),
+        };
         let shared = &self.shared;
         let (tx, rx) = oneshot::channel();
         let started = shared.step(|g| {
@@ -153,7 +192,7 @@ impl Conn {
                 return Err(body);
             }
             let remaining = timeout.map(|t| t.saturating_sub(start.elapsed()));
-            let r = g.conn.start_call(method, body, remaining, Instant::now());
+            let r = g.conn.start_call(method, body, CallMode::UNARY, metadata, remaining, Instant::now());
             if let Ok(id) = r {
                 g.side.waiters.insert(id, tx);
             }
@@ -169,6 +208,52 @@ impl Conn {
         guard.armed = false;
         drop(permit);
         Attempt::Done(result.unwrap_or_else(|_| Err(self.closed_error())))
+    }
+
+    /// Waits for a call permit within `timeout`: `Err(Some(t))` when it passed, `Err(None)` when
+    /// the connection takes no more calls.
+    async fn wait_for_permit(&self, timeout: Option<Duration>) -> Result<tokio::sync::SemaphorePermit<'_>, Option<Duration>> {
+        match timeout {
+            Some(t) => match tokio::time::timeout(t, self.permits.acquire()).await {
+                Ok(p) => p.map_err(|_| None),
+                Err(_) => Err(Some(t)),
+            },
+            None => self.permits.acquire().await.map_err(|_| None),
+        }
+    }
+
+    /// Opens a streaming call on this connection; `keep` is kept alive with its handles (the
+    /// connection itself, so that it outlives the client handle that opened the call).
+    pub(super) async fn open(
+        &self,
+        method: u32,
+        body: Body,
+        mode: CallMode,
+        metadata: &Metadata,
+        timeout: Option<Duration>,
+        keep: Arc<Conn>,
+    ) -> Result<CallStream, (CallError, Option<Body>)> {
+        let start = Instant::now();
+        let permit = match timeout {
+            Some(t) => match tokio::time::timeout(t, self.permits.clone().acquire_owned()).await {
+                Ok(p) => p,
+                Err(_) => return Err((CallError::DeadlineExceeded(t), None)),
+            },
+            None => self.permits.clone().acquire_owned().await,
+        };
+        let Ok(permit) = permit else { return Err((self.closed_error(), Some(body))) };
+        let shared = &self.shared;
+        let opened = shared.step(|g| {
+            if g.conn.is_draining() {
+                return Err((CallError::ShuttingDown, Some(body)));
+            }
+            let remaining = timeout.map(|t| t.saturating_sub(start.elapsed()));
+            let id = g.conn.start_call(method, body, mode, metadata, remaining, Instant::now()).map_err(|e| (e, None))?;
+            Ok((id, g.side.routes.open(id)))
+        });
+        let (id, inbound) = opened?;
+        let keep: (OwnedSemaphorePermit, Arc<Conn>) = (permit, keep);
+        Ok(stream::handles(shared.clone(), id, inbound, Some(Box::new(keep))))
     }
 
     pub(super) fn closed_error(&self) -> CallError {

@@ -12,10 +12,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
 
+use bytes::Bytes;
+
 use crate::body::Body;
 use crate::conn::ConnConfig;
+use crate::metadata::{Metadata, MetadataError};
 use crate::error::{CallError, ConnectError, ConnectionError};
-use crate::frame::Hello;
+use crate::frame::{CallMode, Hello};
+use crate::stream::CallStream;
 use crate::stats::StatsSnapshot;
 use crate::transport::{tcp, Transport};
 use conn::{Attempt, Conn};
@@ -78,6 +82,9 @@ pub struct CallOptions {
     /// The call may run twice without harm: if the connection is lost while it is in flight, a
     /// client that re-dials sends it again on the new connection (within its deadline).
     pub idempotent: bool,
+    /// Headers sent with the call; the handler reads them in [`crate::ServerRequest::metadata`].
+    /// Checked against the server's declared limit before sending.
+    pub metadata: Metadata,
 }
 
 impl CallOptions {
@@ -90,6 +97,13 @@ impl CallOptions {
     pub fn idempotent(mut self, yes: bool) -> Self {
         self.idempotent = yes;
         self
+    }
+
+    /// Adds a header (see [`CallOptions::metadata`]); an invalid key (empty, over 255 bytes, not
+    /// printable ASCII) is an error.
+    pub fn header(mut self, key: &str, value: impl Into<Bytes>) -> Result<Self, MetadataError> {
+        self.metadata.insert(key, value)?;
+        Ok(self)
     }
 }
 
@@ -240,7 +254,7 @@ impl Client {
             let conn = self.usable_conn(start, timeout).await?;
             let remaining = timeout.map(|t| t.saturating_sub(start.elapsed()));
             let replay = (options.idempotent && self.inner.reconnect.is_some()).then(|| body.clone());
-            match conn.call(method, body, remaining).await {
+            match conn.call(method, body, &options.metadata, remaining).await {
                 // Report the deadline the caller set, not what was left of it when sent.
                 Attempt::Done(Err(CallError::DeadlineExceeded(_))) => {
                     return Err(CallError::DeadlineExceeded(timeout.unwrap_or_default()))
@@ -251,6 +265,68 @@ impl Client {
                 Attempt::Done(r) => return r,
                 Attempt::NotSent(b) if self.inner.reconnect.is_some() => body = b,
                 Attempt::NotSent(_) => return Err(conn.closed_error()),
+            }
+        }
+    }
+
+    /// Opens a streaming call: `method` with `body` as its request, streaming the ways `mode`
+    /// says. Returns the call's two ends: the [`crate::StreamSender`] sends the request stream (dropping
+    /// it or [`crate::StreamSender::finish`] ends it), the [`crate::StreamReceiver`] yields the answers — the
+    /// server's stream, or the one response of a client-streaming call — then `None`. Dropping
+    /// both before the call ended cancels it on the server. The timeout (`options`, or the
+    /// client's default) bounds the whole call, stream included. A streaming call is never sent
+    /// again on a new connection.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use rpc_core::{Body, BoxFuture, CallMode, CallOptions, Client, ClientConfig, Server, ServerRequest, Service, Status};
+    ///
+    /// /// Answers each message with its length, as a stream.
+    /// struct Lengths;
+    /// impl Service for Lengths {
+    ///     fn call(&self, mut req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+    ///         Box::pin(async move {
+    ///             let (mut tx, mut rx) = req.stream.take().expect("a streaming call").split();
+    ///             while let Some(msg) = rx.recv().await {
+    ///                 let n = msg.map_err(|e| Status::new(e.code(), e.to_string()))?.message.len();
+    ///                 tx.send(Body::message(n.to_string().into())).await.map_err(|e| Status::new(e.code(), e.to_string()))?;
+    ///             }
+    ///             Ok(Body::default())
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// let (a, b) = rpc_core::transport::mem::pair();
+    /// tokio::spawn(Server::builder().build(Lengths).serve_connection(b));
+    /// let client = Client::connect(a, ClientConfig::default()).await.unwrap();
+    /// let call = client.open(1, Body::default(), CallMode::BIDI, CallOptions::default()).await.unwrap();
+    /// let (mut tx, mut rx) = call.split();
+    /// tx.send(Body::message("hello".into())).await.unwrap();
+    /// assert_eq!(&rx.recv().await.unwrap().unwrap().message[..], b"5");
+    /// tx.finish();
+    /// assert!(rx.recv().await.is_none(), "the server ended the call cleanly");
+    /// # });
+    /// ```
+    pub async fn open(
+        &self,
+        method: u32,
+        body: Body,
+        mode: CallMode,
+        options: CallOptions,
+    ) -> Result<CallStream, CallError> {
+        let timeout = options.timeout.or(self.inner.default_timeout);
+        let start = Instant::now();
+        let mut body = body;
+        loop {
+            let conn = self.usable_conn(start, timeout).await?;
+            let remaining = timeout.map(|t| t.saturating_sub(start.elapsed()));
+            match conn.open(method, body, mode, &options.metadata, remaining, conn.clone()).await {
+                Ok(ends) => return Ok(ends),
+                Err((CallError::DeadlineExceeded(_), _)) => {
+                    return Err(CallError::DeadlineExceeded(timeout.unwrap_or_default()))
+                }
+                Err((_, Some(b))) if self.inner.reconnect.is_some() => body = b,
+                Err((e, _)) => return Err(e),
             }
         }
     }
@@ -270,6 +346,13 @@ impl Client {
                 _ => return Ok(l.conn.clone()),
             }
         }
+        // The wait (with its timer) lives in a box of its own, so that it does not make every
+        // call's future larger: the fast path above is the usual one.
+        Box::pin(self.wait_for_conn(start, timeout)).await
+    }
+
+    /// The slow half of [`Client::usable_conn`]: waits for a re-dial to bring a connection.
+    async fn wait_for_conn(&self, start: Instant, timeout: Option<Duration>) -> Result<Arc<Conn>, CallError> {
         let mut link = self.inner.link.clone();
         let limit = timeout.unwrap_or(self.inner.connect_timeout);
         let until = start.checked_add(limit).map(tokio::time::Instant::from_std);

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::deadlines::Deadlines;
+use super::flow::Flow;
 use crate::call_map::CallMap;
 
 /// One call in flight.
@@ -15,6 +16,20 @@ pub(super) struct InFlight {
     pub(super) budget: Option<Duration>,
     /// Server: bytes of the request, held against the memory budget until the call ends.
     pub(super) bytes: usize,
+    /// A streaming call's flow state; `None` for a unary call (which stays small).
+    pub(super) flow: Option<Box<Flow>>,
+    /// Server: a request held until its commit frame (it has not run; a cancel discards it).
+    pub(super) held: Option<Box<super::Event>>,
+    /// Server: the request was sent awaiting a commit, and it has not come yet (the request may
+    /// already run: past the bound on held requests, the oldest run as if committed).
+    pub(super) awaits_commit: bool,
+}
+
+impl InFlight {
+    /// A unary call.
+    pub(super) fn unary(deadline: Option<Instant>, budget: Option<Duration>, bytes: usize) -> Self {
+        InFlight { deadline, budget, bytes, flow: None, held: None, awaits_commit: false }
+    }
 }
 
 /// Client: calls waiting for an answer. Server: calls being served.
@@ -64,6 +79,14 @@ impl Calls {
         self.map.drain().map(|(id, _)| id).collect()
     }
 
+    pub(super) fn get(&self, id: u64) -> Option<&InFlight> {
+        self.map.get(&id)
+    }
+
+    pub(super) fn get_mut(&mut self, id: u64) -> Option<&mut InFlight> {
+        self.map.get_mut(&id)
+    }
+
     pub(super) fn contains(&self, id: u64) -> bool {
         self.map.contains_key(&id)
     }
@@ -96,9 +119,9 @@ mod tests {
         let now = Instant::now();
         let mut c = Calls::default();
         let at = |s| Some(now + Duration::from_secs(s));
-        c.insert(1, InFlight { deadline: at(1), budget: None, bytes: 10 });
-        c.insert(2, InFlight { deadline: at(2), budget: None, bytes: 20 });
-        c.insert(3, InFlight { deadline: None, budget: None, bytes: 30 });
+        c.insert(1, InFlight::unary(at(1), None, 10));
+        c.insert(2, InFlight::unary(at(2), None, 20));
+        c.insert(3, InFlight::unary(None, None, 30));
         assert_eq!((c.len(), c.bytes(), c.next_deadline()), (3, 60, at(1)));
         assert_eq!(c.remove(1).map(|f| f.bytes), Some(10));
         assert_eq!((c.bytes(), c.next_deadline()), (50, at(2)));

@@ -9,6 +9,13 @@ use crate::frame::Limits;
 pub struct ConnConfig {
     /// Largest frame (message + payload) this side accepts. Default 128 MiB.
     pub max_frame: u32,
+    /// Largest metadata block (a call's headers, encoded) this side accepts; declared in the
+    /// hello in KiB (rounded down; at most 64 MiB - 1 KiB). Default 16 KiB.
+    pub max_metadata: u32,
+    /// Bytes of stream data this side takes on each stream before the application consumes any
+    /// (the credit each stream starts with, granted again as messages are consumed). A stream
+    /// whose reader is slow holds at most this plus one frame. At least 4096. Default 4 MiB.
+    pub stream_window: u32,
     /// Most attachments in one frame this side accepts. Default 1024.
     pub max_attachments: u32,
     /// Most calls this side serves at once on one connection (server); the client uses the
@@ -48,6 +55,8 @@ impl Default for ConnConfig {
     fn default() -> Self {
         ConnConfig {
             max_frame: 128 << 20,
+            max_metadata: 16 << 10,
+            stream_window: 4 << 20,
             max_attachments: 1024,
             max_calls_in_flight: 10_000,
             keepalive_interval: Some(Duration::from_secs(30)),
@@ -63,6 +72,16 @@ impl Default for ConnConfig {
 }
 
 impl ConnConfig {
+    /// The metadata limit declared in the hello: the configured one in whole KiB.
+    pub fn max_metadata(&self) -> u32 {
+        (self.max_metadata / 1024).min(u32::from(u16::MAX)) * 1024
+    }
+
+    /// The stream window declared in the hello: the configured one, raised to the minimum.
+    pub fn stream_window(&self) -> u32 {
+        self.stream_window.max(crate::frame::MIN_MAX_FRAME)
+    }
+
     /// The decoder limits these settings imply.
     pub fn limits(&self) -> Limits {
         Limits { max_frame: self.max_frame.max(crate::frame::MIN_MAX_FRAME), max_attachments: self.max_attachments }

@@ -8,24 +8,28 @@
 mod calls;
 mod config;
 mod deadlines;
+mod flow;
 mod keepalive;
 mod outgoing;
+mod streams;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 
 pub use config::ConnConfig;
+pub use streams::SendError;
 use calls::{Calls, InFlight};
 use keepalive::Keepalive;
 
 use crate::body::Body;
 use crate::code::Code;
 use crate::error::{CallError, ConnectionError, DecodeError, Status};
+use crate::metadata::Metadata;
 use crate::frame::{
-    Cancel, ErrorFrame, Frame, FrameDecoder, FrameHeader, FrameKind, GoAway, Hello, InputBuf, Ping, Request, Response,
-    HEADER_LEN, MIN_MAX_FRAME, WIRE_VERSION,
+    caps, CallMode, Cancel, Commit, ErrorFrame, Frame, FrameDecoder, FrameHeader, FrameKind, GoAway, Hello, InputBuf, Ping,
+    Request, Response, StreamEnd, HEADER_LEN, MIN_MAX_FRAME, WIRE_VERSION,
 };
 use crate::transmit::Transmit;
 
@@ -67,6 +71,10 @@ pub enum Event {
         id: u64,
         /// Method id.
         method: u32,
+        /// Which directions stream; stream data for it arrives as [`Event::StreamData`].
+        mode: CallMode,
+        /// The call's metadata (headers).
+        metadata: Metadata,
         /// When the handler must be dropped.
         deadline: Option<Instant>,
         /// Arguments.
@@ -78,6 +86,28 @@ pub enum Event {
         id: u64,
         /// Why.
         reason: AbortReason,
+    },
+    /// A message of the stream of call `id`. Its bytes count against the memory budget until
+    /// the application reports them consumed ([`Connection::consumed`]).
+    StreamData {
+        /// Call id.
+        id: u64,
+        /// The message.
+        body: Body,
+    },
+    /// The peer ended its stream on call `id`. Server: the client sent its last message (a
+    /// code other than OK: it abandoned its stream). Client: the server ended the call without
+    /// a final message (the call is over).
+    StreamEnd {
+        /// Call id.
+        id: u64,
+        /// [`Code::OK`] for a clean end.
+        code: Code,
+    },
+    /// Call `id` was out of credit and may send stream data again.
+    SendReady {
+        /// Call id.
+        id: u64,
     },
     /// Client: call `id` finished.
     Finished {
@@ -99,6 +129,10 @@ pub enum Event {
 
 /// Unsolicited answers (pongs, refusals) that may wait unsent beyond the calls in flight.
 const CONTROL_BACKLOG: usize = 1024;
+
+/// Requests of at least this many bytes are sent awaiting a commit (when the server can): one
+/// that the caller gives up on while it is being written is then never run.
+pub const AWAIT_COMMIT_FROM: u64 = 256 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -125,6 +159,9 @@ pub struct Connection {
     next_id: u64,
     /// Server: the highest call id accepted, for the goaway.
     last_accepted: u64,
+    /// Server: the highest call id seen (accepted or refused): stream frames for ids above it
+    /// name calls that never existed.
+    last_seen: u64,
     transmits: Vec<Transmit>,
     events: VecDeque<Event>,
     /// When the peer's hello must have arrived by: fixed at creation, so a peer trickling
@@ -138,6 +175,20 @@ pub struct Connection {
     hello_taken: bool,
     /// Server: refuse the connection after the handshake with this goaway.
     refusal: Option<(Code, String)>,
+    /// Client: requests sent awaiting a commit, in order, each with the stream position (bytes
+    /// taken by the writer since the start) at which it ends, once taken.
+    commits: VecDeque<(u64, Option<u64>)>,
+    /// Bytes of transmits the writer took, since the start.
+    taken: u64,
+    /// Bytes the writer reported written, since the start.
+    written: u64,
+    /// Server: requests held for their commit, oldest first, with their bytes.
+    held: VecDeque<(u64, usize)>,
+    /// Stream data delivered to the application and not yet consumed (bounded by the
+    /// connection's window, so it does not pause reading: the credit that frees it must flow).
+    stream_held: usize,
+    /// The connection's own flow (every stream together), once the peer's hello is in.
+    conn_flow: Option<flow::Flow>,
 }
 
 impl Connection {
@@ -155,10 +206,12 @@ impl Connection {
     fn with_hello(side: Side, config: ConnConfig, now: Instant, refusal: Option<(Code, String)>) -> Self {
         let hello = Hello {
             version: WIRE_VERSION,
-            capabilities: 0,
+            capabilities: caps::STREAMS | caps::COMMIT,
             max_frame: config.max_frame.max(MIN_MAX_FRAME),
             max_calls_in_flight: if refusal.is_some() { 0 } else { config.max_calls_in_flight },
             max_attachments: config.max_attachments,
+            max_metadata: config.max_metadata(),
+            stream_window: config.stream_window(),
         };
         let hello_deadline = now.checked_add(config.handshake_timeout).unwrap_or(now + Duration::from_secs(86_400));
         let head = hello.encode();
@@ -172,6 +225,7 @@ impl Connection {
             calls: Calls::default(),
             next_id: 1,
             last_accepted: 0,
+            last_seen: 0,
             out_bytes: head.len(),
             hello_taken: false,
             transmits: vec![Transmit { head, segments: Vec::new() }],
@@ -179,6 +233,12 @@ impl Connection {
             hello_deadline,
             keepalive,
             refusal: None,
+            commits: VecDeque::new(),
+            taken: 0,
+            written: 0,
+            held: VecDeque::new(),
+            stream_held: 0,
+            conn_flow: None,
         };
         if let Some((code, message)) = refusal {
             conn.push_frame(Frame::GoAway(GoAway { last_id: 0, code, message: message.clone() }));
@@ -231,6 +291,20 @@ impl Connection {
             self.keepalive.on_taken();
             self.hello_taken = true;
         }
+        if self.commits.iter().any(|(_, end)| end.is_none()) {
+            // Where each request awaiting a commit ends in the stream: its commit goes once the
+            // writer has written that far.
+            for t in &self.transmits {
+                self.taken += t.len() as u64;
+                if let Some(id) = request_id(t) {
+                    if let Some(entry) = self.commits.iter_mut().find(|(i, end)| *i == id && end.is_none()) {
+                        entry.1 = Some(self.taken);
+                    }
+                }
+            }
+        } else {
+            self.taken += self.transmits.iter().map(|t| t.len() as u64).sum::<u64>();
+        }
         out.append(&mut self.transmits);
     }
 
@@ -239,6 +313,16 @@ impl Connection {
     pub fn handle_written(&mut self, bytes: usize, now: Instant) {
         self.out_bytes = self.out_bytes.saturating_sub(bytes);
         self.keepalive.on_written(now);
+        self.written = self.written.saturating_add(bytes as u64);
+        while let Some(&(id, Some(end))) = self.commits.front() {
+            if end > self.written {
+                break;
+            }
+            self.commits.pop_front();
+            if self.calls.contains(id) && self.state != State::Closed {
+                self.push_frame(Frame::Commit(Commit { id }));
+            }
+        }
     }
 
     /// True while a keepalive ping waits to be written: the driver must then pass the time to
@@ -251,7 +335,16 @@ impl Connection {
     /// answered (server), plus frames produced and not yet written (both sides). The driver
     /// stops reading while it is at the budget.
     pub fn held_bytes(&self) -> usize {
-        self.out_bytes + self.calls.bytes()
+        self.out_bytes + self.calls.bytes() + self.stream_held
+    }
+
+    /// The part of [`Connection::held_bytes`] that stops reading at the memory budget: without
+    /// stream data (bounded by the connection's window instead, and freed only by credit that
+    /// must keep being read) and without requests held for their commit (at most one budget's
+    /// worth; the commit that frees them is behind them on the wire).
+    pub fn pausing_bytes(&self) -> usize {
+        let held: usize = self.held.iter().map(|(_, b)| b).sum();
+        (self.out_bytes + self.calls.bytes()).saturating_sub(held)
     }
 
     /// Server: true while call `id` is in flight (not answered, cancelled or expired).
@@ -352,6 +445,7 @@ impl Connection {
             return;
         }
         for (id, call) in self.calls.expire(now) {
+            self.held.retain(|(i, _)| *i != id);
             let budget = call.budget.unwrap_or_default();
             match self.side {
                 Side::Client => {
@@ -380,11 +474,14 @@ impl Connection {
     }
 
     /// Client: starts a call; the request is queued for sending. `timeout` becomes the call's
-    /// deadline here and its budget on the server.
+    /// deadline here and its budget on the server. A streaming `mode` sends and receives the
+    /// call's messages with [`Connection::send_message`] and [`Event::StreamData`].
     pub fn start_call(
         &mut self,
         method: u32,
         body: Body,
+        mode: CallMode,
+        metadata: &Metadata,
         timeout: Option<Duration>,
         now: Instant,
     ) -> Result<u64, CallError> {
@@ -395,7 +492,9 @@ impl Connection {
             State::Closed => return Err(CallError::Connection(ConnectionError::LocallyClosed)),
         }
         let peer = self.peer.expect("open implies hello");
-        let len = body.len();
+        let metadata = outgoing::metadata_block(&peer, metadata)?;
+        // The metadata block and its length word travel in the message: they count too.
+        let len = body.len() + if metadata.is_empty() { 0 } else { 4 + metadata.len() as u64 };
         if len > u64::from(peer.max_frame) {
             return Err(CallError::TooLarge { len, limit: u64::from(peer.max_frame) });
         }
@@ -406,15 +505,32 @@ impl Connection {
                 peer.max_attachments
             )));
         }
+        if mode.is_streaming() && peer.stream_window == 0 {
+            return Err(CallError::Status(Status::new(
+                Code::UNIMPLEMENTED,
+                "the server does not take streaming calls (its hello declares no stream window)",
+            )));
+        }
+        let await_commit =
+            peer.capabilities & caps::COMMIT != 0 && len >= AWAIT_COMMIT_FROM && !mode.client_stream;
         let id = self.next_id;
         // A timeout too large to add to the clock (`Duration::MAX`) is no deadline at all.
         let deadline = timeout.and_then(|t| now.checked_add(t));
         let timeout = timeout.filter(|_| deadline.is_some());
-        let request = Request { id, method, deadline: timeout, message: body.message, attachments: body.attachments };
+        let request =
+            Request { id, method, mode, await_commit, deadline: timeout, metadata, message: body.message, attachments: body.attachments };
         let transmit = request.encode().map_err(|e| CallError::Codec(e.to_string()))?;
         self.next_id += 1;
-        self.calls.insert(id, InFlight { deadline, budget: timeout, bytes: 0 });
+        let mut call = InFlight::unary(deadline, timeout, 0);
+        if mode.is_streaming() {
+            let window = self.config.stream_window();
+            call.flow = Some(Box::new(flow::Flow::new(mode.client_stream, mode.server_stream, peer.stream_window, window)));
+        }
+        self.calls.insert(id, call);
         self.push_transmit(transmit);
+        if await_commit {
+            self.commits.push_back((id, None));
+        }
         Ok(id)
     }
 
@@ -427,28 +543,38 @@ impl Connection {
     }
 
     /// Client: call `id` is over on our side. A request still queued (not yet taken by the
-    /// writer) is withdrawn, so the server never sees it; one already on its way is cancelled.
+    /// writer) is withdrawn with the stream frames queued behind it, so the server never sees
+    /// the call; for one already on its way, the stream frames still queued are dropped and a
+    /// cancel follows.
     fn withdraw_or_cancel(&mut self, id: u64) {
-        let queued = self.transmits.iter().position(|t| {
-            t.head.len() >= HEADER_LEN
-                && FrameHeader::decode(&t.head[..HEADER_LEN]).is_ok_and(|h| h.kind == FrameKind::Request && h.id == id)
-        });
-        match queued {
-            Some(i) => {
-                let t = self.transmits.remove(i);
-                self.out_bytes -= t.len();
+        // Its commit, if it awaits one, is never sent: the server discards the request unrun.
+        self.commits.retain(|(i, _)| *i != id);
+        let mut request_withdrawn = false;
+        let mut freed = 0;
+        self.transmits.retain(|t| {
+            match header_of(t).filter(|h| h.id == id).map(|h| h.kind) {
+                Some(FrameKind::Request) => request_withdrawn = true,
+                Some(FrameKind::StreamData | FrameKind::StreamEnd | FrameKind::Commit) => {}
+                _ => return true,
             }
-            None => self.push_frame(Frame::Cancel(Cancel { id })),
+            freed += t.len();
+            false
+        });
+        self.out_bytes -= freed;
+        if !request_withdrawn {
+            self.push_frame(Frame::Cancel(Cancel { id }));
         }
     }
 
     /// Server: the handler of call `id` finished. Ignored when the call was cancelled or
     /// expired meanwhile (its answer is no longer wanted).
+    ///
+    /// A server-streaming call ends with a stream end when the body is empty, and with a
+    /// response carrying the body (the last message) otherwise.
     pub fn respond(&mut self, id: u64, result: Result<Body, Status>) {
         debug_assert_eq!(self.side, Side::Server);
-        if self.calls.remove(id).is_none() {
-            return;
-        }
+        let Some(call) = self.calls.remove(id) else { return };
+        let streams_answer = call.flow.as_ref().is_some_and(|f| f.send_open);
         if self.state == State::Closed {
             return;
         }
@@ -456,6 +582,7 @@ impl Connection {
         // Every answer is checked against what the client declared it accepts: one it cannot
         // decode would end its connection and fail its other calls too.
         let frame = match result {
+            Ok(body) if streams_answer && body.is_empty() => Frame::StreamEnd(StreamEnd { id, code: Code::OK }),
             Ok(body) => match outgoing::check_body(&peer, &body) {
                 Ok(()) => Frame::Response(Response { id, message: body.message, attachments: body.attachments }),
                 Err(why) => Frame::Error(ErrorFrame { id, status: Status::new(Code::RESOURCE_EXHAUSTED, why) }),
@@ -489,6 +616,7 @@ impl Connection {
 
     fn on_hello(&mut self, hello: Hello) -> Result<(), ConnectionError> {
         self.peer = Some(hello);
+        self.conn_flow = Some(flow::Flow::connection(hello.stream_window, self.config.stream_window()));
         if hello.max_calls_in_flight == 0 {
             // A refusal: its goaway follows and says why (see `Connection::refuse`).
             self.state = State::Draining;
@@ -513,20 +641,21 @@ impl Connection {
             (_, Frame::GoAway(g)) => self.on_goaway(g),
             (Side::Server, Frame::Request(r)) => self.on_request(r, now)?,
             (Side::Server, Frame::Cancel(c)) => {
-                if self.calls.remove(c.id).is_some() {
+                // A request still held for its commit never ran: nothing to abort.
+                self.held.retain(|(i, _)| *i != c.id);
+                if self.calls.remove(c.id).is_some_and(|call| call.held.is_none()) {
                     self.events.push_back(Event::Abort { id: c.id, reason: AbortReason::Cancelled });
                 }
             }
+            (Side::Server, Frame::Commit(c)) => self.on_commit(c)?,
             (Side::Client, Frame::Response(r)) => {
                 let body = Body { message: r.message, attachments: r.attachments };
                 self.finish(r.id, Ok(body));
             }
             (Side::Client, Frame::Error(e)) => self.finish(e.id, Err(CallError::Status(e.status))),
-            (_, Frame::StreamData(_) | Frame::StreamEnd(_) | Frame::Credit(_)) => {
-                return Err(ConnectionError::Protocol(
-                    "stream frames on a connection that did not negotiate streams".into(),
-                ));
-            }
+            (_, Frame::StreamData(d)) => self.on_stream_data(d)?,
+            (_, Frame::StreamEnd(e)) => self.on_stream_end(e)?,
+            (_, Frame::Credit(c)) => self.on_credit(c)?,
             (side, frame) => {
                 return Err(ConnectionError::Protocol(format!(
                     "{} frame is not allowed from a {}",
@@ -543,6 +672,7 @@ impl Connection {
         if self.calls.contains(id) {
             return Err(ConnectionError::Protocol(format!("call id {id} is already in flight")));
         }
+        self.last_seen = self.last_seen.max(id);
         if self.state != State::Open || self.calls.len() >= self.config.max_calls_in_flight as usize {
             // Refusals are answers nobody waits on a handler for: bound them.
             self.check_backlog()?;
@@ -560,14 +690,77 @@ impl Connection {
             self.push_frame(Frame::Error(ErrorFrame { id, status }));
             return Ok(());
         }
+        let peer_window = self.peer.map_or(0, |p| p.stream_window);
+        if r.mode.server_stream && peer_window == 0 {
+            let status = Status::new(
+                Code::INVALID_ARGUMENT,
+                "a server-streaming call from a peer that declared no stream window (it could receive nothing)",
+            );
+            self.push_frame(Frame::Error(ErrorFrame { id, status }));
+            return Ok(());
+        }
+        let metadata = self.request_metadata(id, r.metadata)?;
         self.last_accepted = self.last_accepted.max(id);
         // A budget too large to add to the clock is no deadline.
         let deadline = r.deadline.and_then(|d| now.checked_add(d));
         let body = Body { message: r.message, attachments: r.attachments };
-        let bytes = body.len() as usize;
-        self.calls.insert(id, InFlight { deadline, budget: r.deadline, bytes });
-        self.events.push_back(Event::Request { id, method: r.method, deadline, body });
+        let mut call = InFlight::unary(deadline, r.deadline, body.len() as usize);
+        if r.mode.is_streaming() {
+            let window = self.config.stream_window();
+            call.flow = Some(Box::new(flow::Flow::new(r.mode.server_stream, r.mode.client_stream, peer_window, window)));
+        }
+        let event = Event::Request { id, method: r.method, mode: r.mode, metadata, deadline, body };
+        if r.await_commit && !r.mode.client_stream {
+            call.held = Some(Box::new(event));
+            call.awaits_commit = true;
+            let bytes = call.bytes;
+            self.calls.insert(id, call);
+            self.held.push_back((id, bytes));
+            // A peer that sends requests awaiting commits and never commits them may make us
+            // hold at most one memory budget of them: past it, the oldest run as if committed.
+            while self.held.iter().map(|(_, b)| b).sum::<usize>() > self.config.memory_budget {
+                let Some((oldest, _)) = self.held.pop_front() else { break };
+                if let Some(event) = self.calls.get_mut(oldest).and_then(|c| c.held.take()) {
+                    self.events.push_back(*event);
+                }
+            }
+        } else {
+            self.calls.insert(id, call);
+            self.events.push_back(event);
+        }
         Ok(())
+    }
+
+    /// Server: the request held for this commit runs now.
+    fn on_commit(&mut self, c: Commit) -> Result<(), ConnectionError> {
+        let id = c.id;
+        self.held.retain(|(i, _)| *i != id);
+        match self.calls.get_mut(id) {
+            Some(call) if call.awaits_commit => {
+                call.awaits_commit = false;
+                // Already running if it was released early (the bound on held requests).
+                if let Some(event) = call.held.take() {
+                    self.events.push_back(*event);
+                }
+            }
+            Some(_) => return Err(ConnectionError::Protocol(format!("commit for call {id}, which awaits none"))),
+            // Cancelled or expired meanwhile: the commit crossed the cancel.
+            None if id != 0 && id <= self.last_seen => {}
+            None => return Err(ConnectionError::Protocol(format!("commit for call {id}, which was never started"))),
+        }
+        Ok(())
+    }
+
+    /// Server: the metadata of request `id`, checked against the limit this side declared.
+    fn request_metadata(&self, id: u64, block: Bytes) -> Result<Metadata, ConnectionError> {
+        let limit = self.config.max_metadata() as usize;
+        if block.len() > limit {
+            return Err(ConnectionError::Protocol(format!(
+                "metadata of call {id} is {} bytes, over the limit of {limit} bytes this side declared",
+                block.len()
+            )));
+        }
+        Metadata::decode(block).map_err(|e| ConnectionError::Protocol(format!("metadata of call {id}: {e}")))
     }
 
     /// A peer that keeps sending frames that need an answer (pings, refused calls) while it
@@ -637,6 +830,7 @@ impl Connection {
             self.push_frame(Frame::GoAway(GoAway { last_id: self.last_accepted, code, message }));
         }
         self.state = State::Closed;
+        self.held.clear();
         for id in self.calls.drain() {
             self.events.push_back(match self.side {
                 Side::Client => Event::Finished { id, result: Err(CallError::Connection(err.clone())) },
@@ -660,6 +854,16 @@ impl Connection {
     }
 }
 
+/// The call id of a transmit that is a request.
+fn request_id(t: &Transmit) -> Option<u64> {
+    header_of(t).filter(|h| h.kind == FrameKind::Request).map(|h| h.id)
+}
+
+/// The header of the frame a transmit carries (every transmit but the hello starts with one).
+fn header_of(t: &Transmit) -> Option<FrameHeader> {
+    FrameHeader::decode(t.head.get(..HEADER_LEN)?).ok()
+}
+
 /// Convenience for decode errors surfacing through the connection.
 impl From<DecodeError> for CallError {
     fn from(e: DecodeError) -> Self {
@@ -669,3 +873,5 @@ impl From<DecodeError> for CallError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod stream_tests;

@@ -2,10 +2,13 @@
 //! its hello, since a frame the peer cannot decode ends the whole connection there (and with
 //! it every other call on it), not just the one call.
 
+use bytes::Bytes;
+
 use crate::body::Body;
 use crate::code::Code;
-use crate::error::Status;
+use crate::error::{CallError, Status};
 use crate::frame::Hello;
+use crate::metadata::{self, Metadata};
 
 /// Longest reason text this side puts in a goaway or a substituted status. Far below the
 /// smallest `max_frame` a peer may declare ([`crate::frame::MIN_MAX_FRAME`]).
@@ -25,6 +28,25 @@ pub(super) fn check_body(peer: &Hello, body: &Body) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The encoded block of a call's metadata, if the peer takes it: its keys valid, its size
+/// within the limit the peer declared (the caller learns why not; nothing is sent).
+pub(super) fn metadata_block(peer: &Hello, m: &Metadata) -> Result<Bytes, CallError> {
+    if m.is_empty() {
+        return Ok(Bytes::new());
+    }
+    metadata::check_keys(m).map_err(|e| CallError::Codec(e.to_string()))?;
+    let len = m.encoded_len();
+    let limit = peer.max_metadata as usize;
+    if len > limit || m.len() > usize::from(u16::MAX) || m.iter().any(|(_, v)| v.len() > u32::MAX as usize) {
+        let why = match limit {
+            0 => "the server takes no metadata (its hello declares no limit)".to_owned(),
+            _ => format!("metadata of {len} bytes ({} entries) is over the server's limit of {limit} bytes", m.len()),
+        };
+        return Err(CallError::Codec(why));
+    }
+    Ok(m.encode())
 }
 
 /// The status itself if the peer can take it; otherwise a short `RESOURCE_EXHAUSTED` saying
@@ -69,7 +91,7 @@ mod tests {
     use bytes::Bytes;
 
     fn peer(max_frame: u32, max_attachments: u32) -> Hello {
-        Hello { version: WIRE_VERSION, capabilities: 0, max_frame, max_calls_in_flight: 1, max_attachments }
+        Hello { version: WIRE_VERSION, capabilities: 0, max_frame, max_calls_in_flight: 1, max_attachments, max_metadata: 1024, stream_window: 0 }
     }
 
     #[test]
@@ -94,6 +116,21 @@ mod tests {
         let big = Body::message(Bytes::from(vec![0u8; 4097]));
         assert!(check_body(&p, &big).unwrap_err().contains("4097 bytes"));
         assert!(check_body(&p, &Body::message(Bytes::from_static(b"fine"))).is_ok());
+    }
+
+    #[test]
+    fn metadata_is_checked_against_the_peers_limit_before_sending() {
+        let p = peer(4096, 1);
+        assert!(metadata_block(&p, &Metadata::new()).unwrap().is_empty());
+        let small = Metadata::new().with("a", "b");
+        assert_eq!(metadata_block(&p, &small).unwrap(), small.encode());
+        let big = Metadata::new().with("a", vec![0u8; 2000]);
+        let e = metadata_block(&p, &big).unwrap_err().to_string();
+        assert!(e.contains("over the server's limit of 1024 bytes"), "{e}");
+        let none = Hello { max_metadata: 0, ..p };
+        assert!(metadata_block(&none, &small).unwrap_err().to_string().contains("takes no metadata"));
+        let bad: Metadata = [("bad key".to_owned(), Bytes::new())].into_iter().collect();
+        assert!(metadata_block(&p, &bad).unwrap_err().to_string().contains("not printable ASCII"));
     }
 
     #[test]

@@ -8,22 +8,22 @@ use super::*;
 use crate::payload::Payload;
 
 /// Two connections wired back to back; `drive` moves bytes until both are quiet.
-struct Pair {
-    client: Connection,
-    server: Connection,
+pub(super) struct Pair {
+    pub(super) client: Connection,
+    pub(super) server: Connection,
     client_in: BytesMut,
-    server_in: BytesMut,
-    now: Instant,
-    client_events: Vec<Event>,
-    server_events: Vec<Event>,
+    pub(super) server_in: BytesMut,
+    pub(super) now: Instant,
+    pub(super) client_events: Vec<Event>,
+    pub(super) server_events: Vec<Event>,
 }
 
 impl Pair {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self::with(ConnConfig::default(), ConnConfig::default())
     }
 
-    fn with(client: ConnConfig, server: ConnConfig) -> Self {
+    pub(super) fn with(client: ConnConfig, server: ConnConfig) -> Self {
         let now = Instant::now();
         let mut p = Pair {
             client: Connection::new(Side::Client, client, now),
@@ -40,7 +40,7 @@ impl Pair {
         p
     }
 
-    fn drive(&mut self) {
+    pub(super) fn drive(&mut self) {
         loop {
             let mut moved = false;
             let mut out = Vec::new();
@@ -75,8 +75,8 @@ impl Pair {
         self.drive();
     }
 
-    fn call(&mut self, method: u32, body: Body, timeout: Option<Duration>) -> u64 {
-        let id = self.client.start_call(method, body, timeout, self.now).unwrap();
+    pub(super) fn call(&mut self, method: u32, body: Body, timeout: Option<Duration>) -> u64 {
+        let id = self.client.start_call(method, body, CallMode::UNARY, &Metadata::default(), timeout, self.now).unwrap();
         self.drive();
         id
     }
@@ -90,7 +90,7 @@ fn body(msg: &'static [u8], att: &'static [u8]) -> Body {
 fn call_and_response_carry_message_and_attachments() {
     let mut p = Pair::new();
     let id = p.call(7, body(b"args", b"blob"), None);
-    let Event::Request { id: sid, method, deadline, body: got } = p.server_events.remove(0) else { panic!() };
+    let Event::Request { id: sid, method, deadline, body: got, .. } = p.server_events.remove(0) else { panic!() };
     assert_eq!((sid, method, deadline), (id, 7, None));
     assert_eq!(got, body(b"args", b"blob"));
     p.server.respond(sid, Ok(body(b"result", b"out")));
@@ -186,7 +186,7 @@ fn goaway_lets_accepted_calls_finish_and_refuses_new_ones() {
     p.server.goaway("maintenance");
     p.drive();
     assert!(matches!(&p.client_events[0], Event::GoAway { code: Code::OK, message } if message == "maintenance"));
-    assert!(matches!(p.client.start_call(1, Body::default(), None, p.now), Err(CallError::ShuttingDown)));
+    assert!(matches!(p.client.start_call(1, Body::default(), CallMode::UNARY, &Metadata::default(), None, p.now), Err(CallError::ShuttingDown)));
     // The accepted call still gets its answer.
     p.server.respond(first, Ok(Body::message(Bytes::from_static(b"done"))));
     p.drive();
@@ -198,7 +198,7 @@ fn request_after_goaway_is_unavailable() {
     let mut p = Pair::new();
     p.server.goaway("bye");
     // The client has not seen the goaway yet when it sends.
-    let id = p.client.start_call(1, Body::default(), None, p.now).unwrap();
+    let id = p.client.start_call(1, Body::default(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
     p.drive();
     assert!(p.server_events.is_empty());
     let finished = p.client_events.iter().find_map(|e| match e {
@@ -226,7 +226,7 @@ fn client_checks_the_servers_frame_limit_before_sending() {
     let server = ConnConfig { max_frame: 4096, ..ConnConfig::default() };
     let mut p = Pair::with(ConnConfig::default(), server);
     let big = Body::new(Bytes::new(), vec![Payload::from(vec![0u8; 8192])]);
-    let err = p.client.start_call(1, big, None, p.now).unwrap_err();
+    let err = p.client.start_call(1, big, CallMode::UNARY, &Metadata::default(), None, p.now).unwrap_err();
     assert_eq!(err, CallError::TooLarge { len: 8192, limit: 4096 });
     assert!(!p.client.has_transmits());
 }
@@ -234,7 +234,7 @@ fn client_checks_the_servers_frame_limit_before_sending() {
 #[test]
 fn a_request_sent_to_a_client_is_a_protocol_violation() {
     let mut p = Pair::new();
-    let t = crate::frame::Request { id: 1, method: 1, deadline: None, message: Bytes::new(), attachments: vec![] }
+    let t = crate::frame::Request { id: 1, method: 1, mode: Default::default(), await_commit: false, deadline: None, metadata: Bytes::new(), message: Bytes::new(), attachments: vec![] }
         .encode()
         .unwrap();
     p.client_in.extend_from_slice(&t.to_vec());
@@ -329,7 +329,7 @@ fn a_peer_that_never_says_hello_is_closed_after_the_handshake_timeout() {
 fn a_peer_trickling_its_hello_does_not_stretch_the_handshake_timeout() {
     let now = Instant::now();
     let mut server = Connection::new(Side::Server, ConnConfig::default(), now);
-    let hello = Hello { version: crate::frame::WIRE_VERSION, capabilities: 0, max_frame: 4096, max_calls_in_flight: 1, max_attachments: 1 };
+    let hello = Hello { version: crate::frame::WIRE_VERSION, capabilities: 0, max_frame: 4096, max_calls_in_flight: 1, max_attachments: 1, max_metadata: 0, stream_window: 0 };
     // Most of the hello, one second before the deadline: still a handshake.
     let mut buf = BytesMut::from(&hello.encode()[..20]);
     let _ = server.handle_input(&mut buf, now + Duration::from_secs(9));
@@ -407,7 +407,7 @@ fn huge_timeouts_mean_no_deadline_instead_of_a_panic_or_a_wrapped_budget() {
     assert_eq!((rid, deadline), (id, None));
     // 2^64 µs + 5 µs: the wire saturates instead of wrapping around to a 5 µs budget.
     let t = Duration::from_micros(u64::MAX) + Duration::from_micros(6);
-    let wire = crate::frame::Request { id: 9, method: 1, deadline: Some(t), message: Bytes::new(), attachments: vec![] }
+    let wire = crate::frame::Request { id: 9, method: 1, mode: Default::default(), await_commit: false, deadline: Some(t), metadata: Bytes::new(), message: Bytes::new(), attachments: vec![] }
         .encode()
         .unwrap();
     let mut buf = BytesMut::from(&wire.to_vec()[..]);
@@ -495,7 +495,7 @@ fn closing_on_a_protocol_error_drops_unwritten_answers_but_keeps_the_goaway() {
 fn a_hello_with_a_frame_limit_below_the_minimum_is_refused() {
     let now = Instant::now();
     let mut server = Connection::new(Side::Server, ConnConfig::default(), now);
-    let hello = Hello { version: crate::frame::WIRE_VERSION, capabilities: 0, max_frame: 100, max_calls_in_flight: 1, max_attachments: 1 };
+    let hello = Hello { version: crate::frame::WIRE_VERSION, capabilities: 0, max_frame: 100, max_calls_in_flight: 1, max_attachments: 1, max_metadata: 0, stream_window: 0 };
     let mut buf = BytesMut::from(&hello.encode()[..]);
     let err = server.handle_input(&mut buf, now).unwrap_err();
     assert!(err.to_string().contains("below the minimum of 4096"), "{err}");
@@ -506,20 +506,20 @@ fn a_request_cancelled_or_expired_before_the_writer_took_it_is_never_sent() {
     let mut p = Pair::new();
     let big = Body::new(Bytes::new(), vec![Payload::from(vec![1u8; 1 << 20])]);
     // Cancelled while still queued: withdrawn, no cancel either.
-    let id = p.client.start_call(1, big.clone(), None, p.now).unwrap();
+    let id = p.client.start_call(1, big.clone(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
     let held = p.client.held_bytes();
     p.client.cancel_call(id);
     assert!(!p.client.has_transmits());
     assert!(p.client.held_bytes() < held - (1 << 20));
     // Expired while still queued: the same.
-    let id2 = p.client.start_call(1, big.clone(), Some(Duration::from_millis(1)), p.now).unwrap();
+    let id2 = p.client.start_call(1, big.clone(), CallMode::UNARY, &Metadata::default(), Some(Duration::from_millis(1)), p.now).unwrap();
     p.client.handle_timeout(p.now + Duration::from_millis(2));
     assert!(!p.client.has_transmits());
     assert!(matches!(p.client.poll_event(), Some(Event::Finished { id, result: Err(CallError::DeadlineExceeded(_)) }) if id == id2));
     p.drive();
     assert!(p.server_events.is_empty(), "the server saw {:?}", p.server_events);
     // Taken by the writer: it goes, and a cancel follows it.
-    let id3 = p.client.start_call(1, big, None, p.now).unwrap();
+    let id3 = p.client.start_call(1, big, CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
     let mut out = Vec::new();
     p.client.take_transmits(&mut out);
     p.client.cancel_call(id3);
@@ -565,9 +565,112 @@ fn review_keepalive_timeout_of_duration_max_does_not_panic() {
 fn review_keepalive_interval_of_duration_max_does_not_panic_at_a_call_deadline() {
     let now = Instant::now();
     let mut c = client_with_keepalive(Some(Duration::MAX), Duration::from_secs(20), now);
-    c.start_call(1, Body { message: Bytes::from_static(b"x"), attachments: Vec::new() }, Some(Duration::from_secs(1)), now)
+    c.start_call(1, Body { message: Bytes::from_static(b"x"), attachments: Vec::new() }, CallMode::UNARY, &Metadata::default(), Some(Duration::from_secs(1)), now)
         .unwrap();
     let at = c.poll_timeout().expect("the call's deadline");
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.handle_timeout(at)));
     assert!(r.is_ok(), "handle_timeout panicked with keepalive_interval = Some(Duration::MAX)");
+}
+
+#[test]
+fn a_large_request_is_held_until_its_commit_and_a_cancel_before_then_discards_it() {
+    let mut p = Pair::new();
+    let big = Body::new(Bytes::new(), vec![Payload::from(vec![1u8; AWAIT_COMMIT_FROM as usize])]);
+    let id = p.client.start_call(1, big.clone(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    p.drive();
+    // The whole request reached the server, which holds it: the writer has not said it is
+    // written, so no commit followed.
+    assert!(p.server_events.is_empty() && p.server.calls_in_flight() == 1);
+    p.client.handle_written(usize::MAX / 2, p.now);
+    p.drive();
+    assert!(matches!(p.server_events.remove(0), Event::Request { id: i, .. } if i == id));
+    p.server.respond(id, Ok(Body::default()));
+    p.drive();
+
+    // Given up on while being written: the cancel goes, the commit never does.
+    let id = p.client.start_call(1, big, CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    p.drive();
+    p.client.cancel_call(id);
+    p.client.handle_written(usize::MAX / 2, p.now);
+    p.drive();
+    assert!(p.server_events.is_empty(), "never run, so nothing to abort: {:?}", p.server_events);
+    assert_eq!(p.server.calls_in_flight(), 0);
+
+    // Small requests are not held.
+    p.call(1, Body::default(), None);
+    assert!(matches!(p.server_events.remove(0), Event::Request { .. }));
+}
+
+/// review2: the caller gives up after the request was written but before the writer took its
+/// commit: `withdraw_or_cancel` withdraws a queued request and its stream frames, not the queued
+/// commit, so commit and cancel both go and the server runs the request (in a later read than
+/// the commit, the handler runs until the cancel arrives). wire.md: the cancel takes the
+/// commit's place. The built-in write loop calls handle_written and take_transmits in one
+/// locked step, so only a driver of the public sans-IO `Connection` that does not hits it.
+#[test]
+fn a_cancel_withdraws_a_commit_still_queued() {
+    let mut p = Pair::new();
+    let big = Body::new(Bytes::new(), vec![Payload::from(vec![1u8; AWAIT_COMMIT_FROM as usize])]);
+    let id = p.client.start_call(1, big, CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    p.drive();
+    assert!(p.server_events.is_empty(), "held");
+    // The writer reports the request written: the commit is queued, not yet taken.
+    p.client.handle_written(usize::MAX / 2, p.now);
+    assert!(p.client.has_transmits());
+    // The caller gives up now (a cancel, a drop, its deadline).
+    p.client.cancel_call(id);
+    // The server reads the commit in one read, the cancel in the next.
+    let mut out = Vec::new();
+    p.client.take_transmits(&mut out);
+    let now = p.now;
+    for t in out {
+        p.server_in.extend_from_slice(&t.to_vec());
+        let _ = p.server.handle_input(&mut p.server_in, now);
+        while let Some(e) = p.server.poll_event() {
+            p.server_events.push(e);
+        }
+    }
+    assert!(
+        !p.server_events.iter().any(|e| matches!(e, Event::Request { .. })),
+        "the request given up on ran on the server: {:?}",
+        p.server_events.iter().map(|e| format!("{e:?}").chars().take(60).collect::<String>()).collect::<Vec<_>>()
+    );
+}
+
+/// review2: start_call checks the body against the server's max_frame but not the metadata
+/// block joined to the message (4 + block bytes), so a request with headers and a body near
+/// the limit is sent over it; the server's decoder ends the connection with a PROTOCOL goaway
+/// and every other call in flight fails with it. wire.md: the sender checks before sending.
+#[test]
+fn metadata_counts_toward_the_frame_limit_checked_before_sending() {
+    let server = ConnConfig { max_frame: MIN_MAX_FRAME, ..ConnConfig::default() };
+    let mut p = Pair::with(ConnConfig::default(), server);
+    let other = p.call(1, Body::default(), None);
+    assert!(matches!(p.server_events.remove(0), Event::Request { .. }));
+    let md = Metadata::new().with("authorization", "bearer 0123456789");
+    let body = Body::message(Bytes::from(vec![0u8; MIN_MAX_FRAME as usize]));
+    let r = p.client.start_call(1, body, CallMode::UNARY, &md, None, p.now);
+    p.drive();
+    let killed = !p.server.is_open();
+    assert!(
+        r.is_err() && !killed,
+        "start_call: {:?}; server closed: {killed}; the other call in flight ({other}) got: {:?}",
+        r.map(|_| ()),
+        p.client_events.iter().map(|e| format!("{e:?}").chars().take(90).collect::<String>()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_held_request_released_early_at_the_bound_still_takes_its_commit() {
+    let server = ConnConfig { memory_budget: 128 << 10, ..ConnConfig::default() };
+    let mut p = Pair::with(ConnConfig::default(), server);
+    let big = Body::new(Bytes::new(), vec![Payload::from(vec![1u8; 300 << 10])]);
+    let id = p.client.start_call(1, big, CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    p.drive();
+    // Over the bound on held requests: it runs at once, as if committed.
+    assert!(matches!(p.server_events.remove(0), Event::Request { id: i, .. } if i == id));
+    // Its commit, when it comes, is no protocol violation.
+    p.client.handle_written(usize::MAX / 2, p.now);
+    p.drive();
+    assert!(p.server.is_open() && p.server_events.is_empty(), "{:?}", p.server_events);
 }

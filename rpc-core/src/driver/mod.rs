@@ -147,7 +147,9 @@ impl<H: SideHandler> Shared<H> {
     /// Charges the connection's held bytes to the server-wide budget, and wakes a reader that
     /// paused at the connection's own budget once it is below it.
     fn account(&self, g: &mut Locked<H>) {
-        let held = if g.released { 0 } else { g.conn.held_bytes() };
+        // What stops reading: stream data and requests held for their commit are bounded by
+        // the protocol instead (see `Connection::pausing_bytes`).
+        let held = if g.released { 0 } else { g.conn.pausing_bytes() };
         if held == g.charged {
             return;
         }
@@ -277,7 +279,7 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
                 Input::Read(Ok(0)) => g.conn.handle_eof(&rb.buf),
                 Input::Read(Ok(_)) => {
                     // The error is already recorded in the machine (goaway queued, closed).
-                    let _ = g.conn.handle_input(&mut rb.buf, now);
+                    let _ = rb.handle_input(&mut g.conn, &shared.stats, now);
                 }
                 Input::Read(Err(e)) => g.conn.handle_io_error(&e),
             }
@@ -313,7 +315,7 @@ async fn wait_for_budget<H: SideHandler>(shared: &Arc<Shared<H>>, writer_done: &
         tokio::pin!(own);
         let over = {
             let mut g = shared.lock();
-            g.reader_paused = g.conn.held_bytes() >= g.conn.config().memory_budget;
+            g.reader_paused = g.conn.pausing_bytes() >= g.conn.config().memory_budget;
             g.reader_paused || shared.budget.as_ref().is_some_and(|b| b.is_over())
         };
         if !over {

@@ -4,6 +4,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::align::{pad_len, ATTACHMENT_ALIGN};
 use super::header::{FrameHeader, HEADER_LEN};
 use super::hello::{Hello, HELLO_LEN};
 use super::raw::RawFrame;
@@ -31,6 +32,12 @@ impl Default for Limits {
 pub trait InputBuf: Buf + std::ops::Deref<Target = [u8]> {
     /// Takes the first `n` bytes as a shared, immutable slice (no copy).
     fn take_frozen(&mut self, n: usize) -> Bytes;
+
+    /// Told that a frame decoded from this input did not lie where its payload would be
+    /// 64-byte aligned, so `bytes` of payload were copied to aligned memory. The driver's input
+    /// counts it in [`TransportStats`](crate::TransportStats) (`align_copies`,
+    /// `align_copy_bytes`); the default ignores it.
+    fn count_align_copy(&mut self, _bytes: usize) {}
 }
 
 impl InputBuf for BytesMut {
@@ -94,7 +101,17 @@ impl FrameDecoder {
         self.pending = None;
         buf.advance(HEADER_LEN);
         let body = buf.take_frozen(body_len);
-        Frame::decode(RawFrame::from_body(header, body)?).map(Some)
+        let (raw, copied) = RawFrame::from_body(header, body)?;
+        if copied > 0 {
+            buf.count_align_copy(copied);
+        }
+        // Exact now that the table is in: message and attachments, padding not counted.
+        let content = raw.message.len() as u64 + raw.attachments.iter().map(|a| a.len() as u64).sum::<u64>();
+        let max_frame = u64::from(self.limits.max_frame);
+        if content > max_frame {
+            return Err(DecodeError::TooLarge { what: "frame", len: content, limit: max_frame });
+        }
+        Frame::decode(raw).map(Some)
     }
 
     /// Bytes the current frame needs in all, from the front of the buffer (header included);
@@ -121,29 +138,31 @@ impl FrameDecoder {
         Ok(self.pending)
     }
 
-    /// Every length against the limits, in u64 so that no claim can overflow.
+    /// Every length against the limits, in u64 so that no claim can overflow. `max_frame`
+    /// limits message and attachment bytes; the padding between attachments (at most 63 bytes
+    /// after each but the last, counted in `payload_len`) comes on top, and is exact once the
+    /// table is in (see [`FrameDecoder::decode`]).
     fn check(&self, h: &FrameHeader) -> Result<usize, DecodeError> {
-        let max_frame = u64::from(self.limits.max_frame);
-        if u32::from(h.attachments) > self.limits.max_attachments {
-            return Err(DecodeError::TooManyAttachments {
-                count: u64::from(h.attachments),
-                limit: u64::from(self.limits.max_attachments),
-            });
+        let n = u64::from(h.attachments);
+        if n > u64::from(self.limits.max_attachments) {
+            return Err(DecodeError::TooManyAttachments { count: n, limit: u64::from(self.limits.max_attachments) });
         }
-        if h.payload_len > max_frame {
-            return Err(DecodeError::TooLarge { what: "payload", len: h.payload_len, limit: max_frame });
+        let max_frame = u64::from(self.limits.max_frame);
+        let max_padded = max_frame + (ATTACHMENT_ALIGN as u64 - 1) * n.saturating_sub(1);
+        if h.payload_len > max_padded {
+            return Err(DecodeError::TooLarge { what: "payload", len: h.payload_len, limit: max_padded });
         }
         let content = u64::from(h.message_len) + h.payload_len;
-        if content > max_frame {
-            return Err(DecodeError::TooLarge { what: "frame", len: content, limit: max_frame });
+        if content > max_padded {
+            return Err(DecodeError::TooLarge { what: "frame", len: content, limit: max_padded });
         }
-        if h.attachments == 0 && h.payload_len != 0 {
+        if n == 0 && h.payload_len != 0 {
             return Err(DecodeError::Malformed {
                 kind: h.kind.name(),
                 reason: format!("payload of {} bytes but no attachments", h.payload_len),
             });
         }
-        let body = content + 8 * u64::from(h.attachments);
+        let body = body_len(h);
         usize::try_from(body).map_err(|_| DecodeError::TooLarge { what: "frame", len: body, limit: max_frame })
     }
 
@@ -153,5 +172,207 @@ impl FrameDecoder {
             return Ok(());
         }
         Err(DecodeError::Truncated { have: buf.len(), need: self.bytes_needed().max(buf.len() + 1) })
+    }
+}
+
+/// Bytes after the header: the table, the message and, with attachments, the padding that
+/// starts the payload at a multiple of 64 from the frame's start, then `payload_len` bytes.
+/// From the header alone, so a large frame's buffer is sized before its table arrives.
+pub(crate) fn body_len(h: &FrameHeader) -> u64 {
+    let n = u64::from(h.attachments);
+    let prefix = HEADER_LEN as u64 + 8 * n + u64::from(h.message_len);
+    if n == 0 {
+        return prefix - HEADER_LEN as u64;
+    }
+    prefix + pad_len(prefix) - HEADER_LEN as u64 + h.payload_len
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BufMut;
+
+    use super::*;
+    use crate::frame::{FrameKind, Request, WIRE_VERSION};
+
+    const LIMITS: Limits = Limits { max_frame: 1 << 20, max_attachments: 8 };
+
+    fn decoder() -> FrameDecoder {
+        let mut d = FrameDecoder::new(LIMITS);
+        let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 4096, max_calls_in_flight: 1, max_attachments: 8, max_metadata: 0, stream_window: 0 };
+        d.decode_hello(&mut BytesMut::from(&hello.encode()[..])).unwrap().unwrap();
+        d
+    }
+
+    /// A request frame with `lengths` in its table, `payload_len` in its header and `rest`
+    /// after the table (message empty).
+    fn frame(lengths: &[u64], payload_len: u64, rest: &[u8]) -> BytesMut {
+        let mut h = FrameHeader::new(FrameKind::Request);
+        h.id = 1;
+        h.attachments = lengths.len() as u16;
+        h.payload_len = payload_len;
+        let mut b = BytesMut::new();
+        h.encode(&mut b);
+        for l in lengths {
+            b.put_u64_le(*l);
+        }
+        b.put_slice(rest);
+        b
+    }
+
+    fn reason(r: Result<Option<Frame>, DecodeError>) -> String {
+        match r {
+            Err(DecodeError::Malformed { kind: "request", reason }) => reason,
+            other => panic!("expected a malformed request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn padded_frames_decode() {
+        // Table ends at 56: 8 zeros, "abc" at 64, 61 zeros, "de" at 128.
+        let mut rest = vec![0u8; 8];
+        rest.extend_from_slice(b"abc");
+        rest.extend_from_slice(&[0; 61]);
+        rest.extend_from_slice(b"de");
+        let mut buf = frame(&[3, 2], 66, &rest);
+        assert_eq!(decoder().bytes_needed(), HEADER_LEN);
+        let Some(Frame::Request(r)) = decoder().decode(&mut buf).unwrap() else { panic!() };
+        assert_eq!(r.attachments.iter().map(|a| a.to_bytes()).collect::<Vec<_>>(), [&b"abc"[..], &b"de"[..]]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn the_frame_length_counts_the_padding() {
+        let mut d = decoder();
+        let mut buf = frame(&[3, 2], 66, &[]);
+        assert!(d.decode(&mut buf).unwrap().is_none());
+        // Header, table, 8 zeros, then payload_len (padding between attachments included).
+        assert_eq!(d.bytes_needed(), 40 + 16 + 8 + 66);
+        // Without attachments: header and message only.
+        let mut d = decoder();
+        let mut h = FrameHeader::new(FrameKind::Response);
+        h.message_len = 24;
+        let mut buf = BytesMut::new();
+        h.encode(&mut buf);
+        assert!(d.decode(&mut buf).unwrap().is_none());
+        assert_eq!(d.bytes_needed(), 64);
+    }
+
+    #[test]
+    fn a_table_without_padding_is_named() {
+        // A sender that does not pad: 3 + 2 back to back, payload_len 5.
+        let mut rest = vec![0u8; 8];
+        rest.extend_from_slice(b"abcde");
+        let r = reason(decoder().decode(&mut frame(&[3, 2], 5, &rest)));
+        assert!(r.contains("2 attachments of 5 bytes take 66 bytes") && r.contains("a sender that does not pad?"), "{r}");
+    }
+
+    #[test]
+    fn padding_of_the_wrong_length_is_malformed() {
+        for payload_len in [65, 67, 130] {
+            let rest = vec![0u8; 8 + payload_len as usize];
+            let r = reason(decoder().decode(&mut frame(&[3, 2], payload_len, &rest)));
+            assert!(r.contains("do not add up") || r.contains("does not match"), "{payload_len}: {r}");
+            assert!(r.contains(&format!("the header says {payload_len}")), "{r}");
+        }
+        // A length so large that padding it overflows.
+        let r = reason(decoder().decode(&mut frame(&[u64::MAX, 1], 64, &[0; 72])));
+        assert!(r.contains("does not match"), "{r}");
+    }
+
+    #[test]
+    fn padding_that_is_not_zero_is_malformed() {
+        let mut rest = vec![0u8; 8];
+        rest[3] = 1;
+        rest.extend_from_slice(b"abc");
+        rest.extend_from_slice(&[0; 61]);
+        rest.extend_from_slice(b"de");
+        let r = reason(decoder().decode(&mut frame(&[3, 2], 66, &rest)));
+        assert_eq!(r, "padding after the message is not zero");
+        let mut rest = vec![0u8; 8];
+        rest.extend_from_slice(b"abc");
+        rest.extend_from_slice(&[0; 61]);
+        rest[8 + 3 + 60] = 9;
+        rest.extend_from_slice(b"de");
+        let r = reason(decoder().decode(&mut frame(&[3, 2], 66, &rest)));
+        assert_eq!(r, "padding after attachment 0 is not zero");
+    }
+
+    #[test]
+    fn padding_does_not_count_against_max_frame() {
+        // Seven attachments filling max_frame exactly: up to 6 x 63 bytes of padding on top.
+        let lens = [1u64, 1, 1, 1, 1, 1, (1 << 20) - 6];
+        let req = Request {
+            id: 1,
+            method: 1,
+            mode: Default::default(),
+            await_commit: false,
+            metadata: Bytes::new(),
+            deadline: None,
+            message: Bytes::new(),
+            attachments: lens.iter().map(|&l| crate::Payload::from(vec![1u8; l as usize])).collect(),
+        };
+        let mut buf = BytesMut::from(&req.clone().encode().unwrap().to_vec()[..]);
+        assert_eq!(decoder().decode(&mut buf).unwrap(), Some(Frame::Request(req)));
+        // But the attachments themselves may not exceed it: 2^20 + 10 bytes with no padding
+        // (the first is a multiple of 64) passes the header's bound, not the table's.
+        let mut rest = vec![0u8; 8];
+        rest.resize(8 + (1 << 20) + 10, 1);
+        let err = decoder().decode(&mut frame(&[1 << 20, 10], (1 << 20) + 10, &rest)).unwrap_err();
+        assert_eq!(err, DecodeError::TooLarge { what: "frame", len: (1 << 20) + 10, limit: 1 << 20 });
+    }
+
+    #[test]
+    fn a_misaligned_frame_gets_its_payload_copied_aligned_and_says_so() {
+        struct Input(BytesMut, usize);
+        impl Buf for Input {
+            fn remaining(&self) -> usize {
+                self.0.remaining()
+            }
+            fn chunk(&self) -> &[u8] {
+                self.0.chunk()
+            }
+            fn advance(&mut self, n: usize) {
+                self.0.advance(n)
+            }
+        }
+        impl std::ops::Deref for Input {
+            type Target = [u8];
+            fn deref(&self) -> &[u8] {
+                &self.0
+            }
+        }
+        impl InputBuf for Input {
+            fn take_frozen(&mut self, n: usize) -> Bytes {
+                self.0.split_to(n).freeze()
+            }
+            fn count_align_copy(&mut self, bytes: usize) {
+                self.1 += bytes;
+            }
+        }
+        let req = Request {
+            id: 1,
+            method: 1,
+            mode: Default::default(),
+            await_commit: false,
+            metadata: Bytes::new(),
+            deadline: None,
+            message: Bytes::from_static(b"m"),
+            attachments: vec![crate::Payload::from(vec![5u8; 100]), crate::Payload::from(vec![6u8; 10])],
+        };
+        let wire = req.clone().encode().unwrap().to_vec();
+        for skew in 0..64 {
+            let mut b = crate::frame::aligned_with_capacity(skew + wire.len());
+            b.resize(skew, 0);
+            b.extend_from_slice(&wire);
+            b.advance(skew);
+            let mut input = Input(b, 0);
+            let Some(Frame::Request(got)) = decoder().decode(&mut input).unwrap() else { panic!() };
+            for a in &got.attachments {
+                assert_eq!(a.to_bytes().as_ptr() as usize % 64, 0, "skew {skew}");
+            }
+            assert_eq!(got, req);
+            // 100 bytes, 28 of padding, 10 bytes: copied only when the frame was not aligned.
+            assert_eq!(input.1, if skew == 0 { 0 } else { 138 }, "skew {skew}");
+        }
     }
 }

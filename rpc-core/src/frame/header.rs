@@ -31,6 +31,8 @@ pub enum FrameKind {
     Pong = 9,
     /// The sender will take no new calls.
     GoAway = 10,
+    /// A large request held by the server may now run.
+    Commit = 11,
 }
 
 impl FrameKind {
@@ -47,6 +49,7 @@ impl FrameKind {
             8 => FrameKind::Ping,
             9 => FrameKind::Pong,
             10 => FrameKind::GoAway,
+            11 => FrameKind::Commit,
             other => return Err(DecodeError::UnknownKind(other)),
         })
     }
@@ -64,6 +67,7 @@ impl FrameKind {
             FrameKind::Ping => "ping",
             FrameKind::Pong => "pong",
             FrameKind::GoAway => "goaway",
+            FrameKind::Commit => "commit",
         }
     }
 }

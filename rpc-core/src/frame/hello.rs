@@ -16,10 +16,13 @@ pub const MIN_MAX_FRAME: u32 = 4096;
 
 /// Capability bits.
 pub mod caps {
-    /// The sender can send and receive stream frames.
+    /// The sender can send and receive stream frames (it also declares a `stream_window`).
     pub const STREAMS: u64 = 1 << 0;
     /// The sender accepts file-region attachments (reserved; always sent as bytes in v1).
     pub const FILE_REGIONS: u64 = 1 << 1;
+    /// The sender holds a request flagged await-commit until its commit frame, and discards it
+    /// unrun on a cancel.
+    pub const COMMIT: u64 = 1 << 2;
 }
 
 /// What a side declares about itself. Each side obeys the other's limits when sending.
@@ -35,6 +38,14 @@ pub struct Hello {
     pub max_calls_in_flight: u32,
     /// Most attachments in one frame.
     pub max_attachments: u32,
+    /// Largest metadata block the sender accepts on a call, in bytes (carried in KiB: a
+    /// multiple of 1024, at most 64 MiB - 1 KiB). `0`: it takes no metadata (a peer from before
+    /// metadata; its reserved field was zero).
+    pub max_metadata: u32,
+    /// Bytes of stream data the sender accepts on each stream before it grants more credit:
+    /// every stream toward it starts with this much. `0`: the sender takes no streaming calls
+    /// (a peer from before streams; its reserved field was zero).
+    pub stream_window: u32,
 }
 
 impl Hello {
@@ -43,12 +54,12 @@ impl Hello {
         let mut b = BytesMut::with_capacity(HELLO_LEN);
         b.put_slice(&MAGIC);
         b.put_u16_le(self.version);
-        b.put_u16_le(0);
+        b.put_u16_le(u16::try_from(self.max_metadata / 1024).unwrap_or(u16::MAX));
         b.put_u64_le(self.capabilities);
         b.put_u32_le(self.max_frame);
         b.put_u32_le(self.max_calls_in_flight);
         b.put_u32_le(self.max_attachments);
-        b.put_u32_le(0);
+        b.put_u32_le(self.stream_window);
         b.freeze()
     }
 
@@ -67,13 +78,15 @@ impl Hello {
         if version != WIRE_VERSION {
             return Err(DecodeError::VersionMismatch { peer: version, ours: WIRE_VERSION });
         }
-        let _reserved = b.get_u16_le();
+        let max_metadata = u32::from(b.get_u16_le()) * 1024;
         let hello = Hello {
             version,
+            max_metadata,
             capabilities: b.get_u64_le(),
             max_frame: b.get_u32_le(),
             max_calls_in_flight: b.get_u32_le(),
             max_attachments: b.get_u32_le(),
+            stream_window: b.get_u32_le(),
         };
         // max_calls_in_flight == 0 is legal: a refusal, with a goaway that says why to follow.
         if hello.max_frame < MIN_MAX_FRAME {

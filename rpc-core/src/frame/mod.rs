@@ -1,7 +1,9 @@
 //! Frames: one file per kind, each with a pure `encode` and `decode`; [`FrameDecoder`] cuts
 //! a byte stream into frames. No IO, no clock. Wire layout: `docs/wire.md`.
 
+mod align;
 mod cancel;
+mod commit;
 mod credit;
 mod decoder;
 mod error;
@@ -14,7 +16,10 @@ mod request;
 mod response;
 mod stream;
 
+pub use align::ATTACHMENT_ALIGN;
+pub(crate) use align::{align_empty, aligned_empty, aligned_with_capacity, is_aligned};
 pub use cancel::Cancel;
+pub use commit::Commit;
 pub use credit::Credit;
 pub use decoder::{FrameDecoder, InputBuf, Limits};
 pub use error::ErrorFrame;
@@ -23,7 +28,7 @@ pub use header::{FrameHeader, FrameKind, HEADER_LEN};
 pub use hello::{caps, Hello, HELLO_LEN, MAGIC, MIN_MAX_FRAME, WIRE_VERSION};
 pub use ping::Ping;
 pub use raw::{EncodeError, RawFrame, INLINE_MESSAGE_MAX};
-pub use request::Request;
+pub use request::{CallMode, Request, FLAG_AWAIT_COMMIT, FLAG_CLIENT_STREAM, FLAG_METADATA, FLAG_SERVER_STREAM};
 pub use response::Response;
 pub use stream::{StreamData, StreamEnd};
 
@@ -43,6 +48,7 @@ pub enum Frame {
     Credit(Credit),
     Ping(Ping),
     GoAway(GoAway),
+    Commit(Commit),
 }
 
 impl Frame {
@@ -58,6 +64,7 @@ impl Frame {
             FrameKind::Credit => Frame::Credit(Credit::decode(f)?),
             FrameKind::Ping | FrameKind::Pong => Frame::Ping(Ping::decode(f)?),
             FrameKind::GoAway => Frame::GoAway(GoAway::decode(f)?),
+            FrameKind::Commit => Frame::Commit(Commit::decode(f)?),
         })
     }
 
@@ -74,6 +81,7 @@ impl Frame {
             Frame::Ping(p) if p.pong => FrameKind::Pong,
             Frame::Ping(_) => FrameKind::Ping,
             Frame::GoAway(_) => FrameKind::GoAway,
+            Frame::Commit(_) => FrameKind::Commit,
         }
     }
 
@@ -89,6 +97,7 @@ impl Frame {
             Frame::Credit(f) => f.encode(),
             Frame::Ping(f) => f.encode(),
             Frame::GoAway(f) => f.encode(),
+            Frame::Commit(f) => f.encode(),
         }
     }
 }

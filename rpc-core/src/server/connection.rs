@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::body::Body;
@@ -12,16 +13,22 @@ use crate::call_map::CallMap;
 use crate::code::Code;
 use crate::conn::Event;
 use crate::driver::{Locked, Shared, SideHandler};
-use crate::error::{ConnectionError, Status};
-use crate::service::{BoxFuture, ServerRequest, Service};
+use crate::error::{CallError, ConnectionError, Status};
+use crate::service::{BoxFuture, Peer, ServerRequest, Service};
+use crate::stream::{self, HasRoutes, Inbound, Routes};
 use crate::unwind::{self, CatchUnwind};
 
 type Handler = CatchUnwind<BoxFuture<'static, Result<Body, Status>>>;
 
 pub(crate) struct ServerSide {
     service: Arc<dyn Service>,
-    /// Requests of the last input, not yet handed to the service.
-    ready: Vec<(u64, ServerRequest)>,
+    /// Requests of the last input, not yet handed to the service (a streaming call's with its
+    /// inbound channel, made into its handles once the shared state is at hand).
+    ready: Vec<(u64, ServerRequest, Option<mpsc::UnboundedReceiver<Inbound>>)>,
+    /// Streaming calls: where their messages go.
+    routes: Routes,
+    /// Who is at the other end.
+    peer: Peer,
     /// Handlers running as their own tasks.
     handlers: CallMap<AbortHandle>,
     /// Set when a graceful shutdown began: close once every answered call is flushed.
@@ -30,8 +37,16 @@ pub(crate) struct ServerSide {
 }
 
 impl ServerSide {
-    pub(crate) fn new(service: Arc<dyn Service>) -> Self {
-        ServerSide { service, ready: Vec::new(), handlers: CallMap::default(), draining: false, close_reason: None }
+    pub(crate) fn new(service: Arc<dyn Service>, peer: Peer) -> Self {
+        ServerSide {
+            service,
+            peer,
+            ready: Vec::new(),
+            routes: Routes::default(),
+            handlers: CallMap::default(),
+            draining: false,
+            close_reason: None,
+        }
     }
 }
 
@@ -40,17 +55,52 @@ fn answer(result: Result<Result<Body, Status>, String>) -> Result<Body, Status> 
     result.unwrap_or_else(|what| Err(Status::new(Code::INTERNAL, format!("handler panicked: {what}"))))
 }
 
+impl HasRoutes for ServerSide {
+    fn routes(&mut self) -> &mut Routes {
+        &mut self.routes
+    }
+}
+
+/// The call is over: its answer goes out, and its stream (if any) closes.
+fn finish(g: &mut Locked<ServerSide>, id: u64, result: Result<Body, Status>) {
+    g.conn.respond(id, result);
+    g.side.routes.remove(id);
+}
+
 impl SideHandler for ServerSide {
     fn on_event(g: &mut Locked<Self>, event: Event) {
         match event {
-            Event::Request { id, method, deadline, body } => {
+            Event::Request { id, method, mode, metadata, deadline, body } => {
                 // The service is called after the lock is released (`after_input`): user code,
                 // even the synchronous part of a hand-written `Service::call`, never runs here.
-                g.side.ready.push((id, ServerRequest { method, body, deadline }));
+                let inbound = mode.is_streaming().then(|| {
+                    let inbound = g.side.routes.open(id);
+                    if !mode.client_stream {
+                        // The client sends no stream: the handler's receiver ends at once.
+                        g.side.routes.end(id, Ok(()), false);
+                    }
+                    inbound
+                });
+                g.side.ready.push((id, ServerRequest { method, body, deadline, metadata, peer: g.side.peer.clone(), stream: None }, inbound));
             }
+            Event::StreamData { id, body } => {
+                if let Err(body) = g.side.routes.message(id, body) {
+                    // The handler stopped listening: its bytes are consumed here.
+                    g.conn.consumed(id, body.len() as usize);
+                }
+            }
+            Event::StreamEnd { id, code } => {
+                let result = match code {
+                    Code::OK => Ok(()),
+                    code => Err(CallError::Status(Status::new(code, "the client abandoned its stream"))),
+                };
+                g.side.routes.end(id, result, false);
+            }
+            Event::SendReady { id } => g.side.routes.wake(id),
             Event::Abort { id, reason } => {
+                g.side.routes.remove(id);
                 // Cancelled in the same input that started it: never run it.
-                g.side.ready.retain(|(rid, _)| *rid != id);
+                g.side.ready.retain(|(rid, _, _)| *rid != id);
                 if let Some(h) = g.side.handlers.remove(&id) {
                     tracing::debug!(id, ?reason, "dropping handler");
                     h.abort();
@@ -58,6 +108,7 @@ impl SideHandler for ServerSide {
             }
             Event::Closed(err) => {
                 g.side.ready.clear();
+                g.side.routes = Routes::default();
                 for (_, h) in g.side.handlers.drain() {
                     h.abort();
                 }
@@ -91,7 +142,10 @@ impl SideHandler for ServerSide {
         // A no-op waker is enough for this first poll: the task spawned for a pending handler
         // polls it again at once, with its own waker, and a correct future checks again then.
         let mut cx = Context::from_waker(Waker::noop());
-        for (id, request) in ready {
+        for (id, mut request, inbound) in ready {
+            if let Some(inbound) = inbound {
+                request.stream = Some(stream::handles(shared.clone(), id, inbound, None));
+            }
             // A panic in the service's synchronous part fails only this call.
             let mut fut: Handler = match unwind::catch(|| service.call(request)) {
                 Ok(fut) => CatchUnwind::new(fut),
@@ -108,7 +162,7 @@ impl SideHandler for ServerSide {
         let mut gone = Vec::new();
         shared.step(|g| {
             for (id, result) in done {
-                g.conn.respond(id, result);
+                finish(g, id, result);
             }
             for (id, fut) in pending {
                 // Cancelled, or its deadline passed, during the first poll: the call is over,
@@ -124,7 +178,7 @@ impl SideHandler for ServerSide {
                     let result = answer(fut.await);
                     shared.step(|g| {
                         g.side.handlers.remove(&id);
-                        g.conn.respond(id, result);
+                        finish(g, id, result);
                     });
                 });
                 g.side.handlers.insert(id, task.abort_handle());

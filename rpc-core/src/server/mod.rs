@@ -15,7 +15,7 @@ use crate::code::Code;
 use crate::conn::{ConnConfig, Connection, Side};
 use crate::driver::{self, Shared};
 use crate::error::ConnectionError;
-use crate::service::Service;
+use crate::service::{Peer, Service};
 use crate::stats::{StatsSnapshot, TransportStats};
 use crate::transport::{Acceptor, Transport};
 use connection::ServerSide;
@@ -253,7 +253,7 @@ impl Server {
             Some((code, msg)) => Connection::refuse(inner.config.conn.clone(), now, code, msg),
             None => Connection::new(Side::Server, inner.config.conn.clone(), now),
         };
-        let mut side = ServerSide::new(inner.service.clone());
+        let mut side = ServerSide::new(inner.service.clone(), Peer::at(transport.peer_addr()));
         side.draining = refused;
         let shared = Shared::new(conn, side, stats.clone(), Some(inner.budget.clone()));
         inner.stats.lock().unwrap_or_else(|e| e.into_inner()).live.push(Arc::downgrade(&stats));

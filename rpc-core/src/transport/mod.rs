@@ -36,6 +36,12 @@ pub trait Transport: Send + 'static {
 
     /// The connection's live counters.
     fn stats(&self) -> Arc<TransportStats>;
+
+    /// The peer's address, where the transport has one (handlers see it in
+    /// [`crate::ServerRequest::peer`]).
+    fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
 }
 
 /// Sends frames.

@@ -59,6 +59,10 @@ impl Transport for TcpTransport {
     fn stats(&self) -> Arc<TransportStats> {
         self.stats.clone()
     }
+
+    fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.reader.peer_addr().ok()
+    }
 }
 
 /// Receiving half of a [`TcpTransport`].

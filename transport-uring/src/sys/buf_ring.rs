@@ -107,10 +107,15 @@ impl BufRing {
     /// Maps `entries` (a power of two) buffers of `buf_size` bytes, fills the ring with all of
     /// them and registers it on `ring` as buffer group `bgid`.
     pub(crate) fn new(ring: &Arc<Ring>, bgid: u16, entries: u16, buf_size: usize) -> io::Result<BufRing> {
-        if !entries.is_power_of_two() || entries > 32768 || buf_size == 0 || buf_size > u32::MAX as usize {
+        // Buffers lie back to back in a page-aligned mapping: a size that is a multiple of 64
+        // starts every buffer 64-byte aligned, where a frame's attachments are aligned too.
+        if !entries.is_power_of_two() || entries > 32768 || buf_size == 0 || buf_size > u32::MAX as usize || buf_size % 64 != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("a buffer ring needs a power-of-two count up to 32768 and a size up to 4 GiB (got {entries} x {buf_size})"),
+                format!(
+                    "a buffer ring needs a power-of-two count up to 32768 and a size that is a multiple of 64 up to \
+                     4 GiB (got {entries} x {buf_size})"
+                ),
             ));
         }
         let entries_map = Mapping::new(entries as usize * std::mem::size_of::<RawBuf>())?;

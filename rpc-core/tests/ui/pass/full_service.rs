@@ -2,7 +2,7 @@
 //! generated code must not add lints of its own to the user's crate.
 #![deny(warnings, missing_docs, missing_debug_implementations)]
 
-use rpc_core::Payload;
+use rpc_core::{Payload, Sink, Source};
 use serde::{Deserialize, Serialize};
 
 /// The user's own type named `S`: must not clash with the server's type parameter.
@@ -39,6 +39,12 @@ pub trait Everything: Named {
     async fn zero(&self);
     /// No return type.
     async fn ping(&self);
+    /// Server streaming, a user type named `S` as the item.
+    async fn feed(&self, from: u64, out: rpc_core::Sink<S>) -> Result<(), E>;
+    /// Client streaming, answering an attachment.
+    async fn gather(&self, tag: Payload, items: Source<u8>) -> Payload;
+    /// Bidirectional, the codec named, the stream ends first.
+    async fn talk(&self, output: Sink<u8, rpc_core::codec::Postcard>, input: Source<S, rpc_core::codec::Postcard>, n: u8);
 }
 
 /// An implementation.
@@ -68,6 +74,21 @@ impl Everything for Impl {
     }
     async fn zero(&self) {}
     async fn ping(&self) {}
+    async fn feed(&self, from: u64, mut out: Sink<S>) -> Result<(), E> {
+        out.send(S(from as u8)).await.map_err(|_| E)
+    }
+    async fn gather(&self, tag: Payload, mut items: Source<u8>) -> Payload {
+        while items.recv().await.is_some() {}
+        tag
+    }
+    async fn talk(&self, _output: Sink<u8>, _input: Source<S>, _n: u8) {}
+}
+
+/// A service in a package.
+#[rpc_core::service(package = "pkg.v1", codec = rpc_core::codec::Postcard)]
+pub trait Packaged {
+    /// A method.
+    async fn ping(&self);
 }
 
 /// A private service in a function body.
@@ -88,6 +109,12 @@ fn main() {
     assert_eq!(EverythingClient::ZERO, 0);
     assert_eq!(EverythingClient::TYPE, rpc_core_fnv("Everything/type"));
     assert_eq!(EmptyClient::METHODS.len(), 0);
+    assert_eq!(EmptyClient::PATHS.len(), 0);
+    assert_eq!(EmptyClient::path_of(0), None);
+    assert_eq!(PackagedClient::PING, rpc_core_fnv("pkg.v1.Packaged/ping"));
+    assert_eq!(PackagedClient::PING_PATH, "pkg.v1.Packaged/ping");
+    assert_eq!(EverythingClient::FEED_PATH, "Everything/feed");
+    assert_eq!(EverythingServer::<Impl>::path_of(EverythingClient::FEED), Some("Everything/feed"));
     let server = EverythingServer::new(Impl);
     let _clone = server.clone();
     let _ = format!("{server:?}");
@@ -103,6 +130,13 @@ fn send_and_service(client: &EverythingClient) {
     assert_send(client.put(Payload::new(), String::new(), Payload::new(), 1));
     assert_send(client.blob());
     assert_send(client.ping());
+    assert_send(client.feed(1));
+    assert_send(client.gather(Payload::new()));
+    assert_send(client.talk(1));
+    assert_send(async {
+        let (_items, answer) = client.gather(Payload::new()).await.unwrap();
+        answer.await
+    });
     assert_send(client.clone());
     assert_service::<EverythingServer<Impl>>();
 }

@@ -1,0 +1,193 @@
+//! Flow control of one streaming call, in bytes of stream data (message + attachments of each
+//! stream data frame).
+//!
+//! Each side grants the other a window per stream (its hello's `stream_window`). A sender may
+//! start a stream data frame only while its credit is positive; the frame's length is then taken
+//! off, so the credit may go negative by less than one frame (a message larger than the window
+//! still goes, alone). The receiver grants credit back as the application consumes messages, in
+//! bulk: once half a window is owed. So a receiver holds at most one window plus one frame per
+//! stream, and a slow reader on one stream never makes the connection buffer without bound.
+
+/// What each stream data frame costs beyond its message and attachments, in credit and against
+/// the memory budget: its header. So empty messages are flow-controlled too, and a stream of
+/// tiny ones is charged for the memory each really takes.
+pub(super) const FRAME_COST: u64 = crate::frame::HEADER_LEN as u64;
+
+/// A connection's window is this many stream windows: every stream of the connection together
+/// may have at most that much unconsumed at the receiver (see `docs/wire.md`).
+pub(super) const CONNECTION_WINDOWS: u64 = 16;
+
+/// The credit a stream data frame with `len` bytes of message and attachments costs.
+pub(super) fn cost(len: u64) -> u64 {
+    len.saturating_add(FRAME_COST)
+}
+
+/// The most credit a sender may hold: a grant past it is a protocol violation (it would
+/// overflow, or it is nonsense: no one buffers 2^62 bytes).
+pub(super) const MAX_CREDIT: i64 = 1 << 62;
+
+/// Flow state of one streaming call, seen from this side.
+#[derive(Debug)]
+pub(super) struct Flow {
+    /// Our direction streams (credit for it is legal).
+    sends: bool,
+    /// We may still send stream data: our direction streams, and we have not ended it.
+    pub(super) send_open: bool,
+    /// The peer may still send stream data.
+    pub(super) recv_open: bool,
+    /// Bytes we may still send (as the peer granted).
+    send_credit: i64,
+    /// Bytes the peer may still send (as we granted).
+    recv_credit: i64,
+    /// The window we grant.
+    window: u64,
+    /// Bytes the application consumed since our last grant.
+    owed: u64,
+}
+
+impl Flow {
+    /// A stream that sends if `send_open`, with the peer's `peer_window` as credit, and receives
+    /// if `recv_open`, granting `window`.
+    pub(super) fn new(send_open: bool, recv_open: bool, peer_window: u32, window: u32) -> Self {
+        Self::with_windows(send_open, recv_open, u64::from(peer_window), u64::from(window))
+    }
+
+    /// The flow of a whole connection: every stream's data counts against it too.
+    pub(super) fn connection(peer_stream_window: u32, stream_window: u32) -> Self {
+        let w = |stream: u32| u64::from(stream).saturating_mul(CONNECTION_WINDOWS);
+        Self::with_windows(true, true, w(peer_stream_window), w(stream_window))
+    }
+
+    fn with_windows(send_open: bool, recv_open: bool, peer_window: u64, window: u64) -> Self {
+        let credit = |w: u64| w.min(MAX_CREDIT as u64) as i64;
+        Flow {
+            sends: send_open,
+            send_open,
+            recv_open,
+            send_credit: credit(peer_window),
+            recv_credit: credit(window),
+            window,
+            owed: 0,
+        }
+    }
+
+    /// True when a stream data frame may go now.
+    pub(super) fn can_send(&self) -> bool {
+        self.send_open && self.send_credit > 0
+    }
+
+    /// A stream data frame of `len` bytes (message and attachments) went out.
+    pub(super) fn on_sent(&mut self, len: u64) {
+        debug_assert!(self.can_send());
+        self.send_credit = self.send_credit.saturating_sub(cost(len).min(MAX_CREDIT as u64) as i64);
+    }
+
+    /// The peer granted `bytes` more. `Ok(true)` when sending was blocked and now may go on.
+    pub(super) fn on_credit(&mut self, bytes: u64) -> Result<bool, String> {
+        if !self.sends {
+            return Err("a credit for a direction that does not stream".into());
+        }
+        let was_blocked = self.send_credit <= 0;
+        let grant = i64::try_from(bytes).ok().filter(|&b| b <= MAX_CREDIT);
+        match grant.and_then(|g| self.send_credit.checked_add(g)).filter(|&c| c <= MAX_CREDIT) {
+            Some(credit) => {
+                self.send_credit = credit;
+                Ok(was_blocked && credit > 0)
+            }
+            None => Err(format!(
+                "a grant of {bytes} bytes on top of {} would exceed the most credit a stream may hold (2^62)",
+                self.send_credit
+            )),
+        }
+    }
+
+    /// A stream data frame of `len` bytes arrived: an error when the peer had no credit left or
+    /// had ended its side.
+    pub(super) fn on_received(&mut self, len: u64) -> Result<(), String> {
+        if !self.recv_open {
+            return Err("stream data after the stream ended".into());
+        }
+        if self.recv_credit <= 0 {
+            return Err(format!("stream data beyond the granted credit ({} bytes left)", self.recv_credit));
+        }
+        self.recv_credit = self.recv_credit.saturating_sub(cost(len).min(MAX_CREDIT as u64) as i64);
+        Ok(())
+    }
+
+    /// The application consumed a message of `len` bytes: the grant to send back, once half a
+    /// window is owed.
+    #[cfg(test)]
+    pub(super) fn on_consumed(&mut self, len: u64) -> Option<u64> {
+        self.on_consumed_cost(cost(len))
+    }
+
+    /// The application consumed messages costing `cost` in all (see [`cost`]).
+    pub(super) fn on_consumed_cost(&mut self, cost: u64) -> Option<u64> {
+        if !self.recv_open {
+            return None;
+        }
+        self.owed = self.owed.saturating_add(cost);
+        if self.owed < self.window.div_ceil(2).max(1) {
+            return None;
+        }
+        let grant = std::mem::take(&mut self.owed);
+        self.recv_credit = self.recv_credit.saturating_add(grant as i64);
+        Some(grant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sender_goes_while_credit_is_positive_and_may_overshoot_by_one_frame() {
+        let mut f = Flow::new(true, false, 100 + 2 * FRAME_COST as u32, 0);
+        assert!(f.can_send());
+        f.on_sent(60);
+        assert!(f.can_send());
+        // A frame larger than what is left still goes; then the sender waits.
+        f.on_sent(1000);
+        assert!(!f.can_send());
+        assert_eq!(f.on_credit(500), Ok(false), "still in debt: not yet ready");
+        assert_eq!(f.on_credit(600), Ok(true));
+        assert!(f.can_send());
+    }
+
+    #[test]
+    fn grants_come_in_bulk_once_half_a_window_is_consumed() {
+        let c = FRAME_COST;
+        let mut f = Flow::new(false, true, 0, 1000 + 2 * c as u32);
+        f.on_received(400).unwrap();
+        f.on_received(400).unwrap();
+        assert_eq!(f.on_consumed(400), None);
+        assert_eq!(f.on_consumed(400), Some(800 + 2 * c));
+        // The receiver's view of the peer's credit follows the grants; every frame costs its
+        // header too, an empty one included.
+        f.on_received(900).unwrap();
+        f.on_received(100).unwrap();
+        f.on_received(0).unwrap_err();
+    }
+
+    #[test]
+    fn a_credit_for_a_direction_that_does_not_stream_is_an_error() {
+        let mut f = Flow::new(false, true, 0, 4096);
+        assert!(f.on_credit(1).unwrap_err().contains("does not stream"));
+        // A direction that streamed and ended may still get a late grant.
+        let mut f = Flow::new(true, false, 4096, 0);
+        f.send_open = false;
+        assert!(f.on_credit(1).is_ok());
+    }
+
+    #[test]
+    fn overflowing_grants_and_data_past_credit_or_end_are_errors() {
+        let mut f = Flow::new(true, true, 10, 10 + FRAME_COST as u32);
+        assert!(f.on_credit(u64::MAX).unwrap_err().contains("2^62"));
+        assert!(f.on_credit(MAX_CREDIT as u64).is_err(), "10 + 2^62 is over");
+        f.on_received(10).unwrap();
+        assert!(f.on_received(1).unwrap_err().contains("beyond the granted credit"));
+        f.recv_open = false;
+        assert!(f.on_received(1).unwrap_err().contains("after the stream ended"));
+        assert_eq!(f.on_consumed(1000), None, "no grants for a stream that ended");
+    }
+}

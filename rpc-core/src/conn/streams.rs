@@ -1,0 +1,203 @@
+//! The streaming half of the state machine: stream data, stream ends and credit, both sides.
+//! The rules are in `flow.rs` and `docs/wire.md`; this room applies them to the call table.
+
+use super::{flow, outgoing, Connection, Event, Side, State};
+use crate::body::Body;
+use crate::code::Code;
+use crate::error::{CallError, ConnectionError, Status};
+use crate::frame::{Credit, Frame, StreamData, StreamEnd};
+
+/// Why a stream message was not sent.
+#[derive(Debug)]
+pub enum SendError {
+    /// The stream is out of credit: wait for [`Event::SendReady`], then try again with the
+    /// message handed back.
+    NoCredit(Body),
+    /// The message cannot go, ever: the call is over, this side's stream ended, or the message
+    /// is over the peer's limits.
+    Failed(CallError),
+}
+
+impl Connection {
+    /// Sends `body` as the next message of call `id`'s stream, if its credit allows.
+    pub fn send_message(&mut self, id: u64, body: Body) -> Result<(), SendError> {
+        if self.state == State::Closed {
+            return Err(SendError::Failed(CallError::Connection(ConnectionError::LocallyClosed)));
+        }
+        let peer = self.peer.expect("calls exist only after the hello");
+        let Some(call) = self.calls.get_mut(id) else {
+            return Err(SendError::Failed(CallError::Status(Status::new(Code::CANCELLED, "the call is over"))));
+        };
+        let Some(flow) = call.flow.as_mut().filter(|f| f.send_open) else {
+            return Err(SendError::Failed(CallError::Codec(
+                "this side's stream of the call has ended (or the call does not stream this way)".into(),
+            )));
+        };
+        if let Err(why) = outgoing::check_body(&peer, &body) {
+            return Err(SendError::Failed(CallError::Codec(why)));
+        }
+        let conn_flow = self.conn_flow.as_mut().expect("calls exist only after the hello");
+        if !flow.can_send() || !conn_flow.can_send() {
+            return Err(SendError::NoCredit(body));
+        }
+        flow.on_sent(body.len());
+        conn_flow.on_sent(body.len());
+        let frame = StreamData { id, message: body.message, attachments: body.attachments };
+        match frame.encode() {
+            Ok(t) => {
+                self.push_transmit(t);
+                Ok(())
+            }
+            Err(e) => Err(SendError::Failed(CallError::Codec(e.to_string()))),
+        }
+    }
+
+    /// True when call `id` may send a stream message now (it streams this way, has credit).
+    pub fn can_send(&self, id: u64) -> bool {
+        self.calls.get(id).and_then(|c| c.flow.as_ref()).is_some_and(|f| f.can_send())
+            && self.conn_flow.as_ref().is_some_and(|f| f.can_send())
+    }
+
+    /// Client: ends this side's stream of call `id` (the server's `recv` then sees its end). A
+    /// code other than OK abandons the stream. Ignored when the call is over or already ended.
+    pub fn end_stream(&mut self, id: u64, code: Code) {
+        // The server ends its stream by answering the call (`respond`).
+        if self.state == State::Closed || self.side != Side::Client {
+            return;
+        }
+        let Some(flow) = self.calls.get_mut(id).and_then(|c| c.flow.as_mut()) else { return };
+        if std::mem::replace(&mut flow.send_open, false) {
+            self.push_frame(Frame::StreamEnd(StreamEnd { id, code }));
+        }
+    }
+
+    /// The application took a message of `bytes` bytes (message and attachments) of call `id`'s
+    /// stream: it stops counting against the memory budget, and credit goes back to the peer
+    /// once half a window is owed.
+    pub fn consumed(&mut self, id: u64, bytes: usize) {
+        self.consumed_many(id, 1, bytes);
+    }
+
+    /// The application took `messages` messages of `bytes` bytes in all of call `id`'s stream
+    /// (a receiver reports in batches: one step for many small messages).
+    pub fn consumed_many(&mut self, id: u64, messages: usize, bytes: usize) {
+        let cost = (bytes as u64).saturating_add(messages as u64 * flow::FRAME_COST);
+        self.stream_held = self.stream_held.saturating_sub(cost as usize);
+        if self.state == State::Closed {
+            return;
+        }
+        let grant = self.calls.get_mut(id).and_then(|c| c.flow.as_mut()).and_then(|f| f.on_consumed_cost(cost));
+        if let Some(bytes) = grant {
+            self.push_frame(Frame::Credit(Credit { id, bytes }));
+        }
+        // The connection's credit comes back whether or not the call still exists.
+        if let Some(bytes) = self.conn_flow.as_mut().and_then(|f| f.on_consumed_cost(cost)) {
+            self.push_frame(Frame::Credit(Credit { id: 0, bytes }));
+        }
+    }
+
+    /// True when `id` names a call this connection knows of, now or before: frames for a call
+    /// that ended (answered, cancelled, expired) may still be on their way and are dropped; a
+    /// call that never existed is a protocol violation.
+    fn call_existed(&self, id: u64) -> bool {
+        match self.side {
+            Side::Client => id != 0 && id < self.next_id,
+            Side::Server => id != 0 && id <= self.last_seen,
+        }
+    }
+
+    fn stream_violation(kind: &str, id: u64, why: impl std::fmt::Display) -> ConnectionError {
+        ConnectionError::Protocol(format!("{kind} for call {id}: {why}"))
+    }
+
+    pub(super) fn on_stream_data(&mut self, d: StreamData) -> Result<(), ConnectionError> {
+        let id = d.id;
+        let body = Body { message: d.message, attachments: d.attachments };
+        let len = body.len();
+        if !self.calls.contains(id) && !self.call_existed(id) {
+            return Err(Self::stream_violation("stream data", id, "no such call was ever started"));
+        }
+        let conn_flow = self.conn_flow.as_mut().expect("frames come after the hello");
+        conn_flow.on_received(len).map_err(|why| Self::stream_violation("stream data", id, format!("connection: {why}")))?;
+        let Some(call) = self.calls.get_mut(id) else {
+            // A call that ended: dropped, and its share of the connection's credit given back.
+            self.stream_held += flow::cost(len) as usize;
+            self.consumed(id, len as usize);
+            return Ok(());
+        };
+        match call.flow.as_mut() {
+            Some(flow) => flow.on_received(len).map_err(|why| Self::stream_violation("stream data", id, why))?,
+            None => return Err(Self::stream_violation("stream data", id, "the call does not stream")),
+        }
+        self.stream_held += flow::cost(len) as usize;
+        self.events.push_back(Event::StreamData { id, body });
+        Ok(())
+    }
+
+    /// Credit for the whole connection: every stream that waited on it alone may go on.
+    fn on_connection_credit(&mut self, bytes: u64) -> Result<(), ConnectionError> {
+        let conn_flow = self.conn_flow.as_mut().expect("frames come after the hello");
+        let ready = conn_flow.on_credit(bytes).map_err(|why| ConnectionError::Protocol(format!("connection credit: {why}")))?;
+        if ready {
+            let ids: Vec<u64> = self.calls.ids().collect();
+            for id in ids {
+                if self.calls.get(id).and_then(|c| c.flow.as_ref()).is_some_and(|f| f.can_send()) {
+                    self.events.push_back(Event::SendReady { id });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_stream_end(&mut self, e: StreamEnd) -> Result<(), ConnectionError> {
+        let id = e.id;
+        let Some(call) = self.calls.get_mut(id) else {
+            return match self.call_existed(id) {
+                true => Ok(()),
+                false => Err(Self::stream_violation("stream end", id, "no such call was ever started")),
+            };
+        };
+        let Some(flow) = call.flow.as_mut() else {
+            return Err(Self::stream_violation("stream end", id, "the call does not stream"));
+        };
+        if !std::mem::replace(&mut flow.recv_open, false) {
+            return Err(Self::stream_violation("stream end", id, "the stream had already ended"));
+        }
+        match self.side {
+            Side::Server => self.events.push_back(Event::StreamEnd { id, code: e.code }),
+            // The server's end is the end of the call.
+            Side::Client => {
+                self.calls.remove(id);
+                let event = match e.code {
+                    Code::OK => Event::StreamEnd { id, code: e.code },
+                    code => Event::Finished {
+                        id,
+                        result: Err(CallError::Status(Status::new(code, "the server ended the stream"))),
+                    },
+                };
+                self.events.push_back(event);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_credit(&mut self, c: Credit) -> Result<(), ConnectionError> {
+        let id = c.id;
+        if id == 0 {
+            return self.on_connection_credit(c.bytes);
+        }
+        let Some(call) = self.calls.get_mut(id) else {
+            return match self.call_existed(id) {
+                true => Ok(()),
+                false => Err(Self::stream_violation("credit", id, "no such call was ever started")),
+            };
+        };
+        let Some(flow) = call.flow.as_mut() else {
+            return Err(Self::stream_violation("credit", id, "the call does not stream"));
+        };
+        if flow.on_credit(c.bytes).map_err(|why| Self::stream_violation("credit", id, why))? {
+            self.events.push_back(Event::SendReady { id });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,302 @@
+//! Streaming calls as the application sees them: a [`StreamSender`] that sends a call's
+//! messages as credit allows, and a [`StreamReceiver`] that yields the peer's messages and
+//! grants credit back as they are taken. The same two types serve the client
+//! ([`crate::Client::open`]) and the server ([`crate::ServerRequest::stream`]).
+
+mod routes;
+mod typed;
+
+use std::fmt;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::mpsc;
+
+pub(crate) use routes::Routes;
+pub use typed::{ItemWith, Sink, Source};
+
+use crate::body::Body;
+use crate::code::Code;
+use crate::conn::{SendError, Side};
+use crate::driver::{Locked, Shared, SideHandler};
+use crate::error::{CallError, Status};
+use crate::frame::HEADER_LEN;
+
+/// A receiver reports what it took to its connection (credit, budget) once this much is taken,
+/// counting each message's header, and always before it waits.
+const REPORT_EVERY: usize = 32 << 10;
+
+/// What arrives on a streaming call's inbound channel.
+pub(crate) enum Inbound {
+    /// The next message.
+    Message(Body),
+    /// The stream is over: cleanly, or why not.
+    End(Result<(), CallError>),
+}
+
+/// A side that routes stream events (both do).
+pub(crate) trait HasRoutes {
+    fn routes(&mut self) -> &mut Routes;
+}
+
+/// What a stream handle asks of its connection; one implementation per side, behind a trait
+/// object so that the handles are plain types.
+trait Host: Send + Sync + 'static {
+    fn poll_send(&self, id: u64, body: &mut Option<Body>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>>;
+    fn consumed(&self, id: u64, messages: usize, bytes: usize);
+    fn end_send(&self, id: u64, code: Code);
+    fn cancel(&self, id: u64);
+}
+
+struct HostOf<H>(Arc<Shared<H>>);
+
+impl<H: SideHandler + HasRoutes> Host for HostOf<H> {
+    fn poll_send(&self, id: u64, body: &mut Option<Body>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+        let Some(b) = body.take() else { return Poll::Ready(Ok(())) };
+        self.0.step(|g: &mut Locked<H>| match g.conn.send_message(id, b) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(SendError::NoCredit(b)) => {
+                *body = Some(b);
+                g.side.routes().block(id, cx.waker());
+                Poll::Pending
+            }
+            Err(SendError::Failed(e)) => Poll::Ready(Err(e)),
+        })
+    }
+
+    fn consumed(&self, id: u64, messages: usize, bytes: usize) {
+        self.0.step(|g| g.conn.consumed_many(id, messages, bytes));
+    }
+
+    fn end_send(&self, id: u64, code: Code) {
+        self.0.step(|g| g.conn.end_stream(id, code));
+    }
+
+    fn cancel(&self, id: u64) {
+        self.0.step(|g| {
+            g.side.routes().remove(id);
+            if g.conn.side() == Side::Client {
+                g.conn.cancel_call(id);
+            }
+        });
+    }
+}
+
+/// Builds the two handles of call `id`. On the client (`keep` given), they share a guard that
+/// cancels the call when both are dropped before it ended, and keeps `keep` (the call's permit,
+/// its connection) alive as long as either lives.
+pub(crate) fn handles<H: SideHandler + HasRoutes>(
+    shared: Arc<Shared<H>>,
+    id: u64,
+    inbound: mpsc::UnboundedReceiver<Inbound>,
+    keep: Option<Box<dyn Send + Sync>>,
+) -> CallStream {
+    let host: Arc<dyn Host> = Arc::new(HostOf(shared));
+    let client = keep.is_some();
+    let guard = keep.map(|keep| Arc::new(CancelOnDrop { host: host.clone(), id, _keep: keep }));
+    CallStream {
+        sender: StreamSender { host: host.clone(), id, ended: false, sends_end: client, _guard: guard.clone() },
+        receiver: StreamReceiver { host, id, inbound, done: false, unreported: (0, 0), method: None, _guard: guard },
+    }
+}
+
+/// Both ends of one streaming call, as [`crate::Client::open`] returns them and a streaming
+/// handler finds them in [`crate::ServerRequest::stream`].
+#[derive(Debug)]
+pub struct CallStream {
+    // The receiver is declared (so dropped) first: dropping the whole call leaves the sender as
+    // the last handle, whose drop cancels the call instead of ending its stream cleanly.
+    /// Yields the peer's messages.
+    pub receiver: StreamReceiver,
+    /// Sends this side's messages.
+    pub sender: StreamSender,
+}
+
+impl CallStream {
+    /// The two ends, to use from two tasks (or two branches of a `select!`).
+    pub fn split(self) -> (StreamSender, StreamReceiver) {
+        (self.sender, self.receiver)
+    }
+}
+
+/// Sends the messages of one streaming call, each when the peer's credit allows: `send` waits
+/// while the receiver has a full window unconsumed, so a fast sender never makes a slow receiver
+/// buffer without bound.
+///
+/// On the client, [`StreamSender::finish`] ends the request stream cleanly, and so does dropping
+/// it while the call's [`StreamReceiver`] lives (dropping both cancels the call); the server's
+/// stream ends when its handler returns.
+pub struct StreamSender {
+    host: Arc<dyn Host>,
+    id: u64,
+    ended: bool,
+    /// Client: ending this side sends a stream end.
+    sends_end: bool,
+    _guard: Option<Arc<CancelOnDrop>>,
+}
+
+impl StreamSender {
+    /// Sends `body` as the next message. Waits for credit; fails when the call is over (the peer
+    /// cancelled or answered, the deadline passed, the connection ended) or the message is over
+    /// the peer's limits.
+    pub async fn send(&mut self, body: Body) -> Result<(), CallError> {
+        if self.ended {
+            return Err(CallError::Codec("send after the stream was finished".into()));
+        }
+        let mut slot = Some(body);
+        poll_fn(|cx| self.host.poll_send(self.id, &mut slot, cx)).await
+    }
+
+    /// Client: ends the request stream; the server's receiver sees its end. Idempotent.
+    pub fn finish(&mut self) {
+        if !std::mem::replace(&mut self.ended, true) && self.sends_end {
+            self.host.end_send(self.id, Code::OK);
+        }
+    }
+
+    /// The call's id on its connection (for logs).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for StreamSender {
+    fn drop(&mut self) {
+        // The last handle of a client call going: that is a cancel (the guard's), not a clean
+        // end of the request stream that would let the server finish the call.
+        let last = self._guard.as_ref().is_some_and(|g| Arc::strong_count(g) == 1);
+        if !last {
+            self.finish();
+        }
+    }
+}
+
+impl fmt::Debug for StreamSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamSender").field("id", &self.id).field("ended", &self.ended).finish()
+    }
+}
+
+/// Receives the messages of one streaming call. Each message taken gives its bytes back to the
+/// connection's memory budget and, in bulk, credit back to the sender.
+pub struct StreamReceiver {
+    host: Arc<dyn Host>,
+    id: u64,
+    inbound: mpsc::UnboundedReceiver<Inbound>,
+    done: bool,
+    /// Messages taken and bytes in them, not yet reported to the connection: reported in
+    /// batches, before waiting, at the end and on drop (one step for many small messages).
+    unreported: (usize, usize),
+    /// The method's path, put in front of an "unknown method" error ([`CallError::for_method`]).
+    method: Option<&'static str>,
+    _guard: Option<Arc<CancelOnDrop>>,
+}
+
+impl StreamReceiver {
+    /// The next message; `None` once the stream ended cleanly; an error when it ended otherwise
+    /// (the peer's error status, a cancel, the deadline, the connection lost). After the end,
+    /// `None` for ever.
+    pub async fn recv(&mut self) -> Option<Result<Body, CallError>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next message (see [`StreamReceiver::recv`]).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Body, CallError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let item = match self.inbound.poll_recv(cx) {
+            Poll::Pending => {
+                // About to wait: whatever was taken goes back as credit first, or the peer
+                // might be waiting for it too.
+                self.report();
+                return Poll::Pending;
+            }
+            Poll::Ready(item) => item,
+        };
+        Poll::Ready(match item {
+            Some(Inbound::Message(body)) => {
+                self.unreported.0 += 1;
+                self.unreported.1 += body.len() as usize;
+                if self.unreported.1 + self.unreported.0 * HEADER_LEN >= REPORT_EVERY {
+                    self.report();
+                }
+                Some(Ok(body))
+            }
+            Some(Inbound::End(Ok(()))) => {
+                self.report();
+                self.done = true;
+                None
+            }
+            Some(Inbound::End(Err(e))) => {
+                self.report();
+                self.done = true;
+                Some(Err(match self.method {
+                    Some(path) => e.for_method(path),
+                    None => e,
+                }))
+            }
+            None => {
+                self.report();
+                self.done = true;
+                Some(Err(CallError::Status(Status::new(Code::CANCELLED, "the call ended"))))
+            }
+        })
+    }
+
+    /// The call's id on its connection (for logs).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Tells the connection what was taken since the last report.
+    fn report(&mut self) {
+        let (messages, bytes) = std::mem::take(&mut self.unreported);
+        if messages > 0 {
+            self.host.consumed(self.id, messages, bytes);
+        }
+    }
+
+    /// Names the method the call went to: a server that does not know it can only name its id,
+    /// so its error gets the path put in front (generated clients do this).
+    pub fn for_method(mut self, path: &'static str) -> Self {
+        self.method = Some(path);
+        self
+    }
+}
+
+impl Drop for StreamReceiver {
+    /// Messages still queued are consumed here: their bytes go back to the budget and their
+    /// credit to the sender, which would otherwise wait for ever.
+    fn drop(&mut self) {
+        self.inbound.close();
+        while let Ok(item) = self.inbound.try_recv() {
+            if let Inbound::Message(body) = item {
+                self.unreported.0 += 1;
+                self.unreported.1 += body.len() as usize;
+            }
+        }
+        self.report();
+    }
+}
+
+impl fmt::Debug for StreamReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamReceiver").field("id", &self.id).field("done", &self.done).finish()
+    }
+}
+
+/// Client: cancels the call on the server when the last handle of it is dropped before the call
+/// ended (a no-op once it ended).
+struct CancelOnDrop {
+    host: Arc<dyn Host>,
+    id: u64,
+    _keep: Box<dyn Send + Sync>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.host.cancel(self.id);
+    }
+}

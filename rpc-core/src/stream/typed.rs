@@ -1,0 +1,123 @@
+//! Typed ends of a stream, as `#[service]` methods take and generated clients return them:
+//! [`Sink`] sends items, [`Source`] yields them. Each item is one stream message: its typed
+//! value through the codec `C`, plus any attachments, which travel as they are.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::task::{Context, Poll};
+
+use crate::body::Body;
+use crate::codec::{Decode, Encode, Postcard};
+use crate::error::CallError;
+use crate::payload::Payload;
+
+use super::{StreamReceiver, StreamSender};
+
+/// An item received with its attachments, or why the stream ended badly.
+pub type ItemWith<T> = Result<(T, Vec<Payload>), CallError>;
+
+/// Sends a stream of `T`s (encoded with `C`), each when the receiver's credit allows.
+///
+/// In a `#[service]` trait, a `Sink<T>` argument makes the method server-streaming: the
+/// implementation sends items into it, and the stream ends when the method returns (with its
+/// error, if it returns one). The generated client returns the matching [`Source`].
+pub struct Sink<T, C = Postcard> {
+    inner: StreamSender,
+    _types: PhantomData<fn(T) -> C>,
+}
+
+impl<T, C: Encode<T>> Sink<T, C> {
+    /// Typed view of an untyped sender.
+    pub fn new(inner: StreamSender) -> Self {
+        Sink { inner, _types: PhantomData }
+    }
+
+    /// Sends `item`. Waits while the receiver has a full window unconsumed; fails when the call
+    /// is over (cancelled, answered, expired, connection lost).
+    pub async fn send(&mut self, item: T) -> Result<(), CallError> {
+        self.send_with(item, Vec::new()).await
+    }
+
+    /// Sends `item` with `attachments` (large data, sent without a copy).
+    pub async fn send_with(&mut self, item: T, attachments: Vec<Payload>) -> Result<(), CallError> {
+        let message = C::encode(&item).map_err(|e| CallError::Codec(format!("cannot encode a stream item: {e}")))?;
+        self.inner.send(Body { message, attachments }).await
+    }
+
+    /// Client: ends the stream cleanly (so does dropping the sink while the call's other end
+    /// lives). The server's stream ends when its method returns.
+    pub fn finish(&mut self) {
+        self.inner.finish();
+    }
+
+    /// The untyped sender.
+    pub fn into_inner(self) -> StreamSender {
+        self.inner
+    }
+}
+
+impl<T, C> fmt::Debug for Sink<T, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Sink").field(&self.inner).finish()
+    }
+}
+
+/// Yields a stream of `T`s (decoded with `C`).
+///
+/// In a `#[service]` trait, a `Source<T>` argument makes the method client-streaming (with a
+/// [`Sink`] too: bidirectional): the implementation reads the client's items from it. The
+/// generated client returns the matching [`Sink`].
+pub struct Source<T, C = Postcard> {
+    inner: StreamReceiver,
+    _types: PhantomData<fn() -> (T, C)>,
+}
+
+impl<T, C: Decode<T>> Source<T, C> {
+    /// Typed view of an untyped receiver.
+    pub fn new(inner: StreamReceiver) -> Self {
+        Source { inner, _types: PhantomData }
+    }
+
+    /// The next item; `None` once the stream ended cleanly; an error when it ended otherwise or
+    /// an item does not decode. Attachments, if any, are dropped: see [`Source::recv_with`].
+    pub async fn recv(&mut self) -> Option<Result<T, CallError>> {
+        Some(self.recv_with().await?.map(|(item, _)| item))
+    }
+
+    /// The next item with its attachments.
+    pub async fn recv_with(&mut self) -> Option<ItemWith<T>> {
+        std::future::poll_fn(|cx| self.poll_recv_with(cx)).await
+    }
+
+    /// Polls for the next item with its attachments (see [`Source::recv_with`]).
+    pub fn poll_recv_with(&mut self, cx: &mut Context<'_>) -> Poll<Option<ItemWith<T>>> {
+        self.inner.poll_recv(cx).map(|next| {
+            next.map(|body| {
+                let body = body?;
+                let item = C::decode(body.message)
+                    .map_err(|e| CallError::Codec(format!("cannot decode a stream item: {e}")))?;
+                Ok((item, body.attachments))
+            })
+        })
+    }
+
+    /// Every remaining item, in order (stops at the first error).
+    pub async fn collect(mut self) -> Result<Vec<T>, CallError> {
+        let mut out = Vec::new();
+        while let Some(item) = self.recv().await {
+            out.push(item?);
+        }
+        Ok(out)
+    }
+
+    /// The untyped receiver.
+    pub fn into_inner(self) -> StreamReceiver {
+        self.inner
+    }
+}
+
+impl<T, C> fmt::Debug for Source<T, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Source").field(&self.inner).finish()
+    }
+}
