@@ -1,5 +1,6 @@
-//! Quickstart: a server and a client in one process on 127.0.0.1, a few small calls and a few
-//! large ones (up to 16 MiB), then a table of what went through which send path.
+//! Quickstart: a server and a client in one process on 127.0.0.1, a few small calls, a few
+//! large ones (up to 16 MiB), a download and an upload as streams of 1 MiB chunks, then a table
+//! of what went through which send path.
 //!
 //! ```text
 //! cargo run --release --example quickstart [-- --transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring]
@@ -39,6 +40,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         calls += 1;
         bytes += 2 * size as u64;
     }
+
+    // Streams: a download as 32 chunks of 1 MiB from the server (each sent when the client has
+    // room for it: flow control), and an upload the other way, answered once it is finished.
+    let mut chunks = client.download(32, 1 << 20).await?;
+    while let Some(chunk) = chunks.recv_with().await {
+        let (i, attachments) = chunk?;
+        if attachments[0].to_bytes() != pattern(1 << 20, u64::from(i)) {
+            return Err(format!("streamed chunk {i} came back different").into());
+        }
+        bytes += 1 << 20;
+    }
+    let (mut upload, total) = client.upload().await?;
+    for i in 0..32u32 {
+        upload.send_with(i, vec![Payload::from(pattern(1 << 20, u64::from(i)))]).await?;
+        bytes += 1 << 20;
+    }
+    upload.finish();
+    assert_eq!(total.await?, 32 << 20);
+    calls += 2;
     let secs = start.elapsed().as_secs_f64();
 
     // Closing waits until the kernel is done with every zero-copy send: the counters below
@@ -47,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client_stats = client.client().stats();
     server.server().shutdown();
     let server_stats = server.server().stats();
-    println!("{calls} calls, {:.1} MiB of payload in {:.3} s, every byte verified", bytes as f64 / (1 << 20) as f64, secs);
+    println!("{calls} calls (two of them streams), {:.1} MiB of payload in {:.3} s, every byte verified", bytes as f64 / (1 << 20) as f64, secs);
     println!();
     print_table(&[("client", &client_stats), ("server", &server_stats)]);
     println!();
@@ -90,6 +110,12 @@ fn explain(s: &StatsSnapshot) {
         "receive: {} bytes, {} of them moved in user space (the start of a large frame, read before its size was known, moved into the buffer of its exact size)",
         s.recv_bytes, s.recv_copied_bytes
     );
+    if s.align_copies > 0 {
+        println!(
+            "alignment: {} small frames arrived packed behind others where their attachments would not be 64-byte aligned; {} bytes copied to align them",
+            s.align_copies, s.align_copy_bytes
+        );
+    }
     if s.recv_ring_chunks > 0 {
         println!(
             "receive ring: {} buffers filled by the multishot receive, small frames decoded where the kernel put them; the ring ran dry {} times",

@@ -11,15 +11,22 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use rpc_core::transport::tcp::TcpAcceptor;
-use rpc_core::{Client, ClientConfig, ConnectError, Payload, Server, ServerBuilder, ServerHandle};
+use rpc_core::{Client, ClientConfig, ConnectError, Payload, Server, ServerBuilder, ServerHandle, Sink, Source};
 
-/// The service both examples serve.
+/// The service the examples serve.
 #[rpc_core::service]
 pub trait Echo {
     /// Sends the payload back as it came.
     async fn echo(&self, data: Payload) -> Payload;
     /// Adds two numbers (a small call: no attachment).
     async fn add(&self, a: u64, b: u64) -> u64;
+    /// Server streaming: `count` chunks of `size` bytes, chunk `i` carrying its index and the
+    /// pattern seeded `i` as an attachment.
+    async fn download(&self, count: u32, size: u32, out: Sink<u32>);
+    /// Client streaming: the total attachment bytes of the chunks received.
+    async fn upload(&self, chunks: Source<u32>) -> u64;
+    /// Bidirectional: every chunk back as it came, attachments included.
+    async fn chat(&self, input: Source<u32>, output: Sink<u32>);
 }
 
 /// The implementation: no copies, the received slice goes straight back out.
@@ -33,6 +40,32 @@ impl Echo for EchoImpl {
 
     async fn add(&self, a: u64, b: u64) -> u64 {
         a.wrapping_add(b)
+    }
+
+    async fn download(&self, count: u32, size: u32, mut out: Sink<u32>) {
+        for i in 0..count {
+            let chunk = Payload::from(pattern(size as usize, u64::from(i)));
+            // Fails only when the caller went away: then there is nobody to send to.
+            if out.send_with(i, vec![chunk]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn upload(&self, mut chunks: Source<u32>) -> u64 {
+        let mut total = 0;
+        while let Some(Ok((_, attachments))) = chunks.recv_with().await {
+            total += attachments.iter().map(|a| a.len() as u64).sum::<u64>();
+        }
+        total
+    }
+
+    async fn chat(&self, mut input: Source<u32>, mut output: Sink<u32>) {
+        while let Some(Ok((i, attachments))) = input.recv_with().await {
+            if output.send_with(i, attachments).await.is_err() {
+                return;
+            }
+        }
     }
 }
 
