@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # User-space instructions per MiB of payload, counted by callgrind (repeatable where timings
-# are not), for one upload scenario; for the 64-byte scenarios, instructions per call.
+# are not), for one upload scenario; for the 64-byte scenarios, instructions per call (per
+# message on stream_64b, where a "call" is one message of the stream).
 #
 #   bash benches/callgrind.sh                      # upload_1m: zcrpc_tcp, tonic, tarpc, raw_tcp_simple
 #   SYSTEMS="zcrpc_uring tonic" bash benches/callgrind.sh
 #   SCENARIO=call_64m N1=2 N2=6 bash benches/callgrind.sh
 #   SCENARIO=qps_64b N1=2000 N2=10000 bash benches/callgrind.sh     # per call
+#   SCENARIO=stream_64b N1=20000 N2=100000 SYSTEMS="zcrpc_tcp tonic" bash benches/callgrind.sh  # per message
 #
 # Each system runs `compare --child SYSTEM SCENARIO 0 calls:N` under callgrind twice, with N1
 # and N2 counted calls; (Ir(N2) - Ir(N1)) / ((N2 - N1) * MiB per call) cancels start-up,
@@ -21,9 +23,10 @@ N2=${N2:-80}
 
 UNIT="instructions/MiB"
 case "$SCENARIO" in
-  upload_1m | download_1m | segments_4k) MIB=1 ;;
+  upload_1m | download_1m | segments_4k | stream_1m) MIB=1 ;;
   call_64m) MIB=64 ;;
   qps_64b | latency_64b | latency_64b_pinned) MIB=1; UNIT="instructions/call" ;;
+  stream_64b) MIB=1; UNIT="instructions/message" ;;
   *) echo "callgrind.sh: unknown scenario $SCENARIO" >&2; exit 2 ;;
 esac
 

@@ -6,8 +6,8 @@
 //! thread (see [`placement::LAYOUT`]), so every system gets a fresh allocator, its own peak
 //! RSS, and the same CPU placement.
 //!
-//! The few system calls std does not wrap (epoll, socket buffer sizes, memfd, sendfile) are in
-//! [`sys`], the only module allowed `unsafe`.
+//! The few system calls std does not wrap (epoll, socket buffer sizes and the receive
+//! low-water mark, memfd, sendfile) are in [`sys`], the only module allowed `unsafe`.
 
 #![deny(unsafe_code)]
 

@@ -181,18 +181,15 @@ impl Report {
         Some(out)
     }
 
-    /// Every RPC system whose runs all beat every run of `raw_tcp_best` on a rate or a
-    /// latency (the ranges do not overlap): the ceiling is then not one, and the README must
-    /// say why.
+    /// Every RPC system whose runs all beat every run of its ceiling (`raw_tcp_best`;
+    /// `raw_stream` on the streaming scenarios) on a rate or a latency (the ranges do not
+    /// overlap): the ceiling is then not one, and the README must say why.
     pub fn ceiling_warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         for &scenario in &self.scenarios {
             for &metric in scenario.metrics().iter().filter(|m| !m.is_cpu()) {
-                let base = match scenario {
-                    Scenario::Segments4k => Scenario::Upload1m,
-                    s => s,
-                };
-                let Some(ceiling) = self.row(base, System::RawTcpBest, metric.name()) else {
+                let (base, ceiling_system) = ceiling_of(scenario);
+                let Some(ceiling) = self.row(base, ceiling_system, metric.name()) else {
                     continue;
                 };
                 for &system in self.systems.iter().filter(|s| !s.is_raw()) {
@@ -206,7 +203,7 @@ impl Report {
                     };
                     if beats {
                         out.push(format!(
-                            "{system} beats raw_tcp_best on {scenario} {} beyond noise \
+                            "{system} beats {ceiling_system} on {scenario} {} beyond noise \
                              ({}–{} against {}–{})",
                             metric.name(),
                             fmt_value(r.min),
@@ -247,14 +244,10 @@ impl Report {
             .find(|s| s.scenario == scenario.name() && s.system == system.name())
     }
 
-    /// The baseline a cell's ratio is taken against: `raw_tcp_best` on the same scenario, or
-    /// on `upload_1m` for `segments_4k` (the same bytes per call, in one segment).
+    /// The baseline a cell's ratio is taken against (see [`ceiling_of`]).
     fn baseline(&self, scenario: Scenario, metric: Metric) -> Option<f64> {
-        let base = match scenario {
-            Scenario::Segments4k => Scenario::Upload1m,
-            s => s,
-        };
-        self.value(base, System::RawTcpBest, metric)
+        let (base, system) = ceiling_of(scenario);
+        self.value(base, system, metric)
     }
 
     /// The markdown table, with the machine, date, layout and affinity above it.
@@ -287,7 +280,7 @@ impl Report {
             out,
             "Each cell: median of {} runs ({:.1} s warm-up + {:.1} s measured each); \
              (×N) = ratio to raw_tcp_best on the same scenario (segments_4k: to raw_tcp_best \
-             upload_1m); [min–max] over the runs where they spread more than {:.0}% of the median; \
+             upload_1m; the stream_ scenarios: to raw_stream); [min–max] over the runs where they spread more than {:.0}% of the median; \
              GB = 10^9 bytes of payload; cpu = CPU time of client + server threads (user + system) \
              over the measured window, per GB or per call (split below).\n",
             self.repetitions,
@@ -318,7 +311,7 @@ impl Report {
                         Some(v) => {
                             let base = self.baseline(scenario, metric);
                             let mut cell = match base {
-                                Some(b) if system != System::RawTcpBest && b > 0.0 => {
+                                Some(b) if system != ceiling_of(scenario).1 && b > 0.0 => {
                                     format!("{} ({:.2}×)", fmt_value(v), v / b)
                                 }
                                 _ => fmt_value(v),
@@ -503,6 +496,17 @@ impl Report {
     }
 }
 
+/// The ceiling a scenario's cells are compared with: `raw_tcp_best` on the same scenario, or on
+/// `upload_1m` for `segments_4k` (the same bytes per call, in one segment); `raw_stream` for the
+/// server-streaming scenarios (one-way traffic, which no request/response program carries).
+pub fn ceiling_of(scenario: Scenario) -> (Scenario, System) {
+    match scenario {
+        Scenario::Segments4k => (Scenario::Upload1m, System::RawTcpBest),
+        s if s.is_server_stream() => (s, System::RawStream),
+        s => (s, System::RawTcpBest),
+    }
+}
+
 /// Three significant digits, thousands without decimals.
 pub fn fmt_value(v: f64) -> String {
     if !v.is_finite() {
@@ -522,4 +526,25 @@ fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_are_compared_with_the_one_way_stream() {
+        assert_eq!(
+            ceiling_of(Scenario::Stream64b),
+            (Scenario::Stream64b, System::RawStream)
+        );
+        assert_eq!(
+            ceiling_of(Scenario::Segments4k),
+            (Scenario::Upload1m, System::RawTcpBest)
+        );
+        assert_eq!(
+            ceiling_of(Scenario::Qps64b),
+            (Scenario::Qps64b, System::RawTcpBest)
+        );
+    }
 }

@@ -6,11 +6,14 @@ use std::fmt;
 /// One implementation under comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum System {
-    /// One-way stream: `sendfile` from a memfd, `read` into a reused buffer; no request and
-    /// no response. The most one loopback connection carries (the 1 MiB and 64 MiB scenarios).
+    /// One-way stream: `write` from one buffer, `read` into a reused buffer woken a whole
+    /// buffer at a time (`SO_RCVLOWAT`); no request and no response. The most one loopback
+    /// connection carries (the 1 MiB and 64 MiB scenarios; on the streaming scenarios, of
+    /// length-prefixed records).
     RawStream,
     /// The fastest request/response program over plain sockets (non-blocking, epoll, whole
-    /// reads, one `writev` per batch, measured socket buffers); every ratio is taken against it.
+    /// reads, a receive low-water mark so a receiver wakes once per read buffer, one `writev`
+    /// per batch, measured socket buffers); every ratio is taken against it.
     RawTcpBest,
     /// Blocking `std::net` sockets, `read`/`write` with 256 KiB reads: the plain loop.
     RawTcpSimple,
@@ -64,8 +67,8 @@ impl System {
     /// One line for the legend under the table.
     pub fn describe(self) -> &'static str {
         match self {
-            System::RawStream => "the physical ceiling: a one-way stream, sendfile from a memfd, read into a reused buffer; no request/response",
-            System::RawTcpBest => "the request/response ceiling: non-blocking sockets + edge-triggered epoll (blocking when a window fits the socket buffers: the 64-byte scenarios), whole-message reads into a reused buffer, one system call per batch",
+            System::RawStream => "the physical ceiling: a one-way stream, write from one buffer, read into a reused buffer woken a whole buffer at a time (SO_RCVLOWAT); no request/response; on the stream_ scenarios, length-prefixed records of the message size, counted by parsing their headers",
+            System::RawTcpBest => "the request/response ceiling: non-blocking sockets + edge-triggered epoll (blocking when a window fits the socket buffers: the 64-byte scenarios), whole-message reads into a reused buffer, woken once per read buffer (SO_RCVLOWAT) on the large messages, one system call per batch",
             System::RawTcpSimple => "blocking std sockets, 256 KiB reads, write per message, small messages batched per write",
             System::RawUringZc => "raw_tcp_simple with the large direction sent by a bare io_uring SEND_ZC loop",
             System::ZcrpcTcp => "zcrpc over rpc-core's tokio TCP transport; bodies of 4 KiB and more as attachments",
@@ -102,11 +105,17 @@ impl System {
     pub fn not_applicable(self, scenario: Scenario) -> Option<&'static str> {
         match (self, scenario) {
             (_, Scenario::File1g) => Some("file payloads are not implemented yet"),
-            (System::RawUringZc, s) if !s.is_streaming() => {
-                Some("a SEND_ZC loop measures streaming only")
+            (System::Tarpc, s) if s.is_server_stream() => Some("tarpc has no streaming calls"),
+            (System::RawTcpBest | System::RawTcpSimple | System::RawUringZc, s)
+                if s.is_server_stream() =>
+            {
+                Some("a request/response program; raw_stream is the one-way ceiling")
             }
-            (System::RawStream, s) if !s.is_streaming() => {
-                Some("a one-way stream stands in for bulk transfers only")
+            (System::RawUringZc, s) if !s.is_bulk() => {
+                Some("a SEND_ZC loop measures bulk transfers only")
+            }
+            (System::RawStream, s) if !s.is_bulk() && !s.is_server_stream() => {
+                Some("a one-way stream stands in for bulk transfers and streams only")
             }
             (s, Scenario::Segments4k) if !s.is_zcrpc() => {
                 Some("scatter-gather payloads are a zcrpc feature")
@@ -137,6 +146,10 @@ pub enum Metric {
     CpuSPerGb,
     /// CPU microseconds (client + server, user + system) per call.
     CpuUsPerCall,
+    /// Stream messages received per second.
+    MsgsPerS,
+    /// CPU microseconds (client + server, user + system) per stream message.
+    CpuUsPerMsg,
 }
 
 impl Metric {
@@ -149,6 +162,8 @@ impl Metric {
             Metric::GbPerS => "gb_per_s",
             Metric::CpuSPerGb => "cpu_s_per_gb",
             Metric::CpuUsPerCall => "cpu_us_per_call",
+            Metric::MsgsPerS => "msgs_per_s",
+            Metric::CpuUsPerMsg => "cpu_us_per_msg",
         }
     }
 
@@ -161,6 +176,8 @@ impl Metric {
             Metric::GbPerS,
             Metric::CpuSPerGb,
             Metric::CpuUsPerCall,
+            Metric::MsgsPerS,
+            Metric::CpuUsPerMsg,
         ]
         .into_iter()
         .find(|m| m.name() == name)
@@ -170,13 +187,20 @@ impl Metric {
     pub fn lower_is_better(self) -> bool {
         matches!(
             self,
-            Metric::P50Us | Metric::P99Us | Metric::CpuSPerGb | Metric::CpuUsPerCall
+            Metric::P50Us
+                | Metric::P99Us
+                | Metric::CpuSPerGb
+                | Metric::CpuUsPerCall
+                | Metric::CpuUsPerMsg
         )
     }
 
     /// True for the CPU-cost metrics (which also carry a per-side split).
     pub fn is_cpu(self) -> bool {
-        matches!(self, Metric::CpuSPerGb | Metric::CpuUsPerCall)
+        matches!(
+            self,
+            Metric::CpuSPerGb | Metric::CpuUsPerCall | Metric::CpuUsPerMsg
+        )
     }
 }
 
@@ -199,6 +223,10 @@ pub enum Scenario {
     Segments4k,
     /// A 1 GiB file region as the request payload.
     File1g,
+    /// One server-streaming call answering with 64-byte messages for ever.
+    Stream64b,
+    /// One server-streaming call answering with 1 MiB messages for ever.
+    Stream1m,
 }
 
 /// Payload size of the 1 MiB scenarios.
@@ -208,7 +236,7 @@ pub const ACK_LEN: usize = 8;
 
 impl Scenario {
     /// Every scenario, in the order of the table's rows.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Latency64bPinned,
         Scenario::Latency64b,
         Scenario::Qps64b,
@@ -217,6 +245,8 @@ impl Scenario {
         Scenario::Call64m,
         Scenario::Segments4k,
         Scenario::File1g,
+        Scenario::Stream64b,
+        Scenario::Stream1m,
     ];
 
     /// The name used in the JSON and on the command line.
@@ -230,6 +260,8 @@ impl Scenario {
             Scenario::Call64m => "call_64m",
             Scenario::Segments4k => "segments_4k",
             Scenario::File1g => "file_1g",
+            Scenario::Stream64b => "stream_64b",
+            Scenario::Stream1m => "stream_1m",
         }
     }
 
@@ -255,6 +287,10 @@ impl Scenario {
                 "1 MiB request as one attachment of 4096 segments of 256 bytes, 8 in flight"
             }
             Scenario::File1g => "a 1 GiB file region as the request payload",
+            Scenario::Stream64b => {
+                "one server-streaming call, 64-byte messages, counted in messages per second"
+            }
+            Scenario::Stream1m => "one server-streaming call, 1 MiB messages",
         }
     }
 
@@ -265,16 +301,23 @@ impl Scenario {
                 &[Metric::P50Us, Metric::P99Us, Metric::CpuUsPerCall]
             }
             Scenario::Qps64b => &[Metric::CallsPerS, Metric::CpuUsPerCall],
+            Scenario::Stream64b => &[Metric::MsgsPerS, Metric::CpuUsPerMsg],
             _ => &[Metric::GbPerS, Metric::CpuSPerGb],
         }
     }
 
-    /// Bulk-transfer scenarios, the ones a bare `SEND_ZC` loop can stand in for.
-    pub fn is_streaming(self) -> bool {
+    /// Bulk-transfer request/response scenarios, the ones a bare `SEND_ZC` loop can stand in
+    /// for.
+    pub fn is_bulk(self) -> bool {
         matches!(
             self,
             Scenario::Upload1m | Scenario::Download1m | Scenario::Call64m
         )
+    }
+
+    /// One server-streaming call instead of request/response calls.
+    pub fn is_server_stream(self) -> bool {
+        self.shape().server_stream
     }
 
     /// True when the whole process runs on one CPU.
@@ -289,12 +332,21 @@ impl Scenario {
             request_len: 64,
             request_segments: 1,
             response_len: 64,
+            server_stream: false,
         };
         let upload = |len, window, segments| Shape {
             window,
             request_len: len,
             request_segments: segments,
             response_len: ACK_LEN,
+            server_stream: false,
+        };
+        let stream = |len| Shape {
+            window: 1,
+            request_len: ACK_LEN,
+            request_segments: 1,
+            response_len: len,
+            server_stream: true,
         };
         match self {
             Scenario::Latency64bPinned | Scenario::Latency64b => small(1),
@@ -305,10 +357,13 @@ impl Scenario {
                 request_len: ACK_LEN,
                 request_segments: 1,
                 response_len: MIB,
+                server_stream: false,
             },
             Scenario::Call64m => upload(64 * MIB, 1, 1),
             Scenario::Segments4k => upload(MIB, 8, 4096),
             Scenario::File1g => upload(1 << 30, 1, 1),
+            Scenario::Stream64b => stream(64),
+            Scenario::Stream1m => stream(MIB),
         }
     }
 }
@@ -319,22 +374,66 @@ impl fmt::Display for Scenario {
     }
 }
 
-/// The traffic of one call of a scenario.
+/// The traffic of one call of a scenario; for a server stream, of its one call and each of its
+/// messages (every message counts as a "call" in [`crate::meter::Meter`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shape {
-    /// Calls kept in flight on the one connection.
+    /// Calls kept in flight on the one connection (1 for a stream).
     pub window: usize,
     /// Request payload bytes.
     pub request_len: usize,
     /// Segments the request payload is split into (zcrpc attachments only).
     pub request_segments: usize,
-    /// Response payload bytes.
+    /// Response payload bytes; for a server stream, the bytes of each message.
     pub response_len: usize,
+    /// One server-streaming call: the request opens it, the server sends messages of
+    /// `response_len` bytes for as long as the client reads.
+    pub server_stream: bool,
 }
 
 impl Shape {
     /// The bytes a GB/s figure counts per call: the larger direction's payload.
     pub fn payload_per_call(&self) -> usize {
         self.request_len.max(self.response_len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::from_name(s.name()), Some(s));
+        }
+        for m in [Metric::MsgsPerS, Metric::CpuUsPerMsg] {
+            assert_eq!(Metric::from_name(m.name()), Some(m));
+        }
+    }
+
+    #[test]
+    fn streams_run_where_a_stream_exists() {
+        for s in [Scenario::Stream64b, Scenario::Stream1m] {
+            assert!(s.is_server_stream() && !s.is_bulk());
+            assert_eq!(s.shape().window, 1);
+            for system in System::ALL {
+                let runs = system.not_applicable(s).is_none();
+                let expected =
+                    system.is_zcrpc() || matches!(system, System::Tonic | System::RawStream);
+                assert_eq!(runs, expected, "{system} on {s}");
+            }
+        }
+        assert_eq!(
+            Scenario::Stream64b.metrics(),
+            &[Metric::MsgsPerS, Metric::CpuUsPerMsg]
+        );
+        assert_eq!(Scenario::Stream1m.shape().payload_per_call(), MIB);
+        // The request/response scenarios are unchanged.
+        assert!(System::RawStream.not_applicable(Scenario::Qps64b).is_some());
+        assert!(System::RawStream
+            .not_applicable(Scenario::Download1m)
+            .is_none());
+        assert!(!Scenario::Download1m.is_server_stream());
     }
 }

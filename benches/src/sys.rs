@@ -1,5 +1,5 @@
-//! The system calls the raw ceilings need and std does not wrap: epoll, socket buffer sizes,
-//! a memfd, sendfile. Each is one small function around one call; nothing else in the crate
+//! The system calls the raw ceilings need and std does not wrap: epoll, socket buffer sizes
+//! and the receive low-water mark, a memfd, sendfile. Each is one small function around one call; nothing else in the crate
 //! may use `unsafe` (`#![deny(unsafe_code)]` in `lib.rs`).
 
 use std::fs::File;
@@ -90,6 +90,12 @@ pub fn set_rcvbuf(sock: &impl AsRawFd, bytes: usize) -> io::Result<()> {
     let fd = sock.as_raw_fd();
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes)
         .or_else(|_| set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes))
+}
+
+/// `SO_RCVLOWAT`: the socket reports readable (epoll, a blocking read) and wakes its reader
+/// only once `bytes` are queued. TCP also grows an autotuned receive buffer to hold that much.
+pub fn set_rcvlowat(sock: &impl AsRawFd, bytes: usize) -> io::Result<()> {
+    set_int_opt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVLOWAT, bytes)
 }
 
 /// An anonymous in-memory file (memfd_create(2)) holding `data`.

@@ -105,7 +105,7 @@ fn child_measure(args: &[String]) -> Result<Measured, NoResult> {
     let mut metrics = BTreeMap::new();
     let gb = sample.calls as f64 * scenario.shape().payload_per_call() as f64 / 1e9;
     for &metric in scenario.metrics() {
-        // CPU per unit: seconds per GB, or microseconds per call.
+        // CPU per unit: seconds per GB, or microseconds per call (per message on a stream).
         let per_unit = |cpu_s: f64| match metric {
             Metric::CpuSPerGb => cpu_s / gb,
             _ => cpu_s * 1e6 / sample.calls as f64,
@@ -113,11 +113,11 @@ fn child_measure(args: &[String]) -> Result<Measured, NoResult> {
         let v = match metric {
             Metric::P50Us => sample.latency_quantile_us(0.50),
             Metric::P99Us => sample.latency_quantile_us(0.99),
-            Metric::CallsPerS => sample.calls_per_s(),
+            Metric::CallsPerS | Metric::MsgsPerS => sample.calls_per_s(),
             Metric::GbPerS => {
                 sample.calls_per_s() * scenario.shape().payload_per_call() as f64 / 1e9
             }
-            Metric::CpuSPerGb | Metric::CpuUsPerCall => {
+            Metric::CpuSPerGb | Metric::CpuUsPerCall | Metric::CpuUsPerMsg => {
                 let Some(cpu) = sample.cpu else {
                     continue;
                 };

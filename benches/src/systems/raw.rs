@@ -48,6 +48,19 @@ pub(crate) struct Framer {
 }
 
 impl Framer {
+    /// Bytes still to come before the message in progress ends, as far as they are known: the
+    /// rest of the body once its header is in, the rest of the header before that, 0 at a
+    /// message boundary.
+    pub(crate) fn left_in_message(&self) -> usize {
+        if self.body_left > 0 {
+            self.body_left as usize
+        } else if self.header_fill > 0 {
+            HEADER - self.header_fill
+        } else {
+            0
+        }
+    }
+
     /// Consumes `bytes`, returns how many messages ended in them.
     pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> usize {
         let mut done = 0;
@@ -229,5 +242,18 @@ mod tests {
             let total: usize = stream.chunks(chunk).map(|c| framer.feed(c)).sum();
             assert_eq!(total, 4, "chunk size {chunk}");
         }
+    }
+
+    #[test]
+    fn framer_knows_what_is_left_of_a_message() {
+        let msg = encoded(1000);
+        let mut framer = Framer::default();
+        assert_eq!(framer.left_in_message(), 0);
+        framer.feed(&msg[..3]);
+        assert_eq!(framer.left_in_message(), HEADER - 3);
+        framer.feed(&msg[3..HEADER + 10]);
+        assert_eq!(framer.left_in_message(), 990);
+        framer.feed(&msg[HEADER + 10..]);
+        assert_eq!(framer.left_in_message(), 0);
     }
 }

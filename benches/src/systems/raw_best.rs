@@ -13,17 +13,23 @@
 //! - every queued message goes out in one system call: large ones as a `writev` of iovecs that
 //!   all point at the one encoded message, small ones as one `write` from a buffer of
 //!   pre-encoded copies (no copy per call, no system call per message);
+//! - a receiver about to sleep sets `SO_RCVLOWAT` to what is certain to come (the rest of the
+//!   message in progress, for the client its whole window of responses), at most one read
+//!   buffer, so the kernel wakes it once per read buffer instead of once per 64 KiB segment:
+//!   on loopback the sender's thread pays for each wake-up (see [`End::lowat`]);
 //! - socket buffer sizes from [`Tuning`], chosen by measurement per scenario (see the README).
 //!
 //! When everything a window sends fits in the socket buffers (the 64-byte scenarios) the
 //! sockets stay blocking: a blocking `read` is the readiness wait, one system call fewer per
 //! batch than epoll and then `read`.
 //!
-//! `raw_stream` is the physical ceiling of one loopback connection: the server `sendfile`s the
-//! scenario's payload from a memfd over and over (the kernel sends page-cache pages, no copy on
-//! the sending side), the client `read`s into a reused buffer, and every payload's worth of
-//! bytes counts as one call. The receiving copy stays, because an application needs the bytes
-//! in its memory.
+//! `raw_stream` is the physical ceiling of one loopback connection: the server `write`s the
+//! scenario's payload from one buffer over and over, the client `read`s into a reused buffer
+//! with `SO_RCVLOWAT` at the buffer's size, and every payload's worth of bytes counts as one
+//! call. `sendfile` from a memfd (`ZCRPC_BENCH_RAW=send=sendfile`) saves the sending copy but
+//! measured slower here: the receiver's copy out of the memfd's 4 KiB page-cache pages took
+//! 1.6–1.9× the CPU per byte of its copy out of the 32 KiB chunks a `write` fills, and the
+//! receiver is the slower side of a stream.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -58,6 +64,15 @@ pub struct Tuning {
     pub blocking: bool,
     /// Most messages one `writev` asks the kernel to take.
     pub max_batch: usize,
+    /// Largest `SO_RCVLOWAT` a receiver sets before it waits (see [`End::lowat`]), 0 for none;
+    /// `None` for the default: the read buffer's size with non-blocking sockets and in the
+    /// stream, none for blocking request/response (64-byte messages arrive in one segment).
+    pub lowat_cap: Option<usize>,
+    /// `raw_stream`: bytes of the source (buffer or memfd) sent over and over, 0 for the
+    /// scenario's payload.
+    pub stream_len: usize,
+    /// `raw_stream`: `sendfile` from a memfd instead of `write` from a buffer.
+    pub stream_sendfile: bool,
 }
 
 /// Environment variable overriding [`Tuning`] for sweeps.
@@ -79,6 +94,9 @@ impl Tuning {
             // wait on a peer that is itself blocked sending: a blocking `read` is the wait.
             blocking: stream || shape.window * largest <= (64 << 10),
             max_batch: MAX_IOV,
+            lowat_cap: None,
+            stream_len: 0,
+            stream_sendfile: false,
         };
         if let Ok(spec) = std::env::var(RAW_ENV) {
             t.apply(&spec)?;
@@ -101,6 +119,9 @@ impl Tuning {
                 "readbuf" => self.read_buf = n()?.max(HEADER),
                 "wait" => self.blocking = v == "block",
                 "batch" => self.max_batch = n()?.clamp(1, MAX_IOV),
+                "lowat" => self.lowat_cap = Some(n()?),
+                "len" => self.stream_len = n()?,
+                "send" => self.stream_sendfile = v == "sendfile",
                 _ => return Err(format!("{RAW_ENV}: unknown key {k}")),
             }
         }
@@ -140,6 +161,25 @@ struct End {
     sent: usize,
     framer: super::raw::Framer,
     buf: Vec<u8>,
+    /// Whole messages the peer is sure to send after the one in progress: the client's window
+    /// of responses; 0 for the server, which cannot know when the next request comes.
+    peer_window: usize,
+    /// Length of each incoming message, header included.
+    recv_msg: usize,
+    lowat_cap: usize,
+    /// The `SO_RCVLOWAT` in force.
+    lowat: usize,
+}
+
+/// Bytes certain to arrive: `left` of the message in progress (0 at a boundary), then the rest
+/// of a window of `peer_window` messages of `msg` bytes each, the one in progress included
+/// (`peer_window` 0: nothing is known beyond the message in progress).
+fn certain_bytes(left: usize, peer_window: usize, msg: usize) -> usize {
+    match (peer_window, left) {
+        (0, left) => left,
+        (w, 0) => w * msg,
+        (w, left) => left + (w - 1) * msg,
+    }
 }
 
 /// What one pass over the socket did.
@@ -150,7 +190,14 @@ struct Pass {
 }
 
 impl End {
-    fn new(sock: TcpStream, tuning: Tuning, send_len: usize, window: usize) -> io::Result<End> {
+    fn new(
+        sock: TcpStream,
+        tuning: Tuning,
+        send_len: usize,
+        window: usize,
+        recv_len: usize,
+        peer_window: usize,
+    ) -> io::Result<End> {
         tuning.setup(&sock)?;
         let epoll = if tuning.blocking {
             None
@@ -174,7 +221,39 @@ impl End {
             sent: 0,
             framer: super::raw::Framer::default(),
             buf: vec![0u8; tuning.read_buf],
+            recv_msg: HEADER + recv_len,
+            peer_window,
+            lowat_cap: tuning.lowat_cap.unwrap_or(if tuning.blocking {
+                0
+            } else {
+                tuning.read_buf
+            }),
+            lowat: 1,
         })
+    }
+
+    /// Before a wait: asks the kernel not to wake this side until as many bytes are queued as
+    /// are certain to come (the rest of the message in progress, and for the client the rest
+    /// of its window), at most [`Tuning::lowat_cap`]. On loopback the sender's thread runs
+    /// the receiver's TCP input and wakes the receiver for each segment it queues while the
+    /// receiver sleeps; a receiver that drains faster than its peer sends otherwise sleeps and
+    /// is woken once per 64 KiB segment, each wake-up a cross-CPU interrupt that the sending
+    /// side pays for. Never more than will certainly come, or the wait would never end.
+    fn lowat(&mut self) -> io::Result<()> {
+        if self.lowat_cap == 0 {
+            return Ok(());
+        }
+        let certain = certain_bytes(
+            self.framer.left_in_message(),
+            self.peer_window,
+            self.recv_msg,
+        );
+        let want = certain.clamp(1, self.lowat_cap);
+        if want != self.lowat {
+            sys::set_rcvlowat(&self.sock, want)?;
+            self.lowat = want;
+        }
+        Ok(())
     }
 
     /// Writes queued messages until done or the socket is full; true when it is full.
@@ -216,6 +295,10 @@ impl End {
 
     /// Reads until the queue is empty; returns the whole messages that ended.
     fn drain(&mut self) -> io::Result<usize> {
+        if self.sock_blocking() {
+            // The read below is the wait.
+            self.lowat()?;
+        }
         let mut done = 0;
         loop {
             let n = match self.sock.read(&mut self.buf) {
@@ -244,7 +327,8 @@ impl End {
         })
     }
 
-    fn wait(&self) -> io::Result<()> {
+    fn wait(&mut self) -> io::Result<()> {
+        self.lowat()?;
         match &self.epoll {
             Some(e) => e.wait(),
             // Blocking: the next read is the wait.
@@ -255,7 +339,15 @@ impl End {
 
 fn serve(listener: TcpListener, shape: Shape, tuning: Tuning) -> io::Result<()> {
     let (sock, _) = listener.accept()?;
-    let mut end = End::new(sock, tuning, shape.response_len, shape.window)?;
+    // The server cannot know when the next request comes: only the rest of one is certain.
+    let mut end = End::new(
+        sock,
+        tuning,
+        shape.response_len,
+        shape.window,
+        shape.request_len,
+        0,
+    )?;
     loop {
         let pass = end.pass()?;
         end.queued += pass.received;
@@ -272,7 +364,15 @@ fn client(
     timing: Timing,
     record_latency: bool,
 ) -> io::Result<Sample> {
-    let mut end = End::new(sock, tuning, shape.request_len, shape.window)?;
+    let mut end = End::new(
+        sock,
+        tuning,
+        shape.request_len,
+        shape.window,
+        shape.response_len,
+        // Every request queued is answered: a whole window of responses is always coming.
+        shape.window,
+    )?;
     let mut started = std::collections::VecDeque::with_capacity(shape.window);
     let mut meter = Meter::new(timing, record_latency);
     let now = Instant::now();
@@ -319,11 +419,17 @@ pub fn run(
     )
 }
 
-/// Runs one measurement of `raw_stream`: the server streams the scenario's payload (the larger
-/// direction) from a memfd with `sendfile`, the client counts each payload's worth of bytes as
-/// one call.
+/// Runs one measurement of `raw_stream`: the server `write`s the scenario's payload (the larger
+/// direction) over and over, the client counts each payload's worth of bytes as one call.
+///
+/// On a streaming scenario the stream carries records instead: each message of the scenario
+/// behind the same 8-byte length header as every raw system, the source holding as many
+/// copies as fit in [`BATCH_BYTES`] (at least one), and the client counts whole records with
+/// the [`super::raw::Framer`], a clock read per [`crate::meter::MESSAGES_PER_TICK`] of them as
+/// for the RPC systems' streams.
 pub fn run_stream(shape: Shape, placement: Placement, timing: Timing) -> Result<Sample, String> {
     let payload = shape.payload_per_call();
+    let records = shape.server_stream;
     let tuning = Tuning::for_shape(shape, true)?;
     run_pair(
         placement,
@@ -333,12 +439,35 @@ pub fn run_stream(shape: Shape, placement: Placement, timing: Timing) -> Result<
             let fail = |e: io::Error| format!("raw_stream server: {e}");
             let (sock, _) = listener.accept().map_err(fail)?;
             tuning.setup(&sock).map_err(fail)?;
-            let file = sys::memfd_with(&vec![0xA5u8; payload]).map_err(fail)?;
+            let data = if records {
+                let record = encoded(payload);
+                let bytes = if tuning.stream_len > 0 {
+                    tuning.stream_len
+                } else {
+                    BATCH_BYTES
+                };
+                record.repeat((bytes / record.len()).max(1))
+            } else {
+                let len = if tuning.stream_len > 0 {
+                    tuning.stream_len
+                } else {
+                    payload
+                };
+                vec![0xA5u8; len]
+            };
+            if !tuning.stream_sendfile {
+                let mut sock = sock;
+                loop {
+                    sock.write_all(&data).map_err(fail)?;
+                }
+            }
+            let len = data.len();
+            let file = sys::memfd_with(&data).map_err(fail)?;
             let mut offset = 0u64;
             loop {
-                let left = payload - offset as usize;
+                let left = len - offset as usize;
                 offset += sys::sendfile(&sock, &file, offset, left).map_err(fail)? as u64;
-                if offset as usize == payload {
+                if offset as usize == len {
                     offset = 0;
                 }
             }
@@ -348,7 +477,26 @@ pub fn run_stream(shape: Shape, placement: Placement, timing: Timing) -> Result<
             let mut sock = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
             tuning.setup(&sock).map_err(fail)?;
             let mut buf = vec![0u8; tuning.read_buf];
-            let mut meter = Meter::new(timing, false);
+            let lowat = tuning.lowat_cap.unwrap_or(buf.len()).min(buf.len());
+            if lowat > 0 {
+                // The stream never ends: a whole buffer's worth is always coming.
+                sys::set_rcvlowat(&sock, lowat).map_err(fail)?;
+            }
+            let meter = Meter::new(timing, false);
+            if records {
+                let mut framer = super::raw::Framer::default();
+                let mut counter = crate::meter::StreamCounter::new(meter, payload);
+                loop {
+                    let n = sock.read(&mut buf).map_err(fail)?;
+                    if n == 0 {
+                        return Err("raw_stream: server closed".to_string());
+                    }
+                    if !counter.add(framer.feed(&buf[..n]) as u64) {
+                        return Ok(counter.finish());
+                    }
+                }
+            }
+            let mut meter = meter;
             let mut into_call = 0usize;
             let mut call_started = Instant::now();
             loop {
@@ -367,4 +515,32 @@ pub fn run_stream(shape: Shape, placement: Placement, timing: Timing) -> Result<
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certain_bytes_never_counts_what_may_not_come() {
+        let msg = HEADER + (1 << 20);
+        // The server knows only the rest of the request in progress.
+        assert_eq!(certain_bytes(0, 0, msg), 0);
+        assert_eq!(certain_bytes(5, 0, msg), 5);
+        // The client: its whole window, less what it already has of the first response.
+        assert_eq!(certain_bytes(0, 8, msg), 8 * msg);
+        assert_eq!(certain_bytes(100, 8, msg), 100 + 7 * msg);
+        assert_eq!(certain_bytes(100, 1, msg), 100);
+    }
+
+    #[test]
+    fn tuning_keys_parse() {
+        let shape = crate::scenario::Scenario::Download1m.shape();
+        let mut t = Tuning::for_shape(shape, false).unwrap();
+        t.apply("lowat=0,len=4096,send=sendfile").unwrap();
+        assert_eq!(t.lowat_cap, Some(0));
+        assert_eq!(t.stream_len, 4096);
+        assert!(t.stream_sendfile);
+        assert!(t.apply("nope=1").is_err());
+    }
 }

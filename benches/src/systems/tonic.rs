@@ -1,6 +1,11 @@
 //! `tonic`: tonic 0.14 with prost, the `bytes` field generated as `Bytes`, over its own HTTP/2
 //! transport with default window sizes. Only the message size limits are raised, so that
 //! `call_64m` fits (the default is 4 MiB).
+//!
+//! The streaming scenarios call `Stream`, whose handler returns an always-ready stream of the
+//! same response blob (`futures::stream::repeat`): tonic's best case, since its encoder then
+//! fills its 32 KiB yield threshold with messages before each write, and no channel or task
+//! hop stands between the handler and the connection.
 
 use std::net::SocketAddr;
 
@@ -9,7 +14,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Endpoint, Server};
 use tonic::{Request, Response, Status};
 
-use crate::meter::{closed_loop, Meter, Sample, Timing};
+use crate::meter::{closed_loop, Meter, Sample, StreamCounter, Timing};
 use crate::placement::{current_thread_runtime, run_pair, Placement};
 use crate::scenario::Shape;
 
@@ -37,6 +42,48 @@ impl Bench for Echo {
         Ok(Response::new(Blob {
             data: self.response.clone(),
         }))
+    }
+
+    type StreamStream = futures::stream::Repeat<Result<Blob, Status>>;
+
+    async fn stream(&self, request: Request<Blob>) -> Result<Response<Self::StreamStream>, Status> {
+        drop(request);
+        Ok(Response::new(futures::stream::repeat(Ok(Blob {
+            data: self.response.clone(),
+        }))))
+    }
+}
+
+/// Reads the server's stream, checking each message's length and first byte, until the meter
+/// says stop.
+async fn read_stream(
+    client: &mut BenchClient<tonic::transport::Channel>,
+    shape: Shape,
+    meter: Meter,
+) -> Result<Sample, String> {
+    let mut stream = client
+        .stream(Blob {
+            data: Bytes::from(vec![0xA5; shape.request_len]),
+        })
+        .await
+        .map_err(|e| format!("tonic stream: {e}"))?
+        .into_inner();
+    let mut counter = StreamCounter::new(meter, shape.response_len);
+    loop {
+        let blob = match stream.message().await {
+            Ok(Some(blob)) => blob,
+            Ok(None) => return Err("tonic stream ended".to_string()),
+            Err(e) => return Err(format!("tonic stream: {e}")),
+        };
+        if blob.data.len() != shape.response_len || blob.data[0] != 0xA5 {
+            return Err(format!(
+                "tonic stream: a message of {} bytes",
+                blob.data.len()
+            ));
+        }
+        if !counter.add(1) {
+            return Ok(counter.finish());
+        }
     }
 }
 
@@ -78,11 +125,14 @@ pub fn run(
                     .connect()
                     .await
                     .map_err(|e| format!("tonic connect: {e}"))?;
-                let client = BenchClient::new(channel)
+                let mut client = BenchClient::new(channel)
                     .max_decoding_message_size(MAX_MESSAGE)
                     .max_encoding_message_size(MAX_MESSAGE);
-                let request = Bytes::from(vec![0xA5; shape.request_len]);
                 let meter = Meter::new(timing, record_latency);
+                if shape.server_stream {
+                    return read_stream(&mut client, shape, meter).await;
+                }
+                let request = Bytes::from(vec![0xA5; shape.request_len]);
                 closed_loop(shape.window, meter, || {
                     let mut client = client.clone();
                     let data = request.clone();

@@ -2,6 +2,12 @@
 //! codec: the benchmark moves bytes), [`rpc_core::Client::call`] on the client. Messages up
 //! to [`ATTACH_FROM`] bytes travel as the call's message, larger ones as one attachment
 //! (a [`Payload`] of the scenario's segment count), as an application would send them.
+//!
+//! The streaming scenarios open one server-streaming call ([`Client::open`] with
+//! [`CallMode::SERVER_STREAMING`]); the handler sends the same response body into the call's
+//! [`rpc_core::StreamSender`] for as long as the client reads, each `send` waiting for credit
+//! as flow control says (the default 4 MiB window), and the client reads with
+//! [`rpc_core::StreamReceiver::recv`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,13 +15,13 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use rpc_core::transport::{tcp, Acceptor, Transport};
 use rpc_core::{
-    Body, BoxFuture, CallOptions, Client, ClientConfig, Payload, Server, ServerRequest, Service,
-    Status,
+    Body, BoxFuture, CallMode, CallOptions, Client, ClientConfig, Payload, Server, ServerRequest,
+    Service, Status,
 };
 
 use transport_uring::{Backend, RecvMode, UringAcceptor, UringConfig, ZcMode};
 
-use crate::meter::{closed_loop, Meter, Sample, Timing};
+use crate::meter::{closed_loop, Meter, Sample, StreamCounter, Timing};
 use crate::placement::{current_thread_runtime, run_pair, Placement};
 use crate::scenario::{Shape, System};
 use crate::systems::NoResult;
@@ -23,6 +29,8 @@ use crate::systems::NoResult;
 /// Bodies from this size on go as an attachment rather than inline in the message.
 const ATTACH_FROM: usize = 4096;
 const METHOD: u32 = 1;
+/// The server-streaming method of the streaming scenarios (the service answers any id).
+const STREAM_METHOD: u32 = 2;
 
 /// A body of `len` bytes cut into `segments` pieces.
 fn body(len: usize, segments: usize) -> Body {
@@ -46,21 +54,69 @@ struct TransportReport {
     server: rpc_core::StatsSnapshot,
 }
 
-/// Answers every call with the same response body.
+/// Answers every unary call with the same response body, and every streaming call with that
+/// body over and over until the call is over.
 #[derive(Debug)]
 struct Echo {
     response: Body,
 }
 
 impl Service for Echo {
-    fn call(&self, request: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+    fn call(&self, mut request: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+        let stream = request.stream.take();
         drop(request);
         let response = self.response.clone();
-        Box::pin(async move { Ok(response) })
+        match stream {
+            None => Box::pin(async move { Ok(response) }),
+            Some(stream) => Box::pin(async move {
+                let (mut sender, _receiver) = stream.split();
+                // Ends when the client goes (the child process exits after the measurement).
+                while sender.send(response.clone()).await.is_ok() {}
+                Ok(Body::default())
+            }),
+        }
     }
 
     fn name(&self) -> &'static str {
         "bench.Echo"
+    }
+}
+
+/// The first byte of a body, from its message or else its first attachment.
+fn first_byte(body: &Body) -> Option<u8> {
+    match body.message.first() {
+        Some(&b) => Some(b),
+        None => body.attachments.first()?.chunks().next()?.first().copied(),
+    }
+}
+
+/// Opens one server-streaming call and reads it, checking each message's length and first byte,
+/// until the meter says stop.
+async fn read_stream(client: &Client, shape: Shape, meter: Meter) -> Result<Sample, String> {
+    let call = client
+        .open(
+            STREAM_METHOD,
+            body(shape.request_len, 1),
+            CallMode::SERVER_STREAMING,
+            CallOptions::default(),
+        )
+        .await
+        .map_err(|e| format!("zcrpc open: {e}"))?;
+    // The sender stays alive with the call: the request side is not ended early.
+    let (_sender, mut receiver) = call.split();
+    let mut counter = StreamCounter::new(meter, shape.response_len);
+    loop {
+        let body = match receiver.recv().await {
+            Some(Ok(body)) => body,
+            Some(Err(e)) => return Err(format!("zcrpc stream: {e}")),
+            None => return Err("zcrpc stream ended".to_string()),
+        };
+        if body.len() != shape.response_len as u64 || first_byte(&body) != Some(0xA5) {
+            return Err(format!("zcrpc stream: a message of {} bytes", body.len()));
+        }
+        if !counter.add(1) {
+            return Ok(counter.finish());
+        }
     }
 }
 
@@ -204,16 +260,21 @@ where
                     .map_err(|e| format!("zcrpc connect: {e}"))?;
                 let request = body(shape.request_len, shape.request_segments);
                 let meter = Meter::new(timing, record_latency);
-                let mut sample = closed_loop(shape.window, meter, || {
-                    let client = client.clone();
-                    let request = request.clone();
-                    async move {
-                        let response = client.call(METHOD, request, CallOptions::default()).await?;
-                        drop(response);
-                        Ok::<(), rpc_core::CallError>(())
-                    }
-                })
-                .await?;
+                let mut sample = if shape.server_stream {
+                    read_stream(&client, shape, meter).await?
+                } else {
+                    closed_loop(shape.window, meter, || {
+                        let client = client.clone();
+                        let request = request.clone();
+                        async move {
+                            let response =
+                                client.call(METHOD, request, CallOptions::default()).await?;
+                            drop(response);
+                            Ok::<(), rpc_core::CallError>(())
+                        }
+                    })
+                    .await?
+                };
                 // Which send path the engine took on each side, for the report.
                 sample.transport_stats = serde_json::to_value(TransportReport {
                     client: client.stats(),
