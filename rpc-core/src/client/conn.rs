@@ -53,6 +53,10 @@ impl HasRoutes for ClientSide {
 }
 
 impl SideHandler for ClientSide {
+    fn after_step(g: &mut Locked<Self>) {
+        stream::deliver(g);
+    }
+
     fn on_event(g: &mut Locked<Self>, event: Event) {
         let side = &mut g.side;
         match event {

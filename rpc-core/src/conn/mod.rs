@@ -11,6 +11,7 @@ mod deadlines;
 mod flow;
 mod keepalive;
 mod outgoing;
+mod small_frames;
 mod streams;
 
 use std::collections::VecDeque;
@@ -22,6 +23,7 @@ pub use config::ConnConfig;
 pub use streams::SendError;
 use calls::{Calls, InFlight};
 use keepalive::Keepalive;
+use small_frames::SmallFrames;
 
 use crate::body::Body;
 use crate::code::Code;
@@ -163,6 +165,8 @@ pub struct Connection {
     /// name calls that never existed.
     last_seen: u64,
     transmits: Vec<Transmit>,
+    /// Small stream frames written back to back, queued after `transmits`.
+    small: SmallFrames,
     events: VecDeque<Event>,
     /// When the peer's hello must have arrived by: fixed at creation, so a peer trickling
     /// bytes cannot stretch it.
@@ -229,6 +233,7 @@ impl Connection {
             out_bytes: head.len(),
             hello_taken: false,
             transmits: vec![Transmit { head, segments: Vec::new() }],
+            small: SmallFrames::default(),
             events: VecDeque::new(),
             hello_deadline,
             keepalive,
@@ -287,6 +292,7 @@ impl Connection {
     /// Takes every pending transmit (appends to `out`). Their bytes stay counted against the
     /// memory budget until [`Connection::handle_written`] reports them written.
     pub fn take_transmits(&mut self, out: &mut Vec<Transmit>) {
+        self.seal_small_frames();
         if !self.transmits.is_empty() {
             self.keepalive.on_taken();
             self.hello_taken = true;
@@ -354,7 +360,7 @@ impl Connection {
 
     /// True when transmits are waiting.
     pub fn has_transmits(&self) -> bool {
-        !self.transmits.is_empty()
+        !self.transmits.is_empty() || !self.small.is_empty()
     }
 
     /// True when events are waiting.
@@ -549,6 +555,7 @@ impl Connection {
     fn withdraw_or_cancel(&mut self, id: u64) {
         // Its commit, if it awaits one, is never sent: the server discards the request unrun.
         self.commits.retain(|(i, _)| *i != id);
+        self.seal_small_frames();
         let mut request_withdrawn = false;
         let mut freed = 0;
         self.transmits.retain(|t| {
@@ -816,6 +823,7 @@ impl Connection {
             // Answers not yet written will never be wanted, and a peer that stopped reading
             // must not keep them alive: only the goaway below is still worth a try.
             // Our hello stays, if not yet taken: the goaway means nothing to a peer without it.
+            self.seal_small_frames();
             let keep = usize::from(!self.hello_taken).min(self.transmits.len());
             for t in self.transmits.drain(keep..) {
                 self.out_bytes -= t.len();
@@ -849,8 +857,25 @@ impl Connection {
     }
 
     fn push_transmit(&mut self, t: Transmit) {
+        self.seal_small_frames();
         self.out_bytes += t.len();
         self.transmits.push(t);
+    }
+
+    /// Queues call `id`'s stream message, which [`SmallFrames::fits`], behind the others.
+    fn push_small_frame(&mut self, id: u64, message: &[u8]) {
+        self.out_bytes += HEADER_LEN + message.len();
+        if let Some(run) = self.small.push(id, message) {
+            self.transmits.push(run);
+        }
+    }
+
+    /// The run of small frames, if any, goes into the queue (already counted in `out_bytes`):
+    /// before any other transmit is queued, and before the queue is read.
+    fn seal_small_frames(&mut self) {
+        if let Some(run) = self.small.seal() {
+            self.transmits.push(run);
+        }
     }
 }
 

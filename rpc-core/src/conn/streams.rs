@@ -1,6 +1,7 @@
 //! The streaming half of the state machine: stream data, stream ends and credit, both sides.
 //! The rules are in `flow.rs` and `docs/wire.md`; this room applies them to the call table.
 
+use super::small_frames::SmallFrames;
 use super::{flow, outgoing, Connection, Event, Side, State};
 use crate::body::Body;
 use crate::code::Code;
@@ -42,6 +43,10 @@ impl Connection {
         }
         flow.on_sent(body.len());
         conn_flow.on_sent(body.len());
+        if SmallFrames::fits(&body) {
+            self.push_small_frame(id, &body.message);
+            return Ok(());
+        }
         let frame = StreamData { id, message: body.message, attachments: body.attachments };
         match frame.encode() {
             Ok(t) => {

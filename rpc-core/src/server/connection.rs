@@ -189,6 +189,7 @@ impl SideHandler for ServerSide {
     }
 
     fn after_step(g: &mut Locked<Self>) {
+        stream::deliver(g);
         if g.side.draining && g.conn.is_open() && g.conn.calls_in_flight() == 0 {
             g.conn.close(ConnectionError::LocallyClosed);
         }

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
 
-pub(crate) use routes::Routes;
+pub(crate) use routes::{deliver, Routes};
 pub use typed::{ItemWith, Sink, Source};
 
 use crate::body::Body;
@@ -31,8 +31,21 @@ const REPORT_EVERY: usize = 32 << 10;
 pub(crate) enum Inbound {
     /// The next message.
     Message(Body),
+    /// The next messages, in order (those that arrived in one step).
+    Messages(Vec<Body>),
     /// The stream is over: cleanly, or why not.
     End(Result<(), CallError>),
+}
+
+impl Inbound {
+    /// The messages in this item, and their bytes.
+    fn counts(&self) -> (usize, usize) {
+        match self {
+            Inbound::Message(b) => (1, b.len() as usize),
+            Inbound::Messages(v) => (v.len(), v.iter().map(|b| b.len() as usize).sum()),
+            Inbound::End(_) => (0, 0),
+        }
+    }
 }
 
 /// A side that routes stream events (both do).
@@ -97,7 +110,16 @@ pub(crate) fn handles<H: SideHandler + HasRoutes>(
     let guard = keep.map(|keep| Arc::new(CancelOnDrop { host: host.clone(), id, _keep: keep }));
     CallStream {
         sender: StreamSender { host: host.clone(), id, ended: false, sends_end: client, _guard: guard.clone() },
-        receiver: StreamReceiver { host, id, inbound, done: false, unreported: (0, 0), method: None, _guard: guard },
+        receiver: StreamReceiver {
+            host,
+            id,
+            inbound,
+            batch: Vec::new().into_iter(),
+            done: false,
+            unreported: (0, 0),
+            method: None,
+            _guard: guard,
+        },
     }
 }
 
@@ -184,6 +206,8 @@ pub struct StreamReceiver {
     host: Arc<dyn Host>,
     id: u64,
     inbound: mpsc::UnboundedReceiver<Inbound>,
+    /// What is left of the last batch of messages received, taken before the channel.
+    batch: std::vec::IntoIter<Body>,
     done: bool,
     /// Messages taken and bytes in them, not yet reported to the connection: reported in
     /// batches, before waiting, at the end and on drop (one step for many small messages).
@@ -203,6 +227,9 @@ impl StreamReceiver {
 
     /// Polls for the next message (see [`StreamReceiver::recv`]).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Body, CallError>>> {
+        if let Some(body) = self.batch.next() {
+            return Poll::Ready(Some(Ok(self.took(body))));
+        }
         if self.done {
             return Poll::Ready(None);
         }
@@ -216,13 +243,11 @@ impl StreamReceiver {
             Poll::Ready(item) => item,
         };
         Poll::Ready(match item {
-            Some(Inbound::Message(body)) => {
-                self.unreported.0 += 1;
-                self.unreported.1 += body.len() as usize;
-                if self.unreported.1 + self.unreported.0 * HEADER_LEN >= REPORT_EVERY {
-                    self.report();
-                }
-                Some(Ok(body))
+            Some(Inbound::Message(body)) => Some(Ok(self.took(body))),
+            Some(Inbound::Messages(batch)) => {
+                self.batch = batch.into_iter();
+                let first = self.batch.next().expect("a batch holds two messages or more");
+                Some(Ok(self.took(first)))
             }
             Some(Inbound::End(Ok(()))) => {
                 self.report();
@@ -250,6 +275,16 @@ impl StreamReceiver {
         self.id
     }
 
+    /// Counts a message taken, reporting once enough is.
+    fn took(&mut self, body: Body) -> Body {
+        self.unreported.0 += 1;
+        self.unreported.1 += body.len() as usize;
+        if self.unreported.1 + self.unreported.0 * HEADER_LEN >= REPORT_EVERY {
+            self.report();
+        }
+        body
+    }
+
     /// Tells the connection what was taken since the last report.
     fn report(&mut self) {
         let (messages, bytes) = std::mem::take(&mut self.unreported);
@@ -271,11 +306,14 @@ impl Drop for StreamReceiver {
     /// credit to the sender, which would otherwise wait for ever.
     fn drop(&mut self) {
         self.inbound.close();
+        for body in std::mem::take(&mut self.batch) {
+            self.unreported.0 += 1;
+            self.unreported.1 += body.len() as usize;
+        }
         while let Ok(item) = self.inbound.try_recv() {
-            if let Inbound::Message(body) = item {
-                self.unreported.0 += 1;
-                self.unreported.1 += body.len() as usize;
-            }
+            let (messages, bytes) = item.counts();
+            self.unreported.0 += messages;
+            self.unreported.1 += bytes;
         }
         self.report();
     }

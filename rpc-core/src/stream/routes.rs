@@ -1,12 +1,18 @@
 //! Where the stream events of a connection go: each streaming call's inbound channel, and the
 //! waker of a sender waiting for credit. Kept by each side behind the connection's lock.
+//!
+//! The messages of one call that arrive in one step (one read's worth of frames) go to its
+//! receiver as one batch at the end of the step: one channel send and one wake-up for hundreds
+//! of small messages, not one each (measured on `stream_64b`: the channel's push, pop and
+//! wake-up per message were a tenth of the receiving side's time).
 
 use std::task::Waker;
 
 use tokio::sync::mpsc;
 
-use super::Inbound;
+use super::{HasRoutes, Inbound};
 use crate::body::Body;
+use crate::driver::Locked;
 use crate::call_map::CallMap;
 use crate::error::CallError;
 
@@ -15,6 +21,17 @@ use crate::error::CallError;
 pub(crate) struct Routes {
     inbound: CallMap<mpsc::UnboundedSender<Inbound>>,
     blocked: CallMap<Waker>,
+    /// The messages of one call delivered during this step, not yet sent on.
+    staged: Option<(u64, Staged)>,
+    /// Messages whose receiver was gone when their batch was sent: (call, messages, bytes),
+    /// for the connection to count as consumed.
+    undelivered: Vec<(u64, usize, usize)>,
+}
+
+/// One message, or many (the vector only once a second one comes).
+enum Staged {
+    One(Body),
+    Many(Vec<Body>),
 }
 
 impl Routes {
@@ -33,17 +50,55 @@ impl Routes {
 
     /// Delivers a message of call `id`. Gives it back when nobody listens any more (the
     /// receiver was dropped, or the call has no route): its bytes are then consumed at once.
+    /// A receiver dropped during the step finds its messages counted at the step's end
+    /// ([`deliver`]).
     pub(crate) fn message(&mut self, id: u64, body: Body) -> Result<(), Body> {
-        let Some(tx) = self.inbound.get(&id) else { return Err(body) };
-        tx.send(Inbound::Message(body)).map_err(|e| match e.0 {
-            Inbound::Message(b) => b,
-            Inbound::End(_) => unreachable!("sent a message"),
-        })
+        if !self.inbound.contains_key(&id) || self.inbound.get(&id).is_some_and(|tx| tx.is_closed()) {
+            return Err(body);
+        }
+        match self.staged.take() {
+            Some((staged_id, staged)) if staged_id == id => {
+                let mut many = match staged {
+                    Staged::One(first) => {
+                        let mut v = Vec::with_capacity(64);
+                        v.push(first);
+                        v
+                    }
+                    Staged::Many(v) => v,
+                };
+                many.push(body);
+                self.staged = Some((id, Staged::Many(many)));
+            }
+            other => {
+                self.staged = other;
+                self.flush();
+                self.staged = Some((id, Staged::One(body)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the staged messages on, in one batch.
+    fn flush(&mut self) {
+        let Some((id, staged)) = self.staged.take() else { return };
+        let item = match staged {
+            Staged::One(body) => Inbound::Message(body),
+            Staged::Many(batch) => Inbound::Messages(batch),
+        };
+        let sent = match self.inbound.get(&id) {
+            Some(tx) => tx.send(item).map_err(|e| e.0),
+            None => Err(item),
+        };
+        if let Err(item) = sent {
+            let (messages, bytes) = item.counts();
+            self.undelivered.push((id, messages, bytes));
+        }
     }
 
     /// Ends call `id`'s inbound stream with `result` and closes it; a sender waiting for credit
     /// is woken when `also_sending` (the whole call is over).
     pub(crate) fn end(&mut self, id: u64, result: Result<(), CallError>, also_sending: bool) {
+        self.flush();
         if let Some(tx) = self.inbound.remove(&id) {
             let _ = tx.send(Inbound::End(result));
         }
@@ -72,7 +127,74 @@ impl Routes {
 
     /// Forgets call `id` (its stream, its sender), waking a sender that waits.
     pub(crate) fn remove(&mut self, id: u64) {
+        self.flush();
         self.inbound.remove(&id);
         self.wake(id);
+    }
+}
+
+/// The end of a step: the staged messages go to their receivers, and those nobody can take any
+/// more are consumed (their credit goes back to the sender, their bytes to the budget).
+pub(crate) fn deliver<H: HasRoutes>(g: &mut Locked<H>) {
+    let routes = g.side.routes();
+    routes.flush();
+    if routes.undelivered.is_empty() {
+        return;
+    }
+    for (id, messages, bytes) in std::mem::take(&mut routes.undelivered) {
+        g.conn.consumed_many(id, messages, bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn body(n: u8) -> Body {
+        Body::message(Bytes::from(vec![n; 10]))
+    }
+
+    #[test]
+    fn messages_of_one_step_reach_the_receiver_as_one_batch_in_order() {
+        let mut routes = Routes::default();
+        let mut rx = routes.open(1);
+        let mut other = routes.open(2);
+        for n in 0..3 {
+            routes.message(1, body(n)).unwrap();
+        }
+        routes.message(2, body(9)).unwrap(); // another call: the first batch goes on
+        routes.message(1, body(3)).unwrap();
+        routes.flush();
+        match rx.try_recv().unwrap() {
+            Inbound::Messages(v) => assert_eq!(v.iter().map(|b| b.message[0]).collect::<Vec<_>>(), [0, 1, 2]),
+            _ => panic!("expected a batch"),
+        }
+        assert!(matches!(rx.try_recv().unwrap(), Inbound::Message(b) if b.message[0] == 3));
+        assert!(matches!(other.try_recv().unwrap(), Inbound::Message(b) if b.message[0] == 9));
+        assert!(routes.undelivered.is_empty());
+    }
+
+    #[test]
+    fn a_batch_whose_receiver_went_is_counted_for_consumption() {
+        let mut routes = Routes::default();
+        let rx = routes.open(1);
+        routes.message(1, body(0)).unwrap();
+        routes.message(1, body(1)).unwrap();
+        drop(rx);
+        routes.flush();
+        assert_eq!(routes.undelivered, vec![(1, 2, 20)]);
+        // Once it is known gone, a message is given straight back.
+        assert!(routes.message(1, body(2)).is_err());
+    }
+
+    #[test]
+    fn the_end_follows_the_messages_staged_before_it() {
+        let mut routes = Routes::default();
+        let mut rx = routes.open(1);
+        routes.message(1, body(0)).unwrap();
+        routes.end(1, Ok(()), false);
+        assert!(matches!(rx.try_recv().unwrap(), Inbound::Message(_)));
+        assert!(matches!(rx.try_recv().unwrap(), Inbound::End(Ok(()))));
     }
 }
