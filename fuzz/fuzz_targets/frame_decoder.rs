@@ -1,6 +1,6 @@
 //! Arbitrary bytes after a valid hello, cut into arbitrary reads: the decoder returns frames
 //! or an error, never panics, and never asks for more than the limits allow; every attachment
-//! it hands out is 64-byte aligned.
+//! it hands out is 64-byte aligned; a stream batch that decodes is never empty.
 //!
 //! Then a frame with attachments built from the input, with one byte changed: a change inside
 //! the padding (`docs/wire.md`, "Padding") is always an error, and an unchanged frame decodes
@@ -28,6 +28,11 @@ fn assert_aligned(f: &Frame) {
         Frame::Response(r) => &r.attachments,
         Frame::Error(e) => {
             assert!(e.status.details.is_empty() || e.status.details.as_ptr() as usize % 64 == 0);
+            &[]
+        }
+        // A batch (stream data flagged batch) that decodes has messages that filled it.
+        Frame::StreamBatch(b) => {
+            assert!(!b.messages.is_empty());
             &[]
         }
         _ => &[],

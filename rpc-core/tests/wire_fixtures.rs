@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rpc_core::frame::{
     caps, CallMode, Cancel, Commit, Credit, ErrorFrame, Frame, FrameDecoder, GoAway, Hello, Limits, Ping, Request, Response,
-    StreamData, StreamEnd, MAGIC, WIRE_VERSION,
+    StreamBatch, StreamData, StreamEnd, MAGIC, WIRE_VERSION,
 };
 use rpc_core::{Code, DecodeError, Payload, Status};
 
@@ -78,6 +78,12 @@ fn streaming_request_and_stream_frames() {
     ].concat());
     assert_eq!(d.clone().encode().unwrap().to_vec(), data);
     assert_eq!(decode_one(&data), Frame::StreamData(d));
+
+    // A batch (flag bit 7) of two messages, "m" and "ab", each behind its u32 length.
+    let batch = StreamBatch { id: 3, messages: vec![Bytes::from_static(b"m"), Bytes::from_static(b"ab")] };
+    let batched = hex("05 80 0000 00000000 0300000000000000 0000000000000000 0b000000 00000000 0000000000000000 01000000 6d 02000000 6162");
+    assert_eq!(batch.clone().encode().unwrap().to_vec(), batched);
+    assert_eq!(decode_one(&batched), Frame::StreamBatch(batch));
 
     let end = hex("06 00 0000 00000000 0300000000000000 0000000000000000 00000000 00000000 0000000000000000");
     assert_eq!(StreamEnd { id: 3, code: Code::OK }.encode().unwrap().to_vec(), end);

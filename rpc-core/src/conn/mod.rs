@@ -210,7 +210,7 @@ impl Connection {
     fn with_hello(side: Side, config: ConnConfig, now: Instant, refusal: Option<(Code, String)>) -> Self {
         let hello = Hello {
             version: WIRE_VERSION,
-            capabilities: caps::STREAMS | caps::COMMIT,
+            capabilities: caps::STREAMS | caps::COMMIT | caps::STREAM_BATCHES,
             max_frame: config.max_frame.max(MIN_MAX_FRAME),
             max_calls_in_flight: if refusal.is_some() { 0 } else { config.max_calls_in_flight },
             max_attachments: config.max_attachments,
@@ -623,6 +623,7 @@ impl Connection {
 
     fn on_hello(&mut self, hello: Hello) -> Result<(), ConnectionError> {
         self.peer = Some(hello);
+        self.small.configure(hello.capabilities & caps::STREAM_BATCHES != 0, hello.max_frame);
         self.conn_flow = Some(flow::Flow::connection(hello.stream_window, self.config.stream_window()));
         if hello.max_calls_in_flight == 0 {
             // A refusal: its goaway follows and says why (see `Connection::refuse`).
@@ -661,6 +662,7 @@ impl Connection {
             }
             (Side::Client, Frame::Error(e)) => self.finish(e.id, Err(CallError::Status(e.status))),
             (_, Frame::StreamData(d)) => self.on_stream_data(d)?,
+            (_, Frame::StreamBatch(b)) => self.on_stream_batch(b)?,
             (_, Frame::StreamEnd(e)) => self.on_stream_end(e)?,
             (_, Frame::Credit(c)) => self.on_credit(c)?,
             (side, frame) => {
@@ -864,8 +866,9 @@ impl Connection {
 
     /// Queues call `id`'s stream message, which [`SmallFrames::fits`], behind the others.
     fn push_small_frame(&mut self, id: u64, message: &[u8]) {
-        self.out_bytes += HEADER_LEN + message.len();
-        if let Some(run) = self.small.push(id, message) {
+        let (sealed, added) = self.small.push(id, message);
+        self.out_bytes += added;
+        if let Some(run) = sealed {
             self.transmits.push(run);
         }
     }

@@ -3,13 +3,17 @@
 //! `stream_64b` before this room: one heap allocation, one free and one iovec per message,
 //! with the kernel's per-iovec copy the largest single cost of the sending side).
 //!
+//! To a peer that takes stream batches (`caps::STREAM_BATCHES`) a run is one frame carrying
+//! all its messages, each behind a 4-byte length (one header, one decode, one credit check
+//! per run on the receiving side); to any other peer, whole frames back to back.
+//!
 //! A run holds frames of one call only, so a withdrawn or cancelled call's queued frames can
 //! still be found by the header in front of each transmit (`Connection::withdraw_or_cancel`).
 
 use bytes::BytesMut;
 
 use crate::body::Body;
-use crate::frame::{StreamData, HEADER_LEN, INLINE_MESSAGE_MAX};
+use crate::frame::{StreamBatch, StreamData, BATCH_PREFIX, HEADER_LEN, INLINE_MESSAGE_MAX};
 use crate::transmit::Transmit;
 
 /// A run becomes a transmit of its own at this size, so the writer gets frames to write while
@@ -17,11 +21,21 @@ use crate::transmit::Transmit;
 const RUN_MAX: usize = 64 << 10;
 
 /// The run being written, not yet a transmit.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct SmallFrames {
     /// The call whose frames are in `buf`.
     id: u64,
     buf: BytesMut,
+    /// The run is one batch frame.
+    batch: bool,
+    /// A batch's messages (with their lengths) fit in this many bytes: the peer's `max_frame`.
+    batch_max: usize,
+}
+
+impl Default for SmallFrames {
+    fn default() -> Self {
+        SmallFrames { id: 0, buf: BytesMut::new(), batch: false, batch_max: RUN_MAX }
+    }
 }
 
 impl SmallFrames {
@@ -30,22 +44,49 @@ impl SmallFrames {
         body.attachments.is_empty() && body.message.len() <= INLINE_MESSAGE_MAX
     }
 
+    /// Runs become batch frames of at most `max_frame` bytes of messages, once the peer's
+    /// hello says it takes them (`batches`). Called before any message is pushed.
+    pub(super) fn configure(&mut self, batches: bool, max_frame: u32) {
+        debug_assert!(self.buf.is_empty());
+        self.batch = batches;
+        self.batch_max = RUN_MAX.min(max_frame as usize);
+    }
+
     /// Appends call `id`'s frame carrying `message`; gives back the run sealed first, when it
-    /// held another call's frames or was full.
-    pub(super) fn push(&mut self, id: u64, message: &[u8]) -> Option<Transmit> {
-        let sealed = if !self.buf.is_empty() && (self.id != id || self.buf.len() >= RUN_MAX) { self.seal() } else { None };
+    /// held another call's frames or was full, and the bytes the message added.
+    pub(super) fn push(&mut self, id: u64, message: &[u8]) -> (Option<Transmit>, usize) {
+        let full = match self.batch {
+            true => self.buf.len().saturating_sub(HEADER_LEN) + BATCH_PREFIX + message.len() > self.batch_max,
+            false => self.buf.len() >= RUN_MAX,
+        };
+        let sealed = if !self.buf.is_empty() && (self.id != id || full) { self.seal() } else { None };
         self.id = id;
-        if self.buf.capacity() - self.buf.len() < HEADER_LEN + message.len() {
+        if self.buf.capacity() - self.buf.len() < HEADER_LEN + BATCH_PREFIX + message.len() {
             // The sealed runs still share the old buffer, so this allocates a new one.
-            self.buf.reserve(RUN_MAX + HEADER_LEN + INLINE_MESSAGE_MAX);
+            self.buf.reserve(RUN_MAX + HEADER_LEN + BATCH_PREFIX + INLINE_MESSAGE_MAX);
         }
-        StreamData::encode_small(id, message, &mut self.buf);
-        sealed
+        let start = self.buf.len();
+        match self.batch {
+            true => {
+                if self.buf.is_empty() {
+                    StreamBatch::start_in_place(&mut self.buf);
+                }
+                StreamBatch::push_in_place(message, &mut self.buf);
+            }
+            false => StreamData::encode_small(id, message, &mut self.buf),
+        }
+        (sealed, self.buf.len() - start)
     }
 
     /// The frames written so far, as one transmit (none when there are none).
     pub(super) fn seal(&mut self) -> Option<Transmit> {
-        (!self.buf.is_empty()).then(|| Transmit { head: self.buf.split().freeze(), segments: Vec::new() })
+        if self.buf.is_empty() {
+            return None;
+        }
+        if self.batch {
+            StreamBatch::finish_in_place(self.id, &mut self.buf);
+        }
+        Some(Transmit { head: self.buf.split().freeze(), segments: Vec::new() })
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -66,6 +107,7 @@ mod tests {
         while let Some(frame) = decoder.decode(&mut input).unwrap() {
             match frame {
                 Frame::StreamData(d) => out.push((d.id, d.message)),
+                Frame::StreamBatch(b) => out.extend(b.messages.into_iter().map(|m| (b.id, m))),
                 other => panic!("not stream data: {other:?}"),
             }
         }
@@ -77,13 +119,33 @@ mod tests {
     fn frames_of_one_call_share_a_transmit_until_another_call_comes() {
         let mut run = SmallFrames::default();
         assert!(run.seal().is_none());
-        assert!(run.push(1, b"a").is_none());
-        assert!(run.push(1, b"bb").is_none());
-        let first = run.push(2, b"ccc").expect("another call seals the run");
+        assert!(run.push(1, b"a").0.is_none());
+        assert!(run.push(1, b"bb").0.is_none());
+        let first = run.push(2, b"ccc").0.expect("another call seals the run");
         assert_eq!(frames_of(&first), vec![(1, Bytes::from_static(b"a")), (1, Bytes::from_static(b"bb"))]);
         let second = run.seal().unwrap();
         assert_eq!(frames_of(&second), vec![(2, Bytes::from_static(b"ccc"))]);
         assert!(run.is_empty() && run.seal().is_none());
+    }
+
+    #[test]
+    fn a_batch_run_is_one_frame_within_the_peers_max_frame() {
+        let mut run = SmallFrames::default();
+        run.configure(true, 4096);
+        let mut sealed = Vec::new();
+        for i in 0..200u8 {
+            sealed.extend(run.push(3, &[i; 60]).0);
+        }
+        let (batch, _) = run.push(4, b"x");
+        sealed.push(batch.expect("another call seals the batch"));
+        sealed.extend(run.seal());
+        // 200 messages of 64 bytes with their lengths: four batches of 4096 bytes or less.
+        assert_eq!(sealed.len(), 5);
+        assert!(sealed.iter().all(|t| t.len() <= HEADER_LEN + 4096), "{:?}", sealed.iter().map(Transmit::len).collect::<Vec<_>>());
+        let frames: Vec<_> = sealed.iter().flat_map(frames_of).collect();
+        assert_eq!(frames.len(), 201);
+        assert!(frames[..200].iter().enumerate().all(|(i, (id, m))| *id == 3 && m[..] == [i as u8; 60]));
+        assert_eq!(frames[200], (4, Bytes::from_static(b"x")));
     }
 
     #[test]
@@ -92,7 +154,7 @@ mod tests {
         let message = [9u8; 64];
         let mut sealed = Vec::new();
         for _ in 0..3000 {
-            sealed.extend(run.push(5, &message));
+            sealed.extend(run.push(5, &message).0);
         }
         sealed.extend(run.seal());
         assert!(sealed.len() >= 3, "3000 frames of 104 bytes fill several runs of {RUN_MAX} bytes");

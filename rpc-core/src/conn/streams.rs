@@ -6,7 +6,7 @@ use super::{flow, outgoing, Connection, Event, Side, State};
 use crate::body::Body;
 use crate::code::Code;
 use crate::error::{CallError, ConnectionError, Status};
-use crate::frame::{Credit, Frame, StreamData, StreamEnd};
+use crate::frame::{Credit, Frame, StreamBatch, StreamData, StreamEnd};
 
 /// Why a stream message was not sent.
 #[derive(Debug)]
@@ -117,11 +117,27 @@ impl Connection {
 
     pub(super) fn on_stream_data(&mut self, d: StreamData) -> Result<(), ConnectionError> {
         let id = d.id;
-        let body = Body { message: d.message, attachments: d.attachments };
-        let len = body.len();
         if !self.calls.contains(id) && !self.call_existed(id) {
             return Err(Self::stream_violation("stream data", id, "no such call was ever started"));
         }
+        self.on_stream_message(id, Body { message: d.message, attachments: d.attachments })
+    }
+
+    /// Each message of a batch, as if it came in a frame of its own (the sender charged each
+    /// one's credit so).
+    pub(super) fn on_stream_batch(&mut self, b: StreamBatch) -> Result<(), ConnectionError> {
+        let id = b.id;
+        if !self.calls.contains(id) && !self.call_existed(id) {
+            return Err(Self::stream_violation("stream batch", id, "no such call was ever started"));
+        }
+        for message in b.messages {
+            self.on_stream_message(id, Body::message(message))?;
+        }
+        Ok(())
+    }
+
+    fn on_stream_message(&mut self, id: u64, body: Body) -> Result<(), ConnectionError> {
+        let len = body.len();
         let conn_flow = self.conn_flow.as_mut().expect("frames come after the hello");
         conn_flow.on_received(len).map_err(|why| Self::stream_violation("stream data", id, format!("connection: {why}")))?;
         let Some(call) = self.calls.get_mut(id) else {

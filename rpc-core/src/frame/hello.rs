@@ -23,6 +23,9 @@ pub mod caps {
     /// The sender holds a request flagged await-commit until its commit frame, and discards it
     /// unrun on a cancel.
     pub const COMMIT: u64 = 1 << 2;
+    /// The sender takes several small messages of a stream in one frame (a stream batch:
+    /// stream data flagged `FLAG_BATCH`).
+    pub const STREAM_BATCHES: u64 = 1 << 3;
 }
 
 /// What a side declares about itself. Each side obeys the other's limits when sending.

@@ -30,7 +30,7 @@ pub use ping::Ping;
 pub use raw::{EncodeError, RawFrame, INLINE_MESSAGE_MAX};
 pub use request::{CallMode, Request, FLAG_AWAIT_COMMIT, FLAG_CLIENT_STREAM, FLAG_METADATA, FLAG_SERVER_STREAM};
 pub use response::Response;
-pub use stream::{StreamData, StreamEnd};
+pub use stream::{StreamBatch, StreamData, StreamEnd, BATCH_PREFIX, FLAG_BATCH};
 
 use crate::error::DecodeError;
 use crate::transmit::Transmit;
@@ -44,6 +44,7 @@ pub enum Frame {
     Error(ErrorFrame),
     Cancel(Cancel),
     StreamData(StreamData),
+    StreamBatch(StreamBatch),
     StreamEnd(StreamEnd),
     Credit(Credit),
     Ping(Ping),
@@ -59,6 +60,7 @@ impl Frame {
             FrameKind::Response => Frame::Response(Response::decode(f)?),
             FrameKind::Error => Frame::Error(ErrorFrame::decode(f)?),
             FrameKind::Cancel => Frame::Cancel(Cancel::decode(f)?),
+            FrameKind::StreamData if f.header.flags & FLAG_BATCH != 0 => Frame::StreamBatch(StreamBatch::decode(f)?),
             FrameKind::StreamData => Frame::StreamData(StreamData::decode(f)?),
             FrameKind::StreamEnd => Frame::StreamEnd(StreamEnd::decode(f)?),
             FrameKind::Credit => Frame::Credit(Credit::decode(f)?),
@@ -75,7 +77,7 @@ impl Frame {
             Frame::Response(_) => FrameKind::Response,
             Frame::Error(_) => FrameKind::Error,
             Frame::Cancel(_) => FrameKind::Cancel,
-            Frame::StreamData(_) => FrameKind::StreamData,
+            Frame::StreamData(_) | Frame::StreamBatch(_) => FrameKind::StreamData,
             Frame::StreamEnd(_) => FrameKind::StreamEnd,
             Frame::Credit(_) => FrameKind::Credit,
             Frame::Ping(p) if p.pong => FrameKind::Pong,
@@ -93,6 +95,7 @@ impl Frame {
             Frame::Error(f) => f.encode(),
             Frame::Cancel(f) => f.encode(),
             Frame::StreamData(f) => f.encode(),
+            Frame::StreamBatch(f) => f.encode(),
             Frame::StreamEnd(f) => f.encode(),
             Frame::Credit(f) => f.encode(),
             Frame::Ping(f) => f.encode(),
