@@ -3,6 +3,13 @@
 //! The runnable programs are this package's examples: `quickstart`, `echo` and `soak`.
 //! [`fault_proxy`], [`child`] and [`procfs`] serve the reliability tests and the soak program.
 
+/// The README's Rust snippets, compiled and run as this crate's doctests (`cargo test -p
+/// zcrpc-examples --doc`), so that what a newcomer copies compiles. Linux only: one snippet
+/// uses the io_uring transport.
+#[cfg(all(doctest, target_os = "linux"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeSnippets;
+
 pub mod child;
 pub mod fault_proxy;
 pub mod procfs;
