@@ -28,7 +28,14 @@ use zcrpc_examples::{connect, pattern, serve_with, TransportArgs};
 #[derive(Debug, Parser)]
 #[command(
     name = "echo",
-    after_help = "Examples:\n  \
+    after_help = "Commands and their options (`echo serve --help`, `echo call --help` explain each):\n  \
+        echo serve --addr HOST:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] \
+        [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]\n  \
+        echo call --addr HOST:PORT --size BYTES --count N [--concurrency C] [--transport uring|msgzc|tcp] \
+        [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]\n\
+        Defaults: --concurrency 1, --transport uring on Linux (tcp elsewhere), --zc adaptive, --recv read; \
+        the server's limits (1024 connections, 64 MiB per connection, a 30 s write stall).\n\n\
+        Examples:\n  \
         echo serve --addr 127.0.0.1:7411 &\n  \
         echo call --addr 127.0.0.1:7411 --size 1048576 --count 200 --concurrency 8 --stats-json\n  \
         echo serve --addr 127.0.0.1:7411 --transport tcp      # the portable transport\n\n\

@@ -54,6 +54,10 @@
 //! - the method ids and paths as constants: `StoreClient::PUT` (the [`method_id`] of the
 //!   path), `StoreClient::PUT_PATH` (`"Store/put"`), `METHODS` and `PATHS` (all of them), and
 //!   `path_of(id)`;
+//! - for a streaming method (one taking a [`Sink`] or a [`Source`]: the next example), a
+//!   client method that returns the call's ends: a `Source<T>` of the answers (server
+//!   streaming), a `Sink<T>` and a future of the one answer (client streaming), or a `Sink`
+//!   and a `Source` (bidirectional);
 //! - `StoreServer<S>`: `StoreServer::new(imp)` (or `from_arc`), the [`Service`] that a
 //!   [`Server`] runs: [`ServerBuilder::build`];
 //! - the trait itself, implemented with plain `async fn`s.
