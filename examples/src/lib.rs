@@ -1,6 +1,9 @@
-//! Shared pieces of the examples: the `Echo` service and transport selection.
+//! Shared pieces of the examples: the `Echo` service and transport selection (as functions, and
+//! as the command-line options [`TransportArgs`]), for `echo`, `soak`, the tests and the
+//! benchmarks.
 //!
-//! The runnable programs are this package's examples: `quickstart`, `echo` and `soak`.
+//! The runnable programs are this package's examples: `quickstart` (one file to copy: it uses
+//! none of this), `echo`, `subscription`, `chat` and `soak`.
 //! [`fault_proxy`], [`child`] and [`procfs`] serve the reliability tests and the soak program.
 
 /// The README's Rust snippets, compiled and run as this crate's doctests (`cargo test -p
