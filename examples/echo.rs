@@ -4,28 +4,117 @@
 //! cargo run --release --example echo -- serve --addr 127.0.0.1:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]
 //! cargo run --release --example echo -- call --addr 127.0.0.1:PORT --size BYTES --count N \
 //!     [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]
+//! cargo run --release --example echo -- --help        # every option, its default, examples
 //! ```
 //!
 //! `serve` runs until SIGINT or SIGTERM, then shuts down gracefully. `call` makes N echo calls
 //! of BYTES each with C in flight, verifies every byte, and prints
 //! `ok calls=N bytes=B secs=S`; with `--stats-json` also one JSON object with the client's
-//! transport counters. A failed call prints the error and exits non-zero.
+//! transport counters. A failed call prints the error and exits non-zero. On a terminal, a
+//! long `call` shows its progress on stderr.
 
-use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use clap::{Args, Parser, Subcommand};
 use rpc_core::Payload;
-use zcrpc_examples::{connect, pattern, serve_with, EngineOptions, TransportChoice};
+use zcrpc_examples::{connect, pattern, serve_with, TransportArgs};
 
-const USAGE: &str = "usage:\n  echo serve --addr HOST:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]\n  echo call --addr HOST:PORT --size BYTES --count N [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]";
+/// The echo server and its load client: `echo serve` in one terminal, `echo call` in another.
+#[derive(Debug, Parser)]
+#[command(
+    name = "echo",
+    after_help = "Commands and their options (`echo serve --help`, `echo call --help` explain each):\n  \
+        echo serve --addr HOST:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] \
+        [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]\n  \
+        echo call --addr HOST:PORT --size BYTES --count N [--concurrency C] [--transport uring|msgzc|tcp] \
+        [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]\n\
+        Defaults: --concurrency 1, --transport uring on Linux (tcp elsewhere), --zc adaptive, --recv read; \
+        the server's limits (1024 connections, 64 MiB per connection, a 30 s write stall).\n\n\
+        Examples:\n  \
+        echo serve --addr 127.0.0.1:7411 &\n  \
+        echo call --addr 127.0.0.1:7411 --size 1048576 --count 200 --concurrency 8 --stats-json\n  \
+        echo serve --addr 127.0.0.1:7411 --transport tcp      # the portable transport\n\n\
+        Run `echo serve --help` or `echo call --help` for each command's options."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the Echo service until SIGINT or SIGTERM, then shut down gracefully.
+    #[command(after_help = "Prints `echo: serving on ADDR` on stderr once it listens.\n\n\
+        Examples:\n  \
+        echo serve --addr 127.0.0.1:7411\n  \
+        echo serve --addr 0.0.0.0:0 --transport tcp --max-connections 64   # any free port")]
+    Serve(ServeArgs),
+    /// Make COUNT echo calls of SIZE bytes, CONCURRENCY of them in flight at a time, and check
+    /// every byte that comes back.
+    #[command(after_help = "Prints `ok calls=N bytes=B secs=S` on stdout (and, with --stats-json, a JSON \
+        line of the client's transport counters); a failed call prints the error and exits 1. \
+        On a terminal a long run shows its progress on stderr.\n\n\
+        Examples:\n  \
+        echo call --addr 127.0.0.1:7411 --size 1048576 --count 200 --concurrency 8\n  \
+        echo call --addr 127.0.0.1:7411 --size 64 --count 100000 --transport tcp --stats-json")]
+    Call(CallArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 takes any free port (the one chosen is printed).
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: SocketAddr,
+    #[command(flatten)]
+    transport: TransportArgs,
+    /// Most connections at once; one more is told why and closed [default: the server's, 1024].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Bytes one connection may hold (requests unanswered, answers unwritten) before the
+    /// server stops reading it [default: the server's, 64 MiB].
+    #[arg(long, value_name = "BYTES")]
+    memory_budget: Option<usize>,
+    /// Close a connection whose writes make no progress for this long [default: the
+    /// server's, 30000].
+    #[arg(long, value_name = "MS")]
+    write_stall_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct CallArgs {
+    /// Address of an `echo serve`.
+    #[arg(long, value_name = "HOST:PORT")]
+    addr: SocketAddr,
+    /// Bytes of each call's payload (sent as an attachment and echoed back).
+    #[arg(long, value_name = "BYTES")]
+    size: usize,
+    /// Number of calls.
+    #[arg(long, value_name = "N")]
+    count: u64,
+    /// Calls in flight at once, on the one connection.
+    #[arg(long, value_name = "C", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    concurrency: u64,
+    #[command(flatten)]
+    transport: TransportArgs,
+    /// Also print the client's transport counters as one JSON line (after closing, so every
+    /// zero-copy notification is counted).
+    #[arg(long)]
+    stats_json: bool,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::Serve(args) => serve_until_signal(args).await,
+        Command::Call(args) => call(args).await,
+    };
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -34,74 +123,18 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), String> {
-    let mut args = std::env::args().skip(1);
-    let cmd = args.next().ok_or(USAGE)?;
-    let opts = Options::parse(args)?;
-    match cmd.as_str() {
-        "serve" => serve_until_signal(opts).await,
-        "call" => call(opts).await,
-        _ => Err(USAGE.into()),
-    }
-}
-
-struct Options {
-    values: HashMap<String, String>,
-    stats_json: bool,
-}
-
-impl Options {
-    fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
-        let mut values = HashMap::new();
-        let mut stats_json = false;
-        while let Some(a) = args.next() {
-            match a.as_str() {
-                "--stats-json" => stats_json = true,
-                "--addr" | "--size" | "--count" | "--concurrency" | "--transport" | "--zc" | "--recv" | "--max-connections"
-                | "--memory-budget" | "--write-stall-ms" => {
-                    let v = args.next().ok_or_else(|| format!("{a} needs a value\n{USAGE}"))?;
-                    values.insert(a[2..].to_owned(), v);
-                }
-                other => return Err(format!("unknown option {other}\n{USAGE}")),
-            }
-        }
-        Ok(Options { values, stats_json })
-    }
-
-    fn get<T: std::str::FromStr>(&self, key: &str, default: Option<T>) -> Result<T, String>
-    where
-        T::Err: std::fmt::Display,
-    {
-        match self.values.get(key) {
-            Some(v) => v.parse().map_err(|e| format!("--{key} {v}: {e}")),
-            None => default.ok_or_else(|| format!("--{key} is required\n{USAGE}")),
-        }
-    }
-
-    fn transport(&self) -> Result<(TransportChoice, EngineOptions), String> {
-        let mut engine = EngineOptions::default();
-        for key in ["zc", "recv"] {
-            if let Some(v) = self.values.get(key) {
-                engine.set(&format!("--{key}"), v)?;
-            }
-        }
-        Ok((self.get("transport", Some(TransportChoice::default()))?, engine))
-    }
-}
-
-async fn serve_until_signal(opts: Options) -> Result<(), String> {
-    let addr: SocketAddr = opts.get("addr", None)?;
-    let (transport, engine) = opts.transport()?;
+async fn serve_until_signal(args: ServeArgs) -> Result<(), String> {
+    let addr = args.addr;
+    let (transport, engine) = args.transport.choice()?;
     let mut builder = rpc_core::Server::builder();
-    if opts.values.contains_key("max-connections") {
-        builder = builder.max_connections(opts.get("max-connections", None)?);
+    if let Some(n) = args.max_connections {
+        builder = builder.max_connections(n);
     }
-    if opts.values.contains_key("memory-budget") {
-        builder = builder.connection_memory_budget(opts.get("memory-budget", None)?);
+    if let Some(bytes) = args.memory_budget {
+        builder = builder.connection_memory_budget(bytes);
     }
-    if opts.values.contains_key("write-stall-ms") {
-        let ms: u64 = opts.get("write-stall-ms", None)?;
-        builder = builder.write_stall_timeout(Some(std::time::Duration::from_millis(ms)));
+    if let Some(ms) = args.write_stall_ms {
+        builder = builder.write_stall_timeout(Some(Duration::from_millis(ms)));
     }
     let (server, local) = serve_with(addr, transport, engine, builder).await.map_err(|e| format!("bind {addr}: {e}"))?;
     eprintln!("echo: serving on {local}");
@@ -115,15 +148,9 @@ async fn serve_until_signal(opts: Options) -> Result<(), String> {
     Ok(())
 }
 
-async fn call(opts: Options) -> Result<(), String> {
-    let addr: SocketAddr = opts.get("addr", None)?;
-    let size: usize = opts.get("size", None)?;
-    let count: u64 = opts.get("count", None)?;
-    let concurrency: u64 = opts.get("concurrency", Some(1))?;
-    if concurrency == 0 {
-        return Err("--concurrency must be at least 1".into());
-    }
-    let (transport, engine) = opts.transport()?;
+async fn call(args: CallArgs) -> Result<(), String> {
+    let CallArgs { addr, size, count, concurrency, .. } = args;
+    let (transport, engine) = args.transport.choice()?;
     let client = connect(addr, transport, engine).await.map_err(|e| e.to_string())?;
     // A few distinct payloads, so a reply matched to the wrong call would show: windows of one
     // pattern at different offsets (filling one buffer, not four, matters for large sizes in a
@@ -131,10 +158,12 @@ async fn call(opts: Options) -> Result<(), String> {
     let source = pattern(size + 3 * 8, 0);
     let payloads: Arc<Vec<bytes::Bytes>> = Arc::new((0..4).map(|i| source.slice(i * 8..i * 8 + size)).collect());
     let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    let progress = Progress::start(count, size as u64, done.clone());
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency.min(count.max(1)) {
-        let (client, payloads, next) = (client.clone(), payloads.clone(), next.clone());
+        let (client, payloads, next, done) = (client.clone(), payloads.clone(), next.clone(), done.clone());
         workers.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -146,15 +175,24 @@ async fn call(opts: Options) -> Result<(), String> {
                 if back.len() != data.len() || back.to_bytes() != *data {
                     return Err(format!("call {i}: reply differs from the {size} bytes sent"));
                 }
+                done.fetch_add(1, Ordering::Relaxed);
             }
         });
     }
+    let mut result = Ok(());
     while let Some(r) = workers.join_next().await {
-        r.map_err(|e| e.to_string())??;
+        if let Err(e) = r.map_err(|e| e.to_string()).and_then(|r| r) {
+            result = Err(e);
+            break;
+        }
     }
+    if let Some(p) = progress {
+        p.finish().await;
+    }
+    result?;
     let secs = start.elapsed().as_secs_f64();
     println!("ok calls={count} bytes={} secs={secs:.6}", count * size as u64);
-    if opts.stats_json {
+    if args.stats_json {
         // Closing waits until the kernel is done with every zero-copy send, so the counters
         // include every notification.
         client.client().close().await;
@@ -162,4 +200,46 @@ async fn call(opts: Options) -> Result<(), String> {
         println!("{}", serde_json::to_string(&stats).map_err(|e| e.to_string())?);
     }
     Ok(())
+}
+
+/// A progress line on stderr, redrawn a few times a second: only when stderr is a terminal
+/// (scripts and tests read clean output) and the run is long enough to be worth watching.
+struct Progress {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    /// Bytes (both ways) from which a run shows its progress.
+    const MIN_BYTES: u64 = 256 << 20;
+
+    fn start(count: u64, size: u64, done: Arc<AtomicU64>) -> Option<Progress> {
+        if !std::io::stderr().is_terminal() || count.saturating_mul(size).saturating_mul(2) < Self::MIN_BYTES {
+            return None;
+        }
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let start = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut stopped => break,
+                }
+                let n = done.load(Ordering::Relaxed);
+                let mib = (n * size) as f64 / (1 << 20) as f64;
+                let rate = mib / start.elapsed().as_secs_f64().max(1e-3);
+                eprint!("\r{n}/{count} calls ({:.0}%), {mib:.0} MiB each way, {rate:.0} MiB/s   ", 100.0 * n as f64 / count as f64);
+                let _ = std::io::stderr().flush();
+            }
+            // Erases the line (ANSI: stderr is a terminal) so that what follows starts clean.
+            eprint!("\r\x1b[2K");
+        });
+        Some(Progress { stop, task })
+    }
+
+    async fn finish(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
 }

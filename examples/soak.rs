@@ -30,13 +30,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::{Parser, Subcommand};
 use rpc_core::Payload;
 use zcrpc_examples::child::ServerProcess;
 use zcrpc_examples::fault_proxy::{Direction, Fault, FaultProxy};
 use zcrpc_examples::procfs::{self, ProcReading};
 use zcrpc_examples::{connect, pattern, serve, EngineOptions, TransportChoice};
 
-const USAGE: &str = "usage: soak [--secs N] [--transport tcp|uring] [--seed S]";
 
 /// In-process clients, each making one call at a time.
 const CLIENT_SLOTS: usize = 8;
@@ -57,13 +57,60 @@ const RSS_SLACK_KIB: u64 = 64 << 10;
 /// Descriptors the last window's largest count may exceed the first window's by.
 const FD_SLACK: u64 = 8;
 
+/// Mixed calls through a fault proxy for a long time while peers are killed, stalled, delayed,
+/// cut and reset; fails if an echo comes back wrong, the server dies, or its memory or
+/// descriptors grow.
+#[derive(Debug, Parser)]
+#[command(
+    name = "soak",
+    after_help = "Prints a line every 10 s (the server's memory and descriptors, the calls so far) and a \
+        summary at the end; exits 1 on a wrong echo, a dead server, or growth.\n\n\
+        Examples:\n  \
+        cargo run --release --example soak -- --secs 600 --transport uring\n  \
+        cargo run --release --example soak -- --secs 60 --seed 42     # repeat a run's faults"
+)]
+struct Cli {
+    /// How long the load runs, in seconds (at least 10).
+    #[arg(long, value_name = "N", default_value_t = 600)]
+    secs: u64,
+    /// The transport of the server and every client: `tcp` or `uring` (Linux).
+    #[arg(long, value_name = "TRANSPORT", default_value_t = TransportChoice::Tcp)]
+    transport: TransportChoice,
+    /// Seed of the fault schedule and the call sizes [default: the process id].
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// The program re-executed as the server or an uploader (hidden: not for people).
+    #[command(subcommand)]
+    child: Option<Role>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Role {
+    /// The echo server, until killed.
+    #[command(hide = true)]
+    Serve {
+        #[arg(long, default_value_t = TransportChoice::Tcp)]
+        transport: TransportChoice,
+    },
+    /// Large echoes, two in flight, until killed or the connection fails.
+    #[command(hide = true)]
+    Upload {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = TransportChoice::Tcp)]
+        transport: TransportChoice,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let r = match args.first().map(String::as_str) {
-        Some("serve") => serve_child(&args[1..]).await,
-        Some("upload") => upload_child(&args[1..]).await,
-        _ => soak(&args).await,
+    let cli = Cli::parse();
+    let r = match cli.child {
+        Some(Role::Serve { transport }) => serve_child(transport).await,
+        Some(Role::Upload { addr, transport, seed }) => upload_child(addr, transport, seed).await,
+        None => soak(cli.secs, cli.transport, cli.seed.unwrap_or(std::process::id() as u64)).await,
     };
     match r {
         Ok(code) => code,
@@ -74,22 +121,8 @@ async fn main() -> ExitCode {
     }
 }
 
-fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    match args.iter().position(|a| a == name) {
-        Some(i) => {
-            let v = args.get(i + 1).ok_or_else(|| format!("{name} needs a value\n{USAGE}"))?;
-            v.parse().map_err(|e| format!("{name} {v}: {e}\n{USAGE}"))
-        }
-        None => Ok(default),
-    }
-}
-
 /// `soak serve --transport T`: the echo server, until killed.
-async fn serve_child(args: &[String]) -> Result<ExitCode, String> {
-    let t: TransportChoice = flag(args, "--transport", TransportChoice::Tcp)?;
+async fn serve_child(t: TransportChoice) -> Result<ExitCode, String> {
     let (_server, local) = serve("127.0.0.1:0".parse().unwrap(), t, EngineOptions::default()).await.map_err(|e| e.to_string())?;
     eprintln!("soak: serving on {local}");
     std::future::pending::<()>().await;
@@ -98,10 +131,7 @@ async fn serve_child(args: &[String]) -> Result<ExitCode, String> {
 
 /// `soak upload --addr A --transport T --seed S`: large echoes, two in flight, until killed
 /// or the connection fails.
-async fn upload_child(args: &[String]) -> Result<ExitCode, String> {
-    let addr: SocketAddr = flag(args, "--addr", "127.0.0.1:0".parse().unwrap())?;
-    let t: TransportChoice = flag(args, "--transport", TransportChoice::Tcp)?;
-    let seed: u64 = flag(args, "--seed", 1)?;
+async fn upload_child(addr: SocketAddr, t: TransportChoice, seed: u64) -> Result<ExitCode, String> {
     let client = connect(addr, t, EngineOptions::default()).await.map_err(|e| e.to_string())?;
     let data = pattern(MAX_ECHO, seed);
     let mut workers = tokio::task::JoinSet::new();
@@ -261,14 +291,7 @@ fn kib(k: u64) -> String {
     format!("{:.1} MiB", k as f64 / 1024.0)
 }
 
-async fn soak(args: &[String]) -> Result<ExitCode, String> {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let secs: u64 = flag(args, "--secs", 600)?;
-    let t: TransportChoice = flag(args, "--transport", TransportChoice::Tcp)?;
-    let seed: u64 = flag(args, "--seed", std::process::id() as u64)?;
+async fn soak(secs: u64, t: TransportChoice, seed: u64) -> Result<ExitCode, String> {
     let run = Duration::from_secs(secs.max(10));
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut server = ServerProcess::spawn(&exe, &["serve", "--transport", t.name()]).map_err(|e| e.to_string())?;

@@ -250,6 +250,68 @@ impl Report {
         self.value(base, system, metric)
     }
 
+    /// Why `scenario` ran on none of the systems, if it did not: every system skipped it as
+    /// not applicable, for one reason. The tables leave its rows out and the legend says why.
+    fn run_nowhere(&self, scenario: Scenario) -> Option<&str> {
+        let mut reason = None;
+        for &system in &self.systems {
+            match self.skipped(scenario, system) {
+                Some(s) if s.status == "not_applicable" && reason.is_none_or(|r| r == s.reason) => {
+                    reason = Some(s.reason.as_str())
+                }
+                _ => return None,
+            }
+        }
+        reason
+    }
+
+    /// What a "—" in the table means, one line per reason: the scenarios no system ran (left
+    /// out of the tables), then which systems do not run which scenarios, and why.
+    pub fn dash_legend(&self) -> Vec<String> {
+        let mut lines = vec!["— = not applicable to that system; where, and why:".to_string()];
+        for &scenario in &self.scenarios {
+            if let Some(reason) = self.run_nowhere(scenario) {
+                lines.push(format!(
+                    "- `{scenario}` ({}): not run on any system, so not in the tables: {reason}.",
+                    scenario.describe()
+                ));
+            }
+        }
+        // (reason, scenarios, systems): systems not running the same scenarios for the same
+        // reason share a line, in the order of the table.
+        let mut groups: Vec<(&str, Vec<Scenario>, Vec<System>)> = Vec::new();
+        for &system in &self.systems {
+            let mut mine: Vec<(&str, Vec<Scenario>)> = Vec::new();
+            for &scenario in self.scenarios.iter().filter(|&&s| self.run_nowhere(s).is_none()) {
+                let Some(s) = self.skipped(scenario, system).filter(|s| s.status == "not_applicable") else {
+                    continue;
+                };
+                match mine.iter_mut().find(|m| m.0 == s.reason) {
+                    Some(m) => m.1.push(scenario),
+                    None => mine.push((s.reason.as_str(), vec![scenario])),
+                }
+            }
+            for (reason, scenarios) in mine {
+                match groups.iter_mut().find(|g| g.0 == reason && g.1 == scenarios) {
+                    Some(g) => g.2.push(system),
+                    None => groups.push((reason, scenarios, vec![system])),
+                }
+            }
+        }
+        for (reason, scenarios, systems) in groups {
+            let join = |v: Vec<String>| v.join(", ");
+            lines.push(format!(
+                "- {} on {}: {reason}.",
+                join(systems.iter().map(|s| format!("`{s}`")).collect()),
+                join(scenarios.iter().map(|s| format!("`{s}`")).collect())
+            ));
+        }
+        if lines.len() == 1 {
+            lines.clear();
+        }
+        lines
+    }
+
     /// The markdown table, with the machine, date, layout and affinity above it.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
@@ -298,7 +360,7 @@ impl Report {
         }
         out.push('\n');
         let mut notes: Vec<String> = Vec::new();
-        for &scenario in &self.scenarios {
+        for &scenario in self.scenarios.iter().filter(|&&s| self.run_nowhere(s).is_none()) {
             for &metric in scenario.metrics() {
                 let arrow = if metric.lower_is_better() {
                     "↓"
@@ -373,7 +435,11 @@ impl Report {
                 let _ = writeln!(out, "[{}] {note}", i + 1);
             }
         }
-        out.push_str("\n— = not applicable to that system.\n\n");
+        out.push('\n');
+        for line in self.dash_legend() {
+            let _ = writeln!(out, "{line}");
+        }
+        out.push('\n');
         // Where the CPU went: each side's user + system share of the cpu row above it.
         let _ = write!(out, "CPU split, client (c) and server (s), user+sys, same unit as the cpu row:\n\n| scenario | metric |");
         for system in &self.systems {
@@ -384,7 +450,7 @@ impl Report {
             let _ = write!(out, "---:|");
         }
         out.push('\n');
-        for &scenario in &self.scenarios {
+        for &scenario in self.scenarios.iter().filter(|&&s| self.run_nowhere(s).is_none()) {
             for &metric in scenario.metrics().iter().filter(|m| m.is_cpu()) {
                 let _ = write!(out, "| {scenario} | {} |", metric.name());
                 for &system in &self.systems {
@@ -531,6 +597,66 @@ fn xml_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A report of no measurements over every scenario and system, skipped where `compare`
+    /// skips them.
+    fn empty_report() -> Report {
+        let mut skipped = Vec::new();
+        for scenario in Scenario::ALL {
+            for system in System::ALL {
+                if let Some(reason) = system.not_applicable(scenario) {
+                    skipped.push(Skipped {
+                        scenario: scenario.name().into(),
+                        system: system.name().into(),
+                        status: "not_applicable".into(),
+                        reason: reason.into(),
+                    });
+                }
+            }
+        }
+        Report {
+            schema: 2,
+            machine: Machine { cpus: 2, kernel: "6.1".into(), cpu_model: "test".into() },
+            affinity: String::new(),
+            layout: String::new(),
+            date: String::new(),
+            command: String::new(),
+            repetitions: 1,
+            warmup_s: 0.5,
+            measure_s: 1.5,
+            load_average: [String::new(), String::new()],
+            load_1m_range: [0.0, 0.0],
+            results: Vec::new(),
+            peak_rss: Vec::new(),
+            transport_stats: Vec::new(),
+            skipped,
+            systems: System::ALL.to_vec(),
+            scenarios: Scenario::ALL.to_vec(),
+        }
+    }
+
+    #[test]
+    fn every_dash_is_explained_and_a_scenario_run_nowhere_has_no_row() {
+        let report = empty_report();
+        let legend = report.dash_legend();
+        println!("{}", legend.join("\n"));
+        assert!(legend[0].starts_with("— = not applicable"), "{legend:?}");
+        assert!(
+            legend.iter().any(|l| l.starts_with("- `file_1g`") && l.contains("file payloads are not implemented yet")),
+            "{legend:?}"
+        );
+        assert!(
+            legend.iter().any(|l| l.starts_with("- `tarpc` on `stream_64b`, `stream_1m`: tarpc has no streaming")),
+            "{legend:?}"
+        );
+        // Every skipped pair is covered by a line naming its reason.
+        for s in &report.skipped {
+            assert!(legend.iter().any(|l| l.contains(&s.reason)), "{} / {} unexplained", s.scenario, s.system);
+        }
+        let table = report.markdown();
+        assert!(!table.contains("| file_1g |"), "{table}");
+        assert!(table.contains("| stream_1m |"), "{table}");
+    }
 
     #[test]
     fn streams_are_compared_with_the_one_way_stream() {

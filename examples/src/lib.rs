@@ -1,7 +1,17 @@
-//! Shared pieces of the examples: the `Echo` service and transport selection.
+//! Shared pieces of the examples: the `Echo` service and transport selection (as functions, and
+//! as the command-line options [`TransportArgs`]), for `echo`, `soak`, the tests and the
+//! benchmarks.
 //!
-//! The runnable programs are this package's examples: `quickstart`, `echo` and `soak`.
+//! The runnable programs are this package's examples: `quickstart` (one file to copy: it uses
+//! none of this), `echo`, `subscription`, `chat` and `soak`.
 //! [`fault_proxy`], [`child`] and [`procfs`] serve the reliability tests and the soak program.
+
+/// The README's Rust snippets, compiled and run as this crate's doctests (`cargo test -p
+/// zcrpc-examples --doc`), so that what a newcomer copies compiles. Linux only: one snippet
+/// uses the io_uring transport.
+#[cfg(all(doctest, target_os = "linux"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeSnippets;
 
 pub mod child;
 pub mod fault_proxy;
@@ -71,6 +81,8 @@ impl Echo for EchoImpl {
 
 /// Which transport to use: `tcp` everywhere; on Linux also `uring` (the io_uring zero-copy
 /// engine, the default there) and `msgzc` (the `MSG_ZEROCOPY` engine).
+///
+/// `Display` prints the name [`FromStr`] reads back (`--transport`'s value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportChoice {
     /// Portable tokio TCP.
@@ -102,6 +114,12 @@ impl TransportChoice {
             #[cfg(target_os = "linux")]
             TransportChoice::MsgZc => "msgzc",
         }
+    }
+}
+
+impl std::fmt::Display for TransportChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -150,6 +168,42 @@ impl EngineOptions {
             return Ok(false);
         }
         Ok(true)
+    }
+}
+
+/// The transport options the example programs share (`--transport`, `--zc`, `--recv`), as
+/// `clap` arguments: flatten them into a command's arguments with `#[command(flatten)]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TransportArgs {
+    /// The transport: `tcp` (tokio), `uring` (io_uring zero-copy engine) or `msgzc` (the
+    /// `MSG_ZEROCOPY` engine); the last two on Linux only.
+    #[arg(long, value_name = "TRANSPORT", default_value_t = TransportChoice::default())]
+    pub transport: TransportChoice,
+    /// Zero-copy mode of the Linux engines: `adaptive` moves a connection to the copy path
+    /// while the kernel reports that it copied anyway (loopback) and probes again now and then.
+    /// Ignored by `tcp`.
+    #[arg(long, value_name = "MODE", default_value = "adaptive", value_parser = ["adaptive", "always-zc", "never-zc"])]
+    pub zc: String,
+    /// How the io_uring engine receives: `read` (readiness + read), `uring` (one io_uring
+    /// RECV per read) or `ring` (multishot receive into a provided-buffer ring). Ignored by
+    /// `tcp`.
+    #[arg(long, value_name = "MODE", default_value = "read", value_parser = ["read", "uring", "ring"])]
+    pub recv: String,
+}
+
+impl TransportArgs {
+    /// The transport and the engine options these arguments name.
+    pub fn choice(&self) -> Result<(TransportChoice, EngineOptions), String> {
+        let mut engine = EngineOptions::default();
+        // The defaults are what `EngineOptions::default()` has: setting them is a no-op, and
+        // not setting them keeps `tcp` working where the engines do not exist.
+        if self.zc != "adaptive" {
+            engine.set("--zc", &self.zc)?;
+        }
+        if self.recv != "read" {
+            engine.set("--recv", &self.recv)?;
+        }
+        Ok((self.transport, engine))
     }
 }
 

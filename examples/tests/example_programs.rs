@@ -1,5 +1,6 @@
 //! The streaming example programs run to the end and say what they should: each is a user's
-//! first look at streams, so it must not rot.
+//! first look at streams, so it must not rot. Every program with options explains them on
+//! `--help`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -42,4 +43,60 @@ fn the_chat_example_delivers_every_message_to_every_member() {
         }
     }
     assert_eq!(out.matches("server: ").filter(|_| true).count(), 6, "three joined and three left:\n{out}");
+}
+
+/// Runs `name args` and returns its standard output, which must come with exit status 0.
+fn help(name: &str, args: &[&str]) -> String {
+    let out = Command::new(example(name)).args(args).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{name} {args:?} exited {:?}: {}{text}", out.status, String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+/// Every option and its default appear in the text, and an example line does.
+fn assert_names(text: &str, options: &[&str], defaults: &[&str]) {
+    for option in options {
+        assert!(text.contains(option), "{option} missing from:\n{text}");
+    }
+    for default in defaults {
+        assert!(text.contains(&format!("[default: {default}")), "default {default} missing from:\n{text}");
+    }
+    assert!(text.contains("Examples:"), "no examples in:\n{text}");
+}
+
+#[test]
+fn every_program_prints_its_usage_for_help_and_exits_zero() {
+    let echo = help("echo", &["--help"]);
+    assert_names(&echo, &["serve", "call", "--addr", "--size", "--count", "--concurrency", "--transport", "--max-connections", "--stats-json"], &[]);
+    // `echo help serve` is clap's spelling of the same; `-h` the short one.
+    for args in [&["serve", "--help"][..], &["help", "serve"], &["serve", "-h"]] {
+        let serve = help("echo", args);
+        assert_names(
+            &serve,
+            &["--addr", "--transport", "--zc", "--recv", "--max-connections", "--memory-budget", "--write-stall-ms"],
+            &["adaptive", "read", "the server's, 1024"],
+        );
+    }
+    let call = help("echo", &["call", "--help"]);
+    assert_names(
+        &call,
+        &["--addr", "--size", "--count", "--concurrency", "--transport", "--zc", "--recv", "--stats-json"],
+        &["1", "adaptive", "read"],
+    );
+    assert!(call.contains("always-zc") && call.contains("ring"), "the modes are listed:\n{call}");
+    let quickstart = help("quickstart", &["--help"]);
+    assert_names(&quickstart, &["--transport", "--zc", "--recv"], &["adaptive", "read"]);
+    let soak = help("soak", &["--help"]);
+    assert_names(&soak, &["--secs", "--transport", "--seed"], &["600", "tcp", "the process id"]);
+    assert!(!soak.contains("upload"), "the child roles stay hidden:\n{soak}");
+}
+
+#[test]
+fn a_wrong_option_is_refused_with_a_pointer_to_help_and_a_non_zero_exit() {
+    for (name, args) in [("echo", &["serve", "--adress", "127.0.0.1:0"][..]), ("echo", &[][..]), ("quickstart", &["--transport", "carrier-pigeon"][..])] {
+        let out = Command::new(example(name)).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {err}");
+        assert!(err.contains("--help"), "{name} {args:?}: {err}");
+    }
 }

@@ -43,6 +43,96 @@
 //! # });
 //! ```
 //!
+//! # What `#[service]` generates
+//!
+//! For a trait `Store`, [`#[service]`](macro@service) generates (its page has every detail and rule):
+//!
+//! - `StoreClient`: `StoreClient::new(client)` over a connected [`Client`], one `async fn` per
+//!   method, `with_options(CallOptions)` for a client whose calls carry a deadline or headers,
+//!   and `client()` for the [`Client`] underneath (its [`stats`](Client::stats),
+//!   [`close`](Client::close), raw calls with [`open`](Client::open));
+//! - the method ids and paths as constants: `StoreClient::PUT` (the [`method_id`] of the
+//!   path), `StoreClient::PUT_PATH` (`"Store/put"`), `METHODS` and `PATHS` (all of them), and
+//!   `path_of(id)`;
+//! - for a streaming method (one taking a [`Sink`] or a [`Source`]: the next example), a
+//!   client method that returns the call's ends: a `Source<T>` of the answers (server
+//!   streaming), a `Sink<T>` and a future of the one answer (client streaming), or a `Sink`
+//!   and a `Source` (bidirectional);
+//! - `StoreServer<S>`: `StoreServer::new(imp)` (or `from_arc`), the [`Service`] that a
+//!   [`Server`] runs: [`ServerBuilder::build`];
+//! - the trait itself, implemented with plain `async fn`s.
+//!
+//! A call returns `Result<R, CallError>`; for a method returning `Result<T, E>` that is
+//! `Result<Result<T, E>, CallError>`: the outer error says the call failed (connection lost,
+//! deadline passed, a status from the server), the inner one is your application's answer.
+//! `??` unpacks both into a `Box<dyn std::error::Error>` when `E` implements
+//! [`std::error::Error`] (here with `thiserror`); `E` travels with the codec, so it is also
+//! `Serialize + Deserialize` for postcard.
+//!
+//! ```
+//! use std::time::Duration;
+//! use rpc_core::{service, CallOptions, Client, ClientConfig, Payload, Server};
+//!
+//! #[derive(Debug, serde::Serialize, serde::Deserialize, thiserror::Error)]
+//! pub enum StoreError {
+//!     #[error("no such key: {0}")]
+//!     NotFound(String),
+//! }
+//!
+//! #[service]
+//! pub trait Store {
+//!     async fn put(&self, key: String, data: Payload) -> Result<u64, StoreError>;
+//!     async fn get(&self, key: String) -> Result<Payload, StoreError>;
+//! }
+//!
+//! #[derive(Default)]
+//! struct MemStore(std::sync::Mutex<std::collections::HashMap<String, Payload>>);
+//!
+//! impl Store for MemStore {
+//!     async fn put(&self, key: String, data: Payload) -> Result<u64, StoreError> {
+//!         let len = data.len() as u64;
+//!         self.0.lock().unwrap().insert(key, data);
+//!         Ok(len)
+//!     }
+//!     async fn get(&self, key: String) -> Result<Payload, StoreError> {
+//!         self.0.lock().unwrap().get(&key).cloned().ok_or(StoreError::NotFound(key))
+//!     }
+//! }
+//!
+//! async fn run(store: StoreClient) -> Result<(), Box<dyn std::error::Error>> {
+//!     // `??`: the first `?` is the call (CallError), the second your answer (StoreError).
+//!     let stored = store.put("weights".into(), Payload::from(vec![7u8; 1 << 16])).await??;
+//!     assert_eq!(stored, 1 << 16);
+//!
+//!     // The two levels apart: the call went through, the answer is an error.
+//!     match store.get("missing".into()).await {
+//!         Ok(Ok(blob)) => println!("{} bytes", blob.len()),
+//!         Ok(Err(StoreError::NotFound(key))) => println!("not found: {key}"),
+//!         Err(e) => return Err(e.into()), // CallError: the call itself failed
+//!     }
+//!
+//!     // Other options for some calls: a deadline here.
+//!     let quick = store.with_options(CallOptions::timeout(Duration::from_secs(1)));
+//!     let blob = quick.get("weights".into()).await??;
+//!     assert_eq!(blob.len(), 1 << 16);
+//!
+//!     // The ids and paths the macro computed, and the connection underneath.
+//!     assert_eq!(StoreClient::PUT_PATH, "Store/put");
+//!     assert_eq!(StoreClient::PUT, rpc_core::method_id("Store/put"));
+//!     assert_eq!(StoreClient::path_of(StoreClient::GET), Some("Store/get"));
+//!     println!("{}", store.client().stats());
+//!     Ok(())
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let (a, b) = rpc_core::transport::mem::pair();
+//! let server = Server::builder().build(StoreServer::new(MemStore::default()));
+//! tokio::spawn(server.serve_connection(b));
+//! let client = Client::connect(a, ClientConfig::default()).await.unwrap();
+//! run(StoreClient::new(client)).await.unwrap();
+//! # });
+//! ```
+//!
 //! A method taking a [`Sink`] streams its answers; one taking a [`Source`] reads a stream of
 //! requests (both: bidirectional). Each method also has a path, which names it in errors and
 //! hashes into its id ([`method_id`]):

@@ -40,7 +40,7 @@ impl Metadata {
     }
 
     /// Adds `key: value` (a key may appear more than once; [`Metadata::get`] gives the first).
-    /// Errors for a key that is empty, longer than [`MAX_KEY_LEN`], or not printable ASCII.
+    /// Errors for a key that is empty, longer than 255 bytes, or not printable ASCII.
     pub fn insert(&mut self, key: &str, value: impl Into<Bytes>) -> Result<(), MetadataError> {
         check_key(key.as_bytes())?;
         self.entries.push((key.to_ascii_lowercase(), value.into()));

@@ -1,7 +1,8 @@
 //! Transport statistics: which path each send took, what the kernel said about it.
 //!
 //! Counters are atomics shared between the connection's tasks and whoever reads them;
-//! [`TransportStats::snapshot`] gives a plain, serializable copy.
+//! [`TransportStats::snapshot`] gives a plain, serializable copy, which prints as a table
+//! (its `Display`).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -19,8 +20,49 @@ macro_rules! counters {
             $($(#[$doc])* pub $name: AtomicU64,)*
         }
 
-        /// A copy of [`TransportStats`] at one moment. Field names are stable: tools parse
-        /// them from `echo call --stats-json`.
+        /// A copy of [`TransportStats`] at one moment: what a client's connection
+        /// (`Client::stats`) or a server's connections (`ServerHandle::stats`) sent by which
+        /// path, what the kernel said about it, and what receiving cost.
+        ///
+        /// Field names are stable: tools parse them from `echo call --stats-json` (it is
+        /// `Serialize`). `Display` prints the counters as a table a person can read, with
+        /// the lines that would say only zeros left out:
+        ///
+        /// ```
+        /// let stats = rpc_core::StatsSnapshot {
+        ///     transport: "uring".into(),
+        ///     sends_copy: 193, bytes_copy: 202_375_168,
+        ///     sends_zc: 8, bytes_zc: 8_388_608,
+        ///     notifications: 8, notifications_copied: 8, path_switches: 1,
+        ///     ..Default::default()
+        /// };
+        /// let table = stats.to_string();
+        /// assert!(table.contains("| zero-copy |"));
+        /// assert!(table.contains("8 notifications, 8 of them"));
+        /// ```
+        ///
+        /// # Reading the counters
+        ///
+        /// Every frame goes out by one of three paths, and is counted in exactly one of
+        /// `sends_copy`, `sends_zc` and `sends_coalesced` (bytes alike): the copy path (the
+        /// kernel copies the frame into its socket buffer; every send of `tcp` and `mem`),
+        /// zero-copy (the kernel sends from the caller's memory and says when it is done with
+        /// it), or zero-copy with its smallest segments first coalesced into one copy buffer
+        /// (a frame with more segments than the iovec limit).
+        ///
+        /// `notifications` counts the kernel's completion notifications of zero-copy
+        /// submissions, one per submission, so it is not one per frame and **can exceed
+        /// `sends_zc`**: a short send (the kernel took part of the frame; `short_sends`) is
+        /// resubmitted for the rest, and the resubmission gets a notification of its own; a
+        /// coalesced frame (`sends_coalesced`, not in `sends_zc`) is sent zero-copy too; and a
+        /// zero-copy probe of the adaptive engine is one more zero-copy send like any other.
+        /// Read after the connection closed (`Client::close` waits for the kernel), every
+        /// zero-copy submission has its notification.
+        ///
+        /// `notifications_copied` are those in which the kernel says it copied after all
+        /// (`ZC_COPIED`: loopback, veth, a NIC without scatter-gather). Seeing them, the
+        /// adaptive engine moves the connection to the copy path (`path_switches`) and
+        /// re-probes zero-copy now and then, each probe a zero-copy send and a notification.
         #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
         pub struct StatsSnapshot {
             /// The transport (and backend) that produced the numbers: `tcp`, `mem`, `uring`, `msgzc`.
@@ -73,7 +115,8 @@ counters! {
     bytes_coalesced,
     /// Segments copied into coalescing buffers.
     coalesced_segments,
-    /// Zero-copy completion notifications received.
+    /// Zero-copy completion notifications received: one per zero-copy submission, so short
+    /// sends (resubmitted) and coalesced frames make it exceed `sends_zc`.
     notifications,
     /// Notifications saying the kernel copied after all (`ZC_COPIED`: loopback, veth).
     notifications_copied,
@@ -131,5 +174,121 @@ impl TransportStats {
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+}
+
+/// Bytes in a column of their own: digits grouped by thousands, so sizes read at a glance.
+struct Grouped(u64);
+
+impl std::fmt::Display for Grouped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let digits = self.0.to_string();
+        let mut s = String::with_capacity(digits.len() + digits.len() / 3);
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                s.push(',');
+            }
+            s.push(c);
+        }
+        f.pad(&s)
+    }
+}
+
+/// A table of which path the sends took (frames and bytes), then a line for each other group
+/// of counters that is not all zero: notifications, receiving, backpressure.
+impl std::fmt::Display for StatsSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let transport = if self.transport.is_empty() { "unknown" } else { &self.transport };
+        writeln!(f, "transport: {transport}")?;
+        writeln!(f, "| send path | frames | bytes          |")?;
+        writeln!(f, "|-----------|-------:|---------------:|")?;
+        for (path, frames, bytes) in [
+            ("copy", self.sends_copy, self.bytes_copy),
+            ("zero-copy", self.sends_zc, self.bytes_zc),
+            ("coalesced", self.sends_coalesced, self.bytes_coalesced),
+        ] {
+            writeln!(f, "| {path:<9} | {:>6} | {:>14} |", Grouped(frames), Grouped(bytes))?;
+        }
+        if self.sends_coalesced > 0 {
+            writeln!(f, "coalesced: {} small segments copied together", Grouped(self.coalesced_segments))?;
+        }
+        if self.notifications > 0 || self.path_switches > 0 {
+            writeln!(
+                f,
+                "zero-copy: {} notifications, {} of them saying the kernel copied (ZC_COPIED); {} path switches; {} short sends",
+                Grouped(self.notifications),
+                Grouped(self.notifications_copied),
+                self.path_switches,
+                Grouped(self.short_sends)
+            )?;
+        }
+        if self.enobufs_fallbacks > 0 {
+            writeln!(f, "refused zero-copy for want of memory, sent by copy: {}", Grouped(self.enobufs_fallbacks))?;
+        }
+        writeln!(
+            f,
+            "received: {} bytes, {} copied into an exact-size buffer, {} frames ({} bytes) copied to align their attachments",
+            Grouped(self.recv_bytes),
+            Grouped(self.recv_copied_bytes),
+            Grouped(self.align_copies),
+            Grouped(self.align_copy_bytes)
+        )?;
+        if self.recv_ring_chunks > 0 || self.recv_ring_empty > 0 {
+            writeln!(
+                f,
+                "receive ring: {} buffers filled, ran dry {} times",
+                Grouped(self.recv_ring_chunks),
+                Grouped(self.recv_ring_empty)
+            )?;
+        }
+        if self.budget_pauses > 0 || self.write_stalls > 0 {
+            writeln!(
+                f,
+                "backpressure: reading paused {} times at the memory budget; {} connections closed for a stalled write",
+                Grouped(self.budget_pauses),
+                self.write_stalls
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_a_table_of_the_send_paths_and_leaves_out_zero_groups() {
+        let s = StatsSnapshot {
+            transport: "uring".into(),
+            sends_copy: 193,
+            bytes_copy: 202_375_168,
+            sends_zc: 8,
+            bytes_zc: 8_388_608,
+            notifications: 9,
+            notifications_copied: 9,
+            short_sends: 1,
+            path_switches: 1,
+            recv_bytes: 1_000,
+            ..Default::default()
+        };
+        let text = s.to_string();
+        assert!(text.starts_with("transport: uring\n"), "{text}");
+        assert!(text.contains("| copy      |    193 |    202,375,168 |"), "{text}");
+        assert!(text.contains("| zero-copy |      8 |      8,388,608 |"), "{text}");
+        assert!(text.contains("9 notifications, 9 of them"), "{text}");
+        assert!(text.contains("received: 1,000 bytes"), "{text}");
+        assert!(!text.contains("receive ring") && !text.contains("backpressure"), "{text}");
+        let tcp = StatsSnapshot { transport: "tcp".into(), sends_copy: 2, bytes_copy: 10, ..Default::default() };
+        assert!(!tcp.to_string().contains("notifications"), "{tcp}");
+    }
+
+    #[test]
+    fn grouped_digits() {
+        assert_eq!(Grouped(0).to_string(), "0");
+        assert_eq!(Grouped(999).to_string(), "999");
+        assert_eq!(Grouped(1_000).to_string(), "1,000");
+        assert_eq!(Grouped(12_345_678).to_string(), "12,345,678");
+        assert_eq!(format!("{:>6}", Grouped(1_000)), " 1,000");
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 /// Which kernel interface sends the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Backend {
-    /// The best the kernel offers ([`probe`](crate::probe)): io_uring, else `MSG_ZEROCOPY`,
+    /// The best the kernel offers ([`probe`](fn@crate::probe)): io_uring, else `MSG_ZEROCOPY`,
     /// else copy.
     #[default]
     Auto,

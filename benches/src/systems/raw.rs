@@ -27,7 +27,7 @@ const BATCH_LIMIT: usize = 64 * 1024;
 pub enum SendPath {
     /// `write(2)` on a blocking socket.
     Write,
-    /// io_uring `SEND_ZC` for messages larger than [`BATCH_LIMIT`].
+    /// io_uring `SEND_ZC` for messages larger than `BATCH_LIMIT`.
     UringZc,
 }
 

@@ -16,7 +16,7 @@
 //! - a receiver about to sleep sets `SO_RCVLOWAT` to what is certain to come (the rest of the
 //!   message in progress, for the client its whole window of responses), at most one read
 //!   buffer, so the kernel wakes it once per read buffer instead of once per 64 KiB segment:
-//!   on loopback the sender's thread pays for each wake-up (see [`End::lowat`]);
+//!   on loopback the sender's thread pays for each wake-up (see `End::lowat`);
 //! - socket buffer sizes from [`Tuning`], chosen by measurement per scenario (see the README).
 //!
 //! When everything a window sends fits in the socket buffers (the 64-byte scenarios) the
@@ -64,7 +64,7 @@ pub struct Tuning {
     pub blocking: bool,
     /// Most messages one `writev` asks the kernel to take.
     pub max_batch: usize,
-    /// Largest `SO_RCVLOWAT` a receiver sets before it waits (see [`End::lowat`]), 0 for none;
+    /// Largest `SO_RCVLOWAT` a receiver sets before it waits (see `End::lowat`), 0 for none;
     /// `None` for the default: the read buffer's size with non-blocking sockets and in the
     /// stream, none for blocking request/response (64-byte messages arrive in one segment).
     pub lowat_cap: Option<usize>,
@@ -424,8 +424,8 @@ pub fn run(
 ///
 /// On a streaming scenario the stream carries records instead: each message of the scenario
 /// behind the same 8-byte length header as every raw system, the source holding as many
-/// copies as fit in [`BATCH_BYTES`] (at least one), and the client counts whole records with
-/// the [`super::raw::Framer`], a clock read per [`crate::meter::MESSAGES_PER_TICK`] of them as
+/// copies as fit in `BATCH_BYTES` (at least one), and the client counts whole records with
+/// the `raw::Framer`, a clock read per [`crate::meter::MESSAGES_PER_TICK`] of them as
 /// for the RPC systems' streams.
 pub fn run_stream(shape: Shape, placement: Placement, timing: Timing) -> Result<Sample, String> {
     let payload = shape.payload_per_call();

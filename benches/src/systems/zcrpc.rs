@@ -1,6 +1,6 @@
 //! The four zcrpc systems: the raw [`rpc_core::Service`] trait on the server (no macro, no
 //! codec: the benchmark moves bytes), [`rpc_core::Client::call`] on the client. Messages up
-//! to [`ATTACH_FROM`] bytes travel as the call's message, larger ones as one attachment
+//! to `ATTACH_FROM` bytes travel as the call's message, larger ones as one attachment
 //! (a [`Payload`] of the scenario's segment count), as an application would send them.
 //!
 //! The streaming scenarios open one server-streaming call ([`Client::open`] with

@@ -12,7 +12,7 @@
 //! lie in one fixed buffer and go out in one `SENDMSG_ZC` with one `buf_index`.
 //!
 //! A [`ZcBuf`] is one buffer, owned exclusively and writable. Turned into a
-//! [`Segment`](rpc_core::Segment) it becomes immutable; the engine makes its pages read-only
+//! [`Segment`] it becomes immutable; the engine makes its pages read-only
 //! (`mprotect`) from the submission of a zero-copy send until the kernel's notification, so a
 //! stray write through a pointer kept from before faults instead of changing bytes the peer has
 //! not received yet. When the last reference goes, the pages are writable again and the buffer
