@@ -83,9 +83,17 @@ pub trait Service: Send + Sync + 'static {
     /// Handles one call. Unknown methods answer [`Status::unimplemented`].
     fn call(&self, request: ServerRequest) -> BoxFuture<'static, Result<Body, Status>>;
 
-    /// The service's name, for logs.
+    /// The service's name, for logs and errors (`#[service]`: the trait's name, with its
+    /// package if it has one: `"store.v1.Store"`).
     fn name(&self) -> &'static str {
         "service"
+    }
+
+    /// Every method the service answers, as `(path, id)`: what routes a call to this service
+    /// when a server has several ([`crate::ServerBuilder::add_service`]). `#[service]` lists
+    /// them; the default lists none, which is enough for a service served alone.
+    fn methods(&self) -> &'static [(&'static str, u32)] {
+        &[]
     }
 }
 
@@ -96,5 +104,9 @@ impl<S: Service + ?Sized> Service for std::sync::Arc<S> {
 
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+
+    fn methods(&self) -> &'static [(&'static str, u32)] {
+        (**self).methods()
     }
 }

@@ -1,7 +1,8 @@
-//! The server: a builder with limits, a task per connection (its writer and timer beside it),
-//! graceful shutdown.
+//! The server: a builder with limits and services, a task per connection (its writer and timer
+//! beside it), graceful shutdown.
 
 mod connection;
+mod router;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -19,6 +20,8 @@ use crate::service::{Peer, Service};
 use crate::stats::{StatsSnapshot, TransportStats};
 use crate::transport::{Acceptor, Transport};
 use connection::ServerSide;
+pub use router::RouteError;
+use router::Router;
 
 /// Server settings; see [`ServerBuilder`].
 #[derive(Debug, Clone)]
@@ -46,9 +49,45 @@ struct ServerConfig {
 ///     .build(Echo);
 /// # drop(server);
 /// ```
-#[derive(Debug, Clone)]
+///
+/// Several services share a server when each is added with [`ServerBuilder::add_service`]:
+/// a call goes to the service that owns its method ([`Service::methods`]), and a method no
+/// service has is answered `UNIMPLEMENTED`.
+///
+/// ```
+/// use rpc_core::{service, Server};
+///
+/// #[service]
+/// pub trait Greeter {
+///     async fn hello(&self, name: String) -> String;
+/// }
+/// #[service]
+/// pub trait Counter {
+///     async fn add(&self, a: u64, b: u64) -> u64;
+/// }
+/// # struct G;
+/// # impl Greeter for G { async fn hello(&self, name: String) -> String { name } }
+/// # struct C;
+/// # impl Counter for C { async fn add(&self, a: u64, b: u64) -> u64 { a + b } }
+///
+/// let server = Server::builder()
+///     .add_service(GreeterServer::new(G))
+///     .add_service(CounterServer::new(C))
+///     .try_build()
+///     .expect("no two services claim one method");
+/// # drop(server);
+/// ```
+#[derive(Clone)]
 pub struct ServerBuilder {
     config: ServerConfig,
+    services: Vec<Arc<dyn Service>>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let services: Vec<&str> = self.services.iter().map(|s| s.name()).collect();
+        f.debug_struct("ServerBuilder").field("config", &self.config).field("services", &services).finish()
+    }
 }
 
 impl ServerBuilder {
@@ -146,12 +185,51 @@ impl ServerBuilder {
         self
     }
 
-    /// Builds the server around `service`.
+    /// Adds a service to serve beside the others added so: each call goes to the service that
+    /// owns its method id ([`Service::methods`]; `#[service]` lists them). Finish with
+    /// [`ServerBuilder::try_build`], which refuses two services claiming one method.
+    pub fn add_service(mut self, service: impl Service) -> Self {
+        self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Builds the server around the services added with [`ServerBuilder::add_service`]. One
+    /// service is served as [`ServerBuilder::build`] serves it; several get a router, built
+    /// here, that hands each call to the owner of its method id.
+    ///
+    /// # Errors
+    ///
+    /// [`RouteError::Duplicate`] when two services claim one method id (it names both services
+    /// and paths), [`RouteError::NoMethods`] for a service among several that lists no methods,
+    /// [`RouteError::Empty`] when none was added.
+    pub fn try_build(mut self) -> Result<Server, RouteError> {
+        let service: Arc<dyn Service> = match self.services.len() {
+            0 => return Err(RouteError::Empty),
+            1 => self.services.pop().expect("one service"),
+            _ => Arc::new(Router::new(std::mem::take(&mut self.services))?),
+        };
+        Ok(self.serving(service))
+    }
+
+    /// Builds the server around `service` (the common case of one service). With services
+    /// added by [`ServerBuilder::add_service`], `service` is served beside them.
+    ///
+    /// # Panics
+    ///
+    /// When services were added and two of them claim one method (see
+    /// [`ServerBuilder::try_build`], which returns the error instead).
     pub fn build(self, service: impl Service) -> Server {
+        if self.services.is_empty() {
+            return self.serving(Arc::new(service));
+        }
+        self.add_service(service).try_build().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn serving(self, service: Arc<dyn Service>) -> Server {
         let (shutdown, _) = watch::channel(false);
         Server {
             inner: Arc::new(ServerInner {
-                service: Arc::new(service),
+                service,
                 budget: Arc::new(MemoryBudget::new(self.config.memory_budget)),
                 config: self.config,
                 shutdown,
@@ -199,6 +277,7 @@ impl Server {
                 grace_period: Duration::from_secs(10),
                 memory_budget: 1 << 30,
             },
+            services: Vec::new(),
         }
     }
 
