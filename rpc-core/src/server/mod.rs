@@ -16,7 +16,7 @@ use crate::code::Code;
 use crate::conn::{ConnConfig, Connection, Side};
 use crate::driver::{self, Shared};
 use crate::error::ConnectionError;
-use crate::service::{Peer, Service};
+use crate::service::Service;
 use crate::stats::{StatsSnapshot, TransportStats};
 use crate::transport::{Acceptor, Transport};
 use connection::ServerSide;
@@ -30,6 +30,7 @@ struct ServerConfig {
     max_connections: usize,
     grace_period: Duration,
     memory_budget: usize,
+    stderr_warnings: bool,
 }
 
 /// Builds a [`Server`].
@@ -91,7 +92,11 @@ impl std::fmt::Debug for ServerBuilder {
 }
 
 impl ServerBuilder {
-    /// Largest request (message + attachments) accepted. Default 128 MiB. A connection may make
+    /// Largest frame accepted, in bytes: a request's message (its encoded arguments, and its
+    /// metadata block with a 4-byte length when it has one) and **all its attachments
+    /// together**; the frame header, the attachment table and alignment padding are not
+    /// counted. Default 128 MiB. So a 64 MiB attachment needs a little more than `64 << 20`:
+    /// leave room for the message (a few bytes) and the metadata. A connection may make
     /// the server allocate up to this much for one frame; the total is bounded by
     /// `max_frame × max_connections`.
     pub fn max_frame(mut self, bytes: u32) -> Self {
@@ -176,6 +181,15 @@ impl ServerBuilder {
     /// How long a closed connection keeps reading until its peer closes too. Default 2 s.
     pub fn linger(mut self, d: Duration) -> Self {
         self.config.conn.linger = d;
+        self
+    }
+
+    /// Whether a connection dropped because its peer broke the protocol (bad magic, a
+    /// malformed frame, ...) is reported on stderr when the program installed no `tracing`
+    /// subscriber. Default on: such a failure is otherwise silent. With a subscriber, it is a
+    /// `warn` event (target `rpc_core::server::connection`) whatever this says.
+    pub fn stderr_warnings(mut self, on: bool) -> Self {
+        self.config.stderr_warnings = on;
         self
     }
 
@@ -276,6 +290,7 @@ impl Server {
                 max_connections: 1024,
                 grace_period: Duration::from_secs(10),
                 memory_budget: 1 << 30,
+                stderr_warnings: true,
             },
             services: Vec::new(),
         }
@@ -332,7 +347,7 @@ impl Server {
             Some((code, msg)) => Connection::refuse(inner.config.conn.clone(), now, code, msg),
             None => Connection::new(Side::Server, inner.config.conn.clone(), now),
         };
-        let mut side = ServerSide::new(inner.service.clone(), Peer::at(transport.peer_addr()));
+        let mut side = ServerSide::new(inner.service.clone(), transport.peer(), inner.config.stderr_warnings);
         side.draining = refused;
         let shared = Shared::new(conn, side, stats.clone(), Some(inner.budget.clone()));
         inner.stats.lock().unwrap_or_else(|e| e.into_inner()).live.push(Arc::downgrade(&stats));
