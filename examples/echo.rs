@@ -1,27 +1,27 @@
 //! Echo server and load client, reused by checks and benchmarks.
 //!
 //! ```text
-//! cargo run --release --example echo -- serve --addr 127.0.0.1:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]
-//! cargo run --release --example echo -- call --addr 127.0.0.1:PORT --size BYTES --count N \
+//! cargo run --release --example echo -- serve --addr 127.0.0.1:PORT|unix:PATH [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]
+//! cargo run --release --example echo -- call --addr 127.0.0.1:PORT|unix:PATH --size BYTES --count N \
 //!     [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]
 //! ```
 //!
-//! `serve` runs until SIGINT or SIGTERM, then shuts down gracefully. `call` makes N echo calls
+//! `--addr unix:PATH` serves (or calls) over a Unix socket, where `--transport`, `--zc` and
+//! `--recv` do not apply. `serve` runs until SIGINT or SIGTERM, then shuts down gracefully. `call` makes N echo calls
 //! of BYTES each with C in flight, verifies every byte, and prints
 //! `ok calls=N bytes=B secs=S`; with `--stats-json` also one JSON object with the client's
 //! transport counters. A failed call prints the error and exits non-zero.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use rpc_core::Payload;
-use zcrpc_examples::{connect, pattern, serve_with, EngineOptions, TransportChoice};
+use zcrpc_examples::{connect_to, pattern, serve_at, Endpoint, EngineOptions, TransportChoice};
 
-const USAGE: &str = "usage:\n  echo serve --addr HOST:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]\n  echo call --addr HOST:PORT --size BYTES --count N [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]";
+const USAGE: &str = "usage:\n  echo serve --addr HOST:PORT|unix:PATH [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]\n  echo call --addr HOST:PORT|unix:PATH --size BYTES --count N [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -90,7 +90,7 @@ impl Options {
 }
 
 async fn serve_until_signal(opts: Options) -> Result<(), String> {
-    let addr: SocketAddr = opts.get("addr", None)?;
+    let addr: Endpoint = opts.get("addr", None)?;
     let (transport, engine) = opts.transport()?;
     let mut builder = rpc_core::Server::builder();
     if opts.values.contains_key("max-connections") {
@@ -103,7 +103,7 @@ async fn serve_until_signal(opts: Options) -> Result<(), String> {
         let ms: u64 = opts.get("write-stall-ms", None)?;
         builder = builder.write_stall_timeout(Some(std::time::Duration::from_millis(ms)));
     }
-    let (server, local) = serve_with(addr, transport, engine, builder).await.map_err(|e| format!("bind {addr}: {e}"))?;
+    let (server, local) = serve_at(&addr, transport, engine, builder).await.map_err(|e| format!("bind {addr}: {e}"))?;
     eprintln!("echo: serving on {local}");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     tokio::select! {
@@ -116,7 +116,7 @@ async fn serve_until_signal(opts: Options) -> Result<(), String> {
 }
 
 async fn call(opts: Options) -> Result<(), String> {
-    let addr: SocketAddr = opts.get("addr", None)?;
+    let addr: Endpoint = opts.get("addr", None)?;
     let size: usize = opts.get("size", None)?;
     let count: u64 = opts.get("count", None)?;
     let concurrency: u64 = opts.get("concurrency", Some(1))?;
@@ -124,7 +124,7 @@ async fn call(opts: Options) -> Result<(), String> {
         return Err("--concurrency must be at least 1".into());
     }
     let (transport, engine) = opts.transport()?;
-    let client = connect(addr, transport, engine).await.map_err(|e| e.to_string())?;
+    let client = connect_to(&addr, transport, engine, rpc_core::ClientConfig::default()).await.map_err(|e| e.to_string())?;
     // A few distinct payloads, so a reply matched to the wrong call would show: windows of one
     // pattern at different offsets (filling one buffer, not four, matters for large sizes in a
     // debug build).

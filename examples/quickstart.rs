@@ -3,21 +3,26 @@
 //! of what went through which send path.
 //!
 //! ```text
-//! cargo run --release --example quickstart [-- --transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring]
+//! cargo run --release --example quickstart [-- --transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--addr 127.0.0.1:0|unix:PATH]
 //! ```
+//!
+//! `--addr unix:/tmp/quickstart.sock` runs the same over a Unix socket.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use rpc_core::{Payload, StatsSnapshot};
-use zcrpc_examples::{connect, pattern, serve, EngineOptions, TransportChoice};
+use rpc_core::{ClientConfig, Payload, Server, StatsSnapshot};
+use zcrpc_examples::{connect_to, pattern, serve_at, Endpoint, EngineOptions, TransportChoice};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (transport, engine) = parse_args()?;
-    let (server, addr) = serve(SocketAddr::from(([127, 0, 0, 1], 0)), transport, engine).await?;
-    println!("zcrpc quickstart: server on {addr} ({transport:?} transport, {engine:?})");
-    let client = connect(addr, transport, engine).await?;
+    let (transport, engine, endpoint) = parse_args()?;
+    let (server, addr) = serve_at(&endpoint, transport, engine, Server::builder()).await?;
+    match addr {
+        Endpoint::Unix(_) => println!("zcrpc quickstart: server on {addr}"),
+        Endpoint::Tcp(_) => println!("zcrpc quickstart: server on {addr} ({transport:?} transport, {engine:?})"),
+    }
+    let client = connect_to(&addr, transport, engine, ClientConfig::default()).await?;
 
     let start = Instant::now();
     let mut calls = 0u64;
@@ -83,8 +88,8 @@ fn explain(s: &StatsSnapshot) {
         let probe = transport_uring::probe();
         println!("backend probe: {} ({})", probe.backend, probe.reason);
     }
-    if s.transport == "tcp" {
-        println!("tcp: every frame went out as one vectored write of the caller's segments; the kernel copied them.");
+    if s.transport == "tcp" || s.transport == "unix" {
+        println!("{}: every frame went out as one vectored write of the caller's segments; the kernel copied them.", s.transport);
         return;
     }
     println!(
@@ -124,19 +129,22 @@ fn explain(s: &StatsSnapshot) {
     }
 }
 
-fn parse_args() -> Result<(TransportChoice, EngineOptions), String> {
-    const USAGE: &str = "usage: quickstart [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring]";
+fn parse_args() -> Result<(TransportChoice, EngineOptions, Endpoint), String> {
+    const USAGE: &str = "usage: quickstart [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--addr 127.0.0.1:0|unix:PATH]";
     let (mut transport, mut engine) = (TransportChoice::default(), EngineOptions::default());
+    let mut endpoint = Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)));
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(USAGE)?;
         if flag == "--transport" {
             transport = value.parse()?;
+        } else if flag == "--addr" {
+            endpoint = value.parse()?;
         } else if !engine.set(&flag, &value)? {
             return Err(USAGE.into());
         }
     }
-    Ok((transport, engine))
+    Ok((transport, engine, endpoint))
 }
 
 fn print_table(rows: &[(&str, &StatsSnapshot)]) {

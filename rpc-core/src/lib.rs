@@ -11,8 +11,8 @@
 //! - [`Payload`]: attachments sent by scatter-gather as they are, received as slices of the
 //!   receive buffer;
 //! - [`codec`]: serde (postcard) and prost for the typed part of calls;
-//! - [`transport::tcp`] and [`transport::mem`]; the io_uring zero-copy transport lives in the
-//!   `transport-uring` crate.
+//! - [`transport::tcp`], [`transport::unix`] (Unix-domain sockets, same host; [`Client::connect_unix`])
+//!   and [`transport::mem`]; the io_uring zero-copy transport lives in the `transport-uring` crate.
 //!
 //! ```
 //! use rpc_core::{service, Client, ClientConfig, Payload, Server};
