@@ -295,7 +295,9 @@ pub async fn connect_with_config(
         TransportChoice::Uring | TransportChoice::MsgZc => {
             // Made from an address, like `connect_tcp`: it re-dials when the connection is lost.
             let uring = uring_config(transport, engine);
-            Client::connect_with(move || transport_uring::connect(addr, uring.clone()), config).await?
+            Client::connect_with(move || transport_uring::connect(addr, uring.clone()), config)
+                .await
+                .map_err(|e| e.with_target(addr.to_string()))?
         }
     };
     Ok(EchoClient::new(client))

@@ -197,10 +197,13 @@ impl ConnectError {
         }
     }
 
-    pub(crate) fn dialing(self, target: String) -> ConnectError {
+    /// This error with `target` named in front ([`ConnectError::Dialing`]), unless it names an
+    /// address already: for a client made with [`crate::Client::connect_with`], whose dial
+    /// function only the caller knows the address of.
+    pub fn with_target(self, target: impl Into<String>) -> ConnectError {
         match self {
             named @ ConnectError::Dialing { .. } => named,
-            error => ConnectError::Dialing { target, error: Box::new(error) },
+            error => ConnectError::Dialing { target: target.into(), error: Box::new(error) },
         }
     }
 }

@@ -109,6 +109,14 @@ async fn a_refused_connection_names_the_address() {
     assert!(err.to_string().starts_with(&format!("connecting to {addr}: could not connect: ")), "{err}");
     assert_eq!(err.target(), Some(addr.to_string().as_str()));
     assert!(matches!(err.reason(), ConnectError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused), "{err:?}");
+
+    // A client made from a dial function names the address when told it; once.
+    let err = Client::connect_with(move || rpc_core::transport::tcp::connect(addr), ClientConfig::default())
+        .await
+        .unwrap_err()
+        .with_target(addr.to_string())
+        .with_target("elsewhere");
+    assert!(err.to_string().starts_with(&format!("connecting to {addr}: could not connect: ")), "{err}");
 }
 
 #[tokio::test]

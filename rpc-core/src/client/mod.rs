@@ -211,7 +211,7 @@ impl Client {
             target.clone(),
         )
         .await
-        .map_err(|e| e.dialing(target))
+        .map_err(|e| e.with_target(target))
     }
 
     /// Connects over a Unix socket (see [`crate::transport::unix`]) to `path`, and re-dials it
@@ -233,12 +233,13 @@ impl Client {
             target.clone(),
         )
         .await
-        .map_err(|e| e.dialing(target))
+        .map_err(|e| e.with_target(target))
     }
 
     /// A client that gets its transports from `dial` (for example
     /// `move || transport_uring::connect(addr, cfg.clone())`), and dials again whenever the
-    /// connection is lost. The first connection must succeed.
+    /// connection is lost. The first connection must succeed; name the address in its error
+    /// with [`ConnectError::with_target`].
     pub async fn connect_with<T, F, Fut>(dial: F, config: ClientConfig) -> Result<Client, ConnectError>
     where
         T: Transport,
