@@ -1,8 +1,8 @@
 //! Echo server and load client, reused by checks and benchmarks.
 //!
 //! ```text
-//! cargo run --release --example echo -- serve --addr 127.0.0.1:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]
-//! cargo run --release --example echo -- call --addr 127.0.0.1:PORT --size BYTES --count N \
+//! cargo run --release --example echo -- serve --addr 127.0.0.1:PORT|unix:PATH [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]
+//! cargo run --release --example echo -- call --addr 127.0.0.1:PORT|unix:PATH --size BYTES --count N \
 //!     [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]
 //! cargo run --release --example echo -- --help        # every option, its default, examples
 //! ```
@@ -14,7 +14,6 @@
 //! long `call` shows its progress on stderr.
 
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,23 +21,24 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use rpc_core::Payload;
-use zcrpc_examples::{connect, pattern, serve_with, TransportArgs};
+use zcrpc_examples::{connect_to, pattern, serve_at, Endpoint, TransportArgs};
 
 /// The echo server and its load client: `echo serve` in one terminal, `echo call` in another.
 #[derive(Debug, Parser)]
 #[command(
     name = "echo",
     after_help = "Commands and their options (`echo serve --help`, `echo call --help` explain each):\n  \
-        echo serve --addr HOST:PORT [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] \
+        echo serve --addr HOST:PORT|unix:PATH [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] \
         [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]\n  \
-        echo call --addr HOST:PORT --size BYTES --count N [--concurrency C] [--transport uring|msgzc|tcp] \
+        echo call --addr HOST:PORT|unix:PATH --size BYTES --count N [--concurrency C] [--transport uring|msgzc|tcp] \
         [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]\n\
         Defaults: --concurrency 1, --transport uring on Linux (tcp elsewhere), --zc adaptive, --recv read; \
         the server's limits (1024 connections, 64 MiB per connection, a 30 s write stall).\n\n\
         Examples:\n  \
         echo serve --addr 127.0.0.1:7411 &\n  \
         echo call --addr 127.0.0.1:7411 --size 1048576 --count 200 --concurrency 8 --stats-json\n  \
-        echo serve --addr 127.0.0.1:7411 --transport tcp      # the portable transport\n\n\
+        echo serve --addr 127.0.0.1:7411 --transport tcp      # the portable transport\n  \
+        echo serve --addr unix:/tmp/echo.sock                 # a Unix socket (same host)\n\n\
         Run `echo serve --help` or `echo call --help` for each command's options."
 )]
 struct Cli {
@@ -67,9 +67,10 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Address to listen on; port 0 takes any free port (the one chosen is printed).
-    #[arg(long, value_name = "HOST:PORT")]
-    addr: SocketAddr,
+    /// Address to listen on: HOST:PORT (port 0 takes any free port; the one chosen is printed)
+    /// or unix:PATH for a Unix socket, where --transport, --zc and --recv do not apply.
+    #[arg(long, value_name = "HOST:PORT|unix:PATH")]
+    addr: Endpoint,
     #[command(flatten)]
     transport: TransportArgs,
     /// Most connections at once; one more is told why and closed [default: the server's, 1024].
@@ -87,9 +88,9 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct CallArgs {
-    /// Address of an `echo serve`.
-    #[arg(long, value_name = "HOST:PORT")]
-    addr: SocketAddr,
+    /// Address of an `echo serve`: HOST:PORT or unix:PATH.
+    #[arg(long, value_name = "HOST:PORT|unix:PATH")]
+    addr: Endpoint,
     /// Bytes of each call's payload (sent as an attachment and echoed back).
     #[arg(long, value_name = "BYTES")]
     size: usize,
@@ -136,7 +137,7 @@ async fn serve_until_signal(args: ServeArgs) -> Result<(), String> {
     if let Some(ms) = args.write_stall_ms {
         builder = builder.write_stall_timeout(Some(Duration::from_millis(ms)));
     }
-    let (server, local) = serve_with(addr, transport, engine, builder).await.map_err(|e| format!("bind {addr}: {e}"))?;
+    let (server, local) = serve_at(&addr, transport, engine, builder).await.map_err(|e| e.to_string())?;
     eprintln!("echo: serving on {local}");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     tokio::select! {
@@ -151,7 +152,7 @@ async fn serve_until_signal(args: ServeArgs) -> Result<(), String> {
 async fn call(args: CallArgs) -> Result<(), String> {
     let CallArgs { addr, size, count, concurrency, .. } = args;
     let (transport, engine) = args.transport.choice()?;
-    let client = connect(addr, transport, engine).await.map_err(|e| e.to_string())?;
+    let client = connect_to(&addr, transport, engine, rpc_core::ClientConfig::default()).await.map_err(|e| e.to_string())?;
     // A few distinct payloads, so a reply matched to the wrong call would show: windows of one
     // pattern at different offsets (filling one buffer, not four, matters for large sizes in a
     // debug build).

@@ -3,8 +3,10 @@
 //! then the table of which send path each byte took.
 //!
 //! ```text
-//! cargo run --release --example quickstart [-- --transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring]
+//! cargo run --release --example quickstart [-- --transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--addr unix:PATH]
 //! ```
+//!
+//! `--addr unix:/tmp/quickstart.sock` runs the same over a Unix socket (same host only).
 //!
 //! The whole program is this file: copy it into `src/main.rs` of a crate depending on
 //! `rpc-core`, `transport-uring` (Linux), `tokio` (features `rt-multi-thread`, `macros`) and
@@ -66,7 +68,8 @@ impl Blobs for Impl {
 #[command(after_help = "Examples:\n  \
     cargo run --release --example quickstart\n  \
     cargo run --release --example quickstart -- --transport tcp\n  \
-    cargo run --release --example quickstart -- --transport uring --zc always-zc --recv ring")]
+    cargo run --release --example quickstart -- --transport uring --zc always-zc --recv ring\n  \
+    cargo run --release --example quickstart -- --addr unix:/tmp/quickstart.sock")]
 struct Args {
     /// `tcp` (tokio, any OS), `uring` (io_uring zero-copy engine) or `msgzc` (`MSG_ZEROCOPY`).
     #[arg(long, default_value = if cfg!(target_os = "linux") { "uring" } else { "tcp" }, value_parser = ["tcp", "uring", "msgzc"])]
@@ -79,6 +82,10 @@ struct Args {
     /// receive into a provided-buffer ring).
     #[arg(long, default_value = "read", value_parser = ["read", "uring", "ring"])]
     recv: String,
+    /// `unix:PATH` serves and calls over a Unix socket at PATH instead of TCP on 127.0.0.1
+    /// (the transport options then do not apply).
+    #[arg(long, value_name = "unix:PATH")]
+    addr: Option<String>,
 }
 
 #[tokio::main]
@@ -87,6 +94,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     // Serve: any number of connections, each on its own task, until shut down.
     let server = Server::builder().build(BlobsServer::new(Impl));
+    let unix = match args.addr.as_deref().map(|a| a.strip_prefix("unix:")) {
+        None => None,
+        Some(Some(path)) => Some(path.to_owned()),
+        Some(None) => return Err("--addr takes unix:PATH (TCP always uses 127.0.0.1 and a free port)".into()),
+    };
+    if let Some(path) = unix {
+        // A Unix socket: the socket file is removed when the server shuts down.
+        let server = server.serve(rpc_core::transport::unix::UnixAcceptor::bind(&path).await?);
+        println!("zcrpc quickstart: server on unix:{path}");
+        let client = Client::connect_unix(&path, ClientConfig::default()).await?;
+        return run(BlobsClient::new(client), server, "unix").await;
+    }
     let (server, addr, client) = if args.transport == "tcp" {
         let acceptor = TcpAcceptor::bind(addr).await?;
         let addr = acceptor.local_addr()?;
@@ -98,8 +117,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         uring(server, addr, &args).await?
     };
     println!("zcrpc quickstart: server on {addr} ({} transport)", args.transport);
-    let blobs = BlobsClient::new(client);
+    run(BlobsClient::new(client), server, &args.transport).await
+}
 
+/// The calls, then the counters.
+async fn run(blobs: BlobsClient, server: rpc_core::ServerHandle, transport: &str) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let mut bytes = 0u64;
 
@@ -141,8 +163,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     server.server().shutdown();
     let stats = blobs.client().stats();
     println!("\nclient {stats}\nserver {}", server.server().stats());
-    if args.transport == "tcp" {
-        println!("tcp: every frame went out as one vectored write of the caller's segments; the kernel copied them.");
+    if transport == "tcp" || transport == "unix" {
+        println!("{transport}: every frame went out as one vectored write of the caller's segments; the kernel copied them.");
     } else if stats.notifications_copied > 0 {
         let switched = if stats.path_switches > 0 { ": the adaptive engine noticed and moved to the copy path" } else { "" };
         println!("On loopback the kernel copies zero-copy sends after all (ZC_COPIED){switched}; real gains need a NIC.");

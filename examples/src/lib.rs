@@ -249,6 +249,87 @@ pub async fn serve_with(
     }
 }
 
+/// Where a server listens or a client connects: `HOST:PORT` (TCP, or the Linux engines), or
+/// `unix:PATH` (a Unix-domain socket, for peers on the same host).
+///
+/// ```
+/// use zcrpc_examples::Endpoint;
+/// assert_eq!("127.0.0.1:7411".parse::<Endpoint>().unwrap(), Endpoint::Tcp(([127, 0, 0, 1], 7411).into()));
+/// assert_eq!("unix:/tmp/echo.sock".parse::<Endpoint>().unwrap(), Endpoint::Unix("/tmp/echo.sock".into()));
+/// assert_eq!(Endpoint::Unix("/tmp/echo.sock".into()).to_string(), "unix:/tmp/echo.sock");
+/// assert!("localhost".parse::<Endpoint>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// An IP address and port.
+    Tcp(SocketAddr),
+    /// The path of a Unix-domain socket.
+    Unix(std::path::PathBuf),
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path, as in unix:/tmp/echo.sock".into());
+            }
+            return Ok(Endpoint::Unix(path.into()));
+        }
+        s.parse()
+            .map(Endpoint::Tcp)
+            .map_err(|e| format!("address {s:?}: {e}: expected IP:PORT (127.0.0.1:7411) or unix:PATH (unix:/tmp/echo.sock)"))
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(addr) => write!(f, "{addr}"),
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Serves [`EchoImpl`] at `endpoint`: over the chosen transport at an IP address, over a Unix
+/// socket at `unix:PATH` (where `transport` and `engine` do not apply). Returns where it
+/// serves (the port chosen, for port 0).
+pub async fn serve_at(
+    endpoint: &Endpoint,
+    transport: TransportChoice,
+    engine: EngineOptions,
+    builder: ServerBuilder,
+) -> std::io::Result<(ServerHandle, Endpoint)> {
+    match endpoint {
+        Endpoint::Tcp(addr) => serve_with(*addr, transport, engine, builder).await.map(|(h, a)| (h, Endpoint::Tcp(a))),
+        #[cfg(unix)]
+        Endpoint::Unix(path) => {
+            let acceptor = rpc_core::transport::unix::UnixAcceptor::bind(path).await?;
+            Ok((builder.build(EchoServer::new(EchoImpl)).serve(acceptor), endpoint.clone()))
+        }
+        #[cfg(not(unix))]
+        Endpoint::Unix(_) => Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "Unix sockets need a Unix system")),
+    }
+}
+
+/// Connects an [`EchoClient`] to `endpoint` (see [`serve_at`]), re-dialing when the connection
+/// is lost.
+pub async fn connect_to(
+    endpoint: &Endpoint,
+    transport: TransportChoice,
+    engine: EngineOptions,
+    config: ClientConfig,
+) -> Result<EchoClient, ConnectError> {
+    match endpoint {
+        Endpoint::Tcp(addr) => connect_with_config(*addr, transport, engine, config).await,
+        #[cfg(unix)]
+        Endpoint::Unix(path) => Ok(EchoClient::new(Client::connect_unix(path, config).await?)),
+        #[cfg(not(unix))]
+        Endpoint::Unix(_) => Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "Unix sockets need a Unix system").into()),
+    }
+}
+
 /// Connects an [`EchoClient`] over the chosen transport.
 pub async fn connect(addr: SocketAddr, transport: TransportChoice, engine: EngineOptions) -> Result<EchoClient, ConnectError> {
     connect_with_config(addr, transport, engine, ClientConfig::default()).await
@@ -268,7 +349,9 @@ pub async fn connect_with_config(
         TransportChoice::Uring | TransportChoice::MsgZc => {
             // Made from an address, like `connect_tcp`: it re-dials when the connection is lost.
             let uring = uring_config(transport, engine);
-            Client::connect_with(move || transport_uring::connect(addr, uring.clone()), config).await?
+            Client::connect_with(move || transport_uring::connect(addr, uring.clone()), config)
+                .await
+                .map_err(|e| e.with_target(addr.to_string()))?
         }
     };
     Ok(EchoClient::new(client))

@@ -47,8 +47,11 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
-    /// The handshake did not start with the zcrpc magic.
-    #[error("bad magic {found:02x?}: peer is not speaking zcrpc (expected {expected:02x?})")]
+    /// The handshake did not start with the zcrpc magic. The message says what the peer seems
+    /// to speak instead: `bad magic "HTTP": the peer is not speaking zcrpc; it looks like an
+    /// HTTP/1 server's response (expected "ZCRP")`. (When fewer than 4 bytes had come, the rest
+    /// of `found` is zeros.)
+    #[error("bad magic {}: the peer is not speaking zcrpc{} (expected {})", show_magic(found), guess_protocol(found), show_magic(expected))]
     BadMagic {
         /// What we read.
         found: [u8; 4],
@@ -67,7 +70,7 @@ pub enum DecodeError {
     #[error("unknown frame kind {0:#04x}")]
     UnknownKind(u8),
     /// A length field is over the negotiated limit; nothing was allocated for it.
-    #[error("{what} of {len} bytes is over the limit of {limit} bytes")]
+    #[error("{what} of {len} bytes is over the limit of {limit} bytes{}", frame_hint(what))]
     TooLarge {
         /// Which length.
         what: &'static str,
@@ -164,6 +167,45 @@ pub enum ConnectError {
         /// The server's reason.
         message: String,
     },
+    /// Connecting to an address failed: a client made from an address
+    /// ([`crate::Client::connect_tcp`], [`crate::Client::connect_unix`]) names it in front of
+    /// the error. [`ConnectError::reason`] is the error without the address.
+    #[error("connecting to {target}: {error}")]
+    Dialing {
+        /// The address: `127.0.0.1:7411`, `unix:/run/app.sock`.
+        target: String,
+        /// What went wrong there.
+        error: Box<ConnectError>,
+    },
+}
+
+impl ConnectError {
+    /// What went wrong, without the address: the error a [`ConnectError::Dialing`] wraps, any
+    /// other as it is. Match on this to tell a timeout from a refusal whatever the client.
+    pub fn reason(&self) -> &ConnectError {
+        match self {
+            ConnectError::Dialing { error, .. } => error.reason(),
+            other => other,
+        }
+    }
+
+    /// The address that was dialed, when the error names one.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            ConnectError::Dialing { target, .. } => Some(target),
+            _ => None,
+        }
+    }
+
+    /// This error with `target` named in front ([`ConnectError::Dialing`]), unless it names an
+    /// address already: for a client made with [`crate::Client::connect_with`], whose dial
+    /// function only the caller knows the address of.
+    pub fn with_target(self, target: impl Into<String>) -> ConnectError {
+        match self {
+            named @ ConnectError::Dialing { .. } => named,
+            error => ConnectError::Dialing { target: target.into(), error: Box::new(error) },
+        }
+    }
 }
 
 /// Why a call failed.
@@ -187,7 +229,10 @@ pub enum CallError {
     #[error("unavailable: {0}")]
     Unavailable(String),
     /// The request exceeds a limit the peer declared (checked before sending).
-    #[error("request of {len} bytes is over the peer's frame limit of {limit} bytes")]
+    #[error(
+        "request of {len} bytes (message, metadata and attachments together) is over the \
+         peer's frame limit of {limit} bytes (its max_frame)"
+    )]
     TooLarge {
         /// Request size.
         len: u64,
@@ -230,5 +275,37 @@ impl CallError {
             CallError::TooLarge { .. } => Code::RESOURCE_EXHAUSTED,
             CallError::Codec(_) => Code::INVALID_ARGUMENT,
         }
+    }
+}
+
+/// Four handshake bytes as text when they are printable (`"HTTP"`), else as hex (`16 03 01 02`).
+fn show_magic(bytes: &[u8; 4]) -> String {
+    if bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("{:?}", String::from_utf8_lossy(bytes))
+    } else {
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// What a peer whose first bytes are `found` seems to speak, as the end of a sentence.
+fn guess_protocol(found: &[u8; 4]) -> &'static str {
+    const HTTP1_METHODS: [&[u8; 4]; 9] = [b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC"];
+    match found {
+        b"HTTP" => "; it looks like an HTTP/1 server's response (is the address an HTTP server's?)",
+        b"PRI " => "; it looks like HTTP/2 (the connection preface \"PRI *\"): a gRPC or h2 client?",
+        [0x16, 0x03, ..] => "; it looks like TLS (a handshake record): a TLS client or server at the other end?",
+        [0x15, 0x03, ..] => "; it looks like TLS (an alert record): a TLS peer refusing plain text?",
+        b"SSH-" => "; it looks like SSH",
+        m if HTTP1_METHODS.contains(&m) => "; it looks like an HTTP/1 request (a browser or curl?)",
+        _ => "",
+    }
+}
+
+/// What a frame's size counts, said after a "frame over the limit" error.
+fn frame_hint(what: &str) -> &'static str {
+    if what == "frame" {
+        " (max_frame counts the message and every attachment together)"
+    } else {
+        ""
     }
 }

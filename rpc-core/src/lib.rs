@@ -11,8 +11,8 @@
 //! - [`Payload`]: attachments sent by scatter-gather as they are, received as slices of the
 //!   receive buffer;
 //! - [`codec`]: serde (postcard) and prost for the typed part of calls;
-//! - [`transport::tcp`] and [`transport::mem`]; the io_uring zero-copy transport lives in the
-//!   `transport-uring` crate.
+//! - [`transport::tcp`], [`transport::unix`] (Unix-domain sockets, same host; [`Client::connect_unix`])
+//!   and [`transport::mem`]; the io_uring zero-copy transport lives in the `transport-uring` crate.
 //!
 //! ```
 //! use rpc_core::{service, Client, ClientConfig, Payload, Server};
@@ -133,6 +133,11 @@
 //! # });
 //! ```
 //!
+//! One server serves several services when each is added with
+//! [`ServerBuilder::add_service`]: `Server::builder().add_service(a).add_service(b).try_build()?`
+//! routes each call by its method id ([`Service::methods`]) and refuses, with a
+//! [`RouteError`], two services claiming one method.
+//!
 //! A method taking a [`Sink`] streams its answers; one taking a [`Source`] reads a stream of
 //! requests (both: bidirectional). Each method also has a path, which names it in errors and
 //! hashes into its id ([`method_id`]):
@@ -221,7 +226,7 @@ pub use error::{CallError, ConnectError, ConnectionError, DecodeError, Status};
 pub use metadata::{Metadata, MetadataError};
 pub use payload::{ExternalSegment, Payload, Segment};
 pub use rpc_macros::service;
-pub use server::{Server, ServerBuilder, ServerHandle};
+pub use server::{RouteError, Server, ServerBuilder, ServerHandle};
 pub use frame::CallMode;
 pub use method::method_id;
 pub use service::{BoxFuture, CallContext, Peer, ServerRequest, Service};

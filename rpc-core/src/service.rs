@@ -62,18 +62,39 @@ impl CallContext {
     }
 }
 
-/// Who is at the other end of a call's connection.
+/// Who is at the other end of a call's connection. Displays as its address (`127.0.0.1:5000`),
+/// `unix:PATH` for a Unix-socket peer, or `unknown`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Peer {
     /// The peer's address, where the transport has one (TCP, io_uring; not the in-memory pipe).
     pub addr: Option<std::net::SocketAddr>,
+    /// For a Unix-socket connection, the socket's path: the peer's own if it bound one, else
+    /// the listening socket's (a client's socket is usually unnamed); empty when neither has a
+    /// name (a socket pair). Shared, so that each call's copy costs no allocation.
+    pub unix: Option<std::sync::Arc<std::path::Path>>,
 }
 
 impl Peer {
     /// A peer at `addr`.
     pub fn at(addr: Option<std::net::SocketAddr>) -> Self {
-        Peer { addr }
+        Peer { addr, unix: None }
+    }
+
+    /// A peer over a Unix socket, named by `path` (see [`Peer::unix`]).
+    pub fn unix(path: std::sync::Arc<std::path::Path>) -> Self {
+        Peer { addr: None, unix: Some(path) }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.addr, &self.unix) {
+            (Some(addr), _) => write!(f, "{addr}"),
+            (None, Some(path)) if path.as_os_str().is_empty() => f.write_str("unix"),
+            (None, Some(path)) => write!(f, "unix:{}", path.display()),
+            (None, None) => f.write_str("unknown"),
+        }
     }
 }
 
@@ -83,9 +104,17 @@ pub trait Service: Send + Sync + 'static {
     /// Handles one call. Unknown methods answer [`Status::unimplemented`].
     fn call(&self, request: ServerRequest) -> BoxFuture<'static, Result<Body, Status>>;
 
-    /// The service's name, for logs.
+    /// The service's name, for logs and errors (`#[service]`: the trait's name, with its
+    /// package if it has one: `"store.v1.Store"`).
     fn name(&self) -> &'static str {
         "service"
+    }
+
+    /// Every method the service answers, as `(path, id)`: what routes a call to this service
+    /// when a server has several ([`crate::ServerBuilder::add_service`]). `#[service]` lists
+    /// them; the default lists none, which is enough for a service served alone.
+    fn methods(&self) -> &'static [(&'static str, u32)] {
+        &[]
     }
 }
 
@@ -96,5 +125,9 @@ impl<S: Service + ?Sized> Service for std::sync::Arc<S> {
 
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+
+    fn methods(&self) -> &'static [(&'static str, u32)] {
+        (**self).methods()
     }
 }

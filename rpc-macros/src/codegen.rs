@@ -614,6 +614,10 @@ fn server(service: &Service) -> TokenStream {
             fn name(&self) -> &'static str {
                 #path
             }
+
+            fn methods(&self) -> &'static [(&'static str, u32)] {
+                #client::PATHS
+            }
         }
     }
 }

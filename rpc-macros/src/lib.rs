@@ -81,7 +81,9 @@ use proc_macro::TokenStream;
 /// - **`StoreServer<S>`**, wrapping an implementation (`new(imp)` or `from_arc(arc)`), which
 ///   implements `rpc_core::Service`: it dispatches on the method id, decodes the arguments, calls
 ///   the implementation and encodes its answer. Its `name()` is `"Store"` (with a package:
-///   `"store.v1.Store"`); `StoreServer::<S>::path_of(id)` names a known method.
+///   `"store.v1.Store"`); `StoreServer::<S>::path_of(id)` names a known method, and its
+///   `Service::methods()` lists every `(path, id)`, which routes calls to it when a server has
+///   several services (`Server::builder().add_service(a).add_service(b).try_build()`).
 ///
 /// # Arguments and results
 ///

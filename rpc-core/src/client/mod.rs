@@ -188,7 +188,9 @@ impl Client {
 
     /// Connects over TCP (see [`tcp`]) to `addr`, and re-dials it whenever the connection is
     /// lost ([`ClientConfig::reconnect`]); `config.connect_timeout` covers connect and handshake.
-    /// The first connection must succeed: its error names the address.
+    /// The first connection must succeed: its error names the address
+    /// ([`ConnectError::Dialing`]: `connecting to 127.0.0.1:7411: could not connect: Connection
+    /// refused`).
     pub async fn connect_tcp(addr: impl tokio::net::ToSocketAddrs, config: ClientConfig) -> Result<Client, ConnectError> {
         let limit = config.connect_timeout;
         let addrs: Vec<SocketAddr> = tokio::time::timeout(limit, tokio::net::lookup_host(addr))
@@ -199,24 +201,45 @@ impl Client {
             [one] => one.to_string(),
             many => format!("{many:?}"),
         };
-        let dial_target = target.clone();
         let addrs: Arc<[SocketAddr]> = addrs.into();
         Client::dialing(
             Arc::new(move || {
-                let (addrs, target) = (addrs.clone(), dial_target.clone());
+                let addrs = addrs.clone();
+                Box::pin(async move { tcp::connect(&addrs[..]).await })
+            }),
+            config,
+            target.clone(),
+        )
+        .await
+        .map_err(|e| e.with_target(target))
+    }
+
+    /// Connects over a Unix socket (see [`crate::transport::unix`]) to `path`, and re-dials it
+    /// whenever the connection is lost, as [`Client::connect_tcp`] does. Errors name the path
+    /// (`unix:/run/app.sock`).
+    #[cfg(unix)]
+    pub async fn connect_unix(path: impl AsRef<std::path::Path>, config: ClientConfig) -> Result<Client, ConnectError> {
+        let path: Arc<std::path::Path> = path.as_ref().into();
+        let target = format!("unix:{}", path.display());
+        Client::dialing(
+            Arc::new(move || {
+                let path = path.clone();
                 Box::pin(async move {
-                    tcp::connect(&addrs[..]).await.map_err(|e| io::Error::new(e.kind(), format!("{target}: {e}")))
+                    let stream = tokio::net::UnixStream::connect(&*path).await?;
+                    Ok(crate::transport::unix::from_stream(stream, &path))
                 })
             }),
             config,
-            target,
+            target.clone(),
         )
         .await
+        .map_err(|e| e.with_target(target))
     }
 
     /// A client that gets its transports from `dial` (for example
     /// `move || transport_uring::connect(addr, cfg.clone())`), and dials again whenever the
-    /// connection is lost. The first connection must succeed.
+    /// connection is lost. The first connection must succeed; name the address in its error
+    /// with [`ConnectError::with_target`].
     pub async fn connect_with<T, F, Fut>(dial: F, config: ClientConfig) -> Result<Client, ConnectError>
     where
         T: Transport,

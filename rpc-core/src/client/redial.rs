@@ -66,7 +66,7 @@ pub(super) async fn supervise<T: Transport>(
                 }
                 Err(e) => {
                     tracing::debug!("re-dialing {target} failed: {e}");
-                    link.send_modify(|l| l.last_error = Some(e.to_string()));
+                    link.send_modify(|l| l.last_error = Some(format!("connecting to {target}: {e}")));
                     tokio::select! {
                         _ = tokio::time::sleep(jitter(backoff)) => {}
                         _ = link.closed() => return,

@@ -7,7 +7,8 @@ use crate::frame::Limits;
 /// Connection settings shared by client and server.
 #[derive(Debug, Clone)]
 pub struct ConnConfig {
-    /// Largest frame (message + payload) this side accepts. Default 128 MiB.
+    /// Largest frame this side accepts: the message (metadata included) plus every attachment,
+    /// together; header, attachment table and padding not counted. Default 128 MiB.
     pub max_frame: u32,
     /// Largest metadata block (a call's headers, encoded) this side accepts; declared in the
     /// hello in KiB (rounded down; at most 64 MiB - 1 KiB). Default 16 KiB.

@@ -34,13 +34,17 @@ pub(crate) struct ServerSide {
     /// Set when a graceful shutdown began: close once every answered call is flushed.
     pub(crate) draining: bool,
     pub(crate) close_reason: Option<ConnectionError>,
+    /// Write the warning of a connection dropped for bad input to stderr when no `tracing`
+    /// subscriber is installed ([`crate::ServerBuilder::stderr_warnings`]).
+    stderr_warnings: bool,
 }
 
 impl ServerSide {
-    pub(crate) fn new(service: Arc<dyn Service>, peer: Peer) -> Self {
+    pub(crate) fn new(service: Arc<dyn Service>, peer: Peer, stderr_warnings: bool) -> Self {
         ServerSide {
             service,
             peer,
+            stderr_warnings,
             ready: Vec::new(),
             routes: Routes::default(),
             handlers: CallMap::default(),
@@ -48,6 +52,12 @@ impl ServerSide {
             close_reason: None,
         }
     }
+}
+
+/// True when no `tracing` subscriber would see an event (none installed, globally or for this
+/// thread): a warning then goes to stderr, or nobody would learn of it.
+fn no_subscriber() -> bool {
+    tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>())
 }
 
 /// A handler's result, a panic turned into `INTERNAL`.
@@ -115,7 +125,12 @@ impl SideHandler for ServerSide {
                 match &err {
                     ConnectionError::Closed | ConnectionError::LocallyClosed => {}
                     ConnectionError::Decode(_) | ConnectionError::Protocol(_) => {
-                        tracing::warn!("connection closed: {err}")
+                        let peer = &g.side.peer;
+                        if g.side.stderr_warnings && no_subscriber() {
+                            eprintln!("WARN zcrpc server: dropped the connection from {peer}: {err}");
+                        } else {
+                            tracing::warn!(%peer, "dropped the connection: {err}");
+                        }
                     }
                     _ => tracing::info!("connection closed: {err}"),
                 }
@@ -193,5 +208,18 @@ impl SideHandler for ServerSide {
         if g.side.draining && g.conn.is_open() && g.conn.calls_in_flight() == 0 {
             g.conn.close(ConnectionError::LocallyClosed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::no_subscriber;
+
+    #[test]
+    fn a_subscriber_of_the_user_replaces_the_stderr_fallback() {
+        assert!(no_subscriber(), "no subscriber is installed in this test");
+        let subscriber = tracing_subscriber::fmt().with_test_writer().finish();
+        tracing::subscriber::with_default(subscriber, || assert!(!no_subscriber()));
+        assert!(no_subscriber());
     }
 }

@@ -1,7 +1,8 @@
-//! The server: a builder with limits, a task per connection (its writer and timer beside it),
-//! graceful shutdown.
+//! The server: a builder with limits and services, a task per connection (its writer and timer
+//! beside it), graceful shutdown.
 
 mod connection;
+mod router;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -15,10 +16,12 @@ use crate::code::Code;
 use crate::conn::{ConnConfig, Connection, Side};
 use crate::driver::{self, Shared};
 use crate::error::ConnectionError;
-use crate::service::{Peer, Service};
+use crate::service::Service;
 use crate::stats::{StatsSnapshot, TransportStats};
 use crate::transport::{Acceptor, Transport};
 use connection::ServerSide;
+pub use router::RouteError;
+use router::Router;
 
 /// Server settings; see [`ServerBuilder`].
 #[derive(Debug, Clone)]
@@ -27,6 +30,7 @@ struct ServerConfig {
     max_connections: usize,
     grace_period: Duration,
     memory_budget: usize,
+    stderr_warnings: bool,
 }
 
 /// Builds a [`Server`].
@@ -46,13 +50,53 @@ struct ServerConfig {
 ///     .build(Echo);
 /// # drop(server);
 /// ```
-#[derive(Debug, Clone)]
+///
+/// Several services share a server when each is added with [`ServerBuilder::add_service`]:
+/// a call goes to the service that owns its method ([`Service::methods`]), and a method no
+/// service has is answered `UNIMPLEMENTED`.
+///
+/// ```
+/// use rpc_core::{service, Server};
+///
+/// #[service]
+/// pub trait Greeter {
+///     async fn hello(&self, name: String) -> String;
+/// }
+/// #[service]
+/// pub trait Counter {
+///     async fn add(&self, a: u64, b: u64) -> u64;
+/// }
+/// # struct G;
+/// # impl Greeter for G { async fn hello(&self, name: String) -> String { name } }
+/// # struct C;
+/// # impl Counter for C { async fn add(&self, a: u64, b: u64) -> u64 { a + b } }
+///
+/// let server = Server::builder()
+///     .add_service(GreeterServer::new(G))
+///     .add_service(CounterServer::new(C))
+///     .try_build()
+///     .expect("no two services claim one method");
+/// # drop(server);
+/// ```
+#[derive(Clone)]
 pub struct ServerBuilder {
     config: ServerConfig,
+    services: Vec<Arc<dyn Service>>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let services: Vec<&str> = self.services.iter().map(|s| s.name()).collect();
+        f.debug_struct("ServerBuilder").field("config", &self.config).field("services", &services).finish()
+    }
 }
 
 impl ServerBuilder {
-    /// Largest request (message + attachments) accepted. Default 128 MiB. A connection may make
+    /// Largest frame accepted, in bytes: a request's message (its encoded arguments, and its
+    /// metadata block with a 4-byte length when it has one) and **all its attachments
+    /// together**; the frame header, the attachment table and alignment padding are not
+    /// counted. Default 128 MiB. So a 64 MiB attachment needs a little more than `64 << 20`:
+    /// leave room for the message (a few bytes) and the metadata. A connection may make
     /// the server allocate up to this much for one frame; the total is bounded by
     /// `max_frame × max_connections`.
     pub fn max_frame(mut self, bytes: u32) -> Self {
@@ -140,18 +184,66 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether a connection dropped because its peer broke the protocol (bad magic, a
+    /// malformed frame, ...) is reported on stderr when the program installed no `tracing`
+    /// subscriber. Default on: such a failure is otherwise silent. With a subscriber, it is a
+    /// `warn` event (target `rpc_core::server::connection`) whatever this says.
+    pub fn stderr_warnings(mut self, on: bool) -> Self {
+        self.config.stderr_warnings = on;
+        self
+    }
+
     /// All connection settings at once.
     pub fn conn_config(mut self, conn: ConnConfig) -> Self {
         self.config.conn = conn;
         self
     }
 
-    /// Builds the server around `service`.
+    /// Adds a service to serve beside the others added so: each call goes to the service that
+    /// owns its method id ([`Service::methods`]; `#[service]` lists them). Finish with
+    /// [`ServerBuilder::try_build`], which refuses two services claiming one method.
+    pub fn add_service(mut self, service: impl Service) -> Self {
+        self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Builds the server around the services added with [`ServerBuilder::add_service`]. One
+    /// service is served as [`ServerBuilder::build`] serves it; several get a router, built
+    /// here, that hands each call to the owner of its method id.
+    ///
+    /// # Errors
+    ///
+    /// [`RouteError::Duplicate`] when two services claim one method id (it names both services
+    /// and paths), [`RouteError::NoMethods`] for a service among several that lists no methods,
+    /// [`RouteError::Empty`] when none was added.
+    pub fn try_build(mut self) -> Result<Server, RouteError> {
+        let service: Arc<dyn Service> = match self.services.len() {
+            0 => return Err(RouteError::Empty),
+            1 => self.services.pop().expect("one service"),
+            _ => Arc::new(Router::new(std::mem::take(&mut self.services))?),
+        };
+        Ok(self.serving(service))
+    }
+
+    /// Builds the server around `service` (the common case of one service). With services
+    /// added by [`ServerBuilder::add_service`], `service` is served beside them.
+    ///
+    /// # Panics
+    ///
+    /// When services were added and two of them claim one method (see
+    /// [`ServerBuilder::try_build`], which returns the error instead).
     pub fn build(self, service: impl Service) -> Server {
+        if self.services.is_empty() {
+            return self.serving(Arc::new(service));
+        }
+        self.add_service(service).try_build().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn serving(self, service: Arc<dyn Service>) -> Server {
         let (shutdown, _) = watch::channel(false);
         Server {
             inner: Arc::new(ServerInner {
-                service: Arc::new(service),
+                service,
                 budget: Arc::new(MemoryBudget::new(self.config.memory_budget)),
                 config: self.config,
                 shutdown,
@@ -198,7 +290,9 @@ impl Server {
                 max_connections: 1024,
                 grace_period: Duration::from_secs(10),
                 memory_budget: 1 << 30,
+                stderr_warnings: true,
             },
+            services: Vec::new(),
         }
     }
 
@@ -253,7 +347,7 @@ impl Server {
             Some((code, msg)) => Connection::refuse(inner.config.conn.clone(), now, code, msg),
             None => Connection::new(Side::Server, inner.config.conn.clone(), now),
         };
-        let mut side = ServerSide::new(inner.service.clone(), Peer::at(transport.peer_addr()));
+        let mut side = ServerSide::new(inner.service.clone(), transport.peer(), inner.config.stderr_warnings);
         side.draining = refused;
         let shared = Shared::new(conn, side, stats.clone(), Some(inner.budget.clone()));
         inner.stats.lock().unwrap_or_else(|e| e.into_inner()).live.push(Arc::downgrade(&stats));

@@ -7,12 +7,15 @@
 //! it needs, even when the caller's future is dropped.
 //!
 //! - [`tcp`]: tokio TCP, vectored writes, works on every OS.
+//! - [`unix`]: Unix-domain stream sockets, for peers on the same host (Unix systems).
 //! - [`mem`]: an in-memory pair, for tests and docs.
 //! - `transport-uring`: the Linux zero-copy engine (its own crate).
 
 pub mod mem;
 mod stream;
 pub mod tcp;
+#[cfg(unix)]
+pub mod unix;
 
 use std::future::Future;
 use std::io;
@@ -41,6 +44,12 @@ pub trait Transport: Send + 'static {
     /// [`crate::ServerRequest::peer`]).
     fn peer_addr(&self) -> Option<std::net::SocketAddr> {
         None
+    }
+
+    /// Who is at the other end, as handlers see it ([`crate::ServerRequest::peer`]); by default
+    /// the [`Transport::peer_addr`].
+    fn peer(&self) -> crate::Peer {
+        crate::Peer::at(self.peer_addr())
     }
 }
 

@@ -42,7 +42,7 @@ where
 
     fn split(self) -> (StreamRecv<R>, StreamSend<W>) {
         (
-            StreamRecv { reader: self.reader, stats: self.stats.clone() },
+            StreamRecv::new(self.reader, self.stats.clone()),
             StreamSend::new(self.writer, self.stats),
         )
     }
@@ -52,7 +52,7 @@ where
     }
 }
 
-/// Sending half of a [`StreamTransport`] (and of the TCP transport).
+/// Sending half of a [`StreamTransport`] (and of the TCP and Unix-socket transports).
 #[derive(Debug)]
 pub struct StreamSend<W> {
     writer: W,
@@ -97,11 +97,17 @@ impl<W: AsyncWrite + Unpin + Send + 'static> SendHalf for StreamSend<W> {
     }
 }
 
-/// Receiving half of a [`StreamTransport`].
+/// Receiving half of a [`StreamTransport`] (and of the Unix-socket transport).
 #[derive(Debug)]
 pub struct StreamRecv<R> {
     reader: R,
     stats: Arc<TransportStats>,
+}
+
+impl<R> StreamRecv<R> {
+    pub(crate) fn new(reader: R, stats: Arc<TransportStats>) -> Self {
+        StreamRecv { reader, stats }
+    }
 }
 
 impl<R: AsyncRead + Unpin + Send + 'static> RecvHalf for StreamRecv<R> {
