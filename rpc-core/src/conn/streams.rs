@@ -5,7 +5,7 @@ use super::{flow, outgoing, Connection, Event, Side, State};
 use crate::body::Body;
 use crate::code::Code;
 use crate::error::{CallError, ConnectionError, Status};
-use crate::frame::{Credit, Frame, StreamData, StreamEnd};
+use crate::frame::{Credit, Frame, MetadataBlocks, StreamData, StreamEnd};
 
 /// Why a stream message was not sent.
 #[derive(Debug)]
@@ -25,6 +25,7 @@ impl Connection {
             return Err(SendError::Failed(CallError::Connection(ConnectionError::LocallyClosed)));
         }
         let peer = self.peer.expect("calls exist only after the hello");
+        let side = self.side;
         let Some(call) = self.calls.get_mut(id) else {
             return Err(SendError::Failed(CallError::Status(Status::new(Code::CANCELLED, "the call is over"))));
         };
@@ -33,7 +34,12 @@ impl Connection {
                 "this side's stream of the call has ended (or the call does not stream this way)".into(),
             )));
         };
-        if let Err(why) = outgoing::check_body(&peer, &body) {
+        // Server: the response headers the handler set go with its first message.
+        let headers_len = match (&call.reply, call.headers_done) {
+            (Some(r), false) if side == Side::Server && !r.headers.is_empty() => 4 + r.headers.encoded_len() as u64,
+            _ => 0,
+        };
+        if let Err(why) = outgoing::check_body(&peer, &body, headers_len) {
             return Err(SendError::Failed(CallError::Codec(why)));
         }
         let conn_flow = self.conn_flow.as_mut().expect("calls exist only after the hello");
@@ -42,7 +48,11 @@ impl Connection {
         }
         flow.on_sent(body.len());
         conn_flow.on_sent(body.len());
-        let frame = StreamData { id, message: body.message, attachments: body.attachments };
+        let meta = match side {
+            Side::Server => Self::take_reply_blocks(&mut call.headers_done, call.reply.as_deref_mut(), false),
+            Side::Client => MetadataBlocks::default(),
+        };
+        let frame = StreamData { id, message: body.message, attachments: body.attachments, meta };
         match frame.encode() {
             Ok(t) => {
                 self.push_transmit(t);
@@ -67,7 +77,7 @@ impl Connection {
         }
         let Some(flow) = self.calls.get_mut(id).and_then(|c| c.flow.as_mut()) else { return };
         if std::mem::replace(&mut flow.send_open, false) {
-            self.push_frame(Frame::StreamEnd(StreamEnd { id, code }));
+            self.push_frame(Frame::StreamEnd(StreamEnd::new(id, code)));
         }
     }
 
@@ -130,6 +140,16 @@ impl Connection {
             None => return Err(Self::stream_violation("stream data", id, "the call does not stream")),
         }
         self.stream_held += flow::cost(len) as usize;
+        if !d.meta.is_empty() {
+            if self.side == Side::Server {
+                return Err(Self::stream_violation("stream data", id, "response metadata from a client"));
+            }
+            if !self.on_reply_metadata(id, d.meta, false) {
+                // The call failed for its metadata: the message is dropped, its credit given back.
+                self.consumed(id, len as usize);
+                return Ok(());
+            }
+        }
         self.events.push_back(Event::StreamData { id, body });
         Ok(())
     }
@@ -162,6 +182,14 @@ impl Connection {
         };
         if !std::mem::replace(&mut flow.recv_open, false) {
             return Err(Self::stream_violation("stream end", id, "the stream had already ended"));
+        }
+        if !e.meta.is_empty() {
+            if self.side == Side::Server {
+                return Err(Self::stream_violation("stream end", id, "response metadata from a client"));
+            }
+            if !self.on_reply_metadata(id, e.meta, true) {
+                return Ok(());
+            }
         }
         match self.side {
             Side::Server => self.events.push_back(Event::StreamEnd { id, code: e.code }),

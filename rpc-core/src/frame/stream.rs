@@ -1,9 +1,9 @@
-//! Stream data and stream end: one direction of a streaming call. (Wire v1 defines them; the
-//! connection state machine answers them with a protocol error until streaming lands.)
+//! Stream data and stream end: one direction of a streaming call.
 
 use bytes::Bytes;
 
 use super::header::FrameKind;
+use super::meta::MetadataBlocks;
 use super::raw::{EncodeError, RawFrame};
 use crate::code::Code;
 use crate::error::DecodeError;
@@ -19,6 +19,8 @@ pub struct StreamData {
     pub message: Bytes,
     /// Attachments.
     pub attachments: Vec<Payload>,
+    /// Server: the response headers, on the first frame of its answer (never trailers).
+    pub meta: MetadataBlocks,
 }
 
 impl StreamData {
@@ -28,36 +30,47 @@ impl StreamData {
         f.header.id = self.id;
         f.message = self.message;
         f.attachments = self.attachments;
+        self.meta.apply(&mut f)?;
         f.encode()
     }
 
     /// Decodes from a raw frame.
-    pub fn decode(f: RawFrame) -> Result<Self, DecodeError> {
-        Ok(StreamData { id: f.header.id, message: f.message, attachments: f.attachments })
+    pub fn decode(mut f: RawFrame) -> Result<Self, DecodeError> {
+        let meta = MetadataBlocks::split(&mut f)?;
+        Ok(StreamData { id: f.header.id, message: f.message, attachments: f.attachments, meta })
     }
 }
 
 /// The end of one direction of a stream, with a status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamEnd {
     /// Stream (call) id.
     pub id: u64,
     /// [`Code::OK`] for a clean end.
     pub code: Code,
+    /// Server: the call's trailers (and its headers, if it sent no frame before).
+    pub meta: MetadataBlocks,
 }
 
 impl StreamEnd {
+    /// A stream end without metadata.
+    pub fn new(id: u64, code: Code) -> Self {
+        StreamEnd { id, code, meta: MetadataBlocks::default() }
+    }
+
     /// Encodes the frame.
     pub fn encode(self) -> Result<Transmit, EncodeError> {
         let mut f = RawFrame::new(FrameKind::StreamEnd);
         f.header.id = self.id;
         f.header.code = self.code.0;
+        self.meta.apply(&mut f)?;
         f.encode()
     }
 
     /// Decodes from a raw frame.
-    pub fn decode(f: RawFrame) -> Result<Self, DecodeError> {
+    pub fn decode(mut f: RawFrame) -> Result<Self, DecodeError> {
         f.expect_attachments(0)?;
-        Ok(StreamEnd { id: f.header.id, code: Code(f.header.code) })
+        let meta = MetadataBlocks::split(&mut f)?;
+        Ok(StreamEnd { id: f.header.id, code: Code(f.header.code), meta })
     }
 }

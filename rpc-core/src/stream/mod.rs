@@ -22,6 +22,7 @@ use crate::conn::{SendError, Side};
 use crate::driver::{Locked, Shared, SideHandler};
 use crate::error::{CallError, Status};
 use crate::frame::HEADER_LEN;
+use crate::metadata::Metadata;
 
 /// A receiver reports what it took to its connection (credit, budget) once this much is taken,
 /// counting each message's header, and always before it waits.
@@ -33,6 +34,10 @@ pub(crate) enum Inbound {
     Message(Body),
     /// The stream is over: cleanly, or why not.
     End(Result<(), CallError>),
+    /// Client: the server's response headers (ahead of the message they came with).
+    Headers(Metadata),
+    /// Client: the server's trailers (ahead of the call's end).
+    Trailers(Metadata),
 }
 
 /// A side that routes stream events (both do).
@@ -97,7 +102,17 @@ pub(crate) fn handles<H: SideHandler + HasRoutes>(
     let guard = keep.map(|keep| Arc::new(CancelOnDrop { host: host.clone(), id, _keep: keep }));
     CallStream {
         sender: StreamSender { host: host.clone(), id, ended: false, sends_end: client, _guard: guard.clone() },
-        receiver: StreamReceiver { host, id, inbound, done: false, unreported: (0, 0), method: None, _guard: guard },
+        receiver: StreamReceiver {
+            host,
+            id,
+            inbound,
+            done: false,
+            unreported: (0, 0),
+            method: None,
+            headers: None,
+            trailers: None,
+            _guard: guard,
+        },
     }
 }
 
@@ -190,6 +205,10 @@ pub struct StreamReceiver {
     unreported: (usize, usize),
     /// The method's path, put in front of an "unknown method" error ([`CallError::for_method`]).
     method: Option<&'static str>,
+    /// Client: the server's response headers, once they arrived.
+    headers: Option<Metadata>,
+    /// Client: the server's trailers, once they arrived.
+    trailers: Option<Metadata>,
     _guard: Option<Arc<CancelOnDrop>>,
 }
 
@@ -206,14 +225,18 @@ impl StreamReceiver {
         if self.done {
             return Poll::Ready(None);
         }
-        let item = match self.inbound.poll_recv(cx) {
-            Poll::Pending => {
-                // About to wait: whatever was taken goes back as credit first, or the peer
-                // might be waiting for it too.
-                self.report();
-                return Poll::Pending;
+        let item = loop {
+            match self.inbound.poll_recv(cx) {
+                Poll::Pending => {
+                    // About to wait: whatever was taken goes back as credit first, or the peer
+                    // might be waiting for it too.
+                    self.report();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Inbound::Headers(m))) => self.headers = Some(m),
+                Poll::Ready(Some(Inbound::Trailers(m))) => self.trailers = Some(m),
+                Poll::Ready(item) => break item,
             }
-            Poll::Ready(item) => item,
         };
         Poll::Ready(match item {
             Some(Inbound::Message(body)) => {
@@ -237,12 +260,27 @@ impl StreamReceiver {
                     None => e,
                 }))
             }
+            Some(Inbound::Headers(_) | Inbound::Trailers(_)) => unreachable!("taken above"),
             None => {
                 self.report();
                 self.done = true;
                 Some(Err(CallError::Status(Status::new(Code::CANCELLED, "the call ended"))))
             }
         })
+    }
+
+    /// Client: the server's response headers, once they arrived: they come with its first
+    /// message (or its end), so they are here once [`StreamReceiver::recv`] returned anything.
+    /// `None` before, and when the server sent none.
+    pub fn headers(&self) -> Option<&Metadata> {
+        self.headers.as_ref()
+    }
+
+    /// Client: the server's trailers, once the call ended (after `recv` returned `None` or an
+    /// error); `None` before, and when the server sent none. They come with the error status
+    /// too.
+    pub fn trailers(&self) -> Option<&Metadata> {
+        self.trailers.as_ref()
     }
 
     /// The call's id on its connection (for logs).

@@ -37,8 +37,21 @@ impl Routes {
         let Some(tx) = self.inbound.get(&id) else { return Err(body) };
         tx.send(Inbound::Message(body)).map_err(|e| match e.0 {
             Inbound::Message(b) => b,
-            Inbound::End(_) => unreachable!("sent a message"),
+            _ => unreachable!("sent a message"),
         })
+    }
+
+    /// Delivers the server's response headers or trailers of call `id` (ahead of what they
+    /// came with); false when the call has no route (a unary call, or one that ended).
+    pub(crate) fn metadata(&mut self, id: u64, item: Inbound) -> bool {
+        match self.inbound.get(&id) {
+            Some(tx) => {
+                // A receiver that went away needs no metadata.
+                let _ = tx.send(item);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Ends call `id`'s inbound stream with `result` and closes it; a sender waiting for credit
