@@ -36,17 +36,35 @@ use crate::metadata::{Metadata, MetadataError};
 /// ```
 #[derive(Clone)]
 pub struct ResponseMetadata {
-    target: Target,
+    /// Where the entries go: the call's connection, or a [`Local`] store of the handle's own
+    /// (a handle attached to no connection); `None` only for the placeholder the server binds
+    /// before the handler runs.
+    host: Option<Arc<dyn MetadataHost>>,
+    /// The call's id on its connection.
+    id: u64,
 }
 
-#[derive(Clone)]
-enum Target {
-    /// A call on a connection: set in its state, where the frames of its answer take them.
-    Call(Arc<dyn MetadataHost>, u64),
-    /// Not attached to a connection ([`crate::ServerRequest::new`], a default context): kept here.
-    Local(Arc<Mutex<(Metadata, Metadata)>>),
-    /// A placeholder until the server binds the call (never seen by a handler).
-    Unbound,
+/// The store of a handle attached to no connection ([`crate::ServerRequest::new`], a default
+/// context): what is set stays readable there.
+#[derive(Default)]
+struct Local(Mutex<(Metadata, Metadata)>);
+
+impl MetadataHost for Local {
+    fn set(&self, _id: u64, kind: MetadataKind, key: &str, value: Bytes) -> Result<(), MetadataError> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match kind {
+            MetadataKind::Headers => m.0.insert(key, value),
+            MetadataKind::Trailers => m.1.insert(key, value),
+        }
+    }
+
+    fn get(&self, _id: u64, kind: MetadataKind) -> Metadata {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match kind {
+            MetadataKind::Headers => m.0.clone(),
+            MetadataKind::Trailers => m.1.clone(),
+        }
+    }
 }
 
 /// A connection that holds calls' response metadata.
@@ -69,12 +87,12 @@ impl<H: SideHandler> MetadataHost for Shared<H> {
 impl ResponseMetadata {
     /// The handle of call `id` on `host` (no allocation: the connection's `Arc` is cloned).
     pub(crate) fn bound(host: Arc<dyn MetadataHost>, id: u64) -> Self {
-        ResponseMetadata { target: Target::Call(host, id) }
+        ResponseMetadata { host: Some(host), id }
     }
 
     /// A placeholder, bound before the handler runs.
     pub(crate) fn unbound() -> Self {
-        ResponseMetadata { target: Target::Unbound }
+        ResponseMetadata { host: None, id: 0 }
     }
 
     /// Adds a response header. Errors for an invalid key, headers over the client's limit, or
@@ -100,30 +118,16 @@ impl ResponseMetadata {
     }
 
     fn set(&self, kind: MetadataKind, key: &str, value: Bytes) -> Result<(), MetadataError> {
-        match &self.target {
-            Target::Call(host, id) => host.set(*id, kind, key, value),
-            Target::Local(m) => {
-                let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
-                match kind {
-                    MetadataKind::Headers => m.0.insert(key, value),
-                    MetadataKind::Trailers => m.1.insert(key, value),
-                }
-            }
-            Target::Unbound => Ok(()),
+        match &self.host {
+            Some(host) => host.set(self.id, kind, key, value),
+            None => Ok(()),
         }
     }
 
     fn get(&self, kind: MetadataKind) -> Metadata {
-        match &self.target {
-            Target::Call(host, id) => host.get(*id, kind),
-            Target::Local(m) => {
-                let m = m.lock().unwrap_or_else(|e| e.into_inner());
-                match kind {
-                    MetadataKind::Headers => m.0.clone(),
-                    MetadataKind::Trailers => m.1.clone(),
-                }
-            }
-            Target::Unbound => Metadata::default(),
+        match &self.host {
+            Some(host) => host.get(self.id, kind),
+            None => Metadata::default(),
         }
     }
 }
@@ -131,15 +135,12 @@ impl ResponseMetadata {
 impl Default for ResponseMetadata {
     /// A handle of its own, attached to no call: what is set stays readable here.
     fn default() -> Self {
-        ResponseMetadata { target: Target::Local(Arc::default()) }
+        ResponseMetadata { host: Some(Arc::new(Local::default())), id: 0 }
     }
 }
 
 impl fmt::Debug for ResponseMetadata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.target {
-            Target::Call(_, id) => f.debug_struct("ResponseMetadata").field("call", id).finish(),
-            _ => f.debug_struct("ResponseMetadata").field("headers", &self.headers()).field("trailers", &self.trailers()).finish(),
-        }
+        f.debug_struct("ResponseMetadata").field("call", &self.id).finish_non_exhaustive()
     }
 }

@@ -109,8 +109,7 @@ pub(crate) fn handles<H: SideHandler + HasRoutes>(
             done: false,
             unreported: (0, 0),
             method: None,
-            headers: None,
-            trailers: None,
+            metadata: None,
             _guard: guard,
         },
     }
@@ -205,10 +204,9 @@ pub struct StreamReceiver {
     unreported: (usize, usize),
     /// The method's path, put in front of an "unknown method" error ([`CallError::for_method`]).
     method: Option<&'static str>,
-    /// Client: the server's response headers, once they arrived.
-    headers: Option<Metadata>,
-    /// Client: the server's trailers, once they arrived.
-    trailers: Option<Metadata>,
+    /// Client: the server's response headers and trailers, once they arrived (boxed: a stream
+    /// without them carries one word for them).
+    metadata: Option<Box<(Option<Metadata>, Option<Metadata>)>>,
     _guard: Option<Arc<CancelOnDrop>>,
 }
 
@@ -233,8 +231,8 @@ impl StreamReceiver {
                     self.report();
                     return Poll::Pending;
                 }
-                Poll::Ready(Some(Inbound::Headers(m))) => self.headers = Some(m),
-                Poll::Ready(Some(Inbound::Trailers(m))) => self.trailers = Some(m),
+                Poll::Ready(Some(Inbound::Headers(m))) => self.metadata.get_or_insert_default().0 = Some(m),
+                Poll::Ready(Some(Inbound::Trailers(m))) => self.metadata.get_or_insert_default().1 = Some(m),
                 Poll::Ready(item) => break item,
             }
         };
@@ -273,14 +271,14 @@ impl StreamReceiver {
     /// message (or its end), so they are here once [`StreamReceiver::recv`] returned anything.
     /// `None` before, and when the server sent none.
     pub fn headers(&self) -> Option<&Metadata> {
-        self.headers.as_ref()
+        self.metadata.as_ref()?.0.as_ref()
     }
 
     /// Client: the server's trailers, once the call ended (after `recv` returned `None` or an
     /// error); `None` before, and when the server sent none. They come with the error status
     /// too.
     pub fn trailers(&self) -> Option<&Metadata> {
-        self.trailers.as_ref()
+        self.metadata.as_ref()?.1.as_ref()
     }
 
     /// The call's id on its connection (for logs).
