@@ -252,6 +252,14 @@ async fn response_metadata_cases(client: Client) {
     assert_eq!(rest, 2);
     assert_eq!(rx.trailers().and_then(|t| t.get_str("sent")), Some("3"));
 
+    // Client streaming: the one answer brings both, after which the stream is over.
+    let (mut tx, mut rx) = client.open(UNARY, Body::message("up".into()), CallMode::CLIENT_STREAMING, CallOptions::default()).await.unwrap().split();
+    tx.finish();
+    assert_eq!(&rx.recv().await.unwrap().unwrap().message[..], b"up");
+    assert!(rx.recv().await.is_none());
+    assert_eq!(rx.headers().and_then(|h| h.get_str("server")), Some("tagger"));
+    assert_eq!(rx.trailers().and_then(|t| t.get_str("count")), Some("1"));
+
     // Bidirectional.
     let (mut tx, mut rx) = client.open(ECHO, Body::default(), CallMode::BIDI, CallOptions::default()).await.unwrap().split();
     for word in ["a", "bc"] {
@@ -306,4 +314,56 @@ async fn a_service_called_directly_keeps_its_response_metadata() {
     let response = req.response.clone();
     assert!(Tagger.call(req).await.is_err());
     assert_eq!(response.trailers().get_str("retry-after-ms"), Some("250"));
+}
+
+/// A server that does not check what it sends: over loopback, it answers the first call with
+/// response headers over the client's limit and the second with a non-ASCII trailer key, then
+/// the third plainly. Each bad answer ends only its own call, with an error saying why.
+#[tokio::test]
+async fn bad_response_metadata_from_a_careless_server_ends_only_that_call() {
+    use rpc_core::frame::{Frame, Hello, MetadataBlocks, Response, HELLO_LEN, WIRE_VERSION};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 1 << 20, max_calls_in_flight: 8, max_attachments: 8, max_metadata: 16 << 10, stream_window: 0 };
+        s.write_all(&hello.encode()).await.unwrap();
+        let mut theirs = [0u8; HELLO_LEN];
+        s.read_exact(&mut theirs).await.unwrap();
+        let mut non_ascii = Vec::new();
+        non_ascii.extend_from_slice(&1u16.to_le_bytes());
+        non_ascii.extend_from_slice(&2u16.to_le_bytes());
+        non_ascii.extend_from_slice("é".as_bytes());
+        non_ascii.extend_from_slice(&0u32.to_le_bytes());
+        let answers = [
+            MetadataBlocks { headers: Metadata::new().with("big", vec![1u8; 3000]).encode(), trailers: Bytes::new() },
+            MetadataBlocks { headers: Bytes::new(), trailers: Bytes::from(non_ascii) },
+            MetadataBlocks::default(),
+        ];
+        for meta in answers {
+            let mut header = [0u8; 40];
+            s.read_exact(&mut header).await.unwrap();
+            let id = u64::from_le_bytes(header[8..16].try_into().unwrap());
+            let len = u32::from_le_bytes(header[24..28].try_into().unwrap()) as usize;
+            let mut message = vec![0u8; len];
+            s.read_exact(&mut message).await.unwrap();
+            let answer = Response { id, message: Bytes::from_static(b"ok"), attachments: vec![], meta };
+            s.write_all(&Frame::Response(answer).encode().unwrap().to_vec()).await.unwrap();
+        }
+        // Hold the connection until the client is done.
+        let _ = s.read(&mut [0u8; 64]).await;
+    });
+
+    let client = Client::connect_tcp(addr, small_limit()).await.unwrap();
+    let e = client.call(1, Body::default(), CallOptions::default()).await.unwrap_err();
+    assert_eq!(e.code(), rpc_core::Code::PROTOCOL);
+    assert!(e.to_string().contains("response headers of 3011 bytes, over the limit of 1024 bytes this side declared"), "{e}");
+    let e = client.call_with_metadata(1, Body::default(), CallOptions::default()).await.result.unwrap_err();
+    assert!(e.to_string().contains("trailers: metadata key \"é\" is invalid: not printable ASCII"), "{e}");
+    assert!(client.is_open(), "the connection carries on");
+    assert_eq!(&client.call(1, Body::default(), CallOptions::default()).await.unwrap().message[..], b"ok");
+    client.close().await;
+    server.await.unwrap();
 }
