@@ -242,6 +242,11 @@ pub enum CallError {
     /// Encoding the request or decoding the response failed.
     #[error("codec error: {0}")]
     Codec(String),
+    /// The server's response headers or trailers were refused (over the limit this side
+    /// declared, a key that is not printable ASCII, a block that does not parse): the call
+    /// ends (cancelled on the server if it still ran); the connection carries on.
+    #[error("{0}")]
+    Metadata(String),
 }
 
 impl CallError {
@@ -274,6 +279,7 @@ impl CallError {
             CallError::ShuttingDown | CallError::Connection(_) | CallError::Unavailable(_) => Code::UNAVAILABLE,
             CallError::TooLarge { .. } => Code::RESOURCE_EXHAUSTED,
             CallError::Codec(_) => Code::INVALID_ARGUMENT,
+            CallError::Metadata(_) => Code::PROTOCOL,
         }
     }
 }

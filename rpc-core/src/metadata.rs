@@ -25,6 +25,20 @@ pub enum MetadataError {
     /// A block that does not parse.
     #[error("malformed metadata block: {0}")]
     Malformed(String),
+    /// Response metadata that would be larger than the client accepts (its hello's
+    /// `max_metadata_kib`; 0: it takes none).
+    #[error("{what} of {len} bytes would be over the client's limit of {limit} bytes")]
+    TooLarge {
+        /// `"response headers"` or `"trailers"`.
+        what: &'static str,
+        /// The encoded block's size with the entry added.
+        len: usize,
+        /// The client's limit.
+        limit: usize,
+    },
+    /// A response header set after the headers went out (with the call's first message).
+    #[error("the response headers were already sent (with the call's first message); set them before sending")]
+    HeadersSent,
 }
 
 /// The headers of a call. Cheap to clone (values are `Bytes`).
@@ -83,6 +97,11 @@ impl Metadata {
     /// True without entries.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Takes the last entry off (undoes an [`Metadata::insert`]).
+    pub(crate) fn pop(&mut self) {
+        self.entries.pop();
     }
 
     /// Size of the encoded block, in bytes (what the peer's limit is checked against).

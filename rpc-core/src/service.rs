@@ -9,6 +9,7 @@ use crate::body::Body;
 use crate::error::Status;
 use crate::metadata::Metadata;
 use crate::stream::CallStream;
+pub use crate::response_metadata::ResponseMetadata;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -31,19 +32,42 @@ pub struct ServerRequest {
     /// handler returns: with an empty body cleanly, with a body as the last message, or with
     /// an error status). `None` for a unary call.
     pub stream: Option<CallStream>,
+    /// The call's response headers and trailers: set them here (see [`ResponseMetadata`]).
+    pub response: ResponseMetadata,
 }
 
 impl ServerRequest {
     /// A unary request for `method` with `body`, no deadline, no metadata, no peer: for calling a
-    /// `Service` directly (tests, adapters).
+    /// `Service` directly (tests, adapters). The response metadata the service sets stays in
+    /// [`ServerRequest::response`] (clone it first to read it afterwards).
     pub fn new(method: u32, body: Body) -> Self {
-        ServerRequest { method, body, deadline: None, metadata: Metadata::default(), peer: Peer::default(), stream: None }
+        ServerRequest {
+            method,
+            body,
+            deadline: None,
+            metadata: Metadata::default(),
+            peer: Peer::default(),
+            stream: None,
+            response: ResponseMetadata::default(),
+        }
     }
 }
 
-/// What a `#[service]` method may know about its call beyond its arguments: the metadata the
-/// client sent, who the client is, the deadline. A method gets it by taking an argument of type
-/// `CallContext` (anywhere in its argument list; the client does not pass it).
+/// What a `#[service]` method may know about its call beyond its arguments — the metadata the
+/// client sent, who the client is, the deadline — and where it sets the call's response headers
+/// and trailers. A method gets it by taking an argument of type `CallContext` (anywhere in its
+/// argument list; the client does not pass it).
+///
+/// ```
+/// # use rpc_core::CallContext;
+/// # async fn example(ctx: CallContext) -> Result<String, String> {
+/// // In a `#[service]` method:
+/// ctx.set_header("server-version", "2.1").map_err(|e| e.to_string())?;
+/// let answer = "done".to_owned();
+/// ctx.set_trailer("rows-scanned", "1200").map_err(|e| e.to_string())?;
+/// Ok(answer)
+/// # }
+/// ```
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct CallContext {
@@ -53,12 +77,32 @@ pub struct CallContext {
     pub peer: Peer,
     /// When the method will be dropped, if the caller set a deadline.
     pub deadline: Option<Instant>,
+    /// The call's response headers and trailers (what [`CallContext::set_header`] and
+    /// [`CallContext::set_trailer`] set).
+    pub response: ResponseMetadata,
 }
 
 impl CallContext {
     /// A context of these parts (generated servers make it from the request).
     pub fn new(metadata: Metadata, peer: Peer, deadline: Option<Instant>) -> Self {
-        CallContext { metadata, peer, deadline }
+        CallContext { metadata, peer, deadline, response: ResponseMetadata::default() }
+    }
+
+    /// The context with the call's response metadata handle (generated servers pass
+    /// [`ServerRequest::response`]).
+    pub fn with_response(mut self, response: ResponseMetadata) -> Self {
+        self.response = response;
+        self
+    }
+
+    /// Adds a response header (see [`ResponseMetadata::set_header`]).
+    pub fn set_header(&self, key: &str, value: impl Into<bytes::Bytes>) -> Result<(), crate::MetadataError> {
+        self.response.set_header(key, value)
+    }
+
+    /// Adds a trailer (see [`ResponseMetadata::set_trailer`]).
+    pub fn set_trailer(&self, key: &str, value: impl Into<bytes::Bytes>) -> Result<(), crate::MetadataError> {
+        self.response.set_trailer(key, value)
     }
 }
 

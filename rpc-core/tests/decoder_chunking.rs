@@ -13,9 +13,9 @@ fn frames() -> Vec<Frame> {
     vec![
         Frame::Request(Request { id: 1, method: 7, mode: Default::default(), await_commit: false, deadline: Some(Duration::from_millis(3)), metadata: Bytes::new(), message: Bytes::from_static(b"args"), attachments: vec![att(5000, 1), att(0, 2), att(70_000, 3)] }),
         Frame::Ping(Ping { id: 9, pong: false }),
-        Frame::Response(Response { id: 1, message: Bytes::from(vec![4u8; 600]), attachments: vec![] }),
+        Frame::Response(Response { id: 1, message: Bytes::from(vec![4u8; 600]), attachments: vec![], meta: Default::default() }),
         Frame::Cancel(Cancel { id: 2 }),
-        Frame::Error(ErrorFrame { id: 3, status: Status { code: Code::APPLICATION, message: "x".into(), details: Bytes::from_static(b"e") } }),
+        Frame::Error(ErrorFrame::new(3, Status { code: Code::APPLICATION, message: "x".into(), details: Bytes::from_static(b"e") })),
         Frame::GoAway(GoAway { last_id: 3, code: Code::OK, message: "bye".into() }),
     ]
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rpc_core::frame::{
-    caps, CallMode, Cancel, Commit, Credit, ErrorFrame, Frame, FrameDecoder, GoAway, Hello, Limits, Ping, Request, Response,
-    StreamBatch, StreamData, StreamEnd, MAGIC, WIRE_VERSION,
+    caps, CallMode, Cancel, Commit, Credit, ErrorFrame, Frame, FrameDecoder, GoAway, Hello, Limits, MetadataBlocks, Ping,
+    Request, Response, StreamBatch, StreamData, StreamEnd, MAGIC, WIRE_VERSION,
 };
 use rpc_core::{Code, DecodeError, Payload, Status};
 
@@ -69,7 +69,7 @@ fn streaming_request_and_stream_frames() {
     let Frame::Request(r) = decode_one(&server_only) else { panic!() };
     assert_eq!(r.mode, CallMode::SERVER_STREAMING);
 
-    let d = StreamData { id: 3, message: Bytes::from_static(b"m"), attachments: vec![Payload::from(Bytes::from_static(b"ab"))] };
+    let d = StreamData { id: 3, message: Bytes::from_static(b"m"), attachments: vec![Payload::from(Bytes::from_static(b"ab"))], meta: Default::default() };
     // Header, table and message are 49 bytes: 15 zeros start the attachment at 64.
     let data = hex(&[
         "05 00 0100 00000000 0300000000000000 0000000000000000 01000000 00000000 0200000000000000 0200000000000000 6d",
@@ -86,8 +86,8 @@ fn streaming_request_and_stream_frames() {
     assert_eq!(decode_one(&batched), Frame::StreamBatch(batch));
 
     let end = hex("06 00 0000 00000000 0300000000000000 0000000000000000 00000000 00000000 0000000000000000");
-    assert_eq!(StreamEnd { id: 3, code: Code::OK }.encode().unwrap().to_vec(), end);
-    assert_eq!(decode_one(&end), Frame::StreamEnd(StreamEnd { id: 3, code: Code::OK }));
+    assert_eq!(StreamEnd::new(3, Code::OK).encode().unwrap().to_vec(), end);
+    assert_eq!(decode_one(&end), Frame::StreamEnd(StreamEnd::new(3, Code::OK)));
 
     let credit = hex("07 00 0000 00000000 0300000000000000 0000000000000000 08000000 00000000 0000000000000000 0000100000000000");
     assert_eq!(Credit { id: 3, bytes: 1 << 20 }.encode().unwrap().to_vec(), credit);
@@ -105,6 +105,87 @@ fn request_with_metadata() {
     ));
     assert_eq!(req.clone().encode().unwrap().to_vec(), expected);
     assert_eq!(decode_one(&expected), Frame::Request(req));
+}
+
+/// `k: v` and `t: 1`, each a 10-byte block.
+fn blocks(headers: bool, trailers: bool) -> MetadataBlocks {
+    let k = rpc_core::Metadata::new().with("k", "v").encode();
+    let t = rpc_core::Metadata::new().with("t", "1").encode();
+    assert_eq!(t.to_vec(), hex("0100 0100 74 01000000 31"));
+    MetadataBlocks { headers: if headers { k } else { Bytes::new() }, trailers: if trailers { t } else { Bytes::new() } }
+}
+
+#[test]
+fn response_with_headers_and_trailers() {
+    // Flags 0x14: bit 2 (headers) and bit 4 (trailers); the message is the headers' length and
+    // block, the trailers' length and block, then "ok": 30 bytes.
+    let r = Response { id: 5, message: Bytes::from_static(b"ok"), attachments: vec![], meta: blocks(true, true) };
+    let expected = hex(concat!(
+        "02 14 0000 00000000 0500000000000000 0000000000000000 1e000000 00000000 0000000000000000",
+        "0a000000 0100 0100 6b 01000000 76",
+        "0a000000 0100 0100 74 01000000 31",
+        "6f6b",
+    ));
+    assert_eq!(r.clone().encode().unwrap().to_vec(), expected);
+    assert_eq!(decode_one(&expected), Frame::Response(r));
+
+    // With an attachment: the blocks are part of the message, so the padding counts them
+    // (here 40 + 8 + 16 = 64: the attachment starts at 64 with no padding).
+    let r = Response {
+        id: 5,
+        message: Bytes::from_static(b"ok"),
+        attachments: vec![Payload::from(Bytes::from_static(b"ab"))],
+        meta: blocks(true, false),
+    };
+    let expected = hex(concat!(
+        "02 04 0100 00000000 0500000000000000 0000000000000000 10000000 00000000 0200000000000000 0200000000000000",
+        "0a000000 0100 0100 6b 01000000 76 6f6b",
+        "6162",
+    ));
+    assert_eq!(r.clone().encode().unwrap().to_vec(), expected);
+    assert_eq!(decode_one(&expected), Frame::Response(r));
+}
+
+#[test]
+fn error_stream_data_and_stream_end_with_metadata() {
+    // An error status with trailers: the text follows the block.
+    let e = ErrorFrame { id: 3, status: Status::new(Code::INVALID_ARGUMENT, "no"), meta: blocks(false, true) };
+    let expected = hex(concat!(
+        "03 10 0000 00000000 0300000000000000 0000000000000000 10000000 03000000 0000000000000000",
+        "0a000000 0100 0100 74 01000000 31 6e6f",
+    ));
+    assert_eq!(e.clone().encode().unwrap().to_vec(), expected);
+    assert_eq!(decode_one(&expected), Frame::Error(e));
+
+    // The server's first stream message with the response headers.
+    let d = StreamData { id: 3, message: Bytes::from_static(b"m"), attachments: vec![], meta: blocks(true, false) };
+    let expected = hex(concat!(
+        "05 04 0000 00000000 0300000000000000 0000000000000000 0f000000 00000000 0000000000000000",
+        "0a000000 0100 0100 6b 01000000 76 6d",
+    ));
+    assert_eq!(d.clone().encode().unwrap().to_vec(), expected);
+    assert_eq!(decode_one(&expected), Frame::StreamData(d));
+
+    // The server's stream end with the trailers: its message is the block alone.
+    let end = StreamEnd { id: 3, code: Code::OK, meta: blocks(false, true) };
+    let expected = hex(concat!(
+        "06 10 0000 00000000 0300000000000000 0000000000000000 0e000000 00000000 0000000000000000",
+        "0a000000 0100 0100 74 01000000 31",
+    ));
+    assert_eq!(end.clone().encode().unwrap().to_vec(), expected);
+    assert_eq!(decode_one(&expected), Frame::StreamEnd(end));
+}
+
+#[test]
+fn a_metadata_length_past_the_message_is_a_malformed_frame() {
+    // Headers flag, a block length of 255 in a 6-byte message.
+    let bad = hex("02 04 0000 00000000 0500000000000000 0000000000000000 06000000 00000000 0000000000000000 ff000000 6f6b");
+    let mut d = FrameDecoder::new(Limits::default());
+    let mut buf = BytesMut::from(&Hello { version: 1, capabilities: 0, max_frame: 4096, max_calls_in_flight: 1, max_attachments: 1, max_metadata: 0, stream_window: 0 }.encode()[..]);
+    d.decode_hello(&mut buf).unwrap().unwrap();
+    buf.extend_from_slice(&bad);
+    let e = d.decode(&mut buf).unwrap_err();
+    assert!(e.to_string().contains("headers block of 255 bytes in 2 bytes of message"), "{e}");
 }
 
 #[test]
@@ -192,7 +273,7 @@ fn frames_without_attachments_are_not_padded() {
 
 #[test]
 fn response() {
-    let r = Response { id: 5, message: Bytes::from_static(b"ok"), attachments: vec![] };
+    let r = Response { id: 5, message: Bytes::from_static(b"ok"), attachments: vec![], meta: Default::default() };
     let expected = hex("02 00 0000 00000000 0500000000000000 0000000000000000 02000000 00000000 0000000000000000 6f6b");
     assert_eq!(r.clone().encode().unwrap().to_vec(), expected);
     assert_eq!(decode_one(&expected), Frame::Response(r));
@@ -200,7 +281,7 @@ fn response() {
 
 #[test]
 fn error_with_details() {
-    let e = ErrorFrame { id: 3, status: Status { code: Code::APPLICATION, message: "no".into(), details: Bytes::from_static(b"\x01") } };
+    let e = ErrorFrame::new(3, Status { code: Code::APPLICATION, message: "no".into(), details: Bytes::from_static(b"\x01") });
     // 50 bytes of header, table and text, 14 zeros, then the details at 64.
     let expected = hex(&[
         "03 00 0100 00000000 0300000000000000 0000000000000000 02000000 64000000 0100000000000000 0100000000000000 6e6f",

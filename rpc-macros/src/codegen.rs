@@ -88,7 +88,8 @@ fn bind_context(m: &Method) -> TokenStream {
                     __rpc_request.metadata,
                     __rpc_request.peer,
                     __rpc_request.deadline,
-                );
+                )
+                .with_response(__rpc_request.response);
             }
         }
         None => quote!(),
@@ -284,6 +285,13 @@ fn client_method(service: &Service, m: &Method) -> TokenStream {
     let (params, encode) = client_request(service, m);
     let reply_ty = &m.reply.ty;
     let decode_reply = decode_reply(service, m);
+    let params_with = params.clone();
+    let with_name = format_ident!("{}_with_metadata", name, span = name.span());
+    let with_doc = format!(
+        "Calls `{}` like [`Self::{}`], and returns its result with the server's response \
+         headers and trailers (empty when it sent none).",
+        m.name, name
+    );
 
     quote! {
         #(#attrs)*
@@ -301,6 +309,33 @@ fn client_method(service: &Service, m: &Method) -> TokenStream {
                 .await
                 .map_err(|__rpc_err| ::rpc_core::CallError::for_method(__rpc_err, #full));
             #decode_reply
+        }
+
+        #[doc = #with_doc]
+        pub async fn #with_name(&self, #(#params_with),*)
+            -> ::rpc_core::Reply<::core::result::Result<#reply_ty, ::rpc_core::CallError>>
+        {
+            let mut __rpc_headers = ::rpc_core::Metadata::new();
+            let mut __rpc_trailers = ::rpc_core::Metadata::new();
+            let __rpc_result = async {
+                #encode
+                let __rpc_full = self
+                    .inner
+                    .call_with_metadata(
+                        Self::#const_ident,
+                        ::rpc_core::Body { message: __rpc_message, attachments: __rpc_attachments },
+                        ::core::clone::Clone::clone(&self.options),
+                    )
+                    .await;
+                __rpc_headers = __rpc_full.headers;
+                __rpc_trailers = __rpc_full.trailers;
+                let __rpc_reply = __rpc_full
+                    .result
+                    .map_err(|__rpc_err| ::rpc_core::CallError::for_method(__rpc_err, #full));
+                #decode_reply
+            }
+            .await;
+            ::rpc_core::Reply { result: __rpc_result, headers: __rpc_headers, trailers: __rpc_trailers }
         }
     }
 }

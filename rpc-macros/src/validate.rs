@@ -408,7 +408,8 @@ fn find_impl_keyword(tokens: TokenStream) -> Option<Span> {
 }
 
 /// Method names, the client's constants (ids, paths) and ids must each be unique, and must
-/// not take the names of the client's own items.
+/// not take the names of the client's own items (nor of a unary method's generated
+/// `<name>_with_metadata` variant).
 fn check_unique(service: &Ident, methods: &[Method], errors: &mut Errors) {
     let mut names: HashMap<&str, &Method> = HashMap::new();
     // Each constant's method, and whether it is a path constant (`PUT_PATH`) or an id one.
@@ -486,5 +487,42 @@ fn check_unique(service: &Ident, methods: &[Method], errors: &mut Errors) {
                 ),
             );
         }
+    }
+    for m in methods.iter().filter(|m| m.is_unary()) {
+        let variant = format!("{}_with_metadata", m.name);
+        if let Some(other) = names.get(variant.as_str()) {
+            errors.at(
+                &other.ident,
+                format!(
+                    "a method named `{variant}` would clash with `{service}Client::{variant}`, the \
+                     variant of `{}` that returns the response metadata; rename it",
+                    m.name
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_method_may_not_take_the_name_of_a_metadata_variant() {
+        let item: ItemTrait = syn::parse_quote! {
+            pub trait Store {
+                async fn get(&self, key: String) -> u32;
+                async fn get_with_metadata(&self, key: String) -> u32;
+            }
+        };
+        let e = validate(&item, None).err().expect("a clash").to_string();
+        assert!(e.contains("`get_with_metadata` would clash with `StoreClient::get_with_metadata`"), "{e}");
+        let fine: ItemTrait = syn::parse_quote! {
+            pub trait Store {
+                async fn get(&self, key: String) -> u32;
+                async fn put(&self, key: String) -> u32;
+            }
+        };
+        assert!(validate(&fine, None).is_ok());
     }
 }

@@ -20,10 +20,23 @@ use crate::transport::Transport;
 
 use super::ClientConfig;
 
-type Waiter = oneshot::Sender<Result<Body, CallError>>;
+/// A unary call's answer: its result, and the server's headers and trailers if it sent any
+/// (`None` for none: a plain call allocates nothing for them).
+pub(super) type Answer = (Result<Body, CallError>, Option<Box<ReplyMeta>>);
+
+type Waiter = oneshot::Sender<Answer>;
+
+/// The response headers and trailers of a unary call, kept until its answer.
+#[derive(Debug, Default)]
+pub(super) struct ReplyMeta {
+    pub(super) headers: Metadata,
+    pub(super) trailers: Metadata,
+}
 
 pub(super) struct ClientSide {
     waiters: CallMap<Waiter>,
+    /// Unary calls' response metadata, until their answer.
+    metadata: CallMap<Box<ReplyMeta>>,
     /// Streaming calls: where their messages and ends go.
     routes: Routes,
     handshake: Option<oneshot::Sender<Result<Hello, ConnectError>>>,
@@ -74,6 +87,20 @@ impl SideHandler for ClientSide {
                 side.routes.end(id, result, true);
             }
             Event::SendReady { id } => side.routes.wake(id),
+            Event::Headers { id, metadata } => {
+                if side.routes.is_open(id) {
+                    side.routes.metadata(id, stream::Inbound::Headers(metadata));
+                } else if side.waiters.contains_key(&id) {
+                    side.metadata.entry(id).or_default().headers = metadata;
+                }
+            }
+            Event::Trailers { id, metadata } => {
+                if side.routes.is_open(id) {
+                    side.routes.metadata(id, stream::Inbound::Trailers(metadata));
+                } else if side.waiters.contains_key(&id) {
+                    side.metadata.entry(id).or_default().trailers = metadata;
+                }
+            }
             // A streaming call's answer: its last message, then its end.
             Event::Finished { id, result } if side.routes.is_open(id) => {
                 let result = result.map(|body| {
@@ -95,8 +122,10 @@ impl SideHandler for ClientSide {
                 }
             }
             Event::Finished { id, result } => {
+                // Looked up only when some call has metadata: the plain path stays as it was.
+                let metadata = if side.metadata.is_empty() { None } else { side.metadata.remove(&id) };
                 if let Some(tx) = side.waiters.remove(&id) {
-                    let _ = tx.send(result);
+                    let _ = tx.send((result, metadata));
                 }
             }
             Event::GoAway { .. } => side.unusable(),
@@ -128,7 +157,7 @@ impl Drop for Conn {
 
 /// How one attempt of a call ended.
 pub(super) enum Attempt {
-    Done(Result<Body, CallError>),
+    Done(Answer),
     /// The connection could not take the call; it was never sent, here is the body back.
     NotSent(Body),
 }
@@ -147,6 +176,7 @@ impl Conn {
         let (tx, rx) = oneshot::channel();
         let side = ClientSide {
             waiters: CallMap::default(),
+            metadata: CallMap::default(),
             routes: Routes::default(),
             handshake: Some(tx),
             permits: permits.clone(),
@@ -186,7 +216,7 @@ impl Conn {
         };
         let permit = match permit {
             Ok(p) => p,
-            Err(Some(t)) => return Attempt::Done(Err(CallError::DeadlineExceeded(t))),
+            Err(Some(t)) => return Attempt::Done((Err(CallError::DeadlineExceeded(t)), None)),
             Err(None) => return Attempt::NotSent(body),
         };
         let shared = &self.shared;
@@ -204,14 +234,14 @@ impl Conn {
         });
         let id = match started {
             Err(body) => return Attempt::NotSent(body),
-            Ok(Err(e)) => return Attempt::Done(Err(e)),
+            Ok(Err(e)) => return Attempt::Done((Err(e), None)),
             Ok(Ok(id)) => id,
         };
         let mut guard = CancelOnDrop { shared, id, armed: true };
         let result = rx.await;
         guard.armed = false;
         drop(permit);
-        Attempt::Done(result.unwrap_or_else(|_| Err(self.closed_error())))
+        Attempt::Done(result.unwrap_or_else(|_| (Err(self.closed_error()), None)))
     }
 
     /// Waits for a call permit within `timeout`: `Err(Some(t))` when it passed, `Err(None)` when
@@ -293,6 +323,7 @@ impl Drop for CancelOnDrop<'_> {
             let id = self.id;
             self.shared.step(|g| {
                 if g.side.waiters.remove(&id).is_some() {
+                    g.side.metadata.remove(&id);
                     g.conn.cancel_call(id);
                 }
             });

@@ -107,6 +107,19 @@ impl CallOptions {
     }
 }
 
+/// A unary call's result with the server's response metadata, as
+/// [`Client::call_with_metadata`] returns it (`R` = `Result<Body, CallError>`) and a generated
+/// client's `<method>_with_metadata` (`R` = the method's own result).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply<R = Result<Body, CallError>> {
+    /// The reply, or why there is none.
+    pub result: R,
+    /// The server's response headers (empty when it sent none).
+    pub headers: Metadata,
+    /// The server's trailers (empty when it sent none); they come with an error status too.
+    pub trailers: Metadata,
+}
+
 struct ClientInner {
     link: watch::Receiver<Link>,
     default_timeout: Option<Duration>,
@@ -269,25 +282,66 @@ impl Client {
     /// Makes a call: `method` with `body`; waits for the reply. If the server already has as
     /// many calls in flight from this connection as it accepts, the call waits its turn (within
     /// its timeout). Dropping the returned future cancels the call on the server.
+    ///
+    /// The server's response headers and trailers, if it sent any, are dropped here: see
+    /// [`Client::call_with_metadata`].
     pub async fn call(&self, method: u32, body: Body, options: CallOptions) -> Result<Body, CallError> {
+        self.call_answer(method, body, &options).await.0
+    }
+
+    /// Makes a call like [`Client::call`], and returns its result with the server's response
+    /// headers and trailers (empty when it sent none; trailers come with an error status too).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use rpc_core::{Body, BoxFuture, CallOptions, Client, ClientConfig, Server, ServerRequest, Service, Status};
+    ///
+    /// struct Tagged;
+    /// impl Service for Tagged {
+    ///     fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+    ///         req.response.set_header("server", "tagged/1").unwrap();
+    ///         req.response.set_trailer("cost-us", "42").unwrap();
+    ///         Box::pin(async move { Ok(req.body) })
+    ///     }
+    /// }
+    ///
+    /// let (a, b) = rpc_core::transport::mem::pair();
+    /// tokio::spawn(Server::builder().build(Tagged).serve_connection(b));
+    /// let client = Client::connect(a, ClientConfig::default()).await.unwrap();
+    /// let reply = client.call_with_metadata(1, Body::message("hi".into()), CallOptions::default()).await;
+    /// assert_eq!(reply.headers.get_str("server"), Some("tagged/1"));
+    /// assert_eq!(reply.trailers.get_str("cost-us"), Some("42"));
+    /// assert_eq!(&reply.result.unwrap().message[..], b"hi");
+    /// # });
+    /// ```
+    pub async fn call_with_metadata(&self, method: u32, body: Body, options: CallOptions) -> Reply {
+        let (result, metadata) = self.call_answer(method, body, &options).await;
+        let metadata = metadata.map(|m| *m).unwrap_or_default();
+        Reply { result, headers: metadata.headers, trailers: metadata.trailers }
+    }
+
+    async fn call_answer(&self, method: u32, body: Body, options: &CallOptions) -> conn::Answer {
         let timeout = options.timeout.or(self.inner.default_timeout);
         let start = Instant::now();
         let mut body = body;
         loop {
-            let conn = self.usable_conn(start, timeout).await?;
+            let conn = match self.usable_conn(start, timeout).await {
+                Ok(c) => c,
+                Err(e) => return (Err(e), None),
+            };
             let remaining = timeout.map(|t| t.saturating_sub(start.elapsed()));
             let replay = (options.idempotent && self.inner.reconnect.is_some()).then(|| body.clone());
             match conn.call(method, body, &options.metadata, remaining).await {
                 // Report the deadline the caller set, not what was left of it when sent.
-                Attempt::Done(Err(CallError::DeadlineExceeded(_))) => {
-                    return Err(CallError::DeadlineExceeded(timeout.unwrap_or_default()))
+                Attempt::Done((Err(CallError::DeadlineExceeded(_)), m)) => {
+                    return (Err(CallError::DeadlineExceeded(timeout.unwrap_or_default())), m)
                 }
-                Attempt::Done(Err(CallError::Connection(_) | CallError::ShuttingDown)) if replay.is_some() => {
+                Attempt::Done((Err(CallError::Connection(_) | CallError::ShuttingDown), _)) if replay.is_some() => {
                     body = replay.expect("checked");
                 }
-                Attempt::Done(r) => return r,
+                Attempt::Done(answer) => return answer,
                 Attempt::NotSent(b) if self.inner.reconnect.is_some() => body = b,
-                Attempt::NotSent(_) => return Err(conn.closed_error()),
+                Attempt::NotSent(_) => return (Err(conn.closed_error()), None),
             }
         }
     }

@@ -23,12 +23,25 @@ pub(super) struct InFlight {
     /// Server: the request was sent awaiting a commit, and it has not come yet (the request may
     /// already run: past the bound on held requests, the oldest run as if committed).
     pub(super) awaits_commit: bool,
+    /// Server: the response headers went out (with the first frame of the answer). Client: the
+    /// server's response headers arrived (a second block fails the call).
+    pub(super) headers_done: bool,
+    /// Server: response headers and trailers the handler set, not yet sent; `None` until it
+    /// sets one (a plain call never allocates it).
+    pub(super) reply: Option<Box<ReplyMetadata>>,
+}
+
+/// A call's response metadata, as the handler sets it.
+#[derive(Debug, Default)]
+pub(super) struct ReplyMetadata {
+    pub(super) headers: crate::metadata::Metadata,
+    pub(super) trailers: crate::metadata::Metadata,
 }
 
 impl InFlight {
     /// A unary call.
     pub(super) fn unary(deadline: Option<Instant>, budget: Option<Duration>, bytes: usize) -> Self {
-        InFlight { deadline, budget, bytes, flow: None, held: None, awaits_commit: false }
+        InFlight { deadline, budget, bytes, flow: None, held: None, awaits_commit: false, headers_done: false, reply: None }
     }
 }
 

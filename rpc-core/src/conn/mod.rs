@@ -11,6 +11,7 @@ mod deadlines;
 mod flow;
 mod keepalive;
 mod outgoing;
+mod response_meta;
 mod small_frames;
 mod streams;
 
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 
 pub use config::ConnConfig;
+pub use response_meta::MetadataKind;
 pub use streams::SendError;
 use calls::{Calls, InFlight};
 use keepalive::Keepalive;
@@ -105,6 +107,20 @@ pub enum Event {
         id: u64,
         /// [`Code::OK`] for a clean end.
         code: Code,
+    },
+    /// Client: the server's response headers for call `id` (before the frame they came with).
+    Headers {
+        /// Call id.
+        id: u64,
+        /// The headers.
+        metadata: Metadata,
+    },
+    /// Client: the server's trailers for call `id` (just before the call's end).
+    Trailers {
+        /// Call id.
+        id: u64,
+        /// The trailers.
+        metadata: Metadata,
     },
     /// Call `id` was out of credit and may send stream data again.
     SendReady {
@@ -464,7 +480,7 @@ impl Connection {
                         Code::DEADLINE_EXCEEDED,
                         format!("deadline of {budget:?} exceeded; handler dropped"),
                     );
-                    self.push_frame(Frame::Error(ErrorFrame { id, status }));
+                    self.push_frame(Frame::Error(ErrorFrame::new(id, status)));
                     self.events.push_back(Event::Abort { id, reason: AbortReason::DeadlineExceeded });
                 }
             }
@@ -580,28 +596,39 @@ impl Connection {
     /// response carrying the body (the last message) otherwise.
     pub fn respond(&mut self, id: u64, result: Result<Body, Status>) {
         debug_assert_eq!(self.side, Side::Server);
-        let Some(call) = self.calls.remove(id) else { return };
+        let Some(mut call) = self.calls.remove(id) else { return };
         let streams_answer = call.flow.as_ref().is_some_and(|f| f.send_open);
         if self.state == State::Closed {
             return;
         }
         let Some(peer) = self.peer else { return };
+        // The call's last frame: its headers (if none went yet) and its trailers go with it.
+        let meta = Self::take_reply_blocks(&mut call.headers_done, call.reply.as_deref_mut(), true);
+        let extra = meta.wire_len() as u64;
         // Every answer is checked against what the client declared it accepts: one it cannot
         // decode would end its connection and fail its other calls too.
         let frame = match result {
-            Ok(body) if streams_answer && body.is_empty() => Frame::StreamEnd(StreamEnd { id, code: Code::OK }),
-            Ok(body) => match outgoing::check_body(&peer, &body) {
-                Ok(()) => Frame::Response(Response { id, message: body.message, attachments: body.attachments }),
-                Err(why) => Frame::Error(ErrorFrame { id, status: Status::new(Code::RESOURCE_EXHAUSTED, why) }),
+            Ok(body) if streams_answer && body.is_empty() => Frame::StreamEnd(StreamEnd { id, code: Code::OK, meta }),
+            Ok(body) => match outgoing::check_body(&peer, &body, extra) {
+                Ok(()) => Frame::Response(Response { id, message: body.message, attachments: body.attachments, meta }),
+                Err(why) => Frame::Error(ErrorFrame::new(id, Status::new(Code::RESOURCE_EXHAUSTED, why))),
             },
-            Err(status) => Frame::Error(ErrorFrame { id, status: outgoing::fit_status(&peer, status) }),
+            Err(status) => {
+                let status = outgoing::fit_status(&peer, status);
+                if status.message.len() as u64 + status.details.len() as u64 + extra <= u64::from(peer.max_frame) {
+                    Frame::Error(ErrorFrame { id, status, meta })
+                } else {
+                    let why = format!("the {} status with its response metadata ({extra} bytes) is over the client's frame limit of {}", status.code, peer.max_frame);
+                    Frame::Error(ErrorFrame::new(id, Status::new(Code::RESOURCE_EXHAUSTED, why)))
+                }
+            }
         };
         match frame.encode() {
             Ok(t) => self.push_transmit(t),
             Err(e) => {
                 // E.g. more attachments than the wire can count: still an answer, never silence.
                 let status = Status::new(Code::INTERNAL, format!("response could not be encoded: {e}"));
-                self.push_frame(Frame::Error(ErrorFrame { id, status }));
+                self.push_frame(Frame::Error(ErrorFrame::new(id, status)));
             }
         }
     }
@@ -657,10 +684,16 @@ impl Connection {
             }
             (Side::Server, Frame::Commit(c)) => self.on_commit(c)?,
             (Side::Client, Frame::Response(r)) => {
-                let body = Body { message: r.message, attachments: r.attachments };
-                self.finish(r.id, Ok(body));
+                if r.meta.is_empty() || self.on_reply_metadata(r.id, r.meta, true) {
+                    let body = Body { message: r.message, attachments: r.attachments };
+                    self.finish(r.id, Ok(body));
+                }
             }
-            (Side::Client, Frame::Error(e)) => self.finish(e.id, Err(CallError::Status(e.status))),
+            (Side::Client, Frame::Error(e)) => {
+                if e.meta.is_empty() || self.on_reply_metadata(e.id, e.meta, true) {
+                    self.finish(e.id, Err(CallError::Status(e.status)));
+                }
+            }
             (_, Frame::StreamData(d)) => self.on_stream_data(d)?,
             (_, Frame::StreamBatch(b)) => self.on_stream_batch(b)?,
             (_, Frame::StreamEnd(e)) => self.on_stream_end(e)?,
@@ -688,7 +721,7 @@ impl Connection {
         }
         if self.state != State::Open {
             let status = Status::new(Code::UNAVAILABLE, "server is shutting down; call not accepted");
-            self.push_frame(Frame::Error(ErrorFrame { id, status }));
+            self.push_frame(Frame::Error(ErrorFrame::new(id, status)));
             return Ok(());
         }
         if self.calls.len() >= self.config.max_calls_in_flight as usize {
@@ -696,7 +729,7 @@ impl Connection {
                 Code::RESOURCE_EXHAUSTED,
                 format!("{} calls already in flight on this connection (the limit)", self.calls.len()),
             );
-            self.push_frame(Frame::Error(ErrorFrame { id, status }));
+            self.push_frame(Frame::Error(ErrorFrame::new(id, status)));
             return Ok(());
         }
         let peer_window = self.peer.map_or(0, |p| p.stream_window);
@@ -705,7 +738,7 @@ impl Connection {
                 Code::INVALID_ARGUMENT,
                 "a server-streaming call from a peer that declared no stream window (it could receive nothing)",
             );
-            self.push_frame(Frame::Error(ErrorFrame { id, status }));
+            self.push_frame(Frame::Error(ErrorFrame::new(id, status)));
             return Ok(());
         }
         let metadata = self.request_metadata(id, r.metadata)?;
@@ -903,3 +936,5 @@ impl From<DecodeError> for CallError {
 mod tests;
 #[cfg(test)]
 mod stream_tests;
+#[cfg(test)]
+mod meta_tests;

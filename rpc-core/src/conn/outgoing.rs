@@ -14,11 +14,13 @@ use crate::metadata::{self, Metadata};
 /// smallest `max_frame` a peer may declare ([`crate::frame::MIN_MAX_FRAME`]).
 const SHORT_TEXT: usize = 256;
 
-/// A body (message + attachments) the peer can take, or why not.
-pub(super) fn check_body(peer: &Hello, body: &Body) -> Result<(), String> {
+/// A body (message + attachments) the peer can take, with `extra` bytes of response metadata
+/// beside it, or why not.
+pub(super) fn check_body(peer: &Hello, body: &Body, extra: u64) -> Result<(), String> {
     let limit = u64::from(peer.max_frame);
-    if body.len() > limit {
-        return Err(format!("response of {} bytes is over the client's limit of {limit} bytes", body.len()));
+    if body.len() + extra > limit {
+        let with = if extra > 0 { format!(" (with {extra} bytes of response metadata)") } else { String::new() };
+        return Err(format!("response of {} bytes{with} is over the client's limit of {limit} bytes", body.len() + extra));
     }
     if body.attachments.len() > peer.max_attachments as usize {
         return Err(format!(
@@ -112,10 +114,10 @@ mod tests {
     fn bodies_are_checked_for_size_and_attachment_count() {
         let p = peer(4096, 2);
         let three = Body::new(Bytes::new(), vec![Payload::from(Bytes::from_static(b"a")); 3]);
-        assert!(check_body(&p, &three).unwrap_err().contains("3 attachments"));
+        assert!(check_body(&p, &three, 0).unwrap_err().contains("3 attachments"));
         let big = Body::message(Bytes::from(vec![0u8; 4097]));
-        assert!(check_body(&p, &big).unwrap_err().contains("4097 bytes"));
-        assert!(check_body(&p, &Body::message(Bytes::from_static(b"fine"))).is_ok());
+        assert!(check_body(&p, &big, 0).unwrap_err().contains("4097 bytes"));
+        assert!(check_body(&p, &Body::message(Bytes::from_static(b"fine")), 0).is_ok());
     }
 
     #[test]

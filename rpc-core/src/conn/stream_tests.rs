@@ -151,7 +151,7 @@ fn server_error_after(p: &mut Pair, frame: Frame) -> String {
 
 #[test]
 fn stream_frames_that_break_the_rules_end_the_connection_with_a_clear_error() {
-    let data = |id, n| Frame::StreamData(StreamData { id, message: Bytes::from(vec![0; n]), attachments: vec![] });
+    let data = |id, n| Frame::StreamData(StreamData { id, message: Bytes::from(vec![0; n]), attachments: vec![], meta: Default::default() });
     let mut p = pair(4096);
     let e = server_error_after(&mut p, data(5, 1));
     assert!(e.contains("stream data for call 5: no such call was ever started"), "{e}");
@@ -174,7 +174,7 @@ fn stream_frames_that_break_the_rules_end_the_connection_with_a_clear_error() {
 
     let mut p = pair(4096);
     let id = open(&mut p, CallMode::CLIENT_STREAMING);
-    let end = Frame::StreamEnd(StreamEnd { id, code: Code::OK });
+    let end = Frame::StreamEnd(StreamEnd::new(id, Code::OK));
     p.server_in.extend_from_slice(&end.clone().encode().unwrap().to_vec());
     let e = server_error_after(&mut p, end);
     assert!(e.contains("stream had already ended"), "{e}");
@@ -206,7 +206,7 @@ fn frames_for_a_call_that_ended_are_dropped_and_other_calls_go_on() {
     p.server.respond(done, Ok(Body::default()));
     p.drive();
     let base = p.server.held_bytes();
-    let data = Frame::StreamData(StreamData { id: done, message: Bytes::from_static(b"late"), attachments: vec![] });
+    let data = Frame::StreamData(StreamData { id: done, message: Bytes::from_static(b"late"), attachments: vec![], meta: Default::default() });
     p.server_in.extend_from_slice(&data.encode().unwrap().to_vec());
     let now = p.now;
     p.server.handle_input(&mut p.server_in, now).unwrap();

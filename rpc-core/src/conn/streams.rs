@@ -6,7 +6,7 @@ use super::{flow, outgoing, Connection, Event, Side, State};
 use crate::body::Body;
 use crate::code::Code;
 use crate::error::{CallError, ConnectionError, Status};
-use crate::frame::{Credit, Frame, StreamBatch, StreamData, StreamEnd};
+use crate::frame::{Credit, Frame, MetadataBlocks, StreamBatch, StreamData, StreamEnd};
 
 /// Why a stream message was not sent.
 #[derive(Debug)]
@@ -26,6 +26,7 @@ impl Connection {
             return Err(SendError::Failed(CallError::Connection(ConnectionError::LocallyClosed)));
         }
         let peer = self.peer.expect("calls exist only after the hello");
+        let side = self.side;
         let Some(call) = self.calls.get_mut(id) else {
             return Err(SendError::Failed(CallError::Status(Status::new(Code::CANCELLED, "the call is over"))));
         };
@@ -34,7 +35,12 @@ impl Connection {
                 "this side's stream of the call has ended (or the call does not stream this way)".into(),
             )));
         };
-        if let Err(why) = outgoing::check_body(&peer, &body) {
+        // Server: the response headers the handler set go with its first message.
+        let headers_len = match (&call.reply, call.headers_done) {
+            (Some(r), false) if side == Side::Server && !r.headers.is_empty() => 4 + r.headers.encoded_len() as u64,
+            _ => 0,
+        };
+        if let Err(why) = outgoing::check_body(&peer, &body, headers_len) {
             return Err(SendError::Failed(CallError::Codec(why)));
         }
         let conn_flow = self.conn_flow.as_mut().expect("calls exist only after the hello");
@@ -43,11 +49,15 @@ impl Connection {
         }
         flow.on_sent(body.len());
         conn_flow.on_sent(body.len());
-        if SmallFrames::fits(&body) {
+        let meta = match side {
+            Side::Server => Self::take_reply_blocks(&mut call.headers_done, call.reply.as_deref_mut(), false),
+            Side::Client => MetadataBlocks::default(),
+        };
+        if meta.is_empty() && SmallFrames::fits(&body) {
             self.push_small_frame(id, &body.message);
             return Ok(());
         }
-        let frame = StreamData { id, message: body.message, attachments: body.attachments };
+        let frame = StreamData { id, message: body.message, attachments: body.attachments, meta };
         match frame.encode() {
             Ok(t) => {
                 self.push_transmit(t);
@@ -72,7 +82,7 @@ impl Connection {
         }
         let Some(flow) = self.calls.get_mut(id).and_then(|c| c.flow.as_mut()) else { return };
         if std::mem::replace(&mut flow.send_open, false) {
-            self.push_frame(Frame::StreamEnd(StreamEnd { id, code }));
+            self.push_frame(Frame::StreamEnd(StreamEnd::new(id, code)));
         }
     }
 
@@ -120,7 +130,7 @@ impl Connection {
         if !self.calls.contains(id) && !self.call_existed(id) {
             return Err(Self::stream_violation("stream data", id, "no such call was ever started"));
         }
-        self.on_stream_message(id, Body { message: d.message, attachments: d.attachments })
+        self.on_stream_message(id, Body { message: d.message, attachments: d.attachments }, d.meta)
     }
 
     /// Each message of a batch, as if it came in a frame of its own (the sender charged each
@@ -131,12 +141,13 @@ impl Connection {
             return Err(Self::stream_violation("stream batch", id, "no such call was ever started"));
         }
         for message in b.messages {
-            self.on_stream_message(id, Body::message(message))?;
+            self.on_stream_message(id, Body::message(message), MetadataBlocks::default())?;
         }
         Ok(())
     }
 
-    fn on_stream_message(&mut self, id: u64, body: Body) -> Result<(), ConnectionError> {
+    /// One message of call `id`'s stream, with the response metadata its frame carried.
+    fn on_stream_message(&mut self, id: u64, body: Body, meta: MetadataBlocks) -> Result<(), ConnectionError> {
         let len = body.len();
         let conn_flow = self.conn_flow.as_mut().expect("frames come after the hello");
         conn_flow.on_received(len).map_err(|why| Self::stream_violation("stream data", id, format!("connection: {why}")))?;
@@ -151,6 +162,16 @@ impl Connection {
             None => return Err(Self::stream_violation("stream data", id, "the call does not stream")),
         }
         self.stream_held += flow::cost(len) as usize;
+        if !meta.is_empty() {
+            if self.side == Side::Server {
+                return Err(Self::stream_violation("stream data", id, "response metadata from a client"));
+            }
+            if !self.on_reply_metadata(id, meta, false) {
+                // The call failed for its metadata: the message is dropped, its credit given back.
+                self.consumed(id, len as usize);
+                return Ok(());
+            }
+        }
         self.events.push_back(Event::StreamData { id, body });
         Ok(())
     }
@@ -183,6 +204,14 @@ impl Connection {
         };
         if !std::mem::replace(&mut flow.recv_open, false) {
             return Err(Self::stream_violation("stream end", id, "the stream had already ended"));
+        }
+        if !e.meta.is_empty() {
+            if self.side == Side::Server {
+                return Err(Self::stream_violation("stream end", id, "response metadata from a client"));
+            }
+            if !self.on_reply_metadata(id, e.meta, true) {
+                return Ok(());
+            }
         }
         match self.side {
             Side::Server => self.events.push_back(Event::StreamEnd { id, code: e.code }),

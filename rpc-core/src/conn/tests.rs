@@ -11,7 +11,7 @@ use crate::payload::Payload;
 pub(super) struct Pair {
     pub(super) client: Connection,
     pub(super) server: Connection,
-    client_in: BytesMut,
+    pub(super) client_in: BytesMut,
     pub(super) server_in: BytesMut,
     pub(super) now: Instant,
     pub(super) client_events: Vec<Event>,

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::header::FrameKind;
+use super::meta::MetadataBlocks;
 use super::raw::{EncodeError, RawFrame};
 use crate::error::DecodeError;
 use crate::payload::Payload;
@@ -17,6 +18,8 @@ pub struct Response {
     pub message: Bytes,
     /// Attachments.
     pub attachments: Vec<Payload>,
+    /// Response headers (if this is the call's first frame from the server) and trailers.
+    pub meta: MetadataBlocks,
 }
 
 impl Response {
@@ -26,11 +29,13 @@ impl Response {
         f.header.id = self.id;
         f.message = self.message;
         f.attachments = self.attachments;
+        self.meta.apply(&mut f)?;
         f.encode()
     }
 
     /// Decodes from a raw frame.
-    pub fn decode(f: RawFrame) -> Result<Self, DecodeError> {
-        Ok(Response { id: f.header.id, message: f.message, attachments: f.attachments })
+    pub fn decode(mut f: RawFrame) -> Result<Self, DecodeError> {
+        let meta = MetadataBlocks::split(&mut f)?;
+        Ok(Response { id: f.header.id, message: f.message, attachments: f.attachments, meta })
     }
 }

@@ -1,9 +1,9 @@
-//! Stream data and stream end: one direction of a streaming call. (Wire v1 defines them; the
-//! connection state machine answers them with a protocol error until streaming lands.)
+//! Stream data and stream end: one direction of a streaming call.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::header::{FrameHeader, FrameKind, HEADER_LEN};
+use super::meta::MetadataBlocks;
 use super::raw::{EncodeError, RawFrame, INLINE_MESSAGE_MAX};
 use crate::code::Code;
 use crate::error::DecodeError;
@@ -19,6 +19,8 @@ pub struct StreamData {
     pub message: Bytes,
     /// Attachments.
     pub attachments: Vec<Payload>,
+    /// Server: the response headers, on the first frame of its answer (never trailers).
+    pub meta: MetadataBlocks,
 }
 
 impl StreamData {
@@ -28,6 +30,7 @@ impl StreamData {
         f.header.id = self.id;
         f.message = self.message;
         f.attachments = self.attachments;
+        self.meta.apply(&mut f)?;
         f.encode()
     }
 
@@ -47,8 +50,9 @@ impl StreamData {
     }
 
     /// Decodes from a raw frame.
-    pub fn decode(f: RawFrame) -> Result<Self, DecodeError> {
-        Ok(StreamData { id: f.header.id, message: f.message, attachments: f.attachments })
+    pub fn decode(mut f: RawFrame) -> Result<Self, DecodeError> {
+        let meta = MetadataBlocks::split(&mut f)?;
+        Ok(StreamData { id: f.header.id, message: f.message, attachments: f.attachments, meta })
     }
 }
 
@@ -116,6 +120,9 @@ impl StreamBatch {
         if !f.attachments.is_empty() {
             return Err(malformed(format!("{} attachments in a batch", f.attachments.len())));
         }
+        if f.header.flags & (super::meta::FLAG_HEADERS | super::meta::FLAG_TRAILERS) != 0 {
+            return Err(malformed("response metadata on a batch (it goes on a frame of its own)".into()));
+        }
         let mut area = f.message;
         let mut messages = Vec::with_capacity(area.len() / (BATCH_PREFIX + 64) + 1);
         while !area.is_empty() {
@@ -137,27 +144,36 @@ impl StreamBatch {
 }
 
 /// The end of one direction of a stream, with a status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamEnd {
     /// Stream (call) id.
     pub id: u64,
     /// [`Code::OK`] for a clean end.
     pub code: Code,
+    /// Server: the call's trailers (and its headers, if it sent no frame before).
+    pub meta: MetadataBlocks,
 }
 
 impl StreamEnd {
+    /// A stream end without metadata.
+    pub fn new(id: u64, code: Code) -> Self {
+        StreamEnd { id, code, meta: MetadataBlocks::default() }
+    }
+
     /// Encodes the frame.
     pub fn encode(self) -> Result<Transmit, EncodeError> {
         let mut f = RawFrame::new(FrameKind::StreamEnd);
         f.header.id = self.id;
         f.header.code = self.code.0;
+        self.meta.apply(&mut f)?;
         f.encode()
     }
 
     /// Decodes from a raw frame.
-    pub fn decode(f: RawFrame) -> Result<Self, DecodeError> {
+    pub fn decode(mut f: RawFrame) -> Result<Self, DecodeError> {
         f.expect_attachments(0)?;
-        Ok(StreamEnd { id: f.header.id, code: Code(f.header.code) })
+        let meta = MetadataBlocks::split(&mut f)?;
+        Ok(StreamEnd { id: f.header.id, code: Code(f.header.code), meta })
     }
 }
 
@@ -171,7 +187,7 @@ mod tests {
             let message = Bytes::from((0..len).map(|i| i as u8).collect::<Vec<u8>>());
             let mut out = BytesMut::from(&b"before"[..]);
             StreamData::encode_small(7, &message, &mut out);
-            let encoded = StreamData { id: 7, message, attachments: Vec::new() }.encode().unwrap();
+            let encoded = StreamData { id: 7, message, attachments: Vec::new(), meta: MetadataBlocks::default() }.encode().unwrap();
             assert!(encoded.segments.is_empty());
             assert_eq!(&out[..6], b"before");
             assert_eq!(&out[6..], &encoded.to_vec()[..], "message of {len} bytes");
@@ -211,6 +227,9 @@ mod tests {
         let mut with_attachment = raw(&[0, 0, 0, 0]);
         with_attachment.attachments.push(crate::payload::Payload::from(Bytes::from_static(b"x")));
         assert!(StreamBatch::decode(with_attachment).unwrap_err().to_string().contains("attachments in a batch"));
+        let mut with_headers = raw(&[0, 0, 0, 0]);
+        with_headers.header.flags |= crate::frame::FLAG_HEADERS;
+        assert!(StreamBatch::decode(with_headers).unwrap_err().to_string().contains("response metadata on a batch"));
     }
 
     #[test]

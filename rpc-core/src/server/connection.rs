@@ -14,6 +14,7 @@ use crate::code::Code;
 use crate::conn::Event;
 use crate::driver::{Locked, Shared, SideHandler};
 use crate::error::{CallError, ConnectionError, Status};
+use crate::response_metadata::ResponseMetadata;
 use crate::service::{BoxFuture, Peer, ServerRequest, Service};
 use crate::stream::{self, HasRoutes, Inbound, Routes};
 use crate::unwind::{self, CatchUnwind};
@@ -91,7 +92,9 @@ impl SideHandler for ServerSide {
                     }
                     inbound
                 });
-                g.side.ready.push((id, ServerRequest { method, body, deadline, metadata, peer: g.side.peer.clone(), stream: None }, inbound));
+                let peer = g.side.peer.clone();
+                let response = ResponseMetadata::unbound();
+                g.side.ready.push((id, ServerRequest { method, body, deadline, metadata, peer, stream: None, response }, inbound));
             }
             Event::StreamData { id, body } => {
                 if let Err(body) = g.side.routes.message(id, body) {
@@ -138,6 +141,7 @@ impl SideHandler for ServerSide {
             }
             Event::Connected(_) | Event::GoAway { .. } => {}
             Event::Refused { .. } | Event::Finished { .. } => {}
+            Event::Headers { .. } | Event::Trailers { .. } => {}
         }
     }
 
@@ -161,6 +165,8 @@ impl SideHandler for ServerSide {
             if let Some(inbound) = inbound {
                 request.stream = Some(stream::handles(shared.clone(), id, inbound, None));
             }
+            // The connection's `Arc`, cloned: no allocation per call.
+            request.response = ResponseMetadata::bound(shared.clone(), id);
             // A panic in the service's synchronous part fails only this call.
             let mut fut: Handler = match unwind::catch(|| service.call(request)) {
                 Ok(fut) => CatchUnwind::new(fut),

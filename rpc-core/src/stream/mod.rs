@@ -22,6 +22,7 @@ use crate::conn::{SendError, Side};
 use crate::driver::{Locked, Shared, SideHandler};
 use crate::error::{CallError, Status};
 use crate::frame::HEADER_LEN;
+use crate::metadata::Metadata;
 
 /// A receiver reports what it took to its connection (credit, budget) once this much is taken,
 /// counting each message's header, and always before it waits.
@@ -35,6 +36,10 @@ pub(crate) enum Inbound {
     Messages(Vec<Body>),
     /// The stream is over: cleanly, or why not.
     End(Result<(), CallError>),
+    /// Client: the server's response headers (ahead of the message they came with).
+    Headers(Metadata),
+    /// Client: the server's trailers (ahead of the call's end).
+    Trailers(Metadata),
 }
 
 impl Inbound {
@@ -43,7 +48,7 @@ impl Inbound {
         match self {
             Inbound::Message(b) => (1, b.len() as usize),
             Inbound::Messages(v) => (v.len(), v.iter().map(|b| b.len() as usize).sum()),
-            Inbound::End(_) => (0, 0),
+            Inbound::End(_) | Inbound::Headers(_) | Inbound::Trailers(_) => (0, 0),
         }
     }
 }
@@ -118,6 +123,7 @@ pub(crate) fn handles<H: SideHandler + HasRoutes>(
             done: false,
             unreported: (0, 0),
             method: None,
+            metadata: None,
             _guard: guard,
         },
     }
@@ -214,6 +220,9 @@ pub struct StreamReceiver {
     unreported: (usize, usize),
     /// The method's path, put in front of an "unknown method" error ([`CallError::for_method`]).
     method: Option<&'static str>,
+    /// Client: the server's response headers and trailers, once they arrived (boxed: a stream
+    /// without them carries one word for them).
+    metadata: Option<Box<(Option<Metadata>, Option<Metadata>)>>,
     _guard: Option<Arc<CancelOnDrop>>,
 }
 
@@ -233,14 +242,18 @@ impl StreamReceiver {
         if self.done {
             return Poll::Ready(None);
         }
-        let item = match self.inbound.poll_recv(cx) {
-            Poll::Pending => {
-                // About to wait: whatever was taken goes back as credit first, or the peer
-                // might be waiting for it too.
-                self.report();
-                return Poll::Pending;
+        let item = loop {
+            match self.inbound.poll_recv(cx) {
+                Poll::Pending => {
+                    // About to wait: whatever was taken goes back as credit first, or the peer
+                    // might be waiting for it too.
+                    self.report();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Inbound::Headers(m))) => self.metadata.get_or_insert_default().0 = Some(m),
+                Poll::Ready(Some(Inbound::Trailers(m))) => self.metadata.get_or_insert_default().1 = Some(m),
+                Poll::Ready(item) => break item,
             }
-            Poll::Ready(item) => item,
         };
         Poll::Ready(match item {
             Some(Inbound::Message(body)) => Some(Ok(self.took(body))),
@@ -262,12 +275,27 @@ impl StreamReceiver {
                     None => e,
                 }))
             }
+            Some(Inbound::Headers(_) | Inbound::Trailers(_)) => unreachable!("taken above"),
             None => {
                 self.report();
                 self.done = true;
                 Some(Err(CallError::Status(Status::new(Code::CANCELLED, "the call ended"))))
             }
         })
+    }
+
+    /// Client: the server's response headers, once they arrived: they come with its first
+    /// message (or its end), so they are here once [`StreamReceiver::recv`] returned anything.
+    /// `None` before, and when the server sent none.
+    pub fn headers(&self) -> Option<&Metadata> {
+        self.metadata.as_ref()?.0.as_ref()
+    }
+
+    /// Client: the server's trailers, once the call ended (after `recv` returned `None` or an
+    /// error); `None` before, and when the server sent none. They come with the error status
+    /// too.
+    pub fn trailers(&self) -> Option<&Metadata> {
+        self.metadata.as_ref()?.1.as_ref()
     }
 
     /// The call's id on its connection (for logs).

@@ -95,6 +95,21 @@ impl Routes {
         }
     }
 
+    /// Delivers the server's response headers or trailers of call `id` (ahead of what they
+    /// came with); false when the call has no route (a unary call, or one that ended).
+    pub(crate) fn metadata(&mut self, id: u64, item: Inbound) -> bool {
+        // After the messages staged before them (trailers follow the last message).
+        self.flush();
+        match self.inbound.get(&id) {
+            Some(tx) => {
+                // A receiver that went away needs no metadata.
+                let _ = tx.send(item);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Ends call `id`'s inbound stream with `result` and closes it; a sender waiting for credit
     /// is woken when `also_sending` (the whole call is over).
     pub(crate) fn end(&mut self, id: u64, result: Result<(), CallError>, also_sending: bool) {

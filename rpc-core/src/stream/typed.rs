@@ -110,6 +110,16 @@ impl<T, C: Decode<T>> Source<T, C> {
         Ok(out)
     }
 
+    /// The server's response headers, once they arrived (see [`StreamReceiver::headers`]).
+    pub fn headers(&self) -> Option<&crate::Metadata> {
+        self.inner.headers()
+    }
+
+    /// The server's trailers, once the stream ended (see [`StreamReceiver::trailers`]).
+    pub fn trailers(&self) -> Option<&crate::Metadata> {
+        self.inner.trailers()
+    }
+
     /// The untyped receiver.
     pub fn into_inner(self) -> StreamReceiver {
         self.inner
