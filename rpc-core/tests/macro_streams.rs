@@ -246,6 +246,13 @@ async fn a_client_stream_gets_one_answer_decoded_like_a_unary_reply() {
         drop(items);
         answer.await.unwrap();
         assert_eq!(state.counted.load(Ordering::SeqCst), 5, "{t}");
+
+        // Many small items in runs: send_all.
+        let (mut items, answer) = client.count().await.unwrap();
+        items.send_all((0..5000).map(|i| tick(i, "many"))).await.unwrap();
+        items.finish();
+        answer.await.unwrap();
+        assert_eq!(state.counted.load(Ordering::SeqCst), 5 + 5000, "{t}");
     }
 }
 

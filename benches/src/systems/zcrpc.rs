@@ -5,7 +5,8 @@
 //!
 //! The streaming scenarios open one server-streaming call ([`Client::open`] with
 //! [`CallMode::SERVER_STREAMING`]); the handler sends the same response body into the call's
-//! [`rpc_core::StreamSender`] for as long as the client reads, each `send` waiting for credit
+//! [`rpc_core::StreamSender`] for as long as the client reads (`send_all` of an endless
+//! iterator: one connection step per 256 messages), each message waiting for credit
 //! as flow control says (the default 4 MiB window), and the client reads with
 //! [`rpc_core::StreamReceiver::recv`].
 
@@ -71,7 +72,9 @@ impl Service for Echo {
             Some(stream) => Box::pin(async move {
                 let (mut sender, _receiver) = stream.split();
                 // Ends when the client goes (the child process exits after the measurement).
-                while sender.send(response.clone()).await.is_ok() {}
+                // `send_all` of an endless iterator: one connection step per 256 messages, as
+                // tonic's handler returns an always-ready stream.
+                let _ = sender.send_all(std::iter::repeat_with(|| response.clone())).await;
                 Ok(Body::default())
             }),
         }

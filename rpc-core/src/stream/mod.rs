@@ -6,6 +6,7 @@
 mod routes;
 mod typed;
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -23,6 +24,9 @@ use crate::driver::{Locked, Shared, SideHandler};
 use crate::error::{CallError, Status};
 use crate::frame::HEADER_LEN;
 use crate::metadata::Metadata;
+
+/// Messages [`StreamSender::send_all`] takes from its iterator for one step of the connection.
+const SEND_ALL_RUN: usize = 256;
 
 /// A receiver reports what it took to its connection (credit, budget) once this much is taken,
 /// counting each message's header, and always before it waits.
@@ -62,6 +66,8 @@ pub(crate) trait HasRoutes {
 /// object so that the handles are plain types.
 trait Host: Send + Sync + 'static {
     fn poll_send(&self, id: u64, body: &mut Option<Body>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>>;
+    /// Sends from the front of `queue` while credit lasts, in one step; ready once it is empty.
+    fn poll_send_queue(&self, id: u64, queue: &mut VecDeque<Body>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>>;
     fn consumed(&self, id: u64, messages: usize, bytes: usize);
     fn end_send(&self, id: u64, code: Code);
     fn cancel(&self, id: u64);
@@ -80,6 +86,23 @@ impl<H: SideHandler + HasRoutes> Host for HostOf<H> {
                 Poll::Pending
             }
             Err(SendError::Failed(e)) => Poll::Ready(Err(e)),
+        })
+    }
+
+    fn poll_send_queue(&self, id: u64, queue: &mut VecDeque<Body>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+        self.0.step(|g: &mut Locked<H>| {
+            while let Some(b) = queue.pop_front() {
+                match g.conn.send_message(id, b) {
+                    Ok(()) => {}
+                    Err(SendError::NoCredit(b)) => {
+                        queue.push_front(b);
+                        g.side.routes().block(id, cx.waker());
+                        return Poll::Pending;
+                    }
+                    Err(SendError::Failed(e)) => return Poll::Ready(Err(e)),
+                }
+            }
+            Poll::Ready(Ok(()))
         })
     }
 
@@ -174,6 +197,30 @@ impl StreamSender {
         }
         let mut slot = Some(body);
         poll_fn(|cx| self.host.poll_send(self.id, &mut slot, cx)).await
+    }
+
+    /// Sends every message `items` yields, in order, each when credit allows, like [`send`]
+    /// in a loop, but taking up to 256 messages at a time from `items` and
+    /// stepping the connection once per run instead of once per message: the way to stream
+    /// many small messages fast (an endless iterator streams until the call ends). Fails at the
+    /// first message that cannot go (the rest are dropped), as `send` does.
+    ///
+    /// `items` is only pulled between steps, never while the connection is locked.
+    ///
+    /// [`send`]: StreamSender::send
+    pub async fn send_all<I: IntoIterator<Item = Body>>(&mut self, items: I) -> Result<(), CallError> {
+        if self.ended {
+            return Err(CallError::Codec("send after the stream was finished".into()));
+        }
+        let mut items = items.into_iter();
+        let mut queue = VecDeque::with_capacity(SEND_ALL_RUN);
+        loop {
+            queue.extend(items.by_ref().take(SEND_ALL_RUN - queue.len()));
+            if queue.is_empty() {
+                return Ok(());
+            }
+            poll_fn(|cx| self.host.poll_send_queue(self.id, &mut queue, cx)).await?;
+        }
     }
 
     /// Client: ends the request stream; the server's receiver sees its end. Idempotent.
