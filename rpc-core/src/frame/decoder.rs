@@ -219,6 +219,20 @@ mod tests {
         b
     }
 
+    /// A unary request, id 1, method 1, of `message` and `attachments`.
+    fn request(message: Bytes, attachments: Vec<crate::Payload>) -> Request {
+        Request {
+            id: 1,
+            method: 1,
+            mode: Default::default(),
+            await_commit: false,
+            metadata: Bytes::new(),
+            deadline: None,
+            message,
+            attachments,
+        }
+    }
+
     fn reason(r: Result<Option<Frame>, DecodeError>) -> String {
         match r {
             Err(DecodeError::Malformed { kind: "request", reason }) => reason,
@@ -301,16 +315,7 @@ mod tests {
     fn padding_does_not_count_against_max_frame() {
         // Seven attachments filling max_frame exactly: up to 6 x 63 bytes of padding on top.
         let lens = [1u64, 1, 1, 1, 1, 1, (1 << 20) - 6];
-        let req = Request {
-            id: 1,
-            method: 1,
-            mode: Default::default(),
-            await_commit: false,
-            metadata: Bytes::new(),
-            deadline: None,
-            message: Bytes::new(),
-            attachments: lens.iter().map(|&l| crate::Payload::from(vec![1u8; l as usize])).collect(),
-        };
+        let req = request(Bytes::new(), lens.iter().map(|&l| crate::Payload::from(vec![1u8; l as usize])).collect());
         let mut buf = BytesMut::from(&req.clone().encode().unwrap().to_vec()[..]);
         assert_eq!(decoder().decode(&mut buf).unwrap(), Some(Frame::Request(req)));
         // But the attachments themselves may not exceed it: 2^20 + 10 bytes with no padding
@@ -349,16 +354,7 @@ mod tests {
                 self.1 += bytes;
             }
         }
-        let req = Request {
-            id: 1,
-            method: 1,
-            mode: Default::default(),
-            await_commit: false,
-            metadata: Bytes::new(),
-            deadline: None,
-            message: Bytes::from_static(b"m"),
-            attachments: vec![crate::Payload::from(vec![5u8; 100]), crate::Payload::from(vec![6u8; 10])],
-        };
+        let req = request(Bytes::from_static(b"m"), vec![crate::Payload::from(vec![5u8; 100]), crate::Payload::from(vec![6u8; 10])]);
         let wire = req.clone().encode().unwrap().to_vec();
         for skew in 0..64 {
             let mut b = crate::frame::aligned_with_capacity(skew + wire.len());
