@@ -21,8 +21,11 @@ macro_rules! counters {
         }
 
         /// A copy of [`TransportStats`] at one moment: what a client's connection
-        /// (`Client::stats`) or a server's connections (`ServerHandle::stats`) sent by which
-        /// path, what the kernel said about it, and what receiving cost.
+        /// ([`Client::stats`](crate::Client::stats)) or a server's connections
+        /// ([`Server::stats`](crate::Server::stats) for the totals, `handle.server().stats()`
+        /// from a [`ServerHandle`](crate::ServerHandle); [`Server::connection_stats`](crate::Server::connection_stats)
+        /// for each live one) sent by which path, what the kernel said about it, and what
+        /// receiving cost.
         ///
         /// Field names are stable: tools parse them from `echo call --stats-json` (it is
         /// `Serialize`). `Display` prints the counters as a table a person can read, with
