@@ -99,7 +99,7 @@ fn every_program_prints_its_usage_for_help_and_exits_zero() {
 
 #[test]
 fn a_wrong_option_is_refused_with_a_pointer_to_help_and_a_non_zero_exit() {
-    for (name, args) in [("echo", &["serve", "--adress", "127.0.0.1:0"][..]), ("echo", &[][..]), ("quickstart", &["--transport", "carrier-pigeon"][..]), ("chat", &["--rooms", "2"][..]), ("quickstart", &["--addr", "127.0.0.1:7000"][..])] {
+    for (name, args) in [("echo", &["serve", "--adress", "127.0.0.1:0"][..]), ("echo", &[][..]), ("quickstart", &["--transport", "carrier-pigeon"][..]), ("chat", &["--rooms", "2"][..]), ("quickstart", &["--addr", "127.0.0.1:7000"][..]), ("soak", &["--secs", "5"][..])] {
         let out = Command::new(example(name)).args(args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {err}");
