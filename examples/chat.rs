@@ -36,7 +36,7 @@ struct Room {
 
 impl Chat for Room {
     async fn join(&self, ctx: CallContext, name: String, mut said: Source<Message>, mut heard: Sink<Message>) {
-        println!("server: {name} joined from {:?}", ctx.peer.addr);
+        println!("server: {name} joined from {}", ctx.peer);
         let mut room = self.messages.subscribe();
         let _ = self.messages.send(Message { from: "room".into(), text: format!("{name} joined") });
         loop {
@@ -105,8 +105,15 @@ async fn member(
     Ok(())
 }
 
+/// A chat room over bidirectional streams: three members talking at once on one connection,
+/// one process on 127.0.0.1. No options.
+#[derive(Debug, clap::Parser)]
+#[command(after_help = "Examples:\n  cargo run --release --example chat")]
+struct Args {}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let Args {} = clap::Parser::parse();
     let acceptor = TcpAcceptor::bind("127.0.0.1:0").await?;
     let addr = acceptor.local_addr()?;
     let room = Room { messages: broadcast::channel(256).0 };

@@ -84,22 +84,35 @@ struct Args {
     recv: String,
     /// `unix:PATH` serves and calls over a Unix socket at PATH instead of TCP on 127.0.0.1
     /// (the transport options then do not apply).
-    #[arg(long, value_name = "unix:PATH")]
+    #[arg(long, value_name = "unix:PATH", value_parser = unix_path)]
     addr: Option<String>,
 }
 
+/// The path of `--addr unix:PATH`.
+fn unix_path(addr: &str) -> Result<String, String> {
+    match addr.strip_prefix("unix:") {
+        Some(path) if !path.is_empty() => Ok(path.to_owned()),
+        _ => Err("expected unix:PATH (TCP always uses 127.0.0.1 and a free port)".into()),
+    }
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    // An error is printed as its message (`main` returning it would print its `Debug`).
+    match quickstart(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn quickstart(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     // Serve: any number of connections, each on its own task, until shut down.
     let server = Server::builder().build(BlobsServer::new(Impl));
-    let unix = match args.addr.as_deref().map(|a| a.strip_prefix("unix:")) {
-        None => None,
-        Some(Some(path)) => Some(path.to_owned()),
-        Some(None) => return Err("--addr takes unix:PATH (TCP always uses 127.0.0.1 and a free port)".into()),
-    };
-    if let Some(path) = unix {
+    if let Some(path) = args.addr.clone() {
         // A Unix socket: the socket file is removed when the server shuts down.
         let server = server.serve(rpc_core::transport::unix::UnixAcceptor::bind(&path).await?);
         println!("zcrpc quickstart: server on unix:{path}");

@@ -13,8 +13,8 @@
 //! after a failure), and [`UPLOADERS`] client processes (`soak upload`) streaming large echoes.
 //! Every 1–4 s one fault strikes: an uploader killed with SIGKILL, a connection stalled (the
 //! proxy stops reading one way) for 1–6 s, a delay on one direction for 2–10 s, a cut after a
-//! random number of bytes, or a reset. Every 10 s a line reports the server's memory and
-//! descriptors and the calls so far.
+//! random number of bytes, or a reset. Every 10 s (every sixth of a run under a minute) a line
+//! reports the server's memory and descriptors and the calls so far.
 //!
 //! At the end the load stops and the program prints a summary. It exits non-zero if an echo
 //! came back wrong, if the server died, or if the server grew between the first and the last
@@ -63,15 +63,15 @@ const FD_SLACK: u64 = 8;
 #[derive(Debug, Parser)]
 #[command(
     name = "soak",
-    after_help = "Prints a line every 10 s (the server's memory and descriptors, the calls so far) and a \
-        summary at the end; exits 1 on a wrong echo, a dead server, or growth.\n\n\
+    after_help = "Prints a line every 10 s (every sixth of a run shorter than a minute: the server's memory \
+        and descriptors, the calls so far) and a summary at the end; exits 1 on a wrong echo, a dead server, or growth.\n\n\
         Examples:\n  \
         cargo run --release --example soak -- --secs 600 --transport uring\n  \
         cargo run --release --example soak -- --secs 60 --seed 42     # repeat a run's faults"
 )]
 struct Cli {
     /// How long the load runs, in seconds (at least 10).
-    #[arg(long, value_name = "N", default_value_t = 600)]
+    #[arg(long, value_name = "N", default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..))]
     secs: u64,
     /// The transport of the server and every client: `tcp` or `uring` (Linux).
     #[arg(long, value_name = "TRANSPORT", default_value_t = TransportChoice::Tcp)]
@@ -293,6 +293,9 @@ fn kib(k: u64) -> String {
 
 async fn soak(secs: u64, t: TransportChoice, seed: u64) -> Result<ExitCode, String> {
     let run = Duration::from_secs(secs.max(10));
+    // A sample every 10 s, or every sixth of a short run, so that the first and the last window
+    // of even a 10 s run hold samples to compare.
+    let every = (run / 6).clamp(Duration::from_secs(1), Duration::from_secs(10));
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut server = ServerProcess::spawn(&exe, &["serve", "--transport", t.name()]).map_err(|e| e.to_string())?;
     let pid = server.pid();
@@ -319,7 +322,7 @@ async fn soak(secs: u64, t: TransportChoice, seed: u64) -> Result<ExitCode, Stri
     let faults: Arc<Mutex<BTreeMap<&'static str, u64>>> = Arc::default();
     let mut samples: Vec<Sample> = Vec::new();
     let start = Instant::now();
-    let mut next_report = Duration::from_secs(10);
+    let mut next_report = every;
     let mut next_fault = rng.millis(1_000, 4_000);
     let mut server_died = false;
     while start.elapsed() < run {
@@ -374,7 +377,7 @@ async fn soak(secs: u64, t: TransportChoice, seed: u64) -> Result<ExitCode, Stri
             *faults.lock().unwrap().entry(name).or_default() += 1;
         }
         if now >= next_report {
-            next_report += Duration::from_secs(10);
+            next_report += every;
             let Some(r) = procfs::read(pid) else {
                 server_died = true;
                 println!("[{:>4} s] the server is gone", now.as_secs());

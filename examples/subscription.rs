@@ -51,7 +51,7 @@ impl Logs for LogService {
         if ctx.metadata.get_str("authorization") != Some("Bearer demo-token") {
             return Err(LogError::Unauthenticated);
         }
-        println!("server: {:?} subscribed to {level:?}", ctx.peer.addr);
+        println!("server: {} subscribed to {level:?}", ctx.peer);
         let mut lines = self.lines.subscribe();
         loop {
             let line = match lines.recv().await {
@@ -71,8 +71,15 @@ impl Logs for LogService {
     }
 }
 
+/// A log service streaming the lines that match a filter to two subscribers, one process on
+/// 127.0.0.1; a subscriber's bearer token travels as call metadata. No options.
+#[derive(Debug, clap::Parser)]
+#[command(after_help = "Examples:\n  cargo run --release --example subscription")]
+struct Args {}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let Args {} = clap::Parser::parse();
     let (lines, _) = broadcast::channel(1024);
     let service = LogService { lines: lines.clone() };
     let acceptor = TcpAcceptor::bind("127.0.0.1:0").await?;

@@ -257,11 +257,13 @@ pub async fn serve_with(
 /// assert_eq!("127.0.0.1:7411".parse::<Endpoint>().unwrap(), Endpoint::Tcp(([127, 0, 0, 1], 7411).into()));
 /// assert_eq!("unix:/tmp/echo.sock".parse::<Endpoint>().unwrap(), Endpoint::Unix("/tmp/echo.sock".into()));
 /// assert_eq!(Endpoint::Unix("/tmp/echo.sock".into()).to_string(), "unix:/tmp/echo.sock");
-/// assert!("localhost".parse::<Endpoint>().is_err());
+/// // A host name is resolved when parsed:
+/// assert!(matches!("localhost:7411".parse::<Endpoint>().unwrap(), Endpoint::Tcp(a) if a.ip().is_loopback() && a.port() == 7411));
+/// assert!("localhost".parse::<Endpoint>().unwrap_err().contains("expected HOST:PORT"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
-    /// An IP address and port.
+    /// An IP address and port (a host name is resolved when parsed).
     Tcp(SocketAddr),
     /// The path of a Unix-domain socket.
     Unix(std::path::PathBuf),
@@ -277,9 +279,13 @@ impl FromStr for Endpoint {
             }
             return Ok(Endpoint::Unix(path.into()));
         }
-        s.parse()
-            .map(Endpoint::Tcp)
-            .map_err(|e| format!("address {s:?}: {e}: expected IP:PORT (127.0.0.1:7411) or unix:PATH (unix:/tmp/echo.sock)"))
+        if let Ok(addr) = s.parse() {
+            return Ok(Endpoint::Tcp(addr));
+        }
+        // A host name: resolved once, here; the first address it has is the one used.
+        let bad = |why: String| format!("address {s:?}: {why}: expected HOST:PORT (127.0.0.1:7411, localhost:7411) or unix:PATH (unix:/tmp/echo.sock)");
+        let mut addrs = std::net::ToSocketAddrs::to_socket_addrs(s).map_err(|e| bad(e.to_string()))?;
+        addrs.next().map(Endpoint::Tcp).ok_or_else(|| bad("the name has no address".into()))
     }
 }
 

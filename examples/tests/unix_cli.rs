@@ -71,3 +71,14 @@ fn the_quickstart_runs_over_a_unix_socket() {
     assert!(stdout.contains("every byte checked") && stdout.contains("client transport: unix"), "{stdout}");
     assert!(!sock.exists(), "the socket file is removed at shutdown");
 }
+
+#[test]
+fn the_quickstart_prints_an_error_as_a_sentence_and_exits_one() {
+    let addr = "unix:/nonexistent-zcrpc-dir/quickstart.sock";
+    let out = Command::new(example("quickstart")).args(["--addr", addr]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("/nonexistent-zcrpc-dir/quickstart.sock"), "the error names the path: {stderr}");
+    assert!(!stderr.contains("Os {") && !stderr.contains("Error: \""), "not a Debug dump: {stderr}");
+}

@@ -126,6 +126,10 @@ pub enum ConnectionError {
     /// No ping answer or traffic in time.
     #[error("keepalive timeout: no answer from peer in {0:?}")]
     KeepaliveTimeout(Duration),
+    /// The peer's hello did not arrive within the handshake timeout
+    /// ([`ConnConfig::handshake_timeout`](crate::conn::ConnConfig::handshake_timeout)).
+    #[error("no hello from the peer within {0:?}")]
+    HelloTimeout(Duration),
     /// The transport failed.
     #[error("transport error: {0}")]
     Io(String),
@@ -153,9 +157,27 @@ pub enum ConnectError {
     /// The transport could not connect.
     #[error("could not connect: {0}")]
     Io(#[from] io::Error),
-    /// Connect and handshake did not finish in time.
+    /// The transport did not connect in time (`ClientConfig::connect_timeout`).
     #[error("connect timed out after {0:?}")]
     Timeout(Duration),
+    /// The transport connected, but the peer sent no zcrpc hello before the connect timeout
+    /// (or the handshake timeout) ran out: something else listens there. A server of most
+    /// other protocols (HTTP, TLS) waits for its client to speak its own protocol first, so
+    /// it says nothing to a zcrpc hello.
+    #[error(
+        "connected, but no zcrpc hello came back within {0:?}: is a zcrpc server listening there? \
+         (an HTTP or TLS server waits for its client to speak first, and says nothing to a zcrpc hello)"
+    )]
+    NoHello(Duration),
+    /// The transport connected, but the peer closed the connection without sending a zcrpc
+    /// hello: something else listens there (a TLS server, for one, closes on a first record
+    /// it cannot parse). A zcrpc server that refuses a connection says why
+    /// ([`ConnectError::Refused`]).
+    #[error(
+        "connected, but the peer closed the connection without a zcrpc hello: is a zcrpc server \
+         listening there? (a TLS server, for one, closes on a hello it does not understand)"
+    )]
+    ClosedBeforeHello,
     /// The handshake failed (bad magic, version mismatch, ...).
     #[error("handshake failed: {0}")]
     Handshake(#[from] ConnectionError),

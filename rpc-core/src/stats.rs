@@ -21,8 +21,11 @@ macro_rules! counters {
         }
 
         /// A copy of [`TransportStats`] at one moment: what a client's connection
-        /// (`Client::stats`) or a server's connections (`ServerHandle::stats`) sent by which
-        /// path, what the kernel said about it, and what receiving cost.
+        /// ([`Client::stats`](crate::Client::stats)) or a server's connections
+        /// ([`Server::stats`](crate::Server::stats) for the totals, `handle.server().stats()`
+        /// from a [`ServerHandle`](crate::ServerHandle); [`Server::connection_stats`](crate::Server::connection_stats)
+        /// for each live one) sent by which path, what the kernel said about it, and what
+        /// receiving cost.
         ///
         /// Field names are stable: tools parse them from `echo call --stats-json` (it is
         /// `Serialize`). `Display` prints the counters as a table a person can read, with
@@ -200,14 +203,15 @@ impl std::fmt::Display for StatsSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let transport = if self.transport.is_empty() { "unknown" } else { &self.transport };
         writeln!(f, "transport: {transport}")?;
-        writeln!(f, "| send path | frames | bytes          |")?;
-        writeln!(f, "|-----------|-------:|---------------:|")?;
+        // Columns wide enough for 999,999,999 frames and 999 TB: a long run stays a table.
+        writeln!(f, "| send path |      frames |               bytes |")?;
+        writeln!(f, "|-----------|------------:|--------------------:|")?;
         for (path, frames, bytes) in [
             ("copy", self.sends_copy, self.bytes_copy),
             ("zero-copy", self.sends_zc, self.bytes_zc),
             ("coalesced", self.sends_coalesced, self.bytes_coalesced),
         ] {
-            writeln!(f, "| {path:<9} | {:>6} | {:>14} |", Grouped(frames), Grouped(bytes))?;
+            writeln!(f, "| {path:<9} | {:>11} | {:>19} |", Grouped(frames), Grouped(bytes))?;
         }
         if self.sends_coalesced > 0 {
             writeln!(f, "coalesced: {} small segments copied together", Grouped(self.coalesced_segments))?;
@@ -274,8 +278,12 @@ mod tests {
         };
         let text = s.to_string();
         assert!(text.starts_with("transport: uring\n"), "{text}");
-        assert!(text.contains("| copy      |    193 |    202,375,168 |"), "{text}");
-        assert!(text.contains("| zero-copy |      8 |      8,388,608 |"), "{text}");
+        assert!(text.contains("| copy      |         193 |         202,375,168 |"), "{text}");
+        assert!(text.contains("| zero-copy |           8 |           8,388,608 |"), "{text}");
+        // A long run's counts keep the columns aligned.
+        let long = StatsSnapshot { sends_copy: 123_456_789, bytes_copy: 123_456_789_012_345, ..Default::default() };
+        let widths: Vec<usize> = long.to_string().lines().filter(|l| l.starts_with('|')).map(str::len).collect();
+        assert!(widths.windows(2).all(|w| w[0] == w[1]), "{long}");
         assert!(text.contains("9 notifications, 9 of them"), "{text}");
         assert!(text.contains("received: 1,000 bytes"), "{text}");
         assert!(!text.contains("receive ring") && !text.contains("backpressure"), "{text}");

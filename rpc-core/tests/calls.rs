@@ -135,7 +135,7 @@ async fn graceful_shutdown_finishes_calls_in_flight_and_refuses_new_ones() {
     shutdown.await.unwrap();
     // And nobody is listening any more.
     let e = Client::connect_tcp(addr, ClientConfig::default()).await.unwrap_err();
-    assert!(matches!(e.reason(), ConnectError::Io(_) | ConnectError::Refused { .. } | ConnectError::Handshake(_)), "{e:?}");
+    assert!(matches!(e.reason(), ConnectError::Io(_) | ConnectError::Refused { .. } | ConnectError::Handshake(_) | ConnectError::ClosedBeforeHello), "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,9 +188,27 @@ async fn connect_times_out_when_the_peer_never_answers() {
     let cfg = ClientConfig { connect_timeout: Duration::from_millis(200), ..ClientConfig::default() };
     let start = Instant::now();
     let err = Client::connect_tcp(addr, cfg).await.unwrap_err();
-    assert!(matches!(err.reason(), ConnectError::Timeout(d) if *d == Duration::from_millis(200)), "{err:?}");
-    assert_eq!(err.to_string(), format!("connecting to {addr}: connect timed out after 200ms"));
+    // The TCP connection was made: the error says the silence came after it, and what to suspect.
+    assert!(matches!(err.reason(), ConnectError::NoHello(d) if *d == Duration::from_millis(200)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.starts_with(&format!("connecting to {addr}: connected, but no zcrpc hello came back within 200ms")), "{text}");
+    assert!(text.contains("is a zcrpc server listening there?"), "{text}");
     assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_peer_is_named_as_such_when_the_handshake_timeout_runs_out_first() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _keep = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(s);
+    });
+    let mut cfg = ClientConfig { connect_timeout: Duration::from_secs(5), ..ClientConfig::default() };
+    cfg.conn.handshake_timeout = Duration::from_millis(100);
+    let err = Client::connect_tcp(addr, cfg).await.unwrap_err();
+    assert!(matches!(err.reason(), ConnectError::NoHello(d) if *d == Duration::from_millis(100)), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,6 +98,13 @@ async fn a_client_pointed_at_an_http_or_tls_server_says_so_and_names_the_address
     let addr = foreign_server(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46]).await;
     let text = Client::connect_tcp(addr, ClientConfig::default()).await.unwrap_err().to_string();
     assert!(text.contains("bad magic 15 03 03 00") && text.contains("TLS"), "{text}");
+
+    // A server that reads the hello and hangs up without a word (`openssl s_server` does).
+    let addr = foreign_server(b"").await;
+    let err = Client::connect_tcp(addr, ClientConfig::default()).await.unwrap_err();
+    assert!(matches!(err.reason(), ConnectError::ClosedBeforeHello), "{err:?}");
+    let text = err.to_string();
+    assert!(text.starts_with(&format!("connecting to {addr}: connected, but the peer closed the connection without a zcrpc hello")), "{text}");
 }
 
 #[tokio::test]

@@ -136,6 +136,27 @@ async fn three_services_share_a_tcp_server() {
     handle.shutdown().await;
 }
 
+/// One server on two acceptors at once, as its docs say it can be: the same services over TCP
+/// and a Unix socket, and a shutdown through either handle stops both.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_server_serves_tcp_and_a_unix_socket_at_once_and_one_shutdown_stops_both() {
+    let server = three_services();
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let tcp = server.serve(acceptor);
+    let path = std::env::temp_dir().join(format!("zcrpc-services-{}.sock", std::process::id()));
+    let unix = server.serve(rpc_core::transport::unix::UnixAcceptor::bind(&path).await.unwrap());
+    exercise(Client::connect_tcp(addr, ClientConfig::default()).await.unwrap()).await;
+    exercise(Client::connect_unix(&path, ClientConfig::default()).await.unwrap()).await;
+
+    tcp.shutdown().await;
+    // The Unix acceptor stopped too: its socket file is gone once its handle is done.
+    unix.shutdown().await;
+    assert!(!path.exists(), "the Unix socket file is removed");
+    assert!(Client::connect_tcp(addr, ClientConfig::default()).await.is_err(), "nobody listens on TCP");
+}
+
 #[tokio::test]
 async fn three_services_share_a_connection_over_the_in_memory_pipe() {
     let (a, b) = rpc_core::transport::mem::pair();

@@ -77,7 +77,9 @@ use proc_macro::TokenStream;
 ///   SCREAMING_SNAKE_CASE, a `u32`), `StoreClient::PUT_PATH` (`"Store/put"`),
 ///   `StoreClient::METHODS`, every `(name, id)` in declaration order, and
 ///   `StoreClient::PATHS`, every `(path, id)`; `StoreClient::path_of(id)` is the path of a
-///   known id.
+///   known id. Each unary method `put` also has `put_with_metadata`, with the same arguments,
+///   returning `rpc_core::Reply<Result<R, CallError>>`: the result and the server's response
+///   headers and trailers (`reply.result`, `reply.headers`, `reply.trailers`).
 /// - **`StoreServer<S>`**, wrapping an implementation (`new(imp)` or `from_arc(arc)`), which
 ///   implements `rpc_core::Service`: it dispatches on the method id, decodes the arguments, calls
 ///   the implementation and encodes its answer. Its `name()` is `"Store"` (with a package:
@@ -104,6 +106,11 @@ use proc_macro::TokenStream;
 ///   code `APPLICATION` whose details are `e` encoded; the client decodes it back into `E`.
 /// - Argument and return types must be owned (no references) and concrete (no `impl Trait`):
 ///   the receiving side decodes into a fresh value of exactly that type.
+/// - An argument of type `CallContext` (`rpc_core::CallContext`, at most one, anywhere in the
+///   list) does not travel: the server fills it in, and the client method does not take it. It
+///   holds the request's metadata (`ctx.metadata`), the caller's address (`ctx.peer`, which
+///   prints as `127.0.0.1:50412` or `unix:/run/app.sock`) and the deadline, and sets the
+///   response headers and trailers (`ctx.set_header`, `ctx.set_trailer`).
 ///
 /// # Streaming methods
 ///
@@ -179,6 +186,9 @@ use proc_macro::TokenStream;
 ///   default body;
 /// - each argument is named by a plain identifier (`key: String`, not `(a, b): (u32, u32)` or
 ///   `_`);
+/// - a `Payload` is an argument or result of its own, not part of another type (`Vec<Payload>`,
+///   `Option<Payload>`, a stream's item `Sink<Payload>`): postcard cannot encode it (checked
+///   for postcard, the default codec, and for stream items without a codec of their own);
 /// - a method takes at most one `Sink` and one `Source`, and one taking a `Sink` returns `()`
 ///   or `Result<(), E>`;
 /// - the trait has no generics and contains only methods (no consts, types or macros);
@@ -211,7 +221,8 @@ fn expand(
     };
     let args = parse::service_args(args);
     let package = args.as_ref().ok().and_then(|a| a.package.as_deref());
-    let service = validate::validate(&item, package);
+    let postcard = args.as_ref().map_or(true, |a| a.codec.is_none());
+    let service = validate::validate(&item, package, postcard);
     match (args, service) {
         (Ok(args), Ok(mut service)) => {
             service.codec = args.codec;

@@ -112,8 +112,9 @@ const METHODS_CONST: &str = "METHODS";
 const PATHS_CONST: &str = "PATHS";
 
 /// Checks `item` and builds the model, or returns every problem found.
-/// `package` is the `#[service(package = "...")]` option, already checked.
-pub(crate) fn validate(item: &ItemTrait, package: Option<&str>) -> syn::Result<Service> {
+/// `package` is the `#[service(package = "...")]` option, already checked; `postcard` is true
+/// when the service has the default codec.
+pub(crate) fn validate(item: &ItemTrait, package: Option<&str>, postcard: bool) -> syn::Result<Service> {
     let mut errors = Errors::default();
 
     if let Some(unsafety) = &item.unsafety {
@@ -135,7 +136,7 @@ pub(crate) fn validate(item: &ItemTrait, package: Option<&str>) -> syn::Result<S
     for trait_item in &item.items {
         match trait_item {
             TraitItem::Fn(f) => {
-                if let Some(m) = method(&path, f, &mut errors) {
+                if let Some(m) = method(&path, f, postcard, &mut errors) {
                     methods.push(m);
                 }
             }
@@ -161,8 +162,8 @@ pub(crate) fn validate(item: &ItemTrait, package: Option<&str>) -> syn::Result<S
 }
 
 /// Checks one method of the service at `service_path`; `None` if it is too broken to model
-/// (its errors are in `errors`).
-fn method(service_path: &str, f: &TraitItemFn, errors: &mut Errors) -> Option<Method> {
+/// (its errors are in `errors`). `postcard`: the service has the default codec.
+fn method(service_path: &str, f: &TraitItemFn, postcard: bool, errors: &mut Errors) -> Option<Method> {
     let sig = &f.sig;
     let (attrs, explicit) = parse::method_attrs(&f.attrs, errors);
 
@@ -201,6 +202,7 @@ fn method(service_path: &str, f: &TraitItemFn, errors: &mut Errors) -> Option<Me
     let args = arguments(sig, errors);
     check_return(&sig.output, errors);
     let reply = Reply::of(&sig.output);
+    check_nested_payloads(args.as_ref().map(|(a, _)| &a[..]).unwrap_or_default(), &reply, postcard, errors);
     let streams = args.as_ref().map(|(_, streams)| streams);
     if streams.is_some_and(|s| s.sink.is_some()) && !matches!(reply.ok, Value::Unit) {
         errors.at(
@@ -365,6 +367,79 @@ fn stream_arg(
     Some(ArgKind::Stream(end))
 }
 
+/// A `Payload` is an attachment only as a whole argument or result. Inside another type
+/// (`Vec<Payload>`, `Option<Payload>`, a stream's item) it would have to go through the codec,
+/// which cannot encode it: without this check the user gets serde's advice to derive
+/// `Serialize` for `Payload`. Checked where postcard encodes: the values of a service with the
+/// default codec, and stream items without a codec of their own.
+fn check_nested_payloads(args: &[Arg], reply: &Reply, postcard: bool, errors: &mut Errors) {
+    const SEVERAL: &str = "take each `Payload` as an argument of its own (they travel as \
+                           attachments, in order)";
+    for arg in args {
+        match arg.kind {
+            ArgKind::Value if postcard => {
+                if let Some(span) = find_ident(arg.ty.to_token_stream(), "Payload") {
+                    errors.at_span(
+                        span,
+                        format!(
+                            "a `Payload` inside an argument's type is not an attachment, and \
+                             postcard cannot encode it: {SEVERAL}, or stream them with a \
+                             `Source`"
+                        ),
+                    );
+                }
+            }
+            ArgKind::Stream(end) => {
+                let Type::Path(path) = &arg.ty else { continue };
+                let Some(last) = path.path.segments.last() else { continue };
+                let syn::PathArguments::AngleBracketed(generics) = &last.arguments else { continue };
+                if generics.args.len() != 1 {
+                    continue; // a codec of its own may carry anything
+                }
+                if let Some(span) = find_ident(generics.args.to_token_stream(), "Payload") {
+                    let name = end.name();
+                    errors.at_span(
+                        span,
+                        format!(
+                            "a stream's item is encoded with postcard, which cannot encode a \
+                             `Payload`: send the bytes as the item's attachments instead, \
+                             `{name}<T>` with `send_with(item, vec![payload])` and \
+                             `recv_with()` (`T` may be `()`)"
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    if !postcard {
+        return;
+    }
+    let ok = match &reply.ok {
+        Value::Serde(ty) => Some(&**ty),
+        _ => None,
+    };
+    for ty in ok.into_iter().chain(reply.err.as_ref()) {
+        if let Some(span) = find_ident(ty.to_token_stream(), "Payload") {
+            errors.at_span(
+                span,
+                "a `Payload` inside the return type is not an attachment, and postcard cannot \
+                 encode it: return the `Payload` itself (or `Result<Payload, E>`), or stream \
+                 several with a `Sink`",
+            );
+        }
+    }
+}
+
+/// The span of the identifier `name` anywhere in `tokens`, if it is there.
+fn find_ident(tokens: TokenStream, name: &str) -> Option<Span> {
+    tokens.into_iter().find_map(|tt| match tt {
+        TokenTree::Ident(i) if i == name => Some(i.span()),
+        TokenTree::Group(g) => find_ident(g.stream(), name),
+        _ => None,
+    })
+}
+
 /// The return type must be owned and concrete, like the arguments.
 fn check_return(output: &ReturnType, errors: &mut Errors) {
     if let ReturnType::Type(_, ty) = output {
@@ -515,7 +590,7 @@ mod tests {
                 async fn get_with_metadata(&self, key: String) -> u32;
             }
         };
-        let e = validate(&item, None).err().expect("a clash").to_string();
+        let e = validate(&item, None, true).err().expect("a clash").to_string();
         assert!(e.contains("`get_with_metadata` would clash with `StoreClient::get_with_metadata`"), "{e}");
         let fine: ItemTrait = syn::parse_quote! {
             pub trait Store {
@@ -523,6 +598,6 @@ mod tests {
                 async fn put(&self, key: String) -> u32;
             }
         };
-        assert!(validate(&fine, None).is_ok());
+        assert!(validate(&fine, None, true).is_ok());
     }
 }

@@ -163,12 +163,13 @@ pub(super) enum Attempt {
 }
 
 impl Conn {
-    /// Sends our hello over `transport`, waits for the server's (within `config.connect_timeout`),
-    /// and spawns the connection's task on the current tokio runtime. `lost` is told when the
-    /// connection stops taking calls.
+    /// Sends our hello over `transport`, waits for the server's (within `limit`, what is left
+    /// of `config.connect_timeout`), and spawns the connection's task on the current tokio
+    /// runtime. `lost` is told when the connection stops taking calls.
     pub(super) async fn establish<T: Transport>(
         transport: T,
         config: &ClientConfig,
+        limit: Duration,
         lost: Arc<Notify>,
     ) -> Result<Conn, ConnectError> {
         let permits = Arc::new(Semaphore::new(0));
@@ -190,10 +191,14 @@ impl Conn {
         // However this ends before the connection is handed out — an error, the timeout, or
         // this future dropped (a re-dial cut short by the client's end) — the connection closes.
         let mut unclaimed = CloseUnlessClaimed(Some(shared.clone()));
-        let peer = match tokio::time::timeout(config.connect_timeout, rx).await {
+        let peer = match tokio::time::timeout(limit, rx).await {
+            // Connected, and silence: whichever timer ran out first, say what it means.
+            Ok(Ok(Err(ConnectError::Handshake(ConnectionError::HelloTimeout(d))))) => return Err(ConnectError::NoHello(d)),
+            Err(_) => return Err(ConnectError::NoHello(config.connect_timeout)),
+            Ok(Ok(Err(ConnectError::Handshake(ConnectionError::Closed)))) | Ok(Err(_)) => {
+                return Err(ConnectError::ClosedBeforeHello)
+            }
             Ok(Ok(r)) => r?,
-            Ok(Err(_)) => return Err(ConnectError::Handshake(ConnectionError::Closed)),
-            Err(_) => return Err(ConnectError::Timeout(config.connect_timeout)),
         };
         unclaimed.0 = None;
         Ok(Conn { shared, permits, usable, peer })

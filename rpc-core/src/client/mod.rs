@@ -185,7 +185,7 @@ impl Client {
     /// `config.connect_timeout`), and spawns the connection's task on the current tokio runtime.
     /// The client ends with this transport: it does not re-dial.
     pub async fn connect<T: Transport>(transport: T, config: ClientConfig) -> Result<Client, ConnectError> {
-        let conn = Conn::establish(transport, &config, Arc::new(Notify::new())).await?;
+        let conn = Conn::establish(transport, &config, config.connect_timeout, Arc::new(Notify::new())).await?;
         let (tx, rx) = watch::channel(Link { conn: Arc::new(conn), last_error: None });
         Ok(Client {
             inner: Arc::new(ClientInner {

@@ -33,11 +33,10 @@ pub(super) async fn dial_once<T: Transport>(
     lost: &Arc<Notify>,
 ) -> Result<Conn, ConnectError> {
     let limit = config.connect_timeout;
-    let attempt = async {
-        let transport = dial().await?;
-        Conn::establish(transport, config, lost.clone()).await
-    };
-    tokio::time::timeout(limit, attempt).await.map_err(|_| ConnectError::Timeout(limit))?
+    let start = tokio::time::Instant::now();
+    // The dial and the handshake are timed apart, so that the error says which one hung.
+    let transport = tokio::time::timeout(limit, dial()).await.map_err(|_| ConnectError::Timeout(limit))??;
+    Conn::establish(transport, config, limit.saturating_sub(start.elapsed()), lost.clone()).await
 }
 
 /// Runs until the client is dropped: waits for the connection to be lost, then dials until a

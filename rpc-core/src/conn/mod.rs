@@ -462,7 +462,7 @@ impl Connection {
         if self.state == State::Handshake {
             if now >= self.hello_deadline {
                 let limit = self.config.handshake_timeout;
-                self.fail(ConnectionError::Protocol(format!("no hello from the peer within {limit:?}")), true);
+                self.fail(ConnectionError::HelloTimeout(limit), true);
             }
             return;
         }

@@ -127,7 +127,7 @@ impl SideHandler for ServerSide {
                 }
                 match &err {
                     ConnectionError::Closed | ConnectionError::LocallyClosed => {}
-                    ConnectionError::Decode(_) | ConnectionError::Protocol(_) => {
+                    ConnectionError::Decode(_) | ConnectionError::Protocol(_) | ConnectionError::HelloTimeout(_) => {
                         let peer = &g.side.peer;
                         if g.side.stderr_warnings && no_subscriber() {
                             eprintln!("WARN zcrpc server: dropped the connection from {peer}: {err}");

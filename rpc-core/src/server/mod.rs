@@ -297,6 +297,10 @@ impl Server {
     }
 
     /// Accepts connections until [`ServerHandle::shutdown`]; each runs as its own task.
+    ///
+    /// Call it once per acceptor to serve the same services on several at once (TCP and a Unix
+    /// socket, say): they share the server's limits, memory budget and counters, and a
+    /// shutdown through any of the handles (or [`Server::shutdown`]) stops them all.
     pub fn serve<A: Acceptor>(&self, mut acceptor: A) -> ServerHandle {
         let server = self.clone();
         let mut shutdown = self.inner.shutdown.subscribe();
@@ -438,8 +442,10 @@ impl ServerHandle {
         &self.server
     }
 
-    /// Graceful shutdown: stops accepting, sends goaway on every connection, lets calls in
-    /// flight finish within the grace period, then returns.
+    /// Graceful shutdown of the whole server: stops accepting (on every acceptor it serves, not
+    /// only this handle's), sends goaway on every connection, lets calls in flight finish
+    /// within the grace period, then returns once this handle's acceptor and connections are
+    /// done.
     pub async fn shutdown(mut self) {
         self.server.shutdown();
         if let Some(t) = self.task.take() {
