@@ -21,6 +21,7 @@ use crate::service::Service;
 use crate::stats::{StatsSnapshot, TransportStats};
 use crate::transport::{Acceptor, Transport};
 use connection::ServerSide;
+#[cfg(feature = "tls")]
 pub(crate) use connection::no_subscriber;
 pub use authorize::CallInfo;
 pub use router::RouteError;

@@ -177,6 +177,7 @@ impl TcpAcceptor {
 impl TcpAcceptor {
     /// The next connection as a configured stream (`TCP_NODELAY`, `TCP_USER_TIMEOUT`), with
     /// its peer's address: for transports layered on TCP (TLS).
+    #[cfg(feature = "tls")]
     pub(crate) async fn accept_stream(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
         let (stream, addr) = self.listener.accept().await?;
         configure(&stream, self.user_timeout)?;
