@@ -378,6 +378,11 @@ impl fmt::Debug for TlsRead {
 impl AsyncRead for TlsRead {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.0).poll_read(cx, buf) {
+            // A TCP close without TLS close_notify (a peer that died, or exited without closing
+            // its client): zcrpc frames are self-delimiting, so this is an end of stream like
+            // plain TCP's. Mid-frame, the frame decoder reports the truncation; the bytes of a
+            // record cut short were never delivered.
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(())),
             Poll::Ready(Err(e)) => Poll::Ready(Err(explained(e, None))),
             other => other,
         }
@@ -627,7 +632,8 @@ impl TlsAcceptor {
     }
 
     /// Called for every failed handshake, with the client's address and the cause, in place
-    /// of the default log line.
+    /// of the default log line (`|_| {}` silences them). It runs on the handshake's task: keep
+    /// it quick.
     pub fn on_handshake_error(mut self, f: impl Fn(&HandshakeError) + Send + Sync + 'static) -> Self {
         self.on_error = Arc::new(f);
         self
