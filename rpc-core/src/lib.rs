@@ -12,7 +12,10 @@
 //!   receive buffer;
 //! - [`codec`]: serde (postcard) and prost for the typed part of calls;
 //! - [`transport::tcp`], [`transport::unix`] (Unix-domain sockets, same host; [`Client::connect_unix`])
-//!   and [`transport::mem`]; the io_uring zero-copy transport lives in the `transport-uring` crate.
+//!   and [`transport::mem`]; the io_uring zero-copy transport lives in the `transport-uring` crate;
+//! - `transport::tls` (feature `tls`, on by default): TLS 1.3 and mutual TLS over tcp
+//!   (`Client::connect_tls`), the client's verified identity in [`Peer::tls`], and
+//!   [`ServerBuilder::authorize`] to refuse calls per method.
 //!
 //! ```
 //! use rpc_core::{service, Client, ClientConfig, Payload, Server};
