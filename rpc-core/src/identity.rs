@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 
 /// A TLS connection's peer as its certificate names it, verified against the server's client
-/// root store during the handshake ([`crate::transport::tls`]). Built once per connection and
+/// root store during the handshake (`transport::tls`). Built once per connection and
 /// shared by every call on it (an `Arc` clone per call, no allocation).
 ///
 /// A client that presented no certificate (the server does not require one) has an identity

@@ -118,7 +118,7 @@ pub struct Peer {
     /// the listening socket's (a client's socket is usually unnamed); empty when neither has a
     /// name (a socket pair). Shared, so that each call's copy costs no allocation.
     pub unix: Option<std::sync::Arc<std::path::Path>>,
-    /// For a TLS connection ([`crate::transport::tls`]), what the peer proved in the handshake:
+    /// For a TLS connection (`transport::tls`), what the peer proved in the handshake:
     /// its certificate's subject and names, verified against the server's client root store
     /// (mutual TLS). `None` for a plaintext connection. Shared by every call of the connection.
     pub tls: Option<std::sync::Arc<crate::identity::TlsIdentity>>,

@@ -7,7 +7,7 @@
 //! it needs, even when the caller's future is dropped.
 //!
 //! - [`tcp`]: tokio TCP, vectored writes, works on every OS.
-//! - [`tls`] (feature `tls`, on by default): TLS 1.3 and mutual TLS over TCP, with rustls.
+//! - `tls` (feature `tls`, on by default): TLS 1.3 and mutual TLS over TCP, with rustls.
 //! - [`unix`]: Unix-domain stream sockets, for peers on the same host (Unix systems).
 //! - [`mem`]: an in-memory pair, for tests and docs.
 //! - `transport-uring`: the Linux zero-copy engine (its own crate).
