@@ -4,6 +4,7 @@
 //! cargo run --release --example echo -- serve --addr 127.0.0.1:PORT|unix:PATH [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]
 //! cargo run --release --example echo -- call --addr 127.0.0.1:PORT|unix:PATH --size BYTES --count N \
 //!     [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]
+//! # TLS 1.3 (tcp transport): --tls-cert PEM --tls-key PEM [--tls-ca PEM] on serve; --tls-ca PEM [--tls-name NAME] [--tls-cert PEM --tls-key PEM] on call
 //! cargo run --release --example echo -- --help        # every option, its default, examples
 //! ```
 //!
@@ -29,16 +30,20 @@ use zcrpc_examples::{connect_to, pattern, serve_at, Endpoint, TransportArgs};
     name = "echo",
     after_help = "Commands and their options (`echo serve --help`, `echo call --help` explain each):\n  \
         echo serve --addr HOST:PORT|unix:PATH [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] \
-        [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]\n  \
+        [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS] \
+        [--tls-cert PEM --tls-key PEM [--tls-ca PEM]]\n  \
         echo call --addr HOST:PORT|unix:PATH --size BYTES --count N [--concurrency C] [--transport uring|msgzc|tcp] \
-        [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]\n\
+        [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json] \
+        [--tls-ca PEM [--tls-name NAME] [--tls-cert PEM --tls-key PEM]]\n\
         Defaults: --concurrency 1, --transport uring on Linux (tcp elsewhere), --zc adaptive, --recv read; \
         the server's limits (1024 connections, 64 MiB per connection, a 30 s write stall).\n\n\
         Examples:\n  \
         echo serve --addr 127.0.0.1:7411 &\n  \
         echo call --addr 127.0.0.1:7411 --size 1048576 --count 200 --concurrency 8 --stats-json\n  \
         echo serve --addr 127.0.0.1:7411 --transport tcp      # the portable transport\n  \
-        echo serve --addr unix:/tmp/echo.sock                 # a Unix socket (same host)\n\n\
+        echo serve --addr unix:/tmp/echo.sock                 # a Unix socket (same host)\n  \
+        echo serve --addr 127.0.0.1:7411 --transport tcp --tls-cert server.pem --tls-key server.key   # TLS 1.3\n  \
+        echo call --addr 127.0.0.1:7411 --transport tcp --tls-ca ca.pem --size 1048576 --count 100\n\n\
         Run `echo serve --help` or `echo call --help` for each command's options."
 )]
 struct Cli {
@@ -84,6 +89,15 @@ struct ServeArgs {
     /// server's, 30000].
     #[arg(long, value_name = "MS")]
     write_stall_ms: Option<u64>,
+    /// Serve TLS 1.3 (over --transport tcp) with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Mutual TLS: require client certificates signed by a CA of this PEM file.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +120,18 @@ struct CallArgs {
     /// zero-copy notification is counted).
     #[arg(long)]
     stats_json: bool,
+    /// Call over TLS 1.3, trusting the CAs of this PEM file for the server's certificate.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The name the server's certificate must be valid for.
+    #[arg(long, value_name = "NAME", default_value = "localhost", requires = "tls_ca")]
+    tls_name: String,
+    /// Mutual TLS: this client's certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -137,7 +163,30 @@ async fn serve_until_signal(args: ServeArgs) -> Result<(), String> {
     if let Some(ms) = args.write_stall_ms {
         builder = builder.write_stall_timeout(Some(Duration::from_millis(ms)));
     }
-    let (server, local) = serve_at(&addr, transport, engine, builder).await.map_err(|e| e.to_string())?;
+    let (server, local) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            use rpc_core::transport::tls::{TlsAcceptor, TlsServerConfig};
+            let Endpoint::Tcp(tcp) = addr else {
+                return Err("--tls-cert: TLS is served over TCP (HOST:PORT), not a Unix socket".into());
+            };
+            if transport != zcrpc_examples::TransportChoice::Tcp {
+                return Err(format!("--tls-cert: TLS runs on --transport tcp (not yet on {transport})"));
+            }
+            let mut tls = TlsServerConfig::from_pem_files(cert, key).map_err(|e| e.to_string())?;
+            if let Some(ca) = &args.tls_ca {
+                tls = tls.with_client_ca(ca).map_err(|e| e.to_string())?;
+            }
+            let tcp = rpc_core::transport::tcp::TcpAcceptor::bind(tcp).await.map_err(|e| format!("binding {tcp}: {e}"))?;
+            let local = tcp.local_addr().map_err(|e| e.to_string())?;
+            let acceptor = TlsAcceptor::new(tcp, tls).map_err(|e| e.to_string())?;
+            let service = zcrpc_examples::EchoServer::new(zcrpc_examples::EchoImpl);
+            (builder.build(service).serve(acceptor), local.to_string())
+        }
+        _ => {
+            let (server, local) = serve_at(&addr, transport, engine, builder).await.map_err(|e| e.to_string())?;
+            (server, local.to_string())
+        }
+    };
     eprintln!("echo: serving on {local}");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     tokio::select! {
@@ -152,7 +201,24 @@ async fn serve_until_signal(args: ServeArgs) -> Result<(), String> {
 async fn call(args: CallArgs) -> Result<(), String> {
     let CallArgs { addr, size, count, concurrency, .. } = args;
     let (transport, engine) = args.transport.choice()?;
-    let client = connect_to(&addr, transport, engine, rpc_core::ClientConfig::default()).await.map_err(|e| e.to_string())?;
+    let client = match &args.tls_ca {
+        Some(ca) => {
+            use rpc_core::transport::tls::TlsClientConfig;
+            let Endpoint::Tcp(tcp) = addr else {
+                return Err("--tls-ca: TLS runs over TCP (HOST:PORT), not a Unix socket".into());
+            };
+            if transport != zcrpc_examples::TransportChoice::Tcp {
+                return Err(format!("--tls-ca: TLS runs on --transport tcp (not yet on {transport})"));
+            }
+            let mut tls = TlsClientConfig::from_pem_file(ca).map_err(|e| e.to_string())?;
+            if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+                tls = tls.with_identity(cert, key).map_err(|e| e.to_string())?;
+            }
+            let client = rpc_core::Client::connect_tls(tcp, &args.tls_name, tls, rpc_core::ClientConfig::default());
+            zcrpc_examples::EchoClient::new(client.await.map_err(|e| e.to_string())?)
+        }
+        None => connect_to(&addr, transport, engine, rpc_core::ClientConfig::default()).await.map_err(|e| e.to_string())?,
+    };
     // A few distinct payloads, so a reply matched to the wrong call would show: windows of one
     // pattern at different offsets (filling one buffer, not four, matters for large sizes in a
     // debug build).

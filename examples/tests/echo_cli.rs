@@ -135,3 +135,48 @@ fn recv_ring_takes_small_frames_from_the_buffer_ring() {
     assert!(!ok && err.contains("read, uring, ring"), "{err}");
     assert!(server.stop().success());
 }
+
+/// A CA, a `localhost` server certificate and a client certificate, as PEM files in a fresh
+/// directory (made at run time: nothing secret is committed).
+fn tls_files(tag: &str) -> PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    let dir = std::env::temp_dir().join(format!("zcrpc-echo-tls-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    for (name, usage) in [("server", ExtendedKeyUsagePurpose::ServerAuth), ("client", ExtendedKeyUsagePurpose::ClientAuth)] {
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), params.signed_by(&key, &issuer).unwrap().pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn serve_and_call_over_mutual_tls_and_refuse_a_client_without_a_certificate() {
+    let dir = tls_files("mtls");
+    let f = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let server = Server::start(&["--transport", "tcp", "--tls-cert", &f("server.pem"), "--tls-key", &f("server.key"), "--tls-ca", &f("ca.pem")]);
+    let (ok, out, err) = call(
+        &server.addr,
+        &["--transport", "tcp", "--tls-ca", &f("ca.pem"), "--tls-cert", &f("client.pem"), "--tls-key", &f("client.key"), "--size", "1048576", "--count", "8", "--concurrency", "2", "--stats-json"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ok calls=8 bytes=8388608 secs="), "{out}");
+    assert_eq!(stats(&out)["transport"], "tls");
+
+    let (ok, _, err) = call(&server.addr, &["--transport", "tcp", "--tls-ca", &f("ca.pem"), "--size", "10", "--count", "1"]);
+    assert!(!ok);
+    assert!(err.contains("requires a client certificate"), "{err}");
+    let (ok, _, err) = call(&server.addr, &["--transport", "tcp", "--size", "10", "--count", "1"]);
+    assert!(!ok);
+    assert!(err.contains("looks like TLS"), "a plaintext call is told the port speaks TLS: {err}");
+    assert!(server.stop().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

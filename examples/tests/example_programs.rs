@@ -45,6 +45,16 @@ fn the_chat_example_delivers_every_message_to_every_member() {
     assert_eq!(out.matches("server: ").filter(|_| true).count(), 6, "three joined and three left:\n{out}");
 }
 
+#[test]
+fn the_tls_example_lets_client_a_open_and_refuses_client_b_and_a_client_without_a_certificate() {
+    let out = run("tls");
+    assert!(out.contains("client a: echo -> \"hello\""), "{out}");
+    assert!(out.contains("client b: echo -> \"hello\""), "{out}");
+    assert!(out.contains("client a: open -> \"opened for CN=a\""), "{out}");
+    assert!(out.contains("client b: open -> refused:") && out.contains("permission denied: CN=b may not call vault.v1.Vault/open"), "{out}");
+    assert!(out.contains("client without a certificate:") && out.contains("requires a client certificate"), "{out}");
+}
+
 /// Runs `name args` and returns its standard output, which must come with exit status 0.
 fn help(name: &str, args: &[&str]) -> String {
     let out = Command::new(example(name)).args(args).output().unwrap();
@@ -67,21 +77,21 @@ fn assert_names(text: &str, options: &[&str], defaults: &[&str]) {
 #[test]
 fn every_program_prints_its_usage_for_help_and_exits_zero() {
     let echo = help("echo", &["--help"]);
-    assert_names(&echo, &["serve", "call", "--addr", "--size", "--count", "--concurrency", "--transport", "--max-connections", "--stats-json"], &[]);
+    assert_names(&echo, &["serve", "call", "--addr", "--size", "--count", "--concurrency", "--transport", "--max-connections", "--stats-json", "--tls-cert", "--tls-ca"], &[]);
     // `echo help serve` is clap's spelling of the same; `-h` the short one.
     for args in [&["serve", "--help"][..], &["help", "serve"], &["serve", "-h"]] {
         let serve = help("echo", args);
         assert_names(
             &serve,
-            &["--addr", "--transport", "--zc", "--recv", "--max-connections", "--memory-budget", "--write-stall-ms"],
+            &["--addr", "--transport", "--zc", "--recv", "--max-connections", "--memory-budget", "--write-stall-ms", "--tls-cert", "--tls-key", "--tls-ca"],
             &["adaptive", "read", "the server's, 1024"],
         );
     }
     let call = help("echo", &["call", "--help"]);
     assert_names(
         &call,
-        &["--addr", "--size", "--count", "--concurrency", "--transport", "--zc", "--recv", "--stats-json"],
-        &["1", "adaptive", "read"],
+        &["--addr", "--size", "--count", "--concurrency", "--transport", "--zc", "--recv", "--stats-json", "--tls-ca", "--tls-name", "--tls-cert", "--tls-key"],
+        &["1", "adaptive", "read", "localhost"],
     );
     assert!(call.contains("always-zc") && call.contains("ring"), "the modes are listed:\n{call}");
     let quickstart = help("quickstart", &["--help"]);

@@ -34,6 +34,9 @@ codes! {
     INVALID_ARGUMENT = 3, "invalid argument";
     /// The call's deadline passed before it finished.
     DEADLINE_EXCEEDED = 4, "deadline exceeded";
+    /// The caller may not call this method (the server's authorization hook refused it: see
+    /// [`crate::ServerBuilder::authorize`]). The caller is known; asking again will not help.
+    PERMISSION_DENIED = 7, "permission denied";
     /// A limit was reached: calls in flight, connections.
     RESOURCE_EXHAUSTED = 8, "resource exhausted";
     /// The method id is not served here.
@@ -42,6 +45,9 @@ codes! {
     INTERNAL = 13, "internal";
     /// The server is shutting down or not reachable.
     UNAVAILABLE = 14, "unavailable";
+    /// The caller is not known: the call needs credentials it did not present (a client
+    /// certificate, a token in its metadata).
+    UNAUTHENTICATED = 16, "unauthenticated";
     /// The peer broke the wire protocol; the connection ends.
     PROTOCOL = 64, "protocol violation";
     /// The handler returned its own error type; the frame's message holds it, encoded.

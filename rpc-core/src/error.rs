@@ -36,6 +36,17 @@ impl Status {
         Status::new(Code::INVALID_ARGUMENT, message)
     }
 
+    /// The caller is not known ([`Code::UNAUTHENTICATED`]): it presented no credentials, or
+    /// none this server accepts.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Status::new(Code::UNAUTHENTICATED, message)
+    }
+
+    /// The caller is known and may not make this call ([`Code::PERMISSION_DENIED`]).
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Status::new(Code::PERMISSION_DENIED, message)
+    }
+
     /// An application error whose value travels encoded in `details`.
     pub fn application(details: Bytes) -> Self {
         Status { code: Code::APPLICATION, message: String::from("application error"), details }

@@ -12,7 +12,10 @@
 //!   receive buffer;
 //! - [`codec`]: serde (postcard) and prost for the typed part of calls;
 //! - [`transport::tcp`], [`transport::unix`] (Unix-domain sockets, same host; [`Client::connect_unix`])
-//!   and [`transport::mem`]; the io_uring zero-copy transport lives in the `transport-uring` crate.
+//!   and [`transport::mem`]; the io_uring zero-copy transport lives in the `transport-uring` crate;
+//! - `transport::tls` (feature `tls`, on by default): TLS 1.3 and mutual TLS over tcp
+//!   (`Client::connect_tls`), the client's verified identity in [`Peer::tls`], and
+//!   [`ServerBuilder::authorize`] to refuse calls per method.
 //!
 //! ```
 //! use rpc_core::{service, Client, ClientConfig, Payload, Server};
@@ -206,6 +209,7 @@ pub mod codec;
 pub mod conn;
 mod driver;
 mod error;
+mod identity;
 pub mod frame;
 mod metadata;
 mod method;
@@ -223,11 +227,12 @@ pub use body::Body;
 pub use bytes::Bytes;
 pub use client::{CallOptions, Client, ClientConfig, Reconnect, Reply};
 pub use code::Code;
+pub use identity::TlsIdentity;
 pub use error::{CallError, ConnectError, ConnectionError, DecodeError, Status};
 pub use metadata::{Metadata, MetadataError};
 pub use payload::{ExternalSegment, Payload, Segment};
 pub use rpc_macros::service;
-pub use server::{RouteError, Server, ServerBuilder, ServerHandle};
+pub use server::{CallInfo, RouteError, Server, ServerBuilder, ServerHandle};
 pub use frame::CallMode;
 pub use method::method_id;
 pub use response_metadata::ResponseMetadata;

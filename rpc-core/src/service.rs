@@ -107,7 +107,8 @@ impl CallContext {
 }
 
 /// Who is at the other end of a call's connection. Displays as its address (`127.0.0.1:5000`),
-/// `unix:PATH` for a Unix-socket peer, or `unknown`.
+/// `unix:PATH` for a Unix-socket peer, or `unknown`, followed by the certificate's subject for a
+/// TLS peer that presented one (`127.0.0.1:5000 (CN=client-a)`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Peer {
@@ -117,17 +118,27 @@ pub struct Peer {
     /// the listening socket's (a client's socket is usually unnamed); empty when neither has a
     /// name (a socket pair). Shared, so that each call's copy costs no allocation.
     pub unix: Option<std::sync::Arc<std::path::Path>>,
+    /// For a TLS connection (`transport::tls`), what the peer proved in the handshake:
+    /// its certificate's subject and names, verified against the server's client root store
+    /// (mutual TLS). `None` for a plaintext connection. Shared by every call of the connection.
+    pub tls: Option<std::sync::Arc<crate::identity::TlsIdentity>>,
 }
 
 impl Peer {
     /// A peer at `addr`.
     pub fn at(addr: Option<std::net::SocketAddr>) -> Self {
-        Peer { addr, unix: None }
+        Peer { addr, unix: None, tls: None }
     }
 
     /// A peer over a Unix socket, named by `path` (see [`Peer::unix`]).
     pub fn unix(path: std::sync::Arc<std::path::Path>) -> Self {
-        Peer { addr: None, unix: Some(path) }
+        Peer { addr: None, unix: Some(path), tls: None }
+    }
+
+    /// This peer with the identity its TLS handshake proved (see [`Peer::tls`]).
+    pub fn with_tls(mut self, identity: std::sync::Arc<crate::identity::TlsIdentity>) -> Self {
+        self.tls = Some(identity);
+        self
     }
 }
 
@@ -138,6 +149,10 @@ impl std::fmt::Display for Peer {
             (None, Some(path)) if path.as_os_str().is_empty() => f.write_str("unix"),
             (None, Some(path)) => write!(f, "unix:{}", path.display()),
             (None, None) => f.write_str("unknown"),
+        }?;
+        match &self.tls {
+            Some(id) if id.is_authenticated() => write!(f, " ({})", id.subject),
+            _ => Ok(()),
         }
     }
 }

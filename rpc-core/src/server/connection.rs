@@ -57,7 +57,7 @@ impl ServerSide {
 
 /// True when no `tracing` subscriber would see an event (none installed, globally or for this
 /// thread): a warning then goes to stderr, or nobody would learn of it.
-fn no_subscriber() -> bool {
+pub(crate) fn no_subscriber() -> bool {
     tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>())
 }
 

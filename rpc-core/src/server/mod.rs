@@ -1,6 +1,7 @@
 //! The server: a builder with limits and services, a task per connection (its writer and timer
 //! beside it), graceful shutdown.
 
+mod authorize;
 mod connection;
 mod router;
 
@@ -15,11 +16,14 @@ use crate::budget::MemoryBudget;
 use crate::code::Code;
 use crate::conn::{ConnConfig, Connection, Side};
 use crate::driver::{self, Shared};
-use crate::error::ConnectionError;
+use crate::error::{ConnectionError, Status};
 use crate::service::Service;
 use crate::stats::{StatsSnapshot, TransportStats};
 use crate::transport::{Acceptor, Transport};
 use connection::ServerSide;
+#[cfg(feature = "tls")]
+pub(crate) use connection::no_subscriber;
+pub use authorize::CallInfo;
 pub use router::RouteError;
 use router::Router;
 
@@ -82,12 +86,17 @@ struct ServerConfig {
 pub struct ServerBuilder {
     config: ServerConfig,
     services: Vec<Arc<dyn Service>>,
+    authorize: Option<authorize::Hook>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let services: Vec<&str> = self.services.iter().map(|s| s.name()).collect();
-        f.debug_struct("ServerBuilder").field("config", &self.config).field("services", &services).finish()
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("services", &services)
+            .field("authorize", &self.authorize.is_some())
+            .finish()
     }
 }
 
@@ -137,7 +146,8 @@ impl ServerBuilder {
         self
     }
 
-    /// How long a new connection may take to send its hello. Default 10 s.
+    /// How long a new connection may take to send its hello, and (over TLS) to complete its
+    /// TLS handshake before that. Default 10 s.
     pub fn handshake_timeout(mut self, d: Duration) -> Self {
         self.config.conn.handshake_timeout = d;
         self
@@ -199,6 +209,39 @@ impl ServerBuilder {
         self
     }
 
+    /// Checks every call before its handler runs: `hook` sees the call's method (id and path),
+    /// its peer (over TLS, the client's verified certificate: [`crate::Peer::tls`]) and its
+    /// metadata, and returns `Err(status)` to refuse it — [`crate::Status::unauthenticated`]
+    /// for a caller that is not known, [`crate::Status::permission_denied`] for one that may
+    /// not call this method. A refused call is answered with that status and its handler never
+    /// runs. The hook runs on the connection's task: keep it quick (no IO).
+    ///
+    /// ```
+    /// use rpc_core::{CallInfo, Server, Status};
+    /// # use rpc_core::{Body, BoxFuture, ServerRequest, Service};
+    /// # struct Admin;
+    /// # impl Service for Admin {
+    /// #     fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> { Box::pin(async move { Ok(req.body) }) }
+    /// # }
+    /// fn policy(call: &CallInfo<'_>) -> Result<(), Status> {
+    ///     let Some(id) = call.peer.tls.as_ref().filter(|id| id.is_authenticated()) else {
+    ///         return Err(Status::unauthenticated("a client certificate is required"));
+    ///     };
+    ///     match call.path {
+    ///         Some(p) if p.starts_with("Admin/") && !id.has_name("ops.example.com") => {
+    ///             Err(Status::permission_denied(format!("{} may not call {p}", id.subject)))
+    ///         }
+    ///         _ => Ok(()),
+    ///     }
+    /// }
+    /// let server = Server::builder().authorize(policy).build(Admin);
+    /// # drop(server);
+    /// ```
+    pub fn authorize(mut self, hook: impl Fn(&CallInfo<'_>) -> Result<(), Status> + Send + Sync + 'static) -> Self {
+        self.authorize = Some(Arc::new(hook));
+        self
+    }
+
     /// Adds a service to serve beside the others added so: each call goes to the service that
     /// owns its method id ([`Service::methods`]; `#[service]` lists them). Finish with
     /// [`ServerBuilder::try_build`], which refuses two services claiming one method.
@@ -217,12 +260,13 @@ impl ServerBuilder {
     /// and paths), [`RouteError::NoMethods`] for a service among several that lists no methods,
     /// [`RouteError::Empty`] when none was added.
     pub fn try_build(mut self) -> Result<Server, RouteError> {
+        let methods: Vec<(&'static str, u32)> = self.services.iter().flat_map(|s| s.methods().iter().copied()).collect();
         let service: Arc<dyn Service> = match self.services.len() {
             0 => return Err(RouteError::Empty),
             1 => self.services.pop().expect("one service"),
             _ => Arc::new(Router::new(std::mem::take(&mut self.services))?),
         };
-        Ok(self.serving(service))
+        Ok(self.serving(service, &methods))
     }
 
     /// Builds the server around `service` (the common case of one service). With services
@@ -234,12 +278,18 @@ impl ServerBuilder {
     /// [`ServerBuilder::try_build`], which returns the error instead).
     pub fn build(self, service: impl Service) -> Server {
         if self.services.is_empty() {
-            return self.serving(Arc::new(service));
+            let methods = service.methods();
+            return self.serving(Arc::new(service), methods);
         }
         self.add_service(service).try_build().unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn serving(self, service: Arc<dyn Service>) -> Server {
+    /// The server of `service`, whose methods (for the authorization hook's paths) are `methods`.
+    fn serving(self, service: Arc<dyn Service>, methods: &[(&'static str, u32)]) -> Server {
+        let service: Arc<dyn Service> = match self.authorize {
+            None => service,
+            Some(hook) => Arc::new(authorize::Authorized::new(service, hook, methods)),
+        };
         let (shutdown, _) = watch::channel(false);
         Server {
             inner: Arc::new(ServerInner {
@@ -293,6 +343,7 @@ impl Server {
                 stderr_warnings: true,
             },
             services: Vec::new(),
+            authorize: None,
         }
     }
 
@@ -302,6 +353,7 @@ impl Server {
     /// socket, say): they share the server's limits, memory budget and counters, and a
     /// shutdown through any of the handles (or [`Server::shutdown`]) stops them all.
     pub fn serve<A: Acceptor>(&self, mut acceptor: A) -> ServerHandle {
+        acceptor.set_handshake_timeout(self.inner.config.conn.handshake_timeout);
         let server = self.clone();
         let mut shutdown = self.inner.shutdown.subscribe();
         let task = tokio::spawn(async move {

@@ -7,6 +7,7 @@
 //! it needs, even when the caller's future is dropped.
 //!
 //! - [`tcp`]: tokio TCP, vectored writes, works on every OS.
+//! - `tls` (feature `tls`, on by default): TLS 1.3 and mutual TLS over TCP, with rustls.
 //! - [`unix`]: Unix-domain stream sockets, for peers on the same host (Unix systems).
 //! - [`mem`]: an in-memory pair, for tests and docs.
 //! - `transport-uring`: the Linux zero-copy engine (its own crate).
@@ -14,6 +15,8 @@
 pub mod mem;
 mod stream;
 pub mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
 #[cfg(unix)]
 pub mod unix;
 
@@ -111,4 +114,12 @@ pub trait Acceptor: Send + 'static {
 
     /// Waits for the next connection.
     fn accept(&mut self) -> impl Future<Output = io::Result<Self::Transport>> + Send;
+
+    /// How long a connection may take to complete a handshake of the transport's own (TLS)
+    /// before it is dropped: [`crate::Server::serve`] passes its
+    /// [`crate::ServerBuilder::handshake_timeout`] here before the first `accept`. Transports
+    /// without such a handshake ignore it (the default).
+    fn set_handshake_timeout(&mut self, timeout: std::time::Duration) {
+        let _ = timeout;
+    }
 }

@@ -88,7 +88,9 @@ impl<W: AsyncWrite + Unpin + Send + 'static> SendHalf for StreamSend<W> {
         }
         drop(slices);
         batch.clear();
-        Ok(())
+        // A writer that buffers (TLS keeps the records it could not write yet) sends them now;
+        // for a socket this does nothing.
+        self.writer.flush().await
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {

@@ -35,8 +35,7 @@ pub fn from_stream(stream: TcpStream) -> io::Result<TcpTransport> {
 
 /// [`from_stream`] with another `TCP_USER_TIMEOUT` (`None` leaves the kernel's default).
 pub fn from_stream_with(stream: TcpStream, user_timeout: Option<Duration>) -> io::Result<TcpTransport> {
-    stream.set_nodelay(true)?;
-    set_user_timeout(&stream, user_timeout)?;
+    configure(&stream, user_timeout)?;
     let (reader, writer) = stream.into_split();
     Ok(TcpTransport { reader, writer, stats: Arc::new(TransportStats::new("tcp")) })
 }
@@ -80,6 +79,13 @@ impl RecvHalf for TcpRecv {
         }
         (r, buf)
     }
+}
+
+/// `TCP_NODELAY` on and `TCP_USER_TIMEOUT` at `user_timeout`: what every connection of the TCP
+/// (and TLS) transport gets.
+pub(crate) fn configure(stream: &TcpStream, user_timeout: Option<Duration>) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    set_user_timeout(stream, user_timeout)
 }
 
 /// Sets `TCP_USER_TIMEOUT` (Linux and Android; elsewhere it does nothing).
@@ -165,6 +171,17 @@ impl TcpAcceptor {
     /// The bound address (the port, when bound to port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+}
+
+impl TcpAcceptor {
+    /// The next connection as a configured stream (`TCP_NODELAY`, `TCP_USER_TIMEOUT`), with
+    /// its peer's address: for transports layered on TCP (TLS).
+    #[cfg(feature = "tls")]
+    pub(crate) async fn accept_stream(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (stream, addr) = self.listener.accept().await?;
+        configure(&stream, self.user_timeout)?;
+        Ok((stream, addr))
     }
 }
 
