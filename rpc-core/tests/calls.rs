@@ -175,16 +175,21 @@ async fn connections_over_the_limit_are_refused_with_the_reason() {
     handle.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_times_out_when_the_peer_never_answers() {
-    // A listener that accepts and then says nothing.
+/// A listener that accepts one connection and then says nothing for 10 s.
+async fn silent_peer() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let _keep = tokio::spawn(async move {
+    tokio::spawn(async move {
         let (s, _) = listener.accept().await.unwrap();
         tokio::time::sleep(Duration::from_secs(10)).await;
         drop(s);
     });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_times_out_when_the_peer_never_answers() {
+    let addr = silent_peer().await;
     let cfg = ClientConfig { connect_timeout: Duration::from_millis(200), ..ClientConfig::default() };
     let start = Instant::now();
     let err = Client::connect_tcp(addr, cfg).await.unwrap_err();
@@ -198,13 +203,7 @@ async fn connect_times_out_when_the_peer_never_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_peer_is_named_as_such_when_the_handshake_timeout_runs_out_first() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let _keep = tokio::spawn(async move {
-        let (s, _) = listener.accept().await.unwrap();
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        drop(s);
-    });
+    let addr = silent_peer().await;
     let mut cfg = ClientConfig { connect_timeout: Duration::from_secs(5), ..ClientConfig::default() };
     cfg.conn.handshake_timeout = Duration::from_millis(100);
     let err = Client::connect_tcp(addr, cfg).await.unwrap_err();

@@ -53,7 +53,7 @@ impl Routes {
     /// A receiver dropped during the step finds its messages counted at the step's end
     /// ([`deliver`]).
     pub(crate) fn message(&mut self, id: u64, body: Body) -> Result<(), Body> {
-        if !self.inbound.contains_key(&id) || self.inbound.get(&id).is_some_and(|tx| tx.is_closed()) {
+        if self.inbound.get(&id).is_none_or(|tx| tx.is_closed()) {
             return Err(body);
         }
         match self.staged.take() {
