@@ -374,6 +374,13 @@ impl Connection {
         self.calls.contains(id)
     }
 
+    /// Bytes of frames queued and not yet taken by the writer (the writer's own batch aside):
+    /// how far a stream sender is ahead of its writer.
+    pub fn queued_bytes(&self) -> usize {
+        let in_writer = self.taken.saturating_sub(self.written);
+        self.out_bytes.saturating_sub(usize::try_from(in_writer).unwrap_or(usize::MAX))
+    }
+
     /// True when transmits are waiting.
     pub fn has_transmits(&self) -> bool {
         !self.transmits.is_empty() || !self.small.is_empty()

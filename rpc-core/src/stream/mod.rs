@@ -77,21 +77,33 @@ struct HostOf<H>(Arc<Shared<H>>);
 
 impl<H: SideHandler + HasRoutes> Host for HostOf<H> {
     fn poll_send(&self, id: u64, body: &mut Option<Body>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        let Some(b) = body.take() else { return Poll::Ready(Ok(())) };
-        self.0.step(|g: &mut Locked<H>| match g.conn.send_message(id, b) {
-            Ok(()) => Poll::Ready(Ok(())),
-            Err(SendError::NoCredit(b)) => {
+        self.0.step(|g: &mut Locked<H>| {
+            let Some(b) = body.take() else { return Poll::Ready(Ok(())) };
+            if g.ahead_of_writer() {
                 *body = Some(b);
-                g.side.routes().block(id, cx.waker());
-                Poll::Pending
+                g.wait_for_writer(cx.waker());
+                return Poll::Pending;
             }
-            Err(SendError::Failed(e)) => Poll::Ready(Err(e)),
+            match g.conn.send_message(id, b) {
+                Ok(()) => Poll::Ready(Ok(())),
+                Err(SendError::NoCredit(b)) => {
+                    *body = Some(b);
+                    g.side.routes().block(id, cx.waker());
+                    Poll::Pending
+                }
+                Err(SendError::Failed(e)) => Poll::Ready(Err(e)),
+            }
         })
     }
 
     fn poll_send_queue(&self, id: u64, queue: &mut VecDeque<Body>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
         self.0.step(|g: &mut Locked<H>| {
             while let Some(b) = queue.pop_front() {
+                if g.ahead_of_writer() {
+                    queue.push_front(b);
+                    g.wait_for_writer(cx.waker());
+                    return Poll::Pending;
+                }
                 match g.conn.send_message(id, b) {
                     Ok(()) => {}
                     Err(SendError::NoCredit(b)) => {

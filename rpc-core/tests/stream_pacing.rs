@@ -1,0 +1,205 @@
+//! A stream sender with credit to spare still waits for its connection's writer: it queues a
+//! bounded run ahead of what the writer took, never its whole window. Checked with a server
+//! whose writes stop going out after its first 64 KiB: its handler, streaming an endless
+//! iterator with `send_all` (and, separately, one `send` at a time), must stop producing long
+//! before the 16 MiB window the client granted is spent.
+//!
+//! The same on the client, for an upload; and a sender parked so wakes when its connection
+//! fails under it.
+//!
+//! Before this bound, a handler on a single-threaded runtime queued a whole window before the
+//! writer (a task on the same thread) wrote a byte: the receiver idled, then the sender.
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use rpc_core::conn::ConnConfig;
+use rpc_core::transport::{mem, tcp, SendHalf, Transmit, Transport, TransportStats};
+use rpc_core::{
+    Body, BoxFuture, Bytes, CallMode, CallOptions, Client, ClientConfig, Server, ServerRequest, Service, Status,
+};
+
+/// The window the client grants: a sender without the bound would queue all of it.
+const WINDOW: u32 = 16 << 20;
+/// A message's bytes.
+const MESSAGE: usize = 64;
+/// What one costs in credit and queue space: its frame header counted.
+const COST: usize = MESSAGE + rpc_core::frame::HEADER_LEN;
+/// Messages in the window.
+const WINDOW_MESSAGES: usize = WINDOW as usize / COST;
+
+/// Method 1: `send_all` of an endless iterator; method 2: `send` in a loop. Both count the
+/// messages they produced. Method 3: an upload nobody reads (the call stays open).
+struct Endless(Arc<AtomicUsize>);
+
+impl Service for Endless {
+    fn call(&self, mut req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+        let produced = self.0.clone();
+        Box::pin(async move {
+            let (mut tx, _rx) = req.stream.take().expect("a streaming call").split();
+            if req.method == 3 {
+                std::future::pending::<()>().await;
+            }
+            let message = Body::message(Bytes::from(vec![7u8; MESSAGE]));
+            let next = || {
+                produced.fetch_add(1, Ordering::SeqCst);
+                message.clone()
+            };
+            let _ = match req.method {
+                1 => tx.send_all(std::iter::repeat_with(next)).await,
+                _ => loop {
+                    if let Err(e) = tx.send(next()).await {
+                        break Err(e);
+                    }
+                },
+            };
+            Ok(Body::default())
+        })
+    }
+}
+
+/// A transport whose sends go through until `allowance` bytes went, then wait (a peer whose
+/// receive window closed) until `broken` is notified, and fail.
+struct Stalling<T> {
+    inner: T,
+    allowance: usize,
+    broken: Arc<Notify>,
+}
+
+impl<T> Stalling<T> {
+    fn new(inner: T) -> Self {
+        Stalling { inner, allowance: ALLOWANCE, broken: Arc::new(Notify::new()) }
+    }
+}
+
+struct StallingSend<S> {
+    inner: S,
+    allowance: usize,
+    broken: Arc<Notify>,
+}
+
+impl<T: Transport> Transport for Stalling<T> {
+    type Send = StallingSend<T::Send>;
+    type Recv = T::Recv;
+
+    fn split(self) -> (Self::Recv, Self::Send) {
+        let (recv, send) = self.inner.split();
+        (recv, StallingSend { inner: send, allowance: self.allowance, broken: self.broken })
+    }
+
+    fn stats(&self) -> Arc<TransportStats> {
+        self.inner.stats()
+    }
+}
+
+impl<S: SendHalf> SendHalf for StallingSend<S> {
+    async fn send(&mut self, batch: &mut Vec<Transmit>) -> io::Result<()> {
+        if self.allowance == 0 {
+            self.broken.notified().await;
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the test broke the stalled transport"));
+        }
+        self.allowance = self.allowance.saturating_sub(batch.iter().map(Transmit::len).sum());
+        self.inner.send(batch).await
+    }
+
+    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+        self.inner.shutdown()
+    }
+}
+
+/// Waits until `count` stops moving for 200 ms (or reaches `most`), and returns it.
+async fn settled(count: &AtomicUsize, most: usize) -> usize {
+    let mut last = usize::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = count.load(Ordering::SeqCst);
+        if now == last || now >= most {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// Bytes the server's writes carry before they stall.
+const ALLOWANCE: usize = 64 << 10;
+
+/// Opens method `method`'s stream to a server whose writes stall after [`ALLOWANCE`], and
+/// returns how many messages the handler produced once it settled.
+async fn produced_against_a_stalled_writer<T: Transport>(method: u32, server_end: T, client_end: impl Transport) -> usize {
+    let produced = Arc::new(AtomicUsize::new(0));
+    let server = Server::builder().build(Endless(produced.clone()));
+    tokio::spawn(server.serve_connection(Stalling::new(server_end)));
+    let config = ClientConfig { conn: ConnConfig { stream_window: WINDOW, ..ConnConfig::default() }, ..ClientConfig::default() };
+    let client = Client::connect(client_end, config).await.unwrap();
+    let _call = client.open(method, Body::default(), CallMode::SERVER_STREAMING, CallOptions::default()).await.unwrap();
+    // The handler waits for a writer that never takes more, or the window is spent.
+    settled(&produced, WINDOW_MESSAGES).await
+}
+
+/// The fewest bytes a message takes in the writer's queue: small messages go back to back in
+/// stream batches, each behind a 4-byte length.
+const QUEUED: usize = MESSAGE + 4;
+
+/// What the handler may have produced: what went out before the stall (the allowance and the
+/// batch that crossed it), the batch the writer is stuck in, one run queued ahead of it (each
+/// batch at most 256 KiB and a message) and one `send_all` run (256 messages). Without the bound
+/// the handler produces the whole window.
+const BOUND: usize = (ALLOWANCE + 3 * (256 << 10)) / QUEUED + 3 + 256;
+
+#[tokio::test]
+async fn a_send_all_stream_stops_a_run_ahead_of_a_stalled_writer() {
+    let (a, b) = mem::pair();
+    let n = produced_against_a_stalled_writer(1, b, a).await;
+    assert!(n <= BOUND, "{n} messages produced against a stalled writer (window: {WINDOW_MESSAGES})");
+}
+
+#[tokio::test]
+async fn a_send_loop_stops_a_run_ahead_of_a_stalled_writer() {
+    let (a, b) = mem::pair();
+    let n = produced_against_a_stalled_writer(2, b, a).await;
+    assert!(n <= BOUND, "{n} messages produced against a stalled writer (window: {WINDOW_MESSAGES})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_a_stream_stops_a_run_ahead_of_a_stalled_writer() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client_end = tcp::connect(addr).await.unwrap();
+    let server_end = tcp::from_stream(listener.accept().await.unwrap().0).unwrap();
+    let n = produced_against_a_stalled_writer(1, server_end, client_end).await;
+    assert!(n <= BOUND, "{n} messages produced against a stalled writer (window: {WINDOW_MESSAGES})");
+}
+
+#[tokio::test]
+async fn an_upload_stops_a_run_ahead_of_a_stalled_writer_and_fails_when_its_connection_does() {
+    let (a, b) = mem::pair();
+    tokio::spawn(Server::builder().build(Endless(Arc::default())).serve_connection(b));
+    let client_end = Stalling::new(a);
+    let broken = client_end.broken.clone();
+    let client = Client::connect(client_end, ClientConfig::default()).await.unwrap();
+    let call = client.open(3, Body::default(), CallMode::CLIENT_STREAMING, CallOptions::default()).await.unwrap();
+    let (mut tx, _rx) = call.split();
+    let produced = Arc::new(AtomicUsize::new(0));
+    let counter = produced.clone();
+    let upload = tokio::spawn(async move {
+        let message = Body::message(Bytes::from(vec![7u8; MESSAGE]));
+        tx.send_all(std::iter::repeat_with(|| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            message.clone()
+        }))
+        .await
+    });
+    // The server's default window: 4 MiB.
+    let window = (4 << 20) / COST;
+    let n = settled(&produced, window).await;
+    assert!(n <= BOUND, "{n} messages produced against a stalled writer (window: {window})");
+    // The writer fails: the connection closes, and the parked sender hears of it.
+    broken.notify_one();
+    let result = tokio::time::timeout(Duration::from_secs(10), upload).await.expect("the upload ended").unwrap();
+    assert!(result.is_err(), "an upload over a failed connection reported success");
+}
