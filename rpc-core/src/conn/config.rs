@@ -33,6 +33,7 @@ pub struct ConnConfig {
     /// dropped (a fresh multi-megabyte buffer per frame is page-faulted in again every time;
     /// keeping them tripled 64 MiB call throughput here). This is memory a quiet connection may
     /// hold; 0 keeps none. Default 160 MiB: one frame of the default maximum and then some.
+    /// Besides, unless 0, four 64 KiB blocks that small frames are read into are kept.
     pub recv_cache_bytes: usize,
     /// Server: bytes one connection may hold — requests received and not yet answered, plus
     /// answers produced and not yet written — before it stops reading from its peer

@@ -34,6 +34,10 @@ pub(crate) const READ_CHUNK: usize = 64 * 1024;
 const MIN_SPARE: usize = 4 * 1024;
 /// Large buffers kept for reuse, per connection.
 const KEEP_BUFFERS: usize = 8;
+/// Blocks kept for reuse, per connection: a stream of small frames cycles through them rather
+/// than page-faulting a fresh block in for every 64 KiB received (measured on `stream_64b`:
+/// 16 page faults per block, the client's largest kernel cost after the copy).
+const KEEP_BLOCKS: usize = 4;
 
 #[derive(Debug)]
 pub(crate) struct RecvBuffer {
@@ -44,6 +48,8 @@ pub(crate) struct RecvBuffer {
     /// reclaim the whole allocation.
     anchors: VecDeque<(BytesMut, usize)>,
     anchored_bytes: usize,
+    /// The same for blocks of [`READ_CHUNK`] bytes.
+    blocks: Vec<BytesMut>,
     /// Most bytes of large buffers kept ([`crate::conn::ConnConfig::recv_cache_bytes`]).
     keep_bytes: usize,
     /// The last frame was large: read the next header alone, so that the next large payload
@@ -53,13 +59,16 @@ pub(crate) struct RecvBuffer {
 
 impl RecvBuffer {
     pub(crate) fn new(keep_bytes: usize) -> Self {
-        RecvBuffer {
-            buf: BytesMut::with_capacity(READ_CHUNK),
+        let mut r = RecvBuffer {
+            buf: BytesMut::new(),
             anchors: VecDeque::new(),
             anchored_bytes: 0,
+            blocks: Vec::new(),
             keep_bytes,
             header_first: false,
-        }
+        };
+        r.buf = r.block();
+        r
     }
 
     /// Makes room for the next read, given the bytes the frame being received needs in all
@@ -93,7 +102,7 @@ impl RecvBuffer {
             // The frame being received fits in the room there is.
             return;
         };
-        let mut next = if size > READ_CHUNK { self.large(size) } else { aligned_with_capacity(size) };
+        let mut next = if size > READ_CHUNK { self.large(size) } else { self.block() };
         if !self.buf.is_empty() {
             if realign {
                 TransportStats::add(&stats.align_copies, 1);
@@ -168,14 +177,8 @@ impl RecvBuffer {
     /// else a new one, anchored.
     fn large(&mut self, size: usize) -> BytesMut {
         let alloc = size + ATTACHMENT_ALIGN - 1;
-        for (anchor, _) in self.anchors.iter_mut() {
-            if anchor.try_reclaim(alloc) {
-                // Unique again: hand out the allocation, keep a new anchor at its start.
-                let mut b = std::mem::take(anchor);
-                *anchor = b.split_to(0);
-                align_empty(&mut b);
-                return b;
-            }
+        if let Some(b) = reclaim(self.anchors.iter_mut().map(|(anchor, _)| anchor), alloc) {
+            return b;
         }
         let mut b = BytesMut::with_capacity(alloc);
         if alloc <= self.keep_bytes {
@@ -189,6 +192,40 @@ impl RecvBuffer {
         align_empty(&mut b);
         b
     }
+}
+
+impl RecvBuffer {
+    /// A block of [`READ_CHUNK`] bytes, its write position 64-byte aligned: a free one of ours
+    /// if there is one, else a new one, anchored while fewer than [`KEEP_BLOCKS`] are (none
+    /// when the cache is off).
+    fn block(&mut self) -> BytesMut {
+        let alloc = READ_CHUNK + ATTACHMENT_ALIGN - 1;
+        if let Some(b) = reclaim(self.blocks.iter_mut(), alloc) {
+            return b;
+        }
+        if self.blocks.len() == KEEP_BLOCKS || self.keep_bytes == 0 {
+            return aligned_with_capacity(READ_CHUNK);
+        }
+        let mut b = BytesMut::with_capacity(alloc);
+        self.blocks.push(b.split_to(0));
+        align_empty(&mut b);
+        b
+    }
+}
+
+/// The first allocation among `anchors` (empty handles at the start of allocations of ours)
+/// that no one else holds any more, handed out whole with its write position aligned; its
+/// anchor stays, at its start.
+fn reclaim<'a>(anchors: impl Iterator<Item = &'a mut BytesMut>, alloc: usize) -> Option<BytesMut> {
+    for anchor in anchors {
+        if anchor.try_reclaim(alloc) {
+            let mut b = std::mem::take(anchor);
+            *anchor = b.split_to(0);
+            align_empty(&mut b);
+            return Some(b);
+        }
+    }
+    None
 }
 
 /// The input the connection decodes from, counting the decoder's alignment copies.
@@ -254,6 +291,33 @@ mod tests {
         assert_eq!(r.buf.as_ptr(), first);
         assert_eq!(stats.snapshot().recv_copied_bytes, 0);
         drop(second);
+    }
+
+    #[test]
+    fn blocks_of_small_frames_are_reused_once_their_slices_are_dropped() {
+        let stats = TransportStats::new("test");
+        let mut r = RecvBuffer::new(160 << 20);
+        // Fill a block with small frames and move on: each block's frames are held until the
+        // next block is taken.
+        let fill = |r: &mut RecvBuffer| {
+            r.prepare(HEADER_LEN, &stats);
+            let at = r.buf.as_ptr();
+            let room = r.buf.capacity() - r.buf.len();
+            r.buf.resize(r.buf.len() + room, 1);
+            (at, r.buf.split().freeze())
+        };
+        let (first, held) = fill(&mut r);
+        let (second, _also_held) = fill(&mut r);
+        assert_ne!(first, second, "a block still held is not reused");
+        drop(held);
+        let (third, _) = fill(&mut r);
+        assert_eq!(third, first, "a block no one holds is reused");
+        assert!(is_aligned(third));
+        // At most KEEP_BLOCKS are kept: holding more than that allocates past them.
+        let held: Vec<_> = (0..KEEP_BLOCKS + 2).map(|_| fill(&mut r).1).collect();
+        assert_eq!(r.blocks.len(), KEEP_BLOCKS);
+        drop(held);
+        assert_eq!(stats.snapshot().recv_copied_bytes, 0);
     }
 
     #[test]
