@@ -41,6 +41,9 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 Event::StreamData { id, body } if i % 3 != 0 => conn.consumed(id, body.len() as usize),
+                Event::StreamMessages { id, bodies } if i % 3 != 0 => {
+                    conn.consumed_many(id, bodies.len(), bodies.iter().map(|b| b.len() as usize).sum())
+                }
                 Event::SendReady { id } => {
                     let _ = conn.send_message(id, rpc_core::Body::default());
                 }
@@ -69,8 +72,12 @@ fn client(data: &[u8], now: Instant) {
         let _ = conn.handle_input(&mut buf, now);
         assert!(was_open || !conn.is_open());
         while let Some(ev) = conn.poll_event() {
-            if let Event::StreamData { id, body } = ev {
-                conn.consumed(id, body.len() as usize);
+            match ev {
+                Event::StreamData { id, body } => conn.consumed(id, body.len() as usize),
+                Event::StreamMessages { id, bodies } => {
+                    conn.consumed_many(id, bodies.len(), bodies.iter().map(|b| b.len() as usize).sum())
+                }
+                _ => {}
             }
         }
         conn.take_transmits(&mut Vec::new());

@@ -27,16 +27,24 @@ fn set(p: &mut Pair, id: u64, kind: MetadataKind, key: &str, value: &'static str
 fn kinds(events: &[Event]) -> Vec<String> {
     events
         .iter()
-        .map(|e| match e {
-            Event::Headers { metadata, .. } => format!("headers {}", metadata.get_str("h").unwrap_or("?")),
-            Event::Trailers { metadata, .. } => format!("trailers {}", metadata.get_str("t").unwrap_or("?")),
-            Event::StreamData { body, .. } => format!("data {}", body.len()),
-            Event::StreamEnd { code, .. } => format!("end {code}"),
-            Event::Finished { result: Ok(b), .. } => format!("ok {}", b.len()),
-            Event::Finished { result: Err(e), .. } => format!("err {e}"),
-            other => format!("{other:?}"),
+        .flat_map(|e| match e {
+            Event::StreamMessages { bodies, .. } => bodies.iter().map(|b| format!("data {}", b.len())).collect(),
+            e => vec![kind(e)],
         })
         .collect()
+}
+
+/// One event as a short word.
+fn kind(e: &Event) -> String {
+    match e {
+        Event::Headers { metadata, .. } => format!("headers {}", metadata.get_str("h").unwrap_or("?")),
+        Event::Trailers { metadata, .. } => format!("trailers {}", metadata.get_str("t").unwrap_or("?")),
+        Event::StreamData { body, .. } => format!("data {}", body.len()),
+        Event::StreamEnd { code, .. } => format!("end {code}"),
+        Event::Finished { result: Ok(b), .. } => format!("ok {}", b.len()),
+        Event::Finished { result: Err(e), .. } => format!("err {e}"),
+        other => format!("{other:?}"),
+    }
 }
 
 #[test]

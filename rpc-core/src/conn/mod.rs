@@ -75,7 +75,8 @@ pub enum Event {
         id: u64,
         /// Method id.
         method: u32,
-        /// Which directions stream; stream data for it arrives as [`Event::StreamData`].
+        /// Which directions stream; stream data for it arrives as [`Event::StreamData`] (a batch of
+        /// small messages as [`Event::StreamMessages`]).
         mode: CallMode,
         /// The call's metadata (headers).
         metadata: Metadata,
@@ -98,6 +99,14 @@ pub enum Event {
         id: u64,
         /// The message.
         body: Body,
+    },
+    /// Messages of the stream of call `id` that came in one frame (a stream batch), in order;
+    /// counted as [`Event::StreamData`] is, each message on its own.
+    StreamMessages {
+        /// Call id.
+        id: u64,
+        /// The messages, at least one.
+        bodies: Vec<Body>,
     },
     /// The peer ended its stream on call `id`. Server: the client sent its last message (a
     /// code other than OK: it abandoned its stream). Client: the server ended the call without

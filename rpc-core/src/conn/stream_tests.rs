@@ -30,6 +30,10 @@ fn data_events(events: &mut Vec<Event>) -> Vec<(u64, usize)> {
             out.push((*id, body.len() as usize));
             false
         }
+        Event::StreamMessages { id, bodies } => {
+            out.extend(bodies.iter().map(|b| (*id, b.len() as usize)));
+            false
+        }
         _ => true,
     });
     out

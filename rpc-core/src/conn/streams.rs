@@ -140,9 +140,28 @@ impl Connection {
         if !self.calls.contains(id) && !self.call_existed(id) {
             return Err(Self::stream_violation("stream batch", id, "no such call was ever started"));
         }
+        let conn_flow = self.conn_flow.as_mut().expect("frames come after the hello");
+        let flow = match self.calls.get_mut(id).map(|c| c.flow.as_mut()) {
+            Some(Some(flow)) => flow,
+            Some(None) => return Err(Self::stream_violation("stream batch", id, "the call does not stream")),
+            // A call that ended: each message dropped as it would be alone.
+            None => {
+                for message in b.messages {
+                    self.on_stream_message(id, Body::message(message), MetadataBlocks::default())?;
+                }
+                return Ok(());
+            }
+        };
+        // One event for the batch: the receiver takes it as one (see `stream/routes.rs`).
+        let mut bodies = Vec::with_capacity(b.messages.len());
         for message in b.messages {
-            self.on_stream_message(id, Body::message(message), MetadataBlocks::default())?;
+            let len = message.len() as u64;
+            conn_flow.on_received(len).map_err(|why| Self::stream_violation("stream data", id, format!("connection: {why}")))?;
+            flow.on_received(len).map_err(|why| Self::stream_violation("stream data", id, why))?;
+            self.stream_held += flow::cost(len) as usize;
+            bodies.push(Body::message(message));
         }
+        self.events.push_back(Event::StreamMessages { id, bodies });
         Ok(())
     }
 

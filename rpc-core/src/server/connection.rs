@@ -102,6 +102,12 @@ impl SideHandler for ServerSide {
                     g.conn.consumed(id, body.len() as usize);
                 }
             }
+            Event::StreamMessages { id, bodies } => {
+                if let Err(bodies) = g.side.routes.messages(id, bodies) {
+                    let bytes = bodies.iter().map(|b| b.len() as usize).sum();
+                    g.conn.consumed_many(id, bodies.len(), bytes);
+                }
+            }
             Event::StreamEnd { id, code } => {
                 let result = match code {
                     Code::OK => Ok(()),

@@ -26,6 +26,8 @@ pub(crate) struct Routes {
     /// Messages whose receiver was gone when their batch was sent: (call, messages, bytes),
     /// for the connection to count as consumed.
     undelivered: Vec<(u64, usize, usize)>,
+    /// Messages went to a receiver since the reader last asked ([`Routes::take_delivered`]).
+    delivered: bool,
 }
 
 /// One message, or many (the vector only once a second one comes).
@@ -78,9 +80,46 @@ impl Routes {
         Ok(())
     }
 
+    /// Delivers messages of call `id` that came together, as [`Routes::message`] does one.
+    pub(crate) fn messages(&mut self, id: u64, mut bodies: Vec<Body>) -> Result<(), Vec<Body>> {
+        if self.inbound.get(&id).is_none_or(|tx| tx.is_closed()) {
+            return Err(bodies);
+        }
+        if bodies.len() <= 1 {
+            return match bodies.pop() {
+                Some(body) => self.message(id, body).map_err(|b| vec![b]),
+                None => Ok(()),
+            };
+        }
+        match self.staged.take() {
+            Some((staged_id, staged)) if staged_id == id => {
+                let many = match staged {
+                    Staged::One(first) => {
+                        let mut v = Vec::with_capacity(1 + bodies.len());
+                        v.push(first);
+                        v.append(&mut bodies);
+                        v
+                    }
+                    Staged::Many(mut v) => {
+                        v.append(&mut bodies);
+                        v
+                    }
+                };
+                self.staged = Some((id, Staged::Many(many)));
+            }
+            other => {
+                self.staged = other;
+                self.flush();
+                self.staged = Some((id, Staged::Many(bodies)));
+            }
+        }
+        Ok(())
+    }
+
     /// Sends the staged messages on, in one batch.
     fn flush(&mut self) {
         let Some((id, staged)) = self.staged.take() else { return };
+        self.delivered = true;
         let item = match staged {
             Staged::One(body) => Inbound::Message(body),
             Staged::Many(batch) => Inbound::Messages(batch),
@@ -93,6 +132,12 @@ impl Routes {
             let (messages, bytes) = item.counts();
             self.undelivered.push((id, messages, bytes));
         }
+    }
+
+    /// True when messages went to a receiver since the last call: the reader then lets the
+    /// receivers run before it reads on (see `driver::read_loop`).
+    pub(crate) fn take_delivered(&mut self) -> bool {
+        std::mem::take(&mut self.delivered)
     }
 
     /// Delivers the server's response headers or trailers of call `id` (ahead of what they
