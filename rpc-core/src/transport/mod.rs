@@ -13,6 +13,7 @@
 //! - `transport-uring`: the Linux zero-copy engine (its own crate).
 
 pub mod mem;
+mod sendfile;
 mod stream;
 pub mod tcp;
 #[cfg(feature = "tls")]
@@ -28,6 +29,7 @@ use bytes::{Bytes, BytesMut};
 
 pub use crate::stats::{StatsSnapshot, TransportStats};
 pub use crate::transmit::Transmit;
+pub use sendfile::FileSocket;
 pub use stream::StreamTransport;
 
 /// A connected, bidirectional byte transport.
