@@ -11,7 +11,7 @@ use std::time::Duration;
 use rpc_core::transport::mem;
 use rpc_core::transport::tcp::TcpAcceptor;
 use rpc_core::transport::unix::UnixAcceptor;
-use rpc_core::{Bytes, Client, ClientConfig, FileRegion, Payload, Server, StatsSnapshot};
+use rpc_core::{Bytes, Client, ClientConfig, FileReceiver, FileRegion, Payload, ReceiveError, Server, Sink, StatsSnapshot};
 
 #[rpc_core::service]
 pub trait Files {
@@ -22,6 +22,8 @@ pub trait Files {
     async fn shrinking(&self, path: String) -> Payload;
     /// The payload back, as it arrived (memory).
     async fn echo(&self, data: Payload) -> Payload;
+    /// `count` chunks of `size` bytes of the pattern seeded `seed`, chunk `i` carrying `i`.
+    async fn chunks(&self, count: u32, size: u32, seed: u8, out: Sink<u32>);
 }
 
 #[derive(Clone)]
@@ -50,6 +52,15 @@ impl Files for Impl {
     }
     async fn echo(&self, data: Payload) -> Payload {
         data
+    }
+    async fn chunks(&self, count: u32, size: u32, seed: u8, mut out: Sink<u32>) {
+        let data = Bytes::from(pattern(count as usize * size as usize, seed));
+        for i in 0..count {
+            let at = i as usize * size as usize;
+            if out.send_with(i, vec![Payload::from(data.slice(at..at + size as usize))]).await.is_err() {
+                return;
+            }
+        }
     }
 }
 
@@ -164,5 +175,39 @@ async fn a_file_truncated_under_a_region_fails_the_call_instead_of_hanging() {
         let text = e.to_string();
         eprintln!("{transport}: {text}");
         assert!(text.contains("middle of a frame"), "{transport}: {e:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_attachments_goes_straight_into_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for transport in TRANSPORTS {
+        let (client, _server) = connect(transport, dir.path()).await;
+        let path = dir.path().join(format!("received-{transport}.bin"));
+        // Resumed: the first 10 bytes are there already, the stream goes after them.
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut into = FileReceiver::new(file, 10);
+        let mut source = client.chunks(24, 1 << 20, 5).await.unwrap();
+        let mut seen = 0;
+        while let Some(item) = into.recv_from(&mut source).await {
+            assert_eq!(item.unwrap(), seen, "{transport}");
+            seen += 1;
+        }
+        assert_eq!(seen, 24, "{transport}");
+        assert_eq!(into.position(), 10 + (24 << 20), "{transport}");
+        into.sync_all().await.unwrap();
+        let got = std::fs::read(&path).unwrap();
+        assert!(got == [&b"0123456789"[..], &pattern(24 << 20, 5)].concat(), "{transport}: the file differs");
+    }
+
+    // A file that cannot be written ends the stream with the write's error, not a panic.
+    let (client, _server) = connect("mem", dir.path()).await;
+    let read_only = std::fs::File::open(dir.path().join("received-mem.bin")).unwrap();
+    let mut into = FileReceiver::new(read_only, 0);
+    let mut source = client.chunks(2, 1000, 1).await.unwrap();
+    match into.recv_from(&mut source).await {
+        Some(Err(ReceiveError::Write(e))) => assert!(e.to_string().contains("Bad file descriptor"), "{e}"),
+        other => panic!("expected a write error, got {other:?}"),
     }
 }
