@@ -11,8 +11,7 @@ use crate::FileRegion;
 
 /// A socket `sendfile` can write to, borrowed from a writer half.
 #[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub enum FileSocket<'a> {
+pub(crate) enum FileSocket<'a> {
     /// A TCP socket.
     Tcp(&'a tokio::net::TcpStream),
     /// A Unix-domain stream socket.
