@@ -164,3 +164,36 @@ async fn a_connection_cut_mid_download_leaves_nothing_under_the_final_name() {
     let kept = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     assert!(kept < 64 << 20, "the partial file holds {kept} bytes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_shrinks_mid_download_fails_it_and_leaves_nothing_under_the_final_name() {
+    let (dir, _data) = make_root(64 << 20);
+    let server = serve(&dir.path().join("root"), "uring");
+    let proxy = FaultProxy::start(server.addr()).await.unwrap();
+    let addr = proxy.local_addr().to_string();
+    let out = dir.path().join("shrunk.bin");
+    let part = dir.path().join("shrunk.bin.part");
+    let args: Vec<String> = ["get", "--addr", &addr, "data.bin", "--out", out.to_str().unwrap(), "--transport", "tcp"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let client = tokio::task::spawn_blocking(move || Command::new(bin()).args(&args).output().unwrap());
+    // Slowed to about 13 MB/s, so the download is surely still going when the file shrinks.
+    let conn = proxy.connection(0).await;
+    conn.apply(Fault::Delay(Direction::ServerToClient, std::time::Duration::from_millis(5)));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no byte arrived in 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let source = dir.path().join("root/data.bin");
+    std::fs::OpenOptions::new().write(true).open(&source).unwrap().set_len(1 << 20).unwrap();
+    conn.apply(Fault::PassThrough);
+    let o = client.await.unwrap();
+    assert!(!o.status.success(), "a download of a shrunk file succeeded: {}", stdout(&o));
+    let err = stderr(&o);
+    eprintln!("client: {err}");
+    // Between chunks the server says so; during a chunk's sendfile the connection ends.
+    assert!(err.contains("file changed") || err.contains("middle of a frame"), "{err}");
+    assert!(!out.exists(), "the final name exists after a failed download");
+}
