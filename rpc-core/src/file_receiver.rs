@@ -27,7 +27,7 @@ use crate::codec::Decode;
 /// # std::fs::remove_file(&path).unwrap();
 /// # });
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FileReceiver {
     file: Arc<File>,
     position: u64,
