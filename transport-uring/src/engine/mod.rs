@@ -1,7 +1,7 @@
 //! The send engine: plans each message (copy, zero-copy, coalesce, file), submits it through
 //! the backend (io_uring `SENDMSG_ZC` or `MSG_ZEROCOPY`), resubmits short sends, falls back to
 //! copy on `ENOBUFS`, and keeps every segment alive (and pool buffers read-only) until the
-//! kernel's notification. Frames with file regions go by splice or `sendfile` ([`file`]).
+//! kernel's notification. Frames with file regions go by splice or `sendfile` ([`mod@file`]).
 
 pub(crate) mod close;
 mod file;
