@@ -23,13 +23,14 @@ export CARGO_TERM_COLOR=never
 PER_BINARY=${PER_BINARY:-300}
 
 # Measured on the 2-vCPU VM (2026-12-01), seconds under valgrind: lib 5, cancel 19,
-# pool 24, engine_paths 12, lifetime 17, recv_ring 38, the rest under 15 each. echo_suite
+# pool 24, engine_paths 12, lifetime 17, recv_ring 38, file_regions 36 (splice, sendfile),
+# the rest under 15 each. echo_suite
 # (29 s natively, all backends and modes end to end) is left out of the default set: on
 # 2026-12-01 it ran into the 900 s bound with no memcheck report, its two MSG_ZEROCOPY tests
 # failing (not yet looked into; likely their 60 s limits under memcheck's slowdown) and
 # echo_uring_always_zc still running. Name it to run it.
 DEFAULT=(lib cancel engine_paths lifetime recv_ring ring_release stalled_peer limits coop
-         adaptive enobufs fallback memlock tokio_uring_rt)
+         adaptive enobufs fallback memlock tokio_uring_rt file_regions)
 if [ $# -gt 0 ]; then WANT=("$@"); else WANT=("${DEFAULT[@]}"); fi
 
 command -v valgrind >/dev/null || { echo "valgrind not found (apt-get install -y valgrind)" >&2; exit 2; }

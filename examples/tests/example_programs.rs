@@ -99,6 +99,12 @@ fn every_program_prints_its_usage_for_help_and_exits_zero() {
     let soak = help("soak", &["--help"]);
     assert_names(&soak, &["--secs", "--transport", "--seed"], &["600", "tcp", "the process id"]);
     assert!(!soak.contains("upload"), "the child roles stay hidden:\n{soak}");
+    let files = help("file_server", &["--help"]);
+    assert_names(&files, &["serve", "get", "list", "--root", "--addr", "--out", "--offset", "--len", "--resume"], &[]);
+    let get = help("file_server", &["get", "--help"]);
+    assert_names(&get, &["--addr", "--out", "--offset", "--len", "--resume", "--transport"], &["0", "adaptive"]);
+    assert_names(&help("file_server", &["serve", "--help"]), &["--root", "--addr", "--transport"], &["adaptive"]);
+    assert_names(&help("file_server", &["list", "--help"]), &["--addr", "[DIR]"], &["."]);
     // The programs without options say what they do instead of running on `--help`.
     for name in ["subscription", "chat"] {
         let text = help(name, &["--help"]);
@@ -109,7 +115,7 @@ fn every_program_prints_its_usage_for_help_and_exits_zero() {
 
 #[test]
 fn a_wrong_option_is_refused_with_a_pointer_to_help_and_a_non_zero_exit() {
-    for (name, args) in [("echo", &["serve", "--adress", "127.0.0.1:0"][..]), ("echo", &[][..]), ("quickstart", &["--transport", "carrier-pigeon"][..]), ("chat", &["--rooms", "2"][..]), ("quickstart", &["--addr", "127.0.0.1:7000"][..]), ("soak", &["--secs", "5"][..])] {
+    for (name, args) in [("echo", &["serve", "--adress", "127.0.0.1:0"][..]), ("echo", &[][..]), ("quickstart", &["--transport", "carrier-pigeon"][..]), ("chat", &["--rooms", "2"][..]), ("quickstart", &["--addr", "127.0.0.1:7000"][..]), ("soak", &["--secs", "5"][..]), ("file_server", &["get", "--addr", "127.0.0.1:1"][..])] {
         let out = Command::new(example(name)).args(args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {err}");

@@ -1,14 +1,17 @@
 //! `Payload`: the zero-copy attachment type.
 //!
-//! A payload is an ordered list of segments. The sender's segments are written to the
-//! transport as they are (scatter-gather, no gathering copy in user space); the receiver gets
-//! the attachment back as one `Bytes` slice of its receive buffer.
+//! A payload is an ordered list of segments: memory (`Bytes`, pool buffers) or regions of open
+//! files. The sender's segments are written to the transport as they are (scatter-gather, no
+//! gathering copy in user space; file regions by `sendfile` or splice); the receiver gets the
+//! attachment back as one `Bytes` slice of its receive buffer.
 
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+
+use crate::file_region::FileRegion;
 
 /// Memory owned outside `bytes`, for example a pinned, registered pool buffer (`ZcBuf` in
 /// `transport-uring`). The transport that understands the concrete type downcasts it through
@@ -30,20 +33,40 @@ pub enum Segment {
     /// Memory owned by someone else (a pool buffer); kept alive by the `Arc` until the
     /// transport says the kernel is done with it.
     External(Arc<dyn ExternalSegment>),
+    /// A region of an open file: never read into memory by a transport that can send it from
+    /// the page cache (`sendfile`, splice); read (and counted as a copy) by one that cannot.
+    File(FileRegion),
 }
 
 impl Segment {
-    /// The segment's bytes.
-    pub fn as_slice(&self) -> &[u8] {
+    /// The segment's bytes when it is memory; `None` for a file region, whose bytes are had
+    /// only by asking for them ([`FileRegion::read_to_bytes`]), a copy.
+    #[inline]
+    pub fn memory(&self) -> Option<&[u8]> {
         match self {
-            Segment::Bytes(b) => b,
-            Segment::External(e) => e.as_slice(),
+            Segment::Bytes(b) => Some(b),
+            Segment::External(e) => Some(e.as_slice()),
+            Segment::File(_) => None,
         }
     }
 
-    /// Length in bytes.
+    /// The file region, if the segment is one.
+    #[inline]
+    pub fn file(&self) -> Option<&FileRegion> {
+        match self {
+            Segment::File(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Length in bytes (for a file region, known without reading it).
+    #[inline]
     pub fn len(&self) -> usize {
-        self.as_slice().len()
+        match self {
+            Segment::Bytes(b) => b.len(),
+            Segment::External(e) => e.as_slice().len(),
+            Segment::File(f) => f.len(),
+        }
     }
 
     /// True when the segment holds no bytes.
@@ -57,6 +80,7 @@ impl fmt::Debug for Segment {
         match self {
             Segment::Bytes(b) => write!(f, "Segment::Bytes({} bytes)", b.len()),
             Segment::External(e) => write!(f, "Segment::External({} bytes)", e.as_slice().len()),
+            Segment::File(r) => write!(f, "Segment::File({r:?})"),
         }
     }
 }
@@ -64,6 +88,12 @@ impl fmt::Debug for Segment {
 impl From<Bytes> for Segment {
     fn from(b: Bytes) -> Self {
         Segment::Bytes(b)
+    }
+}
+
+impl From<FileRegion> for Segment {
+    fn from(f: FileRegion) -> Self {
+        Segment::File(f)
     }
 }
 
@@ -132,26 +162,61 @@ impl Payload {
         self.segments
     }
 
+    /// Appends a region of an open file.
+    pub fn push_file(&mut self, region: FileRegion) {
+        self.push(Segment::File(region));
+    }
+
+    /// True when some segment is a file region (its bytes are not in memory).
+    pub fn has_files(&self) -> bool {
+        self.segments.iter().any(|s| matches!(s, Segment::File(_)))
+    }
+
     /// The payload as one contiguous `Bytes`: free when it has a single `Bytes` segment (the
     /// usual case on the receiving side), a gathering copy otherwise. An empty payload gives
     /// an empty slice at a 64-byte-aligned address, like every received attachment.
+    ///
+    /// File regions are read here (blocking). A region that can no longer be read in full
+    /// (its file shrank) makes the result empty, with a warning logged;
+    /// [`Payload::read_to_bytes`] returns that error instead.
     pub fn to_bytes(&self) -> Bytes {
-        match self.segments.as_slice() {
-            [] => crate::frame::aligned_empty(),
-            [Segment::Bytes(b)] => b.clone(),
-            segs => {
-                let mut out = BytesMut::with_capacity(self.len);
-                for s in segs {
-                    out.extend_from_slice(s.as_slice());
-                }
-                out.freeze()
+        match self.read_to_bytes() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("Payload::to_bytes: a file region could not be read: {e}");
+                Bytes::new()
             }
         }
     }
 
-    /// Iterates over the segments' bytes.
+    /// [`Payload::to_bytes`], with the error of a file region that cannot be read in full.
+    pub fn read_to_bytes(&self) -> std::io::Result<Bytes> {
+        match self.segments.as_slice() {
+            [] => Ok(crate::frame::aligned_empty()),
+            [Segment::Bytes(b)] => Ok(b.clone()),
+            [Segment::File(f)] => f.read_to_bytes(),
+            segs => {
+                let mut out = BytesMut::zeroed(self.len);
+                let mut at = 0;
+                for s in segs {
+                    let dst = &mut out[at..at + s.len()];
+                    match s {
+                        Segment::File(f) => {
+                            f.read_at(0, dst)?;
+                        }
+                        s => dst.copy_from_slice(s.memory().unwrap_or_default()),
+                    }
+                    at += s.len();
+                }
+                Ok(out.freeze())
+            }
+        }
+    }
+
+    /// Iterates over the bytes of the memory segments; file regions are not read, and so not
+    /// among them (see [`Payload::has_files`], [`Payload::read_to_bytes`]).
     pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.segments.iter().map(Segment::as_slice)
+        self.segments.iter().filter_map(Segment::memory)
     }
 }
 
@@ -162,9 +227,16 @@ impl fmt::Debug for Payload {
 }
 
 impl PartialEq for Payload {
-    /// Content equality, whatever the segmentation.
+    /// Content equality, whatever the segmentation. File regions are read to compare them;
+    /// one that cannot be read equals nothing.
     fn eq(&self, other: &Self) -> bool {
-        self.len == other.len && self.chunks().flatten().eq(other.chunks().flatten())
+        if self.len != other.len {
+            return false;
+        }
+        if self.has_files() || other.has_files() {
+            return matches!((self.read_to_bytes(), other.read_to_bytes()), (Ok(a), Ok(b)) if a == b);
+        }
+        self.chunks().flatten().eq(other.chunks().flatten())
     }
 }
 
@@ -187,6 +259,14 @@ impl From<Vec<u8>> for Payload {
 impl From<&'static [u8]> for Payload {
     fn from(v: &'static [u8]) -> Self {
         Payload::from(Bytes::from_static(v))
+    }
+}
+
+impl From<FileRegion> for Payload {
+    fn from(f: FileRegion) -> Self {
+        let mut p = Payload::new();
+        p.push_file(f);
+        p
     }
 }
 

@@ -46,12 +46,16 @@ macro_rules! counters {
         ///
         /// # Reading the counters
         ///
-        /// Every frame goes out by one of three paths, and is counted in exactly one of
-        /// `sends_copy`, `sends_zc` and `sends_coalesced` (bytes alike): the copy path (the
-        /// kernel copies the frame into its socket buffer; every send of `tcp` and `mem`),
-        /// zero-copy (the kernel sends from the caller's memory and says when it is done with
-        /// it), or zero-copy with its smallest segments first coalesced into one copy buffer
-        /// (a frame with more segments than the iovec limit).
+        /// Every frame goes out by one of four paths, and is counted in exactly one of
+        /// `sends_copy`, `sends_zc`, `sends_coalesced` and `sends_file` (bytes alike): the
+        /// copy path (the kernel copies the frame into its socket buffer; every send of `tcp`
+        /// and `mem` without file regions), zero-copy (the kernel sends from the caller's
+        /// memory and says when it is done with it), zero-copy with its smallest segments first
+        /// coalesced into one copy buffer (a frame with more segments than the iovec limit),
+        /// or the file path (a frame with file regions, whose pages the kernel moved from the
+        /// page cache to the socket: `sendfile`, splice). A transport that cannot splice reads
+        /// file regions into memory: those frames are copies, their region bytes also counted
+        /// in `file_read_bytes`.
         ///
         /// `notifications` counts the kernel's completion notifications of zero-copy
         /// submissions, one per submission, so it is not one per frame and **can exceed
@@ -118,6 +122,14 @@ counters! {
     bytes_coalesced,
     /// Segments copied into coalescing buffers.
     coalesced_segments,
+    /// Frames carrying file regions whose pages went from the page cache to the socket in the
+    /// kernel (`sendfile`, io_uring `SPLICE`), never through user space.
+    sends_file,
+    /// Bytes of those frames (their file regions, and the heads and memory segments between).
+    bytes_file,
+    /// Bytes of file regions that this transport could not splice (`mem`, TLS) and read into
+    /// user space to send by copy: those frames are counted in `sends_copy`.
+    file_read_bytes,
     /// Zero-copy completion notifications received: one per zero-copy submission, so short
     /// sends (resubmitted) and coalesced frames make it exceed `sends_zc`.
     notifications,
@@ -210,11 +222,15 @@ impl std::fmt::Display for StatsSnapshot {
             ("copy", self.sends_copy, self.bytes_copy),
             ("zero-copy", self.sends_zc, self.bytes_zc),
             ("coalesced", self.sends_coalesced, self.bytes_coalesced),
+            ("file", self.sends_file, self.bytes_file),
         ] {
             writeln!(f, "| {path:<9} | {:>11} | {:>19} |", Grouped(frames), Grouped(bytes))?;
         }
         if self.sends_coalesced > 0 {
             writeln!(f, "coalesced: {} small segments copied together", Grouped(self.coalesced_segments))?;
+        }
+        if self.file_read_bytes > 0 {
+            writeln!(f, "file regions read into memory (no splice here), sent by copy: {} bytes", Grouped(self.file_read_bytes))?;
         }
         if self.notifications > 0 || self.path_switches > 0 {
             writeln!(
@@ -280,6 +296,8 @@ mod tests {
         assert!(text.starts_with("transport: uring\n"), "{text}");
         assert!(text.contains("| copy      |         193 |         202,375,168 |"), "{text}");
         assert!(text.contains("| zero-copy |           8 |           8,388,608 |"), "{text}");
+        assert!(text.contains("| file      |           0 |                   0 |"), "{text}");
+        assert!(!text.contains("file regions read"), "{text}");
         // A long run's counts keep the columns aligned.
         let long = StatsSnapshot { sends_copy: 123_456_789, bytes_copy: 123_456_789_012_345, ..Default::default() };
         let widths: Vec<usize> = long.to_string().lines().filter(|l| l.starts_with('|')).map(str::len).collect();

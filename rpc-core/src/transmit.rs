@@ -31,12 +31,26 @@ impl Transmit {
         self.segments.iter().map(Segment::len).sum()
     }
 
-    /// Every byte, gathered (tests and the copy fallback of transports that need it).
+    /// True when a segment is a file region (the transport sends it by `sendfile` or splice,
+    /// or reads it).
+    pub fn has_files(&self) -> bool {
+        self.segments.iter().any(|s| matches!(s, Segment::File(_)))
+    }
+
+    /// Every byte, gathered (tests and the copy fallback of transports that need it). File
+    /// regions are read (blocking); one that cannot be read in full ends the result there, so
+    /// it comes out shorter than [`Transmit::len`].
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len());
         v.extend_from_slice(&self.head);
         for s in &self.segments {
-            v.extend_from_slice(s.as_slice());
+            match s {
+                Segment::File(f) => match f.read_to_bytes() {
+                    Ok(b) => v.extend_from_slice(&b),
+                    Err(_) => break,
+                },
+                s => v.extend_from_slice(s.memory().unwrap_or_default()),
+            }
         }
         v
     }

@@ -326,8 +326,8 @@ fn transmits_keep_the_callers_segments() {
     };
     let t: Transmit = req.encode().unwrap();
     assert_eq!(t.segments.len(), 2);
-    assert_eq!(t.segments[0].as_slice().as_ptr(), a.as_ptr());
-    assert_eq!(t.segments[1].as_slice().as_ptr(), b.as_ptr());
+    assert_eq!(t.segments[0].memory().unwrap().as_ptr(), a.as_ptr());
+    assert_eq!(t.segments[1].memory().unwrap().as_ptr(), b.as_ptr());
     let _ = <rpc_core::transport::tcp::TcpTransport as Transport>::split;
     fn _assert_send<S: SendHalf>() {}
 }

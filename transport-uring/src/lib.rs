@@ -42,6 +42,12 @@
 //!   its `buf_index` (vectored fixed, 6.15), together with the frame head, which is copied
 //!   into a head arena at the start of the registration; other pieces (`Bytes` segments, a
 //!   head too large for an arena slot) go in runs of their own, with `MSG_MORE` between runs.
+//! - **File regions** (`rpc_core::FileRegion`): a frame that carries them goes as runs (the
+//!   planner's `file_runs`): memory by `writev`, each region by io_uring `SPLICE` from the file
+//!   into a per-connection pipe (1 MiB, `F_SETPIPE_SZ`) and from the pipe to the socket, in
+//!   the kernel's io-wq workers, never through user space (`sendfile` on the `MSG_ZEROCOPY` and
+//!   copy backends). A full socket answers the splice with `EAGAIN`; the engine then waits
+//!   with an io_uring `POLL_ADD` for `POLLOUT`.
 //! - **Receive** ([`RecvMode`]): readiness + `read` (default), single-shot `IORING_OP_RECV`,
 //!   or a multishot receive into a provided-buffer ring whose buffers are handed to the driver
 //!   as chunks, frames decoded in place, each buffer back in the ring when its last slice is

@@ -153,6 +153,7 @@ impl Transport for UringTransport {
             shared: self.shared,
             submitter: self.submitter,
             interrupted: false,
+            pipe: None,
             failed: None,
             _close: self.close,
         };

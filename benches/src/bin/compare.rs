@@ -220,17 +220,18 @@ struct Cell {
     transport_stats: Option<Value>,
 }
 
-/// `client copy/zc/coalesced a/b/c (notifs copied x/y)` and the same for the server.
+/// `client copy/zc/coalesced/file a/b/c/d (notifs copied x/y)` and the same for the server.
 fn send_paths(stats: &Value) -> String {
     let side = |name: &str| {
         let s = &stats[name];
         let n = |k: &str| s[k].as_u64().unwrap_or(0);
         format!(
-            "{name} {} sends copy/zc/coalesced {}/{}/{} notifs copied {}/{}",
+            "{name} {} sends copy/zc/coalesced/file {}/{}/{}/{} notifs copied {}/{}",
             s["transport"].as_str().unwrap_or("?"),
             n("sends_copy"),
             n("sends_zc"),
             n("sends_coalesced"),
+            n("sends_file"),
             n("notifications_copied"),
             n("notifications")
         )

@@ -1,6 +1,7 @@
 //! One module per system under comparison; [`run`] measures one (system, scenario) pair in
 //! the calling process.
 
+pub mod file;
 pub mod raw;
 pub mod raw_best;
 pub mod tarpc;
@@ -33,6 +34,15 @@ pub fn run(
     let shape = scenario.shape();
     let latency = scenario.metrics().contains(&crate::scenario::Metric::P50Us);
     let failed = NoResult::Failed;
+    match (system, scenario) {
+        (System::RawTcpSimple, Scenario::File1g) => {
+            return file::run_raw(file::RawFile::ReadWrite, placement, timing).map_err(failed)
+        }
+        (System::RawStream, Scenario::File1g) => {
+            return file::run_raw(file::RawFile::Sendfile, placement, timing).map_err(failed)
+        }
+        _ => {}
+    }
     match system {
         System::RawTcpSimple => {
             raw::run(shape, raw::SendPath::Write, placement, timing, latency).map_err(failed)
@@ -57,7 +67,7 @@ pub fn run(
         System::Tonic => tonic::run(shape, placement, timing, latency).map_err(failed),
         System::Tarpc => tarpc::run(shape, placement, timing, latency).map_err(failed),
         System::ZcrpcTcp | System::ZcrpcUring | System::ZcrpcUringZc | System::ZcrpcMsgzc => {
-            zcrpc::run(system, shape, placement, timing, latency)
+            zcrpc::run(system, scenario, placement, timing, latency)
         }
     }
 }

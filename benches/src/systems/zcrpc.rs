@@ -16,15 +16,15 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use rpc_core::transport::{tcp, Acceptor, Transport};
 use rpc_core::{
-    Body, BoxFuture, CallMode, CallOptions, Client, ClientConfig, Payload, Server, ServerRequest,
-    Service, Status,
+    Body, BoxFuture, CallMode, CallOptions, Client, ClientConfig, FileRegion, Payload, Server,
+    ServerRequest, Service, Status,
 };
 
 use transport_uring::{Backend, RecvMode, UringAcceptor, UringConfig, ZcMode};
 
 use crate::meter::{closed_loop, Meter, Sample, StreamCounter, Timing};
 use crate::placement::{current_thread_runtime, run_pair, Placement};
-use crate::scenario::{Shape, System};
+use crate::scenario::{Scenario, Shape, System};
 use crate::systems::NoResult;
 
 /// Bodies from this size on go as an attachment rather than inline in the message.
@@ -56,10 +56,12 @@ struct TransportReport {
 }
 
 /// Answers every unary call with the same response body, and every streaming call with that
-/// body over and over until the call is over.
+/// body over and over until the call is over; with a `file`, every streaming call with its
+/// regions of the response's length, start to end, over and over (`file_1g`).
 #[derive(Debug)]
 struct Echo {
     response: Body,
+    file: Option<FileRegion>,
 }
 
 impl Service for Echo {
@@ -67,7 +69,20 @@ impl Service for Echo {
         let stream = request.stream.take();
         drop(request);
         let response = self.response.clone();
+        let file = self.file.clone();
         match stream {
+            Some(stream) if file.is_some() => Box::pin(async move {
+                let (mut sender, _receiver) = stream.split();
+                let Some(file) = file else { return Ok(Body::default()) };
+                let chunk = response.len() as usize;
+                let chunks = file.len() / chunk;
+                let regions = (0..).map_while(move |i| {
+                    let region = file.slice((i % chunks.max(1)) * chunk, chunk)?;
+                    Some(Body::new(Bytes::new(), vec![Payload::from(region)]))
+                });
+                let _ = sender.send_all(regions).await;
+                Ok(Body::default())
+            }),
             None => Box::pin(async move { Ok(response) }),
             Some(stream) => Box::pin(async move {
                 let (mut sender, _receiver) = stream.split();
@@ -126,14 +141,24 @@ async fn read_stream(client: &Client, shape: Shape, meter: Meter) -> Result<Samp
 /// Runs one measurement of a zcrpc system.
 pub fn run(
     system: System,
-    shape: Shape,
+    scenario: Scenario,
     placement: Placement,
     timing: Timing,
     record_latency: bool,
 ) -> Result<Sample, NoResult> {
+    let shape = scenario.shape();
+    let file = match scenario {
+        Scenario::File1g => Some(
+            crate::systems::file::generated_file()
+                .and_then(|p| FileRegion::open(&p).map_err(|e| format!("{}: {e}", p.display())))
+                .map_err(NoResult::Failed)?,
+        ),
+        _ => None,
+    };
     match system {
         System::ZcrpcTcp => measure(
             shape,
+            file,
             placement,
             timing,
             record_latency,
@@ -157,6 +182,7 @@ pub fn run(
             let server_config = config.clone();
             measure(
                 shape,
+                file,
                 placement,
                 timing,
                 record_latency,
@@ -221,8 +247,10 @@ fn unavailable(backend: Backend) -> Option<String> {
 }
 
 /// The measurement, generic over the transport: server on one thread, client on the other.
+#[allow(clippy::too_many_arguments)]
 fn measure<A, T, Bind, BindFut, Addr, Conn, ConnFut>(
     shape: Shape,
+    file: Option<FileRegion>,
     placement: Placement,
     timing: Timing,
     record_latency: bool,
@@ -248,6 +276,7 @@ where
                 let addr = local_addr(&acceptor)?;
                 let server = Server::builder().build(Echo {
                     response: body(shape.response_len, 1),
+                    file,
                 });
                 let _handle = server.serve(acceptor);
                 let _ = addr_tx.send((addr, server));

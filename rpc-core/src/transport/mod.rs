@@ -6,13 +6,14 @@
 //! completion-based transport such as io_uring can let the kernel use the memory for as long as
 //! it needs, even when the caller's future is dropped.
 //!
-//! - [`tcp`]: tokio TCP, vectored writes, works on every OS.
+//! - [`tcp`]: tokio TCP, vectored writes, works on every OS; file regions by `sendfile` (Linux).
 //! - `tls` (feature `tls`, on by default): TLS 1.3 and mutual TLS over TCP, with rustls.
 //! - [`unix`]: Unix-domain stream sockets, for peers on the same host (Unix systems).
 //! - [`mem`]: an in-memory pair, for tests and docs.
 //! - `transport-uring`: the Linux zero-copy engine (its own crate).
 
 pub mod mem;
+mod sendfile;
 mod stream;
 pub mod tcp;
 #[cfg(feature = "tls")]

@@ -52,7 +52,7 @@ impl Transport for TcpTransport {
     type Recv = TcpRecv;
 
     fn split(self) -> (TcpRecv, StreamSend<OwnedWriteHalf>) {
-        (TcpRecv { reader: self.reader, stats: self.stats.clone() }, StreamSend::new(self.writer, self.stats))
+        (TcpRecv { reader: self.reader, stats: self.stats.clone() }, StreamSend::with_sendfile(self.writer, self.stats, |w| super::sendfile::FileSocket::Tcp(w.as_ref())))
     }
 
     fn stats(&self) -> Arc<TransportStats> {

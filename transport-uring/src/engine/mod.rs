@@ -1,9 +1,10 @@
-//! The send engine: plans each message (copy, zero-copy, coalesce), submits it through the
-//! backend (io_uring `SENDMSG_ZC` or `MSG_ZEROCOPY`), resubmits short sends, falls back to copy
-//! on `ENOBUFS`, and keeps every segment alive (and pool buffers read-only) until the kernel's
-//! notification.
+//! The send engine: plans each message (copy, zero-copy, coalesce, file), submits it through
+//! the backend (io_uring `SENDMSG_ZC` or `MSG_ZEROCOPY`), resubmits short sends, falls back to
+//! copy on `ENOBUFS`, and keeps every segment alive (and pool buffers read-only) until the
+//! kernel's notification. Frames with file regions go by splice or `sendfile` ([`mod@file`]).
 
 pub(crate) mod close;
+mod file;
 pub(crate) mod msgzc;
 pub mod plan;
 
@@ -269,6 +270,8 @@ pub struct UringSend {
     /// of a frame, so later sends refuse.
     pub(crate) interrupted: bool,
     pub(crate) failed: Option<(io::ErrorKind, String)>,
+    /// The pipe file regions are spliced through (io_uring backend), made on first use.
+    pub(crate) pipe: Option<crate::sys::splice::Pipe>,
     /// Closes the connection (within the close deadline) when both halves are gone.
     pub(crate) _close: close::CloseHandle,
 }
@@ -305,6 +308,9 @@ impl UringSend {
     }
 
     fn plan(&self, t: &Transmit) -> Path {
+        if t.has_files() {
+            return Path::File;
+        }
         if matches!(self.submitter, Submitter::Copy) || t.len() < self.shared.threshold {
             return Path::Copy;
         }
@@ -355,8 +361,9 @@ impl UringSend {
             slices.extend(
                 t.segments
                     .iter()
-                    .map(|s| IoSlice::new(s.as_slice()))
-                    .filter(|s| !s.is_empty()),
+                    .filter_map(|s| s.memory())
+                    .filter(|s| !s.is_empty())
+                    .map(IoSlice::new),
             );
             bytes += t.len() as u64;
         }
@@ -379,7 +386,11 @@ impl UringSend {
                 Segment::Bytes(b) => pieces.push(Chunk::Bytes(b)),
                 Segment::External(e) if e.as_slice().is_empty() => {}
                 Segment::External(e) => pieces.push(Chunk::External(e)),
-                other => pieces.push(Chunk::Bytes(Bytes::copy_from_slice(other.as_slice()))),
+                // File regions take the file path (`plan`), never this one; other kinds a newer
+                // rpc-core may add are copied.
+                other => pieces.push(Chunk::Bytes(Bytes::copy_from_slice(
+                    other.memory().unwrap_or_default(),
+                ))),
             }
         }
         let total: usize = pieces.iter().map(|c| c.as_slice().len()).sum();
@@ -562,6 +573,10 @@ impl UringSend {
                 break;
             }
             let Some(t) = items[i].take() else { continue };
+            if paths[i] == Path::File {
+                self.send_file_frame(t).await?;
+                continue;
+            }
             if self.over_pool_cap(&t) {
                 self.send_copy(std::slice::from_ref(&t)).await?;
                 continue;

@@ -1,5 +1,5 @@
-//! The send planner: which path a message takes (copy, zero-copy, coalesce) and the adaptive
-//! switch between zero-copy and copy. Pure logic, no IO; public so that its decisions can be
+//! The send planner: which path a message takes (copy, zero-copy, coalesce, file), the runs a
+//! frame with file regions is sent in, and the adaptive switch between zero-copy and copy. Pure logic, no IO; public so that its decisions can be
 //! benchmarked and reasoned about on their own.
 
 use std::ops::Range;
@@ -17,6 +17,39 @@ pub enum Path {
     Copy,
     /// Zero-copy; segments beyond the iovec limit are coalesced first.
     ZeroCopy,
+    /// The frame carries file regions: sent as [`file_runs`], the regions by splice or
+    /// `sendfile`.
+    File,
+}
+
+/// One run of a frame that carries file regions, in the frame's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Run {
+    /// Consecutive memory pieces, gathered by one `writev`.
+    Memory(Range<usize>),
+    /// One file region, moved from the page cache to the socket in the kernel (io_uring
+    /// `SPLICE` through a pipe, or `sendfile`).
+    File(usize),
+}
+
+/// Splits a frame's pieces (`is_file[i]` says whether piece `i` is a file region) into memory
+/// runs and file runs, in order; empty memory runs are left out.
+pub fn file_runs(is_file: &[bool]) -> Vec<Run> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for (i, &file) in is_file.iter().enumerate() {
+        if file {
+            if start < i {
+                runs.push(Run::Memory(start..i));
+            }
+            runs.push(Run::File(i));
+            start = i + 1;
+        }
+    }
+    if start < is_file.len() {
+        runs.push(Run::Memory(start..is_file.len()));
+    }
+    runs
 }
 
 /// Groups of consecutive pieces that make at most `max_iov` iovecs, copying as few bytes as
@@ -175,6 +208,17 @@ mod tests {
         check(&lens, 17);
         check(&lens, 1);
         check(&lens, 1024);
+    }
+
+    #[test]
+    fn file_runs_keep_the_order_and_split_at_each_region() {
+        assert_eq!(file_runs(&[false, true]), vec![Run::Memory(0..1), Run::File(1)]);
+        assert_eq!(
+            file_runs(&[false, false, true, true, false]),
+            vec![Run::Memory(0..2), Run::File(2), Run::File(3), Run::Memory(4..5)]
+        );
+        assert_eq!(file_runs(&[true]), vec![Run::File(0)]);
+        assert_eq!(file_runs(&[false, false]), vec![Run::Memory(0..2)]);
     }
 
     #[test]

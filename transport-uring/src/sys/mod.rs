@@ -1,5 +1,6 @@
-//! The fence around system calls: the io_uring driver ([`ring`]) and the socket calls of the
-//! `MSG_ZEROCOPY` backend ([`sock`]). Everything outside `sys/` and `buf/` is safe code.
+//! The fence around system calls: the io_uring driver ([`ring`]), the socket calls of the
+//! `MSG_ZEROCOPY` backend ([`sock`]) and the pipe and `sendfile` of file regions
+//! ([`splice`]). Everything outside `sys/` and `buf/` is safe code.
 //!
 //! Constants that the `libc` and `io-uring` crates lack are defined here once, under their
 //! kernel header names.
@@ -9,6 +10,7 @@ pub(crate) mod buf_ring;
 pub(crate) mod ring;
 pub(crate) mod send_zc_loop;
 pub(crate) mod sock;
+pub(crate) mod splice;
 pub(crate) mod valgrind;
 
 /// `include/uapi/linux/io_uring.h`: ask a zero-copy send's notification to report whether the

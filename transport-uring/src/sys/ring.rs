@@ -354,6 +354,38 @@ impl Ring {
         self.push(entry, sock, Box::new(keep), sink, false).map_err(|(e, _)| e)
     }
 
+    /// `IORING_OP_SPLICE` of up to `len` bytes from `fd_in` (at `off_in`, or its position
+    /// when -1, as for a pipe) to `fd_out` (a pipe or a socket; its position). Both
+    /// descriptors stay open until the completion. The kernel runs it in an io-wq worker; to a
+    /// non-blocking socket whose buffer is full it completes with `-EAGAIN`.
+    pub(crate) fn splice(
+        self: &Arc<Self>,
+        fd_in: FdOwner,
+        off_in: i64,
+        fd_out: FdOwner,
+        len: u32,
+    ) -> io::Result<Op> {
+        let entry = opcode::Splice::new(
+            types::Fd(fd_in.as_raw_fd()),
+            off_in,
+            types::Fd(fd_out.as_raw_fd()),
+            -1,
+            len,
+        )
+        .build();
+        self.push(entry, fd_out, Box::new(fd_in), None, false)
+            .map_err(|(e, _)| e)
+    }
+
+    /// One-shot `IORING_OP_POLL_ADD` for `POLLOUT`: completes when `sock` has room to write
+    /// (at once if it has now).
+    pub(crate) fn poll_writable(self: &Arc<Self>, sock: FdOwner) -> io::Result<Op> {
+        let entry =
+            opcode::PollAdd::new(types::Fd(sock.as_raw_fd()), libc::POLLOUT as u32).build();
+        self.push(entry, sock, Box::new(()), None, false)
+            .map_err(|(e, _)| e)
+    }
+
     /// `IORING_OP_RECV` into the spare capacity of `buf` (ownership-passing: the buffer lives
     /// in the slab until the completion, whatever happens to the future).
     pub(crate) fn recv(
