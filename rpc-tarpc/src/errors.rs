@@ -32,7 +32,6 @@ pub(crate) fn to_server_error(e: CallError) -> ServerError {
         CallError::Status(s) => match s.code {
             Code::DEADLINE_EXCEEDED => ErrorKind::TimedOut,
             Code::INVALID_ARGUMENT => ErrorKind::InvalidInput,
-            Code::RESOURCE_EXHAUSTED => ErrorKind::OutOfMemory,
             Code::UNAVAILABLE => ErrorKind::NotConnected,
             Code::UNIMPLEMENTED => ErrorKind::Unsupported,
             Code::UNAUTHENTICATED | Code::PERMISSION_DENIED => ErrorKind::PermissionDenied,

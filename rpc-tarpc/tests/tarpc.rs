@@ -199,3 +199,21 @@ async fn a_client_whose_server_is_gone_fails_calls_with_a_clear_error() {
     let RpcError::Server(e) = &err else { panic!("{err:?}") };
     assert!(e.detail.starts_with("zcrpc: "), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_over_the_clients_frame_limit_fails_alone_with_an_error_that_says_so() {
+    let incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
+    let addr = incoming.local_addr().unwrap();
+    serve(incoming, Impl::default());
+    // A client that takes frames of 1 MiB at most.
+    let mut config = rpc_core::ClientConfig::default();
+    config.conn.max_frame = 1 << 20;
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect_with(addr, config).await.unwrap()).spawn();
+
+    // 900 KiB each way fits; 1 MiB of data (and its length prefix) back does not.
+    assert_eq!(client.echo(context::current(), Bytes::from(vec![1u8; 900 << 10])).await.unwrap().len(), 900 << 10);
+    let err = client.echo(within(Duration::from_secs(10)), Bytes::from(vec![1u8; 1 << 20])).await.unwrap_err();
+    let RpcError::Server(e) = &err else { panic!("{err:?}") };
+    assert!(e.detail.contains("over the client's limit of 1048576 bytes"), "{e}");
+    assert_eq!(client.add(context::current(), 1, 1).await.unwrap(), 2);
+}
