@@ -10,22 +10,22 @@ use std::time::Instant;
 use futures::future::{AbortHandle, Abortable};
 use futures::stream::FuturesUnordered;
 use futures::{Sink, Stream};
-use rpc_core::{Body, BoxFuture, CallError, CallOptions, Client, Metadata};
+use rpc_core::{Body, BoxFuture, CallError, CallOptions, Client};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tarpc::{ClientMessage, Response, ServerError};
 
 use crate::codec::{decode, EncodeBuf};
 use crate::errors::to_server_error;
-use crate::{CALL, TRACE_KEY};
+use crate::CALL;
 
 /// One call in flight: its request id, and its response (none when its deadline passed).
 type InFlight<Resp> = BoxFuture<'static, (u64, Option<Response<Resp>>)>;
 
 /// A `tarpc::Transport` for a tarpc client (`WorldClient::new(config, transport)`): each request
-/// goes as one zcrpc call on `client` — its deadline as the call's deadline, its trace context
-/// in the call's metadata, its message serialized (postcard) into a buffer the transport
-/// reuses — and a cancel (the caller dropped its future) cancels the call on the server.
+/// goes as one zcrpc call on `client` — its deadline as the call's deadline, its context
+/// (deadline and trace context, as tarpc's serde transports send it) and message serialized
+/// (postcard) into a buffer the transport reuses — and a cancel (the caller dropped its future) cancels the call on the server.
 ///
 /// A call that fails below tarpc comes back as tarpc's `RpcError::Server` with a
 /// [`ServerError`] naming the cause: a request over the server's frame limit
@@ -88,15 +88,13 @@ where
         match item {
             ClientMessage::Request(request) => {
                 let id = request.id;
-                let fut = match this.buf.encode(&request.message) {
+                // The context (deadline, trace) goes first, as tarpc's serde transports send it.
+                let fut = match this.buf.encode(&(&request.context, &request.message)) {
                     Ok(message) => {
-                        let mut options = CallOptions {
+                        let options = CallOptions {
                             timeout: Some(request.context.deadline.saturating_duration_since(Instant::now())),
                             ..CallOptions::default()
                         };
-                        if let Ok(trace) = postcard::to_allocvec(&request.context.trace_context) {
-                            options.metadata = Metadata::new().with(TRACE_KEY, trace);
-                        }
                         let client = this.client.clone();
                         Box::pin(async move {
                             let result = client.call(CALL, Body::message(message), options).await;

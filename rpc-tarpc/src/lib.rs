@@ -9,8 +9,9 @@
 //! | `tarpc::serde_transport::tcp::connect(addr, Bincode::default).await?` | [`connect`]`(addr).await?` |
 //!
 //! Each tarpc request is one zcrpc call (so zcrpc multiplexes, bounds and cancels it): its
-//! context's deadline is the call's deadline (the server drops the handler when it passes), its
-//! trace context rides in the call's metadata, and a request the client drops is cancelled on
+//! context's deadline is the call's deadline (the server drops the handler when it passes), the
+//! context itself (deadline and trace) travels before the message as tarpc's serde transports
+//! send it, and a request the client drops is cancelled on
 //! the server (tarpc's handler is aborted). Messages are serialized with postcard into a
 //! buffer each transport reuses. Frames are limited by zcrpc's `max_frame` (128 MiB by
 //! default, against 8 MiB for tarpc's length-delimited codec); a request over the limit fails
@@ -71,10 +72,10 @@ use rpc_core::{Client, ClientConfig, ConnectError};
 /// The path of the one zcrpc method that carries tarpc requests (the request enum says which
 /// method of the tarpc service).
 pub const CALL_PATH: &str = "tarpc/call";
-/// Its wire id.
+/// Its wire id. A call's message is the postcard of the request's `tarpc::context::Context`
+/// (its deadline relative to the moment it was sent, its trace context) followed by the
+/// postcard of the request; its reply, the postcard of the response.
 pub const CALL: u32 = rpc_core::method_id(CALL_PATH);
-/// The metadata key of a request's trace context (postcard of `tarpc::trace::Context`).
-pub const TRACE_KEY: &str = "tarpc-trace";
 
 /// Connects over TCP to a zcrpc server made by [`listen`] (or [`Incoming::new`]), with the
 /// client defaults (a 10 s connect timeout; it re-dials a lost connection), and returns the

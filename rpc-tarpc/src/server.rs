@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{Sink, Stream};
 use rpc_core::transport::tcp::TcpAcceptor;
@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::codec::{decode, EncodeBuf};
 use crate::errors::server_error_status;
-use crate::{CALL, CALL_PATH, TRACE_KEY};
+use crate::{CALL, CALL_PATH};
 
 /// How long a transport's own handshake (TLS) may take before the connection is dropped (the
 /// zcrpc hello after it has the builder's `handshake_timeout`).
@@ -35,8 +35,8 @@ const ACCEPT_QUEUE: usize = 16;
 type Pending<Resp> = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Resp, ServerError>>>>>;
 
 /// A `tarpc::Transport` for a tarpc server (`BaseChannel::with_defaults(transport)`): one zcrpc
-/// connection, whose calls come out as tarpc requests (with the call's deadline and trace
-/// context) and whose cancelled calls (the client dropped them, or their deadline passed)
+/// connection, whose calls come out as tarpc requests (with the client's context: deadline
+/// and trace) and whose cancelled calls (the client dropped them, or their deadline passed)
 /// come out as tarpc cancels. Made by [`Incoming`].
 pub struct ServerTransport<Req, Resp> {
     requests: mpsc::UnboundedReceiver<ClientMessage<Req>>,
@@ -130,16 +130,11 @@ where
         if req.method != CALL {
             return Box::pin(std::future::ready(Err(Status::unimplemented(req.method))));
         }
-        let message: Req = match decode(&req.body.message) {
+        // The client's context (its deadline relative to now, its trace), then the message.
+        let (context, message): (tarpc::context::Context, Req) = match decode(&req.body.message) {
             Ok(m) => m,
             Err(e) => return Box::pin(std::future::ready(Err(Status::invalid_argument(format!("{CALL_PATH}: cannot decode the request: {e}"))))),
         };
-        let mut context = tarpc::context::current();
-        // tarpc's own transports default a missing deadline to ten seconds from now.
-        context.deadline = req.deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(10));
-        if let Some(trace) = req.metadata.get(TRACE_KEY).and_then(|t| postcard::from_bytes(t).ok()) {
-            context.trace_context = trace;
-        }
         let bridge = &self.0;
         let id = bridge.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
