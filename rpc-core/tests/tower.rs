@@ -441,3 +441,23 @@ async fn an_endpoint_whose_server_comes_back_takes_calls_again() {
     assert!(seen_a2.calls.load(Ordering::SeqCst) > 0, "the restarted server got no call");
     assert_eq!(seen_a.calls.load(Ordering::SeqCst), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_tower_service_is_served_and_its_errors_become_statuses() {
+    use rpc_core::tower::TowerService;
+    let svc = tower::service_fn(|req: ServerRequest| async move {
+        match &req.body.message[..] {
+            b"status" => Err::<Body, tower::BoxError>(Box::new(Status::permission_denied("no"))),
+            b"other" => Err("the disk is on fire".into()),
+            _ => Ok(req.body),
+        }
+    });
+    let (_server, addr) = serve(Server::builder().build(TowerService::new(svc))).await;
+    let client = Client::connect_tcp(addr, quick()).await.unwrap();
+    let call = |m: &'static str| client.clone().oneshot(Call::path(ECHO, Body::message(Bytes::from_static(m.as_bytes()))));
+    assert_eq!(&call("hi").await.unwrap().message[..], b"hi");
+    assert_eq!(call("status").await.unwrap_err().code(), Code::PERMISSION_DENIED);
+    let err = call("other").await.unwrap_err();
+    assert_eq!(err.code(), Code::UNKNOWN, "{err}");
+    assert!(err.to_string().contains("the disk is on fire"), "{err}");
+}
