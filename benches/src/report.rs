@@ -646,7 +646,7 @@ mod tests {
             "{legend:?}"
         );
         assert!(
-            legend.iter().any(|l| l.starts_with("- `tarpc` on `stream_64b`, `stream_1m`: tarpc has no streaming")),
+            legend.iter().any(|l| l.starts_with("- `tarpc`, `tarpc_over_zcrpc` on `stream_64b`, `stream_1m`: tarpc has no streaming")),
             "{legend:?}"
         );
         // Every skipped pair is covered by a line naming its reason.

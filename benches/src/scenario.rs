@@ -31,11 +31,13 @@ pub enum System {
     Tonic,
     /// tarpc 0.38 over its TCP serde transport with bincode.
     Tarpc,
+    /// The same tarpc service and client over `rpc-tarpc`: each request a zcrpc call.
+    TarpcOverZcrpc,
 }
 
 impl System {
     /// Every system, in the order of the table's columns.
-    pub const ALL: [System; 10] = [
+    pub const ALL: [System; 11] = [
         System::RawStream,
         System::RawTcpBest,
         System::RawTcpSimple,
@@ -46,6 +48,7 @@ impl System {
         System::ZcrpcMsgzc,
         System::Tonic,
         System::Tarpc,
+        System::TarpcOverZcrpc,
     ];
 
     /// The name used in the JSON and on the command line.
@@ -61,6 +64,7 @@ impl System {
             System::ZcrpcMsgzc => "zcrpc_msgzc",
             System::Tonic => "tonic",
             System::Tarpc => "tarpc",
+            System::TarpcOverZcrpc => "tarpc_over_zcrpc",
         }
     }
 
@@ -77,6 +81,7 @@ impl System {
             System::ZcrpcMsgzc => "zcrpc over transport-uring, backend msgzc (MSG_ZEROCOPY), mode adaptive",
             System::Tonic => "tonic 0.14 + prost, bytes fields as Bytes, default HTTP/2 settings, 128 MiB message limit",
             System::Tarpc => "tarpc 0.38 serde transport over TCP, bincode, 128 MiB frame limit",
+            System::TarpcOverZcrpc => "the tarpc service and client unchanged, over rpc-tarpc: each request a zcrpc call on the tokio TCP transport, postcard, 128 MiB frame limit",
         }
     }
 
@@ -111,7 +116,9 @@ impl System {
             (_, Scenario::File1g) => Some(
                 "a file download is compared as read+write (raw_tcp_simple), sendfile (raw_stream) and file regions (zcrpc_tcp, zcrpc_uring)",
             ),
-            (System::Tarpc, s) if s.is_server_stream() => Some("tarpc has no streaming calls"),
+            (System::Tarpc | System::TarpcOverZcrpc, s) if s.is_server_stream() => {
+                Some("tarpc has no streaming calls")
+            }
             (System::RawTcpBest | System::RawTcpSimple | System::RawUringZc, s)
                 if s.is_server_stream() =>
             {

@@ -55,6 +55,15 @@ fn the_tls_example_lets_client_a_open_and_refuses_client_b_and_a_client_without_
     assert!(out.contains("client without a certificate:") && out.contains("requires a client certificate"), "{out}");
 }
 
+#[test]
+fn the_tarpc_dropin_example_serves_tarpc_code_over_zcrpc() {
+    let out = run("tarpc_dropin");
+    assert!(out.contains("Hello, zcrpc! You are connected from [::1]:"), "{out}");
+    for i in 0..3 {
+        assert!(out.contains(&format!("Hello, caller {i}!")), "{out}");
+    }
+}
+
 /// Runs `name args` and returns its standard output, which must come with exit status 0.
 fn help(name: &str, args: &[&str]) -> String {
     let out = Command::new(example(name)).args(args).output().unwrap();

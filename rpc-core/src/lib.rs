@@ -16,6 +16,8 @@
 //! - `transport::tls` (feature `tls`, on by default): TLS 1.3 and mutual TLS over tcp
 //!   (`Client::connect_tls`), the client's verified identity in [`Peer::tls`], and
 //!   [`ServerBuilder::authorize`] to refuse calls per method.
+//! - `tower` (feature `tower`): the client as a `tower::Service`, a client balanced over
+//!   several servers, tower layers on the server (`ServerBuilder::layer`).
 //!
 //! ```
 //! use rpc_core::{service, Client, ClientConfig, Payload, Server};
@@ -224,6 +226,8 @@ mod stream;
 mod transmit;
 mod unwind;
 pub mod transport;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use body::Body;
 pub use bytes::Bytes;

@@ -5,6 +5,7 @@ pub mod file;
 pub mod raw;
 pub mod raw_best;
 pub mod tarpc;
+pub mod tarpc_over_zcrpc;
 pub mod tonic;
 pub mod zcrpc;
 
@@ -66,6 +67,9 @@ pub fn run(
         }
         System::Tonic => tonic::run(shape, placement, timing, latency).map_err(failed),
         System::Tarpc => tarpc::run(shape, placement, timing, latency).map_err(failed),
+        System::TarpcOverZcrpc => {
+            tarpc_over_zcrpc::run(shape, placement, timing, latency).map_err(failed)
+        }
         System::ZcrpcTcp | System::ZcrpcUring | System::ZcrpcUringZc | System::ZcrpcMsgzc => {
             zcrpc::run(system, scenario, placement, timing, latency)
         }

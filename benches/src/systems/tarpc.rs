@@ -26,8 +26,8 @@ pub trait Bench {
 }
 
 #[derive(Clone, Debug)]
-struct Echo {
-    response: Bytes,
+pub(crate) struct Echo {
+    pub(crate) response: Bytes,
 }
 
 impl Bench for Echo {

@@ -21,6 +21,8 @@ use crate::error::{CallError, ConnectError, ConnectionError};
 use crate::frame::{CallMode, Hello};
 use crate::stream::CallStream;
 use crate::stats::StatsSnapshot;
+#[cfg(feature = "tower")]
+use crate::service::BoxFuture;
 use crate::transport::{tcp, Transport};
 use conn::{Attempt, Conn};
 use redial::{Dial, Link};
@@ -500,6 +502,46 @@ impl Client {
             Some(e) => format!("reconnecting; the last attempt failed: {e}"),
             None => format!("reconnecting; the connection was lost: {}", link.conn.closed_error()),
         }
+    }
+
+    /// True while the current connection takes new calls (false from its goaway or close on,
+    /// until a re-dial brings a new one).
+    #[cfg(feature = "tower")]
+    pub(crate) fn is_usable(&self) -> bool {
+        self.conn().is_usable() && self.is_open()
+    }
+
+    /// Why the client cannot take calls now (for errors naming each endpoint of a balancer).
+    #[cfg(feature = "tower")]
+    pub(crate) fn why_unusable(&self) -> String {
+        match self.inner.reconnect {
+            Some(_) => self.why_down(&self.inner.link.borrow()),
+            None => format!("the connection was lost: {}", self.conn().closed_error()),
+        }
+    }
+
+    /// Resolves when the client's connection may have changed state: it was lost (a re-dialing
+    /// client says so before dialing), or a re-dial brought a new one, or a dial failed. Read
+    /// [`Client::is_usable`] after arming it. A client over one transport whose connection is
+    /// gone never changes again: then it never resolves.
+    #[cfg(feature = "tower")]
+    pub(crate) fn state_changed(&self) -> BoxFuture<'static, ()> {
+        let mut link = self.inner.link.clone();
+        let conn = link.borrow_and_update().conn.clone();
+        let open = conn.is_usable();
+        Box::pin(async move {
+            let closed = async {
+                if open {
+                    conn.shared.closed().await
+                } else {
+                    std::future::pending().await
+                }
+            };
+            tokio::select! {
+                r = link.changed() => if r.is_err() { std::future::pending::<()>().await },
+                _ = closed => {}
+            }
+        })
     }
 
     /// The newest connection.

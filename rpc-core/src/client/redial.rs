@@ -55,6 +55,9 @@ pub(super) async fn supervise<T: Transport>(
                 _ = link.closed() => return,
             }
         }
+        // Tell whoever watches the link (a balancer's health watch) that the connection went
+        // down, before the first re-dial, which may take up to `connect_timeout`.
+        link.send_modify(|_| {});
         let mut backoff = config.reconnect.initial_backoff;
         loop {
             match dial_once(&dial, &config, &lost).await {

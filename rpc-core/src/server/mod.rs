@@ -87,6 +87,9 @@ pub struct ServerBuilder {
     config: ServerConfig,
     services: Vec<Arc<dyn Service>>,
     authorize: Option<authorize::Hook>,
+    /// tower layers, outermost first.
+    #[cfg(feature = "tower")]
+    layers: Vec<crate::tower::LayerFn>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -96,11 +99,58 @@ impl std::fmt::Debug for ServerBuilder {
             .field("config", &self.config)
             .field("services", &services)
             .field("authorize", &self.authorize.is_some())
+            .field("layers", &self.layer_count())
             .finish()
     }
 }
 
 impl ServerBuilder {
+    fn layer_count(&self) -> usize {
+        #[cfg(feature = "tower")]
+        return self.layers.len();
+        #[cfg(not(feature = "tower"))]
+        0
+    }
+
+    /// Wraps the server's services (all of them, after routing and the
+    /// [`authorize`](ServerBuilder::authorize) hook) in a tower layer: `layer` gets the
+    /// services as a `tower::Service<ServerRequest>` ([`crate::tower::Handler`]) and returns one
+    /// answering a [`Body`](crate::Body) or an error (a [`Status`] goes back as it is; see
+    /// [`crate::tower::TowerService`] for the others). Several calls nest like
+    /// `tower::ServiceBuilder`: the first layer added is the outermost. Each call runs on a clone
+    /// of the layered service, in the call's own task: a layer that waits (a concurrency limit)
+    /// holds that call back, not the connection. Feature `tower`.
+    ///
+    /// ```
+    /// use rpc_core::{Body, Server, ServerRequest, Status};
+    /// # use rpc_core::{BoxFuture, Service};
+    /// # struct Echo;
+    /// # impl Service for Echo {
+    /// #     fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> { Box::pin(async move { Ok(req.body) }) }
+    /// # }
+    /// // Refuses calls without a `token` header, before the service sees them.
+    /// let auth = tower::filter::FilterLayer::new(|req: ServerRequest| match req.metadata.get_str("token") {
+    ///     Some("secret") => Ok(req),
+    ///     _ => Err(Status::unauthenticated("a token is required")),
+    /// });
+    /// let server = Server::builder()
+    ///     .layer(tower::limit::ConcurrencyLimitLayer::new(64))
+    ///     .layer(auth)
+    ///     .build(Echo);
+    /// # drop(server);
+    /// ```
+    #[cfg(feature = "tower")]
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: ::tower::Layer<crate::tower::Handler> + Send + Sync + 'static,
+        L::Service: ::tower::Service<crate::ServerRequest, Response = crate::Body> + Clone + Send + 'static,
+        <L::Service as ::tower::Service<crate::ServerRequest>>::Error: Into<::tower::BoxError>,
+        <L::Service as ::tower::Service<crate::ServerRequest>>::Future: Send + 'static,
+    {
+        self.layers.push(crate::tower::layer_fn(layer));
+        self
+    }
+
     /// Largest frame accepted, in bytes: a request's message (its encoded arguments, and its
     /// metadata block with a 4-byte length when it has one) and **all its attachments
     /// together**; the frame header, the attachment table and alignment padding are not
@@ -290,6 +340,9 @@ impl ServerBuilder {
             None => service,
             Some(hook) => Arc::new(authorize::Authorized::new(service, hook, methods)),
         };
+        // The last layer added wraps first: the first added ends outermost.
+        #[cfg(feature = "tower")]
+        let service = self.layers.iter().rev().fold(service, |s, layer| layer(s));
         let (shutdown, _) = watch::channel(false);
         Server {
             inner: Arc::new(ServerInner {
@@ -344,6 +397,8 @@ impl Server {
             },
             services: Vec::new(),
             authorize: None,
+            #[cfg(feature = "tower")]
+            layers: Vec::new(),
         }
     }
 

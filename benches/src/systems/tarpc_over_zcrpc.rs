@@ -1,0 +1,79 @@
+//! `tarpc_over_zcrpc`: the `tarpc` system's service and client code unchanged, over
+//! `rpc-tarpc` (each request a zcrpc call on rpc-core's tokio TCP transport, postcard) instead
+//! of tarpc's serde transport. Only the two lines that make the transports differ from
+//! [`super::tarpc`].
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tarpc::server::{BaseChannel, Channel};
+use tarpc::{client, context};
+
+use super::tarpc::{BenchClient, BenchRequest, BenchResponse, Echo};
+use crate::meter::{closed_loop, Meter, Sample, Timing};
+use crate::placement::{current_thread_runtime, run_pair, Placement};
+use crate::scenario::Shape;
+
+/// Runs one measurement of tarpc over zcrpc.
+pub fn run(
+    shape: Shape,
+    placement: Placement,
+    timing: Timing,
+    record_latency: bool,
+) -> Result<Sample, String> {
+    use super::tarpc::Bench;
+    run_pair(
+        placement,
+        move |addr_tx| {
+            let rt = current_thread_runtime()?;
+            rt.block_on(async move {
+                let incoming = rpc_tarpc::listen::<BenchRequest, BenchResponse>("127.0.0.1:0")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let addr = incoming.local_addr().ok_or("no local address")?;
+                let _ = addr_tx.send(addr);
+                let echo = Echo {
+                    response: Bytes::from(vec![0xA5; shape.response_len]),
+                };
+                incoming
+                    .filter_map(|r| async { r.ok() })
+                    .for_each(|transport| {
+                        let echo = echo.clone();
+                        async move {
+                            tokio::spawn(
+                                BaseChannel::with_defaults(transport)
+                                    .execute(echo.serve())
+                                    .for_each(|response| async move {
+                                        tokio::spawn(response);
+                                    }),
+                            );
+                        }
+                    })
+                    .await;
+                Ok(())
+            })
+        },
+        move |addr: SocketAddr| {
+            let rt = current_thread_runtime()?;
+            rt.block_on(async move {
+                let transport = rpc_tarpc::connect(addr)
+                    .await
+                    .map_err(|e| format!("tarpc over zcrpc connect: {e}"))?;
+                let client = BenchClient::new(client::Config::default(), transport).spawn();
+                let request = Bytes::from(vec![0xA5; shape.request_len]);
+                let meter = Meter::new(timing, record_latency);
+                closed_loop(shape.window, meter, || {
+                    let client = client.clone();
+                    let data = request.clone();
+                    async move {
+                        let response = client.call(context::current(), data).await?;
+                        drop(response);
+                        Ok::<(), tarpc::client::RpcError>(())
+                    }
+                })
+                .await
+            })
+        },
+    )
+}

@@ -1,0 +1,103 @@
+//! # rpc-tarpc: tarpc services over zcrpc
+//!
+//! A `tarpc::Transport` whose requests travel as zcrpc calls: keep every line of a
+//! `#[tarpc::service]` and its implementation, change the two lines that make the transports.
+//!
+//! | tarpc's own transport | over zcrpc |
+//! |---|---|
+//! | `tarpc::serde_transport::tcp::listen(addr, Bincode::default).await?` | [`listen`]`(addr).await?` |
+//! | `tarpc::serde_transport::tcp::connect(addr, Bincode::default).await?` | [`connect`]`(addr).await?` |
+//!
+//! Each tarpc request is one zcrpc call (so zcrpc multiplexes, bounds and cancels it): its
+//! context's deadline is the call's deadline (the server drops the handler when it passes), the
+//! context itself (deadline and trace) travels before the message as tarpc's serde transports
+//! send it, and a request the client drops is cancelled on
+//! the server (tarpc's handler is aborted). Messages are serialized with postcard into a
+//! buffer each transport reuses. Frames are limited by zcrpc's `max_frame` (128 MiB by
+//! default, against 8 MiB for tarpc's length-delimited codec); a request over the limit fails
+//! alone, before it is sent, with an error that says so — the connection and the other calls
+//! carry on (tarpc issue #389: there it is a bare disconnect).
+//!
+//! ```
+//! use futures::StreamExt;
+//! use tarpc::server::{BaseChannel, Channel};
+//! use tarpc::{client, context};
+//!
+//! #[tarpc::service]
+//! pub trait World {
+//!     async fn hello(name: String) -> String;
+//! }
+//!
+//! #[derive(Clone)]
+//! struct HelloServer;
+//! impl World for HelloServer {
+//!     async fn hello(self, _: context::Context, name: String) -> String {
+//!         format!("Hello, {name}!")
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let listener = rpc_tarpc::listen("127.0.0.1:0").await.unwrap(); // was tarpc::serde_transport::tcp::listen
+//! let addr = listener.local_addr().unwrap();
+//! tokio::spawn(listener.filter_map(|r| async { r.ok() }).for_each(|transport| async {
+//!     let serve = BaseChannel::with_defaults(transport).execute(HelloServer.serve());
+//!     tokio::spawn(serve.for_each(|response| async { tokio::spawn(response); }));
+//! }));
+//!
+//! let transport = rpc_tarpc::connect(addr).await.unwrap(); // was tarpc::serde_transport::tcp::connect
+//! let client = WorldClient::new(client::Config::default(), transport).spawn();
+//! assert_eq!(client.hello(context::current(), "zcrpc".into()).await.unwrap(), "Hello, zcrpc!");
+//! # });
+//! ```
+//!
+//! Other zcrpc transports (io_uring, TLS, Unix sockets) and limits: [`ClientTransport::new`]
+//! over any [`rpc_core::Client`], [`Incoming::new`] over any acceptor and
+//! [`rpc_core::ServerBuilder`]. postcard does not describe itself: message types that need
+//! `deserialize_any` (`#[serde(untagged)]`, `#[serde(flatten)]`, `serde_json::Value`) do not
+//! decode.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+mod codec;
+mod errors;
+mod server;
+
+pub use client::ClientTransport;
+pub use server::{listen, Incoming, ServerTransport};
+
+use rpc_core::{Client, ClientConfig, ConnectError};
+
+/// The path of the one zcrpc method that carries tarpc requests (the request enum says which
+/// method of the tarpc service).
+pub const CALL_PATH: &str = "tarpc/call";
+/// Its wire id. A call's message is the postcard of the request's `tarpc::context::Context`
+/// (its deadline relative to the moment it was sent, its trace context) followed by the
+/// postcard of the request; its reply, the postcard of the response.
+pub const CALL: u32 = rpc_core::method_id(CALL_PATH);
+
+/// Connects over TCP to a zcrpc server made by [`listen`] (or [`Incoming::new`]), with the
+/// client defaults (a 10 s connect timeout; it re-dials a lost connection), and returns the
+/// transport for a tarpc client.
+///
+/// # Errors
+///
+/// When no zcrpc server answers at `addr` within the connect timeout (the error names the
+/// address).
+pub async fn connect<Req, Resp>(addr: impl tokio::net::ToSocketAddrs) -> Result<ClientTransport<Req, Resp>, ConnectError> {
+    connect_with(addr, ClientConfig::default()).await
+}
+
+/// [`connect`] with other client settings.
+///
+/// # Errors
+///
+/// As [`connect`].
+pub async fn connect_with<Req, Resp>(
+    addr: impl tokio::net::ToSocketAddrs,
+    config: ClientConfig,
+) -> Result<ClientTransport<Req, Resp>, ConnectError> {
+    Ok(ClientTransport::new(Client::connect_tcp(addr, config).await?))
+}
+

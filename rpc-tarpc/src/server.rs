@@ -1,0 +1,290 @@
+//! The server's side: zcrpc connections accepted, each one a tarpc transport whose requests
+//! are the connection's calls.
+
+use std::collections::HashMap;
+use std::io;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{Sink, Stream};
+use rpc_core::transport::tcp::TcpAcceptor;
+use rpc_core::transport::Acceptor;
+use rpc_core::{Body, BoxFuture, Server, ServerBuilder, ServerRequest, Status};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tarpc::{ClientMessage, Request, Response, ServerError};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::codec::{decode, EncodeBuf};
+use crate::errors::server_error_status;
+use crate::{CALL, CALL_PATH};
+
+/// How long a transport's own handshake (TLS) may take before the connection is dropped (the
+/// zcrpc hello after it has the builder's `handshake_timeout`).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections waiting for the application to take them from [`Incoming`].
+const ACCEPT_QUEUE: usize = 16;
+
+/// The answers a connection's handlers wait for, by the id given to their request.
+type Pending<Resp> = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Resp, ServerError>>>>>;
+
+/// A `tarpc::Transport` for a tarpc server (`BaseChannel::with_defaults(transport)`): one zcrpc
+/// connection, whose calls come out as tarpc requests (with the client's context: deadline
+/// and trace) and whose cancelled calls (the client dropped them, or their deadline passed)
+/// come out as tarpc cancels. Made by [`Incoming`].
+pub struct ServerTransport<Req, Resp> {
+    requests: mpsc::UnboundedReceiver<ClientMessage<Req>>,
+    pending: Pending<Resp>,
+    peer: Option<SocketAddr>,
+}
+
+impl<Req, Resp> std::fmt::Debug for ServerTransport<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTransport").field("peer", &self.peer).finish()
+    }
+}
+
+impl<Req, Resp> ServerTransport<Req, Resp> {
+    /// The client's address, as tarpc's own transport has it (`channel.transport().peer_addr()`);
+    /// an error for a transport without addresses (a Unix socket, the in-memory pipe).
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.peer.ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "this zcrpc transport has no peer address"))
+    }
+}
+
+impl<Req, Resp> Stream for ServerTransport<Req, Resp> {
+    type Item = io::Result<ClientMessage<Req>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.requests.poll_recv(cx).map(|m| m.map(Ok))
+    }
+}
+
+impl<Req, Resp> Sink<Response<Resp>> for ServerTransport<Req, Resp> {
+    type Error = io::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, response: Response<Resp>) -> io::Result<()> {
+        let waiter = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&response.request_id);
+        // No waiter: the call was cancelled meanwhile; nobody wants the answer.
+        if let Some(tx) = waiter {
+            let _ = tx.send(response.message);
+        }
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The zcrpc service of one connection: hands each call to the connection's tarpc channel and
+/// answers with what the channel sends back.
+struct Bridge<Req, Resp> {
+    requests: mpsc::UnboundedSender<ClientMessage<Req>>,
+    pending: Pending<Resp>,
+    next_id: AtomicU64,
+    buf: Mutex<EncodeBuf>,
+}
+
+/// Tells the tarpc channel that a call ended unanswered (cancelled, deadline, connection gone).
+struct CancelUnlessAnswered<Req, Resp> {
+    bridge: Arc<Bridge<Req, Resp>>,
+    id: u64,
+    answered: bool,
+}
+
+impl<Req, Resp> Drop for CancelUnlessAnswered<Req, Resp> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        self.bridge.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        let cancel = ClientMessage::Cancel { trace_context: Default::default(), request_id: self.id };
+        let _ = self.bridge.requests.send(cancel);
+    }
+}
+
+/// The shared face of a [`Bridge`], served by the connection's zcrpc server.
+struct Bridged<Req, Resp>(Arc<Bridge<Req, Resp>>);
+
+impl<Req, Resp> rpc_core::Service for Bridged<Req, Resp>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+{
+    fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+        if req.method != CALL {
+            return Box::pin(std::future::ready(Err(Status::unimplemented(req.method))));
+        }
+        // The client's context (its deadline relative to now, its trace), then the message.
+        let (context, message): (tarpc::context::Context, Req) = match decode(&req.body.message) {
+            Ok(m) => m,
+            Err(e) => return Box::pin(std::future::ready(Err(Status::invalid_argument(format!("{CALL_PATH}: cannot decode the request: {e}"))))),
+        };
+        let bridge = &self.0;
+        let id = bridge.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        bridge.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+        let mut guard = CancelUnlessAnswered { bridge: bridge.clone(), id, answered: false };
+        if bridge.requests.send(ClientMessage::Request(Request { context, id, message })).is_err() {
+            guard.answered = true;
+            bridge.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            return Box::pin(std::future::ready(Err(Status::new(rpc_core::Code::UNAVAILABLE, "the tarpc channel of this connection is gone"))));
+        }
+        Box::pin(async move {
+            let answer = rx.await;
+            guard.answered = true;
+            let bridge = guard.bridge.clone();
+            drop(guard);
+            match answer {
+                Ok(Ok(resp)) => {
+                    let encoded = bridge.buf.lock().unwrap_or_else(|e| e.into_inner()).encode(&resp);
+                    encoded
+                        .map(Body::message)
+                        .map_err(|e| Status::new(rpc_core::Code::INTERNAL, format!("cannot encode the response: {e}")))
+                }
+                Ok(Err(server_error)) => Err(server_error_status(&server_error)),
+                Err(_) => Err(Status::new(rpc_core::Code::UNAVAILABLE, "the tarpc channel dropped the request")),
+            }
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "tarpc"
+    }
+
+    fn methods(&self) -> &'static [(&'static str, u32)] {
+        &[(CALL_PATH, CALL)]
+    }
+}
+
+/// The connections of a zcrpc listener, each as a tarpc [`ServerTransport`]: what
+/// `tarpc::serde_transport::tcp::listen` returns for tarpc's own transport, so the code that
+/// serves its items does not change. Stops accepting when dropped.
+pub struct Incoming<Req, Resp> {
+    transports: mpsc::Receiver<io::Result<ServerTransport<Req, Resp>>>,
+    local_addr: Option<SocketAddr>,
+    task: tokio::task::JoinHandle<()>,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp> std::fmt::Debug for Incoming<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming").field("local_addr", &self.local_addr).finish()
+    }
+}
+
+impl<Req, Resp> Drop for Incoming<Req, Resp> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<Req, Resp> Incoming<Req, Resp>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+{
+    /// Accepts zcrpc connections from `acceptor` (tcp, io_uring, TLS, Unix), each served with
+    /// the limits of `builder` (frame size, calls in flight, timeouts), at most
+    /// `max_connections` at once (one more waits until one ends).
+    pub fn new<A: Acceptor>(acceptor: A, builder: ServerBuilder, max_connections: usize) -> Self {
+        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+        let task = tokio::spawn(accept_loop(acceptor, builder, max_connections.max(1), tx));
+        Incoming { transports: rx, local_addr: None, task, _types: PhantomData }
+    }
+
+    /// The address it listens on, for a listener made by [`listen`].
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+}
+
+impl<Req, Resp> Stream for Incoming<Req, Resp> {
+    type Item = io::Result<ServerTransport<Req, Resp>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.transports.poll_recv(cx)
+    }
+}
+
+/// Listens on `addr` over TCP (zcrpc's portable transport) with the server defaults (128 MiB
+/// frames, 10 000 calls in flight per connection), at most 1024 connections at once.
+///
+/// # Errors
+///
+/// When the address cannot be bound.
+pub async fn listen<Req, Resp>(addr: impl tokio::net::ToSocketAddrs) -> io::Result<Incoming<Req, Resp>>
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+{
+    let acceptor = TcpAcceptor::bind(addr).await?;
+    let local = acceptor.local_addr()?;
+    let mut incoming = Incoming::new(acceptor, Server::builder(), 1024);
+    incoming.local_addr = Some(local);
+    Ok(incoming)
+}
+
+async fn accept_loop<A, Req, Resp>(
+    mut acceptor: A,
+    builder: ServerBuilder,
+    max_connections: usize,
+    tx: mpsc::Sender<io::Result<ServerTransport<Req, Resp>>>,
+) where
+    A: Acceptor,
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+{
+    // A handshake of the transport's own (TLS) is bounded as `Server::serve` bounds it by default.
+    acceptor.set_handshake_timeout(HANDSHAKE_TIMEOUT);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => return },
+            _ = tx.closed() => return,
+        };
+        let accepted = tokio::select! {
+            r = acceptor.accept() => r,
+            _ = tx.closed() => return,
+        };
+        let transport = match accepted {
+            Ok(t) => t,
+            Err(e) => {
+                if tx.send(Err(e)).await.is_err() {
+                    return;
+                }
+                // Out of descriptors and the like: a pause, then on.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let peer = rpc_core::transport::Transport::peer(&transport).addr;
+        let (requests_tx, requests_rx) = mpsc::unbounded_channel();
+        let pending: Pending<Resp> = Arc::default();
+        let bridge = Arc::new(Bridge { requests: requests_tx, pending: pending.clone(), next_id: AtomicU64::new(0), buf: Mutex::default() });
+        let server = builder.clone().build(Bridged(bridge));
+        tokio::spawn(async move {
+            let _slot = slot;
+            let why = server.serve_connection(transport).await;
+            tracing::debug!("tarpc over zcrpc: connection from {peer:?} ended: {why}");
+        });
+        if tx.send(Ok(ServerTransport { requests: requests_rx, pending, peer })).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! An unchanged tarpc service over zcrpc, on TCP sockets on loopback: calls, errors,
+//! cancellation, deadlines, a 64 MiB message, and a request over the frame limit.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tarpc::client::RpcError;
+use tarpc::server::{BaseChannel, Channel};
+use tarpc::{client, context};
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum LookupError {
+    NotFound(String),
+}
+
+#[tarpc::service]
+pub trait Store {
+    async fn add(a: u64, b: u64) -> u64;
+    async fn echo(data: Bytes) -> Bytes;
+    async fn lookup(key: String) -> Result<String, LookupError>;
+    /// Sleeps this long, then answers.
+    async fn sleep(ms: u64) -> u64;
+}
+
+#[derive(Clone, Default)]
+struct Impl {
+    started: Arc<AtomicUsize>,
+    /// Handlers dropped before they finished (cancelled or past their deadline).
+    dropped: Arc<AtomicUsize>,
+}
+
+struct Unfinished(Arc<AtomicUsize>, bool);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Store for Impl {
+    async fn add(self, _: context::Context, a: u64, b: u64) -> u64 {
+        a + b
+    }
+
+    async fn echo(self, _: context::Context, data: Bytes) -> Bytes {
+        data
+    }
+
+    async fn lookup(self, _: context::Context, key: String) -> Result<String, LookupError> {
+        match key.as_str() {
+            "a" => Ok("alpha".into()),
+            _ => Err(LookupError::NotFound(key)),
+        }
+    }
+
+    async fn sleep(self, _: context::Context, ms: u64) -> u64 {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let mut guard = Unfinished(self.dropped.clone(), false);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        guard.1 = true;
+        ms
+    }
+}
+
+/// Serves `Impl` on every connection of `incoming`, as a tarpc server over its own transport does.
+fn serve(incoming: rpc_tarpc::Incoming<ClientMessagePayload, ResponsePayload>, imp: Impl) {
+    tokio::spawn(incoming.filter_map(|r| async { r.ok() }).for_each(move |transport| {
+        let imp = imp.clone();
+        async move {
+            let serve = BaseChannel::with_defaults(transport).execute(imp.serve());
+            tokio::spawn(serve.for_each(|response| async {
+                tokio::spawn(response);
+            }));
+        }
+    }));
+}
+
+type ClientMessagePayload = StoreRequest;
+type ResponsePayload = StoreResponse;
+
+async fn start(imp: Impl) -> (StoreClient, std::net::SocketAddr) {
+    let incoming = rpc_tarpc::listen("127.0.0.1:0").await.unwrap();
+    let addr = incoming.local_addr().unwrap();
+    serve(incoming, imp);
+    let transport = rpc_tarpc::connect(addr).await.unwrap();
+    (StoreClient::new(client::Config::default(), transport).spawn(), addr)
+}
+
+fn within(d: Duration) -> context::Context {
+    let mut ctx = context::current();
+    ctx.deadline = Instant::now() + d;
+    ctx
+}
+
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within 5 s: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_from_several_clients_at_once() {
+    let (client, addr) = start(Impl::default()).await;
+    let other = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    let mut calls = Vec::new();
+    for i in 0..200u64 {
+        let c = if i % 2 == 0 { client.clone() } else { other.clone() };
+        calls.push(tokio::spawn(async move { c.add(context::current(), i, 1).await }));
+    }
+    for (i, c) in calls.into_iter().enumerate() {
+        assert_eq!(c.await.unwrap().unwrap(), i as u64 + 1);
+    }
+    let back = client.echo(context::current(), Bytes::from_static(b"hello")).await.unwrap();
+    assert_eq!(&back[..], b"hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_errors_come_back_as_values() {
+    let (client, _) = start(Impl::default()).await;
+    assert_eq!(client.lookup(context::current(), "a".into()).await.unwrap(), Ok("alpha".to_owned()));
+    assert_eq!(client.lookup(context::current(), "b".into()).await.unwrap(), Err(LookupError::NotFound("b".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_call_is_cancelled_on_the_server() {
+    let imp = Impl::default();
+    let (client, _) = start(imp.clone()).await;
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.sleep(within(Duration::from_secs(60)), 60_000).await }
+    });
+    eventually("the handler started", || imp.started.load(Ordering::SeqCst) == 1).await;
+    call.abort();
+    eventually("the handler is dropped", || imp.dropped.load(Ordering::SeqCst) == 1).await;
+    // The connection carries on.
+    assert_eq!(client.add(context::current(), 2, 3).await.unwrap(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_ends_the_call_on_both_sides() {
+    let imp = Impl::default();
+    let (client, _) = start(imp.clone()).await;
+    let err = client.sleep(within(Duration::from_millis(200)), 60_000).await.unwrap_err();
+    assert!(matches!(err, RpcError::DeadlineExceeded), "{err:?}");
+    eventually("the handler is dropped", || imp.dropped.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(client.sleep(within(Duration::from_secs(10)), 1).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_message_goes_and_comes_back() {
+    let (client, _) = start(Impl::default()).await;
+    let data: Bytes = (0..64usize << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+    let back = client.echo(within(Duration::from_secs(120)), data.clone()).await.unwrap();
+    assert_eq!(back.len(), 64 << 20);
+    assert!(back == data, "the 64 MiB came back changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_frame_limit_fails_alone_with_an_error_that_says_so() {
+    // A server that takes frames of 1 MiB at most.
+    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let incoming = rpc_tarpc::Incoming::new(acceptor, rpc_core::Server::builder().max_frame(1 << 20), 16);
+    serve(incoming, Impl::default());
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+
+    let err = client.echo(context::current(), Bytes::from(vec![7u8; 2 << 20])).await.unwrap_err();
+    let RpcError::Server(e) = &err else { panic!("{err:?}") };
+    assert_eq!(e.kind, std::io::ErrorKind::InvalidInput, "{e}");
+    assert!(e.detail.contains("over the peer's frame limit of 1048576 bytes"), "{e}");
+    // Not a disconnect: the next call on the same client goes through.
+    assert_eq!(client.add(context::current(), 1, 1).await.unwrap(), 2);
+    let back = client.echo(context::current(), Bytes::from(vec![7u8; 1000])).await.unwrap();
+    assert_eq!(back.len(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_server_is_gone_fails_calls_with_a_clear_error() {
+    let incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
+    let addr = incoming.local_addr().unwrap();
+    serve(incoming, Impl::default());
+    let mut config = rpc_core::ClientConfig::default();
+    config.reconnect.wait_for_connection = false;
+    let transport = rpc_tarpc::connect_with(addr, config).await.unwrap();
+    let zc = transport.client().clone();
+    let client = StoreClient::new(client::Config::default(), transport).spawn();
+    assert_eq!(client.add(context::current(), 1, 2).await.unwrap(), 3);
+    zc.close().await;
+    let err = client.add(context::current(), 1, 2).await.unwrap_err();
+    let RpcError::Server(e) = &err else { panic!("{err:?}") };
+    assert!(e.detail.starts_with("zcrpc: "), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_over_the_clients_frame_limit_fails_alone_with_an_error_that_says_so() {
+    let incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
+    let addr = incoming.local_addr().unwrap();
+    serve(incoming, Impl::default());
+    // A client that takes frames of 1 MiB at most.
+    let mut config = rpc_core::ClientConfig::default();
+    config.conn.max_frame = 1 << 20;
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect_with(addr, config).await.unwrap()).spawn();
+
+    // 900 KiB each way fits; 1 MiB of data (and its length prefix) back does not.
+    assert_eq!(client.echo(context::current(), Bytes::from(vec![1u8; 900 << 10])).await.unwrap().len(), 900 << 10);
+    let err = client.echo(within(Duration::from_secs(10)), Bytes::from(vec![1u8; 1 << 20])).await.unwrap_err();
+    let RpcError::Server(e) = &err else { panic!("{err:?}") };
+    assert!(e.detail.contains("over the client's limit of 1048576 bytes"), "{e}");
+    assert_eq!(client.add(context::current(), 1, 1).await.unwrap(), 2);
+}
