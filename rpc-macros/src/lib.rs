@@ -6,12 +6,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod codegen;
-mod errors;
-mod method_id;
-mod parse;
-mod validate;
-
 use proc_macro::TokenStream;
 
 /// Turns a trait of `async fn`s into a zcrpc service: the rewritten trait, a typed client
@@ -202,43 +196,6 @@ use proc_macro::TokenStream;
 /// it needs the crate `rpc_core` to be a dependency under that name.
 #[proc_macro_attribute]
 pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
-    expand(args.into(), input.into()).into()
+    zcrpc_codegen::service_attribute(args.into(), input.into()).into()
 }
 
-/// The whole expansion, on `proc_macro2` types.
-fn expand(
-    args: proc_macro2::TokenStream,
-    input: proc_macro2::TokenStream,
-) -> proc_macro2::TokenStream {
-    let item: syn::Item = match syn::parse2(input.clone()) {
-        Ok(item) => item,
-        Err(e) => return e.to_compile_error(),
-    };
-    let syn::Item::Trait(item) = item else {
-        let error = syn::Error::new_spanned(&item, "`#[service]` goes on a trait of `async fn`s")
-            .to_compile_error();
-        return quote::quote!(#error #input);
-    };
-    let args = parse::service_args(args);
-    let package = args.as_ref().ok().and_then(|a| a.package.as_deref());
-    let postcard = args.as_ref().map_or(true, |a| a.codec.is_none());
-    let service = validate::validate(&item, package, postcard);
-    match (args, service) {
-        (Ok(args), Ok(mut service)) => {
-            service.codec = args.codec;
-            codegen::expand(&service)
-        }
-        (args, service) => {
-            let mut errors: Option<syn::Error> = None;
-            for e in [args.err(), service.err()].into_iter().flatten() {
-                match &mut errors {
-                    Some(all) => all.combine(e),
-                    None => errors = Some(e),
-                }
-            }
-            let errors = errors.map(|e| e.to_compile_error());
-            let fallback = codegen::fallback(item);
-            quote::quote!(#errors #fallback)
-        }
-    }
-}
