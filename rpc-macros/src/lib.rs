@@ -91,7 +91,13 @@ use proc_macro::TokenStream;
 ///   The codec is postcard (`rpc_core::codec::Postcard`) unless the attribute names another:
 ///   `#[service(codec = rpc_core::codec::Prost)]` carries protobuf messages (a method then
 ///   takes one message and returns one; `()` is the empty message), and any type implementing
-///   `rpc_core::codec::{Encode, Decode}` for the method's types can be named.
+///   `rpc_core::codec::{Encode, Decode}` for the method's types can be named. Under a named
+///   codec, values go through `Encode::encode_body` and `Decode::decode_body`, so a codec may
+///   send parts of a message as attachments before the method's own `Payload`s:
+///   `rpc_core::codec::Protobuf`, the codec of services generated from `.proto` files
+///   (`zcrpc_codegen::proto`), sends messages' attachment fields that way, and a trait with
+///   that codec and the `.proto` file's `package`, service and method names (`async fn
+///   Put(&self, request: PutRequest) -> PutReply`) calls and serves the generated service.
 /// - The return type may be `()` (or none), `T`, `Payload`, or `Result<T, E>` /
 ///   `Result<Payload, E>` / `Result<(), E>` (recognised by the last path segment `Result` with
 ///   two generic arguments; a one-argument alias such as `io::Result<T>` is a plain `T`).

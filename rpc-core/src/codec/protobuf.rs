@@ -204,6 +204,17 @@ mod tests {
     }
 
     #[test]
+    fn an_inline_bytes_field_is_a_slice_of_the_received_message() {
+        let m = two(10, 50);
+        let body = <Protobuf as Encode<Two>>::encode_body(&m, Vec::new()).unwrap();
+        assert!(body.attachments[1].is_empty(), "50 bytes stay inline");
+        let message = body.message.as_ptr() as usize..body.message.as_ptr() as usize + body.message.len();
+        let (back, _) = <Protobuf as Decode<Two>>::decode_body(body).unwrap();
+        assert_eq!(back, m);
+        assert!(message.contains(&(back.b.as_ptr() as usize)), "the field was copied out of the message");
+    }
+
+    #[test]
     fn a_body_that_does_not_match_is_an_error() {
         let m = two(10, 200);
         let body = <Protobuf as Encode<Two>>::encode_body(&m, Vec::new()).unwrap();
