@@ -6,6 +6,7 @@ pub mod raw_best;
 pub mod tarpc;
 pub mod tonic;
 pub mod zcrpc;
+pub mod zcrpc_proto;
 
 use crate::meter::{Sample, Timing};
 use crate::placement::Placement;
@@ -55,6 +56,7 @@ pub fn run(
             raw::run(shape, raw::SendPath::UringZc, placement, timing, latency).map_err(failed)
         }
         System::Tonic => tonic::run(shape, placement, timing, latency).map_err(failed),
+        System::ZcrpcProto => zcrpc_proto::run(shape, placement, timing, latency),
         System::Tarpc => tarpc::run(shape, placement, timing, latency).map_err(failed),
         System::ZcrpcTcp | System::ZcrpcUring | System::ZcrpcUringZc | System::ZcrpcMsgzc => {
             zcrpc::run(system, shape, placement, timing, latency)
