@@ -1,6 +1,7 @@
 //! The generator's compile test, used: `schemas/kitchen_sink.proto` (nested messages, enums,
 //! oneofs, maps, repeated bytes, well-known types, a package path) implemented and called
-//! once per kind of method over the in-memory transport.
+//! once per kind of method over the in-memory transport; its `bytes` fields arrive as slices of
+//! the received message.
 
 use bytes::Bytes;
 use rpc_core::codec::Protobuf;
@@ -8,7 +9,11 @@ use rpc_core::transport::mem;
 use rpc_core::{Client, ClientConfig, Server, Sink, Source, Status};
 use zcrpc_proto::kitchen_sink::{order, KitchenSink, KitchenSinkClient, KitchenSinkServer, Order, Priority, WatchRequest};
 
-struct Kitchen;
+/// Where the two `chunks` of the last order `describe` received lie in memory.
+#[derive(Default, Clone)]
+struct Kitchen {
+    chunks: std::sync::Arc<std::sync::Mutex<Vec<(usize, usize)>>>,
+}
 
 fn receipt(order: &Order) -> order::Receipt {
     order::Receipt { id: order.id.clone(), at: order.created, signature: Bytes::from(vec![1; 100_000]) }
@@ -16,6 +21,7 @@ fn receipt(order: &Order) -> order::Receipt {
 
 impl KitchenSink for Kitchen {
     async fn describe(&self, request: Order) -> Result<order::Receipt, Status> {
+        *self.chunks.lock().unwrap() = request.chunks.iter().map(|c| (c.as_ptr() as usize, c.len())).collect();
         Ok(receipt(&request))
     }
 
@@ -68,12 +74,18 @@ fn order() -> Order {
 async fn every_kind_of_method_of_the_kitchen_sink() {
     assert_eq!(KitchenSinkClient::DESCRIBE_PATH, "zcrpc.test.v1.KitchenSink/Describe");
     let (a, b) = mem::pair();
-    tokio::spawn(Server::builder().build(KitchenSinkServer::new(Kitchen)).serve_connection(b));
+    let kitchen = Kitchen::default();
+    tokio::spawn(Server::builder().build(KitchenSinkServer::new(kitchen.clone())).serve_connection(b));
     let client = KitchenSinkClient::new(Client::connect(a, ClientConfig::default()).await.unwrap());
 
     let sent = order();
     let got = client.describe(sent.clone()).await.unwrap();
     assert_eq!(got, receipt(&sent));
+    // `bytes` fields decode as slices of the received message, not copies: the second chunk
+    // starts right after the first one and its own tag and length.
+    let chunks = kitchen.chunks.lock().unwrap().clone();
+    let [(first, first_len), (second, second_len)] = chunks[..] else { panic!("{chunks:?}") };
+    assert_eq!(second, first + first_len + 1 + prost::encoding::encoded_len_varint(second_len as u64));
 
     let ids: Vec<String> =
         client.watch(WatchRequest { prefix: "w".into() }).await.unwrap().collect().await.unwrap().into_iter().map(|o| o.id).collect();

@@ -3,7 +3,8 @@
 //! The serde codec is [postcard]: a compact, varint-based binary format with a documented,
 //! frozen wire spec (postcard 1.0), actively maintained, no schema needed, and fast for the
 //! small argument structs RPC sends. (bincode, the usual alternative, is no longer maintained.)
-//! The prost codec serves `.proto` messages.
+//! The prost codec serves `.proto` messages; [`Protobuf`], the codec of services generated from
+//! `.proto` files, also sends their attachment fields out of band ([`protobuf`]).
 
 pub mod prost;
 pub mod protobuf;
