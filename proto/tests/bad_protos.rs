@@ -55,3 +55,11 @@ fn names_that_collide_in_the_generated_code() {
         assert!(e.contains(expected), "missing {expected:?} in:\n{e}");
     }
 }
+
+#[test]
+fn a_method_taking_or_returning_a_well_known_type_other_than_empty() {
+    let e = generate("well_known.proto", &[]);
+    let expected = "well_known.proto: method `bad.wkt.Clock/Now` takes or returns `google.protobuf.Timestamp`";
+    assert!(e.contains(expected), "missing {expected:?} in:\n{e}");
+    assert!(!e.contains("google.protobuf.Empty"), "Empty is `()`:\n{e}");
+}
