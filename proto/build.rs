@@ -9,5 +9,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .attachment("zcrpc.blob.Blob.data")
         .attachments_from(64 * 1024)
         .compile(&["schemas/blob.proto", "schemas/kitchen_sink.proto"], &["schemas"])?;
+    zcrpc_codegen::proto::Builder::new().call_context(true).compile(&["schemas/context.proto"], &["schemas"])?;
     Ok(())
 }

@@ -7,6 +7,8 @@
 //!   64 KiB on.
 //! - [`kitchen_sink`] (`schemas/kitchen_sink.proto`): nested messages, enums, oneofs, maps,
 //!   repeated bytes and well-known types in a package `zcrpc.test.v1`; it compiles.
+//! - [`context`] (`schemas/context.proto`): generated with `call_context(true)`, its methods
+//!   take the call's `CallContext` first.
 //!
 //! ```
 //! use zcrpc_proto::blob::{BlobStoreClient, PutRequest};
@@ -29,4 +31,10 @@ pub mod blob {
 #[allow(missing_docs)]
 pub mod kitchen_sink {
     include!(concat!(env!("OUT_DIR"), "/zcrpc.test.v1.rs"));
+}
+
+/// `zcrpc.ctx`: methods taking their call's context.
+#[allow(missing_docs)]
+pub mod context {
+    include!(concat!(env!("OUT_DIR"), "/zcrpc.ctx.rs"));
 }

@@ -17,6 +17,8 @@ use crate::{codegen, method_id, validate};
 pub(crate) struct Generator {
     /// The attachment fields, by message.
     plan: Plan,
+    /// Every method takes the call's context first.
+    call_context: bool,
     /// The file each service (`.package.Service`) is declared in, for messages.
     files: HashMap<String, String>,
     /// The type names (messages, enums) declared at the top of each package: a generated
@@ -29,7 +31,12 @@ pub(crate) struct Generator {
 }
 
 impl Generator {
-    pub(crate) fn new(fds: &FileDescriptorSet, plan: Plan, errors: Rc<RefCell<Vec<String>>>) -> Self {
+    pub(crate) fn new(
+        fds: &FileDescriptorSet,
+        plan: Plan,
+        call_context: bool,
+        errors: Rc<RefCell<Vec<String>>>,
+    ) -> Self {
         let mut files = HashMap::new();
         let mut types: HashMap<String, HashSet<String>> = HashMap::new();
         for file in &fds.file {
@@ -41,7 +48,7 @@ impl Generator {
             names.extend(file.message_type.iter().map(|m| m.name().to_owned()));
             names.extend(file.enum_type.iter().map(|e| e.name().to_owned()));
         }
-        Generator { plan, files, types, done: HashSet::new(), errors }
+        Generator { plan, call_context, files, types, done: HashSet::new(), errors }
     }
 }
 
@@ -54,8 +61,9 @@ fn qualified(package: &str, name: &str) -> String {
     }
 }
 
-/// The trait's method for one `.proto` method, as source text.
-fn trait_method(m: &ProtoMethod) -> String {
+/// The trait's method for one `.proto` method, as source text; `context`: it takes the call's
+/// `CallContext` first.
+fn trait_method(m: &ProtoMethod, context: bool) -> String {
     let mut docs = String::new();
     m.comments.append_with_indent(1, &mut docs);
     if docs.trim().is_empty() {
@@ -70,8 +78,9 @@ fn trait_method(m: &ProtoMethod) -> String {
         (true, false) => (format!("requests: {source}"), output.as_str()),
         (true, true) => (format!("requests: {source}, responses: {sink}"), "()"),
     };
+    let ctx = if context { "ctx: ::rpc_core::CallContext, " } else { "" };
     format!(
-        "{docs}    async fn {}(&self, {args}) -> ::core::result::Result<{ok}, ::rpc_core::Status>;\n",
+        "{docs}    async fn {}(&self, {ctx}{args}) -> ::core::result::Result<{ok}, ::rpc_core::Status>;\n",
         m.name
     )
 }
@@ -193,7 +202,7 @@ impl Generator {
         if docs.trim().is_empty() {
             docs = format!("/// The `{shown}` service of `{file}`.\n");
         }
-        let methods: String = service.methods.iter().map(trait_method).collect();
+        let methods: String = service.methods.iter().map(|m| trait_method(m, self.call_context)).collect();
         let source = format!("{docs}pub trait {} {{\n{methods}}}\n", service.name);
         let item: syn::ItemTrait = match syn::parse_str(&source) {
             Ok(item) => item,

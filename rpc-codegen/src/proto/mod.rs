@@ -38,6 +38,8 @@
 //! | `rpc Chat(stream Req) returns (stream Rep)` | `async fn chat(&self, requests: Source<Req, Protobuf>, responses: Sink<Rep, Protobuf>) -> Result<(), Status>` | `Result<(Sink<Req, Protobuf>, Source<Rep, Protobuf>), CallError>` |
 //!
 //! An `Err(status)` reaches the client as `CallError::Status` with its code and message.
+//! With [`Builder::call_context`], every method takes `ctx: CallContext` first (metadata, peer,
+//! deadline, response headers and trailers).
 //! `google.protobuf.Empty` is `()`.
 //!
 //! # Attachment fields
@@ -77,6 +79,8 @@ pub struct Builder {
     attachments: Vec<String>,
     /// Every singular `bytes` field goes out of band from this many bytes on.
     attachments_from: Option<usize>,
+    /// Every method takes the call's `CallContext` first.
+    call_context: bool,
     /// Where to write the generated files (default: `OUT_DIR`).
     out_dir: Option<PathBuf>,
 }
@@ -123,6 +127,15 @@ impl Builder {
         self
     }
 
+    /// Gives every method of the trait a first argument `ctx: rpc_core::CallContext`: the
+    /// request's metadata, the caller's address and the deadline, and the response headers
+    /// and trailers to set (as a `#[service]` method taking a `CallContext`). The clients do
+    /// not change: call options carry the metadata.
+    pub fn call_context(mut self, on: bool) -> Self {
+        self.call_context = on;
+        self
+    }
+
     /// Writes the generated files to `dir` instead of `OUT_DIR`.
     pub fn out_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.out_dir = Some(dir.into());
@@ -156,7 +169,7 @@ impl Builder {
         let fds = config.load_fds(protos, includes)?;
         let plan = attachments::plan(&fds, &self.attachments, self.attachments_from).map_err(|e| Error(e.join("\n")))?;
         let errors = Rc::new(RefCell::new(Vec::new()));
-        let generator = generator::Generator::new(&fds, plan, Rc::clone(&errors));
+        let generator = generator::Generator::new(&fds, plan, self.call_context, Rc::clone(&errors));
         config.service_generator(Box::new(generator));
         config.compile_fds(fds)?;
         let errors = errors.borrow();
