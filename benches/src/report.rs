@@ -479,9 +479,9 @@ impl Report {
         const BAR_H: f64 = 16.0;
         const GAP: f64 = 4.0;
         const PANEL_HEAD: f64 = 24.0;
-        const COLORS: [&str; 10] = [
+        const COLORS: [&str; 11] = [
             "#000000", "#4d4d4d", "#9e9e9e", "#bdbdbd", "#1f77b4", "#2ca02c", "#17becf", "#9467bd",
-            "#d62728", "#ff7f0e",
+            "#8c564b", "#d62728", "#ff7f0e",
         ];
         let panels: Vec<(Scenario, Metric)> = self
             .scenarios

@@ -3,7 +3,8 @@
 //! benchmarks.
 //!
 //! The runnable programs are this package's examples: `quickstart` (one file to copy: it uses
-//! none of this), `echo`, `subscription`, `chat`, `tls`, `file_server` and `soak`.
+//! none of this), `echo`, `subscription`, `chat`, `tls`, `file_server`, `blob_store` (a service
+//! from a `.proto` file), `tarpc_dropin` and `soak`.
 //! [`fault_proxy`], [`child`] and [`procfs`] serve the reliability tests and the soak program.
 
 /// The README's Rust snippets, compiled and run as this crate's doctests (`cargo test -p

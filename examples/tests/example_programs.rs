@@ -64,6 +64,20 @@ fn the_tarpc_dropin_example_serves_tarpc_code_over_zcrpc() {
     }
 }
 
+#[test]
+fn the_blob_store_example_puts_gets_lists_and_streams_a_blob_byte_exact() {
+    let out = Command::new(example("blob_store")).args(["--size-mib", "16", "--chunk-kib", "256"]).output().unwrap();
+    assert!(out.status.success(), "blob_store failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = String::from_utf8(out.stdout).unwrap();
+    let big = 16 << 20;
+    assert!(out.contains(&format!("server: stored \"big\" as received ({big} bytes, a 64-byte aligned slice of the receive buffer: true)")), "{out}");
+    assert!(out.contains(&format!("client: put big (16 MiB) -> stored {big} bytes")), "{out}");
+    assert!(out.contains(&format!("client: get big -> {big} bytes, byte-exact: true")), "{out}");
+    assert!(out.contains(&format!("client: list -> big: {big} bytes")) && out.contains("client: list -> small: 12 bytes"), "{out}");
+    assert!(out.contains(&format!("client: streamed get big in 64 chunks of 256 KiB -> {big} bytes, in order: true, byte-exact: true")), "{out}");
+    assert!(out.contains("client: get nothing -> server returned invalid argument: no blob under \"nothing\""), "{out}");
+}
+
 /// Runs `name args` and returns its standard output, which must come with exit status 0.
 fn help(name: &str, args: &[&str]) -> String {
     let out = Command::new(example(name)).args(args).output().unwrap();
@@ -105,6 +119,8 @@ fn every_program_prints_its_usage_for_help_and_exits_zero() {
     assert!(call.contains("always-zc") && call.contains("ring"), "the modes are listed:\n{call}");
     let quickstart = help("quickstart", &["--help"]);
     assert_names(&quickstart, &["--transport", "--zc", "--recv"], &["adaptive", "read"]);
+    let blob_store = help("blob_store", &["--help"]);
+    assert_names(&blob_store, &["--size-mib", "--chunk-kib", "--addr"], &["64", "1024", "127.0.0.1:0"]);
     let soak = help("soak", &["--help"]);
     assert_names(&soak, &["--secs", "--transport", "--seed"], &["600", "tcp", "the process id"]);
     assert!(!soak.contains("upload"), "the child roles stay hidden:\n{soak}");
@@ -124,7 +140,7 @@ fn every_program_prints_its_usage_for_help_and_exits_zero() {
 
 #[test]
 fn a_wrong_option_is_refused_with_a_pointer_to_help_and_a_non_zero_exit() {
-    for (name, args) in [("echo", &["serve", "--adress", "127.0.0.1:0"][..]), ("echo", &[][..]), ("quickstart", &["--transport", "carrier-pigeon"][..]), ("chat", &["--rooms", "2"][..]), ("quickstart", &["--addr", "127.0.0.1:7000"][..]), ("soak", &["--secs", "5"][..]), ("file_server", &["get", "--addr", "127.0.0.1:1"][..])] {
+    for (name, args) in [("echo", &["serve", "--adress", "127.0.0.1:0"][..]), ("echo", &[][..]), ("quickstart", &["--transport", "carrier-pigeon"][..]), ("chat", &["--rooms", "2"][..]), ("quickstart", &["--addr", "127.0.0.1:7000"][..]), ("soak", &["--secs", "5"][..]), ("file_server", &["get", "--addr", "127.0.0.1:1"][..]), ("blob_store", &["--size", "1"][..])] {
         let out = Command::new(example(name)).args(args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {err}");

@@ -6,12 +6,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod codegen;
-mod errors;
-mod method_id;
-mod parse;
-mod validate;
-
 use proc_macro::TokenStream;
 
 /// Turns a trait of `async fn`s into a zcrpc service: the rewritten trait, a typed client
@@ -97,7 +91,13 @@ use proc_macro::TokenStream;
 ///   The codec is postcard (`rpc_core::codec::Postcard`) unless the attribute names another:
 ///   `#[service(codec = rpc_core::codec::Prost)]` carries protobuf messages (a method then
 ///   takes one message and returns one; `()` is the empty message), and any type implementing
-///   `rpc_core::codec::{Encode, Decode}` for the method's types can be named.
+///   `rpc_core::codec::{Encode, Decode}` for the method's types can be named. Under a named
+///   codec, values go through `Encode::encode_body` and `Decode::decode_body`, so a codec may
+///   send parts of a message as attachments before the method's own `Payload`s:
+///   `rpc_core::codec::Protobuf`, the codec of services generated from `.proto` files
+///   (`zcrpc_codegen::proto`), sends messages' attachment fields that way, and a trait with
+///   that codec and the `.proto` file's `package`, service and method names (`async fn
+///   Put(&self, request: PutRequest) -> PutReply`) calls and serves the generated service.
 /// - The return type may be `()` (or none), `T`, `Payload`, or `Result<T, E>` /
 ///   `Result<Payload, E>` / `Result<(), E>` (recognised by the last path segment `Result` with
 ///   two generic arguments; a one-argument alias such as `io::Result<T>` is a plain `T`).
@@ -202,43 +202,6 @@ use proc_macro::TokenStream;
 /// it needs the crate `rpc_core` to be a dependency under that name.
 #[proc_macro_attribute]
 pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
-    expand(args.into(), input.into()).into()
+    zcrpc_codegen::service_attribute(args.into(), input.into()).into()
 }
 
-/// The whole expansion, on `proc_macro2` types.
-fn expand(
-    args: proc_macro2::TokenStream,
-    input: proc_macro2::TokenStream,
-) -> proc_macro2::TokenStream {
-    let item: syn::Item = match syn::parse2(input.clone()) {
-        Ok(item) => item,
-        Err(e) => return e.to_compile_error(),
-    };
-    let syn::Item::Trait(item) = item else {
-        let error = syn::Error::new_spanned(&item, "`#[service]` goes on a trait of `async fn`s")
-            .to_compile_error();
-        return quote::quote!(#error #input);
-    };
-    let args = parse::service_args(args);
-    let package = args.as_ref().ok().and_then(|a| a.package.as_deref());
-    let postcard = args.as_ref().map_or(true, |a| a.codec.is_none());
-    let service = validate::validate(&item, package, postcard);
-    match (args, service) {
-        (Ok(args), Ok(mut service)) => {
-            service.codec = args.codec;
-            codegen::expand(&service)
-        }
-        (args, service) => {
-            let mut errors: Option<syn::Error> = None;
-            for e in [args.err(), service.err()].into_iter().flatten() {
-                match &mut errors {
-                    Some(all) => all.combine(e),
-                    None => errors = Some(e),
-                }
-            }
-            let errors = errors.map(|e| e.to_compile_error());
-            let fallback = codegen::fallback(item);
-            quote::quote!(#errors #fallback)
-        }
-    }
-}

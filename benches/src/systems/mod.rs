@@ -8,6 +8,7 @@ pub mod tarpc;
 pub mod tarpc_over_zcrpc;
 pub mod tonic;
 pub mod zcrpc;
+pub mod zcrpc_proto;
 
 use crate::meter::{Sample, Timing};
 use crate::placement::Placement;
@@ -66,6 +67,7 @@ pub fn run(
             raw::run(shape, raw::SendPath::UringZc, placement, timing, latency).map_err(failed)
         }
         System::Tonic => tonic::run(shape, placement, timing, latency).map_err(failed),
+        System::ZcrpcProto => zcrpc_proto::run(shape, placement, timing, latency),
         System::Tarpc => tarpc::run(shape, placement, timing, latency).map_err(failed),
         System::TarpcOverZcrpc => {
             tarpc_over_zcrpc::run(shape, placement, timing, latency).map_err(failed)

@@ -50,9 +50,9 @@ fn body(len: usize, segments: usize) -> Body {
 
 /// Both ends' transport counters after a run.
 #[derive(Debug, serde::Serialize)]
-struct TransportReport {
-    client: rpc_core::StatsSnapshot,
-    server: rpc_core::StatsSnapshot,
+pub(crate) struct TransportReport {
+    pub(crate) client: rpc_core::StatsSnapshot,
+    pub(crate) server: rpc_core::StatsSnapshot,
 }
 
 /// Answers every unary call with the same response body, and every streaming call with that
@@ -217,7 +217,7 @@ pub const RECV_ENV: &str = "ZCRPC_BENCH_RECV";
 
 /// The transport configuration of each io_uring system; everything else at its default (the
 /// receive mode from [`RECV_ENV`] when set).
-fn uring_config(system: System) -> UringConfig {
+pub(crate) fn uring_config(system: System) -> UringConfig {
     let (backend, mode) = match system {
         System::ZcrpcUringZc => (Backend::Uring, ZcMode::AlwaysZc),
         System::ZcrpcMsgzc => (Backend::MsgZc, ZcMode::Adaptive),
@@ -236,7 +236,7 @@ fn uring_config(system: System) -> UringConfig {
 }
 
 /// Why `backend` cannot run on this kernel, if it cannot.
-fn unavailable(backend: Backend) -> Option<String> {
+pub(crate) fn unavailable(backend: Backend) -> Option<String> {
     let probe = transport_uring::probe();
     let ok = match backend {
         Backend::Uring => probe.io_uring && probe.sendmsg_zc,

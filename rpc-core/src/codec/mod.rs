@@ -3,11 +3,18 @@
 //! The serde codec is [postcard]: a compact, varint-based binary format with a documented,
 //! frozen wire spec (postcard 1.0), actively maintained, no schema needed, and fast for the
 //! small argument structs RPC sends. (bincode, the usual alternative, is no longer maintained.)
-//! The prost codec serves `.proto` messages.
+//! The prost codec serves `.proto` messages; [`Protobuf`], the codec of services generated from
+//! `.proto` files, also sends their attachment fields out of band ([`protobuf`]).
 
 pub mod prost;
+pub mod protobuf;
+
+pub use protobuf::{ProtoMessage, Protobuf};
 
 use bytes::Bytes;
+
+use crate::body::Body;
+use crate::payload::Payload;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -28,6 +35,13 @@ pub trait Codec: Send + Sync + 'static {
 pub trait Encode<T: ?Sized>: Codec {
     /// Encodes `value` into a message.
     fn encode(value: &T) -> Result<Bytes, CodecError>;
+
+    /// Encodes `value` into a body: its message and attachments, followed by `extra`
+    /// attachments. A codec that sends parts of a value out of band ([`Protobuf`]'s attachment
+    /// fields) puts them first; the default is [`Encode::encode`]'s message and `extra`.
+    fn encode_body(value: &T, extra: Vec<Payload>) -> Result<Body, CodecError> {
+        Ok(Body { message: Self::encode(value)?, attachments: extra })
+    }
 }
 
 /// A codec that can decode a `T`.
@@ -35,6 +49,12 @@ pub trait Decode<T>: Codec {
     /// Decodes a message. `bytes` is a slice of the receive buffer: a codec may hand out parts
     /// of it without copying (prost `bytes` fields generated as `Bytes`).
     fn decode(bytes: Bytes) -> Result<T, CodecError>;
+
+    /// Decodes a body: the value, and the attachments it did not take, in order. The default
+    /// decodes the message with [`Decode::decode`] and takes none.
+    fn decode_body(body: Body) -> Result<(T, Vec<Payload>), CodecError> {
+        Ok((Self::decode(body.message)?, body.attachments))
+    }
 }
 
 /// The serde codec: [postcard] 1.0. Compact (varints), a frozen wire spec, no schema.

@@ -6,7 +6,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::task::{Context, Poll};
 
-use crate::body::Body;
 use crate::codec::{Decode, Encode, Postcard};
 use crate::error::CallError;
 use crate::payload::Payload;
@@ -40,8 +39,9 @@ impl<T, C: Encode<T>> Sink<T, C> {
 
     /// Sends `item` with `attachments` (large data, sent without a copy).
     pub async fn send_with(&mut self, item: T, attachments: Vec<Payload>) -> Result<(), CallError> {
-        let message = C::encode(&item).map_err(|e| CallError::Codec(format!("cannot encode a stream item: {e}")))?;
-        self.inner.send(Body { message, attachments }).await
+        let body = C::encode_body(&item, attachments)
+            .map_err(|e| CallError::Codec(format!("cannot encode a stream item: {e}")))?;
+        self.inner.send(body).await
     }
 
     /// Sends every item `items` yields, in order, stepping the connection once per run of
@@ -49,8 +49,8 @@ impl<T, C: Encode<T>> Sink<T, C> {
     /// items fast. Stops at the first item that does not encode or cannot go.
     pub async fn send_all<I: IntoIterator<Item = T>>(&mut self, items: I) -> Result<(), CallError> {
         let mut failed = None;
-        let bodies = items.into_iter().map_while(|item| match C::encode(&item) {
-            Ok(message) => Some(Body::message(message)),
+        let bodies = items.into_iter().map_while(|item| match C::encode_body(&item, Vec::new()) {
+            Ok(body) => Some(body),
             Err(e) => {
                 failed = Some(CallError::Codec(format!("cannot encode a stream item: {e}")));
                 None
@@ -109,10 +109,7 @@ impl<T, C: Decode<T>> Source<T, C> {
     pub fn poll_recv_with(&mut self, cx: &mut Context<'_>) -> Poll<Option<ItemWith<T>>> {
         self.inner.poll_recv(cx).map(|next| {
             next.map(|body| {
-                let body = body?;
-                let item = C::decode(body.message)
-                    .map_err(|e| CallError::Codec(format!("cannot decode a stream item: {e}")))?;
-                Ok((item, body.attachments))
+                C::decode_body(body?).map_err(|e| CallError::Codec(format!("cannot decode a stream item: {e}")))
             })
         })
     }

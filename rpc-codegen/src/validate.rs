@@ -39,6 +39,16 @@ pub(crate) struct Service {
     pub(crate) methods: Vec<Method>,
     /// The codec type (`#[service(codec = ...)]`); `None` is postcard.
     pub(crate) codec: Option<syn::Path>,
+    /// The codec moves parts of a message out of band: values are encoded with
+    /// `Encode::encode_body` and decoded with `Decode::decode_body`, so a message's attachment
+    /// fields travel as the body's first attachments (the `.proto` front end's
+    /// `rpc_core::codec::Protobuf`). `#[service]` leaves it off: its values are messages alone.
+    pub(crate) body_codec: bool,
+    /// A method returning `Result<T, rpc_core::Status>` answers `Err(status)` with that status
+    /// itself, and its client returns `Result<T, CallError>` (the status as
+    /// `CallError::Status`), as tonic does. The `.proto` front end's methods are all such;
+    /// under `#[service]` an error type is the application's, encoded with the codec.
+    pub(crate) status_errors: bool,
 }
 
 /// A checked service method.
@@ -158,6 +168,8 @@ pub(crate) fn validate(item: &ItemTrait, package: Option<&str>, postcard: bool) 
         supertraits: item.supertraits.clone(),
         methods,
         codec: None,
+        body_codec: false,
+        status_errors: false,
     })
 }
 

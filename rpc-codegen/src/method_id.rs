@@ -12,7 +12,7 @@ const FNV_OFFSET_BASIS: u32 = 0x811c_9dc5;
 const FNV_PRIME: u32 = 0x0100_0193;
 
 /// The 32-bit FNV-1a hash of `bytes`: for each byte, xor it in, then multiply by the prime.
-pub(crate) fn fnv1a_32(bytes: &[u8]) -> u32 {
+pub fn fnv1a_32(bytes: &[u8]) -> u32 {
     bytes.iter().fold(FNV_OFFSET_BASIS, |hash, &b| {
         (hash ^ u32::from(b)).wrapping_mul(FNV_PRIME)
     })

@@ -266,6 +266,16 @@ fn client_request(service: &Service, m: &Method) -> (Vec<TokenStream>, TokenStre
     let encode_args = codec_fn(&codec, "Encode", &args_ty);
     let attachments = payload_args(m).map(|a| &a.ident);
     let fmt = format!("{}: cannot encode the arguments: {{}}", m.path);
+    if service.body_codec {
+        let encode_body = codec_fn_named(&codec, "Encode", "encode_body", &args_ty);
+        let encode = quote! {
+            let ::rpc_core::Body { message: __rpc_message, attachments: __rpc_attachments } =
+                #encode_body(&#args_value, ::std::vec![#(#attachments),*]).map_err(
+                    |__rpc_err| ::rpc_core::CallError::Codec(::std::format!(#fmt, __rpc_err))
+                )?;
+        };
+        return (params, encode);
+    }
     let encode = quote! {
         let __rpc_message = #encode_args(&#args_value).map_err(
             |__rpc_err| ::rpc_core::CallError::Codec(::std::format!(#fmt, __rpc_err))
@@ -283,7 +293,7 @@ fn client_method(service: &Service, m: &Method) -> TokenStream {
     let const_ident = &m.const_ident;
     let full = &m.path;
     let (params, encode) = client_request(service, m);
-    let reply_ty = &m.reply.ty;
+    let reply_ty = client_reply_ty(service, m);
     let decode_reply = decode_reply(service, m);
     let params_with = params.clone();
     let with_name = format_ident!("{}_with_metadata", name, span = name.span());
@@ -345,8 +355,9 @@ fn client_method(service: &Service, m: &Method) -> TokenStream {
 fn decode_reply(service: &Service, m: &Method) -> TokenStream {
     let codec = codec(service);
     let full = &m.path;
-    let value = client_value(&codec, &m.reply.ok, full);
-    match &m.reply.err {
+    let value = client_value(&codec, service.body_codec, &m.reply.ok, full);
+    let app_err = m.reply.err.as_ref().filter(|_| !service.status_errors);
+    match app_err {
         None if matches!(m.reply.ok, Value::Unit) => quote! {
             __rpc_reply?;
             #value
@@ -453,7 +464,7 @@ fn client_stream_method(service: &Service, m: &Method) -> TokenStream {
         (None, items) => {
             let items = items.as_ref().expect("a streaming method has a stream end");
             let sink = stream_type(StreamEnd::Sink, items);
-            let reply_ty = &m.reply.ty;
+            let reply_ty = client_reply_ty(service, m);
             let decode_reply = decode_reply(service, m);
             let no_answer = format!("{full}: the call ended without an answer");
             (
@@ -514,9 +525,27 @@ fn client_stream_method(service: &Service, m: &Method) -> TokenStream {
 
 /// An expression of type `Result<V, CallError>` turning the reply body `__rpc_body` into
 /// the success value `V`. (`()` needs no body; the caller does not bind it.)
-fn client_value(codec: &TokenStream, value: &Value, full: &str) -> TokenStream {
+fn client_value(codec: &TokenStream, body_codec: bool, value: &Value, full: &str) -> TokenStream {
     match value {
         Value::Unit => quote!(::core::result::Result::Ok(())),
+        Value::Serde(ty) if body_codec => {
+            let fmt = format!("{full}: cannot decode the reply: {{}}");
+            let decode = codec_fn_named(codec, "Decode", "decode_body", ty);
+            let extra = format!("{full}: the reply has {{}} attachment(s) its message does not take");
+            quote! {
+                match #decode(__rpc_body) {
+                    ::core::result::Result::Ok((__rpc_value, __rpc_rest)) if __rpc_rest.is_empty() => {
+                        ::core::result::Result::Ok(__rpc_value)
+                    }
+                    ::core::result::Result::Ok((_, __rpc_rest)) => ::core::result::Result::Err(
+                        ::rpc_core::CallError::Codec(::std::format!(#extra, __rpc_rest.len())),
+                    ),
+                    ::core::result::Result::Err(__rpc_err) => ::core::result::Result::Err(
+                        ::rpc_core::CallError::Codec(::std::format!(#fmt, __rpc_err)),
+                    ),
+                }
+            }
+        }
         Value::Serde(ty) => {
             let fmt = format!("{full}: cannot decode the reply: {{}}");
             let decode = codec_fn(codec, "Decode", ty);
@@ -694,6 +723,48 @@ fn decode_request(service: &Service, m: &Method) -> TokenStream {
         }
     };
 
+    if service.body_codec {
+        // The codec takes the attachments of the message's own fields; the method's `Payload`
+        // arguments are the ones after them.
+        let decode_body = codec_fn_named(&codec, "Decode", "decode_body", &args_ty);
+        let take_payloads = payload_args(m).map(|a| {
+            let ident = &a.ident;
+            quote! {
+                let ::core::option::Option::Some(#ident) =
+                    ::core::iter::Iterator::next(&mut __rpc_rest)
+                else {
+                    return ::core::result::Result::Err(::rpc_core::Status::new(
+                        ::rpc_core::Code::INTERNAL,
+                        #missing,
+                    ));
+                };
+            }
+        });
+        let (rest, fits) = if n_attachments == 0 {
+            (quote!(_), quote!(__rpc_rest.is_empty()))
+        } else {
+            (quote!(mut __rpc_rest), quote!(__rpc_rest.len() == #n_attachments))
+        };
+        return quote! {
+            let (#args_pat, #rest) = match #decode_body(__rpc_request.body) {
+                ::core::result::Result::Ok((__rpc_args, __rpc_rest)) if #fits =>
+                {
+                    (__rpc_args, ::core::iter::IntoIterator::into_iter(__rpc_rest))
+                }
+                ::core::result::Result::Ok((_, __rpc_rest)) => {
+                    return ::core::result::Result::Err(::rpc_core::Status::invalid_argument(
+                        ::std::format!(#count_fmt, __rpc_rest.len()),
+                    ));
+                }
+                ::core::result::Result::Err(__rpc_err) => {
+                    return ::core::result::Result::Err(::rpc_core::Status::invalid_argument(
+                        ::std::format!(#decode_fmt, __rpc_err),
+                    ));
+                }
+            };
+            #(#take_payloads)*
+        };
+    }
     quote! {
         let __rpc_body = __rpc_request.body;
         if __rpc_body.attachments.len() != #n_attachments {
@@ -729,7 +800,7 @@ fn server_arm(service: &Service, m: &Method) -> TokenStream {
     let call = quote! {
         <__RpcImpl as #trait_ident>::#name(&*__rpc_service, #(#all_idents),*).await
     };
-    let reply = server_reply(&codec(service), &call, &m.reply, &m.path);
+    let reply = server_reply(service, &call, &m.reply, &m.path);
 
     quote! {
         #client::#const_ident => {
@@ -783,6 +854,31 @@ fn codec_fn(codec: &TokenStream, which: &str, ty: &impl quote::ToTokens) -> Toke
     quote_spanned!(span=> <#codec as ::rpc_core::codec::#tr<#ty>>::#f)
 }
 
+/// `<Codec as ::rpc_core::codec::Encode<T>>::<f>` (or `Decode`) for a method `f` of the trait
+/// other than its namesake (`encode_body`, `decode_body`), spanned on `ty` like [`codec_fn`].
+fn codec_fn_named(codec: &TokenStream, which: &str, f: &str, ty: &impl quote::ToTokens) -> TokenStream {
+    let span = ty.span();
+    let tr = syn::Ident::new(which, span);
+    let f = syn::Ident::new(f, span);
+    let codec = respan(codec.clone(), span);
+    quote_spanned!(span=> <#codec as ::rpc_core::codec::#tr<#ty>>::#f)
+}
+
+/// What the client's method yields inside `Result<_, CallError>`: the method's return type,
+/// or, when its errors are statuses ([`Service::status_errors`]), the success type alone (the
+/// status is the `CallError`).
+fn client_reply_ty(service: &Service, m: &Method) -> TokenStream {
+    if !(service.status_errors && m.reply.err.is_some()) {
+        let ty = &m.reply.ty;
+        return quote!(#ty);
+    }
+    match &m.reply.ok {
+        Value::Unit => quote!(()),
+        Value::Payload => quote!(::rpc_core::Payload),
+        Value::Serde(ty) => quote!(#ty),
+    }
+}
+
 /// `tokens` with every span set to `span`.
 fn respan(tokens: TokenStream, span: Span) -> TokenStream {
     tokens
@@ -833,7 +929,8 @@ fn args_tuple_type(m: &Method, by_ref: bool) -> TokenStream {
 
 /// The tail of a server arm: make the `call` and turn its answer into the
 /// `Result<Body, Status>` reply.
-fn server_reply(codec: &TokenStream, call: &TokenStream, reply: &Reply, full: &str) -> TokenStream {
+fn server_reply(service: &Service, call: &TokenStream, reply: &Reply, full: &str) -> TokenStream {
+    let codec = &codec(service);
     let ok = &reply.ok;
     let encode_fmt = format!("{full}: cannot encode the reply: {{}}");
     // The type in the turbofish carries the user's span: a type that is not `Serialize` is
@@ -854,6 +951,20 @@ fn server_reply(codec: &TokenStream, call: &TokenStream, reply: &Reply, full: &s
     };
     let body = match ok {
         Value::Unit => quote!(<::rpc_core::Body as ::core::default::Default>::default()),
+        Value::Serde(ty) if service.body_codec => {
+            let encode_body = codec_fn_named(codec, "Encode", "encode_body", ty);
+            quote! {
+                match #encode_body(&__rpc_value, ::std::vec::Vec::new()) {
+                    ::core::result::Result::Ok(__rpc_body) => __rpc_body,
+                    ::core::result::Result::Err(__rpc_err) => {
+                        return ::core::result::Result::Err(::rpc_core::Status::new(
+                            ::rpc_core::Code::INTERNAL,
+                            ::std::format!(#encode_fmt, __rpc_err),
+                        ));
+                    }
+                }
+            }
+        }
         Value::Serde(ty) => {
             let message = encode(quote!(__rpc_value), ty);
             quote!(::rpc_core::Body {
@@ -872,7 +983,16 @@ fn server_reply(codec: &TokenStream, call: &TokenStream, reply: &Reply, full: &s
     } else {
         quote!(__rpc_value)
     };
-    if let Some(err_ty) = &reply.err {
+    if reply.err.is_some() && service.status_errors {
+        quote! {
+            match #call {
+                ::core::result::Result::Ok(#value_pat) => ::core::result::Result::Ok(#body),
+                ::core::result::Result::Err(__rpc_status) => {
+                    ::core::result::Result::Err(__rpc_status)
+                }
+            }
+        }
+    } else if let Some(err_ty) = &reply.err {
         let details = encode(quote!(__rpc_app), err_ty);
         quote! {
             match #call {
