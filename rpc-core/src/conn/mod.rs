@@ -22,7 +22,7 @@ use bytes::{Buf, Bytes};
 
 pub use config::ConnConfig;
 pub use response_meta::MetadataKind;
-pub use streams::SendError;
+pub use streams::{SendError, SendStop};
 use calls::{Calls, InFlight};
 use keepalive::Keepalive;
 use small_frames::SmallFrames;

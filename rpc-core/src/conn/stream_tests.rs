@@ -270,3 +270,38 @@ fn a_credit_on_a_direction_that_does_not_stream_is_a_violation() {
     let r = p.server.handle_input(&mut p.server_in, now);
     assert!(r.is_err(), "credit for the server's non-streaming direction was accepted");
 }
+
+#[test]
+fn send_messages_sends_in_order_until_credit_or_the_writer_stops_it() {
+    use std::collections::VecDeque;
+    let window = 4096;
+    let mut p = pair(window);
+    let id = open(&mut p, CallMode::SERVER_STREAMING);
+    // Small messages and a large one among them, in order; credit runs out on the way.
+    let mut queue: VecDeque<Body> = (0..40).map(|i| if i == 3 { msg(1000) } else { msg(64) }).collect();
+    assert_eq!(p.server.send_messages(id, &mut queue, usize::MAX).unwrap(), SendStop::NoCredit);
+    let sent = 40 - queue.len();
+    // The window, with each frame's header counted, overshot by less than one message.
+    let cost = |n: usize| n + HEADER_LEN;
+    let spent: usize = (0..sent).map(|i| cost(if i == 3 { 1000 } else { 64 })).sum();
+    assert!(spent >= window as usize && spent < window as usize + cost(64), "{sent} messages, {spent} bytes of credit");
+    p.drive();
+    let got = data_events(&mut p.client_events);
+    assert_eq!(got.len(), sent);
+    assert_eq!(got[3], (id, 1000));
+    // The writer holds the rest back: nothing goes while `max_queued` bytes wait for it.
+    let mut p = pair(1 << 20);
+    let id = open(&mut p, CallMode::SERVER_STREAMING);
+    let mut queue: VecDeque<Body> = (0..100).map(|_| msg(64)).collect();
+    assert_eq!(p.server.send_messages(id, &mut queue, 1000).unwrap(), SendStop::AheadOfWriter);
+    assert!(p.server.queued_bytes() >= 1000 && p.server.queued_bytes() < 1000 + cost(64));
+    p.server.take_transmits(&mut Vec::new());
+    assert_eq!(p.server.queued_bytes(), 0);
+    assert_eq!(p.server.send_messages(id, &mut queue, usize::MAX).unwrap(), SendStop::Sent);
+    assert!(queue.is_empty());
+    // A stream that ended: an error, the queue kept.
+    p.server.respond(id, Ok(Body::default()));
+    let mut queue: VecDeque<Body> = (0..3).map(|_| msg(64)).collect();
+    assert!(p.server.send_messages(id, &mut queue, usize::MAX).is_err());
+    assert_eq!(queue.len(), 2, "the failing message is consumed, the others kept");
+}

@@ -1,6 +1,8 @@
 //! The streaming half of the state machine: stream data, stream ends and credit, both sides.
 //! The rules are in `flow.rs` and `docs/wire.md`; this room applies them to the call table.
 
+use std::collections::VecDeque;
+
 use super::small_frames::SmallFrames;
 use super::{flow, outgoing, Connection, Event, Side, State};
 use crate::body::Body;
@@ -19,7 +21,82 @@ pub enum SendError {
     Failed(CallError),
 }
 
+/// Where [`Connection::send_messages`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStop {
+    /// Every message went.
+    Sent,
+    /// The stream is out of credit: wait for [`Event::SendReady`].
+    NoCredit,
+    /// The writer has enough to write: wait until it takes what is queued
+    /// ([`Connection::take_transmits`]).
+    AheadOfWriter,
+}
+
 impl Connection {
+    /// Sends messages of call `id`'s stream from the front of `queue`, each as
+    /// [`Connection::send_message`] would, while its credit allows and fewer than `max_queued`
+    /// bytes wait for the writer ([`Connection::queued_bytes`]). What was not sent stays in
+    /// `queue`. An error when the stream cannot go on: the messages before went, the one that
+    /// failed is dropped, those after it stay.
+    pub fn send_messages(&mut self, id: u64, queue: &mut VecDeque<Body>, max_queued: usize) -> Result<SendStop, CallError> {
+        loop {
+            if self.send_small_run(id, queue, max_queued) > 0 {
+                continue;
+            }
+            if queue.is_empty() {
+                return Ok(SendStop::Sent);
+            }
+            if self.state != State::Closed && self.queued_bytes() >= max_queued {
+                return Ok(SendStop::AheadOfWriter);
+            }
+            let body = queue.pop_front().expect("not empty");
+            match self.send_message(id, body) {
+                Ok(()) => {}
+                Err(SendError::NoCredit(body)) => {
+                    queue.push_front(body);
+                    return Ok(SendStop::NoCredit);
+                }
+                Err(SendError::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// The common case of [`Connection::send_messages`] without a lookup per message: small
+    /// messages (see [`SmallFrames::fits`]) of a live stream whose response headers, if any,
+    /// went with an earlier message, while credit lasts. How many went; the rest (and every
+    /// other case) takes [`Connection::send_message`].
+    fn send_small_run(&mut self, id: u64, queue: &mut VecDeque<Body>, max_queued: usize) -> usize {
+        if self.state == State::Closed {
+            return 0;
+        }
+        let in_writer = usize::try_from(self.taken.saturating_sub(self.written)).unwrap_or(usize::MAX);
+        let Some(call) = self.calls.get_mut(id) else { return 0 };
+        if self.side == Side::Server && !call.headers_done {
+            return 0;
+        }
+        let (Some(flow), Some(conn_flow)) = (call.flow.as_mut().filter(|f| f.send_open), self.conn_flow.as_mut()) else {
+            return 0;
+        };
+        let mut sent = 0;
+        while let Some(body) = queue.front() {
+            let ahead = self.out_bytes.saturating_sub(in_writer) >= max_queued;
+            if ahead || !SmallFrames::fits(body) || !flow.can_send() || !conn_flow.can_send() {
+                break;
+            }
+            let body = queue.pop_front().expect("front checked");
+            flow.on_sent(body.len());
+            conn_flow.on_sent(body.len());
+            let (sealed, added) = self.small.push(id, &body.message);
+            self.out_bytes += added;
+            if let Some(run) = sealed {
+                self.transmits.push(run);
+            }
+            sent += 1;
+        }
+        sent
+    }
+
     /// Sends `body` as the next message of call `id`'s stream, if its credit allows.
     pub fn send_message(&mut self, id: u64, body: Body) -> Result<(), SendError> {
         if self.state == State::Closed {

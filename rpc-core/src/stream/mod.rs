@@ -19,8 +19,8 @@ pub use typed::{ItemWith, Sink, Source};
 
 use crate::body::Body;
 use crate::code::Code;
-use crate::conn::{SendError, Side};
-use crate::driver::{Locked, Shared, SideHandler};
+use crate::conn::{SendError, SendStop, Side};
+use crate::driver::{Locked, Shared, SideHandler, SEND_AHEAD};
 use crate::error::{CallError, Status};
 use crate::frame::HEADER_LEN;
 use crate::metadata::Metadata;
@@ -97,24 +97,17 @@ impl<H: SideHandler + HasRoutes> Host for HostOf<H> {
     }
 
     fn poll_send_queue(&self, id: u64, queue: &mut VecDeque<Body>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        self.0.step(|g: &mut Locked<H>| {
-            while let Some(b) = queue.pop_front() {
-                if g.ahead_of_writer() {
-                    queue.push_front(b);
-                    g.wait_for_writer(cx.waker());
-                    return Poll::Pending;
-                }
-                match g.conn.send_message(id, b) {
-                    Ok(()) => {}
-                    Err(SendError::NoCredit(b)) => {
-                        queue.push_front(b);
-                        g.side.routes().block(id, cx.waker());
-                        return Poll::Pending;
-                    }
-                    Err(SendError::Failed(e)) => return Poll::Ready(Err(e)),
-                }
+        self.0.step(|g: &mut Locked<H>| match g.conn.send_messages(id, queue, SEND_AHEAD) {
+            Ok(SendStop::Sent) => Poll::Ready(Ok(())),
+            Ok(SendStop::NoCredit) => {
+                g.side.routes().block(id, cx.waker());
+                Poll::Pending
             }
-            Poll::Ready(Ok(()))
+            Ok(SendStop::AheadOfWriter) => {
+                g.wait_for_writer(cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e)),
         })
     }
 
