@@ -86,20 +86,36 @@ pub fn run(
                     .map_err(|e| format!("tarpc connect: {e}"))?;
                 stream.set_nodelay(true).map_err(|e| e.to_string())?;
                 let transport = tarpc::serde_transport::new(framed(stream), Bincode::default());
-                let client = BenchClient::new(client::Config::default(), transport).spawn();
-                let request = Bytes::from(vec![0xA5; shape.request_len]);
-                let meter = Meter::new(timing, record_latency);
-                closed_loop(shape.window, meter, || {
-                    let client = client.clone();
-                    let data = request.clone();
-                    async move {
-                        let response = client.call(context::current(), data).await?;
-                        drop(response);
-                        Ok::<(), tarpc::client::RpcError>(())
-                    }
-                })
-                .await
+                measure_client(transport, shape, timing, record_latency).await
             })
         },
     )
+}
+
+/// The client side of a tarpc measurement over `transport`: the scenario's window of calls
+/// in flight, each sending the request blob and dropping the answer.
+pub(crate) async fn measure_client<T>(
+    transport: T,
+    shape: Shape,
+    timing: Timing,
+    record_latency: bool,
+) -> Result<Sample, String>
+where
+    T: tarpc::Transport<tarpc::ClientMessage<BenchRequest>, tarpc::Response<BenchResponse>>
+        + Send
+        + 'static,
+{
+    let client = BenchClient::new(client::Config::default(), transport).spawn();
+    let request = Bytes::from(vec![0xA5; shape.request_len]);
+    let meter = Meter::new(timing, record_latency);
+    closed_loop(shape.window, meter, || {
+        let client = client.clone();
+        let data = request.clone();
+        async move {
+            let response = client.call(context::current(), data).await?;
+            drop(response);
+            Ok::<(), tarpc::client::RpcError>(())
+        }
+    })
+    .await
 }

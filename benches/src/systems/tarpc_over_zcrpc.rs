@@ -8,10 +8,9 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use futures::StreamExt;
 use tarpc::server::{BaseChannel, Channel};
-use tarpc::{client, context};
 
-use super::tarpc::{BenchClient, BenchRequest, BenchResponse, Echo};
-use crate::meter::{closed_loop, Meter, Sample, Timing};
+use super::tarpc::{measure_client, BenchRequest, BenchResponse, Echo};
+use crate::meter::{Sample, Timing};
 use crate::placement::{current_thread_runtime, run_pair, Placement};
 use crate::scenario::Shape;
 
@@ -60,19 +59,7 @@ pub fn run(
                 let transport = rpc_tarpc::connect(addr)
                     .await
                     .map_err(|e| format!("tarpc over zcrpc connect: {e}"))?;
-                let client = BenchClient::new(client::Config::default(), transport).spawn();
-                let request = Bytes::from(vec![0xA5; shape.request_len]);
-                let meter = Meter::new(timing, record_latency);
-                closed_loop(shape.window, meter, || {
-                    let client = client.clone();
-                    let data = request.clone();
-                    async move {
-                        let response = client.call(context::current(), data).await?;
-                        drop(response);
-                        Ok::<(), tarpc::client::RpcError>(())
-                    }
-                })
-                .await
+                measure_client(transport, shape, timing, record_latency).await
             })
         },
     )

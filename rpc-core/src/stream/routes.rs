@@ -36,6 +36,25 @@ enum Staged {
     Many(Vec<Body>),
 }
 
+impl Staged {
+    /// These messages, then `more`.
+    fn then(self, more: Staged) -> Staged {
+        let mut all = match self {
+            Staged::One(first) => {
+                let mut v = Vec::with_capacity(64);
+                v.push(first);
+                v
+            }
+            Staged::Many(v) => v,
+        };
+        match more {
+            Staged::One(body) => all.push(body),
+            Staged::Many(mut bodies) => all.append(&mut bodies),
+        }
+        Staged::Many(all)
+    }
+}
+
 impl Routes {
     /// Opens call `id`'s inbound channel. Unbounded, because the connection bounds it: the peer
     /// sends no more than its credit (one window plus one frame) before the receiver consumes.
@@ -55,65 +74,42 @@ impl Routes {
     /// A receiver dropped during the step finds its messages counted at the step's end
     /// ([`deliver`]).
     pub(crate) fn message(&mut self, id: u64, body: Body) -> Result<(), Body> {
-        if self.inbound.get(&id).is_none_or(|tx| tx.is_closed()) {
+        if !self.listens(id) {
             return Err(body);
         }
-        match self.staged.take() {
-            Some((staged_id, staged)) if staged_id == id => {
-                let mut many = match staged {
-                    Staged::One(first) => {
-                        let mut v = Vec::with_capacity(64);
-                        v.push(first);
-                        v
-                    }
-                    Staged::Many(v) => v,
-                };
-                many.push(body);
-                self.staged = Some((id, Staged::Many(many)));
-            }
-            other => {
-                self.staged = other;
-                self.flush();
-                self.staged = Some((id, Staged::One(body)));
-            }
-        }
+        self.stage(id, Staged::One(body));
         Ok(())
     }
 
     /// Delivers messages of call `id` that came together, as [`Routes::message`] does one.
     pub(crate) fn messages(&mut self, id: u64, mut bodies: Vec<Body>) -> Result<(), Vec<Body>> {
-        if self.inbound.get(&id).is_none_or(|tx| tx.is_closed()) {
+        if !self.listens(id) {
             return Err(bodies);
         }
-        if bodies.len() <= 1 {
-            return match bodies.pop() {
-                Some(body) => self.message(id, body).map_err(|b| vec![b]),
-                None => Ok(()),
-            };
+        match bodies.len() {
+            0 => {}
+            1 => self.stage(id, Staged::One(bodies.pop().expect("one"))),
+            _ => self.stage(id, Staged::Many(bodies)),
         }
+        Ok(())
+    }
+
+    /// True while someone listens to call `id`'s messages.
+    fn listens(&self, id: u64) -> bool {
+        self.inbound.get(&id).is_some_and(|tx| !tx.is_closed())
+    }
+
+    /// Puts messages of call `id` behind those staged, if they are call `id`'s too; otherwise
+    /// those go on first.
+    fn stage(&mut self, id: u64, item: Staged) {
         match self.staged.take() {
-            Some((staged_id, staged)) if staged_id == id => {
-                let many = match staged {
-                    Staged::One(first) => {
-                        let mut v = Vec::with_capacity(1 + bodies.len());
-                        v.push(first);
-                        v.append(&mut bodies);
-                        v
-                    }
-                    Staged::Many(mut v) => {
-                        v.append(&mut bodies);
-                        v
-                    }
-                };
-                self.staged = Some((id, Staged::Many(many)));
-            }
+            Some((staged_id, staged)) if staged_id == id => self.staged = Some((id, staged.then(item))),
             other => {
                 self.staged = other;
                 self.flush();
-                self.staged = Some((id, Staged::Many(bodies)));
+                self.staged = Some((id, item));
             }
         }
-        Ok(())
     }
 
     /// Sends the staged messages on, in one batch.
