@@ -30,7 +30,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use rpc_core::codec::Protobuf;
 use rpc_core::transport::tcp::TcpAcceptor;
-use rpc_core::{Client, ClientConfig, Code, Server, Sink, Source, Status};
+use rpc_core::{Client, ClientConfig, Server, Sink, Source, Status};
 use zcrpc_proto::blob::{
     list_reply, Blob, BlobStore, BlobStoreClient, BlobStoreServer, Chunk, GetRequest, GetStreamRequest, ListReply,
     PutReply, PutRequest,
@@ -51,7 +51,7 @@ impl Store {
 
 /// A `Status` for a stream that could not go on.
 fn broken(e: rpc_core::CallError) -> Status {
-    Status::new(Code::INTERNAL, e.to_string())
+    Status::internal(e.to_string())
 }
 
 impl BlobStore for Store {

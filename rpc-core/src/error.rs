@@ -36,6 +36,56 @@ impl Status {
         Status::new(Code::INVALID_ARGUMENT, message)
     }
 
+    /// An error with no better code ([`Code::UNKNOWN`]).
+    pub fn unknown(message: impl Into<String>) -> Self {
+        Status::new(Code::UNKNOWN, message)
+    }
+
+    /// What the call names does not exist ([`Code::NOT_FOUND`]).
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Status::new(Code::NOT_FOUND, message)
+    }
+
+    /// What the call would create exists already ([`Code::ALREADY_EXISTS`]).
+    pub fn already_exists(message: impl Into<String>) -> Self {
+        Status::new(Code::ALREADY_EXISTS, message)
+    }
+
+    /// A limit was reached ([`Code::RESOURCE_EXHAUSTED`]).
+    pub fn resource_exhausted(message: impl Into<String>) -> Self {
+        Status::new(Code::RESOURCE_EXHAUSTED, message)
+    }
+
+    /// The system is not in the state the call needs ([`Code::FAILED_PRECONDITION`]).
+    pub fn failed_precondition(message: impl Into<String>) -> Self {
+        Status::new(Code::FAILED_PRECONDITION, message)
+    }
+
+    /// Abandoned for a conflict with another call ([`Code::ABORTED`]).
+    pub fn aborted(message: impl Into<String>) -> Self {
+        Status::new(Code::ABORTED, message)
+    }
+
+    /// An offset or a length past what is valid ([`Code::OUT_OF_RANGE`]).
+    pub fn out_of_range(message: impl Into<String>) -> Self {
+        Status::new(Code::OUT_OF_RANGE, message)
+    }
+
+    /// A bug or a broken invariant on the serving side ([`Code::INTERNAL`]).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Status::new(Code::INTERNAL, message)
+    }
+
+    /// The service cannot take the call now; the caller may retry ([`Code::UNAVAILABLE`]).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Status::new(Code::UNAVAILABLE, message)
+    }
+
+    /// Data was lost or corrupted ([`Code::DATA_LOSS`]).
+    pub fn data_loss(message: impl Into<String>) -> Self {
+        Status::new(Code::DATA_LOSS, message)
+    }
+
     /// The caller is not known ([`Code::UNAUTHENTICATED`]): it presented no credentials, or
     /// none this server accepts.
     pub fn unauthenticated(message: impl Into<String>) -> Self {
