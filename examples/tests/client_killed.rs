@@ -75,6 +75,7 @@ async fn in_process_server_forgets_a_killed_uploader(t: TransportChoice) {
     drop(warm);
     assert!(eventually(HANG, || server.connections() == 0).await);
     let base = procfs::read_self().unwrap();
+    let fds_before = fd_targets();
     let recv_before = server.stats().recv_bytes;
 
     let mut client = Uploader::start(addr, t);
@@ -104,7 +105,19 @@ async fn in_process_server_forgets_a_killed_uploader(t: TransportChoice) {
     );
     assert!(settled, "memory did not come back: VmRSS {} KiB, {} KiB before the upload", after.rss_kib, base.rss_kib);
     let fds_back = eventually(fds_back_within(), || procfs::read_self().unwrap().fds <= base.fds).await;
-    assert!(fds_back, "descriptors left open: {} now, {} before", procfs::read_self().unwrap().fds, base.fds);
+    assert!(
+        fds_back,
+        "descriptors left open: {} now, {} before; new since: {:?}",
+        procfs::read_self().unwrap().fds,
+        base.fds,
+        fd_targets().into_iter().filter(|t| !fds_before.contains(t)).collect::<Vec<_>>()
+    );
+}
+
+/// What this process's descriptors point at (`/proc/self/fd`), to name the ones left open.
+fn fd_targets() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return Vec::new() };
+    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).map(|p| p.display().to_string()).collect()
 }
 
 async fn server_process_forgets_a_killed_uploader(t: TransportChoice) {
