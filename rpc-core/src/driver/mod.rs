@@ -308,7 +308,7 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
         };
         let eof = matches!(input, Input::Read(Ok(0)) | Input::Read(Err(_)));
         let rb = &mut rb;
-        let open = shared.step(|g| {
+        let (open, delivered) = shared.step(|g| {
             let now = Instant::now();
             match input {
                 Input::Chunk(bytes) => rb.feed_chunk(&mut g.conn, bytes, &shared.stats, now),
@@ -326,10 +326,10 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
         if eof {
             return;
         }
-        if !open.0 {
+        if !open {
             break;
         }
-        if open.1 {
+        if delivered {
             // Stream messages went to their receivers: let them take those before reading on.
             // Otherwise, on a runtime thread shared with them, this loop reads whatever the
             // socket holds (up to a window) before they run: memory for all of it, and credit
