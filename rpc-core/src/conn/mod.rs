@@ -386,8 +386,12 @@ impl Connection {
     /// Bytes of frames queued and not yet taken by the writer (the writer's own batch aside):
     /// how far a stream sender is ahead of its writer.
     pub fn queued_bytes(&self) -> usize {
-        let in_writer = self.taken.saturating_sub(self.written);
-        self.out_bytes.saturating_sub(usize::try_from(in_writer).unwrap_or(usize::MAX))
+        self.out_bytes.saturating_sub(self.in_writer())
+    }
+
+    /// Bytes the writer took and has not yet reported written: its batch.
+    fn in_writer(&self) -> usize {
+        usize::try_from(self.taken.saturating_sub(self.written)).unwrap_or(usize::MAX)
     }
 
     /// True when transmits are waiting.

@@ -4,7 +4,8 @@
 use std::collections::VecDeque;
 
 use super::small_frames::SmallFrames;
-use super::{flow, outgoing, Connection, Event, Side, State};
+use super::flow::{self, Flow};
+use super::{outgoing, Connection, Event, Side, State};
 use crate::body::Body;
 use crate::code::Code;
 use crate::error::{CallError, ConnectionError, Status};
@@ -70,7 +71,7 @@ impl Connection {
         if self.state == State::Closed {
             return 0;
         }
-        let in_writer = usize::try_from(self.taken.saturating_sub(self.written)).unwrap_or(usize::MAX);
+        let in_writer = self.in_writer();
         let Some(call) = self.calls.get_mut(id) else { return 0 };
         if self.side == Side::Server && !call.headers_done {
             return 0;
@@ -233,8 +234,7 @@ impl Connection {
         let mut bodies = Vec::with_capacity(b.messages.len());
         for message in b.messages {
             let len = message.len() as u64;
-            conn_flow.on_received(len).map_err(|why| Self::stream_violation("stream data", id, format!("connection: {why}")))?;
-            flow.on_received(len).map_err(|why| Self::stream_violation("stream data", id, why))?;
+            Self::charge_received(conn_flow, Some(flow), id, len)?;
             self.stream_held += flow::cost(len) as usize;
             bodies.push(Body::message(message));
         }
@@ -246,17 +246,18 @@ impl Connection {
     fn on_stream_message(&mut self, id: u64, body: Body, meta: MetadataBlocks) -> Result<(), ConnectionError> {
         let len = body.len();
         let conn_flow = self.conn_flow.as_mut().expect("frames come after the hello");
-        conn_flow.on_received(len).map_err(|why| Self::stream_violation("stream data", id, format!("connection: {why}")))?;
         let Some(call) = self.calls.get_mut(id) else {
+            Self::charge_received(conn_flow, None, id, len)?;
             // A call that ended: dropped, and its share of the connection's credit given back.
             self.stream_held += flow::cost(len) as usize;
             self.consumed(id, len as usize);
             return Ok(());
         };
-        match call.flow.as_mut() {
-            Some(flow) => flow.on_received(len).map_err(|why| Self::stream_violation("stream data", id, why))?,
-            None => return Err(Self::stream_violation("stream data", id, "the call does not stream")),
-        }
+        let Some(flow) = call.flow.as_mut() else {
+            Self::charge_received(conn_flow, None, id, len)?;
+            return Err(Self::stream_violation("stream data", id, "the call does not stream"));
+        };
+        Self::charge_received(conn_flow, Some(flow), id, len)?;
         self.stream_held += flow::cost(len) as usize;
         if !meta.is_empty() {
             if self.side == Side::Server {
@@ -270,6 +271,16 @@ impl Connection {
         }
         self.events.push_back(Event::StreamData { id, body });
         Ok(())
+    }
+
+    /// A stream message of `len` bytes arrived for call `id`: taken off the connection's credit,
+    /// then the call's (`None`: the call ended), each an error when the peer had none left.
+    fn charge_received(conn_flow: &mut Flow, flow: Option<&mut Flow>, id: u64, len: u64) -> Result<(), ConnectionError> {
+        conn_flow.on_received(len).map_err(|why| Self::stream_violation("stream data", id, format!("connection: {why}")))?;
+        match flow {
+            Some(flow) => flow.on_received(len).map_err(|why| Self::stream_violation("stream data", id, why)),
+            None => Ok(()),
+        }
     }
 
     /// Credit for the whole connection: every stream that waited on it alone may go on.
