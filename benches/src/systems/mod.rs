@@ -6,6 +6,7 @@ pub mod raw;
 pub mod raw_best;
 pub mod tarpc;
 pub mod tarpc_over_zcrpc;
+pub mod tls;
 pub mod tonic;
 pub mod zcrpc;
 pub mod zcrpc_proto;
@@ -66,13 +67,22 @@ pub fn run(
             }
             raw::run(shape, raw::SendPath::UringZc, placement, timing, latency).map_err(failed)
         }
-        System::Tonic => tonic::run(shape, placement, timing, latency).map_err(failed),
+        System::AesGcm1Core => tls::run_ceiling(shape, placement, timing).map_err(failed),
+        System::Tonic => tonic::run(shape, None, placement, timing, latency).map_err(failed),
+        System::TonicTls => {
+            let certs = tls::Certs::generate().map_err(failed)?;
+            tonic::run(shape, Some(certs), placement, timing, latency).map_err(failed)
+        }
         System::ZcrpcProto => zcrpc_proto::run(shape, placement, timing, latency),
         System::Tarpc => tarpc::run(shape, placement, timing, latency).map_err(failed),
         System::TarpcOverZcrpc => {
             tarpc_over_zcrpc::run(shape, placement, timing, latency).map_err(failed)
         }
-        System::ZcrpcTcp | System::ZcrpcUring | System::ZcrpcUringZc | System::ZcrpcMsgzc => {
+        System::ZcrpcTcp
+        | System::ZcrpcUring
+        | System::ZcrpcUringZc
+        | System::ZcrpcMsgzc
+        | System::ZcrpcTcpTls => {
             zcrpc::run(system, scenario, placement, timing, latency)
         }
     }

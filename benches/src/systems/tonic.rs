@@ -6,12 +6,17 @@
 //! same response blob (`futures::stream::repeat`): tonic's best case, since its encoder then
 //! fills its 32 KiB yield threshold with messages before each write, and no channel or task
 //! hop stands between the handler and the connection.
+//!
+//! `tonic_tls` is the same over TLS 1.3: tonic's own `ServerTlsConfig`/`ClientTlsConfig`
+//! (feature `tls-ring`), a server certificate made at run time ([`super::tls::Certs`]).
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Endpoint, Server};
+use tonic::transport::{
+    Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig,
+};
 use tonic::{Request, Response, Status};
 
 use crate::meter::{closed_loop, Meter, Sample, StreamCounter, Timing};
@@ -87,13 +92,15 @@ async fn read_stream(
     }
 }
 
-/// Runs one measurement of tonic.
+/// Runs one measurement of tonic, over TLS with `tls`.
 pub fn run(
     shape: Shape,
+    tls: Option<super::tls::Certs>,
     placement: Placement,
     timing: Timing,
     record_latency: bool,
 ) -> Result<Sample, String> {
+    let server_tls = tls.clone();
     run_pair(
         placement,
         move |addr_tx| {
@@ -109,7 +116,15 @@ pub fn run(
                 })
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE);
-                Server::builder()
+                let mut builder = Server::builder();
+                if let Some(certs) = server_tls {
+                    builder = builder
+                        .tls_config(
+                            ServerTlsConfig::new().identity(Identity::from_pem(certs.cert, certs.key)),
+                        )
+                        .map_err(|e| format!("tonic TLS: {e}"))?;
+                }
+                builder
                     .add_service(service)
                     .serve_with_incoming(incoming)
                     .await
@@ -119,9 +134,23 @@ pub fn run(
         move |addr: SocketAddr| {
             let rt = current_thread_runtime()?;
             rt.block_on(async move {
-                let channel = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| e.to_string())?
-                    .tcp_nodelay(true)
+                let endpoint = match &tls {
+                    None => Endpoint::from_shared(format!("http://{addr}")),
+                    Some(_) => Endpoint::from_shared(format!("https://{addr}")),
+                }
+                .map_err(|e| e.to_string())?
+                .tcp_nodelay(true);
+                let endpoint = match tls {
+                    None => endpoint,
+                    Some(certs) => endpoint
+                        .tls_config(
+                            ClientTlsConfig::new()
+                                .ca_certificate(Certificate::from_pem(certs.ca))
+                                .domain_name(super::tls::SERVER_NAME),
+                        )
+                        .map_err(|e| format!("tonic TLS: {e}"))?,
+                };
+                let channel = endpoint
                     .connect()
                     .await
                     .map_err(|e| format!("tonic connect: {e}"))?;

@@ -171,6 +171,36 @@ pub fn run(
             |addr| async move { tcp::connect(addr).await.map_err(|e| e.to_string()) },
         )
         .map_err(NoResult::Failed),
+        System::ZcrpcTcpTls => {
+            use rpc_core::transport::tls::{self, TlsAcceptor, TlsClientConfig, TlsServerConfig};
+            let certs = super::tls::Certs::generate().map_err(NoResult::Failed)?;
+            let bad = |e: tls::TlsConfigError| NoResult::Failed(e.to_string());
+            let server = TlsServerConfig::from_pem(certs.cert.as_bytes(), certs.key.as_bytes())
+                .map_err(bad)?;
+            let client = TlsClientConfig::from_pem(certs.ca.as_bytes())
+                .and_then(|c| c.rustls())
+                .map_err(bad)?;
+            measure(
+                shape,
+                file,
+                placement,
+                timing,
+                record_latency,
+                move || async move {
+                    let tcp = tcp::TcpAcceptor::bind("127.0.0.1:0")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    TlsAcceptor::new(tcp, server).map_err(|e| e.to_string())
+                },
+                |a: &TlsAcceptor| a.local_addr().map_err(|e| e.to_string()),
+                move |addr| async move {
+                    tls::connect(addr, super::tls::SERVER_NAME, client)
+                        .await
+                        .map_err(|e| e.to_string())
+                },
+            )
+            .map_err(NoResult::Failed)
+        }
         System::ZcrpcUring | System::ZcrpcUringZc | System::ZcrpcMsgzc => {
             let config = uring_config(system);
             let wanted = config.backend;
