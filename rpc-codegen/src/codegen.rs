@@ -464,51 +464,37 @@ fn client_stream_method(service: &Service, m: &Method) -> TokenStream {
         (None, items) => {
             let items = items.as_ref().expect("a streaming method has a stream end");
             let sink = stream_type(StreamEnd::Sink, items);
-            let reply_ty = client_reply_ty(service, m);
-            let decode_reply = decode_reply(service, m);
-            let no_answer = format!("{full}: the call ended without an answer");
-            (
+            let (answer_ty, answer) = client_stream_answer(service, m, false);
+            let (with_ty, with_answer) = client_stream_answer(service, m, true);
+            let with_name = format_ident!("{}_with_metadata", name, span = name.span());
+            let with_doc = format!(
+                "Opens `{}` like [`Self::{}`]; its answer comes with the server's response \
+                 headers and trailers (empty when it sent none).",
+                m.name, name
+            );
+            let ret = |answer_ty: &TokenStream| {
                 quote! {
-                    (
-                        #sink,
-                        ::rpc_core::BoxFuture<
-                            'static,
-                            ::core::result::Result<#reply_ty, ::rpc_core::CallError>,
-                        >,
-                    )
-                },
-                quote! {
-                    // The unary decode, on the one answer: a function, so that its `?`s return
-                    // from it and not from the future.
-                    fn __rpc_decode(
-                        __rpc_reply: ::core::result::Result<::rpc_core::Body, ::rpc_core::CallError>,
-                    ) -> ::core::result::Result<#reply_ty, ::rpc_core::CallError> {
-                        #decode_reply
-                    }
-                    let ::rpc_core::CallStream { sender: __rpc_sender, receiver: mut __rpc_receiver } =
-                        __rpc_stream;
-                    let __rpc_answer = async move {
-                        let __rpc_reply = match __rpc_receiver.recv().await {
-                            ::core::option::Option::Some(__rpc_reply) => {
-                                __rpc_reply.map_err(|__rpc_err| {
-                                    ::rpc_core::CallError::for_method(__rpc_err, #full)
-                                })
-                            }
-                            ::core::option::Option::None => ::core::result::Result::Err(
-                                ::rpc_core::CallError::Status(::rpc_core::Status::new(
-                                    ::rpc_core::Code::INTERNAL,
-                                    #no_answer,
-                                )),
-                            ),
-                        };
-                        __rpc_decode(__rpc_reply)
-                    };
-                    ::core::result::Result::Ok((
-                        ::rpc_core::Sink::new(__rpc_sender),
-                        ::std::boxed::Box::pin(__rpc_answer),
-                    ))
-                },
-            )
+                    (#sink, ::rpc_core::BoxFuture<'static, #answer_ty>)
+                }
+            };
+            let (ret_plain, ret_with) = (ret(&answer_ty), ret(&with_ty));
+            return quote! {
+                #(#attrs)*
+                pub async fn #name(&self, #(#params),*)
+                    -> ::core::result::Result<#ret_plain, ::rpc_core::CallError>
+                {
+                    #open
+                    #answer
+                }
+
+                #[doc = #with_doc]
+                pub async fn #with_name(&self, #(#params),*)
+                    -> ::core::result::Result<#ret_with, ::rpc_core::CallError>
+                {
+                    #open
+                    #with_answer
+                }
+            };
         }
     };
 
@@ -521,6 +507,63 @@ fn client_stream_method(service: &Service, m: &Method) -> TokenStream {
             #body
         }
     }
+}
+
+/// The end of a client-streaming method after its call is open: its `Sink` and the future of
+/// its one answer, decoded as a unary reply; `with_metadata`: the future yields a
+/// [`rpc_core::Reply`] with the server's response headers and trailers beside the result.
+/// Returns the future's output type and the statements.
+fn client_stream_answer(service: &Service, m: &Method, with_metadata: bool) -> (TokenStream, TokenStream) {
+    let full = &m.path;
+    let reply_ty = client_reply_ty(service, m);
+    let decode_reply = decode_reply(service, m);
+    let no_answer = format!("{full}: the call ended without an answer");
+    let result_ty = quote!(::core::result::Result<#reply_ty, ::rpc_core::CallError>);
+    let (answer_ty, finish) = if with_metadata {
+        (
+            quote!(::rpc_core::Reply<#result_ty>),
+            quote! {
+                ::rpc_core::Reply {
+                    result: __rpc_decode(__rpc_reply),
+                    headers: __rpc_receiver.headers().cloned().unwrap_or_default(),
+                    trailers: __rpc_receiver.trailers().cloned().unwrap_or_default(),
+                }
+            },
+        )
+    } else {
+        (result_ty.clone(), quote!(__rpc_decode(__rpc_reply)))
+    };
+    let statements = quote! {
+        // The unary decode, on the one answer: a function, so that its `?`s return from it
+        // and not from the future.
+        fn __rpc_decode(
+            __rpc_reply: ::core::result::Result<::rpc_core::Body, ::rpc_core::CallError>,
+        ) -> #result_ty {
+            #decode_reply
+        }
+        let ::rpc_core::CallStream { sender: __rpc_sender, receiver: mut __rpc_receiver } =
+            __rpc_stream;
+        let __rpc_answer = async move {
+            let __rpc_reply = match __rpc_receiver.recv().await {
+                ::core::option::Option::Some(__rpc_reply) => {
+                    __rpc_reply.map_err(|__rpc_err| ::rpc_core::CallError::for_method(__rpc_err, #full))
+                }
+                ::core::option::Option::None => ::core::result::Result::Err(
+                    ::rpc_core::CallError::Status(::rpc_core::Status::new(
+                        ::rpc_core::Code::INTERNAL,
+                        #no_answer,
+                    )),
+                ),
+            };
+            // The answer's frame carried the trailers too: they are in.
+            #finish
+        };
+        ::core::result::Result::Ok((
+            ::rpc_core::Sink::new(__rpc_sender),
+            ::std::boxed::Box::pin(__rpc_answer) as ::rpc_core::BoxFuture<'static, #answer_ty>,
+        ))
+    };
+    (answer_ty, statements)
 }
 
 /// An expression of type `Result<V, CallError>` turning the reply body `__rpc_body` into

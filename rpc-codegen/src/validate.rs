@@ -88,6 +88,12 @@ impl Method {
     pub(crate) fn is_unary(&self) -> bool {
         self.sink.is_none() && self.source.is_none()
     }
+
+    /// The server answers once (unary and client streaming): the client gets a
+    /// `<name>_with_metadata` variant.
+    pub(crate) fn answers_once(&self) -> bool {
+        self.sink.is_none()
+    }
 }
 
 /// One argument of a service method.
@@ -495,8 +501,8 @@ fn find_impl_keyword(tokens: TokenStream) -> Option<Span> {
 }
 
 /// Method names, the client's constants (ids, paths) and ids must each be unique, and must
-/// not take the names of the client's own items (nor of a unary method's generated
-/// `<name>_with_metadata` variant).
+/// not take the names of the client's own items (nor of the generated `<name>_with_metadata`
+/// variant of a method with one answer: unary or client streaming).
 fn check_unique(service: &Ident, methods: &[Method], errors: &mut Errors) {
     let mut names: HashMap<&str, &Method> = HashMap::new();
     // Each constant's method, and whether it is a path constant (`PUT_PATH`) or an id one.
@@ -575,7 +581,8 @@ fn check_unique(service: &Ident, methods: &[Method], errors: &mut Errors) {
             );
         }
     }
-    for m in methods.iter().filter(|m| m.is_unary()) {
+    // Methods with one answer (unary, client streaming) get the variant.
+    for m in methods.iter().filter(|m| m.answers_once()) {
         let variant = format!("{}_with_metadata", m.name);
         if let Some(other) = names.get(variant.as_str()) {
             errors.at(

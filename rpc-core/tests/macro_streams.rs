@@ -14,8 +14,8 @@ use rpc_core::codec::{Decode, Postcard};
 use rpc_core::transport::mem;
 use rpc_core::transport::tcp::TcpAcceptor;
 use rpc_core::{
-    method_id, Body, CallError, CallMode, CallOptions, Client, ClientConfig, Code, Payload, Server,
-    Sink, Source,
+    method_id, Body, CallContext, CallError, CallMode, CallOptions, Client, ClientConfig, Code,
+    Payload, Server, Sink, Source,
 };
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +44,7 @@ pub trait Feed {
     async fn fail_after(&self, n: u32, out: Sink<Tick>) -> Result<(), FeedError>;
     /// Client streaming: the total bytes of the items' attachments, each checked against its
     /// pattern; an error when over `limit`.
-    async fn upload(&self, limit: u64, items: Source<Tick>) -> Result<u64, FeedError>;
+    async fn upload(&self, ctx: CallContext, limit: u64, items: Source<Tick>) -> Result<u64, FeedError>;
     /// Client streaming with a unit answer: counts the items into the server's state.
     async fn count(&self, items: Source<Tick, Postcard>);
     /// Bidirectional: each item back, its label prefixed, its attachments as they came.
@@ -118,7 +118,8 @@ impl Feed for FeedImpl {
         Err(FeedError::Broke { after: n })
     }
 
-    async fn upload(&self, limit: u64, mut items: Source<Tick>) -> Result<u64, FeedError> {
+    async fn upload(&self, ctx: CallContext, limit: u64, mut items: Source<Tick>) -> Result<u64, FeedError> {
+        ctx.set_header("upload-limit", limit.to_string()).expect("a valid header");
         let mut total = 0;
         let mut i = 0;
         while let Some(item) = items.recv_with().await {
@@ -129,6 +130,7 @@ impl Feed for FeedImpl {
             total += data.len() as u64;
             i += 1;
         }
+        ctx.set_trailer("items", i.to_string()).expect("a valid trailer");
         if total > limit {
             return Err(FeedError::OverLimit { total, limit });
         }
@@ -253,6 +255,20 @@ async fn a_client_stream_gets_one_answer_decoded_like_a_unary_reply() {
         items.finish();
         answer.await.unwrap();
         assert_eq!(state.counted.load(Ordering::SeqCst), 5 + 5000, "{t}");
+
+        // The same call with the server's response headers and trailers beside its answer,
+        // on success and on the application's error.
+        for (limit, expected) in [(u64::MAX, Ok(3000)), (10, Err(FeedError::OverLimit { total: 3000, limit: 10 }))] {
+            let (mut items, answer) = client.upload_with_metadata(limit).await.unwrap();
+            for i in 0..3u32 {
+                items.send_with(tick(i, "up"), vec![Payload::from(pattern(1000, i as u8))]).await.unwrap();
+            }
+            items.finish();
+            let reply = answer.await;
+            assert_eq!(reply.result.unwrap(), expected, "{t}");
+            assert_eq!(reply.headers.get_str("upload-limit"), Some(limit.to_string().as_str()), "{t}");
+            assert_eq!(reply.trailers.get_str("items"), Some("3"), "{t}");
+        }
     }
 }
 
