@@ -58,6 +58,10 @@ impl MetadataHost for Local {
         }
     }
 
+    fn send_headers(&self, _id: u64) -> bool {
+        false
+    }
+
     fn get(&self, _id: u64, kind: MetadataKind) -> Metadata {
         let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match kind {
@@ -70,6 +74,8 @@ impl MetadataHost for Local {
 /// A connection that holds calls' response metadata.
 pub(crate) trait MetadataHost: Send + Sync + 'static {
     fn set(&self, id: u64, kind: MetadataKind, key: &str, value: Bytes) -> Result<(), MetadataError>;
+    /// Sends the headers now, ahead of the answer; false when they do not go now.
+    fn send_headers(&self, id: u64) -> bool;
     fn get(&self, id: u64, kind: MetadataKind) -> Metadata;
 }
 
@@ -77,6 +83,11 @@ impl<H: SideHandler> MetadataHost for Shared<H> {
     fn set(&self, id: u64, kind: MetadataKind, key: &str, value: Bytes) -> Result<(), MetadataError> {
         // Nothing to dispatch: setting queues no frame and raises no event.
         self.lock().conn.set_response_metadata(id, kind, key, value)
+    }
+
+    fn send_headers(&self, id: u64) -> bool {
+        // A frame to write: a step, which wakes the writer.
+        self.step(|g| g.conn.send_response_headers(id))
     }
 
     fn get(&self, id: u64, kind: MetadataKind) -> Metadata {
@@ -105,6 +116,41 @@ impl ResponseMetadata {
     /// the end of the stream. Errors for an invalid key or trailers over the client's limit.
     pub fn set_trailer(&self, key: &str, value: impl Into<Bytes>) -> Result<(), MetadataError> {
         self.set(MetadataKind::Trailers, key, value.into())
+    }
+
+    /// Sends the response headers set so far now, in a frame of their own, before the first
+    /// message of the answer exists (empty headers when none were set): a client waiting in
+    /// [`crate::StreamReceiver::response_headers`] learns that the call was taken, as a gRPC
+    /// server sends its initial metadata. Later headers are refused
+    /// ([`MetadataError::HeadersSent`]); trailers can still be set.
+    ///
+    /// True when they went now; false when they had gone already, the call is over, or the
+    /// client is a peer that takes headers only with a message (they then go with the first
+    /// frame of the answer, as without this call).
+    ///
+    /// ```
+    /// use rpc_core::{Body, BoxFuture, ServerRequest, Service, Status};
+    ///
+    /// struct Subscribe;
+    /// impl Service for Subscribe {
+    ///     fn call(&self, mut req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+    ///         Box::pin(async move {
+    ///             let stream = req.stream.take().ok_or_else(|| Status::invalid_argument("a stream"))?;
+    ///             req.response.set_header("subscription", "42").map_err(|e| Status::internal(e.to_string()))?;
+    ///             req.response.send_headers(); // the client knows it is subscribed before any event
+    ///             let (mut events, _) = stream.split();
+    ///             // ... wait for the first event, then `events.send(..)` ...
+    ///             # drop(&mut events);
+    ///             Ok(Body::default())
+    ///         })
+    ///     }
+    /// }
+    /// ```
+    pub fn send_headers(&self) -> bool {
+        match &self.host {
+            Some(host) => host.send_headers(self.id),
+            None => false,
+        }
     }
 
     /// The response headers set and not yet sent.

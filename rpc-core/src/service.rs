@@ -104,6 +104,12 @@ impl CallContext {
     pub fn set_trailer(&self, key: &str, value: impl Into<bytes::Bytes>) -> Result<(), crate::MetadataError> {
         self.response.set_trailer(key, value)
     }
+
+    /// Sends the response headers now, ahead of the first message (see
+    /// [`ResponseMetadata::send_headers`]).
+    pub fn send_headers(&self) -> bool {
+        self.response.send_headers()
+    }
 }
 
 /// Who is at the other end of a call's connection. Displays as its address (`127.0.0.1:5000`),

@@ -6,6 +6,7 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rpc_core::transport::mem;
 use rpc_core::transport::tcp::TcpAcceptor;
@@ -178,6 +179,8 @@ const ECHO: u32 = 3;
 const FAIL: u32 = 4;
 const TOO_BIG: u32 = 5;
 const BAD_KEY: u32 = 6;
+/// Bidirectional: sends its headers at once, then one event per message of the client.
+const SUBSCRIBE: u32 = 7;
 
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::new(rpc_core::Code::INTERNAL, e.to_string())
@@ -218,6 +221,16 @@ impl Service for Tagger {
                 FAIL => {
                     r.set_trailer("retry-after-ms", "250").map_err(internal)?;
                     Err(Status::invalid_argument("no such key"))
+                }
+                SUBSCRIBE => {
+                    let (mut tx, mut rx) = req.stream.take().expect("streaming").split();
+                    r.set_header("subscription", "42").map_err(internal)?;
+                    assert!(r.send_headers(), "a client of this version takes them early");
+                    assert!(!r.send_headers(), "they went");
+                    while let Some(m) = rx.recv().await {
+                        tx.send(m.map_err(internal)?).await.map_err(internal)?;
+                    }
+                    Ok(Body::default())
                 }
                 TOO_BIG => Ok(Body::message(r.set_header("big", vec![7u8; 2000]).unwrap_err().to_string().into())),
                 BAD_KEY => Ok(Body::message(r.set_trailer("naïve", "v").unwrap_err().to_string().into())),
@@ -270,6 +283,30 @@ async fn response_metadata_cases(client: Client) {
     tx.finish();
     assert!(rx.recv().await.is_none());
     assert_eq!(rx.trailers().and_then(|t| t.get_str("sent")), Some("2"));
+
+    // Headers sent early: the client has them before any message exists.
+    let (mut tx, mut rx) = client.open(SUBSCRIBE, Body::default(), CallMode::BIDI, CallOptions::default()).await.unwrap().split();
+    let headers = tokio::time::timeout(Duration::from_secs(10), rx.response_headers()).await.expect("the headers came alone");
+    assert_eq!(headers.get_str("subscription"), Some("42"));
+    assert_eq!(rx.headers().and_then(|h| h.get_str("subscription")), Some("42"));
+    tx.send(Body::message("event".into())).await.unwrap();
+    assert_eq!(&rx.recv().await.unwrap().unwrap().message[..], b"event");
+    tx.finish();
+    assert!(rx.recv().await.is_none());
+
+    // Waiting for headers that come with the first message keeps that message for `recv`.
+    let (_, mut rx) = client.open(DOWNLOAD, Body::default(), CallMode::SERVER_STREAMING, CallOptions::default()).await.unwrap().split();
+    assert_eq!(rx.response_headers().await.get_str("server"), Some("tagger"));
+    let mut messages = Vec::new();
+    while let Some(m) = rx.recv().await {
+        messages.push(m.unwrap().message[0]);
+    }
+    assert_eq!(messages, [0, 1, 2], "nothing lost while waiting for the headers");
+    // A call that fails before any headers: empty ones, and the error from `recv`.
+    let (_, mut rx) = client.open(99, Body::default(), CallMode::SERVER_STREAMING, CallOptions::default()).await.unwrap().split();
+    assert!(rx.response_headers().await.is_empty());
+    assert!(rx.recv().await.unwrap().is_err());
+    assert!(rx.recv().await.is_none());
 
     // Trailers with an error status.
     let reply = client.call_with_metadata(FAIL, Body::default(), CallOptions::default()).await;

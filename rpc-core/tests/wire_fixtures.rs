@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rpc_core::frame::{
     caps, CallMode, Cancel, Commit, Credit, ErrorFrame, Frame, FrameDecoder, GoAway, Hello, Limits, MetadataBlocks, Ping,
-    Request, Response, StreamBatch, StreamData, StreamEnd, MAGIC, WIRE_VERSION,
+    Request, Response, StreamBatch, StreamData, StreamEnd, StreamHeaders, MAGIC, WIRE_VERSION,
 };
 use rpc_core::{Code, DecodeError, Payload, Status};
 
@@ -174,6 +174,25 @@ fn error_stream_data_and_stream_end_with_metadata() {
     ));
     assert_eq!(end.clone().encode().unwrap().to_vec(), expected);
     assert_eq!(decode_one(&expected), Frame::StreamEnd(end));
+}
+
+#[test]
+fn headers_only_ahead_of_the_first_message() {
+    // Stream data flagged 0x24: bit 5 (headers only) and bit 2 (the headers block); the message
+    // is the block and nothing after it.
+    let h = StreamHeaders { id: 3, headers: blocks(true, false).headers };
+    let expected = hex(concat!(
+        "05 24 0000 00000000 0300000000000000 0000000000000000 0e000000 00000000 0000000000000000",
+        "0a000000 0100 0100 6b 01000000 76",
+    ));
+    assert_eq!(h.clone().encode().unwrap().to_vec(), expected);
+    assert_eq!(decode_one(&expected), Frame::StreamHeaders(h));
+    // Empty headers: the flag alone.
+    let h = StreamHeaders { id: 3, headers: Bytes::new() };
+    let expected = hex("05 20 0000 00000000 0300000000000000 0000000000000000 00000000 00000000 0000000000000000");
+    assert_eq!(h.clone().encode().unwrap().to_vec(), expected);
+    assert_eq!(decode_one(&expected), Frame::StreamHeaders(h));
+    assert_eq!(caps::EARLY_HEADERS, 1 << 4);
 }
 
 #[test]

@@ -73,7 +73,10 @@ use proc_macro::TokenStream;
 ///   `StoreClient::PATHS`, every `(path, id)`; `StoreClient::path_of(id)` is the path of a
 ///   known id. Each unary method `put` also has `put_with_metadata`, with the same arguments,
 ///   returning `rpc_core::Reply<Result<R, CallError>>`: the result and the server's response
-///   headers and trailers (`reply.result`, `reply.headers`, `reply.trailers`).
+///   headers and trailers (`reply.result`, `reply.headers`, `reply.trailers`); a
+///   client-streaming method `upload` has `upload_with_metadata`, whose answer future yields
+///   that `Reply`. Streaming methods' `Source` has `headers()`, `trailers()` and
+///   `response_headers().await`.
 /// - **`StoreServer<S>`**, wrapping an implementation (`new(imp)` or `from_arc(arc)`), which
 ///   implements `rpc_core::Service`: it dispatches on the method id, decodes the arguments, calls
 ///   the implementation and encodes its answer. Its `name()` is `"Store"` (with a package:

@@ -5,7 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::tests::Pair;
 use super::*;
-use crate::frame::{MetadataBlocks, StreamData};
+use crate::frame::{caps, MetadataBlocks, StreamData, StreamHeaders};
 use crate::metadata::MetadataError;
 
 fn pair() -> Pair {
@@ -199,4 +199,103 @@ fn response_metadata_from_a_client_is_a_protocol_violation() {
         _ => None,
     });
     assert!(closed.as_deref().is_some_and(|e| e.contains("response metadata from a client")), "{closed:?}");
+}
+
+#[test]
+fn headers_sent_early_go_in_a_frame_of_their_own_before_any_message() {
+    let mut p = pair();
+    let id = open(&mut p, CallMode::SERVER_STREAMING);
+    set(&mut p, id, MetadataKind::Headers, "h", "early").unwrap();
+    assert!(p.server.send_response_headers(id));
+    p.drive();
+    assert_eq!(kinds(&p.client_events), ["headers early"], "the headers arrived alone");
+    p.client_events.clear();
+    // They went: no more headers, and no second frame of them.
+    assert_eq!(set(&mut p, id, MetadataKind::Headers, "h", "late"), Err(MetadataError::HeadersSent));
+    assert!(!p.server.send_response_headers(id));
+    p.server.send_message(id, Body::message(Bytes::from_static(b"a"))).unwrap();
+    set(&mut p, id, MetadataKind::Trailers, "t", "done").unwrap();
+    p.server.respond(id, Ok(Body::default()));
+    p.drive();
+    assert_eq!(kinds(&p.client_events), ["data 1", "trailers done", "end ok"]);
+
+    // None set: the frame says so, and the client has its (empty) headers.
+    let id = open(&mut p, CallMode::BIDI);
+    p.client_events.clear();
+    assert!(p.server.send_response_headers(id));
+    p.drive();
+    match &p.client_events[..] {
+        [Event::Headers { id: i, metadata }] => assert!(*i == id && metadata.is_empty()),
+        other => panic!("{:?}", kinds(other)),
+    }
+    // A unary call may send them early too; its answer then carries none.
+    let id = open(&mut p, CallMode::UNARY);
+    p.client_events.clear();
+    set(&mut p, id, MetadataKind::Headers, "h", "u").unwrap();
+    assert!(p.server.send_response_headers(id));
+    p.server.respond(id, Ok(Body::message(Bytes::from_static(b"abc"))));
+    p.drive();
+    assert_eq!(kinds(&p.client_events), ["headers u", "ok 3"]);
+}
+
+#[test]
+fn a_client_that_does_not_take_early_headers_gets_them_with_the_first_message() {
+    let mut p = pair();
+    let id = open(&mut p, CallMode::SERVER_STREAMING);
+    // A peer of the same wire version without the capability.
+    p.server.peer.as_mut().expect("after the hello").capabilities &= !caps::EARLY_HEADERS;
+    set(&mut p, id, MetadataKind::Headers, "h", "with-data").unwrap();
+    assert!(!p.server.send_response_headers(id), "not sent alone");
+    p.drive();
+    assert!(p.client_events.is_empty(), "{:?}", kinds(&p.client_events));
+    p.server.send_message(id, Body::message(Bytes::from_static(b"a"))).unwrap();
+    p.drive();
+    assert_eq!(kinds(&p.client_events), ["headers with-data", "data 1"]);
+}
+
+#[test]
+fn bad_early_headers_end_the_call_or_the_connection() {
+    let mut p = pair();
+    // A second block: after headers on a frame of their own, or after the first message's.
+    for first in [true, false] {
+        let id = open(&mut p, CallMode::SERVER_STREAMING);
+        p.client_events.clear();
+        if first {
+            inject(&mut p, Frame::StreamHeaders(StreamHeaders { id, headers: raw_block(b"h", 1) }));
+        } else {
+            let meta = MetadataBlocks { headers: raw_block(b"h", 1), trailers: Bytes::new() };
+            inject(&mut p, Frame::StreamData(StreamData { id, message: Bytes::new(), attachments: vec![], meta }));
+        }
+        inject(&mut p, Frame::StreamHeaders(StreamHeaders { id, headers: Bytes::new() }));
+        let k = kinds(&p.client_events);
+        assert!(k.last().is_some_and(|e| e.contains("a second block of response headers")), "{k:?}");
+        assert!(p.server_events.iter().any(|e| matches!(e, Event::Abort { id: i, .. } if *i == id)));
+        assert!(p.client.is_open());
+        p.server_events.clear();
+    }
+    // Headers over the client's limit end the call.
+    let small = ConnConfig { max_metadata: 1024, ..ConnConfig::default() };
+    let mut p = Pair::with(small, ConnConfig::default());
+    let id = open(&mut p, CallMode::SERVER_STREAMING);
+    inject(&mut p, Frame::StreamHeaders(StreamHeaders { id, headers: raw_block(b"big", 2000) }));
+    let k = kinds(&p.client_events);
+    assert!(k.last().is_some_and(|e| e.contains("over the limit of 1024 bytes")), "{k:?}");
+    // For a call that ended they are dropped; for one never started, the connection ends.
+    inject(&mut p, Frame::StreamHeaders(StreamHeaders { id, headers: Bytes::new() }));
+    assert!(p.client.is_open());
+    inject(&mut p, Frame::StreamHeaders(StreamHeaders { id: 999, headers: Bytes::new() }));
+    assert!(!p.client.is_open());
+
+    // From a client: a protocol violation.
+    let mut p = pair();
+    let id = open(&mut p, CallMode::CLIENT_STREAMING);
+    let frame = Frame::StreamHeaders(StreamHeaders { id, headers: Bytes::new() });
+    p.server_in.extend_from_slice(&frame.encode().unwrap().to_vec());
+    p.drive();
+    assert!(!p.server.is_open());
+    let closed = p.server_events.iter().find_map(|e| match e {
+        Event::Closed(err) => Some(err.to_string()),
+        _ => None,
+    });
+    assert!(closed.as_deref().is_some_and(|e| e.contains("response headers from a client")), "{closed:?}");
 }

@@ -235,7 +235,7 @@ impl Connection {
     fn with_hello(side: Side, config: ConnConfig, now: Instant, refusal: Option<(Code, String)>) -> Self {
         let hello = Hello {
             version: WIRE_VERSION,
-            capabilities: caps::STREAMS | caps::COMMIT | caps::STREAM_BATCHES,
+            capabilities: caps::STREAMS | caps::COMMIT | caps::STREAM_BATCHES | caps::EARLY_HEADERS,
             max_frame: config.max_frame.max(MIN_MAX_FRAME),
             max_calls_in_flight: if refusal.is_some() { 0 } else { config.max_calls_in_flight },
             max_attachments: config.max_attachments,
@@ -716,6 +716,7 @@ impl Connection {
             }
             (_, Frame::StreamData(d)) => self.on_stream_data(d)?,
             (_, Frame::StreamBatch(b)) => self.on_stream_batch(b)?,
+            (_, Frame::StreamHeaders(h)) => self.on_stream_headers(h)?,
             (_, Frame::StreamEnd(e)) => self.on_stream_end(e)?,
             (_, Frame::Credit(c)) => self.on_credit(c)?,
             (side, frame) => {

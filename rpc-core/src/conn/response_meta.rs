@@ -5,16 +5,17 @@
 use bytes::Bytes;
 
 use super::calls::ReplyMetadata;
-use super::{Connection, Event, Side};
+use super::{Connection, Event, Side, State};
 use crate::error::CallError;
-use crate::frame::MetadataBlocks;
+use crate::frame::{caps, Frame, MetadataBlocks, StreamHeaders};
 use crate::metadata::{Metadata, MetadataError};
 
 /// Which of a call's response metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MetadataKind {
     /// Response headers: sent with the first frame of the answer (its first stream message,
-    /// or its only answer).
+    /// or its only answer), or ahead of it in a frame of their own
+    /// ([`Connection::send_response_headers`]).
     Headers,
     /// Trailers: sent with the last frame of the answer (the response, the error status or the
     /// stream end).
@@ -128,14 +129,41 @@ impl Connection {
                 true
             }
             Err(why) => {
-                self.calls.remove(id);
-                if !last {
-                    self.withdraw_or_cancel(id);
-                }
-                let error = CallError::Metadata(format!("response metadata of call {id} refused: {why}"));
-                self.events.push_back(Event::Finished { id, result: Err(error) });
+                self.refuse_reply_metadata(id, &why, last);
                 false
             }
         }
+    }
+
+    /// Client: call `id` fails for the response metadata the server sent (`why`); unless the
+    /// frame ended the call (`last`), the server is told to stop it.
+    pub(super) fn refuse_reply_metadata(&mut self, id: u64, why: &str, last: bool) {
+        self.calls.remove(id);
+        if !last {
+            self.withdraw_or_cancel(id);
+        }
+        let error = CallError::Metadata(format!("response metadata of call {id} refused: {why}"));
+        self.events.push_back(Event::Finished { id, result: Err(error) });
+    }
+
+    /// Server: sends call `id`'s response headers now, in a frame of their own, ahead of its
+    /// first message (empty when the handler set none): a client waiting for them
+    /// ([`crate::StreamReceiver::response_headers`]) learns the call was taken before any
+    /// message exists. True when they went; false when they had gone already, the call is
+    /// over, or the client does not take such a frame ([`caps::EARLY_HEADERS`]): they then go
+    /// with the first frame of the answer, as always.
+    pub fn send_response_headers(&mut self, id: u64) -> bool {
+        debug_assert_eq!(self.side, Side::Server);
+        let early = self.peer.is_some_and(|p| p.capabilities & caps::EARLY_HEADERS != 0);
+        if !early || self.state == State::Closed {
+            return false;
+        }
+        let Some(call) = self.calls.get_mut(id) else { return false };
+        if call.headers_done {
+            return false;
+        }
+        let meta = Self::take_reply_blocks(&mut call.headers_done, call.reply.as_deref_mut(), false);
+        self.push_frame(Frame::StreamHeaders(StreamHeaders { id, headers: meta.headers }));
+        true
     }
 }

@@ -3,13 +3,15 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+
 use super::small_frames::SmallFrames;
 use super::flow::{self, Flow};
 use super::{outgoing, Connection, Event, Side, State};
 use crate::body::Body;
 use crate::code::Code;
 use crate::error::{CallError, ConnectionError, Status};
-use crate::frame::{Credit, Frame, MetadataBlocks, StreamBatch, StreamData, StreamEnd};
+use crate::frame::{Credit, Frame, MetadataBlocks, StreamBatch, StreamData, StreamEnd, StreamHeaders};
 
 /// Why a stream message was not sent.
 #[derive(Debug)]
@@ -209,6 +211,30 @@ impl Connection {
             return Err(Self::stream_violation("stream data", id, "no such call was ever started"));
         }
         self.on_stream_message(id, Body { message: d.message, attachments: d.attachments }, d.meta)
+    }
+
+    /// Client: the server's response headers, ahead of the call's first message.
+    pub(super) fn on_stream_headers(&mut self, h: StreamHeaders) -> Result<(), ConnectionError> {
+        let id = h.id;
+        if self.side == Side::Server {
+            return Err(Self::stream_violation("stream headers", id, "response headers from a client"));
+        }
+        let Some(call) = self.calls.get_mut(id) else {
+            if self.call_existed(id) {
+                // A call that ended (cancelled, expired): nothing waits for them.
+                return Ok(());
+            }
+            return Err(Self::stream_violation("stream headers", id, "no such call was ever started"));
+        };
+        if !h.headers.is_empty() {
+            self.on_reply_metadata(id, MetadataBlocks { headers: h.headers, trailers: Bytes::new() }, false);
+        } else if std::mem::replace(&mut call.headers_done, true) {
+            self.refuse_reply_metadata(id, "a second block of response headers", false);
+        } else {
+            // The server set none: the headers are in, and empty.
+            self.events.push_back(Event::Headers { id, metadata: crate::Metadata::default() });
+        }
+        Ok(())
     }
 
     /// Each message of a batch, as if it came in a frame of its own (the sender charged each

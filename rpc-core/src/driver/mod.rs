@@ -149,14 +149,14 @@ impl<H: SideHandler> Shared<H> {
 
     /// Runs a step on the state machine, then dispatches its events and wakes the loops that
     /// have work.
-    pub(crate) fn step<R>(self: &Arc<Self>, f: impl FnOnce(&mut Locked<H>) -> R) -> R {
+    pub(crate) fn step<R>(&self, f: impl FnOnce(&mut Locked<H>) -> R) -> R {
         let mut g = self.lock();
         let r = f(&mut g);
         self.dispatch(&mut g);
         r
     }
 
-    fn dispatch(self: &Arc<Self>, g: &mut Locked<H>) {
+    fn dispatch(&self, g: &mut Locked<H>) {
         loop {
             while let Some(ev) = g.conn.poll_event() {
                 H::on_event(g, ev);

@@ -26,6 +26,9 @@ pub mod caps {
     /// The sender takes several small messages of a stream in one frame (a stream batch:
     /// stream data flagged `FLAG_BATCH`).
     pub const STREAM_BATCHES: u64 = 1 << 3;
+    /// The sender takes a call's response headers in a frame of their own, ahead of its first
+    /// message (stream data flagged `FLAG_HEADERS_ONLY`).
+    pub const EARLY_HEADERS: u64 = 1 << 4;
 }
 
 /// What a side declares about itself. Each side obeys the other's limits when sending.

@@ -32,7 +32,7 @@ pub use ping::Ping;
 pub use raw::{EncodeError, RawFrame, INLINE_MESSAGE_MAX};
 pub use request::{CallMode, Request, FLAG_AWAIT_COMMIT, FLAG_CLIENT_STREAM, FLAG_METADATA, FLAG_SERVER_STREAM};
 pub use response::Response;
-pub use stream::{StreamBatch, StreamData, StreamEnd, BATCH_PREFIX, FLAG_BATCH};
+pub use stream::{StreamBatch, StreamData, StreamEnd, StreamHeaders, BATCH_PREFIX, FLAG_BATCH, FLAG_HEADERS_ONLY};
 
 use crate::error::DecodeError;
 use crate::transmit::Transmit;
@@ -47,6 +47,7 @@ pub enum Frame {
     Cancel(Cancel),
     StreamData(StreamData),
     StreamBatch(StreamBatch),
+    StreamHeaders(StreamHeaders),
     StreamEnd(StreamEnd),
     Credit(Credit),
     Ping(Ping),
@@ -62,6 +63,7 @@ impl Frame {
             FrameKind::Response => Frame::Response(Response::decode(f)?),
             FrameKind::Error => Frame::Error(ErrorFrame::decode(f)?),
             FrameKind::Cancel => Frame::Cancel(Cancel::decode(f)?),
+            FrameKind::StreamData if f.header.flags & FLAG_HEADERS_ONLY != 0 => Frame::StreamHeaders(StreamHeaders::decode(f)?),
             FrameKind::StreamData if f.header.flags & FLAG_BATCH != 0 => Frame::StreamBatch(StreamBatch::decode(f)?),
             FrameKind::StreamData => Frame::StreamData(StreamData::decode(f)?),
             FrameKind::StreamEnd => Frame::StreamEnd(StreamEnd::decode(f)?),
@@ -79,7 +81,7 @@ impl Frame {
             Frame::Response(_) => FrameKind::Response,
             Frame::Error(_) => FrameKind::Error,
             Frame::Cancel(_) => FrameKind::Cancel,
-            Frame::StreamData(_) | Frame::StreamBatch(_) => FrameKind::StreamData,
+            Frame::StreamData(_) | Frame::StreamBatch(_) | Frame::StreamHeaders(_) => FrameKind::StreamData,
             Frame::StreamEnd(_) => FrameKind::StreamEnd,
             Frame::Credit(_) => FrameKind::Credit,
             Frame::Ping(p) if p.pong => FrameKind::Pong,
@@ -98,6 +100,7 @@ impl Frame {
             Frame::Cancel(f) => f.encode(),
             Frame::StreamData(f) => f.encode(),
             Frame::StreamBatch(f) => f.encode(),
+            Frame::StreamHeaders(f) => f.encode(),
             Frame::StreamEnd(f) => f.encode(),
             Frame::Credit(f) => f.encode(),
             Frame::Ping(f) => f.encode(),

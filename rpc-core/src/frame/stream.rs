@@ -143,6 +143,50 @@ impl StreamBatch {
     }
 }
 
+/// Stream data flag: the frame carries the server's response headers and no message (a
+/// [`StreamHeaders`]), sent only to a peer declaring [`super::caps::EARLY_HEADERS`].
+pub const FLAG_HEADERS_ONLY: u8 = 1 << 5;
+
+/// The server's response headers of a call, sent ahead of its first message (stream data
+/// flagged [`FLAG_HEADERS_ONLY`]): the headers block as any frame carries it
+/// ([`super::FLAG_HEADERS`], absent for empty headers), then nothing. It counts against no
+/// credit. A call's answer carries one block of headers at most, on this frame or its first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHeaders {
+    /// Stream (call) id.
+    pub id: u64,
+    /// The encoded headers ([`crate::Metadata::encode`]); empty for none.
+    pub headers: Bytes,
+}
+
+impl StreamHeaders {
+    /// Encodes the frame.
+    pub fn encode(self) -> Result<Transmit, EncodeError> {
+        let mut f = RawFrame::new(FrameKind::StreamData);
+        f.header.id = self.id;
+        f.header.flags = FLAG_HEADERS_ONLY;
+        MetadataBlocks { headers: self.headers, trailers: Bytes::new() }.apply(&mut f)?;
+        f.encode()
+    }
+
+    /// Decodes from a raw frame flagged [`FLAG_HEADERS_ONLY`]: headers at most, nothing else.
+    pub fn decode(mut f: RawFrame) -> Result<Self, DecodeError> {
+        let malformed = |reason: String| DecodeError::Malformed { kind: "stream headers", reason };
+        if f.header.flags & FLAG_BATCH != 0 {
+            return Err(malformed("flagged a batch too".into()));
+        }
+        f.expect_attachments(0)?;
+        let meta = MetadataBlocks::split(&mut f)?;
+        if !meta.trailers.is_empty() {
+            return Err(malformed("trailers on a frame of headers (they end the call)".into()));
+        }
+        if !f.message.is_empty() {
+            return Err(malformed(format!("{} bytes of message after the headers", f.message.len())));
+        }
+        Ok(StreamHeaders { id: f.header.id, headers: meta.headers })
+    }
+}
+
 /// The end of one direction of a stream, with a status code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamEnd {
@@ -230,6 +274,34 @@ mod tests {
         let mut with_headers = raw(&[0, 0, 0, 0]);
         with_headers.header.flags |= crate::frame::FLAG_HEADERS;
         assert!(StreamBatch::decode(with_headers).unwrap_err().to_string().contains("response metadata on a batch"));
+    }
+
+    #[test]
+    fn headers_ahead_of_the_first_message_decode_to_their_block_and_nothing_else() {
+        let block = crate::Metadata::from_iter([("region".to_string(), Bytes::from_static(b"eu"))]).encode();
+        for headers in [block, Bytes::new()] {
+            let t = StreamHeaders { id: 5, headers: headers.clone() }.encode().unwrap();
+            let wire = t.to_vec();
+            let header = FrameHeader::decode(&wire[..HEADER_LEN]).unwrap();
+            assert_eq!(header.flags & FLAG_HEADERS_ONLY, FLAG_HEADERS_ONLY);
+            let raw = RawFrame { header, message: Bytes::copy_from_slice(&wire[HEADER_LEN..]), attachments: vec![] };
+            match crate::frame::Frame::decode(raw).unwrap() {
+                crate::frame::Frame::StreamHeaders(h) => assert_eq!(h, StreamHeaders { id: 5, headers }),
+                other => panic!("decoded as {other:?}"),
+            }
+        }
+        let raw = |message: &[u8], flags: u8| {
+            let mut f = RawFrame::new(FrameKind::StreamData);
+            f.header.flags = FLAG_HEADERS_ONLY | flags;
+            f.message = Bytes::copy_from_slice(message);
+            f
+        };
+        let e = StreamHeaders::decode(raw(b"xy", 0)).unwrap_err().to_string();
+        assert!(e.contains("2 bytes of message after the headers"), "{e}");
+        let e = StreamHeaders::decode(raw(&[1, 0, 0, 0, 9], crate::frame::FLAG_TRAILERS)).unwrap_err().to_string();
+        assert!(e.contains("trailers on a frame of headers"), "{e}");
+        let e = StreamHeaders::decode(raw(&[], FLAG_BATCH)).unwrap_err().to_string();
+        assert!(e.contains("flagged a batch too"), "{e}");
     }
 
     #[test]

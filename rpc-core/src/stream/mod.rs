@@ -152,6 +152,8 @@ pub(crate) fn handles<H: SideHandler + HasRoutes>(
             unreported: (0, 0),
             method: None,
             metadata: None,
+            peeked: None,
+            began: false,
             _guard: guard,
         },
     }
@@ -275,6 +277,11 @@ pub struct StreamReceiver {
     /// Client: the server's response headers and trailers, once they arrived (boxed: a stream
     /// without them carries one word for them).
     metadata: Option<Box<(Option<Metadata>, Option<Metadata>)>>,
+    /// What [`StreamReceiver::response_headers`] took off the channel while waiting for the
+    /// headers (the first message, or the end), for `recv` to return next.
+    peeked: Option<Inbound>,
+    /// A message was taken or peeked: the headers, if any, came before it.
+    began: bool,
     _guard: Option<Arc<CancelOnDrop>>,
 }
 
@@ -294,18 +301,12 @@ impl StreamReceiver {
         if self.done {
             return Poll::Ready(None);
         }
-        let item = loop {
-            match self.inbound.poll_recv(cx) {
-                Poll::Pending => {
-                    // About to wait: whatever was taken goes back as credit first, or the peer
-                    // might be waiting for it too.
-                    self.report();
-                    return Poll::Pending;
-                }
-                Poll::Ready(Some(Inbound::Headers(m))) => self.metadata.get_or_insert_default().0 = Some(m),
-                Poll::Ready(Some(Inbound::Trailers(m))) => self.metadata.get_or_insert_default().1 = Some(m),
-                Poll::Ready(item) => break item,
-            }
+        let item = match self.peeked.take() {
+            Some(item) => Some(item),
+            None => match self.poll_inbound(cx) {
+                Poll::Ready(item) => item,
+                Poll::Pending => return Poll::Pending,
+            },
         };
         Poll::Ready(match item {
             Some(Inbound::Message(body)) => Some(Ok(self.took(body))),
@@ -336,8 +337,78 @@ impl StreamReceiver {
         })
     }
 
+    /// The next item of the channel that is not metadata (metadata is kept as it passes).
+    fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        loop {
+            match self.inbound.poll_recv(cx) {
+                Poll::Pending => {
+                    // About to wait: whatever was taken goes back as credit first, or the peer
+                    // might be waiting for it too.
+                    self.report();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Inbound::Headers(m))) => self.metadata.get_or_insert_default().0 = Some(m),
+                Poll::Ready(Some(Inbound::Trailers(m))) => self.metadata.get_or_insert_default().1 = Some(m),
+                Poll::Ready(item) => return Poll::Ready(item),
+            }
+        }
+    }
+
+    /// Client: waits for the server's response headers and returns them (empty when it sent
+    /// none). They arrive ahead of the first message, in a frame of their own when the server
+    /// sends them early ([`crate::ResponseMetadata::send_headers`]: a subscription can say it
+    /// is set up before any event exists), else with the first message or the call's end. A
+    /// message or the end that arrives meanwhile is kept for [`StreamReceiver::recv`], so
+    /// nothing is lost; a call that fails first yields empty headers here and its error
+    /// from `recv`.
+    ///
+    /// ```no_run
+    /// # async fn f(client: rpc_core::Client) -> Result<(), rpc_core::CallError> {
+    /// use rpc_core::{Body, CallMode, CallOptions};
+    /// let call = client.open(7, Body::default(), CallMode::SERVER_STREAMING, CallOptions::default()).await?;
+    /// let (_requests, mut events) = call.split();
+    /// let headers = events.response_headers().await;
+    /// println!("subscribed as {:?}", headers.get_str("subscription"));
+    /// while let Some(event) = events.recv().await {
+    ///     let _event: Body = event?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn response_headers(&mut self) -> Metadata {
+        poll_fn(|cx| self.poll_response_headers(cx)).await;
+        self.headers().cloned().unwrap_or_default()
+    }
+
+    /// Polls until the response headers are in, or it is known that none will come (see
+    /// [`StreamReceiver::response_headers`]).
+    pub fn poll_response_headers(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.headers().is_some() || self.began || self.done || self.peeked.is_some() {
+            return Poll::Ready(());
+        }
+        loop {
+            match self.inbound.poll_recv(cx) {
+                Poll::Pending => {
+                    self.report();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Inbound::Headers(m))) => {
+                    self.metadata.get_or_insert_default().0 = Some(m);
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Some(Inbound::Trailers(m))) => self.metadata.get_or_insert_default().1 = Some(m),
+                Poll::Ready(item) => {
+                    // The stream's first item, with no headers before it: `recv` takes it next.
+                    let ended = || Inbound::End(Err(CallError::Status(Status::new(Code::CANCELLED, "the call ended"))));
+                    self.peeked = Some(item.unwrap_or_else(ended));
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+
     /// Client: the server's response headers, once they arrived: they come with its first
-    /// message (or its end), so they are here once [`StreamReceiver::recv`] returned anything.
+    /// message (or its end), or ahead of it when the server sends them early, so they are here
+    /// once [`StreamReceiver::recv`] or [`StreamReceiver::response_headers`] returned.
     /// `None` before, and when the server sent none.
     pub fn headers(&self) -> Option<&Metadata> {
         self.metadata.as_ref()?.0.as_ref()
@@ -357,6 +428,7 @@ impl StreamReceiver {
 
     /// Counts a message taken, reporting once enough is.
     fn took(&mut self, body: Body) -> Body {
+        self.began = true;
         self.unreported.0 += 1;
         self.unreported.1 += body.len() as usize;
         if self.unreported.1 + self.unreported.0 * HEADER_LEN >= REPORT_EVERY {
@@ -389,6 +461,11 @@ impl Drop for StreamReceiver {
         for body in std::mem::take(&mut self.batch) {
             self.unreported.0 += 1;
             self.unreported.1 += body.len() as usize;
+        }
+        if let Some(item) = self.peeked.take() {
+            let (messages, bytes) = item.counts();
+            self.unreported.0 += messages;
+            self.unreported.1 += bytes;
         }
         while let Ok(item) = self.inbound.try_recv() {
             let (messages, bytes) = item.counts();

@@ -123,6 +123,12 @@ impl<T, C: Decode<T>> Source<T, C> {
         Ok(out)
     }
 
+    /// Client: waits for the server's response headers (see
+    /// [`StreamReceiver::response_headers`]); no item is lost meanwhile.
+    pub async fn response_headers(&mut self) -> crate::Metadata {
+        self.inner.response_headers().await
+    }
+
     /// The server's response headers, once they arrived (see [`StreamReceiver::headers`]).
     pub fn headers(&self) -> Option<&crate::Metadata> {
         self.inner.headers()
