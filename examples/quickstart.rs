@@ -1,23 +1,26 @@
 //! Quickstart: a service, its server and a client in one process on 127.0.0.1 — a few small
 //! calls, a few large ones (up to 16 MiB), a download and an upload as streams of 1 MiB chunks,
-//! then the table of which send path each byte took.
+//! a file sent from the page cache, then the table of which send path each byte took.
 //!
 //! ```text
-//! cargo run --release --example quickstart [-- --transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--addr unix:PATH]
+//! cargo run --release --example quickstart [-- --transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--tls] [--addr unix:PATH]
 //! ```
 //!
-//! `--addr unix:/tmp/quickstart.sock` runs the same over a Unix socket (same host only).
+//! `--addr unix:/tmp/quickstart.sock` runs the same over a Unix socket (same host only);
+//! `--tls` over TLS 1.3, with a CA and a certificate for `localhost` made at start.
 //!
 //! The whole program is this file: copy it into `src/main.rs` of a crate depending on
-//! `rpc-core`, `transport-uring` (Linux), `tokio` (features `rt-multi-thread`, `macros`) and
-//! `clap` (feature `derive`).
+//! `rpc-core`, `transport-uring` (Linux), `tokio` (features `rt-multi-thread`, `macros`),
+//! `clap` (feature `derive`) and, for `--tls`, `rcgen` (default features off; features
+//! `crypto`, `pem`, `ring`).
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use clap::Parser;
 use rpc_core::transport::tcp::TcpAcceptor;
-use rpc_core::{service, Client, ClientConfig, Payload, Server, Sink, Source};
+use rpc_core::transport::tls::{TlsAcceptor, TlsClientConfig, TlsServerConfig};
+use rpc_core::{service, Client, ClientConfig, FileRegion, Payload, Server, Sink, Source};
 
 /// The service: a trait of `async fn`s. `#[service]` generates `BlobsClient` (typed calls)
 /// and `BlobsServer` (the dispatcher). `Payload` arguments travel as attachments, without a
@@ -30,9 +33,15 @@ pub trait Blobs {
     async fn download(&self, count: u32, size: u32, out: Sink<u32>);
     /// The bytes of the chunks received.
     async fn upload(&self, chunks: Source<u32>) -> u64;
+    /// The server's file, sent from the page cache (`sendfile`, io_uring `SPLICE`): never read
+    /// into the server's memory.
+    async fn file(&self) -> Payload;
 }
 
-struct Impl;
+struct Impl {
+    /// The whole of a file the server opened at start.
+    file: FileRegion,
+}
 
 impl Blobs for Impl {
     async fn add(&self, a: u64, b: u64) -> u64 {
@@ -61,7 +70,14 @@ impl Blobs for Impl {
         }
         total
     }
+
+    async fn file(&self) -> Payload {
+        Payload::from(self.file.clone()) // a region of the file: no byte of it is read here
+    }
 }
+
+/// The file the server sends: 8 MiB written at start to a temporary path, removed at the end.
+const FILE_LEN: usize = 8 << 20;
 
 /// A server and a client of the Blobs service on 127.0.0.1, moving about 53 MiB each way.
 #[derive(Debug, Parser)]
@@ -69,6 +85,7 @@ impl Blobs for Impl {
     cargo run --release --example quickstart\n  \
     cargo run --release --example quickstart -- --transport tcp\n  \
     cargo run --release --example quickstart -- --transport uring --zc always-zc --recv ring\n  \
+    cargo run --release --example quickstart -- --transport tcp --tls\n  \
     cargo run --release --example quickstart -- --addr unix:/tmp/quickstart.sock")]
 struct Args {
     /// `tcp` (tokio, any OS), `uring` (io_uring zero-copy engine) or `msgzc` (`MSG_ZEROCOPY`).
@@ -82,6 +99,10 @@ struct Args {
     /// receive into a provided-buffer ring).
     #[arg(long, default_value = "read", value_parser = ["read", "uring", "ring"])]
     recv: String,
+    /// TLS 1.3 (`--transport tcp`): a throwaway CA and a certificate for `localhost` are made
+    /// at start; `examples/tls.rs` shows your own certificates and mutual TLS.
+    #[arg(long)]
+    tls: bool,
     /// `unix:PATH` serves and calls over a Unix socket at PATH instead of TCP on 127.0.0.1
     /// (the transport options then do not apply).
     #[arg(long, value_name = "unix:PATH", value_parser = unix_path)]
@@ -110,14 +131,31 @@ async fn main() -> std::process::ExitCode {
 
 async fn quickstart(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let path = std::env::temp_dir().join(format!("zcrpc-quickstart-{}.bin", std::process::id()));
+    std::fs::write(&path, pattern(FILE_LEN, 7))?;
+    let file = FileRegion::open(&path)?;
+    std::fs::remove_file(&path)?; // the open file stays readable; nothing is left behind
     // Serve: any number of connections, each on its own task, until shut down.
-    let server = Server::builder().build(BlobsServer::new(Impl));
+    let server = Server::builder().build(BlobsServer::new(Impl { file }));
     if let Some(path) = args.addr.clone() {
         // A Unix socket: the socket file is removed when the server shuts down.
         let server = server.serve(rpc_core::transport::unix::UnixAcceptor::bind(&path).await?);
         println!("zcrpc quickstart: server on unix:{path}");
         let client = Client::connect_unix(&path, ClientConfig::default()).await?;
         return run(BlobsClient::new(client), server, "unix").await;
+    }
+    if args.tls {
+        if args.transport != "tcp" {
+            return Err(format!("--tls runs over --transport tcp, not {}", args.transport).into());
+        }
+        let (server_tls, client_tls) = throwaway_certificates()?;
+        let acceptor = TlsAcceptor::new(TcpAcceptor::bind(addr).await?, server_tls)?;
+        let addr = acceptor.local_addr()?;
+        let server = server.serve(acceptor);
+        // The client checks the server's certificate against the CA, for the name it dials.
+        let client = Client::connect_tls(addr, "localhost", client_tls, ClientConfig::default()).await?;
+        println!("zcrpc quickstart: server on {addr} (tcp transport, TLS 1.3)");
+        return run(BlobsClient::new(client), server, "tls").await;
     }
     let (server, addr, client) = if args.transport == "tcp" {
         let acceptor = TcpAcceptor::bind(addr).await?;
@@ -167,8 +205,13 @@ async fn run(blobs: BlobsClient, server: rpc_core::ServerHandle, transport: &str
     }
     upload.finish();
     assert_eq!(total.await?, 32 << 20);
+
+    // A file region: the server's kernel sends the file's pages; here they arrive as bytes.
+    let file = blobs.file().await?;
+    assert!(file.to_bytes() == pattern(FILE_LEN, 7), "the file came back different");
+    bytes += FILE_LEN as u64;
     let secs = start.elapsed().as_secs_f64();
-    println!("14 calls and 2 streams, {:.1} MiB of payload in {secs:.3} s, every byte checked", bytes as f64 / (1 << 20) as f64);
+    println!("15 calls and 2 streams, {:.1} MiB of payload in {secs:.3} s, every byte checked", bytes as f64 / (1 << 20) as f64);
 
     // Closing waits until the kernel is done with every zero-copy send: the counters then
     // include every notification. `stats()` is readable at any time.
@@ -176,8 +219,10 @@ async fn run(blobs: BlobsClient, server: rpc_core::ServerHandle, transport: &str
     server.server().shutdown();
     let stats = blobs.client().stats();
     println!("\nclient {stats}\nserver {}", server.server().stats());
-    if transport == "tcp" || transport == "unix" {
-        println!("{transport}: every frame went out as one vectored write of the caller's segments; the kernel copied them.");
+    if transport == "tls" {
+        println!("tls: each frame was encrypted once into rustls's records (the file region too: read, then encrypted); the kernel copied the ciphertext.");
+    } else if transport == "tcp" || transport == "unix" {
+        println!("{transport}: every frame went out as one vectored write of the caller's segments (the file by sendfile); the kernel copied them.");
     } else if stats.notifications_copied > 0 {
         let switched = if stats.path_switches > 0 { ": the adaptive engine noticed and moved to the copy path" } else { "" };
         println!("On loopback the kernel copies zero-copy sends after all (ZC_COPIED){switched}; real gains need a NIC.");
@@ -216,6 +261,21 @@ async fn uring(
     args: &Args,
 ) -> Result<(rpc_core::ServerHandle, SocketAddr, Client), Box<dyn std::error::Error>> {
     Err(format!("--transport {} needs Linux", args.transport).into())
+}
+
+/// A CA and a server certificate for `localhost` it signed, made now (a deployment loads its
+/// own PEM files: `TlsServerConfig::from_pem_files`, `TlsClientConfig::from_pem_file`).
+fn throwaway_certificates() -> Result<(TlsServerConfig, TlsClientConfig), Box<dyn std::error::Error>> {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])?.signed_by(&key, &issuer)?;
+    let server = TlsServerConfig::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())?;
+    let client = TlsClientConfig::from_pem(ca_cert.pem().as_bytes())?;
+    Ok((server, client))
 }
 
 /// Deterministic bytes (seeded), so a misplaced byte shows.
