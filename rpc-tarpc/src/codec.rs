@@ -18,8 +18,11 @@ const CHUNK: usize = 64 << 10;
 impl EncodeBuf {
     /// `value` in postcard, as bytes split off this buffer.
     pub(crate) fn encode<T: Serialize>(&mut self, value: &T) -> Result<Bytes, postcard::Error> {
-        if self.buf.capacity() - self.buf.len() < 256 {
-            self.buf.reserve(CHUNK);
+        // The exact size first (a walk that copies nothing): a large message is then written
+        // once into room made for it, not copied again each time the buffer would have doubled.
+        let size = postcard::experimental::serialized_size(value)?;
+        if self.buf.capacity() - self.buf.len() < size {
+            self.buf.reserve(size.max(CHUNK));
         }
         let flavor = BytesFlavor(std::mem::take(&mut self.buf));
         match postcard::serialize_with_flavor::<T, BytesFlavor, BytesMut>(value, flavor) {
@@ -78,5 +81,20 @@ mod tests {
             seen_again |= m.as_ptr() == at;
         }
         assert!(seen_again, "the first allocation was never reused");
+    }
+
+    #[test]
+    fn a_large_message_is_written_once_into_room_made_for_it() {
+        let mut buf = EncodeBuf::default();
+        let _small = buf.encode(&7u32).unwrap();
+        let big = counting_bytes(3 << 20);
+        let message = buf.encode(&big).unwrap();
+        assert_eq!(decode::<Vec<u8>>(&message).unwrap(), big);
+        // Room for exactly what was asked: no doubling past it.
+        assert!(buf.buf.capacity() < 64 << 10, "{} bytes kept after the message", buf.buf.capacity());
+    }
+
+    fn counting_bytes(len: usize) -> Vec<u8> {
+        (0..len).map(|i| i as u8).collect()
     }
 }
