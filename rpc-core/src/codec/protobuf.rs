@@ -136,6 +136,12 @@ impl<M: ProtoMessage> Encode<M> for Protobuf {
         // The clone shares the fields' `Bytes`: it copies the small rest of the message only.
         let mut message = value.clone();
         let mut attachments = message.detach();
+        if extra.is_empty() && attachments.iter().all(Payload::is_empty) {
+            // Every field stayed inline: no attachment table at all, so that a stream of small
+            // messages goes as small frames, batched (`decode_body` reads a body without
+            // attachments as every field inline).
+            attachments.clear();
+        }
         attachments.extend(extra);
         Ok(Body { message: super::prost::encode(&message), attachments })
     }
@@ -148,7 +154,8 @@ impl<M: ProtoMessage> Decode<M> for Protobuf {
 
     fn decode_body(body: Body) -> Result<(M, Vec<Payload>), CodecError> {
         let mut message: M = super::prost::decode(body.message)?;
-        if M::ATTACHMENT_FIELDS.is_empty() {
+        if M::ATTACHMENT_FIELDS.is_empty() || body.attachments.is_empty() {
+            // No attachment table: every field is in the message (see `encode_body`).
             return Ok((message, body.attachments));
         }
         let mut attachments = body.attachments.into_iter();
@@ -227,9 +234,21 @@ mod tests {
         let inline = Body { message: super::super::prost::encode(&m), attachments: body.attachments.clone() };
         let e = <Protobuf as Decode<Two>>::decode_body(inline).unwrap_err();
         assert!(e.0.contains("`Two.a` arrived twice"), "{e}");
-        // No attachments at all.
-        let bare = Body::message(body.message.clone());
-        assert!(<Protobuf as Decode<Two>>::decode_body(bare).is_err());
+    }
+
+    #[test]
+    fn a_message_whose_fields_all_stay_inline_has_no_attachment_table() {
+        let m = two(0, 99);
+        let body = <Protobuf as Encode<Two>>::encode_body(&m, Vec::new()).unwrap();
+        assert!(body.attachments.is_empty(), "a small message is a message alone (a small frame)");
+        let (back, rest) = <Protobuf as Decode<Two>>::decode_body(body).unwrap();
+        assert_eq!((back, rest.len()), (m.clone(), 0));
+        // With extra attachments the table keeps its place for each field.
+        let body = <Protobuf as Encode<Two>>::encode_body(&m, vec![Payload::from(&b"x"[..])]).unwrap();
+        assert_eq!(body.attachments.len(), 3);
+        // Whatever the sender, a body without attachments reads as every field inline.
+        let bare = Body::message(super::super::prost::encode(&m));
+        assert_eq!(<Protobuf as Decode<Two>>::decode_body(bare).unwrap().0, m);
     }
 
     #[test]
