@@ -77,6 +77,9 @@ pub const DEFAULT_POOL_BYTES: usize = 8 << 20;
 /// Bytes per ciphertext buffer of the default pool.
 pub const DEFAULT_POOL_BUF: usize = 256 << 10;
 
+/// The smallest record started at the end of a buffer (less goes to the next buffer).
+const MIN_RECORD: usize = 1024;
+
 /// The configuration a TLS connection's engine runs with: receive on readiness (records go to
 /// the driver's buffer), and no write protection of ciphertext buffers in flight (nothing
 /// writes them once sealed: they never leave this module).
@@ -86,6 +89,12 @@ fn engine_config(mut config: UringConfig) -> UringConfig {
         config.snapshot = SnapshotPolicy::Ownership;
     }
     config
+}
+
+/// Says once per process which TLS path connections take (and whether the kernel offers TLS).
+fn log_path_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| tracing::info!("uring TLS: {}", tls_session::path_description()));
 }
 
 fn default_pool() -> io::Result<BufferPool> {
@@ -217,7 +226,11 @@ impl UringTlsSend {
                 }
             };
             let (used, cap) = (buf.len(), buf.capacity());
-            let room = (MAX_PLAINTEXT - self.open).min(cap.saturating_sub(used + RECORD_OVERHEAD + self.open));
+            let mut room = (MAX_PLAINTEXT - self.open).min(cap.saturating_sub(used + RECORD_OVERHEAD + self.open));
+            if self.open == 0 && room < data.len().min(MIN_RECORD) {
+                // Not worth a record of its own at the end of the buffer.
+                room = 0;
+            }
             if room == 0 {
                 if self.open > 0 && self.open < MAX_PLAINTEXT {
                     // The buffer's end: seal what the record has, and go on in the next buffer.
@@ -582,6 +595,7 @@ async fn accept_one(
         Ok(r) => r?,
         Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, format!("the TLS handshake did not finish within {limit:?}"))),
     };
+    log_path_once();
     let peer = Peer::at(Some(addr)).with_tls(Arc::new(session.peer.clone()));
     let inner = from_tcp_as(stream, config, true)?;
     Ok(UringTlsTransport { inner, session, peer, pool })
@@ -665,6 +679,7 @@ impl UringTlsConnector {
         let session = tls_session::connect(&stream, self.rustls.clone(), server_name)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake failed: {e}")))?;
+        log_path_once();
         let peer = Peer::at(addr).with_tls(Arc::new(session.peer.clone()));
         let inner = from_tcp_as(stream, self.config.clone(), true)?;
         Ok(UringTlsTransport { inner, session, peer, pool: self.pool.clone() })
