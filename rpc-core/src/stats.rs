@@ -173,8 +173,10 @@ counters! {
     /// Times the receive ring had no free buffer (all held by live slices) and a read went to
     /// an ordinary buffer instead.
     recv_ring_empty,
-    /// Bytes TLS moved in user space beyond the cipher's own pass (transports whose records
-    /// are sealed and opened in their own buffers: `uring+tls`). Sending copies nothing else:
+    /// Bytes TLS moved in user space beyond the cipher's own pass. Over tcp (`tls`, rustls's
+    /// buffered connection): twice every byte received (rustls copies each record's plaintext
+    /// out of its buffer, and the read copies it into the frame's). Over io_uring (`uring+tls`,
+    /// records sealed and opened in the transport's own buffers), sending copies nothing else:
     /// the plaintext is copied into the send buffer and sealed there. Receiving decrypts each
     /// record where it landed in the frame's buffer; what is counted here is a record that could
     /// not land there (the first one into an empty buffer, one that runs past the buffer's end,
@@ -271,7 +273,7 @@ impl std::fmt::Display for StatsSnapshot {
                 Grouped(self.recv_ring_empty)
             )?;
         }
-        if self.transport.ends_with("+tls") || self.tls_bytes_copied > 0 {
+        if self.transport.ends_with("tls") || self.tls_bytes_copied > 0 {
             writeln!(f, "tls: {}; {} bytes copied in user space beyond the cipher", tls_path(), Grouped(self.tls_bytes_copied))?;
         }
         if self.budget_pauses > 0 || self.write_stalls > 0 {

@@ -97,6 +97,10 @@ async fn a_call_and_a_32_mib_payload_over_tls() {
     assert_eq!((subject.as_str(), cn, names.len()), ("", None, 0));
     let stats = client.client().stats();
     assert_eq!(stats.transport, "tls");
+    // rustls's buffered connection copies every received byte twice (out of its buffer, into
+    // the frame's); the uring transport's TLS does not (`transport-uring/tests/tls.rs`).
+    assert!(stats.tls_bytes_copied >= 2 * (32 << 20), "{stats}");
+    assert!(stats.to_string().contains("tls: rustls user-space records"), "{stats}");
     running.handle.shutdown().await;
 }
 

@@ -16,8 +16,9 @@
 //! same rustls connection over its own buffers.
 //!
 //! The bytes: each batch of frames is encrypted by rustls into its record buffer and written
-//! (one copy, the cipher's); received records are decrypted in rustls's buffer and copied into
-//! the frame's receive buffer (one more copy than plaintext TCP). A record that fails
+//! (one copy, the cipher's); received records are decrypted in rustls's buffer, copied out by
+//! rustls, and copied into the frame's receive buffer (two copies more than plaintext TCP,
+//! counted in `tls_bytes_copied`; the io_uring transport's TLS has neither). A record that fails
 //! authentication ends the connection with an error; a frame reaches a handler only when all
 //! its bytes arrived, so nothing of a tampered frame is revealed.
 //!
@@ -341,7 +342,8 @@ impl fmt::Debug for TlsTransport {
 impl TlsTransport {
     fn new(stream: tokio_rustls::TlsStream<TcpStream>, peer: Peer) -> Self {
         let (reader, writer) = tokio::io::split(stream);
-        TlsTransport { reader: TlsRead(reader), writer, stats: Arc::new(TransportStats::new("tls")), peer }
+        let stats = Arc::new(TransportStats::new("tls"));
+        TlsTransport { reader: TlsRead(reader, stats.clone()), writer, stats, peer }
     }
 }
 
@@ -367,7 +369,7 @@ impl Transport for TlsTransport {
 }
 
 /// The reading half of a TLS connection: its errors say what TLS found ([`describe`]).
-pub struct TlsRead(ReadHalf<tokio_rustls::TlsStream<TcpStream>>);
+pub struct TlsRead(ReadHalf<tokio_rustls::TlsStream<TcpStream>>, Arc<TransportStats>);
 
 impl fmt::Debug for TlsRead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -377,7 +379,14 @@ impl fmt::Debug for TlsRead {
 
 impl AsyncRead for TlsRead {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.0).poll_read(cx, buf) {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.0).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            // rustls decrypts a record in its buffer, copies the plaintext out into a buffer of
+            // its own, and this read copies it into the frame's: two copies beyond the cipher.
+            TransportStats::add(&self.1.tls_bytes_copied, 2 * (buf.filled().len() - before) as u64);
+        }
+        match r {
             // A TCP close without TLS close_notify (a peer that died, or exited without closing
             // its client): zcrpc frames are self-delimiting, so this is an end of stream like
             // plain TCP's. Mid-frame, the frame decoder reports the truncation; the bytes of a
