@@ -16,7 +16,8 @@
 //!   cannot land there (into an empty buffer, past the buffer's end) is decrypted aside and
 //!   copied in: counted in `tls_bytes_copied`.
 //! - **Verify before reveal**: a record's bytes are handed up only once it authenticated; one
-//!   that fails ends the connection with an error that says so, and the driver delivers only
+//!   that fails ends the connection with an error that says so (and a `bad_record_mac` alert
+//!   to the peer, sealed by the sending half as the last record), and the driver delivers only
 //!   whole frames, so nothing of a frame with a tampered record reaches a handler.
 //!
 //! The receiving half reads on readiness (`RecvMode::Read`); the stats are named `uring+tls`
@@ -54,10 +55,12 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use rpc_core::transport::tls::rustls::AlertDescription;
 use rpc_core::transport::tls::{log_handshake_error, rustls, HandshakeError, TlsClientConfig, TlsServerConfig, ALPN, MAX_HANDSHAKES};
 use rpc_core::transport::tls_session::{self, body_len, Opened, RecordOpener, RecordSealer, Session, HEADER_LEN, MAX_CIPHERTEXT, MAX_PLAINTEXT, RECORD_OVERHEAD};
 use rpc_core::transport::{Acceptor, RecvHalf, SendHalf, Transport};
@@ -131,7 +134,9 @@ impl Transport for UringTlsTransport {
     fn split(self) -> (UringTlsRecv, UringTlsSend) {
         let (send, stream, stats, close) = self.inner.split_send();
         let Session { sealer, opener, leftover, .. } = self.session;
+        let owed = Arc::new(AtomicU16::new(0));
         let recv = UringTlsRecv {
+            owed: owed.clone(),
             stream,
             opener,
             stats: stats.clone(),
@@ -143,7 +148,7 @@ impl Transport for UringTlsTransport {
             eof: false,
             busy: false,
         };
-        let send = UringTlsSend { inner: send, sealer, pool: self.pool, stats, cur: None, open: 0, interrupted: false };
+        let send = UringTlsSend { inner: send, sealer, pool: self.pool, stats, cur: None, open: 0, interrupted: false, owed };
         (recv, send)
     }
 
@@ -172,6 +177,8 @@ pub struct UringTlsSend {
     open: usize,
     /// A send was cancelled with records sealed and not sent: the stream is broken.
     interrupted: bool,
+    /// The alert the receiving half found the peer owed (its description + 1; 0: none).
+    owed: Arc<AtomicU16>,
 }
 
 impl fmt::Debug for UringTlsSend {
@@ -287,15 +294,28 @@ impl SendHalf for UringTlsSend {
         r
     }
 
+    /// Ends the stream with an alert: the one a failed record owes the peer (`bad_record_mac`,
+    /// so that its error says its data was altered), else `close_notify`; then TCP's FIN.
     async fn shutdown(&mut self) -> io::Result<()> {
-        // TCP's close without close_notify, as the tcp TLS transport does: frames are
-        // self-delimiting, and the peer reads the end of the stream as such.
+        let alert = match self.owed.load(Ordering::Acquire) {
+            0 => AlertDescription::CloseNotify,
+            d => AlertDescription::from((d - 1) as u8),
+        };
+        if !self.interrupted {
+            if let Ok(record) = self.sealer.seal_alert(alert) {
+                let t = Transmit { head: Bytes::from(record), segments: Vec::new() };
+                // A connection whose sending already failed cannot carry it: the FIN goes alone.
+                let _ = self.inner.send(&mut vec![t]).await;
+            }
+        }
         self.inner.shutdown().await
     }
 }
 
 /// The receiving half: reads records into the frame's buffer and opens them there.
 pub struct UringTlsRecv {
+    /// Where a failure leaves the alert the peer is owed, for the sending half.
+    owed: Arc<AtomicU16>,
     stream: Arc<TcpStream>,
     opener: RecordOpener,
     stats: Arc<TransportStats>,
@@ -487,6 +507,11 @@ impl RecvHalf for UringTlsRecv {
         self.busy = true;
         let r = self.recv_inner(&mut buf).await;
         self.busy = false;
+        if r.is_err() {
+            if let Some(alert) = self.opener.owed_alert() {
+                self.owed.store(u16::from(u8::from(alert)) + 1, Ordering::Release);
+            }
+        }
         (r, buf)
     }
 }

@@ -154,6 +154,22 @@ impl RecordSealer {
     /// `len` is at most [`MAX_PLAINTEXT`], and `out` holds the whole record (else an
     /// `InvalidInput` error, nothing written).
     pub fn seal_in_place(&mut self, out: &mut [u8], len: usize) -> io::Result<usize> {
+        self.seal(out, len, APPLICATION_DATA)
+    }
+
+    /// An alert record for the peer: `close_notify` (a warning) at the end of a connection, or
+    /// the fatal alert a failure owes it ([`RecordOpener::owed_alert`]), so that it can say why
+    /// the connection ended.
+    pub fn seal_alert(&mut self, description: AlertDescription) -> io::Result<Vec<u8>> {
+        let level = if description == AlertDescription::CloseNotify { 1 } else { 2 };
+        let mut out = vec![0u8; 2 + RECORD_OVERHEAD];
+        out[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&[level, u8::from(description)]);
+        let n = self.seal(&mut out, 2, ALERT)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    fn seal(&mut self, out: &mut [u8], len: usize, content_type: u8) -> io::Result<usize> {
         let total = len + RECORD_OVERHEAD;
         if len > MAX_PLAINTEXT || out.len() < total {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "TLS: a record's plaintext does not fit where it goes"));
@@ -161,7 +177,7 @@ impl RecordSealer {
         let body = (len + 1 + TAG_LEN) as u16;
         let header = [APPLICATION_DATA, 3, 3, (body >> 8) as u8, body as u8];
         out[..HEADER_LEN].copy_from_slice(&header);
-        out[HEADER_LEN + len] = APPLICATION_DATA;
+        out[HEADER_LEN + len] = content_type;
         let nonce = self.0.next_nonce("sending")?;
         let (inner, tag_out) = out[HEADER_LEN..total].split_at_mut(len + 1);
         let tag = self
@@ -192,7 +208,7 @@ pub enum Opened {
 
 /// Opens records in place, in the receiving side's buffers.
 #[derive(Debug)]
-pub struct RecordOpener(Keys);
+pub struct RecordOpener(Keys, Option<AlertDescription>);
 
 /// The body length a record header announces, checked: a protected TLS 1.3 record
 /// (application data, legacy version 3.3) no longer than the protocol allows. A peer that
@@ -231,11 +247,13 @@ impl RecordOpener {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "TLS: open_in_place needs exactly one record"));
         }
         let nonce = self.0.next_nonce("receiving")?;
-        let plain = self
-            .0
-            .key
-            .open_in_place(nonce, aead::Aad::from(header), &mut record[HEADER_LEN..])
-            .map_err(|_| tls_error(&rustls::Error::DecryptError, None))?;
+        let plain = match self.0.key.open_in_place(nonce, aead::Aad::from(header), &mut record[HEADER_LEN..]) {
+            Ok(plain) => plain,
+            Err(_) => {
+                self.1 = Some(AlertDescription::BadRecordMac);
+                return Err(tls_error(&rustls::Error::DecryptError, None));
+            }
+        };
         // The inner plaintext: content, content type, zero padding.
         let Some(end) = plain.iter().rposition(|&b| b != 0) else {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS: a record without a content type (all padding)"));
@@ -257,6 +275,12 @@ impl RecordOpener {
     /// Records opened so far with this key (its sequence number).
     pub fn records(&self) -> u64 {
         self.0.seq
+    }
+
+    /// The alert the peer is owed after a failure here (`bad_record_mac` for a record that
+    /// failed authentication), for the sending side to seal ([`RecordSealer::seal_alert`]).
+    pub fn owed_alert(&self) -> Option<AlertDescription> {
+        self.1
     }
 }
 
@@ -413,7 +437,7 @@ macro_rules! drive {
 }
 
 fn finish(secrets: ExtractedSecrets, leftover: BytesMut, peer: TlsIdentity) -> io::Result<Session> {
-    Ok(Session { sealer: RecordSealer(Keys::new(secrets.tx)?), opener: RecordOpener(Keys::new(secrets.rx)?), leftover, peer })
+    Ok(Session { sealer: RecordSealer(Keys::new(secrets.tx)?), opener: RecordOpener(Keys::new(secrets.rx)?, None), leftover, peer })
 }
 
 /// The client's side: a TLS 1.3 handshake with the server named `server_name` over a connected
@@ -479,7 +503,7 @@ mod tests {
                 },
             )
         };
-        (RecordSealer(Keys::new(key()).unwrap()), RecordOpener(Keys::new(key()).unwrap()))
+        (RecordSealer(Keys::new(key()).unwrap()), RecordOpener(Keys::new(key()).unwrap(), None))
     }
 
     #[test]
@@ -497,6 +521,17 @@ mod tests {
         tampered[50] ^= 1;
         let e = o.open_in_place(&mut tampered).unwrap_err();
         assert!(e.to_string().contains("failed authentication"), "{e}");
+        assert_eq!(o.owed_alert(), Some(AlertDescription::BadRecordMac));
+    }
+
+    #[test]
+    fn alerts_are_sealed_and_opened_as_what_they_say() {
+        let (mut s, mut o) = pair();
+        let mut close = s.seal_alert(AlertDescription::CloseNotify).unwrap();
+        assert_eq!(o.open_in_place(&mut close).unwrap(), Opened::Closed);
+        let mut bad = s.seal_alert(AlertDescription::BadRecordMac).unwrap();
+        let e = o.open_in_place(&mut bad).unwrap_err();
+        assert!(e.to_string().contains("the peer could not authenticate a record we sent"), "{e}");
     }
 
     #[test]
