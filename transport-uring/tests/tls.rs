@@ -2,7 +2,7 @@
 //! `rpc-core/tests/tls.rs` that concern the transport, over real sockets with a CA made at run
 //! time (the shared `tls_support`): a call and a 32 MiB payload (and what TLS copied), mutual
 //! TLS with the identity and per-method authorization, plaintext against TLS both ways, another
-//! CA's certificate, a silent client, a tampered and a cut record through a faulty proxy;
+//! CA's certificate (server's or client's), expired certificates, a wrong server name, a silent client, a tampered and a cut record through a faulty proxy;
 //! every attachment 64-byte aligned; and both directions against the tcp TLS transport
 //! (tokio-rustls), which checks the record layer against rustls's own.
 
@@ -193,6 +193,40 @@ async fn a_server_certificate_from_another_ca_is_refused_over_uring() {
     assert!(client_side.contains("not signed by a CA this side trusts"), "{client_side}");
     let server_side = running.failure().await;
     assert!(server_side.contains("refused our certificate"), "{server_side}");
+    running.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificates_another_ca_client_and_a_wrong_name_are_refused_over_uring() {
+    let ca = Ca::new("test CA");
+    // An expired server certificate.
+    let old = ca.issue("localhost", &["localhost"], false, true);
+    let mut running = serve(TlsServerConfig::from_pem(old.cert.as_bytes(), old.key.as_bytes()).unwrap()).await;
+    let e = connect(running.addr, trust(&ca)).await.map(|_| ()).unwrap_err();
+    assert!(text(&e).contains("has expired"), "{e}");
+    assert!(running.failure().await.contains("refused our certificate"));
+    running.handle.shutdown().await;
+
+    // A wrong server name.
+    let mut running = serve(plain(&ca)).await;
+    let e = tls::client(running.addr, "db.internal.test", trust(&ca), uring(), config()).await.map(|_| ()).unwrap_err();
+    assert!(text(&e).contains("not valid for the name \"db.internal.test\""), "{e}");
+    assert!(running.failure().await.contains("refused our certificate"));
+    serves_others(running.addr, &ca).await;
+    running.handle.shutdown().await;
+
+    // A client certificate from another CA, and an expired one.
+    let mut running = serve(mutual(&ca, &ca.server())).await;
+    let stranger = Ca::new("another CA").issue("mallory", &["mallory.test"], true, false);
+    let tls = trust(&ca).with_identity_pem(stranger.cert.as_bytes(), stranger.key.as_bytes()).unwrap();
+    let e = connect(running.addr, tls).await.map(|_| ()).unwrap_err();
+    assert!(text(&e).contains("refused our certificate"), "{e}");
+    assert!(running.failure().await.contains("not signed by a CA this side trusts"));
+    let old_client = ca.issue("a", &["a.clients.test"], true, true);
+    let tls = trust(&ca).with_identity_pem(old_client.cert.as_bytes(), old_client.key.as_bytes()).unwrap();
+    let e = connect(running.addr, tls).await.map(|_| ()).unwrap_err();
+    assert!(text(&e).contains("expired"), "{e}");
+    assert!(running.failure().await.contains("has expired"));
     running.handle.shutdown().await;
 }
 
