@@ -55,7 +55,7 @@ impl Shared {
         Shared::named(config, backend, backend.name())
     }
 
-    /// [`Shared::new`] with the stats under another name (`uring+tls`).
+    /// The shared state, with the stats under `name` (the backend's, or `uring+tls`).
     pub(crate) fn named(config: UringConfig, backend: Backend, name: &'static str) -> Arc<Shared> {
         Arc::new(Shared {
             stats: Arc::new(TransportStats::new(name)),
