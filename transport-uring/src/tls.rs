@@ -100,9 +100,14 @@ fn log_path_once() {
     ONCE.call_once(|| tracing::info!("uring TLS: {}", tls_session::path_description()));
 }
 
+/// The default ciphertext pool; where locked memory is short (`RLIMIT_MEMLOCK`), a pool of 4
+/// buffers (1 MiB), logged; failing that, an error that names the limit.
 fn default_pool() -> io::Result<BufferPool> {
-    BufferPool::new(DEFAULT_POOL_BYTES, DEFAULT_POOL_BUF)
-        .map_err(|e| io::Error::other(format!("the TLS ciphertext pool: {e}")))
+    BufferPool::new(DEFAULT_POOL_BYTES, DEFAULT_POOL_BUF).or_else(|e| {
+        tracing::warn!("the TLS ciphertext pool of {DEFAULT_POOL_BYTES} bytes was refused ({e}); using 1 MiB");
+        BufferPool::new(4 * DEFAULT_POOL_BUF, DEFAULT_POOL_BUF)
+            .map_err(|e| io::Error::other(format!("the TLS ciphertext pool: {e}")))
+    })
 }
 
 /// A TLS connection over the zero-copy engine. Split it into [`UringTlsRecv`] and
@@ -559,7 +564,8 @@ impl UringTlsAcceptor {
 
     /// Serves TLS with `tls` on the connections of a bound listener.
     pub fn new(listener: TcpListener, tls: TlsServerConfig, config: UringConfig) -> io::Result<Self> {
-        Ok(Self::from_rustls(listener, tls.rustls().map_err(io::Error::from)?, config))
+        let pool = default_pool()?;
+        Ok(Self::from_rustls(listener, tls.rustls().map_err(io::Error::from)?, config).with_pool(pool))
     }
 
     /// Serves TLS with a rustls configuration of your own (its ALPN set to [`ALPN`]).
@@ -576,8 +582,9 @@ impl UringTlsAcceptor {
         }
     }
 
-    /// The pool ciphertext is sealed into, shared by every connection (default: made at the
-    /// first connection, [`DEFAULT_POOL_BYTES`] in buffers of [`DEFAULT_POOL_BUF`]).
+    /// The pool ciphertext is sealed into, shared by every connection (default:
+    /// [`DEFAULT_POOL_BYTES`] in buffers of [`DEFAULT_POOL_BUF`], made by [`UringTlsAcceptor::new`],
+    /// or at the first connection after [`UringTlsAcceptor::from_rustls`]).
     pub fn with_pool(mut self, pool: BufferPool) -> Self {
         self.pool = Some(pool);
         self
