@@ -4,7 +4,7 @@
 //! cargo run --release --example echo -- serve --addr 127.0.0.1:PORT|unix:PATH [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]
 //! cargo run --release --example echo -- call --addr 127.0.0.1:PORT|unix:PATH --size BYTES --count N \
 //!     [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]
-//! # TLS 1.3 (tcp transport): --tls-cert PEM --tls-key PEM [--tls-ca PEM] on serve; --tls-ca PEM [--tls-name NAME] [--tls-cert PEM --tls-key PEM] on call
+//! # TLS 1.3 (tcp, uring and msgzc transports): --tls-cert PEM --tls-key PEM [--tls-ca PEM] on serve; --tls-ca PEM [--tls-name NAME] [--tls-cert PEM --tls-key PEM] on call
 //! cargo run --release --example echo -- --help        # every option, its default, examples
 //! ```
 //!
@@ -43,7 +43,8 @@ use zcrpc_examples::{connect_to, pattern, serve_at, Endpoint, TransportArgs};
         echo serve --addr 127.0.0.1:7411 --transport tcp      # the portable transport\n  \
         echo serve --addr unix:/tmp/echo.sock                 # a Unix socket (same host)\n  \
         echo serve --addr 127.0.0.1:7411 --transport tcp --tls-cert server.pem --tls-key server.key   # TLS 1.3\n  \
-        echo call --addr 127.0.0.1:7411 --transport tcp --tls-ca ca.pem --size 1048576 --count 100\n\n\
+        echo call --addr 127.0.0.1:7411 --transport tcp --tls-ca ca.pem --size 1048576 --count 100\n  \
+        echo serve --addr 127.0.0.1:7411 --tls-cert server.pem --tls-key server.key   # TLS on the uring engine\n\n\
         Run `echo serve --help` or `echo call --help` for each command's options."
 )]
 struct Cli {
@@ -89,7 +90,8 @@ struct ServeArgs {
     /// server's, 30000].
     #[arg(long, value_name = "MS")]
     write_stall_ms: Option<u64>,
-    /// Serve TLS 1.3 (over --transport tcp) with this certificate chain (PEM); needs --tls-key.
+    /// Serve TLS 1.3 (over --transport tcp, uring or msgzc) with this certificate chain (PEM);
+    /// needs --tls-key. On uring and msgzc, records are received on readiness (--recv is not used).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
     /// The private key (PEM) of --tls-cert.
@@ -169,18 +171,29 @@ async fn serve_until_signal(args: ServeArgs) -> Result<(), String> {
             let Endpoint::Tcp(tcp) = addr else {
                 return Err("--tls-cert: TLS is served over TCP (HOST:PORT), not a Unix socket".into());
             };
-            if transport != zcrpc_examples::TransportChoice::Tcp {
-                return Err(format!("--tls-cert: TLS runs on --transport tcp (not yet on {transport})"));
-            }
             let mut tls = TlsServerConfig::from_pem_files(cert, key).map_err(|e| e.to_string())?;
             if let Some(ca) = &args.tls_ca {
                 tls = tls.with_client_ca(ca).map_err(|e| e.to_string())?;
             }
-            let tcp = rpc_core::transport::tcp::TcpAcceptor::bind(tcp).await.map_err(|e| format!("binding {tcp}: {e}"))?;
-            let local = tcp.local_addr().map_err(|e| e.to_string())?;
-            let acceptor = TlsAcceptor::new(tcp, tls).map_err(|e| e.to_string())?;
             let service = zcrpc_examples::EchoServer::new(zcrpc_examples::EchoImpl);
-            (builder.build(service).serve(acceptor), local.to_string())
+            match transport {
+                zcrpc_examples::TransportChoice::Tcp => {
+                    let tcp = rpc_core::transport::tcp::TcpAcceptor::bind(tcp).await.map_err(|e| format!("binding {tcp}: {e}"))?;
+                    let local = tcp.local_addr().map_err(|e| e.to_string())?;
+                    let acceptor = TlsAcceptor::new(tcp, tls).map_err(|e| e.to_string())?;
+                    (builder.build(service).serve(acceptor), local.to_string())
+                }
+                // uring, msgzc: records sealed into the engine's pool buffers.
+                #[cfg(target_os = "linux")]
+                _ => {
+                    let config = zcrpc_examples::uring_config(transport, engine);
+                    let acceptor = transport_uring::tls::UringTlsAcceptor::bind(tcp, tls, config)
+                        .await
+                        .map_err(|e| format!("binding {tcp}: {e}"))?;
+                    let local = acceptor.local_addr().map_err(|e| e.to_string())?;
+                    (builder.build(service).serve(acceptor), local.to_string())
+                }
+            }
         }
         _ => {
             let (server, local) = serve_at(&addr, transport, engine, builder).await.map_err(|e| e.to_string())?;
@@ -207,15 +220,20 @@ async fn call(args: CallArgs) -> Result<(), String> {
             let Endpoint::Tcp(tcp) = addr else {
                 return Err("--tls-ca: TLS runs over TCP (HOST:PORT), not a Unix socket".into());
             };
-            if transport != zcrpc_examples::TransportChoice::Tcp {
-                return Err(format!("--tls-ca: TLS runs on --transport tcp (not yet on {transport})"));
-            }
             let mut tls = TlsClientConfig::from_pem_file(ca).map_err(|e| e.to_string())?;
             if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
                 tls = tls.with_identity(cert, key).map_err(|e| e.to_string())?;
             }
-            let client = rpc_core::Client::connect_tls(tcp, &args.tls_name, tls, rpc_core::ClientConfig::default());
-            zcrpc_examples::EchoClient::new(client.await.map_err(|e| e.to_string())?)
+            let config = rpc_core::ClientConfig::default();
+            let client = match transport {
+                zcrpc_examples::TransportChoice::Tcp => rpc_core::Client::connect_tls(tcp, &args.tls_name, tls, config).await,
+                #[cfg(target_os = "linux")]
+                _ => {
+                    let uring = zcrpc_examples::uring_config(transport, engine);
+                    transport_uring::tls::client(tcp, &args.tls_name, tls, uring, config).await
+                }
+            };
+            zcrpc_examples::EchoClient::new(client.map_err(|e| e.to_string())?)
         }
         None => connect_to(&addr, transport, engine, rpc_core::ClientConfig::default()).await.map_err(|e| e.to_string())?,
     };

@@ -209,7 +209,8 @@ impl TransportArgs {
 }
 
 #[cfg(target_os = "linux")]
-fn uring_config(transport: TransportChoice, engine: EngineOptions) -> transport_uring::UringConfig {
+/// The engine's configuration for `transport` (uring or msgzc) and the engine options.
+pub fn uring_config(transport: TransportChoice, engine: EngineOptions) -> transport_uring::UringConfig {
     let backend = match transport {
         TransportChoice::MsgZc => transport_uring::Backend::MsgZc,
         _ => transport_uring::Backend::Uring,

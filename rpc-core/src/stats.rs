@@ -71,8 +71,11 @@ macro_rules! counters {
         /// adaptive engine moves the connection to the copy path (`path_switches`) and
         /// re-probes zero-copy now and then, each probe a zero-copy send and a notification.
         #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+        #[serde(default)]
         pub struct StatsSnapshot {
-            /// The transport (and backend) that produced the numbers: `tcp`, `mem`, `uring`, `msgzc`.
+            /// The transport (and backend) that produced the numbers: `tcp`, `mem`, `uring`, `msgzc`;
+            /// `tls` (tcp with TLS), `uring+tls` (a uring backend with TLS records sealed in its
+            /// buffers).
             pub transport: String,
             $($(#[$doc])* pub $name: u64,)*
         }
@@ -170,6 +173,15 @@ counters! {
     /// Times the receive ring had no free buffer (all held by live slices) and a read went to
     /// an ordinary buffer instead.
     recv_ring_empty,
+    /// Bytes TLS moved in user space beyond the cipher's own pass. Over tcp (`tls`, rustls's
+    /// buffered connection): twice every byte received (rustls copies each record's plaintext
+    /// out of its buffer, and the read copies it into the frame's). Over io_uring (`uring+tls`,
+    /// records sealed and opened in the transport's own buffers), sending copies nothing else:
+    /// the plaintext is copied into the send buffer and sealed there. Receiving decrypts each
+    /// record where it landed in the frame's buffer; what is counted here is a record that could
+    /// not land there (the first one into an empty buffer, one that runs past the buffer's end,
+    /// the records read with the handshake), decrypted aside and copied in.
+    tls_bytes_copied,
 }
 
 impl TransportStats {
@@ -261,6 +273,9 @@ impl std::fmt::Display for StatsSnapshot {
                 Grouped(self.recv_ring_empty)
             )?;
         }
+        if self.transport.ends_with("tls") || self.tls_bytes_copied > 0 {
+            writeln!(f, "tls: {}; {} bytes copied in user space beyond the cipher", tls_path(), Grouped(self.tls_bytes_copied))?;
+        }
         if self.budget_pauses > 0 || self.write_stalls > 0 {
             writeln!(
                 f,
@@ -271,6 +286,14 @@ impl std::fmt::Display for StatsSnapshot {
         }
         Ok(())
     }
+}
+
+/// Which TLS path this process uses, in words (kernel TLS probed, never used yet).
+fn tls_path() -> &'static str {
+    #[cfg(feature = "tls")]
+    return crate::transport::tls_session::path_description();
+    #[cfg(not(feature = "tls"))]
+    "TLS not built (feature `tls` off)"
 }
 
 #[cfg(test)]
@@ -305,6 +328,11 @@ mod tests {
         assert!(text.contains("9 notifications, 9 of them"), "{text}");
         assert!(text.contains("received: 1,000 bytes"), "{text}");
         assert!(!text.contains("receive ring") && !text.contains("backpressure"), "{text}");
+        assert!(!text.contains("tls:"), "{text}");
+        let tls = StatsSnapshot { transport: "uring+tls".into(), tls_bytes_copied: 16_384, ..Default::default() };
+        let tls = tls.to_string();
+        assert!(tls.contains("tls: rustls user-space records (kernel TLS "), "{tls}");
+        assert!(tls.contains("16,384 bytes copied in user space beyond the cipher"), "{tls}");
         let tcp = StatsSnapshot { transport: "tcp".into(), sends_copy: 2, bytes_copy: 10, ..Default::default() };
         assert!(!tcp.to_string().contains("notifications"), "{tcp}");
     }

@@ -7,109 +7,20 @@
 //! made at run time (rcgen); nothing secret is in the repository.
 #![cfg(feature = "tls")]
 
+#[path = "tls_support/mod.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
 use rpc_core::transport::tcp::TcpAcceptor;
 use rpc_core::transport::tls::{self, TlsAcceptor, TlsClientConfig, TlsServerConfig};
 use rpc_core::transport::Acceptor;
-use rpc_core::{CallContext, CallError, Client, ClientConfig, Code, ConnectError, Payload, Server, ServerHandle, Status};
+use rpc_core::{CallError, Client, Code, ConnectError, Payload, Server, ServerHandle};
+use support::*;
 use tokio::sync::mpsc;
-
-#[rpc_core::service]
-pub trait Vault {
-    async fn echo(&self, data: Payload) -> Payload;
-    /// What the handler sees of its caller: subject, common name, DNS names.
-    async fn whoami(&self, ctx: CallContext) -> (String, Option<String>, Vec<String>);
-    /// Allowed to client "a" only (see `policy`).
-    async fn open(&self) -> String;
-}
-
-#[derive(Clone, Default)]
-struct Impl {
-    calls: Arc<AtomicUsize>,
-    /// The identities `whoami` saw.
-    seen: Arc<std::sync::Mutex<Vec<Arc<rpc_core::TlsIdentity>>>>,
-}
-
-impl Vault for Impl {
-    async fn echo(&self, data: Payload) -> Payload {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        data
-    }
-    async fn whoami(&self, ctx: CallContext) -> (String, Option<String>, Vec<String>) {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let id = ctx.peer.tls.expect("a TLS connection has an identity");
-        self.seen.lock().unwrap().push(id.clone());
-        (id.subject.clone(), id.common_name.clone(), id.dns_names.clone())
-    }
-    async fn open(&self) -> String {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        "opened".into()
-    }
-}
-
-/// A CA made for one test.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-/// A certificate and its key, PEM.
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Ca { pem: cert.pem(), issuer: Issuer::new(params, key) }
-    }
-
-    /// A server (`client` false) or client certificate named `cn`, with `sans`; `expired`
-    /// makes one whose validity ended in 2020.
-    fn issue(&self, cn: &str, sans: &[&str], client: bool, expired: bool) -> Leaf {
-        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.distinguished_name.push(DnType::OrganizationName, "zcrpc tests");
-        params.extended_key_usages =
-            vec![if client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf { cert: cert.pem(), key: key.serialize_pem() }
-    }
-
-    fn server(&self) -> Leaf {
-        self.issue("localhost", &["localhost", "127.0.0.1"], false, false)
-    }
-}
-
-/// Only client "a" may call `open`; every call needs a client certificate.
-fn policy(call: &rpc_core::CallInfo<'_>) -> Result<(), Status> {
-    let id = call.peer.tls.as_ref().filter(|id| id.is_authenticated());
-    let Some(id) = id else {
-        return Err(Status::unauthenticated("this server needs a client certificate"));
-    };
-    if call.path == Some(VaultClient::OPEN_PATH) && !id.has_name("a.clients.test") {
-        return Err(Status::permission_denied(format!("{} may not call {}", id.subject, VaultClient::OPEN_PATH)));
-    }
-    Ok(())
-}
 
 struct Running {
     addr: SocketAddr,
@@ -150,46 +61,8 @@ async fn serve(tls: TlsServerConfig) -> Running {
     Running { addr, handle, failures, calls, seen }
 }
 
-/// [`policy`] for servers that require client certificates; servers without client CA (no
-/// certificate to check) let every call through.
-fn policy_unless_anonymous(call: &rpc_core::CallInfo<'_>) -> Result<(), Status> {
-    match &call.peer.tls {
-        Some(id) if !id.is_authenticated() => Ok(()),
-        _ => policy(call),
-    }
-}
-
-/// Server TLS without client certificates.
-fn plain(ca: &Ca) -> TlsServerConfig {
-    let server = ca.server();
-    TlsServerConfig::from_pem(server.cert.as_bytes(), server.key.as_bytes()).unwrap()
-}
-
-fn config() -> ClientConfig {
-    ClientConfig { connect_timeout: Duration::from_secs(5), ..ClientConfig::default() }
-}
-
-fn trust(ca: &Ca) -> TlsClientConfig {
-    TlsClientConfig::from_pem(ca.pem.as_bytes()).unwrap()
-}
-
-fn mutual(ca: &Ca, server: &Leaf) -> TlsServerConfig {
-    TlsServerConfig::from_pem(server.cert.as_bytes(), server.key.as_bytes())
-        .unwrap()
-        .with_client_ca_pem(ca.pem.as_bytes())
-        .unwrap()
-}
-
 async fn connect(addr: SocketAddr, tls: TlsClientConfig) -> Result<VaultClient, ConnectError> {
     Ok(VaultClient::new(Client::connect_tls(addr, "localhost", tls, config()).await?))
-}
-
-/// Connection errors with their address: the text a user sees.
-fn text(e: &ConnectError) -> String {
-    let t = e.to_string();
-    eprintln!("client: {t}");
-    assert!(!matches!(e.reason(), ConnectError::Timeout(_)), "an error naming its cause, not a timeout: {t}");
-    t
 }
 
 /// The server still serves a good client (with client certificate "a" when `ca` is given).
@@ -224,6 +97,10 @@ async fn a_call_and_a_32_mib_payload_over_tls() {
     assert_eq!((subject.as_str(), cn, names.len()), ("", None, 0));
     let stats = client.client().stats();
     assert_eq!(stats.transport, "tls");
+    // rustls's buffered connection copies every received byte twice (out of its buffer, into
+    // the frame's); the uring transport's TLS does not (`transport-uring/tests/tls.rs`).
+    assert!(stats.tls_bytes_copied >= 2 * (32 << 20), "{stats}");
+    assert!(stats.to_string().contains("tls: rustls user-space records"), "{stats}");
     running.handle.shutdown().await;
 }
 
@@ -481,59 +358,6 @@ async fn a_client_that_says_nothing_is_dropped_after_the_handshake_timeout_and_d
     assert!(why.contains("did not finish within 8s"), "{why}");
     drop(silent);
     handle.shutdown().await;
-}
-
-/// What the proxy does to the client's bytes at an offset.
-#[derive(Clone, Copy)]
-enum Fault {
-    /// Flip one bit of the byte there.
-    Flip(u64),
-    /// Pass the bytes before it, then close both ways (the middle of a record).
-    Cut(u64),
-}
-
-/// A proxy for one connection that applies `fault` to the client's bytes.
-async fn faulty_proxy(target: SocketAddr, fault: Fault) -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (client, _) = listener.accept().await.unwrap();
-        let server = tokio::net::TcpStream::connect(target).await.unwrap();
-        let (mut cr, mut cw) = client.into_split();
-        let (mut sr, mut sw) = server.into_split();
-        let up = async move {
-            let mut seen = 0u64;
-            let mut buf = vec![0u8; 64 << 10];
-            loop {
-                let n = match cr.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let mut n = n;
-                let mut cut = false;
-                match fault {
-                    Fault::Flip(at) if (seen..seen + n as u64).contains(&at) => buf[(at - seen) as usize] ^= 0x10,
-                    Fault::Cut(at) if (seen..seen + n as u64).contains(&at) => {
-                        n = (at - seen) as usize;
-                        cut = true;
-                    }
-                    _ => {}
-                }
-                seen += n as u64;
-                if sw.write_all(&buf[..n]).await.is_err() || cut {
-                    break;
-                }
-            }
-            let _ = sw.shutdown().await;
-        };
-        let down = async move {
-            let _ = tokio::io::copy(&mut sr, &mut cw).await;
-            let _ = cw.shutdown().await;
-        };
-        tokio::join!(up, down);
-    });
-    addr
 }
 
 #[tokio::test]

@@ -25,6 +25,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! TLS 1.3 ([`tls`]): rustls's handshake, then records sealed straight into pool buffers and
+//! opened in the frame's receive buffer, one pass over the data on each side.
+//!
 //! Layout: `sys/` (the io_uring driver and socket calls) and `buf/` (the pinned pool and
 //! `mprotect`) hold all the unsafe code; `engine/` plans and submits sends; `transport.rs`
 //! implements `rpc_core`'s `Transport`.
@@ -68,6 +71,7 @@ mod engine;
 mod probe;
 mod recv;
 mod sys;
+pub mod tls;
 mod transport;
 
 pub use buf::{BufferPool, PoolError, ZcBuf};

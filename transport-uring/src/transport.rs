@@ -47,6 +47,20 @@ pub async fn connect(addr: impl ToSocketAddrs, config: UringConfig) -> io::Resul
 /// why, when the one asked for is refused).
 /// Must be called inside a tokio runtime (it starts the connection's completion reaper).
 pub fn from_tcp(stream: TcpStream, config: UringConfig) -> io::Result<UringTransport> {
+    from_tcp_as(stream, config, false)
+}
+
+/// [`from_tcp`]; with `tls`, the stats are named `<backend>+tls`.
+pub(crate) fn from_tcp_as(stream: TcpStream, config: UringConfig, tls: bool) -> io::Result<UringTransport> {
+    let shared_of = |config: UringConfig, backend: Backend| {
+        let name = match (tls, backend) {
+            (false, b) => b.name(),
+            (true, Backend::Uring) => "uring+tls",
+            (true, Backend::MsgZc) => "msgzc+tls",
+            (true, _) => "tcp+tls",
+        };
+        Shared::named(config, backend, name)
+    };
     config.validate()?;
     stream.set_nodelay(true)?;
     let sock = socket2::SockRef::from(&stream);
@@ -84,7 +98,7 @@ pub fn from_tcp(stream: TcpStream, config: UringConfig) -> io::Result<UringTrans
     let mut msgzc = None;
     let shared_backend = backend;
     let shared = if backend == Backend::MsgZc {
-        let shared = Shared::new(config.clone(), Backend::MsgZc);
+        let shared = shared_of(config.clone(), Backend::MsgZc);
         match MsgZc::start(&stream, &shared) {
             Ok((m, h)) => {
                 msgzc = Some(m);
@@ -93,11 +107,11 @@ pub fn from_tcp(stream: TcpStream, config: UringConfig) -> io::Result<UringTrans
             }
             Err(e) => {
                 tracing::warn!("SO_ZEROCOPY refused ({e}); copying");
-                Shared::new(config, Backend::Copy)
+                shared_of(config, Backend::Copy)
             }
         }
     } else {
-        Shared::new(config, shared_backend)
+        shared_of(config, shared_backend)
     };
     let submitter = match (&ring, msgzc) {
         (Some(r), _) => Submitter::Uring(r.clone()),
@@ -133,6 +147,18 @@ impl UringTransport {
     /// The socket's `TCP_USER_TIMEOUT` as the kernel has it (`None`: the kernel default).
     pub fn tcp_user_timeout(&self) -> io::Result<Option<std::time::Duration>> {
         socket2::SockRef::from(&*self.stream).tcp_user_timeout()
+    }
+}
+
+impl UringTransport {
+    /// The sending half, and what a receiving half of another kind needs: the socket, the
+    /// counters and the close handle (`tls`: records are read on readiness, not by the ring).
+    pub(crate) fn split_send(self) -> (UringSend, Arc<TcpStream>, Arc<TransportStats>, CloseHandle) {
+        let stream = self.stream.clone();
+        let stats = self.shared.stats.clone();
+        let close = self.close.clone();
+        let (_recv, send) = Transport::split(self);
+        (send, stream, stats, close)
     }
 }
 

@@ -16,8 +16,9 @@
 //! same rustls connection over its own buffers.
 //!
 //! The bytes: each batch of frames is encrypted by rustls into its record buffer and written
-//! (one copy, the cipher's); received records are decrypted in rustls's buffer and copied into
-//! the frame's receive buffer (one more copy than plaintext TCP). A record that fails
+//! (one copy, the cipher's); received records are decrypted in rustls's buffer, copied out by
+//! rustls, and copied into the frame's receive buffer (two copies more than plaintext TCP,
+//! counted in `tls_bytes_copied`; the io_uring transport's TLS has neither). A record that fails
 //! authentication ends the connection with an error; a frame reaches a handler only when all
 //! its bytes arrived, so nothing of a tampered frame is revealed.
 //!
@@ -341,7 +342,8 @@ impl fmt::Debug for TlsTransport {
 impl TlsTransport {
     fn new(stream: tokio_rustls::TlsStream<TcpStream>, peer: Peer) -> Self {
         let (reader, writer) = tokio::io::split(stream);
-        TlsTransport { reader: TlsRead(reader), writer, stats: Arc::new(TransportStats::new("tls")), peer }
+        let stats = Arc::new(TransportStats::new("tls"));
+        TlsTransport { reader: TlsRead(reader, stats.clone()), writer, stats, peer }
     }
 }
 
@@ -367,7 +369,7 @@ impl Transport for TlsTransport {
 }
 
 /// The reading half of a TLS connection: its errors say what TLS found ([`describe`]).
-pub struct TlsRead(ReadHalf<tokio_rustls::TlsStream<TcpStream>>);
+pub struct TlsRead(ReadHalf<tokio_rustls::TlsStream<TcpStream>>, Arc<TransportStats>);
 
 impl fmt::Debug for TlsRead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -377,7 +379,14 @@ impl fmt::Debug for TlsRead {
 
 impl AsyncRead for TlsRead {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.0).poll_read(cx, buf) {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.0).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            // rustls decrypts a record in its buffer, copies the plaintext out into a buffer of
+            // its own, and this read copies it into the frame's: two copies beyond the cipher.
+            TransportStats::add(&self.1.tls_bytes_copied, 2 * (buf.filled().len() - before) as u64);
+        }
+        match r {
             // A TCP close without TLS close_notify (a peer that died, or exited without closing
             // its client): zcrpc frames are self-delimiting, so this is an end of stream like
             // plain TCP's. Mid-frame, the frame decoder reports the truncation; the bytes of a
@@ -454,6 +463,12 @@ fn explained(e: io::Error, server_name: Option<&str>) -> io::Error {
     let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
         return e;
     };
+    tls_error(tls, server_name)
+}
+
+/// A rustls error as an `io::Error` whose message is [`describe`]'s and whose kind is
+/// `PermissionDenied` for certificate refusals, `InvalidData` otherwise.
+pub(crate) fn tls_error(tls: &rustls::Error, server_name: Option<&str>) -> io::Error {
     let kind = match tls {
         rustls::Error::InvalidCertificate(_)
         | rustls::Error::NoCertificatesPresented
@@ -504,7 +519,7 @@ pub fn identity_of(certificate: Option<&CertificateDer<'_>>) -> TlsIdentity {
 }
 
 /// Refuses a handshake that did not negotiate [`ALPN`] (a peer that offered none or another).
-fn check_alpn(alpn: Option<&[u8]>, who: &str) -> io::Result<()> {
+pub(crate) fn check_alpn(alpn: Option<&[u8]>, who: &str) -> io::Result<()> {
     match alpn {
         Some(p) if p == ALPN.as_bytes() => Ok(()),
         Some(p) => Err(io::Error::new(
@@ -537,7 +552,7 @@ pub async fn connect(addr: impl ToSocketAddrs, server_name: &str, config: Arc<ru
     Ok(TlsTransport::new(tls.into(), Peer::at(peer_addr).with_tls(Arc::new(server))))
 }
 
-fn handshake_failed(e: io::Error) -> io::Error {
+pub(crate) fn handshake_failed(e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("TLS handshake failed: {e}"))
 }
 
@@ -640,7 +655,9 @@ impl TlsAcceptor {
     }
 }
 
-fn log_handshake_error(e: &HandshakeError) {
+/// What a TLS acceptor does with a failed handshake by default: a `warn` event, or a line on
+/// stderr when no `tracing` subscriber is installed (transports other than TCP use it too).
+pub fn log_handshake_error(e: &HandshakeError) {
     if crate::server::no_subscriber() {
         eprintln!("WARN zcrpc server: {e}");
     } else {
@@ -666,6 +683,26 @@ async fn refuse_plaintext(stream: &TcpStream) {
     }
 }
 
+/// Before a server's handshake: a plaintext zcrpc client starts with the zcrpc magic; it is
+/// answered with a TLS alert and refused with an error that says so, rather than with what
+/// rustls makes of the magic.
+pub(crate) async fn refuse_if_plaintext(stream: &TcpStream) -> io::Result<()> {
+    let mut first = [0u8; 4];
+    let n = stream.peek(&mut first).await?;
+    if n == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the client closed the connection before its TLS hello"));
+    }
+    if first[..n] == crate::frame::MAGIC[..n] {
+        refuse_plaintext(stream).await;
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the client is speaking plaintext zcrpc (it sent the zcrpc magic) to this TLS port: \
+             connect with a TLS client (Client::connect_tls, transport_uring::tls::connect_tls)",
+        ));
+    }
+    Ok(())
+}
+
 /// The server's side of one handshake, bounded by `limit`.
 async fn handshake(
     acceptor: tokio_rustls::TlsAcceptor,
@@ -674,21 +711,7 @@ async fn handshake(
     limit: Duration,
 ) -> io::Result<TlsTransport> {
     let work = async {
-        // A plaintext zcrpc client starts with the zcrpc magic: say so rather than what
-        // rustls makes of it.
-        let mut first = [0u8; 4];
-        let n = stream.peek(&mut first).await?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the client closed the connection before its TLS hello"));
-        }
-        if first[..n] == crate::frame::MAGIC[..n] {
-            refuse_plaintext(&stream).await;
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the client is speaking plaintext zcrpc (it sent the zcrpc magic) to this TLS port: \
-                 connect with Client::connect_tls",
-            ));
-        }
+        refuse_if_plaintext(&stream).await?;
         let tls = acceptor.accept(stream).await.map_err(|e| explained(e, None))?;
         let (_, conn) = tls.get_ref();
         check_alpn(conn.alpn_protocol(), "client")?;

@@ -50,9 +50,15 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    #[cfg(test)]
     pub(crate) fn new(config: UringConfig, backend: Backend) -> Arc<Shared> {
+        Shared::named(config, backend, backend.name())
+    }
+
+    /// The shared state, with the stats under `name` (the backend's, or `uring+tls`).
+    pub(crate) fn named(config: UringConfig, backend: Backend, name: &'static str) -> Arc<Shared> {
         Arc::new(Shared {
-            stats: Arc::new(TransportStats::new(backend.name())),
+            stats: Arc::new(TransportStats::new(name)),
             threshold: config.threshold_for(backend),
             adaptive: Adaptive::new(config.mode, config.reprobe_every),
             backend,

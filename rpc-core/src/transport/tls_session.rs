@@ -1,0 +1,544 @@
+//! TLS 1.3 whose records a transport seals and opens in memory of its own choosing, so that the
+//! cipher is the only pass over the bytes: what `transport-uring`'s TLS is built on, and what a
+//! kernel-TLS path would start from (feature `tls`).
+//!
+//! rustls runs the handshake, through its unbuffered API over a tokio `TcpStream`
+//! ([`connect`], [`accept`]): certificates, mutual TLS, ALPN and the errors are those of
+//! [`super::tls`], from the same [`super::tls::TlsServerConfig`] and
+//! [`super::tls::TlsClientConfig`]. Then rustls hands over the traffic keys and sequence numbers
+//! (`dangerous_into_kernel_connection`, the step kTLS takes too), and each direction protects its
+//! records itself with `ring`'s AEAD, for the suite rustls negotiated:
+//!
+//! - [`RecordSealer::seal_in_place`] seals plaintext the transport already put where the record
+//!   goes (its send buffer): the copy of the plaintext into the send buffer is the only copy,
+//!   and it becomes the ciphertext.
+//! - [`RecordOpener::open_in_place`] authenticates and decrypts a record where it was received
+//!   (the frame's receive buffer). A record that fails authentication is an error and none of
+//!   its bytes are handed out (verify before reveal).
+//!
+//! Why not rustls's own record layer: in rustls 0.23 the unbuffered `WriteTraffic::encrypt`
+//! seals into a buffer of its own and copies the record into the caller's, and
+//! `ReadTraffic::next_record` hands out a copy of the plaintext (`received_plaintext`, a `Vec`
+//! per record): one more pass over every byte in each direction. The halves of a connection also
+//! run on two tasks, and a rustls connection is one state machine; with the keys split, each
+//! half owns its direction and nothing is locked.
+//!
+//! Limits: after the handshake, a session ticket from the peer is skipped (our servers send
+//! none: [`for_sessions_server`] turns them off) and a `key_update` from the peer ends the
+//! connection with an error that says so; this side never sends one, and ends the connection
+//! (the client re-dials) before a key would encrypt more records than its suite allows
+//! (2^24 for AES-GCM, RFC 8446 §5.5). `docs/security.md` has the rekey plan.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use ring::aead;
+use rustls::client::UnbufferedClientConnection;
+use rustls::pki_types::ServerName;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+use rustls::{AlertDescription, ConnectionTrafficSecrets, ExtractedSecrets};
+use tokio::net::TcpStream;
+
+use super::tls::{check_alpn, identity_of, tls_error};
+use crate::identity::TlsIdentity;
+
+/// Largest plaintext of one record (RFC 8446 §5.1).
+pub const MAX_PLAINTEXT: usize = 16 * 1024;
+/// A record header: content type, legacy version, length.
+pub const HEADER_LEN: usize = 5;
+/// The AEAD tag of every TLS 1.3 suite.
+pub const TAG_LEN: usize = 16;
+/// Bytes a record adds to its plaintext: header, inner content type, tag.
+pub const RECORD_OVERHEAD: usize = HEADER_LEN + 1 + TAG_LEN;
+/// Largest protected record body allowed on the wire (RFC 8446 §5.2).
+pub const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
+
+const CHANGE_CIPHER_SPEC: u8 = 20;
+const ALERT: u8 = 21;
+const HANDSHAKE: u8 = 22;
+const APPLICATION_DATA: u8 = 23;
+
+/// The rustls client configuration [`connect`] needs: the same, with secret extraction on
+/// (the keys go to the record layer here, as they would go to the kernel).
+pub fn for_sessions_client(config: &rustls::ClientConfig) -> Arc<rustls::ClientConfig> {
+    let mut c = config.clone();
+    c.enable_secret_extraction = true;
+    Arc::new(c)
+}
+
+/// The rustls server configuration [`accept`] needs: secret extraction on, no session tickets
+/// (a ticket would be a record of its own after the handshake; the record layer here does not
+/// resume sessions).
+pub fn for_sessions_server(config: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
+    let mut c = config.clone();
+    c.enable_secret_extraction = true;
+    c.send_tls13_tickets = 0;
+    Arc::new(c)
+}
+
+/// A finished handshake: a sealer for what this side sends, an opener for what it receives,
+/// ciphertext already read past the handshake (the peer's first records), and who the peer is.
+#[derive(Debug)]
+pub struct Session {
+    /// Seals records this side sends.
+    pub sealer: RecordSealer,
+    /// Opens records this side receives.
+    pub opener: RecordOpener,
+    /// Records (or their beginning) read with the handshake's last flight: they come before
+    /// anything read from the socket.
+    pub leftover: BytesMut,
+    /// The peer's verified certificate, in words.
+    pub peer: TlsIdentity,
+}
+
+/// One direction's key, nonce base and sequence number.
+struct Keys {
+    key: aead::LessSafeKey,
+    iv: [u8; 12],
+    seq: u64,
+    /// Records this key may protect (the suite's confidentiality limit).
+    limit: u64,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("algorithm", self.key.algorithm())
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keys {
+    fn new((seq, secrets): (u64, ConnectionTrafficSecrets)) -> io::Result<Keys> {
+        let (alg, key, iv, limit) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv, 1 << 24),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv, 1 << 24),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (&aead::CHACHA20_POLY1305, key, iv, u64::MAX),
+            _ => return Err(io::Error::new(io::ErrorKind::Unsupported, "TLS: the negotiated cipher suite has no record layer here")),
+        };
+        let key = aead::UnboundKey::new(alg, key.as_ref())
+            .map_err(|_| io::Error::other("TLS: the traffic key does not fit its algorithm"))?;
+        let iv: [u8; 12] = iv.as_ref().try_into().map_err(|_| io::Error::other("TLS: the traffic IV is not 12 bytes"))?;
+        Ok(Keys { key: aead::LessSafeKey::new(key), iv, seq, limit })
+    }
+
+    /// The next record's nonce (RFC 8446 §5.3), and the sequence number moved on.
+    fn next_nonce(&mut self, what: &str) -> io::Result<aead::Nonce> {
+        if self.seq >= self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("TLS: this connection's {what} key has protected as many records as its cipher allows; reconnect for fresh keys"),
+            ));
+        }
+        let mut n = self.iv;
+        for (b, s) in n[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *b ^= s;
+        }
+        self.seq += 1;
+        Ok(aead::Nonce::assume_unique_for_key(n))
+    }
+}
+
+/// Seals application-data records in place, in the sending side's buffers.
+#[derive(Debug)]
+pub struct RecordSealer(Keys);
+
+impl RecordSealer {
+    /// Seals `len` bytes of plaintext that lie at `out[HEADER_LEN..HEADER_LEN + len]` into one
+    /// record in place: the header goes before them, the inner content type and the tag after.
+    /// Returns the record's length, `len + RECORD_OVERHEAD`.
+    ///
+    /// `len` is at most [`MAX_PLAINTEXT`], and `out` holds the whole record (else an
+    /// `InvalidInput` error, nothing written).
+    pub fn seal_in_place(&mut self, out: &mut [u8], len: usize) -> io::Result<usize> {
+        self.seal(out, len, APPLICATION_DATA)
+    }
+
+    /// An alert record for the peer: `close_notify` (a warning) at the end of a connection, or
+    /// the fatal alert a failure owes it ([`RecordOpener::owed_alert`]), so that it can say why
+    /// the connection ended.
+    pub fn seal_alert(&mut self, description: AlertDescription) -> io::Result<Vec<u8>> {
+        let level = if description == AlertDescription::CloseNotify { 1 } else { 2 };
+        let mut out = vec![0u8; 2 + RECORD_OVERHEAD];
+        out[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&[level, u8::from(description)]);
+        let n = self.seal(&mut out, 2, ALERT)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    fn seal(&mut self, out: &mut [u8], len: usize, content_type: u8) -> io::Result<usize> {
+        let total = len + RECORD_OVERHEAD;
+        if len > MAX_PLAINTEXT || out.len() < total {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "TLS: a record's plaintext does not fit where it goes"));
+        }
+        let body = (len + 1 + TAG_LEN) as u16;
+        let header = [APPLICATION_DATA, 3, 3, (body >> 8) as u8, body as u8];
+        out[..HEADER_LEN].copy_from_slice(&header);
+        out[HEADER_LEN + len] = content_type;
+        let nonce = self.0.next_nonce("sending")?;
+        let (inner, tag_out) = out[HEADER_LEN..total].split_at_mut(len + 1);
+        let tag = self
+            .0
+            .key
+            .seal_in_place_separate_tag(nonce, aead::Aad::from(header), inner)
+            .map_err(|_| io::Error::other("TLS: sealing a record failed"))?;
+        tag_out.copy_from_slice(tag.as_ref());
+        Ok(total)
+    }
+
+    /// Records sealed so far with this key (its sequence number).
+    pub fn records(&self) -> u64 {
+        self.0.seq
+    }
+}
+
+/// What a record held, once authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// `n` bytes of application data, at `record[HEADER_LEN..HEADER_LEN + n]`.
+    Data(usize),
+    /// Nothing for the application (an empty record, a session ticket): go on reading.
+    Nothing,
+    /// The peer closed the connection (`close_notify`).
+    Closed,
+}
+
+/// Opens records in place, in the receiving side's buffers.
+#[derive(Debug)]
+pub struct RecordOpener(Keys, Option<AlertDescription>);
+
+/// The body length a record header announces, checked: a protected TLS 1.3 record
+/// (application data, legacy version 3.3) no longer than the protocol allows. A peer that
+/// sends anything else is not speaking TLS 1.3 or was altered in transit.
+pub fn body_len(header: &[u8; HEADER_LEN]) -> io::Result<usize> {
+    let len = u16::from_be_bytes([header[3], header[4]]) as usize;
+    let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {why}"));
+    match header[0] {
+        APPLICATION_DATA => {}
+        // An alert sent in the clear: a peer that failed before it had keys.
+        ALERT if len == 2 => return Err(bad("the peer sent an unprotected alert record".into())),
+        CHANGE_CIPHER_SPEC => return Err(bad("the peer sent change_cipher_spec after the handshake".into())),
+        t => return Err(bad(format!("a record of content type {t} after the handshake: the peer is not speaking TLS 1.3, or its data was altered"))),
+    }
+    if header[1] != 3 {
+        return Err(bad(format!("a record with version {}.{}: the data was altered in transit", header[1], header[2])));
+    }
+    if !(1 + TAG_LEN..=MAX_CIPHERTEXT).contains(&len) {
+        return Err(bad(format!("a record of {len} bytes (a protected record holds 17 to {MAX_CIPHERTEXT})")));
+    }
+    Ok(len)
+}
+
+impl RecordOpener {
+    /// Authenticates and decrypts one whole record (`record` = its header and body, the body
+    /// as long as [`body_len`] says) in place. Application data lies at
+    /// `record[HEADER_LEN..HEADER_LEN + n]` afterwards; a record that fails authentication is
+    /// an error (`InvalidData`, "failed authentication"), and nothing in it is to be used.
+    pub fn open_in_place(&mut self, record: &mut [u8]) -> io::Result<Opened> {
+        let header: [u8; HEADER_LEN] = record
+            .get(..HEADER_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "TLS: a record shorter than its header"))?;
+        let len = body_len(&header)?;
+        if record.len() != HEADER_LEN + len {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "TLS: open_in_place needs exactly one record"));
+        }
+        let nonce = self.0.next_nonce("receiving")?;
+        let plain = match self.0.key.open_in_place(nonce, aead::Aad::from(header), &mut record[HEADER_LEN..]) {
+            Ok(plain) => plain,
+            Err(_) => {
+                self.1 = Some(AlertDescription::BadRecordMac);
+                return Err(tls_error(&rustls::Error::DecryptError, None));
+            }
+        };
+        // The inner plaintext: content, content type, zero padding.
+        let Some(end) = plain.iter().rposition(|&b| b != 0) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS: a record without a content type (all padding)"));
+        };
+        let (content, typ) = (&plain[..end], plain[end]);
+        match typ {
+            APPLICATION_DATA if content.is_empty() => Ok(Opened::Nothing),
+            APPLICATION_DATA => Ok(Opened::Data(end)),
+            ALERT => match content {
+                [_, 0] => Ok(Opened::Closed),
+                [_, d] => Err(tls_error(&rustls::Error::AlertReceived(AlertDescription::from(*d)), None)),
+                _ => Err(io::Error::new(io::ErrorKind::InvalidData, "TLS: a malformed alert")),
+            },
+            HANDSHAKE => post_handshake(content),
+            t => Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: a protected record of content type {t}"))),
+        }
+    }
+
+    /// Records opened so far with this key (its sequence number).
+    pub fn records(&self) -> u64 {
+        self.0.seq
+    }
+
+    /// The alert the peer is owed after a failure here (`bad_record_mac` for a record that
+    /// failed authentication), for the sending side to seal ([`RecordSealer::seal_alert`]).
+    pub fn owed_alert(&self) -> Option<AlertDescription> {
+        self.1
+    }
+}
+
+/// Handshake messages after the handshake: session tickets are skipped; a key update cannot be
+/// followed here (the keys were handed over without their traffic secrets).
+fn post_handshake(mut msgs: &[u8]) -> io::Result<Opened> {
+    while msgs.len() >= 4 {
+        let len = u32::from_be_bytes([0, msgs[1], msgs[2], msgs[3]]) as usize;
+        match msgs[0] {
+            4 => {} // new_session_ticket
+            24 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "TLS: the peer updated its traffic keys (key_update), which this transport does not follow yet; reconnect",
+                ))
+            }
+            t => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: an unexpected handshake message (type {t}) after the handshake"))),
+        }
+        msgs = msgs.get(4 + len..).unwrap_or_default();
+    }
+    Ok(Opened::Nothing)
+}
+
+/// Writes all of `bytes` to `stream`.
+async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Appends what the socket has to `buf`; an end of stream is an error (mid-handshake).
+async fn read_more(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<()> {
+    buf.reserve(4096);
+    let n = super::tcp::read_ready(stream, buf).await?;
+    if n == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed the connection during the TLS handshake"));
+    }
+    Ok(())
+}
+
+/// The length of the complete record at the front of `bytes`, if it is all there.
+fn complete_record(bytes: &[u8]) -> Option<usize> {
+    let h = bytes.get(..HEADER_LEN)?;
+    let n = HEADER_LEN + u16::from_be_bytes([h[3], h[4]]) as usize;
+    (bytes.len() >= n).then_some(n)
+}
+
+/// What one turn of the handshake asks for.
+enum Step {
+    Encoded,
+    Transmit,
+    NeedMore,
+    Done,
+    Failed(rustls::Error),
+    Unexpected(&'static str),
+}
+
+fn step<Data>(status: UnbufferedStatus<'_, '_, Data>, out: &mut Vec<u8>) -> (usize, Step) {
+    let discard = status.discard;
+    let step = match status.state {
+        Err(e) => Step::Failed(e),
+        Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+            let at = out.len();
+            out.resize(at + 16 * 1024, 0);
+            let r = match enc.encode(&mut out[at..]) {
+                Err(EncodeError::InsufficientSize(s)) if s.required_size <= 1 << 20 => {
+                    out.resize(at + s.required_size, 0);
+                    enc.encode(&mut out[at..])
+                }
+                r => r,
+            };
+            match r {
+                Ok(n) => {
+                    out.truncate(at + n);
+                    Step::Encoded
+                }
+                Err(_) => {
+                    out.truncate(at);
+                    Step::Unexpected("rustls could not encode a handshake message")
+                }
+            }
+        }
+        Ok(ConnectionState::TransmitTlsData(t)) => {
+            t.done();
+            Step::Transmit
+        }
+        Ok(ConnectionState::BlockedHandshake) => Step::NeedMore,
+        Ok(ConnectionState::WriteTraffic(_)) => Step::Done,
+        Ok(ConnectionState::ReadTraffic(_) | ConnectionState::ReadEarlyData(_)) => Step::Unexpected("application data inside the handshake"),
+        Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => Step::Unexpected("the peer closed the connection during the TLS handshake"),
+        Ok(_) => Step::Unexpected("a TLS handshake state this transport does not know"),
+    };
+    (discard, step)
+}
+
+/// Runs a handshake over `stream`, the records fed to rustls one at a time so that it stops at
+/// the end of the handshake: what follows stays ciphertext, for the record layer.
+macro_rules! drive {
+    ($conn:expr, $stream:expr, $name:expr) => {{
+        let conn = &mut $conn;
+        let mut incoming = BytesMut::with_capacity(16 * 1024);
+        // Complete records given to rustls ([..given]); `shown` may add a partial one (so that
+        // rustls judges its header early: a peer that is not speaking TLS).
+        let mut given = 0usize;
+        let mut out = Vec::new();
+        loop {
+            let shown = given + if complete_record(&incoming[given..]).is_none() { incoming.len() - given } else { 0 };
+            let (discard, s) = step(conn.process_tls_records(&mut incoming[..shown]), &mut out);
+            incoming.advance(discard);
+            given -= discard.min(given);
+            match s {
+                Step::Encoded => {}
+                Step::Transmit => {
+                    write_all($stream, &out).await?;
+                    out.clear();
+                }
+                Step::NeedMore => {
+                    if !out.is_empty() {
+                        write_all($stream, &out).await?;
+                        out.clear();
+                    }
+                    match complete_record(&incoming[given..]) {
+                        Some(n) => given += n,
+                        None => read_more($stream, &mut incoming).await?,
+                    }
+                }
+                Step::Done => break,
+                Step::Failed(e) => {
+                    // An alert rustls queued for the peer (unknown CA, bad certificate, ...):
+                    // send it, so the peer can say what happened.
+                    let mut alert = Vec::new();
+                    if let (_, Step::Encoded) = step(conn.process_tls_records(&mut []), &mut alert) {
+                        let _ = write_all($stream, &alert).await;
+                    }
+                    return Err(tls_error(&e, $name));
+                }
+                Step::Unexpected(what) => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {what}"))),
+            }
+        }
+        if !out.is_empty() {
+            write_all($stream, &out).await?;
+        }
+        // Bytes rustls saw but did not consume: none at the end of a handshake fed record by
+        // record; the rest is the peer's first records.
+        let _ = incoming.split_to(given);
+        incoming
+    }};
+}
+
+fn finish(secrets: ExtractedSecrets, leftover: BytesMut, peer: TlsIdentity) -> io::Result<Session> {
+    Ok(Session { sealer: RecordSealer(Keys::new(secrets.tx)?), opener: RecordOpener(Keys::new(secrets.rx)?, None), leftover, peer })
+}
+
+/// The client's side: a TLS 1.3 handshake with the server named `server_name` over a connected
+/// `stream`, with a configuration from [`for_sessions_client`]. Errors say what TLS found
+/// ([`super::tls::describe`]).
+pub async fn connect(stream: &TcpStream, config: Arc<rustls::ClientConfig>, server_name: &str) -> io::Result<Session> {
+    let name = ServerName::try_from(server_name.to_owned()).map_err(|e| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{server_name:?} is not a valid server name: {e}"))
+    })?;
+    let mut conn = UnbufferedClientConnection::new(config, name).map_err(|e| tls_error(&e, Some(server_name)))?;
+    let leftover = drive!(conn, stream, Some(server_name));
+    check_alpn(conn.alpn_protocol(), "server")?;
+    let peer = identity_of(conn.peer_certificates().and_then(|c| c.first()));
+    // The kernel connection (what rustls offers to follow key updates) is not kept yet.
+    let (secrets, _kernel) = conn.dangerous_into_kernel_connection().map_err(|e| tls_error(&e, Some(server_name)))?;
+    finish(secrets, leftover, peer)
+}
+
+/// The server's side of a handshake on an accepted `stream`, with a configuration from
+/// [`for_sessions_server`]. A client speaking plaintext zcrpc is answered with a TLS alert and
+/// refused with an error that says so. Bound it with a timeout: a silent client waits here.
+pub async fn accept(stream: &TcpStream, config: Arc<rustls::ServerConfig>) -> io::Result<Session> {
+    super::tls::refuse_if_plaintext(stream).await?;
+    let mut conn = UnbufferedServerConnection::new(config).map_err(|e| tls_error(&e, None))?;
+    let leftover = drive!(conn, stream, None);
+    check_alpn(conn.alpn_protocol(), "client")?;
+    let peer = identity_of(conn.peer_certificates().and_then(|c| c.first()));
+    let (secrets, _kernel) = conn.dangerous_into_kernel_connection().map_err(|e| tls_error(&e, None))?;
+    finish(secrets, leftover, peer)
+}
+
+/// Whether this kernel offers kernel TLS (`tls` in `net.ipv4.tcp_available_ulp`). zcrpc does
+/// not use it yet (see `docs/security.md`); the stats and logs say which path is used.
+pub fn ktls_available() -> bool {
+    static PROBE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROBE.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_ulp")
+            .map(|s| s.split_whitespace().any(|u| u == "tls"))
+            .unwrap_or(false)
+    })
+}
+
+/// The TLS path in words, for stats and logs: `rustls user-space records (kernel TLS absent)`.
+pub fn path_description() -> &'static str {
+    if ktls_available() {
+        "rustls user-space records (kernel TLS available, not used)"
+    } else {
+        "rustls user-space records (kernel TLS absent)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (RecordSealer, RecordOpener) {
+        let key = || {
+            (
+                0,
+                ConnectionTrafficSecrets::Chacha20Poly1305 {
+                    key: rustls::crypto::cipher::AeadKey::from([7u8; 32]),
+                    iv: [9u8; 12].into(),
+                },
+            )
+        };
+        (RecordSealer(Keys::new(key()).unwrap()), RecordOpener(Keys::new(key()).unwrap(), None))
+    }
+
+    #[test]
+    fn a_record_sealed_in_place_opens_in_place_and_a_flipped_bit_is_refused() {
+        let (mut s, mut o) = pair();
+        let mut buf = vec![0u8; 100 + RECORD_OVERHEAD];
+        buf[HEADER_LEN..HEADER_LEN + 100].copy_from_slice(&[42u8; 100]);
+        let n = s.seal_in_place(&mut buf, 100).unwrap();
+        assert_eq!(n, buf.len());
+        assert_ne!(&buf[HEADER_LEN..HEADER_LEN + 100], &[42u8; 100][..], "encrypted");
+        let mut tampered = buf.clone();
+        assert_eq!(o.open_in_place(&mut buf).unwrap(), Opened::Data(100));
+        assert_eq!(&buf[HEADER_LEN..HEADER_LEN + 100], &[42u8; 100][..]);
+        // The next record under the same key: a replayed (or altered) one fails.
+        tampered[50] ^= 1;
+        let e = o.open_in_place(&mut tampered).unwrap_err();
+        assert!(e.to_string().contains("failed authentication"), "{e}");
+        assert_eq!(o.owed_alert(), Some(AlertDescription::BadRecordMac));
+    }
+
+    #[test]
+    fn alerts_are_sealed_and_opened_as_what_they_say() {
+        let (mut s, mut o) = pair();
+        let mut close = s.seal_alert(AlertDescription::CloseNotify).unwrap();
+        assert_eq!(o.open_in_place(&mut close).unwrap(), Opened::Closed);
+        let mut bad = s.seal_alert(AlertDescription::BadRecordMac).unwrap();
+        let e = o.open_in_place(&mut bad).unwrap_err();
+        assert!(e.to_string().contains("the peer could not authenticate a record we sent"), "{e}");
+    }
+
+    #[test]
+    fn headers_that_are_not_protected_tls13_records_are_refused() {
+        assert_eq!(body_len(&[23, 3, 3, 0, 17]).unwrap(), 17);
+        assert!(body_len(&[23, 3, 3, 0x48, 0x01]).is_err(), "longer than 2^14 + 256");
+        assert!(body_len(&[23, 3, 3, 0, 16]).is_err(), "shorter than a tag");
+        assert!(body_len(&[b'Z', b'C', 1, 0, 0]).unwrap_err().to_string().contains("not speaking TLS"));
+    }
+}

@@ -1,0 +1,316 @@
+//! TLS 1.3 on the uring transport (`transport_uring::tls`), the cases of
+//! `rpc-core/tests/tls.rs` that concern the transport, over real sockets with a CA made at run
+//! time (the shared `tls_support`): a call and a 32 MiB payload (and what TLS copied), mutual
+//! TLS with the identity and per-method authorization, plaintext against TLS both ways, another
+//! CA's certificate (server's or client's), expired certificates, a wrong server name, a silent client, a tampered and a cut record through a faulty proxy;
+//! every attachment 64-byte aligned; and both directions against the tcp TLS transport
+//! (tokio-rustls), which checks the record layer against rustls's own.
+
+mod common;
+
+#[path = "../../rpc-core/tests/tls_support/mod.rs"]
+mod support;
+
+#[path = "../../rpc-core/tests/shared/aligned.rs"]
+mod aligned;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use rpc_core::transport::tcp::TcpAcceptor;
+use rpc_core::transport::tls::{TlsAcceptor, TlsClientConfig, TlsServerConfig};
+use rpc_core::transport::Acceptor;
+use rpc_core::{CallError, Client, Code, ConnectError, Payload, Server, ServerHandle};
+use support::*;
+use tokio::sync::mpsc;
+use transport_uring::tls::{self, UringTlsAcceptor};
+use transport_uring::{Backend, UringConfig};
+
+fn uring() -> UringConfig {
+    UringConfig::default()
+}
+
+struct Running {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    failures: mpsc::UnboundedReceiver<String>,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Running {
+    async fn failure(&mut self) -> String {
+        let why = tokio::time::timeout(Duration::from_secs(10), self.failures.recv())
+            .await
+            .expect("the server reports the failed handshake")
+            .expect("the acceptor is alive");
+        eprintln!("server: {why}");
+        why
+    }
+}
+
+async fn acceptor(tls: TlsServerConfig) -> (UringTlsAcceptor, mpsc::UnboundedReceiver<String>) {
+    let (tx, failures) = mpsc::unbounded_channel();
+    let acceptor = UringTlsAcceptor::bind("127.0.0.1:0", tls, uring()).await.unwrap().on_handshake_error(move |e| {
+        let _ = tx.send(e.to_string());
+    });
+    (acceptor, failures)
+}
+
+async fn serve(tls: TlsServerConfig) -> Running {
+    let (acceptor, failures) = acceptor(tls).await;
+    let addr = acceptor.local_addr().unwrap();
+    let service = Impl::default();
+    let calls = service.calls.clone();
+    let handle = Server::builder()
+        .handshake_timeout(Duration::from_secs(5))
+        .authorize(policy_unless_anonymous)
+        .build(VaultServer::new(service))
+        .serve(acceptor);
+    Running { addr, handle, failures, calls }
+}
+
+async fn connect(addr: SocketAddr, tls: TlsClientConfig) -> Result<VaultClient, ConnectError> {
+    Ok(VaultClient::new(tls::client(addr, "localhost", tls, uring(), config()).await?))
+}
+
+async fn serves_others(addr: SocketAddr, ca: &Ca) {
+    let client = connect(addr, trust(ca)).await.expect("the server serves a good client");
+    assert_eq!(client.echo(Payload::from(vec![7u8; 1000])).await.unwrap().len(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_and_a_32_mib_payload_over_uring_tls_with_what_tls_copied() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    let ca = Ca::new("test CA");
+    let running = serve(plain(&ca)).await;
+    let client = connect(running.addr, trust(&ca)).await.unwrap();
+    assert_eq!(&client.echo(Payload::from(b"hello".to_vec())).await.unwrap().to_bytes()[..], b"hello");
+    let before = client.client().stats();
+
+    let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
+    let back = client.echo(Payload::from(big.clone())).await.unwrap();
+    assert!(back.to_bytes() == big, "32 MiB came back intact");
+    let (subject, cn, names) = client.whoami().await.unwrap();
+    assert_eq!((subject.as_str(), cn, names.len()), ("", None, 0));
+
+    let stats = client.client().stats();
+    println!("{stats}");
+    assert!(stats.transport.ends_with("+tls"), "{}", stats.transport);
+    assert!(stats.to_string().contains("tls: rustls user-space records (kernel TLS "), "{stats}");
+    let received = stats.recv_bytes - before.recv_bytes;
+    let copied = stats.tls_bytes_copied - before.tls_bytes_copied;
+    assert!(received > 32 << 20, "the reply's records: {received} bytes");
+    // Records land in the reply's own buffer and are opened there; what is copied is a record
+    // that could not: at the buffer's start (the first) and at its end (the last), at most
+    // 16 KiB each, for the reply and the small frames around it.
+    assert!(copied <= 4 * 16 * 1024, "{copied} bytes copied by TLS for a 32 MiB reply: {stats}");
+    assert_eq!(stats.align_copy_bytes, 0, "{stats}");
+    running.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_attachment_received_over_uring_tls_is_64_byte_aligned() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    let ca = Ca::new("test CA");
+    let (acceptor, _failures) = acceptor(plain(&ca)).await;
+    let addr = acceptor.local_addr().unwrap();
+    let service = aligned::AlignCheck::default();
+    let handle = Server::builder().build(service.clone()).serve(acceptor);
+    let client = tls::client(addr, "localhost", trust(&ca), uring(), config()).await.unwrap();
+    let st = tokio::time::timeout(LIMIT, aligned::exercise(&client, &service, "uring+tls")).await.unwrap();
+    aligned::exercise_stream(&client, "uring+tls stream").await;
+    println!("{st}");
+    drop(client);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_over_uring_shows_the_handler_who_called_and_authorizes_per_method() {
+    let ca = Ca::new("test CA");
+    let running = serve(mutual(&ca, &ca.server())).await;
+    let a = ca.issue("a", &["a.clients.test"], true, false);
+    let b = ca.issue("b", &["b.clients.test"], true, false);
+    let client_a = connect(running.addr, trust(&ca).with_identity_pem(a.cert.as_bytes(), a.key.as_bytes()).unwrap()).await.unwrap();
+    let client_b = connect(running.addr, trust(&ca).with_identity_pem(b.cert.as_bytes(), b.key.as_bytes()).unwrap()).await.unwrap();
+    let (subject, cn, names) = client_a.whoami().await.unwrap();
+    assert!(subject.contains("CN=a") && subject.contains("O=zcrpc tests"), "{subject}");
+    assert_eq!(cn.as_deref(), Some("a"));
+    assert_eq!(names, vec!["a.clients.test".to_string()]);
+    assert_eq!(client_a.open().await.unwrap(), "opened");
+    let before = running.calls.load(Ordering::SeqCst);
+    let refused = client_b.open().await.unwrap_err();
+    assert_eq!(refused.code(), Code::PERMISSION_DENIED, "{refused}");
+    assert_eq!(running.calls.load(Ordering::SeqCst), before, "the refused call's handler never ran");
+
+    // No certificate where one is required: the client is told, the server names it.
+    let mut running = running;
+    let e = connect(running.addr, trust(&ca)).await.map(|_| ()).unwrap_err();
+    let client_side = text(&e);
+    assert!(client_side.contains("requires a client certificate") || client_side.contains("closed"), "{client_side}");
+    let server_side = running.failure().await;
+    assert!(server_side.contains("presented no certificate"), "{server_side}");
+    running.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_client_to_a_uring_tls_server_is_told_and_the_server_names_it() {
+    let ca = Ca::new("test CA");
+    let mut running = serve(plain(&ca)).await;
+    let e = Client::connect_tcp(running.addr, config()).await.unwrap_err();
+    let client_side = text(&e);
+    assert!(client_side.contains("looks like TLS"), "{client_side}");
+    let server_side = running.failure().await;
+    assert!(server_side.contains("plaintext zcrpc") && server_side.contains("127.0.0.1"), "{server_side}");
+    serves_others(running.addr, &ca).await;
+    running.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uring_tls_client_to_a_plaintext_server_is_told() {
+    let ca = Ca::new("test CA");
+    let acceptor = transport_uring::UringAcceptor::bind("127.0.0.1:0", uring()).await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let handle = Server::builder().stderr_warnings(false).build(VaultServer::new(Impl::default())).serve(acceptor);
+    let e = connect(addr, trust(&ca)).await.map(|_| ()).unwrap_err();
+    let client_side = text(&e);
+    assert!(client_side.contains("TLS handshake failed") && client_side.contains("not speaking TLS"), "{client_side}");
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_certificate_from_another_ca_is_refused_over_uring() {
+    let ca = Ca::new("test CA");
+    let other = Ca::new("other CA");
+    let mut running = serve(plain(&other)).await;
+    let e = connect(running.addr, trust(&ca)).await.map(|_| ()).unwrap_err();
+    let client_side = text(&e);
+    assert!(client_side.contains("not signed by a CA this side trusts"), "{client_side}");
+    let server_side = running.failure().await;
+    assert!(server_side.contains("refused our certificate"), "{server_side}");
+    running.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_certificates_another_ca_client_and_a_wrong_name_are_refused_over_uring() {
+    let ca = Ca::new("test CA");
+    // An expired server certificate.
+    let old = ca.issue("localhost", &["localhost"], false, true);
+    let mut running = serve(TlsServerConfig::from_pem(old.cert.as_bytes(), old.key.as_bytes()).unwrap()).await;
+    let e = connect(running.addr, trust(&ca)).await.map(|_| ()).unwrap_err();
+    assert!(text(&e).contains("has expired"), "{e}");
+    assert!(running.failure().await.contains("refused our certificate"));
+    running.handle.shutdown().await;
+
+    // A wrong server name.
+    let mut running = serve(plain(&ca)).await;
+    let e = tls::client(running.addr, "db.internal.test", trust(&ca), uring(), config()).await.map(|_| ()).unwrap_err();
+    assert!(text(&e).contains("not valid for the name \"db.internal.test\""), "{e}");
+    assert!(running.failure().await.contains("refused our certificate"));
+    serves_others(running.addr, &ca).await;
+    running.handle.shutdown().await;
+
+    // A client certificate from another CA, and an expired one.
+    let mut running = serve(mutual(&ca, &ca.server())).await;
+    let stranger = Ca::new("another CA").issue("mallory", &["mallory.test"], true, false);
+    let tls = trust(&ca).with_identity_pem(stranger.cert.as_bytes(), stranger.key.as_bytes()).unwrap();
+    let e = connect(running.addr, tls).await.map(|_| ()).unwrap_err();
+    assert!(text(&e).contains("refused our certificate"), "{e}");
+    assert!(running.failure().await.contains("not signed by a CA this side trusts"));
+    let old_client = ca.issue("a", &["a.clients.test"], true, true);
+    let tls = trust(&ca).with_identity_pem(old_client.cert.as_bytes(), old_client.key.as_bytes()).unwrap();
+    let e = connect(running.addr, tls).await.map(|_| ()).unwrap_err();
+    assert!(text(&e).contains("expired"), "{e}");
+    assert!(running.failure().await.contains("has expired"));
+    running.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_dropped_after_the_handshake_timeout_and_delays_nobody_over_uring() {
+    let ca = Ca::new("test CA");
+    let (acceptor, mut failures) = acceptor(plain(&ca)).await;
+    let addr = acceptor.local_addr().unwrap();
+    let handle = Server::builder().handshake_timeout(Duration::from_secs(8)).build(VaultServer::new(Impl::default())).serve(acceptor);
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    serves_others(addr, &ca).await;
+    assert!(failures.try_recv().is_err(), "the good client was served while the silent one held its slot");
+    let why = tokio::time::timeout(Duration::from_secs(30), failures.recv()).await.unwrap().unwrap();
+    assert!(why.contains("did not finish within 8s"), "{why}");
+    drop(silent);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_record_ends_the_uring_connection_and_nothing_reaches_the_handler() {
+    a_damaged_upload(Fault::Flip(16 << 20), "failed authentication").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_cut_short_ends_the_uring_connection_and_nothing_reaches_the_handler() {
+    a_damaged_upload(Fault::Cut((16 << 20) + 1000), "cut short").await;
+}
+
+/// A 32 MiB upload through a proxy applying `fault`: the client's call fails, the server's
+/// connection ends with an error containing `cause`, no handler runs, and the server serves the
+/// next connection.
+async fn a_damaged_upload(fault: Fault, cause: &str) {
+    let ca = Ca::new("test CA");
+    let (mut acceptor, _failures) = acceptor(plain(&ca)).await;
+    let addr = acceptor.local_addr().unwrap();
+    let service = Impl::default();
+    let calls = service.calls.clone();
+    let server = Server::builder().stderr_warnings(false).build(VaultServer::new(service));
+    let proxy = faulty_proxy(addr, fault).await;
+    let served = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let t = acceptor.accept().await.unwrap();
+            let why = server.serve_connection(t).await;
+            (why, acceptor)
+        })
+    };
+    let client = connect(proxy, trust(&ca)).await.unwrap();
+    let sent = client.echo(Payload::from(vec![0x5au8; 32 << 20])).await;
+    assert!(matches!(sent, Err(CallError::Connection(_)) | Err(CallError::Unavailable(_))), "the client's call fails: {sent:?}");
+    let (why, mut acceptor) = served.await.unwrap();
+    let server_side = why.to_string();
+    eprintln!("server: {server_side}\nclient: {sent:?}");
+    assert!(server_side.contains(cause), "{server_side}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no handler saw any of the damaged frame");
+
+    let again = tokio::spawn(async move {
+        let t = acceptor.accept().await.unwrap();
+        server.serve_connection(t).await
+    });
+    let client = connect(addr, trust(&ca)).await.unwrap();
+    assert_eq!(client.echo(Payload::from(vec![1u8; 100])).await.unwrap().len(), 100);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    drop(client);
+    let _ = again.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uring_tls_and_tcp_tls_talk_to_each_other_both_ways() {
+    let ca = Ca::new("test CA");
+    let big = vec![0xa5u8; (3 << 20) + 7];
+
+    // A uring TLS client against the tcp TLS server (tokio-rustls).
+    let tcp = TlsAcceptor::new(TcpAcceptor::bind("127.0.0.1:0").await.unwrap(), plain(&ca)).unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let handle = Server::builder().build(VaultServer::new(Impl::default())).serve(tcp);
+    let client = connect(addr, trust(&ca)).await.unwrap();
+    assert!(client.echo(Payload::from(big.clone())).await.unwrap().to_bytes() == big);
+    drop(client);
+    handle.shutdown().await;
+
+    // The tcp TLS client against a uring TLS server.
+    let running = serve(plain(&ca)).await;
+    let client = VaultClient::new(Client::connect_tls(running.addr, "localhost", trust(&ca), config()).await.unwrap());
+    assert!(client.echo(Payload::from(big.clone())).await.unwrap().to_bytes() == big);
+    running.handle.shutdown().await;
+}
