@@ -45,11 +45,11 @@
 //!
 //! `UringConfig` chooses the backend (io_uring where the kernel has it, else `MSG_ZEROCOPY`,
 //! else plain writes, logged), the receive mode and the socket options, as for zcrpc's own
-//! connections. Linux only.
+//! connections. Level 1 is Linux only (the rest of the crate is not).
 
-#![cfg(target_os = "linux")]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod interop;
+#[cfg(target_os = "linux")]
 pub mod io;
