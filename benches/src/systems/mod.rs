@@ -82,7 +82,8 @@ pub fn run(
         | System::ZcrpcUring
         | System::ZcrpcUringZc
         | System::ZcrpcMsgzc
-        | System::ZcrpcTcpTls => {
+        | System::ZcrpcTcpTls
+        | System::ZcrpcUringTls => {
             zcrpc::run(system, scenario, placement, timing, latency)
         }
     }

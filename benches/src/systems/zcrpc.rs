@@ -201,6 +201,41 @@ pub fn run(
             )
             .map_err(NoResult::Failed)
         }
+        System::ZcrpcUringTls => {
+            use rpc_core::transport::tls::{TlsClientConfig, TlsServerConfig};
+            use transport_uring::tls::{UringTlsAcceptor, UringTlsConnector};
+            if let Some(why) = unavailable(Backend::Uring) {
+                return Err(NoResult::Unavailable(why));
+            }
+            let certs = super::tls::Certs::generate().map_err(NoResult::Failed)?;
+            let bad = |e: rpc_core::transport::tls::TlsConfigError| NoResult::Failed(e.to_string());
+            let server = TlsServerConfig::from_pem(certs.cert.as_bytes(), certs.key.as_bytes())
+                .map_err(bad)?;
+            let client = TlsClientConfig::from_pem(certs.ca.as_bytes()).map_err(bad)?;
+            let config = uring_config(System::ZcrpcUring);
+            let server_config = config.clone();
+            measure(
+                shape,
+                file,
+                placement,
+                timing,
+                record_latency,
+                move || async move {
+                    UringTlsAcceptor::bind("127.0.0.1:0", server, server_config)
+                        .await
+                        .map_err(|e| e.to_string())
+                },
+                |a: &UringTlsAcceptor| a.local_addr().map_err(|e| e.to_string()),
+                move |addr| async move {
+                    UringTlsConnector::new(&client, config)
+                        .map_err(|e| e.to_string())?
+                        .connect(addr, super::tls::SERVER_NAME)
+                        .await
+                        .map_err(|e| e.to_string())
+                },
+            )
+            .map_err(NoResult::Failed)
+        }
         System::ZcrpcUring | System::ZcrpcUringZc | System::ZcrpcMsgzc => {
             let config = uring_config(system);
             let wanted = config.backend;
