@@ -1,7 +1,15 @@
-//! # rpc-tonic: tonic services over zcrpc
+//! # rpc-tonic: tonic services and clients over zcrpc
 //!
 //! Keep every line of a tonic service and its client — the `.proto`, the code tonic generates,
-//! the implementation, the calls — and change the channel and the serve call:
+//! the implementation, the calls — and change the channel and the serve call. Two levels:
+//!
+//! - [`io`] (level 1, byte stream): tonic's own HTTP/2 over the io_uring transport; talks to
+//!   any gRPC peer.
+//! - [`Channel`] and [`Server`] (level 2, message level): no HTTP/2 at all, both ends zcrpc.
+//! - [`interop`]: the gRPC interoperability suite as a test kit (the `TestService`, its server,
+//!   the client cases, a harness parameterized by how a level serves and connects).
+//!
+//! ## Level 2
 //!
 //! | tonic over HTTP/2 | over zcrpc (level 2, message level) |
 //! |---|---|
@@ -60,6 +68,8 @@
 
 mod channel;
 mod headers;
+pub mod interop;
+pub mod io;
 mod message;
 mod server;
 
