@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http_body::{Body as HttpBody, Frame};
 use rpc_core::{Body, CallMode, CallOptions, Client, ClientConfig, ConnectError, StreamReceiver, StreamSender};
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
 use crate::headers::{self, GRPC_CONTENT_TYPE};
 use crate::message::{Deframer, GrpcMessage};
@@ -147,16 +147,19 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
     let stream = client.open(rpc_core::method_id(method_path), first, mode, options).await.map_err(|e| headers::status_of(&e))?;
     let (sender, receiver) = stream.split();
 
-    let (failed_tx, failed) = mpsc::channel(1);
-    let pump = match single {
+    let (failed, pump) = match single {
         // The server's stream alone: the receiver is the call's last handle from here.
         true => {
             drop(sender);
-            None
+            (None, None)
         }
-        false => Some(AbortOnDrop(tokio::spawn(pump(sender, deframer, body, ended, failed_tx)).abort_handle())),
+        false => {
+            let (failed_tx, failed) = oneshot::channel();
+            let task = tokio::spawn(pump(sender, deframer, body, ended, failed_tx));
+            (Some(failed), Some(AbortOnDrop(task.abort_handle())))
+        }
     };
-    let mut response = ResponseBody { receiver, next_chunk: None, first: None, failed: Some(failed), done: false, _pump: pump };
+    let mut response = ResponseBody { receiver, next_chunk: None, first: None, failed, done: false, _pump: pump };
 
     // The response's headers come with the server's first message (or alone, or with its end).
     let first = poll_fn(|cx| response.poll_item(cx)).await;
@@ -186,7 +189,7 @@ async fn pump(
     mut deframer: Deframer,
     mut body: tonic::body::Body,
     mut ended: bool,
-    failed: mpsc::Sender<tonic::Status>,
+    failed: oneshot::Sender<tonic::Status>,
 ) {
     let status = loop {
         if deframer.ready() > 0 {
@@ -213,7 +216,7 @@ async fn pump(
             None => ended = true,
         }
     };
-    let _ = failed.send(status).await;
+    let _ = failed.send(status);
     // Holding the sender: when the response goes, this task is aborted, and the call cancelled
     // (the request stream must not look finished).
     std::future::pending::<()>().await;
@@ -248,7 +251,7 @@ pub struct ResponseBody {
     /// The first message, received before the response was made.
     first: Option<GrpcMessage>,
     /// Says when the request body failed.
-    failed: Option<mpsc::Receiver<tonic::Status>>,
+    failed: Option<oneshot::Receiver<tonic::Status>>,
     done: bool,
     _pump: Option<AbortOnDrop>,
 }
@@ -262,12 +265,13 @@ impl fmt::Debug for ResponseBody {
 impl ResponseBody {
     fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Item> {
         if let Some(failed) = &mut self.failed {
-            match failed.poll_recv(cx) {
-                Poll::Ready(Some(status)) => {
+            match Pin::new(failed).poll(cx) {
+                Poll::Ready(Ok(status)) => {
                     self.done = true;
                     return Poll::Ready(Item::Failed(status));
                 }
-                Poll::Ready(None) => self.failed = None,
+                // The request went in full.
+                Poll::Ready(Err(_)) => self.failed = None,
                 Poll::Pending => {}
             }
         }

@@ -7,6 +7,7 @@ pub mod raw_best;
 pub mod tarpc;
 pub mod tarpc_over_zcrpc;
 pub mod tonic;
+pub mod tonic_over_zcrpc;
 pub mod zcrpc;
 pub mod zcrpc_proto;
 
@@ -67,6 +68,7 @@ pub fn run(
             raw::run(shape, raw::SendPath::UringZc, placement, timing, latency).map_err(failed)
         }
         System::Tonic => tonic::run(shape, placement, timing, latency).map_err(failed),
+        System::TonicOverZcrpc => tonic_over_zcrpc::run(shape, placement, timing, latency),
         System::ZcrpcProto => zcrpc_proto::run(shape, placement, timing, latency),
         System::Tarpc => tarpc::run(shape, placement, timing, latency).map_err(failed),
         System::TarpcOverZcrpc => {
