@@ -6,14 +6,17 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http_body::{Body as HttpBody, Frame};
 use rpc_core::{Body, CallMode, CallOptions, Client, ClientConfig, ConnectError, StreamReceiver, StreamSender};
 use tokio::sync::oneshot;
 
 use crate::headers::{self, GRPC_CONTENT_TYPE};
-use crate::message::{Deframer, GrpcMessage};
+use crate::message::{Deframer, GrpcMessage, INLINE_MAX, PREFIX_LEN};
+
+/// Small messages already received go to tonic's decoder in chunks of up to this many bytes.
+const COALESCE: usize = 32 << 10;
 
 /// A boxed, sendable future.
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -159,7 +162,16 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
             (Some(failed), Some(AbortOnDrop(task.abort_handle())))
         }
     };
-    let mut response = ResponseBody { receiver, next_chunk: None, first: None, failed, done: false, _pump: pump };
+    let mut response = ResponseBody {
+        receiver,
+        next_chunk: None,
+        first: None,
+        trailers: None,
+        error: None,
+        failed,
+        done: false,
+        _pump: pump,
+    };
 
     // The response's headers come with the server's first message (or alone, or with its end).
     let first = poll_fn(|cx| response.poll_item(cx)).await;
@@ -248,8 +260,13 @@ pub struct ResponseBody {
     receiver: StreamReceiver,
     /// The second half of a message (its payload, after its prefix).
     next_chunk: Option<Bytes>,
-    /// The first message, received before the response was made.
+    /// The next message, received already (before the response was made, or behind a chunk of
+    /// small ones).
     first: Option<GrpcMessage>,
+    /// The call's end, received behind a chunk of small messages.
+    trailers: Option<http::HeaderMap>,
+    /// The request body's failure, received behind a chunk of small messages.
+    error: Option<tonic::Status>,
     /// Says when the request body failed.
     failed: Option<oneshot::Receiver<tonic::Status>>,
     done: bool,
@@ -303,6 +320,12 @@ impl HttpBody for ResponseBody {
             if let Some(m) = this.first.take() {
                 break m;
             }
+            if let Some(trailers) = this.trailers.take() {
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            }
+            if let Some(status) = this.error.take() {
+                return Poll::Ready(Some(Err(status)));
+            }
             if this.done {
                 return Poll::Ready(None);
             }
@@ -314,12 +337,38 @@ impl HttpBody for ResponseBody {
                 Item::Failed(status) => return Poll::Ready(Some(Err(status))),
             }
         };
-        let (head, rest) = message.into_chunks();
-        this.next_chunk = rest;
-        Poll::Ready(Some(Ok(Frame::data(head))))
+        if message.payload.len() >= INLINE_MAX {
+            let (head, rest) = message.into_chunks();
+            this.next_chunk = rest;
+            return Poll::Ready(Some(Ok(Frame::data(head))));
+        }
+        // Small messages that are here already go as one chunk (tonic's decoder takes a chunk
+        // at a time): what HTTP/2 would carry in one DATA frame.
+        let mut chunk = BytesMut::with_capacity(PREFIX_LEN + message.payload.len());
+        message.put_into(&mut chunk);
+        while chunk.len() < COALESCE {
+            match this.poll_item(cx) {
+                Poll::Ready(Item::Message(m)) if m.payload.len() < INLINE_MAX => m.put_into(&mut chunk),
+                Poll::Ready(Item::Message(m)) => {
+                    this.first = Some(m);
+                    break;
+                }
+                Poll::Ready(Item::Headers) => {}
+                Poll::Ready(Item::End(trailers)) => {
+                    this.trailers = Some(trailers);
+                    break;
+                }
+                Poll::Ready(Item::Failed(status)) => {
+                    this.error = Some(status);
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk.freeze()))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.first.is_none() && self.next_chunk.is_none()
+        self.done && self.first.is_none() && self.next_chunk.is_none() && self.trailers.is_none() && self.error.is_none()
     }
 }

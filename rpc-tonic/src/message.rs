@@ -69,6 +69,12 @@ impl GrpcMessage {
         p
     }
 
+    /// Appends the message, with its prefix, to `chunk`.
+    pub(crate) fn put_into(self, chunk: &mut BytesMut) {
+        chunk.put_slice(&self.prefix());
+        chunk.put_slice(&self.payload);
+    }
+
     /// The message as HTTP/2 data: one chunk (prefix and payload copied together) for a small
     /// message, the prefix then the payload itself for a large one (no copy of it here).
     pub(crate) fn into_chunks(self) -> (Bytes, Option<Bytes>) {

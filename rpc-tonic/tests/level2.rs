@@ -232,6 +232,17 @@ async fn server_streaming_yields_every_message_in_order_then_the_status() {
         let want: Vec<Blob> = sizes.iter().enumerate().map(|(i, n)| blob(*n, i as u8)).collect();
         assert_eq!(got, want, "{net:?}");
 
+        // Many small messages at once (they reach tonic's decoder coalesced into chunks), then
+        // a large one: every one whole and in order.
+        let mut sizes: Vec<usize> = (0..2000).map(|i| i % 97).collect();
+        sizes.push(100_000);
+        let mut request = Request::new(blob(1, 0));
+        let list = sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+        request.metadata_mut().insert("x-sizes", list.parse().unwrap());
+        let got: Vec<Blob> = s.client.server_stream(request).await.unwrap().into_inner().map(|r| r.unwrap()).collect().await;
+        let want: Vec<Blob> = sizes.iter().enumerate().map(|(i, n)| blob(*n, i as u8)).collect();
+        assert!(got == want, "{net:?}: {} messages, not the {} sent in order", got.len(), want.len());
+
         // A stream that fails after two messages: both arrive, then the status with its trailers.
         let mut request = Request::new(blob(1, 0));
         request.metadata_mut().insert("x-sizes", "10,20".parse().unwrap());
