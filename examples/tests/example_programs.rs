@@ -65,6 +65,14 @@ fn the_tarpc_dropin_example_serves_tarpc_code_over_zcrpc() {
 }
 
 #[test]
+fn the_tonic_dropin_example_serves_tonic_code_over_zcrpc() {
+    let out = run("tonic_dropin");
+    assert!(out.contains("Got a request from Some([::1]:"), "{out}");
+    assert!(out.contains("RESPONSE=\"Hello Tonic!\""), "{out}");
+    assert!(out.contains("RESPONSE=\"Hello zcrpc!\""), "{out}");
+}
+
+#[test]
 fn the_blob_store_example_puts_gets_lists_and_streams_a_blob_byte_exact() {
     let out = Command::new(example("blob_store")).args(["--size-mib", "16", "--chunk-kib", "256"]).output().unwrap();
     assert!(out.status.success(), "blob_store failed: {}", String::from_utf8_lossy(&out.stderr));

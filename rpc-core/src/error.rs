@@ -382,6 +382,8 @@ fn guess_protocol(found: &[u8; 4]) -> &'static str {
     match found {
         b"HTTP" => "; it looks like an HTTP/1 server's response (is the address an HTTP server's?)",
         b"PRI " => "; it looks like HTTP/2 (the connection preface \"PRI *\"): a gRPC or h2 client?",
+        // An HTTP/2 frame header: a 24-bit length (a few settings of 6 bytes each), type 4.
+        [0, 0, len, 4] if len % 6 == 0 => "; it looks like HTTP/2 (a SETTINGS frame): a gRPC or h2 server?",
         [0x16, 0x03, ..] => "; it looks like TLS (a handshake record): a TLS client or server at the other end?",
         [0x15, 0x03, ..] => "; it looks like TLS (an alert record): a TLS peer refusing plain text?",
         b"SSH-" => "; it looks like SSH",

@@ -49,11 +49,13 @@ async fn an_http_client_is_told_what_it_sent_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn the_reason_a_foreign_connection_ended_names_the_protocol() {
-    let cases: [(&[u8], &str); 4] = [
+    let cases: [(&[u8], &str); 5] = [
         (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", r#"bad magic "PRI ": the peer is not speaking zcrpc; it looks like HTTP/2"#),
         (&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01], "bad magic 16 03 01 02: the peer is not speaking zcrpc; it looks like TLS"),
         (&[0xde, 0xad, 0xbe, 0xef], r#"bad magic de ad be ef: the peer is not speaking zcrpc (expected "ZCRP")"#),
         (b"HTTP/1.1 400 Bad Request\r\n\r\n", r#"bad magic "HTTP": the peer is not speaking zcrpc; it looks like an HTTP/1 server's response"#),
+        // A gRPC server's first bytes: its SETTINGS frame (18 bytes of settings).
+        (&[0, 0, 18, 4, 0, 0, 0, 0, 0], "bad magic 00 00 12 04: the peer is not speaking zcrpc; it looks like HTTP/2 (a SETTINGS frame)"),
     ];
     for (bytes, expected) in cases {
         let (a, b) = tokio::io::duplex(1 << 16);

@@ -9,10 +9,15 @@
 //!   talks to any gRPC peer. h2's writes reach the engine vectored (frame headers and data
 //!   payloads as they are, one send per write), and a peer that stops reading holds the
 //!   writer back.
+//! - **Level 2, [`Channel`] and [`Server`]:** no HTTP/2 at all: each gRPC call a zcrpc call,
+//!   each message a stream message (large ones as attachments), both ends zcrpc (below).
+//!   `tests/level2.rs` and `tests/interop_level2.rs` (the 14 cases over TCP and io_uring).
 //! - **[`interop`]:** the gRPC interoperability suite as a test kit (`grpc.testing`'s
 //!   `TestService`, its server, the 14 client cases, a harness parameterized by how a level
 //!   serves and connects). `tests/interop_plain.rs` runs it over plain tonic,
 //!   `tests/interop_level1.rs` over level 1 (both sides, and each side against plain tonic).
+//!
+//! ## Level 1
 //!
 //! The two lines that change for level 1:
 //!
@@ -46,10 +51,71 @@
 //! `UringConfig` chooses the backend (io_uring where the kernel has it, else `MSG_ZEROCOPY`,
 //! else plain writes, logged), the receive mode and the socket options, as for zcrpc's own
 //! connections. Level 1 is Linux only (the rest of the crate is not).
+//!
+//! ## Level 2
+//!
+//! | tonic over HTTP/2 | over zcrpc (level 2, message level) |
+//! |---|---|
+//! | `Endpoint::from_shared(url)?.connect().await?` | [`Channel::connect_tcp`]`(addr).await?` |
+//! | `Server::builder().add_service(svc).serve(addr).await?` | [`Server::builder`]`().add_service(svc).serve(TcpAcceptor::bind(addr).await?)` |
+//!
+//! No HTTP/2 is spoken: each gRPC call is a zcrpc call, its path its name, its headers its
+//! metadata, `grpc-timeout` its deadline, each gRPC message one stream message (from 4 KiB on
+//! an attachment: sent from tonic's own buffer and received as a slice of the receive buffer,
+//! zero-copy where the transport does it), its trailers and `grpc-status` the call's end. Both
+//! ends must be zcrpc: a plain gRPC client or server at the other end fails at connect with a
+//! clear error.
+//!
+//! ```
+//! # mod pb { tonic::include_proto!("zcrpc.echo"); }
+//! use pb::echo_client::EchoClient;
+//! use pb::echo_server::{Echo, EchoServer};
+//! use pb::Blob;
+//! use rpc_core::transport::tcp::TcpAcceptor;
+//! use tonic::{Request, Response, Status, Streaming};
+//!
+//! struct Imp;
+//! #[tonic::async_trait]
+//! impl Echo for Imp {
+//!     async fn unary(&self, r: Request<Blob>) -> Result<Response<Blob>, Status> {
+//!         Ok(Response::new(r.into_inner()))
+//!     }
+//!     # type ServerStreamStream = futures::stream::Empty<Result<Blob, Status>>;
+//!     # async fn server_stream(&self, _: Request<Blob>) -> Result<Response<Self::ServerStreamStream>, Status> { Err(Status::unimplemented("")) }
+//!     # async fn client_stream(&self, _: Request<Streaming<Blob>>) -> Result<Response<Blob>, Status> { Err(Status::unimplemented("")) }
+//!     # type BidiStream = futures::stream::Empty<Result<Blob, Status>>;
+//!     # async fn bidi(&self, _: Request<Streaming<Blob>>) -> Result<Response<Self::BidiStream>, Status> { Err(Status::unimplemented("")) }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+//! let addr = acceptor.local_addr().unwrap();
+//! let _server = rpc_tonic::Server::builder().add_service(EchoServer::new(Imp)).serve(acceptor);
+//!
+//! let channel = rpc_tonic::Channel::connect_tcp(addr).await.unwrap();
+//! let mut client = EchoClient::new(channel);
+//! let reply = client.unary(Blob { data: vec![7u8; 1 << 20].into() }).await.unwrap();
+//! assert_eq!(reply.into_inner().data.len(), 1 << 20);
+//! # });
+//! ```
+//!
+//! Other transports: [`Channel::from_client`] over any [`rpc_core::Client`] (io_uring with
+//! `Client::connect_with(|| transport_uring::connect(addr, cfg))`, TLS, Unix sockets), and
+//! [`Server::serve`] with any acceptor. Limits (frame size, calls in flight, metadata size,
+//! memory) are zcrpc's: [`Server::with`] an [`rpc_core::ServerBuilder`], a [`rpc_core::ClientConfig`].
+//! Request metadata over the server's limit (16 KiB by default) fails the call with
+//! `RESOURCE_EXHAUSTED` before anything is sent.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod channel;
+mod headers;
 pub mod interop;
 #[cfg(target_os = "linux")]
 pub mod io;
+mod message;
+mod server;
+
+pub use channel::{Channel, ResponseBody};
+pub use server::{Routes, Server};

@@ -8,6 +8,7 @@ pub mod tarpc;
 pub mod tarpc_over_zcrpc;
 pub mod tls;
 pub mod tonic;
+pub mod tonic_over_zcrpc;
 pub mod zcrpc;
 pub mod zcrpc_proto;
 
@@ -73,6 +74,7 @@ pub fn run(
             let certs = tls::Certs::generate().map_err(failed)?;
             tonic::run(shape, Some(certs), placement, timing, latency).map_err(failed)
         }
+        System::TonicOverZcrpc => tonic_over_zcrpc::run(shape, placement, timing, latency),
         System::ZcrpcProto => zcrpc_proto::run(shape, placement, timing, latency),
         System::Tarpc => tarpc::run(shape, placement, timing, latency).map_err(failed),
         System::TarpcOverZcrpc => {

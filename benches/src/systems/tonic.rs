@@ -33,11 +33,46 @@ use pb::bench_client::BenchClient;
 use pb::bench_server::{Bench, BenchServer};
 use pb::Blob;
 
-const MAX_MESSAGE: usize = 128 << 20;
+/// The message size limit both sides are given (tonic's default is 4 MiB).
+pub(crate) const MAX_MESSAGE: usize = 128 << 20;
 
+/// The service: answers every call with the same blob.
 #[derive(Debug)]
-struct Echo {
+pub(crate) struct Echo {
     response: Bytes,
+}
+
+impl Echo {
+    /// Answers with `len` bytes of 0xA5.
+    pub(crate) fn new(len: usize) -> Self {
+        Echo {
+            response: Bytes::from(vec![0xA5; len]),
+        }
+    }
+}
+
+/// What a tonic-generated client needs of its channel (tonic's own `Channel`, or
+/// `rpc_tonic::Channel`).
+pub(crate) trait BenchChannel:
+    tonic::client::GrpcService<
+        tonic::body::Body,
+        Error: Into<tonic::codegen::StdError>,
+        ResponseBody: tonic::codegen::Body<Data = Bytes, Error: Into<tonic::codegen::StdError> + Send>
+                          + Send
+                          + 'static,
+    > + Clone
+{
+}
+
+impl<T> BenchChannel for T where
+    T: tonic::client::GrpcService<
+            tonic::body::Body,
+            Error: Into<tonic::codegen::StdError>,
+            ResponseBody: tonic::codegen::Body<Data = Bytes, Error: Into<tonic::codegen::StdError> + Send>
+                              + Send
+                              + 'static,
+        > + Clone
+{
 }
 
 #[tonic::async_trait]
@@ -61,8 +96,8 @@ impl Bench for Echo {
 
 /// Reads the server's stream, checking each message's length and first byte, until the meter
 /// says stop.
-async fn read_stream(
-    client: &mut BenchClient<tonic::transport::Channel>,
+async fn read_stream<T: BenchChannel>(
+    client: &mut BenchClient<T>,
     shape: Shape,
     meter: Meter,
 ) -> Result<Sample, String> {
@@ -111,11 +146,9 @@ pub fn run(
                     .map_err(|e| e.to_string())?;
                 let _ = addr_tx.send(listener.local_addr().map_err(|e| e.to_string())?);
                 let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-                let service = BenchServer::new(Echo {
-                    response: Bytes::from(vec![0xA5; shape.response_len]),
-                })
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE);
+                let service = BenchServer::new(Echo::new(shape.response_len))
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE);
                 let mut builder = Server::builder();
                 if let Some(certs) = server_tls {
                     builder = builder
@@ -154,25 +187,36 @@ pub fn run(
                     .connect()
                     .await
                     .map_err(|e| format!("tonic connect: {e}"))?;
-                let mut client = BenchClient::new(channel)
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE);
-                let meter = Meter::new(timing, record_latency);
-                if shape.server_stream {
-                    return read_stream(&mut client, shape, meter).await;
-                }
-                let request = Bytes::from(vec![0xA5; shape.request_len]);
-                closed_loop(shape.window, meter, || {
-                    let mut client = client.clone();
-                    let data = request.clone();
-                    async move {
-                        let response = client.call(Blob { data }).await?;
-                        drop(response);
-                        Ok::<(), Status>(())
-                    }
-                })
-                .await
+                measure_client(channel, shape, timing, record_latency).await
             })
         },
     )
+}
+
+/// Measures the client side over `channel`: reads the stream, or makes calls with
+/// `shape.window` in flight, until the meter says stop.
+pub(crate) async fn measure_client<T: BenchChannel>(
+    channel: T,
+    shape: Shape,
+    timing: Timing,
+    record_latency: bool,
+) -> Result<Sample, String> {
+    let mut client = BenchClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let meter = Meter::new(timing, record_latency);
+    if shape.server_stream {
+        return read_stream(&mut client, shape, meter).await;
+    }
+    let request = Bytes::from(vec![0xA5; shape.request_len]);
+    closed_loop(shape.window, meter, || {
+        let mut client = client.clone();
+        let data = request.clone();
+        async move {
+            let response = client.call(Blob { data }).await?;
+            drop(response);
+            Ok::<(), Status>(())
+        }
+    })
+    .await
 }

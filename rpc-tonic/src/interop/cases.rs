@@ -300,7 +300,9 @@ pub async fn timeout_on_sleeping_server(channel: &InteropChannel, observed: &Obs
         "not DEADLINE_EXCEEDED: {status:?}"
     );
     // (A reset reads as the request stream's end on tonic's server: see cancel_after_begin.)
-    observed.until(|o| o.started() == 1 && o.finished() + o.cancelled() == 1).await;
+    // The server holds nothing of the call: it let go of it, or (a zcrpc server, level 2)
+    // never started its handler, the deadline having passed when the request arrived.
+    observed.until(|o| o.started() <= 1 && o.finished() + o.cancelled() == o.started()).await;
 }
 
 /// 1,000 `large_unary` calls at once on one channel, every one answered in full.

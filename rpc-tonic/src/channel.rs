@@ -1,0 +1,374 @@
+//! The client's side: [`Channel`], what a tonic-generated client calls through, carrying each
+//! gRPC request as a zcrpc call.
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http_body::{Body as HttpBody, Frame};
+use rpc_core::{Body, CallMode, CallOptions, Client, ClientConfig, ConnectError, StreamReceiver, StreamSender};
+use tokio::sync::oneshot;
+
+use crate::headers::{self, GRPC_CONTENT_TYPE};
+use crate::message::{Deframer, GrpcMessage, INLINE_MAX, PREFIX_LEN};
+
+/// Small messages already received go to tonic's decoder in chunks of up to this many bytes.
+const COALESCE: usize = 32 << 10;
+
+/// A boxed, sendable future.
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A tonic channel over zcrpc: give it to a tonic-generated client in place of
+/// `tonic::transport::Channel` (`EchoClient::new(channel)`); every call of the client then
+/// travels as a zcrpc call on one zcrpc connection, with no HTTP/2 in between.
+///
+/// - the request's path (`/pkg.Service/Method`) names the call (its id is the path's
+///   [`rpc_core::method_id`]; the path itself goes along as metadata, for the server's routing);
+/// - its headers are the call's metadata, but for `grpc-timeout`, which is the call's deadline
+///   (the server drops the handler when it passes), and those of HTTP/2 itself (`te`,
+///   `content-type: application/grpc`);
+/// - each gRPC message of the request body is one zcrpc stream message; from 4 KiB on, its
+///   bytes travel as an attachment, sent from the buffer tonic encoded them into (zero-copy
+///   where the transport does it);
+/// - the answer comes back as an HTTP response whose body yields the messages with gRPC's
+///   length prefix, then trailers with `grpc-status`, `grpc-message` and the server's trailer
+///   metadata: what tonic's decoder would see from HTTP/2.
+///
+/// The server must be an [`crate::Server`] (zcrpc, not HTTP/2): an HTTP/2 server answers the
+/// zcrpc hello with HTTP/2, and the connect fails at once saying so.
+///
+/// Cheap to clone: the clones share the connection. Dropping a call's response (or its
+/// future) cancels the call on the server.
+#[derive(Clone)]
+pub struct Channel {
+    client: Client,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel").field("client", &self.client).finish()
+    }
+}
+
+impl Channel {
+    /// A channel over a connected zcrpc client: any transport (TCP, io_uring, a Unix socket,
+    /// TLS), any [`ClientConfig`].
+    pub fn from_client(client: Client) -> Self {
+        Channel { client }
+    }
+
+    /// Connects over TCP to the zcrpc server at `addr` (an [`crate::Server`]), with the client
+    /// defaults: a 10 s connect timeout, and a new connection whenever one is lost.
+    ///
+    /// # Errors
+    ///
+    /// When no zcrpc server answers at `addr` (the error names the address, and what the peer
+    /// seems to speak when it is not zcrpc: an HTTP/2 server, say).
+    pub async fn connect_tcp(addr: impl tokio::net::ToSocketAddrs) -> Result<Self, ConnectError> {
+        Ok(Channel::from_client(Client::connect_tcp(addr, ClientConfig::default()).await?))
+    }
+
+    /// Connects over a Unix socket to the zcrpc server listening at `path`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Channel::connect_tcp`].
+    pub async fn connect_unix(path: impl AsRef<std::path::Path>) -> Result<Self, ConnectError> {
+        Ok(Channel::from_client(Client::connect_unix(path, ClientConfig::default()).await?))
+    }
+
+    /// The zcrpc client underneath (its statistics, its close).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Channel {
+    type Response = http::Response<ResponseBody>;
+    type Error = tonic::Status;
+    type Future = BoxFuture<Result<Self::Response, tonic::Status>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), tonic::Status>> {
+        // The connection queues calls beyond the server's limit itself.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(call(self.client.clone(), request))
+    }
+}
+
+/// One gRPC call as a zcrpc call.
+async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Result<http::Response<ResponseBody>, tonic::Status> {
+    let (parts, mut body) = request.into_parts();
+    let path = parts.uri.path();
+    let Some(method_path) = path.strip_prefix('/').filter(|p| p.contains('/')) else {
+        return Err(tonic::Status::invalid_argument(format!("{path:?} is not a gRPC path (/package.Service/Method)")));
+    };
+    let (metadata, timeout) = headers::request_metadata(path, &parts.headers)?;
+    let limit = client.server_hello().max_metadata as usize;
+    if metadata.encoded_len() > limit {
+        return Err(tonic::Status::resource_exhausted(format!(
+            "the request metadata of {path} ({} bytes encoded, {} entries) is over the server's limit of {limit} bytes",
+            metadata.encoded_len(),
+            metadata.len()
+        )));
+    }
+
+    // What the request body has ready now, without waiting: one message and its end make a
+    // call whose request is that message (no request stream); anything else streams.
+    let mut deframer = Deframer::default();
+    let mut ended = false;
+    poll_fn(|cx| loop {
+        if deframer.ready() > 1 {
+            return Poll::Ready(Ok(()));
+        }
+        match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    deframer.push(data);
+                }
+            }
+            Poll::Ready(Some(Err(status))) => return Poll::Ready(Err(status)),
+            Poll::Ready(None) => {
+                ended = true;
+                return Poll::Ready(Ok(()));
+            }
+            Poll::Pending => return Poll::Ready(Ok(())),
+        }
+    })
+    .await?;
+    let single = ended && deframer.ready() == 1 && deframer.unfinished() == 0;
+    let (mode, first) = match single {
+        true => (CallMode::SERVER_STREAMING, deframer.next().expect("one message").into_body()),
+        false => (CallMode::BIDI, Body::default()),
+    };
+    let options = CallOptions { timeout, metadata, ..CallOptions::default() };
+    let stream = client.open(rpc_core::method_id(method_path), first, mode, options).await.map_err(|e| headers::status_of(&e))?;
+    let (sender, receiver) = stream.split();
+
+    let (failed, pump) = match single {
+        // The server's stream alone: the receiver is the call's last handle from here.
+        true => {
+            drop(sender);
+            (None, None)
+        }
+        false => {
+            let (failed_tx, failed) = oneshot::channel();
+            let task = tokio::spawn(pump(sender, deframer, body, ended, failed_tx));
+            (Some(failed), Some(AbortOnDrop(task.abort_handle())))
+        }
+    };
+    let mut response = ResponseBody {
+        receiver,
+        next_chunk: None,
+        first: None,
+        trailers: None,
+        error: None,
+        failed,
+        done: false,
+        _pump: pump,
+    };
+
+    // The response's headers come with the server's first message (or alone, or with its end).
+    let first = poll_fn(|cx| response.poll_item(cx)).await;
+    let mut builder = http::Response::builder().status(http::StatusCode::OK);
+    let h = builder.headers_mut().expect("a fresh builder");
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
+    if let Some(m) = response.receiver.headers() {
+        headers::add_headers(h, m, &[]).map_err(|why| tonic::Status::internal(format!("the server's response headers: {why}")))?;
+    }
+    match first {
+        Item::Message(m) => response.first = Some(m),
+        Item::Headers => {}
+        Item::End(trailers) => {
+            // Trailers-only, as a server with nothing to send answers over HTTP/2.
+            h.extend(trailers);
+            response.done = true;
+        }
+        Item::Failed(status) => return Err(status),
+    }
+    Ok(builder.body(response).expect("valid parts"))
+}
+
+/// Sends the request body's messages on the call's stream, then ends it; a body that fails
+/// makes the response fail with its status, and the call is cancelled when the response goes.
+async fn pump(
+    mut sender: StreamSender,
+    mut deframer: Deframer,
+    mut body: tonic::body::Body,
+    mut ended: bool,
+    failed: oneshot::Sender<tonic::Status>,
+) {
+    let status = loop {
+        if deframer.ready() > 0 {
+            let run: Vec<Body> = std::iter::from_fn(|| deframer.next()).map(GrpcMessage::into_body).collect();
+            if sender.send_all(run).await.is_err() {
+                // The call is over; the response says why.
+                return;
+            }
+        }
+        if ended {
+            if deframer.unfinished() > 0 {
+                break tonic::Status::internal(format!("the request body ended inside a gRPC message ({} bytes of it)", deframer.unfinished()));
+            }
+            sender.finish();
+            return;
+        }
+        match poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    deframer.push(data);
+                }
+            }
+            Some(Err(status)) => break status,
+            None => ended = true,
+        }
+    };
+    let _ = failed.send(status);
+    // Holding the sender: when the response goes, this task is aborted, and the call cancelled
+    // (the request stream must not look finished).
+    std::future::pending::<()>().await;
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What comes next on a call.
+enum Item {
+    Message(GrpcMessage),
+    /// The response headers, alone (the server has no message yet).
+    Headers,
+    /// The call's end: its trailers, `grpc-status` among them.
+    End(http::HeaderMap),
+    /// The request body failed (with this status).
+    Failed(tonic::Status),
+}
+
+/// The body of a response from a [`Channel`]: the server's messages with gRPC's length prefix,
+/// then its trailers with `grpc-status`. Dropping it before its end cancels the call.
+pub struct ResponseBody {
+    receiver: StreamReceiver,
+    /// The second half of a message (its payload, after its prefix).
+    next_chunk: Option<Bytes>,
+    /// The next message, received already (before the response was made, or behind a chunk of
+    /// small ones).
+    first: Option<GrpcMessage>,
+    /// The call's end, received behind a chunk of small messages.
+    trailers: Option<http::HeaderMap>,
+    /// The request body's failure, received behind a chunk of small messages.
+    error: Option<tonic::Status>,
+    /// Says when the request body failed.
+    failed: Option<oneshot::Receiver<tonic::Status>>,
+    done: bool,
+    _pump: Option<AbortOnDrop>,
+}
+
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody").field("call", &self.receiver.id()).field("done", &self.done).finish()
+    }
+}
+
+impl ResponseBody {
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Item> {
+        if let Some(failed) = &mut self.failed {
+            match Pin::new(failed).poll(cx) {
+                Poll::Ready(Ok(status)) => {
+                    self.done = true;
+                    return Poll::Ready(Item::Failed(status));
+                }
+                // The request went in full.
+                Poll::Ready(Err(_)) => self.failed = None,
+                Poll::Pending => {}
+            }
+        }
+        let status = match ready!(self.receiver.poll_recv(cx)) {
+            Some(Ok(body)) => match GrpcMessage::from_body(body) {
+                Ok(Some(m)) => return Poll::Ready(Item::Message(m)),
+                // The response headers alone.
+                Ok(None) => return Poll::Ready(Item::Headers),
+                Err(why) => tonic::Status::internal(format!("the server's answer: {why}")),
+            },
+            Some(Err(e)) => headers::status_of(&e),
+            None => tonic::Status::ok(""),
+        };
+        self.done = true;
+        Poll::Ready(Item::End(headers::status_trailers(&status, self.receiver.trailers())))
+    }
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = self.get_mut();
+        if let Some(chunk) = this.next_chunk.take() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        let message = loop {
+            if let Some(m) = this.first.take() {
+                break m;
+            }
+            if let Some(trailers) = this.trailers.take() {
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            }
+            if let Some(status) = this.error.take() {
+                return Poll::Ready(Some(Err(status)));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match ready!(this.poll_item(cx)) {
+                Item::Message(m) => break m,
+                // Already given with the response.
+                Item::Headers => continue,
+                Item::End(trailers) => return Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+                Item::Failed(status) => return Poll::Ready(Some(Err(status))),
+            }
+        };
+        if message.payload.len() >= INLINE_MAX {
+            let (head, rest) = message.into_chunks();
+            this.next_chunk = rest;
+            return Poll::Ready(Some(Ok(Frame::data(head))));
+        }
+        // Small messages that are here already go as one chunk (tonic's decoder takes a chunk
+        // at a time): what HTTP/2 would carry in one DATA frame.
+        let mut chunk = BytesMut::with_capacity(PREFIX_LEN + message.payload.len());
+        message.put_into(&mut chunk);
+        while chunk.len() < COALESCE {
+            match this.poll_item(cx) {
+                Poll::Ready(Item::Message(m)) if m.payload.len() < INLINE_MAX => m.put_into(&mut chunk),
+                Poll::Ready(Item::Message(m)) => {
+                    this.first = Some(m);
+                    break;
+                }
+                Poll::Ready(Item::Headers) => {}
+                Poll::Ready(Item::End(trailers)) => {
+                    this.trailers = Some(trailers);
+                    break;
+                }
+                Poll::Ready(Item::Failed(status)) => {
+                    this.error = Some(status);
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk.freeze()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.first.is_none() && self.next_chunk.is_none() && self.trailers.is_none() && self.error.is_none()
+    }
+}

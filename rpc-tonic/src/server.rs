@@ -1,0 +1,418 @@
+//! The server's side: tonic-generated services (tower services of `http::Request`) served as
+//! one zcrpc [`rpc_core::Service`], each call routed by its gRPC path.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE, TE};
+use http_body::{Body as HttpBody, Frame};
+use rpc_core::transport::Acceptor;
+use rpc_core::{Body, Code, ResponseMetadata, ServerBuilder, ServerHandle, ServerRequest, Status, StreamReceiver, StreamSender};
+use tonic::server::NamedService;
+
+use crate::headers::{self, GRPC_CONTENT_TYPE, GRPC_TIMEOUT, PATH_KEY};
+use crate::message::{Deframer, GrpcMessage};
+
+/// A boxed, sendable future.
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// One tonic service, behind a trait object.
+type Handler = Box<dyn Fn(http::Request<tonic::body::Body>) -> BoxFuture<http::Response<tonic::body::Body>> + Send + Sync>;
+
+/// Serves tonic-generated services over zcrpc: in place of `tonic::transport::Server`,
+///
+/// ```text
+/// tonic::transport::Server::builder().add_service(EchoServer::new(imp)).serve(addr).await?;
+/// rpc_tonic::Server::builder().add_service(EchoServer::new(imp)).serve(TcpAcceptor::bind(addr).await?);
+/// ```
+///
+/// Each zcrpc call becomes the `http::Request` tonic's service expects: its path, its metadata
+/// as headers (the deadline as `grpc-timeout`, the peer's address where tonic's
+/// `Request::remote_addr` finds it), a body yielding the client's messages with gRPC's length
+/// prefix. The service's response goes back as the call's answer: its headers as the
+/// response headers, each message of its body as a stream message (from 4 KiB on as an
+/// attachment, sent from the buffer tonic encoded it into), its trailers as the call's
+/// trailers and `grpc-status`/`grpc-message` as the call's status.
+///
+/// A path whose service is not here is answered `UNIMPLEMENTED`, naming the path. The zcrpc
+/// limits (frame size, calls in flight, metadata, memory) are those of the
+/// [`rpc_core::ServerBuilder`] given to [`Server::with`]. An HTTP/2 client that connects gets
+/// its connection closed at once: the zcrpc hello it receives is no HTTP/2, and the server
+/// logs what the client seems to speak.
+pub struct Server {
+    builder: ServerBuilder,
+    routes: Routes,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server").field("services", &self.routes.names()).finish()
+    }
+}
+
+impl Server {
+    /// A server with zcrpc's default limits.
+    pub fn builder() -> Server {
+        Server::with(rpc_core::Server::builder())
+    }
+
+    /// A server with the limits of `builder`.
+    pub fn with(builder: ServerBuilder) -> Server {
+        Server { builder, routes: Routes::default() }
+    }
+
+    /// Adds a tonic-generated service (`EchoServer::new(imp)`, with its interceptors and
+    /// settings): it answers the paths under its name (`/pkg.Echo/...`). A second service of
+    /// the same name replaces the first.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes.add(S::NAME, service);
+        self
+    }
+
+    /// The services as one zcrpc service (to serve beside others, or with an
+    /// [`rpc_core::Server`] made otherwise).
+    pub fn into_service(self) -> Routes {
+        self.routes
+    }
+
+    /// The zcrpc server.
+    pub fn build(self) -> rpc_core::Server {
+        self.builder.build(self.routes)
+    }
+
+    /// Serves connections from `acceptor` (TCP, io_uring, Unix, TLS) until the handle's
+    /// shutdown. Needs a tokio runtime.
+    pub fn serve<A: Acceptor>(self, acceptor: A) -> ServerHandle {
+        self.build().serve(acceptor)
+    }
+}
+
+/// Tonic services by name: a zcrpc [`rpc_core::Service`] that routes each call by its gRPC path.
+#[derive(Default)]
+pub struct Routes {
+    services: BTreeMap<&'static str, Arc<Handler>>,
+}
+
+impl fmt::Debug for Routes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Routes").field("services", &self.names()).finish()
+    }
+}
+
+impl Routes {
+    fn add<S>(&mut self, name: &'static str, service: S)
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let handler: Handler = Box::new(move |request| {
+            let mut service = service.clone();
+            Box::pin(async move {
+                // Generated services are always ready; a layered one may not be.
+                let ready = poll_fn(|cx| service.poll_ready(cx)).await;
+                let call = match ready {
+                    Ok(()) => service.call(request),
+                    Err(never) => match never {},
+                };
+                match call.await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            })
+        });
+        self.services.insert(name, Arc::new(handler));
+    }
+
+    fn names(&self) -> Vec<&'static str> {
+        self.services.keys().copied().collect()
+    }
+}
+
+impl rpc_core::Service for Routes {
+    fn call(&self, mut request: ServerRequest) -> rpc_core::BoxFuture<'static, Result<Body, Status>> {
+        let Some(path) = request.metadata.get_str(PATH_KEY).map(str::to_owned) else {
+            return Box::pin(std::future::ready(Err(Status::new(
+                Code::UNIMPLEMENTED,
+                format!(
+                    "method id {:#010x}: this server serves tonic services, called by path (metadata {PATH_KEY:?}, as an rpc_tonic::Channel sends it)",
+                    request.method
+                ),
+            ))));
+        };
+        let service = path.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(s, _)| s).unwrap_or("");
+        let Some(handler) = self.services.get(service).cloned() else {
+            return Box::pin(std::future::ready(Err(Status::new(
+                Code::UNIMPLEMENTED,
+                format!("{path}: no service {service:?} here (this server has {:?})", self.names()),
+            ))));
+        };
+        let (sender, receiver) = match request.stream.take() {
+            Some(s) => {
+                let (t, r) = s.split();
+                (Some(t), Some(r))
+            }
+            None => (None, None),
+        };
+        let http_request = match http_request(&path, &request, receiver) {
+            Ok(r) => r,
+            Err(status) => return Box::pin(std::future::ready(Err(status))),
+        };
+        let response = request.response;
+        Box::pin(async move {
+            let answer = handler(http_request).await;
+            respond(answer, sender, response, &path).await
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "rpc-tonic"
+    }
+}
+
+/// The HTTP request a tonic service expects for this call.
+fn http_request(path: &str, request: &ServerRequest, receiver: Option<StreamReceiver>) -> Result<http::Request<tonic::body::Body>, Status> {
+    let first = GrpcMessage::from_body(request.body.clone()).map_err(Status::invalid_argument)?;
+    let body = RequestBody { first, receiver, next_chunk: None, done: false };
+    let mut builder = http::Request::builder().method(http::Method::POST).uri(path).version(http::Version::HTTP_2);
+    let h = builder.headers_mut().expect("a fresh builder");
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
+    h.insert(TE, HeaderValue::from_static("trailers"));
+    if let Some(deadline) = request.deadline {
+        h.insert(GRPC_TIMEOUT, headers::format_timeout(deadline.saturating_duration_since(Instant::now())));
+    }
+    headers::add_headers(h, &request.metadata, &[PATH_KEY, GRPC_TIMEOUT]).map_err(|why| Status::invalid_argument(format!("{path}: {why}")))?;
+    let builder = builder.extension(tonic::transport::server::TcpConnectInfo { local_addr: None, remote_addr: request.peer.addr });
+    builder
+        .body(tonic::body::Body::new(body))
+        .map_err(|e| Status::invalid_argument(format!("{path:?} is not a valid gRPC path: {e}")))
+}
+
+/// The service's response as the call's answer.
+async fn respond(
+    answer: http::Response<tonic::body::Body>,
+    mut sender: Option<StreamSender>,
+    response: ResponseMetadata,
+    path: &str,
+) -> Result<Body, Status> {
+    let (parts, mut body) = answer.into_parts();
+    if parts.headers.contains_key("grpc-status") {
+        // Trailers-only: the status, and no message.
+        return finish(&parts.headers, None, &mut sender, &response, path).await;
+    }
+    for (name, value) in headers::metadata_of(&parts.headers) {
+        response
+            .set_header(name.as_str(), Bytes::copy_from_slice(value.as_bytes()))
+            .map_err(|e| Status::resource_exhausted(format!("{path}: the response headers: {e}")))?;
+    }
+    let mut deframer = Deframer::default();
+    // The last message so far, held back so that it goes with the call's end (one frame for a
+    // unary answer) when the end comes right after it.
+    let mut held: Option<Body> = None;
+    let mut sent = false;
+    loop {
+        let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                // Nothing more now: what is held goes (the client may wait for it), or the
+                // headers alone (the client's call returns once it has them).
+                if !sent {
+                    send(&mut sender, vec![held.take().unwrap_or_default()]).await?;
+                    sent = true;
+                } else if let Some(b) = held.take() {
+                    send(&mut sender, vec![b]).await?;
+                }
+                poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            }
+        };
+        let frame = match frame {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                let status = tonic::Status::from_error(e.into());
+                return Err(Status::new(rpc_code(status.code()), status.message().to_owned()));
+            }
+            None => return Err(Status::internal(format!("{path}: the service's response ended without trailers (no grpc-status)"))),
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                deframer.push(data);
+                if deframer.ready() == 0 {
+                    continue;
+                }
+                let mut run: Vec<Body> = Vec::with_capacity(deframer.ready());
+                run.extend(held.take());
+                while deframer.ready() > 1 {
+                    run.push(deframer.next().expect("ready").into_body());
+                }
+                held = Some(deframer.next().expect("ready").into_body());
+                if !run.is_empty() {
+                    send(&mut sender, run).await?;
+                    sent = true;
+                }
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    if deframer.unfinished() > 0 {
+                        return Err(Status::internal(format!("{path}: the service's response ended inside a gRPC message")));
+                    }
+                    return finish(&trailers, held, &mut sender, &response, path).await;
+                }
+            }
+        }
+    }
+}
+
+/// The call's end from the service's trailers: their metadata as the call's trailers, their
+/// status as its status; the last message goes with it.
+async fn finish(
+    trailers: &http::HeaderMap,
+    last: Option<Body>,
+    sender: &mut Option<StreamSender>,
+    response: &ResponseMetadata,
+    path: &str,
+) -> Result<Body, Status> {
+    for (name, value) in headers::metadata_of(trailers) {
+        if matches!(name.as_str(), "grpc-status" | "grpc-message") {
+            continue;
+        }
+        response
+            .set_trailer(name.as_str(), Bytes::copy_from_slice(value.as_bytes()))
+            .map_err(|e| Status::resource_exhausted(format!("{path}: the response trailers: {e}")))?;
+    }
+    let (code, message) = match trailers.get("grpc-status").map(|v| tonic::Code::from_bytes(v.as_bytes())) {
+        Some(code) => {
+            let message = trailers.get("grpc-message").map(|v| percent_decode(v.as_bytes())).unwrap_or_default();
+            (code, message)
+        }
+        None => (tonic::Code::Internal, "the service's trailers have no grpc-status".to_owned()),
+    };
+    if code == tonic::Code::Ok {
+        return Ok(last.unwrap_or_default());
+    }
+    if let Some(b) = last {
+        send(sender, vec![b]).await?;
+    }
+    let message = match message.is_empty() && code == tonic::Code::Unimplemented {
+        true => format!("{path}: the service has no such method"),
+        false => message,
+    };
+    Err(Status::new(rpc_code(code), message))
+}
+
+/// Sends messages on the call's stream.
+async fn send(sender: &mut Option<StreamSender>, run: Vec<Body>) -> Result<(), Status> {
+    match sender {
+        Some(s) if run.len() == 1 => s.send(run.into_iter().next().expect("one")).await,
+        Some(s) => s.send_all(run).await,
+        None => return Err(Status::internal("a unary zcrpc call carries one answer; this gRPC method streams (call it through an rpc_tonic::Channel)")),
+    }
+    .map_err(|e| Status::new(e.code(), e.to_string()))
+}
+
+/// The zcrpc code of a gRPC code (the same number).
+fn rpc_code(code: tonic::Code) -> Code {
+    Code(code as u32)
+}
+
+/// Decodes gRPC's percent-encoded `grpc-message`.
+fn percent_decode(v: &[u8]) -> String {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (v[i], v.get(i + 1).copied().and_then(hex), v.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The body of the request a tonic service gets: the client's messages with gRPC's length
+/// prefix.
+struct RequestBody {
+    first: Option<GrpcMessage>,
+    receiver: Option<StreamReceiver>,
+    next_chunk: Option<Bytes>,
+    done: bool,
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = self.get_mut();
+        if let Some(chunk) = this.next_chunk.take() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        let message = loop {
+            if let Some(m) = this.first.take() {
+                break m;
+            }
+            let Some(receiver) = this.receiver.as_mut().filter(|_| !this.done) else {
+                this.done = true;
+                return Poll::Ready(None);
+            };
+            match ready!(receiver.poll_recv(cx)) {
+                Some(Ok(body)) => match GrpcMessage::from_body(body) {
+                    Ok(m) => this.first = m,
+                    Err(why) => {
+                        this.done = true;
+                        return Poll::Ready(Some(Err(tonic::Status::invalid_argument(why))));
+                    }
+                },
+                Some(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(headers::status_of(&e))));
+                }
+                None => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+            }
+        };
+        let (head, rest) = message.into_chunks();
+        this.next_chunk = rest;
+        Poll::Ready(Some(Ok(Frame::data(head))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.next_chunk.is_none() && (self.done || self.receiver.is_none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn grpc_messages_are_percent_decoded() {
+        assert_eq!(percent_decode(b"a%20b%25c%zz%4"), "a b%c%zz%4");
+    }
+}
