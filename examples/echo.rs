@@ -90,16 +90,8 @@ struct ServeArgs {
     /// server's, 30000].
     #[arg(long, value_name = "MS")]
     write_stall_ms: Option<u64>,
-    /// Serve TLS 1.3 (over --transport tcp, uring or msgzc) with this certificate chain (PEM);
-    /// needs --tls-key. On uring and msgzc, records are received on readiness (--recv is not used).
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// The private key (PEM) of --tls-cert.
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
-    /// Mutual TLS: require client certificates signed by a CA of this PEM file.
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: zcrpc_examples::ServeTlsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -122,18 +114,8 @@ struct CallArgs {
     /// zero-copy notification is counted).
     #[arg(long)]
     stats_json: bool,
-    /// Call over TLS 1.3, trusting the CAs of this PEM file for the server's certificate.
-    #[arg(long, value_name = "PEM")]
-    tls_ca: Option<std::path::PathBuf>,
-    /// The name the server's certificate must be valid for.
-    #[arg(long, value_name = "NAME", default_value = "localhost", requires = "tls_ca")]
-    tls_name: String,
-    /// Mutual TLS: this client's certificate chain (PEM); needs --tls-key.
-    #[arg(long, value_name = "PEM", requires_all = ["tls_ca", "tls_key"])]
-    tls_cert: Option<std::path::PathBuf>,
-    /// The private key (PEM) of --tls-cert.
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: zcrpc_examples::CallTlsArgs,
 }
 
 #[tokio::main]
@@ -165,37 +147,16 @@ async fn serve_until_signal(args: ServeArgs) -> Result<(), String> {
     if let Some(ms) = args.write_stall_ms {
         builder = builder.write_stall_timeout(Some(Duration::from_millis(ms)));
     }
-    let (server, local) = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => {
-            use rpc_core::transport::tls::{TlsAcceptor, TlsServerConfig};
+    let (server, local) = match args.tls.config()? {
+        Some(tls) => {
             let Endpoint::Tcp(tcp) = addr else {
                 return Err("--tls-cert: TLS is served over TCP (HOST:PORT), not a Unix socket".into());
             };
-            let mut tls = TlsServerConfig::from_pem_files(cert, key).map_err(|e| e.to_string())?;
-            if let Some(ca) = &args.tls_ca {
-                tls = tls.with_client_ca(ca).map_err(|e| e.to_string())?;
-            }
-            let service = zcrpc_examples::EchoServer::new(zcrpc_examples::EchoImpl);
-            match transport {
-                zcrpc_examples::TransportChoice::Tcp => {
-                    let tcp = rpc_core::transport::tcp::TcpAcceptor::bind(tcp).await.map_err(|e| format!("binding {tcp}: {e}"))?;
-                    let local = tcp.local_addr().map_err(|e| e.to_string())?;
-                    let acceptor = TlsAcceptor::new(tcp, tls).map_err(|e| e.to_string())?;
-                    (builder.build(service).serve(acceptor), local.to_string())
-                }
-                // uring, msgzc: records sealed into the engine's pool buffers.
-                #[cfg(target_os = "linux")]
-                _ => {
-                    let config = zcrpc_examples::uring_config(transport, engine);
-                    let acceptor = transport_uring::tls::UringTlsAcceptor::bind(tcp, tls, config)
-                        .await
-                        .map_err(|e| format!("binding {tcp}: {e}"))?;
-                    let local = acceptor.local_addr().map_err(|e| e.to_string())?;
-                    (builder.build(service).serve(acceptor), local.to_string())
-                }
-            }
+            let server = builder.build(zcrpc_examples::EchoServer::new(zcrpc_examples::EchoImpl));
+            let (server, local) = zcrpc_examples::serve_tls(server, tcp, tls, transport, engine).await?;
+            (server, local.to_string())
         }
-        _ => {
+        None => {
             let (server, local) = serve_at(&addr, transport, engine, builder).await.map_err(|e| e.to_string())?;
             (server, local.to_string())
         }
@@ -214,26 +175,14 @@ async fn serve_until_signal(args: ServeArgs) -> Result<(), String> {
 async fn call(args: CallArgs) -> Result<(), String> {
     let CallArgs { addr, size, count, concurrency, .. } = args;
     let (transport, engine) = args.transport.choice()?;
-    let client = match &args.tls_ca {
-        Some(ca) => {
-            use rpc_core::transport::tls::TlsClientConfig;
+    let client = match args.tls.config()? {
+        Some(tls) => {
             let Endpoint::Tcp(tcp) = addr else {
                 return Err("--tls-ca: TLS runs over TCP (HOST:PORT), not a Unix socket".into());
             };
-            let mut tls = TlsClientConfig::from_pem_file(ca).map_err(|e| e.to_string())?;
-            if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-                tls = tls.with_identity(cert, key).map_err(|e| e.to_string())?;
-            }
             let config = rpc_core::ClientConfig::default();
-            let client = match transport {
-                zcrpc_examples::TransportChoice::Tcp => rpc_core::Client::connect_tls(tcp, &args.tls_name, tls, config).await,
-                #[cfg(target_os = "linux")]
-                _ => {
-                    let uring = zcrpc_examples::uring_config(transport, engine);
-                    transport_uring::tls::client(tcp, &args.tls_name, tls, uring, config).await
-                }
-            };
-            zcrpc_examples::EchoClient::new(client.map_err(|e| e.to_string())?)
+            let client = zcrpc_examples::connect_tls(tcp, &args.tls.tls_name, tls, transport, engine, config).await?;
+            zcrpc_examples::EchoClient::new(client)
         }
         None => connect_to(&addr, transport, engine, rpc_core::ClientConfig::default()).await.map_err(|e| e.to_string())?,
     };

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! `--addr unix:/tmp/quickstart.sock` runs the same over a Unix socket (same host only);
-//! `--tls` over TLS 1.3, with a CA and a certificate for `localhost` made at start.
+//! `--tls` over TLS 1.3 (tcp or uring), with a CA and a certificate for `localhost` made at start.
 //!
 //! The whole program is this file: copy it into `src/main.rs` of a crate depending on
 //! `rpc-core`, `transport-uring` (Linux), `tokio` (features `rt-multi-thread`, `macros`),
@@ -85,7 +85,7 @@ const FILE_LEN: usize = 8 << 20;
     cargo run --release --example quickstart\n  \
     cargo run --release --example quickstart -- --transport tcp\n  \
     cargo run --release --example quickstart -- --transport uring --zc always-zc --recv ring\n  \
-    cargo run --release --example quickstart -- --transport tcp --tls\n  \
+    cargo run --release --example quickstart -- --tls   # TLS 1.3 on the uring engine\n  \
     cargo run --release --example quickstart -- --addr unix:/tmp/quickstart.sock")]
 struct Args {
     /// `tcp` (tokio, any OS), `uring` (io_uring zero-copy engine) or `msgzc` (`MSG_ZEROCOPY`).
@@ -99,7 +99,7 @@ struct Args {
     /// receive into a provided-buffer ring).
     #[arg(long, default_value = "read", value_parser = ["read", "uring", "ring"])]
     recv: String,
-    /// TLS 1.3 (`--transport tcp`): a throwaway CA and a certificate for `localhost` are made
+    /// TLS 1.3 (on every transport): a throwaway CA and a certificate for `localhost` are made
     /// at start; `examples/tls.rs` shows your own certificates and mutual TLS.
     #[arg(long)]
     tls: bool,
@@ -145,16 +145,18 @@ async fn quickstart(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         return run(BlobsClient::new(client), server, "unix").await;
     }
     if args.tls {
-        if args.transport != "tcp" {
-            return Err(format!("--tls runs over --transport tcp, not {}", args.transport).into());
-        }
         let (server_tls, client_tls) = throwaway_certificates()?;
-        let acceptor = TlsAcceptor::new(TcpAcceptor::bind(addr).await?, server_tls)?;
-        let addr = acceptor.local_addr()?;
-        let server = server.serve(acceptor);
-        // The client checks the server's certificate against the CA, for the name it dials.
-        let client = Client::connect_tls(addr, "localhost", client_tls, ClientConfig::default()).await?;
-        println!("zcrpc quickstart: server on {addr} (tcp transport, TLS 1.3)");
+        let (server, addr, client) = if args.transport == "tcp" {
+            let acceptor = TlsAcceptor::new(TcpAcceptor::bind(addr).await?, server_tls)?;
+            let addr = acceptor.local_addr()?;
+            let server = server.serve(acceptor);
+            // The client checks the server's certificate against the CA, for the name it dials.
+            let client = Client::connect_tls(addr, "localhost", client_tls, ClientConfig::default()).await?;
+            (server, addr, client)
+        } else {
+            uring_tls(server, addr, &args, server_tls, client_tls).await?
+        };
+        println!("zcrpc quickstart: server on {addr} ({} transport, TLS 1.3)", args.transport);
         return run(BlobsClient::new(client), server, "tls").await;
     }
     let (server, addr, client) = if args.transport == "tcp" {
@@ -220,7 +222,7 @@ async fn run(blobs: BlobsClient, server: rpc_core::ServerHandle, transport: &str
     let stats = blobs.client().stats();
     println!("\nclient {stats}\nserver {}", server.server().stats());
     if transport == "tls" {
-        println!("tls: each frame was encrypted once into rustls's records (the file region too: read, then encrypted); the kernel copied the ciphertext.");
+        println!("tls: each frame was encrypted once, into the records sent (the file region too: read, then encrypted); the kernel copied the ciphertext.");
     } else if transport == "tcp" || transport == "unix" {
         println!("{transport}: every frame went out as one vectored write of the caller's segments (the file by sendfile); the kernel copied them.");
     } else if stats.notifications_copied > 0 {
@@ -252,6 +254,40 @@ async fn uring(
     // Like `connect_tcp`: made from a dial function, the client re-dials when the connection is lost.
     let client = Client::connect_with(move || transport_uring::connect(addr, config.clone()), ClientConfig::default()).await?;
     Ok((server, addr, client))
+}
+
+/// Serves and connects over TLS on the Linux zero-copy engine: records sealed in its pool
+/// buffers, opened in the frame's receive buffer (`transport_uring::tls`).
+#[cfg(target_os = "linux")]
+async fn uring_tls(
+    server: Server,
+    addr: SocketAddr,
+    args: &Args,
+    server_tls: TlsServerConfig,
+    client_tls: TlsClientConfig,
+) -> Result<(rpc_core::ServerHandle, SocketAddr, Client), Box<dyn std::error::Error>> {
+    use transport_uring::{Backend, UringConfig};
+    let config = UringConfig {
+        backend: if args.transport == "msgzc" { Backend::MsgZc } else { Backend::Uring },
+        mode: args.zc.parse()?,
+        ..UringConfig::default()
+    };
+    let acceptor = transport_uring::tls::UringTlsAcceptor::bind(addr, server_tls, config.clone()).await?;
+    let addr = acceptor.local_addr()?;
+    let server = server.serve(acceptor);
+    let client = transport_uring::tls::client(addr, "localhost", client_tls, config, ClientConfig::default()).await?;
+    Ok((server, addr, client))
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn uring_tls(
+    _: Server,
+    _: SocketAddr,
+    args: &Args,
+    _: TlsServerConfig,
+    _: TlsClientConfig,
+) -> Result<(rpc_core::ServerHandle, SocketAddr, Client), Box<dyn std::error::Error>> {
+    Err(format!("--transport {} needs Linux", args.transport).into())
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -17,6 +17,9 @@ pub struct ReadmeSnippets;
 pub mod child;
 pub mod fault_proxy;
 pub mod procfs;
+mod tls_args;
+
+pub use tls_args::{connect_tls, serve_tls, CallTlsArgs, ServeTlsArgs};
 
 use std::net::SocketAddr;
 use std::str::FromStr;

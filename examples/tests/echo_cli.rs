@@ -1,6 +1,8 @@
 //! The echo example as a user runs it: `echo serve` in one process, `echo call` in another,
 //! SIGTERM for a graceful stop.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -136,28 +138,6 @@ fn recv_ring_takes_small_frames_from_the_buffer_ring() {
     assert!(server.stop().success());
 }
 
-/// A CA, a `localhost` server certificate and a client certificate, as PEM files in a fresh
-/// directory (made at run time: nothing secret is committed).
-fn tls_files(tag: &str) -> PathBuf {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-    let dir = std::env::temp_dir().join(format!("zcrpc-echo-tls-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    for (name, usage) in [("server", ExtendedKeyUsagePurpose::ServerAuth), ("client", ExtendedKeyUsagePurpose::ClientAuth)] {
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), params.signed_by(&key, &issuer).unwrap().pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
-    dir
-}
-
 #[test]
 fn serve_and_call_over_mutual_tls_and_refuse_a_client_without_a_certificate() {
     mutual_tls_over("tcp", "tls");
@@ -173,7 +153,7 @@ fn serve_and_call_over_mutual_tls_on_the_uring_engine() {
 /// `echo serve` with mutual TLS over `transport`, a call with a client certificate (its stats
 /// name a transport ending in `transport_stat`), one without, and a plaintext one.
 fn mutual_tls_over(transport: &str, transport_stat: &str) {
-    let dir = tls_files(&format!("mtls-{transport}"));
+    let dir = common::tls_files(&format!("echo-mtls-{transport}"));
     let f = |name: &str| dir.join(name).to_str().unwrap().to_owned();
     let server = Server::start(&["--transport", transport, "--tls-cert", &f("server.pem"), "--tls-key", &f("server.key"), "--tls-ca", &f("ca.pem")]);
     let (ok, out, err) = call(

@@ -4,6 +4,8 @@
 //! match; paths out of the root, a missing file and a range past the end refused with clear
 //! errors and no file left; a connection cut mid-download leaves nothing under the final name.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -75,6 +77,37 @@ fn downloads_are_byte_exact_by_splice_and_sendfile_in_bounded_memory() {
         assert!(server_peak > 0 && server_peak < 64 << 10, "{transport}: server peak {server_peak} KiB: {line}");
         assert!(!dir.path().join(format!("out-{transport}.bin.part")).exists());
     }
+}
+
+#[test]
+fn over_tls_downloads_are_byte_exact_and_a_client_without_the_ca_is_refused() {
+    let (dir, data) = make_root(8 << 20);
+    let pki = common::tls_files("file-server");
+    let f = |name: &str| pki.join(name).to_str().unwrap().to_owned();
+    for transport in ["tcp", "uring"] {
+        let root = dir.path().join("root");
+        let server = ServerProcess::spawn(
+            &bin(),
+            &["serve", "--root", root.to_str().unwrap(), "--addr", "127.0.0.1:0", "--transport", transport, "--tls-cert", &f("server.pem"), "--tls-key", &f("server.key")],
+        )
+        .unwrap();
+        let addr = server.addr().to_string();
+        let out = dir.path().join(format!("tls-{transport}.bin"));
+        let o = run(&["get", "--addr", &addr, "data.bin", "--out", out.to_str().unwrap(), "--transport", transport, "--tls-ca", &f("ca.pem")]);
+        assert!(o.status.success(), "{transport}: {}", stderr(&o));
+        let line = stdout(&o);
+        assert_eq!(field(&line, "bytes"), (8u64 << 20).to_string(), "{line}");
+        // Encrypted in user space: the regions are read, then sealed.
+        assert!(field(&line, "path").ends_with("tls:read+copy"), "{transport}: {line}");
+        assert!(std::fs::read(&out).unwrap() == data, "{transport}: the download differs");
+        let o = run(&["list", "--addr", &addr, "--transport", transport, "--tls-ca", &f("ca.pem")]);
+        assert!(o.status.success() && stdout(&o).contains("data.bin"), "{transport}: {}", stderr(&o));
+        // Without TLS the server's port is refused with the reason.
+        let o = run(&["list", "--addr", &addr, "--transport", transport]);
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("looks like TLS"), "{transport}: {}", stderr(&o));
+    }
+    std::fs::remove_dir_all(&pki).unwrap();
 }
 
 #[test]

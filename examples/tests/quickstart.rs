@@ -1,5 +1,5 @@
 //! The quickstart as a newcomer runs it: over tcp (its file sent by `sendfile`) and with
-//! `--tls` (every byte encrypted, the file read then encrypted); each run checks every byte
+//! `--tls` on tcp and uring (every byte encrypted, the file read then encrypted); each run checks every byte
 //! it moved and exits 0. (Over a Unix socket: `unix_cli.rs`.)
 
 use std::path::PathBuf;
@@ -42,10 +42,11 @@ fn with_tls_every_byte_is_encrypted_and_the_file_is_read_then_encrypted() {
     assert!(server.contains("file regions read into memory (no splice here), sent by copy: 8,388,608 bytes"), "{stdout}");
 }
 
+#[cfg(target_os = "linux")]
 #[test]
-fn tls_over_another_transport_is_refused_in_a_sentence() {
-    let out = Command::new(quickstart()).args(["--transport", "msgzc", "--tls"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("--tls runs over --transport tcp"), "{stderr}");
+fn with_tls_on_the_uring_engine_too() {
+    let stdout = run(&["--transport", "uring", "--tls"]);
+    assert!(stdout.contains("(uring transport, TLS 1.3)"), "{stdout}");
+    // The engine's stats name the TLS path it took.
+    assert!(server_part(&stdout).contains("+tls"), "{stdout}");
 }
