@@ -511,7 +511,7 @@ fn client_stream_method(service: &Service, m: &Method) -> TokenStream {
 
 /// The end of a client-streaming method after its call is open: its `Sink` and the future of
 /// its one answer, decoded as a unary reply; `with_metadata`: the future yields a
-/// [`rpc_core::Reply`] with the server's response headers and trailers beside the result.
+/// `rpc_core::Reply` with the server's response headers and trailers beside the result.
 /// Returns the future's output type and the statements.
 fn client_stream_answer(service: &Service, m: &Method, with_metadata: bool) -> (TokenStream, TokenStream) {
     let full = &m.path;

@@ -172,14 +172,11 @@ pub fn run(
         )
         .map_err(NoResult::Failed),
         System::ZcrpcTcpTls => {
-            use rpc_core::transport::tls::{self, TlsAcceptor, TlsClientConfig, TlsServerConfig};
-            let certs = super::tls::Certs::generate().map_err(NoResult::Failed)?;
-            let bad = |e: tls::TlsConfigError| NoResult::Failed(e.to_string());
-            let server = TlsServerConfig::from_pem(certs.cert.as_bytes(), certs.key.as_bytes())
-                .map_err(bad)?;
-            let client = TlsClientConfig::from_pem(certs.ca.as_bytes())
-                .and_then(|c| c.rustls())
-                .map_err(bad)?;
+            use rpc_core::transport::tls::{self, TlsAcceptor};
+            let (server, client) = tls_configs()?;
+            let client = client
+                .rustls()
+                .map_err(|e| NoResult::Failed(e.to_string()))?;
             measure(
                 shape,
                 file,
@@ -202,16 +199,11 @@ pub fn run(
             .map_err(NoResult::Failed)
         }
         System::ZcrpcUringTls => {
-            use rpc_core::transport::tls::{TlsClientConfig, TlsServerConfig};
             use transport_uring::tls::{UringTlsAcceptor, UringTlsConnector};
             if let Some(why) = unavailable(Backend::Uring) {
                 return Err(NoResult::Unavailable(why));
             }
-            let certs = super::tls::Certs::generate().map_err(NoResult::Failed)?;
-            let bad = |e: rpc_core::transport::tls::TlsConfigError| NoResult::Failed(e.to_string());
-            let server = TlsServerConfig::from_pem(certs.cert.as_bytes(), certs.key.as_bytes())
-                .map_err(bad)?;
-            let client = TlsClientConfig::from_pem(certs.ca.as_bytes()).map_err(bad)?;
+            let (server, client) = tls_configs()?;
             let config = uring_config(System::ZcrpcUring);
             let server_config = config.clone();
             measure(
@@ -274,6 +266,23 @@ pub fn run(
         }
         other => Err(NoResult::Failed(format!("{other} is not a zcrpc system"))),
     }
+}
+
+/// The TLS systems' configurations: a server certificate made now, and a client trusting its CA.
+fn tls_configs() -> Result<
+    (
+        rpc_core::transport::tls::TlsServerConfig,
+        rpc_core::transport::tls::TlsClientConfig,
+    ),
+    NoResult,
+> {
+    use rpc_core::transport::tls::{TlsClientConfig, TlsServerConfig};
+    let certs = super::tls::Certs::generate().map_err(NoResult::Failed)?;
+    let bad = |e: rpc_core::transport::tls::TlsConfigError| NoResult::Failed(e.to_string());
+    let server =
+        TlsServerConfig::from_pem(certs.cert.as_bytes(), certs.key.as_bytes()).map_err(bad)?;
+    let client = TlsClientConfig::from_pem(certs.ca.as_bytes()).map_err(bad)?;
+    Ok((server, client))
 }
 
 /// Environment variable naming the receive mode of the io_uring systems (`read`, the default;

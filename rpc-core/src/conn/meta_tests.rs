@@ -187,18 +187,26 @@ fn bad_response_metadata_ends_the_call_and_the_connection_carries_on() {
 
 #[test]
 fn response_metadata_from_a_client_is_a_protocol_violation() {
+    let meta = MetadataBlocks { headers: raw_block(b"h", 1), trailers: Bytes::new() };
+    from_a_client_ends_the_connection(
+        |id| Frame::StreamData(StreamData { id, message: Bytes::new(), attachments: vec![], meta }),
+        "response metadata from a client",
+    );
+}
+
+/// A client-streaming call whose client sends `frame(id)`: the server ends the connection,
+/// saying `why`.
+fn from_a_client_ends_the_connection(frame: impl FnOnce(u64) -> Frame, why: &str) {
     let mut p = pair();
     let id = open(&mut p, CallMode::CLIENT_STREAMING);
-    let meta = MetadataBlocks { headers: raw_block(b"h", 1), trailers: Bytes::new() };
-    let frame = Frame::StreamData(StreamData { id, message: Bytes::new(), attachments: vec![], meta });
-    p.server_in.extend_from_slice(&frame.encode().unwrap().to_vec());
+    p.server_in.extend_from_slice(&frame(id).encode().unwrap().to_vec());
     p.drive();
     assert!(!p.server.is_open());
     let closed = p.server_events.iter().find_map(|e| match e {
         Event::Closed(err) => Some(err.to_string()),
         _ => None,
     });
-    assert!(closed.as_deref().is_some_and(|e| e.contains("response metadata from a client")), "{closed:?}");
+    assert!(closed.as_deref().is_some_and(|e| e.contains(why)), "{closed:?}");
 }
 
 #[test]
@@ -287,15 +295,8 @@ fn bad_early_headers_end_the_call_or_the_connection() {
     assert!(!p.client.is_open());
 
     // From a client: a protocol violation.
-    let mut p = pair();
-    let id = open(&mut p, CallMode::CLIENT_STREAMING);
-    let frame = Frame::StreamHeaders(StreamHeaders { id, headers: Bytes::new() });
-    p.server_in.extend_from_slice(&frame.encode().unwrap().to_vec());
-    p.drive();
-    assert!(!p.server.is_open());
-    let closed = p.server_events.iter().find_map(|e| match e {
-        Event::Closed(err) => Some(err.to_string()),
-        _ => None,
-    });
-    assert!(closed.as_deref().is_some_and(|e| e.contains("response headers from a client")), "{closed:?}");
+    from_a_client_ends_the_connection(
+        |id| Frame::StreamHeaders(StreamHeaders { id, headers: Bytes::new() }),
+        "response headers from a client",
+    );
 }
