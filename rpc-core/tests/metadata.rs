@@ -307,6 +307,14 @@ async fn response_metadata_cases(client: Client) {
     assert!(rx.response_headers().await.is_empty());
     assert!(rx.recv().await.unwrap().is_err());
     assert!(rx.recv().await.is_none());
+    // A server that never answers (ECHO sends nothing until the client does): the wait for
+    // the headers ends with the call's deadline, and `recv` says why.
+    let options = CallOptions { timeout: Some(Duration::from_millis(200)), ..CallOptions::default() };
+    let (_tx, mut rx) = client.open(ECHO, Body::default(), CallMode::BIDI, options).await.unwrap().split();
+    let headers = tokio::time::timeout(Duration::from_secs(10), rx.response_headers()).await.expect("bounded by the deadline");
+    assert!(headers.is_empty());
+    let e = rx.recv().await.unwrap().unwrap_err();
+    assert!(matches!(e, rpc_core::CallError::DeadlineExceeded(_)), "{e}");
 
     // Trailers with an error status.
     let reply = client.call_with_metadata(FAIL, Body::default(), CallOptions::default()).await;
