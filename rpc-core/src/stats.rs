@@ -182,6 +182,9 @@ counters! {
     /// not land there (the first one into an empty buffer, one that runs past the buffer's end,
     /// the records read with the handshake), decrypted aside and copied in.
     tls_bytes_copied,
+    /// TLS key updates, sent and followed (io_uring's TLS: a key is updated before it has
+    /// sealed 15/16 of the 2^24 records AES-GCM allows, and the peer's updates are followed).
+    tls_key_updates,
 }
 
 impl TransportStats {
@@ -274,7 +277,13 @@ impl std::fmt::Display for StatsSnapshot {
             )?;
         }
         if self.transport.ends_with("tls") || self.tls_bytes_copied > 0 {
-            writeln!(f, "tls: {}; {} bytes copied in user space beyond the cipher", tls_path(), Grouped(self.tls_bytes_copied))?;
+            writeln!(
+                f,
+                "tls: {}; {} bytes copied in user space beyond the cipher; {} key updates",
+                tls_path(),
+                Grouped(self.tls_bytes_copied),
+                Grouped(self.tls_key_updates)
+            )?;
         }
         if self.budget_pauses > 0 || self.write_stalls > 0 {
             writeln!(

@@ -62,7 +62,10 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use rpc_core::transport::tls::rustls::AlertDescription;
 use rpc_core::transport::tls::{log_handshake_error, rustls, HandshakeError, TlsClientConfig, TlsServerConfig, ALPN, MAX_HANDSHAKES};
-use rpc_core::transport::tls_session::{self, body_len, Opened, RecordOpener, RecordSealer, Session, HEADER_LEN, MAX_CIPHERTEXT, MAX_PLAINTEXT, RECORD_OVERHEAD};
+use rpc_core::transport::tls_session::{
+    self, body_len, Opened, RecordOpener, RecordSealer, Session, HEADER_LEN, KEY_UPDATE_RECORD_LEN, MAX_CIPHERTEXT, MAX_PLAINTEXT,
+    RECORD_OVERHEAD,
+};
 use rpc_core::transport::{Acceptor, RecvHalf, SendHalf, Transport};
 use rpc_core::{Client, ClientConfig, ConnectError, Peer, Segment, Transmit, TransportStats};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -130,6 +133,13 @@ impl UringTlsTransport {
     pub fn backend(&self) -> crate::Backend {
         self.inner.backend()
     }
+
+    fn with_rekey_after(mut self, records: Option<u64>) -> Self {
+        if let Some(n) = records {
+            self.session.sealer.rekey_after(n);
+        }
+        self
+    }
 }
 
 impl Transport for UringTlsTransport {
@@ -152,6 +162,7 @@ impl Transport for UringTlsTransport {
             pending: 0..0,
             eof: false,
             busy: false,
+            key_updates: 0,
         };
         let send = UringTlsSend { inner: send, sealer, pool: self.pool, stats, cur: None, open: 0, interrupted: false, owed };
         (recv, send)
@@ -238,6 +249,17 @@ impl UringTlsSend {
                 }
             };
             let (used, cap) = (buf.len(), buf.capacity());
+            if self.open == 0 && self.sealer.key_update_due() {
+                // Between records: the key_update goes first, then records under the next key.
+                if cap - used < KEY_UPDATE_RECORD_LEN + RECORD_OVERHEAD + MIN_RECORD {
+                    self.flush().await?;
+                    continue;
+                }
+                let n = self.sealer.seal_key_update(&mut buf.as_full_mut()[used..])?;
+                buf.set_len(used + n);
+                TransportStats::add(&self.stats.tls_key_updates, 1);
+                continue;
+            }
             let mut room = (MAX_PLAINTEXT - self.open).min(cap.saturating_sub(used + RECORD_OVERHEAD + self.open));
             if self.open == 0 && room < data.len().min(MIN_RECORD) {
                 // Not worth a record of its own at the end of the buffer.
@@ -335,6 +357,8 @@ pub struct UringTlsRecv {
     eof: bool,
     /// A receive is under way: one dropped mid-record leaves the stream inside a record.
     busy: bool,
+    /// The peer's key updates counted in the stats so far.
+    key_updates: u64,
 }
 
 impl fmt::Debug for UringTlsRecv {
@@ -485,7 +509,13 @@ impl UringTlsRecv {
                 self.aside(header, len).await?
             };
             match opened {
-                Opened::Data(_) | Opened::Nothing => {}
+                Opened::Data(_) => {}
+                // An empty record, a session ticket, or the peer's key update (now followed).
+                Opened::Nothing => {
+                    let followed = self.opener.key_updates();
+                    TransportStats::add(&self.stats.tls_key_updates, followed - self.key_updates);
+                    self.key_updates = followed;
+                }
                 Opened::Closed => self.eof = true,
             }
         }
@@ -543,6 +573,7 @@ pub struct UringTlsAcceptor {
     max_handshakes: usize,
     handshakes: JoinSet<Option<UringTlsTransport>>,
     on_error: OnError,
+    rekey_after: Option<u64>,
 }
 
 impl fmt::Debug for UringTlsAcceptor {
@@ -579,6 +610,7 @@ impl UringTlsAcceptor {
             max_handshakes: MAX_HANDSHAKES,
             handshakes: JoinSet::new(),
             on_error: Arc::new(log_handshake_error),
+            rekey_after: None,
         }
     }
 
@@ -610,6 +642,13 @@ impl UringTlsAcceptor {
     /// Called for every failed handshake in place of the default log line.
     pub fn on_handshake_error(mut self, f: impl Fn(&HandshakeError) + Send + Sync + 'static) -> Self {
         self.on_error = Arc::new(f);
+        self
+    }
+
+    /// Each connection updates its sending key every `records` records (see
+    /// [`RecordSealer::rekey_after`]) instead of just before the cipher's limit.
+    pub fn rekey_after(mut self, records: u64) -> Self {
+        self.rekey_after = Some(records);
         self
     }
 }
@@ -648,9 +687,10 @@ impl Acceptor for UringTlsAcceptor {
                         None => self.pool.insert(default_pool()?).clone(),
                     };
                     let (rustls, config, limit, on_error) = (self.rustls.clone(), self.config.clone(), self.handshake_timeout, self.on_error.clone());
+                    let rekey_after = self.rekey_after;
                     self.handshakes.spawn(async move {
                         match accept_one(stream, addr, rustls, config, pool, limit).await {
-                            Ok(t) => Some(t),
+                            Ok(t) => Some(t.with_rekey_after(rekey_after)),
                             Err(error) => {
                                 on_error(&HandshakeError { peer: addr, error });
                                 None
@@ -679,6 +719,7 @@ pub struct UringTlsConnector {
     rustls: Arc<rustls::ClientConfig>,
     config: UringConfig,
     pool: BufferPool,
+    rekey_after: Option<u64>,
 }
 
 impl fmt::Debug for UringTlsConnector {
@@ -693,12 +734,24 @@ impl UringTlsConnector {
     pub fn new(tls: &TlsClientConfig, config: UringConfig) -> io::Result<Self> {
         config.validate()?;
         let rustls = tls.rustls().map_err(io::Error::from)?;
-        Ok(UringTlsConnector { rustls: tls_session::for_sessions_client(&rustls), config: engine_config(config), pool: default_pool()? })
+        Ok(UringTlsConnector {
+            rustls: tls_session::for_sessions_client(&rustls),
+            config: engine_config(config),
+            pool: default_pool()?,
+            rekey_after: None,
+        })
     }
 
     /// The same, sealing into `pool`.
     pub fn with_pool(mut self, pool: BufferPool) -> Self {
         self.pool = pool;
+        self
+    }
+
+    /// Each connection updates its sending key every `records` records (see
+    /// [`RecordSealer::rekey_after`]) instead of just before the cipher's limit.
+    pub fn rekey_after(mut self, records: u64) -> Self {
+        self.rekey_after = Some(records);
         self
     }
 
@@ -714,7 +767,7 @@ impl UringTlsConnector {
         log_path_once();
         let peer = Peer::at(addr).with_tls(Arc::new(session.peer.clone()));
         let inner = from_tcp_as(stream, self.config.clone(), true)?;
-        Ok(UringTlsTransport { inner, session, peer, pool: self.pool.clone() })
+        Ok(UringTlsTransport { inner, session, peer, pool: self.pool.clone() }.with_rekey_after(self.rekey_after))
     }
 }
 

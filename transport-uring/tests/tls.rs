@@ -25,7 +25,7 @@ use rpc_core::transport::Acceptor;
 use rpc_core::{CallError, Client, Code, ConnectError, Payload, Server, ServerHandle};
 use support::*;
 use tokio::sync::mpsc;
-use transport_uring::tls::{self, UringTlsAcceptor};
+use transport_uring::tls::{self, UringTlsAcceptor, UringTlsConnector};
 use transport_uring::{Backend, UringConfig};
 
 fn uring() -> UringConfig {
@@ -313,4 +313,66 @@ async fn uring_tls_and_tcp_tls_talk_to_each_other_both_ways() {
     let client = VaultClient::new(Client::connect_tls(running.addr, "localhost", trust(&ca), config()).await.unwrap());
     assert!(client.echo(Payload::from(big.clone())).await.unwrap().to_bytes() == big);
     running.handle.shutdown().await;
+}
+
+/// A client over `connector` that re-dials `addr`.
+async fn over(connector: UringTlsConnector, addr: SocketAddr) -> VaultClient {
+    let client = Client::connect_with(
+        move || {
+            let connector = connector.clone();
+            async move { connector.connect(addr, "localhost").await }
+        },
+        config(),
+    )
+    .await
+    .unwrap();
+    VaultClient::new(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_updated_in_both_directions_between_uring_peers_and_with_rustls() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    let ca = Ca::new("test CA");
+    let big: Vec<u8> = (0..(16u32 << 20) + 13).map(|i| (i % 241) as u8).collect();
+
+    // uring to uring: the client updates its key every 50 records, the server every 64: about
+    // 20 and 16 updates for 16 MiB each way, each followed by the other side.
+    let (server, _failures) = acceptor(plain(&ca)).await;
+    let server = server.rekey_after(64);
+    let addr = server.local_addr().unwrap();
+    let handle = Server::builder().build(VaultServer::new(Impl::default())).serve(server);
+    let client = over(UringTlsConnector::new(&trust(&ca), uring()).unwrap().rekey_after(50), addr).await;
+    let before = client.client().stats().tls_key_updates;
+    let back = tokio::time::timeout(LIMIT, client.echo(Payload::from(big.clone()))).await.unwrap().unwrap();
+    assert!(back.to_bytes() == big, "16 MiB came back intact across the key updates");
+    let stats = client.client().stats();
+    println!("{stats}");
+    let updates = stats.tls_key_updates - before;
+    assert!(updates >= 30, "sent about 20 and followed about 16 key updates, counted {updates}: {stats}");
+    drop(client);
+    handle.shutdown().await;
+
+    // Against rustls's record layer (the tcp TLS transport): it follows ours...
+    let tcp = TlsAcceptor::new(TcpAcceptor::bind("127.0.0.1:0").await.unwrap(), plain(&ca)).unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let handle = Server::builder().build(VaultServer::new(Impl::default())).serve(tcp);
+    let client = over(UringTlsConnector::new(&trust(&ca), uring()).unwrap().rekey_after(50), addr).await;
+    let back = tokio::time::timeout(LIMIT, client.echo(Payload::from(big.clone()))).await.unwrap().unwrap();
+    assert!(back.to_bytes() == big, "rustls followed our key updates");
+    assert!(client.client().stats().tls_key_updates >= 20);
+    drop(client);
+    handle.shutdown().await;
+
+    // ...and a rustls client follows a uring server's.
+    let (server, _failures) = acceptor(plain(&ca)).await;
+    let server = server.rekey_after(50);
+    let addr = server.local_addr().unwrap();
+    let handle = Server::builder().build(VaultServer::new(Impl::default())).serve(server);
+    let client = VaultClient::new(Client::connect_tls(addr, "localhost", trust(&ca), config()).await.unwrap());
+    let back = tokio::time::timeout(LIMIT, client.echo(Payload::from(big.clone()))).await.unwrap().unwrap();
+    assert!(back.to_bytes() == big, "a rustls client followed the server's key updates");
+    drop(client);
+    handle.shutdown().await;
 }

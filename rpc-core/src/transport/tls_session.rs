@@ -23,20 +23,26 @@
 //! run on two tasks, and a rustls connection is one state machine; with the keys split, each
 //! half owns its direction and nothing is locked.
 //!
+//! Key updates (RFC 8446 §4.6.3): a key may protect only so many records (2^24 for AES-GCM,
+//! RFC 8446 §5.5: about 275 GB of full records, under two minutes at 2.5 GB/s). So the sealer
+//! updates its key before that ([`RecordSealer::key_update_due`], [`RecordSealer::seal_key_update`]),
+//! and the opener follows the peer's updates, answering one that asks for ours; rustls's
+//! `KernelConnection`, kept from the handshake, derives each next traffic secret. rustls peers
+//! (the tcp transport's TLS) update their keys on their own near the limit, and follow ours.
+//!
 //! Limits: after the handshake, a session ticket from the peer is skipped (our servers send
-//! none: [`for_sessions_server`] turns them off) and a `key_update` from the peer ends the
-//! connection with an error that says so; this side never sends one, and ends the connection
-//! (the client re-dials) before a key would encrypt more records than its suite allows
-//! (2^24 for AES-GCM, RFC 8446 §5.5). `docs/security.md` has the rekey plan.
+//! none: [`for_sessions_server`] turns them off).
 
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BytesMut};
 use ring::aead;
-use rustls::client::UnbufferedClientConnection;
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::kernel::KernelConnection;
 use rustls::pki_types::ServerName;
-use rustls::server::UnbufferedServerConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
 use rustls::{AlertDescription, ConnectionTrafficSecrets, ExtractedSecrets};
 use tokio::net::TcpStream;
@@ -54,6 +60,13 @@ pub const TAG_LEN: usize = 16;
 pub const RECORD_OVERHEAD: usize = HEADER_LEN + 1 + TAG_LEN;
 /// Largest protected record body allowed on the wire (RFC 8446 §5.2).
 pub const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
+
+/// A sealed `key_update` record: its handshake message is 5 bytes (RFC 8446 §4.6.3).
+pub const KEY_UPDATE_RECORD_LEN: usize = KEY_UPDATE_MESSAGE_LEN + RECORD_OVERHEAD;
+const KEY_UPDATE_MESSAGE_LEN: usize = 5;
+/// Handshake message types after the handshake.
+const NEW_SESSION_TICKET: u8 = 4;
+const KEY_UPDATE: u8 = 24;
 
 const CHANGE_CIPHER_SPEC: u8 = 20;
 const ALERT: u8 = 21;
@@ -102,6 +115,41 @@ struct Keys {
     limit: u64,
 }
 
+/// rustls's hold on the connection after the handshake: what derives each direction's next
+/// traffic secret at a key update (RFC 8446 §7.2).
+enum Kernel {
+    Client(KernelConnection<ClientConnectionData>),
+    Server(KernelConnection<ServerConnectionData>),
+}
+
+/// What the two halves of a connection share to follow key updates.
+struct KeySchedule {
+    kernel: Mutex<Kernel>,
+    /// The peer asked for our sending key to be updated (`update_requested`): the sealer owes
+    /// a `key_update` before its next record.
+    requested: AtomicBool,
+}
+
+impl std::fmt::Debug for KeySchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySchedule").field("requested", &self.requested).finish_non_exhaustive()
+    }
+}
+
+impl KeySchedule {
+    /// The next key of one direction (`send`: ours; else the peer's).
+    fn next(&self, send: bool) -> io::Result<Keys> {
+        let mut kernel = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
+        let secrets = match (&mut *kernel, send) {
+            (Kernel::Client(k), true) => k.update_tx_secret(),
+            (Kernel::Client(k), false) => k.update_rx_secret(),
+            (Kernel::Server(k), true) => k.update_tx_secret(),
+            (Kernel::Server(k), false) => k.update_rx_secret(),
+        };
+        Keys::new(secrets.map_err(|e| tls_error(&e, None))?)
+    }
+}
+
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keys")
@@ -144,9 +192,59 @@ impl Keys {
 
 /// Seals application-data records in place, in the sending side's buffers.
 #[derive(Debug)]
-pub struct RecordSealer(Keys);
+pub struct RecordSealer {
+    keys: Keys,
+    /// Where the next keys come from (none: a key that runs out ends the connection).
+    schedule: Option<Arc<KeySchedule>>,
+    /// The sequence number at which the key is updated.
+    rekey_at: u64,
+    updates: u64,
+}
 
 impl RecordSealer {
+    fn new(keys: Keys, schedule: Option<Arc<KeySchedule>>) -> Self {
+        // Well before the suite's limit, so that a record sealed meanwhile never meets it.
+        let rekey_at = keys.limit - keys.limit / 16;
+        RecordSealer { keys, schedule, rekey_at, updates: 0 }
+    }
+
+    /// Updates the sending key every `records` records (at least 1) instead of just before the
+    /// cipher's limit (15/16 of 2^24 records for AES-GCM): for tests, or a policy of shorter-lived keys.
+    pub fn rekey_after(&mut self, records: u64) {
+        self.rekey_at = records.clamp(1, self.keys.limit - self.keys.limit / 16);
+    }
+
+    /// A `key_update` is owed before the next record: the key has sealed its share of records,
+    /// or the peer asked for a new one. Seal it with [`RecordSealer::seal_key_update`].
+    pub fn key_update_due(&self) -> bool {
+        self.keys.seq >= self.rekey_at || self.schedule.as_ref().is_some_and(|s| s.requested.load(Ordering::Acquire))
+    }
+
+    /// Seals a `key_update` record (`update_not_requested`) at the start of `out` under the
+    /// current key, then switches to the next key: the records sealed after it, sent after it,
+    /// are the peer's to open with its next key. Returns the record's length,
+    /// [`KEY_UPDATE_RECORD_LEN`]; `out` must hold that much.
+    pub fn seal_key_update(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let Some(schedule) = self.schedule.clone() else {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "TLS: this record layer has no key schedule to update its key from"));
+        };
+        if out.len() < KEY_UPDATE_RECORD_LEN {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "TLS: no room for a key_update record"));
+        }
+        // KeyUpdate: type, 24-bit length 1, request_update = update_not_requested (0).
+        out[HEADER_LEN..HEADER_LEN + KEY_UPDATE_MESSAGE_LEN].copy_from_slice(&[KEY_UPDATE, 0, 0, 1, 0]);
+        let n = self.seal(out, KEY_UPDATE_MESSAGE_LEN, HANDSHAKE)?;
+        self.keys = schedule.next(true)?;
+        schedule.requested.store(false, Ordering::Release);
+        self.updates += 1;
+        Ok(n)
+    }
+
+    /// Key updates this side has sent.
+    pub fn key_updates(&self) -> u64 {
+        self.updates
+    }
+
     /// Seals `len` bytes of plaintext that lie at `out[HEADER_LEN..HEADER_LEN + len]` into one
     /// record in place: the header goes before them, the inner content type and the tag after.
     /// Returns the record's length, `len + RECORD_OVERHEAD`.
@@ -178,10 +276,10 @@ impl RecordSealer {
         let header = [APPLICATION_DATA, 3, 3, (body >> 8) as u8, body as u8];
         out[..HEADER_LEN].copy_from_slice(&header);
         out[HEADER_LEN + len] = content_type;
-        let nonce = self.0.next_nonce("sending")?;
+        let nonce = self.keys.next_nonce("sending")?;
         let (inner, tag_out) = out[HEADER_LEN..total].split_at_mut(len + 1);
         let tag = self
-            .0
+            .keys
             .key
             .seal_in_place_separate_tag(nonce, aead::Aad::from(header), inner)
             .map_err(|_| io::Error::other("TLS: sealing a record failed"))?;
@@ -191,7 +289,7 @@ impl RecordSealer {
 
     /// Records sealed so far with this key (its sequence number).
     pub fn records(&self) -> u64 {
-        self.0.seq
+        self.keys.seq
     }
 }
 
@@ -208,7 +306,14 @@ pub enum Opened {
 
 /// Opens records in place, in the receiving side's buffers.
 #[derive(Debug)]
-pub struct RecordOpener(Keys, Option<AlertDescription>);
+pub struct RecordOpener {
+    keys: Keys,
+    /// The alert the peer is owed after a failure here.
+    owed: Option<AlertDescription>,
+    /// Where the peer's next keys come from (none: a `key_update` ends the connection).
+    schedule: Option<Arc<KeySchedule>>,
+    updates: u64,
+}
 
 /// The body length a record header announces, checked: a protected TLS 1.3 record
 /// (application data, legacy version 3.3) no longer than the protocol allows. A peer that
@@ -246,11 +351,11 @@ impl RecordOpener {
         if record.len() != HEADER_LEN + len {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "TLS: open_in_place needs exactly one record"));
         }
-        let nonce = self.0.next_nonce("receiving")?;
-        let plain = match self.0.key.open_in_place(nonce, aead::Aad::from(header), &mut record[HEADER_LEN..]) {
+        let nonce = self.keys.next_nonce("receiving")?;
+        let plain = match self.keys.key.open_in_place(nonce, aead::Aad::from(header), &mut record[HEADER_LEN..]) {
             Ok(plain) => plain,
             Err(_) => {
-                self.1 = Some(AlertDescription::BadRecordMac);
+                self.owed = Some(AlertDescription::BadRecordMac);
                 return Err(tls_error(&rustls::Error::DecryptError, None));
             }
         };
@@ -258,50 +363,71 @@ impl RecordOpener {
         let Some(end) = plain.iter().rposition(|&b| b != 0) else {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS: a record without a content type (all padding)"));
         };
-        let (content, typ) = (&plain[..end], plain[end]);
+        let typ = plain[end];
         match typ {
-            APPLICATION_DATA if content.is_empty() => Ok(Opened::Nothing),
+            APPLICATION_DATA if end == 0 => Ok(Opened::Nothing),
             APPLICATION_DATA => Ok(Opened::Data(end)),
-            ALERT => match content {
+            ALERT => match &plain[..end] {
                 [_, 0] => Ok(Opened::Closed),
                 [_, d] => Err(tls_error(&rustls::Error::AlertReceived(AlertDescription::from(*d)), None)),
                 _ => Err(io::Error::new(io::ErrorKind::InvalidData, "TLS: a malformed alert")),
             },
-            HANDSHAKE => post_handshake(content),
+            HANDSHAKE => self.post_handshake(&plain[..end]),
             t => Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: a protected record of content type {t}"))),
         }
     }
 
     /// Records opened so far with this key (its sequence number).
     pub fn records(&self) -> u64 {
-        self.0.seq
+        self.keys.seq
+    }
+
+    /// Key updates of the peer's that this side has followed.
+    pub fn key_updates(&self) -> u64 {
+        self.updates
+    }
+
+    /// Handshake messages after the handshake: session tickets are skipped; a key update moves
+    /// to the peer's next key (and owes the peer ours, if it asked). A key update must end its
+    /// record: the records after it are under the next key.
+    fn post_handshake(&mut self, mut msgs: &[u8]) -> io::Result<Opened> {
+        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {why}"));
+        while !msgs.is_empty() {
+            let [typ, a, b, c, rest @ ..] = msgs else { return Err(bad("a truncated handshake message after the handshake")) };
+            let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
+            let Some(body) = rest.get(..len) else { return Err(bad("a truncated handshake message after the handshake")) };
+            match *typ {
+                NEW_SESSION_TICKET => {}
+                KEY_UPDATE => {
+                    let request = match body {
+                        [0] => false,
+                        [1] => true,
+                        _ => return Err(bad("a malformed key_update")),
+                    };
+                    if rest.len() != len {
+                        return Err(bad("a key_update that does not end its record"));
+                    }
+                    let Some(schedule) = self.schedule.clone() else {
+                        return Err(io::Error::new(io::ErrorKind::Unsupported, "TLS: the peer updated its traffic keys (key_update), and this record layer has no key schedule to follow it"));
+                    };
+                    self.keys = schedule.next(false)?;
+                    self.updates += 1;
+                    if request {
+                        schedule.requested.store(true, Ordering::Release);
+                    }
+                }
+                t => return Err(bad(&format!("an unexpected handshake message (type {t}) after the handshake"))),
+            }
+            msgs = &rest[len..];
+        }
+        Ok(Opened::Nothing)
     }
 
     /// The alert the peer is owed after a failure here (`bad_record_mac` for a record that
     /// failed authentication), for the sending side to seal ([`RecordSealer::seal_alert`]).
     pub fn owed_alert(&self) -> Option<AlertDescription> {
-        self.1
+        self.owed
     }
-}
-
-/// Handshake messages after the handshake: session tickets are skipped; a key update cannot be
-/// followed here (the keys were handed over without their traffic secrets).
-fn post_handshake(mut msgs: &[u8]) -> io::Result<Opened> {
-    while msgs.len() >= 4 {
-        let len = u32::from_be_bytes([0, msgs[1], msgs[2], msgs[3]]) as usize;
-        match msgs[0] {
-            4 => {} // new_session_ticket
-            24 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "TLS: the peer updated its traffic keys (key_update), which this transport does not follow yet; reconnect",
-                ))
-            }
-            t => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: an unexpected handshake message (type {t}) after the handshake"))),
-        }
-        msgs = msgs.get(4 + len..).unwrap_or_default();
-    }
-    Ok(Opened::Nothing)
 }
 
 /// Writes all of `bytes` to `stream`.
@@ -436,8 +562,14 @@ macro_rules! drive {
     }};
 }
 
-fn finish(secrets: ExtractedSecrets, leftover: BytesMut, peer: TlsIdentity) -> io::Result<Session> {
-    Ok(Session { sealer: RecordSealer(Keys::new(secrets.tx)?), opener: RecordOpener(Keys::new(secrets.rx)?, None), leftover, peer })
+fn finish(secrets: ExtractedSecrets, kernel: Kernel, leftover: BytesMut, peer: TlsIdentity) -> io::Result<Session> {
+    let schedule = Arc::new(KeySchedule { kernel: Mutex::new(kernel), requested: AtomicBool::new(false) });
+    Ok(Session {
+        sealer: RecordSealer::new(Keys::new(secrets.tx)?, Some(schedule.clone())),
+        opener: RecordOpener { keys: Keys::new(secrets.rx)?, owed: None, schedule: Some(schedule), updates: 0 },
+        leftover,
+        peer,
+    })
 }
 
 /// The client's side: a TLS 1.3 handshake with the server named `server_name` over a connected
@@ -451,9 +583,8 @@ pub async fn connect(stream: &TcpStream, config: Arc<rustls::ClientConfig>, serv
     let leftover = drive!(conn, stream, Some(server_name));
     check_alpn(conn.alpn_protocol(), "server")?;
     let peer = identity_of(conn.peer_certificates().and_then(|c| c.first()));
-    // The kernel connection (what rustls offers to follow key updates) is not kept yet.
-    let (secrets, _kernel) = conn.dangerous_into_kernel_connection().map_err(|e| tls_error(&e, Some(server_name)))?;
-    finish(secrets, leftover, peer)
+    let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(|e| tls_error(&e, Some(server_name)))?;
+    finish(secrets, Kernel::Client(kernel), leftover, peer)
 }
 
 /// The server's side of a handshake on an accepted `stream`, with a configuration from
@@ -465,8 +596,8 @@ pub async fn accept(stream: &TcpStream, config: Arc<rustls::ServerConfig>) -> io
     let leftover = drive!(conn, stream, None);
     check_alpn(conn.alpn_protocol(), "client")?;
     let peer = identity_of(conn.peer_certificates().and_then(|c| c.first()));
-    let (secrets, _kernel) = conn.dangerous_into_kernel_connection().map_err(|e| tls_error(&e, None))?;
-    finish(secrets, leftover, peer)
+    let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(|e| tls_error(&e, None))?;
+    finish(secrets, Kernel::Server(kernel), leftover, peer)
 }
 
 /// Whether this kernel offers kernel TLS (`tls` in `net.ipv4.tcp_available_ulp`). zcrpc does
@@ -503,7 +634,10 @@ mod tests {
                 },
             )
         };
-        (RecordSealer(Keys::new(key()).unwrap()), RecordOpener(Keys::new(key()).unwrap(), None))
+        (
+            RecordSealer::new(Keys::new(key()).unwrap(), None),
+            RecordOpener { keys: Keys::new(key()).unwrap(), owed: None, schedule: None, updates: 0 },
+        )
     }
 
     #[test]
@@ -532,6 +666,55 @@ mod tests {
         let mut bad = s.seal_alert(AlertDescription::BadRecordMac).unwrap();
         let e = o.open_in_place(&mut bad).unwrap_err();
         assert!(e.to_string().contains("the peer could not authenticate a record we sent"), "{e}");
+    }
+
+    /// `msg` sealed as a handshake record.
+    fn handshake_record(s: &mut RecordSealer, msg: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; msg.len() + RECORD_OVERHEAD];
+        out[HEADER_LEN..HEADER_LEN + msg.len()].copy_from_slice(msg);
+        s.seal(&mut out, msg.len(), HANDSHAKE).unwrap();
+        out
+    }
+
+    #[test]
+    fn malformed_misplaced_or_unfollowable_key_updates_are_refused() {
+        let (mut s, mut o) = pair();
+        let mut ticket = handshake_record(&mut s, &[NEW_SESSION_TICKET, 0, 0, 2, 7, 7]);
+        assert_eq!(o.open_in_place(&mut ticket).unwrap(), Opened::Nothing, "a session ticket is skipped");
+        for (msg, why) in [
+            (&[KEY_UPDATE, 0, 0, 1, 2][..], "malformed key_update"),
+            (&[KEY_UPDATE, 0, 0, 2, 0, 0][..], "malformed key_update"),
+            (&[KEY_UPDATE, 0, 0, 1, 0, NEW_SESSION_TICKET, 0, 0, 0][..], "does not end its record"),
+            (&[NEW_SESSION_TICKET, 0, 0, 9, 1][..], "truncated"),
+            (&[KEY_UPDATE, 0, 0][..], "truncated"),
+            (&[20, 0, 0, 0][..], "unexpected handshake message (type 20)"),
+            // Well formed, but this opener has no key schedule (made without a handshake).
+            (&[KEY_UPDATE, 0, 0, 1, 1][..], "no key schedule"),
+        ] {
+            let (mut s, mut o) = pair();
+            let mut record = handshake_record(&mut s, msg);
+            let e = o.open_in_place(&mut record).unwrap_err();
+            assert!(e.to_string().contains(why), "{msg:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_sealer_owes_an_update_after_its_share_of_records_and_never_past_the_limit() {
+        let aes = (0, ConnectionTrafficSecrets::Aes256Gcm { key: rustls::crypto::cipher::AeadKey::from([1u8; 32]), iv: [2u8; 12].into() });
+        let mut s = RecordSealer::new(Keys::new(aes).unwrap(), None);
+        assert_eq!(s.rekey_at, (1 << 24) - (1 << 20), "by default well before AES-GCM's 2^24 records");
+        s.rekey_after(u64::MAX);
+        assert_eq!(s.rekey_at, (1 << 24) - (1 << 20), "never past it");
+        s.rekey_after(2);
+        let mut buf = vec![0u8; 10 + RECORD_OVERHEAD];
+        s.seal_in_place(&mut buf, 10).unwrap();
+        assert!(!s.key_update_due());
+        s.seal_in_place(&mut buf, 10).unwrap();
+        assert!(s.key_update_due(), "after 2 records");
+        // Without a key schedule it cannot: a clear error, nothing sealed.
+        let mut out = vec![0u8; KEY_UPDATE_RECORD_LEN];
+        assert!(s.seal_key_update(&mut out).unwrap_err().to_string().contains("no key schedule"));
+        assert_eq!(s.records(), 2);
     }
 
     #[test]
