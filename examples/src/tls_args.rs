@@ -25,6 +25,10 @@ pub struct ServeTlsArgs {
     /// Mutual TLS: require client certificates signed by a CA of this PEM file.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_ca: Option<PathBuf>,
+    /// Mutual TLS: refuse client certificates these revocation lists (PEM `X509 CRL` blocks
+    /// of the --tls-ca CAs) revoke. Repeat for several files.
+    #[arg(long, value_name = "PEM", requires = "tls_ca")]
+    pub tls_crl: Vec<PathBuf>,
 }
 
 impl ServeTlsArgs {
@@ -34,6 +38,9 @@ impl ServeTlsArgs {
         let mut tls = TlsServerConfig::from_pem_files(cert, key).map_err(|e| e.to_string())?;
         if let Some(ca) = &self.tls_ca {
             tls = tls.with_client_ca(ca).map_err(|e| e.to_string())?;
+        }
+        for crl in &self.tls_crl {
+            tls = tls.with_client_crl(crl).map_err(|e| e.to_string())?;
         }
         Ok(Some(tls))
     }
@@ -83,6 +90,10 @@ pub struct CallTlsArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Refuse a server certificate these revocation lists (PEM `X509 CRL` blocks of the
+    /// --tls-ca CAs) revoke. Repeat for several files.
+    #[arg(long, value_name = "PEM", requires = "tls_ca")]
+    pub tls_crl: Vec<PathBuf>,
 }
 
 impl CallTlsArgs {
@@ -92,6 +103,9 @@ impl CallTlsArgs {
         let mut tls = TlsClientConfig::from_pem_file(ca).map_err(|e| e.to_string())?;
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             tls = tls.with_identity(cert, key).map_err(|e| e.to_string())?;
+        }
+        for crl in &self.tls_crl {
+            tls = tls.with_crl(crl).map_err(|e| e.to_string())?;
         }
         Ok(Some(tls))
     }

@@ -150,12 +150,15 @@ fn serve_and_call_over_mutual_tls_on_the_uring_engine() {
     mutual_tls_over("uring", "+tls");
 }
 
-/// `echo serve` with mutual TLS over `transport`, a call with a client certificate (its stats
-/// name a transport ending in `transport_stat`), one without, and a plaintext one.
+/// `echo serve` with mutual TLS and a revocation list over `transport`, a call with a client
+/// certificate (its stats name a transport ending in `transport_stat`), one with a revoked
+/// certificate, one without, and a plaintext one.
 fn mutual_tls_over(transport: &str, transport_stat: &str) {
     let dir = common::tls_files(&format!("echo-mtls-{transport}"));
     let f = |name: &str| dir.join(name).to_str().unwrap().to_owned();
-    let server = Server::start(&["--transport", transport, "--tls-cert", &f("server.pem"), "--tls-key", &f("server.key"), "--tls-ca", &f("ca.pem")]);
+    let server = Server::start(&[
+        "--transport", transport, "--tls-cert", &f("server.pem"), "--tls-key", &f("server.key"), "--tls-ca", &f("ca.pem"), "--tls-crl", &f("clients.crl"),
+    ]);
     let (ok, out, err) = call(
         &server.addr,
         &["--transport", transport, "--tls-ca", &f("ca.pem"), "--tls-cert", &f("client.pem"), "--tls-key", &f("client.key"), "--size", "1048576", "--count", "8", "--concurrency", "2", "--stats-json"],
@@ -165,6 +168,12 @@ fn mutual_tls_over(transport: &str, transport_stat: &str) {
     let named = stats(&out)["transport"].as_str().unwrap().to_owned();
     assert!(named.ends_with(transport_stat), "{named}");
 
+    let (ok, _, err) = call(
+        &server.addr,
+        &["--transport", transport, "--tls-ca", &f("ca.pem"), "--tls-cert", &f("revoked.pem"), "--tls-key", &f("revoked.key"), "--size", "10", "--count", "1"],
+    );
+    assert!(!ok);
+    assert!(err.contains("refused our certificate as revoked"), "{err}");
     let (ok, _, err) = call(&server.addr, &["--transport", transport, "--tls-ca", &f("ca.pem"), "--size", "10", "--count", "1"]);
     assert!(!ok);
     assert!(err.contains("requires a client certificate"), "{err}");

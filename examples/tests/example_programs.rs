@@ -114,14 +114,14 @@ fn every_program_prints_its_usage_for_help_and_exits_zero() {
         let serve = help("echo", args);
         assert_names(
             &serve,
-            &["--addr", "--transport", "--zc", "--recv", "--max-connections", "--memory-budget", "--write-stall-ms", "--tls-cert", "--tls-key", "--tls-ca"],
+            &["--addr", "--transport", "--zc", "--recv", "--max-connections", "--memory-budget", "--write-stall-ms", "--tls-cert", "--tls-key", "--tls-ca", "--tls-crl"],
             &["adaptive", "read", "the server's, 1024"],
         );
     }
     let call = help("echo", &["call", "--help"]);
     assert_names(
         &call,
-        &["--addr", "--size", "--count", "--concurrency", "--transport", "--zc", "--recv", "--stats-json", "--tls-ca", "--tls-name", "--tls-cert", "--tls-key"],
+        &["--addr", "--size", "--count", "--concurrency", "--transport", "--zc", "--recv", "--stats-json", "--tls-ca", "--tls-name", "--tls-cert", "--tls-key", "--tls-crl"],
         &["1", "adaptive", "read", "localhost"],
     );
     assert!(call.contains("always-zc") && call.contains("ring"), "the modes are listed:\n{call}");

@@ -278,6 +278,51 @@ async fn expired_certificates_are_refused_on_either_side() {
 }
 
 #[tokio::test]
+async fn revoked_certificates_are_refused_on_either_side_and_others_are_served() {
+    let ca = Ca::new("test CA");
+    // A client certificate the server's revocation list names.
+    let (revoked, good) = (ca.issue("a", &["a.clients.test"], true, false), ca.issue("b", &["b.clients.test"], true, false));
+    let server = mutual(&ca, &ca.server()).with_client_crl_pem(ca.crl(&[&revoked]).as_bytes()).unwrap();
+    let mut running = serve(server).await;
+    let tls = trust(&ca).with_identity_pem(revoked.cert.as_bytes(), revoked.key.as_bytes()).unwrap();
+    let e = connect(running.addr, tls).await.unwrap_err();
+    let client_side = text(&e);
+    assert!(client_side.contains("refused our certificate as revoked"), "{client_side}");
+    let server_side = running.failure().await;
+    assert!(server_side.contains("certificate is revoked"), "{server_side}");
+    let tls = trust(&ca).with_identity_pem(good.cert.as_bytes(), good.key.as_bytes()).unwrap();
+    let client = connect(running.addr, tls).await.expect("a certificate the list does not name is let in");
+    assert_eq!(client.whoami().await.unwrap().1.as_deref(), Some("b"));
+    assert_eq!(running.calls.load(Ordering::SeqCst), 1, "the revoked client reached no handler");
+    running.handle.shutdown().await;
+
+    // A server certificate the client's list names.
+    let server_leaf = ca.server();
+    let mut running = serve(TlsServerConfig::from_pem(server_leaf.cert.as_bytes(), server_leaf.key.as_bytes()).unwrap()).await;
+    let tls = trust(&ca).with_crl_pem(ca.crl(&[&server_leaf]).as_bytes()).unwrap();
+    let e = connect(running.addr, tls).await.unwrap_err();
+    let client_side = text(&e);
+    assert!(client_side.contains("certificate is revoked"), "{client_side}");
+    let server_side = running.failure().await;
+    assert!(server_side.contains("refused our certificate as revoked"), "{server_side}");
+    // A list that names another certificate lets it through.
+    let tls = trust(&ca).with_crl_pem(ca.crl(&[&revoked]).as_bytes()).unwrap();
+    connect(running.addr, tls).await.expect("the server's certificate is not on this list");
+    running.handle.shutdown().await;
+}
+
+#[test]
+fn revocation_lists_that_cannot_be_used_are_refused_when_configured() {
+    let ca = Ca::new("test CA");
+    let e = plain(&ca).with_client_crl_pem(ca.crl(&[]).as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("without a client CA"), "{e}");
+    let e = trust(&ca).with_crl_pem(b"not a pem").unwrap_err();
+    assert!(e.to_string().contains("no certificate revocation lists in it"), "{e}");
+    let e = mutual(&ca, &ca.server()).with_client_crl("/nonexistent/clients.crl").unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/clients.crl"), "{e}");
+}
+
+#[tokio::test]
 async fn a_wrong_server_name_is_refused() {
     let ca = Ca::new("test CA");
     let mut running = serve(plain(&ca)).await;

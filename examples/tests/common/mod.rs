@@ -57,7 +57,8 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     }
 }
 
-/// A CA, a `localhost` server certificate and a client certificate, as PEM files in a fresh
+/// A CA, a `localhost` server certificate, a client certificate and a revoked one
+/// (`revoked.pem`, named by the CA's revocation list `clients.crl`), as PEM files in a fresh
 /// directory (made at run time: nothing secret is committed).
 pub fn tls_files(tag: &str) -> PathBuf {
     use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
@@ -68,13 +69,33 @@ pub fn tls_files(tag: &str) -> PathBuf {
     let ca_key = KeyPair::generate().unwrap();
     std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
     let issuer = Issuer::new(ca, ca_key);
-    for (name, usage) in [("server", ExtendedKeyUsagePurpose::ServerAuth), ("client", ExtendedKeyUsagePurpose::ClientAuth)] {
+    let certs = [
+        ("server", ExtendedKeyUsagePurpose::ServerAuth),
+        ("client", ExtendedKeyUsagePurpose::ClientAuth),
+        ("revoked", ExtendedKeyUsagePurpose::ClientAuth),
+    ];
+    for (serial, (name, usage)) in (1u64..).zip(certs) {
         let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![usage];
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
         let key = KeyPair::generate().unwrap();
         std::fs::write(dir.join(format!("{name}.pem")), params.signed_by(&key, &issuer).unwrap().pem()).unwrap();
         std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
     }
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2024, 1, 1),
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from(3u64),
+            revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    std::fs::write(dir.join("clients.crl"), crl.signed_by(&issuer).unwrap().pem().unwrap()).unwrap();
     dir
 }

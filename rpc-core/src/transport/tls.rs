@@ -73,7 +73,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{AlertDescription, CertificateError, RootCertStore};
 use tokio::io::{AsyncRead, ReadBuf, ReadHalf, WriteHalf};
@@ -140,16 +141,25 @@ impl fmt::Display for Source<'_> {
     }
 }
 
-fn certs(src: Source<'_>) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
-    let bad = |e: rustls::pki_types::pem::Error| TlsConfigError(format!("reading certificates from {src}: {e}"));
-    let certs: Vec<CertificateDer<'static>> = match &src {
-        Source::File(p) => CertificateDer::pem_file_iter(p).map_err(bad)?.collect::<Result<_, _>>().map_err(bad)?,
-        Source::Bytes(b, _) => CertificateDer::pem_slice_iter(b).collect::<Result<_, _>>().map_err(bad)?,
+/// Every PEM block of one kind in `src` (at least one): `what` and `block` name them in errors.
+fn pem_all<T: PemObject>(src: &Source<'_>, what: &str, block: &str) -> Result<Vec<T>, TlsConfigError> {
+    let bad = |e: rustls::pki_types::pem::Error| TlsConfigError(format!("reading {what} from {src}: {e}"));
+    let all: Vec<T> = match src {
+        Source::File(p) => T::pem_file_iter(p).map_err(bad)?.collect::<Result<_, _>>().map_err(bad)?,
+        Source::Bytes(b, _) => T::pem_slice_iter(b).collect::<Result<_, _>>().map_err(bad)?,
     };
-    if certs.is_empty() {
-        return Err(TlsConfigError(format!("{src}: no certificate in it (expected a PEM \"BEGIN CERTIFICATE\" block)")));
+    if all.is_empty() {
+        return Err(TlsConfigError(format!("{src}: no {what} in it (expected a PEM \"BEGIN {block}\" block)")));
     }
-    Ok(certs)
+    Ok(all)
+}
+
+fn certs(src: Source<'_>) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    pem_all(&src, "certificates", "CERTIFICATE")
+}
+
+fn crls(src: Source<'_>) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsConfigError> {
+    pem_all(&src, "certificate revocation lists", "X509 CRL")
 }
 
 fn key(src: Source<'_>) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
@@ -182,6 +192,7 @@ pub struct TlsServerConfig {
     key: Arc<PrivateKeyDer<'static>>,
     client_roots: Option<Arc<RootCertStore>>,
     client_optional: bool,
+    client_crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
 impl fmt::Debug for TlsServerConfig {
@@ -190,6 +201,7 @@ impl fmt::Debug for TlsServerConfig {
             .field("chain", &self.chain.len())
             .field("client_roots", &self.client_roots.as_ref().map(|r| r.len()))
             .field("client_optional", &self.client_optional)
+            .field("client_crls", &self.client_crls.len())
             .finish_non_exhaustive()
     }
 }
@@ -207,7 +219,7 @@ impl TlsServerConfig {
     }
 
     fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Self, TlsConfigError> {
-        let config = TlsServerConfig { chain, key: Arc::new(key), client_roots: None, client_optional: false };
+        let config = TlsServerConfig { chain, key: Arc::new(key), client_roots: None, client_optional: false, client_crls: Vec::new() };
         config.rustls()?; // the key matches the certificate
         Ok(config)
     }
@@ -230,6 +242,26 @@ impl TlsServerConfig {
         self
     }
 
+    /// Mutual TLS with revocation: refuse client certificates that these certificate revocation
+    /// lists (a PEM file of one or more `X509 CRL` blocks, signed by the client CAs) revoke;
+    /// such a client's handshake fails with "certificate revoked" on both sides. Every
+    /// certificate of a client's chain below the trust anchor is checked: a chain with a
+    /// certificate whose issuer has no list here is refused too (its status is unknown).
+    /// Needs [`TlsServerConfig::with_client_ca`]. Lists are read once: to take a new list,
+    /// build a new configuration and acceptor.
+    pub fn with_client_crl(mut self, crl: impl AsRef<Path>) -> Result<Self, TlsConfigError> {
+        self.client_crls.extend(crls(Source::File(crl.as_ref()))?);
+        self.rustls()?;
+        Ok(self)
+    }
+
+    /// [`TlsServerConfig::with_client_crl`] from PEM text.
+    pub fn with_client_crl_pem(mut self, crl: &[u8]) -> Result<Self, TlsConfigError> {
+        self.client_crls.extend(crls(Source::Bytes(crl, "the client CRL PEM"))?);
+        self.rustls()?;
+        Ok(self)
+    }
+
     /// With a client CA set: also accept clients that present no certificate (their
     /// [`TlsIdentity`] is anonymous, [`TlsIdentity::is_authenticated`] false); a certificate a
     /// client does present must still verify. For servers where some methods are public and
@@ -246,9 +278,15 @@ impl TlsServerConfig {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(fail)?;
         let builder = match &self.client_roots {
+            None if !self.client_crls.is_empty() => {
+                return Err(TlsConfigError(
+                    "client certificate revocation lists without a client CA: set one with with_client_ca".to_owned(),
+                ))
+            }
             None => builder.with_no_client_auth(),
             Some(roots) => {
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider());
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(roots.clone(), provider()).with_crls(self.client_crls.iter().cloned());
                 let verifier = if self.client_optional { verifier.allow_unauthenticated() } else { verifier };
                 let verifier = verifier.build().map_err(|e| TlsConfigError(format!("the client CA: {e}")))?;
                 builder.with_client_cert_verifier(verifier)
@@ -266,6 +304,7 @@ impl TlsServerConfig {
 pub struct TlsClientConfig {
     roots: Arc<RootCertStore>,
     identity: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
 impl fmt::Debug for TlsClientConfig {
@@ -273,6 +312,7 @@ impl fmt::Debug for TlsClientConfig {
         f.debug_struct("TlsClientConfig")
             .field("roots", &self.roots.len())
             .field("identity", &self.identity.is_some())
+            .field("crls", &self.crls.len())
             .finish()
     }
 }
@@ -290,7 +330,7 @@ impl TlsClientConfig {
 
     /// Trust the CAs of a root store already built.
     pub fn from_roots(roots: RootCertStore) -> Self {
-        TlsClientConfig { roots: Arc::new(roots), identity: None }
+        TlsClientConfig { roots: Arc::new(roots), identity: None, crls: Vec::new() }
     }
 
     /// Mutual TLS: present this certificate chain and key (PEM files) to the server.
@@ -301,6 +341,23 @@ impl TlsClientConfig {
     /// [`TlsClientConfig::with_identity`] from PEM text.
     pub fn with_identity_pem(self, cert: &[u8], key: &[u8]) -> Result<Self, TlsConfigError> {
         self.identity_of(certs(Source::Bytes(cert, "the certificate PEM"))?, self::key(Source::Bytes(key, "the key PEM"))?)
+    }
+
+    /// Refuse server certificates that these certificate revocation lists (a PEM file of one
+    /// or more `X509 CRL` blocks, signed by the trusted CAs) revoke: the handshake fails with
+    /// "certificate revoked". As on the server ([`TlsServerConfig::with_client_crl`]), every
+    /// certificate of the chain below the trust anchor needs its issuer's list.
+    pub fn with_crl(mut self, crl: impl AsRef<Path>) -> Result<Self, TlsConfigError> {
+        self.crls.extend(crls(Source::File(crl.as_ref()))?);
+        self.rustls()?;
+        Ok(self)
+    }
+
+    /// [`TlsClientConfig::with_crl`] from PEM text.
+    pub fn with_crl_pem(mut self, crl: &[u8]) -> Result<Self, TlsConfigError> {
+        self.crls.extend(crls(Source::Bytes(crl, "the CRL PEM"))?);
+        self.rustls()?;
+        Ok(self)
     }
 
     fn identity_of(mut self, chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<Self, TlsConfigError> {
@@ -314,8 +371,16 @@ impl TlsClientConfig {
         let fail = |e| refused("client", e);
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(fail)?
-            .with_root_certificates(self.roots.clone());
+            .map_err(fail)?;
+        let builder = if self.crls.is_empty() {
+            builder.with_root_certificates(self.roots.clone())
+        } else {
+            let verifier = WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider())
+                .with_crls(self.crls.iter().cloned())
+                .build()
+                .map_err(|e| TlsConfigError(format!("the CA or its revocation lists: {e}")))?;
+            builder.with_webpki_verifier(verifier)
+        };
         let mut config = match &self.identity {
             None => builder.with_no_client_auth(),
             Some((chain, key)) => builder.with_client_auth_cert(chain.clone(), key.clone_key()).map_err(fail)?,
@@ -413,6 +478,10 @@ pub fn describe(error: &rustls::Error, server_name: Option<&str>) -> String {
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 format!("the peer's certificate is not valid yet ({error})")
             }
+            CertificateError::Revoked => format!("the peer's certificate is revoked: a revocation list this side holds names it ({error})"),
+            CertificateError::UnknownRevocationStatus => format!(
+                "the revocation status of the peer's certificate is unknown: no revocation list this side holds is from its issuer ({error})"
+            ),
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => match server_name {
                 Some(name) => format!("the server's certificate is not valid for the name {name:?} ({error})"),
                 None => format!("the certificate is not valid for the name asked for ({error})"),
@@ -439,6 +508,9 @@ pub fn describe(error: &rustls::Error, server_name: Option<&str>) -> String {
         ),
         E::AlertReceived(AlertDescription::CertificateExpired) => {
             format!("the peer refused our certificate as expired ({error})")
+        }
+        E::AlertReceived(AlertDescription::CertificateRevoked) => {
+            format!("the peer refused our certificate as revoked ({error}): a revocation list it holds names it")
         }
         E::AlertReceived(AlertDescription::NoApplicationProtocol) | E::NoApplicationProtocol => {
             format!("the peer does not speak {ALPN} (no common ALPN protocol)")
@@ -476,7 +548,8 @@ pub(crate) fn tls_error(tls: &rustls::Error, server_name: Option<&str>) -> io::E
             AlertDescription::CertificateRequired
             | AlertDescription::UnknownCA
             | AlertDescription::BadCertificate
-            | AlertDescription::CertificateExpired,
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateRevoked,
         ) => io::ErrorKind::PermissionDenied,
         _ => io::ErrorKind::InvalidData,
     };

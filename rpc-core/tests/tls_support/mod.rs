@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,11 +54,15 @@ pub struct Ca {
     pub pem: String,
 }
 
-/// A certificate and its key, PEM.
+/// A certificate and its key, PEM, and its serial number (for revocation lists).
 pub struct Leaf {
     pub cert: String,
     pub key: String,
+    pub serial: u64,
 }
+
+/// Serial numbers of the certificates tests issue: each its own.
+static SERIAL: AtomicU64 = AtomicU64::new(1000);
 
 impl Ca {
     pub fn new(name: &str) -> Ca {
@@ -83,9 +87,32 @@ impl Ca {
             params.not_before = rcgen::date_time_ymd(2019, 1, 1);
             params.not_after = rcgen::date_time_ymd(2020, 1, 1);
         }
+        let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf { cert: cert.pem(), key: key.serialize_pem() }
+        Leaf { cert: cert.pem(), key: key.serialize_pem(), serial }
+    }
+
+    /// A certificate revocation list (PEM) of this CA revoking `revoked`.
+    pub fn crl(&self, revoked: &[&Leaf]) -> String {
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|leaf| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(leaf.serial),
+                    revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).unwrap().pem().unwrap()
     }
 
     pub fn server(&self) -> Leaf {
