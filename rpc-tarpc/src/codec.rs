@@ -21,6 +21,11 @@ pub(crate) struct EncodeBuf {
 
 /// The smallest allocation the buffer makes, so that small messages share one.
 const CHUNK: usize = 64 << 10;
+
+/// From this size on a message counts as large: once one is handed to tarpc, the transport
+/// lets the task that takes it run before it decodes the next one (see `ServerTransport` and
+/// `ClientTransport`'s `poll_next`).
+pub(crate) const LARGE: usize = CHUNK;
 /// Allocations kept for reuse, per transport: the messages in flight at once (tarpc's window
 /// of large messages) and a few blocks of small ones.
 const KEEP_BUFFERS: usize = 12;

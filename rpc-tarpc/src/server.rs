@@ -2,6 +2,7 @@
 //! are the connection's calls.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use serde::Serialize;
 use tarpc::{ClientMessage, Request, Response};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::codec::{decode, EncodeBuf};
+use crate::codec::{decode, EncodeBuf, LARGE};
 use crate::errors::server_error_status;
 use crate::{CALL, CALL_PATH};
 
@@ -54,6 +55,8 @@ pub struct ServerTransport<Req, Resp> {
     pending: HashMap<u64, Answer>,
     /// Where responses are serialized.
     buf: EncodeBuf,
+    /// A large request was just handed out: let its handler run before decoding the next.
+    yield_next: bool,
     peer: Option<SocketAddr>,
     _types: PhantomData<fn(Resp) -> Req>,
 }
@@ -77,6 +80,17 @@ impl<Req: DeserializeOwned, Resp> Stream for ServerTransport<Req, Resp> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        // After a large request, the handlers tarpc has spawned run first (this task is polled
+        // again after them): each large request is then decoded, handled and dropped before
+        // the next is decoded, instead of all the requests that arrived together being
+        // decoded at once. Their memory stays bounded, and the allocator hands the same warm
+        // pages back instead of returning them to the kernel and faulting in fresh ones.
+        if std::mem::take(&mut this.yield_next) {
+            // tokio's yield: woken once the runtime has run the others and polled its IO (on
+            // a current-thread runtime, the `block_on` future too).
+            let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+            return Poll::Pending;
+        }
         loop {
             let delivery = match this.requests.poll_recv(cx) {
                 Poll::Ready(Some(d)) => d,
@@ -87,9 +101,10 @@ impl<Req: DeserializeOwned, Resp> Stream for ServerTransport<Req, Resp> {
                 Delivery::Call { id, message, answer } => {
                     // The client's context (its deadline relative to now, its trace), then the message.
                     match decode::<(tarpc::context::Context, Req)>(&message) {
-                        Ok((context, message)) => {
+                        Ok((context, request)) => {
                             this.pending.insert(id, answer);
-                            return Poll::Ready(Some(Ok(ClientMessage::Request(Request { context, id, message }))));
+                            this.yield_next = message.len() >= LARGE;
+                            return Poll::Ready(Some(Ok(ClientMessage::Request(Request { context, id, message: request }))));
                         }
                         // The call fails alone; tarpc never sees it.
                         Err(e) => {
@@ -306,10 +321,52 @@ async fn accept_loop<A, Req, Resp>(
             requests: requests_rx,
             pending: HashMap::new(),
             buf: EncodeBuf::default(),
+            yield_next: false,
             peer,
             _types: PhantomData,
         })).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `poll_next` gives, in short: the id of a request, `None` for pending.
+    fn next(t: &mut ServerTransport<Vec<u8>, ()>) -> Option<u64> {
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        match Pin::new(t).poll_next(&mut cx) {
+            Poll::Ready(Some(Ok(ClientMessage::Request(r)))) => Some(r.id),
+            Poll::Pending => None,
+            other => panic!("{:?}", other.map(|m| m.map(|m| m.map(|_| ())))),
+        }
+    }
+
+    #[test]
+    fn after_a_large_request_the_channel_yields_before_decoding_the_next() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut t = ServerTransport::<Vec<u8>, ()> {
+            requests: rx,
+            pending: HashMap::new(),
+            buf: EncodeBuf::default(),
+            yield_next: false,
+            peer: None,
+            _types: PhantomData,
+        };
+        let mut enc = EncodeBuf::default();
+        let mut answers = Vec::new();
+        for (id, len) in [(0, 1 << 20), (1, 1 << 20), (2, 10), (3, 10)] {
+            let (answer, rx) = oneshot::channel();
+            answers.push(rx);
+            let message = enc.encode(&(tarpc::context::current(), vec![7u8; len])).unwrap();
+            tx.send(Delivery::Call { id, message, answer }).unwrap();
+        }
+        // All four are queued: each large one is followed by a pending poll (the tasks that
+        // take it run then); small ones come one after the other.
+        let seen: Vec<Option<u64>> = (0..6).map(|_| next(&mut t)).collect();
+        assert_eq!(seen, [Some(0), None, Some(1), None, Some(2), Some(3)]);
+        assert_eq!(t.pending.len(), 4, "every handed-out request waits for its answer");
     }
 }
