@@ -27,7 +27,7 @@ type InFlight<Resp> = BoxFuture<'static, (u64, Option<Response<Resp>>, bool)>;
 /// A `tarpc::Transport` for a tarpc client (`WorldClient::new(config, transport)`): each request
 /// goes as one zcrpc call on `client` — its deadline as the call's deadline, its context
 /// (deadline and trace context, as tarpc's serde transports send it) and message serialized
-/// (postcard) into a buffer the transport reuses — and a cancel (the caller dropped its future) cancels the call on the server.
+/// (postcard) into buffers the transport reuses — and a cancel (the caller dropped its future) cancels the call on the server.
 ///
 /// A call that fails below tarpc comes back as tarpc's `RpcError::Server` with a
 /// [`ServerError`] naming the cause: a request over the server's frame limit
