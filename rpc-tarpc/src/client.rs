@@ -1,6 +1,7 @@
 //! The client's transport: each tarpc request becomes a zcrpc call; a cancel drops it.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -15,17 +16,18 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tarpc::{ClientMessage, Response, ServerError};
 
-use crate::codec::{decode, EncodeBuf};
+use crate::codec::{decode, EncodeBuf, LARGE};
 use crate::errors::to_server_error;
 use crate::CALL;
 
-/// One call in flight: its request id, and its response (none when its deadline passed).
-type InFlight<Resp> = BoxFuture<'static, (u64, Option<Response<Resp>>)>;
+/// One call in flight: its request id, its response (none when its deadline passed), and
+/// whether the response was large.
+type InFlight<Resp> = BoxFuture<'static, (u64, Option<Response<Resp>>, bool)>;
 
 /// A `tarpc::Transport` for a tarpc client (`WorldClient::new(config, transport)`): each request
 /// goes as one zcrpc call on `client` — its deadline as the call's deadline, its context
 /// (deadline and trace context, as tarpc's serde transports send it) and message serialized
-/// (postcard) into a buffer the transport reuses — and a cancel (the caller dropped its future) cancels the call on the server.
+/// (postcard) into buffers the transport reuses — and a cancel (the caller dropped its future) cancels the call on the server.
 ///
 /// A call that fails below tarpc comes back as tarpc's `RpcError::Server` with a
 /// [`ServerError`] naming the cause: a request over the server's frame limit
@@ -40,6 +42,8 @@ pub struct ClientTransport<Req, Resp> {
     aborts: HashMap<u64, AbortHandle>,
     /// The reader waiting while no call is in flight.
     idle: Option<Waker>,
+    /// A large response was just handed out: let its caller run before decoding the next.
+    yield_next: bool,
     closed: bool,
     _req: PhantomData<fn(Req)>,
 }
@@ -60,6 +64,7 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
             calls: FuturesUnordered::new(),
             aborts: HashMap::new(),
             idle: None,
+            yield_next: false,
             closed: false,
             _req: PhantomData,
         }
@@ -101,14 +106,15 @@ where
                             // Past its deadline: tarpc's own timer (the same deadline) answers
                             // `RpcError::DeadlineExceeded`, as over its own transports.
                             if let Err(CallError::DeadlineExceeded(_)) = result {
-                                return (id, None);
+                                return (id, None, false);
                             }
-                            (id, Some(Response { request_id: id, message: reply::<Resp>(result) }))
+                            let large = result.as_ref().is_ok_and(|body| body.message.len() >= LARGE);
+                            (id, Some(Response { request_id: id, message: reply::<Resp>(result) }), large)
                         }) as InFlight<Resp>
                     }
                     Err(e) => {
                         let error = ServerError::new(io::ErrorKind::InvalidInput, format!("cannot encode the request: {e}"));
-                        Box::pin(std::future::ready((id, Some(Response { request_id: id, message: Err(error) }))))
+                        Box::pin(std::future::ready((id, Some(Response { request_id: id, message: Err(error) }), false)))
                     }
                 };
                 let (abort, registration) = AbortHandle::new_pair();
@@ -155,6 +161,14 @@ impl<Req, Resp> Stream for ClientTransport<Req, Resp> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        // After a large response, its caller runs first (this task is polled again after it),
+        // as on the server: responses that arrived together are not all decoded at once.
+        if std::mem::take(&mut this.yield_next) {
+            // tokio's yield: woken once the runtime has run the others and polled its IO (on
+            // a current-thread runtime, the `block_on` future too).
+            let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+            return Poll::Pending;
+        }
         loop {
             if this.calls.is_empty() {
                 if this.closed {
@@ -164,10 +178,11 @@ impl<Req, Resp> Stream for ClientTransport<Req, Resp> {
                 return Poll::Pending;
             }
             match Pin::new(&mut this.calls).poll_next(cx) {
-                Poll::Ready(Some(Ok((id, response)))) => {
+                Poll::Ready(Some(Ok((id, response, large)))) => {
                     this.aborts.remove(&id);
                     // None: past its deadline; tarpc times it out itself.
                     if let Some(response) = response {
+                        this.yield_next = large;
                         return Poll::Ready(Some(Ok(response)));
                     }
                 }

@@ -1,19 +1,37 @@
-//! Messages in and out of bytes: postcard, written into a buffer the transport reuses.
+//! Messages in and out of bytes: postcard, written into buffers the transport reuses.
+
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// A serialization buffer kept by one transport: each message is written at its end and split
-/// off as `Bytes`; once the messages sent from it are dropped (written out), `reserve` takes
-/// the same allocation back instead of a new one.
+/// off as `Bytes`. The allocations it makes are kept (by an empty handle at their start) and
+/// taken again once every message written into them has been dropped (written out): with
+/// several large messages in flight, a fresh multi-megabyte allocation per message would be
+/// page-faulted in again every time.
 #[derive(Debug, Default)]
 pub(crate) struct EncodeBuf {
     buf: BytesMut,
+    /// One empty handle at the start of each allocation kept, with its size.
+    anchors: VecDeque<(BytesMut, usize)>,
+    anchored_bytes: usize,
 }
 
 /// The smallest allocation the buffer makes, so that small messages share one.
 const CHUNK: usize = 64 << 10;
+
+/// From this size on a message counts as large: once one is handed to tarpc, the transport
+/// lets the task that takes it run before it decodes the next one (see `ServerTransport` and
+/// `ClientTransport`'s `poll_next`).
+pub(crate) const LARGE: usize = CHUNK;
+/// Allocations kept for reuse, per transport: the messages in flight at once (tarpc's window
+/// of large messages) and a few blocks of small ones.
+const KEEP_BUFFERS: usize = 12;
+/// Most bytes kept for reuse, per transport (as zcrpc's receive side keeps by default): one
+/// message of the default frame limit and then some.
+const KEEP_BYTES: usize = 160 << 20;
 
 impl EncodeBuf {
     /// `value` in postcard, as bytes split off this buffer.
@@ -22,7 +40,10 @@ impl EncodeBuf {
         // once into room made for it, not copied again each time the buffer would have doubled.
         let size = postcard::experimental::serialized_size(value)?;
         if self.buf.capacity() - self.buf.len() < size {
-            self.buf.reserve(size.max(CHUNK));
+            // Let go of the current allocation first: if no message holds it any more, it is
+            // the first to be taken again.
+            self.buf = BytesMut::new();
+            self.buf = self.allocation(size.max(CHUNK));
         }
         let flavor = BytesFlavor(std::mem::take(&mut self.buf));
         match postcard::serialize_with_flavor::<T, BytesFlavor, BytesMut>(value, flavor) {
@@ -33,6 +54,28 @@ impl EncodeBuf {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// An empty buffer of at least `size` bytes: a kept allocation no message holds any more,
+    /// else a new one, kept while the limits allow.
+    fn allocation(&mut self, size: usize) -> BytesMut {
+        for (anchor, _) in self.anchors.iter_mut() {
+            if anchor.try_reclaim(size) {
+                let mut b = std::mem::take(anchor);
+                *anchor = b.split_to(0);
+                return b;
+            }
+        }
+        let mut b = BytesMut::with_capacity(size);
+        if size <= KEEP_BYTES {
+            self.anchors.push_back((b.split_to(0), size));
+            self.anchored_bytes += size;
+            while self.anchors.len() > KEEP_BUFFERS || self.anchored_bytes > KEEP_BYTES {
+                let Some((_, n)) = self.anchors.pop_front() else { break };
+                self.anchored_bytes -= n;
+            }
+        }
+        b
     }
 }
 
@@ -92,6 +135,28 @@ mod tests {
         assert_eq!(decode::<Vec<u8>>(&message).unwrap(), big);
         // Room for exactly what was asked: no doubling past it.
         assert!(buf.buf.capacity() < 64 << 10, "{} bytes kept after the message", buf.buf.capacity());
+    }
+
+    #[test]
+    fn large_messages_in_flight_get_allocations_of_their_own_which_come_back_once_dropped() {
+        let mut buf = EncodeBuf::default();
+        let big = counting_bytes(1 << 20);
+        // Eight in flight at once: eight allocations, none written over while held.
+        let first: Vec<Bytes> = (0..8).map(|_| buf.encode(&big).unwrap()).collect();
+        let at: Vec<*const u8> = first.iter().map(|m| m.as_ptr()).collect();
+        for m in &first {
+            assert_eq!(decode::<Vec<u8>>(m).unwrap(), big, "a message in flight was written over");
+        }
+        // One more while they are held: a new allocation.
+        let ninth = buf.encode(&big).unwrap();
+        assert!(!at.contains(&ninth.as_ptr()));
+        drop(first);
+        // Written out: the next eight take the same memory again.
+        let next: Vec<Bytes> = (0..8).map(|_| buf.encode(&big).unwrap()).collect();
+        for m in &next {
+            assert!(at.contains(&m.as_ptr()), "a new allocation although a kept one was free");
+        }
+        assert_eq!(decode::<Vec<u8>>(&ninth).unwrap(), big);
     }
 
     fn counting_bytes(len: usize) -> Vec<u8> {

@@ -12,11 +12,15 @@
 //! context's deadline is the call's deadline (the server drops the handler when it passes), the
 //! context itself (deadline and trace) travels before the message as tarpc's serde transports
 //! send it, and a request the client drops is cancelled on
-//! the server (tarpc's handler is aborted). Messages are serialized with postcard into a
-//! buffer each transport reuses. Frames are limited by zcrpc's `max_frame` (128 MiB by
-//! default, against 8 MiB for tarpc's length-delimited codec); a request over the limit fails
-//! alone, before it is sent, with an error that says so — the connection and the other calls
-//! carry on (tarpc issue #389: there it is a bare disconnect).
+//! the server (tarpc's handler is aborted). Messages are serialized with postcard into
+//! buffers each transport reuses once the messages in them are written out, and decoded in
+//! the task of the tarpc channel or client that takes them; after a large one (64 KiB and up)
+//! the transport yields, so that its taker runs (and drops it) before the next is decoded,
+//! and the allocator hands warm memory back instead of faulting fresh pages in. Frames are
+//! limited by zcrpc's `max_frame` (128 MiB by default, against 8 MiB for tarpc's
+//! length-delimited codec); a request over the limit fails alone, before it is sent, with an
+//! error that says so — the connection and the other calls carry on (tarpc issue #389: there
+//! it is a bare disconnect).
 //!
 //! ```
 //! use futures::StreamExt;

@@ -2,25 +2,27 @@
 //! are the connection's calls.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{Sink, Stream};
 use rpc_core::transport::tcp::TcpAcceptor;
 use rpc_core::transport::Acceptor;
 use rpc_core::{Body, BoxFuture, Server, ServerBuilder, ServerRequest, Status};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tarpc::{ClientMessage, Request, Response, ServerError};
+use tarpc::{ClientMessage, Request, Response};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::codec::{decode, EncodeBuf};
+use crate::codec::{decode, EncodeBuf, LARGE};
 use crate::errors::server_error_status;
 use crate::{CALL, CALL_PATH};
 
@@ -31,22 +33,37 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections waiting for the application to take them from [`Incoming`].
 const ACCEPT_QUEUE: usize = 16;
 
-/// The answers a connection's handlers wait for, by the id given to their request.
-type Pending<Resp> = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Resp, ServerError>>>>>;
+/// The answer a call's handler waits for: the encoded response, or the status it fails with.
+type Answer = oneshot::Sender<Result<Body, Status>>;
+
+/// What a connection's zcrpc handlers hand its tarpc channel: a call, still encoded (it is
+/// decoded when the channel takes it, in the channel's task, as tarpc's own transports do), or
+/// the end of one that was not answered.
+enum Delivery {
+    Call { id: u64, message: Bytes, answer: Answer },
+    Cancel { id: u64 },
+}
 
 /// A `tarpc::Transport` for a tarpc server (`BaseChannel::with_defaults(transport)`): one zcrpc
 /// connection, whose calls come out as tarpc requests (with the client's context: deadline
 /// and trace) and whose cancelled calls (the client dropped them, or their deadline passed)
 /// come out as tarpc cancels. Made by [`Incoming`].
 pub struct ServerTransport<Req, Resp> {
-    requests: mpsc::UnboundedReceiver<ClientMessage<Req>>,
-    pending: Pending<Resp>,
+    requests: mpsc::UnboundedReceiver<Delivery>,
+    /// The handlers waiting for the channel's answer, by request id. Only this transport
+    /// touches it (tarpc's channel both reads requests and writes responses through it).
+    pending: HashMap<u64, Answer>,
+    /// Where responses are serialized.
+    buf: EncodeBuf,
+    /// A large request was just handed out: let its handler run before decoding the next.
+    yield_next: bool,
     peer: Option<SocketAddr>,
+    _types: PhantomData<fn(Resp) -> Req>,
 }
 
 impl<Req, Resp> std::fmt::Debug for ServerTransport<Req, Resp> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTransport").field("peer", &self.peer).finish()
+        f.debug_struct("ServerTransport").field("peer", &self.peer).field("in_flight", &self.pending.len()).finish()
     }
 }
 
@@ -58,15 +75,56 @@ impl<Req, Resp> ServerTransport<Req, Resp> {
     }
 }
 
-impl<Req, Resp> Stream for ServerTransport<Req, Resp> {
+impl<Req: DeserializeOwned, Resp> Stream for ServerTransport<Req, Resp> {
     type Item = io::Result<ClientMessage<Req>>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.requests.poll_recv(cx).map(|m| m.map(Ok))
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        // After a large request, the handlers tarpc has spawned run first (this task is polled
+        // again after them): each large request is then decoded, handled and dropped before
+        // the next is decoded, instead of all the requests that arrived together being
+        // decoded at once. Their memory stays bounded, and the allocator hands the same warm
+        // pages back instead of returning them to the kernel and faulting in fresh ones.
+        if std::mem::take(&mut this.yield_next) {
+            // tokio's yield: woken once the runtime has run the others and polled its IO (on
+            // a current-thread runtime, the `block_on` future too).
+            let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+            return Poll::Pending;
+        }
+        loop {
+            let delivery = match this.requests.poll_recv(cx) {
+                Poll::Ready(Some(d)) => d,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            };
+            match delivery {
+                Delivery::Call { id, message, answer } => {
+                    // The client's context (its deadline relative to now, its trace), then the message.
+                    match decode::<(tarpc::context::Context, Req)>(&message) {
+                        Ok((context, request)) => {
+                            this.pending.insert(id, answer);
+                            this.yield_next = message.len() >= LARGE;
+                            return Poll::Ready(Some(Ok(ClientMessage::Request(Request { context, id, message: request }))));
+                        }
+                        // The call fails alone; tarpc never sees it.
+                        Err(e) => {
+                            let _ = answer.send(Err(Status::invalid_argument(format!("{CALL_PATH}: cannot decode the request: {e}"))));
+                        }
+                    }
+                }
+                Delivery::Cancel { id } => {
+                    // Delivered after its call (one queue): a cancel for a call tarpc never
+                    // saw (it did not decode) has nothing to cancel.
+                    if this.pending.remove(&id).is_some() {
+                        return Poll::Ready(Some(Ok(ClientMessage::Cancel { trace_context: Default::default(), request_id: id })));
+                    }
+                }
+            }
+        }
     }
 }
 
-impl<Req, Resp> Sink<Response<Resp>> for ServerTransport<Req, Resp> {
+impl<Req, Resp: Serialize> Sink<Response<Resp>> for ServerTransport<Req, Resp> {
     type Error = io::Error;
 
     fn poll_ready(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -74,11 +132,18 @@ impl<Req, Resp> Sink<Response<Resp>> for ServerTransport<Req, Resp> {
     }
 
     fn start_send(self: Pin<&mut Self>, response: Response<Resp>) -> io::Result<()> {
-        let waiter = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&response.request_id);
+        let this = self.get_mut();
         // No waiter: the call was cancelled meanwhile; nobody wants the answer.
-        if let Some(tx) = waiter {
-            let _ = tx.send(response.message);
-        }
+        let Some(answer) = this.pending.remove(&response.request_id) else { return Ok(()) };
+        let result = match response.message {
+            Ok(resp) => this
+                .buf
+                .encode(&resp)
+                .map(Body::message)
+                .map_err(|e| Status::new(rpc_core::Code::INTERNAL, format!("cannot encode the response: {e}"))),
+            Err(server_error) => Err(server_error_status(&server_error)),
+        };
+        let _ = answer.send(result);
         Ok(())
     }
 
@@ -93,73 +158,44 @@ impl<Req, Resp> Sink<Response<Resp>> for ServerTransport<Req, Resp> {
 
 /// The zcrpc service of one connection: hands each call to the connection's tarpc channel and
 /// answers with what the channel sends back.
-struct Bridge<Req, Resp> {
-    requests: mpsc::UnboundedSender<ClientMessage<Req>>,
-    pending: Pending<Resp>,
+struct Bridge {
+    requests: mpsc::UnboundedSender<Delivery>,
     next_id: AtomicU64,
-    buf: Mutex<EncodeBuf>,
 }
 
 /// Tells the tarpc channel that a call ended unanswered (cancelled, deadline, connection gone).
-struct CancelUnlessAnswered<Req, Resp> {
-    bridge: Arc<Bridge<Req, Resp>>,
+struct CancelUnlessAnswered {
+    requests: mpsc::UnboundedSender<Delivery>,
     id: u64,
     answered: bool,
 }
 
-impl<Req, Resp> Drop for CancelUnlessAnswered<Req, Resp> {
+impl Drop for CancelUnlessAnswered {
     fn drop(&mut self) {
-        if self.answered {
-            return;
+        if !self.answered {
+            let _ = self.requests.send(Delivery::Cancel { id: self.id });
         }
-        self.bridge.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
-        let cancel = ClientMessage::Cancel { trace_context: Default::default(), request_id: self.id };
-        let _ = self.bridge.requests.send(cancel);
     }
 }
 
-/// The shared face of a [`Bridge`], served by the connection's zcrpc server.
-struct Bridged<Req, Resp>(Arc<Bridge<Req, Resp>>);
-
-impl<Req, Resp> rpc_core::Service for Bridged<Req, Resp>
-where
-    Req: DeserializeOwned + Send + 'static,
-    Resp: Serialize + Send + 'static,
-{
+impl rpc_core::Service for Bridge {
     fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
         if req.method != CALL {
             return Box::pin(std::future::ready(Err(Status::unimplemented(req.method))));
         }
-        // The client's context (its deadline relative to now, its trace), then the message.
-        let (context, message): (tarpc::context::Context, Req) = match decode(&req.body.message) {
-            Ok(m) => m,
-            Err(e) => return Box::pin(std::future::ready(Err(Status::invalid_argument(format!("{CALL_PATH}: cannot decode the request: {e}"))))),
-        };
-        let bridge = &self.0;
-        let id = bridge.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        bridge.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
-        let mut guard = CancelUnlessAnswered { bridge: bridge.clone(), id, answered: false };
-        if bridge.requests.send(ClientMessage::Request(Request { context, id, message })).is_err() {
-            guard.answered = true;
-            bridge.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (answer, rx) = oneshot::channel();
+        if self.requests.send(Delivery::Call { id, message: req.body.message, answer }).is_err() {
             return Box::pin(std::future::ready(Err(Status::new(rpc_core::Code::UNAVAILABLE, "the tarpc channel of this connection is gone"))));
         }
+        let guard = CancelUnlessAnswered { requests: self.requests.clone(), id, answered: false };
         Box::pin(async move {
+            // The whole guard moves into the handler (not only the field set below): dropping
+            // the handler unanswered is what cancels the request.
+            let mut guard = guard;
             let answer = rx.await;
             guard.answered = true;
-            let bridge = guard.bridge.clone();
-            drop(guard);
-            match answer {
-                Ok(Ok(resp)) => {
-                    let encoded = bridge.buf.lock().unwrap_or_else(|e| e.into_inner()).encode(&resp);
-                    encoded
-                        .map(Body::message)
-                        .map_err(|e| Status::new(rpc_core::Code::INTERNAL, format!("cannot encode the response: {e}")))
-                }
-                Ok(Err(server_error)) => Err(server_error_status(&server_error)),
-                Err(_) => Err(Status::new(rpc_core::Code::UNAVAILABLE, "the tarpc channel dropped the request")),
-            }
+            answer.unwrap_or_else(|_| Err(Status::new(rpc_core::Code::UNAVAILABLE, "the tarpc channel dropped the request")))
         })
     }
 
@@ -275,16 +311,62 @@ async fn accept_loop<A, Req, Resp>(
         };
         let peer = rpc_core::transport::Transport::peer(&transport).addr;
         let (requests_tx, requests_rx) = mpsc::unbounded_channel();
-        let pending: Pending<Resp> = Arc::default();
-        let bridge = Arc::new(Bridge { requests: requests_tx, pending: pending.clone(), next_id: AtomicU64::new(0), buf: Mutex::default() });
-        let server = builder.clone().build(Bridged(bridge));
+        let server = builder.clone().build(Bridge { requests: requests_tx, next_id: AtomicU64::new(0) });
         tokio::spawn(async move {
             let _slot = slot;
             let why = server.serve_connection(transport).await;
             tracing::debug!("tarpc over zcrpc: connection from {peer:?} ended: {why}");
         });
-        if tx.send(Ok(ServerTransport { requests: requests_rx, pending, peer })).await.is_err() {
+        if tx.send(Ok(ServerTransport {
+            requests: requests_rx,
+            pending: HashMap::new(),
+            buf: EncodeBuf::default(),
+            yield_next: false,
+            peer,
+            _types: PhantomData,
+        })).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `poll_next` gives, in short: the id of a request, `None` for pending.
+    fn next(t: &mut ServerTransport<Vec<u8>, ()>) -> Option<u64> {
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        match Pin::new(t).poll_next(&mut cx) {
+            Poll::Ready(Some(Ok(ClientMessage::Request(r)))) => Some(r.id),
+            Poll::Pending => None,
+            other => panic!("{:?}", other.map(|m| m.map(|m| m.map(|_| ())))),
+        }
+    }
+
+    #[test]
+    fn after_a_large_request_the_channel_yields_before_decoding_the_next() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut t = ServerTransport::<Vec<u8>, ()> {
+            requests: rx,
+            pending: HashMap::new(),
+            buf: EncodeBuf::default(),
+            yield_next: false,
+            peer: None,
+            _types: PhantomData,
+        };
+        let mut enc = EncodeBuf::default();
+        let mut answers = Vec::new();
+        for (id, len) in [(0, 1 << 20), (1, 1 << 20), (2, 10), (3, 10)] {
+            let (answer, rx) = oneshot::channel();
+            answers.push(rx);
+            let message = enc.encode(&(tarpc::context::current(), vec![7u8; len])).unwrap();
+            tx.send(Delivery::Call { id, message, answer }).unwrap();
+        }
+        // All four are queued: each large one is followed by a pending poll (the tasks that
+        // take it run then); small ones come one after the other.
+        let seen: Vec<Option<u64>> = (0..6).map(|_| next(&mut t)).collect();
+        assert_eq!(seen, [Some(0), None, Some(1), None, Some(2), Some(3)]);
+        assert_eq!(t.pending.len(), 4, "every handed-out request waits for its answer");
     }
 }

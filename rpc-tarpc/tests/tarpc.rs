@@ -165,6 +165,47 @@ async fn a_64_mib_message_goes_and_comes_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_in_flight_at_once_each_come_back_as_sent() {
+    // Eight 1 MiB echoes at a time, each of its own bytes, several rounds: the buffers both
+    // ends serialize into are reused once written out, never while a message is in flight.
+    let (client, _) = start(Impl::default()).await;
+    for round in 0..4u8 {
+        let calls: Vec<_> = (0..8u8)
+            .map(|k| {
+                let client = client.clone();
+                let data = Bytes::from(vec![round.wrapping_mul(16).wrapping_add(k); (1 << 20) + k as usize]);
+                tokio::spawn(async move {
+                    let back = client.echo(within(Duration::from_secs(60)), data.clone()).await.unwrap();
+                    assert!(back == data, "round {round}, call {k}: the echo came back changed");
+                })
+            })
+            .collect();
+        for c in calls {
+            c.await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_does_not_decode_fails_alone_with_invalid_argument() {
+    let incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
+    let addr = incoming.local_addr().unwrap();
+    serve(incoming, Impl::default());
+    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
+    // Not the postcard of a (context, request): the call fails, tarpc never sees it.
+    let err = zc
+        .call(rpc_tarpc::CALL, rpc_core::Body::message(Bytes::from_static(&[0xff; 3])), rpc_core::CallOptions::default())
+        .await
+        .unwrap_err();
+    let rpc_core::CallError::Status(status) = &err else { panic!("{err:?}") };
+    assert_eq!(status.code, rpc_core::Code::INVALID_ARGUMENT, "{status:?}");
+    assert!(status.message.contains("cannot decode the request"), "{status:?}");
+    // The same connection carries tarpc's calls on.
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::ClientTransport::new(zc)).spawn();
+    assert_eq!(client.add(context::current(), 20, 22).await.unwrap(), 42);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_over_the_frame_limit_fails_alone_with_an_error_that_says_so() {
     // A server that takes frames of 1 MiB at most.
     let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
