@@ -134,6 +134,12 @@ pub(crate) fn status_of(e: &CallError) -> tonic::Status {
 /// The trailers that end a gRPC response: `grpc-status`, `grpc-message`, then the server's
 /// trailer metadata.
 pub(crate) fn status_trailers(status: &tonic::Status, trailers: Option<&Metadata>) -> HeaderMap {
+    if status.code() == tonic::Code::Ok && status.message().is_empty() && trailers.is_none_or(Metadata::is_empty) {
+        // The usual end, without building a status's header map to copy from.
+        let mut h = HeaderMap::with_capacity(1);
+        h.insert("grpc-status", HeaderValue::from_static("0"));
+        return h;
+    }
     let mut h = HeaderMap::new();
     if let Some(t) = trailers {
         if let Err(why) = add_headers(&mut h, t, &["grpc-status", "grpc-message"]) {
