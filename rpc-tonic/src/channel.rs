@@ -7,12 +7,11 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderValue, CONTENT_TYPE};
 use http_body::{Body as HttpBody, Frame};
 use rpc_core::{Body, CallMode, CallOptions, Client, ClientConfig, ConnectError, StreamReceiver, StreamSender};
 use tokio::sync::oneshot;
 
-use crate::headers::{self, GRPC_CONTENT_TYPE};
+use crate::headers;
 use crate::message::{Deframer, GrpcMessage, INLINE_MAX, PREFIX_LEN};
 
 /// Small messages already received go to tonic's decoder in chunks of up to this many bytes.
@@ -186,9 +185,10 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
         })
     })
     .await;
+    // No `content-type: application/grpc` put back: tonic's client does not look at it (nor
+    // show it), and a response without headers then costs no header map.
     let mut builder = http::Response::builder().status(http::StatusCode::OK);
     let h = builder.headers_mut().expect("a fresh builder");
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
     if let Some(m) = response.receiver.headers() {
         headers::add_headers(h, m, &[]).map_err(|why| tonic::Status::internal(format!("the server's response headers: {why}")))?;
     }

@@ -16,7 +16,8 @@ pub(crate) const PATH_KEY: &str = ":path";
 /// The header gRPC's deadline travels in.
 pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
 
-/// gRPC's content type, which both sides put back rather than send.
+/// gRPC's content type: not sent; the server puts it back on the request (the client does
+/// not on the response: tonic's client neither reads nor shows it).
 pub(crate) const GRPC_CONTENT_TYPE: &str = "application/grpc";
 
 /// Headers that describe an HTTP/2 connection or a gRPC call's framing, not the call: they are
