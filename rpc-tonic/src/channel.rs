@@ -7,12 +7,11 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderValue, CONTENT_TYPE};
 use http_body::{Body as HttpBody, Frame};
 use rpc_core::{Body, CallMode, CallOptions, Client, ClientConfig, ConnectError, StreamReceiver, StreamSender};
 use tokio::sync::oneshot;
 
-use crate::headers::{self, GRPC_CONTENT_TYPE};
+use crate::headers;
 use crate::message::{Deframer, GrpcMessage, INLINE_MAX, PREFIX_LEN};
 
 /// Small messages already received go to tonic's decoder in chunks of up to this many bytes.
@@ -173,23 +172,36 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
         _pump: pump,
     };
 
-    // The response's headers come with the server's first message (or alone, or with its end).
-    let first = poll_fn(|cx| response.poll_item(cx)).await;
+    // The response's headers: in a frame of their own when the server sends them ahead of any
+    // message, else with its first message or its end, which is then taken here.
+    let first = poll_fn(|cx| {
+        if let Some(status) = response.poll_failed(cx) {
+            return Poll::Ready(Some(Item::Failed(status)));
+        }
+        ready!(response.receiver.poll_response_headers(cx));
+        Poll::Ready(match response.poll_item(cx) {
+            Poll::Ready(item) => Some(item),
+            Poll::Pending => None,
+        })
+    })
+    .await;
+    // No `content-type: application/grpc` put back: tonic's client does not look at it (nor
+    // show it), and a response without headers then costs no header map.
     let mut builder = http::Response::builder().status(http::StatusCode::OK);
     let h = builder.headers_mut().expect("a fresh builder");
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
     if let Some(m) = response.receiver.headers() {
         headers::add_headers(h, m, &[]).map_err(|why| tonic::Status::internal(format!("the server's response headers: {why}")))?;
     }
     match first {
-        Item::Message(m) => response.first = Some(m),
-        Item::Headers => {}
-        Item::End(trailers) => {
+        Some(Item::Message(m)) => response.first = Some(m),
+        // The headers alone, or (from an older server) an empty message carrying them.
+        None | Some(Item::Headers) => {}
+        Some(Item::End(trailers)) => {
             // Trailers-only, as a server with nothing to send answers over HTTP/2.
             h.extend(trailers);
             response.done = true;
         }
-        Item::Failed(status) => return Err(status),
+        Some(Item::Failed(status)) => return Err(status),
     }
     Ok(builder.body(response).expect("valid parts"))
 }
@@ -246,7 +258,8 @@ impl Drop for AbortOnDrop {
 /// What comes next on a call.
 enum Item {
     Message(GrpcMessage),
-    /// The response headers, alone (the server has no message yet).
+    /// An empty message: from an older server, the response headers alone (now a frame of
+    /// their own, which is no item).
     Headers,
     /// The call's end: its trailers, `grpc-status` among them.
     End(http::HeaderMap),
@@ -280,17 +293,26 @@ impl fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Item> {
-        if let Some(failed) = &mut self.failed {
-            match Pin::new(failed).poll(cx) {
-                Poll::Ready(Ok(status)) => {
-                    self.done = true;
-                    return Poll::Ready(Item::Failed(status));
-                }
-                // The request went in full.
-                Poll::Ready(Err(_)) => self.failed = None,
-                Poll::Pending => {}
+    /// The request body's failure, once the pump reports one.
+    fn poll_failed(&mut self, cx: &mut Context<'_>) -> Option<tonic::Status> {
+        let failed = self.failed.as_mut()?;
+        match Pin::new(failed).poll(cx) {
+            Poll::Ready(Ok(status)) => {
+                self.done = true;
+                Some(status)
             }
+            // The request went in full.
+            Poll::Ready(Err(_)) => {
+                self.failed = None;
+                None
+            }
+            Poll::Pending => None,
+        }
+    }
+
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Item> {
+        if let Some(status) = self.poll_failed(cx) {
+            return Poll::Ready(Item::Failed(status));
         }
         let status = match ready!(self.receiver.poll_recv(cx)) {
             Some(Ok(body)) => match GrpcMessage::from_body(body) {

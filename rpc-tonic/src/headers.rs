@@ -16,7 +16,8 @@ pub(crate) const PATH_KEY: &str = ":path";
 /// The header gRPC's deadline travels in.
 pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
 
-/// gRPC's content type, which both sides put back rather than send.
+/// gRPC's content type: not sent; the server puts it back on the request (the client does
+/// not on the response: tonic's client neither reads nor shows it).
 pub(crate) const GRPC_CONTENT_TYPE: &str = "application/grpc";
 
 /// Headers that describe an HTTP/2 connection or a gRPC call's framing, not the call: they are
@@ -134,6 +135,12 @@ pub(crate) fn status_of(e: &CallError) -> tonic::Status {
 /// The trailers that end a gRPC response: `grpc-status`, `grpc-message`, then the server's
 /// trailer metadata.
 pub(crate) fn status_trailers(status: &tonic::Status, trailers: Option<&Metadata>) -> HeaderMap {
+    if status.code() == tonic::Code::Ok && status.message().is_empty() && trailers.is_none_or(Metadata::is_empty) {
+        // The usual end, without building a status's header map to copy from.
+        let mut h = HeaderMap::with_capacity(1);
+        h.insert("grpc-status", HeaderValue::from_static("0"));
+        return h;
+    }
     let mut h = HeaderMap::new();
     if let Some(t) = trailers {
         if let Err(why) = add_headers(&mut h, t, &["grpc-status", "grpc-message"]) {

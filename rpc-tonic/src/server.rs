@@ -12,6 +12,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, TE};
+use http::uri::PathAndQuery;
+use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame};
 use rpc_core::transport::Acceptor;
 use rpc_core::{Body, Code, ResponseMetadata, ServerBuilder, ServerHandle, ServerRequest, Status, StreamReceiver, StreamSender};
@@ -150,7 +152,7 @@ impl Routes {
 
 impl rpc_core::Service for Routes {
     fn call(&self, mut request: ServerRequest) -> rpc_core::BoxFuture<'static, Result<Body, Status>> {
-        let Some(path) = request.metadata.get_str(PATH_KEY).map(str::to_owned) else {
+        let Some(path) = request.metadata.get(PATH_KEY).filter(|p| std::str::from_utf8(p).is_ok()).cloned() else {
             return Box::pin(std::future::ready(Err(Status::new(
                 Code::UNIMPLEMENTED,
                 format!(
@@ -159,12 +161,20 @@ impl rpc_core::Service for Routes {
                 ),
             ))));
         };
-        let service = path.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(s, _)| s).unwrap_or("");
+        let text = std::str::from_utf8(&path).expect("checked");
+        let service = text.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(s, _)| s).unwrap_or("");
         let Some(handler) = self.services.get(service).cloned() else {
             return Box::pin(std::future::ready(Err(Status::new(
                 Code::UNIMPLEMENTED,
-                format!("{path}: no service {service:?} here (this server has {:?})", self.names()),
+                format!("{text}: no service {service:?} here (this server has {:?})", self.names()),
             ))));
+        };
+        // The path as the request's URI, without a copy of it.
+        let path = match PathAndQuery::from_maybe_shared(path.clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                return Box::pin(std::future::ready(Err(Status::invalid_argument(format!("{text:?} is not a valid gRPC path: {e}")))))
+            }
         };
         let (sender, receiver) = match request.stream.take() {
             Some(s) => {
@@ -173,14 +183,14 @@ impl rpc_core::Service for Routes {
             }
             None => (None, None),
         };
-        let http_request = match http_request(&path, &request, receiver) {
+        let http_request = match http_request(path.clone(), &mut request, receiver) {
             Ok(r) => r,
             Err(status) => return Box::pin(std::future::ready(Err(status))),
         };
         let response = request.response;
         Box::pin(async move {
             let answer = handler(http_request).await;
-            respond(answer, sender, response, &path).await
+            respond(answer, sender, response, path.as_str()).await
         })
     }
 
@@ -189,22 +199,31 @@ impl rpc_core::Service for Routes {
     }
 }
 
-/// The HTTP request a tonic service expects for this call.
-fn http_request(path: &str, request: &ServerRequest, receiver: Option<StreamReceiver>) -> Result<http::Request<tonic::body::Body>, Status> {
-    let first = GrpcMessage::from_body(request.body.clone()).map_err(Status::invalid_argument)?;
-    let body = RequestBody { first, receiver, next_chunk: None, done: false };
-    let mut builder = http::Request::builder().method(http::Method::POST).uri(path).version(http::Version::HTTP_2);
-    let h = builder.headers_mut().expect("a fresh builder");
+/// The HTTP request a tonic service expects for this call (its body taken from `request`).
+fn http_request(
+    path: PathAndQuery,
+    request: &mut ServerRequest,
+    receiver: Option<StreamReceiver>,
+) -> Result<http::Request<tonic::body::Body>, Status> {
+    let first = GrpcMessage::from_body(std::mem::take(&mut request.body)).map_err(Status::invalid_argument)?;
+    let mut h = HeaderMap::with_capacity(2 + request.metadata.len());
     h.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
     h.insert(TE, HeaderValue::from_static("trailers"));
     if let Some(deadline) = request.deadline {
         h.insert(GRPC_TIMEOUT, headers::format_timeout(deadline.saturating_duration_since(Instant::now())));
     }
-    headers::add_headers(h, &request.metadata, &[PATH_KEY, GRPC_TIMEOUT]).map_err(|why| Status::invalid_argument(format!("{path}: {why}")))?;
-    let builder = builder.extension(tonic::transport::server::TcpConnectInfo { local_addr: None, remote_addr: request.peer.addr });
-    builder
-        .body(tonic::body::Body::new(body))
-        .map_err(|e| Status::invalid_argument(format!("{path:?} is not a valid gRPC path: {e}")))
+    if request.metadata.len() > 1 {
+        headers::add_headers(&mut h, &request.metadata, &[PATH_KEY, GRPC_TIMEOUT])
+            .map_err(|why| Status::invalid_argument(format!("{}: {why}", path.as_str())))?;
+    }
+    let body = RequestBody { first, receiver, next_chunk: None, done: false };
+    let mut r = http::Request::new(tonic::body::Body::new(body));
+    *r.method_mut() = http::Method::POST;
+    *r.uri_mut() = http::Uri::from(path);
+    *r.version_mut() = http::Version::HTTP_2;
+    *r.headers_mut() = h;
+    r.extensions_mut().insert(tonic::transport::server::TcpConnectInfo { local_addr: None, remote_addr: request.peer.addr });
+    Ok(r)
 }
 
 /// The service's response as the call's answer.
@@ -234,12 +253,15 @@ async fn respond(
             Poll::Ready(frame) => frame,
             Poll::Pending => {
                 // Nothing more now: what is held goes (the client may wait for it), or the
-                // headers alone (the client's call returns once it has them).
-                if !sent {
-                    send(&mut sender, vec![held.take().unwrap_or_default()]).await?;
+                // headers alone (the client's call returns once it has them). A unary zcrpc
+                // call (not from a `Channel`) waits: its one answer carries both.
+                if sender.is_some() {
+                    if let Some(b) = held.take() {
+                        send(&mut sender, vec![b]).await?;
+                    } else if !sent {
+                        send_headers(&mut sender, &response).await?;
+                    }
                     sent = true;
-                } else if let Some(b) = held.take() {
-                    send(&mut sender, vec![b]).await?;
                 }
                 poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
             }
@@ -263,7 +285,7 @@ async fn respond(
                 while deframer.ready() > 1 {
                     run.push(deframer.next().expect("ready").into_body());
                 }
-                held = Some(deframer.next().expect("ready").into_body());
+                held = Some(deframer.next().expect("ready").into_owned_body());
                 if !run.is_empty() {
                     send(&mut sender, run).await?;
                     sent = true;
@@ -316,6 +338,16 @@ async fn finish(
         false => message,
     };
     Err(Status::new(rpc_code(code), message))
+}
+
+/// Sends the response headers ahead of any message, in a frame of their own; to a client that
+/// takes headers only with a message (an `rpc_tonic::Channel` of before that frame existed),
+/// as an empty message, which such a client takes for the headers alone.
+async fn send_headers(sender: &mut Option<StreamSender>, response: &ResponseMetadata) -> Result<(), Status> {
+    if response.send_headers() {
+        return Ok(());
+    }
+    send(sender, vec![Body::default()]).await
 }
 
 /// Sends messages on the call's stream.

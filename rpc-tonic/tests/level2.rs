@@ -419,3 +419,60 @@ async fn a_level2_channel_to_a_plain_tonic_server_fails_at_connect_saying_so() {
     assert!(text.contains("not speaking zcrpc"), "{text}");
     assert!(text.contains("HTTP/2"), "the error names what the server speaks: {text}");
 }
+
+/// The response headers of a call whose answer has no message yet travel in zcrpc's headers
+/// frame, alone: a plain zcrpc client sees them before any message, and the first thing its
+/// stream yields is the first message (not an empty one standing for the headers).
+#[tokio::test]
+async fn response_headers_ahead_of_any_message_go_in_a_frame_of_their_own() {
+    use prost::Message as _;
+    let s = serve(Net::Tcp).await;
+    let client = Client::connect_tcp(s.addr, ClientConfig::default()).await.unwrap();
+    let path = "/zcrpc.echo.Echo/Bidi";
+    let metadata = rpc_core::Metadata::new().with(":path", path).with("x-trace", "early");
+    let options = rpc_core::CallOptions { metadata, ..Default::default() };
+    let call = client.open(rpc_core::method_id(&path[1..]), rpc_core::Body::default(), rpc_core::CallMode::BIDI, options);
+    let (mut tx, mut rx) = tokio::time::timeout(HANG, call).await.unwrap().unwrap().split();
+    // Nothing sent yet: the headers come alone.
+    let headers = tokio::time::timeout(HANG, rx.response_headers()).await.unwrap();
+    assert_eq!(headers.get_str("x-seen-trace"), Some("early"));
+    let message = blob(10, 3).encode_to_vec();
+    tx.send(rpc_core::Body::message(message.clone().into())).await.unwrap();
+    let first = tokio::time::timeout(HANG, rx.recv()).await.unwrap().unwrap().unwrap();
+    assert_eq!(&first.message[..], &message[..], "the first item is the echo, not an empty message");
+    tx.finish();
+    assert!(tokio::time::timeout(HANG, rx.recv()).await.unwrap().is_none());
+}
+
+/// A server of before the headers frame sent the response headers alone as an empty message:
+/// a channel takes it for the headers and yields only the real messages.
+#[tokio::test]
+async fn an_empty_message_from_an_older_server_stands_for_the_headers() {
+    use prost::Message as _;
+    use rpc_core::{Body, BoxFuture, ServerRequest};
+
+    /// Answers a server-streaming call as an older rpc-tonic server did: headers with an empty
+    /// message, then one message, then the end.
+    struct Older;
+    impl rpc_core::Service for Older {
+        fn call(&self, mut req: ServerRequest) -> BoxFuture<'static, Result<Body, rpc_core::Status>> {
+            Box::pin(async move {
+                let (mut tx, _rx) = req.stream.take().expect("a streaming call").split();
+                req.response.set_header("x-old", "yes").unwrap();
+                tx.send(Body::default()).await.unwrap();
+                tx.send(Body::message(blob(4, 9).encode_to_vec().into())).await.unwrap();
+                Ok(Body::default())
+            })
+        }
+    }
+
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let _handle = rpc_core::Server::builder().build(Older).serve(acceptor);
+    let mut client = EchoClient::new(Channel::connect_tcp(addr).await.unwrap());
+    let response = tokio::time::timeout(HANG, client.server_stream(blob(1, 0))).await.unwrap().unwrap();
+    assert_eq!(response.metadata().get("x-old").unwrap(), "yes");
+    let mut stream = response.into_inner();
+    assert_eq!(tokio::time::timeout(HANG, stream.message()).await.unwrap().unwrap(), Some(blob(4, 9)));
+    assert_eq!(tokio::time::timeout(HANG, stream.message()).await.unwrap().unwrap(), None);
+}

@@ -131,11 +131,12 @@ impl<H: SideHandler + HasRoutes> Host for HostOf<H> {
 
 /// Builds the two handles of call `id`. On the client (`keep` given), they share a guard that
 /// cancels the call when both are dropped before it ended, and keeps `keep` (the call's permit,
-/// its connection) alive as long as either lives.
+/// its connection) alive as long as either lives. With no `inbound` channel (a server's
+/// handles of a call whose client sends no stream), the receiver has ended already.
 pub(crate) fn handles<H: SideHandler + HasRoutes>(
     shared: Arc<Shared<H>>,
     id: u64,
-    inbound: mpsc::UnboundedReceiver<Inbound>,
+    inbound: Option<mpsc::UnboundedReceiver<Inbound>>,
     keep: Option<Box<dyn Send + Sync>>,
 ) -> CallStream {
     let host: Arc<dyn Host> = Arc::new(HostOf(shared));
@@ -146,9 +147,9 @@ pub(crate) fn handles<H: SideHandler + HasRoutes>(
         receiver: StreamReceiver {
             host,
             id,
+            done: inbound.is_none(),
             inbound,
             batch: Vec::new().into_iter(),
-            done: false,
             unreported: (0, 0),
             method: None,
             metadata: None,
@@ -265,7 +266,9 @@ impl fmt::Debug for StreamSender {
 pub struct StreamReceiver {
     host: Arc<dyn Host>,
     id: u64,
-    inbound: mpsc::UnboundedReceiver<Inbound>,
+    /// None when the peer sends no stream (a server's receiver of a server-streaming call):
+    /// no channel is made for a stream that ends before it begins.
+    inbound: Option<mpsc::UnboundedReceiver<Inbound>>,
     /// What is left of the last batch of messages received, taken before the channel.
     batch: std::vec::IntoIter<Body>,
     done: bool,
@@ -339,8 +342,11 @@ impl StreamReceiver {
 
     /// The next item of the channel that is not metadata (metadata is kept as it passes).
     fn poll_inbound(&mut self, cx: &mut Context<'_>) -> Poll<Option<Inbound>> {
+        if self.inbound.is_none() {
+            return Poll::Ready(Some(Inbound::End(Ok(()))));
+        }
         loop {
-            match self.inbound.poll_recv(cx) {
+            match self.inbound.as_mut().expect("checked").poll_recv(cx) {
                 Poll::Pending => {
                     // About to wait: whatever was taken goes back as credit first, or the peer
                     // might be waiting for it too.
@@ -385,8 +391,11 @@ impl StreamReceiver {
         if self.headers().is_some() || self.began || self.done || self.peeked.is_some() {
             return Poll::Ready(());
         }
+        if self.inbound.is_none() {
+            return Poll::Ready(());
+        }
         loop {
-            match self.inbound.poll_recv(cx) {
+            match self.inbound.as_mut().expect("checked").poll_recv(cx) {
                 Poll::Pending => {
                     self.report();
                     return Poll::Pending;
@@ -457,7 +466,9 @@ impl Drop for StreamReceiver {
     /// Messages still queued are consumed here: their bytes go back to the budget and their
     /// credit to the sender, which would otherwise wait for ever.
     fn drop(&mut self) {
-        self.inbound.close();
+        if let Some(inbound) = &mut self.inbound {
+            inbound.close();
+        }
         for body in std::mem::take(&mut self.batch) {
             self.unreported.0 += 1;
             self.unreported.1 += body.len() as usize;
@@ -467,7 +478,7 @@ impl Drop for StreamReceiver {
             self.unreported.0 += messages;
             self.unreported.1 += bytes;
         }
-        while let Ok(item) = self.inbound.try_recv() {
+        while let Some(Ok(item)) = self.inbound.as_mut().map(|i| i.try_recv()) {
             let (messages, bytes) = item.counts();
             self.unreported.0 += messages;
             self.unreported.1 += bytes;
