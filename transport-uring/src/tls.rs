@@ -8,13 +8,16 @@
 //!   of a [`BufferPool`] where each record goes, up to 16 KiB of plaintext a record across frame
 //!   boundaries, and sealed there in place; the buffers go out through the engine's copy or
 //!   zero-copy path as any other pool buffer ([`UringSend`]). The ciphertext is the only copy.
-//! - **Receiving**: each record is read straight into the frame's receive buffer (the buffer the
-//!   driver gives `RecvHalf::recv`: a large frame's own 64-byte-aligned buffer) so that its
-//!   plaintext lands where plaintext TCP would have put it, and is authenticated and decrypted
-//!   there. The 5-byte header goes over the last 5 bytes already received, which are put back
-//!   after decryption. Attachments are single aligned slices as on plain uring. A record that
-//!   cannot land there (into an empty buffer, past the buffer's end) is decrypted aside and
-//!   copied in: counted in `tls_bytes_copied`.
+//! - **Receiving**: records are read straight into the frame's receive buffer (the buffer the
+//!   driver gives `RecvHalf::recv`: a large frame's own 64-byte-aligned buffer), as many as the
+//!   socket holds in one read (up to 256 KiB), and each is authenticated and decrypted where it
+//!   landed, its plaintext written in the cipher's pass over the headers and tags of the
+//!   records before it (`RecordOpener::open_within`): the plaintext lies where plaintext TCP
+//!   would have put it. Attachments are single aligned slices as on plain uring. A record
+//!   begun is waited for where it lies (a TLS peer writes whole records; its rest is on its
+//!   way). Near the buffer's end reads stop at the next record's header, and a record that
+//!   cannot land there (past the buffer's end) is decrypted aside and copied in: counted in
+//!   `tls_bytes_copied`, as is its header read ahead and any ciphertext read with the handshake.
 //! - **Verify before reveal**: a record's bytes are handed up only once it authenticated; one
 //!   that fails ends the connection with an error that says so (and a `bad_record_mac` alert
 //!   to the peer, sealed by the sending half as the last record), and the driver delivers only
@@ -59,12 +62,12 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rpc_core::transport::tls::rustls::AlertDescription;
 use rpc_core::transport::tls::{log_handshake_error, rustls, HandshakeError, TlsClientConfig, TlsServerConfig, ALPN, MAX_HANDSHAKES};
 use rpc_core::transport::tls_session::{
     self, body_len, Opened, RecordOpener, RecordSealer, Session, HEADER_LEN, KEY_UPDATE_RECORD_LEN, MAX_CIPHERTEXT, MAX_PLAINTEXT,
-    RECORD_OVERHEAD,
+    RECORD_OVERHEAD, TAG_LEN,
 };
 use rpc_core::transport::{Acceptor, RecvHalf, SendHalf, Transport};
 use rpc_core::{Client, ClientConfig, ConnectError, Peer, Segment, Transmit, TransportStats};
@@ -156,10 +159,10 @@ impl Transport for UringTlsTransport {
             opener,
             stats: stats.clone(),
             _close: close,
-            leftover,
-            header: BytesMut::with_capacity(HEADER_LEN),
-            scratch: BytesMut::with_capacity(2 * HEADER_LEN + MAX_CIPHERTEXT),
+            carry: leftover,
+            scratch: BytesMut::with_capacity(MAX_RECORD),
             pending: 0..0,
+            failed: None,
             eof: false,
             busy: false,
             key_updates: 0,
@@ -347,13 +350,15 @@ pub struct UringTlsRecv {
     opener: RecordOpener,
     stats: Arc<TransportStats>,
     _close: CloseHandle,
-    /// Ciphertext read with the handshake: read before the socket.
-    leftover: BytesMut,
-    /// The next record's header (or its start), read with the previous record.
-    header: BytesMut,
-    /// Records decrypted aside; `pending` is the plaintext not yet handed over.
+    /// The front of the stream, read and not opened yet: what the handshake read past its end,
+    /// or the start of a record that could not land in the caller's buffer. It comes before
+    /// anything in the socket.
+    carry: BytesMut,
+    /// A record opened aside; `pending` is its plaintext not yet handed over.
     scratch: BytesMut,
     pending: std::ops::Range<usize>,
+    /// What ended the stream after records whose plaintext was handed over first.
+    failed: Option<io::Error>,
     eof: bool,
     /// A receive is under way: one dropped mid-record leaves the stream inside a record.
     busy: bool,
@@ -367,121 +372,229 @@ impl fmt::Debug for UringTlsRecv {
     }
 }
 
-/// What a read of ciphertext found.
-enum Got {
-    Some,
+/// How a pass of receiving into the caller's buffer ended.
+enum Landed {
+    /// This much plaintext was added to the buffer.
+    Data(usize),
+    /// Records were consumed and none had data (or the peer closed with `close_notify`).
+    Nothing,
+    /// The stream ended between records, before any plaintext.
     Eof,
+    /// The record at the front of the stream is larger than the buffer's room: it goes aside
+    /// (its start is in `carry`).
+    DoesNotFit,
 }
 
+/// The length of the whole record (header and body) at the front of `bytes`, once its header
+/// is there.
+fn record_len(bytes: &[u8]) -> io::Result<Option<usize>> {
+    match bytes.get(..HEADER_LEN) {
+        Some(h) => Ok(Some(HEADER_LEN + body_len(h.try_into().expect("five bytes"))?)),
+        None => Ok(None),
+    }
+}
+
+/// The largest record on the wire, header included.
+const MAX_RECORD: usize = HEADER_LEN + MAX_CIPHERTEXT;
+
+/// The smallest record with data (one byte of it, its content type, the tag): less room than
+/// this, and records are received aside.
+const SMALLEST_DATA_RECORD: usize = HEADER_LEN + 1 + 1 + TAG_LEN;
+
+/// The most ciphertext one read takes: records are opened while they are still in the cache
+/// the read left them in.
+const MAX_READ: usize = 256 << 10;
+
 impl UringTlsRecv {
-    /// Reads into `dst` until it holds `min` bytes, taking at most `max` in all (so that the
-    /// start of the next record stays in the kernel, or comes as the next header). Bytes read
-    /// with the handshake come first.
-    async fn read_to(&mut self, dst: &mut BytesMut, min: usize, max: usize) -> io::Result<Got> {
-        debug_assert!(min <= max && max <= dst.capacity());
-        while dst.len() < min {
-            let want = max - dst.len();
-            if !self.leftover.is_empty() {
-                let n = want.min(self.leftover.len());
-                dst.extend_from_slice(&self.leftover.split_to(n));
-                TransportStats::add(&self.stats.tls_bytes_copied, n as u64);
-                continue;
+    /// One read from the socket into `dst`'s spare room, at most `max` bytes (`max` no more
+    /// than that room, so `dst` never grows elsewhere), waiting for readiness; 0 at the end of
+    /// the stream.
+    async fn read_some(&mut self, dst: &mut BytesMut, max: usize) -> io::Result<usize> {
+        debug_assert!(max > 0 && max <= dst.capacity() - dst.len());
+        let n = loop {
+            match self.stream.try_read_buf(&mut (&mut *dst).limit(max)) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stream.readable().await?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-            let n = loop {
-                match self.stream.try_read_buf(&mut (&mut *dst).limit(want)) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stream.readable().await?,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            };
-            if n == 0 {
-                return Ok(Got::Eof);
-            }
-            TransportStats::add(&self.stats.recv_bytes, n as u64);
+        };
+        TransportStats::add(&self.stats.recv_bytes, n as u64);
+        Ok(n)
+    }
+
+    /// Moves the first `n` carried bytes to the end of `dst`: a user-space copy, counted.
+    fn take_carry(&mut self, dst: &mut BytesMut, n: usize) {
+        dst.extend_from_slice(&self.carry[..n]);
+        self.carry.advance(n);
+        TransportStats::add(&self.stats.tls_bytes_copied, n as u64);
+    }
+
+    /// Puts the start of a record that cannot be opened where it is back at the front of the
+    /// stream: a user-space copy, counted (at most a header in the usual case: reads near a
+    /// buffer's end stop at the next record's header).
+    fn put_back(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
         }
-        Ok(Got::Some)
+        TransportStats::add(&self.stats.tls_bytes_copied, bytes.len() as u64);
+        let mut front = BytesMut::with_capacity(bytes.len() + self.carry.len());
+        front.extend_from_slice(bytes);
+        front.extend_from_slice(&self.carry);
+        self.carry = front;
     }
 
-    /// The next record's header; `None` at a clean end of stream (between records).
-    async fn next_header(&mut self) -> io::Result<Option<[u8; HEADER_LEN]>> {
-        let mut h = std::mem::take(&mut self.header);
-        let got = self.read_to(&mut h, HEADER_LEN, HEADER_LEN).await;
-        let header: [u8; HEADER_LEN] = match got? {
-            Got::Some => h[..HEADER_LEN].try_into().expect("five bytes"),
-            Got::Eof if h.is_empty() => return Ok(None),
-            Got::Eof => return Err(cut_short(h.len(), HEADER_LEN)),
-        };
-        h.clear();
-        self.header = h;
-        Ok(Some(header))
-    }
-
-    /// Keeps what was read past a record (the start of the next one's header).
-    fn keep_next_header(&mut self, extra: &[u8]) {
-        self.header.clear();
-        self.header.extend_from_slice(extra);
-    }
-
-    /// One record read into `buf`'s spare room, its header over the last 5 bytes received
-    /// (saved and put back), and opened there.
-    async fn in_place(&mut self, buf: &mut BytesMut, header: [u8; HEADER_LEN], len: usize) -> io::Result<Opened> {
-        let base = buf.len() - HEADER_LEN;
-        let mut tail = buf.split_off(base);
-        let saved: [u8; HEADER_LEN] = tail[..HEADER_LEN].try_into().expect("five bytes");
-        tail[..HEADER_LEN].copy_from_slice(&header);
-        let record = HEADER_LEN + len;
-        let max = (record + HEADER_LEN).min(tail.capacity());
-        let got = self.read_to(&mut tail, record, max).await;
-        let opened = match got {
-            Ok(Got::Some) => {
-                // (`truncate`, not `split_off`: the buffer keeps its capacity.)
-                self.keep_next_header(&tail[record..]);
-                tail.truncate(record);
-                self.opener.open_in_place(&mut tail[..])
+    /// Receives records into `buf`'s spare room and opens each where it landed, its plaintext
+    /// moved down over the headers and tags before it (in the cipher's pass): as many records
+    /// as the socket has, in as few reads as the room allows. Plaintext of records opened
+    /// before a failure is handed over first; the failure comes with the next receive.
+    async fn in_place(&mut self, buf: &mut BytesMut) -> io::Result<Landed> {
+        let mut win = buf.split_off(buf.len());
+        let (plain, r) = self.fill(&mut win).await;
+        win.truncate(plain);
+        // Contiguous with `buf`'s end: joined back without a copy.
+        buf.unsplit(win);
+        match r {
+            Err(e) if plain > 0 => {
+                self.failed = Some(e);
+                Ok(Landed::Data(plain))
             }
-            Ok(Got::Eof) => Err(cut_short(tail.len(), record)),
-            Err(e) => Err(e),
-        };
-        // Put the buffer back as it was, plus the plaintext.
-        tail[..HEADER_LEN].copy_from_slice(&saved);
-        let keep = match opened {
-            Ok(Opened::Data(n)) => n,
-            _ => 0,
-        };
-        tail.truncate(HEADER_LEN + keep);
-        buf.unsplit(tail);
-        opened
+            r => r,
+        }
     }
 
-    /// One record read into the scratch buffer and opened there; its plaintext is `pending`.
-    async fn aside(&mut self, header: [u8; HEADER_LEN], len: usize) -> io::Result<Opened> {
+    /// The pass of [`UringTlsRecv::in_place`] over the window `win` (empty, its capacity the
+    /// caller's room): returns how much plaintext lies at its front, and how the pass ended.
+    async fn fill(&mut self, win: &mut BytesMut) -> (usize, io::Result<Landed>) {
+        let cap = win.capacity();
+        // Plaintext so far is win[..plain]; records before win[at..] are opened.
+        let (mut plain, mut at) = (0usize, 0usize);
+        if !self.carry.is_empty() {
+            self.take_carry(win, self.carry.len().min(cap));
+        }
+        loop {
+            // Open every whole record received.
+            let next = loop {
+                let len = match record_len(&win[at..]) {
+                    Ok(Some(len)) => len,
+                    Ok(None) => break None,
+                    Err(e) => return (plain, Err(e)),
+                };
+                let end = at + len;
+                if end > win.len() {
+                    break Some(end);
+                }
+                match self.opener.open_within(&mut win[plain..end], at - plain) {
+                    Ok(Opened::Data(n)) => plain += n,
+                    Ok(Opened::Nothing) => {}
+                    Ok(Opened::Closed) => {
+                        self.eof = true;
+                        self.carry.clear();
+                        return (plain, Ok(if plain > 0 { Landed::Data(plain) } else { Landed::Nothing }));
+                    }
+                    Err(e) => return (plain, Err(e)),
+                }
+                at = end;
+            };
+            if at == win.len() && plain > 0 {
+                // Between records, with plaintext: as much as the socket had.
+                return (plain, Ok(Landed::Data(plain)));
+            }
+            // The next record, or its start, is wanted. Far from the window's end, any record
+            // fits: read as much as the room takes up to the last place a record may start.
+            // Near the end, read this record and the next one's header only, so that a record
+            // that will not fit stays (but for its header) in the socket, not read to be moved.
+            let far = (cap - MAX_RECORD.min(cap)).saturating_sub(win.len()).min(MAX_READ);
+            let want = match next {
+                Some(end) if end > cap => 0,
+                _ if far > 0 => far,
+                Some(end) => (end + HEADER_LEN).min(cap) - win.len(),
+                None => (at + HEADER_LEN).min(cap) - win.len(),
+            };
+            if want == 0 || !self.carry.is_empty() {
+                // The record at `at` cannot land in this window (or more of the stream is
+                // carried than the window held: it goes on in the next one).
+                // (Copied, not split off: the caller's buffer keeps its capacity.)
+                self.put_back(&win[at..]);
+                let landed = if plain > 0 {
+                    Landed::Data(plain)
+                } else if at > 0 {
+                    Landed::Nothing
+                } else {
+                    Landed::DoesNotFit
+                };
+                return (plain, Ok(landed));
+            }
+            // A record begun is waited for where it lies, even with plaintext in hand: a TLS
+            // peer writes whole records, so its rest is on its way.
+            match self.read_some(win, want).await {
+                Ok(0) if at == win.len() => {
+                    let landed = if plain > 0 {
+                        self.eof = true;
+                        Landed::Data(plain)
+                    } else {
+                        Landed::Eof
+                    };
+                    return (plain, Ok(landed));
+                }
+                Ok(0) => return (plain, Err(cut_short(win.len() - at, next.map_or(HEADER_LEN, |end| end - at)))),
+                Ok(_) => {}
+                Err(e) => return (plain, Err(e)),
+            }
+        }
+    }
+
+    /// The record at the front of the stream, assembled and opened in the scratch buffer (it
+    /// does not fit in the caller's): its plaintext becomes `pending`, handed over by copy.
+    /// `None` at a clean end of stream (before any byte of a record).
+    async fn aside(&mut self) -> io::Result<Option<Opened>> {
         let mut s = std::mem::take(&mut self.scratch);
         s.clear();
-        s.extend_from_slice(&header);
-        let record = HEADER_LEN + len;
-        let got = self.read_to(&mut s, record, record + HEADER_LEN).await;
-        let r = match got {
-            Ok(Got::Some) => {
-                self.keep_next_header(&s[record..]);
-                s.truncate(record);
-                let r = self.opener.open_in_place(&mut s[..]);
+        let r = self.assemble(&mut s).await;
+        let r = match r {
+            Ok(Some(len)) => {
+                let r = self.opener.open_in_place(&mut s[..len]);
                 if let Ok(Opened::Data(n)) = r {
                     self.pending = HEADER_LEN..HEADER_LEN + n;
                 }
-                r
+                r.map(Some)
             }
-            Ok(Got::Eof) => Err(cut_short(s.len(), record)),
+            Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
         self.scratch = s;
         r
     }
 
+    /// Gathers the whole record at the front of the stream into `s` (carried bytes first, then
+    /// the socket, read no further than the record); returns its length.
+    async fn assemble(&mut self, s: &mut BytesMut) -> io::Result<Option<usize>> {
+        let mut want = HEADER_LEN;
+        loop {
+            if s.len() == want {
+                if want > HEADER_LEN {
+                    return Ok(Some(want));
+                }
+                want = record_len(s)?.expect("a whole header");
+                continue;
+            }
+            if !self.carry.is_empty() {
+                self.take_carry(s, (want - s.len()).min(self.carry.len()));
+                continue;
+            }
+            s.reserve(want - s.len());
+            match self.read_some(s, want - s.len()).await? {
+                0 if s.is_empty() => return Ok(None),
+                0 => return Err(cut_short(s.len(), want)),
+                _ => {}
+            }
+        }
+    }
+
     async fn recv_inner(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         loop {
-            let room = buf.capacity() - buf.len();
             if !self.pending.is_empty() {
+                let room = buf.capacity() - buf.len();
                 let n = room.min(self.pending.len());
                 let from = self.pending.start;
                 buf.extend_from_slice(&self.scratch[from..from + n]);
@@ -489,34 +602,36 @@ impl UringTlsRecv {
                 TransportStats::add(&self.stats.tls_bytes_copied, n as u64);
                 return Ok(n);
             }
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
             if self.eof {
                 return Ok(0);
             }
-            let Some(header) = self.next_header().await? else {
-                // The peer closed TCP between records, without close_notify (a process that
-                // exited): an end of stream as on plain TCP; a frame it cut is reported by the
-                // frame decoder, and no byte of a record cut short was handed up.
-                self.eof = true;
-                return Ok(0);
+            let room = buf.capacity() - buf.len();
+            let fits = match record_len(&self.carry)? {
+                Some(len) => len <= room,
+                None => room >= SMALLEST_DATA_RECORD,
             };
-            let len = body_len(&header)?;
-            let opened = if buf.len() >= HEADER_LEN && room >= len {
-                match self.in_place(buf, header, len).await? {
-                    Opened::Data(n) => return Ok(n),
-                    other => other,
+            if fits {
+                match self.in_place(buf).await? {
+                    Landed::Data(n) => return Ok(n),
+                    Landed::Nothing => continue,
+                    Landed::Eof => {
+                        // The peer closed TCP between records, without close_notify (a process
+                        // that exited): an end of stream as on plain TCP; a frame it cut is
+                        // reported by the frame decoder, and no byte of a record cut short was
+                        // handed up.
+                        self.eof = true;
+                        return Ok(0);
+                    }
+                    Landed::DoesNotFit => {}
                 }
-            } else {
-                self.aside(header, len).await?
-            };
-            match opened {
-                Opened::Data(_) => {}
-                // An empty record, a session ticket, or the peer's key update (now followed).
-                Opened::Nothing => {
-                    let followed = self.opener.key_updates();
-                    TransportStats::add(&self.stats.tls_key_updates, followed - self.key_updates);
-                    self.key_updates = followed;
-                }
-                Opened::Closed => self.eof = true,
+            }
+            match self.aside().await? {
+                None => self.eof = true,
+                Some(Opened::Data(_) | Opened::Nothing) => {}
+                Some(Opened::Closed) => self.eof = true,
             }
         }
     }
@@ -542,6 +657,10 @@ impl RecvHalf for UringTlsRecv {
         self.busy = true;
         let r = self.recv_inner(&mut buf).await;
         self.busy = false;
+        // The peer's key updates this receive followed (the opener follows them as it opens).
+        let followed = self.opener.key_updates();
+        TransportStats::add(&self.stats.tls_key_updates, followed - self.key_updates);
+        self.key_updates = followed;
         if r.is_err() {
             if let Some(alert) = self.opener.owed_alert() {
                 self.owed.store(u16::from(u8::from(alert)) + 1, Ordering::Release);

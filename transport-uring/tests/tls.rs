@@ -4,7 +4,10 @@
 //! TLS with the identity and per-method authorization, plaintext against TLS both ways, another
 //! CA's certificate (server's or client's), expired certificates, a wrong server name, a silent client, a tampered and a cut record through a faulty proxy;
 //! every attachment 64-byte aligned; and both directions against the tcp TLS transport
-//! (tokio-rustls), which checks the record layer against rustls's own.
+//! (tokio-rustls), which checks the record layer against rustls's own. With a raw client
+//! writing records itself: records that arrived together are received at once and opened in
+//! the buffer (nothing copied), those before a tampered one are handed over and then the
+//! failure, and a buffer the size of a large frame copies only the record past its end.
 
 mod common;
 
@@ -25,6 +28,9 @@ use rpc_core::transport::Acceptor;
 use rpc_core::{CallError, Client, Code, ConnectError, Payload, Server, ServerHandle};
 use support::*;
 use tokio::sync::mpsc;
+use bytes::BytesMut;
+use rpc_core::transport::{tls_session, RecvHalf, Transport};
+use tokio::io::AsyncWriteExt;
 use transport_uring::tls::{self, UringTlsAcceptor, UringTlsConnector};
 use transport_uring::{Backend, UringConfig};
 
@@ -375,4 +381,121 @@ async fn keys_are_updated_in_both_directions_between_uring_peers_and_with_rustls
     assert!(back.to_bytes() == big, "a rustls client followed the server's key updates");
     drop(client);
     handle.shutdown().await;
+}
+
+/// A uring TLS server's transport (accepted, handshake done) and a raw client on a tokio
+/// stream with the session's keys: the client writes sealed records itself, so that a test
+/// decides how they reach the server's socket (several in one write: one loopback segment).
+async fn raw_client_and_uring_server() -> (tokio::net::TcpStream, tls_session::RecordSealer, transport_uring::tls::UringTlsTransport) {
+    let ca = Ca::new("test CA");
+    let (mut acceptor, _failures) = acceptor(plain(&ca)).await;
+    let addr = acceptor.local_addr().unwrap();
+    let rustls = tls_session::for_sessions_client(&trust(&ca).rustls().unwrap());
+    let client = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let session = tls_session::connect(&stream, rustls, "localhost").await.unwrap();
+        assert!(session.leftover.is_empty(), "the server sends nothing after the handshake");
+        (stream, session.sealer)
+    };
+    // The server's handshake is over (the client's last flight read) before the client writes.
+    let ((stream, sealer), server) = tokio::join!(client, acceptor.accept());
+    (stream, sealer, server.unwrap())
+}
+
+/// `contents` sealed as one record each, back to back as on the wire.
+fn sealed(sealer: &mut tls_session::RecordSealer, contents: &[&[u8]]) -> (Vec<u8>, Vec<usize>) {
+    let (mut wire, mut ends) = (Vec::new(), Vec::new());
+    for c in contents {
+        let at = wire.len();
+        wire.resize(at + c.len() + tls_session::RECORD_OVERHEAD, 0);
+        wire[at + tls_session::HEADER_LEN..][..c.len()].copy_from_slice(c);
+        sealer.seal_in_place(&mut wire[at..], c.len()).unwrap();
+        ends.push(wire.len());
+    }
+    (wire, ends)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_that_arrived_together_are_received_at_once_and_opened_where_they_landed() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    let (mut stream, mut sealer, server) = raw_client_and_uring_server().await;
+    // The suite rustls's defaults negotiate (ring's first): the one `aes_gcm_1core`, the
+    // benchmark's ceiling, measures.
+    assert!(format!("{sealer:?}").contains("AES_256_GCM"), "{sealer:?}");
+    let stats = server.stats();
+    let (mut recv, _send) = server.split();
+    let parts: Vec<Vec<u8>> = (0..4).map(|i| pattern(8000, i)).collect();
+    let (wire, _) = sealed(&mut sealer, &parts.iter().map(|p| &p[..]).collect::<Vec<_>>());
+    // One write of 32 KiB: one segment on loopback, in the server's socket all at once.
+    stream.write_all(&wire).await.unwrap();
+
+    // Into an empty buffer with room for all: one receive, every record opened in the buffer
+    // (the first one too, with no bytes before it), nothing copied.
+    let (r, buf) = recv.recv(BytesMut::with_capacity(64 << 10)).await;
+    assert_eq!(r.unwrap(), 32_000, "the four records in one receive");
+    assert!(buf[..] == parts.concat()[..]);
+    let st = stats.snapshot();
+    assert_eq!(st.tls_bytes_copied, 0, "{st}");
+    assert_eq!(st.recv_bytes, wire.len() as u64, "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_before_a_tampered_one_are_handed_over_then_the_failure_and_nothing_of_it() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    let (mut stream, mut sealer, server) = raw_client_and_uring_server().await;
+    let (mut recv, _send) = server.split();
+    let parts: Vec<Vec<u8>> = (0..3).map(|i| pattern(8000, i)).collect();
+    let (mut wire, ends) = sealed(&mut sealer, &parts.iter().map(|p| &p[..]).collect::<Vec<_>>());
+    wire[ends[0] + 1000] ^= 0x10;
+    stream.write_all(&wire).await.unwrap();
+
+    let (r, buf) = recv.recv(BytesMut::with_capacity(64 << 10)).await;
+    assert_eq!(r.unwrap(), 8000, "the record before the tampered one");
+    assert_eq!(&buf[..], &parts[0][..]);
+    let (r, buf) = recv.recv(buf).await;
+    let e = r.unwrap_err();
+    assert!(e.to_string().contains("failed authentication"), "{e}");
+    assert_eq!(&buf[..], &parts[0][..], "nothing of the tampered record or after it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffer_the_size_of_a_large_frame_copies_only_the_record_that_overhangs_its_end() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    let (mut stream, mut sealer, server) = raw_client_and_uring_server().await;
+    let stats = server.stats();
+    let (mut recv, _send) = server.split();
+    // 1 MiB in 64 full records, and the next 100 bytes (the next frame) in a 65th.
+    let data = pattern((1 << 20) + 100, 9);
+    let (wire, _) = sealed(&mut sealer, &data.chunks(tls_session::MAX_PLAINTEXT).collect::<Vec<_>>());
+    let writer = tokio::spawn(async move {
+        stream.write_all(&wire).await.unwrap();
+        stream
+    });
+    // As the driver does for a large frame: a buffer of exactly its size, filled by receives.
+    let mut buf = BytesMut::with_capacity(1 << 20);
+    let mut receives = 0;
+    while buf.len() < 1 << 20 {
+        let (r, b) = recv.recv(buf).await;
+        assert!(r.unwrap() > 0);
+        assert_eq!(b.capacity(), 1 << 20, "the buffer keeps its room");
+        buf = b;
+        receives += 1;
+    }
+    assert!(buf[..] == data[..1 << 20]);
+    let (r, next) = recv.recv(BytesMut::with_capacity(4096)).await;
+    assert_eq!(r.unwrap(), 100);
+    assert_eq!(&next[..], &data[1 << 20..]);
+    let st = stats.snapshot();
+    println!("{receives} receives for 64 records; {st}");
+    // Copied: the 64th record, which ends 22 bytes past the buffer (its header read ahead and
+    // put back, then its plaintext handed over from where it was opened).
+    let h = tls_session::HEADER_LEN as u64;
+    assert!(st.tls_bytes_copied <= tls_session::MAX_PLAINTEXT as u64 + 2 * h, "{st}");
+    drop(writer.await.unwrap());
 }

@@ -296,7 +296,8 @@ impl RecordSealer {
 /// What a record held, once authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opened {
-    /// `n` bytes of application data, at `record[HEADER_LEN..HEADER_LEN + n]`.
+    /// `n` bytes of application data: at `record[HEADER_LEN..HEADER_LEN + n]` after
+    /// [`RecordOpener::open_in_place`], at the buffer's front after [`RecordOpener::open_within`].
     Data(usize),
     /// Nothing for the application (an empty record, a session ticket): go on reading.
     Nothing,
@@ -343,16 +344,43 @@ impl RecordOpener {
     /// `record[HEADER_LEN..HEADER_LEN + n]` afterwards; a record that fails authentication is
     /// an error (`InvalidData`, "failed authentication"), and nothing in it is to be used.
     pub fn open_in_place(&mut self, record: &mut [u8]) -> io::Result<Opened> {
-        let header: [u8; HEADER_LEN] = record
-            .get(..HEADER_LEN)
+        self.open(record, 0, HEADER_LEN)
+    }
+
+    /// Authenticates and decrypts the whole record at `buf[at..]` (its header and body, up to
+    /// the end of `buf`) and writes its content to the front of `buf`, in the one pass of the
+    /// cipher: `Opened::Data(n)` says the content is `buf[..n]`. Records received back to back
+    /// into one buffer open one after another into contiguous plaintext, each moved down over
+    /// the headers and tags of those before it, with no copy. Otherwise as
+    /// [`RecordOpener::open_in_place`]: nothing a failed record held is to be used (`buf` may
+    /// hold anything from its front to its end then).
+    ///
+    /// ```
+    /// # use rpc_core::transport::tls_session::{RecordOpener, Opened};
+    /// # fn two(opener: &mut RecordOpener, wire: &mut [u8], first_len: usize) -> std::io::Result<usize> {
+    /// // `wire` holds two records as received; their contents end up at its front, in order.
+    /// let Opened::Data(a) = opener.open_within(&mut wire[..first_len], 0)? else { return Ok(0) };
+    /// let Opened::Data(b) = opener.open_within(&mut wire[a..], first_len - a)? else { return Ok(a) };
+    /// Ok(a + b) // wire[..a + b] is the plaintext of both
+    /// # }
+    /// ```
+    pub fn open_within(&mut self, buf: &mut [u8], at: usize) -> io::Result<Opened> {
+        self.open(buf, at, 0)
+    }
+
+    /// Opens the record at `buf[at..]` (exactly one record) into `buf[out..]`, `out` no further
+    /// than the record's body (`at + HEADER_LEN`).
+    fn open(&mut self, buf: &mut [u8], at: usize, out: usize) -> io::Result<Opened> {
+        let header: [u8; HEADER_LEN] = buf
+            .get(at..at + HEADER_LEN)
             .and_then(|h| h.try_into().ok())
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "TLS: a record shorter than its header"))?;
         let len = body_len(&header)?;
-        if record.len() != HEADER_LEN + len {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "TLS: open_in_place needs exactly one record"));
+        if buf.len() != at + HEADER_LEN + len || out > at + HEADER_LEN {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "TLS: opening a record needs exactly one record, its content going no further than its body"));
         }
         let nonce = self.keys.next_nonce("receiving")?;
-        let plain = match self.keys.key.open_in_place(nonce, aead::Aad::from(header), &mut record[HEADER_LEN..]) {
+        let plain = match self.keys.key.open_within(nonce, aead::Aad::from(header), &mut buf[out..], at + HEADER_LEN - out..) {
             Ok(plain) => plain,
             Err(_) => {
                 self.owed = Some(AlertDescription::BadRecordMac);
@@ -624,20 +652,19 @@ pub fn path_description() -> &'static str {
 mod tests {
     use super::*;
 
-    fn pair() -> (RecordSealer, RecordOpener) {
-        let key = || {
-            (
-                0,
-                ConnectionTrafficSecrets::Chacha20Poly1305 {
-                    key: rustls::crypto::cipher::AeadKey::from([7u8; 32]),
-                    iv: [9u8; 12].into(),
-                },
-            )
-        };
+    /// A sealer and an opener sharing one key (no key schedule: made without a handshake).
+    fn pair_of(key: impl Fn() -> ConnectionTrafficSecrets) -> (RecordSealer, RecordOpener) {
         (
-            RecordSealer::new(Keys::new(key()).unwrap(), None),
-            RecordOpener { keys: Keys::new(key()).unwrap(), owed: None, schedule: None, updates: 0 },
+            RecordSealer::new(Keys::new((0, key())).unwrap(), None),
+            RecordOpener { keys: Keys::new((0, key())).unwrap(), owed: None, schedule: None, updates: 0 },
         )
+    }
+
+    fn pair() -> (RecordSealer, RecordOpener) {
+        pair_of(|| ConnectionTrafficSecrets::Chacha20Poly1305 {
+            key: rustls::crypto::cipher::AeadKey::from([7u8; 32]),
+            iv: [9u8; 12].into(),
+        })
     }
 
     #[test]
@@ -656,6 +683,69 @@ mod tests {
         let e = o.open_in_place(&mut tampered).unwrap_err();
         assert!(e.to_string().contains("failed authentication"), "{e}");
         assert_eq!(o.owed_alert(), Some(AlertDescription::BadRecordMac));
+    }
+
+    /// `records` sealed back to back, as they arrive on the wire.
+    fn wire(s: &mut RecordSealer, records: &[&[u8]]) -> (Vec<u8>, Vec<usize>) {
+        let (mut out, mut ends) = (Vec::new(), Vec::new());
+        for r in records {
+            let at = out.len();
+            out.resize(at + r.len() + RECORD_OVERHEAD, 0);
+            out[at + HEADER_LEN..at + HEADER_LEN + r.len()].copy_from_slice(r);
+            s.seal_in_place(&mut out[at..], r.len()).unwrap();
+            ends.push(out.len());
+        }
+        (out, ends)
+    }
+
+    /// A sealer and an opener sharing an AES-256-GCM key (the suite rustls's defaults pick).
+    fn aes_pair() -> (RecordSealer, RecordOpener) {
+        pair_of(|| ConnectionTrafficSecrets::Aes256Gcm {
+            key: rustls::crypto::cipher::AeadKey::from([7u8; 32]),
+            iv: [9u8; 12].into(),
+        })
+    }
+
+    #[test]
+    fn records_received_back_to_back_open_within_into_contiguous_plaintext() {
+        for (mut s, mut o) in [pair(), aes_pair()] {
+            back_to_back(&mut s, &mut o);
+        }
+    }
+
+    fn back_to_back(s: &mut RecordSealer, o: &mut RecordOpener) {
+        let (a, b, c) = (vec![1u8; 1000], vec![2u8; MAX_PLAINTEXT], vec![3u8; 7]);
+        let (mut buf, ends) = wire(s, &[&a, &b, &[], &c]);
+        // Each record opens from where it was received to where the plaintext so far ends.
+        let (mut p, mut at) = (0, 0);
+        for end in ends {
+            match o.open_within(&mut buf[p..end], at - p).unwrap() {
+                Opened::Data(n) => p += n,
+                Opened::Nothing => {}
+                Opened::Closed => unreachable!(),
+            }
+            at = end;
+        }
+        assert_eq!(p, a.len() + b.len() + c.len());
+        assert!(buf[..p] == [a, b, c].concat()[..], "the contents, in order, at the front");
+    }
+
+    #[test]
+    fn a_flipped_bit_in_a_later_record_is_refused_and_leaves_the_earlier_plaintext_alone() {
+        let (mut s, mut o) = pair();
+        let (mut buf, ends) = wire(&mut s, &[&[5u8; 300], &[6u8; 300]]);
+        buf[ends[0] + 100] ^= 0x10;
+        let Opened::Data(n) = o.open_within(&mut buf[..ends[0]], 0).unwrap() else { panic!("data") };
+        let e = o.open_within(&mut buf[n..ends[1]], ends[0] - n).unwrap_err();
+        assert!(e.to_string().contains("failed authentication"), "{e}");
+        assert_eq!(&buf[..n], &[5u8; 300][..]);
+        // Anything but exactly one whole record is refused before the cipher runs.
+        let (mut s, mut o) = pair();
+        let (mut buf, ends) = wire(&mut s, &[&[5u8; 300], &[6u8; 300]]);
+        assert_eq!(o.open_within(&mut buf[..ends[1]], 0).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(o.open_within(&mut buf[..ends[0] - 1], 0).unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(o.records(), 0, "no sequence number was used");
+        assert_eq!(o.open_within(&mut buf[..ends[0]], 0).unwrap(), Opened::Data(300));
     }
 
     #[test]
