@@ -1,7 +1,6 @@
 //! The client's transport: each tarpc request becomes a zcrpc call; a cancel drops it.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -16,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tarpc::{ClientMessage, Response, ServerError};
 
-use crate::codec::{decode, EncodeBuf, LARGE};
+use crate::codec::{decode, yield_after_large, EncodeBuf, LARGE};
 use crate::errors::to_server_error;
 use crate::CALL;
 
@@ -161,12 +160,9 @@ impl<Req, Resp> Stream for ClientTransport<Req, Resp> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        // After a large response, its caller runs first (this task is polled again after it),
-        // as on the server: responses that arrived together are not all decoded at once.
-        if std::mem::take(&mut this.yield_next) {
-            // tokio's yield: woken once the runtime has run the others and polled its IO (on
-            // a current-thread runtime, the `block_on` future too).
-            let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+        // After a large response, its caller runs first, as on the server: responses that
+        // arrived together are not all decoded at once.
+        if yield_after_large(&mut this.yield_next, cx) {
             return Poll::Pending;
         }
         loop {

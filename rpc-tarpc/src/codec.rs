@@ -26,6 +26,21 @@ const CHUNK: usize = 64 << 10;
 /// lets the task that takes it run before it decodes the next one (see `ServerTransport` and
 /// `ClientTransport`'s `poll_next`).
 pub(crate) const LARGE: usize = CHUNK;
+
+/// In a transport's `poll_next`, after a large message was handed to tarpc (`yield_next`
+/// set): yields once, so that the task that takes the message runs, and drops it, before the
+/// next is decoded. Messages that arrived together are then not all decoded at once: their
+/// memory stays bounded, and the allocator hands the same warm pages back instead of returning
+/// them to the kernel and faulting in fresh ones. True: return `Poll::Pending`.
+pub(crate) fn yield_after_large(yield_next: &mut bool, cx: &mut std::task::Context<'_>) -> bool {
+    if !std::mem::take(yield_next) {
+        return false;
+    }
+    // tokio's yield: woken once the runtime has run the others and polled its IO (on a
+    // current-thread runtime, the `block_on` future too).
+    let _ = std::future::Future::poll(std::pin::pin!(tokio::task::yield_now()), cx);
+    true
+}
 /// Allocations kept for reuse, per transport: the messages in flight at once (tarpc's window
 /// of large messages) and a few blocks of small ones.
 const KEEP_BUFFERS: usize = 12;

@@ -2,7 +2,6 @@
 //! are the connection's calls.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -22,7 +21,7 @@ use serde::Serialize;
 use tarpc::{ClientMessage, Request, Response};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::codec::{decode, EncodeBuf, LARGE};
+use crate::codec::{decode, yield_after_large, EncodeBuf, LARGE};
 use crate::errors::server_error_status;
 use crate::{CALL, CALL_PATH};
 
@@ -80,15 +79,9 @@ impl<Req: DeserializeOwned, Resp> Stream for ServerTransport<Req, Resp> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        // After a large request, the handlers tarpc has spawned run first (this task is polled
-        // again after them): each large request is then decoded, handled and dropped before
-        // the next is decoded, instead of all the requests that arrived together being
-        // decoded at once. Their memory stays bounded, and the allocator hands the same warm
-        // pages back instead of returning them to the kernel and faulting in fresh ones.
-        if std::mem::take(&mut this.yield_next) {
-            // tokio's yield: woken once the runtime has run the others and polled its IO (on
-            // a current-thread runtime, the `block_on` future too).
-            let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+        // After a large request, the handlers tarpc has spawned run first: each large
+        // request is decoded, handled and dropped before the next is decoded.
+        if yield_after_large(&mut this.yield_next, cx) {
             return Poll::Pending;
         }
         loop {
