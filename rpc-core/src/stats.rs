@@ -179,8 +179,8 @@ counters! {
     /// records sealed and opened in the transport's own buffers), sending copies nothing else:
     /// the plaintext is copied into the send buffer and sealed there. Receiving decrypts each
     /// record where it landed in the frame's buffer; what is counted here is a record that could
-    /// not land there (the first one into an empty buffer, one that runs past the buffer's end,
-    /// the records read with the handshake), decrypted aside and copied in.
+    /// not land there (one that runs past the buffer's end, and the header read ahead of it;
+    /// the records read with the handshake), decrypted aside or moved, and copied in.
     tls_bytes_copied,
     /// TLS key updates, sent and followed (io_uring's TLS: a key is updated before it has
     /// sealed 15/16 of the 2^24 records AES-GCM allows, and the peer's updates are followed).

@@ -27,6 +27,13 @@ const CHUNK: usize = 64 << 10;
 /// `ClientTransport`'s `poll_next`).
 pub(crate) const LARGE: usize = CHUNK;
 
+/// Allocations kept for reuse, per transport: the messages in flight at once (tarpc's window
+/// of large messages) and a few blocks of small ones.
+const KEEP_BUFFERS: usize = 12;
+/// Most bytes kept for reuse, per transport (as zcrpc's receive side keeps by default): one
+/// message of the default frame limit and then some.
+const KEEP_BYTES: usize = 160 << 20;
+
 /// In a transport's `poll_next`, after a large message was handed to tarpc (`yield_next`
 /// set): yields once, so that the task that takes the message runs, and drops it, before the
 /// next is decoded. Messages that arrived together are then not all decoded at once: their
@@ -41,12 +48,6 @@ pub(crate) fn yield_after_large(yield_next: &mut bool, cx: &mut std::task::Conte
     let _ = std::future::Future::poll(std::pin::pin!(tokio::task::yield_now()), cx);
     true
 }
-/// Allocations kept for reuse, per transport: the messages in flight at once (tarpc's window
-/// of large messages) and a few blocks of small ones.
-const KEEP_BUFFERS: usize = 12;
-/// Most bytes kept for reuse, per transport (as zcrpc's receive side keeps by default): one
-/// message of the default frame limit and then some.
-const KEEP_BYTES: usize = 160 << 20;
 
 impl EncodeBuf {
     /// `value` in postcard, as bytes split off this buffer.

@@ -152,7 +152,8 @@ impl Routes {
 
 impl rpc_core::Service for Routes {
     fn call(&self, mut request: ServerRequest) -> rpc_core::BoxFuture<'static, Result<Body, Status>> {
-        let Some(path) = request.metadata.get(PATH_KEY).filter(|p| std::str::from_utf8(p).is_ok()).cloned() else {
+        let path = request.metadata.get(PATH_KEY).and_then(|p| Some((p.clone(), std::str::from_utf8(p).ok()?)));
+        let Some((path, text)) = path else {
             return Box::pin(std::future::ready(Err(Status::new(
                 Code::UNIMPLEMENTED,
                 format!(
@@ -161,7 +162,6 @@ impl rpc_core::Service for Routes {
                 ),
             ))));
         };
-        let text = std::str::from_utf8(&path).expect("checked");
         let service = text.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(s, _)| s).unwrap_or("");
         let Some(handler) = self.services.get(service).cloned() else {
             return Box::pin(std::future::ready(Err(Status::new(
@@ -170,7 +170,7 @@ impl rpc_core::Service for Routes {
             ))));
         };
         // The path as the request's URI, without a copy of it.
-        let path = match PathAndQuery::from_maybe_shared(path.clone()) {
+        let path = match PathAndQuery::from_maybe_shared(path) {
             Ok(p) => p,
             Err(e) => {
                 return Box::pin(std::future::ready(Err(Status::invalid_argument(format!("{text:?} is not a valid gRPC path: {e}")))))

@@ -173,6 +173,12 @@ impl Keys {
         Ok(Keys { key: aead::LessSafeKey::new(key), iv, seq, limit })
     }
 
+    /// The sequence number at which this key is updated at the latest: well before the suite's
+    /// limit (15/16 of it), so that a record sealed meanwhile never meets it.
+    fn latest_rekey(&self) -> u64 {
+        self.limit - self.limit / 16
+    }
+
     /// The next record's nonce (RFC 8446 §5.3), and the sequence number moved on.
     fn next_nonce(&mut self, what: &str) -> io::Result<aead::Nonce> {
         if self.seq >= self.limit {
@@ -203,15 +209,13 @@ pub struct RecordSealer {
 
 impl RecordSealer {
     fn new(keys: Keys, schedule: Option<Arc<KeySchedule>>) -> Self {
-        // Well before the suite's limit, so that a record sealed meanwhile never meets it.
-        let rekey_at = keys.limit - keys.limit / 16;
-        RecordSealer { keys, schedule, rekey_at, updates: 0 }
+        RecordSealer { rekey_at: keys.latest_rekey(), keys, schedule, updates: 0 }
     }
 
     /// Updates the sending key every `records` records (at least 1) instead of just before the
     /// cipher's limit (15/16 of 2^24 records for AES-GCM): for tests, or a policy of shorter-lived keys.
     pub fn rekey_after(&mut self, records: u64) {
-        self.rekey_at = records.clamp(1, self.keys.limit - self.keys.limit / 16);
+        self.rekey_at = records.clamp(1, self.keys.latest_rekey());
     }
 
     /// A `key_update` is owed before the next record: the key has sealed its share of records,
