@@ -4,8 +4,10 @@
 //! The client is `echo call` in a child process, killed with SIGKILL while it uploads 64 MiB
 //! attachments (a model shard or a large object, two in flight). The server runs in this
 //! process (its `connections()` is visible) and, in the second test, as `echo serve` in a child
-//! process (its descriptors and memory are its own). The tests of this file run one at a time:
-//! they read this process's memory.
+//! process (its descriptors and memory are its own). The tests of this file run one at a time,
+//! each in a runtime of its own that is built and shut down while it holds the file's lock:
+//! they read this process's memory and descriptors, which another test's runtime (its epoll and
+//! eventfd descriptors, its threads) would otherwise change under them.
 
 mod common;
 
@@ -34,7 +36,16 @@ fn fds_back_within() -> Duration {
     transport_uring::DEFAULT_CLOSE_DEADLINE + HANG
 }
 
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs one test alone: the lock is taken before its runtime exists and released after the
+/// runtime has shut down, so no other test's runtime opens or closes descriptors meanwhile.
+fn alone(test: impl std::future::Future<Output = ()>) {
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(test);
+    drop(runtime);
+}
 
 /// Starts the uploading client; killed (SIGKILL) and reaped on drop.
 struct Uploader(Child);
@@ -64,7 +75,6 @@ impl Drop for Uploader {
 }
 
 async fn in_process_server_forgets_a_killed_uploader(t: TransportChoice) {
-    let _serial = SERIAL.lock().await;
     let (server, addr) = serve("127.0.0.1:0".parse().unwrap(), t, EngineOptions::default()).await.unwrap();
     let server = server.server().clone();
     // One call first, so the runtime's threads and the transport's one-time setup are in the
@@ -121,7 +131,6 @@ fn fd_targets() -> Vec<String> {
 }
 
 async fn server_process_forgets_a_killed_uploader(t: TransportChoice) {
-    let _serial = SERIAL.lock().await;
     let server = spawn_server(t);
     let pid = server.pid();
     let warm = connect(server.addr(), t, EngineOptions::default()).await.unwrap();
@@ -158,24 +167,24 @@ async fn server_process_forgets_a_killed_uploader(t: TransportChoice) {
     assert!(rss_back, "the server's memory did not come back: VmRSS {} KiB, {} KiB before", after.rss_kib, base.rss_kib);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_uploader_in_process_server_tcp() {
-    in_process_server_forgets_a_killed_uploader(TransportChoice::Tcp).await;
+#[test]
+fn killed_uploader_in_process_server_tcp() {
+    alone(in_process_server_forgets_a_killed_uploader(TransportChoice::Tcp));
 }
 
 #[cfg(target_os = "linux")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_uploader_in_process_server_uring() {
-    in_process_server_forgets_a_killed_uploader(TransportChoice::Uring).await;
+#[test]
+fn killed_uploader_in_process_server_uring() {
+    alone(in_process_server_forgets_a_killed_uploader(TransportChoice::Uring));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_uploader_server_process_tcp() {
-    server_process_forgets_a_killed_uploader(TransportChoice::Tcp).await;
+#[test]
+fn killed_uploader_server_process_tcp() {
+    alone(server_process_forgets_a_killed_uploader(TransportChoice::Tcp));
 }
 
 #[cfg(target_os = "linux")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_uploader_server_process_uring() {
-    server_process_forgets_a_killed_uploader(TransportChoice::Uring).await;
+#[test]
+fn killed_uploader_server_process_uring() {
+    alone(server_process_forgets_a_killed_uploader(TransportChoice::Uring));
 }
