@@ -64,7 +64,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rpc_core::transport::tls::rustls::AlertDescription;
-use rpc_core::transport::tls::{log_handshake_error, rustls, HandshakeError, TlsClientConfig, TlsServerConfig, ALPN, MAX_HANDSHAKES};
+use rpc_core::transport::handshakes::{HandshakeError, Handshakes};
+use rpc_core::transport::tls::{rustls, TlsClientConfig, TlsServerConfig, ALPN};
 use rpc_core::transport::tls_session::{
     self, body_len, Opened, RecordOpener, RecordSealer, Session, HEADER_LEN, KEY_UPDATE_RECORD_LEN, MAX_CIPHERTEXT, MAX_PLAINTEXT,
     RECORD_OVERHEAD, TAG_LEN,
@@ -72,7 +73,6 @@ use rpc_core::transport::tls_session::{
 use rpc_core::transport::{Acceptor, RecvHalf, SendHalf, Transport};
 use rpc_core::{Client, ClientConfig, ConnectError, Peer, Segment, Transmit, TransportStats};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::task::JoinSet;
 
 use crate::buf::{BufferPool, ZcBuf};
 use crate::config::{RecvMode, SnapshotPolicy, UringConfig};
@@ -676,10 +676,9 @@ fn alpn_server(config: Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
     tls_session::for_sessions_server(&c)
 }
 
-type OnError = Arc<dyn Fn(&HandshakeError) + Send + Sync>;
 
 /// A listener whose connections are TLS over the zero-copy engine: the [`Acceptor`] for
-/// `Server::serve`. Handshakes run beside each other, at most [`MAX_HANDSHAKES`] at once, each
+/// `Server::serve`. Handshakes run beside each other, at most [`MAX_HANDSHAKES`](rpc_core::transport::handshakes::MAX_HANDSHAKES) at once, each
 /// bounded by the server's handshake timeout; a failed one goes to
 /// [`UringTlsAcceptor::on_handshake_error`] and the server goes on, as with
 /// `rpc_core::transport::tls::TlsAcceptor`.
@@ -688,10 +687,7 @@ pub struct UringTlsAcceptor {
     config: UringConfig,
     rustls: Arc<rustls::ServerConfig>,
     pool: Option<BufferPool>,
-    handshake_timeout: Duration,
-    max_handshakes: usize,
-    handshakes: JoinSet<Option<UringTlsTransport>>,
-    on_error: OnError,
+    handshakes: Handshakes<UringTlsTransport>,
     rekey_after: Option<u64>,
 }
 
@@ -699,8 +695,7 @@ impl fmt::Debug for UringTlsAcceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UringTlsAcceptor")
             .field("listener", &self.listener)
-            .field("handshake_timeout", &self.handshake_timeout)
-            .field("handshakes", &self.handshakes.len())
+            .field("handshakes", &self.handshakes)
             .finish_non_exhaustive()
     }
 }
@@ -725,10 +720,7 @@ impl UringTlsAcceptor {
             config: engine_config(config),
             rustls: alpn_server(rustls),
             pool: None,
-            handshake_timeout: Duration::from_secs(10),
-            max_handshakes: MAX_HANDSHAKES,
-            handshakes: JoinSet::new(),
-            on_error: Arc::new(log_handshake_error),
+            handshakes: Handshakes::default(),
             rekey_after: None,
         }
     }
@@ -748,19 +740,19 @@ impl UringTlsAcceptor {
 
     /// Most handshakes in progress at once (at least 1).
     pub fn max_handshakes(mut self, n: usize) -> Self {
-        self.max_handshakes = n.max(1);
+        self.handshakes.set_max(n);
         self
     }
 
     /// The handshake timeout, for an acceptor not given to `Server::serve` (which sets its own).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+        self.handshakes.set_timeout(timeout);
         self
     }
 
     /// Called for every failed handshake in place of the default log line.
     pub fn on_handshake_error(mut self, f: impl Fn(&HandshakeError) + Send + Sync + 'static) -> Self {
-        self.on_error = Arc::new(f);
+        self.handshakes.set_on_error(f);
         self
     }
 
@@ -772,19 +764,15 @@ impl UringTlsAcceptor {
     }
 }
 
-/// The server's side of one handshake, bounded by `limit`, then the engine set up.
+/// The server's side of one handshake, then the engine set up.
 async fn accept_one(
     stream: TcpStream,
     addr: SocketAddr,
     rustls: Arc<rustls::ServerConfig>,
     config: UringConfig,
     pool: BufferPool,
-    limit: Duration,
 ) -> io::Result<UringTlsTransport> {
-    let session = match tokio::time::timeout(limit, tls_session::accept(&stream, rustls)).await {
-        Ok(r) => r?,
-        Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, format!("the TLS handshake did not finish within {limit:?}"))),
-    };
+    let session = tls_session::accept(&stream, rustls).await?;
     log_path_once();
     let peer = Peer::at(Some(addr)).with_tls(Arc::new(session.peer.clone()));
     let inner = from_tcp_as(stream, config, true)?;
@@ -797,37 +785,23 @@ impl Acceptor for UringTlsAcceptor {
     /// Cancel-safe: a connection accepted or a handshake finished is never lost.
     async fn accept(&mut self) -> io::Result<UringTlsTransport> {
         loop {
-            let room = self.handshakes.len() < self.max_handshakes;
             tokio::select! {
-                r = self.listener.accept(), if room => {
+                r = self.listener.accept(), if self.handshakes.has_room() => {
                     let (stream, addr) = r?;
                     let pool = match &self.pool {
                         Some(p) => p.clone(),
                         None => self.pool.insert(default_pool()?).clone(),
                     };
-                    let (rustls, config, limit, on_error) = (self.rustls.clone(), self.config.clone(), self.handshake_timeout, self.on_error.clone());
-                    let rekey_after = self.rekey_after;
-                    self.handshakes.spawn(async move {
-                        match accept_one(stream, addr, rustls, config, pool, limit).await {
-                            Ok(t) => Some(t.with_rekey_after(rekey_after)),
-                            Err(error) => {
-                                on_error(&HandshakeError { peer: addr, error });
-                                None
-                            }
-                        }
-                    });
+                    let handshake = accept_one(stream, addr, self.rustls.clone(), self.config.clone(), pool);
+                    self.handshakes.start(addr, handshake);
                 }
-                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
-                    if let Ok(Some(t)) = done {
-                        return Ok(t);
-                    }
-                }
+                t = self.handshakes.next() => return Ok(t.with_rekey_after(self.rekey_after)),
             }
         }
     }
 
     fn set_handshake_timeout(&mut self, timeout: Duration) {
-        self.handshake_timeout = timeout;
+        self.handshakes.set_timeout(timeout);
     }
 }
 

@@ -9,7 +9,8 @@
 //! - [`tcp`]: tokio TCP, vectored writes, works on every OS; file regions by `sendfile` (Linux).
 //! - `tls` (feature `tls`, on by default): TLS 1.3 and mutual TLS over TCP, with rustls.
 //!   `tls_session`: the handshake by rustls and records sealed and opened in a transport's own
-//!   buffers (what `transport-uring`'s TLS uses).
+//!   buffers (what `transport-uring`'s TLS uses). `handshakes`: the handshakes a TLS acceptor
+//!   has in progress, bounded in number and time (both TLS acceptors use it).
 //! - [`unix`]: Unix-domain stream sockets, for peers on the same host (Unix systems).
 //! - [`mem`]: an in-memory pair, for tests and docs.
 //! - `transport-uring`: the Linux zero-copy engine (its own crate).
@@ -18,6 +19,8 @@ pub mod mem;
 mod sendfile;
 mod stream;
 pub mod tcp;
+#[cfg(feature = "tls")]
+pub mod handshakes;
 #[cfg(feature = "tls")]
 pub mod tls;
 #[cfg(feature = "tls")]

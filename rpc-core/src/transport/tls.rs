@@ -79,8 +79,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{AlertDescription, CertificateError, RootCertStore};
 use tokio::io::{AsyncRead, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio::task::JoinSet;
 
+use super::handshakes::Handshakes;
 use super::stream::{StreamRecv, StreamSend};
 use super::tcp::TcpAcceptor;
 use super::{Acceptor, Transport, TransportStats};
@@ -91,9 +91,7 @@ use crate::service::Peer;
 /// negotiate it is refused.
 pub const ALPN: &str = "zcrpc/1";
 
-/// Most handshakes in progress at once on one [`TlsAcceptor`] by default; beyond it, new
-/// connections wait in the kernel's listen queue.
-pub const MAX_HANDSHAKES: usize = 256;
+pub use super::handshakes::{log_handshake_error, HandshakeError, MAX_HANDSHAKES};
 
 /// The rustls this module is built with, for [`TlsAcceptor::from_rustls`] and
 /// [`TlsServerConfig::with_client_roots`].
@@ -629,25 +627,6 @@ pub(crate) fn handshake_failed(e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("TLS handshake failed: {e}"))
 }
 
-/// A failed server-side handshake: who, and why.
-#[derive(Debug)]
-pub struct HandshakeError {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// What went wrong, in words.
-    pub error: io::Error,
-}
-
-impl fmt::Display for HandshakeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TLS handshake with {} failed: {}", self.peer, self.error)
-    }
-}
-
-impl std::error::Error for HandshakeError {}
-
-type OnError = Arc<dyn Fn(&HandshakeError) + Send + Sync>;
-
 /// A TCP listener whose connections are TLS: the [`Acceptor`] for [`crate::Server::serve`].
 ///
 /// Handshakes run as tasks beside each other, at most [`MAX_HANDSHAKES`] at once, each
@@ -659,18 +638,14 @@ type OnError = Arc<dyn Fn(&HandshakeError) + Send + Sync>;
 pub struct TlsAcceptor {
     tcp: TcpAcceptor,
     acceptor: tokio_rustls::TlsAcceptor,
-    handshake_timeout: Duration,
-    max_handshakes: usize,
-    handshakes: JoinSet<Option<TlsTransport>>,
-    on_error: OnError,
+    handshakes: Handshakes<TlsTransport>,
 }
 
 impl fmt::Debug for TlsAcceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsAcceptor")
             .field("tcp", &self.tcp)
-            .field("handshake_timeout", &self.handshake_timeout)
-            .field("handshakes", &self.handshakes.len())
+            .field("handshakes", &self.handshakes)
             .finish_non_exhaustive()
     }
 }
@@ -694,10 +669,7 @@ impl TlsAcceptor {
         TlsAcceptor {
             tcp,
             acceptor: tokio_rustls::TlsAcceptor::from(config),
-            handshake_timeout: Duration::from_secs(10),
-            max_handshakes: MAX_HANDSHAKES,
-            handshakes: JoinSet::new(),
-            on_error: Arc::new(log_handshake_error),
+            handshakes: Handshakes::default(),
         }
     }
 
@@ -708,14 +680,14 @@ impl TlsAcceptor {
 
     /// Most handshakes in progress at once (default [`MAX_HANDSHAKES`]; at least 1).
     pub fn max_handshakes(mut self, n: usize) -> Self {
-        self.max_handshakes = n.max(1);
+        self.handshakes.set_max(n);
         self
     }
 
     /// The handshake timeout, for an acceptor not given to [`crate::Server::serve`] (which
     /// sets its own).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+        self.handshakes.set_timeout(timeout);
         self
     }
 
@@ -723,18 +695,8 @@ impl TlsAcceptor {
     /// of the default log line (`|_| {}` silences them). It runs on the handshake's task: keep
     /// it quick.
     pub fn on_handshake_error(mut self, f: impl Fn(&HandshakeError) + Send + Sync + 'static) -> Self {
-        self.on_error = Arc::new(f);
+        self.handshakes.set_on_error(f);
         self
-    }
-}
-
-/// What a TLS acceptor does with a failed handshake by default: a `warn` event, or a line on
-/// stderr when no `tracing` subscriber is installed (transports other than TCP use it too).
-pub fn log_handshake_error(e: &HandshakeError) {
-    if crate::server::no_subscriber() {
-        eprintln!("WARN zcrpc server: {e}");
-    } else {
-        tracing::warn!(peer = %e.peer, "{e}");
     }
 }
 
@@ -776,25 +738,14 @@ pub(crate) async fn refuse_if_plaintext(stream: &TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-/// The server's side of one handshake, bounded by `limit`.
-async fn handshake(
-    acceptor: tokio_rustls::TlsAcceptor,
-    stream: TcpStream,
-    addr: SocketAddr,
-    limit: Duration,
-) -> io::Result<TlsTransport> {
-    let work = async {
-        refuse_if_plaintext(&stream).await?;
-        let tls = acceptor.accept(stream).await.map_err(|e| explained(e, None))?;
-        let (_, conn) = tls.get_ref();
-        check_alpn(conn.alpn_protocol(), "client")?;
-        let identity = identity_of(conn.peer_certificates().and_then(|c| c.first()));
-        Ok(TlsTransport::new(tls.into(), Peer::at(Some(addr)).with_tls(Arc::new(identity))))
-    };
-    match tokio::time::timeout(limit, work).await {
-        Ok(r) => r,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("the TLS handshake did not finish within {limit:?}"))),
-    }
+/// The server's side of one handshake.
+async fn handshake(acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream, addr: SocketAddr) -> io::Result<TlsTransport> {
+    refuse_if_plaintext(&stream).await?;
+    let tls = acceptor.accept(stream).await.map_err(|e| explained(e, None))?;
+    let (_, conn) = tls.get_ref();
+    check_alpn(conn.alpn_protocol(), "client")?;
+    let identity = identity_of(conn.peer_certificates().and_then(|c| c.first()));
+    Ok(TlsTransport::new(tls.into(), Peer::at(Some(addr)).with_tls(Arc::new(identity))))
 }
 
 impl Acceptor for TlsAcceptor {
@@ -804,31 +755,17 @@ impl Acceptor for TlsAcceptor {
     /// future is dropped.
     async fn accept(&mut self) -> io::Result<TlsTransport> {
         loop {
-            let room = self.handshakes.len() < self.max_handshakes;
             tokio::select! {
-                r = self.tcp.accept_stream(), if room => {
+                r = self.tcp.accept_stream(), if self.handshakes.has_room() => {
                     let (stream, addr) = r?;
-                    let (acceptor, limit, on_error) = (self.acceptor.clone(), self.handshake_timeout, self.on_error.clone());
-                    self.handshakes.spawn(async move {
-                        match handshake(acceptor, stream, addr, limit).await {
-                            Ok(t) => Some(t),
-                            Err(error) => {
-                                on_error(&HandshakeError { peer: addr, error });
-                                None
-                            }
-                        }
-                    });
+                    self.handshakes.start(addr, handshake(self.acceptor.clone(), stream, addr));
                 }
-                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
-                    if let Ok(Some(t)) = done {
-                        return Ok(t);
-                    }
-                }
+                t = self.handshakes.next() => return Ok(t),
             }
         }
     }
 
     fn set_handshake_timeout(&mut self, timeout: Duration) {
-        self.handshake_timeout = timeout;
+        self.handshakes.set_timeout(timeout);
     }
 }
