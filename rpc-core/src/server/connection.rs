@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::body::Body;
@@ -16,13 +15,13 @@ use crate::driver::{Locked, Shared, SideHandler};
 use crate::error::{CallError, ConnectionError, Status};
 use crate::response_metadata::ResponseMetadata;
 use crate::service::{BoxFuture, Peer, ServerRequest, Service};
-use crate::stream::{self, HasRoutes, Inbound, Routes};
+use crate::stream::{self, HasRoutes, Routes};
 use crate::unwind::{self, CatchUnwind};
 
 type Handler = CatchUnwind<BoxFuture<'static, Result<Body, Status>>>;
 
 /// A streaming call's inbound channel.
-type InboundRx = mpsc::UnboundedReceiver<Inbound>;
+type InboundRx = stream::InboxReceiver;
 
 pub(crate) struct ServerSide {
     service: Arc<dyn Service>,

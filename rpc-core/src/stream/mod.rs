@@ -3,6 +3,7 @@
 //! grants credit back as they are taken. The same two types serve the client
 //! ([`crate::Client::open`]) and the server ([`crate::ServerRequest::stream`]).
 
+mod inbox;
 mod routes;
 mod typed;
 
@@ -12,8 +13,7 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::sync::mpsc;
-
+pub(crate) use inbox::InboxReceiver;
 pub(crate) use routes::{deliver, Routes};
 pub use typed::{ItemWith, Sink, Source};
 
@@ -136,7 +136,7 @@ impl<H: SideHandler + HasRoutes> Host for HostOf<H> {
 pub(crate) fn handles<H: SideHandler + HasRoutes>(
     shared: Arc<Shared<H>>,
     id: u64,
-    inbound: Option<mpsc::UnboundedReceiver<Inbound>>,
+    inbound: Option<InboxReceiver>,
     keep: Option<Box<dyn Send + Sync>>,
 ) -> CallStream {
     let host: Arc<dyn Host> = Arc::new(HostOf(shared));
@@ -268,7 +268,7 @@ pub struct StreamReceiver {
     id: u64,
     /// None when the peer sends no stream (a server's receiver of a server-streaming call):
     /// no channel is made for a stream that ends before it begins.
-    inbound: Option<mpsc::UnboundedReceiver<Inbound>>,
+    inbound: Option<InboxReceiver>,
     /// What is left of the last batch of messages received, taken before the channel.
     batch: std::vec::IntoIter<Body>,
     done: bool,
@@ -478,7 +478,7 @@ impl Drop for StreamReceiver {
             self.unreported.0 += messages;
             self.unreported.1 += bytes;
         }
-        while let Some(Ok(item)) = self.inbound.as_mut().map(|i| i.try_recv()) {
+        while let Some(item) = self.inbound.as_mut().and_then(InboxReceiver::try_recv) {
             let (messages, bytes) = item.counts();
             self.unreported.0 += messages;
             self.unreported.1 += bytes;

@@ -8,8 +8,7 @@
 
 use std::task::Waker;
 
-use tokio::sync::mpsc;
-
+use super::inbox::{inbox, InboxReceiver, InboxSender};
 use super::{HasRoutes, Inbound};
 use crate::body::Body;
 use crate::driver::Locked;
@@ -19,7 +18,7 @@ use crate::error::CallError;
 /// The routes of one connection's streaming calls.
 #[derive(Default)]
 pub(crate) struct Routes {
-    inbound: CallMap<mpsc::UnboundedSender<Inbound>>,
+    inbound: CallMap<InboxSender>,
     blocked: CallMap<Waker>,
     /// The messages of one call delivered during this step, not yet sent on.
     staged: Option<(u64, Staged)>,
@@ -58,8 +57,8 @@ impl Staged {
 impl Routes {
     /// Opens call `id`'s inbound channel. Unbounded, because the connection bounds it: the peer
     /// sends no more than its credit (one window plus one frame) before the receiver consumes.
-    pub(crate) fn open(&mut self, id: u64) -> mpsc::UnboundedReceiver<Inbound> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub(crate) fn open(&mut self, id: u64) -> InboxReceiver {
+        let (tx, rx) = inbox();
         self.inbound.insert(id, tx);
         rx
     }
@@ -121,7 +120,7 @@ impl Routes {
             Staged::Many(batch) => Inbound::Messages(batch),
         };
         let sent = match self.inbound.get(&id) {
-            Some(tx) => tx.send(item).map_err(|e| e.0),
+            Some(tx) => tx.send(item),
             None => Err(item),
         };
         if let Err(item) = sent {
@@ -222,12 +221,12 @@ mod tests {
         routes.message(2, body(9)).unwrap(); // another call: the first batch goes on
         routes.message(1, body(3)).unwrap();
         routes.flush();
-        match rx.try_recv().unwrap() {
-            Inbound::Messages(v) => assert_eq!(v.iter().map(|b| b.message[0]).collect::<Vec<_>>(), [0, 1, 2]),
+        match rx.try_recv() {
+            Some(Inbound::Messages(v)) => assert_eq!(v.iter().map(|b| b.message[0]).collect::<Vec<_>>(), [0, 1, 2]),
             _ => panic!("expected a batch"),
         }
-        assert!(matches!(rx.try_recv().unwrap(), Inbound::Message(b) if b.message[0] == 3));
-        assert!(matches!(other.try_recv().unwrap(), Inbound::Message(b) if b.message[0] == 9));
+        assert!(matches!(rx.try_recv(), Some(Inbound::Message(b)) if b.message[0] == 3));
+        assert!(matches!(other.try_recv(), Some(Inbound::Message(b)) if b.message[0] == 9));
         assert!(routes.undelivered.is_empty());
     }
 
@@ -250,7 +249,7 @@ mod tests {
         let mut rx = routes.open(1);
         routes.message(1, body(0)).unwrap();
         routes.end(1, Ok(()), false);
-        assert!(matches!(rx.try_recv().unwrap(), Inbound::Message(_)));
-        assert!(matches!(rx.try_recv().unwrap(), Inbound::End(Ok(()))));
+        assert!(matches!(rx.try_recv(), Some(Inbound::Message(_))));
+        assert!(matches!(rx.try_recv(), Some(Inbound::End(Ok(())))));
     }
 }
