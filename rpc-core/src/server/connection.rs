@@ -36,6 +36,10 @@ pub(crate) struct ServerSide {
     peer: Peer,
     /// Handlers running as their own tasks.
     handlers: CallMap<AbortHandle>,
+    /// Calls a [`crate::Responder`] answers (see [`ServerRequest::responder`]): each with its
+    /// handler's future once its first poll left it pending, kept unpolled until the call
+    /// ends and then dropped. Empty unless a service takes responders.
+    deferred: CallMap<Option<Handler>>,
     /// Set when a graceful shutdown began: close once every answered call is flushed.
     pub(crate) draining: bool,
     pub(crate) close_reason: Option<ConnectionError>,
@@ -53,6 +57,7 @@ impl ServerSide {
             ready: Vec::new(),
             routes: Routes::default(),
             handlers: CallMap::default(),
+            deferred: CallMap::default(),
             draining: false,
             close_reason: None,
         }
@@ -80,6 +85,60 @@ impl HasRoutes for ServerSide {
 fn finish(g: &mut Locked<ServerSide>, id: u64, result: Result<Body, Status>) {
     g.conn.respond(id, result);
     g.side.routes.remove(id);
+}
+
+/// The handler's answer ends the call, unless a responder took the call over
+/// ([`ServerRequest::responder`]): then the handler's output is ignored.
+fn finish_unless_deferred(g: &mut Locked<ServerSide>, id: u64, result: Result<Body, Status>) {
+    // One branch on the ordinary path: the map is empty unless a service takes responders.
+    if g.side.deferred.is_empty() || !g.side.deferred.contains_key(&id) {
+        finish(g, id, result);
+    }
+}
+
+/// Handlers' futures dropped in a task of their own: a drop is user code, which must not run
+/// under the connection's lock (it may answer a call, which takes the lock).
+fn drop_outside_lock(futures: Vec<Handler>) {
+    if futures.is_empty() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(async move { drop(futures) });
+        }
+        // No runtime to run it (the connection's loops always have one): drop on a thread.
+        Err(_) => {
+            std::thread::spawn(move || drop(futures));
+        }
+    }
+}
+
+/// Marks call `id` as answered by a responder from now on; false when the call is over or
+/// already has one.
+pub(crate) fn defer(shared: &Shared<ServerSide>, id: u64) -> bool {
+    let mut g = shared.lock();
+    if !g.conn.is_open() || !g.conn.is_call_live(id) || g.side.deferred.contains_key(&id) {
+        return false;
+    }
+    g.side.deferred.insert(id, None);
+    true
+}
+
+/// A responder's answer to call `id`: the call ends with `result`, its handler's future (parked
+/// or running as a task) is dropped. False when the call was over already.
+pub(crate) fn answer_deferred(shared: &Shared<ServerSide>, id: u64, result: Result<Body, Status>) -> bool {
+    let (parked, live) = shared.step(|g| {
+        let Some(parked) = g.side.deferred.remove(&id) else { return (None, false) };
+        if let Some(h) = g.side.handlers.remove(&id) {
+            h.abort();
+        }
+        let live = g.conn.is_call_live(id);
+        finish(g, id, result);
+        (parked, live)
+    });
+    // Dropped here, outside the lock: a handler's drop is user code.
+    drop(parked);
+    live
 }
 
 impl SideHandler for ServerSide {
@@ -126,6 +185,12 @@ impl SideHandler for ServerSide {
                     tracing::debug!(id, ?reason, "dropping handler");
                     h.abort();
                 }
+                if !g.side.deferred.is_empty() {
+                    if let Some(Some(parked)) = g.side.deferred.remove(&id) {
+                        tracing::debug!(id, ?reason, "dropping parked handler");
+                        drop_outside_lock(vec![parked]);
+                    }
+                }
             }
             Event::Closed(err) => {
                 g.side.ready.clear();
@@ -133,6 +198,7 @@ impl SideHandler for ServerSide {
                 for (_, h) in g.side.handlers.drain() {
                     h.abort();
                 }
+                drop_outside_lock(g.side.deferred.drain().filter_map(|(_, parked)| parked).collect());
                 match &err {
                     ConnectionError::Closed | ConnectionError::LocallyClosed => {}
                     ConnectionError::Decode(_) | ConnectionError::Protocol(_) | ConnectionError::HelloTimeout(_) => {
@@ -191,13 +257,18 @@ impl SideHandler for ServerSide {
         let mut gone = Vec::new();
         shared.step(|g| {
             for (id, result) in done {
-                finish(g, id, result);
+                finish_unless_deferred(g, id, result);
             }
             for (id, fut) in pending {
                 // Cancelled, or its deadline passed, during the first poll: the call is over,
                 // and a task for it would run uncounted by the in-flight limit.
                 if !g.conn.is_open() || !g.conn.is_call_live(id) {
                     gone.push(fut);
+                    continue;
+                }
+                // Its responder answers: the future waits, unpolled, for the call to end.
+                if let Some(slot) = g.side.deferred.get_mut(&id) {
+                    *slot = Some(fut);
                     continue;
                 }
                 let shared = shared.clone();
@@ -207,7 +278,7 @@ impl SideHandler for ServerSide {
                     let result = answer(fut.await);
                     shared.step(|g| {
                         g.side.handlers.remove(&id);
-                        finish(g, id, result);
+                        finish_unless_deferred(g, id, result);
                     });
                 });
                 g.side.handlers.insert(id, task.abort_handle());

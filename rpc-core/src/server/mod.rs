@@ -3,6 +3,7 @@
 
 mod authorize;
 mod connection;
+mod responder;
 mod router;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,10 +21,11 @@ use crate::error::{ConnectionError, Status};
 use crate::service::Service;
 use crate::stats::{StatsSnapshot, TransportStats};
 use crate::transport::{Acceptor, Transport};
-use connection::ServerSide;
+pub(crate) use connection::ServerSide;
 #[cfg(feature = "tls")]
 pub(crate) use connection::no_subscriber;
 pub use authorize::CallInfo;
+pub use responder::Responder;
 pub use router::RouteError;
 use router::Router;
 
