@@ -1,7 +1,6 @@
 //! The server's side: zcrpc connections accepted, each one a tarpc transport whose requests
 //! are the connection's calls.
 
-use std::collections::HashMap;
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -24,6 +23,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::codec::{decode, yield_after_large, EncodeBuf, LARGE};
 use crate::errors::server_error_status;
+use crate::ids::IdMap;
 use crate::{CALL, CALL_PATH};
 
 /// How long a transport's own handshake (TLS) may take before the connection is dropped (the
@@ -67,7 +67,7 @@ pub struct ServerTransport<Req, Resp> {
     answering: Arc<AtomicU64>,
     /// The calls waiting for the channel's answer, by request id. Only this transport touches
     /// it (tarpc's channel both reads requests and writes responses through it).
-    pending: HashMap<u64, Responder>,
+    pending: IdMap<Responder>,
     /// Where responses are serialized.
     buf: EncodeBuf,
     /// A large request was just handed out: let its handler run before decoding the next.
@@ -357,7 +357,7 @@ async fn accept_loop<A, Req, Resp>(
         if tx.send(Ok(ServerTransport {
             requests: requests_rx,
             answering,
-            pending: HashMap::new(),
+            pending: IdMap::default(),
             buf: EncodeBuf::default(),
             yield_next: false,
             peer,
