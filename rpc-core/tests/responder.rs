@@ -24,9 +24,14 @@ const QUEUE_AND_RETURN: u32 = 2;
 const TAKE_TWICE: u32 = 3;
 /// An ordinary handler: answers with the request.
 const ECHO: u32 = 4;
+/// The handler keeps its own responder: only its drop answers (with `INTERNAL`).
+const KEEP: u32 = 5;
 
-/// A handler that never finishes; counts its drop.
-struct Parked(Arc<AtomicUsize>);
+/// A handler that never finishes; counts its drop. It may keep a responder (dropped with it).
+struct Parked {
+    dropped: Arc<AtomicUsize>,
+    _responder: Option<Responder>,
+}
 
 impl Future for Parked {
     type Output = Result<Body, Status>;
@@ -36,9 +41,11 @@ impl Future for Parked {
     }
 }
 
+impl Unpin for Parked {}
+
 impl Drop for Parked {
     fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.dropped.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -61,13 +68,14 @@ impl Service for Queue {
                 assert!(responder.respond(Ok(Body::message(Bytes::from_static(answer.as_bytes())))));
                 Box::pin(std::future::pending())
             }
+            KEEP => Box::pin(Parked { dropped: self.dropped.clone(), _responder: Some(responder) }),
             QUEUE_AND_RETURN => {
                 self.calls.send((req.body.message, responder)).unwrap();
                 Box::pin(async { Ok(Body::message(Bytes::from_static(b"from the handler"))) })
             }
             _ => {
                 self.calls.send((req.body.message, responder)).unwrap();
-                Box::pin(Parked(self.dropped.clone()))
+                Box::pin(Parked { dropped: self.dropped.clone(), _responder: None })
             }
         }
     }
@@ -93,6 +101,16 @@ async fn setup() -> Setup {
 fn call(client: &Client, method: u32, message: &'static [u8], options: CallOptions) -> tokio::task::JoinHandle<Result<Body, CallError>> {
     let client = client.clone();
     tokio::spawn(async move { client.call(method, Body::message(Bytes::from_static(message)), options).await })
+}
+
+/// The client's own timer, or the server's answer when its deadline passed: either way the
+/// call ended at its deadline.
+fn past_deadline(result: Result<Body, CallError>) {
+    match result {
+        Err(CallError::DeadlineExceeded(_)) => {}
+        Err(CallError::Status(s)) if s.code == Code::DEADLINE_EXCEEDED => {}
+        other => panic!("not ended by its deadline: {other:?}"),
+    }
 }
 
 async fn eventually(what: &str, cond: impl Fn() -> bool) {
@@ -156,7 +174,7 @@ async fn a_call_past_its_deadline_drops_its_parked_handler_and_a_late_answer_goe
     let mut s = setup().await;
     let c = call(&s.client, QUEUE, b"slow", CallOptions { timeout: Some(Duration::from_millis(100)), ..CallOptions::default() });
     let (_, responder) = s.calls.recv().await.unwrap();
-    assert!(matches!(c.await.unwrap(), Err(CallError::DeadlineExceeded(_))));
+    past_deadline(c.await.unwrap());
     let dropped = s.dropped.clone();
     eventually("the parked handler is dropped", || dropped.load(Ordering::SeqCst) == 1).await;
     assert!(!responder.respond(Ok(Body::default())), "the call was over: nobody gets the answer");
@@ -197,5 +215,23 @@ async fn a_call_has_one_responder_and_a_request_of_no_connection_none() {
     let answer = call(&s.client, TAKE_TWICE, b"", CallOptions::default()).await.unwrap().unwrap();
     assert_eq!(&answer.message[..], b"refused");
     assert!(ServerRequest::new(QUEUE, Body::default()).responder().is_none());
+    s.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_handler_that_keeps_its_responder_is_dropped_without_deadlock() {
+    let s = setup().await;
+    // Past its deadline: the parked handler is dropped, and its responder's drop answers a
+    // call that is over (under the connection's lock this would deadlock).
+    let c = call(&s.client, KEEP, b"k", CallOptions { timeout: Some(Duration::from_millis(50)), ..CallOptions::default() });
+    past_deadline(c.await.unwrap());
+    let dropped = s.dropped.clone();
+    eventually("the parked handler is dropped", || dropped.load(Ordering::SeqCst) == 1).await;
+    // With the connection: the same.
+    let _c = call(&s.client, KEEP, b"k", CallOptions::default());
+    let echo = call(&s.client, ECHO, b"after", CallOptions::default()).await.unwrap().unwrap();
+    assert_eq!(&echo.message[..], b"after");
+    s.client.close().await;
+    eventually("the second parked handler is dropped", || dropped.load(Ordering::SeqCst) == 2).await;
     s.handle.shutdown().await;
 }

@@ -19,7 +19,7 @@ use crate::service::{BoxFuture, Peer, ServerRequest, Service};
 use crate::stream::{self, HasRoutes, Inbound, Routes};
 use crate::unwind::{self, CatchUnwind};
 
-type Handler = CatchUnwind<BoxFuture<'static, Result<Body, Status>>>;
+pub(crate) type Handler = CatchUnwind<BoxFuture<'static, Result<Body, Status>>>;
 
 /// A streaming call's inbound channel.
 type InboundRx = mpsc::UnboundedReceiver<Inbound>;
@@ -40,6 +40,10 @@ pub(crate) struct ServerSide {
     /// handler's future once its first poll left it pending, kept unpolled until the call
     /// ends and then dropped. Empty unless a service takes responders.
     deferred: CallMap<Option<Handler>>,
+    /// Parked handlers of calls that ended with the connection: dropped when the connection's
+    /// task ends ([`ServerSide::take_ended`]), outside the lock, where no runtime shutdown
+    /// can drop them in place (a task spawned then is dropped at once, by the spawner).
+    ended: Vec<Handler>,
     /// Set when a graceful shutdown began: close once every answered call is flushed.
     pub(crate) draining: bool,
     pub(crate) close_reason: Option<ConnectionError>,
@@ -58,9 +62,16 @@ impl ServerSide {
             routes: Routes::default(),
             handlers: CallMap::default(),
             deferred: CallMap::default(),
+            ended: Vec::new(),
             draining: false,
             close_reason: None,
         }
+    }
+
+    /// The parked handlers of the calls that ended with the connection, to drop outside the
+    /// lock.
+    pub(crate) fn take_ended(&mut self) -> Vec<Handler> {
+        std::mem::take(&mut self.ended)
     }
 }
 
@@ -96,19 +107,16 @@ fn finish_unless_deferred(g: &mut Locked<ServerSide>, id: u64, result: Result<Bo
     }
 }
 
-/// Handlers' futures dropped in a task of their own: a drop is user code, which must not run
-/// under the connection's lock (it may answer a call, which takes the lock).
-fn drop_outside_lock(futures: Vec<Handler>) {
-    if futures.is_empty() {
-        return;
-    }
+/// A cancelled call's parked handler, dropped in a task of its own: a drop is user code, which
+/// must not run under the connection's lock (it may answer a call, which takes the lock).
+fn drop_outside_lock(parked: Handler) {
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => {
-            rt.spawn(async move { drop(futures) });
+            rt.spawn(async move { drop(parked) });
         }
         // No runtime to run it (the connection's loops always have one): drop on a thread.
         Err(_) => {
-            std::thread::spawn(move || drop(futures));
+            std::thread::spawn(move || drop(parked));
         }
     }
 }
@@ -188,7 +196,11 @@ impl SideHandler for ServerSide {
                 if !g.side.deferred.is_empty() {
                     if let Some(Some(parked)) = g.side.deferred.remove(&id) {
                         tracing::debug!(id, ?reason, "dropping parked handler");
-                        drop_outside_lock(vec![parked]);
+                        if g.conn.is_open() {
+                            drop_outside_lock(parked);
+                        } else {
+                            g.side.ended.push(parked);
+                        }
                     }
                 }
             }
@@ -198,7 +210,8 @@ impl SideHandler for ServerSide {
                 for (_, h) in g.side.handlers.drain() {
                     h.abort();
                 }
-                drop_outside_lock(g.side.deferred.drain().filter_map(|(_, parked)| parked).collect());
+                let parked = g.side.deferred.drain().filter_map(|(_, parked)| parked);
+                g.side.ended.extend(parked);
                 match &err {
                     ConnectionError::Closed | ConnectionError::LocallyClosed => {}
                     ConnectionError::Decode(_) | ConnectionError::Protocol(_) | ConnectionError::HelloTimeout(_) => {

@@ -490,7 +490,12 @@ impl Server {
         book.closed.merge(&stats.snapshot());
         book.live.retain(|w| w.upgrade().is_some_and(|s| !Arc::ptr_eq(&s, &stats)));
         drop(book);
-        let reason = shared.lock().side.close_reason.clone();
+        let (reason, ended) = {
+            let mut g = shared.lock();
+            (g.side.close_reason.clone(), g.side.take_ended())
+        };
+        // The parked handlers of calls that ended with the connection, dropped outside the lock.
+        drop(ended);
         reason.unwrap_or(ConnectionError::Closed)
     }
 
