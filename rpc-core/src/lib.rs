@@ -240,7 +240,7 @@ pub use file_receiver::{FileReceiver, ReceiveError};
 pub use file_region::FileRegion;
 pub use payload::{ExternalSegment, Payload, Segment};
 pub use rpc_macros::service;
-pub use server::{CallInfo, RouteError, Server, ServerBuilder, ServerHandle};
+pub use server::{CallInfo, Responder, RouteError, Server, ServerBuilder, ServerHandle};
 pub use frame::CallMode;
 pub use method::method_id;
 pub use response_metadata::ResponseMetadata;

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::conn::MetadataKind;
-use crate::driver::{Shared, SideHandler};
+use crate::driver::Shared;
+use crate::server::{Responder, ServerSide};
 use crate::metadata::{Metadata, MetadataError};
 
 /// The response headers and trailers of one call, as its handler sets them: headers go to the
@@ -77,9 +78,14 @@ pub(crate) trait MetadataHost: Send + Sync + 'static {
     /// Sends the headers now, ahead of the answer; false when they do not go now.
     fn send_headers(&self, id: u64) -> bool;
     fn get(&self, id: u64, kind: MetadataKind) -> Metadata;
+    /// The responder of call `id` ([`crate::ServerRequest::responder`]); none for a handle
+    /// attached to no connection.
+    fn responder(self: Arc<Self>, _id: u64) -> Option<Responder> {
+        None
+    }
 }
 
-impl<H: SideHandler> MetadataHost for Shared<H> {
+impl MetadataHost for Shared<ServerSide> {
     fn set(&self, id: u64, kind: MetadataKind, key: &str, value: Bytes) -> Result<(), MetadataError> {
         // Nothing to dispatch: setting queues no frame and raises no event.
         self.lock().conn.set_response_metadata(id, kind, key, value)
@@ -92,6 +98,10 @@ impl<H: SideHandler> MetadataHost for Shared<H> {
 
     fn get(&self, id: u64, kind: MetadataKind) -> Metadata {
         self.lock().conn.response_metadata(id, kind)
+    }
+
+    fn responder(self: Arc<Self>, id: u64) -> Option<Responder> {
+        Responder::take(self, id)
     }
 }
 
@@ -168,6 +178,11 @@ impl ResponseMetadata {
             Some(host) => host.set(self.id, kind, key, value),
             None => Ok(()),
         }
+    }
+
+    /// The call's responder, if it is a call of a connection without one yet.
+    pub(crate) fn responder(&self) -> Option<Responder> {
+        self.host.clone()?.responder(self.id)
     }
 
     fn get(&self, kind: MetadataKind) -> Metadata {

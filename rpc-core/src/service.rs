@@ -51,6 +51,15 @@ impl ServerRequest {
             response: ResponseMetadata::default(),
         }
     }
+
+    /// Takes the call's answer out of its handler: the call is answered by the returned
+    /// [`crate::Responder`] (from any task, at any time) and the handler's output is ignored;
+    /// a handler still pending after its first poll is not polled again, only dropped when the
+    /// call ends. `None` for a request of no connection ([`ServerRequest::new`]), a call that
+    /// is over, or one whose responder was taken already.
+    pub fn responder(&self) -> Option<crate::Responder> {
+        self.response.responder()
+    }
 }
 
 /// What a `#[service]` method may know about its call beyond its arguments — the metadata the

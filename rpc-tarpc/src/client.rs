@@ -1,13 +1,12 @@
 //! The client's transport: each tarpc request becomes a zcrpc call; a cancel drops it.
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use futures::future::{AbortHandle, Abortable};
 use futures::stream::FuturesUnordered;
 use futures::{Sink, Stream};
 use rpc_core::{Body, BoxFuture, CallError, CallOptions, Client};
@@ -23,6 +22,35 @@ use crate::CALL;
 /// whether the response was large.
 type InFlight<Resp> = BoxFuture<'static, (u64, Option<Response<Resp>>, bool)>;
 
+/// A call in the transport's set: its zcrpc call until cancelled (dropping it cancels the call
+/// on the server), then nothing, and the set lets it go at its next poll. No allocation or
+/// map entry of its own: a cancel finds it in the set.
+struct Call<Resp> {
+    id: u64,
+    call: Option<InFlight<Resp>>,
+    /// The waker of its last poll: a cancel wakes it, so that it leaves the set.
+    waker: Option<Waker>,
+}
+
+impl<Resp> Future for Call<Resp> {
+    /// `None`: cancelled.
+    type Output = Option<(u64, Option<Response<Resp>>, bool)>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(call) = &mut this.call else { return Poll::Ready(None) };
+        match call.as_mut().poll(cx) {
+            Poll::Ready(done) => Poll::Ready(Some(done)),
+            Poll::Pending => {
+                if !this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    this.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
 /// A `tarpc::Transport` for a tarpc client (`WorldClient::new(config, transport)`): each request
 /// goes as one zcrpc call on `client` — its deadline as the call's deadline, its context
 /// (deadline and trace context, as tarpc's serde transports send it) and message serialized
@@ -37,8 +65,7 @@ type InFlight<Resp> = BoxFuture<'static, (u64, Option<Response<Resp>>, bool)>;
 pub struct ClientTransport<Req, Resp> {
     client: Client,
     buf: EncodeBuf,
-    calls: FuturesUnordered<Abortable<InFlight<Resp>>>,
-    aborts: HashMap<u64, AbortHandle>,
+    calls: FuturesUnordered<Call<Resp>>,
     /// The reader waiting while no call is in flight.
     idle: Option<Waker>,
     /// A large response was just handed out: let its caller run before decoding the next.
@@ -49,7 +76,7 @@ pub struct ClientTransport<Req, Resp> {
 
 impl<Req, Resp> std::fmt::Debug for ClientTransport<Req, Resp> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientTransport").field("client", &self.client).field("in_flight", &self.aborts.len()).finish()
+        f.debug_struct("ClientTransport").field("client", &self.client).field("in_flight", &self.calls.len()).finish()
     }
 }
 
@@ -61,7 +88,6 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
             client,
             buf: EncodeBuf::default(),
             calls: FuturesUnordered::new(),
-            aborts: HashMap::new(),
             idle: None,
             yield_next: false,
             closed: false,
@@ -116,17 +142,20 @@ where
                         Box::pin(std::future::ready((id, Some(Response { request_id: id, message: Err(error) }), false)))
                     }
                 };
-                let (abort, registration) = AbortHandle::new_pair();
-                this.aborts.insert(id, abort);
-                this.calls.push(Abortable::new(fut, registration));
+                this.calls.push(Call { id, call: Some(fut), waker: None });
                 if let Some(w) = this.idle.take() {
                     w.wake();
                 }
             }
             ClientMessage::Cancel { request_id, .. } => {
-                // Dropping the call's future cancels it on the server.
-                if let Some(a) = this.aborts.remove(&request_id) {
-                    a.abort();
+                // Dropping the call's future cancels it on the server. A scan of the calls in
+                // flight (bounded by tarpc's `max_in_flight_requests`): cancels are rare, and
+                // a map from id to call would cost every call an entry.
+                if let Some(call) = this.calls.iter_mut().find(|c| c.id == request_id && c.call.is_some()) {
+                    call.call = None;
+                    if let Some(w) = call.waker.take() {
+                        w.wake();
+                    }
                 }
             }
             // Kinds a later tarpc may add: nothing to carry.
@@ -174,8 +203,7 @@ impl<Req, Resp> Stream for ClientTransport<Req, Resp> {
                 return Poll::Pending;
             }
             match Pin::new(&mut this.calls).poll_next(cx) {
-                Poll::Ready(Some(Ok((id, response, large)))) => {
-                    this.aborts.remove(&id);
+                Poll::Ready(Some(Some((_, response, large)))) => {
                     // None: past its deadline; tarpc times it out itself.
                     if let Some(response) = response {
                         this.yield_next = large;
@@ -183,7 +211,7 @@ impl<Req, Resp> Stream for ClientTransport<Req, Resp> {
                     }
                 }
                 // Cancelled: tarpc has forgotten it already.
-                Poll::Ready(Some(Err(_aborted))) => {}
+                Poll::Ready(Some(None)) => {}
                 Poll::Ready(None) => {}
                 Poll::Pending => return Poll::Pending,
             }

@@ -66,6 +66,7 @@
 mod client;
 mod codec;
 mod errors;
+mod ids;
 mod server;
 
 pub use client::ClientTransport;

@@ -1,11 +1,11 @@
 //! The server's side: zcrpc connections accepted, each one a tarpc transport whose requests
 //! are the connection's calls.
 
-use std::collections::HashMap;
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,14 +15,15 @@ use bytes::Bytes;
 use futures::{Sink, Stream};
 use rpc_core::transport::tcp::TcpAcceptor;
 use rpc_core::transport::Acceptor;
-use rpc_core::{Body, BoxFuture, Server, ServerBuilder, ServerRequest, Status};
+use rpc_core::{Body, BoxFuture, Responder, Server, ServerBuilder, ServerRequest, Status};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tarpc::{ClientMessage, Request, Response};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::codec::{decode, yield_after_large, EncodeBuf, LARGE};
 use crate::errors::server_error_status;
+use crate::ids::IdMap;
 use crate::{CALL, CALL_PATH};
 
 /// How long a transport's own handshake (TLS) may take before the connection is dropped (the
@@ -32,15 +33,28 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections waiting for the application to take them from [`Incoming`].
 const ACCEPT_QUEUE: usize = 16;
 
-/// The answer a call's handler waits for: the encoded response, or the status it fails with.
-type Answer = oneshot::Sender<Result<Body, Status>>;
-
-/// What a connection's zcrpc handlers hand its tarpc channel: a call, still encoded (it is
-/// decoded when the channel takes it, in the channel's task, as tarpc's own transports do), or
-/// the end of one that was not answered.
+/// What a connection's zcrpc service hands its tarpc channel: a call, still encoded (it is
+/// decoded when the channel takes it, in the channel's task, as tarpc's own transports do) with
+/// the responder its answer goes to, or the end of one that was not answered.
 enum Delivery {
-    Call { id: u64, message: Bytes, answer: Answer },
+    Call { id: u64, message: Bytes, responder: Responder },
     Cancel { id: u64 },
+}
+
+/// How a connection's zcrpc service reaches its tarpc transport. The transport holds only
+/// `answering`: the channel ends when the connection's service and handlers are gone.
+struct Link {
+    requests: mpsc::UnboundedSender<Delivery>,
+    /// The request whose response the transport is giving right now (`u64::MAX`: none). Its
+    /// call's handler future is dropped within that answer ([`Responder::respond`]): that drop
+    /// is no cancel, and tells the channel nothing.
+    answering: Arc<AtomicU64>,
+}
+
+/// The status of a call whose tarpc channel is gone (dropped, or its connection's transport
+/// never taken).
+fn channel_gone() -> Status {
+    Status::new(rpc_core::Code::UNAVAILABLE, "the tarpc channel dropped the request")
 }
 
 /// A `tarpc::Transport` for a tarpc server (`BaseChannel::with_defaults(transport)`): one zcrpc
@@ -49,9 +63,11 @@ enum Delivery {
 /// come out as tarpc cancels. Made by [`Incoming`].
 pub struct ServerTransport<Req, Resp> {
     requests: mpsc::UnboundedReceiver<Delivery>,
-    /// The handlers waiting for the channel's answer, by request id. Only this transport
-    /// touches it (tarpc's channel both reads requests and writes responses through it).
-    pending: HashMap<u64, Answer>,
+    /// [`Link::answering`].
+    answering: Arc<AtomicU64>,
+    /// The calls waiting for the channel's answer, by request id. Only this transport touches
+    /// it (tarpc's channel both reads requests and writes responses through it).
+    pending: IdMap<Responder>,
     /// Where responses are serialized.
     buf: EncodeBuf,
     /// A large request was just handed out: let its handler run before decoding the next.
@@ -63,6 +79,22 @@ pub struct ServerTransport<Req, Resp> {
 impl<Req, Resp> std::fmt::Debug for ServerTransport<Req, Resp> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerTransport").field("peer", &self.peer).field("in_flight", &self.pending.len()).finish()
+    }
+}
+
+impl<Req, Resp> Drop for ServerTransport<Req, Resp> {
+    fn drop(&mut self) {
+        // The channel is gone: its calls, taken or still queued, fail as such (a responder
+        // dropped unanswered would say less).
+        for (_, responder) in self.pending.drain() {
+            responder.respond(Err(channel_gone()));
+        }
+        self.requests.close();
+        while let Ok(delivery) = self.requests.try_recv() {
+            if let Delivery::Call { responder, .. } = delivery {
+                responder.respond(Err(channel_gone()));
+            }
+        }
     }
 }
 
@@ -91,17 +123,17 @@ impl<Req: DeserializeOwned, Resp> Stream for ServerTransport<Req, Resp> {
                 Poll::Pending => return Poll::Pending,
             };
             match delivery {
-                Delivery::Call { id, message, answer } => {
+                Delivery::Call { id, message, responder } => {
                     // The client's context (its deadline relative to now, its trace), then the message.
                     match decode::<(tarpc::context::Context, Req)>(&message) {
                         Ok((context, request)) => {
-                            this.pending.insert(id, answer);
+                            this.pending.insert(id, responder);
                             this.yield_next = message.len() >= LARGE;
                             return Poll::Ready(Some(Ok(ClientMessage::Request(Request { context, id, message: request }))));
                         }
                         // The call fails alone; tarpc never sees it.
                         Err(e) => {
-                            let _ = answer.send(Err(Status::invalid_argument(format!("{CALL_PATH}: cannot decode the request: {e}"))));
+                            responder.respond(Err(Status::invalid_argument(format!("{CALL_PATH}: cannot decode the request: {e}"))));
                         }
                     }
                 }
@@ -127,7 +159,7 @@ impl<Req, Resp: Serialize> Sink<Response<Resp>> for ServerTransport<Req, Resp> {
     fn start_send(self: Pin<&mut Self>, response: Response<Resp>) -> io::Result<()> {
         let this = self.get_mut();
         // No waiter: the call was cancelled meanwhile; nobody wants the answer.
-        let Some(answer) = this.pending.remove(&response.request_id) else { return Ok(()) };
+        let Some(responder) = this.pending.remove(&response.request_id) else { return Ok(()) };
         let result = match response.message {
             Ok(resp) => this
                 .buf
@@ -136,7 +168,9 @@ impl<Req, Resp: Serialize> Sink<Response<Resp>> for ServerTransport<Req, Resp> {
                 .map_err(|e| Status::new(rpc_core::Code::INTERNAL, format!("cannot encode the response: {e}"))),
             Err(server_error) => Err(server_error_status(&server_error)),
         };
-        let _ = answer.send(result);
+        this.answering.store(response.request_id, Ordering::Relaxed);
+        responder.respond(result);
+        this.answering.store(u64::MAX, Ordering::Relaxed);
         Ok(())
     }
 
@@ -149,24 +183,34 @@ impl<Req, Resp: Serialize> Sink<Response<Resp>> for ServerTransport<Req, Resp> {
     }
 }
 
-/// The zcrpc service of one connection: hands each call to the connection's tarpc channel and
-/// answers with what the channel sends back.
+/// The zcrpc service of one connection: hands each call, with its responder, to the
+/// connection's tarpc channel, which answers it through the responder (no task per call).
 struct Bridge {
-    requests: mpsc::UnboundedSender<Delivery>,
+    link: Arc<Link>,
     next_id: AtomicU64,
 }
 
-/// Tells the tarpc channel that a call ended unanswered (cancelled, deadline, connection gone).
-struct CancelUnlessAnswered {
-    requests: mpsc::UnboundedSender<Delivery>,
+/// A call's handler: pending until dropped (the responder answers the call). Dropped other
+/// than within its own answer, it tells the tarpc channel that the call ended unanswered
+/// (cancelled, deadline, connection gone).
+struct CancelOnDrop {
+    link: Arc<Link>,
     id: u64,
-    answered: bool,
 }
 
-impl Drop for CancelUnlessAnswered {
+impl Future for CancelOnDrop {
+    type Output = Result<Body, Status>;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Polled once only: after that zcrpc keeps it unpolled until the call ends.
+        Poll::Pending
+    }
+}
+
+impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if !self.answered {
-            let _ = self.requests.send(Delivery::Cancel { id: self.id });
+        if self.link.answering.load(Ordering::Relaxed) != self.id {
+            let _ = self.link.requests.send(Delivery::Cancel { id: self.id });
         }
     }
 }
@@ -176,20 +220,18 @@ impl rpc_core::Service for Bridge {
         if req.method != CALL {
             return Box::pin(std::future::ready(Err(Status::unimplemented(req.method))));
         }
+        // Every call of a connection has one.
+        let Some(responder) = req.responder() else {
+            return Box::pin(std::future::ready(Err(Status::internal("a tarpc call must come from a zcrpc connection"))));
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (answer, rx) = oneshot::channel();
-        if self.requests.send(Delivery::Call { id, message: req.body.message, answer }).is_err() {
-            return Box::pin(std::future::ready(Err(Status::new(rpc_core::Code::UNAVAILABLE, "the tarpc channel of this connection is gone"))));
+        if let Err(mpsc::error::SendError(delivery)) = self.link.requests.send(Delivery::Call { id, message: req.body.message, responder }) {
+            if let Delivery::Call { responder, .. } = delivery {
+                responder.respond(Err(channel_gone()));
+            }
+            return Box::pin(std::future::pending());
         }
-        let guard = CancelUnlessAnswered { requests: self.requests.clone(), id, answered: false };
-        Box::pin(async move {
-            // The whole guard moves into the handler (not only the field set below): dropping
-            // the handler unanswered is what cancels the request.
-            let mut guard = guard;
-            let answer = rx.await;
-            guard.answered = true;
-            answer.unwrap_or_else(|_| Err(Status::new(rpc_core::Code::UNAVAILABLE, "the tarpc channel dropped the request")))
-        })
+        Box::pin(CancelOnDrop { link: self.link.clone(), id })
     }
 
     fn name(&self) -> &'static str {
@@ -304,7 +346,9 @@ async fn accept_loop<A, Req, Resp>(
         };
         let peer = rpc_core::transport::Transport::peer(&transport).addr;
         let (requests_tx, requests_rx) = mpsc::unbounded_channel();
-        let server = builder.clone().build(Bridge { requests: requests_tx, next_id: AtomicU64::new(0) });
+        let answering = Arc::new(AtomicU64::new(u64::MAX));
+        let link = Arc::new(Link { requests: requests_tx, answering: answering.clone() });
+        let server = builder.clone().build(Bridge { link, next_id: AtomicU64::new(0) });
         tokio::spawn(async move {
             let _slot = slot;
             let why = server.serve_connection(transport).await;
@@ -312,7 +356,8 @@ async fn accept_loop<A, Req, Resp>(
         });
         if tx.send(Ok(ServerTransport {
             requests: requests_rx,
-            pending: HashMap::new(),
+            answering,
+            pending: IdMap::default(),
             buf: EncodeBuf::default(),
             yield_next: false,
             peer,
@@ -337,29 +382,35 @@ mod tests {
         }
     }
 
-    #[test]
-    fn after_a_large_request_the_channel_yields_before_decoding_the_next() {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut t = ServerTransport::<Vec<u8>, ()> {
-            requests: rx,
-            pending: HashMap::new(),
-            buf: EncodeBuf::default(),
-            yield_next: false,
-            peer: None,
-            _types: PhantomData,
-        };
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_large_request_the_channel_yields_before_decoding_the_next() {
+        let mut incoming = listen::<Vec<u8>, ()>("127.0.0.1:0").await.unwrap();
+        let client = rpc_core::Client::connect_tcp(incoming.local_addr().unwrap(), Default::default()).await.unwrap();
+        let mut t = futures::StreamExt::next(&mut incoming).await.unwrap().unwrap();
         let mut enc = EncodeBuf::default();
-        let mut answers = Vec::new();
-        for (id, len) in [(0, 1 << 20), (1, 1 << 20), (2, 10), (3, 10)] {
-            let (answer, rx) = oneshot::channel();
-            answers.push(rx);
+        let mut calls = Vec::new();
+        for len in [1 << 20, 1 << 20, 10, 10] {
             let message = enc.encode(&(tarpc::context::current(), vec![7u8; len])).unwrap();
-            tx.send(Delivery::Call { id, message, answer }).unwrap();
+            // One after the other, so that they are queued in this order.
+            let c = client.clone();
+            calls.push(tokio::spawn(async move { c.call(CALL, Body::message(message), Default::default()).await }));
+            while t.requests.len() < calls.len() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
         // All four are queued: each large one is followed by a pending poll (the tasks that
         // take it run then); small ones come one after the other.
         let seen: Vec<Option<u64>> = (0..6).map(|_| next(&mut t)).collect();
         assert_eq!(seen, [Some(0), None, Some(1), None, Some(2), Some(3)]);
         assert_eq!(t.pending.len(), 4, "every handed-out request waits for its answer");
+        // The channel is dropped unanswered: every call fails as such.
+        drop(t);
+        for call in calls {
+            let status = match call.await.unwrap() {
+                Err(rpc_core::CallError::Status(s)) => s,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(status.code, rpc_core::Code::UNAVAILABLE, "{status:?}");
+        }
     }
 }

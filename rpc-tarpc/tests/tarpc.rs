@@ -124,6 +124,23 @@ async fn calls_from_several_clients_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_answered_out_of_order_each_get_their_own_answer() {
+    let (client, _) = start(Impl::default()).await;
+    // The longest first: the server answers them last to first.
+    let calls: Vec<_> = [300u64, 200, 100, 0]
+        .into_iter()
+        .map(|ms| {
+            let c = client.clone();
+            tokio::spawn(async move { (ms, c.sleep(context::current(), ms).await) })
+        })
+        .collect();
+    for c in calls {
+        let (ms, answer) = c.await.unwrap();
+        assert_eq!(answer.unwrap(), ms);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_errors_come_back_as_values() {
     let (client, _) = start(Impl::default()).await;
     assert_eq!(client.lookup(context::current(), "a".into()).await.unwrap(), Ok("alpha".to_owned()));

@@ -18,7 +18,7 @@ use crate::service::{BoxFuture, Peer, ServerRequest, Service};
 use crate::stream::{self, HasRoutes, Routes};
 use crate::unwind::{self, CatchUnwind};
 
-type Handler = CatchUnwind<BoxFuture<'static, Result<Body, Status>>>;
+pub(crate) type Handler = CatchUnwind<BoxFuture<'static, Result<Body, Status>>>;
 
 /// A streaming call's inbound channel.
 type InboundRx = stream::InboxReceiver;
@@ -35,6 +35,14 @@ pub(crate) struct ServerSide {
     peer: Peer,
     /// Handlers running as their own tasks.
     handlers: CallMap<AbortHandle>,
+    /// Calls a [`crate::Responder`] answers (see [`ServerRequest::responder`]): each with its
+    /// handler's future once its first poll left it pending, kept unpolled until the call
+    /// ends and then dropped. Empty unless a service takes responders.
+    deferred: CallMap<Option<Handler>>,
+    /// Parked handlers of calls that ended with the connection: dropped when the connection's
+    /// task ends ([`ServerSide::take_ended`]), outside the lock, where no runtime shutdown
+    /// can drop them in place (a task spawned then is dropped at once, by the spawner).
+    ended: Vec<Handler>,
     /// Set when a graceful shutdown began: close once every answered call is flushed.
     pub(crate) draining: bool,
     pub(crate) close_reason: Option<ConnectionError>,
@@ -52,9 +60,17 @@ impl ServerSide {
             ready: Vec::new(),
             routes: Routes::default(),
             handlers: CallMap::default(),
+            deferred: CallMap::default(),
+            ended: Vec::new(),
             draining: false,
             close_reason: None,
         }
+    }
+
+    /// The parked handlers of the calls that ended with the connection, to drop outside the
+    /// lock.
+    pub(crate) fn take_ended(&mut self) -> Vec<Handler> {
+        std::mem::take(&mut self.ended)
     }
 }
 
@@ -79,6 +95,57 @@ impl HasRoutes for ServerSide {
 fn finish(g: &mut Locked<ServerSide>, id: u64, result: Result<Body, Status>) {
     g.conn.respond(id, result);
     g.side.routes.remove(id);
+}
+
+/// The handler's answer ends the call, unless a responder took the call over
+/// ([`ServerRequest::responder`]): then the handler's output is ignored.
+fn finish_unless_deferred(g: &mut Locked<ServerSide>, id: u64, result: Result<Body, Status>) {
+    // One branch on the ordinary path: the map is empty unless a service takes responders.
+    if g.side.deferred.is_empty() || !g.side.deferred.contains_key(&id) {
+        finish(g, id, result);
+    }
+}
+
+/// A cancelled call's parked handler, dropped in a task of its own: a drop is user code, which
+/// must not run under the connection's lock (it may answer a call, which takes the lock).
+fn drop_outside_lock(parked: Handler) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(async move { drop(parked) });
+        }
+        // No runtime to run it (the connection's loops always have one): drop on a thread.
+        Err(_) => {
+            std::thread::spawn(move || drop(parked));
+        }
+    }
+}
+
+/// Marks call `id` as answered by a responder from now on; false when the call is over or
+/// already has one.
+pub(crate) fn defer(shared: &Shared<ServerSide>, id: u64) -> bool {
+    let mut g = shared.lock();
+    if !g.conn.is_open() || !g.conn.is_call_live(id) || g.side.deferred.contains_key(&id) {
+        return false;
+    }
+    g.side.deferred.insert(id, None);
+    true
+}
+
+/// A responder's answer to call `id`: the call ends with `result`, its handler's future (parked
+/// or running as a task) is dropped. False when the call was over already.
+pub(crate) fn answer_deferred(shared: &Shared<ServerSide>, id: u64, result: Result<Body, Status>) -> bool {
+    let (parked, live) = shared.step(|g| {
+        let Some(parked) = g.side.deferred.remove(&id) else { return (None, false) };
+        if let Some(h) = g.side.handlers.remove(&id) {
+            h.abort();
+        }
+        let live = g.conn.is_call_live(id);
+        finish(g, id, result);
+        (parked, live)
+    });
+    // Dropped here, outside the lock: a handler's drop is user code.
+    drop(parked);
+    live
 }
 
 impl SideHandler for ServerSide {
@@ -125,6 +192,16 @@ impl SideHandler for ServerSide {
                     tracing::debug!(id, ?reason, "dropping handler");
                     h.abort();
                 }
+                if !g.side.deferred.is_empty() {
+                    if let Some(Some(parked)) = g.side.deferred.remove(&id) {
+                        tracing::debug!(id, ?reason, "dropping parked handler");
+                        if g.conn.is_open() {
+                            drop_outside_lock(parked);
+                        } else {
+                            g.side.ended.push(parked);
+                        }
+                    }
+                }
             }
             Event::Closed(err) => {
                 g.side.ready.clear();
@@ -132,6 +209,8 @@ impl SideHandler for ServerSide {
                 for (_, h) in g.side.handlers.drain() {
                     h.abort();
                 }
+                let parked = g.side.deferred.drain().filter_map(|(_, parked)| parked);
+                g.side.ended.extend(parked);
                 match &err {
                     ConnectionError::Closed | ConnectionError::LocallyClosed => {}
                     ConnectionError::Decode(_) | ConnectionError::Protocol(_) | ConnectionError::HelloTimeout(_) => {
@@ -190,13 +269,18 @@ impl SideHandler for ServerSide {
         let mut gone = Vec::new();
         shared.step(|g| {
             for (id, result) in done {
-                finish(g, id, result);
+                finish_unless_deferred(g, id, result);
             }
             for (id, fut) in pending {
                 // Cancelled, or its deadline passed, during the first poll: the call is over,
                 // and a task for it would run uncounted by the in-flight limit.
                 if !g.conn.is_open() || !g.conn.is_call_live(id) {
                     gone.push(fut);
+                    continue;
+                }
+                // Its responder answers: the future waits, unpolled, for the call to end.
+                if let Some(slot) = g.side.deferred.get_mut(&id) {
+                    *slot = Some(fut);
                     continue;
                 }
                 let shared = shared.clone();
@@ -206,7 +290,7 @@ impl SideHandler for ServerSide {
                     let result = answer(fut.await);
                     shared.step(|g| {
                         g.side.handlers.remove(&id);
-                        finish(g, id, result);
+                        finish_unless_deferred(g, id, result);
                     });
                 });
                 g.side.handlers.insert(id, task.abort_handle());

@@ -3,6 +3,7 @@
 
 mod authorize;
 mod connection;
+mod responder;
 mod router;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,10 +21,11 @@ use crate::error::{ConnectionError, Status};
 use crate::service::Service;
 use crate::stats::{StatsSnapshot, TransportStats};
 use crate::transport::{Acceptor, Transport};
-use connection::ServerSide;
+pub(crate) use connection::ServerSide;
 #[cfg(feature = "tls")]
 pub(crate) use connection::no_subscriber;
 pub use authorize::CallInfo;
+pub use responder::Responder;
 pub use router::RouteError;
 use router::Router;
 
@@ -488,7 +490,12 @@ impl Server {
         book.closed.merge(&stats.snapshot());
         book.live.retain(|w| w.upgrade().is_some_and(|s| !Arc::ptr_eq(&s, &stats)));
         drop(book);
-        let reason = shared.lock().side.close_reason.clone();
+        let (reason, ended) = {
+            let mut g = shared.lock();
+            (g.side.close_reason.clone(), g.side.take_ended())
+        };
+        // The parked handlers of calls that ended with the connection, dropped outside the lock.
+        drop(ended);
         reason.unwrap_or(ConnectionError::Closed)
     }
 
