@@ -118,11 +118,17 @@ impl RecvHalf for UringRecv {
             let e = io::Error::new(io::ErrorKind::InvalidInput, "recv needs spare capacity");
             return (Err(e), buf);
         }
-        cooperate().await;
         match &mut self.mode {
+            // tokio's readiness, as the TCP transport: no budget of its own to take.
             Mode::Read => recv_ready(&self.stream, &self.stats, buf).await,
-            Mode::Single(s) => s.recv(&self.stream, &self.stats, buf).await,
-            Mode::Ring(r) => r.recv(&self.stream, &self.stats, buf).await,
+            Mode::Single(s) => {
+                cooperate().await;
+                s.recv(&self.stream, &self.stats, buf).await
+            }
+            Mode::Ring(r) => {
+                cooperate().await;
+                r.recv(&self.stream, &self.stats, buf).await
+            }
         }
     }
 
@@ -142,9 +148,10 @@ impl RecvHalf for UringRecv {
     }
 }
 
-/// One unit of tokio's cooperative budget per receive, taken before anything is received (so
-/// a future dropped while it yields loses nothing). The io_uring modes never ask tokio's
-/// reactor: a single-shot receive whose bytes are already queued completes during its submit,
+/// One unit of tokio's cooperative budget per receive of the io_uring modes, taken before
+/// anything is received (so a future dropped while it yields loses nothing; `Read` receives
+/// through tokio's readiness, as the TCP transport, and takes none). The io_uring modes never
+/// ask tokio's reactor: a single-shot receive whose bytes are already queued completes during its submit,
 /// and a multishot receive's completions wait in its queue, so a connection that always has
 /// data would otherwise complete receives back to back and never let its worker run anything
 /// else.

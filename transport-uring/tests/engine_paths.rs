@@ -118,3 +118,55 @@ async fn never_zc_copies_everything() {
     .await
     .expect("timed out");
 }
+
+/// One batch mixing paths keeps the batch's order on the wire; every batch, mixed or all by
+/// copy, is emptied and left with its allocation (the writer reuses it for the next batch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_keeps_its_order_across_paths_and_its_allocation() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    tokio::time::timeout(LIMIT, async {
+        let (t, peer) = pair(cfg(ZcMode::AlwaysZc)).await;
+        let stats = t.stats();
+        let reader = tokio::spawn(read_all(peer));
+        let (_r, mut s) = t.split();
+        let mut expect = Vec::new();
+        let mut batch = Vec::with_capacity(64);
+        let small = |i: u8| transmit(&[i; 12], vec![Bytes::from(pattern(52, i))]);
+
+        // All by copy: small frames, below the threshold.
+        for i in 0..20u8 {
+            let t = small(i);
+            expect.extend(t.to_vec());
+            batch.push(t);
+        }
+        s.send(&mut batch).await.unwrap();
+        assert!(batch.is_empty());
+        assert!(batch.capacity() >= 64, "the batch lost its allocation ({})", batch.capacity());
+
+        // Small, zero-copy, small: the zero-copy frame goes between the two copy runs.
+        for i in 0..5u8 {
+            batch.push(small(100 + i));
+        }
+        batch.push(transmit(b"big", vec![Bytes::from(pattern(1 << 20, 7))]));
+        for i in 0..5u8 {
+            batch.push(small(200 + i));
+        }
+        for t in &batch {
+            expect.extend(t.to_vec());
+        }
+        s.send(&mut batch).await.unwrap();
+        assert!(batch.is_empty());
+        assert!(batch.capacity() >= 64, "the batch lost its allocation ({})", batch.capacity());
+
+        s.shutdown().await.unwrap();
+        let got = reader.await.unwrap();
+        assert_eq!(got.len(), expect.len());
+        assert!(got == expect, "bytes differ (order across paths)");
+        let st = stats.snapshot();
+        assert_eq!((st.sends_copy, st.sends_zc), (30, 1));
+    })
+    .await
+    .expect("timed out");
+}

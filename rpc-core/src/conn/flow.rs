@@ -103,14 +103,26 @@ impl Flow {
 
     /// A stream data frame of `len` bytes arrived: an error when the peer had no credit left or
     /// had ended its side.
+    #[cfg(test)]
     pub(super) fn on_received(&mut self, len: u64) -> Result<(), String> {
+        let c = cost(len);
+        self.on_received_run(c, c)
+    }
+
+    /// Stream data frames costing `total` in all arrived one after the other (the messages of a
+    /// batch), the last costing `last`: charged as frame after frame, in one step. Credit only
+    /// falls along the run, so the peer had credit before each frame exactly when it had some
+    /// before the last.
+    pub(super) fn on_received_run(&mut self, total: u64, last: u64) -> Result<(), String> {
         if !self.recv_open {
             return Err("stream data after the stream ended".into());
         }
-        if self.recv_credit <= 0 {
-            return Err(format!("stream data beyond the granted credit ({} bytes left)", self.recv_credit));
+        let clamp = |c: u64| c.min(MAX_CREDIT as u64) as i64;
+        let before_last = self.recv_credit.saturating_sub(clamp(total.saturating_sub(last)));
+        if before_last <= 0 {
+            return Err(format!("stream data beyond the granted credit ({before_last} bytes left)"));
         }
-        self.recv_credit = self.recv_credit.saturating_sub(cost(len).min(MAX_CREDIT as u64) as i64);
+        self.recv_credit = before_last.saturating_sub(clamp(last));
         Ok(())
     }
 
@@ -167,6 +179,27 @@ mod tests {
         f.on_received(900).unwrap();
         f.on_received(100).unwrap();
         f.on_received(0).unwrap_err();
+    }
+
+    #[test]
+    fn a_run_of_frames_is_charged_as_frame_after_frame() {
+        let c = FRAME_COST;
+        // Three frames of 100 bytes: the last may start with any credit left, and overshoot.
+        let mut one_by_one = Flow::new(false, true, 0, (200 + 2 * c + 1) as u32);
+        let mut run = Flow::new(false, true, 0, (200 + 2 * c + 1) as u32);
+        for _ in 0..3 {
+            one_by_one.on_received(100).unwrap();
+        }
+        run.on_received_run(3 * cost(100), cost(100)).unwrap();
+        assert_eq!(run.recv_credit, one_by_one.recv_credit);
+        assert_eq!(run.recv_credit, 1 - 100 - c as i64);
+        // A fourth frame would have found no credit: the run of four is refused.
+        let mut run = Flow::new(false, true, 0, (200 + 2 * c + 1) as u32);
+        one_by_one.on_received(1).unwrap_err();
+        let e = run.on_received_run(3 * cost(100) + cost(1), cost(1)).unwrap_err();
+        assert!(e.contains("beyond the granted credit"), "{e}");
+        run.recv_open = false;
+        assert!(run.on_received_run(cost(1), cost(1)).unwrap_err().contains("after the stream ended"));
     }
 
     #[test]

@@ -55,14 +55,22 @@ impl SmallFrames {
     /// Appends call `id`'s frame carrying `message`; gives back the run sealed first, when it
     /// held another call's frames or was full, and the bytes the message added.
     pub(super) fn push(&mut self, id: u64, message: &[u8]) -> (Option<Transmit>, usize) {
+        let need = HEADER_LEN + BATCH_PREFIX + message.len();
         let full = match self.batch {
             true => self.buf.len().saturating_sub(HEADER_LEN) + BATCH_PREFIX + message.len() > self.batch_max,
             false => self.buf.len() >= RUN_MAX,
         };
-        let sealed = if !self.buf.is_empty() && (self.id != id || full) { self.seal() } else { None };
+        // A run the writer took early (it seals whatever is there when it wakes) leaves the rest
+        // of the buffer to the next run, which can run out of room before it is full: it is
+        // sealed there rather than grown, since growing a buffer the sealed runs still share
+        // copies the run into a new one (measured on `stream_64b`: 40 KB copied per run, about
+        // 5% of both ends' instructions per message).
+        let no_room = self.buf.capacity() - self.buf.len() < need;
+        let sealed = if !self.buf.is_empty() && (self.id != id || full || no_room) { self.seal() } else { None };
         self.id = id;
-        if self.buf.capacity() - self.buf.len() < HEADER_LEN + BATCH_PREFIX + message.len() {
-            // The sealed runs still share the old buffer, so this allocates a new one.
+        if self.buf.capacity() - self.buf.len() < need {
+            // Empty here, so nothing is copied: the buffer is taken back whole if the writer is
+            // done with the runs in it, else a new one is allocated.
             self.buf.reserve(RUN_MAX + HEADER_LEN + BATCH_PREFIX + INLINE_MESSAGE_MAX);
         }
         let start = self.buf.len();
@@ -146,6 +154,45 @@ mod tests {
         assert_eq!(frames.len(), 201);
         assert!(frames[..200].iter().enumerate().all(|(i, (id, m))| *id == 3 && m[..] == [i as u8; 60]));
         assert_eq!(frames[200], (4, Bytes::from_static(b"x")));
+    }
+
+    /// Pushes `n` messages of call 7, checking after each that a run still growing was never
+    /// moved (its bytes stay where they were written); returns the runs sealed on the way.
+    fn push_in_place(run: &mut SmallFrames, n: usize) -> Vec<Transmit> {
+        let mut sealed = Vec::new();
+        for _ in 0..n {
+            let start = (!run.buf.is_empty()).then(|| run.buf.as_ptr());
+            let (s, _) = run.push(7, &[3u8; 64]);
+            if s.is_none() {
+                if let Some(start) = start {
+                    assert_eq!(run.buf.as_ptr(), start, "a run was moved (copied) while it grew");
+                }
+            }
+            sealed.extend(s);
+        }
+        sealed
+    }
+
+    #[test]
+    fn a_run_taken_early_leaves_its_room_to_the_next_run_which_is_never_copied() {
+        for batch in [false, true] {
+            let mut run = SmallFrames::default();
+            run.configure(batch, 16 << 20);
+            let mut sealed = push_in_place(&mut run, 100);
+            // The writer takes a short run while the sender goes on.
+            sealed.extend(run.seal());
+            let early = sealed.len();
+            let first_run_end = sealed[early - 1].head.as_ptr_range().end;
+            // The next runs start in the room the early one left, and each is sealed when the
+            // room runs out, never grown.
+            sealed.extend(push_in_place(&mut run, 3000));
+            sealed.extend(run.seal());
+            assert_eq!(sealed[early].head.as_ptr(), first_run_end, "the next run starts where the early one ended");
+            let frames: Vec<_> = sealed.iter().flat_map(frames_of).collect();
+            assert_eq!(frames.len(), 3100);
+            assert!(frames.iter().all(|(id, m)| *id == 7 && m[..] == [3u8; 64]));
+            assert!(sealed.iter().all(|t| t.len() <= RUN_MAX + HEADER_LEN + BATCH_PREFIX + INLINE_MESSAGE_MAX));
+        }
     }
 
     #[test]

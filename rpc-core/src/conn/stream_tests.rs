@@ -191,6 +191,33 @@ fn stream_frames_that_break_the_rules_end_the_connection_with_a_clear_error() {
     assert!(e.contains("after the stream ended"), "{e}");
 }
 
+/// A batch is charged as its messages one after the other: the last may start on the last
+/// byte of credit (and overshoot), a message after it may not.
+#[test]
+fn a_batch_is_charged_message_by_message() {
+    use crate::frame::{StreamBatch, HEADER_LEN};
+    let batch = |id, lens: &[usize]| {
+        Frame::StreamBatch(StreamBatch { id, messages: lens.iter().map(|&n| Bytes::from(vec![1u8; n])).collect() })
+    };
+    // Two messages take all but one byte of the 4096-byte window; the third starts on it.
+    let first = 2000 - HEADER_LEN;
+    let second = 4095 - 2000 - HEADER_LEN;
+    let mut p = pair(4096);
+    let id = open(&mut p, CallMode::CLIENT_STREAMING);
+    p.server_in.extend_from_slice(&batch(id, &[first, second, 3000]).encode().unwrap().to_vec());
+    let now = p.now;
+    p.server.handle_input(&mut p.server_in, now).expect("within credit, message by message");
+    assert!(p.server.is_open());
+    p.drive();
+    assert_eq!(data_events(&mut p.server_events), vec![(id, first), (id, second), (id, 3000)]);
+
+    // A fourth message would find none.
+    let mut p = pair(4096);
+    let id = open(&mut p, CallMode::CLIENT_STREAMING);
+    let e = server_error_after(&mut p, batch(id, &[first, second, 3000, 1]));
+    assert!(e.contains("beyond the granted credit"), "{e}");
+}
+
 #[test]
 fn a_commit_for_no_call_or_for_a_call_that_awaits_none_ends_the_connection() {
     let mut p = pair(4096);

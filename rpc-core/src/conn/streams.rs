@@ -257,13 +257,16 @@ impl Connection {
             }
         };
         // One event for the batch: the receiver takes it as one (see `stream/routes.rs`).
+        // Charged as one run: the same checks as message after message, in one step.
         let mut bodies = Vec::with_capacity(b.messages.len());
+        let (mut total, mut last) = (0u64, 0u64);
         for message in b.messages {
-            let len = message.len() as u64;
-            Self::charge_received(conn_flow, Some(flow), id, len)?;
-            self.stream_held += flow::cost(len) as usize;
+            last = flow::cost(message.len() as u64);
+            total = total.saturating_add(last);
             bodies.push(Body::message(message));
         }
+        Self::charge_received_run(conn_flow, Some(flow), id, total, last)?;
+        self.stream_held += total as usize;
         self.events.push_back(Event::StreamMessages { id, bodies });
         Ok(())
     }
@@ -302,9 +305,16 @@ impl Connection {
     /// A stream message of `len` bytes arrived for call `id`: taken off the connection's credit,
     /// then the call's (`None`: the call ended), each an error when the peer had none left.
     fn charge_received(conn_flow: &mut Flow, flow: Option<&mut Flow>, id: u64, len: u64) -> Result<(), ConnectionError> {
-        conn_flow.on_received(len).map_err(|why| Self::stream_violation("stream data", id, format!("connection: {why}")))?;
+        let c = flow::cost(len);
+        Self::charge_received_run(conn_flow, flow, id, c, c)
+    }
+
+    /// Stream messages costing `total` in all arrived for call `id`, the last costing `last`
+    /// (a batch): charged as [`Connection::charge_received`] would one by one, in one step.
+    fn charge_received_run(conn_flow: &mut Flow, flow: Option<&mut Flow>, id: u64, total: u64, last: u64) -> Result<(), ConnectionError> {
+        conn_flow.on_received_run(total, last).map_err(|why| Self::stream_violation("stream data", id, format!("connection: {why}")))?;
         match flow {
-            Some(flow) => flow.on_received(len).map_err(|why| Self::stream_violation("stream data", id, why)),
+            Some(flow) => flow.on_received_run(total, last).map_err(|why| Self::stream_violation("stream data", id, why)),
             None => Ok(()),
         }
     }

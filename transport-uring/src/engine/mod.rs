@@ -558,10 +558,27 @@ impl UringSend {
         if let Submitter::MsgZc(m) = &self.submitter {
             m.poll_completions(&self.stream, &self.shared);
         }
+        // Plans are made once per transmit, in order (the adaptive switch counts them).
+        let other = batch.iter().enumerate().find_map(|(i, t)| match self.plan(t) {
+            Path::Copy => None,
+            path => Some((i, path)),
+        });
+        let Some((first, path)) = other else {
+            // Every frame by copy (small calls, runs of stream messages): one vectored write, and
+            // the caller's batch keeps its allocation for the next one.
+            let r = self.send_copy(batch).await;
+            batch.clear();
+            return r;
+        };
+        let paths: Vec<Path> = (0..batch.len())
+            .map(|i| match i.cmp(&first) {
+                std::cmp::Ordering::Less => Path::Copy,
+                std::cmp::Ordering::Equal => path,
+                std::cmp::Ordering::Greater => self.plan(&batch[i]),
+            })
+            .collect();
+        let mut items: Vec<Option<Transmit>> = batch.drain(..).map(Some).collect();
         let mut start = 0;
-        let items: Vec<Transmit> = std::mem::take(batch);
-        let paths: Vec<Path> = items.iter().map(|t| self.plan(t)).collect();
-        let mut items = items.into_iter().map(Some).collect::<Vec<_>>();
         for i in 0..=items.len() {
             if i < items.len() && paths[i] == Path::Copy {
                 continue;
