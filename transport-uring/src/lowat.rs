@@ -30,13 +30,15 @@ pub(crate) struct RecvLowat {
     set: usize,
     /// Bytes the peer is certain to send, as the caller said for the next receive.
     certain: usize,
-    /// False once the kernel refused the option: the receiver is woken by any input.
+    /// False when not configured, or once the kernel refused the option: the receiver is
+    /// woken by any input.
     enabled: bool,
 }
 
 impl RecvLowat {
-    pub(crate) fn new(fd: RawFd) -> RecvLowat {
-        RecvLowat { fd, set: 1, certain: 0, enabled: true }
+    /// The mark of `fd`, left at the kernel's default unless `enabled`.
+    pub(crate) fn new(fd: RawFd, enabled: bool) -> RecvLowat {
+        RecvLowat { fd, set: 1, certain: 0, enabled }
     }
 
     /// The bytes the peer is certain to send from now on (for the next receive).

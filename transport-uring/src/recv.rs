@@ -90,7 +90,7 @@ impl UringRecv {
                 }
             }
         };
-        let lowat = RecvLowat::new(stream.as_raw_fd());
+        let lowat = RecvLowat::new(stream.as_raw_fd(), config.recv_lowat);
         UringRecv { stream, stats, mode, lowat, _close: close }
     }
 

@@ -152,10 +152,10 @@ impl Transport for UringTlsTransport {
     type Recv = UringTlsRecv;
 
     fn split(self) -> (UringTlsRecv, UringTlsSend) {
-        let (send, stream, stats, close) = self.inner.split_send();
+        let (send, stream, stats, close, lowat) = self.inner.split_send();
         let Session { sealer, opener, leftover, .. } = self.session;
         let owed = Arc::new(AtomicU16::new(0));
-        let lowat = RecvLowat::new(stream.as_raw_fd());
+        let lowat = RecvLowat::new(stream.as_raw_fd(), lowat);
         let recv = UringTlsRecv {
             owed: owed.clone(),
             lowat,
