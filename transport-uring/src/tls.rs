@@ -18,6 +18,9 @@
 //!   way). Near the buffer's end reads stop at the next record's header, and a record that
 //!   cannot land there (past the buffer's end) is decrypted aside and copied in: counted in
 //!   `tls_bytes_copied`, as is its header read ahead and any ciphertext read with the handshake.
+//!   Before it waits, the half asks the kernel to wake it only once the ciphertext certain to
+//!   come is queued (the rest of the record begun, and of the frame the driver is receiving:
+//!   [`UringConfig::recv_lowat`], at most 256 KiB), not for every segment.
 //! - **Verify before reveal**: a record's bytes are handed up only once it authenticated; one
 //!   that fails ends the connection with an error that says so (and a `bad_record_mac` alert
 //!   to the peer, sealed by the sending half as the last record), and the driver delivers only
