@@ -152,7 +152,13 @@ impl RecvHalf for UringRecv {
     async fn recv_chunk(&mut self) -> io::Result<Chunk> {
         cooperate().await;
         match &mut self.mode {
-            Mode::Ring(r) => r.recv_chunk(&self.stream, &self.stats).await,
+            Mode::Ring(r) => {
+                // The multishot receive waits on the socket's readiness too: a mark left from a
+                // large frame read into the driver's buffer would hold back the small frames
+                // that follow. Back to the kernel's default (a no-op when it is).
+                self.lowat.before_wait(0);
+                r.recv_chunk(&self.stream, &self.stats).await
+            }
             _ => Ok(Chunk::Unavailable),
         }
     }
