@@ -69,6 +69,7 @@ mod buf;
 mod config;
 mod engine;
 mod probe;
+mod lowat;
 mod recv;
 mod sys;
 pub mod tls;

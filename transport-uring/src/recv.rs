@@ -15,16 +15,19 @@
 //!   when its future is dropped.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use io_uring::cqueue;
 use rpc_core::transport::{Chunk, RecvHalf};
 use rpc_core::TransportStats;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::config::{RecvMode, UringConfig};
 use crate::engine::close::CloseHandle;
+use crate::lowat::RecvLowat;
 use crate::sys::buf_ring::BufRing;
 use crate::sys::ring::{Completion, MultiOp, RecvOp, RingHandle};
 
@@ -36,6 +39,8 @@ pub struct UringRecv {
     stream: Arc<TcpStream>,
     stats: Arc<TransportStats>,
     mode: Mode,
+    /// The socket's low-water mark (`Read` mode: the other modes do not wait on readiness).
+    lowat: RecvLowat,
     _close: CloseHandle,
 }
 
@@ -85,7 +90,8 @@ impl UringRecv {
                 }
             }
         };
-        UringRecv { stream, stats, mode, _close: close }
+        let lowat = RecvLowat::new(stream.as_raw_fd(), config.recv_lowat);
+        UringRecv { stream, stats, mode, lowat, _close: close }
     }
 
     /// The receive mode in force (after any fallback).
@@ -120,16 +126,24 @@ impl RecvHalf for UringRecv {
         }
         match &mut self.mode {
             // tokio's readiness, as the TCP transport: no budget of its own to take.
-            Mode::Read => recv_ready(&self.stream, &self.stats, buf).await,
+            Mode::Read => {
+                let certain = self.lowat.take_expected();
+                recv_ready(&self.stream, &self.stats, &mut self.lowat, certain, buf).await
+            }
             Mode::Single(s) => {
                 cooperate().await;
                 s.recv(&self.stream, &self.stats, buf).await
             }
             Mode::Ring(r) => {
                 cooperate().await;
-                r.recv(&self.stream, &self.stats, buf).await
+                let certain = self.lowat.take_expected();
+                r.recv(&self.stream, &self.stats, &mut self.lowat, certain, buf).await
             }
         }
+    }
+
+    fn expect_bytes(&mut self, bytes: usize) {
+        self.lowat.expect(bytes);
     }
 
     fn chunk_size(&self) -> usize {
@@ -142,7 +156,13 @@ impl RecvHalf for UringRecv {
     async fn recv_chunk(&mut self) -> io::Result<Chunk> {
         cooperate().await;
         match &mut self.mode {
-            Mode::Ring(r) => r.recv_chunk(&self.stream, &self.stats).await,
+            Mode::Ring(r) => {
+                // The multishot receive waits on the socket's readiness too: a mark left from a
+                // large frame read into the driver's buffer would hold back the small frames
+                // that follow. Back to the kernel's default (a no-op when it is).
+                self.lowat.before_wait(0);
+                r.recv_chunk(&self.stream, &self.stats).await
+            }
             _ => Ok(Chunk::Unavailable),
         }
     }
@@ -159,13 +179,38 @@ async fn cooperate() {
     tokio::task::coop::consume_budget().await;
 }
 
-/// Readiness + `read` (see [`rpc_core::transport::tcp::read_ready`]).
+/// Readiness + `read` (as [`rpc_core::transport::tcp::read_ready`]), the socket's low-water
+/// mark set before a wait for the `certain` bytes to come (one read: none arrived before).
 async fn recv_ready(
     stream: &TcpStream,
     stats: &TransportStats,
+    lowat: &mut RecvLowat,
+    certain: usize,
     mut buf: BytesMut,
 ) -> (io::Result<usize>, BytesMut) {
-    let r = rpc_core::transport::tcp::read_ready(stream, &mut buf).await;
+    let r = loop {
+        let room = buf.capacity() - buf.len();
+        let mut drained = None;
+        let r = stream.try_io(Interest::READABLE, || {
+            let n = stream.try_read_buf(&mut buf)?;
+            if n > 0 && n < room {
+                drained = Some(n);
+                // Tells tokio the socket is not readable any more (the count is kept above).
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match (r, drained) {
+            (_, Some(n)) | (Ok(n), None) => break Ok(n),
+            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => {
+                lowat.before_wait(certain);
+                if let Err(e) = stream.readable().await {
+                    break Err(e);
+                }
+            }
+            (Err(e), None) => break Err(e),
+        }
+    };
     if let Ok(n) = r {
         TransportStats::add(&stats.recv_bytes, n as u64);
     }
@@ -338,6 +383,8 @@ impl RingRecv {
         &mut self,
         stream: &Arc<TcpStream>,
         stats: &TransportStats,
+        lowat: &mut RecvLowat,
+        certain: usize,
         mut buf: BytesMut,
     ) -> (io::Result<usize>, BytesMut) {
         loop {
@@ -349,7 +396,7 @@ impl RingRecv {
                 return (Ok(n), buf);
             }
             let Some(op) = self.armed.as_ref() else {
-                return recv_ready(stream, stats, buf).await;
+                return recv_ready(stream, stats, lowat, certain, buf).await;
             };
             // The caller wants the bytes in its own buffer: stop the multishot receive and hand
             // over what it got first.

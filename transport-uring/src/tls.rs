@@ -18,6 +18,9 @@
 //!   way). Near the buffer's end reads stop at the next record's header, and a record that
 //!   cannot land there (past the buffer's end) is decrypted aside and copied in: counted in
 //!   `tls_bytes_copied`, as is its header read ahead and any ciphertext read with the handshake.
+//!   Before it waits, the half asks the kernel to wake it only once the ciphertext certain to
+//!   come is queued (the rest of the record begun, and of the frame the driver is receiving:
+//!   [`UringConfig::recv_lowat`], at most 256 KiB), not for every segment.
 //! - **Verify before reveal**: a record's bytes are handed up only once it authenticated; one
 //!   that fails ends the connection with an error that says so (and a `bad_record_mac` alert
 //!   to the peer, sealed by the sending half as the last record), and the driver delivers only
@@ -58,6 +61,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +82,7 @@ use crate::buf::{BufferPool, ZcBuf};
 use crate::config::{RecvMode, SnapshotPolicy, UringConfig};
 use crate::engine::close::CloseHandle;
 use crate::engine::UringSend;
+use crate::lowat::RecvLowat;
 use crate::transport::{from_tcp_as, UringTransport};
 
 /// Default pool for ciphertext: 8 MiB in buffers of 256 KiB, shared by the connections of one
@@ -150,11 +155,14 @@ impl Transport for UringTlsTransport {
     type Recv = UringTlsRecv;
 
     fn split(self) -> (UringTlsRecv, UringTlsSend) {
-        let (send, stream, stats, close) = self.inner.split_send();
+        let (send, stream, stats, close, lowat) = self.inner.split_send();
         let Session { sealer, opener, leftover, .. } = self.session;
         let owed = Arc::new(AtomicU16::new(0));
+        let lowat = RecvLowat::new(stream.as_raw_fd(), lowat);
         let recv = UringTlsRecv {
             owed: owed.clone(),
+            lowat,
+            expected: 0,
             stream,
             opener,
             stats: stats.clone(),
@@ -364,6 +372,10 @@ pub struct UringTlsRecv {
     busy: bool,
     /// The peer's key updates counted in the stats so far.
     key_updates: u64,
+    /// The socket's low-water mark: before a wait, the ciphertext certain to come.
+    lowat: RecvLowat,
+    /// Plaintext the caller is certain to get, for this receive ([`RecvHalf::expect_bytes`]).
+    expected: usize,
 }
 
 impl fmt::Debug for UringTlsRecv {
@@ -407,14 +419,18 @@ const MAX_READ: usize = 256 << 10;
 
 impl UringTlsRecv {
     /// One read from the socket into `dst`'s spare room, at most `max` bytes (`max` no more
-    /// than that room, so `dst` never grows elsewhere), waiting for readiness; 0 at the end of
-    /// the stream.
-    async fn read_some(&mut self, dst: &mut BytesMut, max: usize) -> io::Result<usize> {
+    /// than that room, so `dst` never grows elsewhere), waiting for readiness (woken once
+    /// `certain` bytes, those certain to come, are queued: see [`crate::lowat`]); 0 at the end
+    /// of the stream.
+    async fn read_some(&mut self, dst: &mut BytesMut, max: usize, certain: usize) -> io::Result<usize> {
         debug_assert!(max > 0 && max <= dst.capacity() - dst.len());
         let n = loop {
             match self.stream.try_read_buf(&mut (&mut *dst).limit(max)) {
                 Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.stream.readable().await?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.lowat.before_wait(certain);
+                    self.stream.readable().await?
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -526,8 +542,12 @@ impl UringTlsRecv {
                 return (plain, Ok(landed));
             }
             // A record begun is waited for where it lies, even with plaintext in hand: a TLS
-            // peer writes whole records, so its rest is on its way.
-            match self.read_some(win, want).await {
+            // peer writes whole records, so its rest is on its way. Certain to come: the rest
+            // of that record, and the plaintext the caller expects beyond what the window
+            // holds (each byte in it is at most one byte of plaintext), as ciphertext.
+            let record_rest = next.map_or(0, |end| end.saturating_sub(win.len()));
+            let certain = self.expected.saturating_sub(win.len()).max(record_rest);
+            match self.read_some(win, want, certain).await {
                 Ok(0) if at == win.len() => {
                     let landed = if plain > 0 {
                         self.eof = true;
@@ -583,7 +603,7 @@ impl UringTlsRecv {
                 continue;
             }
             s.reserve(want - s.len());
-            match self.read_some(s, want - s.len()).await? {
+            match self.read_some(s, want - s.len(), want - s.len()).await? {
                 0 if s.is_empty() => return Ok(None),
                 0 => return Err(cut_short(s.len(), want)),
                 _ => {}
@@ -592,6 +612,7 @@ impl UringTlsRecv {
     }
 
     async fn recv_inner(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        self.expected = self.lowat.take_expected();
         loop {
             if !self.pending.is_empty() {
                 let room = buf.capacity() - buf.len();
@@ -645,6 +666,10 @@ fn cut_short(have: usize, want: usize) -> io::Error {
 }
 
 impl RecvHalf for UringTlsRecv {
+    fn expect_bytes(&mut self, bytes: usize) {
+        self.lowat.expect(bytes);
+    }
+
     async fn recv(&mut self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
         if buf.capacity() == buf.len() {
             let e = io::Error::new(io::ErrorKind::InvalidInput, "recv needs spare capacity");

@@ -152,13 +152,15 @@ impl UringTransport {
 
 impl UringTransport {
     /// The sending half, and what a receiving half of another kind needs: the socket, the
-    /// counters and the close handle (`tls`: records are read on readiness, not by the ring).
-    pub(crate) fn split_send(self) -> (UringSend, Arc<TcpStream>, Arc<TransportStats>, CloseHandle) {
+    /// counters, the close handle (`tls`: records are read on readiness, not by the ring) and
+    /// whether the receiver sets its low-water mark ([`UringConfig::recv_lowat`]).
+    pub(crate) fn split_send(self) -> (UringSend, Arc<TcpStream>, Arc<TransportStats>, CloseHandle, bool) {
+        let lowat = self.shared.config.recv_lowat;
         let stream = self.stream.clone();
         let stats = self.shared.stats.clone();
         let close = self.close.clone();
         let (_recv, send) = Transport::split(self);
-        (send, stream, stats, close)
+        (send, stream, stats, close, lowat)
     }
 }
 

@@ -289,6 +289,10 @@ fn tls_configs() -> Result<
 /// `uring`; `ring`), for comparing receive paths with `compare`.
 pub const RECV_ENV: &str = "ZCRPC_BENCH_RECV";
 
+/// Environment variable turning the io_uring systems' receive low-water mark off (`0`), for
+/// comparing with and without it ([`UringConfig::recv_lowat`]).
+pub const LOWAT_ENV: &str = "ZCRPC_BENCH_LOWAT";
+
 /// The transport configuration of each io_uring system; everything else at its default (the
 /// receive mode from [`RECV_ENV`] when set).
 pub(crate) fn uring_config(system: System) -> UringConfig {
@@ -305,6 +309,7 @@ pub(crate) fn uring_config(system: System) -> UringConfig {
         backend,
         mode,
         recv,
+        recv_lowat: std::env::var(LOWAT_ENV).map_or(true, |v| v != "0"),
         ..UringConfig::default()
     }
 }

@@ -296,6 +296,7 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
             Err(e) => Input::Read(Err(e)),
             Ok(Chunk::Unavailable) => {
                 rb.prepare(needed, &shared.stats);
+                recv.expect_bytes(needed.saturating_sub(rb.buf.len()));
                 let buf = std::mem::take(&mut rb.buf);
                 let (r, buf) = tokio::select! {
                     r = recv.recv(buf) => r,

@@ -101,6 +101,15 @@ pub trait RecvHalf: Send + 'static {
     fn recv_chunk(&mut self) -> impl Future<Output = io::Result<Chunk>> + Send {
         std::future::ready(Ok(Chunk::Unavailable))
     }
+
+    /// Says, before a [`RecvHalf::recv`], how many more bytes the peer is certain to send: the
+    /// rest of the frame being received (0 when a frame's header is awaited or the buffer
+    /// already holds the frame). A transport may sleep until that many are queued instead of
+    /// waking for every segment (`SO_RCVLOWAT`); it must still return what it has when the
+    /// peer closes or fails. The default ignores it.
+    fn expect_bytes(&mut self, bytes: usize) {
+        let _ = bytes;
+    }
 }
 
 /// What [`RecvHalf::recv_chunk`] produced.

@@ -29,6 +29,29 @@ pub(crate) fn set_zerocopy(fd: RawFd) -> io::Result<()> {
     }
 }
 
+/// `setsockopt(SO_RCVLOWAT, bytes)`: readiness (and the wake-up of a reader) only once this
+/// many bytes are queued, or the peer closed or failed. TCP caps it at half of `tcp_rmem`'s
+/// maximum and grows the receive buffer to fit it.
+pub(crate) fn set_rcvlowat(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads `optlen` bytes at `optval`, which points to a live c_int; a bad
+    // fd is reported as EBADF, not undefined behaviour.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// One non-blocking `sendmsg` of `slices` with `flags` (`MSG_ZEROCOPY`, `MSG_MORE`, ...).
 pub(crate) fn sendmsg(
     sock: SockRef<'_>,
