@@ -246,6 +246,11 @@ pub struct UringConfig {
     /// `RecvHalf::expect_bytes`) rather than for every segment. On loopback the sender pays
     /// for each wake-up: measured on `upload_1m`, the server woke 3 times per MiB without it,
     /// once with it. Default true; false leaves the kernel's default (any byte wakes).
+    ///
+    /// What the mark holds back is not seen by keepalive either: a peer that sends a large
+    /// frame slower than 256 KiB per keepalive interval plus timeout (about 5 KB/s with the
+    /// defaults, 30 s + 20 s) looks silent and is taken for dead. Turn it off for links that
+    /// slow.
     pub recv_lowat: bool,
 }
 
