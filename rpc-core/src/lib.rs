@@ -230,6 +230,7 @@ pub mod transport;
 pub mod tower;
 
 pub use body::Body;
+pub use call_map::IdHasher;
 pub use bytes::Bytes;
 pub use client::{CallOptions, Client, ClientConfig, Reconnect, Reply};
 pub use code::Code;
