@@ -239,7 +239,7 @@ async fn hostile_peers_lose_their_connection_and_nobody_else_notices() {
 
     let r = good.call(ECHO, Body::message(Bytes::from_static(b"still here")), CallOptions::default()).await.unwrap();
     assert_eq!(&r.message[..], b"still here");
-    common::eventually(|| handle.server().connections() == 1).await;
+    common::eventually("the server holds one connection", || handle.server().connections() == 1).await;
     handle.shutdown().await;
 }
 
@@ -270,6 +270,6 @@ async fn a_silent_peer_is_dropped_after_the_handshake_timeout() {
     let (code, reason) = goaway_of(&out);
     assert_eq!(code, Code::PROTOCOL.0);
     assert!(reason.contains("no hello from the peer within 200ms"), "{reason}");
-    common::eventually(|| handle.server().connections() == 0).await;
+    common::eventually("the server holds no connection", || handle.server().connections() == 0).await;
     handle.shutdown().await;
 }

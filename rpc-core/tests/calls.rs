@@ -76,7 +76,7 @@ async fn deadline_drops_the_handler_and_fails_the_call() {
     let err = client.call(SLEEP_MS, sleep_body(5_000), CallOptions::timeout(Duration::from_millis(100))).await.unwrap_err();
     assert_eq!(err, CallError::DeadlineExceeded(Duration::from_millis(100)));
     assert!(start.elapsed() < Duration::from_secs(2));
-    eventually(|| svc.probe.dropped_unfinished.load(Ordering::SeqCst) == 1).await;
+    eventually("the handler is dropped", || svc.probe.dropped_unfinished.load(Ordering::SeqCst) == 1).await;
     // The connection is fine afterwards.
     client.call(ECHO, Body::default(), CallOptions::default()).await.unwrap();
     handle.shutdown().await;
@@ -88,7 +88,7 @@ async fn dropping_a_call_future_cancels_the_handler() {
     let call = client.call(SLEEP_MS, sleep_body(10_000), CallOptions::default());
     let r = tokio::time::timeout(Duration::from_millis(100), call).await;
     assert!(r.is_err(), "the call should still be running");
-    eventually(|| svc.probe.dropped_unfinished.load(Ordering::SeqCst) == 1).await;
+    eventually("the handler is dropped", || svc.probe.dropped_unfinished.load(Ordering::SeqCst) == 1).await;
     assert_eq!(svc.probe.finished.load(Ordering::SeqCst), 0);
     handle.shutdown().await;
 }
@@ -124,7 +124,7 @@ async fn graceful_shutdown_finishes_calls_in_flight_and_refuses_new_ones() {
         let c = client.clone();
         async move { c.call(SLEEP_MS, sleep_body(300), CallOptions::default()).await }
     });
-    eventually(|| svc.probe.started.load(Ordering::SeqCst) == 1).await;
+    eventually("the handler starts", || svc.probe.started.load(Ordering::SeqCst) == 1).await;
     let shutdown = tokio::spawn(handle.shutdown());
     // The in-flight call completes normally.
     let r = slow.await.unwrap().unwrap();
@@ -148,13 +148,13 @@ async fn shutdown_drops_handlers_that_outlive_the_grace_period() {
         let c = client.clone();
         async move { c.call(SLEEP_MS, sleep_body(60_000), CallOptions::default()).await }
     });
-    eventually(|| svc.probe.started.load(Ordering::SeqCst) == 1).await;
+    eventually("the handler starts", || svc.probe.started.load(Ordering::SeqCst) == 1).await;
     let start = Instant::now();
     handle.shutdown().await;
     assert!(start.elapsed() < Duration::from_secs(5));
     assert!(matches!(slow.await.unwrap(), Err(CallError::Connection(_))));
     // Aborting a task drops its future on the runtime's next turn.
-    eventually(|| svc.probe.dropped_unfinished.load(Ordering::SeqCst) == 1).await;
+    eventually("the handler is dropped", || svc.probe.dropped_unfinished.load(Ordering::SeqCst) == 1).await;
     assert_eq!(svc.probe.finished.load(Ordering::SeqCst), 0);
 }
 
@@ -239,7 +239,7 @@ async fn server_vanishing_mid_call_fails_the_call_cleanly() {
         let c = client.clone();
         async move { c.call(SLEEP_MS, sleep_body(60_000), CallOptions::default()).await }
     });
-    eventually(|| svc.probe.started.load(Ordering::SeqCst) == 1).await;
+    eventually("the handler starts", || svc.probe.started.load(Ordering::SeqCst) == 1).await;
     serve.abort();
     let err = call.await.unwrap().unwrap_err();
     assert!(matches!(err, CallError::Connection(_)), "{err:?}");
@@ -347,7 +347,7 @@ async fn the_server_reads_each_connections_counters_and_their_totals() {
     };
     call(&a, 100_000).await;
     call(&b, 10).await;
-    eventually(|| server.connection_stats().len() == 2).await;
+    eventually("two connections listed", || server.connection_stats().len() == 2).await;
     let each = server.connection_stats();
     // Accept order: a's connection first, and it received its 100 000 bytes.
     assert!(each[0].recv_bytes > 100_000 && each[1].recv_bytes < 1000, "{each:?}");
@@ -355,7 +355,7 @@ async fn the_server_reads_each_connections_counters_and_their_totals() {
     assert_eq!(total.recv_bytes, each[0].recv_bytes + each[1].recv_bytes);
     // A closed connection leaves the list; its counters stay in the totals.
     drop(a);
-    eventually(|| server.connection_stats().len() == 1).await;
+    eventually("one connection listed", || server.connection_stats().len() == 1).await;
     assert!(server.stats().recv_bytes >= total.recv_bytes);
     assert_eq!(server.connection_stats()[0].recv_bytes, each[1].recv_bytes);
     drop(b);

@@ -299,7 +299,7 @@ async fn dropping_the_source_stops_the_servers_method() {
         ticks.recv().await.unwrap().unwrap();
         ticks.recv().await.unwrap().unwrap();
         drop(ticks);
-        common::eventually(|| state.dropped.load(Ordering::SeqCst) == 1).await;
+        common::eventually("the handler is dropped", || state.dropped.load(Ordering::SeqCst) == 1).await;
         let sent = state.sent.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(state.sent.load(Ordering::SeqCst), sent, "{t}: the method stopped sending");
@@ -328,7 +328,7 @@ async fn a_deadline_ends_a_stream_on_both_sides() {
         assert_eq!(err.code(), Code::DEADLINE_EXCEEDED, "{t}: {err}");
         assert!(got >= 2, "{t}: items before the deadline");
         assert!(ticks.recv().await.is_none(), "{t}");
-        common::eventually(|| state.dropped.load(Ordering::SeqCst) == 1).await;
+        common::eventually("the handler is dropped", || state.dropped.load(Ordering::SeqCst) == 1).await;
 
         // A client-streaming call's answer waits no longer than its deadline either.
         let (_items, answer) = client.with_options(CallOptions::timeout(Duration::from_millis(100))).upload(0).await.unwrap();

@@ -2,6 +2,8 @@
 //! loopback: answers out of order, a responder dropped unanswered, cancelled calls, the
 //! handler's own output ignored.
 
+mod common;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -113,16 +115,6 @@ fn past_deadline(result: Result<Body, CallError>) {
     }
 }
 
-async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("not within 5 s: {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_answered_out_of_order_each_get_their_own_answer() {
     let mut s = setup().await;
@@ -142,7 +134,7 @@ async fn calls_answered_out_of_order_each_get_their_own_answer() {
     assert_eq!(answers, [&b"ONE"[..], b"TWO", b"THREE"]);
     // Each parked handler is dropped once its call was answered.
     let dropped = s.dropped.clone();
-    eventually("the three parked handlers are dropped", || dropped.load(Ordering::SeqCst) == 3).await;
+    common::eventually("the three parked handlers are dropped", || dropped.load(Ordering::SeqCst) == 3).await;
     s.handle.shutdown().await;
 }
 
@@ -160,7 +152,7 @@ async fn a_responder_dropped_unanswered_fails_its_call_with_internal() {
         other => panic!("{other:?}"),
     }
     let dropped = s.dropped.clone();
-    eventually("the parked handler goes with its call", || dropped.load(Ordering::SeqCst) == 1).await;
+    common::eventually("the parked handler goes with its call", || dropped.load(Ordering::SeqCst) == 1).await;
     // The connection carries on.
     let c = call(&s.client, QUEUE, b"y", CallOptions::default());
     let (_, responder) = s.calls.recv().await.unwrap();
@@ -176,7 +168,7 @@ async fn a_call_past_its_deadline_drops_its_parked_handler_and_a_late_answer_goe
     let (_, responder) = s.calls.recv().await.unwrap();
     past_deadline(c.await.unwrap());
     let dropped = s.dropped.clone();
-    eventually("the parked handler is dropped", || dropped.load(Ordering::SeqCst) == 1).await;
+    common::eventually("the parked handler is dropped", || dropped.load(Ordering::SeqCst) == 1).await;
     assert!(!responder.respond(Ok(Body::default())), "the call was over: nobody gets the answer");
     s.handle.shutdown().await;
 }
@@ -189,7 +181,7 @@ async fn a_closed_connection_drops_the_parked_handlers_of_its_calls() {
     let (_, second) = s.calls.recv().await.unwrap();
     s.client.close().await;
     let dropped = s.dropped.clone();
-    eventually("both parked handlers are dropped", || dropped.load(Ordering::SeqCst) == 2).await;
+    common::eventually("both parked handlers are dropped", || dropped.load(Ordering::SeqCst) == 2).await;
     assert!(!first.respond(Ok(Body::default())));
     drop(second); // over already: its drop answers nothing
     s.handle.shutdown().await;
@@ -226,12 +218,12 @@ async fn a_parked_handler_that_keeps_its_responder_is_dropped_without_deadlock()
     let c = call(&s.client, KEEP, b"k", CallOptions { timeout: Some(Duration::from_millis(50)), ..CallOptions::default() });
     past_deadline(c.await.unwrap());
     let dropped = s.dropped.clone();
-    eventually("the parked handler is dropped", || dropped.load(Ordering::SeqCst) == 1).await;
+    common::eventually("the parked handler is dropped", || dropped.load(Ordering::SeqCst) == 1).await;
     // With the connection: the same.
     let _c = call(&s.client, KEEP, b"k", CallOptions::default());
     let echo = call(&s.client, ECHO, b"after", CallOptions::default()).await.unwrap().unwrap();
     assert_eq!(&echo.message[..], b"after");
     s.client.close().await;
-    eventually("the second parked handler is dropped", || dropped.load(Ordering::SeqCst) == 2).await;
+    common::eventually("the second parked handler is dropped", || dropped.load(Ordering::SeqCst) == 2).await;
     s.handle.shutdown().await;
 }

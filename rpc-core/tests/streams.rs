@@ -258,7 +258,7 @@ async fn dropping_a_stream_cancels_the_handler_on_the_server() {
             client.open(FOREVER, Body::default(), CallMode::SERVER_STREAMING, CallOptions::default()).await.unwrap().split();
         rx.recv().await.unwrap().unwrap();
         drop(rx);
-        common::eventually(|| counters.dropped.load(Ordering::SeqCst) == 1).await;
+        common::eventually("the handler is dropped", || counters.dropped.load(Ordering::SeqCst) == 1).await;
         let sent = counters.sent.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(counters.sent.load(Ordering::SeqCst), sent, "{t}: the handler stopped sending");
@@ -287,7 +287,7 @@ async fn a_deadline_ends_a_stream_on_both_sides() {
         assert_eq!(err.code(), Code::DEADLINE_EXCEEDED, "{t}: {err}");
         assert!(got >= 2, "{t}: messages before the deadline");
         assert!(rx.recv().await.is_none(), "{t}: nothing after the end");
-        common::eventually(|| counters.dropped.load(Ordering::SeqCst) == 1).await;
+        common::eventually("the handler is dropped", || counters.dropped.load(Ordering::SeqCst) == 1).await;
     }
 }
 
@@ -320,7 +320,7 @@ async fn a_client_that_stops_streaming_midway_loses_only_that_call() {
         drop(rx);
         // The sender alone still keeps the call; dropping it too cancels it.
         drop(tx);
-        common::eventually(|| counters.dropped.load(Ordering::SeqCst) == 1).await;
+        common::eventually("the handler is dropped", || counters.dropped.load(Ordering::SeqCst) == 1).await;
         client.call(ECHO, Body::default(), CallOptions::default()).await.unwrap();
     }
 }
@@ -387,6 +387,6 @@ async fn send_all_stops_at_the_first_message_that_cannot_go() {
     // here). How many were pulled first depends on timing, not credit: until the cancel reaches
     // the server, messages for the dropped receiver are consumed on arrival and their credit
     // returned (measured 1,536 to 4,352), so no count is asserted beyond the 4 billion asked for.
-    common::eventually(|| counters.dropped.load(Ordering::SeqCst) == 1).await;
+    common::eventually("the handler is dropped", || counters.dropped.load(Ordering::SeqCst) == 1).await;
     assert!(counters.sent.load(Ordering::SeqCst) < u32::MAX as usize);
 }

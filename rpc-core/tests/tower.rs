@@ -2,6 +2,8 @@
 //! limit and retry; a balanced client over three servers, one killed under load; discovery
 //! by a stream of changes; tower layers (logging, limits, auth, timeout) on the server.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -107,17 +109,6 @@ fn slow(ms: u64) -> Call {
     Call::path(SLOW, Body::message(Bytes::from(ms.to_string()))).timeout(Duration::from_secs(10))
 }
 
-/// Waits (bounded) until `cond` holds.
-async fn eventually(what: &str, cond: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("not within 5 s: {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_layer_ends_a_call_the_server_never_answers_and_cancels_it_there() {
     let (svc, seen) = service("a");
@@ -128,7 +119,7 @@ async fn a_timeout_layer_ends_a_call_the_server_never_answers_and_cancels_it_the
     let err = svc.ready().await.unwrap().call(Call::path(HANG, Body::default())).await.unwrap_err();
     assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
     // Dropping the call's future cancelled it on the server: the handler was dropped.
-    eventually("the hanging handler is dropped", || seen.dropped.load(Ordering::SeqCst) == 1).await;
+    common::eventually("the hanging handler is dropped", || seen.dropped.load(Ordering::SeqCst) == 1).await;
 
     // The connection carries on.
     let reply = svc.ready().await.unwrap().call(Call::path(ECHO, Body::message("hi".into()))).await.unwrap();
@@ -249,7 +240,7 @@ async fn a_server_killed_under_load_moves_its_calls_to_the_others_and_no_retryab
             }
         }));
     }
-    eventually("100 calls done", || done.load(Ordering::SeqCst) >= 100).await;
+    common::eventually("100 calls done", || done.load(Ordering::SeqCst) >= 100).await;
     let in_flight_at_kill = seens[0].in_flight.load(Ordering::SeqCst);
     drop(servers[0].take()); // aborts its accept loop and every connection: the sockets close
     let served_by_a_at_kill = seens[0].calls.load(Ordering::SeqCst);
@@ -371,7 +362,7 @@ async fn a_server_timeout_layer_answers_deadline_exceeded_and_drops_the_handler(
     let err = client.oneshot(Call::path(HANG, Body::default()).timeout(Duration::from_secs(10))).await.unwrap_err();
     assert_eq!(err.code(), Code::DEADLINE_EXCEEDED, "{err}");
     assert!(err.to_string().contains("timeout layer"), "{err}");
-    eventually("the hanging handler is dropped", || seen.dropped.load(Ordering::SeqCst) == 1).await;
+    common::eventually("the hanging handler is dropped", || seen.dropped.load(Ordering::SeqCst) == 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,9 +20,9 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use io_uring::cqueue;
+use rpc_core::transport::tcp::read_ready_with;
 use rpc_core::transport::{Chunk, RecvHalf};
 use rpc_core::TransportStats;
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::config::{RecvMode, UringConfig};
@@ -179,7 +179,7 @@ async fn cooperate() {
     tokio::task::coop::consume_budget().await;
 }
 
-/// Readiness + `read` (as [`rpc_core::transport::tcp::read_ready`]), the socket's low-water
+/// Readiness + `read` ([`rpc_core::transport::tcp::read_ready_with`]), the socket's low-water
 /// mark set before a wait for the `certain` bytes to come (one read: none arrived before).
 async fn recv_ready(
     stream: &TcpStream,
@@ -188,29 +188,7 @@ async fn recv_ready(
     certain: usize,
     mut buf: BytesMut,
 ) -> (io::Result<usize>, BytesMut) {
-    let r = loop {
-        let room = buf.capacity() - buf.len();
-        let mut drained = None;
-        let r = stream.try_io(Interest::READABLE, || {
-            let n = stream.try_read_buf(&mut buf)?;
-            if n > 0 && n < room {
-                drained = Some(n);
-                // Tells tokio the socket is not readable any more (the count is kept above).
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(n)
-        });
-        match (r, drained) {
-            (_, Some(n)) | (Ok(n), None) => break Ok(n),
-            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => {
-                lowat.before_wait(certain);
-                if let Err(e) = stream.readable().await {
-                    break Err(e);
-                }
-            }
-            (Err(e), None) => break Err(e),
-        }
-    };
+    let r = read_ready_with(stream, &mut buf, || lowat.before_wait(certain)).await;
     if let Ok(n) = r {
         TransportStats::add(&stats.recv_bytes, n as u64);
     }

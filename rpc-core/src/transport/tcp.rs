@@ -123,6 +123,12 @@ pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpTransport> {
 /// instead of spending a `read` syscall to learn `EAGAIN`. Safe against lost wake-ups: tokio
 /// clears readiness only if no new readiness event arrived since it was sampled, before the read.
 pub async fn read_ready(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    read_ready_with(stream, buf, || {}).await
+}
+
+/// [`read_ready`], calling `before_wait` each time it is about to wait for readiness (a
+/// transport sets its socket's low-water mark there).
+pub async fn read_ready_with(stream: &TcpStream, buf: &mut BytesMut, mut before_wait: impl FnMut()) -> io::Result<usize> {
     loop {
         let room = buf.capacity() - buf.len();
         let mut drained = None;
@@ -137,7 +143,10 @@ pub async fn read_ready(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<us
         });
         match (r, drained) {
             (_, Some(n)) | (Ok(n), None) => return Ok(n),
-            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => stream.readable().await?,
+            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => {
+                before_wait();
+                stream.readable().await?;
+            }
             (Err(e), None) => return Err(e),
         }
     }

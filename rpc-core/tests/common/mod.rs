@@ -74,12 +74,12 @@ pub fn pattern(len: usize, seed: u8) -> Bytes {
 }
 
 /// Waits until `f` holds, up to 5 s.
-pub async fn eventually(mut f: impl FnMut() -> bool) {
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     for _ in 0..500 {
-        if f() {
+        if cond() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("condition not reached in 5 s");
+    panic!("not within 5 s: {what}");
 }
