@@ -16,8 +16,8 @@ pub struct Placement {
 /// The layout every system runs with, printed with the results.
 pub const LAYOUT: &str = "one child process per (system, scenario, repetition) holding one server \
 and one client; the server on its own OS thread, the client on another, each a single-threaded \
-tokio runtime (current_thread) for the RPC systems and one blocking thread each for the raw \
-systems; one TCP connection over loopback with TCP_NODELAY on both ends; the system allocator";
+tokio runtime (current_thread) for the RPC systems, the client's calls made by a task spawned \
+on it, and one blocking thread each for the raw systems; one TCP connection over loopback with TCP_NODELAY on both ends; the system allocator";
 
 impl Placement {
     /// The placement for a scenario: everything on CPU 0 when pinned, otherwise the server on
@@ -74,6 +74,14 @@ pub fn current_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("building a tokio runtime: {e}"))
+}
+
+/// Runs `client` as a task of the runtime (as an application's calls run), not as the future of
+/// `block_on`: tokio's current-thread scheduler polls the driver once more (`epoll_wait` with a
+/// zero timeout) before each poll of a woken `block_on` future, which would add a system call
+/// per round trip to every tokio-based system's latency.
+pub async fn in_task<T: Send + 'static>(client: impl std::future::Future<Output = Result<T, String>> + Send + 'static) -> Result<T, String> {
+    tokio::spawn(client).await.map_err(|e| format!("the client task failed: {e}"))?
 }
 
 /// Runs a server on its own thread and a client on another, as [`Placement`] says, and

@@ -13,7 +13,7 @@ use tarpc::{client, context};
 use tokio::net::TcpStream;
 
 use crate::meter::{closed_loop, Meter, Sample, Timing};
-use crate::placement::{current_thread_runtime, run_pair, Placement};
+use crate::placement::{current_thread_runtime, in_task, run_pair, Placement};
 use crate::scenario::Shape;
 
 const MAX_FRAME: usize = 128 << 20;
@@ -105,17 +105,21 @@ where
         + Send
         + 'static,
 {
-    let client = BenchClient::new(client::Config::default(), transport).spawn();
-    let request = Bytes::from(vec![0xA5; shape.request_len]);
-    let meter = Meter::new(timing, record_latency);
-    closed_loop(shape.window, meter, || {
-        let client = client.clone();
-        let data = request.clone();
-        async move {
-            let response = client.call(context::current(), data).await?;
-            drop(response);
-            Ok::<(), tarpc::client::RpcError>(())
-        }
+    // The calls run as a task, as an application's do ([`in_task`]).
+    in_task(async move {
+        let client = BenchClient::new(client::Config::default(), transport).spawn();
+        let request = Bytes::from(vec![0xA5; shape.request_len]);
+        let meter = Meter::new(timing, record_latency);
+        closed_loop(shape.window, meter, || {
+            let client = client.clone();
+            let data = request.clone();
+            async move {
+                let response = client.call(context::current(), data).await?;
+                drop(response);
+                Ok::<(), tarpc::client::RpcError>(())
+            }
+        })
+        .await
     })
     .await
 }

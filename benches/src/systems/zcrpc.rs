@@ -23,7 +23,7 @@ use rpc_core::{
 use transport_uring::{Backend, RecvMode, UringAcceptor, UringConfig, ZcMode};
 
 use crate::meter::{closed_loop, Meter, Sample, StreamCounter, Timing};
-use crate::placement::{current_thread_runtime, run_pair, Placement};
+use crate::placement::{current_thread_runtime, in_task, run_pair, Placement};
 use crate::scenario::{Scenario, Shape, System};
 use crate::systems::NoResult;
 
@@ -369,30 +369,34 @@ where
                 let client = Client::connect(transport, ClientConfig::default())
                     .await
                     .map_err(|e| format!("zcrpc connect: {e}"))?;
-                let request = body(shape.request_len, shape.request_segments);
-                let meter = Meter::new(timing, record_latency);
-                let mut sample = if shape.server_stream {
-                    read_stream(&client, shape, meter).await?
-                } else {
-                    closed_loop(shape.window, meter, || {
-                        let client = client.clone();
-                        let request = request.clone();
-                        async move {
-                            let response =
-                                client.call(METHOD, request, CallOptions::default()).await?;
-                            drop(response);
-                            Ok::<(), rpc_core::CallError>(())
-                        }
+                // The calls run as a task, as an application's do ([`in_task`]).
+                in_task(async move {
+                    let request = body(shape.request_len, shape.request_segments);
+                    let meter = Meter::new(timing, record_latency);
+                    let mut sample = if shape.server_stream {
+                        read_stream(&client, shape, meter).await?
+                    } else {
+                        closed_loop(shape.window, meter, || {
+                            let client = client.clone();
+                            let request = request.clone();
+                            async move {
+                                let response =
+                                    client.call(METHOD, request, CallOptions::default()).await?;
+                                drop(response);
+                                Ok::<(), rpc_core::CallError>(())
+                            }
+                        })
+                        .await?
+                    };
+                    // Which send path the engine took on each side, for the report.
+                    sample.transport_stats = serde_json::to_value(TransportReport {
+                        client: client.stats(),
+                        server: server.stats(),
                     })
-                    .await?
-                };
-                // Which send path the engine took on each side, for the report.
-                sample.transport_stats = serde_json::to_value(TransportReport {
-                    client: client.stats(),
-                    server: server.stats(),
+                    .ok();
+                    Ok(sample)
                 })
-                .ok();
-                Ok(sample)
+                .await
             })
         },
     )

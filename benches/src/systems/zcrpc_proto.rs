@@ -16,7 +16,7 @@ use rpc_core::{Client, ClientConfig, Server, Sink, Status};
 use transport_uring::UringAcceptor;
 
 use crate::meter::{closed_loop, Meter, Sample, StreamCounter, Timing};
-use crate::placement::{current_thread_runtime, run_pair, Placement};
+use crate::placement::{current_thread_runtime, in_task, run_pair, Placement};
 use crate::scenario::{Shape, System};
 use crate::systems::NoResult;
 
@@ -125,21 +125,25 @@ pub fn run(
                 let client = Client::connect(transport, ClientConfig::default())
                     .await
                     .map_err(|e| format!("zcrpc_proto connect: {e}"))?;
-                let client = BenchClient::new(client);
-                let meter = Meter::new(timing, record_latency);
-                let request = Bytes::from(vec![0xA5; shape.request_len]);
-                let mut sample = if shape.server_stream {
-                    read_stream(&client, shape, meter).await?
-                } else {
-                    calls(&client, shape, meter, request).await?
-                };
-                // Which send path the engine took on each side, for the report.
-                sample.transport_stats = serde_json::to_value(super::zcrpc::TransportReport {
-                    client: client.client().stats(),
-                    server: server.stats(),
+                // The calls run as a task, as an application's do ([`in_task`]).
+                in_task(async move {
+                    let client = BenchClient::new(client);
+                    let meter = Meter::new(timing, record_latency);
+                    let request = Bytes::from(vec![0xA5; shape.request_len]);
+                    let mut sample = if shape.server_stream {
+                        read_stream(&client, shape, meter).await?
+                    } else {
+                        calls(&client, shape, meter, request).await?
+                    };
+                    // Which send path the engine took on each side, for the report.
+                    sample.transport_stats = serde_json::to_value(super::zcrpc::TransportReport {
+                        client: client.client().stats(),
+                        server: server.stats(),
+                    })
+                    .ok();
+                    Ok(sample)
                 })
-                .ok();
-                Ok(sample)
+                .await
             })
         },
     )
