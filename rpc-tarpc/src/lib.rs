@@ -68,6 +68,7 @@ mod codec;
 mod errors;
 mod ids;
 mod server;
+mod wire;
 
 pub use client::ClientTransport;
 pub use server::{listen, Incoming, ServerTransport};
@@ -81,6 +82,18 @@ pub const CALL_PATH: &str = "tarpc/call";
 /// (its deadline relative to the moment it was sent, its trace context) followed by the
 /// postcard of the request; its reply, the postcard of the response.
 pub const CALL: u32 = rpc_core::method_id(CALL_PATH);
+
+/// The path of the bidirectional zcrpc streaming call that carries a client's small requests
+/// (see the crate docs). The server accepts it by sending its response headers
+/// (`tarpc-stream: 1`) at once, before any message.
+pub const STREAM_PATH: &str = "tarpc/stream";
+/// Its wire id. Each message of the client's stream is the postcard of one of: kind 0, a
+/// request — its id (tarpc's, the client's), then the same bytes as a [`CALL`] message (the
+/// context, then the request); kind 1, a cancel — the id of a request it sent. Each message of
+/// the server's stream: kind 0, a response — the request's id, then the postcard of
+/// `Result<Resp, tarpc::ServerError>`. Any other kind, or a message that does not decode, ends
+/// the stream with an error.
+pub const STREAM: u32 = rpc_core::method_id(STREAM_PATH);
 
 /// Connects over TCP to a zcrpc server made by [`listen`] (or [`Incoming::new`]), with the
 /// client defaults (a 10 s connect timeout; it re-dials a lost connection), and returns the
