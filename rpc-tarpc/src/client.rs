@@ -416,7 +416,9 @@ impl<Req, Resp: DeserializeOwned> Stream for ClientTransport<Req, Resp> {
                 if this.closed && this.on_stream.is_empty() {
                     return Poll::Ready(None);
                 }
-                this.idle = Some(cx.waker().clone());
+                if !this.idle.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    this.idle = Some(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
             match Pin::new(&mut this.calls).poll_next(cx) {

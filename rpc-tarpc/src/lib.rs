@@ -1,6 +1,6 @@
 //! # rpc-tarpc: tarpc services over zcrpc
 //!
-//! A `tarpc::Transport` whose requests travel as zcrpc calls: keep every line of a
+//! A `tarpc::Transport` whose requests travel over zcrpc: keep every line of a
 //! `#[tarpc::service]` and its implementation, change the two lines that make the transports.
 //!
 //! | tarpc's own transport | over zcrpc |
@@ -8,17 +8,38 @@
 //! | `tarpc::serde_transport::tcp::listen(addr, Bincode::default).await?` | [`listen`]`(addr).await?` |
 //! | `tarpc::serde_transport::tcp::connect(addr, Bincode::default).await?` | [`connect`]`(addr).await?` |
 //!
-//! Each tarpc request is one zcrpc call (so zcrpc multiplexes, bounds and cancels it): its
-//! context's deadline is the call's deadline (the server drops the handler when it passes), the
-//! context itself (deadline and trace) travels before the message as tarpc's serde transports
-//! send it, and a request the client drops is cancelled on
-//! the server (tarpc's handler is aborted). Messages are serialized with postcard into
+//! ## On the wire
+//!
+//! tarpc does its own request ids, deadlines and cancels; the transport carries its messages
+//! two ways:
+//!
+//! - **Small requests** (under 64 KiB encoded) go as messages of one long-lived bidirectional
+//!   zcrpc call per client transport, [`STREAM_PATH`] (`tarpc/stream`), opened at the first
+//!   request: a request is one message (tagged with tarpc's request id), its response one
+//!   message back, a cancel (the caller dropped its future) one message that makes the server
+//!   drop the handler. A message on an open stream costs a fraction of a zcrpc call. Both
+//!   ends queue at most 64 messages and send them as the peer's credit allows (the `Sink`s'
+//!   `poll_ready` waits), so a side that stops reading holds the other back instead of
+//!   making it buffer. The server accepts the stream by sending its response headers at once;
+//!   until then (and with a server that does not know it) requests go as calls. A lost
+//!   stream or connection fails the requests in flight on it with `ConnectionAborted`
+//!   ("zcrpc: the tarpc stream the request went on was lost: ..."); the zcrpc client re-dials
+//!   and the next request opens a new stream. A stream message that does not decode ends that
+//!   stream with `INVALID_ARGUMENT`.
+//! - **Large requests** go as one zcrpc call each, [`CALL_PATH`] (`tarpc/call`): zcrpc
+//!   multiplexes, bounds and cancels it, its deadline is the call's deadline, and a large
+//!   message does not hold the small ones behind it.
+//!
+//! Either way the request's context (deadline and trace) travels before the message as tarpc's
+//! serde transports send it, and tarpc's server enforces the deadline (its handler is dropped
+//! when it passes). Responses go back the way their request came, whatever their size.
+//! Messages are serialized with postcard into
 //! buffers each transport reuses once the messages in them are written out, and decoded in
 //! the task of the tarpc channel or client that takes them; after a large one (64 KiB and up)
 //! the transport yields, so that its taker runs (and drops it) before the next is decoded,
 //! and the allocator hands warm memory back instead of faulting fresh pages in. Frames are
 //! limited by zcrpc's `max_frame` (128 MiB by default, against 8 MiB for tarpc's
-//! length-delimited codec); a request over the limit fails alone, before it is sent, with an
+//! length-delimited codec); a request or response over the limit fails alone, with an
 //! error that says so — the connection and the other calls carry on (tarpc issue #389: there
 //! it is a bare disconnect).
 //!
@@ -75,8 +96,8 @@ pub use server::{listen, Incoming, ServerTransport};
 
 use rpc_core::{Client, ClientConfig, ConnectError};
 
-/// The path of the one zcrpc method that carries tarpc requests (the request enum says which
-/// method of the tarpc service).
+/// The path of the zcrpc method that carries large tarpc requests, one call each (the request
+/// enum says which method of the tarpc service).
 pub const CALL_PATH: &str = "tarpc/call";
 /// Its wire id. A call's message is the postcard of the request's `tarpc::context::Context`
 /// (its deadline relative to the moment it was sent, its trace context) followed by the

@@ -95,9 +95,14 @@ fn channel_gone() -> Status {
 }
 
 /// A `tarpc::Transport` for a tarpc server (`BaseChannel::with_defaults(transport)`): one zcrpc
-/// connection, whose calls come out as tarpc requests (with the client's context: deadline
-/// and trace) and whose cancelled calls (the client dropped them, or their deadline passed)
-/// come out as tarpc cancels. Made by [`Incoming`].
+/// connection, whose `tarpc/call` calls and the request messages of whose `tarpc/stream` calls
+/// come out as tarpc requests (with the client's context: deadline and trace), and whose
+/// cancelled calls (the client dropped them, or their deadline passed), cancel messages and
+/// lost streams' requests come out as tarpc cancels. A call's response answers the call; a
+/// stream request's goes back on its stream, queued (at most 64 per stream, `poll_ready`
+/// waits past that) until the client's credit lets it go. At most 10 000 stream requests are
+/// in flight per connection: past that the streams are not read (the clients' credit runs
+/// out) until answers come. Made by [`Incoming`].
 pub struct ServerTransport<Req, Resp> {
     requests: mpsc::UnboundedReceiver<Delivery>,
     /// [`Link::answering`].
