@@ -81,6 +81,9 @@ pub struct ClientTransport<Req, Resp> {
     stream: StreamState,
     /// Stream messages not yet sent (at most [`OUT_QUEUE`]).
     out: VecDeque<Body>,
+    /// Requests smaller than this go on the stream: [`SMALL`], or the server's frame limit
+    /// if lower (a request over it goes as a call, which fails alone saying so).
+    small: usize,
     /// Requests in flight on the stream, with their deadlines: a response for one not here
     /// (cancelled, past its deadline) is dropped.
     on_stream: IdMap<Instant>,
@@ -142,6 +145,7 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
             calls: FuturesUnordered::new(),
             stream: StreamState::Idle,
             out: VecDeque::new(),
+            small: SMALL,
             on_stream: IdMap::default(),
             sweep_at: SWEEP_AT,
             broken: Vec::new(),
@@ -188,6 +192,7 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
                         unreachable!("matched above")
                     };
                     if rx.headers().is_some() {
+                        self.small = SMALL.min(self.client.server_hello().max_frame as usize);
                         self.stream = StreamState::Open(tx, rx);
                         continue;
                     }
@@ -284,7 +289,7 @@ where
                 // One encoding for both ways: a call's message is the stream message's tail.
                 let message = this.buf.encode(&ToServerRef::Request(id, &request.context, &request.message));
                 let fut = match message {
-                    Ok(message) if streaming && message.len() < SMALL => {
+                    Ok(message) if streaming && message.len() < this.small => {
                         this.out.push_back(Body::message(message));
                         this.track(id, request.context.deadline);
                         return Ok(());

@@ -71,9 +71,10 @@ struct Tunnel {
     responder: Option<Responder>,
     /// The client's ids of the requests in flight on it, to the channel's.
     ids: IdMap<u64>,
-    /// Responses not yet sent, and the client's ids they answer (the same order).
+    /// Responses not yet sent, and the client's ids they answer with their sizes (the same
+    /// order).
     out: VecDeque<Body>,
-    out_ids: VecDeque<u64>,
+    out_ids: VecDeque<(u64, usize)>,
     /// The client still sends (its side of the stream has not ended).
     reading: bool,
 }
@@ -240,7 +241,11 @@ impl<Req, Resp> ServerTransport<Req, Resp> {
             let before = t.out.len();
             let result = t.sender.poll_send_queue(cx, &mut t.out);
             let gone = before - t.out.len();
-            let failed = if matches!(result, Poll::Ready(Err(_))) { t.out_ids.get(gone - 1).copied() } else { None };
+            // The message a failed send consumed last is the one that failed.
+            let failed = match result {
+                Poll::Ready(Err(_)) => gone.checked_sub(1).and_then(|i| t.out_ids.get(i)).copied(),
+                _ => None,
+            };
             t.out_ids.drain(..gone);
             match result {
                 Poll::Ready(Ok(())) => {
@@ -251,14 +256,17 @@ impl<Req, Resp> ServerTransport<Req, Resp> {
                     return Poll::Ready(());
                 }
                 Poll::Pending => return Poll::Pending,
-                // A response the client cannot take (over its frame limit): an error instead.
-                Poll::Ready(Err(CallError::Codec(why))) if failed.is_some() => {
-                    let wire = failed.expect("checked");
+                // A response the client cannot take (over its frame limit, which is at least
+                // `MIN_MAX_FRAME`): an error instead (small: it cannot fail so again).
+                Poll::Ready(Err(CallError::Codec(why)))
+                    if failed.is_some_and(|(_, len)| len > rpc_core::frame::MIN_MAX_FRAME as usize) =>
+                {
+                    let (wire, _) = failed.expect("checked");
                     // An error's bytes are the same whatever the response type.
                     let error: Result<(), ServerError> = Err(ServerError::new(io::ErrorKind::InvalidInput, format!("zcrpc: {why}")));
                     if let Ok(message) = self.buf.encode(&FromServerRef::Response(wire, &error)) {
+                        t.out_ids.push_back((wire, message.len()));
                         t.out.push_back(Body::message(message));
-                        t.out_ids.push_back(wire);
                     }
                 }
                 Poll::Ready(Err(e)) => {
@@ -460,8 +468,8 @@ impl<Req, Resp: Serialize> Sink<Response<Resp>> for ServerTransport<Req, Resp> {
                         }
                     }
                 };
+                t.out_ids.push_back((wire, message.len()));
                 t.out.push_back(Body::message(message));
-                t.out_ids.push_back(wire);
             }
         }
         Ok(())

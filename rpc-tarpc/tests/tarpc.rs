@@ -511,3 +511,28 @@ async fn a_stream_message_that_does_not_decode_ends_that_stream_with_an_error() 
     let client = StoreClient::new(client::Config::default(), rpc_tarpc::ClientTransport::new(zc)).spawn();
     warm_up(&client).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_request_over_a_low_frame_limit_fails_alone_and_the_stream_carries_on() {
+    // A server that takes frames of 8 KiB at most: a 10 KiB request is "small" for the stream,
+    // but goes as a call, which fails alone saying why.
+    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    serve(rpc_tarpc::Incoming::new(acceptor, rpc_core::Server::builder().max_frame(8 << 10), 16), Impl::default());
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    warm_up(&client).await;
+    let sleeping: Vec<_> = (0..5)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.sleep(within(Duration::from_secs(30)), 300).await })
+        })
+        .collect();
+    let err = client.echo(context::current(), Bytes::from(vec![7u8; 10 << 10])).await.unwrap_err();
+    let RpcError::Server(e) = &err else { panic!("{err:?}") };
+    assert!(e.detail.contains("over the peer's frame limit of 8192 bytes"), "{e}");
+    // The requests on the stream meanwhile are answered.
+    for s in sleeping {
+        assert_eq!(s.await.unwrap().unwrap(), 300);
+    }
+    assert_eq!(client.echo(context::current(), Bytes::from(vec![7u8; 1000])).await.unwrap().len(), 1000);
+}
