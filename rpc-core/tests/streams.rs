@@ -31,6 +31,8 @@ const FOREVER: u32 = 5;
 const ECHO: u32 = 6;
 /// Server streaming with `send_all`: the request says how many messages of how many bytes.
 const TICKS_ALL: u32 = 7;
+/// Client streaming: holds the client's stream without reading it, for ever.
+const HOLD: u32 = 8;
 
 #[derive(Default)]
 struct Counters {
@@ -130,6 +132,10 @@ impl Service for Streams {
                     counters.sent.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 },
+                (HOLD, Some(stream)) => {
+                    let _unread = stream;
+                    std::future::pending().await
+                }
                 (m, _) => Err(Status::unimplemented(m)),
             };
             guard.1 = true;
@@ -389,4 +395,40 @@ async fn send_all_stops_at_the_first_message_that_cannot_go() {
     // returned (measured 1,536 to 4,352), so no count is asserted beyond the 4 billion asked for.
     common::eventually("the handler is dropped", || counters.dropped.load(Ordering::SeqCst) == 1).await;
     assert!(counters.sent.load(Ordering::SeqCst) < u32::MAX as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_send_queue_sends_what_credit_allows_and_keeps_the_rest() {
+    use std::collections::VecDeque;
+    use std::future::poll_fn;
+    for t in TRANSPORTS {
+        let (client, _) = setup(t, ConnConfig::default()).await;
+        // Everything goes, in order, to a reader that reads.
+        let (mut tx, mut rx) =
+            client.open(SUM, Body::default(), CallMode::CLIENT_STREAMING, CallOptions::default()).await.unwrap().split();
+        let mut queue: VecDeque<Body> = (0..20u32).map(|i| tick(i, 1000 * i as usize)).collect();
+        poll_fn(|cx| tx.poll_send_queue(cx, &mut queue)).await.unwrap();
+        assert!(queue.is_empty(), "{t}");
+        // An empty queue is ready at once.
+        poll_fn(|cx| tx.poll_send_queue(cx, &mut queue)).await.unwrap();
+        tx.finish();
+        let total = rx.recv().await.unwrap().unwrap();
+        assert_eq!(u64::from_le_bytes(total.message[..].try_into().unwrap()), (0..20).map(|i| 1000 * i).sum::<u64>(), "{t}");
+
+        // A reader that never reads: one window's worth goes (4 MiB, overshot by less than
+        // one message), then the sender waits with the rest still queued.
+        let (mut tx, _rx) =
+            client.open(HOLD, Body::default(), CallMode::CLIENT_STREAMING, CallOptions::default()).await.unwrap().split();
+        let mut queue: VecDeque<Body> = (0..100u32).map(|i| tick(i, 100_000)).collect();
+        let waited = tokio::time::timeout(Duration::from_millis(500), poll_fn(|cx| tx.poll_send_queue(cx, &mut queue))).await;
+        assert!(waited.is_err(), "{t}: the queue went although the reader took nothing");
+        let sent = 100 - queue.len();
+        assert!((41..=43).contains(&sent), "{t}: {sent} messages of 100 kB went on a 4 MiB window");
+        assert_eq!(queue.front().map(|b| b.message.clone()), Some(Bytes::copy_from_slice(&(sent as u32).to_le_bytes())), "{t}");
+        // After `finish`, it fails and keeps the queue.
+        tx.finish();
+        let e = poll_fn(|cx| tx.poll_send_queue(cx, &mut queue)).await.unwrap_err();
+        assert!(e.to_string().contains("send after the stream was finished"), "{t}: {e}");
+        assert_eq!(queue.len(), 100 - sent, "{t}");
+    }
 }

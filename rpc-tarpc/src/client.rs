@@ -1,21 +1,25 @@
-//! The client's transport: each tarpc request becomes a zcrpc call; a cancel drops it.
+//! The client's transport: small tarpc requests go as messages of one `tarpc/stream` call,
+//! the others as zcrpc calls; a cancel goes on the stream, or drops the call.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::{Sink, Stream};
-use rpc_core::{Body, BoxFuture, CallError, CallOptions, Client};
+use rpc_core::{Body, BoxFuture, CallError, CallMode, CallOptions, CallStream, Client, StreamReceiver, StreamSender};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tarpc::{ClientMessage, Response, ServerError};
 
 use crate::codec::{decode, yield_after_large, EncodeBuf, LARGE};
 use crate::errors::to_server_error;
+use crate::ids::IdMap;
+use crate::wire::{call_message_at, FromServer, ToServerRef};
 use crate::CALL;
 
 /// One call in flight: its request id, its response (none when its deadline passed), and
@@ -51,21 +55,44 @@ impl<Resp> Future for Call<Resp> {
     }
 }
 
-/// A `tarpc::Transport` for a tarpc client (`WorldClient::new(config, transport)`): each request
-/// goes as one zcrpc call on `client` — its deadline as the call's deadline, its context
-/// (deadline and trace context, as tarpc's serde transports send it) and message serialized
-/// (postcard) into buffers the transport reuses — and a cancel (the caller dropped its future) cancels the call on the server.
+/// A `tarpc::Transport` for a tarpc client (`WorldClient::new(config, transport)`).
+///
+/// Small requests (under 64 KiB encoded) go as messages of one long-lived bidirectional zcrpc
+/// call, `tarpc/stream` ([`crate::STREAM`]), opened at the first request; their responses come
+/// back on it, and a cancel (the caller dropped its future) goes on it as a cancel message.
+/// Until the stream is open (and on a server that does not know it), and for larger requests,
+/// each request goes as one zcrpc call, `tarpc/call` — its deadline as the call's deadline,
+/// and a cancel cancels the call on the server. Messages are serialized (postcard) into
+/// buffers the transport reuses. Stream messages wait in a queue of at most 64 and go as the
+/// server's credit allows: `poll_ready` is pending while the queue is full.
 ///
 /// A call that fails below tarpc comes back as tarpc's `RpcError::Server` with a
 /// [`ServerError`] naming the cause: a request over the server's frame limit
 /// (`InvalidInput`, "request of N bytes ... is over the peer's frame limit ..."), a lost
-/// connection (`ConnectionAborted`; the zcrpc client re-dials for the next calls). A call past
+/// connection or stream (`ConnectionAborted`; the zcrpc client re-dials, and the transport
+/// opens a new stream, for the next requests). A call past
 /// its deadline is left to tarpc's own timer (`RpcError::DeadlineExceeded`, as over tarpc's
 /// transports). The transport itself never fails: tarpc's other calls carry on.
 pub struct ClientTransport<Req, Resp> {
     client: Client,
     buf: EncodeBuf,
     calls: FuturesUnordered<Call<Resp>>,
+    /// The `tarpc/stream` call, in whatever state it is.
+    stream: StreamState,
+    /// Stream messages not yet sent (at most [`OUT_QUEUE`]).
+    out: VecDeque<Body>,
+    /// Requests smaller than this go on the stream: [`SMALL`], or the server's frame limit
+    /// if lower (a request over it goes as a call, which fails alone saying so).
+    small: usize,
+    /// Requests in flight on the stream, with their deadlines: a response for one not here
+    /// (cancelled, past its deadline) is dropped.
+    on_stream: IdMap<Instant>,
+    /// `on_stream`'s size at which requests past their deadline are swept out of it (tarpc
+    /// sends no cancel for those).
+    sweep_at: usize,
+    /// Requests of a stream that broke, failed one per `poll_next` with `broken_why`.
+    broken: Vec<u64>,
+    broken_why: String,
     /// The reader waiting while no call is in flight.
     idle: Option<Waker>,
     /// A large response was just handed out: let its caller run before decoding the next.
@@ -74,20 +101,55 @@ pub struct ClientTransport<Req, Resp> {
     _req: PhantomData<fn(Req)>,
 }
 
+/// The `tarpc/stream` call of a client transport.
+enum StreamState {
+    /// None; one is opened at the next request.
+    Idle,
+    /// Being opened; requests go as calls meanwhile.
+    Opening(BoxFuture<'static, Result<CallStream, CallError>>),
+    /// Opened, waiting for the server to accept it (its response headers).
+    Accepting(StreamSender, StreamReceiver),
+    /// Carrying requests.
+    Open(StreamSender, StreamReceiver),
+    /// The server does not know `tarpc/stream`: requests go as calls for good.
+    Unsupported,
+}
+
+/// Most stream messages a client transport queues before `poll_ready` waits for them to go.
+const OUT_QUEUE: usize = 64;
+
+/// Requests of this size and up (encoded) go as zcrpc calls, not on the stream: a large one
+/// would hold the small ones behind it, and a call is as cheap as a stream message for it.
+pub(crate) const SMALL: usize = LARGE;
+
+/// `on_stream` (and the server's map of stream requests) is swept at this size at least.
+pub(crate) const SWEEP_AT: usize = 1024;
+
 impl<Req, Resp> std::fmt::Debug for ClientTransport<Req, Resp> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientTransport").field("client", &self.client).field("in_flight", &self.calls.len()).finish()
+        f.debug_struct("ClientTransport")
+            .field("client", &self.client)
+            .field("calls_in_flight", &self.calls.len())
+            .field("stream_requests_in_flight", &self.on_stream.len())
+            .finish()
     }
 }
 
 impl<Req, Resp> ClientTransport<Req, Resp> {
-    /// A transport whose requests go as calls on `client` (over any zcrpc transport: tcp,
+    /// A transport whose requests go on `client` (over any zcrpc transport: tcp,
     /// io_uring, TLS, a Unix socket).
     pub fn new(client: Client) -> Self {
         ClientTransport {
             client,
             buf: EncodeBuf::default(),
             calls: FuturesUnordered::new(),
+            stream: StreamState::Idle,
+            out: VecDeque::new(),
+            small: SMALL,
+            on_stream: IdMap::default(),
+            sweep_at: SWEEP_AT,
+            broken: Vec::new(),
+            broken_why: String::new(),
             idle: None,
             yield_next: false,
             closed: false,
@@ -99,6 +161,96 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
     pub fn client(&self) -> &Client {
         &self.client
     }
+
+    /// True while small requests go on the `tarpc/stream` call (it is open and the server
+    /// accepted it).
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.stream, StreamState::Open(..))
+    }
+
+    /// Moves the stream along: its open, the server's acceptance. Registers `cx` where it waits.
+    fn drive_stream(&mut self, cx: &mut Context<'_>) {
+        loop {
+            match &mut self.stream {
+                StreamState::Opening(open) => match open.as_mut().poll(cx) {
+                    Poll::Pending => return,
+                    Poll::Ready(Ok(call)) => {
+                        let (tx, rx) = call.split();
+                        self.stream = StreamState::Accepting(tx, rx.for_method(crate::STREAM_PATH));
+                    }
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!("tarpc over zcrpc: the stream did not open: {e}");
+                        self.stream = StreamState::Idle;
+                        return;
+                    }
+                },
+                StreamState::Accepting(_, rx) => {
+                    if rx.poll_response_headers(cx).is_pending() {
+                        return;
+                    }
+                    let StreamState::Accepting(tx, mut rx) = std::mem::replace(&mut self.stream, StreamState::Idle) else {
+                        unreachable!("matched above")
+                    };
+                    if rx.headers().is_some() {
+                        self.small = SMALL.min(self.client.server_hello().max_frame as usize);
+                        self.stream = StreamState::Open(tx, rx);
+                        continue;
+                    }
+                    // Refused or ended before it began: what the receiver says next is why.
+                    let why = match rx.poll_recv(cx) {
+                        Poll::Ready(Some(Err(e))) => e,
+                        _ => CallError::Status(rpc_core::Status::new(rpc_core::Code::CANCELLED, "the stream ended")),
+                    };
+                    if why.code() == rpc_core::Code::UNIMPLEMENTED {
+                        self.stream = StreamState::Unsupported;
+                    }
+                    tracing::debug!("tarpc over zcrpc: the server did not take the stream: {why}");
+                    return;
+                }
+                StreamState::Idle | StreamState::Open(..) | StreamState::Unsupported => return,
+            }
+        }
+    }
+
+    /// Sends what the queue holds, as credit allows. Ready once it is empty.
+    fn flush_stream(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let StreamState::Open(tx, _) = &mut self.stream else {
+            self.out.clear();
+            return Poll::Ready(());
+        };
+        match tx.poll_send_queue(cx, &mut self.out) {
+            Poll::Ready(Ok(())) => Poll::Ready(()),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => {
+                self.break_stream(format!("{e}"));
+                Poll::Ready(())
+            }
+        }
+    }
+
+    /// The stream is lost: its requests in flight fail (one per `poll_next`), the next request
+    /// opens another.
+    fn break_stream(&mut self, why: String) {
+        tracing::debug!("tarpc over zcrpc: the stream broke: {why}");
+        self.stream = StreamState::Idle;
+        self.out.clear();
+        self.broken.extend(self.on_stream.drain().map(|(id, _)| id));
+        self.broken_why = why;
+        if let Some(w) = self.idle.take() {
+            w.wake();
+        }
+    }
+
+    /// A request of `id` is on the stream until `deadline`; past it, tarpc forgets it without a
+    /// cancel, so the entries past theirs are swept out once the map doubled.
+    fn track(&mut self, id: u64, deadline: Instant) {
+        self.on_stream.insert(id, deadline);
+        if self.on_stream.len() >= self.sweep_at {
+            let now = Instant::now();
+            self.on_stream.retain(|_, d| *d > now);
+            self.sweep_at = (self.on_stream.len() * 2).max(SWEEP_AT);
+        }
+    }
 }
 
 impl<Req, Resp> Sink<ClientMessage<Req>> for ClientTransport<Req, Resp>
@@ -108,8 +260,14 @@ where
 {
     type Error = io::Error;
 
-    fn poll_ready(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Calls in flight are bounded by tarpc's own `max_in_flight_requests`.
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Calls in flight are bounded by tarpc's own `max_in_flight_requests`; stream messages
+        // by the queue, which waits for the server's credit.
+        let this = self.get_mut();
+        this.drive_stream(cx);
+        if this.out.len() >= OUT_QUEUE && this.flush_stream(cx).is_pending() && this.out.len() >= OUT_QUEUE {
+            return Poll::Pending;
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -118,9 +276,26 @@ where
         match item {
             ClientMessage::Request(request) => {
                 let id = request.id;
-                // The context (deadline, trace) goes first, as tarpc's serde transports send it.
-                let fut = match this.buf.encode(&(&request.context, &request.message)) {
+                if matches!(this.stream, StreamState::Idle) && !this.closed {
+                    let client = this.client.clone();
+                    // No deadline: the stream lives as long as the connection (`Duration::MAX`
+                    // is none, whatever the client's default timeout).
+                    let options = CallOptions { timeout: Some(Duration::MAX), ..CallOptions::default() };
+                    this.stream = StreamState::Opening(Box::pin(async move {
+                        client.open(crate::STREAM, Body::default(), CallMode::BIDI, options).await
+                    }));
+                }
+                let streaming = matches!(this.stream, StreamState::Open(..));
+                // One encoding for both ways: a call's message is the stream message's tail.
+                let message = this.buf.encode(&ToServerRef::Request(id, &request.context, &request.message));
+                let fut = match message {
+                    Ok(message) if streaming && message.len() < this.small => {
+                        this.out.push_back(Body::message(message));
+                        this.track(id, request.context.deadline);
+                        return Ok(());
+                    }
                     Ok(message) => {
+                        let message = message.slice(call_message_at(id)..);
                         let options = CallOptions {
                             timeout: Some(request.context.deadline.saturating_duration_since(Instant::now())),
                             ..CallOptions::default()
@@ -148,7 +323,14 @@ where
                 }
             }
             ClientMessage::Cancel { request_id, .. } => {
-                // Dropping the call's future cancels it on the server. A scan of the calls in
+                if this.on_stream.remove(&request_id).is_some() {
+                    // On the stream: a cancel message after it (the server drops its handler).
+                    if let Ok(message) = this.buf.encode(&ToServerRef::<Req>::Cancel(request_id)) {
+                        this.out.push_back(Body::message(message));
+                    }
+                    return Ok(());
+                }
+                // A call: dropping its future cancels it on the server. A scan of the calls in
                 // flight (bounded by tarpc's `max_in_flight_requests`): cancels are rare, and
                 // a map from id to call would cost every call an entry.
                 if let Some(call) = this.calls.iter_mut().find(|c| c.id == request_id && c.call.is_some()) {
@@ -164,12 +346,17 @@ where
         Ok(())
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.drive_stream(cx);
+        this.flush_stream(cx).map(Ok)
     }
 
-    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // What is queued goes if credit allows; the close does not wait for it (every request
+        // is answered or given up by now).
+        let _ = this.flush_stream(cx);
         this.closed = true;
         if let Some(w) = this.idle.take() {
             w.wake();
@@ -184,7 +371,7 @@ fn reply<Resp: DeserializeOwned>(result: Result<Body, CallError>) -> Result<Resp
     decode(&body.message).map_err(|e| ServerError::new(io::ErrorKind::InvalidData, format!("cannot decode the response: {e}")))
 }
 
-impl<Req, Resp> Stream for ClientTransport<Req, Resp> {
+impl<Req, Resp: DeserializeOwned> Stream for ClientTransport<Req, Resp> {
     type Item = io::Result<Response<Resp>>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -195,11 +382,48 @@ impl<Req, Resp> Stream for ClientTransport<Req, Resp> {
             return Poll::Pending;
         }
         loop {
+            if let Some(id) = this.broken.pop() {
+                let error = ServerError::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("zcrpc: the tarpc stream the request went on was lost: {}", this.broken_why),
+                );
+                return Poll::Ready(Some(Ok(Response { request_id: id, message: Err(error) })));
+            }
+            this.drive_stream(cx);
+            if let StreamState::Open(_, rx) = &mut this.stream {
+                match rx.poll_recv(cx) {
+                    Poll::Ready(Some(Ok(body))) => {
+                        match decode::<FromServer<Resp>>(&body.message) {
+                            Ok(FromServer::Response(id, message)) => {
+                                // Not in flight: cancelled or past its deadline; tarpc has
+                                // forgotten it.
+                                if this.on_stream.remove(&id).is_some() {
+                                    this.yield_next = body.message.len() >= LARGE;
+                                    return Poll::Ready(Some(Ok(Response { request_id: id, message })));
+                                }
+                            }
+                            Err(e) => this.break_stream(format!("a message of the server's stream does not decode: {e}")),
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        this.break_stream(e.to_string());
+                        continue;
+                    }
+                    Poll::Ready(None) => {
+                        this.break_stream("the server ended it".into());
+                        continue;
+                    }
+                    Poll::Pending => {}
+                }
+            }
             if this.calls.is_empty() {
-                if this.closed {
+                if this.closed && this.on_stream.is_empty() {
                     return Poll::Ready(None);
                 }
-                this.idle = Some(cx.waker().clone());
+                if !this.idle.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    this.idle = Some(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
             match Pin::new(&mut this.calls).poll_next(cx) {

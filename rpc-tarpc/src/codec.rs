@@ -52,6 +52,21 @@ pub(crate) fn yield_after_large(yield_next: &mut bool, cx: &mut std::task::Conte
 impl EncodeBuf {
     /// `value` in postcard, as bytes split off this buffer.
     pub(crate) fn encode<T: Serialize>(&mut self, value: &T) -> Result<Bytes, postcard::Error> {
+        // Most messages are small: one pass, straight into the room the buffer has, given up as
+        // soon as it would not fit in that room or in `ONE_PASS` bytes (a large field is
+        // refused before it is copied).
+        let start = self.buf.len();
+        let room = (self.buf.capacity() - start).min(ONE_PASS);
+        if room > 0 {
+            match postcard::serialize_with_flavor(value, Bounded { buf: &mut self.buf, limit: start + room }) {
+                Ok(()) => return Ok(self.buf.split().freeze()),
+                Err(postcard::Error::SerializeBufferFull) => self.buf.truncate(start),
+                Err(e) => {
+                    self.buf.truncate(start);
+                    return Err(e);
+                }
+            }
+        }
         // The exact size first (a walk that copies nothing): a large message is then written
         // once into room made for it, not copied again each time the buffer would have doubled.
         let size = postcard::experimental::serialized_size(value)?;
@@ -92,6 +107,41 @@ impl EncodeBuf {
             }
         }
         b
+    }
+}
+
+/// The most bytes [`EncodeBuf::encode`] writes in its one pass before it gives up and measures
+/// the message first.
+const ONE_PASS: usize = 4 << 10;
+
+/// postcard's output into a `BytesMut`'s spare room, up to `limit` bytes in all: past it,
+/// `SerializeBufferFull` (the `BytesMut` never grows, and keeps what was written).
+struct Bounded<'a> {
+    buf: &'a mut BytesMut,
+    limit: usize,
+}
+
+impl postcard::ser_flavors::Flavor for Bounded<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        if self.buf.len() >= self.limit {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.buf.extend_from_slice(&[data]);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if data.len() > self.limit - self.buf.len() {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 
@@ -173,6 +223,26 @@ mod tests {
             assert!(at.contains(&m.as_ptr()), "a new allocation although a kept one was free");
         }
         assert_eq!(decode::<Vec<u8>>(&ninth).unwrap(), big);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_room_left_is_written_whole_elsewhere() {
+        let mut buf = EncodeBuf::default();
+        // Small messages until less than one pass of room is left in the chunk.
+        let mut small = Vec::new();
+        while buf.buf.capacity() - buf.buf.len() > 100 || buf.buf.capacity() == 0 {
+            small.push(buf.encode(&(7u32, [1u8; 32])).unwrap());
+        }
+        // One that does not fit in the room left, nor in a pass: whole, and nothing before it
+        // written over.
+        let big = counting_bytes(10_000);
+        let message = buf.encode(&big).unwrap();
+        assert_eq!(decode::<Vec<u8>>(&message).unwrap(), big);
+        for m in &small {
+            assert_eq!(decode::<(u32, [u8; 32])>(m).unwrap(), (7, [1u8; 32]));
+        }
+        let next = buf.encode(&"after".to_owned()).unwrap();
+        assert_eq!(decode::<String>(&next).unwrap(), "after");
     }
 
     fn counting_bytes(len: usize) -> Vec<u8> {

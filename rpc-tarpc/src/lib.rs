@@ -1,6 +1,6 @@
 //! # rpc-tarpc: tarpc services over zcrpc
 //!
-//! A `tarpc::Transport` whose requests travel as zcrpc calls: keep every line of a
+//! A `tarpc::Transport` whose requests travel over zcrpc: keep every line of a
 //! `#[tarpc::service]` and its implementation, change the two lines that make the transports.
 //!
 //! | tarpc's own transport | over zcrpc |
@@ -8,17 +8,38 @@
 //! | `tarpc::serde_transport::tcp::listen(addr, Bincode::default).await?` | [`listen`]`(addr).await?` |
 //! | `tarpc::serde_transport::tcp::connect(addr, Bincode::default).await?` | [`connect`]`(addr).await?` |
 //!
-//! Each tarpc request is one zcrpc call (so zcrpc multiplexes, bounds and cancels it): its
-//! context's deadline is the call's deadline (the server drops the handler when it passes), the
-//! context itself (deadline and trace) travels before the message as tarpc's serde transports
-//! send it, and a request the client drops is cancelled on
-//! the server (tarpc's handler is aborted). Messages are serialized with postcard into
+//! ## On the wire
+//!
+//! tarpc does its own request ids, deadlines and cancels; the transport carries its messages
+//! two ways:
+//!
+//! - **Small requests** (under 64 KiB encoded) go as messages of one long-lived bidirectional
+//!   zcrpc call per client transport, [`STREAM_PATH`] (`tarpc/stream`), opened at the first
+//!   request: a request is one message (tagged with tarpc's request id), its response one
+//!   message back, a cancel (the caller dropped its future) one message that makes the server
+//!   drop the handler. A message on an open stream costs a fraction of a zcrpc call. Both
+//!   ends queue at most 64 messages and send them as the peer's credit allows (the `Sink`s'
+//!   `poll_ready` waits), so a side that stops reading holds the other back instead of
+//!   making it buffer. The server accepts the stream by sending its response headers at once;
+//!   until then (and with a server that does not know it) requests go as calls. A lost
+//!   stream or connection fails the requests in flight on it with `ConnectionAborted`
+//!   ("zcrpc: the tarpc stream the request went on was lost: ..."); the zcrpc client re-dials
+//!   and the next request opens a new stream. A stream message that does not decode ends that
+//!   stream with `INVALID_ARGUMENT`.
+//! - **Large requests** go as one zcrpc call each, [`CALL_PATH`] (`tarpc/call`): zcrpc
+//!   multiplexes, bounds and cancels it, its deadline is the call's deadline, and a large
+//!   message does not hold the small ones behind it.
+//!
+//! Either way the request's context (deadline and trace) travels before the message as tarpc's
+//! serde transports send it, and tarpc's server enforces the deadline (its handler is dropped
+//! when it passes). Responses go back the way their request came, whatever their size.
+//! Messages are serialized with postcard into
 //! buffers each transport reuses once the messages in them are written out, and decoded in
 //! the task of the tarpc channel or client that takes them; after a large one (64 KiB and up)
 //! the transport yields, so that its taker runs (and drops it) before the next is decoded,
 //! and the allocator hands warm memory back instead of faulting fresh pages in. Frames are
 //! limited by zcrpc's `max_frame` (128 MiB by default, against 8 MiB for tarpc's
-//! length-delimited codec); a request over the limit fails alone, before it is sent, with an
+//! length-delimited codec); a request or response over the limit fails alone, with an
 //! error that says so — the connection and the other calls carry on (tarpc issue #389: there
 //! it is a bare disconnect).
 //!
@@ -68,19 +89,32 @@ mod codec;
 mod errors;
 mod ids;
 mod server;
+mod wire;
 
 pub use client::ClientTransport;
 pub use server::{listen, Incoming, ServerTransport};
 
 use rpc_core::{Client, ClientConfig, ConnectError};
 
-/// The path of the one zcrpc method that carries tarpc requests (the request enum says which
-/// method of the tarpc service).
+/// The path of the zcrpc method that carries large tarpc requests, one call each (the request
+/// enum says which method of the tarpc service).
 pub const CALL_PATH: &str = "tarpc/call";
 /// Its wire id. A call's message is the postcard of the request's `tarpc::context::Context`
 /// (its deadline relative to the moment it was sent, its trace context) followed by the
 /// postcard of the request; its reply, the postcard of the response.
 pub const CALL: u32 = rpc_core::method_id(CALL_PATH);
+
+/// The path of the bidirectional zcrpc streaming call that carries a client's small requests
+/// (see the crate docs). The server accepts it by sending its response headers
+/// (`tarpc-stream: 1`) at once, before any message.
+pub const STREAM_PATH: &str = "tarpc/stream";
+/// Its wire id. Each message of the client's stream is the postcard of one of: kind 0, a
+/// request — its id (tarpc's, the client's), then the same bytes as a [`CALL`] message (the
+/// context, then the request); kind 1, a cancel — the id of a request it sent. Each message of
+/// the server's stream: kind 0, a response — the request's id, then the postcard of
+/// `Result<Resp, tarpc::ServerError>`. Any other kind, or a message that does not decode, ends
+/// the stream with an error.
+pub const STREAM: u32 = rpc_core::method_id(STREAM_PATH);
 
 /// Connects over TCP to a zcrpc server made by [`listen`] (or [`Incoming::new`]), with the
 /// client defaults (a 10 s connect timeout; it re-dials a lost connection), and returns the

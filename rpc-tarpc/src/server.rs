@@ -1,6 +1,7 @@
 //! The server's side: zcrpc connections accepted, each one a tarpc transport whose requests
-//! are the connection's calls.
+//! are the connection's `tarpc/call` calls and the messages of its `tarpc/stream` calls.
 
+use std::collections::VecDeque;
 use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
@@ -9,22 +10,24 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{Sink, Stream};
 use rpc_core::transport::tcp::TcpAcceptor;
 use rpc_core::transport::Acceptor;
-use rpc_core::{Body, BoxFuture, Responder, Server, ServerBuilder, ServerRequest, Status};
+use rpc_core::{Body, BoxFuture, CallError, Responder, Server, ServerBuilder, ServerRequest, Status, StreamReceiver, StreamSender};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tarpc::{ClientMessage, Request, Response};
+use tarpc::{ClientMessage, Request, Response, ServerError};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::codec::{decode, yield_after_large, EncodeBuf, LARGE};
 use crate::errors::server_error_status;
+use crate::client::SWEEP_AT;
 use crate::ids::IdMap;
-use crate::{CALL, CALL_PATH};
+use crate::wire::{FromServerRef, ToServer};
+use crate::{CALL, CALL_PATH, STREAM, STREAM_PATH};
 
 /// How long a transport's own handshake (TLS) may take before the connection is dropped (the
 /// zcrpc hello after it has the builder's `handshake_timeout`).
@@ -39,6 +42,41 @@ const ACCEPT_QUEUE: usize = 16;
 enum Delivery {
     Call { id: u64, message: Bytes, responder: Responder },
     Cancel { id: u64 },
+    /// A `tarpc/stream` call: its two ends, and the responder that ends it.
+    Stream { sender: StreamSender, receiver: StreamReceiver, responder: Responder },
+}
+
+/// Most stream requests in flight on one connection (all its streams together): past it, the
+/// transport stops reading its streams (so the client's credit runs out) until answers or
+/// deadlines bring the count down. As many as zcrpc's default calls in flight.
+const MAX_STREAM_REQUESTS: usize = 10_000;
+
+/// Most responses queued on one stream before `poll_ready` waits for them to go.
+const OUT_QUEUE: usize = 64;
+
+/// A request handed to the channel, by the id the channel knows it by: how its answer goes.
+enum Pending {
+    /// A `tarpc/call` call, answered through its responder.
+    Call(Responder),
+    /// A message of stream `slot`, answered on that stream under the client's id `wire`; the
+    /// entry is swept out after `deadline` (tarpc drops such a request without an answer).
+    Stream { slot: usize, wire: u64, deadline: Instant },
+}
+
+/// One `tarpc/stream` call of the connection.
+struct Tunnel {
+    sender: StreamSender,
+    receiver: StreamReceiver,
+    /// Ends the call (when the channel is dropped, or the stream is bad).
+    responder: Option<Responder>,
+    /// The client's ids of the requests in flight on it, to the channel's.
+    ids: IdMap<u64>,
+    /// Responses not yet sent, and the client's ids they answer with their sizes (the same
+    /// order).
+    out: VecDeque<Body>,
+    out_ids: VecDeque<(u64, usize)>,
+    /// The client still sends (its side of the stream has not ended).
+    reading: bool,
 }
 
 /// How a connection's zcrpc service reaches its tarpc transport. The transport holds only
@@ -58,16 +96,32 @@ fn channel_gone() -> Status {
 }
 
 /// A `tarpc::Transport` for a tarpc server (`BaseChannel::with_defaults(transport)`): one zcrpc
-/// connection, whose calls come out as tarpc requests (with the client's context: deadline
-/// and trace) and whose cancelled calls (the client dropped them, or their deadline passed)
-/// come out as tarpc cancels. Made by [`Incoming`].
+/// connection, whose `tarpc/call` calls and the request messages of whose `tarpc/stream` calls
+/// come out as tarpc requests (with the client's context: deadline and trace), and whose
+/// cancelled calls (the client dropped them, or their deadline passed), cancel messages and
+/// lost streams' requests come out as tarpc cancels. A call's response answers the call; a
+/// stream request's goes back on its stream, queued (at most 64 per stream, `poll_ready`
+/// waits past that) until the client's credit lets it go. At most 10 000 stream requests are
+/// in flight per connection: past that the streams are not read (the clients' credit runs
+/// out) until answers come. Made by [`Incoming`].
 pub struct ServerTransport<Req, Resp> {
     requests: mpsc::UnboundedReceiver<Delivery>,
     /// [`Link::answering`].
     answering: Arc<AtomicU64>,
-    /// The calls waiting for the channel's answer, by request id. Only this transport touches
-    /// it (tarpc's channel both reads requests and writes responses through it).
-    pending: IdMap<Responder>,
+    /// The requests waiting for the channel's answer, by request id. Only this transport
+    /// touches it (tarpc's channel both reads requests and writes responses through it).
+    /// Calls have even ids (the connection's service counts them), stream requests odd ones.
+    pending: IdMap<Pending>,
+    /// The connection's `tarpc/stream` calls, by slot.
+    tunnels: Vec<Option<Tunnel>>,
+    /// The next id of a stream request (odd).
+    next_stream_id: u64,
+    /// Stream requests in `pending`, and the count at which the ones past their deadline are
+    /// swept out.
+    stream_requests: usize,
+    sweep_at: usize,
+    /// Requests of a stream that ended, to hand the channel as cancels.
+    cancels: Vec<u64>,
     /// Where responses are serialized.
     buf: EncodeBuf,
     /// A large request was just handed out: let its handler run before decoding the next.
@@ -86,13 +140,23 @@ impl<Req, Resp> Drop for ServerTransport<Req, Resp> {
     fn drop(&mut self) {
         // The channel is gone: its calls, taken or still queued, fail as such (a responder
         // dropped unanswered would say less).
-        for (_, responder) in self.pending.drain() {
-            responder.respond(Err(channel_gone()));
+        for (_, pending) in self.pending.drain() {
+            if let Pending::Call(responder) = pending {
+                responder.respond(Err(channel_gone()));
+            }
+        }
+        for tunnel in self.tunnels.iter_mut().filter_map(Option::take) {
+            if let Some(responder) = tunnel.responder {
+                responder.respond(Err(channel_gone()));
+            }
         }
         self.requests.close();
         while let Ok(delivery) = self.requests.try_recv() {
-            if let Delivery::Call { responder, .. } = delivery {
-                responder.respond(Err(channel_gone()));
+            match delivery {
+                Delivery::Call { responder, .. } | Delivery::Stream { responder, .. } => {
+                    responder.respond(Err(channel_gone()));
+                }
+                Delivery::Cancel { .. } => {}
             }
         }
     }
@@ -103,6 +167,115 @@ impl<Req, Resp> ServerTransport<Req, Resp> {
     /// an error for a transport without addresses (a Unix socket, the in-memory pipe).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.peer.ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, "this zcrpc transport has no peer address"))
+    }
+}
+
+impl<Req, Resp> ServerTransport<Req, Resp> {
+    /// A transport fed by `requests` (what [`accept_loop`] makes).
+    fn new(requests: mpsc::UnboundedReceiver<Delivery>, answering: Arc<AtomicU64>, peer: Option<SocketAddr>) -> Self {
+        ServerTransport {
+            requests,
+            answering,
+            pending: IdMap::default(),
+            tunnels: Vec::new(),
+            next_stream_id: 1,
+            stream_requests: 0,
+            sweep_at: SWEEP_AT,
+            cancels: Vec::new(),
+            buf: EncodeBuf::default(),
+            yield_next: false,
+            peer,
+            _types: PhantomData,
+        }
+    }
+
+    /// Takes stream `slot` out: its requests in flight become cancels for the channel, and the
+    /// call ends with `end` (none: it is over already).
+    fn close_tunnel(&mut self, slot: usize, end: Option<Result<Body, Status>>) {
+        let Some(tunnel) = self.tunnels.get_mut(slot).and_then(Option::take) else { return };
+        for (_, id) in tunnel.ids {
+            if self.pending.remove(&id).is_some() {
+                self.stream_requests -= 1;
+                self.cancels.push(id);
+            }
+        }
+        if let (Some(responder), Some(end)) = (tunnel.responder, end) {
+            responder.respond(end);
+        }
+    }
+
+    /// A stream request's entry goes; the stream ends cleanly once the client has finished
+    /// sending and nothing is left to answer on it.
+    fn forget_stream_request(&mut self) {
+        self.stream_requests -= 1;
+    }
+
+    /// Sweeps out the stream requests past their deadline (tarpc dropped them unanswered) once
+    /// their count doubled since the last sweep.
+    fn sweep(&mut self) {
+        if self.stream_requests < self.sweep_at {
+            return;
+        }
+        let now = Instant::now();
+        let tunnels = &mut self.tunnels;
+        let mut swept = 0;
+        self.pending.retain(|_, p| match p {
+            Pending::Stream { slot, wire, deadline } if *deadline <= now => {
+                if let Some(t) = tunnels.get_mut(*slot).and_then(Option::as_mut) {
+                    t.ids.remove(wire);
+                }
+                swept += 1;
+                false
+            }
+            _ => true,
+        });
+        self.stream_requests -= swept;
+        self.sweep_at = (self.stream_requests * 2).max(SWEEP_AT);
+    }
+
+    /// Sends what stream `slot` has queued, as credit allows: ready once it is empty (or the
+    /// stream is gone).
+    fn flush_tunnel(&mut self, slot: usize, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let Some(t) = self.tunnels.get_mut(slot).and_then(Option::as_mut) else { return Poll::Ready(()) };
+            let before = t.out.len();
+            let result = t.sender.poll_send_queue(cx, &mut t.out);
+            let gone = before - t.out.len();
+            // The message a failed send consumed last is the one that failed.
+            let failed = match result {
+                Poll::Ready(Err(_)) => gone.checked_sub(1).and_then(|i| t.out_ids.get(i)).copied(),
+                _ => None,
+            };
+            t.out_ids.drain(..gone);
+            match result {
+                Poll::Ready(Ok(())) => {
+                    if !t.reading && t.ids.is_empty() {
+                        // The client finished and everything is answered: the call ends.
+                        self.close_tunnel(slot, Some(Ok(Body::default())));
+                    }
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+                // A response the client cannot take (over its frame limit, which is at least
+                // `MIN_MAX_FRAME`): an error instead (small: it cannot fail so again).
+                Poll::Ready(Err(CallError::Codec(why)))
+                    if failed.is_some_and(|(_, len)| len > rpc_core::frame::MIN_MAX_FRAME as usize) =>
+                {
+                    let (wire, _) = failed.expect("checked");
+                    // An error's bytes are the same whatever the response type.
+                    let error: Result<(), ServerError> = Err(ServerError::new(io::ErrorKind::InvalidInput, format!("zcrpc: {why}")));
+                    if let Ok(message) = self.buf.encode(&FromServerRef::Response(wire, &error)) {
+                        t.out_ids.push_back((wire, message.len()));
+                        t.out.push_back(Body::message(message));
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!("tarpc over zcrpc: a stream from {:?} ended: {e}", self.peer);
+                    self.close_tunnel(slot, None);
+                    return Poll::Ready(());
+                }
+            }
+        }
     }
 }
 
@@ -117,8 +290,19 @@ impl<Req: DeserializeOwned, Resp> Stream for ServerTransport<Req, Resp> {
             return Poll::Pending;
         }
         loop {
+            if let Some(id) = this.cancels.pop() {
+                return Poll::Ready(Some(Ok(ClientMessage::Cancel { trace_context: Default::default(), request_id: id })));
+            }
+            // The streams' requests first: they are most of them.
+            if let Some(message) = this.poll_tunnels(cx) {
+                return Poll::Ready(Some(Ok(message)));
+            }
+            if !this.cancels.is_empty() {
+                continue;
+            }
             let delivery = match this.requests.poll_recv(cx) {
                 Poll::Ready(Some(d)) => d,
+                // The connection's service is gone; its streams with it.
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             };
@@ -127,7 +311,7 @@ impl<Req: DeserializeOwned, Resp> Stream for ServerTransport<Req, Resp> {
                     // The client's context (its deadline relative to now, its trace), then the message.
                     match decode::<(tarpc::context::Context, Req)>(&message) {
                         Ok((context, request)) => {
-                            this.pending.insert(id, responder);
+                            this.pending.insert(id, Pending::Call(responder));
                             this.yield_next = message.len() >= LARGE;
                             return Poll::Ready(Some(Ok(ClientMessage::Request(Request { context, id, message: request }))));
                         }
@@ -140,8 +324,23 @@ impl<Req: DeserializeOwned, Resp> Stream for ServerTransport<Req, Resp> {
                 Delivery::Cancel { id } => {
                     // Delivered after its call (one queue): a cancel for a call tarpc never
                     // saw (it did not decode) has nothing to cancel.
-                    if this.pending.remove(&id).is_some() {
+                    if matches!(this.pending.remove(&id), Some(Pending::Call(_))) {
                         return Poll::Ready(Some(Ok(ClientMessage::Cancel { trace_context: Default::default(), request_id: id })));
+                    }
+                }
+                Delivery::Stream { sender, receiver, responder } => {
+                    let tunnel = Tunnel {
+                        sender,
+                        receiver: receiver.for_method(STREAM_PATH),
+                        responder: Some(responder),
+                        ids: IdMap::default(),
+                        out: VecDeque::new(),
+                        out_ids: VecDeque::new(),
+                        reading: true,
+                    };
+                    match this.tunnels.iter().position(Option::is_none) {
+                        Some(free) => this.tunnels[free] = Some(tunnel),
+                        None => this.tunnels.push(Some(tunnel)),
                     }
                 }
             }
@@ -149,37 +348,148 @@ impl<Req: DeserializeOwned, Resp> Stream for ServerTransport<Req, Resp> {
     }
 }
 
+impl<Req: DeserializeOwned, Resp> ServerTransport<Req, Resp> {
+    /// The next request or cancel of the connection's streams, if one is in; a stream that
+    /// ended or sent what does not decode is closed (its requests become `cancels`).
+    fn poll_tunnels(&mut self, cx: &mut Context<'_>) -> Option<ClientMessage<Req>> {
+        if self.stream_requests >= MAX_STREAM_REQUESTS {
+            self.sweep();
+            if self.stream_requests >= MAX_STREAM_REQUESTS {
+                // Read on once answers come (the channel's next poll after a send).
+                return None;
+            }
+        }
+        for slot in 0..self.tunnels.len() {
+            while let Some(t) = self.tunnels[slot].as_mut().filter(|t| t.reading) {
+                let body = match t.receiver.poll_recv(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Some(Ok(body))) => body,
+                    // The client finished its side: answer what is in flight, then end.
+                    Poll::Ready(None) => {
+                        t.reading = false;
+                        if t.ids.is_empty() && t.out.is_empty() {
+                            self.close_tunnel(slot, Some(Ok(Body::default())));
+                        }
+                        break;
+                    }
+                    // Cancelled, or the connection is gone.
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::debug!("tarpc over zcrpc: a stream from {:?} ended: {e}", self.peer);
+                        self.close_tunnel(slot, None);
+                        break;
+                    }
+                };
+                match decode::<ToServer<Req>>(&body.message) {
+                    Ok(ToServer::Request(wire, context, request)) => {
+                        let id = self.next_stream_id;
+                        if t.ids.insert(wire, id).is_some() {
+                            let why = format!("{STREAM_PATH}: request id {wire} is in flight already");
+                            self.close_tunnel(slot, Some(Err(Status::invalid_argument(why))));
+                            break;
+                        }
+                        self.next_stream_id += 2;
+                        self.pending.insert(id, Pending::Stream { slot, wire, deadline: context.deadline });
+                        self.stream_requests += 1;
+                        self.sweep();
+                        self.yield_next = body.message.len() >= LARGE;
+                        return Some(ClientMessage::Request(Request { context, id, message: request }));
+                    }
+                    Ok(ToServer::Cancel(wire)) => {
+                        // Answered already, or past its deadline: nothing to cancel.
+                        let Some(id) = t.ids.remove(&wire) else { continue };
+                        if self.pending.remove(&id).is_some() {
+                            self.forget_stream_request();
+                            return Some(ClientMessage::Cancel { trace_context: Default::default(), request_id: id });
+                        }
+                    }
+                    Err(e) => {
+                        let why = format!("{STREAM_PATH}: a message does not decode: {e}");
+                        self.close_tunnel(slot, Some(Err(Status::invalid_argument(why))));
+                        break;
+                    }
+                }
+            }
+        }
+        while self.tunnels.last().is_some_and(Option::is_none) {
+            self.tunnels.pop();
+        }
+        None
+    }
+}
+
 impl<Req, Resp: Serialize> Sink<Response<Resp>> for ServerTransport<Req, Resp> {
     type Error = io::Error;
 
-    fn poll_ready(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Calls are answered at once; a stream's responses wait in its queue, which waits for
+        // the client's credit.
+        let this = self.get_mut();
+        for slot in 0..this.tunnels.len() {
+            if this.tunnels[slot].as_ref().is_some_and(|t| t.out.len() >= OUT_QUEUE) {
+                let _ = this.flush_tunnel(slot, cx);
+                if this.tunnels[slot].as_ref().is_some_and(|t| t.out.len() >= OUT_QUEUE) {
+                    return Poll::Pending;
+                }
+            }
+        }
         Poll::Ready(Ok(()))
     }
 
     fn start_send(self: Pin<&mut Self>, response: Response<Resp>) -> io::Result<()> {
         let this = self.get_mut();
-        // No waiter: the call was cancelled meanwhile; nobody wants the answer.
-        let Some(responder) = this.pending.remove(&response.request_id) else { return Ok(()) };
-        let result = match response.message {
-            Ok(resp) => this
-                .buf
-                .encode(&resp)
-                .map(Body::message)
-                .map_err(|e| Status::new(rpc_core::Code::INTERNAL, format!("cannot encode the response: {e}"))),
-            Err(server_error) => Err(server_error_status(&server_error)),
-        };
-        this.answering.store(response.request_id, Ordering::Relaxed);
-        responder.respond(result);
-        this.answering.store(u64::MAX, Ordering::Relaxed);
+        // No waiter: the request was cancelled meanwhile; nobody wants the answer.
+        match this.pending.remove(&response.request_id) {
+            None => {}
+            Some(Pending::Call(responder)) => {
+                let result = match response.message {
+                    Ok(resp) => this
+                        .buf
+                        .encode(&resp)
+                        .map(Body::message)
+                        .map_err(|e| Status::new(rpc_core::Code::INTERNAL, format!("cannot encode the response: {e}"))),
+                    Err(server_error) => Err(server_error_status(&server_error)),
+                };
+                this.answering.store(response.request_id, Ordering::Relaxed);
+                responder.respond(result);
+                this.answering.store(u64::MAX, Ordering::Relaxed);
+            }
+            Some(Pending::Stream { slot, wire, .. }) => {
+                this.forget_stream_request();
+                let Some(t) = this.tunnels.get_mut(slot).and_then(Option::as_mut) else { return Ok(()) };
+                t.ids.remove(&wire);
+                let message = match this.buf.encode(&FromServerRef::Response(wire, &response.message)) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let error: Result<(), ServerError> =
+                            Err(ServerError::new(io::ErrorKind::InvalidData, format!("cannot encode the response: {e}")));
+                        match this.buf.encode(&FromServerRef::Response(wire, &error)) {
+                            Ok(m) => m,
+                            Err(_) => return Ok(()),
+                        }
+                    }
+                };
+                t.out_ids.push_back((wire, message.len()));
+                t.out.push_back(Body::message(message));
+            }
+        }
         Ok(())
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let mut ready = true;
+        for slot in 0..this.tunnels.len() {
+            ready &= this.flush_tunnel(slot, cx).is_ready();
+        }
+        if ready {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
     }
 
-    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
     }
 }
 
@@ -187,6 +497,7 @@ impl<Req, Resp: Serialize> Sink<Response<Resp>> for ServerTransport<Req, Resp> {
 /// connection's tarpc channel, which answers it through the responder (no task per call).
 struct Bridge {
     link: Arc<Link>,
+    /// The next id of a call (even: stream requests have the odd ones).
     next_id: AtomicU64,
 }
 
@@ -217,6 +528,9 @@ impl Drop for CancelOnDrop {
 
 impl rpc_core::Service for Bridge {
     fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+        if req.method == STREAM {
+            return self.stream(req);
+        }
         if req.method != CALL {
             return Box::pin(std::future::ready(Err(Status::unimplemented(req.method))));
         }
@@ -224,7 +538,7 @@ impl rpc_core::Service for Bridge {
         let Some(responder) = req.responder() else {
             return Box::pin(std::future::ready(Err(Status::internal("a tarpc call must come from a zcrpc connection"))));
         };
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id.fetch_add(2, Ordering::Relaxed);
         if let Err(mpsc::error::SendError(delivery)) = self.link.requests.send(Delivery::Call { id, message: req.body.message, responder }) {
             if let Delivery::Call { responder, .. } = delivery {
                 responder.respond(Err(channel_gone()));
@@ -239,7 +553,30 @@ impl rpc_core::Service for Bridge {
     }
 
     fn methods(&self) -> &'static [(&'static str, u32)] {
-        &[(CALL_PATH, CALL)]
+        &[(CALL_PATH, CALL), (STREAM_PATH, STREAM)]
+    }
+}
+
+impl Bridge {
+    /// A `tarpc/stream` call: accepted at once (its response headers go ahead of any message:
+    /// the client then knows it may send requests on it), and handed to the tarpc channel,
+    /// which reads it, answers on it and ends it.
+    fn stream(&self, mut req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+        let (Some(call), Some(responder)) = (req.stream.take(), req.responder()) else {
+            return Box::pin(std::future::ready(Err(Status::invalid_argument(format!(
+                "{STREAM_PATH} is a bidirectional streaming call of a connection"
+            )))));
+        };
+        let (sender, receiver) = call.split();
+        let _ = req.response.set_header("tarpc-stream", "1");
+        req.response.send_headers();
+        if let Err(mpsc::error::SendError(Delivery::Stream { responder, .. })) =
+            self.link.requests.send(Delivery::Stream { sender, receiver, responder })
+        {
+            responder.respond(Err(channel_gone()));
+        }
+        // Never polled again: the responder ends the call.
+        Box::pin(std::future::pending())
     }
 }
 
@@ -354,15 +691,7 @@ async fn accept_loop<A, Req, Resp>(
             let why = server.serve_connection(transport).await;
             tracing::debug!("tarpc over zcrpc: connection from {peer:?} ended: {why}");
         });
-        if tx.send(Ok(ServerTransport {
-            requests: requests_rx,
-            answering,
-            pending: IdMap::default(),
-            buf: EncodeBuf::default(),
-            yield_next: false,
-            peer,
-            _types: PhantomData,
-        })).await.is_err() {
+        if tx.send(Ok(ServerTransport::new(requests_rx, answering, peer))).await.is_err() {
             return;
         }
     }
@@ -401,7 +730,7 @@ mod tests {
         // All four are queued: each large one is followed by a pending poll (the tasks that
         // take it run then); small ones come one after the other.
         let seen: Vec<Option<u64>> = (0..6).map(|_| next(&mut t)).collect();
-        assert_eq!(seen, [Some(0), None, Some(1), None, Some(2), Some(3)]);
+        assert_eq!(seen, [Some(0), None, Some(2), None, Some(4), Some(6)], "calls have the even ids");
         assert_eq!(t.pending.len(), 4, "every handed-out request waits for its answer");
         // The channel is dropped unanswered: every call fails as such.
         drop(t);

@@ -1,5 +1,6 @@
 //! An unchanged tarpc service over zcrpc, on TCP sockets on loopback: calls, errors,
-//! cancellation, deadlines, a 64 MiB message, and a request over the frame limit.
+//! cancellation, deadlines, a 64 MiB message, and a request over the frame limit; small
+//! requests on the `tarpc/stream` call: cancels, flow control, a lost connection, bad input.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub trait Store {
     async fn lookup(key: String) -> Result<String, LookupError>;
     /// Sleeps this long, then answers.
     async fn sleep(ms: u64) -> u64;
+    /// `len` bytes.
+    async fn fill(len: u64) -> Bytes;
 }
 
 #[derive(Clone, Default)]
@@ -56,6 +59,10 @@ impl Store for Impl {
             "a" => Ok("alpha".into()),
             _ => Err(LookupError::NotFound(key)),
         }
+    }
+
+    async fn fill(self, _: context::Context, len: u64) -> Bytes {
+        Bytes::from(vec![3u8; len as usize])
     }
 
     async fn sleep(self, _: context::Context, ms: u64) -> u64 {
@@ -170,6 +177,12 @@ async fn a_deadline_ends_the_call_on_both_sides() {
     assert!(matches!(err, RpcError::DeadlineExceeded), "{err:?}");
     eventually("the handler is dropped", || imp.dropped.load(Ordering::SeqCst) == 1).await;
     assert_eq!(client.sleep(within(Duration::from_secs(10)), 1).await.unwrap(), 1);
+    // The same on the stream (the first call went as a call while it opened).
+    warm_up(&client).await;
+    let err = client.sleep(within(Duration::from_millis(200)), 60_000).await.unwrap_err();
+    assert!(matches!(err, RpcError::DeadlineExceeded), "{err:?}");
+    eventually("the handler is dropped", || imp.dropped.load(Ordering::SeqCst) == 2).await;
+    assert_eq!(client.sleep(within(Duration::from_secs(10)), 1).await.unwrap(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,4 +287,252 @@ async fn a_response_over_the_clients_frame_limit_fails_alone_with_an_error_that_
     let RpcError::Server(e) = &err else { panic!("{err:?}") };
     assert!(e.detail.contains("over the client's limit of 1048576 bytes"), "{e}");
     assert_eq!(client.add(context::current(), 1, 1).await.unwrap(), 2);
+}
+
+/// A server that takes `max_calls` zcrpc calls in flight per connection (the `tarpc/stream`
+/// call is one): more small tarpc calls than that in flight at once can only be on the stream.
+async fn start_limited(imp: Impl, max_calls: u32) -> (StoreClient, std::net::SocketAddr) {
+    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    serve(rpc_tarpc::Incoming::new(acceptor, rpc_core::Server::builder().max_calls_in_flight(max_calls), 16), imp);
+    (StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn(), addr)
+}
+
+/// A few calls one after the other: the first go as calls while the stream opens and the
+/// server accepts it; the stream is open by the time they are answered.
+async fn warm_up(client: &StoreClient) {
+    for i in 0..3 {
+        assert_eq!(client.add(context::current(), i, 1).await.unwrap(), i + 1);
+    }
+}
+
+/// `n` calls of `sleep(60 s)`, spawned.
+fn sleepers(client: &StoreClient, n: usize) -> Vec<tokio::task::JoinHandle<Result<u64, RpcError>>> {
+    (0..n)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.sleep(within(Duration::from_secs(60)), 60_000).await })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_calls_go_on_the_stream_and_a_cancel_there_drops_the_handler() {
+    let imp = Impl::default();
+    // Two zcrpc calls in flight at most: the stream and one more.
+    let (client, _) = start_limited(imp.clone(), 2).await;
+    warm_up(&client).await;
+    let calls = sleepers(&client, 40);
+    eventually("40 handlers run at once", || imp.started.load(Ordering::SeqCst) == 40).await;
+    for c in &calls {
+        c.abort();
+    }
+    eventually("every handler is dropped", || imp.dropped.load(Ordering::SeqCst) == 40).await;
+    assert_eq!(client.add(context::current(), 2, 3).await.unwrap(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_calls_interleaved_with_large_ones_each_get_their_answer() {
+    let (client, _) = start_limited(Impl::default(), 4).await;
+    warm_up(&client).await;
+    let mut small = Vec::new();
+    let mut large = Vec::new();
+    for i in 0..600u64 {
+        let c = client.clone();
+        small.push(tokio::spawn(async move { c.add(context::current(), i, i).await }));
+        if i % 200 == 0 {
+            let c = client.clone();
+            let data = Bytes::from(vec![i as u8; 4 << 20]);
+            large.push(tokio::spawn(async move {
+                let back = c.echo(within(Duration::from_secs(60)), data.clone()).await.unwrap();
+                assert!(back == data, "a large echo came back changed");
+            }));
+            // A small request with a large response: on the stream both ways.
+            let c = client.clone();
+            large.push(tokio::spawn(async move {
+                assert_eq!(c.fill(within(Duration::from_secs(60)), 3 << 20).await.unwrap().len(), 3 << 20);
+            }));
+        }
+    }
+    for (i, c) in small.into_iter().enumerate() {
+        assert_eq!(c.await.unwrap().unwrap(), 2 * i as u64);
+    }
+    for c in large {
+        c.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_on_the_stream_over_the_clients_frame_limit_fails_alone() {
+    let incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
+    let addr = incoming.local_addr().unwrap();
+    serve(incoming, Impl::default());
+    let mut config = rpc_core::ClientConfig::default();
+    config.conn.max_frame = 1 << 20;
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect_with(addr, config).await.unwrap()).spawn();
+    warm_up(&client).await;
+    let err = client.fill(within(Duration::from_secs(10)), 2 << 20).await.unwrap_err();
+    let RpcError::Server(e) = &err else { panic!("{err:?}") };
+    assert!(e.detail.contains("over the client's limit of 1048576 bytes"), "{e}");
+    assert_eq!(client.fill(context::current(), 1000).await.unwrap().len(), 1000);
+    assert_eq!(client.add(context::current(), 1, 1).await.unwrap(), 2);
+}
+
+/// A TCP proxy to `to` whose connections [`Proxy::cut`] drops, both sides at once.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    links: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(to: std::net::SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let links = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = links.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let link = tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+                l.lock().unwrap().push(link);
+            }
+        });
+        Proxy { addr, links }
+    }
+
+    fn cut(&self) {
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_fails_the_streams_calls_clearly_then_the_client_recovers() {
+    let imp = Impl::default();
+    let (_, addr) = start_limited(imp.clone(), 2).await;
+    let proxy = Proxy::start(addr).await;
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(proxy.addr).await.unwrap()).spawn();
+    warm_up(&client).await;
+    let calls = sleepers(&client, 10);
+    eventually("10 handlers run at once", || imp.started.load(Ordering::SeqCst) == 10).await;
+    proxy.cut();
+    for c in calls {
+        let err = c.await.unwrap().unwrap_err();
+        let RpcError::Server(e) = &err else { panic!("{err:?}") };
+        assert_eq!(e.kind, std::io::ErrorKind::ConnectionAborted, "{e}");
+        assert!(e.detail.starts_with("zcrpc: the tarpc stream the request went on was lost"), "{e}");
+    }
+    // The server dropped the handlers of the connection it lost.
+    eventually("every handler is dropped", || imp.dropped.load(Ordering::SeqCst) == 10).await;
+    // The client re-dials, and opens a new stream: many calls in flight at once again.
+    warm_up(&client).await;
+    let calls = sleepers(&client, 10);
+    eventually("10 more handlers run at once", || imp.started.load(Ordering::SeqCst) == 20).await;
+    drop(calls);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_does_not_read_makes_the_clients_sink_wait() {
+    use futures::{SinkExt, StreamExt as _};
+    let mut incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
+    let addr = incoming.local_addr().unwrap();
+    let mut transport: rpc_tarpc::ClientTransport<StoreRequest, StoreResponse> = rpc_tarpc::connect(addr).await.unwrap();
+    // Taken, not read (yet).
+    let server_side = incoming.next().await.unwrap().unwrap();
+    let request = |id: u64, len: usize| {
+        tarpc::ClientMessage::Request(tarpc::Request {
+            context: within(Duration::from_secs(60)),
+            id,
+            message: StoreRequest::Echo { data: Bytes::from(vec![9u8; len]) },
+        })
+    };
+    // The stream opens at the first request, which goes as a call; the server accepts the
+    // stream without the channel reading anything.
+    transport.send(request(0, 10)).await.unwrap();
+    for _ in 0..500 {
+        if transport.is_streaming() {
+            break;
+        }
+        // Polling moves the stream along.
+        let _ = tokio::time::timeout(Duration::from_millis(10), transport.next()).await;
+    }
+    assert!(transport.is_streaming(), "the stream did not open");
+    // 32 KiB requests (small: on the stream) until the sink stops taking them.
+    let mut sent = 0u64;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), transport.feed(request(1 + sent, 32 << 10))).await {
+            Ok(r) => r.unwrap(),
+            Err(_) => break,
+        }
+        sent += 1;
+        assert!(sent < 1000, "the sink took {sent} requests the server never read");
+    }
+    // Within the stream's window (4 MiB by default) and the transport's queue of 64.
+    assert!(sent <= 4 * 32 + 64 + 2, "{sent} requests taken");
+    // The server reads: every request is answered.
+    let imp = Impl::default();
+    tokio::spawn(BaseChannel::with_defaults(server_side).execute(imp.serve()).for_each(|r| async {
+        tokio::spawn(r);
+    }));
+    transport.flush().await.unwrap();
+    let mut answered = std::collections::HashSet::new();
+    while answered.len() < sent as usize + 1 {
+        let response = transport.next().await.unwrap().unwrap();
+        let StoreResponse::Echo(data) = response.message.unwrap() else { panic!("not an echo") };
+        assert_eq!(data.len(), if response.request_id == 0 { 10 } else { 32 << 10 });
+        answered.insert(response.request_id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_message_that_does_not_decode_ends_that_stream_with_an_error() {
+    let incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
+    let addr = incoming.local_addr().unwrap();
+    serve(incoming, Impl::default());
+    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
+    // An unknown kind (7), then bytes that are nothing at all.
+    for message in [&[7u8, 1][..], &[0, 0xff, 0xff, 0xff][..]] {
+        let call = zc
+            .open(rpc_tarpc::STREAM, rpc_core::Body::default(), rpc_core::CallMode::BIDI, rpc_core::CallOptions::default())
+            .await
+            .unwrap();
+        let (mut tx, mut rx) = call.split();
+        assert_eq!(rx.response_headers().await.get_str("tarpc-stream"), Some("1"), "the server accepts the stream");
+        tx.send(rpc_core::Body::message(Bytes::copy_from_slice(message))).await.unwrap();
+        let err = rx.recv().await.unwrap().unwrap_err();
+        let rpc_core::CallError::Status(status) = &err else { panic!("{err:?}") };
+        assert_eq!(status.code, rpc_core::Code::INVALID_ARGUMENT, "{status:?}");
+        assert!(status.message.contains("tarpc/stream: a message does not decode"), "{status:?}");
+    }
+    // The connection carries tarpc on.
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::ClientTransport::new(zc)).spawn();
+    warm_up(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_request_over_a_low_frame_limit_fails_alone_and_the_stream_carries_on() {
+    // A server that takes frames of 8 KiB at most: a 10 KiB request is "small" for the stream,
+    // but goes as a call, which fails alone saying why.
+    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    serve(rpc_tarpc::Incoming::new(acceptor, rpc_core::Server::builder().max_frame(8 << 10), 16), Impl::default());
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    warm_up(&client).await;
+    let sleeping: Vec<_> = (0..5)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.sleep(within(Duration::from_secs(30)), 300).await })
+        })
+        .collect();
+    let err = client.echo(context::current(), Bytes::from(vec![7u8; 10 << 10])).await.unwrap_err();
+    let RpcError::Server(e) = &err else { panic!("{err:?}") };
+    assert!(e.detail.contains("over the peer's frame limit of 8192 bytes"), "{e}");
+    // The requests on the stream meanwhile are answered.
+    for s in sleeping {
+        assert_eq!(s.await.unwrap().unwrap(), 300);
+    }
+    assert_eq!(client.echo(context::current(), Bytes::from(vec![7u8; 1000])).await.unwrap().len(), 1000);
 }

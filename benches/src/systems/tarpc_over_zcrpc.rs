@@ -1,5 +1,6 @@
 //! `tarpc_over_zcrpc`: the `tarpc` system's service and client code unchanged, over
-//! `rpc-tarpc` (each request a zcrpc call on rpc-core's tokio TCP transport, postcard) instead
+//! `rpc-tarpc` (small requests as messages of one zcrpc stream, large ones as zcrpc calls, on
+//! rpc-core's tokio TCP transport, postcard) instead
 //! of tarpc's serde transport. Only the two lines that make the transports differ from
 //! [`super::tarpc`].
 

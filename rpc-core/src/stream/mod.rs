@@ -231,6 +231,33 @@ impl StreamSender {
         }
     }
 
+    /// Sends messages from the front of `queue`, in order, while credit allows, in one step
+    /// of the connection: `Ready(Ok(()))` once `queue` is empty; `Pending` (this task woken
+    /// when more may go) while the peer's credit is used up or the connection's writer is a
+    /// full step behind — the messages not sent stay in `queue`. The poll form of
+    /// [`StreamSender::send_all`], for a `futures::Sink` over a stream: its `poll_ready` says
+    /// ready while its own bounded queue has room, its `poll_flush` is this. Fails as
+    /// [`StreamSender::send`] does (the message that failed is dropped, the rest stay queued).
+    ///
+    /// ```no_run
+    /// # async fn f(mut tx: rpc_core::StreamSender) -> Result<(), rpc_core::CallError> {
+    /// use std::collections::VecDeque;
+    /// use rpc_core::Body;
+    /// let mut queue: VecDeque<Body> = (0..3).map(|i: u8| Body::message(vec![i].into())).collect();
+    /// std::future::poll_fn(|cx| tx.poll_send_queue(cx, &mut queue)).await?;
+    /// assert!(queue.is_empty());
+    /// # Ok(()) }
+    /// ```
+    pub fn poll_send_queue(&mut self, cx: &mut Context<'_>, queue: &mut VecDeque<Body>) -> Poll<Result<(), CallError>> {
+        if self.ended {
+            return Poll::Ready(Err(CallError::Codec("send after the stream was finished".into())));
+        }
+        if queue.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        self.host.poll_send_queue(self.id, queue, cx)
+    }
+
     /// Client: ends the request stream; the server's receiver sees its end. Idempotent.
     pub fn finish(&mut self) {
         if !std::mem::replace(&mut self.ended, true) && self.sends_end {

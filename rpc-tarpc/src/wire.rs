@@ -1,0 +1,79 @@
+//! The messages of the `tarpc/stream` call: tarpc's small requests, their cancels and their
+//! responses, each one stream message (postcard), tagged with the client's request id.
+
+use serde::{Deserialize, Serialize};
+use tarpc::context::Context;
+use tarpc::ServerError;
+
+/// A message of the client's stream, as the client writes it (borrowing the request).
+#[derive(Serialize)]
+pub(crate) enum ToServerRef<'a, Req> {
+    /// Kind 0: request `id`, its context (deadline, trace), its message. After the kind and
+    /// the id, the same bytes as a `tarpc/call` message (see [`call_message_at`]).
+    Request(u64, &'a Context, &'a Req),
+    /// Kind 1: the client dropped request `id`.
+    Cancel(u64),
+}
+
+/// A message of the client's stream, as the server reads it.
+#[derive(Deserialize)]
+pub(crate) enum ToServer<Req> {
+    Request(u64, Context, Req),
+    Cancel(u64),
+}
+
+/// A message of the server's stream, as the server writes it (borrowing the response).
+#[derive(Serialize)]
+pub(crate) enum FromServerRef<'a, Resp> {
+    /// Kind 0: the response to request `id`.
+    Response(u64, &'a Result<Resp, ServerError>),
+}
+
+/// A message of the server's stream, as the client reads it.
+#[derive(Deserialize)]
+pub(crate) enum FromServer<Resp> {
+    Response(u64, Result<Resp, ServerError>),
+}
+
+/// Where the `(context, message)` part starts in the stream message of request `id`: after
+/// its kind (one byte: varint 0) and its id (a varint). A request too large for the stream goes
+/// as a `tarpc/call` with the bytes from there, so it is encoded once either way.
+pub(crate) fn call_message_at(id: u64) -> usize {
+    1 + varint_len(id)
+}
+
+/// Bytes of `v` as a postcard varint (7 bits a byte).
+fn varint_len(v: u64) -> usize {
+    let bits = 64 - (v | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_requests_call_message_is_the_tail_of_its_stream_message() {
+        let ctx = tarpc::context::current();
+        let req = (7u32, "hello".to_owned());
+        for id in [0u64, 1, 127, 128, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+            let stream = postcard::to_allocvec(&ToServerRef::Request(id, &ctx, &req)).unwrap();
+            // The tail decodes as a call's message (the deadline is sent relative to the clock,
+            // so the bytes of two encodings may differ in it).
+            let (_, tail): (Context, (u32, String)) = postcard::from_bytes(&stream[call_message_at(id)..]).unwrap();
+            assert_eq!(tail, req, "id {id}");
+            let call = postcard::to_allocvec(&(&ctx, &req)).unwrap();
+            assert_eq!(stream.len() - call_message_at(id), call.len(), "id {id}");
+            match postcard::from_bytes::<ToServer<(u32, String)>>(&stream).unwrap() {
+                ToServer::Request(got, _, r) => assert_eq!((got, r), (id, req.clone())),
+                ToServer::Cancel(_) => panic!("a request read as a cancel"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_kind_does_not_decode() {
+        assert!(postcard::from_bytes::<ToServer<u32>>(&[2, 0]).is_err());
+        assert!(postcard::from_bytes::<FromServer<u32>>(&[1, 0]).is_err());
+    }
+}
