@@ -116,19 +116,34 @@ pub const STREAM_PATH: &str = "tarpc/stream";
 /// the stream with an error.
 pub const STREAM: u32 = rpc_core::method_id(STREAM_PATH);
 
-/// Connects over TCP to a zcrpc server made by [`listen`] (or [`Incoming::new`]), with the
-/// client defaults (a 10 s connect timeout; it re-dials a lost connection), and returns the
-/// transport for a tarpc client.
+/// The stream window [`client_config`] declares: the bytes of responses one connection's
+/// server may have sent ahead of the tarpc client taking them.
+pub const STREAM_WINDOW: u32 = 16 << 20;
+
+/// The client settings [`connect`] uses: zcrpc's defaults, with a stream window of
+/// [`STREAM_WINDOW`] (16 MiB, against zcrpc's 4). Every response to a small request comes back
+/// on the one `tarpc/stream` call, whose window bounds the responses in flight: with 4 MiB, eight
+/// concurrent calls answered with 1 MiB each would wait for one another's credit. The client
+/// holds at most this much of responses its tarpc dispatch has not taken yet.
+pub fn client_config() -> ClientConfig {
+    let mut config = ClientConfig::default();
+    config.conn.stream_window = config.conn.stream_window.max(STREAM_WINDOW);
+    config
+}
+
+/// Connects over TCP to a zcrpc server made by [`listen`] (or [`Incoming::new`]), with
+/// [`client_config`] (a 10 s connect timeout; it re-dials a lost connection; a 16 MiB stream
+/// window), and returns the transport for a tarpc client.
 ///
 /// # Errors
 ///
 /// When no zcrpc server answers at `addr` within the connect timeout (the error names the
 /// address).
 pub async fn connect<Req, Resp>(addr: impl tokio::net::ToSocketAddrs) -> Result<ClientTransport<Req, Resp>, ConnectError> {
-    connect_with(addr, ClientConfig::default()).await
+    connect_with(addr, client_config()).await
 }
 
-/// [`connect`] with other client settings.
+/// [`connect`] with other client settings (start from [`client_config`]).
 ///
 /// # Errors
 ///
