@@ -7,7 +7,8 @@
 //! - **Sending**: a batch of frames (heads, messages, attachments) is copied into pool buffers
 //!   of a [`BufferPool`] where each record goes, up to 16 KiB of plaintext a record across frame
 //!   boundaries, and sealed there in place; the buffers go out through the engine's copy or
-//!   zero-copy path as any other pool buffer ([`UringSend`]). The ciphertext is the only copy.
+//!   zero-copy path as any other pool buffer ([`UringSend`]), up to four in one write (1 MiB
+//!   with the default pool). The ciphertext is the only copy.
 //! - **Receiving**: records are read straight into the frame's receive buffer (the buffer the
 //!   driver gives `RecvHalf::recv`: a large frame's own 64-byte-aligned buffer), as many as the
 //!   socket holds in one read (up to 256 KiB), and each is authenticated and decrypted where it
@@ -94,6 +95,14 @@ pub const DEFAULT_POOL_BUF: usize = 256 << 10;
 /// The smallest record started at the end of a buffer (less goes to the next buffer).
 const MIN_RECORD: usize = 1024;
 
+/// Sealed buffers sent in one write: a frame larger than a buffer goes out in writes of this
+/// many (1 MiB with the default pool), not one write per buffer, and the rest of a send that
+/// fits in one more buffer goes with them (a 1 MiB frame is one write). Each write's last
+/// TCP segment is cut short (`TCP_NODELAY` pushes it), and each is a system call and a
+/// completion: per 256 KiB on `upload_1m` that was 4.5 loopback segments of 48 KB on average
+/// and 1.6 pure ACKs, against 16.3 of 62 KB in writes of 1 MiB.
+const BATCH_BUFFERS: usize = 4;
+
 /// The configuration a TLS connection's engine runs with: receive on readiness (records go to
 /// the driver's buffer), and no write protection of ciphertext buffers in flight (nothing
 /// writes them once sealed: they never leave this module).
@@ -175,7 +184,18 @@ impl Transport for UringTlsTransport {
             busy: false,
             key_updates: 0,
         };
-        let send = UringTlsSend { inner: send, sealer, pool: self.pool, stats, cur: None, open: 0, interrupted: false, owed };
+        let send = UringTlsSend {
+            inner: send,
+            sealer,
+            pool: self.pool,
+            stats,
+            cur: None,
+            open: 0,
+            sealed: Vec::with_capacity(BATCH_BUFFERS + 1),
+            remaining: 0,
+            interrupted: false,
+            owed,
+        };
         (recv, send)
     }
 
@@ -192,7 +212,8 @@ impl Transport for UringTlsTransport {
     }
 }
 
-/// The sending half: seals frames into pool buffers, which the engine sends.
+/// The sending half: seals frames into pool buffers, which the engine sends, up to
+/// [`BATCH_BUFFERS`] in one write.
 pub struct UringTlsSend {
     inner: UringSend,
     sealer: RecordSealer,
@@ -202,6 +223,10 @@ pub struct UringTlsSend {
     /// `open` bytes of plaintext after a header's room.
     cur: Option<ZcBuf>,
     open: usize,
+    /// Full buffers of sealed records not sent yet, in order (they go before `cur`).
+    sealed: Vec<Segment>,
+    /// Plaintext of the send under way not yet put into records.
+    remaining: usize,
     /// A send was cancelled with records sealed and not sent: the stream is broken.
     interrupted: bool,
     /// The alert the receiving half found the peer owed (its description + 1; 0: none).
@@ -233,16 +258,50 @@ impl UringTlsSend {
         Ok(())
     }
 
-    /// Sends the current buffer's sealed records (after sealing the open one).
+    /// Sends every sealed record (after sealing the open one): the full buffers and the
+    /// current one, in one write.
     async fn flush(&mut self) -> io::Result<()> {
         self.seal()?;
-        let Some(buf) = self.cur.take() else { return Ok(()) };
-        if buf.is_empty() {
-            self.cur = Some(buf);
+        if let Some(buf) = self.cur.take() {
+            if buf.is_empty() {
+                self.cur = Some(buf);
+            } else {
+                self.sealed.push(buf.into_segment());
+            }
+        }
+        self.send_sealed().await
+    }
+
+    /// Sends the full buffers set aside, in one write.
+    async fn send_sealed(&mut self) -> io::Result<()> {
+        if self.sealed.is_empty() {
             return Ok(());
         }
-        let t = Transmit { head: Bytes::new(), segments: vec![buf.into_segment()] };
-        self.inner.send(&mut vec![t]).await
+        let segments = std::mem::replace(&mut self.sealed, Vec::with_capacity(BATCH_BUFFERS + 1));
+        self.inner.send(&mut vec![Transmit { head: Bytes::new(), segments }]).await
+    }
+
+    /// The current buffer is full: it is set aside (sealed), to go out with the next ones;
+    /// once [`BATCH_BUFFERS`] wait, they are sent, unless the rest of this send fits in one
+    /// more buffer (then it goes with them, at the send's end).
+    async fn next_buffer(&mut self) -> io::Result<()> {
+        self.seal()?;
+        if let Some(buf) = self.cur.take() {
+            if !buf.is_empty() {
+                self.sealed.push(buf.into_segment());
+            }
+        }
+        let last = self.sealed.len() == BATCH_BUFFERS && self.fits_one_buffer(self.remaining);
+        if self.sealed.len() >= BATCH_BUFFERS && !last {
+            self.send_sealed().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `plaintext` bytes, in full records, fit in one buffer of the pool.
+    fn fits_one_buffer(&self, plaintext: usize) -> bool {
+        let records = plaintext.div_ceil(MAX_PLAINTEXT) + 1;
+        plaintext + records * RECORD_OVERHEAD <= self.pool.buf_size()
     }
 
     /// Copies `data` into records of the current buffer, sealing each full record and sending
@@ -254,7 +313,15 @@ impl UringTlsSend {
                 None => {
                     let b = match self.pool.take() {
                         Some(b) => b,
-                        None => self.pool.take_wait().await,
+                        None => {
+                            // The pool is drained: what this half holds goes first, so that
+                            // no connection waits for buffers while it keeps some unsent.
+                            self.send_sealed().await?;
+                            match self.pool.take() {
+                                Some(b) => b,
+                                None => self.pool.take_wait().await,
+                            }
+                        }
                     };
                     self.cur.insert(b)
                 }
@@ -263,7 +330,7 @@ impl UringTlsSend {
             if self.open == 0 && self.sealer.key_update_due() {
                 // Between records: the key_update goes first, then records under the next key.
                 if cap - used < KEY_UPDATE_RECORD_LEN + RECORD_OVERHEAD + MIN_RECORD {
-                    self.flush().await?;
+                    self.next_buffer().await?;
                     continue;
                 }
                 let n = self.sealer.seal_key_update(&mut buf.as_full_mut()[used..])?;
@@ -285,13 +352,14 @@ impl UringTlsSend {
                     self.seal()?;
                     continue;
                 }
-                self.flush().await?;
+                self.next_buffer().await?;
                 continue;
             }
             let n = room.min(data.len());
             let at = used + HEADER_LEN + self.open;
             buf.as_full_mut()[at..at + n].copy_from_slice(&data[..n]);
             self.open += n;
+            self.remaining = self.remaining.saturating_sub(n);
             data = &data[n..];
             if self.open == MAX_PLAINTEXT {
                 self.seal()?;
@@ -301,6 +369,7 @@ impl UringTlsSend {
     }
 
     async fn send_inner(&mut self, batch: &mut Vec<Transmit>) -> io::Result<()> {
+        self.remaining = batch.iter().map(Transmit::len).sum();
         for t in std::mem::take(batch) {
             self.put(&t.head).await?;
             for s in &t.segments {

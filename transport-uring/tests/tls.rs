@@ -95,7 +95,20 @@ async fn a_call_and_a_32_mib_payload_over_uring_tls_with_what_tls_copied() {
     let running = serve(plain(&ca)).await;
     let client = connect(running.addr, trust(&ca)).await.unwrap();
     assert_eq!(&client.echo(Payload::from(b"hello".to_vec())).await.unwrap().to_bytes()[..], b"hello");
+    // A 1 MiB message (its records in five 256 KiB buffers) goes out in at most two writes
+    // (one per frame: a message this large is a frame of its own), not one per buffer.
+    let sends = |c: &VaultClient| {
+        let s = c.client().stats();
+        s.sends_copy + s.sends_zc
+    };
+    let at = sends(&client);
+    let mib = pattern(1 << 20, 3);
+    assert!(client.echo(Payload::from(mib.clone())).await.unwrap().to_bytes() == mib);
+    let writes = sends(&client) - at;
+    assert!(writes <= 2, "{writes} writes for a 1 MiB request");
+
     let before = client.client().stats();
+    let sends_before = before.sends_copy + before.sends_zc;
 
     let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
     let back = client.echo(Payload::from(big.clone())).await.unwrap();
@@ -115,6 +128,10 @@ async fn a_call_and_a_32_mib_payload_over_uring_tls_with_what_tls_copied() {
     // 16 KiB each, for the reply and the small frames around it.
     assert!(copied <= 4 * 16 * 1024, "{copied} bytes copied by TLS for a 32 MiB reply: {stats}");
     assert_eq!(stats.align_copy_bytes, 0, "{stats}");
+    // The request's records go out in writes of up to four 256 KiB buffers, not one write per
+    // buffer (129 of them for 32 MiB of records).
+    let sends = stats.sends_copy + stats.sends_zc - sends_before;
+    assert!(sends <= 40, "{sends} writes for a 32 MiB request: {stats}");
     running.handle.shutdown().await;
 }
 
