@@ -55,6 +55,8 @@ struct Queue {
     calls: mpsc::UnboundedSender<(Bytes, Responder)>,
     /// Parked handlers dropped.
     dropped: Arc<AtomicUsize>,
+    /// `KEEP` handlers made.
+    kept: Arc<AtomicUsize>,
 }
 
 impl Service for Queue {
@@ -70,7 +72,10 @@ impl Service for Queue {
                 assert!(responder.respond(Ok(Body::message(Bytes::from_static(answer.as_bytes())))));
                 Box::pin(std::future::pending())
             }
-            KEEP => Box::pin(Parked { dropped: self.dropped.clone(), _responder: Some(responder) }),
+            KEEP => {
+                self.kept.fetch_add(1, Ordering::SeqCst);
+                Box::pin(Parked { dropped: self.dropped.clone(), _responder: Some(responder) })
+            }
             QUEUE_AND_RETURN => {
                 self.calls.send((req.body.message, responder)).unwrap();
                 Box::pin(async { Ok(Body::message(Bytes::from_static(b"from the handler"))) })
@@ -88,16 +93,18 @@ struct Setup {
     handle: ServerHandle,
     calls: mpsc::UnboundedReceiver<(Bytes, Responder)>,
     dropped: Arc<AtomicUsize>,
+    kept: Arc<AtomicUsize>,
 }
 
 async fn setup() -> Setup {
     let (tx, calls) = mpsc::unbounded_channel();
     let dropped = Arc::new(AtomicUsize::new(0));
+    let kept = Arc::new(AtomicUsize::new(0));
     let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
     let addr = acceptor.local_addr().unwrap();
-    let handle = Server::builder().build(Queue { calls: tx, dropped: dropped.clone() }).serve(acceptor);
+    let handle = Server::builder().build(Queue { calls: tx, dropped: dropped.clone(), kept: kept.clone() }).serve(acceptor);
     let client = Client::connect_tcp(addr, ClientConfig::default()).await.unwrap();
-    Setup { client, handle, calls, dropped }
+    Setup { client, handle, calls, dropped, kept }
 }
 
 fn call(client: &Client, method: u32, message: &'static [u8], options: CallOptions) -> tokio::task::JoinHandle<Result<Body, CallError>> {
@@ -223,6 +230,9 @@ async fn a_parked_handler_that_keeps_its_responder_is_dropped_without_deadlock()
     let _c = call(&s.client, KEEP, b"k", CallOptions::default());
     let echo = call(&s.client, ECHO, b"after", CallOptions::default()).await.unwrap().unwrap();
     assert_eq!(&echo.message[..], b"after");
+    // The spawned call may go after the echo: closed before it is sent, it would never park.
+    let kept = s.kept.clone();
+    common::eventually("the second call reaches its handler", || kept.load(Ordering::SeqCst) == 2).await;
     s.client.close().await;
     common::eventually("the second parked handler is dropped", || dropped.load(Ordering::SeqCst) == 2).await;
     s.handle.shutdown().await;
