@@ -242,7 +242,11 @@ async fn a_server_killed_under_load_moves_its_calls_to_the_others_and_no_retryab
     }
     common::eventually("100 calls done", || done.load(Ordering::SeqCst) >= 100).await;
     let in_flight_at_kill = seens[0].in_flight.load(Ordering::SeqCst);
+    let server_a = servers[0].as_ref().expect("a runs").server().clone();
     drop(servers[0].take()); // aborts its accept loop and every connection: the sockets close
+    // A connection task in the middle of a poll on the other worker finishes that poll (and may
+    // take the calls it has read) before the abort reaches it: "a" is dead once none is left.
+    common::eventually("a's connections are gone", || server_a.connections() == 0).await;
     let served_by_a_at_kill = seens[0].calls.load(Ordering::SeqCst);
     for c in callers {
         c.await.unwrap();
