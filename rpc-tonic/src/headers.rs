@@ -16,6 +16,13 @@ pub(crate) const PATH_KEY: &str = ":path";
 /// The header gRPC's deadline travels in.
 pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
 
+/// The trailer that carries a call's status code (a name made once: looking a `&str` up in a
+/// header map parses it every time).
+pub(crate) static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// The trailer that carries a failed call's message.
+pub(crate) static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
 /// gRPC's content type: not sent; the server puts it back on the request (the client does
 /// not on the response: tonic's client neither reads nor shows it).
 pub(crate) const GRPC_CONTENT_TYPE: &str = "application/grpc";
@@ -138,7 +145,7 @@ pub(crate) fn status_trailers(status: &tonic::Status, trailers: Option<&Metadata
     if status.code() == tonic::Code::Ok && status.message().is_empty() && trailers.is_none_or(Metadata::is_empty) {
         // The usual end, without building a status's header map to copy from.
         let mut h = HeaderMap::with_capacity(1);
-        h.insert("grpc-status", HeaderValue::from_static("0"));
+        h.insert(GRPC_STATUS.clone(), HeaderValue::from_static("0"));
         return h;
     }
     let mut h = HeaderMap::new();
@@ -149,7 +156,7 @@ pub(crate) fn status_trailers(status: &tonic::Status, trailers: Option<&Metadata
         }
     }
     if let Err(e) = status.add_header(&mut h) {
-        h.insert("grpc-status", HeaderValue::from_static("13"));
+        h.insert(GRPC_STATUS.clone(), HeaderValue::from_static("13"));
         tracing::debug!("rpc-tonic: a status that makes no header: {e}");
     }
     h

@@ -19,7 +19,7 @@ use rpc_core::transport::Acceptor;
 use rpc_core::{Body, Code, ResponseMetadata, ServerBuilder, ServerHandle, ServerRequest, Status, StreamReceiver, StreamSender};
 use tonic::server::NamedService;
 
-use crate::headers::{self, GRPC_CONTENT_TYPE, GRPC_TIMEOUT, PATH_KEY};
+use crate::headers::{self, GRPC_CONTENT_TYPE, GRPC_MESSAGE, GRPC_STATUS, GRPC_TIMEOUT, PATH_KEY};
 use crate::message::{Deframer, GrpcMessage};
 
 /// A boxed, sendable future.
@@ -234,7 +234,7 @@ async fn respond(
     path: &str,
 ) -> Result<Body, Status> {
     let (parts, mut body) = answer.into_parts();
-    if parts.headers.contains_key("grpc-status") {
+    if parts.headers.contains_key(&GRPC_STATUS) {
         // Trailers-only: the status, and no message.
         return finish(&parts.headers, None, &mut sender, &response, path).await;
     }
@@ -320,9 +320,9 @@ async fn finish(
             .set_trailer(name.as_str(), Bytes::copy_from_slice(value.as_bytes()))
             .map_err(|e| Status::resource_exhausted(format!("{path}: the response trailers: {e}")))?;
     }
-    let (code, message) = match trailers.get("grpc-status").map(|v| tonic::Code::from_bytes(v.as_bytes())) {
+    let (code, message) = match trailers.get(&GRPC_STATUS).map(|v| tonic::Code::from_bytes(v.as_bytes())) {
         Some(code) => {
-            let message = trailers.get("grpc-message").map(|v| percent_decode(v.as_bytes())).unwrap_or_default();
+            let message = trailers.get(&GRPC_MESSAGE).map(|v| percent_decode(v.as_bytes())).unwrap_or_default();
             (code, message)
         }
         None => (tonic::Code::Internal, "the service's trailers have no grpc-status".to_owned()),
