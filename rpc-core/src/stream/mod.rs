@@ -10,6 +10,7 @@ mod typed;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -141,7 +142,7 @@ pub(crate) fn handles<H: SideHandler + HasRoutes>(
 ) -> CallStream {
     let host: Arc<dyn Host> = Arc::new(HostOf(shared));
     let client = keep.is_some();
-    let guard = keep.map(|keep| Arc::new(CancelOnDrop { host: host.clone(), id, _keep: keep }));
+    let guard = keep.map(|keep| Arc::new(CancelOnDrop { host: host.clone(), id, ended: AtomicBool::new(false), _keep: keep }));
     CallStream {
         sender: StreamSender { host: host.clone(), id, ended: false, sends_end: client, _guard: guard.clone() },
         receiver: StreamReceiver {
@@ -320,12 +321,12 @@ impl StreamReceiver {
             }
             Some(Inbound::End(Ok(()))) => {
                 self.report();
-                self.done = true;
+                self.ended();
                 None
             }
             Some(Inbound::End(Err(e))) => {
                 self.report();
-                self.done = true;
+                self.ended();
                 Some(Err(match self.method {
                     Some(path) => e.for_method(path),
                     None => e,
@@ -446,6 +447,14 @@ impl StreamReceiver {
         body
     }
 
+    /// The call's end is taken: done here, and (on a client) nothing left to cancel.
+    fn ended(&mut self) {
+        self.done = true;
+        if let Some(guard) = &self._guard {
+            guard.ended.store(true, Ordering::Release);
+        }
+    }
+
     /// Tells the connection what was taken since the last report.
     fn report(&mut self) {
         let (messages, bytes) = std::mem::take(&mut self.unreported);
@@ -498,11 +507,16 @@ impl fmt::Debug for StreamReceiver {
 struct CancelOnDrop {
     host: Arc<dyn Host>,
     id: u64,
+    /// Set once the receiver took the call's end: the connection forgot the call then, and the
+    /// drop has nothing to cancel (no step of the connection for it).
+    ended: AtomicBool,
     _keep: Box<dyn Send + Sync>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.host.cancel(self.id);
+        if !self.ended.load(Ordering::Acquire) {
+            self.host.cancel(self.id);
+        }
     }
 }
