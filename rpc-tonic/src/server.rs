@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
@@ -25,8 +24,17 @@ use crate::message::{Deframer, GrpcMessage};
 /// A boxed, sendable future.
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// One tonic service, behind a trait object.
-type Handler = Box<dyn Fn(http::Request<tonic::body::Body>) -> BoxFuture<http::Response<tonic::body::Body>> + Send + Sync>;
+/// One tonic service, behind a trait object: the whole call, from the request tonic's service
+/// takes to the zcrpc answer (one future, one allocation, per call).
+type Handler = Box<dyn Fn(http::Request<tonic::body::Body>, Reply) -> BoxFuture<Result<Body, Status>> + Send + Sync>;
+
+/// Where a call's answer goes: its stream (when the client opened one), its response metadata,
+/// and its path (for errors).
+struct Reply {
+    sender: Option<StreamSender>,
+    response: ResponseMetadata,
+    path: PathAndQuery,
+}
 
 /// Serves tonic-generated services over zcrpc: in place of `tonic::transport::Server`,
 ///
@@ -108,7 +116,7 @@ impl Server {
 /// Tonic services by name: a zcrpc [`rpc_core::Service`] that routes each call by its gRPC path.
 #[derive(Default)]
 pub struct Routes {
-    services: BTreeMap<&'static str, Arc<Handler>>,
+    services: BTreeMap<&'static str, Handler>,
 }
 
 impl fmt::Debug for Routes {
@@ -127,7 +135,7 @@ impl Routes {
             + 'static,
         S::Future: Send + 'static,
     {
-        let handler: Handler = Box::new(move |request| {
+        let handler: Handler = Box::new(move |request, reply: Reply| {
             let mut service = service.clone();
             Box::pin(async move {
                 // Generated services are always ready; a layered one may not be.
@@ -136,13 +144,14 @@ impl Routes {
                     Ok(()) => service.call(request),
                     Err(never) => match never {},
                 };
-                match call.await {
+                let answer = match call.await {
                     Ok(response) => response,
                     Err(never) => match never {},
-                }
+                };
+                respond(answer, reply.sender, reply.response, reply.path.as_str()).await
             })
         });
-        self.services.insert(name, Arc::new(handler));
+        self.services.insert(name, handler);
     }
 
     fn names(&self) -> Vec<&'static str> {
@@ -163,7 +172,7 @@ impl rpc_core::Service for Routes {
             ))));
         };
         let service = text.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(s, _)| s).unwrap_or("");
-        let Some(handler) = self.services.get(service).cloned() else {
+        let Some(handler) = self.services.get(service) else {
             return Box::pin(std::future::ready(Err(Status::new(
                 Code::UNIMPLEMENTED,
                 format!("{text}: no service {service:?} here (this server has {:?})", self.names()),
@@ -187,11 +196,7 @@ impl rpc_core::Service for Routes {
             Ok(r) => r,
             Err(status) => return Box::pin(std::future::ready(Err(status))),
         };
-        let response = request.response;
-        Box::pin(async move {
-            let answer = handler(http_request).await;
-            respond(answer, sender, response, path.as_str()).await
-        })
+        handler(http_request, Reply { sender, response: request.response, path })
     }
 
     fn name(&self) -> &'static str {
