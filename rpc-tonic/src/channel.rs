@@ -104,10 +104,11 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
 async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Result<http::Response<ResponseBody>, tonic::Status> {
     let (parts, mut body) = request.into_parts();
     let path = parts.uri.path();
-    let Some(method_path) = path.strip_prefix('/').filter(|p| p.contains('/')) else {
+    if !path.strip_prefix('/').is_some_and(|p| p.contains('/')) {
         return Err(tonic::Status::invalid_argument(format!("{path:?} is not a gRPC path (/package.Service/Method)")));
-    };
-    let (metadata, timeout) = headers::request_metadata(path, &parts.headers)?;
+    }
+    let (path_bytes, method) = headers::path_and_id(path);
+    let (metadata, timeout) = headers::request_metadata(path_bytes, &parts.headers)?;
     let limit = client.server_hello().max_metadata as usize;
     if metadata.encoded_len() > limit {
         return Err(tonic::Status::resource_exhausted(format!(
@@ -146,7 +147,7 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
         false => (CallMode::BIDI, Body::default()),
     };
     let options = CallOptions { timeout, metadata, ..CallOptions::default() };
-    let stream = client.open(rpc_core::method_id(method_path), first, mode, options).await.map_err(|e| headers::status_of(&e))?;
+    let stream = client.open(method, first, mode, options).await.map_err(|e| headers::status_of(&e))?;
     let (sender, receiver) = stream.split();
 
     let (failed, pump, idle) = match single {
