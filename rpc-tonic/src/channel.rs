@@ -104,10 +104,11 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
 async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Result<http::Response<ResponseBody>, tonic::Status> {
     let (parts, mut body) = request.into_parts();
     let path = parts.uri.path();
-    let Some(method_path) = path.strip_prefix('/').filter(|p| p.contains('/')) else {
+    if !path.strip_prefix('/').is_some_and(|p| p.contains('/')) {
         return Err(tonic::Status::invalid_argument(format!("{path:?} is not a gRPC path (/package.Service/Method)")));
-    };
-    let (metadata, timeout) = headers::request_metadata(path, &parts.headers)?;
+    }
+    let (path_bytes, method) = headers::path_and_id(path);
+    let (metadata, timeout) = headers::request_metadata(path_bytes, &parts.headers)?;
     let limit = client.server_hello().max_metadata as usize;
     if metadata.encoded_len() > limit {
         return Err(tonic::Status::resource_exhausted(format!(
@@ -146,19 +147,17 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
         false => (CallMode::BIDI, Body::default()),
     };
     let options = CallOptions { timeout, metadata, ..CallOptions::default() };
-    let stream = client.open(rpc_core::method_id(method_path), first, mode, options).await.map_err(|e| headers::status_of(&e))?;
+    let stream = client.open(method, first, mode, options).await.map_err(|e| headers::status_of(&e))?;
     let (sender, receiver) = stream.split();
 
-    let (failed, pump) = match single {
-        // The server's stream alone: the receiver is the call's last handle from here.
-        true => {
-            drop(sender);
-            (None, None)
-        }
+    let (failed, pump, idle) = match single {
+        // The server's stream alone: the sender is kept, unused, with the response (no request
+        // stream to end: dropping it now would step the connection for nothing).
+        true => (None, None, Some(sender)),
         false => {
             let (failed_tx, failed) = oneshot::channel();
             let task = tokio::spawn(pump(sender, deframer, body, ended, failed_tx));
-            (Some(failed), Some(AbortOnDrop(task.abort_handle())))
+            (Some(failed), Some(AbortOnDrop(task.abort_handle())), None)
         }
     };
     let mut response = ResponseBody {
@@ -170,6 +169,7 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
         failed,
         done: false,
         _pump: pump,
+        _idle: idle,
     };
 
     // The response's headers: in a frame of their own when the server sends them ahead of any
@@ -284,6 +284,10 @@ pub struct ResponseBody {
     failed: Option<oneshot::Receiver<tonic::Status>>,
     done: bool,
     _pump: Option<AbortOnDrop>,
+    /// The request stream's sender of a call with none (its one message went with the
+    /// request). Declared after `receiver`, so dropped after it: the call's last handle, whose
+    /// drop cancels the call unless the receiver took its end.
+    _idle: Option<StreamSender>,
 }
 
 impl fmt::Debug for ResponseBody {

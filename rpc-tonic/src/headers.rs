@@ -1,6 +1,7 @@
 //! HTTP headers and zcrpc metadata, both ways, and gRPC's reserved headers: the path, the
 //! timeout (the call's deadline), the status (the call's end).
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,6 +17,13 @@ pub(crate) const PATH_KEY: &str = ":path";
 /// The header gRPC's deadline travels in.
 pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
 
+/// The trailer that carries a call's status code (a name made once: looking a `&str` up in a
+/// header map parses it every time).
+pub(crate) static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// The trailer that carries a failed call's message.
+pub(crate) static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
 /// gRPC's content type: not sent; the server puts it back on the request (the client does
 /// not on the response: tonic's client neither reads nor shows it).
 pub(crate) const GRPC_CONTENT_TYPE: &str = "application/grpc";
@@ -28,12 +36,38 @@ fn is_transport_header(name: &HeaderName, value: &HeaderValue) -> bool {
         || matches!(name.as_str(), "host" | "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade")
 }
 
+/// How many paths a thread keeps ready to send (a generated client's paths are a handful of
+/// constants); paths beyond are made for each call.
+const PATHS_KEPT: usize = 64;
+
+thread_local! {
+    /// Paths sent from this thread, as bytes to send (shared, not copied per call) and their
+    /// method ids.
+    static PATHS: RefCell<Vec<(Bytes, u32)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The bytes of `path` (`/pkg.Service/Method`) to send as metadata, and the method id of the
+/// path without its leading slash: both made once per path and thread, then shared.
+pub(crate) fn path_and_id(path: &str) -> (Bytes, u32) {
+    PATHS.with(|paths| {
+        let mut paths = paths.borrow_mut();
+        if let Some((b, id)) = paths.iter().find(|(b, _)| b.as_ref() == path.as_bytes()) {
+            return (b.clone(), *id);
+        }
+        let made = (Bytes::copy_from_slice(path.as_bytes()), rpc_core::method_id(path.strip_prefix('/').unwrap_or(path)));
+        if paths.len() < PATHS_KEPT {
+            paths.push(made.clone());
+        }
+        made
+    })
+}
+
 /// The metadata of a request's headers: every header but those of the transport and
-/// `grpc-timeout` (returned as the call's timeout), and the path in front.
-pub(crate) fn request_metadata(path: &str, headers: &HeaderMap) -> Result<(Metadata, Option<Duration>), tonic::Status> {
+/// `grpc-timeout` (returned as the call's timeout), and the path (its bytes) in front.
+pub(crate) fn request_metadata(path: Bytes, headers: &HeaderMap) -> Result<(Metadata, Option<Duration>), tonic::Status> {
     let mut timeout = None;
     let mut m = Metadata::new();
-    m.insert(PATH_KEY, Bytes::copy_from_slice(path.as_bytes())).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    m.insert(PATH_KEY, path).map_err(|e| tonic::Status::internal(e.to_string()))?;
     for (name, value) in headers {
         if name.as_str() == GRPC_TIMEOUT {
             timeout = Some(parse_timeout(value.as_bytes()).ok_or_else(|| {
@@ -138,7 +172,7 @@ pub(crate) fn status_trailers(status: &tonic::Status, trailers: Option<&Metadata
     if status.code() == tonic::Code::Ok && status.message().is_empty() && trailers.is_none_or(Metadata::is_empty) {
         // The usual end, without building a status's header map to copy from.
         let mut h = HeaderMap::with_capacity(1);
-        h.insert("grpc-status", HeaderValue::from_static("0"));
+        h.insert(GRPC_STATUS.clone(), HeaderValue::from_static("0"));
         return h;
     }
     let mut h = HeaderMap::new();
@@ -149,7 +183,7 @@ pub(crate) fn status_trailers(status: &tonic::Status, trailers: Option<&Metadata
         }
     }
     if let Err(e) = status.add_header(&mut h) {
-        h.insert("grpc-status", HeaderValue::from_static("13"));
+        h.insert(GRPC_STATUS.clone(), HeaderValue::from_static("13"));
         tracing::debug!("rpc-tonic: a status that makes no header: {e}");
     }
     h
@@ -185,11 +219,25 @@ mod tests {
         h.insert("content-type", HeaderValue::from_static("application/grpc"));
         h.insert("grpc-timeout", HeaderValue::from_static("250m"));
         h.insert("x-trace", HeaderValue::from_static("abc"));
-        let (m, timeout) = request_metadata("/a.B/C", &h).unwrap();
+        let (m, timeout) = request_metadata(Bytes::from_static(b"/a.B/C"), &h).unwrap();
         assert_eq!(timeout, Some(Duration::from_millis(250)));
         assert_eq!(m.iter().map(|(k, _)| k).collect::<Vec<_>>(), [":path", "x-trace"]);
         h.insert("grpc-timeout", HeaderValue::from_static("soon"));
-        assert_eq!(request_metadata("/a.B/C", &h).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(request_metadata(Bytes::from_static(b"/a.B/C"), &h).unwrap_err().code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn paths_are_kept_per_thread_and_shared_not_copied() {
+        let (a, id) = path_and_id("/a.B/C");
+        assert_eq!(&a[..], b"/a.B/C");
+        assert_eq!(id, rpc_core::method_id("a.B/C"));
+        let (again, id_again) = path_and_id(&String::from("/a.B/C"));
+        assert_eq!((again.as_ptr(), id_again), (a.as_ptr(), id), "the same bytes, shared");
+        for n in 0..2 * PATHS_KEPT {
+            let p = format!("/p.S/M{n}");
+            assert_eq!(path_and_id(&p), (Bytes::from(p.clone()), rpc_core::method_id(&p[1..])));
+        }
+        assert!(PATHS.with(|p| p.borrow().len()) <= PATHS_KEPT, "bounded");
     }
 
     #[test]

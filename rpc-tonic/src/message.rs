@@ -116,8 +116,10 @@ pub(crate) struct Deframer {
     current: Bytes,
     /// The start of a message split across chunks.
     partial: BytesMut,
-    /// Messages cut and not yet taken.
-    ready: VecDeque<GrpcMessage>,
+    /// The next message cut and not yet taken (most bodies carry one: no queue to allocate).
+    first: Option<GrpcMessage>,
+    /// The messages cut behind `first` (empty while `first` is `None`).
+    rest: VecDeque<GrpcMessage>,
 }
 
 impl Deframer {
@@ -136,7 +138,7 @@ impl Deframer {
             match whole_len(&self.partial) {
                 Some(n) if self.partial.len() >= n => {
                     let frame = self.partial.split_to(n).freeze();
-                    self.ready.push_back(split_message(frame));
+                    self.put(split_message(frame));
                     // What follows the message in `partial` is cut as a chunk of its own.
                     self.current = self.partial.split().freeze();
                 }
@@ -147,7 +149,7 @@ impl Deframer {
             match whole_len(&self.current) {
                 Some(n) if self.current.len() >= n => {
                     let frame = self.current.split_to(n);
-                    self.ready.push_back(split_message(frame));
+                    self.put(split_message(frame));
                 }
                 _ => break,
             }
@@ -158,14 +160,23 @@ impl Deframer {
         }
     }
 
+    fn put(&mut self, m: GrpcMessage) {
+        match self.first {
+            None => self.first = Some(m),
+            Some(_) => self.rest.push_back(m),
+        }
+    }
+
     /// The next whole message.
     pub(crate) fn next(&mut self) -> Option<GrpcMessage> {
-        self.ready.pop_front()
+        let m = self.first.take()?;
+        self.first = self.rest.pop_front();
+        Some(m)
     }
 
     /// Messages cut and not yet taken.
     pub(crate) fn ready(&self) -> usize {
-        self.ready.len()
+        usize::from(self.first.is_some()) + self.rest.len()
     }
 
     /// Bytes of a message begun and not finished (an error at the body's end).

@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
@@ -19,14 +18,23 @@ use rpc_core::transport::Acceptor;
 use rpc_core::{Body, Code, ResponseMetadata, ServerBuilder, ServerHandle, ServerRequest, Status, StreamReceiver, StreamSender};
 use tonic::server::NamedService;
 
-use crate::headers::{self, GRPC_CONTENT_TYPE, GRPC_TIMEOUT, PATH_KEY};
+use crate::headers::{self, GRPC_CONTENT_TYPE, GRPC_MESSAGE, GRPC_STATUS, GRPC_TIMEOUT, PATH_KEY};
 use crate::message::{Deframer, GrpcMessage};
 
 /// A boxed, sendable future.
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// One tonic service, behind a trait object.
-type Handler = Box<dyn Fn(http::Request<tonic::body::Body>) -> BoxFuture<http::Response<tonic::body::Body>> + Send + Sync>;
+/// One tonic service, behind a trait object: the whole call, from the request tonic's service
+/// takes to the zcrpc answer (one future, one allocation, per call).
+type Handler = Box<dyn Fn(http::Request<tonic::body::Body>, Reply) -> BoxFuture<Result<Body, Status>> + Send + Sync>;
+
+/// Where a call's answer goes: its stream (when the client opened one), its response metadata,
+/// and its path (for errors).
+struct Reply {
+    sender: Option<StreamSender>,
+    response: ResponseMetadata,
+    path: PathAndQuery,
+}
 
 /// Serves tonic-generated services over zcrpc: in place of `tonic::transport::Server`,
 ///
@@ -108,7 +116,7 @@ impl Server {
 /// Tonic services by name: a zcrpc [`rpc_core::Service`] that routes each call by its gRPC path.
 #[derive(Default)]
 pub struct Routes {
-    services: BTreeMap<&'static str, Arc<Handler>>,
+    services: BTreeMap<&'static str, Handler>,
 }
 
 impl fmt::Debug for Routes {
@@ -127,7 +135,7 @@ impl Routes {
             + 'static,
         S::Future: Send + 'static,
     {
-        let handler: Handler = Box::new(move |request| {
+        let handler: Handler = Box::new(move |request, reply: Reply| {
             let mut service = service.clone();
             Box::pin(async move {
                 // Generated services are always ready; a layered one may not be.
@@ -136,13 +144,14 @@ impl Routes {
                     Ok(()) => service.call(request),
                     Err(never) => match never {},
                 };
-                match call.await {
+                let answer = match call.await {
                     Ok(response) => response,
                     Err(never) => match never {},
-                }
+                };
+                respond(answer, reply.sender, reply.response, reply.path.as_str()).await
             })
         });
-        self.services.insert(name, Arc::new(handler));
+        self.services.insert(name, handler);
     }
 
     fn names(&self) -> Vec<&'static str> {
@@ -163,7 +172,7 @@ impl rpc_core::Service for Routes {
             ))));
         };
         let service = text.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(s, _)| s).unwrap_or("");
-        let Some(handler) = self.services.get(service).cloned() else {
+        let Some(handler) = self.services.get(service) else {
             return Box::pin(std::future::ready(Err(Status::new(
                 Code::UNIMPLEMENTED,
                 format!("{text}: no service {service:?} here (this server has {:?})", self.names()),
@@ -187,11 +196,7 @@ impl rpc_core::Service for Routes {
             Ok(r) => r,
             Err(status) => return Box::pin(std::future::ready(Err(status))),
         };
-        let response = request.response;
-        Box::pin(async move {
-            let answer = handler(http_request).await;
-            respond(answer, sender, response, path.as_str()).await
-        })
+        handler(http_request, Reply { sender, response: request.response, path })
     }
 
     fn name(&self) -> &'static str {
@@ -234,7 +239,7 @@ async fn respond(
     path: &str,
 ) -> Result<Body, Status> {
     let (parts, mut body) = answer.into_parts();
-    if parts.headers.contains_key("grpc-status") {
+    if parts.headers.contains_key(&GRPC_STATUS) {
         // Trailers-only: the status, and no message.
         return finish(&parts.headers, None, &mut sender, &response, path).await;
     }
@@ -320,9 +325,9 @@ async fn finish(
             .set_trailer(name.as_str(), Bytes::copy_from_slice(value.as_bytes()))
             .map_err(|e| Status::resource_exhausted(format!("{path}: the response trailers: {e}")))?;
     }
-    let (code, message) = match trailers.get("grpc-status").map(|v| tonic::Code::from_bytes(v.as_bytes())) {
+    let (code, message) = match trailers.get(&GRPC_STATUS).map(|v| tonic::Code::from_bytes(v.as_bytes())) {
         Some(code) => {
-            let message = trailers.get("grpc-message").map(|v| percent_decode(v.as_bytes())).unwrap_or_default();
+            let message = trailers.get(&GRPC_MESSAGE).map(|v| percent_decode(v.as_bytes())).unwrap_or_default();
             (code, message)
         }
         None => (tonic::Code::Internal, "the service's trailers have no grpc-status".to_owned()),

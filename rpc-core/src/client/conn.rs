@@ -298,7 +298,7 @@ impl Conn {
         });
         let (id, inbound) = opened?;
         let keep: (OwnedSemaphorePermit, Arc<Conn>) = (permit, keep);
-        Ok(stream::handles(shared.clone(), id, Some(inbound), Some(Box::new(keep))))
+        Ok(stream::handles(shared.clone(), id, Some(inbound), Some(keep)))
     }
 
     pub(super) fn closed_error(&self) -> CallError {

@@ -249,7 +249,7 @@ impl SideHandler for ServerSide {
         let mut cx = Context::from_waker(Waker::noop());
         for (id, mut request, inbound) in ready {
             if let Some(inbound) = inbound {
-                request.stream = Some(stream::handles(shared.clone(), id, inbound, None));
+                request.stream = Some(stream::handles(shared.clone(), id, inbound, None::<()>));
             }
             // The connection's `Arc`, cloned: no allocation per call.
             request.response = ResponseMetadata::bound(shared.clone(), id);

@@ -10,6 +10,7 @@ mod typed;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -73,11 +74,11 @@ trait Host: Send + Sync + 'static {
     fn cancel(&self, id: u64);
 }
 
-struct HostOf<H>(Arc<Shared<H>>);
-
-impl<H: SideHandler + HasRoutes> Host for HostOf<H> {
+/// The connection's shared state is the host itself: the handles hold it as `Arc<dyn Host>`
+/// (no allocation of a wrapper per call).
+impl<H: SideHandler + HasRoutes> Host for Shared<H> {
     fn poll_send(&self, id: u64, body: &mut Option<Body>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        self.0.step(|g: &mut Locked<H>| {
+        self.step(|g: &mut Locked<H>| {
             let Some(b) = body.take() else { return Poll::Ready(Ok(())) };
             if g.ahead_of_writer() {
                 *body = Some(b);
@@ -97,7 +98,7 @@ impl<H: SideHandler + HasRoutes> Host for HostOf<H> {
     }
 
     fn poll_send_queue(&self, id: u64, queue: &mut VecDeque<Body>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        self.0.step(|g: &mut Locked<H>| match g.conn.send_messages(id, queue, SEND_AHEAD) {
+        self.step(|g: &mut Locked<H>| match g.conn.send_messages(id, queue, SEND_AHEAD) {
             Ok(SendStop::Sent) => Poll::Ready(Ok(())),
             Ok(SendStop::NoCredit) => {
                 g.side.routes().block(id, cx.waker());
@@ -112,15 +113,15 @@ impl<H: SideHandler + HasRoutes> Host for HostOf<H> {
     }
 
     fn consumed(&self, id: u64, messages: usize, bytes: usize) {
-        self.0.step(|g| g.conn.consumed_many(id, messages, bytes));
+        self.step(|g| g.conn.consumed_many(id, messages, bytes));
     }
 
     fn end_send(&self, id: u64, code: Code) {
-        self.0.step(|g| g.conn.end_stream(id, code));
+        self.step(|g| g.conn.end_stream(id, code));
     }
 
     fn cancel(&self, id: u64) {
-        self.0.step(|g| {
+        self.step(|g| {
             g.side.routes().remove(id);
             if g.conn.side() == Side::Client {
                 g.conn.cancel_call(id);
@@ -133,15 +134,15 @@ impl<H: SideHandler + HasRoutes> Host for HostOf<H> {
 /// cancels the call when both are dropped before it ended, and keeps `keep` (the call's permit,
 /// its connection) alive as long as either lives. With no `inbound` channel (a server's
 /// handles of a call whose client sends no stream), the receiver has ended already.
-pub(crate) fn handles<H: SideHandler + HasRoutes>(
+pub(crate) fn handles<H: SideHandler + HasRoutes, K: Send + Sync + 'static>(
     shared: Arc<Shared<H>>,
     id: u64,
     inbound: Option<InboxReceiver>,
-    keep: Option<Box<dyn Send + Sync>>,
+    keep: Option<K>,
 ) -> CallStream {
-    let host: Arc<dyn Host> = Arc::new(HostOf(shared));
+    let host: Arc<dyn Host> = shared;
     let client = keep.is_some();
-    let guard = keep.map(|keep| Arc::new(CancelOnDrop { host: host.clone(), id, _keep: keep }));
+    let guard = keep.map(|keep| Arc::new(CancelOnDrop { host: host.clone(), id, ended: AtomicBool::new(false), _keep: keep }) as Arc<dyn Guard>);
     CallStream {
         sender: StreamSender { host: host.clone(), id, ended: false, sends_end: client, _guard: guard.clone() },
         receiver: StreamReceiver {
@@ -192,7 +193,7 @@ pub struct StreamSender {
     ended: bool,
     /// Client: ending this side sends a stream end.
     sends_end: bool,
-    _guard: Option<Arc<CancelOnDrop>>,
+    _guard: Option<Arc<dyn Guard>>,
 }
 
 impl StreamSender {
@@ -312,7 +313,7 @@ pub struct StreamReceiver {
     peeked: Option<Inbound>,
     /// A message was taken or peeked: the headers, if any, came before it.
     began: bool,
-    _guard: Option<Arc<CancelOnDrop>>,
+    _guard: Option<Arc<dyn Guard>>,
 }
 
 impl StreamReceiver {
@@ -347,12 +348,12 @@ impl StreamReceiver {
             }
             Some(Inbound::End(Ok(()))) => {
                 self.report();
-                self.done = true;
+                self.ended();
                 None
             }
             Some(Inbound::End(Err(e))) => {
                 self.report();
-                self.done = true;
+                self.ended();
                 Some(Err(match self.method {
                     Some(path) => e.for_method(path),
                     None => e,
@@ -473,6 +474,14 @@ impl StreamReceiver {
         body
     }
 
+    /// The call's end is taken: done here, and (on a client) nothing left to cancel.
+    fn ended(&mut self) {
+        self.done = true;
+        if let Some(guard) = &self._guard {
+            guard.ended().store(true, Ordering::Release);
+        }
+    }
+
     /// Tells the connection what was taken since the last report.
     fn report(&mut self) {
         let (messages, bytes) = std::mem::take(&mut self.unreported);
@@ -521,15 +530,32 @@ impl fmt::Debug for StreamReceiver {
 }
 
 /// Client: cancels the call on the server when the last handle of it is dropped before the call
-/// ended (a no-op once it ended).
-struct CancelOnDrop {
+/// ended (a no-op once it ended). `keep` (the call's permit, its connection) lives in it: one
+/// allocation for both.
+struct CancelOnDrop<K> {
     host: Arc<dyn Host>,
     id: u64,
-    _keep: Box<dyn Send + Sync>,
+    /// Set once the receiver took the call's end: the connection forgot the call then, and the
+    /// drop has nothing to cancel (no step of the connection for it).
+    ended: AtomicBool,
+    _keep: K,
 }
 
-impl Drop for CancelOnDrop {
+/// A client call's guard, whatever it keeps.
+trait Guard: Send + Sync {
+    fn ended(&self) -> &AtomicBool;
+}
+
+impl<K: Send + Sync> Guard for CancelOnDrop<K> {
+    fn ended(&self) -> &AtomicBool {
+        &self.ended
+    }
+}
+
+impl<K> Drop for CancelOnDrop<K> {
     fn drop(&mut self) {
-        self.host.cancel(self.id);
+        if !self.ended.load(Ordering::Acquire) {
+            self.host.cancel(self.id);
+        }
     }
 }
