@@ -212,8 +212,8 @@ impl Transport for UringTlsTransport {
     }
 }
 
-/// The sending half: seals frames into pool buffers, which the engine sends, up to
-/// [`BATCH_BUFFERS`] in one write.
+/// The sending half: seals frames into pool buffers, which the engine sends, up to four
+/// (1 MiB of records) in one write.
 pub struct UringTlsSend {
     inner: UringSend,
     sealer: RecordSealer,
