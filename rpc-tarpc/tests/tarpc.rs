@@ -90,10 +90,16 @@ fn serve(incoming: rpc_tarpc::Incoming<ClientMessagePayload, ResponsePayload>, i
 type ClientMessagePayload = StoreRequest;
 type ResponsePayload = StoreResponse;
 
-async fn start(imp: Impl) -> (StoreClient, std::net::SocketAddr) {
-    let incoming = rpc_tarpc::listen("127.0.0.1:0").await.unwrap();
+/// A server of `imp` on loopback; its address.
+async fn listen_and_serve(imp: Impl) -> std::net::SocketAddr {
+    let incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
     let addr = incoming.local_addr().unwrap();
     serve(incoming, imp);
+    addr
+}
+
+async fn start(imp: Impl) -> (StoreClient, std::net::SocketAddr) {
+    let addr = listen_and_serve(imp).await;
     let transport = rpc_tarpc::connect(addr).await.unwrap();
     (StoreClient::new(client::Config::default(), transport).spawn(), addr)
 }
@@ -218,9 +224,7 @@ async fn large_messages_in_flight_at_once_each_come_back_as_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_does_not_decode_fails_alone_with_invalid_argument() {
-    let incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
-    let addr = incoming.local_addr().unwrap();
-    serve(incoming, Impl::default());
+    let addr = listen_and_serve(Impl::default()).await;
     let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
     // Not the postcard of a (context, request): the call fails, tarpc never sees it.
     let err = zc
@@ -256,9 +260,7 @@ async fn a_request_over_the_frame_limit_fails_alone_with_an_error_that_says_so()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_whose_server_is_gone_fails_calls_with_a_clear_error() {
-    let incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
-    let addr = incoming.local_addr().unwrap();
-    serve(incoming, Impl::default());
+    let addr = listen_and_serve(Impl::default()).await;
     let mut config = rpc_core::ClientConfig::default();
     config.reconnect.wait_for_connection = false;
     let transport = rpc_tarpc::connect_with(addr, config).await.unwrap();
@@ -273,9 +275,7 @@ async fn a_client_whose_server_is_gone_fails_calls_with_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_over_the_clients_frame_limit_fails_alone_with_an_error_that_says_so() {
-    let incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
-    let addr = incoming.local_addr().unwrap();
-    serve(incoming, Impl::default());
+    let addr = listen_and_serve(Impl::default()).await;
     // A client that takes frames of 1 MiB at most.
     let mut config = rpc_core::ClientConfig::default();
     config.conn.max_frame = 1 << 20;
@@ -364,9 +364,7 @@ async fn many_small_calls_interleaved_with_large_ones_each_get_their_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_on_the_stream_over_the_clients_frame_limit_fails_alone() {
-    let incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
-    let addr = incoming.local_addr().unwrap();
-    serve(incoming, Impl::default());
+    let addr = listen_and_serve(Impl::default()).await;
     let mut config = rpc_core::ClientConfig::default();
     config.conn.max_frame = 1 << 20;
     let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect_with(addr, config).await.unwrap()).spawn();
@@ -489,9 +487,7 @@ async fn a_server_that_does_not_read_makes_the_clients_sink_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_message_that_does_not_decode_ends_that_stream_with_an_error() {
-    let incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
-    let addr = incoming.local_addr().unwrap();
-    serve(incoming, Impl::default());
+    let addr = listen_and_serve(Impl::default()).await;
     let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
     // An unknown kind (7), then bytes that are nothing at all.
     for message in [&[7u8, 1][..], &[0, 0xff, 0xff, 0xff][..]] {
