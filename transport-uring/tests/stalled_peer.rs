@@ -27,16 +27,21 @@ fn small_rcvbuf_listener() -> TcpListener {
     TcpListener::from_std(l.into()).unwrap()
 }
 
-/// The inode of this process's TCP socket bound to `local` (from /proc/net/tcp).
-fn socket_inode(local: SocketAddr) -> Option<u64> {
-    let SocketAddr::V4(local) = local else { return None };
+/// The inode of this process's TCP socket from `local` to `remote` (from /proc/net/tcp). Both
+/// ends are matched, and entries without an inode skipped: a closed connection in TIME_WAIT
+/// (inode 0) may hold the same local port towards another peer.
+fn socket_inode(local: SocketAddr, remote: SocketAddr) -> Option<u64> {
+    let (SocketAddr::V4(local), SocketAddr::V4(remote)) = (local, remote) else { return None };
+    let parse = |field: &str| -> Option<SocketAddrV4> {
+        let (ip, port) = field.split_once(':')?;
+        let ip = Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.to_le_bytes());
+        Some(SocketAddrV4::new(ip, u16::from_str_radix(port, 16).ok()?))
+    };
     let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
     table.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let (ip, port) = f.get(1)?.split_once(':')?;
-        let ip = Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.to_le_bytes());
-        let port = u16::from_str_radix(port, 16).ok()?;
-        (SocketAddrV4::new(ip, port) == local).then(|| f.get(9)?.parse().ok())?
+        let inode: u64 = f.get(9)?.parse().ok()?;
+        (parse(f.get(1)?)? == local && parse(f.get(2)?)? == remote && inode != 0).then_some(inode)
     })
 }
 
@@ -79,7 +84,7 @@ async fn stalled_peer_releases_pool_and_fd_after_close_deadline() {
             };
             let (t, peer) = tokio::join!(transport_uring::connect(addr, cfg), listener.accept());
             let (t, peer) = (t.unwrap(), peer.unwrap().0.into_std().unwrap());
-            let inode = socket_inode(peer.peer_addr().unwrap()).expect("client socket in /proc/net/tcp");
+            let inode = socket_inode(peer.peer_addr().unwrap(), addr).expect("client socket in /proc/net/tcp");
             assert!(fd_open(inode));
             let (r, mut s) = t.split();
             for seed in 0..4 {
