@@ -119,6 +119,10 @@ counters! {
     sends_coalesced,
     /// Bytes sent by the copy path.
     bytes_copy,
+    /// Of the copy path's frames, those written by the task that queued them, not by the
+    /// connection's writer task: the direct path, taken by a lone call's small request or
+    /// response while the writer is idle (tcp and io_uring without TLS).
+    sends_direct,
     /// Bytes sent zero-copy.
     bytes_zc,
     /// Bytes sent in coalesced frames.

@@ -394,6 +394,19 @@ impl Connection {
         usize::try_from(self.taken.saturating_sub(self.written)).unwrap_or(usize::MAX)
     }
 
+    /// True when what waits to be written is a few small whole frames of at most `max` bytes
+    /// in all (no run of small stream frames, no file region) and at most one call is in flight:
+    /// the case where the driver writes them from the task that queued them instead of waking
+    /// its writer (with more calls, or stream messages, the writer gathers them into one write).
+    pub fn wants_direct_write(&self, max: usize) -> bool {
+        self.small.is_empty()
+            && self.calls.len() <= 1
+            && !self.transmits.is_empty()
+            && self.transmits.len() <= 4
+            && self.transmits.iter().map(Transmit::len).sum::<usize>() <= max
+            && !self.transmits.iter().any(Transmit::has_files)
+    }
+
     /// True when transmits are waiting.
     pub fn has_transmits(&self) -> bool {
         !self.transmits.is_empty() || !self.small.is_empty()

@@ -73,6 +73,35 @@ pub trait SendHalf: Send + 'static {
 
     /// Waits until the kernel is done with every segment, then shuts down the write direction.
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// A way to write small frames without waiting, from whichever task queued them, while this
+    /// half is idle ([`DirectWrite`]); `None` (the default) when the transport cannot (TLS keeps
+    /// cipher state in its writer, a pipe has no non-blocking write).
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        None
+    }
+}
+
+/// A non-blocking write to a transport's socket, for the driver's direct path: one call in
+/// flight, its small request or response written by the task that queued it instead of waking
+/// the connection's writer task for it (a task hop and a pass of the writer loop saved per frame,
+/// on each side of a round trip).
+///
+/// The driver calls it only while the [`SendHalf`] it came from is idle, with nothing of its own
+/// left to write, and never while it sends, so the bytes stay in order. Frames it does not
+/// finish are handed to the writer.
+pub trait DirectWrite: std::fmt::Debug + Send + Sync + 'static {
+    /// Writes what the socket takes now of `slices` (in order, at most 1,024 of them) and
+    /// returns the count; `WouldBlock` when it takes nothing. Counts nothing in the stats: the
+    /// driver does.
+    fn try_write(&self, slices: &[std::io::IoSlice<'_>]) -> io::Result<usize>;
+
+    /// The most bytes one direct write should carry: frames this large or larger are the
+    /// writer's (a transport that sends large frames zero-copy says where that starts). The
+    /// driver caps it lower still.
+    fn limit(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// Receives bytes.

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::sendfile::{self, FileSocket};
-use super::{RecvHalf, SendHalf, Transmit, Transport, TransportStats};
+use super::{DirectWrite, RecvHalf, SendHalf, Transmit, Transport, TransportStats};
 use crate::Segment;
 
 /// Linux's `UIO_MAXIOV`: the most slices one `writev` takes.
@@ -65,16 +65,24 @@ pub struct StreamSend<W> {
     stats: Arc<TransportStats>,
     /// Where file regions can go by `sendfile`; `None` reads them.
     file_socket: Option<FileSocketOf<W>>,
+    /// The writer's socket for the driver's direct path, where it has one.
+    direct: Option<Arc<dyn DirectWrite>>,
 }
 
 impl<W> StreamSend<W> {
     pub(crate) fn new(writer: W, stats: Arc<TransportStats>) -> Self {
-        StreamSend { writer, stats, file_socket: None }
+        StreamSend { writer, stats, file_socket: None, direct: None }
     }
 
-    /// A sender whose writer is a socket that takes `sendfile` (where the platform has it).
-    pub(crate) fn with_sendfile(writer: W, stats: Arc<TransportStats>, socket: FileSocketOf<W>) -> Self {
-        StreamSend { writer, stats, file_socket: sendfile::HAS_SENDFILE.then_some(socket) }
+    /// A sender whose writer is a socket that takes `sendfile` (where the platform has it) and
+    /// non-blocking writes from any task (`direct`).
+    pub(crate) fn with_socket(
+        writer: W,
+        stats: Arc<TransportStats>,
+        socket: FileSocketOf<W>,
+        direct: Option<Arc<dyn DirectWrite>>,
+    ) -> Self {
+        StreamSend { writer, stats, file_socket: sendfile::HAS_SENDFILE.then_some(socket), direct }
     }
 }
 
@@ -160,6 +168,10 @@ impl<W: AsyncWrite + Unpin + Send + 'static> SendHalf for StreamSend<W> {
     async fn shutdown(&mut self) -> io::Result<()> {
         self.writer.flush().await?;
         self.writer.shutdown().await
+    }
+
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        self.direct.clone()
     }
 }
 

@@ -71,7 +71,7 @@ impl Transport for UnixTransport {
     type Recv = StreamRecv<OwnedReadHalf>;
 
     fn split(self) -> (StreamRecv<OwnedReadHalf>, StreamSend<OwnedWriteHalf>) {
-        (StreamRecv::new(self.reader, self.stats.clone()), StreamSend::with_sendfile(self.writer, self.stats, |w| super::sendfile::FileSocket::Unix(w.as_ref())))
+        (StreamRecv::new(self.reader, self.stats.clone()), StreamSend::with_socket(self.writer, self.stats, |w| super::sendfile::FileSocket::Unix(w.as_ref()), None))
     }
 
     fn stats(&self) -> Arc<TransportStats> {

@@ -626,7 +626,33 @@ impl Drop for UringSend {
     }
 }
 
+/// The driver's direct path on this socket: a non-blocking `sendmsg`, as the copy path makes,
+/// for frames below the zero-copy threshold.
+#[derive(Debug)]
+struct UringDirect {
+    stream: Arc<TcpStream>,
+    limit: usize,
+}
+
+impl rpc_core::transport::DirectWrite for UringDirect {
+    fn try_write(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        crate::sys::sock::sendmsg(socket2::SockRef::from(&*self.stream), slices, 0)
+    }
+
+    fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
 impl SendHalf for UringSend {
+    fn direct(&self) -> Option<Arc<dyn rpc_core::transport::DirectWrite>> {
+        let limit = match self.submitter {
+            Submitter::Copy => usize::MAX,
+            _ => self.shared.threshold,
+        };
+        Some(Arc::new(UringDirect { stream: self.stream.clone(), limit }))
+    }
+
     async fn send(&mut self, batch: &mut Vec<Transmit>) -> io::Result<()> {
         if let Some((kind, msg)) = &self.failed {
             batch.clear();

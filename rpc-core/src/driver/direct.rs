@@ -1,0 +1,138 @@
+//! The direct path: a lone call's small request or response written by the task that queued
+//! it (the caller, or the server's reader that ran the handler), instead of waking the
+//! connection's writer task to write it. One call at a time, that saves a task hop and a pass of
+//! the writer loop on each side of a round trip. With more calls in flight (or input that found
+//! more: [`Locked::lone_call`]), or stream messages, the writer gathers frames into one write and
+//! this path stays out of the way: measured on `qps_64b`, writing the first of a burst of
+//! requests directly and the rest by the writer cost 15-25% more CPU per call.
+//!
+//! Order on the stream holds because the path only runs under the connection's lock, while the
+//! writer is parked with nothing of its own to write, and the writer takes whatever this path
+//! could not finish ([`Locked::handover`]) before anything else.
+
+use std::io::IoSlice;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{Locked, Shared, SideHandler};
+use crate::stats::TransportStats;
+use crate::Transmit;
+
+/// Frames up to this many bytes in all may go by the direct path; larger ones are the writer's
+/// (a transport may send those zero-copy).
+const DIRECT_MAX: usize = 16 << 10;
+
+/// Pieces (heads and segments) one direct write takes at most; a frame with more goes by the
+/// writer.
+const DIRECT_PIECES: usize = 16;
+
+impl<H: SideHandler> Shared<H> {
+    /// Writes what the machine queued, now, from this task, if it is a lone call's few small
+    /// frames and the writer is idle. True when it wrote them all; false when the writer has
+    /// work (what this path did not take, or did not finish).
+    pub(super) fn write_direct(&self, g: &mut Locked<H>) -> bool {
+        if !g.writer_parked || !g.lone_call || !g.handover.is_empty() || !g.conn.is_open() {
+            return false;
+        }
+        let Some(direct) = g.direct.take() else { return false };
+        if !g.conn.wants_direct_write(DIRECT_MAX.min(direct.limit().saturating_sub(1))) {
+            g.direct = Some(direct);
+            return false;
+        }
+        let mut batch = std::mem::take(&mut g.direct_batch);
+        g.conn.take_transmits(&mut batch);
+        let total: usize = batch.iter().map(Transmit::len).sum();
+        let written = {
+            let mut slices = [IoSlice::new(&[]); DIRECT_PIECES];
+            let mut used = 0;
+            let pieces = batch
+                .iter()
+                .flat_map(|t| std::iter::once(&t.head[..]).chain(t.segments.iter().map(|s| s.memory().unwrap_or_default())))
+                .filter(|p| !p.is_empty());
+            for piece in pieces {
+                if used == DIRECT_PIECES {
+                    used = usize::MAX;
+                    break;
+                }
+                slices[used] = IoSlice::new(piece);
+                used += 1;
+            }
+            // Any failure (the socket full, or an error the writer will meet and report in its
+            // own send) hands the frames to the writer.
+            match slices.get(..used).map(|s| direct.try_write(s)) {
+                Some(Ok(n)) => n.min(total),
+                _ => 0,
+            }
+        };
+        g.direct = Some(direct);
+        let stats = &self.stats;
+        let whole = hand_over_rest(&mut batch, written, &mut g.handover);
+        if written > 0 {
+            TransportStats::add(&stats.sent_bytes, written as u64);
+            TransportStats::add(&stats.bytes_copy, written as u64);
+            TransportStats::add(&stats.sends_copy, whole as u64);
+            TransportStats::add(&stats.sends_direct, whole as u64);
+            g.conn.handle_written(written, Instant::now());
+            g.wake_writer_waiters();
+        }
+        batch.clear();
+        g.direct_batch = batch;
+        written == total
+    }
+}
+
+/// Moves what of `batch` the first `written` bytes did not cover into `handover` (a frame cut
+/// part-way as a copy of its rest), and says how many frames were written whole.
+fn hand_over_rest(batch: &mut Vec<Transmit>, written: usize, handover: &mut Vec<Transmit>) -> usize {
+    let mut left = written;
+    let mut whole = 0;
+    for t in batch.drain(..) {
+        let len = t.len();
+        if left >= len {
+            left -= len;
+            whole += 1;
+        } else if left > 0 {
+            let rest = Bytes::from(t.to_vec().split_off(left));
+            left = 0;
+            handover.push(Transmit { head: rest, segments: Vec::new() });
+        } else {
+            handover.push(t);
+        }
+    }
+    whole
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Segment;
+
+    fn frame(head: &[u8], seg: &[u8]) -> Transmit {
+        Transmit { head: Bytes::copy_from_slice(head), segments: vec![Segment::Bytes(Bytes::copy_from_slice(seg))] }
+    }
+
+    fn bytes(ts: &[Transmit]) -> Vec<u8> {
+        ts.iter().flat_map(Transmit::to_vec).collect()
+    }
+
+    #[test]
+    fn the_rest_of_a_cut_batch_goes_to_the_writer_in_order() {
+        let all = vec![frame(b"aa", b"bbb"), frame(b"cc", b"ddd"), frame(b"ee", b"f")];
+        let wire = bytes(&all);
+        for written in 0..=wire.len() {
+            let mut batch = all.clone();
+            let mut handover = Vec::new();
+            let whole = hand_over_rest(&mut batch, written, &mut handover);
+            assert!(batch.is_empty());
+            assert_eq!(bytes(&handover), wire[written..], "written {written}");
+            let expect_whole = match written {
+                0..=4 => 0,
+                5..=9 => 1,
+                10..=12 => 2,
+                _ => 3,
+            };
+            assert_eq!(whole, expect_whole, "written {written}");
+        }
+    }
+}

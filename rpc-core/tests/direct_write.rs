@@ -1,0 +1,200 @@
+//! The driver's direct path: a lone call's small request or response written by the task that
+//! queued it while the connection's writer is idle, and whatever that write did not finish
+//! handed to the writer, in order.
+
+mod common;
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use bytes::BytesMut;
+use common::*;
+use rpc_core::transport::tcp::TcpAcceptor;
+use rpc_core::transport::{DirectWrite, RecvHalf, SendHalf, StreamTransport, Transmit, Transport, TransportStats};
+use rpc_core::{Body, Bytes, CallOptions, Client, ClientConfig, Payload, Server};
+use tokio::io::{AsyncReadExt, AsyncWrite, DuplexStream, ReadHalf, WriteHalf};
+
+/// A request of `size` bytes: the first 2 KiB as the message, the rest as an attachment.
+fn body(size: usize, seed: u8) -> Body {
+    let data = pattern(size, seed);
+    let cut = size.min(2048);
+    let rest = data.slice(cut..);
+    Body::new(data.slice(..cut), if rest.is_empty() { vec![] } else { vec![Payload::from(rest)] })
+}
+
+async fn echo_checked(client: &Client, size: usize, seed: u8) {
+    let sent = body(size, seed);
+    let reply = client.call(ECHO, sent.clone(), CallOptions::default()).await.unwrap();
+    assert_eq!(reply.message, sent.message, "message of a {size}-byte call");
+    let got: Vec<Bytes> = reply.attachments.iter().map(Payload::to_bytes).collect();
+    let want: Vec<Bytes> = sent.attachments.iter().map(Payload::to_bytes).collect();
+    assert_eq!(got, want, "attachments of a {size}-byte call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_at_a_time_over_tcp_goes_direct_both_ways() {
+    let server = Server::builder().build(TestService::default());
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let handle = server.serve(acceptor);
+    let client = Client::connect_tcp(addr, ClientConfig::default()).await.unwrap();
+    let calls = 200;
+    for i in 0..calls {
+        echo_checked(&client, [0, 64, 1000, 4096, 12_000][i % 5], i as u8).await;
+    }
+    // Every request went by the direct path but those of the first moments (the writer still
+    // busy with the hello) and any keepalive's company; the server answered the same way.
+    let c = client.stats();
+    assert!(c.sends_direct >= calls as u64 - 5, "client: {c:?}");
+    assert!(c.sends_copy >= c.sends_direct);
+    let s = handle.server().stats();
+    assert!(s.sends_direct >= calls as u64 - 5, "server: {s:?}");
+    // Larger frames stay the writer's.
+    let before = client.stats().sends_direct;
+    echo_checked(&client, 1 << 20, 7).await;
+    assert_eq!(client.stats().sends_direct, before, "a 1 MiB request went by the direct path");
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_calls_in_flight_leave_the_writing_to_the_writer() {
+    let server = Server::builder().build(TestService::default());
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let handle = server.serve(acceptor);
+    let client = Client::connect_tcp(addr, ClientConfig::default()).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..32u8 {
+        let c = client.clone();
+        tasks.spawn(async move {
+            for i in 0..50 {
+                echo_checked(&c, 64 + i, t).await;
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let c = client.stats();
+    assert!(c.sends_copy > c.sends_direct, "the writer wrote none of 1,600 concurrent requests: {c:?}");
+    handle.shutdown().await;
+}
+
+/// How the test transport's direct write behaves.
+#[derive(Debug, Clone, Copy)]
+enum Direct {
+    /// Takes at most this many bytes a call: every frame is cut and its rest handed over.
+    Trickle(usize),
+    /// Never takes anything (a full socket).
+    Refuse,
+    /// Fails (the writer then sends, and here succeeds).
+    Fail,
+}
+
+/// An in-memory transport whose writer and direct path share one pipe end.
+struct Piped {
+    reader: ReadHalf<DuplexStream>,
+    writer: Arc<Mutex<WriteHalf<DuplexStream>>>,
+    mode: Direct,
+    stats: Arc<TransportStats>,
+}
+
+struct PipedSend {
+    writer: Arc<Mutex<WriteHalf<DuplexStream>>>,
+    mode: Direct,
+}
+
+struct PipedRecv(ReadHalf<DuplexStream>);
+
+#[derive(Debug)]
+struct PipedDirect {
+    writer: Arc<Mutex<WriteHalf<DuplexStream>>>,
+    mode: Direct,
+}
+
+impl Transport for Piped {
+    type Send = PipedSend;
+    type Recv = PipedRecv;
+
+    fn split(self) -> (PipedRecv, PipedSend) {
+        (PipedRecv(self.reader), PipedSend { writer: self.writer, mode: self.mode })
+    }
+
+    fn stats(&self) -> Arc<TransportStats> {
+        self.stats.clone()
+    }
+}
+
+/// Writes `bytes` into the shared pipe end, waiting for room.
+async fn write_all(writer: &Mutex<WriteHalf<DuplexStream>>, bytes: &[u8]) -> io::Result<()> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let n = std::future::poll_fn(|cx| Pin::new(&mut *writer.lock().unwrap()).poll_write(cx, &bytes[at..])).await?;
+        at += n;
+    }
+    Ok(())
+}
+
+impl SendHalf for PipedSend {
+    async fn send(&mut self, batch: &mut Vec<Transmit>) -> io::Result<()> {
+        let bytes: Vec<u8> = batch.drain(..).flat_map(|t| t.to_vec()).collect();
+        write_all(&self.writer, &bytes).await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self.writer.lock().unwrap()).poll_shutdown(cx)).await
+    }
+
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        Some(Arc::new(PipedDirect { writer: self.writer.clone(), mode: self.mode }))
+    }
+}
+
+impl DirectWrite for PipedDirect {
+    fn try_write(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        let max = match self.mode {
+            Direct::Trickle(n) => n,
+            Direct::Refuse => return Err(io::ErrorKind::WouldBlock.into()),
+            Direct::Fail => return Err(io::Error::other("the direct write failed")),
+        };
+        let bytes: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).take(max).collect();
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut *self.writer.lock().unwrap()).poll_write(&mut cx, &bytes) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl RecvHalf for PipedRecv {
+    async fn recv(&mut self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+        let r = self.0.read_buf(&mut buf).await;
+        (r, buf)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_the_direct_path_did_not_finish_reach_the_peer_whole_and_in_order() {
+    for mode in [Direct::Trickle(5), Direct::Trickle(1000), Direct::Refuse, Direct::Fail] {
+        let (near, far) = tokio::io::duplex(64 << 10);
+        let (reader, writer) = tokio::io::split(near);
+        let stats = Arc::new(TransportStats::new("piped"));
+        let transport = Piped { reader, writer: Arc::new(Mutex::new(writer)), mode, stats };
+        let (far_r, far_w) = tokio::io::split(far);
+        let server = Server::builder().build(TestService::default());
+        let serving = tokio::spawn(server.serve_connection(StreamTransport::new(far_r, far_w, "mem")));
+        let client = Client::connect(transport, ClientConfig::default()).await.unwrap();
+        for i in 0..100 {
+            echo_checked(&client, [0, 3, 64, 999, 5000, 12_000][i % 6], i as u8).await;
+        }
+        let c = client.stats();
+        match mode {
+            Direct::Trickle(1000) => assert!(c.sends_direct > 0, "{mode:?}: {c:?}"),
+            _ => assert_eq!(c.sends_direct, 0, "{mode:?}: {c:?}"),
+        }
+        client.close().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), serving).await.expect("the server's connection ended");
+    }
+}
