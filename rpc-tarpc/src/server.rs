@@ -26,7 +26,7 @@ use crate::codec::{decode, yield_after_large, EncodeBuf, LARGE};
 use crate::errors::server_error_status;
 use crate::client::SWEEP_AT;
 use crate::ids::IdMap;
-use crate::wire::{FromServerRef, ToServer};
+use crate::wire::{FromServerRef, ToServer, WireContext};
 use crate::{CALL, CALL_PATH, STREAM, STREAM_PATH};
 
 /// How long a transport's own handshake (TLS) may take before the connection is dropped (the
@@ -309,8 +309,9 @@ impl<Req: DeserializeOwned, Resp> Stream for ServerTransport<Req, Resp> {
             match delivery {
                 Delivery::Call { id, message, responder } => {
                     // The client's context (its deadline relative to now, its trace), then the message.
-                    match decode::<(tarpc::context::Context, Req)>(&message) {
+                    match decode::<(WireContext, Req)>(&message) {
                         Ok((context, request)) => {
+                            let context = context.into_context();
                             this.pending.insert(id, Pending::Call(responder));
                             this.yield_next = message.len() >= LARGE;
                             return Poll::Ready(Some(Ok(ClientMessage::Request(Request { context, id, message: request }))));
@@ -381,6 +382,7 @@ impl<Req: DeserializeOwned, Resp> ServerTransport<Req, Resp> {
                 };
                 match decode::<ToServer<Req>>(&body.message) {
                     Ok(ToServer::Request(wire, context, request)) => {
+                        let context = context.into_context();
                         let id = self.next_stream_id;
                         if t.ids.insert(wire, id).is_some() {
                             let why = format!("{STREAM_PATH}: request id {wire} is in flight already");

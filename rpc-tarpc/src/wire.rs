@@ -1,9 +1,40 @@
 //! The messages of the `tarpc/stream` call: tarpc's small requests, their cancels and their
 //! responses, each one stream message (postcard), tagged with the client's request id.
 
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
 use tarpc::context::Context;
 use tarpc::ServerError;
+
+/// The longest deadline a request's context may carry: a longer one is cut to this. tarpc's
+/// server keeps its deadlines in a timer wheel that panics past about 2.2 years, and adding
+/// the peer's `Duration` to the clock panics once it overflows: either would take the
+/// connection's tarpc channel down (or the whole server, when its channels share a task).
+pub(crate) const MAX_DEADLINE: Duration = Duration::from_secs(2 * 365 * 86_400);
+
+/// A request's context as the server reads it: the bytes of a `tarpc::context::Context` (its
+/// deadline relative to the moment it was sent, its trace), decoded without tarpc's own
+/// `Deserialize`, which adds the deadline to the clock unchecked.
+#[derive(Deserialize)]
+pub(crate) struct WireContext {
+    deadline: Duration,
+    trace_context: tarpc::trace::Context,
+}
+
+impl WireContext {
+    /// The context, its deadline cut to [`MAX_DEADLINE`].
+    pub(crate) fn into_context(self) -> Context {
+        // `Context` cannot be built field by field outside tarpc (`#[non_exhaustive]`): a copy of
+        // one, both of whose fields are then set.
+        static TEMPLATE: OnceLock<Context> = OnceLock::new();
+        let mut context = *TEMPLATE.get_or_init(Context::current);
+        context.deadline = Instant::now() + self.deadline.min(MAX_DEADLINE);
+        context.trace_context = self.trace_context;
+        context
+    }
+}
 
 /// A message of the client's stream, as the client writes it (borrowing the request).
 #[derive(Serialize)]
@@ -18,7 +49,7 @@ pub(crate) enum ToServerRef<'a, Req> {
 /// A message of the client's stream, as the server reads it.
 #[derive(Deserialize)]
 pub(crate) enum ToServer<Req> {
-    Request(u64, Context, Req),
+    Request(u64, WireContext, Req),
     Cancel(u64),
 }
 
@@ -60,7 +91,7 @@ mod tests {
             let stream = postcard::to_allocvec(&ToServerRef::Request(id, &ctx, &req)).unwrap();
             // The tail decodes as a call's message (the deadline is sent relative to the clock,
             // so the bytes of two encodings may differ in it).
-            let (_, tail): (Context, (u32, String)) = postcard::from_bytes(&stream[call_message_at(id)..]).unwrap();
+            let (_, tail): (WireContext, (u32, String)) = postcard::from_bytes(&stream[call_message_at(id)..]).unwrap();
             assert_eq!(tail, req, "id {id}");
             let call = postcard::to_allocvec(&(&ctx, &req)).unwrap();
             assert_eq!(stream.len() - call_message_at(id), call.len(), "id {id}");
@@ -68,6 +99,23 @@ mod tests {
                 ToServer::Request(got, _, r) => assert_eq!((got, r), (id, req.clone())),
                 ToServer::Cancel(_) => panic!("a request read as a cancel"),
             }
+        }
+    }
+
+    #[test]
+    fn a_context_decodes_with_its_deadline_and_trace_and_an_absurd_deadline_is_cut() {
+        let mut ctx = tarpc::context::current();
+        ctx.deadline = Instant::now() + Duration::from_secs(30);
+        ctx.trace_context.trace_id = tarpc::trace::TraceId::from(7u128);
+        let bytes = postcard::to_allocvec(&ctx).unwrap();
+        let got = postcard::from_bytes::<WireContext>(&bytes).unwrap().into_context();
+        assert_eq!(got.trace_context, ctx.trace_context);
+        let left = got.deadline.saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_secs(20) && left <= Duration::from_secs(30), "{left:?}");
+        for absurd in [Duration::MAX, Duration::from_secs(u64::MAX), Duration::from_secs(10 * 365 * 86_400)] {
+            let bytes = postcard::to_allocvec(&(absurd, tarpc::trace::Context::default())).unwrap();
+            let got = postcard::from_bytes::<WireContext>(&bytes).unwrap().into_context();
+            assert!(got.deadline <= Instant::now() + MAX_DEADLINE, "{absurd:?}");
         }
     }
 

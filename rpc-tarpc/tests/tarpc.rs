@@ -532,3 +532,47 @@ async fn a_small_request_over_a_low_frame_limit_fails_alone_and_the_stream_carri
     }
     assert_eq!(client.echo(context::current(), Bytes::from(vec![7u8; 1000])).await.unwrap().len(), 1000);
 }
+
+/// The `(context, request)` bytes a peer other than tarpc's client may send: a context whose
+/// deadline is `deadline` from now (postcard: the deadline as a `Duration`, then the trace).
+fn request_with_deadline(deadline: Duration, request: &StoreRequest) -> Vec<u8> {
+    postcard::to_allocvec(&(deadline, tarpc::trace::Context::default(), request)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_an_absurd_deadline_is_served_and_the_channel_carries_on() {
+    // Past the clock's range (`Instant + Duration` overflows), and past what tarpc's timers take
+    // (about 2.2 years): neither may take the connection's tarpc channel down.
+    let addr = listen_and_serve(Impl::default()).await;
+    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
+    let add = StoreRequest::Add { a: 1, b: 2 };
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for deadline in [Duration::from_secs(u64::MAX), Duration::from_secs(3 * 365 * 86_400)] {
+            // As a call.
+            let message = Bytes::from(request_with_deadline(deadline, &add));
+            let reply = zc
+                .call(rpc_tarpc::CALL, rpc_core::Body::message(message.clone()), rpc_core::CallOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("deadline {deadline:?}, as a call: {e}"));
+            let StoreResponse::Add(3) = postcard::from_bytes(&reply.message).unwrap() else { panic!("not 1 + 2") };
+            // On the stream: kind 0 (a request), id 5, then the same bytes.
+            let call = zc
+                .open(rpc_tarpc::STREAM, rpc_core::Body::default(), rpc_core::CallMode::BIDI, rpc_core::CallOptions::default())
+                .await
+                .unwrap();
+            let (mut tx, mut rx) = call.split();
+            let mut on_stream = vec![0u8, 5];
+            on_stream.extend_from_slice(&message);
+            tx.send(rpc_core::Body::message(Bytes::from(on_stream))).await.unwrap();
+            let body = rx.recv().await.unwrap().unwrap_or_else(|e| panic!("deadline {deadline:?}, on the stream: {e}"));
+            let (kind, id, answer): (u32, u64, Result<StoreResponse, tarpc::ServerError>) = postcard::from_bytes(&body.message).unwrap();
+            assert_eq!((kind, id), (0, 5));
+            let StoreResponse::Add(3) = answer.unwrap() else { panic!("not 1 + 2") };
+        }
+        // The same connection carries tarpc on.
+        let client = StoreClient::new(client::Config::default(), rpc_tarpc::ClientTransport::new(zc)).spawn();
+        warm_up(&client).await;
+    })
+    .await
+    .expect("not within 20 s");
+}
