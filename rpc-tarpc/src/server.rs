@@ -103,7 +103,10 @@ fn channel_gone() -> Status {
 /// stream request's goes back on its stream, queued (at most 64 per stream, `poll_ready`
 /// waits past that) until the client's credit lets it go. At most 10 000 stream requests are
 /// in flight per connection: past that the streams are not read (the clients' credit runs
-/// out) until answers come. Made by [`Incoming`].
+/// out) until answers come. Dropped (the channel ended, or was refused by a limit such as
+/// tarpc's `max_channels_per_key`), it closes its connection gracefully, as tarpc's own
+/// transports close their socket: a goaway, after which the client re-dials. Made by
+/// [`Incoming`].
 pub struct ServerTransport<Req, Resp> {
     requests: mpsc::UnboundedReceiver<Delivery>,
     /// [`Link::answering`].
@@ -686,11 +689,23 @@ async fn accept_loop<A, Req, Resp>(
         let peer = rpc_core::transport::Transport::peer(&transport).addr;
         let (requests_tx, requests_rx) = mpsc::unbounded_channel();
         let answering = Arc::new(AtomicU64::new(u64::MAX));
+        // Dropped, the transport closes its receiver: the connection ends then, as a tarpc
+        // transport's socket closes with it (a graceful close: goaway, what is in flight was
+        // answered by the transport's drop). Open, every call would be refused "unavailable".
+        let transport_gone = requests_tx.clone();
         let link = Arc::new(Link { requests: requests_tx, answering: answering.clone() });
         let server = builder.clone().build(Bridge { link, next_id: AtomicU64::new(0) });
         tokio::spawn(async move {
             let _slot = slot;
-            let why = server.serve_connection(transport).await;
+            let serving = server.clone().serve_connection(transport);
+            tokio::pin!(serving);
+            let why = tokio::select! {
+                why = &mut serving => why,
+                () = transport_gone.closed() => {
+                    server.shutdown();
+                    serving.await
+                }
+            };
             tracing::debug!("tarpc over zcrpc: connection from {peer:?} ended: {why}");
         });
         if tx.send(Ok(ServerTransport::new(requests_rx, answering, peer))).await.is_err() {

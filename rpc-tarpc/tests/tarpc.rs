@@ -576,3 +576,33 @@ async fn a_request_with_an_absurd_deadline_is_served_and_the_channel_carries_on(
     .await
     .expect("not within 20 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_channel_dropped_closes_its_connection_and_the_client_moves_to_the_next() {
+    // As over tarpc's own transports, where dropping a channel closes its socket: the zcrpc
+    // connection of a dropped channel must not stay open answering every call "unavailable".
+    let mut incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
+    let addr = incoming.local_addr().unwrap();
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    let first = incoming.next().await.unwrap().unwrap();
+    let channel = tokio::spawn(BaseChannel::with_defaults(first).execute(Impl::default().serve()).for_each(|r| async {
+        tokio::spawn(r);
+    }));
+    warm_up(&client).await;
+    // The server drops the channel; the next connections are served.
+    channel.abort();
+    let _ = channel.await;
+    serve(incoming, Impl::default());
+    let mut last = None;
+    for _ in 0..100 {
+        match client.add(within(Duration::from_secs(5)), 1, 2).await {
+            Ok(sum) => {
+                assert_eq!(sum, 3);
+                return;
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the client never reached the next channel: {last:?}");
+}
