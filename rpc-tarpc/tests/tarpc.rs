@@ -606,3 +606,35 @@ async fn a_server_channel_dropped_closes_its_connection_and_the_client_moves_to_
     }
     panic!("the client never reached the next channel: {last:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_on_the_stream_larger_than_its_window_comes_back() {
+    // A small request whose response (24 MiB) is larger than the stream's window (16 MiB; 4 MiB
+    // with zcrpc's defaults): it must not wait for credit that can never come.
+    let addr = listen_and_serve(Impl::default()).await;
+    for config in [rpc_tarpc::client_config(), rpc_core::ClientConfig::default()] {
+        let transport = rpc_tarpc::connect_with(addr, config).await.unwrap();
+        let client = StoreClient::new(client::Config::default(), transport).spawn();
+        warm_up(&client).await;
+        let got = client.fill(within(Duration::from_secs(30)), 24 << 20).await.unwrap();
+        assert_eq!(got.len(), 24 << 20);
+        assert_eq!(client.add(context::current(), 1, 1).await.unwrap(), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_dispatch_ends_drops_the_servers_handlers_of_its_stream_requests() {
+    let imp = Impl::default();
+    let addr = listen_and_serve(imp.clone()).await;
+    let client::NewClient { client, dispatch } = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap());
+    let dispatch = tokio::spawn(dispatch);
+    warm_up(&client).await;
+    let calls = sleepers(&client, 10);
+    eventually("10 handlers run at once", || imp.started.load(Ordering::SeqCst) == 10).await;
+    // The transport is dropped with the dispatch (a runtime shutting down, the task aborted).
+    dispatch.abort();
+    eventually("every handler is dropped", || imp.dropped.load(Ordering::SeqCst) == 10).await;
+    for c in calls {
+        assert!(c.await.unwrap().is_err());
+    }
+}
