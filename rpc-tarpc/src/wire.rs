@@ -4,6 +4,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tarpc::context::Context;
 use tarpc::ServerError;
@@ -60,10 +61,19 @@ pub(crate) enum FromServerRef<'a, Resp> {
     Response(u64, &'a Result<Resp, ServerError>),
 }
 
-/// A message of the server's stream, as the client reads it.
-#[derive(Deserialize)]
-pub(crate) enum FromServer<Resp> {
-    Response(u64, Result<Resp, ServerError>),
+/// A message of the server's stream, as the client reads it: the id of the request it answers
+/// and its response, read in two steps, so that a response that does not decode (a type
+/// postcard cannot read, a server of another version) fails its own request only. Err: not a
+/// message of the server's stream (an unknown kind, no id), which ends the stream.
+pub(crate) fn read_from_server<Resp: DeserializeOwned>(bytes: &[u8]) -> Result<(u64, Result<Resp, ServerError>), postcard::Error> {
+    let ((kind, id), rest) = postcard::take_from_bytes::<(u32, u64)>(bytes)?;
+    if kind != 0 {
+        return Err(postcard::Error::DeserializeBadEnum);
+    }
+    let response = postcard::from_bytes::<Result<Resp, ServerError>>(rest).unwrap_or_else(|e| {
+        Err(ServerError::new(std::io::ErrorKind::InvalidData, format!("cannot decode the response: {e}")))
+    });
+    Ok((id, response))
 }
 
 /// Where the `(context, message)` part starts in the stream message of request `id`: after
@@ -122,6 +132,20 @@ mod tests {
     #[test]
     fn an_unknown_kind_does_not_decode() {
         assert!(postcard::from_bytes::<ToServer<u32>>(&[2, 0]).is_err());
-        assert!(postcard::from_bytes::<FromServer<u32>>(&[1, 0]).is_err());
+        assert!(read_from_server::<u32>(&[1, 0, 0, 7]).is_err());
+        assert!(read_from_server::<u32>(&[0]).is_err(), "no id");
+    }
+
+    #[test]
+    fn a_response_that_does_not_decode_is_an_error_for_its_request_alone() {
+        let ok: Result<u32, ServerError> = Ok(7);
+        let bytes = postcard::to_allocvec(&FromServerRef::Response(300, &ok)).unwrap();
+        assert_eq!(read_from_server::<u32>(&bytes).unwrap().1.unwrap(), 7);
+        // A string where a bool was expected: the id still comes out.
+        let (id, response) = read_from_server::<bool>(&bytes).unwrap();
+        assert_eq!(id, 300);
+        let e = response.unwrap_err();
+        assert_eq!(e.kind, std::io::ErrorKind::InvalidData);
+        assert!(e.detail.starts_with("cannot decode the response"), "{e:?}");
     }
 }

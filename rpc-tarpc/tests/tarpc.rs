@@ -26,6 +26,14 @@ pub trait Store {
     async fn sleep(ms: u64) -> u64;
     /// `len` bytes.
     async fn fill(len: u64) -> Bytes;
+    /// A value postcard encodes but cannot decode (untagged enums need `deserialize_any`).
+    async fn undecodable() -> Untagged;
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Untagged {
+    Number(u32),
 }
 
 #[derive(Clone, Default)]
@@ -63,6 +71,10 @@ impl Store for Impl {
 
     async fn fill(self, _: context::Context, len: u64) -> Bytes {
         Bytes::from(vec![3u8; len as usize])
+    }
+
+    async fn undecodable(self, _: context::Context) -> Untagged {
+        Untagged::Number(7)
     }
 
     async fn sleep(self, _: context::Context, ms: u64) -> u64 {
@@ -637,4 +649,28 @@ async fn a_client_whose_dispatch_ends_drops_the_servers_handlers_of_its_stream_r
     for c in calls {
         assert!(c.await.unwrap().is_err());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_does_not_decode_fails_alone_and_the_stream_carries_on() {
+    let imp = Impl::default();
+    let (client, _) = start(imp.clone()).await;
+    warm_up(&client).await;
+    let sleeping: Vec<_> = (0..5)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.sleep(within(Duration::from_secs(30)), 300).await })
+        })
+        .collect();
+    eventually("5 handlers run at once", || imp.started.load(Ordering::SeqCst) == 5).await;
+    let err = client.undecodable(within(Duration::from_secs(10))).await.unwrap_err();
+    let RpcError::Server(e) = &err else { panic!("{err:?}") };
+    assert_eq!(e.kind, std::io::ErrorKind::InvalidData, "{e}");
+    assert!(e.detail.contains("cannot decode the response"), "{e}");
+    // The requests on the stream meanwhile are answered, and the stream stays open.
+    for s in sleeping {
+        assert_eq!(s.await.unwrap().unwrap(), 300);
+    }
+    assert_eq!(imp.dropped.load(Ordering::SeqCst), 0);
+    assert_eq!(client.add(context::current(), 1, 1).await.unwrap(), 2);
 }
