@@ -26,7 +26,7 @@ use crate::codec::{decode, yield_after_large, EncodeBuf, LARGE};
 use crate::errors::server_error_status;
 use crate::client::SWEEP_AT;
 use crate::ids::IdMap;
-use crate::wire::{FromServerRef, ToServer, WireContext};
+use crate::wire::{read_from_client, FromServerRef, ToServer, WireContext};
 use crate::{CALL, CALL_PATH, STREAM, STREAM_PATH};
 
 /// How long a transport's own handshake (TLS) may take before the connection is dropped (the
@@ -365,6 +365,15 @@ impl<Req: DeserializeOwned, Resp> ServerTransport<Req, Resp> {
         }
         for slot in 0..self.tunnels.len() {
             while let Some(t) = self.tunnels[slot].as_mut().filter(|t| t.reading) {
+                if t.out.len() >= OUT_QUEUE {
+                    // Its queue of responses is full (the errors for requests that do not decode
+                    // go there too): read on once some are sent.
+                    let _ = self.flush_tunnel(slot, cx);
+                    if self.tunnels[slot].as_ref().is_none_or(|t| t.out.len() >= OUT_QUEUE) {
+                        break;
+                    }
+                    continue;
+                }
                 let body = match t.receiver.poll_recv(cx) {
                     Poll::Pending => break,
                     Poll::Ready(Some(Ok(body))) => body,
@@ -383,15 +392,30 @@ impl<Req: DeserializeOwned, Resp> ServerTransport<Req, Resp> {
                         break;
                     }
                 };
-                match decode::<ToServer<Req>>(&body.message) {
-                    Ok(ToServer::Request(wire, context, request)) => {
-                        let context = context.into_context();
-                        let id = self.next_stream_id;
-                        if t.ids.insert(wire, id).is_some() {
+                match read_from_client::<Req>(&body.message) {
+                    Ok(ToServer::Request(wire, decoded)) => {
+                        if t.ids.contains_key(&wire) {
                             let why = format!("{STREAM_PATH}: request id {wire} is in flight already");
                             self.close_tunnel(slot, Some(Err(Status::invalid_argument(why))));
                             break;
                         }
+                        let (context, request) = match decoded {
+                            Ok(decoded) => decoded,
+                            Err(e) => {
+                                // Answered here, tarpc never sees it: an error in its place.
+                                let error: Result<(), ServerError> = Err(ServerError::new(
+                                    io::ErrorKind::InvalidInput,
+                                    format!("zcrpc: {STREAM_PATH}: cannot decode the request: {e}"),
+                                ));
+                                if let Ok(message) = self.buf.encode(&FromServerRef::Response(wire, &error)) {
+                                    t.out_ids.push_back((wire, message.len()));
+                                    t.out.push_back(Body::message(message));
+                                }
+                                continue;
+                            }
+                        };
+                        let id = self.next_stream_id;
+                        t.ids.insert(wire, id);
                         self.next_stream_id += 2;
                         self.pending.insert(id, Pending::Stream { slot, wire, deadline: context.deadline });
                         self.stream_requests += 1;

@@ -48,10 +48,26 @@ pub(crate) enum ToServerRef<'a, Req> {
 }
 
 /// A message of the client's stream, as the server reads it.
-#[derive(Deserialize)]
 pub(crate) enum ToServer<Req> {
-    Request(u64, WireContext, Req),
+    /// Request `id`, its context and message: or why they do not decode (a method of another
+    /// version of the service, a type postcard cannot read), which fails that request alone.
+    Request(u64, Result<(Context, Req), postcard::Error>),
     Cancel(u64),
+}
+
+/// A message of the client's stream read in two steps: its kind and id, then the rest, so that a
+/// request that does not decode fails alone. Err: not a message of the client's stream (an
+/// unknown kind, no id), which ends the stream.
+pub(crate) fn read_from_client<Req: DeserializeOwned>(bytes: &[u8]) -> Result<ToServer<Req>, postcard::Error> {
+    let ((kind, id), rest) = postcard::take_from_bytes::<(u32, u64)>(bytes)?;
+    match kind {
+        0 => Ok(ToServer::Request(
+            id,
+            postcard::from_bytes::<(WireContext, Req)>(rest).map(|(context, request)| (context.into_context(), request)),
+        )),
+        1 => Ok(ToServer::Cancel(id)),
+        _ => Err(postcard::Error::DeserializeBadEnum),
+    }
 }
 
 /// A message of the server's stream, as the server writes it (borrowing the response).
@@ -105,8 +121,8 @@ mod tests {
             assert_eq!(tail, req, "id {id}");
             let call = postcard::to_allocvec(&(&ctx, &req)).unwrap();
             assert_eq!(stream.len() - call_message_at(id), call.len(), "id {id}");
-            match postcard::from_bytes::<ToServer<(u32, String)>>(&stream).unwrap() {
-                ToServer::Request(got, _, r) => assert_eq!((got, r), (id, req.clone())),
+            match read_from_client::<(u32, String)>(&stream).unwrap() {
+                ToServer::Request(got, r) => assert_eq!((got, r.unwrap().1), (id, req.clone())),
                 ToServer::Cancel(_) => panic!("a request read as a cancel"),
             }
         }
@@ -131,7 +147,14 @@ mod tests {
 
     #[test]
     fn an_unknown_kind_does_not_decode() {
-        assert!(postcard::from_bytes::<ToServer<u32>>(&[2, 0]).is_err());
+        assert!(read_from_client::<u32>(&[2, 0]).is_err());
+        assert!(read_from_client::<u32>(&[0]).is_err(), "no id");
+        let cancel = postcard::to_allocvec(&ToServerRef::<u32>::Cancel(9)).unwrap();
+        assert!(matches!(read_from_client::<u32>(&cancel), Ok(ToServer::Cancel(9))));
+        // A request whose id reads but whose message does not: an error for that request.
+        let ctx = tarpc::context::current();
+        let request = postcard::to_allocvec(&ToServerRef::Request(4, &ctx, &"not a bool")).unwrap();
+        assert!(matches!(read_from_client::<bool>(&request), Ok(ToServer::Request(4, Err(_)))));
         assert!(read_from_server::<u32>(&[1, 0, 0, 7]).is_err());
         assert!(read_from_server::<u32>(&[0]).is_err(), "no id");
     }

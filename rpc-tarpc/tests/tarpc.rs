@@ -674,3 +674,68 @@ async fn a_response_that_does_not_decode_fails_alone_and_the_stream_carries_on()
     assert_eq!(imp.dropped.load(Ordering::SeqCst), 0);
     assert_eq!(client.add(context::current(), 1, 1).await.unwrap(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_request_that_does_not_decode_fails_alone_and_the_stream_carries_on() {
+    // A client with a method this server does not know (a newer version of the service): its
+    // request is answered with an error; the other requests on the stream carry on.
+    let imp = Impl::default();
+    let addr = listen_and_serve(imp.clone()).await;
+    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
+    let call = zc
+        .open(rpc_tarpc::STREAM, rpc_core::Body::default(), rpc_core::CallMode::BIDI, rpc_core::CallOptions::default())
+        .await
+        .unwrap();
+    let (mut tx, mut rx) = call.split();
+    let trace = tarpc::trace::Context::default();
+    let ten_s = Duration::from_secs(10);
+    let messages = [
+        postcard::to_allocvec(&(0u32, 1u64, ten_s, trace, StoreRequest::Sleep { ms: 300 })).unwrap(),
+        // Kind 0 (a request), id 2, a context, then variant 99 of the request enum.
+        postcard::to_allocvec(&(0u32, 2u64, ten_s, trace, 99u32)).unwrap(),
+        postcard::to_allocvec(&(0u32, 3u64, ten_s, trace, StoreRequest::Add { a: 1, b: 1 })).unwrap(),
+    ];
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for m in messages {
+            tx.send(rpc_core::Body::message(Bytes::from(m))).await.unwrap();
+        }
+        let mut answers = std::collections::BTreeMap::new();
+        while answers.len() < 3 {
+            let body = rx.recv().await.unwrap().unwrap_or_else(|e| panic!("the stream ended: {e}"));
+            let (kind, id, answer): (u32, u64, Result<StoreResponse, tarpc::ServerError>) = postcard::from_bytes(&body.message).unwrap();
+            assert_eq!(kind, 0);
+            answers.insert(id, answer);
+        }
+        let e = answers[&2].as_ref().unwrap_err();
+        assert!(e.detail.contains("cannot decode the request"), "{e:?}");
+        assert!(matches!(answers[&1], Ok(StoreResponse::Sleep(300))), "{:?}", answers[&1]);
+        assert!(matches!(answers[&3], Ok(StoreResponse::Add(2))), "{:?}", answers[&3]);
+    })
+    .await
+    .expect("not within 20 s");
+    assert_eq!(imp.dropped.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_request_id_sent_twice_ends_the_stream_and_drops_the_first_handler() {
+    let imp = Impl::default();
+    let addr = listen_and_serve(imp.clone()).await;
+    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
+    let call = zc
+        .open(rpc_tarpc::STREAM, rpc_core::Body::default(), rpc_core::CallMode::BIDI, rpc_core::CallOptions::default())
+        .await
+        .unwrap();
+    let (mut tx, mut rx) = call.split();
+    let sleep = postcard::to_allocvec(&(0u32, 5u64, Duration::from_secs(60), tarpc::trace::Context::default(), StoreRequest::Sleep { ms: 60_000 }))
+        .unwrap();
+    tx.send(rpc_core::Body::message(Bytes::from(sleep.clone()))).await.unwrap();
+    eventually("the handler started", || imp.started.load(Ordering::SeqCst) == 1).await;
+    // The same id again, while the first is in flight: the stream ends saying why...
+    tx.send(rpc_core::Body::message(Bytes::from(sleep))).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap().unwrap_err();
+    let rpc_core::CallError::Status(status) = &err else { panic!("{err:?}") };
+    assert_eq!(status.code, rpc_core::Code::INVALID_ARGUMENT, "{status:?}");
+    assert!(status.message.contains("in flight already"), "{status:?}");
+    // ... and its request in flight is cancelled like any other of a stream that ended.
+    eventually("the first handler is dropped", || imp.dropped.load(Ordering::SeqCst) == 1).await;
+}
