@@ -267,7 +267,7 @@ impl<Req, Resp> ServerTransport<Req, Resp> {
                     let (wire, _) = failed.expect("checked");
                     // An error's bytes are the same whatever the response type.
                     let error: Result<(), ServerError> = Err(ServerError::new(io::ErrorKind::InvalidInput, format!("zcrpc: {why}")));
-                    if let Ok(message) = self.buf.encode(&FromServerRef::Response(wire, &error)) {
+                    if let Ok(message) = self.buf.encode(&FromServerRef::response(wire, &error)) {
                         t.out_ids.push_back((wire, message.len()));
                         t.out.push_back(Body::message(message));
                     }
@@ -407,7 +407,7 @@ impl<Req: DeserializeOwned, Resp> ServerTransport<Req, Resp> {
                                     io::ErrorKind::InvalidInput,
                                     format!("zcrpc: {STREAM_PATH}: cannot decode the request: {e}"),
                                 ));
-                                if let Ok(message) = self.buf.encode(&FromServerRef::Response(wire, &error)) {
+                                if let Ok(message) = self.buf.encode(&FromServerRef::response(wire, &error)) {
                                     t.out_ids.push_back((wire, message.len()));
                                     t.out.push_back(Body::message(message));
                                 }
@@ -486,12 +486,12 @@ impl<Req, Resp: Serialize> Sink<Response<Resp>> for ServerTransport<Req, Resp> {
                 this.forget_stream_request();
                 let Some(t) = this.tunnels.get_mut(slot).and_then(Option::as_mut) else { return Ok(()) };
                 t.ids.remove(&wire);
-                let message = match this.buf.encode(&FromServerRef::Response(wire, &response.message)) {
+                let message = match this.buf.encode(&FromServerRef::response(wire, &response.message)) {
                     Ok(m) => m,
                     Err(e) => {
                         let error: Result<(), ServerError> =
                             Err(ServerError::new(io::ErrorKind::InvalidData, format!("cannot encode the response: {e}")));
-                        match this.buf.encode(&FromServerRef::Response(wire, &error)) {
+                        match this.buf.encode(&FromServerRef::response(wire, &error)) {
                             Ok(m) => m,
                             Err(_) => return Ok(()),
                         }

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use tarpc::context::Context;
 use tarpc::ServerError;
 
+use crate::errors::{WireError, WireResult};
+
 /// The longest deadline a request's context may carry: a longer one is cut to this. tarpc's
 /// server keeps its deadlines in a timer wheel that panics past about 2.2 years, and adding
 /// the peer's `Duration` to the clock panics once it overflows: either would take the
@@ -73,8 +75,16 @@ pub(crate) fn read_from_client<Req: DeserializeOwned>(bytes: &[u8]) -> Result<To
 /// A message of the server's stream, as the server writes it (borrowing the response).
 #[derive(Serialize)]
 pub(crate) enum FromServerRef<'a, Resp> {
-    /// Kind 0: the response to request `id`.
-    Response(u64, &'a Result<Resp, ServerError>),
+    /// Kind 0: the response to request `id` (its error, if any, as a
+    /// [`crate::errors::WireErrorRef`]).
+    Response(u64, WireResult<'a, Resp>),
+}
+
+impl<'a, Resp> FromServerRef<'a, Resp> {
+    /// The response `result` to request `id`.
+    pub(crate) fn response(id: u64, result: &'a Result<Resp, ServerError>) -> Self {
+        FromServerRef::Response(id, WireResult(result))
+    }
 }
 
 /// A message of the server's stream, as the client reads it: the id of the request it answers
@@ -86,9 +96,10 @@ pub(crate) fn read_from_server<Resp: DeserializeOwned>(bytes: &[u8]) -> Result<(
     if kind != 0 {
         return Err(postcard::Error::DeserializeBadEnum);
     }
-    let response = postcard::from_bytes::<Result<Resp, ServerError>>(rest).unwrap_or_else(|e| {
-        Err(ServerError::new(std::io::ErrorKind::InvalidData, format!("cannot decode the response: {e}")))
-    });
+    let response = match postcard::from_bytes::<Result<Resp, WireError>>(rest) {
+        Ok(response) => response.map_err(ServerError::from),
+        Err(e) => Err(ServerError::new(std::io::ErrorKind::InvalidData, format!("cannot decode the response: {e}"))),
+    };
     Ok((id, response))
 }
 
@@ -162,7 +173,7 @@ mod tests {
     #[test]
     fn a_response_that_does_not_decode_is_an_error_for_its_request_alone() {
         let ok: Result<u32, ServerError> = Ok(7);
-        let bytes = postcard::to_allocvec(&FromServerRef::Response(300, &ok)).unwrap();
+        let bytes = postcard::to_allocvec(&FromServerRef::response(300, &ok)).unwrap();
         assert_eq!(read_from_server::<u32>(&bytes).unwrap().1.unwrap(), 7);
         // A string where a bool was expected: the id still comes out.
         let (id, response) = read_from_server::<bool>(&bytes).unwrap();

@@ -707,6 +707,7 @@ async fn a_stream_request_that_does_not_decode_fails_alone_and_the_stream_carrie
             answers.insert(id, answer);
         }
         let e = answers[&2].as_ref().unwrap_err();
+        assert_eq!(e.kind, std::io::ErrorKind::InvalidInput, "{e:?}");
         assert!(e.detail.contains("cannot decode the request"), "{e:?}");
         assert!(matches!(answers[&1], Ok(StoreResponse::Sleep(300))), "{:?}", answers[&1]);
         assert!(matches!(answers[&3], Ok(StoreResponse::Add(2))), "{:?}", answers[&3]);
@@ -738,4 +739,39 @@ async fn a_stream_request_id_sent_twice_ends_the_stream_and_drops_the_first_hand
     assert!(status.message.contains("in flight already"), "{status:?}");
     // ... and its request in flight is cancelled like any other of a stream that ended.
     eventually("the first handler is dropped", || imp.dropped.load(Ordering::SeqCst) == 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_error_keeps_its_kind_on_the_stream_and_as_a_call() {
+    // tarpc's throttle answers a request over `max_concurrent_requests` with a ServerError of
+    // kind WouldBlock: the client must see that kind, whichever way the request went.
+    let incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
+    let addr = incoming.local_addr().unwrap();
+    let imp = Impl::default();
+    let served = imp.clone();
+    tokio::spawn(incoming.filter_map(|r| async { r.ok() }).for_each(move |transport| {
+        let imp = served.clone();
+        async move {
+            let serve = BaseChannel::with_defaults(transport).max_concurrent_requests(1).execute(imp.serve());
+            tokio::spawn(serve.for_each(|response| async {
+                tokio::spawn(response);
+            }));
+        }
+    }));
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    warm_up(&client).await;
+    let sleeping = {
+        let c = client.clone();
+        tokio::spawn(async move { c.sleep(within(Duration::from_secs(30)), 1000).await })
+    };
+    eventually("the handler started", || imp.started.load(Ordering::SeqCst) == 1).await;
+    // A small request (on the stream), then a large one (a call).
+    let small = client.add(context::current(), 1, 1).await.unwrap_err();
+    let large = client.echo(context::current(), Bytes::from(vec![1u8; 100 << 10])).await.unwrap_err();
+    for err in [small, large] {
+        let RpcError::Server(e) = &err else { panic!("{err:?}") };
+        assert_eq!(e.kind, std::io::ErrorKind::WouldBlock, "{e:?}");
+        assert!(e.detail.contains("throttled"), "{e:?}");
+    }
+    assert_eq!(sleeping.await.unwrap().unwrap(), 1000);
 }
