@@ -775,3 +775,19 @@ async fn a_server_error_keeps_its_kind_on_the_stream_and_as_a_call() {
     }
     assert_eq!(sleeping.await.unwrap().unwrap(), 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_client_ends_its_server_channel() {
+    // Every StoreClient dropped: its dispatch ends, its connection closes, and the server's
+    // channel for it ends (no task left behind per client that went away).
+    let mut incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
+    let addr = incoming.local_addr().unwrap();
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    let transport = incoming.next().await.unwrap().unwrap();
+    let channel = tokio::spawn(BaseChannel::with_defaults(transport).execute(Impl::default().serve()).for_each(|r| async {
+        tokio::spawn(r);
+    }));
+    warm_up(&client).await;
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(20), channel).await.expect("the server's channel outlived its client").unwrap();
+}
