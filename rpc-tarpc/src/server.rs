@@ -603,13 +603,15 @@ impl rpc_core::Service for Bridge {
         if req.method != CALL {
             return Box::pin(std::future::ready(Err(Status::unimplemented(req.method))));
         }
-        // Every call of a connection has one.
-        let Some(responder) = req.responder() else {
-            return Box::pin(std::future::ready(Err(Status::internal("a tarpc call must come from a zcrpc connection"))));
-        };
+        // Before the responder is taken: once it is, the handler's output answers nothing.
         if let Err(status) = self.link.reserve() {
             return Box::pin(std::future::ready(Err(status)));
         }
+        // Every call of a connection has one.
+        let Some(responder) = req.responder() else {
+            self.link.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Box::pin(std::future::ready(Err(Status::internal("a tarpc call must come from a zcrpc connection"))));
+        };
         let id = self.next_id.fetch_add(2, Ordering::Relaxed);
         let message = Arc::new(CallMessage(std::sync::Mutex::new(Some(req.body.message))));
         if let Err(mpsc::error::SendError(delivery)) =
@@ -651,15 +653,19 @@ impl Bridge {
     /// the client then knows it may send requests on it), and handed to the tarpc channel,
     /// which reads it, answers on it and ends it.
     fn stream(&self, mut req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
-        let (Some(call), Some(responder)) = (req.stream.take(), req.responder()) else {
+        // Before the responder is taken: once it is, the handler's output answers nothing.
+        if let Err(status) = self.link.reserve() {
+            return Box::pin(std::future::ready(Err(status)));
+        }
+        // The stream first: the responder is taken only for a streaming call (a unary call to
+        // this method is then answered by the error below).
+        let Some((call, responder)) = req.stream.take().and_then(|call| Some((call, req.responder()?))) else {
+            self.link.waiting.fetch_sub(1, Ordering::Relaxed);
             return Box::pin(std::future::ready(Err(Status::invalid_argument(format!(
                 "{STREAM_PATH} is a bidirectional streaming call of a connection"
             )))));
         };
         let (sender, receiver) = call.split();
-        if let Err(status) = self.link.reserve() {
-            return Box::pin(std::future::ready(Err(status)));
-        }
         let _ = req.response.set_header("tarpc-stream", "1");
         req.response.send_headers();
         if let Err(mpsc::error::SendError(Delivery::Stream { responder, .. })) =

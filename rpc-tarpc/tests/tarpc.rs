@@ -793,3 +793,13 @@ async fn a_dropped_client_ends_its_server_channel() {
     drop(client);
     tokio::time::timeout(Duration::from_secs(20), channel).await.expect("the server's channel outlived its client").unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unary_call_to_the_stream_method_fails_saying_why() {
+    let addr = listen_and_serve(Impl::default()).await;
+    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
+    let err = zc.call(rpc_tarpc::STREAM, rpc_core::Body::default(), rpc_core::CallOptions::default()).await.unwrap_err();
+    let rpc_core::CallError::Status(status) = &err else { panic!("{err:?}") };
+    assert_eq!(status.code, rpc_core::Code::INVALID_ARGUMENT, "{status:?}");
+    assert!(status.message.contains("is a bidirectional streaming call"), "{status:?}");
+}
