@@ -19,7 +19,7 @@ use tarpc::{ClientMessage, Response, ServerError};
 use crate::codec::{decode, yield_after_large, EncodeBuf, LARGE};
 use crate::errors::to_server_error;
 use crate::ids::IdMap;
-use crate::wire::{call_message_at, FromServer, ToServerRef};
+use crate::wire::{call_message_at, read_from_server, ToServerRef};
 use crate::CALL;
 
 /// One call in flight: its request id, its response (none when its deadline passed), and
@@ -393,8 +393,8 @@ impl<Req, Resp: DeserializeOwned> Stream for ClientTransport<Req, Resp> {
             if let StreamState::Open(_, rx) = &mut this.stream {
                 match rx.poll_recv(cx) {
                     Poll::Ready(Some(Ok(body))) => {
-                        match decode::<FromServer<Resp>>(&body.message) {
-                            Ok(FromServer::Response(id, message)) => {
+                        match read_from_server::<Resp>(&body.message) {
+                            Ok((id, message)) => {
                                 // Not in flight: cancelled or past its deadline; tarpc has
                                 // forgotten it.
                                 if this.on_stream.remove(&id).is_some() {

@@ -24,15 +24,19 @@
 //!   until then (and with a server that does not know it) requests go as calls. A lost
 //!   stream or connection fails the requests in flight on it with `ConnectionAborted`
 //!   ("zcrpc: the tarpc stream the request went on was lost: ..."); the zcrpc client re-dials
-//!   and the next request opens a new stream. A stream message that does not decode ends that
-//!   stream with `INVALID_ARGUMENT`.
+//!   and the next request opens a new stream. A request or response on the stream whose
+//!   id reads but whose message does not decode (a method of another version of the service, a
+//!   type postcard cannot read) fails alone with an error saying so; a stream message that is
+//!   not one at all (an unknown kind, no id, an id in flight already) ends that stream with
+//!   `INVALID_ARGUMENT`.
 //! - **Large requests** go as one zcrpc call each, [`CALL_PATH`] (`tarpc/call`): zcrpc
 //!   multiplexes, bounds and cancels it, its deadline is the call's deadline, and a large
 //!   message does not hold the small ones behind it.
 //!
 //! Either way the request's context (deadline and trace) travels before the message as tarpc's
 //! serde transports send it, and tarpc's server enforces the deadline (its handler is dropped
-//! when it passes). Responses go back the way their request came, whatever their size.
+//! when it passes). A deadline longer than two years is cut to two years: tarpc's server timers
+//! panic past about 2.2, and a peer's deadline past the clock's range would panic as it is read. Responses go back the way their request came, whatever their size.
 //! Messages are serialized with postcard into
 //! buffers each transport reuses once the messages in them are written out, and decoded in
 //! the task of the tarpc channel or client that takes them; after a large one (64 KiB and up)
@@ -112,8 +116,10 @@ pub const STREAM_PATH: &str = "tarpc/stream";
 /// request — its id (tarpc's, the client's), then the same bytes as a [`CALL`] message (the
 /// context, then the request); kind 1, a cancel — the id of a request it sent. Each message of
 /// the server's stream: kind 0, a response — the request's id, then the postcard of
-/// `Result<Resp, tarpc::ServerError>`. Any other kind, or a message that does not decode, ends
-/// the stream with an error.
+/// `Result<Resp, tarpc::ServerError>`. Any other kind, a message whose kind and id do not
+/// decode, or a request id already in flight on the stream ends the stream with an error; a
+/// request or response whose rest does not decode fails alone (the server answers such a request
+/// with an error).
 pub const STREAM: u32 = rpc_core::method_id(STREAM_PATH);
 
 /// The stream window [`client_config`] declares: the bytes of responses one connection's

@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use crate::codec::{decode, yield_after_large, EncodeBuf, LARGE};
 use crate::errors::server_error_status;
 use crate::client::SWEEP_AT;
 use crate::ids::IdMap;
-use crate::wire::{FromServerRef, ToServer};
+use crate::wire::{read_from_client, FromServerRef, ToServer, WireContext};
 use crate::{CALL, CALL_PATH, STREAM, STREAM_PATH};
 
 /// How long a transport's own handshake (TLS) may take before the connection is dropped (the
@@ -40,11 +40,28 @@ const ACCEPT_QUEUE: usize = 16;
 /// decoded when the channel takes it, in the channel's task, as tarpc's own transports do) with
 /// the responder its answer goes to, or the end of one that was not answered.
 enum Delivery {
-    Call { id: u64, message: Bytes, responder: Responder },
+    Call { id: u64, message: Arc<CallMessage>, responder: Responder },
     Cancel { id: u64 },
-    /// A `tarpc/stream` call: its two ends, and the responder that ends it.
-    Stream { sender: StreamSender, receiver: StreamReceiver, responder: Responder },
+    /// A `tarpc/stream` call: its two ends (boxed: a stream is rare, a call is not), and the
+    /// responder that ends it.
+    Stream { ends: Box<(StreamSender, StreamReceiver)>, responder: Responder },
 }
+
+/// A `tarpc/call` call's message until the channel takes it, or until the call ends first: then
+/// its handler's drop lets go of it, and the channel skips the call (a channel that is not
+/// reading does not hold the messages of calls that are over, nor runs them once it reads).
+struct CallMessage(std::sync::Mutex<Option<Bytes>>);
+
+impl CallMessage {
+    fn take(&self) -> Option<Bytes> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
+
+/// Most deliveries (calls, streams) a connection's service queues for a channel that does not
+/// take them: past it, calls are refused `RESOURCE_EXHAUSTED`. zcrpc bounds the calls in flight
+/// (10 000 by default); this bounds the ones that ended meanwhile, which it no longer counts.
+const MAX_WAITING: usize = 65_536;
 
 /// Most stream requests in flight on one connection (all its streams together): past it, the
 /// transport stops reading its streams (so the client's credit runs out) until answers or
@@ -83,6 +100,8 @@ struct Tunnel {
 /// `answering`: the channel ends when the connection's service and handlers are gone.
 struct Link {
     requests: mpsc::UnboundedSender<Delivery>,
+    /// Calls and streams in `requests`, not yet taken by the transport.
+    waiting: Arc<AtomicUsize>,
     /// The request whose response the transport is giving right now (`u64::MAX`: none). Its
     /// call's handler future is dropped within that answer ([`Responder::respond`]): that drop
     /// is no cancel, and tells the channel nothing.
@@ -103,11 +122,16 @@ fn channel_gone() -> Status {
 /// stream request's goes back on its stream, queued (at most 64 per stream, `poll_ready`
 /// waits past that) until the client's credit lets it go. At most 10 000 stream requests are
 /// in flight per connection: past that the streams are not read (the clients' credit runs
-/// out) until answers come. Made by [`Incoming`].
+/// out) until answers come. Dropped (the channel ended, or was refused by a limit such as
+/// tarpc's `max_channels_per_key`), it closes its connection gracefully, as tarpc's own
+/// transports close their socket: a goaway, after which the client re-dials. Made by
+/// [`Incoming`].
 pub struct ServerTransport<Req, Resp> {
     requests: mpsc::UnboundedReceiver<Delivery>,
     /// [`Link::answering`].
     answering: Arc<AtomicU64>,
+    /// [`Link::waiting`].
+    waiting: Arc<AtomicUsize>,
     /// The requests waiting for the channel's answer, by request id. Only this transport
     /// touches it (tarpc's channel both reads requests and writes responses through it).
     /// Calls have even ids (the connection's service counts them), stream requests odd ones.
@@ -153,7 +177,12 @@ impl<Req, Resp> Drop for ServerTransport<Req, Resp> {
         self.requests.close();
         while let Ok(delivery) = self.requests.try_recv() {
             match delivery {
-                Delivery::Call { responder, .. } | Delivery::Stream { responder, .. } => {
+                Delivery::Call { message, responder, .. } => {
+                    if message.take().is_some() {
+                        responder.respond(Err(channel_gone()));
+                    }
+                }
+                Delivery::Stream { responder, .. } => {
                     responder.respond(Err(channel_gone()));
                 }
                 Delivery::Cancel { .. } => {}
@@ -172,10 +201,16 @@ impl<Req, Resp> ServerTransport<Req, Resp> {
 
 impl<Req, Resp> ServerTransport<Req, Resp> {
     /// A transport fed by `requests` (what [`accept_loop`] makes).
-    fn new(requests: mpsc::UnboundedReceiver<Delivery>, answering: Arc<AtomicU64>, peer: Option<SocketAddr>) -> Self {
+    fn new(
+        requests: mpsc::UnboundedReceiver<Delivery>,
+        answering: Arc<AtomicU64>,
+        waiting: Arc<AtomicUsize>,
+        peer: Option<SocketAddr>,
+    ) -> Self {
         ServerTransport {
             requests,
             answering,
+            waiting,
             pending: IdMap::default(),
             tunnels: Vec::new(),
             next_stream_id: 1,
@@ -264,7 +299,7 @@ impl<Req, Resp> ServerTransport<Req, Resp> {
                     let (wire, _) = failed.expect("checked");
                     // An error's bytes are the same whatever the response type.
                     let error: Result<(), ServerError> = Err(ServerError::new(io::ErrorKind::InvalidInput, format!("zcrpc: {why}")));
-                    if let Ok(message) = self.buf.encode(&FromServerRef::Response(wire, &error)) {
+                    if let Ok(message) = self.buf.encode(&FromServerRef::response(wire, &error)) {
                         t.out_ids.push_back((wire, message.len()));
                         t.out.push_back(Body::message(message));
                     }
@@ -306,11 +341,17 @@ impl<Req: DeserializeOwned, Resp> Stream for ServerTransport<Req, Resp> {
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             };
+            if !matches!(delivery, Delivery::Cancel { .. }) {
+                this.waiting.fetch_sub(1, Ordering::Relaxed);
+            }
             match delivery {
                 Delivery::Call { id, message, responder } => {
+                    // Over before it was taken: nothing to do (its handler let go of the message).
+                    let Some(message) = message.take() else { continue };
                     // The client's context (its deadline relative to now, its trace), then the message.
-                    match decode::<(tarpc::context::Context, Req)>(&message) {
+                    match decode::<(WireContext, Req)>(&message) {
                         Ok((context, request)) => {
+                            let context = context.into_context();
                             this.pending.insert(id, Pending::Call(responder));
                             this.yield_next = message.len() >= LARGE;
                             return Poll::Ready(Some(Ok(ClientMessage::Request(Request { context, id, message: request }))));
@@ -328,7 +369,8 @@ impl<Req: DeserializeOwned, Resp> Stream for ServerTransport<Req, Resp> {
                         return Poll::Ready(Some(Ok(ClientMessage::Cancel { trace_context: Default::default(), request_id: id })));
                     }
                 }
-                Delivery::Stream { sender, receiver, responder } => {
+                Delivery::Stream { ends, responder } => {
+                    let (sender, receiver) = *ends;
                     let tunnel = Tunnel {
                         sender,
                         receiver: receiver.for_method(STREAM_PATH),
@@ -361,6 +403,15 @@ impl<Req: DeserializeOwned, Resp> ServerTransport<Req, Resp> {
         }
         for slot in 0..self.tunnels.len() {
             while let Some(t) = self.tunnels[slot].as_mut().filter(|t| t.reading) {
+                if t.out.len() >= OUT_QUEUE {
+                    // Its queue of responses is full (the errors for requests that do not decode
+                    // go there too): read on once some are sent.
+                    let _ = self.flush_tunnel(slot, cx);
+                    if self.tunnels[slot].as_ref().is_none_or(|t| t.out.len() >= OUT_QUEUE) {
+                        break;
+                    }
+                    continue;
+                }
                 let body = match t.receiver.poll_recv(cx) {
                     Poll::Pending => break,
                     Poll::Ready(Some(Ok(body))) => body,
@@ -379,14 +430,30 @@ impl<Req: DeserializeOwned, Resp> ServerTransport<Req, Resp> {
                         break;
                     }
                 };
-                match decode::<ToServer<Req>>(&body.message) {
-                    Ok(ToServer::Request(wire, context, request)) => {
-                        let id = self.next_stream_id;
-                        if t.ids.insert(wire, id).is_some() {
+                match read_from_client::<Req>(&body.message) {
+                    Ok(ToServer::Request(wire, decoded)) => {
+                        if t.ids.contains_key(&wire) {
                             let why = format!("{STREAM_PATH}: request id {wire} is in flight already");
                             self.close_tunnel(slot, Some(Err(Status::invalid_argument(why))));
                             break;
                         }
+                        let (context, request) = match decoded {
+                            Ok(decoded) => decoded,
+                            Err(e) => {
+                                // Answered here, tarpc never sees it: an error in its place.
+                                let error: Result<(), ServerError> = Err(ServerError::new(
+                                    io::ErrorKind::InvalidInput,
+                                    format!("zcrpc: {STREAM_PATH}: cannot decode the request: {e}"),
+                                ));
+                                if let Ok(message) = self.buf.encode(&FromServerRef::response(wire, &error)) {
+                                    t.out_ids.push_back((wire, message.len()));
+                                    t.out.push_back(Body::message(message));
+                                }
+                                continue;
+                            }
+                        };
+                        let id = self.next_stream_id;
+                        t.ids.insert(wire, id);
                         self.next_stream_id += 2;
                         self.pending.insert(id, Pending::Stream { slot, wire, deadline: context.deadline });
                         self.stream_requests += 1;
@@ -457,12 +524,12 @@ impl<Req, Resp: Serialize> Sink<Response<Resp>> for ServerTransport<Req, Resp> {
                 this.forget_stream_request();
                 let Some(t) = this.tunnels.get_mut(slot).and_then(Option::as_mut) else { return Ok(()) };
                 t.ids.remove(&wire);
-                let message = match this.buf.encode(&FromServerRef::Response(wire, &response.message)) {
+                let message = match this.buf.encode(&FromServerRef::response(wire, &response.message)) {
                     Ok(m) => m,
                     Err(e) => {
                         let error: Result<(), ServerError> =
                             Err(ServerError::new(io::ErrorKind::InvalidData, format!("cannot encode the response: {e}")));
-                        match this.buf.encode(&FromServerRef::Response(wire, &error)) {
+                        match this.buf.encode(&FromServerRef::response(wire, &error)) {
                             Ok(m) => m,
                             Err(_) => return Ok(()),
                         }
@@ -503,10 +570,12 @@ struct Bridge {
 
 /// A call's handler: pending until dropped (the responder answers the call). Dropped other
 /// than within its own answer, it tells the tarpc channel that the call ended unanswered
-/// (cancelled, deadline, connection gone).
+/// (cancelled, deadline, connection gone), or, if the channel has not taken the call yet, lets
+/// go of its message so that the channel skips it.
 struct CancelOnDrop {
     link: Arc<Link>,
     id: u64,
+    message: Arc<CallMessage>,
 }
 
 impl Future for CancelOnDrop {
@@ -520,7 +589,7 @@ impl Future for CancelOnDrop {
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        if self.link.answering.load(Ordering::Relaxed) != self.id {
+        if self.link.answering.load(Ordering::Relaxed) != self.id && self.message.take().is_none() {
             let _ = self.link.requests.send(Delivery::Cancel { id: self.id });
         }
     }
@@ -534,18 +603,26 @@ impl rpc_core::Service for Bridge {
         if req.method != CALL {
             return Box::pin(std::future::ready(Err(Status::unimplemented(req.method))));
         }
+        // Before the responder is taken: once it is, the handler's output answers nothing.
+        if let Err(status) = self.link.reserve() {
+            return Box::pin(std::future::ready(Err(status)));
+        }
         // Every call of a connection has one.
         let Some(responder) = req.responder() else {
+            self.link.waiting.fetch_sub(1, Ordering::Relaxed);
             return Box::pin(std::future::ready(Err(Status::internal("a tarpc call must come from a zcrpc connection"))));
         };
         let id = self.next_id.fetch_add(2, Ordering::Relaxed);
-        if let Err(mpsc::error::SendError(delivery)) = self.link.requests.send(Delivery::Call { id, message: req.body.message, responder }) {
+        let message = Arc::new(CallMessage(std::sync::Mutex::new(Some(req.body.message))));
+        if let Err(mpsc::error::SendError(delivery)) =
+            self.link.requests.send(Delivery::Call { id, message: message.clone(), responder })
+        {
             if let Delivery::Call { responder, .. } = delivery {
                 responder.respond(Err(channel_gone()));
             }
             return Box::pin(std::future::pending());
         }
-        Box::pin(CancelOnDrop { link: self.link.clone(), id })
+        Box::pin(CancelOnDrop { link: self.link.clone(), id, message })
     }
 
     fn name(&self) -> &'static str {
@@ -557,12 +634,33 @@ impl rpc_core::Service for Bridge {
     }
 }
 
+impl Link {
+    /// Counts one more delivery waiting for the transport, unless [`MAX_WAITING`] are.
+    fn reserve(&self) -> Result<(), Status> {
+        let waiting = self.waiting.fetch_add(1, Ordering::Relaxed);
+        if waiting >= MAX_WAITING {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(Status::resource_exhausted(format!(
+                "the tarpc channel is not taking requests: {waiting} wait for it"
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Bridge {
     /// A `tarpc/stream` call: accepted at once (its response headers go ahead of any message:
     /// the client then knows it may send requests on it), and handed to the tarpc channel,
     /// which reads it, answers on it and ends it.
     fn stream(&self, mut req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
-        let (Some(call), Some(responder)) = (req.stream.take(), req.responder()) else {
+        // Before the responder is taken: once it is, the handler's output answers nothing.
+        if let Err(status) = self.link.reserve() {
+            return Box::pin(std::future::ready(Err(status)));
+        }
+        // The stream first: the responder is taken only for a streaming call (a unary call to
+        // this method is then answered by the error below).
+        let Some((call, responder)) = req.stream.take().and_then(|call| Some((call, req.responder()?))) else {
+            self.link.waiting.fetch_sub(1, Ordering::Relaxed);
             return Box::pin(std::future::ready(Err(Status::invalid_argument(format!(
                 "{STREAM_PATH} is a bidirectional streaming call of a connection"
             )))));
@@ -571,7 +669,7 @@ impl Bridge {
         let _ = req.response.set_header("tarpc-stream", "1");
         req.response.send_headers();
         if let Err(mpsc::error::SendError(Delivery::Stream { responder, .. })) =
-            self.link.requests.send(Delivery::Stream { sender, receiver, responder })
+            self.link.requests.send(Delivery::Stream { ends: Box::new((sender, receiver)), responder })
         {
             responder.respond(Err(channel_gone()));
         }
@@ -684,14 +782,27 @@ async fn accept_loop<A, Req, Resp>(
         let peer = rpc_core::transport::Transport::peer(&transport).addr;
         let (requests_tx, requests_rx) = mpsc::unbounded_channel();
         let answering = Arc::new(AtomicU64::new(u64::MAX));
-        let link = Arc::new(Link { requests: requests_tx, answering: answering.clone() });
+        let waiting = Arc::new(AtomicUsize::new(0));
+        // Dropped, the transport closes its receiver: the connection ends then, as a tarpc
+        // transport's socket closes with it (a graceful close: goaway, what is in flight was
+        // answered by the transport's drop). Open, every call would be refused "unavailable".
+        let transport_gone = requests_tx.clone();
+        let link = Arc::new(Link { requests: requests_tx, answering: answering.clone(), waiting: waiting.clone() });
         let server = builder.clone().build(Bridge { link, next_id: AtomicU64::new(0) });
         tokio::spawn(async move {
             let _slot = slot;
-            let why = server.serve_connection(transport).await;
+            let serving = server.clone().serve_connection(transport);
+            tokio::pin!(serving);
+            let why = tokio::select! {
+                why = &mut serving => why,
+                () = transport_gone.closed() => {
+                    server.shutdown();
+                    serving.await
+                }
+            };
             tracing::debug!("tarpc over zcrpc: connection from {peer:?} ended: {why}");
         });
-        if tx.send(Ok(ServerTransport::new(requests_rx, answering, peer))).await.is_err() {
+        if tx.send(Ok(ServerTransport::new(requests_rx, answering, waiting, peer))).await.is_err() {
             return;
         }
     }
@@ -709,6 +820,50 @@ mod tests {
             Poll::Pending => None,
             other => panic!("{:?}", other.map(|m| m.map(|m| m.map(|_| ())))),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_that_end_before_the_channel_takes_them_never_reach_it() {
+        // A channel that is not reading (its task busy elsewhere) while its client's large
+        // calls end (cancelled, past their deadline, their connection gone): their messages
+        // must not wait in the transport's queue until it reads, nor be handed to tarpc then.
+        let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+        let addr = acceptor.local_addr().unwrap();
+        // One connection at a time: the next is served once the first one's task is over.
+        let mut incoming = Incoming::<Vec<u8>, ()>::new(acceptor, Server::builder(), 1);
+        let client = rpc_core::Client::connect_tcp(addr, Default::default()).await.unwrap();
+        let mut t = futures::StreamExt::next(&mut incoming).await.unwrap().unwrap();
+        let mut enc = EncodeBuf::default();
+        for i in 0..8 {
+            let message = enc.encode(&(tarpc::context::current(), vec![7u8; 1 << 20])).unwrap();
+            let c = client.clone();
+            tokio::spawn(async move { c.call(CALL, Body::message(message), Default::default()).await });
+            while t.requests.len() <= i {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        // The calls end with their connection; once a second connection is served, the first
+        // one's task is over, its calls' handlers dropped.
+        client.close().await;
+        let second = tokio::spawn(rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()));
+        let _t2 = tokio::time::timeout(Duration::from_secs(20), futures::StreamExt::next(&mut incoming)).await.unwrap();
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let mut seen = Vec::new();
+        // Two pending polls in a row: the queue is empty (one follows each large request).
+        let mut pending = 0;
+        while pending < 2 {
+            pending += 1;
+            match Pin::new(&mut t).poll_next(&mut cx) {
+                Poll::Ready(Some(Ok(ClientMessage::Request(r)))) => seen.push(format!("request {}", r.id)),
+                Poll::Ready(Some(Ok(ClientMessage::Cancel { request_id, .. }))) => seen.push(format!("cancel {request_id}")),
+                Poll::Ready(None) => break,
+                Poll::Pending => continue,
+                other => panic!("{:?}", other.map(|m| m.map(|m| m.map(|_| ())))),
+            }
+            pending = 0;
+        }
+        assert!(seen.is_empty(), "the channel was handed calls that were over: {seen:?}");
+        drop(second);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

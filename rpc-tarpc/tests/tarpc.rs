@@ -26,6 +26,14 @@ pub trait Store {
     async fn sleep(ms: u64) -> u64;
     /// `len` bytes.
     async fn fill(len: u64) -> Bytes;
+    /// A value postcard encodes but cannot decode (untagged enums need `deserialize_any`).
+    async fn undecodable() -> Untagged;
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Untagged {
+    Number(u32),
 }
 
 #[derive(Clone, Default)]
@@ -63,6 +71,10 @@ impl Store for Impl {
 
     async fn fill(self, _: context::Context, len: u64) -> Bytes {
         Bytes::from(vec![3u8; len as usize])
+    }
+
+    async fn undecodable(self, _: context::Context) -> Untagged {
+        Untagged::Number(7)
     }
 
     async fn sleep(self, _: context::Context, ms: u64) -> u64 {
@@ -531,4 +543,263 @@ async fn a_small_request_over_a_low_frame_limit_fails_alone_and_the_stream_carri
         assert_eq!(s.await.unwrap().unwrap(), 300);
     }
     assert_eq!(client.echo(context::current(), Bytes::from(vec![7u8; 1000])).await.unwrap().len(), 1000);
+}
+
+/// The `(context, request)` bytes a peer other than tarpc's client may send: a context whose
+/// deadline is `deadline` from now (postcard: the deadline as a `Duration`, then the trace).
+fn request_with_deadline(deadline: Duration, request: &StoreRequest) -> Vec<u8> {
+    postcard::to_allocvec(&(deadline, tarpc::trace::Context::default(), request)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_an_absurd_deadline_is_served_and_the_channel_carries_on() {
+    // Past the clock's range (`Instant + Duration` overflows), and past what tarpc's timers take
+    // (about 2.2 years): neither may take the connection's tarpc channel down.
+    let addr = listen_and_serve(Impl::default()).await;
+    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
+    let add = StoreRequest::Add { a: 1, b: 2 };
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for deadline in [Duration::from_secs(u64::MAX), Duration::from_secs(3 * 365 * 86_400)] {
+            // As a call.
+            let message = Bytes::from(request_with_deadline(deadline, &add));
+            let reply = zc
+                .call(rpc_tarpc::CALL, rpc_core::Body::message(message.clone()), rpc_core::CallOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("deadline {deadline:?}, as a call: {e}"));
+            let StoreResponse::Add(3) = postcard::from_bytes(&reply.message).unwrap() else { panic!("not 1 + 2") };
+            // On the stream: kind 0 (a request), id 5, then the same bytes.
+            let call = zc
+                .open(rpc_tarpc::STREAM, rpc_core::Body::default(), rpc_core::CallMode::BIDI, rpc_core::CallOptions::default())
+                .await
+                .unwrap();
+            let (mut tx, mut rx) = call.split();
+            let mut on_stream = vec![0u8, 5];
+            on_stream.extend_from_slice(&message);
+            tx.send(rpc_core::Body::message(Bytes::from(on_stream))).await.unwrap();
+            let body = rx.recv().await.unwrap().unwrap_or_else(|e| panic!("deadline {deadline:?}, on the stream: {e}"));
+            let (kind, id, answer): (u32, u64, Result<StoreResponse, tarpc::ServerError>) = postcard::from_bytes(&body.message).unwrap();
+            assert_eq!((kind, id), (0, 5));
+            let StoreResponse::Add(3) = answer.unwrap() else { panic!("not 1 + 2") };
+        }
+        // The same connection carries tarpc on.
+        let client = StoreClient::new(client::Config::default(), rpc_tarpc::ClientTransport::new(zc)).spawn();
+        warm_up(&client).await;
+    })
+    .await
+    .expect("not within 20 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_channel_dropped_closes_its_connection_and_the_client_moves_to_the_next() {
+    // As over tarpc's own transports, where dropping a channel closes its socket: the zcrpc
+    // connection of a dropped channel must not stay open answering every call "unavailable".
+    let mut incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
+    let addr = incoming.local_addr().unwrap();
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    let first = incoming.next().await.unwrap().unwrap();
+    let channel = tokio::spawn(BaseChannel::with_defaults(first).execute(Impl::default().serve()).for_each(|r| async {
+        tokio::spawn(r);
+    }));
+    warm_up(&client).await;
+    // The server drops the channel; the next connections are served.
+    channel.abort();
+    let _ = channel.await;
+    serve(incoming, Impl::default());
+    let mut last = None;
+    for _ in 0..100 {
+        match client.add(within(Duration::from_secs(5)), 1, 2).await {
+            Ok(sum) => {
+                assert_eq!(sum, 3);
+                return;
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the client never reached the next channel: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_on_the_stream_larger_than_its_window_comes_back() {
+    // A small request whose response (24 MiB) is larger than the stream's window (16 MiB; 4 MiB
+    // with zcrpc's defaults): it must not wait for credit that can never come.
+    let addr = listen_and_serve(Impl::default()).await;
+    for config in [rpc_tarpc::client_config(), rpc_core::ClientConfig::default()] {
+        let transport = rpc_tarpc::connect_with(addr, config).await.unwrap();
+        let client = StoreClient::new(client::Config::default(), transport).spawn();
+        warm_up(&client).await;
+        let got = client.fill(within(Duration::from_secs(30)), 24 << 20).await.unwrap();
+        assert_eq!(got.len(), 24 << 20);
+        assert_eq!(client.add(context::current(), 1, 1).await.unwrap(), 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_dispatch_ends_drops_the_servers_handlers_of_its_stream_requests() {
+    let imp = Impl::default();
+    let addr = listen_and_serve(imp.clone()).await;
+    let client::NewClient { client, dispatch } = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap());
+    let dispatch = tokio::spawn(dispatch);
+    warm_up(&client).await;
+    let calls = sleepers(&client, 10);
+    eventually("10 handlers run at once", || imp.started.load(Ordering::SeqCst) == 10).await;
+    // The transport is dropped with the dispatch (a runtime shutting down, the task aborted).
+    dispatch.abort();
+    eventually("every handler is dropped", || imp.dropped.load(Ordering::SeqCst) == 10).await;
+    for c in calls {
+        assert!(c.await.unwrap().is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_does_not_decode_fails_alone_and_the_stream_carries_on() {
+    let imp = Impl::default();
+    let (client, _) = start(imp.clone()).await;
+    warm_up(&client).await;
+    let sleeping: Vec<_> = (0..5)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.sleep(within(Duration::from_secs(30)), 300).await })
+        })
+        .collect();
+    eventually("5 handlers run at once", || imp.started.load(Ordering::SeqCst) == 5).await;
+    let err = client.undecodable(within(Duration::from_secs(10))).await.unwrap_err();
+    let RpcError::Server(e) = &err else { panic!("{err:?}") };
+    assert_eq!(e.kind, std::io::ErrorKind::InvalidData, "{e}");
+    assert!(e.detail.contains("cannot decode the response"), "{e}");
+    // The requests on the stream meanwhile are answered, and the stream stays open.
+    for s in sleeping {
+        assert_eq!(s.await.unwrap().unwrap(), 300);
+    }
+    assert_eq!(imp.dropped.load(Ordering::SeqCst), 0);
+    assert_eq!(client.add(context::current(), 1, 1).await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_request_that_does_not_decode_fails_alone_and_the_stream_carries_on() {
+    // A client with a method this server does not know (a newer version of the service): its
+    // request is answered with an error; the other requests on the stream carry on.
+    let imp = Impl::default();
+    let addr = listen_and_serve(imp.clone()).await;
+    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
+    let call = zc
+        .open(rpc_tarpc::STREAM, rpc_core::Body::default(), rpc_core::CallMode::BIDI, rpc_core::CallOptions::default())
+        .await
+        .unwrap();
+    let (mut tx, mut rx) = call.split();
+    let trace = tarpc::trace::Context::default();
+    let ten_s = Duration::from_secs(10);
+    let messages = [
+        postcard::to_allocvec(&(0u32, 1u64, ten_s, trace, StoreRequest::Sleep { ms: 300 })).unwrap(),
+        // Kind 0 (a request), id 2, a context, then variant 99 of the request enum.
+        postcard::to_allocvec(&(0u32, 2u64, ten_s, trace, 99u32)).unwrap(),
+        postcard::to_allocvec(&(0u32, 3u64, ten_s, trace, StoreRequest::Add { a: 1, b: 1 })).unwrap(),
+    ];
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for m in messages {
+            tx.send(rpc_core::Body::message(Bytes::from(m))).await.unwrap();
+        }
+        let mut answers = std::collections::BTreeMap::new();
+        while answers.len() < 3 {
+            let body = rx.recv().await.unwrap().unwrap_or_else(|e| panic!("the stream ended: {e}"));
+            let (kind, id, answer): (u32, u64, Result<StoreResponse, tarpc::ServerError>) = postcard::from_bytes(&body.message).unwrap();
+            assert_eq!(kind, 0);
+            answers.insert(id, answer);
+        }
+        let e = answers[&2].as_ref().unwrap_err();
+        assert_eq!(e.kind, std::io::ErrorKind::InvalidInput, "{e:?}");
+        assert!(e.detail.contains("cannot decode the request"), "{e:?}");
+        assert!(matches!(answers[&1], Ok(StoreResponse::Sleep(300))), "{:?}", answers[&1]);
+        assert!(matches!(answers[&3], Ok(StoreResponse::Add(2))), "{:?}", answers[&3]);
+    })
+    .await
+    .expect("not within 20 s");
+    assert_eq!(imp.dropped.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_request_id_sent_twice_ends_the_stream_and_drops_the_first_handler() {
+    let imp = Impl::default();
+    let addr = listen_and_serve(imp.clone()).await;
+    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
+    let call = zc
+        .open(rpc_tarpc::STREAM, rpc_core::Body::default(), rpc_core::CallMode::BIDI, rpc_core::CallOptions::default())
+        .await
+        .unwrap();
+    let (mut tx, mut rx) = call.split();
+    let sleep = postcard::to_allocvec(&(0u32, 5u64, Duration::from_secs(60), tarpc::trace::Context::default(), StoreRequest::Sleep { ms: 60_000 }))
+        .unwrap();
+    tx.send(rpc_core::Body::message(Bytes::from(sleep.clone()))).await.unwrap();
+    eventually("the handler started", || imp.started.load(Ordering::SeqCst) == 1).await;
+    // The same id again, while the first is in flight: the stream ends saying why...
+    tx.send(rpc_core::Body::message(Bytes::from(sleep))).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap().unwrap_err();
+    let rpc_core::CallError::Status(status) = &err else { panic!("{err:?}") };
+    assert_eq!(status.code, rpc_core::Code::INVALID_ARGUMENT, "{status:?}");
+    assert!(status.message.contains("in flight already"), "{status:?}");
+    // ... and its request in flight is cancelled like any other of a stream that ended.
+    eventually("the first handler is dropped", || imp.dropped.load(Ordering::SeqCst) == 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_error_keeps_its_kind_on_the_stream_and_as_a_call() {
+    // tarpc's throttle answers a request over `max_concurrent_requests` with a ServerError of
+    // kind WouldBlock: the client must see that kind, whichever way the request went.
+    let incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
+    let addr = incoming.local_addr().unwrap();
+    let imp = Impl::default();
+    let served = imp.clone();
+    tokio::spawn(incoming.filter_map(|r| async { r.ok() }).for_each(move |transport| {
+        let imp = served.clone();
+        async move {
+            let serve = BaseChannel::with_defaults(transport).max_concurrent_requests(1).execute(imp.serve());
+            tokio::spawn(serve.for_each(|response| async {
+                tokio::spawn(response);
+            }));
+        }
+    }));
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    warm_up(&client).await;
+    let sleeping = {
+        let c = client.clone();
+        tokio::spawn(async move { c.sleep(within(Duration::from_secs(60)), 60_000).await })
+    };
+    eventually("the handler started", || imp.started.load(Ordering::SeqCst) == 1).await;
+    // A small request (on the stream), then a large one (a call).
+    let small = client.add(context::current(), 1, 1).await.unwrap_err();
+    let large = client.echo(context::current(), Bytes::from(vec![1u8; 100 << 10])).await.unwrap_err();
+    for err in [small, large] {
+        let RpcError::Server(e) = &err else { panic!("{err:?}") };
+        assert_eq!(e.kind, std::io::ErrorKind::WouldBlock, "{e:?}");
+        assert!(e.detail.contains("throttled"), "{e:?}");
+    }
+    // The one request the channel takes at a time is still the sleeper.
+    assert_eq!(imp.started.load(Ordering::SeqCst), 1);
+    sleeping.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_client_ends_its_server_channel() {
+    // Every StoreClient dropped: its dispatch ends, its connection closes, and the server's
+    // channel for it ends (no task left behind per client that went away).
+    let mut incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
+    let addr = incoming.local_addr().unwrap();
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    let transport = incoming.next().await.unwrap().unwrap();
+    let channel = tokio::spawn(BaseChannel::with_defaults(transport).execute(Impl::default().serve()).for_each(|r| async {
+        tokio::spawn(r);
+    }));
+    warm_up(&client).await;
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(20), channel).await.expect("the server's channel outlived its client").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unary_call_to_the_stream_method_fails_saying_why() {
+    let addr = listen_and_serve(Impl::default()).await;
+    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
+    let err = zc.call(rpc_tarpc::STREAM, rpc_core::Body::default(), rpc_core::CallOptions::default()).await.unwrap_err();
+    let rpc_core::CallError::Status(status) = &err else { panic!("{err:?}") };
+    assert_eq!(status.code, rpc_core::Code::INVALID_ARGUMENT, "{status:?}");
+    assert!(status.message.contains("is a bidirectional streaming call"), "{status:?}");
 }
