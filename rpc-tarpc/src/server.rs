@@ -45,6 +45,10 @@ enum Delivery {
     /// A `tarpc/stream` call: its two ends (boxed: a stream is rare, a call is not), and the
     /// responder that ends it.
     Stream { ends: Box<(StreamSender, StreamReceiver)>, responder: Responder },
+    /// A `tarpc/stream` call is over for zcrpc (cancelled, past its deadline, its connection
+    /// gone, or answered): its requests still in flight end. Its receiver cannot say so once
+    /// the client has finished sending (it then reads as ended for ever).
+    StreamGone { call: u64 },
 }
 
 /// A `tarpc/call` call's message until the channel takes it, or until the call ends first: then
@@ -185,7 +189,7 @@ impl<Req, Resp> Drop for ServerTransport<Req, Resp> {
                 Delivery::Stream { responder, .. } => {
                     responder.respond(Err(channel_gone()));
                 }
-                Delivery::Cancel { .. } => {}
+                Delivery::Cancel { .. } | Delivery::StreamGone { .. } => {}
             }
         }
     }
@@ -341,7 +345,7 @@ impl<Req: DeserializeOwned, Resp> Stream for ServerTransport<Req, Resp> {
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             };
-            if !matches!(delivery, Delivery::Cancel { .. }) {
+            if !matches!(delivery, Delivery::Cancel { .. } | Delivery::StreamGone { .. }) {
                 this.waiting.fetch_sub(1, Ordering::Relaxed);
             }
             match delivery {
@@ -367,6 +371,13 @@ impl<Req: DeserializeOwned, Resp> Stream for ServerTransport<Req, Resp> {
                     // saw (it did not decode) has nothing to cancel.
                     if matches!(this.pending.remove(&id), Some(Pending::Call(_))) {
                         return Poll::Ready(Some(Ok(ClientMessage::Cancel { trace_context: Default::default(), request_id: id })));
+                    }
+                }
+                Delivery::StreamGone { call } => {
+                    let open = this.tunnels.iter().position(|t| t.as_ref().is_some_and(|t| t.receiver.id() == call));
+                    if let Some(slot) = open {
+                        tracing::debug!("tarpc over zcrpc: a stream from {:?} ended early", this.peer);
+                        this.close_tunnel(slot, None);
                     }
                 }
                 Delivery::Stream { ends, responder } => {
@@ -666,6 +677,7 @@ impl Bridge {
             )))));
         };
         let (sender, receiver) = call.split();
+        let gone = StreamGone { link: self.link.clone(), call: receiver.id() };
         let _ = req.response.set_header("tarpc-stream", "1");
         req.response.send_headers();
         if let Err(mpsc::error::SendError(Delivery::Stream { responder, .. })) =
@@ -673,8 +685,31 @@ impl Bridge {
         {
             responder.respond(Err(channel_gone()));
         }
-        // Never polled again: the responder ends the call.
-        Box::pin(std::future::pending())
+        // Pending for ever: the responder ends the call. Dropped, it tells the transport.
+        Box::pin(gone)
+    }
+}
+
+/// A `tarpc/stream` call's handler: pending until dropped, which tells the transport the call
+/// is over (a client that finished sending and then cancelled would otherwise leave its
+/// requests running on the server until their deadlines).
+struct StreamGone {
+    link: Arc<Link>,
+    call: u64,
+}
+
+impl Future for StreamGone {
+    type Output = Result<Body, Status>;
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Pending
+    }
+}
+
+impl Drop for StreamGone {
+    fn drop(&mut self) {
+        // After the transport is gone there is nothing to tell.
+        let _ = self.link.requests.send(Delivery::StreamGone { call: self.call });
     }
 }
 
