@@ -245,6 +245,9 @@ impl std::fmt::Display for StatsSnapshot {
         ] {
             writeln!(f, "| {path:<9} | {:>11} | {:>19} |", Grouped(frames), Grouped(bytes))?;
         }
+        if self.sends_direct > 0 {
+            writeln!(f, "copy: {} frames written by the task that queued them (one call at a time)", Grouped(self.sends_direct))?;
+        }
         if self.sends_coalesced > 0 {
             writeln!(f, "coalesced: {} small segments copied together", Grouped(self.coalesced_segments))?;
         }
@@ -348,6 +351,9 @@ mod tests {
         assert!(tls.contains("16,384 bytes copied in user space beyond the cipher"), "{tls}");
         let tcp = StatsSnapshot { transport: "tcp".into(), sends_copy: 2, bytes_copy: 10, ..Default::default() };
         assert!(!tcp.to_string().contains("notifications"), "{tcp}");
+        assert!(!tcp.to_string().contains("written by the task"), "{tcp}");
+        let direct = StatsSnapshot { sends_copy: 2, sends_direct: 1_500, ..Default::default() }.to_string();
+        assert!(direct.contains("copy: 1,500 frames written by the task that queued them"), "{direct}");
     }
 
     #[test]
