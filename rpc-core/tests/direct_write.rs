@@ -13,7 +13,10 @@ use bytes::BytesMut;
 use common::*;
 use rpc_core::transport::tcp::TcpAcceptor;
 use rpc_core::transport::{DirectWrite, RecvHalf, SendHalf, StreamTransport, Transmit, Transport, TransportStats};
-use rpc_core::{Body, Bytes, CallOptions, Client, ClientConfig, Payload, Server};
+use rpc_core::{
+    Body, BoxFuture, Bytes, CallMode, CallOptions, CallStream, Client, ClientConfig, Payload, Server, ServerRequest,
+    Service, Status,
+};
 use tokio::io::{AsyncReadExt, AsyncWrite, DuplexStream, ReadHalf, WriteHalf};
 
 /// A request of `size` bytes: the first 2 KiB as the message, the rest as an attachment.
@@ -79,6 +82,83 @@ async fn many_calls_in_flight_leave_the_writing_to_the_writer() {
     }
     let c = client.stats();
     assert!(c.sends_copy > c.sends_direct, "the writer wrote none of 1,600 concurrent requests: {c:?}");
+    handle.shutdown().await;
+}
+
+/// Client streaming (`UPLOAD`): answers how many bytes of attachments came, each message
+/// checked against its pattern. Server streaming (`DOWNLOAD`): sends `MESSAGES` messages.
+struct Streams;
+
+const UPLOAD: u32 = 1;
+const DOWNLOAD: u32 = 2;
+/// Stream messages of this size (an attachment: too large for a run of small frames, well
+/// under the direct path's limit).
+const MESSAGE: usize = 4000;
+const MESSAGES: u32 = 200;
+
+impl Service for Streams {
+    fn call(&self, mut req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+        Box::pin(async move {
+            match (req.method, req.stream.take()) {
+                (UPLOAD, Some(CallStream { mut receiver, .. })) => {
+                    let (mut i, mut total) = (0u32, 0u64);
+                    while let Some(m) = receiver.recv().await {
+                        let m = m.map_err(|e| Status::new(e.code(), e.to_string()))?;
+                        let a = m.attachments[0].to_bytes();
+                        if a != pattern(MESSAGE, i as u8) {
+                            return Err(Status::invalid_argument(format!("message {i} is corrupt")));
+                        }
+                        total += a.len() as u64;
+                        i += 1;
+                    }
+                    Ok(Body::message(Bytes::copy_from_slice(&total.to_le_bytes())))
+                }
+                (DOWNLOAD, Some(CallStream { mut sender, .. })) => {
+                    for i in 0..MESSAGES {
+                        let m = Body::new(Bytes::new(), vec![Payload::from(pattern(MESSAGE, i as u8))]);
+                        sender.send(m).await.map_err(|e| Status::new(e.code(), e.to_string()))?;
+                    }
+                    Ok(Body::default())
+                }
+                (m, _) => Err(Status::unimplemented(m)),
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_messages_leave_by_the_writer_not_one_direct_write_each() {
+    let server = Server::builder().build(Streams);
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let handle = server.serve(acceptor);
+    let client = Client::connect_tcp(addr, ClientConfig::default()).await.unwrap();
+    let (sent_before, answered_before) = (client.stats().sends_direct, handle.server().stats().sends_direct);
+
+    // Upload: one call in flight, the writer idle between messages, every message 4 KB.
+    let (mut tx, mut rx) = client.open(UPLOAD, Body::default(), CallMode::CLIENT_STREAMING, CallOptions::default()).await.unwrap().split();
+    for i in 0..MESSAGES {
+        tx.send(Body::new(Bytes::new(), vec![Payload::from(pattern(MESSAGE, i as u8))])).await.unwrap();
+    }
+    tx.finish();
+    let total = rx.recv().await.unwrap().unwrap();
+    assert_eq!(u64::from_le_bytes(total.message[..].try_into().unwrap()), u64::from(MESSAGES) * MESSAGE as u64);
+
+    // Download: the same the other way.
+    let (_, mut rx) = client.open(DOWNLOAD, Body::default(), CallMode::SERVER_STREAMING, CallOptions::default()).await.unwrap().split();
+    let mut i = 0u32;
+    while let Some(m) = rx.recv().await {
+        assert_eq!(m.unwrap().attachments[0].to_bytes(), pattern(MESSAGE, i as u8), "message {i}");
+        i += 1;
+    }
+    assert_eq!(i, MESSAGES);
+
+    // The calls' own frames (the request, the end of the upload, the answer) may go direct;
+    // the 200 messages each way are the writer's.
+    let sent = client.stats().sends_direct - sent_before;
+    assert!(sent < 10, "{sent} of the client's frames went direct: {:?}", client.stats());
+    let answered = handle.server().stats().sends_direct - answered_before;
+    assert!(answered < 10, "{answered} of the server's frames went direct: {:?}", handle.server().stats());
     handle.shutdown().await;
 }
 
