@@ -6,7 +6,9 @@ mod common;
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
@@ -277,4 +279,106 @@ async fn frames_the_direct_path_did_not_finish_reach_the_peer_whole_and_in_order
         client.close().await;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), serving).await.expect("the server's connection ended");
     }
+}
+
+/// A transport whose writer waits while the test holds it (`open` false) and whose direct
+/// write takes at most `direct_max` bytes: a write cut short, its rest stuck with the writer.
+struct Gated {
+    reader: ReadHalf<DuplexStream>,
+    writer: Arc<Mutex<WriteHalf<DuplexStream>>>,
+    gate: Arc<Gate>,
+    stats: Arc<TransportStats>,
+}
+
+#[derive(Debug)]
+struct Gate {
+    open: tokio::sync::watch::Sender<bool>,
+    direct_max: AtomicUsize,
+}
+
+struct GatedSend {
+    writer: Arc<Mutex<WriteHalf<DuplexStream>>>,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug)]
+struct GatedDirect {
+    writer: Arc<Mutex<WriteHalf<DuplexStream>>>,
+    gate: Arc<Gate>,
+}
+
+impl Transport for Gated {
+    type Send = GatedSend;
+    type Recv = PipedRecv;
+
+    fn split(self) -> (PipedRecv, GatedSend) {
+        (PipedRecv(self.reader), GatedSend { writer: self.writer, gate: self.gate })
+    }
+
+    fn stats(&self) -> Arc<TransportStats> {
+        self.stats.clone()
+    }
+}
+
+impl SendHalf for GatedSend {
+    async fn send(&mut self, batch: &mut Vec<Transmit>) -> io::Result<()> {
+        let _ = self.gate.open.subscribe().wait_for(|open| *open).await;
+        let bytes: Vec<u8> = batch.drain(..).flat_map(|t| t.to_vec()).collect();
+        write_all(&self.writer, &bytes).await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self.writer.lock().unwrap()).poll_shutdown(cx)).await
+    }
+
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        Some(Arc::new(GatedDirect { writer: self.writer.clone(), gate: self.gate.clone() }))
+    }
+}
+
+impl DirectWrite for GatedDirect {
+    fn try_write(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        let max = self.gate.direct_max.load(Ordering::SeqCst);
+        let bytes: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).take(max).collect();
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut *self.writer.lock().unwrap()).poll_write(&mut cx, &bytes) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keepalive_ping_cut_short_by_the_direct_path_is_not_timed_before_it_is_written() {
+    let (near, far) = tokio::io::duplex(64 << 10);
+    let (reader, writer) = tokio::io::split(near);
+    let gate = Arc::new(Gate { open: tokio::sync::watch::channel(true).0, direct_max: AtomicUsize::new(usize::MAX) });
+    let stats = Arc::new(TransportStats::new("gated"));
+    let transport = Gated { reader, writer: Arc::new(Mutex::new(writer)), gate: gate.clone(), stats: stats.clone() };
+    let (far_r, far_w) = tokio::io::split(far);
+    // The server sends nothing unasked: only our ping's answer would prove it alive.
+    let server = Server::builder().keepalive(None, Duration::from_secs(60)).build(TestService::default());
+    let serving = tokio::spawn(server.serve_connection(StreamTransport::new(far_r, far_w, "mem")));
+    let mut config = ClientConfig::default();
+    config.conn.keepalive_interval = Some(Duration::from_millis(50));
+    config.conn.keepalive_timeout = Duration::from_millis(300);
+    let client = Client::connect(transport, config).await.unwrap();
+    echo_checked(&client, 64, 1).await;
+
+    // The next ping leaves by the direct path, one byte of it; the rest waits with the writer,
+    // held here for three keepalive timeouts: the ping is not out, so its timeout has not begun.
+    gate.direct_max.store(1, Ordering::SeqCst);
+    gate.open.send_replace(false);
+    let sent = stats.snapshot().sent_bytes;
+    eventually("a ping cut short by the direct path", || stats.snapshot().sent_bytes > sent).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    gate.direct_max.store(usize::MAX, Ordering::SeqCst);
+    gate.open.send_replace(true);
+
+    // The writer finishes the ping, the server answers it: the connection is alive.
+    let r = tokio::time::timeout(Duration::from_secs(10), client.call(ECHO, body(64, 2), CallOptions::default())).await;
+    let reply = r.expect("the call ended").expect("the connection outlived a ping held by its writer");
+    assert_eq!(reply.message, body(64, 2).message);
+    client.close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), serving).await.expect("the server's connection ended");
 }

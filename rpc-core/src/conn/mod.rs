@@ -342,8 +342,16 @@ impl Connection {
     /// The writer finished writing `bytes` bytes of transmits it took: they no longer count
     /// against the memory budget, and a keepalive ping among them starts its timeout now.
     pub fn handle_written(&mut self, bytes: usize, now: Instant) {
-        self.out_bytes = self.out_bytes.saturating_sub(bytes);
         self.keepalive.on_written(now);
+        self.handle_written_part(bytes);
+    }
+
+    /// The first `bytes` bytes of what the writer took are written, not all of it (the
+    /// driver's direct path, cut short, left the rest to its writer): they no longer count
+    /// against the budget and requests among them get their commit, but a keepalive ping that
+    /// was taken may be in the rest, so its timeout waits for [`Connection::handle_written`].
+    pub fn handle_written_part(&mut self, bytes: usize) {
+        self.out_bytes = self.out_bytes.saturating_sub(bytes);
         self.written = self.written.saturating_add(bytes as u64);
         while let Some(&(id, Some(end))) = self.commits.front() {
             if end > self.written {
