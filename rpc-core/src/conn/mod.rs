@@ -735,7 +735,8 @@ impl Connection {
             }
             (Side::Client, Frame::Error(e)) => {
                 if e.meta.is_empty() || self.on_reply_metadata(e.id, e.meta, true) {
-                    self.finish(e.id, Err(CallError::Status(e.status)));
+                    let error = self.deadline_answer(e.id, &e.status, now).unwrap_or(CallError::Status(e.status));
+                    self.finish(e.id, Err(error));
                 }
             }
             (_, Frame::StreamData(d)) => self.on_stream_data(d)?,
@@ -752,6 +753,17 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Client: the server's `DEADLINE_EXCEEDED` for a call whose own deadline has passed too is
+    /// that deadline, as if our timer had run first: both sides give up at the same moment
+    /// (docs/wire.md), and which timer runs first is a race (a server answering from the task
+    /// that expired the call won it about one time in eight on loopback). A handler's own
+    /// `DEADLINE_EXCEEDED` before the deadline stays its answer.
+    fn deadline_answer(&self, id: u64, status: &Status, now: Instant) -> Option<CallError> {
+        let call = self.calls.get(id)?;
+        let passed = status.code == Code::DEADLINE_EXCEEDED && call.deadline.is_some_and(|at| now >= at);
+        passed.then(|| CallError::DeadlineExceeded(call.budget.unwrap_or_default()))
     }
 
     fn on_request(&mut self, r: Request, now: Instant) -> Result<(), ConnectionError> {
