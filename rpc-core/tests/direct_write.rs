@@ -6,14 +6,19 @@ mod common;
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
 use common::*;
 use rpc_core::transport::tcp::TcpAcceptor;
 use rpc_core::transport::{DirectWrite, RecvHalf, SendHalf, StreamTransport, Transmit, Transport, TransportStats};
-use rpc_core::{Body, Bytes, CallOptions, Client, ClientConfig, Payload, Server};
+use rpc_core::{
+    Body, BoxFuture, Bytes, CallMode, CallOptions, CallStream, Client, ClientConfig, Payload, Server, ServerRequest,
+    Service, Status,
+};
 use tokio::io::{AsyncReadExt, AsyncWrite, DuplexStream, ReadHalf, WriteHalf};
 
 /// A request of `size` bytes: the first 2 KiB as the message, the rest as an attachment.
@@ -79,6 +84,83 @@ async fn many_calls_in_flight_leave_the_writing_to_the_writer() {
     }
     let c = client.stats();
     assert!(c.sends_copy > c.sends_direct, "the writer wrote none of 1,600 concurrent requests: {c:?}");
+    handle.shutdown().await;
+}
+
+/// Client streaming (`UPLOAD`): answers how many bytes of attachments came, each message
+/// checked against its pattern. Server streaming (`DOWNLOAD`): sends `MESSAGES` messages.
+struct Streams;
+
+const UPLOAD: u32 = 1;
+const DOWNLOAD: u32 = 2;
+/// Stream messages of this size (an attachment: too large for a run of small frames, well
+/// under the direct path's limit).
+const MESSAGE: usize = 4000;
+const MESSAGES: u32 = 200;
+
+impl Service for Streams {
+    fn call(&self, mut req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+        Box::pin(async move {
+            match (req.method, req.stream.take()) {
+                (UPLOAD, Some(CallStream { mut receiver, .. })) => {
+                    let (mut i, mut total) = (0u32, 0u64);
+                    while let Some(m) = receiver.recv().await {
+                        let m = m.map_err(|e| Status::new(e.code(), e.to_string()))?;
+                        let a = m.attachments[0].to_bytes();
+                        if a != pattern(MESSAGE, i as u8) {
+                            return Err(Status::invalid_argument(format!("message {i} is corrupt")));
+                        }
+                        total += a.len() as u64;
+                        i += 1;
+                    }
+                    Ok(Body::message(Bytes::copy_from_slice(&total.to_le_bytes())))
+                }
+                (DOWNLOAD, Some(CallStream { mut sender, .. })) => {
+                    for i in 0..MESSAGES {
+                        let m = Body::new(Bytes::new(), vec![Payload::from(pattern(MESSAGE, i as u8))]);
+                        sender.send(m).await.map_err(|e| Status::new(e.code(), e.to_string()))?;
+                    }
+                    Ok(Body::default())
+                }
+                (m, _) => Err(Status::unimplemented(m)),
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_messages_leave_by_the_writer_not_one_direct_write_each() {
+    let server = Server::builder().build(Streams);
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let handle = server.serve(acceptor);
+    let client = Client::connect_tcp(addr, ClientConfig::default()).await.unwrap();
+    let (sent_before, answered_before) = (client.stats().sends_direct, handle.server().stats().sends_direct);
+
+    // Upload: one call in flight, the writer idle between messages, every message 4 KB.
+    let (mut tx, mut rx) = client.open(UPLOAD, Body::default(), CallMode::CLIENT_STREAMING, CallOptions::default()).await.unwrap().split();
+    for i in 0..MESSAGES {
+        tx.send(Body::new(Bytes::new(), vec![Payload::from(pattern(MESSAGE, i as u8))])).await.unwrap();
+    }
+    tx.finish();
+    let total = rx.recv().await.unwrap().unwrap();
+    assert_eq!(u64::from_le_bytes(total.message[..].try_into().unwrap()), u64::from(MESSAGES) * MESSAGE as u64);
+
+    // Download: the same the other way.
+    let (_, mut rx) = client.open(DOWNLOAD, Body::default(), CallMode::SERVER_STREAMING, CallOptions::default()).await.unwrap().split();
+    let mut i = 0u32;
+    while let Some(m) = rx.recv().await {
+        assert_eq!(m.unwrap().attachments[0].to_bytes(), pattern(MESSAGE, i as u8), "message {i}");
+        i += 1;
+    }
+    assert_eq!(i, MESSAGES);
+
+    // The calls' own frames (the request, the end of the upload, the answer) may go direct;
+    // the 200 messages each way are the writer's.
+    let sent = client.stats().sends_direct - sent_before;
+    assert!(sent < 10, "{sent} of the client's frames went direct: {:?}", client.stats());
+    let answered = handle.server().stats().sends_direct - answered_before;
+    assert!(answered < 10, "{answered} of the server's frames went direct: {:?}", handle.server().stats());
     handle.shutdown().await;
 }
 
@@ -197,4 +279,106 @@ async fn frames_the_direct_path_did_not_finish_reach_the_peer_whole_and_in_order
         client.close().await;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), serving).await.expect("the server's connection ended");
     }
+}
+
+/// A transport whose writer waits while the test holds it (`open` false) and whose direct
+/// write takes at most `direct_max` bytes: a write cut short, its rest stuck with the writer.
+struct Gated {
+    reader: ReadHalf<DuplexStream>,
+    writer: Arc<Mutex<WriteHalf<DuplexStream>>>,
+    gate: Arc<Gate>,
+    stats: Arc<TransportStats>,
+}
+
+#[derive(Debug)]
+struct Gate {
+    open: tokio::sync::watch::Sender<bool>,
+    direct_max: AtomicUsize,
+}
+
+struct GatedSend {
+    writer: Arc<Mutex<WriteHalf<DuplexStream>>>,
+    gate: Arc<Gate>,
+}
+
+#[derive(Debug)]
+struct GatedDirect {
+    writer: Arc<Mutex<WriteHalf<DuplexStream>>>,
+    gate: Arc<Gate>,
+}
+
+impl Transport for Gated {
+    type Send = GatedSend;
+    type Recv = PipedRecv;
+
+    fn split(self) -> (PipedRecv, GatedSend) {
+        (PipedRecv(self.reader), GatedSend { writer: self.writer, gate: self.gate })
+    }
+
+    fn stats(&self) -> Arc<TransportStats> {
+        self.stats.clone()
+    }
+}
+
+impl SendHalf for GatedSend {
+    async fn send(&mut self, batch: &mut Vec<Transmit>) -> io::Result<()> {
+        let _ = self.gate.open.subscribe().wait_for(|open| *open).await;
+        let bytes: Vec<u8> = batch.drain(..).flat_map(|t| t.to_vec()).collect();
+        write_all(&self.writer, &bytes).await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self.writer.lock().unwrap()).poll_shutdown(cx)).await
+    }
+
+    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
+        Some(Arc::new(GatedDirect { writer: self.writer.clone(), gate: self.gate.clone() }))
+    }
+}
+
+impl DirectWrite for GatedDirect {
+    fn try_write(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        let max = self.gate.direct_max.load(Ordering::SeqCst);
+        let bytes: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).take(max).collect();
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(&mut *self.writer.lock().unwrap()).poll_write(&mut cx, &bytes) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keepalive_ping_cut_short_by_the_direct_path_is_not_timed_before_it_is_written() {
+    let (near, far) = tokio::io::duplex(64 << 10);
+    let (reader, writer) = tokio::io::split(near);
+    let gate = Arc::new(Gate { open: tokio::sync::watch::channel(true).0, direct_max: AtomicUsize::new(usize::MAX) });
+    let stats = Arc::new(TransportStats::new("gated"));
+    let transport = Gated { reader, writer: Arc::new(Mutex::new(writer)), gate: gate.clone(), stats: stats.clone() };
+    let (far_r, far_w) = tokio::io::split(far);
+    // The server sends nothing unasked: only our ping's answer would prove it alive.
+    let server = Server::builder().keepalive(None, Duration::from_secs(60)).build(TestService::default());
+    let serving = tokio::spawn(server.serve_connection(StreamTransport::new(far_r, far_w, "mem")));
+    let mut config = ClientConfig::default();
+    config.conn.keepalive_interval = Some(Duration::from_millis(50));
+    config.conn.keepalive_timeout = Duration::from_millis(300);
+    let client = Client::connect(transport, config).await.unwrap();
+    echo_checked(&client, 64, 1).await;
+
+    // The next ping leaves by the direct path, one byte of it; the rest waits with the writer,
+    // held here for three keepalive timeouts: the ping is not out, so its timeout has not begun.
+    gate.direct_max.store(1, Ordering::SeqCst);
+    gate.open.send_replace(false);
+    let sent = stats.snapshot().sent_bytes;
+    eventually("a ping cut short by the direct path", || stats.snapshot().sent_bytes > sent).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    gate.direct_max.store(usize::MAX, Ordering::SeqCst);
+    gate.open.send_replace(true);
+
+    // The writer finishes the ping, the server answers it: the connection is alive.
+    let r = tokio::time::timeout(Duration::from_secs(10), client.call(ECHO, body(64, 2), CallOptions::default())).await;
+    let reply = r.expect("the call ended").expect("the connection outlived a ping held by its writer");
+    assert_eq!(reply.message, body(64, 2).message);
+    client.close().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), serving).await.expect("the server's connection ended");
 }

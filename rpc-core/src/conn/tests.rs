@@ -150,6 +150,28 @@ fn deadline_fails_the_call_on_both_sides() {
 }
 
 #[test]
+fn a_deadline_answer_from_the_server_that_comes_first_is_the_callers_own_deadline() {
+    let mut p = Pair::new();
+    let id = p.call(1, Body::default(), Some(Duration::from_millis(50)));
+    // The server's timer runs first; its answer is read before the client's timer runs.
+    p.now += Duration::from_millis(50);
+    p.server.handle_timeout(p.now);
+    p.drive();
+    assert!(matches!(
+        p.client_events.remove(0),
+        Event::Finished { id: i, result: Err(CallError::DeadlineExceeded(d)) } if i == id && d == Duration::from_millis(50)
+    ));
+    assert_eq!(p.client.calls_in_flight(), 0);
+    // A handler that answers DEADLINE_EXCEEDED itself, before the call's deadline: its status.
+    let id = p.call(1, Body::default(), Some(Duration::from_millis(50)));
+    let Event::Request { id: sid, .. } = p.server_events.pop().unwrap() else { panic!() };
+    p.server.respond(sid, Err(Status::new(Code::DEADLINE_EXCEEDED, "upstream timed out")));
+    p.drive();
+    let Event::Finished { id: i, result: Err(CallError::Status(s)) } = p.client_events.remove(0) else { panic!() };
+    assert_eq!((i, s.message.as_str()), (id, "upstream timed out"));
+}
+
+#[test]
 fn keepalive_pings_when_quiet_and_gives_up_without_pong() {
     let cfg = ConnConfig {
         keepalive_interval: Some(Duration::from_secs(1)),

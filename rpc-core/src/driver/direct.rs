@@ -73,7 +73,13 @@ impl<H: SideHandler> Shared<H> {
             TransportStats::add(&stats.bytes_copy, written as u64);
             TransportStats::add(&stats.sends_copy, whole as u64);
             TransportStats::add(&stats.sends_direct, whole as u64);
-            g.conn.handle_written(written, Instant::now());
+            if written == total {
+                g.conn.handle_written(written, Instant::now());
+            } else {
+                // A ping in the batch may be in the rest: its timeout starts once the writer
+                // has written that (a slow reader must not look dead for our own backlog).
+                g.conn.handle_written_part(written);
+            }
             g.wake_writer_waiters();
         }
         batch.clear();
