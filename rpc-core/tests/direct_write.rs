@@ -64,6 +64,30 @@ async fn one_call_at_a_time_over_tcp_goes_direct_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_at_a_time_over_a_unix_socket_goes_direct_both_ways() {
+    let dir = std::env::temp_dir().join(format!("zcrpc-direct-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.sock");
+    let server = Server::builder().build(TestService::default());
+    let handle = server.serve(rpc_core::transport::unix::UnixAcceptor::bind(&path).await.unwrap());
+    let client = Client::connect_unix(&path, ClientConfig::default()).await.unwrap();
+    let calls = 100;
+    for i in 0..calls {
+        echo_checked(&client, [0, 64, 1000, 4096, 12_000][i % 5], i as u8).await;
+    }
+    let c = client.stats();
+    assert_eq!(c.transport, "unix");
+    assert!(c.sends_direct >= calls as u64 - 5, "client: {c:?}");
+    let s = handle.server().stats();
+    assert!(s.sends_direct >= calls as u64 - 5, "server: {s:?}");
+    // Large frames stay the writer's.
+    echo_checked(&client, 1 << 20, 9).await;
+    assert_eq!(client.stats().sends_direct, c.sends_direct, "a 1 MiB request went by the direct path");
+    handle.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_calls_in_flight_leave_the_writing_to_the_writer() {
     let server = Server::builder().build(TestService::default());
     let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();

@@ -12,11 +12,14 @@
 //!   buffers (what `transport-uring`'s TLS uses). `handshakes`: the handshakes a TLS acceptor
 //!   has in progress, bounded in number and time (both TLS acceptors use it).
 //! - [`unix`]: Unix-domain stream sockets, for peers on the same host (Unix systems).
+//! - [`socket`]: a tokio socket shared by a transport's halves and the driver's direct path
+//!   (what `tcp` and `unix` are made of).
 //! - [`mem`]: an in-memory pair, for tests and docs.
 //! - `transport-uring`: the Linux zero-copy engine (its own crate).
 
 pub mod mem;
 mod sendfile;
+pub mod socket;
 mod stream;
 pub mod tcp;
 #[cfg(feature = "tls")]

@@ -1,25 +1,27 @@
 //! TCP over tokio: the portable transport. Copies in the kernel, never in user space.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncWrite, Interest};
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
+use super::socket::{self, SocketWrite};
 use super::stream::StreamSend;
-use super::{Acceptor, DirectWrite, RecvHalf, Transport, TransportStats};
+use super::{Acceptor, RecvHalf, Transport, TransportStats};
+
+/// The writing side of a [`TcpTransport`].
+pub type TcpWrite = SocketWrite<TcpStream>;
 
 /// A TCP connection as a transport: vectored writes (as [`super::StreamTransport`]) and reads
 /// that learn the socket is empty without an extra syscall ([`read_ready`]).
 #[derive(Debug)]
 pub struct TcpTransport {
     /// Shared by the two halves (tokio lets one task wait to read while another writes) and
-    /// by the driver's direct path ([`DirectWrite`]).
+    /// by the driver's direct path ([`super::DirectWrite`]).
     stream: Arc<TcpStream>,
     stats: Arc<TransportStats>,
 }
@@ -53,10 +55,10 @@ impl Transport for TcpTransport {
     type Recv = TcpRecv;
 
     fn split(self) -> (TcpRecv, StreamSend<TcpWrite>) {
-        let direct: Arc<dyn DirectWrite> = Arc::new(TcpDirect(self.stream.clone()));
+        let direct = socket::direct(&self.stream);
         let recv = TcpRecv { stream: self.stream.clone(), stats: self.stats.clone() };
-        let writer = TcpWrite(self.stream);
-        (recv, StreamSend::with_socket(writer, self.stats, |w| super::sendfile::FileSocket::Tcp(&w.0), Some(direct)))
+        let writer = SocketWrite(self.stream);
+        (recv, StreamSend::with_socket(writer, self.stats, |w| super::sendfile::FileSocket::Tcp(&w.0), direct))
     }
 
     fn stats(&self) -> Arc<TransportStats> {
@@ -73,57 +75,6 @@ impl Transport for TcpTransport {
 pub struct TcpRecv {
     stream: Arc<TcpStream>,
     stats: Arc<TransportStats>,
-}
-
-/// The writing side of a [`TcpTransport`]: the stream's writes, and the write direction shut
-/// down when it is dropped (as tokio's own write half does), so the peer sees the end even if
-/// the driver's direct path still holds the socket for a moment.
-#[derive(Debug)]
-pub struct TcpWrite(Arc<TcpStream>);
-
-impl AsyncWrite for TcpWrite {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
-    }
-
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
-    }
-}
-
-impl Drop for TcpWrite {
-    fn drop(&mut self) {
-        // Already shut down, or the peer gone: nothing to report.
-        let _ = socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write);
-    }
-}
-
-/// The driver's direct path on a TCP connection: a non-blocking `writev`.
-#[derive(Debug)]
-struct TcpDirect(Arc<TcpStream>);
-
-impl DirectWrite for TcpDirect {
-    fn try_write(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0.try_write_vectored(slices)
-    }
 }
 
 impl RecvHalf for TcpRecv {

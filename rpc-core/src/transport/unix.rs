@@ -33,9 +33,9 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 
+use super::socket::{self, SocketRead, SocketWrite};
 use super::stream::{StreamRecv, StreamSend};
 use super::{Acceptor, Transport, TransportStats};
 use crate::service::Peer;
@@ -43,8 +43,8 @@ use crate::service::Peer;
 /// A Unix-socket connection as a transport.
 #[derive(Debug)]
 pub struct UnixTransport {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    /// Shared by the two halves and the driver's direct path ([`super::DirectWrite`]).
+    stream: Arc<UnixStream>,
     stats: Arc<TransportStats>,
     /// The path handlers see as the peer ([`Peer::unix`]).
     peer: Arc<Path>,
@@ -55,8 +55,7 @@ pub struct UnixTransport {
 pub fn from_stream(stream: UnixStream, socket: &Path) -> UnixTransport {
     let named = stream.peer_addr().ok().and_then(|a| a.as_pathname().map(Path::to_path_buf));
     let peer: Arc<Path> = named.as_deref().unwrap_or(socket).into();
-    let (reader, writer) = stream.into_split();
-    UnixTransport { reader, writer, stats: Arc::new(TransportStats::new("unix")), peer }
+    UnixTransport { stream: Arc::new(stream), stats: Arc::new(TransportStats::new("unix")), peer }
 }
 
 /// Connects to the socket at `path`. A failure names the path.
@@ -67,11 +66,14 @@ pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixTransport> {
 }
 
 impl Transport for UnixTransport {
-    type Send = StreamSend<OwnedWriteHalf>;
-    type Recv = StreamRecv<OwnedReadHalf>;
+    type Send = StreamSend<SocketWrite<UnixStream>>;
+    type Recv = StreamRecv<SocketRead<UnixStream>>;
 
-    fn split(self) -> (StreamRecv<OwnedReadHalf>, StreamSend<OwnedWriteHalf>) {
-        (StreamRecv::new(self.reader, self.stats.clone()), StreamSend::with_socket(self.writer, self.stats, |w| super::sendfile::FileSocket::Unix(w.as_ref()), None))
+    fn split(self) -> (Self::Recv, Self::Send) {
+        let direct = socket::direct(&self.stream);
+        let recv = StreamRecv::new(SocketRead(self.stream.clone()), self.stats.clone());
+        let writer = SocketWrite(self.stream);
+        (recv, StreamSend::with_socket(writer, self.stats, |w| super::sendfile::FileSocket::Unix(&w.0), direct))
     }
 
     fn stats(&self) -> Arc<TransportStats> {
