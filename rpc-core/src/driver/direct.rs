@@ -2,9 +2,11 @@
 //! it (the caller, or the server's reader that ran the handler), instead of waking the
 //! connection's writer task to write it. One call at a time, that saves a task hop and a pass of
 //! the writer loop on each side of a round trip. With more calls in flight (or input that found
-//! more: [`Locked::lone_call`]), or stream messages, the writer gathers frames into one write and
-//! this path stays out of the way: measured on `qps_64b`, writing the first of a burst of
-//! requests directly and the rest by the writer cost 15-25% more CPU per call.
+//! more, or brought several messages: [`Locked::lone_call`]) the writer gathers frames into one
+//! write and this path stays out of the way: measured on `qps_64b`, writing the first of a burst
+//! of requests directly and the rest by the writer cost 15-25% more CPU per call. A stream's
+//! messages take it at most once per message received (a request and its answer, one at a time);
+//! a sender that queues them faster than that leaves them to the writer.
 //!
 //! Order on the stream holds because the path only runs under the connection's lock, while the
 //! writer is parked with nothing of its own to write, and the writer takes whatever this path
@@ -66,6 +68,8 @@ impl<H: SideHandler> Shared<H> {
             }
         };
         g.direct = Some(direct);
+        // Once per message received (see `lone_call`).
+        g.lone_call = false;
         let stats = &self.stats;
         let whole = hand_over_rest(&mut batch, written, &mut g.handover);
         if written > 0 {

@@ -68,10 +68,13 @@ pub(crate) struct Locked<H> {
     writer_waiters: Vec<Waker>,
     /// The writer waits for work with nothing of its own to write: the direct path may write.
     writer_parked: bool,
-    /// The last input found at most one call in flight, before it and after it: calls go one at
-    /// a time, and the direct path may write. With more (a client whose answers wake several
-    /// callers at once, a server given several requests in one read) the writer gathers the
-    /// frames that follow into one write instead.
+    /// The last input that brought messages brought one (a request, an answer, a stream
+    /// message) and found at most one call in flight, before it and after it: calls (or a
+    /// stream's requests) go one at a time, and the direct path may write, once. With more (a client
+    /// whose answers wake several callers at once, a server given several requests in one read,
+    /// a stream's burst of messages) the writer gathers the frames that follow into one write;
+    /// after one direct write, so does it (a stream sender queues its messages faster than one
+    /// write each).
     lone_call: bool,
     /// The transport's non-blocking write, for the direct path (`None`: the writer writes all).
     direct: Option<Arc<dyn DirectWrite>>,
@@ -340,6 +343,7 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
         let (open, delivered) = shared.step(|g| {
             let now = Instant::now();
             let calls_before = g.conn.calls_in_flight();
+            let messages_before = g.conn.messages_received();
             match input {
                 Input::Chunk(bytes) => rb.feed_chunk(&mut g.conn, bytes, &shared.stats, now),
                 Input::Read(Ok(0)) => g.conn.handle_eof(&rb.buf),
@@ -350,7 +354,11 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
                 Input::Read(Err(e)) => g.conn.handle_io_error(&e),
             }
             needed = g.conn.bytes_needed();
-            g.lone_call = calls_before <= 1 && g.conn.calls_in_flight() <= 1;
+            // Input without a message (credit, a ping) leaves it as it was.
+            let messages = g.conn.messages_received() - messages_before;
+            if messages > 0 {
+                g.lone_call = messages == 1 && calls_before <= 1 && g.conn.calls_in_flight() <= 1;
+            }
             (g.conn.is_open(), g.side.routes().take_delivered())
         });
         H::after_input(shared);
