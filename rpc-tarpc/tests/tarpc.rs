@@ -91,12 +91,20 @@ fn serve(incoming: rpc_tarpc::Incoming<ClientMessagePayload, ResponsePayload>, i
     tokio::spawn(incoming.filter_map(|r| async { r.ok() }).for_each(move |transport| {
         let imp = imp.clone();
         async move {
-            let serve = BaseChannel::with_defaults(transport).execute(imp.serve());
-            tokio::spawn(serve.for_each(|response| async {
-                tokio::spawn(response);
-            }));
+            serve_channel(transport, imp);
         }
     }));
+}
+
+/// Serves `imp` on one connection's channel, each request in a task of its own; the channel's
+/// task (it ends when the channel does).
+fn serve_channel(
+    transport: rpc_tarpc::ServerTransport<ClientMessagePayload, ResponsePayload>,
+    imp: Impl,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(BaseChannel::with_defaults(transport).execute(imp.serve()).for_each(|response| async {
+        tokio::spawn(response);
+    }))
 }
 
 type ClientMessagePayload = StoreRequest;
@@ -114,6 +122,34 @@ async fn start(imp: Impl) -> (StoreClient, std::net::SocketAddr) {
     let addr = listen_and_serve(imp).await;
     let transport = rpc_tarpc::connect(addr).await.unwrap();
     (StoreClient::new(client::Config::default(), transport).spawn(), addr)
+}
+
+/// A listener, one client of it (warmed up) and the task serving that client's channel (the
+/// listener's other connections are the test's).
+async fn one_client_served() -> (
+    rpc_tarpc::Incoming<ClientMessagePayload, ResponsePayload>,
+    StoreClient,
+    tokio::task::JoinHandle<()>,
+) {
+    let mut incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
+    let addr = incoming.local_addr().unwrap();
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    let transport = incoming.next().await.unwrap().unwrap();
+    let channel = serve_channel(transport, Impl::default());
+    warm_up(&client).await;
+    (incoming, client, channel)
+}
+
+/// A plain zcrpc client's `tarpc/stream` call to the server at `addr`, for tests that write the
+/// stream's messages by hand (the client must outlive the call).
+async fn raw_stream(addr: std::net::SocketAddr) -> (rpc_core::Client, rpc_core::StreamSender, rpc_core::StreamReceiver) {
+    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
+    let call = zc
+        .open(rpc_tarpc::STREAM, rpc_core::Body::default(), rpc_core::CallMode::BIDI, rpc_core::CallOptions::default())
+        .await
+        .unwrap();
+    let (tx, rx) = call.split();
+    (zc, tx, rx)
 }
 
 fn within(d: Duration) -> context::Context {
@@ -318,12 +354,12 @@ async fn warm_up(client: &StoreClient) {
     }
 }
 
-/// `n` calls of `sleep(60 s)`, spawned.
-fn sleepers(client: &StoreClient, n: usize) -> Vec<tokio::task::JoinHandle<Result<u64, RpcError>>> {
+/// `n` calls of `sleep(ms)`, spawned, each with a deadline 30 s past its sleep.
+fn sleepers(client: &StoreClient, n: usize, ms: u64) -> Vec<tokio::task::JoinHandle<Result<u64, RpcError>>> {
     (0..n)
         .map(|_| {
             let c = client.clone();
-            tokio::spawn(async move { c.sleep(within(Duration::from_secs(60)), 60_000).await })
+            tokio::spawn(async move { c.sleep(within(Duration::from_millis(ms + 30_000)), ms).await })
         })
         .collect()
 }
@@ -334,7 +370,7 @@ async fn small_calls_go_on_the_stream_and_a_cancel_there_drops_the_handler() {
     // Two zcrpc calls in flight at most: the stream and one more.
     let (client, _) = start_limited(imp.clone(), 2).await;
     warm_up(&client).await;
-    let calls = sleepers(&client, 40);
+    let calls = sleepers(&client, 40, 60_000);
     eventually("40 handlers run at once", || imp.started.load(Ordering::SeqCst) == 40).await;
     for c in &calls {
         c.abort();
@@ -426,7 +462,7 @@ async fn a_lost_connection_fails_the_streams_calls_clearly_then_the_client_recov
     let proxy = Proxy::start(addr).await;
     let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(proxy.addr).await.unwrap()).spawn();
     warm_up(&client).await;
-    let calls = sleepers(&client, 10);
+    let calls = sleepers(&client, 10, 60_000);
     eventually("10 handlers run at once", || imp.started.load(Ordering::SeqCst) == 10).await;
     proxy.cut();
     for c in calls {
@@ -439,7 +475,7 @@ async fn a_lost_connection_fails_the_streams_calls_clearly_then_the_client_recov
     eventually("every handler is dropped", || imp.dropped.load(Ordering::SeqCst) == 10).await;
     // The client re-dials, and opens a new stream: many calls in flight at once again.
     warm_up(&client).await;
-    let calls = sleepers(&client, 10);
+    let calls = sleepers(&client, 10, 60_000);
     eventually("10 more handlers run at once", || imp.started.load(Ordering::SeqCst) == 20).await;
     drop(calls);
 }
@@ -483,10 +519,7 @@ async fn a_server_that_does_not_read_makes_the_clients_sink_wait() {
     // Within the stream's window (4 MiB by default) and the transport's queue of 64.
     assert!(sent <= 4 * 32 + 64 + 2, "{sent} requests taken");
     // The server reads: every request is answered.
-    let imp = Impl::default();
-    tokio::spawn(BaseChannel::with_defaults(server_side).execute(imp.serve()).for_each(|r| async {
-        tokio::spawn(r);
-    }));
+    serve_channel(server_side, Impl::default());
     transport.flush().await.unwrap();
     let mut answered = std::collections::HashSet::new();
     while answered.len() < sent as usize + 1 {
@@ -529,12 +562,7 @@ async fn a_small_request_over_a_low_frame_limit_fails_alone_and_the_stream_carri
     serve(rpc_tarpc::Incoming::new(acceptor, rpc_core::Server::builder().max_frame(8 << 10), 16), Impl::default());
     let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
     warm_up(&client).await;
-    let sleeping: Vec<_> = (0..5)
-        .map(|_| {
-            let c = client.clone();
-            tokio::spawn(async move { c.sleep(within(Duration::from_secs(30)), 300).await })
-        })
-        .collect();
+    let sleeping = sleepers(&client, 5, 300);
     let err = client.echo(context::current(), Bytes::from(vec![7u8; 10 << 10])).await.unwrap_err();
     let RpcError::Server(e) = &err else { panic!("{err:?}") };
     assert!(e.detail.contains("over the peer's frame limit of 8192 bytes"), "{e}");
@@ -593,14 +621,7 @@ async fn a_request_with_an_absurd_deadline_is_served_and_the_channel_carries_on(
 async fn a_server_channel_dropped_closes_its_connection_and_the_client_moves_to_the_next() {
     // As over tarpc's own transports, where dropping a channel closes its socket: the zcrpc
     // connection of a dropped channel must not stay open answering every call "unavailable".
-    let mut incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
-    let addr = incoming.local_addr().unwrap();
-    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
-    let first = incoming.next().await.unwrap().unwrap();
-    let channel = tokio::spawn(BaseChannel::with_defaults(first).execute(Impl::default().serve()).for_each(|r| async {
-        tokio::spawn(r);
-    }));
-    warm_up(&client).await;
+    let (incoming, client, channel) = one_client_served().await;
     // The server drops the channel; the next connections are served.
     channel.abort();
     let _ = channel.await;
@@ -641,7 +662,7 @@ async fn a_client_whose_dispatch_ends_drops_the_servers_handlers_of_its_stream_r
     let client::NewClient { client, dispatch } = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap());
     let dispatch = tokio::spawn(dispatch);
     warm_up(&client).await;
-    let calls = sleepers(&client, 10);
+    let calls = sleepers(&client, 10, 60_000);
     eventually("10 handlers run at once", || imp.started.load(Ordering::SeqCst) == 10).await;
     // The transport is dropped with the dispatch (a runtime shutting down, the task aborted).
     dispatch.abort();
@@ -656,12 +677,7 @@ async fn a_response_that_does_not_decode_fails_alone_and_the_stream_carries_on()
     let imp = Impl::default();
     let (client, _) = start(imp.clone()).await;
     warm_up(&client).await;
-    let sleeping: Vec<_> = (0..5)
-        .map(|_| {
-            let c = client.clone();
-            tokio::spawn(async move { c.sleep(within(Duration::from_secs(30)), 300).await })
-        })
-        .collect();
+    let sleeping = sleepers(&client, 5, 300);
     eventually("5 handlers run at once", || imp.started.load(Ordering::SeqCst) == 5).await;
     let err = client.undecodable(within(Duration::from_secs(10))).await.unwrap_err();
     let RpcError::Server(e) = &err else { panic!("{err:?}") };
@@ -681,12 +697,7 @@ async fn a_stream_request_that_does_not_decode_fails_alone_and_the_stream_carrie
     // request is answered with an error; the other requests on the stream carry on.
     let imp = Impl::default();
     let addr = listen_and_serve(imp.clone()).await;
-    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
-    let call = zc
-        .open(rpc_tarpc::STREAM, rpc_core::Body::default(), rpc_core::CallMode::BIDI, rpc_core::CallOptions::default())
-        .await
-        .unwrap();
-    let (mut tx, mut rx) = call.split();
+    let (_zc, mut tx, mut rx) = raw_stream(addr).await;
     let trace = tarpc::trace::Context::default();
     let ten_s = Duration::from_secs(10);
     let messages = [
@@ -721,12 +732,7 @@ async fn a_stream_request_that_does_not_decode_fails_alone_and_the_stream_carrie
 async fn a_stream_request_id_sent_twice_ends_the_stream_and_drops_the_first_handler() {
     let imp = Impl::default();
     let addr = listen_and_serve(imp.clone()).await;
-    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
-    let call = zc
-        .open(rpc_tarpc::STREAM, rpc_core::Body::default(), rpc_core::CallMode::BIDI, rpc_core::CallOptions::default())
-        .await
-        .unwrap();
-    let (mut tx, mut rx) = call.split();
+    let (_zc, mut tx, mut rx) = raw_stream(addr).await;
     let sleep = postcard::to_allocvec(&(0u32, 5u64, Duration::from_secs(60), tarpc::trace::Context::default(), StoreRequest::Sleep { ms: 60_000 }))
         .unwrap();
     tx.send(rpc_core::Body::message(Bytes::from(sleep.clone()))).await.unwrap();
@@ -782,14 +788,7 @@ async fn a_server_error_keeps_its_kind_on_the_stream_and_as_a_call() {
 async fn a_dropped_client_ends_its_server_channel() {
     // Every StoreClient dropped: its dispatch ends, its connection closes, and the server's
     // channel for it ends (no task left behind per client that went away).
-    let mut incoming = rpc_tarpc::listen::<StoreRequest, StoreResponse>("127.0.0.1:0").await.unwrap();
-    let addr = incoming.local_addr().unwrap();
-    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
-    let transport = incoming.next().await.unwrap().unwrap();
-    let channel = tokio::spawn(BaseChannel::with_defaults(transport).execute(Impl::default().serve()).for_each(|r| async {
-        tokio::spawn(r);
-    }));
-    warm_up(&client).await;
+    let (_incoming, client, channel) = one_client_served().await;
     drop(client);
     tokio::time::timeout(Duration::from_secs(20), channel).await.expect("the server's channel outlived its client").unwrap();
 }
