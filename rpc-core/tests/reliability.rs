@@ -95,6 +95,35 @@ async fn a_peer_that_does_not_read_costs_no_more_than_the_budget_and_is_cut_off_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_each_send_one_large_frame_and_idle_keep_no_more_than_the_servers_receive_cache() {
+    // Each connection keeps large receive buffers for reuse (160 MiB each by default); a
+    // thousand peers that each send one 128 MiB frame and then idle must not make the server
+    // keep a cache's worth per connection.
+    let total = 12 << 20;
+    let server = Server::builder().recv_cache_total(total).build(TestService::default());
+    let (handle, addr) = tcp_server(&server).await;
+    let mut idle = Vec::new();
+    for i in 0..4u8 {
+        let client = Client::connect_tcp(addr, ClientConfig::default()).await.unwrap();
+        // 8 MiB: a receive buffer of its own on the server.
+        let sent = pattern(8 << 20, i);
+        let body = Body::new(Bytes::new(), vec![Payload::from(sent.clone())]);
+        let reply = client.call(ECHO, body, CallOptions::default()).await.unwrap();
+        assert_eq!(reply.attachments[0].to_bytes(), sent, "call {i}");
+        assert!(server.recv_cache_held() <= total, "after call {i}: {} kept", server.recv_cache_held());
+        idle.push(client);
+    }
+    // The first connection's buffer fits and is kept; the others' were freed after use.
+    let kept = server.recv_cache_held();
+    assert!((8 << 20..=total).contains(&kept), "{kept} kept");
+    drop(idle);
+    // A connection that ends gives back what it kept.
+    assert!(wait_until(Duration::from_secs(10), || server.connections() == 0 && server.recv_cache_held() == 0).await,
+        "{} connections, {} kept", server.connections(), server.recv_cache_held());
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_closed_for_a_protocol_violation_is_released_though_its_peer_does_not_read() {
     let server = Server::builder()
         .drain_timeout(Duration::from_millis(300))

@@ -302,7 +302,7 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
     let (mut rb, mut needed, side, budget) = {
         let g = shared.lock();
         let config = g.conn.config();
-        (RecvBuffer::new(config.recv_cache_bytes), g.conn.bytes_needed(), g.conn.side(), config.memory_budget)
+        (RecvBuffer::new(config.recv_cache_bytes, shared.budget.clone()), g.conn.bytes_needed(), g.conn.side(), config.memory_budget)
     };
     let chunk_size = recv.chunk_size();
     let mut writer_done = shared.writer_done.subscribe();

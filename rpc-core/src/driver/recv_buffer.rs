@@ -19,10 +19,12 @@
 //! `align_copies` and `align_copy_bytes` (the input given to the connection is [`Counted`]).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::budget::MemoryBudget;
 use crate::conn::Connection;
 use crate::error::ConnectionError;
 use crate::frame::{align_empty, aligned_with_capacity, is_aligned, FrameHeader, InputBuf, ATTACHMENT_ALIGN, HEADER_LEN};
@@ -52,19 +54,22 @@ pub(crate) struct RecvBuffer {
     blocks: Vec<BytesMut>,
     /// Most bytes of large buffers kept ([`crate::conn::ConnConfig::recv_cache_bytes`]).
     keep_bytes: usize,
+    /// The server-wide limit the kept large buffers also count against, if any.
+    pool: Option<Arc<MemoryBudget>>,
     /// The last frame was large: read the next header alone, so that the next large payload
     /// is not read into a small block first and then moved.
     header_first: bool,
 }
 
 impl RecvBuffer {
-    pub(crate) fn new(keep_bytes: usize) -> Self {
+    pub(crate) fn new(keep_bytes: usize, pool: Option<Arc<MemoryBudget>>) -> Self {
         let mut r = RecvBuffer {
             buf: BytesMut::new(),
             anchors: VecDeque::new(),
             anchored_bytes: 0,
             blocks: Vec::new(),
             keep_bytes,
+            pool,
             header_first: false,
         };
         r.buf = r.block();
@@ -173,6 +178,15 @@ impl RecvBuffer {
         TransportStats::add(&stats.recv_copied_bytes, bytes.len() as u64);
     }
 
+    /// Stops keeping a large buffer of `bytes` (its anchor is gone): the buffer is freed once
+    /// the last slice of it is.
+    fn let_go(&mut self, bytes: usize) {
+        self.anchored_bytes -= bytes;
+        if let Some(p) = &self.pool {
+            p.uncache(bytes);
+        }
+    }
+
     /// A large buffer, its write position 64-byte aligned: a free one of ours if there is one,
     /// else a new one, anchored.
     fn large(&mut self, size: usize) -> BytesMut {
@@ -182,15 +196,27 @@ impl RecvBuffer {
         }
         let mut b = BytesMut::with_capacity(alloc);
         if alloc <= self.keep_bytes {
-            self.anchors.push_back((b.split_to(0), alloc));
-            self.anchored_bytes += alloc;
-            while self.anchors.len() > KEEP_BUFFERS || self.anchored_bytes > self.keep_bytes {
+            // Make room here first, so that what this connection lets go of counts for it.
+            while self.anchors.len() >= KEEP_BUFFERS || self.anchored_bytes + alloc > self.keep_bytes {
                 let Some((_, n)) = self.anchors.pop_front() else { break };
-                self.anchored_bytes -= n;
+                self.let_go(n);
+            }
+            if self.pool.as_ref().is_none_or(|p| p.try_cache(alloc)) {
+                self.anchors.push_back((b.split_to(0), alloc));
+                self.anchored_bytes += alloc;
             }
         }
         align_empty(&mut b);
         b
+    }
+}
+
+impl Drop for RecvBuffer {
+    fn drop(&mut self) {
+        // The anchors go with this; the server-wide cache gets their bytes back.
+        if let Some(p) = &self.pool {
+            p.uncache(self.anchored_bytes);
+        }
     }
 }
 
@@ -275,7 +301,7 @@ mod tests {
     #[test]
     fn a_large_buffer_is_reused_once_its_slices_are_dropped() {
         let stats = TransportStats::new("test");
-        let mut r = RecvBuffer::new(160 << 20);
+        let mut r = RecvBuffer::new(160 << 20, None);
         r.prepare(1 << 20, &stats);
         let first = r.buf.as_ptr();
         r.buf.resize(1 << 20, 7);
@@ -296,7 +322,7 @@ mod tests {
     #[test]
     fn blocks_of_small_frames_are_reused_once_their_slices_are_dropped() {
         let stats = TransportStats::new("test");
-        let mut r = RecvBuffer::new(160 << 20);
+        let mut r = RecvBuffer::new(160 << 20, None);
         // Fill a block with small frames and move on: each block's frames are held until the
         // next block is taken.
         let fill = |r: &mut RecvBuffer| {
@@ -323,7 +349,7 @@ mod tests {
     #[test]
     fn partial_frame_bytes_move_once_and_are_counted() {
         let stats = TransportStats::new("test");
-        let mut r = RecvBuffer::new(160 << 20);
+        let mut r = RecvBuffer::new(160 << 20, None);
         r.buf.extend_from_slice(&[1u8; 1000]);
         r.prepare(1 << 20, &stats);
         assert_eq!(&r.buf[..], &[1u8; 1000][..]);
@@ -339,7 +365,7 @@ mod tests {
     fn a_misaligned_frame_mostly_to_come_moves_to_an_aligned_start() {
         use crate::frame::{Frame, Request};
         let stats = TransportStats::new("test");
-        let mut r = RecvBuffer::new(160 << 20);
+        let mut r = RecvBuffer::new(160 << 20, None);
         let req = Request { id: 1, method: 1, mode: Default::default(), await_commit: false, deadline: None, metadata: Bytes::new(), message: Bytes::new(), attachments: vec![vec![3u8; 10_000].into()] };
         let wire = Frame::Request(req).encode().unwrap().to_vec();
         // The frame's first 500 bytes arrived behind 8 bytes of an earlier frame.
@@ -356,7 +382,7 @@ mod tests {
         r.prepare(wire.len(), &stats);
         assert_eq!(stats.snapshot().align_copies, 1);
         // A frame without attachments is left where it is.
-        let mut r = RecvBuffer::new(160 << 20);
+        let mut r = RecvBuffer::new(160 << 20, None);
         let wire = Frame::Request(Request { id: 1, method: 1, mode: Default::default(), await_commit: false, deadline: None, metadata: Bytes::new(), message: vec![1u8; 10_000].into(), attachments: vec![] })
             .encode()
             .unwrap()
@@ -373,7 +399,7 @@ mod tests {
     #[test]
     fn after_a_large_frame_the_next_header_is_read_alone() {
         let stats = TransportStats::new("test");
-        let mut r = RecvBuffer::new(160 << 20);
+        let mut r = RecvBuffer::new(160 << 20, None);
         r.prepare(1 << 20, &stats);
         r.buf.resize(1 << 20, 1);
         drop(r.buf.split());
@@ -449,7 +475,7 @@ mod tests {
     fn run(wire: &[u8], chunk_size: usize, seed: &mut u64) -> (Vec<(u64, Vec<u8>)>, StatsSnapshot) {
         let stats = TransportStats::new("test");
         let mut conn = server();
-        let mut r = RecvBuffer::new(160 << 20);
+        let mut r = RecvBuffer::new(160 << 20, None);
         let mut pos = 0;
         let mut got = Vec::new();
         let mut rand = |max: usize| {
@@ -481,6 +507,40 @@ mod tests {
     }
 
     #[test]
+    fn kept_large_buffers_count_against_the_servers_cache_and_come_back_when_let_go() {
+        let kept = (2 << 20) + ATTACHMENT_ALIGN - 1;
+        let pool = Arc::new(MemoryBudget::new(usize::MAX, 3 << 20));
+        let mut a = RecvBuffer::new(160 << 20, Some(pool.clone()));
+        let mut b = RecvBuffer::new(160 << 20, Some(pool.clone()));
+        let x = a.large(2 << 20);
+        assert_eq!(pool.cached(), kept);
+        // Another 2 MiB would pass the 3 MiB limit: used, not kept.
+        let y = b.large(2 << 20);
+        assert_eq!(pool.cached(), kept);
+        drop((x, y));
+        // a's buffer comes back to a (no new allocation, nothing more kept).
+        let x = a.large(2 << 20);
+        assert_eq!(pool.cached(), kept);
+        drop(x);
+        drop(a);
+        assert_eq!(pool.cached(), 0, "a connection that ends gives its buffers back");
+        let z = b.large(2 << 20);
+        assert_eq!(pool.cached(), kept, "now b's fits");
+        drop(z);
+        // Letting go within a connection (its own limit) gives back too.
+        let mut c = RecvBuffer::new(3 << 20, Some(pool.clone()));
+        drop(c.large(2 << 20));
+        assert_eq!(pool.cached(), kept, "c's did not fit beside b's");
+        drop(b);
+        drop(c.large(1 << 20));
+        assert_eq!(pool.cached(), (1 << 20) + ATTACHMENT_ALIGN - 1);
+        drop(c.large(2 << 20 | 1));
+        assert_eq!(pool.cached(), (2 << 20) + ATTACHMENT_ALIGN, "the 1 MiB one let go for the larger");
+        drop(c);
+        assert_eq!(pool.cached(), 0);
+    }
+
+    #[test]
     fn any_cut_into_chunks_decodes_the_same_requests() {
         let sizes = [0, 10, 5000, 100, 70_000, 0, 1 << 20, 33, 16_000, 16_300, 2 << 20, 5, 0, 40_000];
         let (wire, expect) = wire(&sizes);
@@ -501,7 +561,7 @@ mod tests {
         let (wire, expect) = wire(&[100, 0, 3000, 7]);
         let stats = TransportStats::new("test");
         let mut conn = server();
-        let mut r = RecvBuffer::new(160 << 20);
+        let mut r = RecvBuffer::new(160 << 20, None);
         // Ring buffers start 64-byte aligned.
         let chunk = crate::frame::aligned_with_capacity(wire.len());
         let mut chunk = chunk;
@@ -559,7 +619,7 @@ mod tests {
         let (wire, expect) = wire(&[1 << 20]);
         let stats = TransportStats::new("test");
         let mut conn = server();
-        let mut r = RecvBuffer::new(160 << 20);
+        let mut r = RecvBuffer::new(160 << 20, None);
         let first = 16 << 10;
         r.feed_chunk(&mut conn, Bytes::copy_from_slice(&wire[..first]), &stats, Instant::now());
         let needed = conn.bytes_needed();
@@ -582,7 +642,7 @@ mod tests {
     #[test]
     fn nothing_is_kept_when_the_cache_is_off() {
         let stats = TransportStats::new("test");
-        let mut r = RecvBuffer::new(0);
+        let mut r = RecvBuffer::new(0, None);
         r.prepare(1 << 20, &stats);
         assert!(r.anchors.is_empty());
     }

@@ -36,6 +36,7 @@ struct ServerConfig {
     max_connections: usize,
     grace_period: Duration,
     memory_budget: usize,
+    recv_cache_total: usize,
     stderr_warnings: bool,
 }
 
@@ -212,6 +213,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Bytes of large receive buffers all connections together keep for reuse, within each
+    /// one's [`ServerBuilder::recv_cache_bytes`]. A buffer that would pass it is freed after
+    /// use instead, so peers that each send one large frame and then idle cannot make the
+    /// server keep a cache's worth per connection. Default 512 MiB;
+    /// [`Server::recv_cache_held`] says how much is kept now.
+    pub fn recv_cache_total(mut self, bytes: usize) -> Self {
+        self.config.recv_cache_total = bytes;
+        self
+    }
+
     /// Bytes one connection may hold (requests not yet answered, answers not yet written)
     /// before the server stops reading from it until its peer reads. Default 64 MiB. See
     /// [`ConnConfig::memory_budget`].
@@ -349,7 +360,7 @@ impl ServerBuilder {
         Server {
             inner: Arc::new(ServerInner {
                 service,
-                budget: Arc::new(MemoryBudget::new(self.config.memory_budget)),
+                budget: Arc::new(MemoryBudget::new(self.config.memory_budget, self.config.recv_cache_total)),
                 config: self.config,
                 shutdown,
                 live: AtomicUsize::new(0),
@@ -395,6 +406,7 @@ impl Server {
                 max_connections: 1024,
                 grace_period: Duration::from_secs(10),
                 memory_budget: 1 << 30,
+                recv_cache_total: 512 << 20,
                 stderr_warnings: true,
             },
             services: Vec::new(),
@@ -520,6 +532,12 @@ impl Server {
     /// answered, answers not yet written).
     pub fn memory_held(&self) -> usize {
         self.inner.budget.used()
+    }
+
+    /// Bytes of large receive buffers all connections keep for reuse now (at most
+    /// [`ServerBuilder::recv_cache_total`]; a buffer in use counts while it is kept).
+    pub fn recv_cache_held(&self) -> usize {
+        self.inner.budget.cached()
     }
 
     /// Connections being served now.
