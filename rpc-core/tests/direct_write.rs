@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::task::{Context, Poll, Waker};
@@ -238,17 +237,41 @@ enum Direct {
     Fail,
 }
 
-/// An in-memory transport whose writer and direct path share one pipe end.
+/// What the test sets of its transport while it runs: whether the writer may write (`open`),
+/// and how the direct path behaves.
+#[derive(Debug)]
+struct Gate {
+    open: tokio::sync::watch::Sender<bool>,
+    direct: Mutex<Direct>,
+}
+
+impl Gate {
+    fn new(direct: Direct) -> Arc<Gate> {
+        Arc::new(Gate { open: tokio::sync::watch::channel(true).0, direct: Mutex::new(direct) })
+    }
+}
+
+/// An in-memory transport whose writer and direct path share one pipe end; the far end for
+/// the server.
 struct Piped {
     reader: ReadHalf<DuplexStream>,
     writer: Arc<Mutex<WriteHalf<DuplexStream>>>,
-    mode: Direct,
+    gate: Arc<Gate>,
     stats: Arc<TransportStats>,
+}
+
+impl Piped {
+    fn new(gate: Arc<Gate>) -> (Piped, DuplexStream) {
+        let (near, far) = tokio::io::duplex(64 << 10);
+        let (reader, writer) = tokio::io::split(near);
+        let stats = Arc::new(TransportStats::new("piped"));
+        (Piped { reader, writer: Arc::new(Mutex::new(writer)), gate, stats }, far)
+    }
 }
 
 struct PipedSend {
     writer: Arc<Mutex<WriteHalf<DuplexStream>>>,
-    mode: Direct,
+    gate: Arc<Gate>,
 }
 
 struct PipedRecv(ReadHalf<DuplexStream>);
@@ -256,7 +279,7 @@ struct PipedRecv(ReadHalf<DuplexStream>);
 #[derive(Debug)]
 struct PipedDirect {
     writer: Arc<Mutex<WriteHalf<DuplexStream>>>,
-    mode: Direct,
+    gate: Arc<Gate>,
 }
 
 impl Transport for Piped {
@@ -264,7 +287,7 @@ impl Transport for Piped {
     type Recv = PipedRecv;
 
     fn split(self) -> (PipedRecv, PipedSend) {
-        (PipedRecv(self.reader), PipedSend { writer: self.writer, mode: self.mode })
+        (PipedRecv(self.reader), PipedSend { writer: self.writer, gate: self.gate })
     }
 
     fn stats(&self) -> Arc<TransportStats> {
@@ -284,6 +307,7 @@ async fn write_all(writer: &Mutex<WriteHalf<DuplexStream>>, bytes: &[u8]) -> io:
 
 impl SendHalf for PipedSend {
     async fn send(&mut self, batch: &mut Vec<Transmit>) -> io::Result<()> {
+        let _ = self.gate.open.subscribe().wait_for(|open| *open).await;
         let bytes: Vec<u8> = batch.drain(..).flat_map(|t| t.to_vec()).collect();
         write_all(&self.writer, &bytes).await
     }
@@ -293,13 +317,13 @@ impl SendHalf for PipedSend {
     }
 
     fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
-        Some(Arc::new(PipedDirect { writer: self.writer.clone(), mode: self.mode }))
+        Some(Arc::new(PipedDirect { writer: self.writer.clone(), gate: self.gate.clone() }))
     }
 }
 
 impl DirectWrite for PipedDirect {
     fn try_write(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-        let max = match self.mode {
+        let max = match *self.gate.direct.lock().unwrap() {
             Direct::Trickle(n) => n,
             Direct::Refuse => return Err(io::ErrorKind::WouldBlock.into()),
             Direct::Fail => return Err(io::Error::other("the direct write failed")),
@@ -323,10 +347,7 @@ impl RecvHalf for PipedRecv {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_the_direct_path_did_not_finish_reach_the_peer_whole_and_in_order() {
     for mode in [Direct::Trickle(5), Direct::Trickle(1000), Direct::Refuse, Direct::Fail] {
-        let (near, far) = tokio::io::duplex(64 << 10);
-        let (reader, writer) = tokio::io::split(near);
-        let stats = Arc::new(TransportStats::new("piped"));
-        let transport = Piped { reader, writer: Arc::new(Mutex::new(writer)), mode, stats };
+        let (transport, far) = Piped::new(Gate::new(mode));
         let (far_r, far_w) = tokio::io::split(far);
         let server = Server::builder().build(TestService::default());
         let serving = tokio::spawn(server.serve_connection(StreamTransport::new(far_r, far_w, "mem")));
@@ -344,80 +365,11 @@ async fn frames_the_direct_path_did_not_finish_reach_the_peer_whole_and_in_order
     }
 }
 
-/// A transport whose writer waits while the test holds it (`open` false) and whose direct
-/// write takes at most `direct_max` bytes: a write cut short, its rest stuck with the writer.
-struct Gated {
-    reader: ReadHalf<DuplexStream>,
-    writer: Arc<Mutex<WriteHalf<DuplexStream>>>,
-    gate: Arc<Gate>,
-    stats: Arc<TransportStats>,
-}
-
-#[derive(Debug)]
-struct Gate {
-    open: tokio::sync::watch::Sender<bool>,
-    direct_max: AtomicUsize,
-}
-
-struct GatedSend {
-    writer: Arc<Mutex<WriteHalf<DuplexStream>>>,
-    gate: Arc<Gate>,
-}
-
-#[derive(Debug)]
-struct GatedDirect {
-    writer: Arc<Mutex<WriteHalf<DuplexStream>>>,
-    gate: Arc<Gate>,
-}
-
-impl Transport for Gated {
-    type Send = GatedSend;
-    type Recv = PipedRecv;
-
-    fn split(self) -> (PipedRecv, GatedSend) {
-        (PipedRecv(self.reader), GatedSend { writer: self.writer, gate: self.gate })
-    }
-
-    fn stats(&self) -> Arc<TransportStats> {
-        self.stats.clone()
-    }
-}
-
-impl SendHalf for GatedSend {
-    async fn send(&mut self, batch: &mut Vec<Transmit>) -> io::Result<()> {
-        let _ = self.gate.open.subscribe().wait_for(|open| *open).await;
-        let bytes: Vec<u8> = batch.drain(..).flat_map(|t| t.to_vec()).collect();
-        write_all(&self.writer, &bytes).await
-    }
-
-    async fn shutdown(&mut self) -> io::Result<()> {
-        std::future::poll_fn(|cx| Pin::new(&mut *self.writer.lock().unwrap()).poll_shutdown(cx)).await
-    }
-
-    fn direct(&self) -> Option<Arc<dyn DirectWrite>> {
-        Some(Arc::new(GatedDirect { writer: self.writer.clone(), gate: self.gate.clone() }))
-    }
-}
-
-impl DirectWrite for GatedDirect {
-    fn try_write(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-        let max = self.gate.direct_max.load(Ordering::SeqCst);
-        let bytes: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).take(max).collect();
-        let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut *self.writer.lock().unwrap()).poll_write(&mut cx, &bytes) {
-            Poll::Ready(r) => r,
-            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keepalive_ping_cut_short_by_the_direct_path_is_not_timed_before_it_is_written() {
-    let (near, far) = tokio::io::duplex(64 << 10);
-    let (reader, writer) = tokio::io::split(near);
-    let gate = Arc::new(Gate { open: tokio::sync::watch::channel(true).0, direct_max: AtomicUsize::new(usize::MAX) });
-    let stats = Arc::new(TransportStats::new("gated"));
-    let transport = Gated { reader, writer: Arc::new(Mutex::new(writer)), gate: gate.clone(), stats: stats.clone() };
+    let gate = Gate::new(Direct::Trickle(usize::MAX));
+    let (transport, far) = Piped::new(gate.clone());
+    let stats = transport.stats();
     let (far_r, far_w) = tokio::io::split(far);
     // The server sends nothing unasked: only our ping's answer would prove it alive.
     let server = Server::builder().keepalive(None, Duration::from_secs(60)).build(TestService::default());
@@ -430,12 +382,12 @@ async fn a_keepalive_ping_cut_short_by_the_direct_path_is_not_timed_before_it_is
 
     // The next ping leaves by the direct path, one byte of it; the rest waits with the writer,
     // held here for three keepalive timeouts: the ping is not out, so its timeout has not begun.
-    gate.direct_max.store(1, Ordering::SeqCst);
+    *gate.direct.lock().unwrap() = Direct::Trickle(1);
     gate.open.send_replace(false);
     let sent = stats.snapshot().sent_bytes;
     eventually("a ping cut short by the direct path", || stats.snapshot().sent_bytes > sent).await;
     tokio::time::sleep(Duration::from_millis(900)).await;
-    gate.direct_max.store(usize::MAX, Ordering::SeqCst);
+    *gate.direct.lock().unwrap() = Direct::Trickle(usize::MAX);
     gate.open.send_replace(true);
 
     // The writer finishes the ping, the server answers it: the connection is alive.
