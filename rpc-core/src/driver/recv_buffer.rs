@@ -83,10 +83,18 @@ impl RecvBuffer {
     pub(crate) fn prepare(&mut self, needed: usize, stats: &TransportStats) {
         let spare = self.buf.capacity() - self.buf.len();
         let missing = needed.saturating_sub(self.buf.len());
-        if self.buf.is_empty() && needed <= HEADER_LEN && self.header_first {
-            // One small read for the header; the body then goes straight where it belongs.
-            if spare != needed {
-                self.buf = BytesMut::with_capacity(needed);
+        if needed <= HEADER_LEN && self.header_first && missing > 0 {
+            // One small read for the header (or its rest: the last read may have brought its
+            // start, in a large frame's alignment slack); the body then goes straight where it
+            // belongs. Reading it into a block instead would fill the block with the start of a
+            // large body, all of which would then move to the body's own buffer.
+            if spare != missing {
+                let mut next = BytesMut::with_capacity(needed);
+                if !self.buf.is_empty() {
+                    TransportStats::add(&stats.recv_copied_bytes, self.buf.len() as u64);
+                    next.extend_from_slice(&self.buf);
+                }
+                self.buf = next;
             }
             return;
         }
@@ -416,6 +424,26 @@ mod tests {
         r.buf.clear();
         r.prepare(HEADER_LEN, &stats);
         assert!(r.buf.capacity() > HEADER_LEN);
+    }
+
+    #[test]
+    fn after_a_large_frame_the_rest_of_a_header_begun_in_its_buffer_is_read_alone() {
+        let stats = TransportStats::new("test");
+        let mut r = RecvBuffer::new(160 << 20, None);
+        r.prepare(100_000, &stats);
+        // The read filled the large buffer's alignment slack too: after the frame, the first
+        // 20 bytes of the next header, and no room left.
+        let mut rest = BytesMut::with_capacity(20);
+        rest.extend_from_slice(&[7; 20]);
+        r.buf = rest;
+        r.prepare(HEADER_LEN, &stats);
+        assert_eq!(r.buf.capacity(), HEADER_LEN, "a read must not run past the header");
+        assert_eq!(&r.buf[..], &[7; 20]);
+        r.buf.resize(HEADER_LEN, 2);
+        // Another large frame: only the header moved, no block's worth of its body.
+        r.prepare(100_000, &stats);
+        assert!(r.buf.capacity() >= 100_000);
+        assert_eq!(stats.snapshot().recv_copied_bytes, (20 + HEADER_LEN) as u64);
     }
 
     /// What a test stream holds: the client's hello, then requests with attachments of the
