@@ -100,6 +100,28 @@ struct Tunnel {
     reading: bool,
 }
 
+impl Tunnel {
+    /// Queues `result` as the response to the client's request `wire`.
+    fn queue_response<T: Serialize>(
+        &mut self,
+        buf: &mut EncodeBuf,
+        wire: u64,
+        result: &Result<T, ServerError>,
+    ) -> Result<(), postcard::Error> {
+        let message = buf.encode(&FromServerRef::response(wire, result))?;
+        self.out_ids.push_back((wire, message.len()));
+        self.out.push_back(Body::message(message));
+        Ok(())
+    }
+
+    /// Queues an error of `kind` as the response to `wire` (small, and its bytes the same whatever
+    /// the response type: if it does not encode, nothing will).
+    fn queue_error(&mut self, buf: &mut EncodeBuf, wire: u64, kind: io::ErrorKind, detail: String) {
+        let error: Result<(), ServerError> = Err(ServerError::new(kind, detail));
+        let _ = self.queue_response(buf, wire, &error);
+    }
+}
+
 /// How a connection's zcrpc service reaches its tarpc transport. The transport holds only
 /// `answering`: the channel ends when the connection's service and handlers are gone.
 struct Link {
@@ -301,12 +323,7 @@ impl<Req, Resp> ServerTransport<Req, Resp> {
                     if failed.is_some_and(|(_, len)| len > rpc_core::frame::MIN_MAX_FRAME as usize) =>
                 {
                     let (wire, _) = failed.expect("checked");
-                    // An error's bytes are the same whatever the response type.
-                    let error: Result<(), ServerError> = Err(ServerError::new(io::ErrorKind::InvalidInput, format!("zcrpc: {why}")));
-                    if let Ok(message) = self.buf.encode(&FromServerRef::response(wire, &error)) {
-                        t.out_ids.push_back((wire, message.len()));
-                        t.out.push_back(Body::message(message));
-                    }
+                    t.queue_error(&mut self.buf, wire, io::ErrorKind::InvalidInput, format!("zcrpc: {why}"));
                 }
                 Poll::Ready(Err(e)) => {
                     tracing::debug!("tarpc over zcrpc: a stream from {:?} ended: {e}", self.peer);
@@ -452,14 +469,8 @@ impl<Req: DeserializeOwned, Resp> ServerTransport<Req, Resp> {
                             Ok(decoded) => decoded,
                             Err(e) => {
                                 // Answered here, tarpc never sees it: an error in its place.
-                                let error: Result<(), ServerError> = Err(ServerError::new(
-                                    io::ErrorKind::InvalidInput,
-                                    format!("zcrpc: {STREAM_PATH}: cannot decode the request: {e}"),
-                                ));
-                                if let Ok(message) = self.buf.encode(&FromServerRef::response(wire, &error)) {
-                                    t.out_ids.push_back((wire, message.len()));
-                                    t.out.push_back(Body::message(message));
-                                }
+                                let why = format!("zcrpc: {STREAM_PATH}: cannot decode the request: {e}");
+                                t.queue_error(&mut self.buf, wire, io::ErrorKind::InvalidInput, why);
                                 continue;
                             }
                         };
@@ -535,19 +546,9 @@ impl<Req, Resp: Serialize> Sink<Response<Resp>> for ServerTransport<Req, Resp> {
                 this.forget_stream_request();
                 let Some(t) = this.tunnels.get_mut(slot).and_then(Option::as_mut) else { return Ok(()) };
                 t.ids.remove(&wire);
-                let message = match this.buf.encode(&FromServerRef::response(wire, &response.message)) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        let error: Result<(), ServerError> =
-                            Err(ServerError::new(io::ErrorKind::InvalidData, format!("cannot encode the response: {e}")));
-                        match this.buf.encode(&FromServerRef::response(wire, &error)) {
-                            Ok(m) => m,
-                            Err(_) => return Ok(()),
-                        }
-                    }
-                };
-                t.out_ids.push_back((wire, message.len()));
-                t.out.push_back(Body::message(message));
+                if let Err(e) = t.queue_response(&mut this.buf, wire, &response.message) {
+                    t.queue_error(&mut this.buf, wire, io::ErrorKind::InvalidData, format!("cannot encode the response: {e}"));
+                }
             }
         }
         Ok(())
