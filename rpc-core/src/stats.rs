@@ -121,7 +121,7 @@ counters! {
     bytes_copy,
     /// Of the copy path's frames, those written by the task that queued them, not by the
     /// connection's writer task: the direct path, taken by a lone call's small request or
-    /// response while the writer is idle (tcp and io_uring without TLS).
+    /// response while the writer is idle (tcp, Unix sockets and io_uring, without TLS).
     sends_direct,
     /// Bytes sent zero-copy.
     bytes_zc,

@@ -36,7 +36,8 @@
 //! Either way the request's context (deadline and trace) travels before the message as tarpc's
 //! serde transports send it, and tarpc's server enforces the deadline (its handler is dropped
 //! when it passes). A deadline longer than two years is cut to two years: tarpc's server timers
-//! panic past about 2.2, and a peer's deadline past the clock's range would panic as it is read. Responses go back the way their request came, whatever their size.
+//! panic past about 2.2, and a peer's deadline past the clock's range would panic as it is
+//! read. Responses go back the way their request came, whatever their size.
 //! Messages are serialized with postcard into
 //! buffers each transport reuses once the messages in them are written out, and decoded in
 //! the task of the tarpc channel or client that takes them; after a large one (64 KiB and up)

@@ -123,8 +123,3 @@ impl<S: Socket> DirectWrite for SocketDirect<S> {
         self.0.try_write_vectored(slices)
     }
 }
-
-/// The direct path's handle on `socket`.
-pub(crate) fn direct<S: Socket>(socket: &Arc<S>) -> Option<Arc<dyn DirectWrite>> {
-    Some(Arc::new(SocketDirect(socket.clone())))
-}

@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::sendfile::{self, FileSocket};
+use super::socket::{Socket, SocketDirect, SocketWrite};
 use super::{DirectWrite, RecvHalf, SendHalf, Transmit, Transport, TransportStats};
 use crate::Segment;
 
@@ -74,15 +75,19 @@ impl<W> StreamSend<W> {
         StreamSend { writer, stats, file_socket: None, direct: None }
     }
 
-    /// A sender whose writer is a socket that takes `sendfile` (where the platform has it) and
-    /// non-blocking writes from any task (`direct`).
-    pub(crate) fn with_socket(
-        writer: W,
-        stats: Arc<TransportStats>,
-        socket: FileSocketOf<W>,
-        direct: Option<Arc<dyn DirectWrite>>,
-    ) -> Self {
-        StreamSend { writer, stats, file_socket: sendfile::HAS_SENDFILE.then_some(socket), direct }
+}
+
+impl<S: Socket> StreamSend<SocketWrite<S>> {
+    /// A sender writing to `socket`, which takes `sendfile` (where the platform has it, as
+    /// `file_socket` names it) and non-blocking writes from any task (the driver's direct path).
+    pub(crate) fn on_socket(socket: Arc<S>, stats: Arc<TransportStats>, file_socket: FileSocketOf<SocketWrite<S>>) -> Self {
+        let direct: Arc<dyn DirectWrite> = Arc::new(SocketDirect(socket.clone()));
+        StreamSend {
+            writer: SocketWrite(socket),
+            stats,
+            file_socket: sendfile::HAS_SENDFILE.then_some(file_socket),
+            direct: Some(direct),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
-use super::socket::{self, SocketWrite};
+use super::socket::SocketWrite;
 use super::stream::StreamSend;
 use super::{Acceptor, RecvHalf, Transport, TransportStats};
 
@@ -55,10 +55,8 @@ impl Transport for TcpTransport {
     type Recv = TcpRecv;
 
     fn split(self) -> (TcpRecv, StreamSend<TcpWrite>) {
-        let direct = socket::direct(&self.stream);
         let recv = TcpRecv { stream: self.stream.clone(), stats: self.stats.clone() };
-        let writer = SocketWrite(self.stream);
-        (recv, StreamSend::with_socket(writer, self.stats, |w| super::sendfile::FileSocket::Tcp(&w.0), direct))
+        (recv, StreamSend::on_socket(self.stream, self.stats, |w| super::sendfile::FileSocket::Tcp(&w.0)))
     }
 
     fn stats(&self) -> Arc<TransportStats> {

@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use tokio::net::{UnixListener, UnixStream};
 
-use super::socket::{self, SocketRead, SocketWrite};
+use super::socket::{SocketRead, SocketWrite};
 use super::stream::{StreamRecv, StreamSend};
 use super::{Acceptor, Transport, TransportStats};
 use crate::service::Peer;
@@ -70,10 +70,8 @@ impl Transport for UnixTransport {
     type Recv = StreamRecv<SocketRead<UnixStream>>;
 
     fn split(self) -> (Self::Recv, Self::Send) {
-        let direct = socket::direct(&self.stream);
         let recv = StreamRecv::new(SocketRead(self.stream.clone()), self.stats.clone());
-        let writer = SocketWrite(self.stream);
-        (recv, StreamSend::with_socket(writer, self.stats, |w| super::sendfile::FileSocket::Unix(&w.0), direct))
+        (recv, StreamSend::on_socket(self.stream, self.stats, |w| super::sendfile::FileSocket::Unix(&w.0)))
     }
 
     fn stats(&self) -> Arc<TransportStats> {
