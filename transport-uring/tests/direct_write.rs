@@ -7,8 +7,8 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use rpc_core::{Body, CallOptions, Client, ClientConfig, Payload, Server};
-use transport_uring::{Backend, UringAcceptor, UringConfig, ZcMode};
+use rpc_core::{Body, CallOptions, Payload};
+use transport_uring::{Backend, UringConfig, ZcMode};
 
 async fn one_call_at_a_time(backend: Backend) {
     init_tracing();
@@ -20,15 +20,7 @@ async fn one_call_at_a_time(backend: Backend) {
         mode: ZcMode::AlwaysZc,
         ..UringConfig::default()
     };
-    let acceptor = UringAcceptor::bind("127.0.0.1:0", cfg.clone())
-        .await
-        .unwrap();
-    let addr = acceptor.local_addr().unwrap();
-    let handle = Server::builder().build(Echo).serve(acceptor);
-    let transport = transport_uring::connect(addr, cfg).await.unwrap();
-    let client = Client::connect(transport, ClientConfig::default())
-        .await
-        .unwrap();
+    let (handle, client) = echo_over(cfg).await;
     // Small calls (below every backend's zero-copy threshold) with a large one now and then,
     // which the writer sends: the small ones after it must still come in order.
     let sizes = [1usize, 100, 1000, 2000, 200_000];

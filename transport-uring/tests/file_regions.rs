@@ -10,8 +10,8 @@ use std::io::Write;
 use bytes::Bytes;
 use common::*;
 use rpc_core::transport::{SendHalf, Transport};
-use rpc_core::{Client, ClientConfig, FileRegion, Payload, Segment, Server, Transmit};
-use transport_uring::{Backend, UringAcceptor, UringConfig, ZcMode};
+use rpc_core::{FileRegion, Payload, Segment, Transmit};
+use transport_uring::{Backend, UringConfig, ZcMode};
 
 const BACKENDS: [Backend; 3] = [Backend::Uring, Backend::MsgZc, Backend::Copy];
 
@@ -122,11 +122,7 @@ async fn a_client_sends_a_file_region_through_the_rpc_layer() {
             continue;
         }
         tokio::time::timeout(LIMIT, async {
-            let acceptor = UringAcceptor::bind("127.0.0.1:0", cfg(backend)).await.unwrap();
-            let addr = acceptor.local_addr().unwrap();
-            let handle = Server::builder().build(Echo).serve(acceptor);
-            let transport = transport_uring::connect(addr, cfg(backend)).await.unwrap();
-            let client = Client::connect(transport, ClientConfig::default()).await.unwrap();
+            let (handle, client) = echo_over(cfg(backend)).await;
             let mut p = Payload::new();
             p.push(Bytes::from_static(b"<"));
             p.push_file(FileRegion::open(&path).unwrap());

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rpc_core::{Body, BoxFuture, Segment, ServerRequest, Service, Status, Transmit};
+use rpc_core::{Body, BoxFuture, Client, ClientConfig, Segment, Server, ServerHandle, ServerRequest, Service, Status, Transmit};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use transport_uring::{Backend, UringConfig, UringTransport};
+use transport_uring::{Backend, UringAcceptor, UringConfig, UringTransport};
 
 /// Every test is bounded in time.
 pub const LIMIT: Duration = Duration::from_secs(60);
@@ -78,6 +78,17 @@ impl Service for Echo {
             }
         })
     }
+}
+
+/// An [`Echo`] server on 127.0.0.1 over this transport with `cfg`, and a client of it with the
+/// same `cfg`.
+pub async fn echo_over(cfg: UringConfig) -> (ServerHandle, Client) {
+    let acceptor = UringAcceptor::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let handle = Server::builder().build(Echo).serve(acceptor);
+    let transport = transport_uring::connect(addr, cfg).await.unwrap();
+    let client = Client::connect(transport, ClientConfig::default()).await.unwrap();
+    (handle, client)
 }
 
 pub fn init_tracing() {
