@@ -37,6 +37,24 @@ async fn echo_checked(client: &Client, size: usize, seed: u8) {
     assert_eq!(got, want, "attachments of a {size}-byte call");
 }
 
+/// `calls` small calls one at a time, then a 1 MiB one: the small ones go direct both ways, the
+/// large one by the writer.
+async fn one_at_a_time_goes_direct_both_ways(client: &Client, server: &Server, calls: usize) {
+    for i in 0..calls {
+        echo_checked(client, [0, 64, 1000, 4096, 12_000][i % 5], i as u8).await;
+    }
+    // Every request went by the direct path but those of the first moments (the writer still
+    // busy with the hello) and any keepalive's company; the server answered the same way.
+    let c = client.stats();
+    assert!(c.sends_direct >= calls as u64 - 5, "client: {c:?}");
+    assert!(c.sends_copy >= c.sends_direct);
+    let s = server.stats();
+    assert!(s.sends_direct >= calls as u64 - 5, "server: {s:?}");
+    // Larger frames stay the writer's.
+    echo_checked(client, 1 << 20, 7).await;
+    assert_eq!(client.stats().sends_direct, c.sends_direct, "a 1 MiB request went by the direct path");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_call_at_a_time_over_tcp_goes_direct_both_ways() {
     let server = Server::builder().build(TestService::default());
@@ -44,21 +62,7 @@ async fn one_call_at_a_time_over_tcp_goes_direct_both_ways() {
     let addr = acceptor.local_addr().unwrap();
     let handle = server.serve(acceptor);
     let client = Client::connect_tcp(addr, ClientConfig::default()).await.unwrap();
-    let calls = 200;
-    for i in 0..calls {
-        echo_checked(&client, [0, 64, 1000, 4096, 12_000][i % 5], i as u8).await;
-    }
-    // Every request went by the direct path but those of the first moments (the writer still
-    // busy with the hello) and any keepalive's company; the server answered the same way.
-    let c = client.stats();
-    assert!(c.sends_direct >= calls as u64 - 5, "client: {c:?}");
-    assert!(c.sends_copy >= c.sends_direct);
-    let s = handle.server().stats();
-    assert!(s.sends_direct >= calls as u64 - 5, "server: {s:?}");
-    // Larger frames stay the writer's.
-    let before = client.stats().sends_direct;
-    echo_checked(&client, 1 << 20, 7).await;
-    assert_eq!(client.stats().sends_direct, before, "a 1 MiB request went by the direct path");
+    one_at_a_time_goes_direct_both_ways(&client, handle.server(), 200).await;
     handle.shutdown().await;
 }
 
@@ -70,18 +74,8 @@ async fn one_call_at_a_time_over_a_unix_socket_goes_direct_both_ways() {
     let server = Server::builder().build(TestService::default());
     let handle = server.serve(rpc_core::transport::unix::UnixAcceptor::bind(&path).await.unwrap());
     let client = Client::connect_unix(&path, ClientConfig::default()).await.unwrap();
-    let calls = 100;
-    for i in 0..calls {
-        echo_checked(&client, [0, 64, 1000, 4096, 12_000][i % 5], i as u8).await;
-    }
-    let c = client.stats();
-    assert_eq!(c.transport, "unix");
-    assert!(c.sends_direct >= calls as u64 - 5, "client: {c:?}");
-    let s = handle.server().stats();
-    assert!(s.sends_direct >= calls as u64 - 5, "server: {s:?}");
-    // Large frames stay the writer's.
-    echo_checked(&client, 1 << 20, 9).await;
-    assert_eq!(client.stats().sends_direct, c.sends_direct, "a 1 MiB request went by the direct path");
+    assert_eq!(client.stats().transport, "unix");
+    one_at_a_time_goes_direct_both_ways(&client, handle.server(), 100).await;
     handle.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
