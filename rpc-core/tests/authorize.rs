@@ -1,6 +1,7 @@
 //! `ServerBuilder::authorize` on a plaintext transport: a hook that refuses calls by method path
 //! and metadata (a token), across several services, for unary and streaming calls — the
-//! refused handler never runs, and the caller gets the hook's status.
+//! refused handler never runs, and the caller gets the hook's status; and a connection served
+//! with a service of its own (`Server::serve_connection_with`) goes through the same hook.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -93,4 +94,35 @@ async fn the_hook_refuses_by_path_and_token_before_any_handler_runs() {
     let mut items = CatalogClient::new(client).with_options(with("admin")).watch().await.unwrap();
     assert_eq!(items.recv().await.unwrap().unwrap(), "tea");
     assert_eq!(ran.0.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_connection_served_with_its_own_service_goes_through_the_servers_hook_and_stops_alone() {
+    let (own, other) = (Impl::default(), Impl::default());
+    let server = Server::builder().authorize(policy).build(AdminServer::new(other.clone()));
+    let (a, b) = rpc_core::transport::mem::pair();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.clone().serve_connection_with(b, AdminServer::new(own.clone()), async move {
+        let _ = stopped.await;
+    }));
+    let client = Client::connect(a, ClientConfig::default()).await.unwrap();
+    let with = |token: &str| CallOptions::default().header("token", token.to_owned()).unwrap();
+
+    // The hook knows the connection's service's paths, and refuses before it runs.
+    let e = AdminClient::new(client.clone()).with_options(with("user")).reset().await.unwrap_err();
+    assert_eq!(e.code(), Code::PERMISSION_DENIED, "{e}");
+    assert!(e.to_string().contains("shop.v1.Admin/reset is for admins"), "{e}");
+    assert_eq!(AdminClient::new(client.clone()).with_options(with("admin")).reset().await.unwrap(), 7);
+    assert_eq!((own.0.load(Ordering::SeqCst), other.0.load(Ordering::SeqCst)), (1, 0), "the connection's own service ran");
+
+    // A second connection, served as usual, is not touched by the first one's stop.
+    let (c, d) = rpc_core::transport::mem::pair();
+    tokio::spawn(server.clone().serve_connection(d));
+    let second = AdminClient::new(Client::connect(c, ClientConfig::default()).await.unwrap()).with_options(with("admin"));
+    assert_eq!(server.connections(), 2);
+    drop(stop);
+    tokio::time::timeout(Duration::from_secs(10), serving).await.expect("the stopped connection still served").unwrap();
+    assert_eq!(server.connections(), 1);
+    assert_eq!(second.reset().await.unwrap(), 7);
+    assert_eq!(other.0.load(Ordering::SeqCst), 1, "the server's service serves the other connection");
 }

@@ -719,6 +719,7 @@ impl Drop for StreamGone {
 /// serves its items does not change. Stops accepting when dropped.
 pub struct Incoming<Req, Resp> {
     transports: mpsc::Receiver<io::Result<ServerTransport<Req, Resp>>>,
+    server: Server,
     local_addr: Option<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
     _types: PhantomData<fn(Req) -> Resp>,
@@ -741,13 +742,25 @@ where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
 {
-    /// Accepts zcrpc connections from `acceptor` (tcp, io_uring, TLS, Unix), each served with
-    /// the limits of `builder` (frame size, calls in flight, timeouts), at most
-    /// `max_connections` at once (one more waits until one ends).
+    /// Accepts zcrpc connections from `acceptor` (tcp, io_uring, TLS, Unix), at most
+    /// `max_connections` at once (one more waits until one ends). They are served by one zcrpc
+    /// server built from `builder`, so they share its limits (frame size, calls in flight,
+    /// timeouts), its memory budget and receive cache, its counters and its shutdown (see
+    /// [`Incoming::server`]); its `max_connections` refuses connections past it.
     pub fn new<A: Acceptor>(acceptor: A, builder: ServerBuilder, max_connections: usize) -> Self {
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        let task = tokio::spawn(accept_loop(acceptor, builder, max_connections.max(1), tx));
-        Incoming { transports: rx, local_addr: None, task, _types: PhantomData }
+        // Each connection is served with a service of its own (its link to its transport);
+        // this one, the server's, is never reached.
+        let server = builder.build(Unlinked);
+        let task = tokio::spawn(accept_loop(acceptor, server.clone(), max_connections.max(1), tx));
+        Incoming { transports: rx, server, local_addr: None, task, _types: PhantomData }
+    }
+
+    /// The zcrpc server of every connection: its counters ([`Server::stats`]), the memory its
+    /// connections hold together ([`Server::memory_held`]), and a graceful shutdown of them all
+    /// ([`Server::shutdown`]; connections that arrive after it are refused).
+    pub fn server(&self) -> &Server {
+        &self.server
     }
 
     /// The address it listens on, for a listener made by [`listen`].
@@ -782,9 +795,18 @@ where
     Ok(incoming)
 }
 
+/// The service of a server whose every connection brings its own ([`Bridge`]).
+struct Unlinked;
+
+impl rpc_core::Service for Unlinked {
+    fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+        Box::pin(std::future::ready(Err(Status::unimplemented(req.method))))
+    }
+}
+
 async fn accept_loop<A, Req, Resp>(
     mut acceptor: A,
-    builder: ServerBuilder,
+    server: Server,
     max_connections: usize,
     tx: mpsc::Sender<io::Result<ServerTransport<Req, Resp>>>,
 ) where
@@ -824,18 +846,11 @@ async fn accept_loop<A, Req, Resp>(
         // answered by the transport's drop). Open, every call would be refused "unavailable".
         let transport_gone = requests_tx.clone();
         let link = Arc::new(Link { requests: requests_tx, answering: answering.clone(), waiting: waiting.clone() });
-        let server = builder.clone().build(Bridge { link, next_id: AtomicU64::new(0) });
+        let bridge = Bridge { link, next_id: AtomicU64::new(0) };
+        let serving = server.clone().serve_connection_with(transport, bridge, async move { transport_gone.closed().await });
         tokio::spawn(async move {
             let _slot = slot;
-            let serving = server.clone().serve_connection(transport);
-            tokio::pin!(serving);
-            let why = tokio::select! {
-                why = &mut serving => why,
-                () = transport_gone.closed() => {
-                    server.shutdown();
-                    serving.await
-                }
-            };
+            let why = serving.await;
             tracing::debug!("tarpc over zcrpc: connection from {peer:?} ended: {why}");
         });
         if tx.send(Ok(ServerTransport::new(requests_rx, answering, waiting, peer))).await.is_err() {

@@ -794,6 +794,41 @@ async fn a_dropped_client_ends_its_server_channel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listeners_connections_share_one_servers_memory_budget() {
+    // One zcrpc server serves all of a listener's connections: a client whose requests the
+    // server holds up to its memory budget holds back the other clients' requests too (every
+    // connection stops reading them), rather than each connection having a budget of its own.
+    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let builder = rpc_core::Server::builder().memory_budget(1 << 20);
+    let mut incoming = rpc_tarpc::Incoming::<StoreRequest, StoreResponse>::new(acceptor, builder, 16);
+    let b = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    let _b_channel = serve_channel(incoming.next().await.unwrap().unwrap(), Impl::default());
+    warm_up(&b).await;
+    // Client a's channel is never served: its 2 MiB echo is held, unanswered.
+    let a = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    let a_transport = incoming.next().await.unwrap().unwrap();
+    let held = tokio::spawn(async move { a.echo(within(Duration::from_secs(60)), Bytes::from(vec![1u8; 2 << 20])).await });
+    eventually("a's request held against the budget", || incoming.server().memory_held() >= 2 << 20).await;
+    assert_eq!(incoming.server().connections(), 2);
+    // b's large request (a call of its own, not a stream message) waits behind the budget...
+    let big = Bytes::from(vec![2u8; 256 << 10]);
+    let b_call = {
+        let (b, big) = (b.clone(), big.clone());
+        tokio::spawn(async move { b.echo(within(Duration::from_secs(60)), big).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!b_call.is_finished(), "b's call was answered while a's request held the whole budget");
+    // ...until a's connection closes (its channel dropped) and lets go of a's request.
+    drop(a_transport);
+    let back = tokio::time::timeout(Duration::from_secs(20), b_call).await.expect("b's call still held").unwrap().unwrap();
+    assert!(back == big, "b's echo came back changed");
+    assert!(held.await.unwrap().is_err(), "a's call was answered by a channel that never ran");
+    eventually("a's connection gone", || incoming.server().connections() == 1).await;
+    assert_eq!(b.add(context::current(), 2, 2).await.unwrap(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unary_call_to_the_stream_method_fails_saying_why() {
     let addr = listen_and_serve(Impl::default()).await;
     let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();

@@ -349,17 +349,17 @@ impl ServerBuilder {
 
     /// The server of `service`, whose methods (for the authorization hook's paths) are `methods`.
     fn serving(self, service: Arc<dyn Service>, methods: &[(&'static str, u32)]) -> Server {
-        let service: Arc<dyn Service> = match self.authorize {
-            None => service,
-            Some(hook) => Arc::new(authorize::Authorized::new(service, hook, methods)),
+        let wrapping = Wrapping {
+            authorize: self.authorize,
+            #[cfg(feature = "tower")]
+            layers: self.layers,
         };
-        // The last layer added wraps first: the first added ends outermost.
-        #[cfg(feature = "tower")]
-        let service = self.layers.iter().rev().fold(service, |s, layer| layer(s));
+        let service = wrapping.wrap(service, methods);
         let (shutdown, _) = watch::channel(false);
         Server {
             inner: Arc::new(ServerInner {
                 service,
+                wrapping,
                 budget: Arc::new(MemoryBudget::new(self.config.memory_budget, self.config.recv_cache_total)),
                 config: self.config,
                 shutdown,
@@ -367,6 +367,28 @@ impl ServerBuilder {
                 stats: Mutex::new(StatsBook::default()),
             }),
         }
+    }
+}
+
+/// What wraps every service the server serves: the authorization hook, then the tower layers.
+struct Wrapping {
+    authorize: Option<authorize::Hook>,
+    /// tower layers, outermost first.
+    #[cfg(feature = "tower")]
+    layers: Vec<crate::tower::LayerFn>,
+}
+
+impl Wrapping {
+    /// `service` behind the hook and the layers; `methods` name its paths for the hook.
+    fn wrap(&self, service: Arc<dyn Service>, methods: &[(&'static str, u32)]) -> Arc<dyn Service> {
+        let service: Arc<dyn Service> = match &self.authorize {
+            None => service,
+            Some(hook) => Arc::new(authorize::Authorized::new(service, hook.clone(), methods)),
+        };
+        // The last layer added wraps first: the first added ends outermost.
+        #[cfg(feature = "tower")]
+        let service = self.layers.iter().rev().fold(service, |s, layer| layer(s));
+        service
     }
 }
 
@@ -378,6 +400,8 @@ struct StatsBook {
 
 struct ServerInner {
     service: Arc<dyn Service>,
+    /// For the services of connections served with their own.
+    wrapping: Wrapping,
     config: ServerConfig,
     shutdown: watch::Sender<bool>,
     live: AtomicUsize,
@@ -454,6 +478,65 @@ impl Server {
 
     /// Serves one connection to its end. The future resolves with why it ended.
     pub async fn serve_connection<T: Transport>(self, transport: T) -> ConnectionError {
+        let service = self.inner.service.clone();
+        self.serve_one(transport, service, std::future::pending()).await
+    }
+
+    /// Serves one connection with a service of its own in place of the server's, for state
+    /// that belongs to one connection: an adapter whose calls go to a handle it gives out per
+    /// connection (rpc-tarpc's transports). Everything else is as for
+    /// [`Server::serve_connection`]: the server's limits, memory budget, receive cache,
+    /// counters and shutdown, and its [`authorize`](ServerBuilder::authorize) hook and layers
+    /// around `service`. When `stop` completes, this connection alone closes gracefully, as
+    /// every connection does at a shutdown: goaway, its calls in flight get the grace period.
+    ///
+    /// ```
+    /// use rpc_core::{Body, BoxFuture, Client, ClientConfig, Server, ServerRequest, Service, Status};
+    ///
+    /// /// Answers with the number of the connection it serves.
+    /// struct Numbered(u8);
+    /// impl Service for Numbered {
+    ///     fn call(&self, _: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+    ///         let n = self.0;
+    ///         Box::pin(async move { Ok(Body::message(vec![n].into())) })
+    ///     }
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// // The service given to `build` serves the connections that bring none of their own.
+    /// let server = Server::builder().memory_budget(256 << 20).build(Numbered(0));
+    /// let (a, b) = rpc_core::transport::mem::pair();
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let stopped = async move { let _ = stopped.await; };
+    /// let serving = tokio::spawn(server.clone().serve_connection_with(b, Numbered(7), stopped));
+    /// let client = Client::connect(a, ClientConfig::default()).await.unwrap();
+    /// let answer = client.call(1, Body::default(), Default::default()).await.unwrap();
+    /// assert_eq!(&answer.message[..], [7]);
+    /// assert_eq!(server.connections(), 1);
+    /// drop(stop); // this connection closes gracefully; the server serves on
+    /// serving.await.unwrap();
+    /// assert_eq!(server.connections(), 0);
+    /// # });
+    /// ```
+    pub async fn serve_connection_with<T: Transport>(
+        self,
+        transport: T,
+        service: impl Service,
+        stop: impl std::future::Future<Output = ()> + Send,
+    ) -> ConnectionError {
+        let methods = service.methods();
+        let service = self.inner.wrapping.wrap(Arc::new(service), methods);
+        self.serve_one(transport, service, stop).await
+    }
+
+    /// Serves one connection with `service` until it ends, closing it gracefully at a shutdown
+    /// of the server or when `stop` completes.
+    async fn serve_one<T: Transport>(
+        self,
+        transport: T,
+        service: Arc<dyn Service>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> ConnectionError {
         let inner = &self.inner;
         let stats = transport.stats();
         let live = inner.live.fetch_add(1, Ordering::AcqRel) + 1;
@@ -472,7 +555,7 @@ impl Server {
             Some((code, msg)) => Connection::refuse(inner.config.conn.clone(), now, code, msg),
             None => Connection::new(Side::Server, inner.config.conn.clone(), now),
         };
-        let mut side = ServerSide::new(inner.service.clone(), transport.peer(), inner.config.stderr_warnings);
+        let mut side = ServerSide::new(service, transport.peer(), inner.config.stderr_warnings);
         side.draining = refused;
         let shared = Shared::new(conn, side, stats.clone(), Some(inner.budget.clone()));
         inner.stats.lock().unwrap_or_else(|e| e.into_inner()).live.push(Arc::downgrade(&stats));
@@ -484,10 +567,13 @@ impl Server {
         let watcher = {
             let shared = shared.clone();
             async move {
-                driver::signalled(&mut shutdown).await;
+                let why = tokio::select! {
+                    () = driver::signalled(&mut shutdown) => "server is shutting down",
+                    () = stop => "the server closes this connection",
+                };
                 shared.step(|g| {
                     g.side.draining = true;
-                    g.conn.goaway("server is shutting down");
+                    g.conn.goaway(why);
                 });
                 tokio::time::sleep(grace).await;
                 shared.step(|g| g.conn.close(ConnectionError::LocallyClosed));
