@@ -214,6 +214,7 @@ mod error;
 mod file_receiver;
 mod file_region;
 mod identity;
+mod jitter;
 pub mod frame;
 mod metadata;
 mod method;

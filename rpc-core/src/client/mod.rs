@@ -55,6 +55,9 @@ impl Default for ClientConfig {
 /// Re-dialing after a lost connection. Calls in flight on the lost connection fail with
 /// [`CallError::Connection`] (they are replayed on the new one only when marked
 /// [`CallOptions::idempotent`]); calls made while there is no connection wait for the next one.
+/// Calls the server's goaway says it never took (sent as it closed the connection gracefully:
+/// a shutdown, a connection's maximum age) never ran, and go again on the next connection
+/// whatever their kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reconnect {
     /// The first wait before dialing again; doubled after each failed dial, up to
@@ -369,13 +372,19 @@ impl Client {
                 Err(e) => return (Err(e), None),
             };
             let remaining = timeout.map(|t| t.saturating_sub(start.elapsed()));
-            let replay = (options.idempotent && self.inner.reconnect.is_some()).then(|| body.clone());
+            // A re-dialing client sends a call again on the next connection when the server's
+            // goaway says it never took it (`ShuttingDown`: sent as the server closed, at its
+            // shutdown or its connection's maximum age), and, if idempotent, when it was lost
+            // in flight with its connection. So it keeps a copy of the body until the answer:
+            // reference counts, not the bytes.
+            let replay = self.inner.reconnect.is_some().then(|| body.clone());
             match conn.call(method, body, &options.metadata, remaining).await {
                 // Report the deadline the caller set, not what was left of it when sent.
                 Attempt::Done((Err(CallError::DeadlineExceeded(_)), m)) => {
                     return (Err(CallError::DeadlineExceeded(timeout.unwrap_or_default())), m)
                 }
-                Attempt::Done((Err(CallError::Connection(_) | CallError::ShuttingDown), _)) if replay.is_some() => {
+                Attempt::Done((Err(CallError::ShuttingDown), _)) if replay.is_some() => body = replay.expect("checked"),
+                Attempt::Done((Err(CallError::Connection(_)), _)) if options.idempotent && replay.is_some() => {
                     body = replay.expect("checked");
                 }
                 Attempt::Done(answer) => return answer,

@@ -2,16 +2,15 @@
 //! its connection is lost — closed, reset, or told to go away — with exponential backoff and
 //! jitter between attempts, so that many clients of a restarted server do not all knock at once.
 
-use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
 use super::conn::Conn;
 use super::ClientConfig;
 use crate::error::ConnectError;
+use crate::jitter::jitter;
 use crate::service::BoxFuture;
 use crate::transport::Transport;
 
@@ -70,32 +69,12 @@ pub(super) async fn supervise<T: Transport>(
                     tracing::debug!("re-dialing {target} failed: {e}");
                     link.send_modify(|l| l.last_error = Some(format!("connecting to {target}: {e}")));
                     tokio::select! {
-                        _ = tokio::time::sleep(jitter(backoff)) => {}
+                        _ = tokio::time::sleep(jitter(backoff, 0.5)) => {}
                         _ = link.closed() => return,
                     }
                     backoff = backoff.saturating_mul(2).min(config.reconnect.max_backoff);
                 }
             }
         }
-    }
-}
-
-/// `d` scaled by a random factor in [0.5, 1.5).
-fn jitter(d: Duration) -> Duration {
-    // A fresh `RandomState` is randomly keyed: enough randomness for spreading retries.
-    let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    Duration::try_from_secs_f64(d.as_secs_f64() * (0.5 + (r % 1024) as f64 / 1024.0)).unwrap_or(Duration::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_half_and_one_and_a_half_and_varies() {
-        let d = Duration::from_millis(100);
-        let seen: Vec<Duration> = (0..64).map(|_| jitter(d)).collect();
-        assert!(seen.iter().all(|j| *j >= d / 2 && *j < d * 3 / 2), "{seen:?}");
-        assert!(seen.iter().any(|j| *j != seen[0]), "{seen:?}");
     }
 }

@@ -18,6 +18,7 @@ use crate::code::Code;
 use crate::conn::{ConnConfig, Connection, Side};
 use crate::driver::{self, Shared};
 use crate::error::{ConnectionError, Status};
+use crate::jitter::jitter;
 use crate::service::Service;
 use crate::stats::{StatsSnapshot, TransportStats};
 use crate::transport::{Acceptor, Transport};
@@ -35,6 +36,7 @@ struct ServerConfig {
     conn: ConnConfig,
     max_connections: usize,
     grace_period: Duration,
+    max_connection_age: Option<Duration>,
     memory_budget: usize,
     recv_cache_total: usize,
     stderr_warnings: bool,
@@ -189,6 +191,23 @@ impl ServerBuilder {
     /// dropped. Default 10 s.
     pub fn grace_period(mut self, d: Duration) -> Self {
         self.config.grace_period = d;
+        self
+    }
+
+    /// Closes each connection gracefully once it is this old (give or take a tenth, at random,
+    /// so that connections opened together do not all close together): goaway, its calls in
+    /// flight get the [`grace_period`](ServerBuilder::grace_period), then it closes whatever
+    /// still runs. A client made from an address re-dials at the goaway, its calls waiting for
+    /// the new connection; one over a single transport fails its next calls `ShuttingDown`.
+    ///
+    /// Two uses: clients spread again over servers added behind a load balancer (a long-lived
+    /// connection otherwise stays where it was first placed), and a bound on how long one
+    /// connection can hold the server's resources — a stream whose reader never grants credit
+    /// ties up its handler until the call's deadline, if it has one; with this, not past the
+    /// age plus the grace period. Default `None`: connections live as long as their peers keep
+    /// them.
+    pub fn max_connection_age(mut self, age: Option<Duration>) -> Self {
+        self.config.max_connection_age = age;
         self
     }
 
@@ -429,6 +448,7 @@ impl Server {
                 conn: ConnConfig::default(),
                 max_connections: 1024,
                 grace_period: Duration::from_secs(10),
+                max_connection_age: None,
                 memory_budget: 1 << 30,
                 recv_cache_total: 512 << 20,
                 stderr_warnings: true,
@@ -564,12 +584,20 @@ impl Server {
         }
         let mut shutdown = inner.shutdown.subscribe();
         let grace = inner.config.grace_period;
+        let age = inner.config.max_connection_age.map(|age| jitter(age, 0.1));
         let watcher = {
             let shared = shared.clone();
             async move {
+                let aged = async {
+                    match age {
+                        Some(age) => tokio::time::sleep(age).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let why = tokio::select! {
                     () = driver::signalled(&mut shutdown) => "server is shutting down",
                     () = stop => "the server closes this connection",
+                    () = aged => "the connection reached the server's maximum age; connect again",
                 };
                 shared.step(|g| {
                     g.side.draining = true;
