@@ -112,6 +112,8 @@ pub struct Report {
     pub affinity: String,
     /// Process and thread layout, the same for every system.
     pub layout: String,
+    /// The memory allocator of every child, and how it was configured.
+    pub allocator: String,
     /// When it ran (UTC).
     pub date: String,
     /// The command line that reproduces it.
@@ -319,6 +321,7 @@ impl Report {
         let _ = writeln!(out, "Command: `{}`  ", self.command);
         let _ = writeln!(out, "Layout: {}.  ", self.layout);
         let _ = writeln!(out, "Affinity: {}.  ", self.affinity);
+        let _ = writeln!(out, "Allocator: {}.  ", self.allocator);
         let _ = writeln!(
             out,
             "Load average (1/5/15 min) at start: {}; at end: {}.  ",
@@ -619,6 +622,7 @@ mod tests {
             machine: Machine { cpus: 2, kernel: "6.1".into(), cpu_model: "test".into() },
             affinity: String::new(),
             layout: String::new(),
+            allocator: String::new(),
             date: String::new(),
             command: String::new(),
             repetitions: 1,

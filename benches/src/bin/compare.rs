@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p rpc-bench --bin compare -- [--quick] [--json PATH] [--svg PATH]
-//!     [--only SCENARIO,...] [--systems SYSTEM,...] [--reps N]
+//!     [--only SCENARIO,...] [--systems SYSTEM,...] [--reps N] [--malloc default|keep]
 //! ```
 //!
 //! Prints a markdown table on stdout, writes JSON and an SVG chart, and reports progress on
@@ -10,6 +10,11 @@
 //! (`compare --child SYSTEM SCENARIO ...`), so each system starts from a fresh allocator and
 //! its peak RSS (`VmHWM`) is its own. `ZCRPC_BENCH_RECV=read|uring|ring` picks the receive mode
 //! of the io_uring systems (default `read`).
+//!
+//! `--malloc keep` runs every child with glibc's malloc told to keep what it frees (trim and
+//! mmap thresholds of 1 GiB, through `GLIBC_TUNABLES`), as a server moving large data is often
+//! configured; by default glibc hands freed memory of large calls back to the kernel and a
+//! system that allocates per call faults it in again every call (the report says which).
 
 #![forbid(unsafe_code)]
 
@@ -29,7 +34,11 @@ use rpc_bench::systems::{self, NoResult};
 use serde_json::{json, Value};
 
 const USAGE: &str = "usage: compare [--quick] [--json PATH] [--svg PATH] [--only SCENARIO,...] \
-[--systems SYSTEM,...] [--reps N]";
+[--systems SYSTEM,...] [--reps N] [--malloc default|keep]";
+
+/// What `--malloc keep` gives every child: glibc's malloc neither trims its heap nor maps
+/// large blocks of their own (which it unmaps when freed), below 1 GiB.
+const MALLOC_KEEP: &str = "glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_threshold=1073741824";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -147,6 +156,8 @@ struct Options {
     scenarios: Vec<Scenario>,
     systems: Vec<System>,
     reps: usize,
+    /// `--malloc keep`: the children's glibc malloc keeps what it frees.
+    malloc_keep: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -161,6 +172,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         scenarios: Scenario::ALL.to_vec(),
         systems: System::ALL.to_vec(),
         reps: 0,
+        malloc_keep: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -189,6 +201,13 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 opts.reps = value()?
                     .parse()
                     .map_err(|_| "--reps needs a number".to_string())?;
+            }
+            "--malloc" => {
+                opts.malloc_keep = match value()?.as_str() {
+                    "keep" => true,
+                    "default" => false,
+                    other => return Err(format!("--malloc takes default or keep, not {other}")),
+                };
             }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
@@ -256,6 +275,7 @@ fn parent(args: &[String]) -> Result<(), String> {
         }
     };
     let exe = std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?;
+    let tunables = child_tunables(opts.malloc_keep);
     let mut cells: BTreeMap<(Scenario, System), Cell> = BTreeMap::new();
     let mut skipped = Vec::new();
     for &scenario in &opts.scenarios {
@@ -302,7 +322,7 @@ fn parent(args: &[String]) -> Result<(), String> {
                     continue;
                 }
                 loads.push(load_1m());
-                let outcome = run_child(&exe, system, scenario, timing);
+                let outcome = run_child(&exe, system, scenario, timing, tunables.as_deref());
                 let summary = match outcome {
                     Ok(result) => {
                         let mut parts = Vec::new();
@@ -411,6 +431,7 @@ fn parent(args: &[String]) -> Result<(), String> {
         affinity: Placement::describe(machine.cpus),
         machine,
         layout: LAYOUT.to_string(),
+        allocator: allocator_line(tunables.as_deref()),
         date: utc_now(),
         command: std::iter::once("cargo run --release -p rpc-bench --bin compare --")
             .chain(args.iter().map(String::as_str))
@@ -480,9 +501,43 @@ struct ChildResult {
 type ChildOutcome = Result<ChildResult, NoResult>;
 
 /// Runs one measurement in a child process and reads its one line of JSON.
-fn run_child(exe: &PathBuf, system: System, scenario: Scenario, timing: Timing) -> ChildOutcome {
+/// The `GLIBC_TUNABLES` the children get: `--malloc keep`'s after any the parent was given.
+fn child_tunables(malloc_keep: bool) -> Option<String> {
+    let inherited = std::env::var("GLIBC_TUNABLES").ok().filter(|t| !t.is_empty());
+    match (inherited, malloc_keep) {
+        (Some(t), true) => Some(format!("{t}:{MALLOC_KEEP}")),
+        (Some(t), false) => Some(t),
+        (None, true) => Some(MALLOC_KEEP.to_string()),
+        (None, false) => None,
+    }
+}
+
+/// The report's allocator line for children run with `tunables`.
+fn allocator_line(tunables: Option<&str>) -> String {
+    match tunables {
+        None => "the system's malloc (glibc) with its defaults: freed memory of large calls goes back to \
+                 the kernel, and is faulted in again by a system that allocates per call"
+            .to_string(),
+        Some(t) if t.contains(MALLOC_KEEP) => format!(
+            "the system's malloc (glibc) keeping what it frees (`--malloc keep`: GLIBC_TUNABLES={t})"
+        ),
+        Some(t) => format!("the system's malloc (glibc), GLIBC_TUNABLES={t}"),
+    }
+}
+
+fn run_child(
+    exe: &PathBuf,
+    system: System,
+    scenario: Scenario,
+    timing: Timing,
+    glibc_tunables: Option<&str>,
+) -> ChildOutcome {
     let failed = |s: String| NoResult::Failed(s);
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    if let Some(t) = glibc_tunables {
+        command.env("GLIBC_TUNABLES", t);
+    }
+    let mut child = command
         .arg("--child")
         .arg(system.name())
         .arg(scenario.name())
