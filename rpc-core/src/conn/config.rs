@@ -29,6 +29,11 @@ pub struct ConnConfig {
     pub keepalive_timeout: Duration,
     /// Close the connection when the peer's hello has not arrived within this. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Server: the longest a call may run, its streams included. A call whose caller set no
+    /// deadline gets this one, a longer deadline is cut to it; when it passes the handler is
+    /// dropped and the caller gets `DEADLINE_EXCEEDED` naming it, as for its own deadline.
+    /// `None` (the default) leaves calls to the caller's deadline.
+    pub max_call_duration: Option<Duration>,
     /// Bytes of large receive buffers a connection keeps for reuse once the frames in them are
     /// dropped (a fresh multi-megabyte buffer per frame is page-faulted in again every time;
     /// keeping them tripled 64 MiB call throughput here). This is memory a quiet connection may
@@ -64,6 +69,7 @@ impl Default for ConnConfig {
             keepalive_interval: Some(Duration::from_secs(30)),
             keepalive_timeout: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
+            max_call_duration: None,
             recv_cache_bytes: 160 << 20,
             memory_budget: 64 << 20,
             write_stall_timeout: Some(Duration::from_secs(30)),

@@ -817,10 +817,15 @@ impl Connection {
         }
         let metadata = self.request_metadata(id, r.metadata)?;
         self.last_accepted = self.last_accepted.max(id);
-        // A budget too large to add to the clock is no deadline.
-        let deadline = r.deadline.and_then(|d| now.checked_add(d));
+        // The caller's budget, cut to the server's limit; one too large to add to the clock is
+        // no deadline.
+        let budget = match (r.deadline, self.config.max_call_duration) {
+            (Some(asked), Some(limit)) => Some(asked.min(limit)),
+            (asked, limit) => asked.or(limit),
+        };
+        let deadline = budget.and_then(|d| now.checked_add(d));
         let body = Body { message: r.message, attachments: r.attachments };
-        let mut call = InFlight::unary(deadline, r.deadline, body.len() as usize);
+        let mut call = InFlight::unary(deadline, budget, body.len() as usize);
         if r.mode.is_streaming() {
             let window = self.config.stream_window();
             call.flow = Some(Box::new(flow::Flow::new(r.mode.server_stream, r.mode.client_stream, peer_window, window)));

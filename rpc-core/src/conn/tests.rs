@@ -150,6 +150,40 @@ fn deadline_fails_the_call_on_both_sides() {
 }
 
 #[test]
+fn the_servers_max_call_duration_bounds_calls_without_a_deadline_and_cuts_longer_ones() {
+    let server = ConnConfig { max_call_duration: Some(Duration::from_millis(100)), ..ConnConfig::default() };
+    let mut p = Pair::with(ConnConfig::default(), server);
+    // No deadline from the caller: the server's limit is the call's deadline there.
+    let open = p.call(1, Body::default(), None);
+    let Event::Request { deadline, .. } = p.server_events.remove(0) else { panic!() };
+    assert_eq!(deadline, Some(p.now + Duration::from_millis(100)));
+    // A longer deadline is cut to the limit; a shorter one stays.
+    let long = p.call(1, Body::default(), Some(Duration::from_secs(60)));
+    let Event::Request { deadline, .. } = p.server_events.remove(0) else { panic!() };
+    assert_eq!(deadline, Some(p.now + Duration::from_millis(100)));
+    let short = p.call(1, Body::default(), Some(Duration::from_millis(30)));
+    let Event::Request { deadline, .. } = p.server_events.remove(0) else { panic!() };
+    assert_eq!(deadline, Some(p.now + Duration::from_millis(30)));
+    p.advance(Duration::from_millis(30));
+    assert!(matches!(p.client_events.remove(0), Event::Finished { id, result: Err(CallError::DeadlineExceeded(_)) } if id == short));
+    p.server_events.clear();
+    // At the limit the server drops both handlers and tells both callers why.
+    p.advance(Duration::from_millis(70));
+    let aborted: Vec<u64> = p.server_events.iter().filter_map(|e| match e {
+        Event::Abort { id, reason: AbortReason::DeadlineExceeded } => Some(*id),
+        _ => None,
+    }).collect();
+    assert_eq!(aborted.len(), 2, "{:?}", p.server_events);
+    for (i, want) in [open, long].into_iter().enumerate() {
+        let Event::Finished { id, result: Err(e) } = &p.client_events[i] else { panic!("{:?}", p.client_events) };
+        assert_eq!(*id, want);
+        assert_eq!(e.code(), Code::DEADLINE_EXCEEDED, "{e}");
+        assert!(e.to_string().contains("deadline of 100ms exceeded"), "{e}");
+    }
+    assert_eq!((p.server.calls_in_flight(), p.client.calls_in_flight()), (0, 0));
+}
+
+#[test]
 fn a_deadline_answer_from_the_server_that_comes_first_is_the_callers_own_deadline() {
     let mut p = Pair::new();
     let id = p.call(1, Body::default(), Some(Duration::from_millis(50)));

@@ -211,6 +211,17 @@ impl ServerBuilder {
         self
     }
 
+    /// The longest any call may run on this server, its streams included: a call without a
+    /// deadline gets this one, and a longer deadline is cut to it; when it passes, the handler
+    /// is dropped and the caller gets `DEADLINE_EXCEEDED` ("deadline of … exceeded; handler
+    /// dropped"). Bounds what a caller that never sets a deadline can hold: a slow handler, or
+    /// a stream whose reader never grants credit. Default `None`. See
+    /// [`ConnConfig::max_call_duration`].
+    pub fn max_call_duration(mut self, limit: Option<Duration>) -> Self {
+        self.config.conn.max_call_duration = limit;
+        self
+    }
+
     /// Keepalive: ping after `interval` of silence, close if no answer in `timeout`.
     pub fn keepalive(mut self, interval: Option<Duration>, timeout: Duration) -> Self {
         self.config.conn.keepalive_interval = interval;
