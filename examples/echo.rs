@@ -1,7 +1,7 @@
 //! Echo server and load client, reused by checks and benchmarks.
 //!
 //! ```text
-//! cargo run --release --example echo -- serve --addr 127.0.0.1:PORT|unix:PATH [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS]
+//! cargo run --release --example echo -- serve --addr 127.0.0.1:PORT|unix:PATH [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS] [--max-call-ms MS] [--max-age-ms MS]
 //! cargo run --release --example echo -- call --addr 127.0.0.1:PORT|unix:PATH --size BYTES --count N \
 //!     [--concurrency C] [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json]
 //! # TLS 1.3 (tcp, uring and msgzc transports): --tls-cert PEM --tls-key PEM [--tls-ca PEM] on serve; --tls-ca PEM [--tls-name NAME] [--tls-cert PEM --tls-key PEM] on call
@@ -30,7 +30,7 @@ use zcrpc_examples::{connect_to, pattern, serve_at, Endpoint, TransportArgs};
     name = "echo",
     after_help = "Commands and their options (`echo serve --help`, `echo call --help` explain each):\n  \
         echo serve --addr HOST:PORT|unix:PATH [--transport uring|msgzc|tcp] [--zc adaptive|always-zc|never-zc] \
-        [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS] \
+        [--recv read|uring|ring] [--max-connections N] [--memory-budget BYTES] [--write-stall-ms MS] [--max-call-ms MS] [--max-age-ms MS] \
         [--tls-cert PEM --tls-key PEM [--tls-ca PEM]]\n  \
         echo call --addr HOST:PORT|unix:PATH --size BYTES --count N [--concurrency C] [--transport uring|msgzc|tcp] \
         [--zc adaptive|always-zc|never-zc] [--recv read|uring|ring] [--stats-json] \
@@ -90,6 +90,14 @@ struct ServeArgs {
     /// server's, 30000].
     #[arg(long, value_name = "MS")]
     write_stall_ms: Option<u64>,
+    /// The longest a call may run: calls without a deadline get this one, longer deadlines
+    /// are cut to it [default: none].
+    #[arg(long, value_name = "MS")]
+    max_call_ms: Option<u64>,
+    /// Close each connection gracefully after about this long (±10%; re-dialing clients
+    /// reconnect) [default: none].
+    #[arg(long, value_name = "MS")]
+    max_age_ms: Option<u64>,
     #[command(flatten)]
     tls: zcrpc_examples::ServeTlsArgs,
 }
@@ -146,6 +154,12 @@ async fn serve_until_signal(args: ServeArgs) -> Result<(), String> {
     }
     if let Some(ms) = args.write_stall_ms {
         builder = builder.write_stall_timeout(Some(Duration::from_millis(ms)));
+    }
+    if let Some(ms) = args.max_call_ms {
+        builder = builder.max_call_duration(Some(Duration::from_millis(ms)));
+    }
+    if let Some(ms) = args.max_age_ms {
+        builder = builder.max_connection_age(Some(Duration::from_millis(ms)));
     }
     let (server, local) = match args.tls.config()? {
         Some(tls) => {

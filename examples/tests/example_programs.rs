@@ -114,7 +114,7 @@ fn every_program_prints_its_usage_for_help_and_exits_zero() {
         let serve = help("echo", args);
         assert_names(
             &serve,
-            &["--addr", "--transport", "--zc", "--recv", "--max-connections", "--memory-budget", "--write-stall-ms", "--tls-cert", "--tls-key", "--tls-ca", "--tls-crl"],
+            &["--addr", "--transport", "--zc", "--recv", "--max-connections", "--memory-budget", "--write-stall-ms", "--max-call-ms", "--max-age-ms", "--tls-cert", "--tls-key", "--tls-ca", "--tls-crl"],
             &["adaptive", "read", "the server's, 1024"],
         );
     }
