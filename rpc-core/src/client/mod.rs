@@ -66,7 +66,8 @@ pub struct Reconnect {
     /// The longest wait between dials. Default 5 s.
     pub max_backoff: Duration,
     /// True (the default): a call made while there is no connection waits for one, up to its
-    /// deadline (or `connect_timeout`, if it has none). False: it fails at once with
+    /// deadline (or, if it has none, `connect_timeout` from when it starts waiting: also when
+    /// it waits again to be sent after a goaway). False: it fails at once with
     /// [`CallError::Unavailable`].
     pub wait_for_connection: bool,
 }
@@ -479,8 +480,14 @@ impl Client {
     /// The slow half of [`Client::usable_conn`]: waits for a re-dial to bring a connection.
     async fn wait_for_conn(&self, start: Instant, timeout: Option<Duration>) -> Result<Arc<Conn>, CallError> {
         let mut link = self.inner.link.clone();
-        let limit = timeout.unwrap_or(self.inner.connect_timeout);
-        let until = start.checked_add(limit).map(tokio::time::Instant::from_std);
+        // Within the call's deadline; a call without one waits up to `connect_timeout` from
+        // now, not from its start: a call sent again after a goaway (which may come long after
+        // the call was made) gets a whole wait for the next connection too.
+        let (limit, until) = match timeout {
+            Some(t) => (t, start.checked_add(t)),
+            None => (self.inner.connect_timeout, Instant::now().checked_add(self.inner.connect_timeout)),
+        };
+        let until = until.map(tokio::time::Instant::from_std);
         loop {
             {
                 let l = link.borrow_and_update();
