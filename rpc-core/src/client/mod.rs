@@ -55,9 +55,13 @@ impl Default for ClientConfig {
 /// Re-dialing after a lost connection. Calls in flight on the lost connection fail with
 /// [`CallError::Connection`] (they are replayed on the new one only when marked
 /// [`CallOptions::idempotent`]); calls made while there is no connection wait for the next one.
-/// Calls the server's goaway says it never took (sent as it closed the connection gracefully:
-/// a shutdown, a connection's maximum age) never ran, and go again on the next connection
-/// whatever their kind.
+/// Unary calls the server's goaway says it never took (sent as it closed the connection
+/// gracefully: a shutdown, a connection's maximum age) never ran, and go again on the next
+/// connection whatever their kind, as calls made while there is no connection do (so with
+/// `wait_for_connection` off they fail [`CallError::Unavailable`] unless it is already up); a
+/// streaming call is never sent again. To send them again, a re-dialing client keeps each
+/// unary call's body (its buffers, pool buffers and file regions, shared, not copied) until
+/// the call's answer, where a client over one transport lets go of it once it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reconnect {
     /// The first wait before dialing again; doubled after each failed dial, up to
@@ -377,7 +381,7 @@ impl Client {
             // goaway says it never took it (`ShuttingDown`: sent as the server closed, at its
             // shutdown or its connection's maximum age), and, if idempotent, when it was lost
             // in flight with its connection. So it keeps a copy of the body until the answer:
-            // reference counts, not the bytes.
+            // reference counts, not a copy of the bytes, but they stay alive until then.
             let replay = self.inner.reconnect.is_some().then(|| body.clone());
             match conn.call(method, body, &options.metadata, remaining).await {
                 // Report the deadline the caller set, not what was left of it when sent.
