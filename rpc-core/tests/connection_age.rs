@@ -208,3 +208,24 @@ async fn a_call_without_a_deadline_that_crosses_a_goaway_late_still_waits_for_th
     assert_eq!(answer.expect("the call crossed the goaway and was not sent again").message.len(), 2);
     assert_eq!(refused.await.unwrap(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_closes_every_connection_at_once_is_not_redialed_in_a_tight_loop() {
+    // An age of zero (or a server that says goaway right after its hello): each connection is
+    // up, then gone at once. The client must back off between such connections, not dial
+    // again and again as fast as the handshakes go.
+    let builder = Server::builder().max_connection_age(Some(Duration::ZERO));
+    let (_server, addr) = serve(builder, Ports::default()).await;
+    let dials = Arc::new(AtomicUsize::new(0));
+    let counted = dials.clone();
+    let dial = move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        rpc_core::transport::tcp::connect(addr)
+    };
+    let client = Client::connect_with(dial, quick_reconnect()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let n = dials.load(Ordering::SeqCst);
+    drop(client);
+    // Backoff from 10 ms, doubled up to 100 ms: about a dozen dials in half a second.
+    assert!(n <= 40, "{n} dials in 500 ms");
+}

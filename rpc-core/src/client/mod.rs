@@ -65,7 +65,9 @@ impl Default for ClientConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reconnect {
     /// The first wait before dialing again; doubled after each failed dial, up to
-    /// `max_backoff`, and each wait is spread by a random factor of 0.5 to 1.5. Default 100 ms.
+    /// `max_backoff`, and each wait is spread by a random factor of 0.5 to 1.5. A connection
+    /// lost sooner than the backoff after it came up (a server that closes each at once)
+    /// counts as a failed dial; one that lived longer is re-dialed at once. Default 100 ms.
     pub initial_backoff: Duration,
     /// The longest wait between dials. Default 5 s.
     pub max_backoff: Duration,
