@@ -132,15 +132,13 @@ async fn a_stream_whose_reader_grants_no_credit_is_ended_at_the_age_plus_the_gra
     assert!(answer.is_ok(), "{answer:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_the_servers_goaway_says_it_never_took_goes_again_on_the_next_connection() {
+/// A hand-written server on `listener` that reads the client's first request, waits `hold`,
+/// then closes gracefully with a goaway that took no call (last id 0): the call crossed its
+/// close and never ran there. Resolves with the request's id.
+fn goaway_server(raw: tokio::net::TcpListener, hold: Duration) -> tokio::task::JoinHandle<u64> {
     use rpc_core::frame::{FrameHeader, FrameKind, GoAway, Hello, HEADER_LEN, WIRE_VERSION};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // A hand-written server that reads the client's first request, then closes gracefully with
-    // a goaway that took no call (last id 0): the call crossed its close and never ran there.
-    let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let raw_addr = raw.local_addr().unwrap();
-    let refused = tokio::spawn(async move {
+    tokio::spawn(async move {
         let (mut s, _) = raw.accept().await.unwrap();
         let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 1 << 20, max_calls_in_flight: 100, max_attachments: 16, max_metadata: 0, stream_window: 0 };
         s.write_all(&hello.encode()).await.unwrap();
@@ -155,12 +153,20 @@ async fn a_call_the_servers_goaway_says_it_never_took_goes_again_on_the_next_con
             }
         };
         assert_eq!(request.kind, FrameKind::Request);
+        tokio::time::sleep(hold).await;
         let goaway = GoAway { last_id: 0, code: rpc_core::Code::OK, message: "closing".into() };
         s.write_all(&goaway.encode().unwrap().to_vec()).await.unwrap();
         s.shutdown().await.unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
         request.id
-    });
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_servers_goaway_says_it_never_took_goes_again_on_the_next_connection() {
+    let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raw_addr = raw.local_addr().unwrap();
+    let refused = goaway_server(raw, Duration::ZERO);
     let (_server, real) = serve(Server::builder(), Ports::default()).await;
     let dials = Arc::new(AtomicUsize::new(0));
     let dial = move || {
@@ -172,4 +178,54 @@ async fn a_call_the_servers_goaway_says_it_never_took_goes_again_on_the_next_con
     let answer = client.call(1, Body::message(Bytes::from(vec![0u8])), CallOptions::timeout(Duration::from_secs(10))).await;
     assert_eq!(answer.expect("the call was not sent again on the next connection").message.len(), 2);
     assert_eq!(refused.await.unwrap(), 1, "the first connection got the call, and refused it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_a_deadline_that_crosses_a_goaway_late_still_waits_for_the_next_connection() {
+    // A call with no deadline waits up to `connect_timeout` for a connection. When it crossed
+    // a goaway longer than that after it was made (it waited for the server to read it, or for
+    // a call permit), the wait for the next connection is still a whole `connect_timeout`, not
+    // what is left of one counted from the call's start (nothing: it failed at once, unsent).
+    let connect_timeout = Duration::from_millis(300);
+    let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raw_addr = raw.local_addr().unwrap();
+    let refused = goaway_server(raw, connect_timeout + Duration::from_millis(200));
+    let (_server, real) = serve(Server::builder(), Ports::default()).await;
+    let dials = Arc::new(AtomicUsize::new(0));
+    let dial = move || {
+        let first = dials.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            if first {
+                return rpc_core::transport::tcp::connect(raw_addr).await;
+            }
+            // The re-dial takes a moment, as over a real network.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            rpc_core::transport::tcp::connect(real).await
+        }
+    };
+    let client = Client::connect_with(dial, ClientConfig { connect_timeout, ..quick_reconnect() }).await.unwrap();
+    let answer = client.call(1, Body::message(Bytes::from(vec![0u8])), CallOptions::default()).await;
+    assert_eq!(answer.expect("the call crossed the goaway and was not sent again").message.len(), 2);
+    assert_eq!(refused.await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_closes_every_connection_at_once_is_not_redialed_in_a_tight_loop() {
+    // An age of zero (or a server that says goaway right after its hello): each connection is
+    // up, then gone at once. The client must back off between such connections, not dial
+    // again and again as fast as the handshakes go.
+    let builder = Server::builder().max_connection_age(Some(Duration::ZERO));
+    let (_server, addr) = serve(builder, Ports::default()).await;
+    let dials = Arc::new(AtomicUsize::new(0));
+    let counted = dials.clone();
+    let dial = move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        rpc_core::transport::tcp::connect(addr)
+    };
+    let client = Client::connect_with(dial, quick_reconnect()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let n = dials.load(Ordering::SeqCst);
+    drop(client);
+    // Backoff from 10 ms, doubled up to 100 ms: about a dozen dials in half a second.
+    assert!(n <= 40, "{n} dials in 500 ms");
 }

@@ -746,7 +746,9 @@ where
     /// `max_connections` at once (one more waits until one ends). They are served by one zcrpc
     /// server built from `builder`, so they share its limits (frame size, calls in flight,
     /// timeouts), its memory budget and receive cache, its counters and its shutdown (see
-    /// [`Incoming::server`]); its `max_connections` refuses connections past it.
+    /// [`Incoming::server`]); its `max_connections` refuses connections past it. Its layers
+    /// (`ServerBuilder::layer`) wrap each connection's service apart: a concurrency limit
+    /// there bounds each connection, not all of them together.
     pub fn new<A: Acceptor>(acceptor: A, builder: ServerBuilder, max_connections: usize) -> Self {
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         // Each connection is served with a service of its own (its link to its transport);

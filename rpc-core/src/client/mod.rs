@@ -55,18 +55,25 @@ impl Default for ClientConfig {
 /// Re-dialing after a lost connection. Calls in flight on the lost connection fail with
 /// [`CallError::Connection`] (they are replayed on the new one only when marked
 /// [`CallOptions::idempotent`]); calls made while there is no connection wait for the next one.
-/// Calls the server's goaway says it never took (sent as it closed the connection gracefully:
-/// a shutdown, a connection's maximum age) never ran, and go again on the next connection
-/// whatever their kind.
+/// Unary calls the server's goaway says it never took (sent as it closed the connection
+/// gracefully: a shutdown, a connection's maximum age) never ran, and go again on the next
+/// connection whatever their kind, as calls made while there is no connection do (so with
+/// `wait_for_connection` off they fail [`CallError::Unavailable`] unless it is already up); a
+/// streaming call is never sent again. To send them again, a re-dialing client keeps each
+/// unary call's body (its buffers, pool buffers and file regions, shared, not copied) until
+/// the call's answer, where a client over one transport lets go of it once it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reconnect {
     /// The first wait before dialing again; doubled after each failed dial, up to
-    /// `max_backoff`, and each wait is spread by a random factor of 0.5 to 1.5. Default 100 ms.
+    /// `max_backoff`, and each wait is spread by a random factor of 0.5 to 1.5. A connection
+    /// lost sooner than the backoff after it came up (a server that closes each at once)
+    /// counts as a failed dial; one that lived longer is re-dialed at once. Default 100 ms.
     pub initial_backoff: Duration,
     /// The longest wait between dials. Default 5 s.
     pub max_backoff: Duration,
     /// True (the default): a call made while there is no connection waits for one, up to its
-    /// deadline (or `connect_timeout`, if it has none). False: it fails at once with
+    /// deadline (or, if it has none, `connect_timeout` from when it starts waiting: also when
+    /// it waits again to be sent after a goaway). False: it fails at once with
     /// [`CallError::Unavailable`].
     pub wait_for_connection: bool,
 }
@@ -376,7 +383,7 @@ impl Client {
             // goaway says it never took it (`ShuttingDown`: sent as the server closed, at its
             // shutdown or its connection's maximum age), and, if idempotent, when it was lost
             // in flight with its connection. So it keeps a copy of the body until the answer:
-            // reference counts, not the bytes.
+            // reference counts, not a copy of the bytes, but they stay alive until then.
             let replay = self.inner.reconnect.is_some().then(|| body.clone());
             match conn.call(method, body, &options.metadata, remaining).await {
                 // Report the deadline the caller set, not what was left of it when sent.
@@ -479,8 +486,14 @@ impl Client {
     /// The slow half of [`Client::usable_conn`]: waits for a re-dial to bring a connection.
     async fn wait_for_conn(&self, start: Instant, timeout: Option<Duration>) -> Result<Arc<Conn>, CallError> {
         let mut link = self.inner.link.clone();
-        let limit = timeout.unwrap_or(self.inner.connect_timeout);
-        let until = start.checked_add(limit).map(tokio::time::Instant::from_std);
+        // Within the call's deadline; a call without one waits up to `connect_timeout` from
+        // now, not from its start: a call sent again after a goaway (which may come long after
+        // the call was made) gets a whole wait for the next connection too.
+        let (limit, until) = match timeout {
+            Some(t) => (t, start.checked_add(t)),
+            None => (self.inner.connect_timeout, Instant::now().checked_add(self.inner.connect_timeout)),
+        };
+        let until = until.map(tokio::time::Instant::from_std);
         loop {
             {
                 let l = link.borrow_and_update();

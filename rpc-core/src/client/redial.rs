@@ -39,7 +39,11 @@ pub(super) async fn dial_once<T: Transport>(
 }
 
 /// Runs until the client is dropped: waits for the connection to be lost, then dials until a
-/// new one is up, publishing it in `link`.
+/// new one is up, publishing it in `link`. A connection lost sooner than the current backoff
+/// after it came up (a server that closes each one at once: an age of zero, a goaway right
+/// after its hello) counts as a failed dial: the next dial waits, and the backoff grows, so
+/// that such a server is not dialed as fast as the handshakes go. One that lived longer
+/// resets the backoff, and its loss is re-dialed at once.
 pub(super) async fn supervise<T: Transport>(
     dial: Dial<T>,
     config: ClientConfig,
@@ -47,6 +51,8 @@ pub(super) async fn supervise<T: Transport>(
     lost: Arc<Notify>,
     target: String,
 ) {
+    let mut backoff = config.reconnect.initial_backoff;
+    let mut up_since = tokio::time::Instant::now();
     loop {
         while link.borrow().conn.is_usable() {
             tokio::select! {
@@ -57,12 +63,22 @@ pub(super) async fn supervise<T: Transport>(
         // Tell whoever watches the link (a balancer's health watch) that the connection went
         // down, before the first re-dial, which may take up to `connect_timeout`.
         link.send_modify(|_| {});
-        let mut backoff = config.reconnect.initial_backoff;
+        if up_since.elapsed() < backoff {
+            tracing::debug!("the connection to {target} was lost as soon as it came up; waiting before re-dialing");
+            tokio::select! {
+                _ = tokio::time::sleep(jitter(backoff, 0.5)) => {}
+                _ = link.closed() => return,
+            }
+            backoff = backoff.saturating_mul(2).min(config.reconnect.max_backoff);
+        } else {
+            backoff = config.reconnect.initial_backoff;
+        }
         loop {
             match dial_once(&dial, &config, &lost).await {
                 Ok(conn) => {
                     tracing::info!("reconnected to {target}");
                     link.send_replace(Link { conn: Arc::new(conn), last_error: None });
+                    up_since = tokio::time::Instant::now();
                     break;
                 }
                 Err(e) => {

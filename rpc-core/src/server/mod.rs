@@ -521,6 +521,11 @@ impl Server {
     /// around `service`. When `stop` completes, this connection alone closes gracefully, as
     /// every connection does at a shutdown: goaway, its calls in flight get the grace period.
     ///
+    /// The layers wrap `service` anew for this connection: a layer with state of its own (a
+    /// `ConcurrencyLimitLayer`, a rate limit) bounds this connection's calls, not the
+    /// server's, which share one instance only among the connections served with the
+    /// server's own service.
+    ///
     /// ```
     /// use rpc_core::{Body, BoxFuture, Client, ClientConfig, Server, ServerRequest, Service, Status};
     ///
