@@ -229,3 +229,22 @@ async fn a_server_that_closes_every_connection_at_once_is_not_redialed_in_a_tigh
     // Backoff from 10 ms, doubled up to 100 ms: about a dozen dials in half a second.
     assert!(n <= 40, "{n} dials in 500 ms");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streams_sender_says_when_its_connection_drains_and_the_stream_goes_on_meanwhile() {
+    let builder = Server::builder().max_connection_age(Some(Duration::from_millis(200))).grace_period(Duration::from_secs(10));
+    let (_server, addr) = serve(builder, Ports::default()).await;
+    let client = Client::connect_tcp(addr, quick_reconnect()).await.unwrap();
+    let call = client.open(1, Body::default(), CallMode::SERVER_STREAMING, CallOptions::default()).await.unwrap();
+    let (sender, mut receiver) = call.split();
+    assert!(!sender.connection_draining());
+    assert!(receiver.recv().await.unwrap().is_ok());
+    eventually("the stream's connection draining after its age", || sender.connection_draining()).await;
+    // Within the grace period the call itself carries on...
+    for _ in 0..8 {
+        assert!(receiver.recv().await.unwrap().is_ok());
+    }
+    // ...while new calls go to the next connection, whose streams are not draining.
+    let next = client.open(1, Body::default(), CallMode::SERVER_STREAMING, CallOptions::default()).await.unwrap();
+    assert!(!next.sender.connection_draining());
+}

@@ -341,3 +341,11 @@ impl Drop for CancelOnDrop<'_> {
         }
     }
 }
+
+/// A streaming call keeps its permit and its connection; it is draining once the connection
+/// stopped taking calls.
+impl crate::stream::Keep for (OwnedSemaphorePermit, Arc<Conn>) {
+    fn connection_draining(&self) -> bool {
+        !self.1.is_usable()
+    }
+}

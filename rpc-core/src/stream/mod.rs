@@ -134,7 +134,7 @@ impl<H: SideHandler + HasRoutes> Host for Shared<H> {
 /// cancels the call when both are dropped before it ended, and keeps `keep` (the call's permit,
 /// its connection) alive as long as either lives. With no `inbound` channel (a server's
 /// handles of a call whose client sends no stream), the receiver has ended already.
-pub(crate) fn handles<H: SideHandler + HasRoutes, K: Send + Sync + 'static>(
+pub(crate) fn handles<H: SideHandler + HasRoutes, K: Keep>(
     shared: Arc<Shared<H>>,
     id: u64,
     inbound: Option<InboxReceiver>,
@@ -230,6 +230,17 @@ impl StreamSender {
             }
             poll_fn(|cx| self.host.poll_send_queue(self.id, &mut queue, cx)).await?;
         }
+    }
+
+    /// Client: true once the call's connection takes no new calls (the server sent a goaway,
+    /// at its shutdown or at the connection's maximum age, or the connection closed); always
+    /// false on the server. The call itself goes on within the server's grace period, but a
+    /// long-lived stream that carries requests (an adapter's, a subscription) should move to a
+    /// new call, which a re-dialing client makes on its next connection, and
+    /// [`finish`](StreamSender::finish) this one, so that the server can answer what is in
+    /// flight and close instead of waiting out its grace period. One atomic load.
+    pub fn connection_draining(&self) -> bool {
+        self._guard.as_ref().is_some_and(|g| g.connection_draining())
     }
 
     /// Sends messages from the front of `queue`, in order, while credit allows, in one step
@@ -544,11 +555,30 @@ struct CancelOnDrop<K> {
 /// A client call's guard, whatever it keeps.
 trait Guard: Send + Sync {
     fn ended(&self) -> &AtomicBool;
+    /// See [`Keep::connection_draining`].
+    fn connection_draining(&self) -> bool;
 }
 
-impl<K: Send + Sync> Guard for CancelOnDrop<K> {
+impl<K: Keep> Guard for CancelOnDrop<K> {
     fn ended(&self) -> &AtomicBool {
         &self.ended
+    }
+
+    fn connection_draining(&self) -> bool {
+        self._keep.connection_draining()
+    }
+}
+
+/// What a client call's handles keep alive (its permit and its connection), and what it tells
+/// of that connection.
+pub(crate) trait Keep: Send + Sync + 'static {
+    /// True once the call's connection takes no new calls: a goaway came, or it closed.
+    fn connection_draining(&self) -> bool;
+}
+
+impl Keep for () {
+    fn connection_draining(&self) -> bool {
+        false
     }
 }
 
