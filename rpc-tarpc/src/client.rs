@@ -66,6 +66,12 @@ impl<Resp> Future for Call<Resp> {
 /// buffers the transport reuses. Stream messages wait in a queue of at most 64 and go as the
 /// server's credit allows: `poll_ready` is pending while the queue is full.
 ///
+/// When the server closes the connection gracefully (its shutdown, or the maximum age of its
+/// connections: a goaway), the stream is finished and read until the server has answered what
+/// went on it, and the next requests go on a stream of the next connection (the zcrpc client
+/// re-dials at the goaway): the old connection closes as soon as it is answered, and no request
+/// fails for it.
+///
 /// A call that fails below tarpc comes back as tarpc's `RpcError::Server` with a
 /// [`ServerError`] naming the cause: a request over the server's frame limit
 /// (`InvalidInput`, "request of N bytes ... is over the peer's frame limit ..."), a lost
@@ -87,6 +93,8 @@ pub struct ClientTransport<Req, Resp> {
     /// Requests in flight on the stream, with their deadlines: a response for one not here
     /// (cancelled, past its deadline) is dropped.
     on_stream: IdMap<Instant>,
+    /// Streams of connections that are draining, read until answered.
+    retiring: Vec<Retiring>,
     /// `on_stream`'s size at which requests past their deadline are swept out of it (tarpc
     /// sends no cancel for those).
     sweep_at: usize,
@@ -115,6 +123,16 @@ enum StreamState {
     Unsupported,
 }
 
+/// A `tarpc/stream` call whose connection is draining (its server sent a goaway: a shutdown,
+/// the connection's maximum age): finished on this side, so that the server answers what went
+/// on it and ends it, and read until it has; new requests go on a stream of the next
+/// connection meanwhile.
+struct Retiring {
+    rx: StreamReceiver,
+    /// Its requests still in flight, with their deadlines.
+    ids: IdMap<Instant>,
+}
+
 /// Most stream messages a client transport queues before `poll_ready` waits for them to go.
 const OUT_QUEUE: usize = 64;
 
@@ -131,6 +149,7 @@ impl<Req, Resp> std::fmt::Debug for ClientTransport<Req, Resp> {
             .field("client", &self.client)
             .field("calls_in_flight", &self.calls.len())
             .field("stream_requests_in_flight", &self.on_stream.len())
+            .field("retiring_streams", &self.retiring.len())
             .finish()
     }
 }
@@ -147,6 +166,7 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
             out: VecDeque::new(),
             small: SMALL,
             on_stream: IdMap::default(),
+            retiring: Vec::new(),
             sweep_at: SWEEP_AT,
             broken: Vec::new(),
             broken_why: String::new(),
@@ -168,8 +188,16 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
         matches!(self.stream, StreamState::Open(..))
     }
 
-    /// Moves the stream along: its open, the server's acceptance. Registers `cx` where it waits.
+    /// Moves the stream along: its open, the server's acceptance, its retirement once its
+    /// connection drains. Registers `cx` where it waits.
     fn drive_stream(&mut self, cx: &mut Context<'_>) {
+        // Retired once everything queued for it went (what the queue holds is on its way there).
+        if self.out.is_empty() && matches!(&self.stream, StreamState::Open(tx, _) if tx.connection_draining()) {
+            self.retire_stream();
+            // Whichever of the sink's or the stream's polls got here, the reader must poll the
+            // retiring stream next (it may not be waiting on it).
+            cx.waker().wake_by_ref();
+        }
         loop {
             match &mut self.stream {
                 StreamState::Opening(open) => match open.as_mut().poll(cx) {
@@ -241,6 +269,53 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
         }
     }
 
+    /// The stream's connection is draining: the stream is finished on this side and read until
+    /// the server answered its requests; the next request opens a stream on the next
+    /// connection (the zcrpc client re-dials at the goaway), and goes as a call meanwhile.
+    fn retire_stream(&mut self) {
+        let StreamState::Open(mut tx, rx) = std::mem::replace(&mut self.stream, StreamState::Idle) else { return };
+        tx.finish();
+        tracing::debug!("tarpc over zcrpc: the stream's connection is draining; the next requests go on a new stream");
+        self.retiring.push(Retiring { rx, ids: std::mem::take(&mut self.on_stream) });
+        self.sweep_at = SWEEP_AT;
+    }
+
+    /// The next response of a retiring stream, if one has come; a retiring stream that ended is
+    /// let go, its requests still in flight failed (one per `poll_next`).
+    fn poll_retiring(&mut self, cx: &mut Context<'_>) -> Option<Response<Resp>>
+    where
+        Resp: DeserializeOwned,
+    {
+        let mut i = 0;
+        while i < self.retiring.len() {
+            let r = &mut self.retiring[i];
+            let why = match r.rx.poll_recv(cx) {
+                Poll::Pending => {
+                    i += 1;
+                    continue;
+                }
+                Poll::Ready(Some(Ok(body))) => match read_from_server::<Resp>(&body.message) {
+                    Ok((id, message)) => {
+                        if r.ids.remove(&id).is_some() {
+                            self.yield_next = body.message.len() >= LARGE;
+                            return Some(Response { request_id: id, message });
+                        }
+                        continue;
+                    }
+                    Err(e) => format!("a message of the server's stream does not decode: {e}"),
+                },
+                Poll::Ready(Some(Err(e))) => e.to_string(),
+                Poll::Ready(None) => "the server ended it before answering".into(),
+            };
+            let r = self.retiring.swap_remove(i);
+            if !r.ids.is_empty() {
+                self.broken.extend(r.ids.into_keys());
+                self.broken_why = why;
+            }
+        }
+        None
+    }
+
     /// A request of `id` is on the stream until `deadline`; past it, tarpc forgets it without a
     /// cancel, so the entries past theirs are swept out once the map doubled.
     fn track(&mut self, id: u64, deadline: Instant) {
@@ -285,7 +360,9 @@ where
                         client.open(crate::STREAM, Body::default(), CallMode::BIDI, options).await
                     }));
                 }
-                let streaming = matches!(this.stream, StreamState::Open(..));
+                // Not on a stream whose connection is draining: it is retired once what is
+                // queued for it went.
+                let streaming = matches!(&this.stream, StreamState::Open(tx, _) if !tx.connection_draining());
                 // One encoding for both ways: a call's message is the stream message's tail.
                 let message = this.buf.encode(&ToServerRef::Request(id, &request.context, &request.message));
                 let fut = match message {
@@ -328,6 +405,11 @@ where
                     if let Ok(message) = this.buf.encode(&ToServerRef::<Req>::Cancel(request_id)) {
                         this.out.push_back(Body::message(message));
                     }
+                    return Ok(());
+                }
+                // On a retiring stream: forgotten (its answer is dropped); the stream is
+                // finished, so the handler runs on.
+                if this.retiring.iter_mut().any(|r| r.ids.remove(&request_id).is_some()) {
                     return Ok(());
                 }
                 // A call: dropping its future cancels it on the server. A scan of the calls in
@@ -389,6 +471,14 @@ impl<Req, Resp: DeserializeOwned> Stream for ClientTransport<Req, Resp> {
                 );
                 return Poll::Ready(Some(Ok(Response { request_id: id, message: Err(error) })));
             }
+            if !this.retiring.is_empty() {
+                if let Some(response) = this.poll_retiring(cx) {
+                    return Poll::Ready(Some(Ok(response)));
+                }
+                if !this.broken.is_empty() {
+                    continue;
+                }
+            }
             this.drive_stream(cx);
             if let StreamState::Open(_, rx) = &mut this.stream {
                 match rx.poll_recv(cx) {
@@ -418,7 +508,7 @@ impl<Req, Resp: DeserializeOwned> Stream for ClientTransport<Req, Resp> {
                 }
             }
             if this.calls.is_empty() {
-                if this.closed && this.on_stream.is_empty() {
+                if this.closed && this.on_stream.is_empty() && this.retiring.is_empty() {
                     return Poll::Ready(None);
                 }
                 if !this.idle.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {

@@ -829,6 +829,43 @@ async fn a_listeners_connections_share_one_servers_memory_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_requests_move_to_the_next_connection_at_each_goaway_and_none_fails() {
+    // Connections that last 300 ms, and a grace period that would keep one 20 s if its client
+    // went on sending there: at each goaway the client's small requests move to a stream of
+    // the next connection, and the old one, once it answered what it had, closes.
+    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let builder = rpc_core::Server::builder()
+        .max_connection_age(Some(Duration::from_millis(300)))
+        .grace_period(Duration::from_secs(20));
+    let incoming = rpc_tarpc::Incoming::<StoreRequest, StoreResponse>::new(acceptor, builder, 16);
+    let server = incoming.server().clone();
+    // The requests each connection's channel served.
+    let served: Arc<std::sync::Mutex<Vec<Arc<AtomicUsize>>>> = Arc::default();
+    let counts = served.clone();
+    tokio::spawn(incoming.filter_map(|r| async { r.ok() }).for_each(move |transport| {
+        let started = Arc::new(AtomicUsize::new(0));
+        counts.lock().unwrap().push(started.clone());
+        serve_channel(transport, Impl { started, ..Impl::default() });
+        async {}
+    }));
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut sent = 0;
+    while Instant::now() < until {
+        let r = client.sleep(within(Duration::from_secs(10)), 0).await;
+        assert!(r.is_ok(), "request {sent} failed across a goaway: {r:?}");
+        sent += 1;
+    }
+    let per_connection: Vec<usize> = served.lock().unwrap().iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    assert_eq!(per_connection.iter().sum::<usize>(), sent);
+    let carried = per_connection.iter().filter(|&&n| n > 0).count();
+    assert!(carried >= 3, "requests stayed on {carried} connections: {per_connection:?}");
+    // The old connections closed once answered, not at the end of their grace period.
+    assert!(server.connections() <= 2, "{} connections still open", server.connections());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unary_call_to_the_stream_method_fails_saying_why() {
     let addr = listen_and_serve(Impl::default()).await;
     let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
