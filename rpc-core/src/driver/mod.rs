@@ -340,7 +340,7 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
         };
         let eof = matches!(input, Input::Read(Ok(0)) | Input::Read(Err(_)));
         let rb = &mut rb;
-        let (open, delivered) = shared.step(|g| {
+        let (open, burst) = shared.step(|g| {
             let now = Instant::now();
             let calls_before = g.conn.calls_in_flight();
             let messages_before = g.conn.messages_received();
@@ -359,7 +359,8 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
             if messages > 0 {
                 g.lone_call = messages == 1 && calls_before <= 1 && g.conn.calls_in_flight() <= 1;
             }
-            (g.conn.is_open(), g.side.routes().take_delivered())
+            let lone = messages == 1 && g.lone_call;
+            (g.conn.is_open(), g.side.routes().take_delivered() && !lone)
         });
         H::after_input(shared);
         if eof {
@@ -368,12 +369,14 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
         if !open {
             break;
         }
-        if delivered {
+        if burst {
             // Stream messages went to their receivers: let them take those before reading on.
             // Otherwise, on a runtime thread shared with them, this loop reads whatever the
             // socket holds (up to a window) before they run: memory for all of it, and credit
             // returned only once they have taken half a window, while the sender waits for it
-            // (measured on `stream_64b`: both ends idle about half the time).
+            // (measured on `stream_64b`: both ends idle about half the time). One message of a
+            // lone call (a stream's requests one at a time) is no burst: the socket holds no
+            // more, and the yield would only cost a pass through the scheduler.
             tokio::task::yield_now().await;
         } else {
             // A peer that keeps the socket full would otherwise keep this task running without
