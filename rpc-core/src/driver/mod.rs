@@ -14,6 +14,8 @@
 //! `write_stall_timeout` is dropped, the last frames after a close get `drain_timeout`, and the
 //! linger after our side is shut down gets `linger`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -305,18 +307,24 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
         (RecvBuffer::new(config.recv_cache_bytes, shared.budget.clone()), g.conn.bytes_needed(), g.conn.side(), config.memory_budget)
     };
     let chunk_size = recv.chunk_size();
-    let mut writer_done = shared.writer_done.subscribe();
+    // The writer ends once it has flushed the last frames of a closed machine. One wait for
+    // it, polled by every receive below that waits (input first: the machine is closed by
+    // then, so the loop ends after that input): made afresh for each receive, it cost a
+    // registration with the watch and its removal per read (about a tenth of the reader's
+    // instructions on a 64-byte round trip).
+    let mut writer_gone = std::pin::pin!(writer_ended(shared.writer_done.subscribe()));
     loop {
         let under_budget = shared.held.load(Ordering::Acquire) < budget && !shared.budget.as_ref().is_some_and(|b| b.is_over());
-        if side == Side::Server && !under_budget && !wait_for_budget(shared, &mut writer_done).await {
+        if side == Side::Server && !under_budget && !wait_for_budget(shared, writer_gone.as_mut()).await {
             break;
         }
         // A frame that fits in the transport's own buffers is taken from them, in place; a
         // larger one gets a buffer of its exact size.
         let chunk = if rb.wants_chunk(needed, chunk_size) {
             tokio::select! {
+                biased;
                 r = recv.recv_chunk() => r,
-                _ = signalled(&mut writer_done) => break,
+                _ = writer_gone.as_mut() => break,
             }
         } else {
             Ok(Chunk::Unavailable)
@@ -330,9 +338,9 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
                 recv.expect_bytes(needed.saturating_sub(rb.buf.len()));
                 let buf = std::mem::take(&mut rb.buf);
                 let (r, buf) = tokio::select! {
+                    biased;
                     r = recv.recv(buf) => r,
-                    // The writer ends once it has flushed the last frames of a closed machine.
-                    _ = signalled(&mut writer_done) => break,
+                    _ = writer_gone.as_mut() => break,
                 };
                 rb.buf = buf;
                 Input::Read(r)
@@ -340,7 +348,7 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
         };
         let eof = matches!(input, Input::Read(Ok(0)) | Input::Read(Err(_)));
         let rb = &mut rb;
-        let (open, delivered) = shared.step(|g| {
+        let (open, burst) = shared.step(|g| {
             let now = Instant::now();
             let calls_before = g.conn.calls_in_flight();
             let messages_before = g.conn.messages_received();
@@ -359,7 +367,8 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
             if messages > 0 {
                 g.lone_call = messages == 1 && calls_before <= 1 && g.conn.calls_in_flight() <= 1;
             }
-            (g.conn.is_open(), g.side.routes().take_delivered())
+            let lone = messages == 1 && g.lone_call;
+            (g.conn.is_open(), g.side.routes().take_delivered() && !lone)
         });
         H::after_input(shared);
         if eof {
@@ -368,12 +377,14 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
         if !open {
             break;
         }
-        if delivered {
+        if burst {
             // Stream messages went to their receivers: let them take those before reading on.
             // Otherwise, on a runtime thread shared with them, this loop reads whatever the
             // socket holds (up to a window) before they run: memory for all of it, and credit
             // returned only once they have taken half a window, while the sender waits for it
-            // (measured on `stream_64b`: both ends idle about half the time).
+            // (measured on `stream_64b`: both ends idle about half the time). One message of a
+            // lone call (a stream's requests one at a time) is no burst: the socket holds no
+            // more, and the yield would only cost a pass through the scheduler.
             tokio::task::yield_now().await;
         } else {
             // A peer that keeps the socket full would otherwise keep this task running without
@@ -383,12 +394,12 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
             tokio::task::consume_budget().await;
         }
     }
-    linger(&mut recv, shared, &mut writer_done).await;
+    linger(&mut recv, shared, &mut shared.writer_done.subscribe()).await;
 }
 
 /// Server: waits while the connection, or the server as a whole, holds as much as its budget.
 /// False if the connection's writer ended meanwhile.
-async fn wait_for_budget<H: SideHandler>(shared: &Arc<Shared<H>>, writer_done: &mut watch::Receiver<bool>) -> bool {
+async fn wait_for_budget<H: SideHandler>(shared: &Arc<Shared<H>>, mut writer_gone: Pin<&mut impl Future<Output = ()>>) -> bool {
     loop {
         let global = shared.budget.as_ref().map(|b| b.freed());
         tokio::pin!(global);
@@ -417,7 +428,7 @@ async fn wait_for_budget<H: SideHandler>(shared: &Arc<Shared<H>>, writer_done: &
                     None => false,
                 }
             } => {}
-            _ = signalled(writer_done) => return false,
+            _ = writer_gone.as_mut() => return false,
         }
     }
 }
@@ -649,6 +660,11 @@ async fn timer_loop<H: SideHandler>(shared: &Arc<Shared<H>>, writer: AbortHandle
             _ = signalled(&mut closed) => break,
         }
     }
+}
+
+/// [`signalled`] on a receiver of its own: a future that can be kept across the loop's turns.
+async fn writer_ended(mut rx: watch::Receiver<bool>) {
+    signalled(&mut rx).await
 }
 
 /// Resolves once a watched flag is true (or its sender is gone).

@@ -558,7 +558,7 @@ impl Server {
         self,
         transport: T,
         service: impl Service,
-        stop: impl std::future::Future<Output = ()> + Send,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> ConnectionError {
         let methods = service.methods();
         let service = self.inner.wrapping.wrap(Arc::new(service), methods);
@@ -571,7 +571,7 @@ impl Server {
         self,
         transport: T,
         service: Arc<dyn Service>,
-        stop: impl std::future::Future<Output = ()>,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> ConnectionError {
         let inner = &self.inner;
         let stats = transport.stats();
@@ -624,10 +624,12 @@ impl Server {
                 std::future::pending::<()>().await
             }
         };
-        tokio::select! {
-            _ = driver::run(transport, shared.clone()) => {}
-            _ = watcher => {}
-        }
+        // A task of its own, woken only by a shutdown, the stop or its grace timer: joined to the
+        // connection's (the reader's), it was polled on every wake-up of it, every read (about
+        // 450 instructions a read, measured on a 64-byte round trip). Ends with the connection.
+        let watcher = AbortOnDrop(tokio::spawn(watcher));
+        driver::run(transport, shared.clone()).await;
+        drop(watcher);
         let mut book = inner.stats.lock().unwrap_or_else(|e| e.into_inner());
         book.closed.merge(&stats.snapshot());
         book.live.retain(|w| w.upgrade().is_some_and(|s| !Arc::ptr_eq(&s, &stats)));
@@ -713,6 +715,15 @@ impl ServerHandle {
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
+    }
+}
+
+/// A connection's watcher task, aborted when the connection's future ends or is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
