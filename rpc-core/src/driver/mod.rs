@@ -465,10 +465,11 @@ async fn discard_until_eof<R: RecvHalf>(recv: &mut R, scratch: &mut bytes::Bytes
 
 /// A connection loop running as its own task: aborted if the connection's future is dropped
 /// first; if it ends by a panic (a bug), the connection is marked closed so the others end too.
-struct Loop(Option<tokio::task::JoinHandle<()>>);
+/// The server runs a connection's watcher (shutdown, maximum age) as one as well.
+pub(crate) struct Loop(Option<tokio::task::JoinHandle<()>>);
 
 impl Loop {
-    fn spawn<H: SideHandler, F>(shared: &Arc<Shared<H>>, body: impl FnOnce(Arc<Shared<H>>) -> F) -> Loop
+    pub(crate) fn spawn<H: SideHandler, F>(shared: &Arc<Shared<H>>, body: impl FnOnce(Arc<Shared<H>>) -> F) -> Loop
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {

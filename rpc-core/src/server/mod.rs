@@ -601,33 +601,30 @@ impl Server {
         let mut shutdown = inner.shutdown.subscribe();
         let grace = inner.config.grace_period;
         let age = inner.config.max_connection_age.map(|age| jitter(age, 0.1));
-        let watcher = {
-            let shared = shared.clone();
-            async move {
-                let aged = async {
-                    match age {
-                        Some(age) => tokio::time::sleep(age).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let why = tokio::select! {
-                    () = driver::signalled(&mut shutdown) => "server is shutting down",
-                    () = stop => "the server closes this connection",
-                    () = aged => "the connection reached the server's maximum age; connect again",
-                };
-                shared.step(|g| {
-                    g.side.draining = true;
-                    g.conn.goaway(why);
-                });
-                tokio::time::sleep(grace).await;
-                shared.step(|g| g.conn.close(ConnectionError::LocallyClosed));
-                std::future::pending::<()>().await
-            }
-        };
-        // A task of its own, woken only by a shutdown, the stop or its grace timer: joined to the
-        // connection's (the reader's), it was polled on every wake-up of it, every read (about
-        // 450 instructions a read, measured on a 64-byte round trip). Ends with the connection.
-        let watcher = AbortOnDrop(tokio::spawn(watcher));
+        // A task of its own, woken only by a shutdown, the stop, the age or its grace timer:
+        // joined to the connection's (the reader's), it was polled on every wake-up of it, every
+        // read (about 450 instructions a read, measured on a 64-byte round trip). Aborted when
+        // the connection ends.
+        let watcher = driver::Loop::spawn(&shared, move |shared| async move {
+            let aged = async {
+                match age {
+                    Some(age) => tokio::time::sleep(age).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let why = tokio::select! {
+                () = driver::signalled(&mut shutdown) => "server is shutting down",
+                () = stop => "the server closes this connection",
+                () = aged => "the connection reached the server's maximum age; connect again",
+            };
+            shared.step(|g| {
+                g.side.draining = true;
+                g.conn.goaway(why);
+            });
+            tokio::time::sleep(grace).await;
+            shared.step(|g| g.conn.close(ConnectionError::LocallyClosed));
+            std::future::pending::<()>().await
+        });
         driver::run(transport, shared.clone()).await;
         drop(watcher);
         let mut book = inner.stats.lock().unwrap_or_else(|e| e.into_inner());
@@ -715,15 +712,6 @@ impl ServerHandle {
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
-    }
-}
-
-/// A connection's watcher task, aborted when the connection's future ends or is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

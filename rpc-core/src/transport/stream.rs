@@ -74,7 +74,6 @@ impl<W> StreamSend<W> {
     pub(crate) fn new(writer: W, stats: Arc<TransportStats>) -> Self {
         StreamSend { writer, stats, file_socket: None, direct: None }
     }
-
 }
 
 impl<S: Socket> StreamSend<SocketWrite<S>> {
