@@ -65,11 +65,9 @@ pub(super) async fn supervise<T: Transport>(
         link.send_modify(|_| {});
         if up_since.elapsed() < backoff {
             tracing::debug!("the connection to {target} was lost as soon as it came up; waiting before re-dialing");
-            tokio::select! {
-                _ = tokio::time::sleep(jitter(backoff, 0.5)) => {}
-                _ = link.closed() => return,
+            if !back_off(&mut backoff, config.reconnect.max_backoff, &link).await {
+                return;
             }
-            backoff = backoff.saturating_mul(2).min(config.reconnect.max_backoff);
         } else {
             backoff = config.reconnect.initial_backoff;
         }
@@ -84,13 +82,22 @@ pub(super) async fn supervise<T: Transport>(
                 Err(e) => {
                     tracing::debug!("re-dialing {target} failed: {e}");
                     link.send_modify(|l| l.last_error = Some(format!("connecting to {target}: {e}")));
-                    tokio::select! {
-                        _ = tokio::time::sleep(jitter(backoff, 0.5)) => {}
-                        _ = link.closed() => return,
+                    if !back_off(&mut backoff, config.reconnect.max_backoff, &link).await {
+                        return;
                     }
-                    backoff = backoff.saturating_mul(2).min(config.reconnect.max_backoff);
                 }
             }
         }
     }
+}
+
+/// Waits `backoff` (spread ×0.5–1.5), then doubles it up to `max`. False if the client was
+/// dropped meanwhile.
+async fn back_off(backoff: &mut std::time::Duration, max: std::time::Duration, link: &watch::Sender<Link>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(jitter(*backoff, 0.5)) => {}
+        _ = link.closed() => return false,
+    }
+    *backoff = backoff.saturating_mul(2).min(max);
+    true
 }
