@@ -289,23 +289,16 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
         let mut i = 0;
         while i < self.retiring.len() {
             let r = &mut self.retiring[i];
-            let why = match r.rx.poll_recv(cx) {
+            let why = match next_answer::<Resp>(&mut r.rx, &mut r.ids, cx) {
                 Poll::Pending => {
                     i += 1;
                     continue;
                 }
-                Poll::Ready(Some(Ok(body))) => match read_from_server::<Resp>(&body.message) {
-                    Ok((id, message)) => {
-                        if r.ids.remove(&id).is_some() {
-                            self.yield_next = body.message.len() >= LARGE;
-                            return Some(Response { request_id: id, message });
-                        }
-                        continue;
-                    }
-                    Err(e) => format!("a message of the server's stream does not decode: {e}"),
-                },
-                Poll::Ready(Some(Err(e))) => e.to_string(),
-                Poll::Ready(None) => "the server ended it before answering".into(),
+                Poll::Ready(Ok((response, large))) => {
+                    self.yield_next = large;
+                    return Some(response);
+                }
+                Poll::Ready(Err(why)) => why.unwrap_or_else(|| "the server ended it before answering".into()),
             };
             let r = self.retiring.swap_remove(i);
             if !r.ids.is_empty() {
@@ -447,6 +440,36 @@ where
     }
 }
 
+/// An answer off a `tarpc/stream` call, and whether it was large (its caller runs before the
+/// next is decoded).
+type StreamAnswer<Resp> = (Response<Resp>, bool);
+
+/// The next answer on a `tarpc/stream` call to a request in `ids` (taken out of it), with
+/// whether it was large; or why the stream is over (`None`: the server ended it). Answers to
+/// requests not in `ids` (cancelled, past their deadline: tarpc has forgotten them) are
+/// skipped.
+fn next_answer<Resp: DeserializeOwned>(
+    rx: &mut StreamReceiver,
+    ids: &mut IdMap<Instant>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<StreamAnswer<Resp>, Option<String>>> {
+    loop {
+        let body = match rx.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(body))) => body,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Some(e.to_string()))),
+            Poll::Ready(None) => return Poll::Ready(Err(None)),
+        };
+        match read_from_server::<Resp>(&body.message) {
+            Ok((id, message)) if ids.remove(&id).is_some() => {
+                return Poll::Ready(Ok((Response { request_id: id, message }, body.message.len() >= LARGE)))
+            }
+            Ok(_) => {}
+            Err(e) => return Poll::Ready(Err(Some(format!("a message of the server's stream does not decode: {e}")))),
+        }
+    }
+}
+
 /// The reply to a tarpc request out of the call's result.
 fn reply<Resp: DeserializeOwned>(result: Result<Body, CallError>) -> Result<Resp, ServerError> {
     let body = result.map_err(to_server_error)?;
@@ -481,27 +504,13 @@ impl<Req, Resp: DeserializeOwned> Stream for ClientTransport<Req, Resp> {
             }
             this.drive_stream(cx);
             if let StreamState::Open(_, rx) = &mut this.stream {
-                match rx.poll_recv(cx) {
-                    Poll::Ready(Some(Ok(body))) => {
-                        match read_from_server::<Resp>(&body.message) {
-                            Ok((id, message)) => {
-                                // Not in flight: cancelled or past its deadline; tarpc has
-                                // forgotten it.
-                                if this.on_stream.remove(&id).is_some() {
-                                    this.yield_next = body.message.len() >= LARGE;
-                                    return Poll::Ready(Some(Ok(Response { request_id: id, message })));
-                                }
-                            }
-                            Err(e) => this.break_stream(format!("a message of the server's stream does not decode: {e}")),
-                        }
-                        continue;
+                match next_answer::<Resp>(rx, &mut this.on_stream, cx) {
+                    Poll::Ready(Ok((response, large))) => {
+                        this.yield_next = large;
+                        return Poll::Ready(Some(Ok(response)));
                     }
-                    Poll::Ready(Some(Err(e))) => {
-                        this.break_stream(e.to_string());
-                        continue;
-                    }
-                    Poll::Ready(None) => {
-                        this.break_stream("the server ended it".into());
+                    Poll::Ready(Err(why)) => {
+                        this.break_stream(why.unwrap_or_else(|| "the server ended it".into()));
                         continue;
                     }
                     Poll::Pending => {}
