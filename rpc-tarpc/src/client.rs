@@ -70,7 +70,9 @@ impl<Resp> Future for Call<Resp> {
 /// connections: a goaway), the stream is finished and read until the server has answered what
 /// went on it, and the next requests go on a stream of the next connection (the zcrpc client
 /// re-dials at the goaway): the old connection closes as soon as it is answered, and no request
-/// fails for it.
+/// fails for it. A retiring stream is let go (its call cancelled, so its connection closes)
+/// once none of its requests is left to wait for, answered or past its deadline; and at most
+/// 8 are read at once: a ninth goaway lets the oldest go, its requests failed.
 ///
 /// A call that fails below tarpc comes back as tarpc's `RpcError::Server` with a
 /// [`ServerError`] naming the cause: a request over the server's frame limit
@@ -132,6 +134,10 @@ struct Retiring {
     /// Its requests still in flight, with their deadlines.
     ids: IdMap<Instant>,
 }
+
+/// Most streams of draining connections a client transport reads at once (see
+/// [`ClientTransport`]).
+const MAX_RETIRING: usize = 8;
 
 /// Most stream messages a client transport queues before `poll_ready` waits for them to go.
 const OUT_QUEUE: usize = 64;
@@ -276,6 +282,13 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
         let StreamState::Open(mut tx, rx) = std::mem::replace(&mut self.stream, StreamState::Idle) else { return };
         tx.finish();
         tracing::debug!("tarpc over zcrpc: the stream's connection is draining; the next requests go on a new stream");
+        if self.retiring.len() >= MAX_RETIRING {
+            // A server that sends goaways faster than it answers: the oldest goes, and its
+            // requests fail, rather than a connection kept per goaway.
+            let oldest = self.retiring.remove(0);
+            self.broken.extend(oldest.ids.into_keys());
+            self.broken_why = format!("{MAX_RETIRING} more connections began draining before it answered");
+        }
         self.retiring.push(Retiring { rx, ids: std::mem::take(&mut self.on_stream) });
         self.sweep_at = SWEEP_AT;
     }
@@ -286,12 +299,24 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
     where
         Resp: DeserializeOwned,
     {
+        let mut now = None;
         let mut i = 0;
         while i < self.retiring.len() {
             let r = &mut self.retiring[i];
             let why = match next_answer::<Resp>(&mut r.rx, &mut r.ids, cx) {
                 Poll::Pending => {
-                    i += 1;
+                    // Nothing left to wait for on it (its requests were answered, cancelled, or
+                    // are past their deadlines, which tarpc answered itself): it goes, which
+                    // cancels the call, and its connection closes however long its server would
+                    // have kept the stream (a request it never answers, a grace period that
+                    // never ends).
+                    let now = *now.get_or_insert_with(Instant::now);
+                    r.ids.retain(|_, deadline| *deadline > now);
+                    if r.ids.is_empty() {
+                        self.retiring.swap_remove(i);
+                    } else {
+                        i += 1;
+                    }
                     continue;
                 }
                 Poll::Ready(Ok((response, large))) => {

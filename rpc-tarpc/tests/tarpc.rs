@@ -866,6 +866,92 @@ async fn small_requests_move_to_the_next_connection_at_each_goaway_and_none_fail
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_connections_stream_is_let_go_once_nothing_on_it_is_awaited() {
+    // Connections that last 300 ms, a grace period of 20 s, and on each connection a request
+    // the server holds past its deadline (tarpc drops it there, unanswered): so the server
+    // never ends those streams. The client lets each go once that request is past its
+    // deadline, and the connections close long before their grace period ends, rather than
+    // one staying open per goaway.
+    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let builder = rpc_core::Server::builder()
+        .max_connection_age(Some(Duration::from_millis(300)))
+        .grace_period(Duration::from_secs(20));
+    let incoming = rpc_tarpc::Incoming::<StoreRequest, StoreResponse>::new(acceptor, builder, 16);
+    let server = incoming.server().clone();
+    tokio::spawn(incoming.filter_map(|r| async { r.ok() }).for_each(|transport| {
+        serve_channel(transport, Impl::default());
+        async {}
+    }));
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    let until = Instant::now() + Duration::from_millis(2000);
+    let mut rounds = 0;
+    while Instant::now() < until {
+        // One unanswered request and, beside it, small ones that keep the stream moving from
+        // connection to connection.
+        let hanging = client.sleep(within(Duration::from_millis(400)), 3_600_000);
+        let small = async {
+            let end = Instant::now() + Duration::from_millis(400);
+            while Instant::now() < end {
+                let r = client.sleep(within(Duration::from_secs(10)), 1).await;
+                assert!(r.is_ok(), "a small request failed: {r:?}");
+            }
+        };
+        let (r, ()) = futures::join!(hanging, small);
+        assert!(matches!(r, Err(RpcError::DeadlineExceeded)), "{r:?}");
+        rounds += 1;
+    }
+    assert!(rounds >= 4, "{rounds} rounds");
+    // A request now and then while the last deadlines pass.
+    for _ in 0..10 {
+        if server.connections() <= 2 {
+            break;
+        }
+        client.sleep(within(Duration::from_secs(10)), 1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually("the draining connections to close", || server.connections() <= 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goaways_faster_than_answers_let_the_oldest_draining_stream_go() {
+    // Connections that last 150 ms (longer than the client's first re-dial backoff, which a
+    // shorter life would make it wait), and on each a request the server holds for an hour
+    // within a 10 s deadline: a stream per goaway would wait on it. The client reads at most 8 of them
+    // at once; beyond, the oldest goes and its request fails saying why.
+    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let builder = rpc_core::Server::builder()
+        .max_connection_age(Some(Duration::from_millis(150)))
+        .grace_period(Duration::from_secs(20));
+    let incoming = rpc_tarpc::Incoming::<StoreRequest, StoreResponse>::new(acceptor, builder, 16);
+    tokio::spawn(incoming.filter_map(|r| async { r.ok() }).for_each(|transport| {
+        serve_channel(transport, Impl::default());
+        async {}
+    }));
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    let mut hanging = Vec::new();
+    let until = Instant::now() + Duration::from_millis(6000);
+    while Instant::now() < until {
+        // Small requests first, so that the stream is open when the long one goes.
+        let end = Instant::now() + Duration::from_millis(60);
+        while Instant::now() < end {
+            let r = client.sleep(within(Duration::from_secs(10)), 1).await;
+            assert!(r.is_ok(), "a small request failed: {r:?}");
+        }
+        let client = client.clone();
+        hanging.push(tokio::spawn(async move { client.sleep(within(Duration::from_secs(10)), 3_600_000).await }));
+        if hanging.iter().any(|h| h.is_finished()) {
+            break;
+        }
+    }
+    let failed = hanging.into_iter().find(|h| h.is_finished()).expect("no long request was let go");
+    let err = failed.await.unwrap().unwrap_err();
+    let RpcError::Server(e) = &err else { panic!("{err:?}") };
+    assert!(e.detail.contains("8 more connections began draining before it answered"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unary_call_to_the_stream_method_fails_saying_why() {
     let addr = listen_and_serve(Impl::default()).await;
     let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
