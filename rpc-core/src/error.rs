@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::code::Code;
+use crate::codec::{CodecError, Decode};
 
 /// An error status a handler returns, or a call receives: code, human text, and (for
 /// [`Code::APPLICATION`]) the encoded application error.
@@ -354,6 +355,39 @@ impl CallError {
         }
     }
 
+    /// The error value the server's handler returned (the `Err(e)` of a method returning
+    /// `Result<_, E>`), decoded with the service's codec `C`; `None` unless the server answered
+    /// with an application error ([`Code::APPLICATION`]).
+    ///
+    /// Generated unary and client-streaming methods hand that error typed already (the inner
+    /// `Result`); a stream's `Source` (server-streaming and bidirectional methods) ends with it
+    /// as its last event, a `CallError`, which this decodes:
+    ///
+    /// ```
+    /// # use rpc_core::{codec::Postcard, CallError, Source};
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)] struct Line(String);
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)] struct LogError(String);
+    /// async fn read(mut lines: Source<Line>) -> Result<Vec<Line>, String> {
+    ///     let mut out = Vec::new();
+    ///     while let Some(line) = lines.recv().await {
+    ///         match line {
+    ///             Ok(line) => out.push(line),
+    ///             Err(e) => match e.application::<LogError, Postcard>() {
+    ///                 Some(Ok(LogError(why))) => return Err(format!("the log refused: {why}")),
+    ///                 _ => return Err(format!("the call failed: {e}")),
+    ///             },
+    ///         }
+    ///     }
+    ///     Ok(out)
+    /// }
+    /// ```
+    pub fn application<E, C: Decode<E>>(&self) -> Option<Result<E, CodecError>> {
+        match self {
+            CallError::Status(s) if s.code == Code::APPLICATION => Some(C::decode(s.details.clone())),
+            _ => None,
+        }
+    }
+
     /// The code: the server's, or the local equivalent.
     pub fn code(&self) -> Code {
         match self {
@@ -398,5 +432,26 @@ fn frame_hint(what: &str) -> &'static str {
         " (max_frame counts the message and every attachment together)"
     } else {
         ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Encode, Postcard};
+
+    #[test]
+    fn an_application_error_decodes_with_the_services_codec_and_nothing_else_does() {
+        let details = <Postcard as Encode<(u32, String)>>::encode(&(7, "full".to_string())).unwrap();
+        let e = CallError::Status(Status::application(details));
+        assert_eq!(e.application::<(u32, String), Postcard>().unwrap().unwrap(), (7, "full".to_string()));
+        // Details that are not an `E`: the codec's error, not a made-up value.
+        let e = CallError::Status(Status::application(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff])));
+        assert!(e.application::<(u32, String), Postcard>().unwrap().is_err());
+        // Not an application error: none, whatever the details.
+        let mut status = Status::internal("boom");
+        status.details = Bytes::from_static(b"\x07\x04full");
+        assert!(CallError::Status(status).application::<(u32, String), Postcard>().is_none());
+        assert!(CallError::DeadlineExceeded(Duration::from_secs(1)).application::<(u32, String), Postcard>().is_none());
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::pattern;
-use rpc_core::codec::{Decode, Postcard};
+use rpc_core::codec::Postcard;
 use rpc_core::transport::mem;
 use rpc_core::transport::tcp::TcpAcceptor;
 use rpc_core::{
@@ -184,11 +184,9 @@ async fn setup(transport: &str) -> (FeedClient, Arc<State>) {
 
 /// The application error an error status carries, decoded.
 fn app_error(e: &CallError) -> FeedError {
-    match e {
-        CallError::Status(s) if s.code == Code::APPLICATION => {
-            <Postcard as Decode<FeedError>>::decode(s.details.clone()).expect("a FeedError")
-        }
-        other => panic!("expected an application error, got {other:?}"),
+    match e.application::<FeedError, Postcard>() {
+        Some(decoded) => decoded.expect("a FeedError"),
+        None => panic!("expected an application error, got {e:?}"),
     }
 }
 

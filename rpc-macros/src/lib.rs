@@ -135,7 +135,8 @@ use proc_macro::TokenStream;
 /// - A **server-streaming** or bidirectional method returns `()` or `Result<(), E>`: its stream
 ///   ends when it returns, cleanly, or on `Err(e)` with the `APPLICATION` status carrying `e`
 ///   encoded with the service's codec, which the client's `Source` yields as its last event
-///   (`CallError::Status`, after every item sent before it). Dropping the client's `Source`
+///   (`CallError::Status`, after every item sent before it; `e.application::<E, C>()` decodes
+///   it back into `E`). Dropping the client's `Source`
 ///   (and `Sink`) cancels the call: the server drops the method's future.
 /// - A **client-streaming** method returns any reply a unary method can; the client's future
 ///   yields it decoded exactly as a unary reply (`Result<Result<V, E>, CallError>` for
