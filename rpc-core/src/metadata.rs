@@ -155,7 +155,8 @@ impl Metadata {
                 return Err(short("a value"));
             }
             let value = block.split_to(vlen);
-            let key = String::from_utf8(key.to_vec()).expect("checked ASCII").to_ascii_lowercase();
+            let mut key = String::from_utf8(key.to_vec()).expect("checked ASCII");
+            key.make_ascii_lowercase();
             entries.push((key, value));
         }
         if !block.is_empty() {
