@@ -828,28 +828,37 @@ async fn a_listeners_connections_share_one_servers_memory_budget() {
     assert_eq!(b.add(context::current(), 2, 2).await.unwrap(), 4);
 }
 
+/// A tarpc server whose connections last `age` (then a goaway, and a grace period of 20 s that
+/// would keep one open that long if its client went on using it), each served by `imp()`: its
+/// zcrpc server (`connections()`), and a client of it.
+async fn aging_server(age: Duration, imp: impl Fn() -> Impl + Send + 'static) -> (rpc_core::Server, StoreClient) {
+    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let builder = rpc_core::Server::builder().max_connection_age(Some(age)).grace_period(Duration::from_secs(20));
+    let incoming = rpc_tarpc::Incoming::<StoreRequest, StoreResponse>::new(acceptor, builder, 16);
+    let server = incoming.server().clone();
+    tokio::spawn(incoming.filter_map(|r| async { r.ok() }).for_each(move |transport| {
+        serve_channel(transport, imp());
+        async {}
+    }));
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    (server, client)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_requests_move_to_the_next_connection_at_each_goaway_and_none_fails() {
     // Connections that last 300 ms, and a grace period that would keep one 20 s if its client
     // went on sending there: at each goaway the client's small requests move to a stream of
     // the next connection, and the old one, once it answered what it had, closes.
-    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
-    let addr = acceptor.local_addr().unwrap();
-    let builder = rpc_core::Server::builder()
-        .max_connection_age(Some(Duration::from_millis(300)))
-        .grace_period(Duration::from_secs(20));
-    let incoming = rpc_tarpc::Incoming::<StoreRequest, StoreResponse>::new(acceptor, builder, 16);
-    let server = incoming.server().clone();
     // The requests each connection's channel served.
     let served: Arc<std::sync::Mutex<Vec<Arc<AtomicUsize>>>> = Arc::default();
     let counts = served.clone();
-    tokio::spawn(incoming.filter_map(|r| async { r.ok() }).for_each(move |transport| {
+    let (server, client) = aging_server(Duration::from_millis(300), move || {
         let started = Arc::new(AtomicUsize::new(0));
         counts.lock().unwrap().push(started.clone());
-        serve_channel(transport, Impl { started, ..Impl::default() });
-        async {}
-    }));
-    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+        Impl { started, ..Impl::default() }
+    })
+    .await;
     let until = Instant::now() + Duration::from_millis(1500);
     let mut sent = 0;
     while Instant::now() < until {
@@ -867,23 +876,12 @@ async fn small_requests_move_to_the_next_connection_at_each_goaway_and_none_fail
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_connections_stream_is_let_go_once_nothing_on_it_is_awaited() {
-    // Connections that last 300 ms, a grace period of 20 s, and on each connection a request
+    // Connections that last 300 ms, and on each connection a request
     // the server holds past its deadline (tarpc drops it there, unanswered): so the server
     // never ends those streams. The client lets each go once that request is past its
     // deadline, and the connections close long before their grace period ends, rather than
     // one staying open per goaway.
-    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
-    let addr = acceptor.local_addr().unwrap();
-    let builder = rpc_core::Server::builder()
-        .max_connection_age(Some(Duration::from_millis(300)))
-        .grace_period(Duration::from_secs(20));
-    let incoming = rpc_tarpc::Incoming::<StoreRequest, StoreResponse>::new(acceptor, builder, 16);
-    let server = incoming.server().clone();
-    tokio::spawn(incoming.filter_map(|r| async { r.ok() }).for_each(|transport| {
-        serve_channel(transport, Impl::default());
-        async {}
-    }));
-    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    let (server, client) = aging_server(Duration::from_millis(300), Impl::default).await;
     let until = Instant::now() + Duration::from_millis(2000);
     let mut rounds = 0;
     while Instant::now() < until {
@@ -919,17 +917,7 @@ async fn goaways_faster_than_answers_let_the_oldest_draining_stream_go() {
     // shorter life would make it wait), and on each a request the server holds for an hour
     // within a 10 s deadline: a stream per goaway would wait on it. The client reads at most 8 of them
     // at once; beyond, the oldest goes and its request fails saying why.
-    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
-    let addr = acceptor.local_addr().unwrap();
-    let builder = rpc_core::Server::builder()
-        .max_connection_age(Some(Duration::from_millis(150)))
-        .grace_period(Duration::from_secs(20));
-    let incoming = rpc_tarpc::Incoming::<StoreRequest, StoreResponse>::new(acceptor, builder, 16);
-    tokio::spawn(incoming.filter_map(|r| async { r.ok() }).for_each(|transport| {
-        serve_channel(transport, Impl::default());
-        async {}
-    }));
-    let client = StoreClient::new(client::Config::default(), rpc_tarpc::connect(addr).await.unwrap()).spawn();
+    let (_server, client) = aging_server(Duration::from_millis(150), Impl::default).await;
     let mut hanging = Vec::new();
     let until = Instant::now() + Duration::from_millis(6000);
     while Instant::now() < until {
