@@ -96,19 +96,18 @@ impl BatchMessages {
     /// Checks `area` (messages behind their lengths) and keeps it as it is: every length must
     /// fit what is left, and the messages must fill it exactly.
     pub fn from_area(area: Bytes) -> Result<Self, String> {
-        let (mut at, mut count, mut last_len) = (0, 0, 0);
-        while at < area.len() {
-            let left = area.len() - at;
-            if left < BATCH_PREFIX {
-                return Err(format!("{left} bytes left where a message length belongs"));
+        let (mut rest, mut count, mut last_len) = (&area[..], 0, 0);
+        while let Some((prefix, tail)) = rest.split_first_chunk::<BATCH_PREFIX>() {
+            let len = u32::from_le_bytes(*prefix) as usize;
+            if len > tail.len() {
+                return Err(format!("a message of {len} bytes with {} left in the frame", tail.len()));
             }
-            let len = u32::from_le_bytes(area[at..at + BATCH_PREFIX].try_into().expect("4 bytes")) as usize;
-            if len > left - BATCH_PREFIX {
-                return Err(format!("a message of {len} bytes with {} left in the frame", left - BATCH_PREFIX));
-            }
-            at += BATCH_PREFIX + len;
+            rest = &tail[len..];
             count += 1;
             last_len = len;
+        }
+        if !rest.is_empty() {
+            return Err(format!("{} bytes left where a message length belongs", rest.len()));
         }
         Ok(BatchMessages { area, count, last_len })
     }
