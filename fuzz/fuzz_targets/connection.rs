@@ -41,8 +41,8 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 Event::StreamData { id, body } if i % 3 != 0 => conn.consumed(id, body.len() as usize),
-                Event::StreamMessages { id, bodies } if i % 3 != 0 => {
-                    conn.consumed_many(id, bodies.len(), bodies.iter().map(|b| b.len() as usize).sum())
+                Event::StreamMessages { id, messages } if i % 3 != 0 => {
+                    conn.consumed_many(id, messages.len(), messages.message_bytes())
                 }
                 Event::SendReady { id } => {
                     let _ = conn.send_message(id, rpc_core::Body::default());
@@ -74,8 +74,8 @@ fn client(data: &[u8], now: Instant) {
         while let Some(ev) = conn.poll_event() {
             match ev {
                 Event::StreamData { id, body } => conn.consumed(id, body.len() as usize),
-                Event::StreamMessages { id, bodies } => {
-                    conn.consumed_many(id, bodies.len(), bodies.iter().map(|b| b.len() as usize).sum())
+                Event::StreamMessages { id, messages } => {
+                    conn.consumed_many(id, messages.len(), messages.message_bytes())
                 }
                 _ => {}
             }

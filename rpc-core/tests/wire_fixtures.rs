@@ -80,7 +80,7 @@ fn streaming_request_and_stream_frames() {
     assert_eq!(decode_one(&data), Frame::StreamData(d));
 
     // A batch (flag bit 7) of two messages, "m" and "ab", each behind its u32 length.
-    let batch = StreamBatch { id: 3, messages: vec![Bytes::from_static(b"m"), Bytes::from_static(b"ab")] };
+    let batch = StreamBatch { id: 3, messages: vec![Bytes::from_static(b"m"), Bytes::from_static(b"ab")].into() };
     let batched = hex("05 80 0000 00000000 0300000000000000 0000000000000000 0b000000 00000000 0000000000000000 01000000 6d 02000000 6162");
     assert_eq!(batch.clone().encode().unwrap().to_vec(), batched);
     assert_eq!(decode_one(&batched), Frame::StreamBatch(batch));

@@ -79,10 +79,9 @@ impl SideHandler for ClientSide {
                     g.conn.consumed(id, body.len() as usize);
                 }
             }
-            Event::StreamMessages { id, bodies } => {
-                if let Err(bodies) = side.routes.messages(id, bodies) {
-                    let bytes = bodies.iter().map(|b| b.len() as usize).sum();
-                    g.conn.consumed_many(id, bodies.len(), bytes);
+            Event::StreamMessages { id, messages } => {
+                if let Err(messages) = side.routes.messages(id, messages) {
+                    g.conn.consumed_many(id, messages.len(), messages.message_bytes());
                 }
             }
             Event::StreamEnd { id, code } => {

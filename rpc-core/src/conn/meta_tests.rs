@@ -28,7 +28,7 @@ fn kinds(events: &[Event]) -> Vec<String> {
     events
         .iter()
         .flat_map(|e| match e {
-            Event::StreamMessages { bodies, .. } => bodies.iter().map(|b| format!("data {}", b.len())).collect(),
+            Event::StreamMessages { messages, .. } => messages.iter().map(|m| format!("data {}", m.len())).collect(),
             e => vec![kind(e)],
         })
         .collect()

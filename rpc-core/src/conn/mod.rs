@@ -32,7 +32,7 @@ use crate::code::Code;
 use crate::error::{CallError, ConnectionError, DecodeError, Status};
 use crate::metadata::Metadata;
 use crate::frame::{
-    caps, CallMode, Cancel, Commit, ErrorFrame, Frame, FrameDecoder, FrameHeader, FrameKind, GoAway, Hello, InputBuf, Ping,
+    caps, BatchMessages, CallMode, Cancel, Commit, ErrorFrame, Frame, FrameDecoder, FrameHeader, FrameKind, GoAway, Hello, InputBuf, Ping,
     Request, Response, StreamEnd, HEADER_LEN, MIN_MAX_FRAME, WIRE_VERSION,
 };
 use crate::transmit::Transmit;
@@ -101,12 +101,12 @@ pub enum Event {
         body: Body,
     },
     /// Messages of the stream of call `id` that came in one frame (a stream batch), in order;
-    /// counted as [`Event::StreamData`] is, each message on its own.
+    /// counted as [`Event::StreamData`] is, each message on its own. None has attachments.
     StreamMessages {
         /// Call id.
         id: u64,
-        /// The messages, at least one.
-        bodies: Vec<Body>,
+        /// The messages, at least one, as the frame carried them.
+        messages: BatchMessages,
     },
     /// The peer ended its stream on call `id`. Server: the client sent its last message (a
     /// code other than OK: it abandoned its stream). Client: the server ended the call without

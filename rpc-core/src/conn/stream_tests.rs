@@ -30,8 +30,8 @@ fn data_events(events: &mut Vec<Event>) -> Vec<(u64, usize)> {
             out.push((*id, body.len() as usize));
             false
         }
-        Event::StreamMessages { id, bodies } => {
-            out.extend(bodies.iter().map(|b| (*id, b.len() as usize)));
+        Event::StreamMessages { id, messages } => {
+            out.extend(messages.iter().map(|m| (*id, m.len())));
             false
         }
         _ => true,

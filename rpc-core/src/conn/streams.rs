@@ -256,18 +256,15 @@ impl Connection {
                 return Ok(());
             }
         };
-        // One event for the batch: the receiver takes it as one (see `stream/routes.rs`).
-        // Charged as one run: the same checks as message after message, in one step.
-        let mut bodies = Vec::with_capacity(b.messages.len());
-        let (mut total, mut last) = (0u64, 0u64);
-        for message in b.messages {
-            last = flow::cost(message.len() as u64);
-            total = total.saturating_add(last);
-            bodies.push(Body::message(message));
-        }
+        // One event for the batch, as it came: the receiver takes it as one (see
+        // `stream/routes.rs`) and cuts each message out when it takes it. Charged as one run:
+        // the same checks as message after message, in one step.
+        let messages = b.messages;
+        let total = (messages.message_bytes() as u64).saturating_add(messages.len() as u64 * flow::FRAME_COST);
+        let last = flow::cost(messages.last_len() as u64);
         Self::charge_received_run(conn_flow, Some(flow), id, total, last)?;
         self.stream_held += total as usize;
-        self.events.push_back(Event::StreamMessages { id, bodies });
+        self.events.push_back(Event::StreamMessages { id, messages });
         Ok(())
     }
 

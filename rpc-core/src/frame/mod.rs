@@ -32,7 +32,7 @@ pub use ping::Ping;
 pub use raw::{EncodeError, RawFrame, INLINE_MESSAGE_MAX};
 pub use request::{CallMode, Request, FLAG_AWAIT_COMMIT, FLAG_CLIENT_STREAM, FLAG_METADATA, FLAG_SERVER_STREAM};
 pub use response::Response;
-pub use stream::{StreamBatch, StreamData, StreamEnd, StreamHeaders, BATCH_PREFIX, FLAG_BATCH, FLAG_HEADERS_ONLY};
+pub use stream::{BatchMessages, StreamBatch, StreamData, StreamEnd, StreamHeaders, BATCH_PREFIX, FLAG_BATCH, FLAG_HEADERS_ONLY};
 
 use crate::error::DecodeError;
 use crate::transmit::Transmit;

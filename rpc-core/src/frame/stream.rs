@@ -1,5 +1,7 @@
 //! Stream data and stream end: one direction of a streaming call.
 
+use std::fmt;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::header::{FrameHeader, FrameKind, HEADER_LEN};
@@ -68,26 +70,141 @@ pub const FLAG_BATCH: u8 = 1 << 7;
 pub struct StreamBatch {
     /// Stream (call) id.
     pub id: u64,
-    /// The messages, in order (slices of the received frame).
-    pub messages: Vec<Bytes>,
+    /// The messages, in order (the received frame's message area, as it came).
+    pub messages: BatchMessages,
 }
 
 /// Bytes in front of each message of a batch: its length.
 pub const BATCH_PREFIX: usize = 4;
 
+/// The messages of a [`StreamBatch`], in order: the frame's message area as it came (each
+/// message behind its length, checked when decoded), taken from the front. Passing a batch on
+/// costs nothing per message; a message's [`Bytes`] is cut from the area only when it is taken
+/// (measured on `stream_64b`: splitting a batch into a vector of `Bytes`, then of bodies, was
+/// over a fifth of the receiving side's instructions per message).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct BatchMessages {
+    /// The messages not taken yet, each behind its u32 little-endian length.
+    area: Bytes,
+    /// How many.
+    count: usize,
+    /// The last message's length (a batch is charged as its messages one by one).
+    last_len: usize,
+}
+
+impl BatchMessages {
+    /// Checks `area` (messages behind their lengths) and keeps it as it is: every length must
+    /// fit what is left, and the messages must fill it exactly.
+    pub fn from_area(area: Bytes) -> Result<Self, String> {
+        let (mut rest, mut count, mut last_len) = (&area[..], 0, 0);
+        while let Some((prefix, tail)) = rest.split_first_chunk::<BATCH_PREFIX>() {
+            let len = u32::from_le_bytes(*prefix) as usize;
+            if len > tail.len() {
+                return Err(format!("a message of {len} bytes with {} left in the frame", tail.len()));
+            }
+            rest = &tail[len..];
+            count += 1;
+            last_len = len;
+        }
+        if !rest.is_empty() {
+            return Err(format!("{} bytes left where a message length belongs", rest.len()));
+        }
+        Ok(BatchMessages { area, count, last_len })
+    }
+
+    /// The area: the messages left, each behind its length.
+    pub fn area(&self) -> &Bytes {
+        &self.area
+    }
+
+    /// Messages left.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when every message was taken.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes in the messages left, without their lengths.
+    pub fn message_bytes(&self) -> usize {
+        self.area.len() - BATCH_PREFIX * self.count
+    }
+
+    /// The last message's length (zero when there is none).
+    pub fn last_len(&self) -> usize {
+        self.last_len
+    }
+
+    /// The messages left, without taking them.
+    pub fn iter(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.clone()
+    }
+}
+
+impl Iterator for BatchMessages {
+    type Item = Bytes;
+
+    /// Takes the first message left: a slice of the area, which moves past it.
+    fn next(&mut self) -> Option<Bytes> {
+        if self.count == 0 {
+            return None;
+        }
+        self.count -= 1;
+        let len = u32::from_le_bytes(self.area[..BATCH_PREFIX].try_into().expect("checked when made")) as usize;
+        self.area.advance(BATCH_PREFIX);
+        if self.count == 0 {
+            // The last one is the rest of the area: no slice cut, no handle left.
+            return Some(std::mem::take(&mut self.area));
+        }
+        Some(self.area.split_to(len))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.count, Some(self.count))
+    }
+}
+
+impl ExactSizeIterator for BatchMessages {}
+
+/// Packs the messages into one area (a copy: for building a batch to send or to test).
+///
+/// # Panics
+/// On a message of 4 GiB or more, which no frame can carry.
+impl FromIterator<Bytes> for BatchMessages {
+    fn from_iter<I: IntoIterator<Item = Bytes>>(messages: I) -> Self {
+        let mut area = BytesMut::new();
+        let (mut count, mut last_len) = (0, 0);
+        for m in messages {
+            area.put_u32_le(u32::try_from(m.len()).expect("a batch's message is under 4 GiB"));
+            area.put_slice(&m);
+            count += 1;
+            last_len = m.len();
+        }
+        BatchMessages { area: area.freeze(), count, last_len }
+    }
+}
+
+impl From<Vec<Bytes>> for BatchMessages {
+    fn from(messages: Vec<Bytes>) -> Self {
+        messages.into_iter().collect()
+    }
+}
+
+impl fmt::Debug for BatchMessages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 impl StreamBatch {
     /// Encodes the frame.
     pub fn encode(self) -> Result<Transmit, EncodeError> {
-        let mut area = BytesMut::with_capacity(self.messages.iter().map(|m| BATCH_PREFIX + m.len()).sum());
-        for m in &self.messages {
-            let len = u32::try_from(m.len()).map_err(|_| EncodeError::MessageTooLong(m.len()))?;
-            area.put_u32_le(len);
-            area.put_slice(m);
-        }
         let mut f = RawFrame::new(FrameKind::StreamData);
         f.header.id = self.id;
         f.header.flags = FLAG_BATCH;
-        f.message = area.freeze();
+        f.message = self.messages.area;
         f.encode()
     }
 
@@ -123,19 +240,7 @@ impl StreamBatch {
         if f.header.flags & (super::meta::FLAG_HEADERS | super::meta::FLAG_TRAILERS) != 0 {
             return Err(malformed("response metadata on a batch (it goes on a frame of its own)".into()));
         }
-        let mut area = f.message;
-        let mut messages = Vec::with_capacity(area.len() / (BATCH_PREFIX + 64) + 1);
-        while !area.is_empty() {
-            if area.len() < BATCH_PREFIX {
-                return Err(malformed(format!("{} bytes left where a message length belongs", area.len())));
-            }
-            let len = u32::from_le_bytes(area[..BATCH_PREFIX].try_into().expect("4 bytes")) as usize;
-            if len > area.len() - BATCH_PREFIX {
-                return Err(malformed(format!("a message of {len} bytes with {} left in the frame", area.len() - BATCH_PREFIX)));
-            }
-            area.advance(BATCH_PREFIX);
-            messages.push(area.split_to(len));
-        }
+        let messages = BatchMessages::from_area(f.message).map_err(malformed)?;
         if messages.is_empty() {
             return Err(malformed("an empty batch".into()));
         }
@@ -247,12 +352,30 @@ mod tests {
             StreamBatch::push_in_place(m, &mut out);
         }
         StreamBatch::finish_in_place(9, &mut out);
-        let encoded = StreamBatch { id: 9, messages: messages.to_vec() }.encode().unwrap();
+        let encoded = StreamBatch { id: 9, messages: messages.to_vec().into() }.encode().unwrap();
         assert_eq!(&out[..], &encoded.to_vec()[..]);
         let header = FrameHeader::decode(&out[..HEADER_LEN]).unwrap();
         assert_eq!((header.kind, header.flags, header.id), (FrameKind::StreamData, FLAG_BATCH, 9));
         let raw = RawFrame { header, message: Bytes::copy_from_slice(&out[HEADER_LEN..]), attachments: vec![] };
-        assert_eq!(StreamBatch::decode(raw).unwrap().messages, messages);
+        assert_eq!(StreamBatch::decode(raw).unwrap().messages.collect::<Vec<_>>(), messages);
+    }
+
+    #[test]
+    fn batch_messages_are_taken_from_the_front_and_count_what_is_left() {
+        let messages = [Bytes::from_static(b"one"), Bytes::new(), Bytes::from_static(b"three")];
+        let mut batch: BatchMessages = messages.iter().cloned().collect();
+        assert_eq!((batch.len(), batch.message_bytes(), batch.last_len()), (3, 8, 5));
+        assert_eq!(batch.iter().collect::<Vec<_>>(), messages, "iter takes nothing");
+        let area = batch.area().clone();
+        assert_eq!(batch.next().unwrap(), "one");
+        assert_eq!((batch.len(), batch.message_bytes()), (2, 5));
+        assert_eq!(batch, BatchMessages::from_area(area.slice(7..)).unwrap(), "the rest of the same area");
+        assert_eq!(batch.next().unwrap(), "");
+        let last = batch.next().unwrap();
+        assert_eq!(last, "three");
+        assert_eq!(last.as_ptr(), area[area.len() - 5..].as_ptr(), "a slice of the area, not a copy");
+        assert!(batch.is_empty() && batch.next().is_none());
+        assert_eq!((batch.len(), batch.message_bytes()), (0, 0));
     }
 
     #[test]

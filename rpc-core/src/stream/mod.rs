@@ -23,7 +23,7 @@ use crate::code::Code;
 use crate::conn::{SendError, SendStop, Side};
 use crate::driver::{Locked, Shared, SideHandler, SEND_AHEAD};
 use crate::error::{CallError, Status};
-use crate::frame::HEADER_LEN;
+use crate::frame::{BatchMessages, HEADER_LEN};
 use crate::metadata::Metadata;
 
 /// Messages [`StreamSender::send_all`] takes from its iterator for one step of the connection.
@@ -37,8 +37,10 @@ const REPORT_EVERY: usize = 32 << 10;
 pub(crate) enum Inbound {
     /// The next message.
     Message(Body),
-    /// The next messages, in order (those that arrived in one step).
+    /// The next messages, in order (those that arrived in one step, each in a frame of its own).
     Messages(Vec<Body>),
+    /// The next messages, in order: a batch frame's, as it came (none has attachments).
+    Batch(BatchMessages),
     /// The stream is over: cleanly, or why not.
     End(Result<(), CallError>),
     /// Client: the server's response headers (ahead of the message they came with).
@@ -53,6 +55,7 @@ impl Inbound {
         match self {
             Inbound::Message(b) => (1, b.len() as usize),
             Inbound::Messages(v) => (v.len(), v.iter().map(|b| b.len() as usize).sum()),
+            Inbound::Batch(m) => (m.len(), m.message_bytes()),
             Inbound::End(_) | Inbound::Headers(_) | Inbound::Trailers(_) => (0, 0),
         }
     }
@@ -151,6 +154,7 @@ pub(crate) fn handles<H: SideHandler + HasRoutes, K: Keep>(
             done: inbound.is_none(),
             inbound,
             batch: Vec::new().into_iter(),
+            packed: BatchMessages::default(),
             unreported: (0, 0),
             method: None,
             metadata: None,
@@ -308,8 +312,11 @@ pub struct StreamReceiver {
     /// None when the peer sends no stream (a server's receiver of a server-streaming call):
     /// no channel is made for a stream that ends before it begins.
     inbound: Option<InboxReceiver>,
-    /// What is left of the last batch of messages received, taken before the channel.
+    /// What is left of the last batch of messages received, taken before the channel: messages
+    /// that came in frames of their own, or (at most one of the two is not empty) a batch
+    /// frame's, each cut out as it is taken.
     batch: std::vec::IntoIter<Body>,
+    packed: BatchMessages,
     done: bool,
     /// Messages taken and bytes in them, not yet reported to the connection: reported in
     /// batches, before waiting, at the end and on drop (one step for many small messages).
@@ -337,6 +344,9 @@ impl StreamReceiver {
 
     /// Polls for the next message (see [`StreamReceiver::recv`]).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Body, CallError>>> {
+        if let Some(message) = self.packed.next() {
+            return Poll::Ready(Some(Ok(self.took(Body::message(message)))));
+        }
         if let Some(body) = self.batch.next() {
             return Poll::Ready(Some(Ok(self.took(body))));
         }
@@ -356,6 +366,11 @@ impl StreamReceiver {
                 self.batch = batch.into_iter();
                 let first = self.batch.next().expect("a batch holds two messages or more");
                 Some(Ok(self.took(first)))
+            }
+            Some(Inbound::Batch(messages)) => {
+                self.packed = messages;
+                let first = self.packed.next().expect("a batch holds two messages or more");
+                Some(Ok(self.took(Body::message(first))))
             }
             Some(Inbound::End(Ok(()))) => {
                 self.report();
@@ -520,6 +535,8 @@ impl Drop for StreamReceiver {
             self.unreported.0 += 1;
             self.unreported.1 += body.len() as usize;
         }
+        self.unreported.0 += self.packed.len();
+        self.unreported.1 += self.packed.message_bytes();
         if let Some(item) = self.peeked.take() {
             let (messages, bytes) = item.counts();
             self.unreported.0 += messages;
@@ -587,5 +604,129 @@ impl<K> Drop for CancelOnDrop<K> {
         if !self.ended.load(Ordering::Acquire) {
             self.host.cancel(self.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::Payload;
+    use bytes::Bytes;
+    use std::sync::Mutex;
+    use std::task::Waker;
+
+    /// A host that records what the receiver reports consumed.
+    #[derive(Default)]
+    struct Reports(Mutex<Vec<(usize, usize)>>);
+
+    impl Reports {
+        fn total(&self) -> (usize, usize) {
+            let reports = self.0.lock().unwrap();
+            (reports.iter().map(|r| r.0).sum(), reports.iter().map(|r| r.1).sum())
+        }
+    }
+
+    impl Host for Reports {
+        fn poll_send(&self, _: u64, _: &mut Option<Body>, _: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+            unreachable!()
+        }
+        fn poll_send_queue(&self, _: u64, _: &mut VecDeque<Body>, _: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+            unreachable!()
+        }
+        fn consumed(&self, _: u64, messages: usize, bytes: usize) {
+            self.0.lock().unwrap().push((messages, bytes));
+        }
+        fn end_send(&self, _: u64, _: Code) {}
+        fn cancel(&self, _: u64) {}
+    }
+
+    /// A receiver on a fresh channel, its connection's end, and what it reports.
+    fn receiver() -> (StreamReceiver, super::inbox::InboxSender, Arc<Reports>) {
+        let (tx, rx) = super::inbox::inbox();
+        let reports = Arc::new(Reports::default());
+        let receiver = StreamReceiver {
+            host: reports.clone(),
+            id: 1,
+            inbound: Some(rx),
+            batch: Vec::new().into_iter(),
+            packed: BatchMessages::default(),
+            done: false,
+            unreported: (0, 0),
+            method: None,
+            metadata: None,
+            peeked: None,
+            began: false,
+            _guard: None,
+        };
+        (receiver, tx, reports)
+    }
+
+    /// A batch frame's messages: message `n` is `n + 1` bytes of `n`.
+    fn batch(ns: std::ops::Range<u8>) -> Inbound {
+        Inbound::Batch(ns.map(|n| Bytes::from(vec![n; n as usize + 1])).collect())
+    }
+
+    fn next(rx: &mut StreamReceiver) -> Body {
+        let mut cx = Context::from_waker(Waker::noop());
+        match rx.poll_recv(&mut cx) {
+            Poll::Ready(Some(Ok(body))) => body,
+            _ => panic!("expected a message"),
+        }
+    }
+
+    #[test]
+    fn batches_and_single_messages_come_in_order_across_polls_and_attachments_stay_as_they_came() {
+        let (mut rx, tx, reports) = receiver();
+        let attachment = Bytes::from(vec![9u8; 256]);
+        tx.send(batch(0..3)).ok().unwrap();
+        tx.send(Inbound::Message(Body::new(Bytes::from_static(&[3]), vec![Payload::from(attachment.clone())]))).ok().unwrap();
+        tx.send(Inbound::Messages(vec![Body::message(Bytes::from_static(&[4])), Body::message(Bytes::from_static(&[5]))])).ok().unwrap();
+        tx.send(batch(6..8)).ok().unwrap();
+        let mut got = Vec::new();
+        for _ in 0..8 {
+            got.push(next(&mut rx));
+        }
+        assert_eq!(got.iter().map(|b| b.message[0]).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5, 6, 7]);
+        assert!(got.iter().filter(|b| b.attachments.is_empty()).all(|b| b.message.len() <= 8));
+        assert_eq!(got[6].message.len(), 7, "a batch's message is cut to its length");
+        // The attachment is the very slice that came, not a copy.
+        assert_eq!(got[3].attachments.len(), 1);
+        assert_eq!(got[3].attachments[0].to_bytes().as_ptr(), attachment.as_ptr());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(rx.poll_recv(&mut cx).is_pending(), "all taken: it waits, and reports first");
+        let bytes = 1 + 2 + 3 + (1 + 256) + 1 + 1 + 7 + 8;
+        assert_eq!(reports.total(), (8, bytes));
+    }
+
+    #[test]
+    fn a_batch_taken_in_part_then_dropped_gives_back_all_its_messages() {
+        let (mut rx, tx, reports) = receiver();
+        tx.send(batch(0..5)).ok().unwrap();
+        tx.send(batch(5..7)).ok().unwrap();
+        assert_eq!(next(&mut rx).message[..], [0]);
+        assert_eq!(next(&mut rx).message[..], [1, 1]);
+        assert_eq!(reports.total(), (0, 0), "small messages are reported in bulk");
+        drop(rx);
+        // Taken or not, each message's bytes go back once: 1 + 2 + ... + 7 bytes in 7 messages.
+        assert_eq!(reports.total(), (7, 28));
+        assert_eq!(reports.0.lock().unwrap().len(), 1, "in one report");
+        assert!(tx.is_closed());
+    }
+
+    #[test]
+    fn the_messages_of_a_batch_are_reported_once_enough_are_taken() {
+        let (mut rx, tx, reports) = receiver();
+        // 2,000 messages of 64 bytes: 32 KiB with their headers within the first few hundred.
+        let messages: BatchMessages = (0..2000).map(|_| Bytes::from(vec![7u8; 64])).collect();
+        tx.send(Inbound::Batch(messages)).ok().unwrap();
+        let per_report = REPORT_EVERY.div_ceil(64 + HEADER_LEN);
+        for _ in 0..per_report - 1 {
+            next(&mut rx);
+        }
+        assert_eq!(reports.total(), (0, 0));
+        next(&mut rx);
+        assert_eq!(reports.total(), (per_report, per_report * 64));
+        drop(rx);
+        assert_eq!(reports.total(), (2000, 2000 * 64));
     }
 }

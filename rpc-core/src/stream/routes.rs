@@ -17,6 +17,7 @@ use crate::body::Body;
 use crate::driver::Locked;
 use crate::call_map::CallMap;
 use crate::error::CallError;
+use crate::frame::BatchMessages;
 
 /// The routes of one connection's streaming calls.
 #[derive(Default)]
@@ -37,7 +38,7 @@ pub(crate) struct Routes {
 enum Staged {
     One(Body),
     Ones(Vec<Body>),
-    Batch(Vec<Body>),
+    Batch(BatchMessages),
 }
 
 impl Staged {
@@ -86,14 +87,14 @@ impl Routes {
     }
 
     /// Delivers messages of call `id` that came together, as [`Routes::message`] does one.
-    pub(crate) fn messages(&mut self, id: u64, mut bodies: Vec<Body>) -> Result<(), Vec<Body>> {
+    pub(crate) fn messages(&mut self, id: u64, mut messages: BatchMessages) -> Result<(), BatchMessages> {
         if !self.listens(id) {
-            return Err(bodies);
+            return Err(messages);
         }
-        match bodies.len() {
+        match messages.len() {
             0 => {}
-            1 => self.stage(id, Staged::One(bodies.pop().expect("one"))),
-            _ => self.stage(id, Staged::Batch(bodies)),
+            1 => self.stage(id, Staged::One(Body::message(messages.next().expect("one")))),
+            _ => self.stage(id, Staged::Batch(messages)),
         }
         Ok(())
     }
@@ -132,7 +133,8 @@ impl Routes {
         self.delivered = true;
         let item = match staged {
             Staged::One(body) => Inbound::Message(body),
-            Staged::Ones(batch) | Staged::Batch(batch) => Inbound::Messages(batch),
+            Staged::Ones(bodies) => Inbound::Messages(bodies),
+            Staged::Batch(messages) => Inbound::Batch(messages),
         };
         let sent = match self.inbound.get(&id) {
             Some(tx) => tx.send(item),
@@ -249,20 +251,20 @@ mod tests {
     fn batch_frames_go_on_as_they_came_and_single_messages_after_them_on_their_own() {
         let mut routes = Routes::default();
         let mut rx = routes.open(1);
-        let first: Vec<Body> = (0..3).map(body).collect();
-        let second: Vec<Body> = (3..5).map(body).collect();
-        let (p1, p2) = (first.as_ptr(), second.as_ptr());
+        let batch = |ns: std::ops::Range<u8>| ns.map(|n| body(n).message).collect::<BatchMessages>();
+        let (first, second) = (batch(0..3), batch(3..5));
+        let (p1, p2) = (first.area().as_ptr(), second.area().as_ptr());
         routes.messages(1, first).unwrap();
         routes.messages(1, second).unwrap();
         routes.message(1, body(5)).unwrap();
         routes.message(1, body(6)).unwrap();
         routes.flush();
-        // Each batch in the allocation it came in (never moved into a larger one), in order.
+        // Each batch in the buffer it came in (never copied nor joined to another), in order.
         for (expect, ptr) in [(vec![0, 1, 2], p1), (vec![3, 4], p2)] {
             match rx.try_recv().unwrap() {
-                Inbound::Messages(v) => {
-                    assert_eq!(v.iter().map(|b| b.message[0]).collect::<Vec<_>>(), expect);
-                    assert_eq!(v.as_ptr(), ptr, "the batch was moved");
+                Inbound::Batch(m) => {
+                    assert_eq!(m.area().as_ptr(), ptr, "the batch was moved");
+                    assert_eq!(m.map(|m| m[0]).collect::<Vec<_>>(), expect);
                 }
                 _ => panic!("expected a batch"),
             }
