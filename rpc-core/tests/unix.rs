@@ -27,6 +27,8 @@ struct Impl {
     /// How each upload ended: `None` cleanly, else the error (`"dropped"` when the server
     /// dropped the handler with its connection).
     upload_ends: std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    /// Bytes the uploads have received so far.
+    uploaded: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Records `"dropped"` for an upload whose handler is dropped before it ends.
@@ -60,7 +62,11 @@ impl Files for Impl {
         let mut total = 0;
         let end = loop {
             match chunks.recv_with().await {
-                Some(Ok((_, attachments))) => total += attachments.iter().map(|a| a.len() as u64).sum::<u64>(),
+                Some(Ok((_, attachments))) => {
+                    let bytes = attachments.iter().map(|a| a.len() as u64).sum::<u64>();
+                    self.uploaded.fetch_add(bytes, std::sync::atomic::Ordering::SeqCst);
+                    total += bytes;
+                }
                 Some(Err(e)) => break Some(e.to_string()),
                 None => break None,
             }
@@ -152,7 +158,16 @@ async fn a_client_that_vanishes_mid_upload_ends_its_stream_and_frees_the_server(
         let client = FilesClient::new(Client::connect(unix::connect(&path).await.unwrap(), ClientConfig::default()).await.unwrap());
         let (mut up, _total) = client.upload().await.unwrap();
         up.send_with(0, vec![Payload::from(pattern(1 << 20))]).await.unwrap();
-        // The whole client goes: its connection closes with the upload unfinished.
+        // Once the server has the chunk (before, the cancel would withdraw a request still
+        // queued, and the handler would never run), the whole client goes: its connection
+        // closes with the upload unfinished.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while imp.uploaded.load(std::sync::atomic::Ordering::SeqCst) < 1 << 20 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the server received the chunk");
     }
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
