@@ -115,7 +115,7 @@ mod tests {
         while let Some(frame) = decoder.decode(&mut input).unwrap() {
             match frame {
                 Frame::StreamData(d) => out.push((d.id, d.message)),
-                Frame::StreamBatch(b) => out.extend(b.messages.into_iter().map(|m| (b.id, m))),
+                Frame::StreamBatch(b) => out.extend(b.messages.map(|m| (b.id, m))),
                 other => panic!("not stream data: {other:?}"),
             }
         }
