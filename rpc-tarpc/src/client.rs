@@ -268,10 +268,19 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
         tracing::debug!("tarpc over zcrpc: the stream broke: {why}");
         self.stream = StreamState::Idle;
         self.out.clear();
-        self.broken.extend(self.on_stream.drain().map(|(id, _)| id));
-        self.broken_why = why;
+        let lost = std::mem::take(&mut self.on_stream);
+        self.lose(lost, why);
         if let Some(w) = self.idle.take() {
             w.wake();
+        }
+    }
+
+    /// Requests `ids` went on a stream that is lost: each fails (one per `poll_next`) saying
+    /// `why`.
+    fn lose(&mut self, ids: IdMap<Instant>, why: String) {
+        if !ids.is_empty() {
+            self.broken.extend(ids.into_keys());
+            self.broken_why = why;
         }
     }
 
@@ -286,8 +295,7 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
             // A server that sends goaways faster than it answers: the oldest goes, and its
             // requests fail, rather than a connection kept per goaway.
             let oldest = self.retiring.remove(0);
-            self.broken.extend(oldest.ids.into_keys());
-            self.broken_why = format!("{MAX_RETIRING} more connections began draining before it answered");
+            self.lose(oldest.ids, format!("{MAX_RETIRING} more connections began draining before it answered"));
         }
         self.retiring.push(Retiring { rx, ids: std::mem::take(&mut self.on_stream) });
         self.sweep_at = SWEEP_AT;
@@ -326,10 +334,7 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
                 Poll::Ready(Err(why)) => why.unwrap_or_else(|| "the server ended it before answering".into()),
             };
             let r = self.retiring.swap_remove(i);
-            if !r.ids.is_empty() {
-                self.broken.extend(r.ids.into_keys());
-                self.broken_why = why;
-            }
+            self.lose(r.ids, why);
         }
         None
     }

@@ -132,7 +132,8 @@ impl BatchMessages {
         self.area.len() - BATCH_PREFIX * self.count
     }
 
-    /// The last message's length (zero when there is none).
+    /// The last message's length, as the batch came (what the batch is charged by; taking
+    /// messages does not change it); zero for a batch of none.
     pub fn last_len(&self) -> usize {
         self.last_len
     }
