@@ -104,6 +104,40 @@ async fn many_calls_in_flight_leave_the_writing_to_the_writer() {
     handle.shutdown().await;
 }
 
+/// A burst of calls queued by one task, as a client with many calls in flight queues its next
+/// ones when a read brings their answers: the first frames of the burst leave at once (the
+/// early flush), so the server starts on them while the rest are queued, and the server's
+/// answers to a burst of requests do the same. Everything arrives whole and in its call.
+#[tokio::test]
+async fn a_burst_of_calls_and_their_answers_leave_in_early_writes() {
+    let server = Server::builder().build(TestService::default());
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let handle = server.serve(acceptor);
+    let client = Client::connect_tcp(addr, ClientConfig::default()).await.unwrap();
+    echo_checked(&client, 64, 0).await;
+    let (sent_before, answered_before) = (client.stats().sends_direct, handle.server().stats().sends_direct);
+
+    const BURST: usize = 128;
+    for round in 0..4u8 {
+        // One task queues every request before it yields: on this single-threaded runtime the
+        // writer cannot run in between, so only the early flush can write before the last.
+        let calls = (0..BURST).map(|i| echo_checked(&client, 64 + i % 200, round ^ i as u8));
+        futures::future::join_all(calls).await;
+    }
+    let sent = client.stats().sends_direct - sent_before;
+    // 96 of each 128 requests went early (three writes of 32); the last 32, the writer's.
+    assert!(sent >= 4 * 96, "{sent} of {} requests went early: {:?}", 4 * BURST, client.stats());
+    let answered = handle.server().stats().sends_direct - answered_before;
+    assert!(answered >= 4 * 32, "{answered} of {} answers went early: {:?}", 4 * BURST, handle.server().stats());
+    // Large frames (a 1 MiB body) stay the writer's, whatever is queued around them.
+    let direct = client.stats().sends_direct;
+    let big = (0..40).map(|i| echo_checked(&client, if i == 5 { 1 << 20 } else { 64 }, i as u8));
+    futures::future::join_all(big).await;
+    assert_eq!(client.stats().sends_direct, direct, "frames queued with a 1 MiB request went early");
+    handle.shutdown().await;
+}
+
 /// Client streaming (`UPLOAD`): answers how many bytes of attachments came, each message
 /// checked against its pattern. Server streaming (`DOWNLOAD`): sends `MESSAGES` messages.
 /// Bidirectional (`PING_PONG`): answers each message with the same bytes, one at a time.

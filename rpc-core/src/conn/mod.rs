@@ -430,6 +430,20 @@ impl Connection {
             && !self.transmits.iter().any(|t| t.has_files() || is_credit(t))
     }
 
+    /// True when at least `frames` whole frames wait to be written, each under `frame_max`
+    /// bytes, none a file region, a credit grant or a stream message: a burst of calls or
+    /// answers, whose first frames the driver writes at once so that the peer starts on them
+    /// while this side queues the rest (an early flush). A stream's messages are left to the
+    /// writer, which gathers them into larger writes (their sender waits for it every
+    /// `SEND_AHEAD` bytes).
+    pub fn wants_early_write(&self, frames: usize, frame_max: usize) -> bool {
+        self.small.is_empty()
+            && self.transmits.len() >= frames
+            && !self.transmits.iter().any(|t| {
+                t.len() >= frame_max || t.has_files() || matches!(t.head.first(), Some(&k) if k == FrameKind::Credit as u8 || k == FrameKind::StreamData as u8)
+            })
+    }
+
     /// True when transmits are waiting.
     pub fn has_transmits(&self) -> bool {
         !self.transmits.is_empty() || !self.small.is_empty()

@@ -8,6 +8,15 @@
 //! messages take it at most once per message received (a request and its answer, one at a time);
 //! a sender that queues them faster than that leaves them to the writer.
 //!
+//! The early flush is the same write for a burst: when a task has queued [`EARLY_FRAMES`]
+//! small call frames (requests, answers: not stream messages, whose senders batch for the
+//! writer) while the writer is parked, it writes them at once. A client whose read brought
+//! the answers of 128 calls in flight queues their 128 successors in one pass, and a server
+//! given 128 requests in one read answers them in one pass; gathered into one write at the
+//! end of it, each side idled while the other worked, and the two CPUs took turns. Written 32 at
+//! a time, the peer starts on the first while the rest are queued (measured on `qps_64b`,
+//! client and server on two CPUs: 1.6-1.8x the calls per second at the same CPU per call).
+//!
 //! Order on the stream holds because the path only runs under the connection's lock, while the
 //! writer is parked with nothing of its own to write, and the writer takes whatever this path
 //! could not finish ([`Locked::handover`]) before anything else.
@@ -15,19 +24,24 @@
 use std::io::IoSlice;
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::{Locked, Shared, SideHandler};
 use crate::stats::TransportStats;
+use crate::transport::DirectWrite;
 use crate::Transmit;
 
 /// Frames up to this many bytes in all may go by the direct path; larger ones are the writer's
 /// (a transport may send those zero-copy).
 const DIRECT_MAX: usize = 16 << 10;
 
-/// Pieces (heads and segments) one direct write takes at most; a frame with more goes by the
-/// writer.
-const DIRECT_PIECES: usize = 16;
+/// Pieces (heads and segments) one direct write takes at most; the rest go by the writer.
+const DIRECT_PIECES: usize = 64;
+
+/// A burst's frames written early, as soon as this many are queued.
+pub(crate) const EARLY_FRAMES: usize = 32;
 
 impl<H: SideHandler> Shared<H> {
     /// Writes what the machine queued, now, from this task, if it is a lone call's few small
@@ -38,7 +52,30 @@ impl<H: SideHandler> Shared<H> {
             return false;
         }
         let Some(direct) = g.direct.take() else { return false };
-        if !g.conn.wants_direct_write(DIRECT_MAX.min(direct.limit().saturating_sub(1))) {
+        let fits = g.conn.wants_direct_write(DIRECT_MAX.min(direct.limit().saturating_sub(1)));
+        // Once per message received (see `lone_call`).
+        g.lone_call &= !fits;
+        self.write_queued(g, direct, fits)
+    }
+
+    /// The early flush: a burst's first [`EARLY_FRAMES`] small frames written at once by the
+    /// task that queued them, while the writer is parked, so that the peer works on them while
+    /// this side queues the rest; the writer gathers whatever follows. True when it wrote them
+    /// all.
+    pub(super) fn write_early(&self, g: &mut Locked<H>) -> bool {
+        if !g.writer_parked || g.lone_call || !g.handover.is_empty() || !g.conn.is_open() {
+            return false;
+        }
+        let Some(direct) = g.direct.take() else { return false };
+        let fits = g.conn.wants_early_write(EARLY_FRAMES, DIRECT_MAX.min(direct.limit()));
+        self.write_queued(g, direct, fits)
+    }
+
+    /// Writes every queued transmit now with one non-blocking write when `go` (the caller
+    /// checked they qualify), handing what the socket did not take to the writer; puts the
+    /// transport's direct write back either way.
+    fn write_queued(&self, g: &mut Locked<H>, direct: Arc<dyn DirectWrite>, go: bool) -> bool {
+        if !go {
             g.direct = Some(direct);
             return false;
         }
@@ -52,24 +89,19 @@ impl<H: SideHandler> Shared<H> {
                 .iter()
                 .flat_map(|t| std::iter::once(&t.head[..]).chain(t.segments.iter().map(|s| s.memory().unwrap_or_default())))
                 .filter(|p| !p.is_empty());
-            for piece in pieces {
-                if used == DIRECT_PIECES {
-                    used = usize::MAX;
-                    break;
-                }
-                slices[used] = IoSlice::new(piece);
+            // More pieces than one write takes: the first ones go, the writer the rest.
+            for (slot, piece) in slices.iter_mut().zip(pieces) {
+                *slot = IoSlice::new(piece);
                 used += 1;
             }
             // Any failure (the socket full, or an error the writer will meet and report in its
             // own send) hands the frames to the writer.
-            match slices.get(..used).map(|s| direct.try_write(s)) {
-                Some(Ok(n)) => n.min(total),
-                _ => 0,
+            match direct.try_write(&slices[..used]) {
+                Ok(n) => n.min(total),
+                Err(_) => 0,
             }
         };
         g.direct = Some(direct);
-        // Once per message received (see `lone_call`).
-        g.lone_call = false;
         let stats = &self.stats;
         let whole = hand_over_rest(&mut batch, written, &mut g.handover);
         if written > 0 {

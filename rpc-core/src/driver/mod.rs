@@ -25,6 +25,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
 
 mod direct;
+pub(crate) use direct::EARLY_FRAMES;
 mod recv_buffer;
 mod stall;
 
@@ -74,9 +75,9 @@ pub(crate) struct Locked<H> {
     /// message) and found at most one call in flight, before it and after it: calls (or a
     /// stream's requests) go one at a time, and the direct path may write, once. With more (a client
     /// whose answers wake several callers at once, a server given several requests in one read,
-    /// a stream's burst of messages) the writer gathers the frames that follow into one write;
-    /// after one direct write, so does it (a stream sender queues its messages faster than one
-    /// write each).
+    /// a stream's burst of messages) the writer gathers the frames that follow, but for a
+    /// burst's first calls or answers, written early (see `direct`); after one direct write,
+    /// so does it (a stream sender queues its messages faster than one write each).
     lone_call: bool,
     /// The transport's non-blocking write, for the direct path (`None`: the writer writes all).
     direct: Option<Arc<dyn DirectWrite>>,
@@ -194,8 +195,9 @@ impl<H: SideHandler> Shared<H> {
             }
         }
         // A lone call's small frames go now from this task if the writer is idle (the direct
-        // path); a frame that follows them (a commit) is the writer's.
-        let writer_has_work = g.conn.has_transmits() && (!self.write_direct(g) || g.conn.has_transmits());
+        // path), and so do a burst's first ones (the early flush); a frame that follows them (a
+        // commit) is the writer's.
+        let writer_has_work = g.conn.has_transmits() && (!(self.write_direct(g) || self.write_early(g)) || g.conn.has_transmits());
         if writer_has_work || !g.conn.is_open() {
             self.wake_writer.notify_one();
         }

@@ -11,7 +11,7 @@ use crate::body::Body;
 use crate::call_map::CallMap;
 use crate::code::Code;
 use crate::conn::Event;
-use crate::driver::{Locked, Shared, SideHandler};
+use crate::driver::{Locked, Shared, SideHandler, EARLY_FRAMES};
 use crate::error::{CallError, ConnectionError, Status};
 use crate::response_metadata::ResponseMetadata;
 use crate::service::{BoxFuture, Peer, ServerRequest, Service};
@@ -273,6 +273,15 @@ impl SideHandler for ServerSide {
             match Pin::new(&mut fut).poll(&mut cx) {
                 Poll::Ready(result) => done.push((id, answer(result))),
                 Poll::Pending => pending.push((id, fut)),
+            }
+            // A burst's first answers go out now (the driver's early flush): the client
+            // works on them while the rest are answered.
+            if done.len() == EARLY_FRAMES {
+                shared.step(|g| {
+                    for (id, result) in done.drain(..) {
+                        finish_unless_deferred(g, id, result);
+                    }
+                });
             }
         }
         let mut gone = Vec::new();
