@@ -88,7 +88,8 @@ pub trait SendHalf: Send + 'static {
 /// A non-blocking write to a transport's socket, for the driver's direct path: one call in
 /// flight, its small request or response written by the task that queued it instead of waking
 /// the connection's writer task for it (a task hop and a pass of the writer loop saved per frame,
-/// on each side of a round trip).
+/// on each side of a round trip); and, for a burst, its first small calls or answers written
+/// together by the task that queued them (the early flush).
 ///
 /// The driver calls it only while the [`SendHalf`] it came from is idle, with nothing of its own
 /// left to write, and never while it sends, so the bytes stay in order. Frames it does not
@@ -99,8 +100,9 @@ pub trait DirectWrite: std::fmt::Debug + Send + Sync + 'static {
     /// driver does.
     fn try_write(&self, slices: &[std::io::IoSlice<'_>]) -> io::Result<usize>;
 
-    /// The most bytes one direct write should carry: frames this large or larger are the
-    /// writer's (a transport that sends large frames zero-copy says where that starts). The
+    /// The size from which a frame is the writer's: a direct write carries only frames smaller
+    /// than this (a transport that sends large frames zero-copy says where that starts), though
+    /// an early flush carries many of them, so one write may carry more bytes in all. The
     /// driver caps it lower still.
     fn limit(&self) -> usize {
         usize::MAX
