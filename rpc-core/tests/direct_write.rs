@@ -130,11 +130,12 @@ async fn a_burst_of_calls_and_their_answers_leave_in_early_writes() {
     assert!(sent >= 4 * 96, "{sent} of {} requests went early: {:?}", 4 * BURST, client.stats());
     let answered = handle.server().stats().sends_direct - answered_before;
     assert!(answered >= 4 * 32, "{answered} of {} answers went early: {:?}", 4 * BURST, handle.server().stats());
-    // Large frames (a 1 MiB body) stay the writer's, whatever is queued around them.
+    // Large frames (a 1 MiB body) stay the writer's, whatever is queued around them. (The
+    // first request may go by the lone call's direct path, if the last answer came alone.)
     let direct = client.stats().sends_direct;
     let big = (0..40).map(|i| echo_checked(&client, if i == 5 { 1 << 20 } else { 64 }, i as u8));
     futures::future::join_all(big).await;
-    assert_eq!(client.stats().sends_direct, direct, "frames queued with a 1 MiB request went early");
+    assert!(client.stats().sends_direct <= direct + 1, "frames queued with a 1 MiB request went early: {:?}", client.stats());
     handle.shutdown().await;
 }
 
