@@ -1,10 +1,13 @@
 //! One connection of a client: its side of the state machine, its call permits, one call on it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
 use crate::body::Body;
 use crate::call_map::CallMap;
@@ -215,23 +218,54 @@ impl Conn {
     }
 
     /// One attempt of a call on this connection. `timeout` is what is left of the caller's.
-    pub(super) async fn call(&self, method: u32, body: Body, metadata: &Metadata, timeout: Option<Duration>) -> Attempt {
-        let start = Instant::now();
-        // A permit is usually free at once; waiting for one (with its timer) lives in a box of
-        // its own, so that it does not make every call's future larger.
-        let permit = match self.permits.try_acquire() {
-            Ok(p) => Ok(p),
-            Err(tokio::sync::TryAcquireError::Closed) => return Attempt::NotSent(body),
-            Err(tokio::sync::TryAcquireError::NoPermits) => Box::pin(self.wait_for_permit(timeout)).await,
-        };
-        let permit = match permit {
-            Ok(p) => p,
-            Err(Some(t)) => return Attempt::Done((Err(CallError::DeadlineExceeded(t)), None)),
-            Err(None) => return Attempt::NotSent(body),
-        };
-        let shared = &self.shared;
+    /// Queues the call at once when a call permit is free (the usual case, no future at all);
+    /// otherwise waits for one in a box of its own, so that the wait and its timer do not make
+    /// every call's future larger.
+    ///
+    /// (A plain function returning an `async` block, not an `async fn`: an `async fn` keeps
+    /// each argument twice in its future, as it came and as moved into the body.)
+    #[allow(clippy::manual_async_fn)] // deliberate: see above
+    pub(super) fn call<'a>(
+        &'a self,
+        method: u32,
+        body: Body,
+        metadata: &'a Metadata,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Attempt> + 'a {
+        async move {
+            let start = Instant::now();
+            let permit = match self.permits.try_acquire() {
+                Ok(p) => p,
+                Err(tokio::sync::TryAcquireError::Closed) => return Attempt::NotSent(body),
+                Err(tokio::sync::TryAcquireError::NoPermits) => match Box::pin(self.wait_for_permit(timeout)).await {
+                    Ok(p) => p,
+                    Err(Some(t)) => return Attempt::Done((Err(CallError::DeadlineExceeded(t)), None)),
+                    Err(None) => return Attempt::NotSent(body),
+                },
+            };
+            // Bound first, then awaited: awaited inside the `match`, the whole `Result` would be
+            // kept in the future beside it.
+            let pending = match self.queue(method, body, metadata, timeout, start, permit) {
+                Ok(pending) => pending,
+                Err(attempt) => return attempt,
+            };
+            Attempt::Done(pending.await)
+        }
+    }
+
+    /// Queues a unary call holding `permit`; `timeout` (what is left of the caller's, at
+    /// `start`) becomes its deadline on the wire.
+    fn queue<'a>(
+        &'a self,
+        method: u32,
+        body: Body,
+        metadata: &Metadata,
+        timeout: Option<Duration>,
+        start: Instant,
+        permit: SemaphorePermit<'a>,
+    ) -> Result<Pending<'a>, Attempt> {
         let (tx, rx) = oneshot::channel();
-        let started = shared.step(|g| {
+        let started = self.shared.step(|g| {
             if g.conn.is_draining() {
                 return Err(body);
             }
@@ -242,16 +276,11 @@ impl Conn {
             }
             Ok(r)
         });
-        let id = match started {
-            Err(body) => return Attempt::NotSent(body),
-            Ok(Err(e)) => return Attempt::Done((Err(e), None)),
-            Ok(Ok(id)) => id,
-        };
-        let mut guard = CancelOnDrop { shared, id, armed: true };
-        let result = rx.await;
-        guard.armed = false;
-        drop(permit);
-        Attempt::Done(result.unwrap_or_else(|_| (Err(self.closed_error()), None)))
+        match started {
+            Err(body) => Err(Attempt::NotSent(body)),
+            Ok(Err(e)) => Err(Attempt::Done((Err(e), None))),
+            Ok(Ok(id)) => Ok(Pending { conn: self, rx, guard: CancelOnDrop { shared: &self.shared, id, armed: true }, _permit: permit }),
+        }
     }
 
     /// Waits for a call permit within `timeout`: `Err(Some(t))` when it passed, `Err(None)` when
@@ -338,6 +367,27 @@ impl Drop for CancelOnDrop<'_> {
                 }
             });
         }
+    }
+}
+
+/// A queued unary call, until its answer: the whole of a call's state while it waits, kept
+/// small because every call in flight holds one (a caller with many in flight pushes each
+/// call's future into a task or a `FuturesUnordered`, copied and allocated per call). Dropped
+/// before the answer, it cancels the call; its permit goes back when it is dropped.
+struct Pending<'a> {
+    conn: &'a Conn,
+    rx: oneshot::Receiver<Answer>,
+    guard: CancelOnDrop<'a>,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Future for Pending<'_> {
+    type Output = Answer;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+        let answer = ready!(Pin::new(&mut self.rx).poll(cx));
+        self.guard.armed = false;
+        Poll::Ready(answer.unwrap_or_else(|_| (Err(self.conn.closed_error()), None)))
     }
 }
 

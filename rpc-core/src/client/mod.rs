@@ -4,6 +4,7 @@
 mod conn;
 mod redial;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -334,8 +335,8 @@ impl Client {
     ///
     /// The server's response headers and trailers, if it sent any, are dropped here: see
     /// [`Client::call_with_metadata`].
-    pub async fn call(&self, method: u32, body: Body, options: CallOptions) -> Result<Body, CallError> {
-        self.call_answer(method, body, &options).await.0
+    pub fn call(&self, method: u32, body: Body, options: CallOptions) -> impl Future<Output = Result<Body, CallError>> + '_ {
+        self.call_answer(method, body, options, |(result, _)| result)
     }
 
     /// Makes a call like [`Client::call`], and returns its result with the server's response
@@ -363,41 +364,57 @@ impl Client {
     /// assert_eq!(&reply.result.unwrap().message[..], b"hi");
     /// # });
     /// ```
-    pub async fn call_with_metadata(&self, method: u32, body: Body, options: CallOptions) -> Reply {
-        let (result, metadata) = self.call_answer(method, body, &options).await;
-        let metadata = metadata.map(|m| *m).unwrap_or_default();
-        Reply { result, headers: metadata.headers, trailers: metadata.trailers }
+    pub fn call_with_metadata(&self, method: u32, body: Body, options: CallOptions) -> impl Future<Output = Reply> + '_ {
+        self.call_answer(method, body, options, |(result, metadata)| {
+            let metadata = metadata.map(|m| *m).unwrap_or_default();
+            Reply { result, headers: metadata.headers, trailers: metadata.trailers }
+        })
     }
 
-    async fn call_answer(&self, method: u32, body: Body, options: &CallOptions) -> conn::Answer {
-        let timeout = options.timeout.or(self.inner.default_timeout);
-        let start = Instant::now();
-        let mut body = body;
-        loop {
-            let conn = match self.usable_conn(start, timeout).await {
-                Ok(c) => c,
-                Err(e) => return (Err(e), None),
+    /// A unary call, to its answer, handed to `finish`: one future for [`Client::call`] and
+    /// [`Client::call_with_metadata`], not one inside the other.
+    ///
+    /// Not an `async fn`, like [`Conn::call`]: an `async fn` keeps each argument twice in its
+    /// future (as it came and as moved into its body), and every call in flight holds one
+    /// future (`tests/allocations.rs` reports its size).
+    #[allow(clippy::manual_async_fn)] // deliberate: see above
+    fn call_answer<R>(
+        &self,
+        method: u32,
+        mut body: Body,
+        options: CallOptions,
+        finish: impl FnOnce(conn::Answer) -> R + Send + 'static,
+    ) -> impl Future<Output = R> + '_ {
+        async move {
+            let timeout = options.timeout.or(self.inner.default_timeout);
+            let start = Instant::now();
+            let answer = loop {
+                let conn = match self.usable_conn(start, timeout).await {
+                    Ok(c) => c,
+                    Err(e) => break (Err(e), None),
+                };
+                let remaining = timeout.map(|t| t.saturating_sub(start.elapsed()));
+                // A re-dialing client sends a call again on the next connection when the server's
+                // goaway says it never took it (`ShuttingDown`: sent as the server closed, at its
+                // shutdown or its connection's maximum age), and, if idempotent, when it was lost
+                // in flight with its connection. So it keeps a copy of the body until the answer:
+                // reference counts, not a copy of the bytes, but they stay alive until then.
+                let replay = self.inner.reconnect.is_some().then(|| body.clone());
+                match conn.call(method, body, &options.metadata, remaining).await {
+                    // Report the deadline the caller set, not what was left of it when sent.
+                    Attempt::Done((Err(CallError::DeadlineExceeded(_)), m)) => {
+                        break (Err(CallError::DeadlineExceeded(timeout.unwrap_or_default())), m)
+                    }
+                    Attempt::Done((Err(CallError::ShuttingDown), _)) if replay.is_some() => body = replay.expect("checked"),
+                    Attempt::Done((Err(CallError::Connection(_)), _)) if options.idempotent && replay.is_some() => {
+                        body = replay.expect("checked");
+                    }
+                    Attempt::Done(answer) => break answer,
+                    Attempt::NotSent(b) if self.inner.reconnect.is_some() => body = b,
+                    Attempt::NotSent(_) => break (Err(conn.closed_error()), None),
+                }
             };
-            let remaining = timeout.map(|t| t.saturating_sub(start.elapsed()));
-            // A re-dialing client sends a call again on the next connection when the server's
-            // goaway says it never took it (`ShuttingDown`: sent as the server closed, at its
-            // shutdown or its connection's maximum age), and, if idempotent, when it was lost
-            // in flight with its connection. So it keeps a copy of the body until the answer:
-            // reference counts, not a copy of the bytes, but they stay alive until then.
-            let replay = self.inner.reconnect.is_some().then(|| body.clone());
-            match conn.call(method, body, &options.metadata, remaining).await {
-                // Report the deadline the caller set, not what was left of it when sent.
-                Attempt::Done((Err(CallError::DeadlineExceeded(_)), m)) => {
-                    return (Err(CallError::DeadlineExceeded(timeout.unwrap_or_default())), m)
-                }
-                Attempt::Done((Err(CallError::ShuttingDown), _)) if replay.is_some() => body = replay.expect("checked"),
-                Attempt::Done((Err(CallError::Connection(_)), _)) if options.idempotent && replay.is_some() => {
-                    body = replay.expect("checked");
-                }
-                Attempt::Done(answer) => return answer,
-                Attempt::NotSent(b) if self.inner.reconnect.is_some() => body = b,
-                Attempt::NotSent(_) => return (Err(conn.closed_error()), None),
-            }
+            finish(answer)
         }
     }
 
