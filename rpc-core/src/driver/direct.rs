@@ -22,9 +22,8 @@
 //! could not finish ([`Locked::handover`]) before anything else.
 
 use std::io::IoSlice;
-use std::time::Instant;
-
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -33,8 +32,9 @@ use crate::stats::TransportStats;
 use crate::transport::DirectWrite;
 use crate::Transmit;
 
-/// Frames up to this many bytes in all may go by the direct path; larger ones are the writer's
-/// (a transport may send those zero-copy).
+/// A lone call's frames up to this many bytes in all may go by the direct path, and a burst's
+/// frames each under it by the early flush; larger ones are the writer's (a transport may send
+/// those zero-copy).
 const DIRECT_MAX: usize = 16 << 10;
 
 /// Pieces (heads and segments) one direct write takes at most; the rest go by the writer.
