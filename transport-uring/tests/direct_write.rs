@@ -10,17 +10,23 @@ use common::*;
 use rpc_core::{Body, CallOptions, Payload};
 use transport_uring::{Backend, UringConfig, ZcMode};
 
-async fn one_call_at_a_time(backend: Backend) {
+/// An echo server and a client over `backend`, zero-copy forced for what crosses the backend's
+/// threshold; `None` (the test skips, saying why) when the backend is missing.
+async fn echo_always_zc(backend: Backend) -> Option<(rpc_core::ServerHandle, rpc_core::Client)> {
     init_tracing();
     if !require(backend) {
-        return;
+        return None;
     }
     let cfg = UringConfig {
         backend,
         mode: ZcMode::AlwaysZc,
         ..UringConfig::default()
     };
-    let (handle, client) = echo_over(cfg).await;
+    Some(echo_over(cfg).await)
+}
+
+async fn one_call_at_a_time(backend: Backend) {
+    let Some((handle, client)) = echo_always_zc(backend).await else { return };
     // Small calls (below every backend's zero-copy threshold) with a large one now and then,
     // which the writer sends: the small ones after it must still come in order.
     let sizes = [1usize, 100, 1000, 2000, 200_000];
@@ -87,16 +93,7 @@ async fn direct_path_copy() {
 /// the burst (zero-copy where the backend does it) stays the writer's, and everything comes
 /// back byte-exact and in its call.
 async fn bursts(backend: Backend) {
-    init_tracing();
-    if !require(backend) {
-        return;
-    }
-    let cfg = UringConfig {
-        backend,
-        mode: ZcMode::AlwaysZc,
-        ..UringConfig::default()
-    };
-    let (handle, client) = echo_over(cfg).await;
+    let Some((handle, client)) = echo_always_zc(backend).await else { return };
     let call = |i: usize, size: usize| {
         let client = &client;
         async move {
