@@ -427,7 +427,7 @@ impl Connection {
         !self.transmits.is_empty()
             && self.transmits.len() <= 4
             && self.transmits.iter().map(Transmit::len).sum::<usize>() <= max
-            && !self.transmits.iter().any(|t| t.has_files() || is_credit(t))
+            && !self.transmits.iter().any(|t| t.has_files() || is_kind(t, FrameKind::Credit))
     }
 
     /// True when at least `frames` whole frames wait to be written, each under `frame_max`
@@ -440,7 +440,7 @@ impl Connection {
         self.small.is_empty()
             && self.transmits.len() >= frames
             && !self.transmits.iter().any(|t| {
-                t.len() >= frame_max || t.has_files() || matches!(t.head.first(), Some(&k) if k == FrameKind::Credit as u8 || k == FrameKind::StreamData as u8)
+                t.len() >= frame_max || t.has_files() || is_kind(t, FrameKind::Credit) || is_kind(t, FrameKind::StreamData)
             })
     }
 
@@ -1013,11 +1013,12 @@ fn request_id(t: &Transmit) -> Option<u64> {
     header_of(t).filter(|h| h.kind == FrameKind::Request).map(|h| h.id)
 }
 
-/// True when a transmit is a credit grant: the kind is a frame header's first byte (the hello,
-/// which has none, starts with its magic instead). A receiver grants credit as its application
-/// consumes messages, one grant after another while a stream flows: the writer gathers those.
-fn is_credit(t: &Transmit) -> bool {
-    t.head.first() == Some(&(FrameKind::Credit as u8))
+/// True when a transmit is a frame of `kind`: the kind is a frame header's first byte (the
+/// hello, which has none, starts with its magic instead). Credit grants, for one, stay the
+/// writer's: a receiver grants credit as its application consumes messages, one grant after
+/// another while a stream flows, and the writer gathers those.
+fn is_kind(t: &Transmit, kind: FrameKind) -> bool {
+    t.head.first() == Some(&(kind as u8))
 }
 
 /// The header of the frame a transmit carries (every transmit but the hello starts with one).

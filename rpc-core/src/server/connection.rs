@@ -108,6 +108,13 @@ fn finish(g: &mut Locked<ServerSide>, id: u64, result: Result<Body, Status>) {
     g.side.routes.remove(id);
 }
 
+/// Ends the calls whose handlers answered on their first poll, in order (`done` is left empty).
+fn finish_all(g: &mut Locked<ServerSide>, done: &mut Vec<(u64, Result<Body, Status>)>) {
+    for (id, result) in done.drain(..) {
+        finish_unless_deferred(g, id, result);
+    }
+}
+
 /// The handler's answer ends the call, unless a responder took the call over
 /// ([`ServerRequest::responder`]): then the handler's output is ignored.
 fn finish_unless_deferred(g: &mut Locked<ServerSide>, id: u64, result: Result<Body, Status>) {
@@ -277,18 +284,12 @@ impl SideHandler for ServerSide {
             // A burst's first answers go out now (the driver's early flush): the client
             // works on them while the rest are answered.
             if done.len() >= EARLY_FRAMES {
-                shared.step(|g| {
-                    for (id, result) in done.drain(..) {
-                        finish_unless_deferred(g, id, result);
-                    }
-                });
+                shared.step(|g| finish_all(g, &mut done));
             }
         }
         let mut gone = Vec::new();
         shared.step(|g| {
-            for (id, result) in done.drain(..) {
-                finish_unless_deferred(g, id, result);
-            }
+            finish_all(g, &mut done);
             // Both go back, empty, for the next input (unless requests came meanwhile: the
             // next call here takes those).
             if g.side.ready.capacity() == 0 && ready.capacity() <= KEEP_ENTRIES {
