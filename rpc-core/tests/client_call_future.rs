@@ -344,3 +344,26 @@ async fn calls_waiting_for_a_permit_when_the_connection_ages_out_go_on_the_next_
     assert!(tokio::time::timeout(Duration::from_millis(100), call).await.is_err());
     assert_eq!(svc.probe.started.load(Ordering::SeqCst), started);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_with_a_timeout_too_large_for_the_clock_waits_for_a_connection_as_one_without_a_deadline() {
+    // `CallOptions::timeout`: "a timeout too large for the clock (`Duration::MAX`) is no
+    // deadline"; `Reconnect::wait_for_connection`: a call without a deadline waits for a
+    // connection up to `connect_timeout`. So does one with `Duration::MAX`: it must not wait
+    // for ever for a server that is gone.
+    let svc = TestService::default();
+    let (handle, addr) = tcp_server(&Server::builder().build(svc)).await;
+    let connect_timeout = Duration::from_millis(300);
+    let client = Client::connect_tcp(addr, ClientConfig { connect_timeout, ..quick_reconnect() }).await.unwrap();
+    handle.shutdown().await;
+    eventually("the client saw the server go", || !client.is_open()).await;
+    for timeout in [None, Some(Duration::MAX), Some(Duration::from_secs(u64::MAX))] {
+        let t = Instant::now();
+        let options = CallOptions { timeout, ..CallOptions::default() };
+        let r = tokio::time::timeout(Duration::from_secs(5), client.call(ECHO, Body::default(), options))
+            .await
+            .unwrap_or_else(|_| panic!("a call with timeout {timeout:?} still waits for a connection after 5 s"));
+        assert!(matches!(r, Err(CallError::Unavailable(_))), "{timeout:?}: {r:?}");
+        assert!(t.elapsed() >= connect_timeout, "{timeout:?}: {:?}", t.elapsed());
+    }
+}

@@ -506,6 +506,10 @@ impl Client {
         // Within the call's deadline; a call without one waits up to `connect_timeout` from
         // now, not from its start: a call sent again after a goaway (which may come long after
         // the call was made) gets a whole wait for the next connection too.
+        // A timeout too large to add to the clock (`Duration::MAX`) is no deadline (as on the
+        // wire, see `Connection::start_call`): such a call waits as one without a deadline does,
+        // not for ever.
+        let timeout = timeout.filter(|&t| start.checked_add(t).is_some());
         let (limit, until) = match timeout {
             Some(t) => (t, start.checked_add(t)),
             None => (self.inner.connect_timeout, Instant::now().checked_add(self.inner.connect_timeout)),
