@@ -56,20 +56,29 @@ fn settled(svc: &TestService) -> bool {
 }
 
 /// With a server that takes `permits` calls at once: `permits` calls that each hold their
-/// handler for `hold` all run on the server at the same time (none waits for a permit that
-/// leaked), and all answer.
-async fn all_permits_free(client: &Client, svc: &TestService, permits: usize, hold: Duration) {
-    let started = svc.probe.started.load(Ordering::SeqCst);
+/// handler for a second all run on the server at the same time (none waits for a permit that
+/// leaked, none is refused by the server), and all answer.
+async fn all_permits_free(client: &Client, svc: &TestService, permits: usize) {
+    let p = &svc.probe;
+    let running = || {
+        p.started.load(Ordering::SeqCst) - p.finished.load(Ordering::SeqCst) - p.dropped_unfinished.load(Ordering::SeqCst)
+    };
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..permits {
         let c = client.clone();
-        let ms = hold.as_millis() as u64;
-        calls.spawn(async move { c.call(SLEEP_MS, sleep_body(ms), CallOptions::timeout(Duration::from_secs(10))).await });
+        calls.spawn(async move { c.call(SLEEP_MS, sleep_body(1_000), CallOptions::timeout(Duration::from_secs(10))).await });
     }
-    eventually("every permit's call runs on the server at once", || {
-        svc.probe.started.load(Ordering::SeqCst) == started + permits
-    })
-    .await;
+    let t = Instant::now();
+    while running() < permits {
+        if t.elapsed() > Duration::from_millis(800) {
+            let mut results = Vec::new();
+            while let Some(r) = calls.join_next().await {
+                results.push(r.unwrap().map(|b| b.message));
+            }
+            panic!("{} of {permits} calls ran at once ({p:?}); the calls: {results:?}", running());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     while let Some(r) = calls.join_next().await {
         assert_eq!(&r.unwrap().unwrap().message[..], b"slept");
     }
@@ -102,7 +111,7 @@ async fn a_call_given_up_on_at_each_await_point_leaves_nothing_behind() {
     }
     assert_eq!(svc.probe.started.load(Ordering::SeqCst), PERMITS, "a call dropped while waiting for its permit ran");
     assert_eq!(alive.load(Ordering::SeqCst), 0, "a body of a call dropped while waiting for a permit is still held");
-    all_permits_free(&client, &svc, PERMITS, Duration::from_millis(100)).await;
+    all_permits_free(&client, &svc, PERMITS).await;
 
     // 2. Queued, or on the wire: large requests dropped after one poll, or a moment later.
     for micros in [0u64, 50, 200, 1_000, 3_000] {
@@ -114,6 +123,9 @@ async fn a_call_given_up_on_at_each_await_point_leaves_nothing_behind() {
             }
         }
     }
+    // A request cut off on the wire may still have been committed, and run late.
+    eventually("no handler left running", || settled(&svc)).await;
+    eventually("no request body held by the client", || alive.load(Ordering::SeqCst) == 0).await;
     // 3. Waiting for the answer: the handler is dropped on the server.
     let before = svc.probe.dropped_unfinished.load(Ordering::SeqCst);
     for _ in 0..4 {
@@ -121,7 +133,7 @@ async fn a_call_given_up_on_at_each_await_point_leaves_nothing_behind() {
         let call = client.call(SLEEP_MS, sleep_body(5_000), CallOptions::default());
         tokio::pin!(call);
         let wait = async {
-            eventually("the handler runs", || svc.probe.started.load(Ordering::SeqCst) == started + 1).await;
+            eventually("the handler runs", || svc.probe.started.load(Ordering::SeqCst) > started).await;
         };
         tokio::select! {
             r = &mut call => panic!("a 5 s sleep answered: {r:?}"),
@@ -136,7 +148,7 @@ async fn a_call_given_up_on_at_each_await_point_leaves_nothing_behind() {
     eventually("no request body held by the client", || alive.load(Ordering::SeqCst) == 0).await;
     eventually("nothing charged to the server's budget", || server.memory_held() == 0).await;
     // Permits all came back.
-    all_permits_free(&client, &svc, PERMITS, Duration::from_millis(100)).await;
+    all_permits_free(&client, &svc, PERMITS).await;
     let reply = client.call(ECHO, Body::message(Bytes::from_static(b"after")), CallOptions::default()).await.unwrap();
     assert_eq!(&reply.message[..], b"after");
     handle.shutdown().await;
@@ -171,7 +183,7 @@ async fn many_calls_dropped_at_random_points_under_load_leak_no_permit() {
     eventually("no handler left running", || settled(&svc)).await;
     eventually("no request body held by the client", || alive.load(Ordering::SeqCst) == 0).await;
     eventually("nothing charged to the server's budget", || server.memory_held() == 0).await;
-    all_permits_free(&client, &svc, PERMITS, Duration::from_millis(100)).await;
+    all_permits_free(&client, &svc, PERMITS).await;
     handle.shutdown().await;
 }
 
@@ -366,4 +378,48 @@ async fn a_call_with_a_timeout_too_large_for_the_clock_waits_for_a_connection_as
         assert!(matches!(r, Err(CallError::Unavailable(_))), "{timeout:?}: {r:?}");
         assert!(t.elapsed() >= connect_timeout, "{timeout:?}: {:?}", t.elapsed());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_a_lost_connection_only_idempotent_calls_go_again_and_close_ends_them() {
+    let svc = TestService::default();
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let server = Server::builder().build(svc.clone()).serve(acceptor);
+    let client = Client::connect_tcp(addr, quick_reconnect()).await.unwrap();
+    let spawn_call = |idempotent: bool| {
+        let c = client.clone();
+        tokio::spawn(async move {
+            c.call_with_metadata(SLEEP_MS, sleep_body(400), CallOptions::timeout(Duration::from_secs(10)).idempotent(idempotent)).await
+        })
+    };
+    let (plain, again) = (spawn_call(false), spawn_call(true));
+    eventually("both run", || svc.probe.started.load(Ordering::SeqCst) == 2).await;
+    drop(server);
+    let mut server = None;
+    for _ in 0..100 {
+        if let Ok(a) = TcpAcceptor::bind(addr).await {
+            server = Some(Server::builder().build(svc.clone()).serve(a));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let server = server.expect("could not bind again");
+    let plain = tokio::time::timeout(Duration::from_secs(5), plain).await.unwrap().unwrap();
+    assert!(matches!(plain.result, Err(CallError::Connection(_))), "{:?}", plain.result);
+    let again = tokio::time::timeout(Duration::from_secs(5), again).await.unwrap().unwrap();
+    assert_eq!(&again.result.expect("the idempotent call went again").message[..], b"slept");
+    assert_eq!(svc.probe.started.load(Ordering::SeqCst), 3, "only the idempotent call ran again");
+
+    // Closed by the client with an idempotent call in flight: it fails, and is not sent again.
+    let call = spawn_call(true);
+    eventually("it runs", || svc.probe.started.load(Ordering::SeqCst) == 4).await;
+    client.close().await;
+    let r = tokio::time::timeout(Duration::from_secs(5), call).await.expect("the call ends when the client closes").unwrap();
+    assert!(r.result.is_err(), "{:?}", r.result);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(svc.probe.started.load(Ordering::SeqCst), 4, "a closed client sent a call again");
+    let r = tokio::time::timeout(Duration::from_secs(5), client.call(ECHO, Body::default(), CallOptions::default())).await;
+    assert!(r.expect("a call on a closed client ends at once").is_err());
+    server.shutdown().await;
 }
