@@ -317,3 +317,19 @@ async fn a_service_trait_and_a_proto_service_with_the_same_paths_interoperate() 
     drop(client);
     handle.shutdown().await;
 }
+
+/// The generated `may_detach` says what `detach` would do, at every size around the thresholds
+/// (`Blob.data` named: any non-empty size; `Chunk.data`: from 64 KiB), so a message it calls
+/// inline is sent without an attachment table and one it does not is detached as before.
+#[test]
+fn generated_may_detach_agrees_with_detach() {
+    use rpc_core::codec::ProtoMessage;
+    for len in [0, 1, 100, (64 << 10) - 1, 64 << 10, (64 << 10) + 1, 1 << 20] {
+        let chunk = Chunk { key: "k".into(), offset: 0, data: blob(len, 2) };
+        let named = Blob { key: "k".into(), data: blob(len, 1) };
+        assert_eq!(named.may_detach(), named.clone().detach().iter().any(|p| !p.is_empty()), "Blob of {len} bytes");
+        assert_eq!(chunk.may_detach(), chunk.clone().detach().iter().any(|p| !p.is_empty()), "Chunk of {len} bytes");
+    }
+    assert!(Blob { key: "k".into(), data: blob(1, 1) }.may_detach(), "a named attachment field goes out of band from 1 byte");
+    assert!(!Chunk { key: "k".into(), offset: 0, data: blob(100, 2) }.may_detach());
+}

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
+use rpc_core::codec::CodecError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -51,16 +52,16 @@ pub(crate) fn yield_after_large(yield_next: &mut bool, cx: &mut std::task::Conte
 
 impl EncodeBuf {
     /// `value` in postcard, as bytes split off this buffer.
-    pub(crate) fn encode<T: Serialize>(&mut self, value: &T) -> Result<Bytes, postcard::Error> {
+    pub(crate) fn encode<T: Serialize>(&mut self, value: &T) -> Result<Bytes, CodecError> {
         // Most messages are small: one pass, straight into the room the buffer has, given up as
         // soon as it would not fit in that room or in `ONE_PASS` bytes (a large field is
         // refused before it is copied).
         let start = self.buf.len();
         let room = (self.buf.capacity() - start).min(ONE_PASS);
         if room > 0 {
-            match postcard::serialize_with_flavor(value, Bounded { buf: &mut self.buf, limit: start + room }) {
-                Ok(()) => return Ok(self.buf.split().freeze()),
-                Err(postcard::Error::SerializeBufferFull) => self.buf.truncate(start),
+            match rpc_core::codec::postcard_into(value, &mut self.buf, room) {
+                Ok(true) => return Ok(self.buf.split().freeze()),
+                Ok(false) => self.buf.truncate(start),
                 Err(e) => {
                     self.buf.truncate(start);
                     return Err(e);
@@ -69,7 +70,7 @@ impl EncodeBuf {
         }
         // The exact size first (a walk that copies nothing): a large message is then written
         // once into room made for it, not copied again each time the buffer would have doubled.
-        let size = postcard::experimental::serialized_size(value)?;
+        let size = postcard::experimental::serialized_size(value).map_err(|e| CodecError(format!("encode: {e}")))?;
         if self.buf.capacity() - self.buf.len() < size {
             // Let go of the current allocation first: if no message holds it any more, it is
             // the first to be taken again.
@@ -83,7 +84,7 @@ impl EncodeBuf {
                 self.buf = written;
                 Ok(message)
             }
-            Err(e) => Err(e),
+            Err(e) => Err(CodecError(format!("encode: {e}"))),
         }
     }
 
@@ -113,37 +114,6 @@ impl EncodeBuf {
 /// The most bytes [`EncodeBuf::encode`] writes in its one pass before it gives up and measures
 /// the message first.
 const ONE_PASS: usize = 4 << 10;
-
-/// postcard's output into a `BytesMut`'s spare room, up to `limit` bytes in all: past it,
-/// `SerializeBufferFull` (the `BytesMut` never grows, and keeps what was written).
-struct Bounded<'a> {
-    buf: &'a mut BytesMut,
-    limit: usize,
-}
-
-impl postcard::ser_flavors::Flavor for Bounded<'_> {
-    type Output = ();
-
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        if self.buf.len() >= self.limit {
-            return Err(postcard::Error::SerializeBufferFull);
-        }
-        self.buf.extend_from_slice(&[data]);
-        Ok(())
-    }
-
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        if data.len() > self.limit - self.buf.len() {
-            return Err(postcard::Error::SerializeBufferFull);
-        }
-        self.buf.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
 
 /// postcard's output into a `BytesMut`: slices are copied in one `extend_from_slice` (postcard's
 /// own `Vec` flavor does the same; its `Extend` flavor would push byte by byte).

@@ -130,6 +130,10 @@ impl Generator {
             let min_len = f.min_len;
             quote!(::rpc_core::codec::protobuf::detach_field(&mut self.#ident, #min_len))
         });
+        let out_of_band = fields.iter().zip(&idents).map(|(f, ident)| {
+            let min_len = f.min_len;
+            quote!(::rpc_core::codec::protobuf::goes_out_of_band(&self.#ident, #min_len))
+        });
         let attach = fields.iter().zip(&idents).map(|(f, ident)| {
             let name = &f.full_name;
             quote! {
@@ -146,6 +150,10 @@ impl Generator {
 
                 fn detach(&mut self) -> ::std::vec::Vec<::rpc_core::Payload> {
                     ::std::vec![#(#detach),*]
+                }
+
+                fn may_detach(&self) -> bool {
+                    #(#out_of_band)||*
                 }
 
                 fn attach(

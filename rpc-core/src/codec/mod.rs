@@ -6,12 +6,14 @@
 //! The prost codec serves `.proto` messages; [`Protobuf`], the codec of services generated from
 //! `.proto` files, also sends their attachment fields out of band ([`protobuf`]).
 
+mod buffer;
 pub mod prost;
 pub mod protobuf;
 
+pub use buffer::{EncodeBuffer, SHARED_MAX};
 pub use protobuf::{ProtoMessage, Protobuf};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::body::Body;
 use crate::payload::Payload;
@@ -42,6 +44,15 @@ pub trait Encode<T: ?Sized>: Codec {
     fn encode_body(value: &T, extra: Vec<Payload>) -> Result<Body, CodecError> {
         Ok(Body { message: Self::encode(value)?, attachments: extra })
     }
+
+    /// [`Encode::encode_body`], the message written into `buf` when it is small (at most
+    /// [`SHARED_MAX`] bytes) and split off it, sharing its allocation with the messages before
+    /// and after it: what a typed stream's [`Sink`](crate::Sink) sends, without an allocation
+    /// per message. The default ignores `buf`; the codecs of this crate use it.
+    fn encode_body_in(value: &T, extra: Vec<Payload>, buf: &mut EncodeBuffer) -> Result<Body, CodecError> {
+        let _ = buf;
+        Self::encode_body(value, extra)
+    }
 }
 
 /// A codec that can decode a `T`.
@@ -69,6 +80,65 @@ impl<T: Serialize + ?Sized> Encode<T> for Postcard {
     fn encode(value: &T) -> Result<Bytes, CodecError> {
         postcard::to_stdvec(value).map(Bytes::from).map_err(|e| CodecError(format!("encode: {e}")))
     }
+
+    fn encode_body_in(value: &T, extra: Vec<Payload>, buf: &mut EncodeBuffer) -> Result<Body, CodecError> {
+        // One pass into the room the buffer has: postcard learns the size by writing.
+        match postcard_into(value, buf.room_left(), SHARED_MAX) {
+            Ok(true) => Ok(Body { message: buf.split(), attachments: extra }),
+            Ok(false) => {
+                buf.discard();
+                Self::encode_body(value, extra)
+            }
+            Err(e) => {
+                buf.discard();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Writes `value` in postcard at the end of `out`, in at most `max` more bytes and without
+/// growing it: `Ok(false)` when the message did not fit (the part written is left for the
+/// caller to cut off). `out` must have room for `max` more bytes.
+pub fn postcard_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut, max: usize) -> Result<bool, CodecError> {
+    debug_assert!(out.capacity() - out.len() >= max, "room for the whole bound");
+    let limit = out.len() + max;
+    match postcard::serialize_with_flavor(value, Bounded { buf: out, limit }) {
+        Ok(()) => Ok(true),
+        Err(postcard::Error::SerializeBufferFull) => Ok(false),
+        Err(e) => Err(CodecError(format!("encode: {e}"))),
+    }
+}
+
+/// postcard's output into a `BytesMut`'s spare room, up to `limit` bytes in all: past it,
+/// `SerializeBufferFull`.
+struct Bounded<'a> {
+    buf: &'a mut BytesMut,
+    limit: usize,
+}
+
+impl postcard::ser_flavors::Flavor for Bounded<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        if self.buf.len() >= self.limit {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.buf.extend_from_slice(&[data]);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if data.len() > self.limit - self.buf.len() {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 impl<T: DeserializeOwned> Decode<T> for Postcard {
@@ -90,6 +160,10 @@ impl Codec for Prost {
 impl<M: ::prost::Message> Encode<M> for Prost {
     fn encode(value: &M) -> Result<Bytes, CodecError> {
         Ok(prost::encode(value))
+    }
+
+    fn encode_body_in(value: &M, extra: Vec<Payload>, buf: &mut EncodeBuffer) -> Result<Body, CodecError> {
+        Ok(Body { message: prost::encode_in(value, buf)?, attachments: extra })
     }
 }
 
@@ -144,6 +218,44 @@ mod tests {
         assert_eq!(<Postcard as Encode<Args>>::encode(&a).unwrap(), encode(&(&a,)).unwrap());
         assert_eq!(<Postcard as Encode<()>>::encode(&()).unwrap().len(), 0);
         assert_eq!(<Postcard as Decode<Args>>::decode(encode(&a).unwrap()).unwrap(), a);
+    }
+
+    #[test]
+    fn small_messages_are_encoded_back_to_back_and_large_ones_on_their_own() {
+        let mut buf = EncodeBuffer::new();
+        let first = <Postcard as Encode<Args>>::encode_body_in(&Args { key: "a".into(), n: 1 }, Vec::new(), &mut buf).unwrap();
+        let second = <Prost as Encode<Vec<u8>>>::encode_body_in(&vec![7u8; 100], Vec::new(), &mut buf).unwrap();
+        assert_eq!(second.message.as_ptr(), first.message.as_ptr().wrapping_add(first.message.len()));
+        assert_eq!(<Postcard as Decode<Args>>::decode(first.message).unwrap(), Args { key: "a".into(), n: 1 });
+        assert_eq!(<Prost as Decode<Vec<u8>>>::decode(second.message.clone()).unwrap(), vec![7u8; 100]);
+        // Past SHARED_MAX: the whole message all the same, in an allocation of its own.
+        let big = Args { key: "k".repeat(SHARED_MAX + 1), n: 2 };
+        let body = <Postcard as Encode<Args>>::encode_body_in(&big, vec![Payload::from(&b"x"[..])], &mut buf).unwrap();
+        assert_eq!(body.message, encode(&big).unwrap());
+        assert_eq!(body.attachments.len(), 1);
+        let big_bytes = vec![1u8; SHARED_MAX + 1];
+        let message = <Prost as Encode<Vec<u8>>>::encode_body_in(&big_bytes, Vec::new(), &mut buf).unwrap().message;
+        assert_eq!(<Prost as Decode<Vec<u8>>>::decode(message).unwrap(), big_bytes);
+        // Nothing of the large ones was left in the buffer: the next small one follows `second`.
+        let third = <Postcard as Encode<u8>>::encode_body_in(&3, Vec::new(), &mut buf).unwrap();
+        assert_eq!(third.message.as_ptr(), second.message.as_ptr().wrapping_add(second.message.len()));
+    }
+
+    #[test]
+    fn a_value_postcard_cannot_encode_is_an_error_and_leaves_the_buffer_clean() {
+        struct Unencodable;
+        impl serde::Serialize for Unencodable {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::{Error, SerializeTuple};
+                let mut t = s.serialize_tuple(2)?;
+                t.serialize_element(&1u8)?;
+                Err(S::Error::custom("this value cannot be encoded"))
+            }
+        }
+        let mut buf = EncodeBuffer::new();
+        assert!(<Postcard as Encode<Unencodable>>::encode_body_in(&Unencodable, Vec::new(), &mut buf).is_err());
+        let next = <Postcard as Encode<u16>>::encode_body_in(&300, Vec::new(), &mut buf).unwrap();
+        assert_eq!(next.message, encode(&300u16).unwrap(), "the failed value's first byte is gone");
     }
 
     #[test]

@@ -3,11 +3,26 @@
 
 use bytes::Bytes;
 
-use super::CodecError;
+use super::{CodecError, EncodeBuffer, SHARED_MAX};
 
 /// Encodes a prost message.
 pub fn encode<M: prost::Message>(message: &M) -> Bytes {
     Bytes::from(message.encode_to_vec())
+}
+
+/// Encodes a prost message into `buf` when it is small (see [`EncodeBuffer`]), else into an
+/// allocation of its own.
+pub fn encode_in<M: prost::Message>(message: &M, buf: &mut EncodeBuffer) -> Result<Bytes, CodecError> {
+    let len = message.encoded_len();
+    if len > SHARED_MAX {
+        return Ok(encode(message));
+    }
+    // prost fails only on a buffer without room, and a `BytesMut` grows.
+    if let Err(e) = message.encode(buf.room(len)) {
+        buf.discard();
+        return Err(CodecError(format!("encode: {e}")));
+    }
+    Ok(buf.split())
 }
 
 /// Decodes a prost message from `bytes` without copying `bytes` fields.

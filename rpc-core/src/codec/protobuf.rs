@@ -56,7 +56,7 @@ use std::mem;
 
 use bytes::Bytes;
 
-use super::{Codec, CodecError, Decode, Encode};
+use super::{Codec, CodecError, Decode, Encode, EncodeBuffer};
 use crate::body::Body;
 use crate::payload::Payload;
 
@@ -74,6 +74,14 @@ pub trait ProtoMessage: ::prost::Message + Default + Clone {
         Vec::new()
     }
 
+    /// False when no attachment field of this value is long enough to go out of band, so that
+    /// sending it needs neither a copy of the message to detach them from nor an attachment
+    /// table (a stream of small messages then goes as small frames, without an allocation per
+    /// message). True, the default, takes the way of [`ProtoMessage::detach`].
+    fn may_detach(&self) -> bool {
+        true
+    }
+
     /// Puts the attachments back into their fields, taking one per attachment field from
     /// `attachments`. Fails when one is missing or a field arrived both inline and attached.
     fn attach(&mut self, attachments: &mut std::vec::IntoIter<Payload>) -> Result<(), CodecError> {
@@ -89,10 +97,15 @@ impl ProtoMessage for () {}
 /// `min_len` long (and not empty), leaving the field empty; else an empty payload, the field
 /// staying in the message.
 pub fn detach_field(field: &mut Bytes, min_len: usize) -> Payload {
-    if field.is_empty() || field.len() < min_len {
+    if !goes_out_of_band(field, min_len) {
         return Payload::new();
     }
     Payload::from(mem::take(field))
+}
+
+/// The generated `may_detach` of one field: whether [`detach_field`] would take it.
+pub fn goes_out_of_band(field: &Bytes, min_len: usize) -> bool {
+    !field.is_empty() && field.len() >= min_len
 }
 
 /// The generated `attach` of one field named `name`: the next attachment, if not empty,
@@ -130,21 +143,36 @@ impl<M: ProtoMessage> Encode<M> for Protobuf {
     }
 
     fn encode_body(value: &M, extra: Vec<Payload>) -> Result<Body, CodecError> {
-        if M::ATTACHMENT_FIELDS.is_empty() {
-            return Ok(Body { message: super::prost::encode(value), attachments: extra });
-        }
-        // The clone shares the fields' `Bytes`: it copies the small rest of the message only.
-        let mut message = value.clone();
-        let mut attachments = message.detach();
-        if extra.is_empty() && attachments.iter().all(Payload::is_empty) {
-            // Every field stayed inline: no attachment table at all, so that a stream of small
-            // messages goes as small frames, batched (`decode_body` reads a body without
-            // attachments as every field inline).
-            attachments.clear();
-        }
-        attachments.extend(extra);
-        Ok(Body { message: super::prost::encode(&message), attachments })
+        body_of(value, extra, |m| Ok(super::prost::encode(m)))
     }
+
+    fn encode_body_in(value: &M, extra: Vec<Payload>, buf: &mut EncodeBuffer) -> Result<Body, CodecError> {
+        body_of(value, extra, |m| super::prost::encode_in(m, buf))
+    }
+}
+
+/// `value`'s body: its attachment fields that go out of band detached, the rest of the
+/// message encoded by `encode`, then `extra`.
+fn body_of<M: ProtoMessage>(
+    value: &M,
+    extra: Vec<Payload>,
+    encode: impl FnOnce(&M) -> Result<Bytes, CodecError>,
+) -> Result<Body, CodecError> {
+    if M::ATTACHMENT_FIELDS.is_empty() || (extra.is_empty() && !value.may_detach()) {
+        // Every field inline and nothing after them: no attachment table at all, so that a
+        // stream of small messages goes as small frames, batched (`decode_body` reads a body
+        // without attachments as every field inline).
+        return Ok(Body { message: encode(value)?, attachments: extra });
+    }
+    // The clone shares the fields' `Bytes`: it copies the small rest of the message only.
+    let mut message = value.clone();
+    let mut attachments = message.detach();
+    if extra.is_empty() && attachments.iter().all(Payload::is_empty) {
+        // As above, for a message whose `may_detach` could not tell.
+        attachments.clear();
+    }
+    attachments.extend(extra);
+    Ok(Body { message: encode(&message)?, attachments })
 }
 
 impl<M: ProtoMessage> Decode<M> for Protobuf {
@@ -182,6 +210,9 @@ mod tests {
         const ATTACHMENT_FIELDS: &'static [&'static str] = &["Two.a", "Two.b"];
         fn detach(&mut self) -> Vec<Payload> {
             vec![detach_field(&mut self.a, 0), detach_field(&mut self.b, 100)]
+        }
+        fn may_detach(&self) -> bool {
+            goes_out_of_band(&self.a, 0) || goes_out_of_band(&self.b, 100)
         }
         fn attach(&mut self, attachments: &mut std::vec::IntoIter<Payload>) -> Result<(), CodecError> {
             attach_field(&mut self.a, attachments.next(), "Two.a")?;
@@ -249,6 +280,29 @@ mod tests {
         // Whatever the sender, a body without attachments reads as every field inline.
         let bare = Body::message(super::super::prost::encode(&m));
         assert_eq!(<Protobuf as Decode<Two>>::decode_body(bare).unwrap().0, m);
+    }
+
+    #[test]
+    fn a_streams_encoding_into_a_shared_buffer_is_the_same_body() {
+        let mut buf = EncodeBuffer::new();
+        let mut small = Vec::new();
+        for (a, b) in [(0, 0), (0, 99), (1, 99), (1, 100), (0, 5000), (5000, 5000)] {
+            for extra in [Vec::new(), vec![Payload::from(&b"extra"[..])]] {
+                let m = two(a, b);
+                let shared = <Protobuf as Encode<Two>>::encode_body_in(&m, extra.clone(), &mut buf).unwrap();
+                let own = <Protobuf as Encode<Two>>::encode_body(&m, extra.clone()).unwrap();
+                assert_eq!(shared, own, "fields {a} and {b} bytes, {} extra", extra.len());
+                let (back, rest) = <Protobuf as Decode<Two>>::decode_body(shared.clone()).unwrap();
+                assert_eq!((back, rest), (m, extra));
+                if shared.message.len() <= super::super::SHARED_MAX {
+                    small.push(shared.message);
+                }
+            }
+        }
+        // The small messages lie back to back in one allocation, none written over.
+        for pair in small.windows(2) {
+            assert_eq!(pair[1].as_ptr(), pair[0].as_ptr().wrapping_add(pair[0].len()));
+        }
     }
 
     #[test]

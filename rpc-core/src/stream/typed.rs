@@ -6,7 +6,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::task::{Context, Poll};
 
-use crate::codec::{Decode, Encode, Postcard};
+use crate::codec::{Decode, Encode, EncodeBuffer, Postcard};
 use crate::error::CallError;
 use crate::payload::Payload;
 
@@ -22,13 +22,15 @@ pub type ItemWith<T> = Result<(T, Vec<Payload>), CallError>;
 /// error, if it returns one). The generated client returns the matching [`Source`].
 pub struct Sink<T, C = Postcard> {
     inner: StreamSender,
+    /// Small items are encoded here, back to back, sharing allocations.
+    buf: EncodeBuffer,
     _types: PhantomData<fn(T) -> C>,
 }
 
 impl<T, C: Encode<T>> Sink<T, C> {
     /// Typed view of an untyped sender.
     pub fn new(inner: StreamSender) -> Self {
-        Sink { inner, _types: PhantomData }
+        Sink { inner, buf: EncodeBuffer::new(), _types: PhantomData }
     }
 
     /// Sends `item`. Waits while the receiver has a full window unconsumed; fails when the call
@@ -39,7 +41,7 @@ impl<T, C: Encode<T>> Sink<T, C> {
 
     /// Sends `item` with `attachments` (large data, sent without a copy).
     pub async fn send_with(&mut self, item: T, attachments: Vec<Payload>) -> Result<(), CallError> {
-        let body = C::encode_body(&item, attachments)
+        let body = C::encode_body_in(&item, attachments, &mut self.buf)
             .map_err(|e| CallError::Codec(format!("cannot encode a stream item: {e}")))?;
         self.inner.send(body).await
     }
@@ -49,7 +51,8 @@ impl<T, C: Encode<T>> Sink<T, C> {
     /// items fast. Stops at the first item that does not encode or cannot go.
     pub async fn send_all<I: IntoIterator<Item = T>>(&mut self, items: I) -> Result<(), CallError> {
         let mut failed = None;
-        let bodies = items.into_iter().map_while(|item| match C::encode_body(&item, Vec::new()) {
+        let buf = &mut self.buf;
+        let bodies = items.into_iter().map_while(|item| match C::encode_body_in(&item, Vec::new(), buf) {
             Ok(body) => Some(body),
             Err(e) => {
                 failed = Some(CallError::Codec(format!("cannot encode a stream item: {e}")));

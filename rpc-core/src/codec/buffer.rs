@@ -1,0 +1,112 @@
+//! [`EncodeBuffer`]: where a stream's small messages are encoded, back to back, so that they
+//! share allocations instead of costing one each.
+
+use bytes::{Bytes, BytesMut};
+
+/// The room a buffer takes at a time: one allocation for about a thousand 64-byte messages.
+const CHUNK: usize = 64 << 10;
+
+/// Messages up to this size are encoded into the buffer; a larger one gets an allocation of
+/// its own (see [`Encode::encode_body_in`](super::Encode::encode_body_in)), so that it neither
+/// waits for a chunk's other messages to be freed nor keeps them alive.
+pub const SHARED_MAX: usize = 4 << 10;
+
+/// A buffer that messages are encoded into one after another, each split off as `Bytes` that
+/// share the buffer's allocation. A typed stream's [`Sink`](crate::Sink) keeps one: a stream of
+/// small messages then makes one allocation per 64 KiB of them, not one (and one free) per
+/// message. An allocation is taken again once every message in it has been dropped (the
+/// connection copies a small message into its run of frames as it is sent); until then a
+/// message kept by the application keeps its chunk alive.
+#[derive(Debug, Default)]
+pub struct EncodeBuffer {
+    buf: BytesMut,
+}
+
+impl EncodeBuffer {
+    /// An empty buffer; it allocates on first use.
+    pub fn new() -> Self {
+        EncodeBuffer::default()
+    }
+
+    /// The buffer, with room for at least `len` more bytes (at most [`SHARED_MAX`]) at its end,
+    /// for a codec to write one message into; [`EncodeBuffer::split`] then takes it.
+    pub fn room(&mut self, len: usize) -> &mut BytesMut {
+        debug_assert!(len <= SHARED_MAX, "a message of {len} bytes is not encoded into a shared buffer");
+        if self.buf.capacity() - self.buf.len() < len {
+            // Whatever was written and not split off is dropped; the allocation is taken back
+            // whole when no message holds it any more, else a new one is made.
+            self.buf.clear();
+            self.buf.reserve(CHUNK);
+        }
+        &mut self.buf
+    }
+
+    /// The room left at the end of the buffer without a new allocation, up to [`SHARED_MAX`]:
+    /// for a codec that learns a message's size only by writing it.
+    pub fn room_left(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < SHARED_MAX {
+            self.room(SHARED_MAX);
+        }
+        &mut self.buf
+    }
+
+    /// What was written since the last split, as one message.
+    pub fn split(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+
+    /// Forgets what was written since the last split (a message that did not fit).
+    pub fn discard(&mut self) {
+        self.buf.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    #[test]
+    fn messages_share_one_allocation_and_a_held_one_is_never_written_over() {
+        let mut buf = EncodeBuffer::new();
+        buf.room(3).put_slice(b"one");
+        let first = buf.split();
+        buf.room(3).put_slice(b"two");
+        let second = buf.split();
+        assert_eq!(second.as_ptr(), first.as_ptr().wrapping_add(3), "back to back in one allocation");
+        // Past the chunk's end while both are held: a new allocation, theirs untouched.
+        let later: Vec<Bytes> = (0..2 * CHUNK / SHARED_MAX)
+            .map(|i| {
+                buf.room(SHARED_MAX).put_bytes(i as u8, SHARED_MAX);
+                buf.split()
+            })
+            .collect();
+        let last = later.last().expect("messages were written");
+        let in_first_chunk = (first.as_ptr() as usize..first.as_ptr() as usize + CHUNK).contains(&(last.as_ptr() as usize));
+        assert!(!in_first_chunk, "the held chunk was written into again");
+        assert_eq!((&first[..], &second[..]), (&b"one"[..], &b"two"[..]));
+    }
+
+    #[test]
+    fn a_chunk_whose_messages_were_all_dropped_is_taken_again() {
+        let mut buf = EncodeBuffer::new();
+        buf.room(1).put_u8(1);
+        let start = buf.split().as_ptr();
+        // Each message dropped at once: once the chunk is used up, the next starts it over.
+        let mut again = false;
+        for _ in 0..2 * CHUNK / SHARED_MAX {
+            buf.room(SHARED_MAX).put_bytes(7, SHARED_MAX);
+            again |= buf.split().as_ptr() == start;
+        }
+        assert!(again, "a free chunk was not taken again");
+    }
+
+    #[test]
+    fn a_discarded_message_leaves_nothing_behind() {
+        let mut buf = EncodeBuffer::new();
+        buf.room(5).put_slice(b"half-");
+        buf.discard();
+        buf.room(4).put_slice(b"next");
+        assert_eq!(&buf.split()[..], b"next");
+    }
+}
