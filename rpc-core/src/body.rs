@@ -6,12 +6,21 @@ use crate::payload::Payload;
 
 /// A request's or a reply's contents: the encoded typed message (small, serialized by a codec)
 /// and the attachments (large, sent as they are).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Body {
     /// The encoded message (arguments or result).
     pub message: Bytes,
     /// Attachments, in order.
     pub attachments: Vec<Payload>,
+}
+
+impl Clone for Body {
+    /// A body of small messages, cloned per message (a stream of the same item), is cloned
+    /// without going through the empty attachment list's `clone`.
+    fn clone(&self) -> Self {
+        let attachments = if self.attachments.is_empty() { Vec::new() } else { self.attachments.clone() };
+        Body { message: self.message.clone(), attachments }
+    }
 }
 
 impl Body {

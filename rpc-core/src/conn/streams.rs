@@ -90,11 +90,17 @@ impl Connection {
             let body = queue.pop_front().expect("front checked");
             flow.on_sent(body.len());
             conn_flow.on_sent(body.len());
-            let (sealed, added) = self.small.push(id, &body.message);
+            let added = match self.small.append(id, &body.message) {
+                Some(added) => added,
+                None => {
+                    let (sealed, added) = self.small.push(id, &body.message);
+                    if let Some(run) = sealed {
+                        self.transmits.push(run);
+                    }
+                    added
+                }
+            };
             self.out_bytes += added;
-            if let Some(run) = sealed {
-                self.transmits.push(run);
-            }
             sent += 1;
         }
         sent
