@@ -119,9 +119,11 @@ counters! {
     sends_coalesced,
     /// Bytes sent by the copy path.
     bytes_copy,
-    /// Of the copy path's frames, those written by the task that queued them, not by the
-    /// connection's writer task: the direct path, taken by a lone call's small request or
-    /// response while the writer is idle (tcp, Unix sockets and io_uring, without TLS).
+    /// Of the copy path's frames, those written whole by the task that queued them, not by the
+    /// connection's writer task, while the writer is idle (tcp, Unix sockets and io_uring,
+    /// without TLS): the direct path, taken by a lone call's small request or response, and
+    /// the early flush, a burst's first small requests or answers. A frame such a write cut
+    /// short counts once, in `sends_copy` only, when the writer sends its rest.
     sends_direct,
     /// Bytes sent zero-copy.
     bytes_zc,
