@@ -532,3 +532,50 @@ async fn frames_of_many_pieces_cut_by_the_direct_writes_piece_limit_arrive_whole
     tokio::time::timeout(Duration::from_secs(10), serving).await.expect("the server's connection ended").unwrap();
     handle.shutdown().await;
 }
+
+/// A burst started while a stream is open, right after that stream's message came alone (the
+/// last input was a lone call's: the driver's `lone_call` is set, and with two calls in flight
+/// the lone call's direct path does not take the burst's first request): the burst's first
+/// requests still leave in early writes, as they do after a unary call's lone answer. Before
+/// the fix the flag, left set, kept the early flush off for the whole burst: 0 of 128 early.
+#[tokio::test(flavor = "current_thread")]
+async fn a_burst_after_a_streams_lone_message_still_leaves_early() {
+    let server = Server::builder().build(Mixed);
+    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let handle = server.serve(acceptor);
+    let client = Client::connect_tcp(addr, ClientConfig::default()).await.unwrap();
+    const BURST: usize = 128;
+    let burst = |round: usize| {
+        let client = &client;
+        async move {
+            let calls = (0..BURST).map(|i| async move {
+                let sent = body(64 + i, (round + i) as u8);
+                let got = client.call(ECHO, sent.clone(), CallOptions::default()).await.unwrap();
+                same(&got, &sent, &format!("round {round} call {i}"));
+            });
+            futures::future::join_all(calls).await;
+        }
+    };
+    // After a unary call's lone answer.
+    client.call(ECHO, body(8, 1), CallOptions::default()).await.unwrap();
+    let before = client.stats().sends_direct;
+    burst(0).await;
+    let after_unary = client.stats().sends_direct - before;
+    assert!(after_unary >= 96, "{after_unary} of {BURST} requests went early after a unary call: {:?}", client.stats());
+
+    // After a stream's lone message, the stream still open.
+    let (mut tx, mut rx) = client.open(PING_PONG, Body::default(), CallMode::BIDI, CallOptions::default()).await.unwrap().split();
+    for i in 0..3u8 {
+        let m = Body::message(pattern(64, i));
+        tx.send(m.clone()).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().unwrap().message, m.message);
+    }
+    let before = client.stats().sends_direct;
+    burst(1).await;
+    let after_stream = client.stats().sends_direct - before;
+    assert!(after_stream >= 96, "{after_stream} of {BURST} requests went early after a stream's message: {:?}", client.stats());
+    tx.finish();
+    assert!(rx.recv().await.is_none());
+    handle.shutdown().await;
+}

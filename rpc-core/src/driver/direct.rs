@@ -62,8 +62,13 @@ impl<H: SideHandler> Shared<H> {
     /// task that queued them, while the writer is parked, so that the peer works on them while
     /// this side queues the rest; the writer gathers whatever follows. True when it wrote them
     /// all.
+    ///
+    /// Tried after [`Shared::write_direct`] and whatever `lone_call` says: a lone call's
+    /// direct path that took the queue leaves nothing here (or a handover), and one that did
+    /// not take it (a burst started with another call in flight: a stream whose last message
+    /// came alone) keeps `lone_call` set, which must not keep the burst from leaving early.
     pub(super) fn write_early(&self, g: &mut Locked<H>) -> bool {
-        if !g.writer_parked || g.lone_call || !g.handover.is_empty() || !g.conn.is_open() {
+        if !g.writer_parked || !g.handover.is_empty() || !g.conn.is_open() {
             return false;
         }
         let Some(direct) = g.direct.take() else { return false };
