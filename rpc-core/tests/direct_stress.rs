@@ -87,6 +87,12 @@ async fn books_balance(client: &Client, server: &Server) {
 }
 
 async fn bursts_from_several_tasks(client: &Client, tasks: usize, rounds: usize, burst: usize) {
+    bursts_sized(client, tasks, rounds, burst, |t, _, i| size_of(i + t)).await;
+}
+
+/// `tasks` tasks, each making `rounds` bursts of `burst` echo calls at once, call `i` of task
+/// `t`'s round `round` carrying `size(t, round, i)` bytes; every answer checked byte for byte.
+async fn bursts_sized(client: &Client, tasks: usize, rounds: usize, burst: usize, size: fn(usize, usize, usize) -> usize) {
     let mut set = tokio::task::JoinSet::new();
     for t in 0..tasks {
         let client = client.clone();
@@ -96,7 +102,7 @@ async fn bursts_from_several_tasks(client: &Client, tasks: usize, rounds: usize,
                     let client = client.clone();
                     async move {
                         let seed = (t * 31 + round * 7 + i) as u8;
-                        let sent = body(size_of(i + t), seed);
+                        let sent = body(size(t, round, i), seed);
                         let got = client.call(ECHO, sent.clone(), CallOptions::default()).await.unwrap();
                         same(&got, &sent, &format!("task {t} round {round} call {i}"));
                     }
@@ -268,21 +274,17 @@ async fn bursts_beside_streams_pings_and_a_small_budget_over_tiny_buffers() {
     let (client, serving) = tiny_tcp_with(&server, config).await;
     let work = async {
         let mut set = tokio::task::JoinSet::new();
-        for t in 0..2usize {
+        {
+            // Two tasks of 64-call bursts, a 40 KB request in each and a 300 KB one every
+            // other round.
             let client = client.clone();
             set.spawn(async move {
-                for round in 0..8usize {
-                    let calls = (0..64usize).map(|i| {
-                        let client = client.clone();
-                        async move {
-                            let size = if i == 17 { 40_000 } else if i == 40 && round % 2 == 0 { 300_000 } else { size_of(i + t) };
-                            let sent = body(size, (t * 7 + round * 3 + i) as u8);
-                            let got = client.call(ECHO, sent.clone(), CallOptions::default()).await.unwrap();
-                            same(&got, &sent, &format!("task {t} round {round} call {i}"));
-                        }
-                    });
-                    futures::future::join_all(calls).await;
-                }
+                bursts_sized(&client, 2, 8, 64, |t, round, i| match i {
+                    17 => 40_000,
+                    40 if round % 2 == 0 => 300_000,
+                    _ => size_of(i + t),
+                })
+                .await
             });
         }
         {
