@@ -297,6 +297,23 @@ impl fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
+    /// The next message if it is small and here already, to go in the chunk being made; else
+    /// `None`, keeping what came instead (a large message, the end, a failure) for the next
+    /// frame.
+    fn next_small(&mut self, cx: &mut Context<'_>) -> Option<GrpcMessage> {
+        loop {
+            match self.poll_item(cx) {
+                Poll::Ready(Item::Message(m)) if m.payload.len() < INLINE_MAX => return Some(m),
+                Poll::Ready(Item::Message(m)) => self.first = Some(m),
+                Poll::Ready(Item::Headers) => continue,
+                Poll::Ready(Item::End(trailers)) => self.trailers = Some(trailers),
+                Poll::Ready(Item::Failed(status)) => self.error = Some(status),
+                Poll::Pending => {}
+            }
+            return None;
+        }
+    }
+
     /// The request body's failure, once the pump reports one.
     fn poll_failed(&mut self, cx: &mut Context<'_>) -> Option<tonic::Status> {
         let failed = self.failed.as_mut()?;
@@ -369,26 +386,21 @@ impl HttpBody for ResponseBody {
             return Poll::Ready(Some(Ok(Frame::data(head))));
         }
         // Small messages that are here already go as one chunk (tonic's decoder takes a chunk
-        // at a time): what HTTP/2 would carry in one DATA frame.
-        let mut chunk = BytesMut::with_capacity(PREFIX_LEN + message.payload.len());
+        // at a time): what HTTP/2 would carry in one DATA frame. One allocation, each message
+        // copied once: the message's size when it is alone, else a whole chunk's room (a chunk
+        // grown message by message was copied again at every doubling).
+        let Some(second) = this.next_small(cx) else {
+            let mut chunk = BytesMut::with_capacity(PREFIX_LEN + message.payload.len());
+            message.put_into(&mut chunk);
+            return Poll::Ready(Some(Ok(Frame::data(chunk.freeze()))));
+        };
+        let mut chunk = BytesMut::with_capacity(COALESCE + PREFIX_LEN + INLINE_MAX);
         message.put_into(&mut chunk);
+        second.put_into(&mut chunk);
         while chunk.len() < COALESCE {
-            match this.poll_item(cx) {
-                Poll::Ready(Item::Message(m)) if m.payload.len() < INLINE_MAX => m.put_into(&mut chunk),
-                Poll::Ready(Item::Message(m)) => {
-                    this.first = Some(m);
-                    break;
-                }
-                Poll::Ready(Item::Headers) => {}
-                Poll::Ready(Item::End(trailers)) => {
-                    this.trailers = Some(trailers);
-                    break;
-                }
-                Poll::Ready(Item::Failed(status)) => {
-                    this.error = Some(status);
-                    break;
-                }
-                Poll::Pending => break,
+            match this.next_small(cx) {
+                Some(m) => m.put_into(&mut chunk),
+                None => break,
             }
         }
         Poll::Ready(Some(Ok(Frame::data(chunk.freeze()))))
