@@ -20,7 +20,14 @@ pub const SHARED_MAX: usize = 4 << 10;
 #[derive(Debug, Default)]
 pub struct EncodeBuffer {
     buf: BytesMut,
+    /// The size of the last allocation made: 0 before the first, then doubling from [`FIRST`]
+    /// up to [`CHUNK`], so that a stream that sends few messages (a Sink kept open, idle)
+    /// holds a small allocation, not a whole chunk, for its life.
+    size: usize,
 }
+
+/// A buffer's first allocation: room for a few messages, at least one of [`SHARED_MAX`].
+const FIRST: usize = 8 << 10;
 
 impl EncodeBuffer {
     /// An empty buffer; it allocates on first use.
@@ -28,15 +35,22 @@ impl EncodeBuffer {
         EncodeBuffer::default()
     }
 
-    /// The buffer, with room for at least `len` more bytes (at most [`SHARED_MAX`]) at its end,
-    /// for a codec to write one message into; [`EncodeBuffer::split`] then takes it.
+    /// The buffer, with room for at least `len` more bytes (meant for at most [`SHARED_MAX`]:
+    /// a larger message is better given an allocation of its own) at its end, for a codec to
+    /// write one message into; [`EncodeBuffer::split`] then takes it.
     pub fn room(&mut self, len: usize) -> &mut BytesMut {
-        debug_assert!(len <= SHARED_MAX, "a message of {len} bytes is not encoded into a shared buffer");
         if self.buf.capacity() - self.buf.len() < len {
-            // Whatever was written and not split off is dropped; the allocation is taken back
-            // whole when no message holds it any more, else a new one is made.
-            self.buf.clear();
-            self.buf.reserve(CHUNK);
+            if self.size < CHUNK {
+                // A new stream's chunks grow: a fast one soon writes into whole chunks, a slow
+                // one keeps a small allocation.
+                self.size = if self.size == 0 { FIRST } else { (2 * self.size).min(CHUNK) };
+                self.buf = BytesMut::with_capacity(self.size.max(len));
+            } else {
+                // Whatever was written and not split off is dropped; the allocation is taken
+                // back whole when no message holds it any more, else a new one is made.
+                self.buf.clear();
+                self.buf.reserve(CHUNK.max(len));
+            }
         }
         &mut self.buf
     }
@@ -90,6 +104,11 @@ mod tests {
     #[test]
     fn a_chunk_whose_messages_were_all_dropped_is_taken_again() {
         let mut buf = EncodeBuffer::new();
+        // Past the first, smaller allocations: whole chunks from here.
+        while buf.size < CHUNK {
+            buf.room(SHARED_MAX).put_bytes(7, SHARED_MAX);
+            drop(buf.split());
+        }
         buf.room(1).put_u8(1);
         let start = buf.split().as_ptr();
         // Each message dropped at once: once the chunk is used up, the next starts it over.
@@ -99,6 +118,25 @@ mod tests {
             again |= buf.split().as_ptr() == start;
         }
         assert!(again, "a free chunk was not taken again");
+    }
+
+    #[test]
+    fn a_stream_that_sent_a_few_small_messages_holds_a_small_allocation() {
+        // A Sink keeps its buffer for the stream's life: an idle stream that sent one small
+        // item must not hold a whole 64 KiB chunk (10,000 such streams: 640 MiB).
+        let mut buf = EncodeBuffer::new();
+        for _ in 0..3 {
+            buf.room(64).put_bytes(1, 64);
+            drop(buf.split());
+        }
+        assert!(buf.buf.capacity() <= 8 << 10, "an idle buffer holds {} bytes of room", buf.buf.capacity());
+    }
+
+    #[test]
+    fn room_for_more_than_shared_max_is_given_without_a_panic() {
+        let mut buf = EncodeBuffer::new();
+        buf.room(SHARED_MAX + 1).put_bytes(9, SHARED_MAX + 1);
+        assert_eq!(buf.split().len(), SHARED_MAX + 1);
     }
 
     #[test]
