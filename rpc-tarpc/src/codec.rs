@@ -3,7 +3,6 @@
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
-use rpc_core::codec::CodecError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -52,7 +51,7 @@ pub(crate) fn yield_after_large(yield_next: &mut bool, cx: &mut std::task::Conte
 
 impl EncodeBuf {
     /// `value` in postcard, as bytes split off this buffer.
-    pub(crate) fn encode<T: Serialize>(&mut self, value: &T) -> Result<Bytes, CodecError> {
+    pub(crate) fn encode<T: Serialize>(&mut self, value: &T) -> Result<Bytes, postcard::Error> {
         // Most messages are small: one pass, straight into the room the buffer has, given up as
         // soon as it would not fit in that room or in `ONE_PASS` bytes (a large field is
         // refused before it is copied).
@@ -70,7 +69,7 @@ impl EncodeBuf {
         }
         // The exact size first (a walk that copies nothing): a large message is then written
         // once into room made for it, not copied again each time the buffer would have doubled.
-        let size = postcard::experimental::serialized_size(value).map_err(|e| CodecError(format!("encode: {e}")))?;
+        let size = postcard::experimental::serialized_size(value)?;
         if self.buf.capacity() - self.buf.len() < size {
             // Let go of the current allocation first: if no message holds it any more, it is
             // the first to be taken again.
@@ -84,7 +83,7 @@ impl EncodeBuf {
                 self.buf = written;
                 Ok(message)
             }
-            Err(e) => Err(CodecError(format!("encode: {e}"))),
+            Err(e) => Err(e),
         }
     }
 
@@ -145,6 +144,30 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value postcard refuses after writing part of it.
+    struct Unencodable;
+
+    impl Serialize for Unencodable {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::{Error, SerializeTuple};
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(&1u8)?;
+            Err(S::Error::custom("no"))
+        }
+    }
+
+    #[test]
+    fn an_encoding_failure_reads_as_postcards_error_alone() {
+        // Callers say "cannot encode the request: {e}": `e` is postcard's error, not prefixed
+        // with a second "encode: " (as it was before postcard_into moved to rpc-core).
+        let mut buf = EncodeBuf::default();
+        let e = buf.encode(&Unencodable).unwrap_err();
+        let plain = postcard::to_stdvec(&Unencodable).unwrap_err();
+        assert_eq!(e.to_string(), plain.to_string());
+        let mut empty = EncodeBuf { buf: BytesMut::new(), ..EncodeBuf::default() };
+        assert_eq!(empty.encode(&Unencodable).unwrap_err().to_string(), plain.to_string());
+    }
 
     #[test]
     fn the_buffer_is_reused_once_its_messages_are_dropped() {

@@ -107,7 +107,7 @@ impl Tunnel {
         buf: &mut EncodeBuf,
         wire: u64,
         result: &Result<T, ServerError>,
-    ) -> Result<(), rpc_core::codec::CodecError> {
+    ) -> Result<(), postcard::Error> {
         let message = buf.encode(&FromServerRef::response(wire, result))?;
         self.out_ids.push_back((wire, message.len()));
         self.out.push_back(Body::message(message));

@@ -91,22 +91,22 @@ impl<T: Serialize + ?Sized> Encode<T> for Postcard {
             }
             Err(e) => {
                 buf.discard();
-                Err(e)
+                Err(CodecError(format!("encode: {e}")))
             }
         }
     }
 }
 
-/// Writes `value` in postcard at the end of `out`, in at most `max` more bytes and without
-/// growing it: `Ok(false)` when the message did not fit (the part written is left for the
-/// caller to cut off). `out` must have room for `max` more bytes.
-pub fn postcard_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut, max: usize) -> Result<bool, CodecError> {
-    debug_assert!(out.capacity() - out.len() >= max, "room for the whole bound");
-    let limit = out.len() + max;
+/// Writes `value` in postcard at the end of `out`, in at most `max` more bytes:
+/// `Ok(false)` when the message did not fit (the part written is left for the caller to cut
+/// off). With room for `max` more bytes, `out` never grows. The error is postcard's own, for
+/// the caller to say what failed to encode.
+pub fn postcard_into<T: Serialize + ?Sized>(value: &T, out: &mut BytesMut, max: usize) -> Result<bool, postcard::Error> {
+    let limit = out.len().saturating_add(max);
     match postcard::serialize_with_flavor(value, Bounded { buf: out, limit }) {
         Ok(()) => Ok(true),
         Err(postcard::Error::SerializeBufferFull) => Ok(false),
-        Err(e) => Err(CodecError(format!("encode: {e}"))),
+        Err(e) => Err(e),
     }
 }
 
@@ -256,6 +256,20 @@ mod tests {
         assert!(<Postcard as Encode<Unencodable>>::encode_body_in(&Unencodable, Vec::new(), &mut buf).is_err());
         let next = <Postcard as Encode<u16>>::encode_body_in(&300, Vec::new(), &mut buf).unwrap();
         assert_eq!(next.message, encode(&300u16).unwrap(), "the failed value's first byte is gone");
+    }
+
+    #[test]
+    fn postcard_into_a_buffer_without_room_writes_the_message_without_a_panic() {
+        // A public function: room is what keeps it from growing `out`, not what keeps it right.
+        let value = Args { key: "key".into(), n: 7 };
+        let mut out = BytesMut::new();
+        assert!(postcard_into(&value, &mut out, 100).unwrap());
+        assert_eq!(&out[..], &encode(&value).unwrap()[..]);
+        let mut out = BytesMut::new();
+        assert!(!postcard_into(&value, &mut out, 2).unwrap(), "over the bound");
+        let mut out = BytesMut::from(&b"ab"[..]);
+        assert!(postcard_into(&value, &mut out, usize::MAX).unwrap(), "no bound at all");
+        assert_eq!(&out[2..], &encode(&value).unwrap()[..]);
     }
 
     #[test]
