@@ -1,0 +1,215 @@
+//! Typed streams whose small items are encoded back to back into one shared buffer
+//! (`EncodeBuffer`): many items of sizes around the small-frame limit (512 B), the shared
+//! buffer's limit (4 KiB) and past a chunk (64 KiB), with and without attachments, some kept
+//! by the receiver while later ones arrive, over the in-memory pipe and TCP. Every byte of
+//! every item is checked, including those of items kept until the end.
+
+mod common;
+
+use common::pattern;
+use rpc_core::codec::Prost;
+use rpc_core::transport::mem;
+use rpc_core::transport::tcp::TcpAcceptor;
+use rpc_core::{Client, ClientConfig, Payload, Server, Sink, Source};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub n: u32,
+    pub data: Vec<u8>,
+}
+
+#[rpc_core::service(package = "bufs.v1")]
+pub trait Bufs {
+    /// Server streaming: an item of each size (its data a pattern seeded by its index), with an
+    /// attachment of `attach` bytes on every third item when `attach` is not zero.
+    async fn make(&self, sizes: Vec<u32>, attach: u32, out: Sink<Item>);
+    /// Bidirectional: each item back as it came, its attachments too.
+    async fn echo(&self, input: Source<Item>, output: Sink<Item>);
+    /// Bidirectional with prost: each message back as it came.
+    async fn echo_prost(&self, input: Source<Vec<u8>, Prost>, output: Sink<Vec<u8>, Prost>);
+}
+
+struct BufsImpl;
+
+fn item(n: u32, len: usize) -> Item {
+    Item { n, data: pattern(len, n as u8).to_vec() }
+}
+
+impl Bufs for BufsImpl {
+    async fn make(&self, sizes: Vec<u32>, attach: u32, mut out: Sink<Item>) {
+        for (i, len) in sizes.into_iter().enumerate() {
+            let attachments = if attach > 0 && i % 3 == 0 { vec![Payload::from(pattern(attach as usize, !(i as u8)))] } else { Vec::new() };
+            if out.send_with(item(i as u32, len as usize), attachments).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn echo(&self, mut input: Source<Item>, mut output: Sink<Item>) {
+        while let Some(Ok((item, attachments))) = input.recv_with().await {
+            if output.send_with(item, attachments).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn echo_prost(&self, mut input: Source<Vec<u8>, Prost>, mut output: Sink<Vec<u8>, Prost>) {
+        while let Some(Ok(m)) = input.recv().await {
+            if output.send(m).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn client(transport: &str) -> BufsClient {
+    let server = Server::builder().build(BufsServer::new(BufsImpl));
+    let client = match transport {
+        "mem" => {
+            let (a, b) = mem::pair();
+            tokio::spawn(server.serve_connection(b));
+            Client::connect(a, ClientConfig::default()).await.unwrap()
+        }
+        _ => {
+            let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+            let addr = acceptor.local_addr().unwrap();
+            std::mem::forget(server.serve(acceptor));
+            Client::connect_tcp(addr, ClientConfig::default()).await.unwrap()
+        }
+    };
+    BufsClient::new(client)
+}
+
+/// Sizes around every limit, repeated, so that items cross the shared buffer's chunks at
+/// every offset.
+fn sizes() -> Vec<u32> {
+    let edges = [0u32, 1, 60, 500, 505, 506, 507, 508, 512, 513, 600, 2000, 4088, 4089, 4090, 4091, 4092, 4093, 4095, 4096, 4097, 5000, 65530, 65536, 70000];
+    (0..1500).map(|i| edges[(i * 7 + i / 25) % edges.len()]).collect()
+}
+
+async fn timed<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(60), f).await.expect("the test took over 60 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_streams_items_around_every_size_limit_intact_and_kept_items_stay_intact() {
+    timed(async {
+        for t in ["mem", "tcp"] {
+            for attach in [0u32, 1, 700, 5000] {
+                let client = client(t).await;
+                let sizes = sizes();
+                let mut items = client.make(sizes.clone(), attach).await.unwrap();
+                let mut kept = Vec::new();
+                let mut i = 0usize;
+                while let Some(got) = items.recv_with().await {
+                    let (got, attachments) = got.unwrap();
+                    assert_eq!(got, item(i as u32, sizes[i] as usize), "{t}, attach {attach}: item {i}");
+                    if attach > 0 && i % 3 == 0 {
+                        assert_eq!(attachments.len(), 1, "{t}: item {i}");
+                        assert_eq!(attachments[0].to_bytes(), pattern(attach as usize, !(i as u8)), "{t}: item {i}'s attachment");
+                    } else {
+                        assert!(attachments.is_empty(), "{t}: item {i}");
+                    }
+                    if i % 5 == 0 {
+                        kept.push((i, got, attachments));
+                    }
+                    i += 1;
+                }
+                assert_eq!(i, sizes.len(), "{t}, attach {attach}");
+                for (i, got, attachments) in kept {
+                    assert_eq!(got, item(i as u32, sizes[i] as usize), "{t}: kept item {i}");
+                    if attach > 0 && i % 3 == 0 {
+                        assert_eq!(attachments[0].to_bytes(), pattern(attach as usize, !(i as u8)), "{t}: kept item {i}'s attachment");
+                    }
+                }
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_echoed_both_ways_through_shared_buffers_come_back_intact_in_order() {
+    timed(async {
+        for t in ["mem", "tcp"] {
+            let client = client(t).await;
+            let sizes = sizes();
+            let (mut out, mut back) = client.echo().await.unwrap();
+            let expected = sizes.clone();
+            let reader = tokio::spawn(async move {
+                let mut n = 0usize;
+                while let Some(got) = back.recv_with().await {
+                    let (got, attachments) = got.unwrap();
+                    assert_eq!(got, item(n as u32, expected[n] as usize), "item {n}");
+                    if n % 4 == 1 {
+                        assert_eq!(attachments.len(), 2, "item {n}");
+                        assert_eq!(attachments[0].to_bytes(), pattern(n % 5000, 3), "item {n}");
+                        assert!(attachments[1].is_empty(), "item {n}");
+                    } else {
+                        assert!(attachments.is_empty(), "item {n}");
+                    }
+                    n += 1;
+                }
+                n
+            });
+            // send_with one at a time and send_all in runs, alternately.
+            let mut i = 0;
+            while i < sizes.len() {
+                if i % 100 < 50 {
+                    let attachments = if i % 4 == 1 { vec![Payload::from(pattern(i % 5000, 3)), Payload::new()] } else { Vec::new() };
+                    out.send_with(item(i as u32, sizes[i] as usize), attachments).await.unwrap();
+                    i += 1;
+                } else {
+                    // Only items that carry no attachments go by send_all.
+                    let end = (i + 50).min(sizes.len());
+                    let run: Vec<usize> = (i..end).take_while(|j| j % 4 != 1).collect();
+                    if run.is_empty() {
+                        out.send_with(item(i as u32, sizes[i] as usize), vec![Payload::from(pattern(i % 5000, 3)), Payload::new()]).await.unwrap();
+                        i += 1;
+                        continue;
+                    }
+                    i += run.len();
+                    out.send_all(run.into_iter().map(|j| item(j as u32, sizes[j] as usize))).await.unwrap();
+                }
+            }
+            out.finish();
+            assert_eq!(reader.await.unwrap(), sizes.len(), "{t}");
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prost_items_around_every_size_limit_come_back_intact() {
+    timed(async {
+        for t in ["mem", "tcp"] {
+            let client = client(t).await;
+            let sizes = sizes();
+            let (mut out, mut back) = client.echo_prost().await.unwrap();
+            let expected = sizes.clone();
+            let reader = tokio::spawn(async move {
+                let mut kept = Vec::new();
+                let mut n = 0usize;
+                while let Some(got) = back.recv().await {
+                    let got = got.unwrap();
+                    assert_eq!(got, pattern(expected[n] as usize, n as u8).to_vec(), "item {n}");
+                    if n % 3 == 0 {
+                        kept.push((n, got));
+                    }
+                    n += 1;
+                }
+                for (n, got) in kept {
+                    assert_eq!(got, pattern(expected[n] as usize, n as u8).to_vec(), "kept item {n}");
+                }
+                n
+            });
+            for (i, len) in sizes.iter().enumerate() {
+                out.send(pattern(*len as usize, i as u8).to_vec()).await.unwrap();
+            }
+            out.finish();
+            assert_eq!(reader.await.unwrap(), sizes.len(), "{t}");
+        }
+    })
+    .await
+}
