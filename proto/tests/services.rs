@@ -333,3 +333,69 @@ fn generated_may_detach_agrees_with_detach() {
     assert!(Blob { key: "k".into(), data: blob(1, 1) }.may_detach(), "a named attachment field goes out of band from 1 byte");
     assert!(!Chunk { key: "k".into(), offset: 0, data: blob(100, 2) }.may_detach());
 }
+
+/// Streams of `.proto` messages at every size threshold, mixed in one stream: `Chunk.data`
+/// inline below 64 KiB and out of band from it, `Blob.data` out of band from 1 byte, messages
+/// around the shared encode buffer's 4 KiB, with and without extra attachments (the server's
+/// decode needs the right attachment table for each). Every byte checked, every item in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_of_messages_at_every_threshold_decode_with_the_right_attachment_table() {
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let store = Store::default();
+        let (client, handle) = serve(BlobStoreServer::new(store.clone())).await;
+        let client = BlobStoreClient::new(client);
+
+        // Server streaming, through the server's Sink: chunk sizes around 4 KiB and 64 KiB.
+        let data = blob(600_000, 5);
+        client.put(PutRequest { key: "d".into(), data: data.clone() }).await.unwrap();
+        for size in [1u32, 500, 4080, 4085, 4090, 4096, 4097, 65535, 65536, 65537] {
+            let mut chunks = client.get_stream(GetStreamRequest { key: "d".into(), chunk_size: size }).await.unwrap();
+            let (mut at, mut kept) = (0usize, Vec::new());
+            while let Some(chunk) = chunks.recv().await {
+                let chunk = chunk.unwrap();
+                assert_eq!(chunk.offset as usize, at, "chunk size {size}");
+                assert_eq!(chunk.data, data.slice(at..(at + size as usize).min(data.len())), "chunk size {size}, at {at}");
+                at += chunk.data.len();
+                if kept.len() < 50 {
+                    kept.push(chunk);
+                }
+            }
+            assert_eq!(at, data.len(), "chunk size {size}");
+            for chunk in kept {
+                let at = chunk.offset as usize;
+                assert_eq!(chunk.data, data.slice(at..at + chunk.data.len()), "kept chunk at {at}");
+            }
+        }
+
+        // Bidi, through the client's Sink: named attachment fields of 0 and 1.. bytes, messages
+        // around 4 KiB, extra attachments on some (the server drops them, mirroring the blob).
+        let sizes: Vec<usize> = (0..600).map(|i| [0, 1, 2, 100, 4070, 4090, 4100, 70_000][i % 8]).collect();
+        let keys: Vec<String> = (0..600).map(|i| "k".repeat([1, 4000, 4085, 4095, 5000][i % 5])).collect();
+        let (mut sink, mut source) = client.mirror().await.unwrap();
+        let (sizes2, keys2) = (sizes.clone(), keys.clone());
+        let reader = tokio::spawn(async move {
+            let mut n = 0;
+            while let Some(got) = source.recv().await {
+                let got = got.unwrap_or_else(|e| panic!("item {n}: {e}"));
+                assert_eq!(got.key, keys2[n], "item {n}");
+                assert_eq!(got.data, blob(sizes2[n], n as u8), "item {n}");
+                n += 1;
+            }
+            n
+        });
+        for i in 0..600 {
+            let extra = match i % 3 {
+                0 => Vec::new(),
+                1 => vec![rpc_core::Payload::from(blob(10, 9))],
+                _ => vec![rpc_core::Payload::new(), rpc_core::Payload::from(blob(70_000, 9))],
+            };
+            sink.send_with(Blob { key: keys[i].clone(), data: blob(sizes[i], i as u8) }, extra).await.unwrap();
+        }
+        drop(sink);
+        assert_eq!(reader.await.unwrap(), 600);
+        drop(client);
+        handle.shutdown().await;
+    })
+    .await
+    .expect("the test took over 60 s");
+}
