@@ -476,3 +476,38 @@ async fn an_empty_message_from_an_older_server_stands_for_the_headers() {
     assert_eq!(tokio::time::timeout(HANG, stream.message()).await.unwrap().unwrap(), Some(blob(4, 9)));
     assert_eq!(tokio::time::timeout(HANG, stream.message()).await.unwrap().unwrap(), None);
 }
+
+/// Small messages coalesced into chunks with large ones (from `INLINE_MAX` = 4096 bytes on)
+/// between them, at the boundary both ways, then a failure: every message whole and in order,
+/// the large ones and the status kept for the frame after the chunk they interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_and_large_messages_interleaved_at_the_coalescing_boundary_keep_their_order() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for net in nets() {
+            let mut s = serve(net).await;
+            let pattern = [1usize, 4095, 4096, 0, 3, 70_000, 4094, 5, 5, 4097, 4095, 4095, 9, 200_000, 2];
+            let sizes: Vec<usize> = (0..300).map(|i| pattern[(i * 7 + i / 15) % pattern.len()]).collect();
+            for fail in [false, true] {
+                let mut request = Request::new(blob(1, 0));
+                let list = sizes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+                request.metadata_mut().insert("x-sizes", list.parse().unwrap());
+                if fail {
+                    request.metadata_mut().insert("x-fail-code", "9".parse().unwrap());
+                    request.metadata_mut().insert("x-fail-message", "at the end".parse().unwrap());
+                }
+                let mut stream = s.client.server_stream(request).await.unwrap().into_inner();
+                for (i, n) in sizes.iter().enumerate() {
+                    let got = stream.message().await.unwrap_or_else(|e| panic!("{net:?}: message {i}: {e}"));
+                    assert!(got == Some(blob(*n, i as u8)), "{net:?}: message {i} of {n} bytes");
+                }
+                match (fail, stream.message().await) {
+                    (false, Ok(None)) => {}
+                    (true, Err(status)) => assert_eq!((status.code(), status.message()), (Code::FailedPrecondition, "at the end"), "{net:?}"),
+                    (_, other) => panic!("{net:?}: after the messages, {other:?}"),
+                }
+            }
+        }
+    })
+    .await
+    .expect("the test took over 60 s");
+}
