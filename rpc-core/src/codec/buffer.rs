@@ -20,8 +20,9 @@ pub const SHARED_MAX: usize = 4 << 10;
 #[derive(Debug, Default)]
 pub struct EncodeBuffer {
     buf: BytesMut,
-    /// The size of the last allocation made: 0 before the first, then doubling from [`FIRST`]
-    /// up to [`CHUNK`], so that a stream that sends few messages (a Sink kept open, idle)
+    /// The size of the last allocation made: 0 before the first, then [`FIRST`], doubling up
+    /// to [`CHUNK`] each time the last allocation was still held by messages when it ran out,
+    /// so that a stream whose messages leave as they come (a Sink kept open, mostly idle)
     /// holds a small allocation, not a whole chunk, for its life.
     size: usize,
 }
@@ -40,16 +41,14 @@ impl EncodeBuffer {
     /// write one message into; [`EncodeBuffer::split`] then takes it.
     pub fn room(&mut self, len: usize) -> &mut BytesMut {
         if self.buf.capacity() - self.buf.len() < len {
-            if self.size < CHUNK {
-                // A new stream's chunks grow: a fast one soon writes into whole chunks, a slow
-                // one keeps a small allocation.
+            // Whatever was written and not split off is dropped. The allocation is taken back
+            // whole when no message holds it any more (a stream whose messages leave as fast
+            // as they come keeps its size, however long it runs); else a new one is made,
+            // twice the last up to a whole chunk (a stream whose messages wait to be sent).
+            self.buf.clear();
+            if !self.buf.try_reclaim(self.size.max(len)) {
                 self.size = if self.size == 0 { FIRST } else { (2 * self.size).min(CHUNK) };
                 self.buf = BytesMut::with_capacity(self.size.max(len));
-            } else {
-                // Whatever was written and not split off is dropped; the allocation is taken
-                // back whole when no message holds it any more, else a new one is made.
-                self.buf.clear();
-                self.buf.reserve(CHUNK.max(len));
             }
         }
         &mut self.buf
@@ -104,11 +103,13 @@ mod tests {
     #[test]
     fn a_chunk_whose_messages_were_all_dropped_is_taken_again() {
         let mut buf = EncodeBuffer::new();
-        // Past the first, smaller allocations: whole chunks from here.
+        // Past the first, smaller allocations (held while the next is made): whole chunks.
+        let mut held = Vec::new();
         while buf.size < CHUNK {
             buf.room(SHARED_MAX).put_bytes(7, SHARED_MAX);
-            drop(buf.split());
+            held.push(buf.split());
         }
+        drop(held);
         buf.room(1).put_u8(1);
         let start = buf.split().as_ptr();
         // Each message dropped at once: once the chunk is used up, the next starts it over.
@@ -130,6 +131,26 @@ mod tests {
             drop(buf.split());
         }
         assert!(buf.buf.capacity() <= 8 << 10, "an idle buffer holds {} bytes of room", buf.buf.capacity());
+        // However long it runs, while each message is gone before the next (sent as it comes).
+        for _ in 0..20_000 {
+            buf.room(100).put_bytes(2, 100);
+            drop(buf.split());
+        }
+        assert_eq!(buf.size, FIRST, "a stream whose messages never wait grew its allocation");
+        assert!(buf.buf.capacity() <= 8 << 10);
+    }
+
+    #[test]
+    fn a_stream_whose_messages_wait_grows_to_whole_chunks() {
+        let mut buf = EncodeBuffer::new();
+        let held: Vec<Bytes> = (0..40)
+            .map(|_| {
+                buf.room(SHARED_MAX).put_bytes(3, SHARED_MAX);
+                buf.split()
+            })
+            .collect();
+        assert_eq!(buf.size, CHUNK);
+        assert!(held.iter().all(|m| m[..] == [3u8; SHARED_MAX][..]));
     }
 
     #[test]
