@@ -82,7 +82,9 @@ impl<T: Serialize + ?Sized> Encode<T> for Postcard {
     }
 
     fn encode_body_in(value: &T, extra: Vec<Payload>, buf: &mut EncodeBuffer) -> Result<Body, CodecError> {
-        // One pass into the room the buffer has: postcard learns the size by writing.
+        // One pass into the room the buffer has: postcard learns the size by writing. An item
+        // over SHARED_MAX is then written again in full (`Serialize` reads `&self`: the same
+        // bytes both times).
         match postcard_into(value, buf.room_left(), SHARED_MAX) {
             Ok(true) => Ok(Body { message: buf.split(), attachments: extra }),
             Ok(false) => {
