@@ -11,10 +11,8 @@ use std::time::Duration;
 
 use common::pattern;
 use rpc_core::codec::Postcard;
-use rpc_core::transport::mem;
-use rpc_core::transport::tcp::TcpAcceptor;
 use rpc_core::{
-    method_id, Body, CallContext, CallError, CallMode, CallOptions, Client, ClientConfig, Code,
+    method_id, Body, CallContext, CallError, CallMode, CallOptions, Code,
     Payload, Server, Sink, Source,
 };
 use serde::{Deserialize, Serialize};
@@ -165,20 +163,7 @@ const TRANSPORTS: [&str; 2] = ["mem", "tcp"];
 async fn setup(transport: &str) -> (FeedClient, Arc<State>) {
     let state = Arc::new(State::default());
     let server = Server::builder().build(FeedServer::new(FeedImpl(state.clone())));
-    let client = match transport {
-        "mem" => {
-            let (a, b) = mem::pair();
-            tokio::spawn(server.serve_connection(b));
-            Client::connect(a, ClientConfig::default()).await.unwrap()
-        }
-        _ => {
-            let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
-            let addr = acceptor.local_addr().unwrap();
-            // The server runs for the rest of the test process.
-            std::mem::forget(server.serve(acceptor));
-            Client::connect_tcp(addr, ClientConfig::default()).await.unwrap()
-        }
-    };
+    let client = common::client_over(server, transport).await;
     (FeedClient::new(client), state)
 }
 

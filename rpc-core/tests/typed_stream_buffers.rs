@@ -8,9 +8,7 @@ mod common;
 
 use common::pattern;
 use rpc_core::codec::Prost;
-use rpc_core::transport::mem;
-use rpc_core::transport::tcp::TcpAcceptor;
-use rpc_core::{Client, ClientConfig, Payload, Server, Sink, Source};
+use rpc_core::{Payload, Server, Sink, Source};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,19 +63,7 @@ impl Bufs for BufsImpl {
 
 async fn client(transport: &str) -> BufsClient {
     let server = Server::builder().build(BufsServer::new(BufsImpl));
-    let client = match transport {
-        "mem" => {
-            let (a, b) = mem::pair();
-            tokio::spawn(server.serve_connection(b));
-            Client::connect(a, ClientConfig::default()).await.unwrap()
-        }
-        _ => {
-            let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
-            let addr = acceptor.local_addr().unwrap();
-            std::mem::forget(server.serve(acceptor));
-            Client::connect_tcp(addr, ClientConfig::default()).await.unwrap()
-        }
-    };
+    let client = common::client_over(server, transport).await;
     BufsClient::new(client)
 }
 

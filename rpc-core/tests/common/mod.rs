@@ -83,3 +83,23 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
     panic!("not within 5 s: {what}");
 }
+
+/// A client of `server` over `transport`: "mem" (an in-memory pair, the server on a task of its
+/// own) or "tcp" (loopback; the server runs for the rest of the test process).
+pub async fn client_over(server: rpc_core::Server, transport: &str) -> rpc_core::Client {
+    use rpc_core::transport::{mem, tcp::TcpAcceptor};
+    use rpc_core::{Client, ClientConfig};
+    match transport {
+        "mem" => {
+            let (a, b) = mem::pair();
+            tokio::spawn(server.serve_connection(b));
+            Client::connect(a, ClientConfig::default()).await.unwrap()
+        }
+        _ => {
+            let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+            let addr = acceptor.local_addr().unwrap();
+            std::mem::forget(server.serve(acceptor));
+            Client::connect_tcp(addr, ClientConfig::default()).await.unwrap()
+        }
+    }
+}
