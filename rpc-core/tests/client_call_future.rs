@@ -56,7 +56,7 @@ fn settled(svc: &TestService) -> bool {
 }
 
 /// With a server that takes `permits` calls at once: `permits` calls that each hold their
-/// handler for a second all run on the server at the same time (none waits for a permit that
+/// handler for three seconds all run on the server at the same time (none waits for a permit that
 /// leaked, none is refused by the server), and all answer.
 async fn all_permits_free(client: &Client, svc: &TestService, permits: usize) {
     let p = &svc.probe;
@@ -66,11 +66,12 @@ async fn all_permits_free(client: &Client, svc: &TestService, permits: usize) {
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..permits {
         let c = client.clone();
-        calls.spawn(async move { c.call(SLEEP_MS, sleep_body(1_000), CallOptions::timeout(Duration::from_secs(10))).await });
+        calls.spawn(async move { c.call(SLEEP_MS, sleep_body(3_000), CallOptions::timeout(Duration::from_secs(10))).await });
     }
     let t = Instant::now();
     while running() < permits {
-        if t.elapsed() > Duration::from_millis(800) {
+        // Well within the handlers' three seconds, with room for a loaded machine.
+        if t.elapsed() > Duration::from_millis(2_500) {
             let mut results = Vec::new();
             while let Some(r) = calls.join_next().await {
                 results.push(r.unwrap().map(|b| b.message));
