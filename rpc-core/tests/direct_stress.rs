@@ -77,13 +77,19 @@ fn size_of(i: usize) -> usize {
 /// Once the connection is quiet: every byte one side sent, the other received; every byte of
 /// a frame counted once; the server holds nothing against its budget.
 async fn books_balance(client: &Client, server: &Server) {
-    eventually("the server's memory budget is back to zero", || server.memory_held() == 0).await;
     let (c, s) = (client.stats(), server.stats());
-    eventually("the server received every byte the client sent", || server.stats().recv_bytes == client.stats().sent_bytes).await;
-    eventually("the client received every byte the server sent", || client.stats().recv_bytes == server.stats().sent_bytes).await;
+    all_delivered(client, server).await;
     let (c2, s2) = (client.stats(), server.stats());
     assert_eq!(c2.bytes_copy, c2.sent_bytes, "client: frame bytes counted as sent once each: {c:?}");
     assert_eq!(s2.bytes_copy, s2.sent_bytes, "server: frame bytes counted as sent once each: {s:?}");
+}
+
+/// Once the connection is quiet: the server holds nothing against its budget, and every byte
+/// one side sent, the other received.
+async fn all_delivered(client: &Client, server: &Server) {
+    eventually("the server's memory budget is back to zero", || server.memory_held() == 0).await;
+    eventually("the server received every byte the client sent", || server.stats().recv_bytes == client.stats().sent_bytes).await;
+    eventually("the client received every byte the server sent", || client.stats().recv_bytes == server.stats().sent_bytes).await;
 }
 
 async fn bursts_from_several_tasks(client: &Client, tasks: usize, rounds: usize, burst: usize) {
@@ -331,9 +337,7 @@ async fn bursts_beside_streams_pings_and_a_small_budget_over_tiny_buffers() {
         }
     };
     tokio::time::timeout(Duration::from_secs(90), work).await.expect("no hang");
-    eventually("the server's memory budget is back to zero", || server.memory_held() == 0).await;
-    eventually("the server received every byte the client sent", || server.stats().recv_bytes == client.stats().sent_bytes).await;
-    eventually("the client received every byte the server sent", || client.stats().recv_bytes == server.stats().sent_bytes).await;
+    all_delivered(&client, &server).await;
     client.close().await;
     tokio::time::timeout(Duration::from_secs(10), serving).await.expect("the server's connection ended").unwrap();
 }
@@ -377,12 +381,7 @@ async fn bursts_with_cancels_and_panics_over_a_unix_socket_with_tiny_buffers() {
         }
     };
     tokio::time::timeout(Duration::from_secs(60), work).await.expect("no hang");
-    eventually("the server's memory budget is back to zero", || server.memory_held() == 0).await;
-    eventually("the server received every byte the client sent", || server.stats().recv_bytes == client.stats().sent_bytes).await;
-    eventually("the client received every byte the server sent", || client.stats().recv_bytes == server.stats().sent_bytes).await;
-    let (c, s) = (client.stats(), server.stats());
-    assert_eq!(c.bytes_copy, c.sent_bytes, "client: {c:?}");
-    assert_eq!(s.bytes_copy, s.sent_bytes, "server: {s:?}");
+    books_balance(&client, &server).await;
     client.close().await;
     tokio::time::timeout(Duration::from_secs(10), serving).await.expect("the server's connection ended").unwrap();
 }

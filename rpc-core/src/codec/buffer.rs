@@ -38,7 +38,8 @@ impl EncodeBuffer {
 
     /// The buffer, with room for at least `len` more bytes (meant for at most [`SHARED_MAX`]:
     /// a larger message is better given an allocation of its own) at its end, for a codec to
-    /// write one message into; [`EncodeBuffer::split`] then takes it.
+    /// write one message into; [`EncodeBuffer::split`] then takes it. A codec that learns a
+    /// message's size only by writing it asks for `SHARED_MAX` and writes at most that.
     pub fn room(&mut self, len: usize) -> &mut BytesMut {
         if self.buf.capacity() - self.buf.len() < len {
             // Whatever was written and not split off is dropped. The allocation is taken back
@@ -50,15 +51,6 @@ impl EncodeBuffer {
                 self.size = if self.size == 0 { FIRST } else { (2 * self.size).min(CHUNK) };
                 self.buf = BytesMut::with_capacity(self.size.max(len));
             }
-        }
-        &mut self.buf
-    }
-
-    /// The room left at the end of the buffer without a new allocation, up to [`SHARED_MAX`]:
-    /// for a codec that learns a message's size only by writing it.
-    pub fn room_left(&mut self) -> &mut BytesMut {
-        if self.buf.capacity() - self.buf.len() < SHARED_MAX {
-            self.room(SHARED_MAX);
         }
         &mut self.buf
     }

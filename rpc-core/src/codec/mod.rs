@@ -85,7 +85,7 @@ impl<T: Serialize + ?Sized> Encode<T> for Postcard {
         // One pass into the room the buffer has: postcard learns the size by writing. An item
         // over SHARED_MAX is then written again in full (`Serialize` reads `&self`: the same
         // bytes both times).
-        match postcard_into(value, buf.room_left(), SHARED_MAX) {
+        match postcard_into(value, buf.room(SHARED_MAX), SHARED_MAX) {
             Ok(true) => Ok(Body { message: buf.split(), attachments: extra }),
             Ok(false) => {
                 buf.discard();

@@ -57,36 +57,37 @@ impl SmallFrames {
     /// [`SmallFrames::push`] returns. The bytes it added; `None`: take `push`.
     #[inline]
     pub(super) fn append(&mut self, id: u64, message: &[u8]) -> Option<usize> {
-        let len = self.buf.len();
-        let added = BATCH_PREFIX + message.len();
-        // A batch being written has its header's room at the start: `len` is past it.
-        let fits = self.batch
-            && len > 0
-            && self.id == id
-            && len - HEADER_LEN + added <= self.batch_max
-            && self.buf.capacity() - len >= HEADER_LEN + added;
-        if !fits {
+        if !(self.batch && self.continues_run(id, message.len())) {
             return None;
         }
         StreamBatch::push_in_place(message, &mut self.buf);
-        Some(added)
+        Some(BATCH_PREFIX + message.len())
     }
 
-    /// Appends call `id`'s frame carrying `message`; gives back the run sealed first, when it
-    /// held another call's frames or was full, and the bytes the message added.
-    pub(super) fn push(&mut self, id: u64, message: &[u8]) -> (Option<Transmit>, usize) {
-        let need = HEADER_LEN + BATCH_PREFIX + message.len();
+    /// True when a frame of call `id` carrying `message_len` bytes goes into the run being
+    /// written as it is: the run holds `id`'s frames, is not full, and its buffer has room.
+    /// Else [`SmallFrames::push`] seals the run first.
+    #[inline]
+    fn continues_run(&self, id: u64, message_len: usize) -> bool {
+        let len = self.buf.len();
         let full = match self.batch {
-            true => self.buf.len().saturating_sub(HEADER_LEN) + BATCH_PREFIX + message.len() > self.batch_max,
-            false => self.buf.len() >= RUN_MAX,
+            true => len.saturating_sub(HEADER_LEN) + BATCH_PREFIX + message_len > self.batch_max,
+            false => len >= RUN_MAX,
         };
         // A run the writer took early (it seals whatever is there when it wakes) leaves the rest
         // of the buffer to the next run, which can run out of room before it is full: it is
         // sealed there rather than grown, since growing a buffer the sealed runs still share
         // copies the run into a new one (measured on `stream_64b`: 40 KB copied per run, about
         // 5% of both ends' instructions per message).
-        let no_room = self.buf.capacity() - self.buf.len() < need;
-        let sealed = if !self.buf.is_empty() && (self.id != id || full || no_room) { self.seal() } else { None };
+        let no_room = self.buf.capacity() - len < HEADER_LEN + BATCH_PREFIX + message_len;
+        len > 0 && self.id == id && !full && !no_room
+    }
+
+    /// Appends call `id`'s frame carrying `message`; gives back the run sealed first, when it
+    /// held another call's frames or was full, and the bytes the message added.
+    pub(super) fn push(&mut self, id: u64, message: &[u8]) -> (Option<Transmit>, usize) {
+        let need = HEADER_LEN + BATCH_PREFIX + message.len();
+        let sealed = if !self.buf.is_empty() && !self.continues_run(id, message.len()) { self.seal() } else { None };
         self.id = id;
         if self.buf.capacity() - self.buf.len() < need {
             // Empty here, so nothing is copied: the buffer is taken back whole if the writer is
