@@ -269,8 +269,8 @@ impl Conn {
             if g.conn.is_draining() {
                 return Err(body);
             }
-            let remaining = timeout.map(|t| t.saturating_sub(start.elapsed()));
-            let r = g.conn.start_call(method, body, CallMode::UNARY, metadata, remaining, Instant::now());
+            let (remaining, now) = left_of(timeout, start);
+            let r = g.conn.start_call(method, body, CallMode::UNARY, metadata, remaining, now);
             if let Ok(id) = r {
                 g.side.waiters.insert(id, tx);
             }
@@ -320,8 +320,8 @@ impl Conn {
             if g.conn.is_draining() {
                 return Err((CallError::ShuttingDown, Some(body)));
             }
-            let remaining = timeout.map(|t| t.saturating_sub(start.elapsed()));
-            let id = g.conn.start_call(method, body, mode, metadata, remaining, Instant::now()).map_err(|e| (e, None))?;
+            let (remaining, now) = left_of(timeout, start);
+            let id = g.conn.start_call(method, body, mode, metadata, remaining, now).map_err(|e| (e, None))?;
             Ok((id, g.side.routes.open(id)))
         });
         let (id, inbound) = opened?;
@@ -396,5 +396,19 @@ impl Future for Pending<'_> {
 impl crate::stream::Keep for (OwnedSemaphorePermit, Arc<Conn>) {
     fn connection_draining(&self) -> bool {
         !self.1.is_usable()
+    }
+}
+
+/// What is left at this moment of a call's `timeout` counted from `start`, and the moment, for
+/// [`Connection::start_call`](crate::conn::Connection::start_call). One clock read for a call
+/// with a deadline, none for one without: `start_call` uses the moment only to place a
+/// deadline, so `start` serves.
+fn left_of(timeout: Option<Duration>, start: Instant) -> (Option<Duration>, Instant) {
+    match timeout {
+        Some(t) => {
+            let now = Instant::now();
+            (Some(t.saturating_sub(now.saturating_duration_since(start))), now)
+        }
+        None => (None, start),
     }
 }

@@ -349,10 +349,12 @@ impl Connection {
         self.handle_written_part(bytes);
     }
 
-    /// The first `bytes` bytes of what the writer took are written, not all of it (the
+    /// The first `bytes` bytes of what the writer took are written, perhaps not all of it (the
     /// driver's direct path, cut short, left the rest to its writer): they no longer count
     /// against the budget and requests among them get their commit, but a keepalive ping that
     /// was taken may be in the rest, so its timeout waits for [`Connection::handle_written`].
+    /// With no ping awaiting its write ([`Connection::awaits_write_time`]) the two are the
+    /// same, and the driver calls this one to skip reading the clock.
     pub fn handle_written_part(&mut self, bytes: usize) {
         self.out_bytes = self.out_bytes.saturating_sub(bytes);
         self.written = self.written.saturating_add(bytes as u64);

@@ -23,7 +23,6 @@
 
 use std::io::IoSlice;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -115,7 +114,7 @@ impl<H: SideHandler> Shared<H> {
             TransportStats::add(&stats.sends_copy, whole as u64);
             TransportStats::add(&stats.sends_direct, whole as u64);
             if written == total {
-                g.conn.handle_written(written, Instant::now());
+                super::report_written(&mut g.conn, written);
             } else {
                 // A ping in the batch may be in the rest: its timeout starts once the writer
                 // has written that (a slow reader must not look dead for our own backlog).

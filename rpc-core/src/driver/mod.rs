@@ -559,7 +559,7 @@ async fn write_loop<S: SendHalf, H: SideHandler>(mut send: S, shared: &Arc<Share
             // Report what the last batch wrote: it no longer counts against the budget, and a
             // keepalive ping in it starts its timeout now.
             shared.step(|g| {
-                g.conn.handle_written(written, Instant::now());
+                report_written(&mut g.conn, written);
                 take_work(g, &mut batch)
             })
         } else {
@@ -599,6 +599,17 @@ async fn write_loop<S: SendHalf, H: SideHandler>(mut send: S, shared: &Arc<Share
         g.conn.config().drain_timeout
     };
     let _ = tokio::time::timeout(drain, send.shutdown()).await;
+}
+
+/// Tells the connection that the writer wrote `bytes` bytes of what it took. The clock is read
+/// only while a keepalive ping waits to be written (its timeout starts then): on every other
+/// write it was a read per frame for nothing.
+pub(super) fn report_written(conn: &mut Connection, bytes: usize) {
+    if conn.awaits_write_time() {
+        conn.handle_written(bytes, Instant::now());
+    } else {
+        conn.handle_written_part(bytes);
+    }
 }
 
 /// The writer's next batch: what the direct path left it, then what the machine queued. With
