@@ -511,3 +511,45 @@ async fn small_and_large_messages_interleaved_at_the_coalescing_boundary_keep_th
     .await
     .expect("the test took over 60 s");
 }
+
+/// A request message over the server's frame limit, in the middle of a client stream: the call
+/// fails saying so (it must not end as if the client had finished, answering what came before
+/// it), and the connection carries on. Over a unary call it fails before anything is sent.
+#[tokio::test]
+async fn a_request_message_over_the_servers_frame_limit_fails_the_call_saying_so() {
+    let mut s = serve_with(Net::Tcp, rpc_core::Server::builder().max_frame(1 << 20)).await;
+    let messages = vec![blob(10, 1), blob(2 << 20, 2), blob(10, 3)];
+    let result = tokio::time::timeout(HANG, s.client.client_stream(futures::stream::iter(messages))).await.expect("no hang");
+    let status = match result {
+        Ok(r) => panic!("the call succeeded without its second message: {} bytes answered", r.into_inner().data.len()),
+        Err(status) => status,
+    };
+    assert!(status.message().contains("limit"), "the status says why: {status:?}");
+
+    let status = tokio::time::timeout(HANG, s.client.unary(blob(2 << 20, 4))).await.expect("no hang").unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("frame limit"), "{status:?}");
+    // The connection carries on.
+    assert_eq!(s.client.unary(blob(3, 3)).await.unwrap().into_inner(), blob(3, 3));
+}
+
+/// A response message over the client's frame limit, in the middle of a server stream: the
+/// messages before it arrive, then the call fails saying so; the connection carries on.
+#[tokio::test]
+async fn a_response_message_over_the_clients_frame_limit_fails_the_call_saying_so() {
+    let s = serve(Net::Tcp).await;
+    let mut config = ClientConfig::default();
+    config.conn.max_frame = 1 << 20;
+    let channel = Channel::from_client(Client::connect_tcp(s.addr, config).await.unwrap());
+    let mut client = EchoClient::new(channel).max_decoding_message_size(BIG);
+    let mut request = Request::new(blob(1, 0));
+    request.metadata_mut().insert("x-sizes", format!("10,{},10", 2 << 20).parse().unwrap());
+    let mut stream = tokio::time::timeout(HANG, client.server_stream(request)).await.expect("no hang").unwrap().into_inner();
+    assert_eq!(tokio::time::timeout(HANG, stream.message()).await.expect("no hang").unwrap(), Some(blob(10, 0)));
+    let status = tokio::time::timeout(HANG, stream.message()).await.expect("no hang").unwrap_err();
+    assert!(status.message().contains("limit"), "the status says why: {status:?}");
+    // A unary answer over the limit fails alone too.
+    let status = tokio::time::timeout(HANG, client.unary(blob(2 << 20, 1))).await.expect("no hang").unwrap_err();
+    assert!(status.message().contains("limit"), "the status says why: {status:?}");
+    assert_eq!(client.unary(blob(3, 3)).await.unwrap().into_inner(), blob(3, 3));
+}
