@@ -51,7 +51,9 @@ struct Reply {
 /// attachment, sent from the buffer tonic encoded it into), its trailers as the call's
 /// trailers and `grpc-status`/`grpc-message` as the call's status.
 ///
-/// A path whose service is not here is answered `UNIMPLEMENTED`, naming the path. The zcrpc
+/// A path whose service is not here is answered `UNIMPLEMENTED`, naming the path; a call whose
+/// path is not the one its method id names, `INVALID_ARGUMENT` (an [`rpc_core::ServerBuilder`]'s
+/// authorization hook and layers see the id, so the two must agree). The zcrpc
 /// limits (frame size, calls in flight, metadata, memory) are those of the
 /// [`rpc_core::ServerBuilder`] given to [`Server::with`]. An HTTP/2 client that connects gets
 /// its connection closed at once: the zcrpc hello it receives is no HTTP/2, and the server
@@ -171,6 +173,15 @@ impl rpc_core::Service for Routes {
                 ),
             ))));
         };
+        // The call runs what its path names, while the server's authorization hook and layers
+        // see its method id: the two must agree, or a hook that refuses a method by id would
+        // be passed with another method's id and this one's path.
+        if rpc_core::method_id(text.strip_prefix('/').unwrap_or(text)) != request.method {
+            return Box::pin(std::future::ready(Err(Status::invalid_argument(format!(
+                "{text}: the call's method id {:#010x} is not this path's (an rpc_tonic::Channel sends both)",
+                request.method
+            )))));
+        }
         let service = text.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(s, _)| s).unwrap_or("");
         let Some(handler) = self.services.get(service) else {
             return Box::pin(std::future::ready(Err(Status::new(

@@ -553,3 +553,34 @@ async fn a_response_message_over_the_clients_frame_limit_fails_the_call_saying_s
     assert!(status.message().contains("limit"), "the status says why: {status:?}");
     assert_eq!(client.unary(blob(3, 3)).await.unwrap().into_inner(), blob(3, 3));
 }
+
+/// The server's authorization hook (and its layers) see a call's method id; the call is routed
+/// by its `:path`. A call whose path is not the one its id names is refused, so that a hook
+/// that refuses a method by id cannot be passed with another method's id and this one's path.
+#[tokio::test]
+async fn a_call_whose_path_is_not_its_method_id_is_refused() {
+    use prost::Message as _;
+    let denied = rpc_core::method_id("zcrpc.echo.Echo/Unary");
+    let builder = rpc_core::Server::builder().authorize(move |call| match call.method == denied {
+        true => Err(rpc_core::Status::permission_denied("Unary is not for you")),
+        false => Ok(()),
+    });
+    let mut s = serve_with(Net::Tcp, builder).await;
+    let status = s.client.unary(blob(1, 0)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    let client = Client::connect_tcp(s.addr, ClientConfig::default()).await.unwrap();
+    let metadata = rpc_core::Metadata::new().with(":path", "/zcrpc.echo.Echo/Unary");
+    let options = rpc_core::CallOptions { metadata, ..Default::default() };
+    let other = rpc_core::method_id("zcrpc.echo.Echo/ClientStream");
+    let body = rpc_core::Body::message(blob(5, 7).encode_to_vec().into());
+    let result = tokio::time::timeout(HANG, client.call(other, body, options)).await.expect("no hang");
+    let status = match result {
+        Ok(_) => panic!("the call ran the method its path names, which its id does not"),
+        Err(e) => e.status().cloned().unwrap_or_else(|| panic!("{e}")),
+    };
+    assert_eq!(status.code, rpc_core::Code::INVALID_ARGUMENT, "{status:?}");
+    assert!(status.message.contains("/zcrpc.echo.Echo/Unary"), "{status:?}");
+    // Other calls carry on.
+    assert_eq!(s.client.client_stream(futures::stream::iter(vec![blob(2, 2)])).await.unwrap().into_inner(), blob(2, 2));
+}
