@@ -456,3 +456,29 @@ async fn a_plain_tower_service_is_served_and_its_errors_become_statuses() {
     assert_eq!(err.code(), Code::UNKNOWN, "{err}");
     assert!(err.to_string().contains("the disk is on fire"), "{err}");
 }
+
+/// An endpoint that was down when the balanced client was made (dialed again in the
+/// background) is one of its endpoints too: when the others go, the error names it and why,
+/// and counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_down_from_the_start_is_named_when_every_endpoint_is_down() {
+    let (svc, _) = service("a");
+    let (server, up) = serve(Server::builder().build(svc)).await;
+    let never = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let balanced = Balanced::connect_tcp(&[up, never], quick()).await.unwrap();
+    balanced.clone().oneshot(slow(1)).await.unwrap();
+    let endpoints = balanced.endpoints();
+    assert_eq!(endpoints.len(), 2, "both are endpoints: {endpoints:?}");
+    drop(server);
+    let svc = ServiceBuilder::new().retry(RetryPolicy::new(6).backoff(Duration::from_millis(5)).max_backoff(Duration::from_millis(50))).service(balanced);
+    let err = tokio::time::timeout(Duration::from_secs(30), svc.oneshot(slow(1).idempotent()))
+        .await
+        .expect("a call with every endpoint down must not hang")
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, CallError::Unavailable(_)), "{err:?}");
+    assert!(text.contains("all 2 endpoints are down"), "{text}");
+    for a in [up, never] {
+        assert!(text.contains(&a.to_string()), "names {a}: {text}");
+    }
+}

@@ -122,7 +122,8 @@ impl Balanced {
 
     /// Connects to each of `addrs` over TCP (as [`Client::connect_tcp`], concurrently) and
     /// balances across them; an endpoint that does not answer now is dialed again in the
-    /// background, with the backoff of `config.reconnect`, and joins when it is up. Calls to
+    /// background, with the backoff of `config.reconnect`, and joins when it is up (until
+    /// then [`Balanced::endpoints`] lists it with why, and the all-down error names it). Calls to
     /// an endpoint that is re-dialing fail at once (`wait_for_connection` is turned off for
     /// the endpoints) so that they go elsewhere.
     ///
@@ -157,8 +158,19 @@ impl Balanced {
         for (addr, e) in &failed {
             tracing::info!("endpoint {addr} is down ({e}); dialing it in the background");
         }
+        let down: Vec<(String, String)> =
+            failed.iter().map(|(addr, e)| (format!("{addr:?}"), format!("not connected yet, dialing again: {e}"))).collect();
         let later = failed.into_iter().map(|(addr, _)| redial(addr, config.clone())).collect();
-        Ok(Balanced::new(Box::pin(StaticList { ready: up, dialing: later })))
+        let balanced = Balanced::new(Box::pin(StaticList { ready: up, dialing: later }));
+        // The endpoints being dialed are endpoints too (named as the health watch names them):
+        // with the others down, the error names every one and says why, and so does
+        // `endpoints`. A background dial that got there first has its say.
+        let mut h = balanced.health.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, why) in down {
+            h.endpoints.entry(name).or_insert(why);
+        }
+        drop(h);
+        Ok(balanced)
     }
 
     /// The endpoints known now, each with whether it takes calls (`"up"`) or why not.
