@@ -584,3 +584,63 @@ async fn a_call_whose_path_is_not_its_method_id_is_refused() {
     // Other calls carry on.
     assert_eq!(s.client.client_stream(futures::stream::iter(vec![blob(2, 2)])).await.unwrap().into_inner(), blob(2, 2));
 }
+
+/// Metadata a zcrpc peer may send that is no HTTP header (a key with a character HTTP does not
+/// allow, a control byte in a value, a `-bin` value that is not base64: tonic's decoder would
+/// panic on it) is refused naming the key, both ways, and the connection carries on.
+#[tokio::test]
+async fn metadata_that_is_no_http_header_is_refused_naming_it_both_ways() {
+    use prost::Message as _;
+    use rpc_core::{Body, BoxFuture, ServerRequest};
+
+    // A plain zcrpc client at a level-2 server.
+    let mut s = serve(Net::Tcp).await;
+    let client = Client::connect_tcp(s.addr, ClientConfig::default()).await.unwrap();
+    let path = "/zcrpc.echo.Echo/Unary";
+    for (key, value) in [("x(y", &b"v"[..]), ("x-ctl", b"a\x01b"), ("x-data-bin", b"not base64!")] {
+        let metadata = rpc_core::Metadata::new().with(":path", path).with(key, Bytes::copy_from_slice(value));
+        let options = rpc_core::CallOptions { metadata, ..Default::default() };
+        let body = Body::message(blob(3, 1).encode_to_vec().into());
+        let call = client.call(rpc_core::method_id(&path[1..]), body, options);
+        let e = tokio::time::timeout(HANG, call).await.expect("no hang").unwrap_err();
+        let status = e.status().unwrap_or_else(|| panic!("{key}: {e}"));
+        assert_eq!(status.code, rpc_core::Code::INVALID_ARGUMENT, "{key}: {status:?}");
+        assert!(status.message.contains(key), "{key}: {status:?}");
+    }
+    assert_eq!(s.client.unary(blob(3, 3)).await.unwrap().into_inner(), blob(3, 3));
+
+    // A zcrpc server answering a level-2 channel with such response headers, or trailers.
+    struct Odd;
+    impl rpc_core::Service for Odd {
+        fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, rpc_core::Status>> {
+            Box::pin(async move {
+                let which = req.metadata.get_str("x-which").unwrap_or("").to_owned();
+                let reply = Body::message(blob(2, 5).encode_to_vec().into());
+                match which.as_str() {
+                    "header" => req.response.set_header("x(y", "v").unwrap(),
+                    "trailer" => {
+                        req.response.set_trailer("x-data-bin", "not base64!").unwrap();
+                        return Err(rpc_core::Status::new(rpc_core::Code::NOT_FOUND, "gone"));
+                    }
+                    _ => {}
+                }
+                Ok(reply)
+            })
+        }
+    }
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let _handle = rpc_core::Server::builder().build(Odd).serve(acceptor);
+    let mut client = EchoClient::new(Channel::connect_tcp(addr).await.unwrap());
+    let mut request = Request::new(blob(1, 0));
+    request.metadata_mut().insert("x-which", "header".parse().unwrap());
+    let status = tokio::time::timeout(HANG, client.unary(request)).await.expect("no hang").unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(status.message().contains("x(y"), "{status:?}");
+    // Trailers that are no headers are dropped; the status stays.
+    let mut request = Request::new(blob(1, 0));
+    request.metadata_mut().insert("x-which", "trailer".parse().unwrap());
+    let status = tokio::time::timeout(HANG, client.unary(request)).await.expect("no hang").unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::NotFound, "gone"), "{status:?}");
+    assert_eq!(client.unary(blob(1, 0)).await.unwrap().into_inner(), blob(2, 5));
+}
