@@ -948,3 +948,51 @@ async fn a_unary_call_to_the_stream_method_fails_saying_why() {
     assert_eq!(status.code, rpc_core::Code::INVALID_ARGUMENT, "{status:?}");
     assert!(status.message.contains("is a bidirectional streaming call"), "{status:?}");
 }
+
+/// Each read of a connection's tarpc channel polls every `tarpc/stream` call open on it, and a
+/// client transport opens one: a peer that opens more than 64 on one connection is refused,
+/// saying so, a stream that ends makes room, and tarpc on the connection carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_a_connections_limit_are_refused_and_one_that_ends_makes_room() {
+    const LIMIT: usize = 64;
+    let hang = Duration::from_secs(20);
+    let addr = listen_and_serve(Impl::default()).await;
+    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
+    let open = || async {
+        let call = zc.open(rpc_tarpc::STREAM, rpc_core::Body::default(), rpc_core::CallMode::BIDI, rpc_core::CallOptions::default());
+        let (tx, mut rx) = tokio::time::timeout(hang, call).await.expect("no hang").unwrap().split();
+        let accepted = tokio::time::timeout(hang, rx.response_headers()).await.expect("no hang").get_str("tarpc-stream") == Some("1");
+        (tx, rx, accepted)
+    };
+    let mut streams = Vec::new();
+    for i in 0..LIMIT {
+        let (tx, rx, accepted) = open().await;
+        assert!(accepted, "stream {i} is accepted");
+        streams.push((tx, rx));
+    }
+    let (_tx, mut rx, accepted) = open().await;
+    assert!(!accepted, "stream {LIMIT} is refused");
+    let err = tokio::time::timeout(hang, rx.recv()).await.expect("no hang").unwrap().unwrap_err();
+    let rpc_core::CallError::Status(status) = &err else { panic!("{err:?}") };
+    assert_eq!(status.code, rpc_core::Code::RESOURCE_EXHAUSTED, "{status:?}");
+    assert!(status.message.contains("64 tarpc/stream calls"), "{status:?}");
+
+    // One ends (finished, so the server ends it): room for another.
+    let (mut tx, mut rx) = streams.pop().unwrap();
+    tx.finish();
+    assert!(tokio::time::timeout(hang, rx.recv()).await.expect("no hang").is_none());
+    let mut room = false;
+    for _ in 0..100 {
+        let (tx, rx, accepted) = open().await;
+        if accepted {
+            streams.push((tx, rx));
+            room = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(room, "no stream accepted after one ended");
+    // The connection carries tarpc on (its requests go as calls while no stream is free).
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::ClientTransport::new(zc.clone())).spawn();
+    warm_up(&client).await;
+}
