@@ -482,3 +482,25 @@ async fn an_endpoint_down_from_the_start_is_named_when_every_endpoint_is_down() 
         assert!(text.contains(&a.to_string()), "names {a}: {text}");
     }
 }
+
+/// A discovery stream that reports an error (a lookup that failed once) does not end the
+/// balanced client: the error is logged, the endpoints stay, and later changes are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovery_error_does_not_end_the_balanced_client() {
+    let (svc_a, _) = service("a");
+    let (svc_b, _) = service("b");
+    let (_ha, addr_a) = serve(Server::builder().build(svc_a)).await;
+    let (_hb, addr_b) = serve(Server::builder().build(svc_b)).await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Change<&'static str, Client>, std::io::Error>>();
+    let discover = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let balanced = Balanced::new(Box::pin(discover));
+    tx.send(Ok(Change::Insert("a", Client::connect_tcp(addr_a, quick()).await.unwrap()))).unwrap();
+    assert_eq!(&balanced.clone().oneshot(slow(0)).await.unwrap().message[..], b"a");
+    tx.send(Err(std::io::Error::other("the lookup failed this once"))).unwrap();
+    let call = tokio::time::timeout(Duration::from_secs(20), balanced.clone().oneshot(slow(0))).await.expect("no hang");
+    assert_eq!(&call.unwrap().message[..], b"a", "the endpoints stay");
+    tx.send(Ok(Change::Insert("b", Client::connect_tcp(addr_b, quick()).await.unwrap()))).unwrap();
+    tx.send(Ok(Change::Remove("a"))).unwrap();
+    let call = tokio::time::timeout(Duration::from_secs(20), balanced.clone().oneshot(slow(0))).await.expect("no hang");
+    assert_eq!(&call.unwrap().message[..], b"b", "later changes are taken");
+}

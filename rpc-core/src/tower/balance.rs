@@ -78,8 +78,9 @@ impl std::fmt::Debug for Balanced {
 
 impl Balanced {
     /// A balancer over the clients `discover` yields: `Change::Insert(key, client)` adds one
-    /// (or replaces the one of that key), `Change::Remove(key)` takes it out. Until the stream
-    /// has inserted a usable endpoint, calls wait (within their timeout) rather than fail.
+    /// (or replaces the one of that key), `Change::Remove(key)` takes it out; an error is
+    /// logged and the stream read on, the endpoints staying. Until the stream has inserted a
+    /// usable endpoint, calls wait (within their timeout) rather than fail.
     ///
     /// For an endpoint to leave the choice at once when its server goes, make its client with
     /// [`Reconnect::wait_for_connection`](crate::Reconnect::wait_for_connection) off: a call
@@ -377,7 +378,15 @@ where
                 Poll::Pending => break,
                 // The user's stream ended: the endpoints it gave stay.
                 Poll::Ready(None) => this.discover = None,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                // A lookup that failed: tower's balancer would end at it, and every later call
+                // with it (its buffer's task stops for good). The endpoints stay, and the
+                // stream is read on at the next poll, not this one (a stream that fails at
+                // every poll must not hold the balancer's task).
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!("balancer: the discovery stream failed ({e}); its endpoints stay");
+                    cx.waker().wake_by_ref();
+                    break;
+                }
                 Poll::Ready(Some(Ok(Change::Insert(key, client)))) => {
                     if let Some(change) = this.insert(key.clone(), client) {
                         return Poll::Ready(Some(Ok(change)));
