@@ -220,13 +220,13 @@ async fn pump(
             let run: Vec<Body> = std::iter::from_fn(|| deframer.next()).map(GrpcMessage::into_body).collect();
             match sender.send_all(run).await {
                 Ok(()) => {}
-                // A message this side would not send (over the server's frame limit, say): the
-                // call fails saying so. Returning would drop the sender while the response
-                // lives, which ends the request stream cleanly: the server would answer the
-                // messages before it as if they were the whole request.
+                // A message this side would not send (over the server's frame limit or its
+                // attachments per frame): the call fails saying so, `RESOURCE_EXHAUSTED` as a
+                // unary request over the limit does. Returning would drop the sender while the
+                // response lives, which ends the request stream cleanly: the server would answer
+                // the messages before it as if they were the whole request.
                 Err(e @ (CallError::Codec(_) | CallError::TooLarge { .. })) => {
-                    let status = headers::status_of(&e);
-                    break tonic::Status::new(status.code(), format!("a request message could not be sent: {}", status.message()));
+                    break tonic::Status::resource_exhausted(format!("a request message could not be sent: {e}"));
                 }
                 // The call is over; the response says why.
                 Err(_) => return,

@@ -15,7 +15,7 @@ use http::uri::PathAndQuery;
 use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame};
 use rpc_core::transport::Acceptor;
-use rpc_core::{Body, Code, ResponseMetadata, ServerBuilder, ServerHandle, ServerRequest, Status, StreamReceiver, StreamSender};
+use rpc_core::{Body, CallError, Code, ResponseMetadata, ServerBuilder, ServerHandle, ServerRequest, Status, StreamReceiver, StreamSender};
 use tonic::server::NamedService;
 
 use crate::headers::{self, GRPC_CONTENT_TYPE, GRPC_MESSAGE, GRPC_STATUS, GRPC_TIMEOUT, PATH_KEY};
@@ -373,7 +373,11 @@ async fn send(sender: &mut Option<StreamSender>, run: Vec<Body>) -> Result<(), S
         Some(s) => s.send_all(run).await,
         None => return Err(Status::internal("a unary zcrpc call carries one answer; this gRPC method streams (call it through an rpc_tonic::Channel)")),
     }
-    .map_err(|e| Status::new(e.code(), e.to_string()))
+    .map_err(|e| match e {
+        // A message over the client's limits: `RESOURCE_EXHAUSTED`, as a unary answer over them is.
+        CallError::Codec(_) | CallError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+        e => Status::new(e.code(), e.to_string()),
+    })
 }
 
 /// The zcrpc code of a gRPC code (the same number).
