@@ -996,3 +996,30 @@ async fn streams_past_a_connections_limit_are_refused_and_one_that_ends_makes_ro
     let client = StoreClient::new(client::Config::default(), rpc_tarpc::ClientTransport::new(zc.clone())).spawn();
     warm_up(&client).await;
 }
+
+/// tarpc's own transport at the other end, either way: a clear error at once, never a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_tarpc_peer_at_either_end_fails_promptly() {
+    use tarpc::tokio_serde::formats::Bincode;
+    let hang = Duration::from_secs(20);
+    // A zcrpc client at a tarpc server of tarpc's own transport.
+    let mut listener = tarpc::serde_transport::tcp::listen("127.0.0.1:0", Bincode::default).await.unwrap();
+    let addr = listener.local_addr();
+    tokio::spawn(async move {
+        while let Some(Ok(transport)) = listener.next().await {
+            let serve = BaseChannel::with_defaults(transport).execute(Impl::default().serve());
+            tokio::spawn(serve.for_each(|response| async { tokio::spawn(response); }));
+        }
+    });
+    let e = tokio::time::timeout(hang, rpc_tarpc::connect::<StoreRequest, StoreResponse>(addr)).await.expect("no hang").unwrap_err();
+    assert!(e.to_string().contains("without a zcrpc hello"), "{e}");
+
+    // A tarpc client of tarpc's own transport at a zcrpc server.
+    let addr = listen_and_serve(Impl::default()).await;
+    let transport = tarpc::serde_transport::tcp::connect(addr, Bincode::default).await.unwrap();
+    let client = StoreClient::new(client::Config::default(), transport).spawn();
+    let e = tokio::time::timeout(hang, client.add(context::current(), 1, 2)).await.expect("no hang").unwrap_err();
+    // tarpc's dispatch ends with its transport: it read the zcrpc hello as a frame too large
+    // for its codec, or the zcrpc server closed on its first bytes first.
+    assert!(matches!(e, RpcError::Shutdown | RpcError::Channel(_)), "{e:?}");
+}
