@@ -647,3 +647,44 @@ async fn metadata_that_is_no_http_header_is_refused_naming_it_both_ways() {
     assert_eq!((status.code(), status.message()), (Code::NotFound, "gone"), "{status:?}");
     assert_eq!(client.unary(blob(1, 0)).await.unwrap().into_inner(), blob(2, 5));
 }
+
+/// A server that takes a call and never answers, not even its headers: a streaming call with a
+/// deadline ends at it (DEADLINE_EXCEEDED), whichever shape, and the connection carries on.
+#[tokio::test]
+async fn a_server_that_never_answers_ends_each_call_shape_at_its_deadline() {
+    use rpc_core::{Body, BoxFuture, ServerRequest};
+
+    struct Silent;
+    impl rpc_core::Service for Silent {
+        fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, rpc_core::Status>> {
+            Box::pin(async move {
+                if req.metadata.get_str("x-answer").is_some() {
+                    return Ok(Body::message(blob(1, 1).encode_to_vec().into()));
+                }
+                let _keep = req;
+                std::future::pending().await
+            })
+        }
+    }
+    use prost::Message as _;
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let _handle = rpc_core::Server::builder().build(Silent).serve(acceptor);
+    let mut client = EchoClient::new(Channel::connect_tcp(addr).await.unwrap());
+    let within = |d| {
+        let mut r = Request::new(futures::stream::pending::<Blob>());
+        r.set_timeout(d);
+        r
+    };
+    let status = tokio::time::timeout(HANG, client.client_stream(within(Duration::from_millis(100)))).await.expect("no hang").unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "client stream: {status:?}");
+    let status = tokio::time::timeout(HANG, client.bidi(within(Duration::from_millis(100)))).await.expect("no hang").unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "bidi: {status:?}");
+    let mut r = Request::new(blob(1, 0));
+    r.set_timeout(Duration::from_millis(100));
+    let status = tokio::time::timeout(HANG, client.server_stream(r)).await.expect("no hang").unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "server stream: {status:?}");
+    let mut r = Request::new(blob(1, 0));
+    r.metadata_mut().insert("x-answer", "1".parse().unwrap());
+    assert_eq!(tokio::time::timeout(HANG, client.unary(r)).await.expect("no hang").unwrap().into_inner(), blob(1, 1));
+}
