@@ -1023,3 +1023,26 @@ async fn a_plain_tarpc_peer_at_either_end_fails_promptly() {
     // for its codec, or the zcrpc server closed on its first bytes first.
     assert!(matches!(e, RpcError::Shutdown | RpcError::Channel(_)), "{e:?}");
 }
+
+/// A peer that connects and says nothing holds its connection's slot only until the zcrpc
+/// handshake timeout: its channel then ends, and the next client is served in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_connects_and_says_nothing_is_let_go_at_the_handshake_timeout() {
+    let hang = Duration::from_secs(20);
+    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let builder = rpc_core::Server::builder().handshake_timeout(Duration::from_millis(200));
+    // One connection at a time.
+    let mut incoming = rpc_tarpc::Incoming::<StoreRequest, StoreResponse>::new(acceptor, builder, 1);
+    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut transport = tokio::time::timeout(hang, incoming.next()).await.expect("no hang").unwrap().unwrap();
+    // Its channel ends (no request ever comes) once the connection is dropped.
+    let end = tokio::time::timeout(hang, transport.next()).await.expect("the silent peer's channel must end");
+    assert!(end.is_none(), "a request from a silent peer: {:?}", end.map(|r| r.map(|_| ())));
+    // Its slot is free: a client is served.
+    let client = tokio::spawn(rpc_tarpc::connect::<StoreRequest, StoreResponse>(addr));
+    let transport = tokio::time::timeout(hang, incoming.next()).await.expect("no hang").unwrap().unwrap();
+    serve_channel(transport, Impl::default());
+    let client = StoreClient::new(client::Config::default(), client.await.unwrap().unwrap()).spawn();
+    assert_eq!(tokio::time::timeout(hang, client.add(context::current(), 2, 3)).await.expect("no hang").unwrap(), 5);
+}
