@@ -504,3 +504,31 @@ async fn a_discovery_error_does_not_end_the_balanced_client() {
     let call = tokio::time::timeout(Duration::from_secs(20), balanced.clone().oneshot(slow(0))).await.expect("no hang");
     assert_eq!(&call.unwrap().message[..], b"b", "later changes are taken");
 }
+
+/// A call waits for a usable endpoint only within its own timeout: with none inserted yet (or
+/// every one removed), it fails at its deadline instead of waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_for_an_endpoint_fails_at_its_timeout() {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Change<&'static str, Client>, std::convert::Infallible>>();
+    let discover = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let balanced = Balanced::new(Box::pin(discover));
+    let call = Call::path(ECHO, Body::message(Bytes::from_static(b"x"))).timeout(Duration::from_millis(200));
+    let err = tokio::time::timeout(Duration::from_secs(20), balanced.clone().oneshot(call))
+        .await
+        .expect("a call with no endpoint must end at its timeout")
+        .unwrap_err();
+    assert!(matches!(err, CallError::DeadlineExceeded(_)), "{err:?}");
+
+    // One inserted, then removed: the same.
+    let (svc, _) = service("a");
+    let (_h, addr) = serve(Server::builder().build(svc)).await;
+    tx.send(Ok(Change::Insert("a", Client::connect_tcp(addr, quick()).await.unwrap()))).unwrap();
+    balanced.clone().oneshot(slow(0)).await.unwrap();
+    tx.send(Ok(Change::Remove("a"))).unwrap();
+    let call = Call::path(ECHO, Body::message(Bytes::from_static(b"x"))).timeout(Duration::from_millis(200));
+    let err = tokio::time::timeout(Duration::from_secs(20), balanced.clone().oneshot(call))
+        .await
+        .expect("a call with no endpoint must end at its timeout")
+        .unwrap_err();
+    assert!(matches!(err, CallError::DeadlineExceeded(_)), "{err:?}");
+}

@@ -80,7 +80,9 @@ impl Balanced {
     /// A balancer over the clients `discover` yields: `Change::Insert(key, client)` adds one
     /// (or replaces the one of that key), `Change::Remove(key)` takes it out; an error is
     /// logged and the stream read on, the endpoints staying. Until the stream has inserted a
-    /// usable endpoint, calls wait (within their timeout) rather than fail.
+    /// usable endpoint (or after it removed them all), calls wait within their timeout
+    /// ([`Call::timeout`], which counts from the balancer's `call`) rather than fail; a call
+    /// without one waits until an endpoint comes.
     ///
     /// For an endpoint to leave the choice at once when its server goes, make its client with
     /// [`Reconnect::wait_for_connection`](crate::Reconnect::wait_for_connection) off: a call
@@ -191,8 +193,18 @@ impl Service<Call> for Balanced {
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
+        let timeout = call.options.timeout;
         let fut = self.buffer.call(call);
-        Box::pin(async move { fut.await.map_err(to_call_error) })
+        Box::pin(async move {
+            let Some(t) = timeout else { return fut.await.map_err(to_call_error) };
+            // The call's timeout counts from here, not only once an endpoint took it: a call
+            // that waits for a usable endpoint (none inserted yet, every one removed) would
+            // otherwise wait without end. Dropping the future cancels the call if it was sent.
+            match tokio::time::timeout(t, fut).await {
+                Ok(result) => result.map_err(to_call_error),
+                Err(_) => Err(CallError::DeadlineExceeded(t)),
+            }
+        })
     }
 }
 
