@@ -688,3 +688,33 @@ async fn a_server_that_never_answers_ends_each_call_shape_at_its_deadline() {
     r.metadata_mut().insert("x-answer", "1".parse().unwrap());
     assert_eq!(tokio::time::timeout(HANG, client.unary(r)).await.expect("no hang").unwrap().into_inner(), blob(1, 1));
 }
+
+/// A stream whose reader stops (its window full, its server's handler waiting for credit) holds
+/// up only itself: other streaming calls on the same connection go on to their end, and it
+/// still completes once read.
+#[tokio::test]
+async fn a_stream_that_is_not_read_holds_up_only_itself() {
+    let mut s = serve(Net::Tcp).await;
+    let big = vec![(1usize << 20).to_string(); 12].join(",");
+    let mut stalled_request = Request::new(blob(1, 0));
+    stalled_request.metadata_mut().insert("x-sizes", big.parse().unwrap());
+    // 12 MiB to a reader that takes nothing yet: three times the stream window.
+    let mut stalled = tokio::time::timeout(HANG, s.client.server_stream(stalled_request)).await.expect("no hang").unwrap().into_inner();
+    for round in 0..3 {
+        let mut request = Request::new(blob(1, 0));
+        request.metadata_mut().insert("x-sizes", big.parse().unwrap());
+        let got = tokio::time::timeout(HANG, async {
+            let stream = s.client.server_stream(request).await.unwrap().into_inner();
+            stream.map(|m| m.unwrap().data.len()).collect::<Vec<_>>().await
+        })
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: a stream was held up by another that is not read"));
+        assert_eq!(got, vec![1 << 20; 12], "round {round}");
+    }
+    let mut n = 0;
+    while let Some(m) = tokio::time::timeout(HANG, stalled.message()).await.expect("no hang").unwrap() {
+        assert_eq!(m.data.len(), 1 << 20);
+        n += 1;
+    }
+    assert_eq!(n, 12);
+}
