@@ -456,3 +456,79 @@ async fn a_plain_tower_service_is_served_and_its_errors_become_statuses() {
     assert_eq!(err.code(), Code::UNKNOWN, "{err}");
     assert!(err.to_string().contains("the disk is on fire"), "{err}");
 }
+
+/// An endpoint that was down when the balanced client was made (dialed again in the
+/// background) is one of its endpoints too: when the others go, the error names it and why,
+/// and counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_down_from_the_start_is_named_when_every_endpoint_is_down() {
+    let (svc, _) = service("a");
+    let (server, up) = serve(Server::builder().build(svc)).await;
+    let never = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let balanced = Balanced::connect_tcp(&[up, never], quick()).await.unwrap();
+    balanced.clone().oneshot(slow(1)).await.unwrap();
+    let endpoints = balanced.endpoints();
+    assert_eq!(endpoints.len(), 2, "both are endpoints: {endpoints:?}");
+    drop(server);
+    let svc = ServiceBuilder::new().retry(RetryPolicy::new(6).backoff(Duration::from_millis(5)).max_backoff(Duration::from_millis(50))).service(balanced);
+    let err = tokio::time::timeout(Duration::from_secs(30), svc.oneshot(slow(1).idempotent()))
+        .await
+        .expect("a call with every endpoint down must not hang")
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, CallError::Unavailable(_)), "{err:?}");
+    assert!(text.contains("all 2 endpoints are down"), "{text}");
+    for a in [up, never] {
+        assert!(text.contains(&a.to_string()), "names {a}: {text}");
+    }
+}
+
+/// A discovery stream that reports an error (a lookup that failed once) does not end the
+/// balanced client: the error is logged, the endpoints stay, and later changes are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovery_error_does_not_end_the_balanced_client() {
+    let (svc_a, _) = service("a");
+    let (svc_b, _) = service("b");
+    let (_ha, addr_a) = serve(Server::builder().build(svc_a)).await;
+    let (_hb, addr_b) = serve(Server::builder().build(svc_b)).await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Change<&'static str, Client>, std::io::Error>>();
+    let discover = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let balanced = Balanced::new(Box::pin(discover));
+    tx.send(Ok(Change::Insert("a", Client::connect_tcp(addr_a, quick()).await.unwrap()))).unwrap();
+    assert_eq!(&balanced.clone().oneshot(slow(0)).await.unwrap().message[..], b"a");
+    tx.send(Err(std::io::Error::other("the lookup failed this once"))).unwrap();
+    let call = tokio::time::timeout(Duration::from_secs(20), balanced.clone().oneshot(slow(0))).await.expect("no hang");
+    assert_eq!(&call.unwrap().message[..], b"a", "the endpoints stay");
+    tx.send(Ok(Change::Insert("b", Client::connect_tcp(addr_b, quick()).await.unwrap()))).unwrap();
+    tx.send(Ok(Change::Remove("a"))).unwrap();
+    let call = tokio::time::timeout(Duration::from_secs(20), balanced.clone().oneshot(slow(0))).await.expect("no hang");
+    assert_eq!(&call.unwrap().message[..], b"b", "later changes are taken");
+}
+
+/// A call waits for a usable endpoint only within its own timeout: with none inserted yet (or
+/// every one removed), it fails at its deadline instead of waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_for_an_endpoint_fails_at_its_timeout() {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Change<&'static str, Client>, std::convert::Infallible>>();
+    let discover = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let balanced = Balanced::new(Box::pin(discover));
+    let call = Call::path(ECHO, Body::message(Bytes::from_static(b"x"))).timeout(Duration::from_millis(200));
+    let err = tokio::time::timeout(Duration::from_secs(20), balanced.clone().oneshot(call))
+        .await
+        .expect("a call with no endpoint must end at its timeout")
+        .unwrap_err();
+    assert!(matches!(err, CallError::DeadlineExceeded(_)), "{err:?}");
+
+    // One inserted, then removed: the same.
+    let (svc, _) = service("a");
+    let (_h, addr) = serve(Server::builder().build(svc)).await;
+    tx.send(Ok(Change::Insert("a", Client::connect_tcp(addr, quick()).await.unwrap()))).unwrap();
+    balanced.clone().oneshot(slow(0)).await.unwrap();
+    tx.send(Ok(Change::Remove("a"))).unwrap();
+    let call = Call::path(ECHO, Body::message(Bytes::from_static(b"x"))).timeout(Duration::from_millis(200));
+    let err = tokio::time::timeout(Duration::from_secs(20), balanced.clone().oneshot(call))
+        .await
+        .expect("a call with no endpoint must end at its timeout")
+        .unwrap_err();
+    assert!(matches!(err, CallError::DeadlineExceeded(_)), "{err:?}");
+}

@@ -21,7 +21,8 @@
 //!   ends queue at most 64 messages and send them as the peer's credit allows (the `Sink`s'
 //!   `poll_ready` waits), so a side that stops reading holds the other back instead of
 //!   making it buffer. The server accepts the stream by sending its response headers at once;
-//!   until then (and with a server that does not know it) requests go as calls. A lost
+//!   until then (and with a server that does not know it, or that refuses it: at most 64
+//!   are open on one connection) requests go as calls. A lost
 //!   stream or connection fails the requests in flight on it with `ConnectionAborted`
 //!   ("zcrpc: the tarpc stream the request went on was lost: ..."); the zcrpc client re-dials
 //!   and the next request opens a new stream. A request or response on the stream whose

@@ -75,6 +75,14 @@ const MAX_STREAM_REQUESTS: usize = 10_000;
 /// Most responses queued on one stream before `poll_ready` waits for them to go.
 const OUT_QUEUE: usize = 64;
 
+/// Most `tarpc/stream` calls open at once on one connection: past it, another is refused
+/// `RESOURCE_EXHAUSTED` (the client transport's requests then go as calls). A client
+/// transport opens one at a time, and several sharing one zcrpc client one each; but every
+/// read of the channel polls each open stream, so a peer holding thousands open and idle
+/// (zcrpc's own limit is its calls in flight, 10 000) would make each request cost as many
+/// polls.
+const MAX_STREAMS: usize = 64;
+
 /// A request handed to the channel, by the id the channel knows it by: how its answer goes.
 enum Pending {
     /// A `tarpc/call` call, answered through its responder.
@@ -128,6 +136,8 @@ struct Link {
     requests: mpsc::UnboundedSender<Delivery>,
     /// Calls and streams in `requests`, not yet taken by the transport.
     waiting: Arc<AtomicUsize>,
+    /// `tarpc/stream` calls open (their handlers, [`StreamGone`], not yet dropped).
+    streams: AtomicUsize,
     /// The request whose response the transport is giving right now (`u64::MAX`: none). Its
     /// call's handler future is dropped within that answer ([`Responder::respond`]): that drop
     /// is no cancel, and tells the channel nothing.
@@ -148,7 +158,8 @@ fn channel_gone() -> Status {
 /// stream request's goes back on its stream, queued (at most 64 per stream, `poll_ready`
 /// waits past that) until the client's credit lets it go. At most 10 000 stream requests are
 /// in flight per connection: past that the streams are not read (the clients' credit runs
-/// out) until answers come. Dropped (the channel ended, or was refused by a limit such as
+/// out) until answers come; and at most 64 streams are open on it (more are refused
+/// `RESOURCE_EXHAUSTED`). Dropped (the channel ended, or was refused by a limit such as
 /// tarpc's `max_channels_per_key`), it closes its connection gracefully, as tarpc's own
 /// transports close their socket: a goaway, after which the client re-dials. Made by
 /// [`Incoming`].
@@ -669,9 +680,17 @@ impl Bridge {
         if let Err(status) = self.link.reserve() {
             return Box::pin(std::future::ready(Err(status)));
         }
+        if self.link.streams.fetch_add(1, Ordering::Relaxed) >= MAX_STREAMS {
+            self.link.streams.fetch_sub(1, Ordering::Relaxed);
+            self.link.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Box::pin(std::future::ready(Err(Status::resource_exhausted(format!(
+                "{MAX_STREAMS} {STREAM_PATH} calls are open on this connection already"
+            )))));
+        }
         // The stream first: the responder is taken only for a streaming call (a unary call to
         // this method is then answered by the error below).
         let Some((call, responder)) = req.stream.take().and_then(|call| Some((call, req.responder()?))) else {
+            self.link.streams.fetch_sub(1, Ordering::Relaxed);
             self.link.waiting.fetch_sub(1, Ordering::Relaxed);
             return Box::pin(std::future::ready(Err(Status::invalid_argument(format!(
                 "{STREAM_PATH} is a bidirectional streaming call of a connection"
@@ -709,6 +728,7 @@ impl Future for StreamGone {
 
 impl Drop for StreamGone {
     fn drop(&mut self) {
+        self.link.streams.fetch_sub(1, Ordering::Relaxed);
         // After the transport is gone there is nothing to tell.
         let _ = self.link.requests.send(Delivery::StreamGone { call: self.call });
     }
@@ -847,7 +867,7 @@ async fn accept_loop<A, Req, Resp>(
         // transport's socket closes with it (a graceful close: goaway, what is in flight was
         // answered by the transport's drop). Open, every call would be refused "unavailable".
         let transport_gone = requests_tx.clone();
-        let link = Arc::new(Link { requests: requests_tx, answering: answering.clone(), waiting: waiting.clone() });
+        let link = Arc::new(Link { requests: requests_tx, answering: answering.clone(), waiting: waiting.clone(), streams: AtomicUsize::new(0) });
         let bridge = Bridge { link, next_id: AtomicU64::new(0) };
         let serving = server.clone().serve_connection_with(transport, bridge, async move { transport_gone.closed().await });
         tokio::spawn(async move {

@@ -948,3 +948,101 @@ async fn a_unary_call_to_the_stream_method_fails_saying_why() {
     assert_eq!(status.code, rpc_core::Code::INVALID_ARGUMENT, "{status:?}");
     assert!(status.message.contains("is a bidirectional streaming call"), "{status:?}");
 }
+
+/// Each read of a connection's tarpc channel polls every `tarpc/stream` call open on it, and a
+/// client transport opens one: a peer that opens more than 64 on one connection is refused,
+/// saying so, a stream that ends makes room, and tarpc on the connection carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_a_connections_limit_are_refused_and_one_that_ends_makes_room() {
+    const LIMIT: usize = 64;
+    let hang = Duration::from_secs(20);
+    let addr = listen_and_serve(Impl::default()).await;
+    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
+    let open = || async {
+        let call = zc.open(rpc_tarpc::STREAM, rpc_core::Body::default(), rpc_core::CallMode::BIDI, rpc_core::CallOptions::default());
+        let (tx, mut rx) = tokio::time::timeout(hang, call).await.expect("no hang").unwrap().split();
+        let accepted = tokio::time::timeout(hang, rx.response_headers()).await.expect("no hang").get_str("tarpc-stream") == Some("1");
+        (tx, rx, accepted)
+    };
+    let mut streams = Vec::new();
+    for i in 0..LIMIT {
+        let (tx, rx, accepted) = open().await;
+        assert!(accepted, "stream {i} is accepted");
+        streams.push((tx, rx));
+    }
+    let (_tx, mut rx, accepted) = open().await;
+    assert!(!accepted, "stream {LIMIT} is refused");
+    let err = tokio::time::timeout(hang, rx.recv()).await.expect("no hang").unwrap().unwrap_err();
+    let rpc_core::CallError::Status(status) = &err else { panic!("{err:?}") };
+    assert_eq!(status.code, rpc_core::Code::RESOURCE_EXHAUSTED, "{status:?}");
+    assert!(status.message.contains("64 tarpc/stream calls"), "{status:?}");
+
+    // One ends (finished, so the server ends it): room for another.
+    let (mut tx, mut rx) = streams.pop().unwrap();
+    tx.finish();
+    assert!(tokio::time::timeout(hang, rx.recv()).await.expect("no hang").is_none());
+    let mut room = false;
+    for _ in 0..100 {
+        let (tx, rx, accepted) = open().await;
+        if accepted {
+            streams.push((tx, rx));
+            room = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(room, "no stream accepted after one ended");
+    // The connection carries tarpc on (its requests go as calls while no stream is free).
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::ClientTransport::new(zc.clone())).spawn();
+    warm_up(&client).await;
+}
+
+/// tarpc's own transport at the other end, either way: a clear error at once, never a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_tarpc_peer_at_either_end_fails_promptly() {
+    use tarpc::tokio_serde::formats::Bincode;
+    let hang = Duration::from_secs(20);
+    // A zcrpc client at a tarpc server of tarpc's own transport.
+    let mut listener = tarpc::serde_transport::tcp::listen("127.0.0.1:0", Bincode::default).await.unwrap();
+    let addr = listener.local_addr();
+    tokio::spawn(async move {
+        while let Some(Ok(transport)) = listener.next().await {
+            let serve = BaseChannel::with_defaults(transport).execute(Impl::default().serve());
+            tokio::spawn(serve.for_each(|response| async { tokio::spawn(response); }));
+        }
+    });
+    let e = tokio::time::timeout(hang, rpc_tarpc::connect::<StoreRequest, StoreResponse>(addr)).await.expect("no hang").unwrap_err();
+    assert!(e.to_string().contains("without a zcrpc hello"), "{e}");
+
+    // A tarpc client of tarpc's own transport at a zcrpc server.
+    let addr = listen_and_serve(Impl::default()).await;
+    let transport = tarpc::serde_transport::tcp::connect(addr, Bincode::default).await.unwrap();
+    let client = StoreClient::new(client::Config::default(), transport).spawn();
+    let e = tokio::time::timeout(hang, client.add(context::current(), 1, 2)).await.expect("no hang").unwrap_err();
+    // tarpc's dispatch ends with its transport: it read the zcrpc hello as a frame too large
+    // for its codec, or the zcrpc server closed on its first bytes first.
+    assert!(matches!(e, RpcError::Shutdown | RpcError::Channel(_)), "{e:?}");
+}
+
+/// A peer that connects and says nothing holds its connection's slot only until the zcrpc
+/// handshake timeout: its channel then ends, and the next client is served in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_connects_and_says_nothing_is_let_go_at_the_handshake_timeout() {
+    let hang = Duration::from_secs(20);
+    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let builder = rpc_core::Server::builder().handshake_timeout(Duration::from_millis(200));
+    // One connection at a time.
+    let mut incoming = rpc_tarpc::Incoming::<StoreRequest, StoreResponse>::new(acceptor, builder, 1);
+    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut transport = tokio::time::timeout(hang, incoming.next()).await.expect("no hang").unwrap().unwrap();
+    // Its channel ends (no request ever comes) once the connection is dropped.
+    let end = tokio::time::timeout(hang, transport.next()).await.expect("the silent peer's channel must end");
+    assert!(end.is_none(), "a request from a silent peer: {:?}", end.map(|r| r.map(|_| ())));
+    // Its slot is free: a client is served.
+    let client = tokio::spawn(rpc_tarpc::connect::<StoreRequest, StoreResponse>(addr));
+    let transport = tokio::time::timeout(hang, incoming.next()).await.expect("no hang").unwrap().unwrap();
+    serve_channel(transport, Impl::default());
+    let client = StoreClient::new(client::Config::default(), client.await.unwrap().unwrap()).spawn();
+    assert_eq!(tokio::time::timeout(hang, client.add(context::current(), 2, 3)).await.expect("no hang").unwrap(), 5);
+}

@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame};
-use rpc_core::{Body, CallMode, CallOptions, Client, ClientConfig, ConnectError, StreamReceiver, StreamSender};
+use rpc_core::{Body, CallError, CallMode, CallOptions, Client, ClientConfig, ConnectError, StreamReceiver, StreamSender};
 use tokio::sync::oneshot;
 
 use crate::headers;
@@ -218,9 +218,18 @@ async fn pump(
     let status = loop {
         if deframer.ready() > 0 {
             let run: Vec<Body> = std::iter::from_fn(|| deframer.next()).map(GrpcMessage::into_body).collect();
-            if sender.send_all(run).await.is_err() {
+            match sender.send_all(run).await {
+                Ok(()) => {}
+                // A message this side would not send (over the server's frame limit or its
+                // attachments per frame): the call fails saying so, `RESOURCE_EXHAUSTED` as a
+                // unary request over the limit does. Returning would drop the sender while the
+                // response lives, which ends the request stream cleanly: the server would answer
+                // the messages before it as if they were the whole request.
+                Err(e @ (CallError::Codec(_) | CallError::TooLarge { .. })) => {
+                    break tonic::Status::resource_exhausted(format!("a request message could not be sent: {e}"));
+                }
                 // The call is over; the response says why.
-                return;
+                Err(_) => return,
             }
         }
         if ended {

@@ -15,7 +15,7 @@ use http::uri::PathAndQuery;
 use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame};
 use rpc_core::transport::Acceptor;
-use rpc_core::{Body, Code, ResponseMetadata, ServerBuilder, ServerHandle, ServerRequest, Status, StreamReceiver, StreamSender};
+use rpc_core::{Body, CallError, Code, ResponseMetadata, ServerBuilder, ServerHandle, ServerRequest, Status, StreamReceiver, StreamSender};
 use tonic::server::NamedService;
 
 use crate::headers::{self, GRPC_CONTENT_TYPE, GRPC_MESSAGE, GRPC_STATUS, GRPC_TIMEOUT, PATH_KEY};
@@ -51,7 +51,9 @@ struct Reply {
 /// attachment, sent from the buffer tonic encoded it into), its trailers as the call's
 /// trailers and `grpc-status`/`grpc-message` as the call's status.
 ///
-/// A path whose service is not here is answered `UNIMPLEMENTED`, naming the path. The zcrpc
+/// A path whose service is not here is answered `UNIMPLEMENTED`, naming the path; a call whose
+/// path is not the one its method id names, `INVALID_ARGUMENT` (an [`rpc_core::ServerBuilder`]'s
+/// authorization hook and layers see the id, so the two must agree). The zcrpc
 /// limits (frame size, calls in flight, metadata, memory) are those of the
 /// [`rpc_core::ServerBuilder`] given to [`Server::with`]. An HTTP/2 client that connects gets
 /// its connection closed at once: the zcrpc hello it receives is no HTTP/2, and the server
@@ -171,6 +173,15 @@ impl rpc_core::Service for Routes {
                 ),
             ))));
         };
+        // The call runs what its path names, while the server's authorization hook and layers
+        // see its method id: the two must agree, or a hook that refuses a method by id would
+        // be passed with another method's id and this one's path.
+        if rpc_core::method_id(text.strip_prefix('/').unwrap_or(text)) != request.method {
+            return Box::pin(std::future::ready(Err(Status::invalid_argument(format!(
+                "{text}: the call's method id {:#010x} is not this path's (an rpc_tonic::Channel sends both)",
+                request.method
+            )))));
+        }
         let service = text.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(s, _)| s).unwrap_or("");
         let Some(handler) = self.services.get(service) else {
             return Box::pin(std::future::ready(Err(Status::new(
@@ -362,7 +373,11 @@ async fn send(sender: &mut Option<StreamSender>, run: Vec<Body>) -> Result<(), S
         Some(s) => s.send_all(run).await,
         None => return Err(Status::internal("a unary zcrpc call carries one answer; this gRPC method streams (call it through an rpc_tonic::Channel)")),
     }
-    .map_err(|e| Status::new(e.code(), e.to_string()))
+    .map_err(|e| match e {
+        // A message over the client's limits: `RESOURCE_EXHAUSTED`, as a unary answer over them is.
+        CallError::Codec(_) | CallError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+        e => Status::new(e.code(), e.to_string()),
+    })
 }
 
 /// The zcrpc code of a gRPC code (the same number).

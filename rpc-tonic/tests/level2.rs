@@ -511,3 +511,210 @@ async fn small_and_large_messages_interleaved_at_the_coalescing_boundary_keep_th
     .await
     .expect("the test took over 60 s");
 }
+
+/// A request message over the server's frame limit, in the middle of a client stream: the call
+/// fails saying so (it must not end as if the client had finished, answering what came before
+/// it), and the connection carries on. Over a unary call it fails before anything is sent.
+#[tokio::test]
+async fn a_request_message_over_the_servers_frame_limit_fails_the_call_saying_so() {
+    let mut s = serve_with(Net::Tcp, rpc_core::Server::builder().max_frame(1 << 20)).await;
+    let messages = vec![blob(10, 1), blob(2 << 20, 2), blob(10, 3)];
+    let result = tokio::time::timeout(HANG, s.client.client_stream(futures::stream::iter(messages))).await.expect("no hang");
+    let status = match result {
+        Ok(r) => panic!("the call succeeded without its second message: {} bytes answered", r.into_inner().data.len()),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("over the server's limit of 1048576 bytes"), "the status says why: {status:?}");
+
+    let status = tokio::time::timeout(HANG, s.client.unary(blob(2 << 20, 4))).await.expect("no hang").unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("frame limit"), "{status:?}");
+    // The connection carries on.
+    assert_eq!(s.client.unary(blob(3, 3)).await.unwrap().into_inner(), blob(3, 3));
+}
+
+/// A response message over the client's frame limit, in the middle of a server stream: the
+/// messages before it arrive, then the call fails saying so; the connection carries on.
+#[tokio::test]
+async fn a_response_message_over_the_clients_frame_limit_fails_the_call_saying_so() {
+    let s = serve(Net::Tcp).await;
+    let mut config = ClientConfig::default();
+    config.conn.max_frame = 1 << 20;
+    let channel = Channel::from_client(Client::connect_tcp(s.addr, config).await.unwrap());
+    let mut client = EchoClient::new(channel).max_decoding_message_size(BIG);
+    let mut request = Request::new(blob(1, 0));
+    request.metadata_mut().insert("x-sizes", format!("10,{},10", 2 << 20).parse().unwrap());
+    let mut stream = tokio::time::timeout(HANG, client.server_stream(request)).await.expect("no hang").unwrap().into_inner();
+    assert_eq!(tokio::time::timeout(HANG, stream.message()).await.expect("no hang").unwrap(), Some(blob(10, 0)));
+    let status = tokio::time::timeout(HANG, stream.message()).await.expect("no hang").unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("over the client's limit of 1048576 bytes"), "the status says why: {status:?}");
+    // A unary answer over the limit fails alone too.
+    let status = tokio::time::timeout(HANG, client.unary(blob(2 << 20, 1))).await.expect("no hang").unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("over the client's limit of 1048576 bytes"), "the status says why: {status:?}");
+    assert_eq!(client.unary(blob(3, 3)).await.unwrap().into_inner(), blob(3, 3));
+}
+
+/// The server's authorization hook (and its layers) see a call's method id; the call is routed
+/// by its `:path`. A call whose path is not the one its id names is refused, so that a hook
+/// that refuses a method by id cannot be passed with another method's id and this one's path.
+#[tokio::test]
+async fn a_call_whose_path_is_not_its_method_id_is_refused() {
+    use prost::Message as _;
+    let denied = rpc_core::method_id("zcrpc.echo.Echo/Unary");
+    let builder = rpc_core::Server::builder().authorize(move |call| match call.method == denied {
+        true => Err(rpc_core::Status::permission_denied("Unary is not for you")),
+        false => Ok(()),
+    });
+    let mut s = serve_with(Net::Tcp, builder).await;
+    let status = s.client.unary(blob(1, 0)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    let client = Client::connect_tcp(s.addr, ClientConfig::default()).await.unwrap();
+    let metadata = rpc_core::Metadata::new().with(":path", "/zcrpc.echo.Echo/Unary");
+    let options = rpc_core::CallOptions { metadata, ..Default::default() };
+    let other = rpc_core::method_id("zcrpc.echo.Echo/ClientStream");
+    let body = rpc_core::Body::message(blob(5, 7).encode_to_vec().into());
+    let result = tokio::time::timeout(HANG, client.call(other, body, options)).await.expect("no hang");
+    let status = match result {
+        Ok(_) => panic!("the call ran the method its path names, which its id does not"),
+        Err(e) => e.status().cloned().unwrap_or_else(|| panic!("{e}")),
+    };
+    assert_eq!(status.code, rpc_core::Code::INVALID_ARGUMENT, "{status:?}");
+    assert!(status.message.contains("/zcrpc.echo.Echo/Unary"), "{status:?}");
+    // Other calls carry on.
+    assert_eq!(s.client.client_stream(futures::stream::iter(vec![blob(2, 2)])).await.unwrap().into_inner(), blob(2, 2));
+}
+
+/// Metadata a zcrpc peer may send that is no HTTP header (a key with a character HTTP does not
+/// allow, a control byte in a value, a `-bin` value that is not base64: tonic's decoder would
+/// panic on it) is refused naming the key, both ways, and the connection carries on.
+#[tokio::test]
+async fn metadata_that_is_no_http_header_is_refused_naming_it_both_ways() {
+    use prost::Message as _;
+    use rpc_core::{Body, BoxFuture, ServerRequest};
+
+    // A plain zcrpc client at a level-2 server.
+    let mut s = serve(Net::Tcp).await;
+    let client = Client::connect_tcp(s.addr, ClientConfig::default()).await.unwrap();
+    let path = "/zcrpc.echo.Echo/Unary";
+    for (key, value) in [("x(y", &b"v"[..]), ("x-ctl", b"a\x01b"), ("x-data-bin", b"not base64!")] {
+        let metadata = rpc_core::Metadata::new().with(":path", path).with(key, Bytes::copy_from_slice(value));
+        let options = rpc_core::CallOptions { metadata, ..Default::default() };
+        let body = Body::message(blob(3, 1).encode_to_vec().into());
+        let call = client.call(rpc_core::method_id(&path[1..]), body, options);
+        let e = tokio::time::timeout(HANG, call).await.expect("no hang").unwrap_err();
+        let status = e.status().unwrap_or_else(|| panic!("{key}: {e}"));
+        assert_eq!(status.code, rpc_core::Code::INVALID_ARGUMENT, "{key}: {status:?}");
+        assert!(status.message.contains(key), "{key}: {status:?}");
+    }
+    assert_eq!(s.client.unary(blob(3, 3)).await.unwrap().into_inner(), blob(3, 3));
+
+    // A zcrpc server answering a level-2 channel with such response headers, or trailers.
+    struct Odd;
+    impl rpc_core::Service for Odd {
+        fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, rpc_core::Status>> {
+            Box::pin(async move {
+                let which = req.metadata.get_str("x-which").unwrap_or("").to_owned();
+                let reply = Body::message(blob(2, 5).encode_to_vec().into());
+                match which.as_str() {
+                    "header" => req.response.set_header("x(y", "v").unwrap(),
+                    "trailer" => {
+                        req.response.set_trailer("x-data-bin", "not base64!").unwrap();
+                        return Err(rpc_core::Status::new(rpc_core::Code::NOT_FOUND, "gone"));
+                    }
+                    _ => {}
+                }
+                Ok(reply)
+            })
+        }
+    }
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let _handle = rpc_core::Server::builder().build(Odd).serve(acceptor);
+    let mut client = EchoClient::new(Channel::connect_tcp(addr).await.unwrap());
+    let mut request = Request::new(blob(1, 0));
+    request.metadata_mut().insert("x-which", "header".parse().unwrap());
+    let status = tokio::time::timeout(HANG, client.unary(request)).await.expect("no hang").unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(status.message().contains("x(y"), "{status:?}");
+    // Trailers that are no headers are dropped; the status stays.
+    let mut request = Request::new(blob(1, 0));
+    request.metadata_mut().insert("x-which", "trailer".parse().unwrap());
+    let status = tokio::time::timeout(HANG, client.unary(request)).await.expect("no hang").unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::NotFound, "gone"), "{status:?}");
+    assert_eq!(client.unary(blob(1, 0)).await.unwrap().into_inner(), blob(2, 5));
+}
+
+/// A server that takes a call and never answers, not even its headers: a streaming call with a
+/// deadline ends at it (DEADLINE_EXCEEDED), whichever shape, and the connection carries on.
+#[tokio::test]
+async fn a_server_that_never_answers_ends_each_call_shape_at_its_deadline() {
+    use rpc_core::{Body, BoxFuture, ServerRequest};
+
+    struct Silent;
+    impl rpc_core::Service for Silent {
+        fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, rpc_core::Status>> {
+            Box::pin(async move {
+                if req.metadata.get_str("x-answer").is_some() {
+                    return Ok(Body::message(blob(1, 1).encode_to_vec().into()));
+                }
+                let _keep = req;
+                std::future::pending().await
+            })
+        }
+    }
+    use prost::Message as _;
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let _handle = rpc_core::Server::builder().build(Silent).serve(acceptor);
+    let mut client = EchoClient::new(Channel::connect_tcp(addr).await.unwrap());
+    let within = |d| {
+        let mut r = Request::new(futures::stream::pending::<Blob>());
+        r.set_timeout(d);
+        r
+    };
+    let status = tokio::time::timeout(HANG, client.client_stream(within(Duration::from_millis(100)))).await.expect("no hang").unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "client stream: {status:?}");
+    let status = tokio::time::timeout(HANG, client.bidi(within(Duration::from_millis(100)))).await.expect("no hang").unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "bidi: {status:?}");
+    let mut r = Request::new(blob(1, 0));
+    r.set_timeout(Duration::from_millis(100));
+    let status = tokio::time::timeout(HANG, client.server_stream(r)).await.expect("no hang").unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "server stream: {status:?}");
+    let mut r = Request::new(blob(1, 0));
+    r.metadata_mut().insert("x-answer", "1".parse().unwrap());
+    assert_eq!(tokio::time::timeout(HANG, client.unary(r)).await.expect("no hang").unwrap().into_inner(), blob(1, 1));
+}
+
+/// A stream whose reader stops (its window full, its server's handler waiting for credit) holds
+/// up only itself: other streaming calls on the same connection go on to their end, and it
+/// still completes once read.
+#[tokio::test]
+async fn a_stream_that_is_not_read_holds_up_only_itself() {
+    let mut s = serve(Net::Tcp).await;
+    let big = vec![(1usize << 20).to_string(); 12].join(",");
+    let mut stalled_request = Request::new(blob(1, 0));
+    stalled_request.metadata_mut().insert("x-sizes", big.parse().unwrap());
+    // 12 MiB to a reader that takes nothing yet: three times the stream window.
+    let mut stalled = tokio::time::timeout(HANG, s.client.server_stream(stalled_request)).await.expect("no hang").unwrap().into_inner();
+    for round in 0..3 {
+        let mut request = Request::new(blob(1, 0));
+        request.metadata_mut().insert("x-sizes", big.parse().unwrap());
+        let got = tokio::time::timeout(HANG, async {
+            let stream = s.client.server_stream(request).await.unwrap().into_inner();
+            stream.map(|m| m.unwrap().data.len()).collect::<Vec<_>>().await
+        })
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: a stream was held up by another that is not read"));
+        assert_eq!(got, vec![1 << 20; 12], "round {round}");
+    }
+    let mut n = 0;
+    while let Some(m) = tokio::time::timeout(HANG, stalled.message()).await.expect("no hang").unwrap() {
+        assert_eq!(m.data.len(), 1 << 20);
+        n += 1;
+    }
+    assert_eq!(n, 12);
+}

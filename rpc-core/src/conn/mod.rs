@@ -681,7 +681,7 @@ impl Connection {
         // decode would end its connection and fail its other calls too.
         let frame = match result {
             Ok(body) if streams_answer && body.is_empty() => Frame::StreamEnd(StreamEnd { id, code: Code::OK, meta }),
-            Ok(body) => match outgoing::check_body(&peer, &body, extra) {
+            Ok(body) => match outgoing::check_body(&peer, Side::Server, &body, extra) {
                 Ok(()) => Frame::Response(Response { id, message: body.message, attachments: body.attachments, meta }),
                 Err(why) => Frame::Error(ErrorFrame::new(id, Status::new(Code::RESOURCE_EXHAUSTED, why))),
             },

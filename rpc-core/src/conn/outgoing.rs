@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 
+use super::Side;
 use crate::body::Body;
 use crate::code::Code;
 use crate::error::{CallError, Status};
@@ -15,16 +16,21 @@ use crate::metadata::{self, Metadata};
 const SHORT_TEXT: usize = 256;
 
 /// A body (message + attachments) the peer can take, with `extra` bytes of response metadata
-/// beside it, or why not.
-pub(super) fn check_body(peer: &Hello, body: &Body, extra: u64) -> Result<(), String> {
+/// beside it, or why not; `from` is this side (a server's answers and stream messages go to
+/// the client, a client's stream messages to the server, and the error says which).
+pub(super) fn check_body(peer: &Hello, from: Side, body: &Body, extra: u64) -> Result<(), String> {
+    let (what, whose) = match from {
+        Side::Server => ("response", "client"),
+        Side::Client => ("stream message", "server"),
+    };
     let limit = u64::from(peer.max_frame);
     if body.len() + extra > limit {
         let with = if extra > 0 { format!(" (with {extra} bytes of response metadata)") } else { String::new() };
-        return Err(format!("response of {} bytes{with} is over the client's limit of {limit} bytes", body.len() + extra));
+        return Err(format!("{what} of {} bytes{with} is over the {whose}'s limit of {limit} bytes", body.len() + extra));
     }
     if body.attachments.len() > peer.max_attachments as usize {
         return Err(format!(
-            "response has {} attachments; the client accepts at most {}",
+            "{what} has {} attachments; the {whose} accepts at most {}",
             body.attachments.len(),
             peer.max_attachments
         ));
@@ -114,10 +120,11 @@ mod tests {
     fn bodies_are_checked_for_size_and_attachment_count() {
         let p = peer(4096, 2);
         let three = Body::new(Bytes::new(), vec![Payload::from(Bytes::from_static(b"a")); 3]);
-        assert!(check_body(&p, &three, 0).unwrap_err().contains("3 attachments"));
+        assert!(check_body(&p, Side::Server, &three, 0).unwrap_err().contains("3 attachments"));
         let big = Body::message(Bytes::from(vec![0u8; 4097]));
-        assert!(check_body(&p, &big, 0).unwrap_err().contains("4097 bytes"));
-        assert!(check_body(&p, &Body::message(Bytes::from_static(b"fine")), 0).is_ok());
+        assert_eq!(check_body(&p, Side::Server, &big, 0).unwrap_err(), "response of 4097 bytes is over the client's limit of 4096 bytes");
+        assert_eq!(check_body(&p, Side::Client, &big, 0).unwrap_err(), "stream message of 4097 bytes is over the server's limit of 4096 bytes");
+        assert!(check_body(&p, Side::Server, &Body::message(Bytes::from_static(b"fine")), 0).is_ok());
     }
 
     #[test]

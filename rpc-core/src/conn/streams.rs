@@ -126,7 +126,7 @@ impl Connection {
             (Some(r), false) if side == Side::Server && !r.headers.is_empty() => 4 + r.headers.encoded_len() as u64,
             _ => 0,
         };
-        if let Err(why) = outgoing::check_body(&peer, &body, headers_len) {
+        if let Err(why) = outgoing::check_body(&peer, side, &body, headers_len) {
             return Err(SendError::Failed(CallError::Codec(why)));
         }
         let conn_flow = self.conn_flow.as_mut().expect("calls exist only after the hello");

@@ -78,8 +78,11 @@ impl std::fmt::Debug for Balanced {
 
 impl Balanced {
     /// A balancer over the clients `discover` yields: `Change::Insert(key, client)` adds one
-    /// (or replaces the one of that key), `Change::Remove(key)` takes it out. Until the stream
-    /// has inserted a usable endpoint, calls wait (within their timeout) rather than fail.
+    /// (or replaces the one of that key), `Change::Remove(key)` takes it out; an error is
+    /// logged and the stream read on, the endpoints staying. Until the stream has inserted a
+    /// usable endpoint (or after it removed them all), calls wait within their timeout
+    /// ([`Call::timeout`], which counts from the balancer's `call`) rather than fail; a call
+    /// without one waits until an endpoint comes.
     ///
     /// For an endpoint to leave the choice at once when its server goes, make its client with
     /// [`Reconnect::wait_for_connection`](crate::Reconnect::wait_for_connection) off: a call
@@ -122,7 +125,8 @@ impl Balanced {
 
     /// Connects to each of `addrs` over TCP (as [`Client::connect_tcp`], concurrently) and
     /// balances across them; an endpoint that does not answer now is dialed again in the
-    /// background, with the backoff of `config.reconnect`, and joins when it is up. Calls to
+    /// background, with the backoff of `config.reconnect`, and joins when it is up (until
+    /// then [`Balanced::endpoints`] lists it with why, and the all-down error names it). Calls to
     /// an endpoint that is re-dialing fail at once (`wait_for_connection` is turned off for
     /// the endpoints) so that they go elsewhere.
     ///
@@ -157,8 +161,19 @@ impl Balanced {
         for (addr, e) in &failed {
             tracing::info!("endpoint {addr} is down ({e}); dialing it in the background");
         }
+        let down: Vec<(String, String)> =
+            failed.iter().map(|(addr, e)| (format!("{addr:?}"), format!("not connected yet, dialing again: {e}"))).collect();
         let later = failed.into_iter().map(|(addr, _)| redial(addr, config.clone())).collect();
-        Ok(Balanced::new(Box::pin(StaticList { ready: up, dialing: later })))
+        let balanced = Balanced::new(Box::pin(StaticList { ready: up, dialing: later }));
+        // The endpoints being dialed are endpoints too (named as the health watch names them):
+        // with the others down, the error names every one and says why, and so does
+        // `endpoints`. A background dial that got there first has its say.
+        let mut h = balanced.health.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, why) in down {
+            h.endpoints.entry(name).or_insert(why);
+        }
+        drop(h);
+        Ok(balanced)
     }
 
     /// The endpoints known now, each with whether it takes calls (`"up"`) or why not.
@@ -178,8 +193,18 @@ impl Service<Call> for Balanced {
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
+        let timeout = call.options.timeout;
         let fut = self.buffer.call(call);
-        Box::pin(async move { fut.await.map_err(to_call_error) })
+        Box::pin(async move {
+            let Some(t) = timeout else { return fut.await.map_err(to_call_error) };
+            // The call's timeout counts from here, not only once an endpoint took it: a call
+            // that waits for a usable endpoint (none inserted yet, every one removed) would
+            // otherwise wait without end. Dropping the future cancels the call if it was sent.
+            match tokio::time::timeout(t, fut).await {
+                Ok(result) => result.map_err(to_call_error),
+                Err(_) => Err(CallError::DeadlineExceeded(t)),
+            }
+        })
     }
 }
 
@@ -365,7 +390,15 @@ where
                 Poll::Pending => break,
                 // The user's stream ended: the endpoints it gave stay.
                 Poll::Ready(None) => this.discover = None,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                // A lookup that failed: tower's balancer would end at it, and every later call
+                // with it (its buffer's task stops for good). The endpoints stay, and the
+                // stream is read on at the next poll, not this one (a stream that fails at
+                // every poll must not hold the balancer's task).
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!("balancer: the discovery stream failed ({e}); its endpoints stay");
+                    cx.waker().wake_by_ref();
+                    break;
+                }
                 Poll::Ready(Some(Ok(Change::Insert(key, client)))) => {
                     if let Some(change) = this.insert(key.clone(), client) {
                         return Poll::Ready(Some(Ok(change)));
