@@ -8,7 +8,9 @@
 //!   of a [`BufferPool`] where each record goes, up to 16 KiB of plaintext a record across frame
 //!   boundaries, and sealed there in place; the buffers go out through the engine's copy or
 //!   zero-copy path as any other pool buffer ([`UringSend`]), up to four in one write (1 MiB
-//!   with the default pool). The ciphertext is the only copy.
+//!   with the default pool). The ciphertext is the only copy. While the pool is empty (its
+//!   buffers held by the other connections' sends, a stalled peer's among them) records are
+//!   sealed in ordinary memory instead: no connection waits for another's peer.
 //! - **Receiving**: records are read straight into the frame's receive buffer (the buffer the
 //!   driver gives `RecvHalf::recv`: a large frame's own 64-byte-aligned buffer), as many as the
 //!   socket holds in one read (up to 256 KiB), and each is authenticated and decrypted where it
@@ -221,7 +223,7 @@ pub struct UringTlsSend {
     stats: Arc<TransportStats>,
     /// The buffer being filled: its `len` bytes are sealed records; the record being filled has
     /// `open` bytes of plaintext after a header's room.
-    cur: Option<ZcBuf>,
+    cur: Option<SealBuf>,
     open: usize,
     /// Full buffers of sealed records not sent yet, in order (they go before `cur`).
     sealed: Vec<Segment>,
@@ -231,6 +233,64 @@ pub struct UringTlsSend {
     interrupted: bool,
     /// The alert the receiving half found the peer owed (its description + 1; 0: none).
     owed: Arc<AtomicU16>,
+}
+
+/// A buffer records are sealed in: one of the pool's (sent as any pool buffer, zero-copy where
+/// the engine picks it), or, while the pool is empty, one of ordinary memory of the same size.
+enum SealBuf {
+    Pool(ZcBuf),
+    Heap { bytes: Vec<u8>, len: usize },
+}
+
+impl SealBuf {
+    fn heap(size: usize) -> SealBuf {
+        SealBuf::Heap { bytes: vec![0; size], len: 0 }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            SealBuf::Pool(b) => b.len(),
+            SealBuf::Heap { len, .. } => *len,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            SealBuf::Pool(b) => b.capacity(),
+            SealBuf::Heap { bytes, .. } => bytes.len(),
+        }
+    }
+
+    fn set_len(&mut self, n: usize) {
+        match self {
+            SealBuf::Pool(b) => b.set_len(n),
+            SealBuf::Heap { bytes, len } => {
+                assert!(n <= bytes.len());
+                *len = n;
+            }
+        }
+    }
+
+    fn as_full_mut(&mut self) -> &mut [u8] {
+        match self {
+            SealBuf::Pool(b) => b.as_full_mut(),
+            SealBuf::Heap { bytes, .. } => bytes,
+        }
+    }
+
+    fn into_segment(self) -> Segment {
+        match self {
+            SealBuf::Pool(b) => b.into_segment(),
+            SealBuf::Heap { mut bytes, len } => {
+                bytes.truncate(len);
+                Segment::Bytes(Bytes::from(bytes))
+            }
+        }
+    }
 }
 
 impl fmt::Debug for UringTlsSend {
@@ -312,14 +372,20 @@ impl UringTlsSend {
                 Some(b) => b,
                 None => {
                     let b = match self.pool.take() {
-                        Some(b) => b,
+                        Some(b) => SealBuf::Pool(b),
                         None => {
                             // The pool is drained: what this half holds goes first, so that
-                            // no connection waits for buffers while it keeps some unsent.
+                            // its buffers come back for the next ones.
                             self.send_sealed().await?;
                             match self.pool.take() {
-                                Some(b) => b,
-                                None => self.pool.take_wait().await,
+                                Some(b) => SealBuf::Pool(b),
+                                // Still none: the other connections hold them, and one whose
+                                // peer stopped reading returns none until its write-stall
+                                // timeout. Never wait for them: seal in ordinary memory.
+                                None => {
+                                    tracing::debug!("TLS ciphertext pool empty; sealing records in ordinary memory");
+                                    SealBuf::heap(self.pool.buf_size())
+                                }
                             }
                         }
                     };

@@ -29,7 +29,7 @@ use rpc_core::{CallError, Client, Code, ConnectError, Payload, Server, ServerHan
 use support::*;
 use tokio::sync::mpsc;
 use bytes::BytesMut;
-use rpc_core::transport::{tls_session, RecvHalf, Transport};
+use rpc_core::transport::{tls_session, RecvHalf, SendHalf, Transport};
 use tokio::io::AsyncWriteExt;
 use transport_uring::tls::{self, UringTlsAcceptor, UringTlsConnector};
 use transport_uring::{Backend, UringConfig};
@@ -515,4 +515,76 @@ async fn a_buffer_the_size_of_a_large_frame_copies_only_the_record_that_overhang
     let h = tls_session::HEADER_LEN as u64;
     assert!(st.tls_bytes_copied <= tls_session::MAX_PLAINTEXT as u64 + 2 * h, "{st}");
     drop(writer.await.unwrap());
+}
+
+/// A uring TLS server's transport sealing into `pool`, and a raw client (handshake done) that
+/// reads only what the test makes it.
+async fn raw_client_and_uring_server_with(
+    acceptor: &mut UringTlsAcceptor,
+    ca: &Ca,
+) -> (tokio::net::TcpStream, transport_uring::tls::UringTlsTransport) {
+    let addr = acceptor.local_addr().unwrap();
+    let rustls = tls_session::for_sessions_client(&trust(ca).rustls().unwrap());
+    let client = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tls_session::connect(&stream, rustls, "localhost").await.unwrap();
+        stream
+    };
+    let (stream, server) = tokio::time::timeout(LIMIT, async { tokio::join!(client, acceptor.accept()) }).await.expect("handshake");
+    (stream, server.unwrap())
+}
+
+/// A peer that stops reading holds the ciphertext buffers of its connection's send, no more:
+/// the other connections of the acceptor, which share its pool, go on. Before the fix, a send
+/// that found the pool empty waited for a buffer to come back, and a stalled peer's send
+/// returns none: with the 1 MiB pool `UringTlsAcceptor` makes where locked memory is short
+/// (4 buffers, one send's worth), one stalled client stopped every other TLS connection's
+/// sends until the write-stall timeout ended its own (and its own, too, looked stalled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_does_not_starve_other_connections_of_the_ciphertext_pool() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    let ca = Ca::new("test CA");
+    let pool = transport_uring::BufferPool::new(4 * tls::DEFAULT_POOL_BUF, tls::DEFAULT_POOL_BUF).unwrap();
+    let mut acceptor = UringTlsAcceptor::bind("127.0.0.1:0", plain(&ca), uring()).await.unwrap().with_pool(pool.clone());
+    let (_stalled_client, stalled) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
+    let (mut reading_client, other) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
+
+    // The stalled client's server sends far more than the sockets hold, and blocks.
+    let (_r1, mut s1) = stalled.split();
+    let big = rpc_core::Transmit { head: bytes::Bytes::from_static(b"head"), segments: vec![rpc_core::Segment::Bytes(pattern(64 << 20, 1).into())] };
+    let stuck = tokio::spawn(async move { s1.send(&mut vec![big]).await });
+    tokio::time::timeout(LIMIT, async {
+        while pool.available() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the stalled send holds the pool's buffers");
+    assert!(!stuck.is_finished(), "the stalled send is blocked");
+
+    // The other connection's client reads everything; its server's send must finish.
+    let reader = tokio::spawn(async move {
+        let mut sink = vec![0u8; 64 << 10];
+        let mut n = 0usize;
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut reading_client, &mut sink).await {
+                Ok(0) | Err(_) => return n,
+                Ok(k) => n += k,
+            }
+        }
+    });
+    let (_r2, mut s2) = other.split();
+    let data = pattern(600 << 10, 2);
+    let t = rpc_core::Transmit { head: bytes::Bytes::from_static(b"head"), segments: vec![rpc_core::Segment::Bytes(data.into())] };
+    tokio::time::timeout(Duration::from_secs(10), s2.send(&mut vec![t]))
+        .await
+        .expect("a send of another connection waited for the stalled peer's buffers")
+        .unwrap();
+    s2.shutdown().await.unwrap();
+    let got = tokio::time::timeout(LIMIT, reader).await.unwrap().unwrap();
+    assert!(got > 600 << 10, "the reading client got the records ({got} bytes)");
+    assert_eq!(pool.available(), 0, "the stalled send still holds its buffers");
+    stuck.abort();
 }
