@@ -588,3 +588,92 @@ async fn a_peer_that_stops_reading_does_not_starve_other_connections_of_the_ciph
     assert_eq!(pool.available(), 0, "the stalled send still holds its buffers");
     stuck.abort();
 }
+
+/// What a uring TLS receiver delivers when the peer seals `contents` (one record each) and its
+/// stream ends after `cut` bytes of them, read with buffers of `room` bytes: the plaintext
+/// handed over, and how the last receive ended.
+async fn deliver_cut(contents: &[&[u8]], cut: usize, room: usize) -> (Vec<u8>, std::io::Result<usize>) {
+    let (mut stream, mut sealer, server) = raw_client_and_uring_server().await;
+    let (mut recv, _send) = server.split();
+    let (wire, _) = sealed(&mut sealer, contents);
+    stream.write_all(&wire[..cut]).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        let (r, buf) = tokio::time::timeout(Duration::from_secs(10), recv.recv(BytesMut::with_capacity(room)))
+            .await
+            .expect("a receive of a cut stream did not end");
+        match r {
+            Ok(0) => return (got, Ok(0)),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return (got, Err(e)),
+        }
+    }
+}
+
+/// A stream cut at every byte of a record, received in place (a buffer with room for it) and
+/// aside (a buffer smaller than the record): the records before the cut are delivered whole,
+/// nothing of the cut one, and the receive ends with an error saying the record was cut short
+/// (a cut between records is an end of stream, as on plain TCP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_at_every_byte_of_a_record_delivers_only_whole_records() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    let first = pattern(30, 1);
+    let second = pattern(10, 2);
+    let len1 = first.len() + tls_session::RECORD_OVERHEAD;
+    let len2 = second.len() + tls_session::RECORD_OVERHEAD;
+    for room in [64 << 10, 32] {
+        for cut in 0..=len1 + len2 {
+            let (got, end) = deliver_cut(&[&first, &second], cut, room).await;
+            let whole = if cut >= len1 + len2 { [&first[..], &second[..]].concat() } else if cut >= len1 { first.clone() } else { Vec::new() };
+            assert!(got == whole, "cut at {cut}, room {room}: delivered {} bytes, {} expected", got.len(), whole.len());
+            match end {
+                Ok(0) => assert!(cut == 0 || cut == len1 || cut == len1 + len2, "cut at {cut}, room {room}: a cut record ended the stream quietly"),
+                Ok(n) => unreachable!("{n}"),
+                Err(e) => {
+                    assert!(cut != 0 && cut != len1 && cut != len1 + len2, "cut at {cut}, room {room}: between records: {e}");
+                    assert!(e.to_string().contains("cut short"), "cut at {cut}, room {room}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// A peer that sends a flood of tiny records, empty records and key updates: every byte is
+/// delivered in order, every update followed, in the caller's buffers (none grows), and the
+/// receiver keeps up to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_tiny_records_empty_records_and_key_updates_is_received_in_bounded_memory() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    const N: usize = 20_000;
+    let (mut stream, mut sealer, server) = raw_client_and_uring_server().await;
+    let stats = server.stats();
+    let (mut recv, _send) = server.split();
+    let mut wire = Vec::new();
+    for i in 0..N {
+        let at = wire.len();
+        wire.resize(at + tls_session::KEY_UPDATE_RECORD_LEN, 0);
+        sealer.seal_key_update(&mut wire[at..]).unwrap();
+        let (tiny, _) = sealed(&mut sealer, &[&[i as u8][..], &[][..]]);
+        wire.extend_from_slice(&tiny);
+    }
+    let writer = tokio::spawn(async move {
+        stream.write_all(&wire).await.unwrap();
+        stream
+    });
+    let mut got = Vec::with_capacity(N);
+    while got.len() < N {
+        let (r, buf) = tokio::time::timeout(LIMIT, recv.recv(BytesMut::with_capacity(4096))).await.expect("receive");
+        let n = r.unwrap();
+        assert!(n > 0, "early end after {} bytes", got.len());
+        assert_eq!(buf.capacity(), 4096, "the caller's buffer grew");
+        got.extend_from_slice(&buf);
+    }
+    assert!(got.iter().enumerate().all(|(i, &b)| b == i as u8), "bytes out of order");
+    assert_eq!(stats.snapshot().tls_key_updates, N as u64);
+    drop(writer.await.unwrap());
+}
