@@ -78,7 +78,7 @@ use rpc_core::transport::tls_session::{
     RECORD_OVERHEAD, TAG_LEN,
 };
 use rpc_core::transport::{Acceptor, RecvHalf, SendHalf, Transport};
-use rpc_core::{Client, ClientConfig, ConnectError, Peer, Segment, Transmit, TransportStats};
+use rpc_core::{Client, ClientConfig, ConnectError, FileRegion, Peer, Segment, Transmit, TransportStats};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 use crate::buf::{BufferPool, ZcBuf};
@@ -96,6 +96,9 @@ pub const DEFAULT_POOL_BUF: usize = 256 << 10;
 
 /// The smallest record started at the end of a buffer (less goes to the next buffer).
 const MIN_RECORD: usize = 1024;
+
+/// Bytes of a file region read per step (into memory, to be sealed).
+const FILE_PIECE: usize = 256 << 10;
 
 /// Sealed buffers sent in one write: a frame larger than a buffer goes out in writes of this
 /// many (1 MiB with the default pool), not one write per buffer, and the rest of a send that
@@ -434,18 +437,37 @@ impl UringTlsSend {
         Ok(())
     }
 
+    /// Copies a file region into records as [`UringTlsSend::put`] does, read a piece at a
+    /// time on tokio's blocking pool (a read may wait for the disk): what is held is one piece,
+    /// never the region, however large.
+    async fn put_file(&mut self, region: &FileRegion) -> io::Result<()> {
+        let mut piece = vec![0u8; FILE_PIECE.min(region.len())];
+        let mut at = 0;
+        while at < region.len() {
+            let r = region.clone();
+            let (n, back) = tokio::task::spawn_blocking(move || {
+                let n = r.read_at(at, &mut piece);
+                (n, piece)
+            })
+            .await
+            .map_err(|e| io::Error::other(format!("file read task failed: {e}")))?;
+            piece = back;
+            let n = n?;
+            TransportStats::add(&self.stats.file_read_bytes, n as u64);
+            self.put(&piece[..n]).await?;
+            at += n;
+        }
+        Ok(())
+    }
+
     async fn send_inner(&mut self, batch: &mut Vec<Transmit>) -> io::Result<()> {
         self.remaining = batch.iter().map(Transmit::len).sum();
         for t in std::mem::take(batch) {
             self.put(&t.head).await?;
             for s in &t.segments {
                 match s {
-                    Segment::File(f) => {
-                        // Records are sealed in memory: a file region is read first.
-                        let b = f.read_to_bytes()?;
-                        TransportStats::add(&self.stats.file_read_bytes, b.len() as u64);
-                        self.put(&b).await?;
-                    }
+                    // Records are sealed in memory: a file region is read first.
+                    Segment::File(f) => self.put_file(f).await?,
                     s => self.put(s.memory().unwrap_or_default()).await?,
                 }
             }

@@ -677,3 +677,86 @@ async fn a_flood_of_tiny_records_empty_records_and_key_updates_is_received_in_bo
     assert_eq!(stats.snapshot().tls_key_updates, N as u64);
     drop(writer.await.unwrap());
 }
+
+/// A file region sent over uring TLS is read a piece at a time, as it is sealed: what the
+/// sender has read and the socket has not taken stays within a few pool buffers, however large
+/// the region (here 64 MiB, to a peer that reads nothing). Before the fix it was read whole
+/// into memory first (`FileRegion::read_to_bytes`, on the runtime's thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_region_over_uring_tls_is_read_a_piece_at_a_time() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    const LEN: usize = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(LEN as u64).unwrap();
+    drop(f);
+    let region = rpc_core::FileRegion::open(&path).unwrap();
+    let (stream, _sealer, server) = raw_client_and_uring_server().await;
+    let stats = server.stats();
+    let (_recv, mut send) = server.split();
+    let t = rpc_core::Transmit { head: bytes::Bytes::from_static(b"head"), segments: vec![rpc_core::Segment::File(region)] };
+    let sending = tokio::spawn(async move { send.send(&mut vec![t]).await });
+    // The peer reads nothing: the send stops once the sockets are full; then look.
+    let mut last = u64::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let st = stats.snapshot();
+        if st.sent_bytes == last || sending.is_finished() {
+            break;
+        }
+        last = st.sent_bytes;
+    }
+    let st = stats.snapshot();
+    assert!(!sending.is_finished(), "64 MiB fit in the sockets? {st}");
+    let held = st.file_read_bytes.saturating_sub(st.sent_bytes);
+    println!("read {} of the file, the socket took {}: {held} held", st.file_read_bytes, st.sent_bytes);
+    assert!(held <= 4 << 20, "the sender holds {held} bytes read from the file and not sent: {st}");
+    sending.abort();
+    drop(stream);
+}
+
+/// Answers with the file region it holds, between a memory segment before and after.
+struct FileReply(rpc_core::FileRegion);
+
+impl rpc_core::Service for FileReply {
+    fn call(&self, _req: rpc_core::ServerRequest) -> rpc_core::BoxFuture<'static, Result<rpc_core::Body, rpc_core::Status>> {
+        let region = self.0.clone();
+        Box::pin(async move {
+            let mut p = Payload::from(vec![1u8; 333]);
+            p.push_file(region);
+            p.push(bytes::Bytes::from_static(b"after"));
+            Ok(rpc_core::Body::new(bytes::Bytes::new(), vec![p]))
+        })
+    }
+}
+
+/// A file region in a reply over uring TLS, read in pieces (several, and a short last one),
+/// arrives byte-exact between the memory around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_region_over_uring_tls_arrives_byte_exact() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    let data = pattern((700 << 10) + 13, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    std::fs::write(&path, &data).unwrap();
+    let region = rpc_core::FileRegion::open(&path).unwrap();
+    let ca = Ca::new("test CA");
+    let (acceptor, _failures) = acceptor(plain(&ca)).await;
+    let addr = acceptor.local_addr().unwrap();
+    let handle = Server::builder().build(FileReply(region)).serve(acceptor);
+    let client = tls::client(addr, "localhost", trust(&ca), uring(), config()).await.unwrap();
+    let reply = tokio::time::timeout(LIMIT, client.call(1, rpc_core::Body::message(bytes::Bytes::new()), rpc_core::CallOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = reply.attachments[0].to_bytes();
+    let expect = [&[1u8; 333][..], &data[..], b"after"].concat();
+    assert!(got[..] == expect[..], "{} bytes, {} expected", got.len(), expect.len());
+    drop(client);
+    handle.shutdown().await;
+}
