@@ -281,3 +281,52 @@ async fn a_server_whose_client_stops_reading_zero_copy_answers_cuts_it_off_and_g
     .await
     .expect("the stalled connection was not cut off, or its buffers did not come back");
 }
+
+/// The server shut down while a client that stops reading holds zero-copy answers in the
+/// kernel (no write-stall timeout): the shutdown ends within its grace period and drain
+/// bounds, and the pool buffers come back after the close deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_shut_down_with_zero_copy_answers_held_by_a_stalled_client_ends_in_bounded_time() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    tokio::time::timeout(LIMIT, async {
+        let pool = BufferPool::new(16 << 18, 1 << 18).unwrap();
+        let cfg = UringConfig {
+            backend: Backend::Uring,
+            mode: ZcMode::AlwaysZc,
+            close_deadline: Duration::from_millis(300),
+            tcp_user_timeout: None,
+            ..Default::default()
+        };
+        let acceptor = transport_uring::UringAcceptor::bind("127.0.0.1:0", cfg).await.unwrap();
+        let addr = acceptor.local_addr().unwrap();
+        let server = rpc_core::Server::builder()
+            .write_stall_timeout(None)
+            .grace_period(Duration::from_millis(500))
+            .drain_timeout(Duration::from_millis(300))
+            .build(PoolReplies { pool: pool.clone() });
+        let handle = server.serve(acceptor);
+        let peer = non_reading_client(addr, 40);
+        // Wait until the stalled connection's sends hold buffers and no longer move.
+        let mut last = usize::MAX;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let held = pool.capacity() - pool.available();
+            if held > 0 && held == last {
+                break;
+            }
+            last = held;
+        }
+        assert_eq!(server.connections(), 1);
+        tokio::time::timeout(Duration::from_secs(10), handle.shutdown())
+            .await
+            .expect("the server's shutdown waited on a peer that does not read");
+        while pool.available() < pool.capacity() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(peer.join().unwrap());
+    })
+    .await
+    .expect("the pool buffers did not come back after the shutdown");
+}
