@@ -581,6 +581,11 @@ impl UringTlsRecv {
     /// of the stream.
     async fn read_some(&mut self, dst: &mut BytesMut, max: usize, certain: usize) -> io::Result<usize> {
         debug_assert!(max > 0 && max <= dst.capacity() - dst.len());
+        // One unit of tokio's cooperative budget per read, as a tokio stream's read takes (the
+        // tcp transport's TLS reads through one): a peer whose records carry nothing (empty
+        // records, key updates) would otherwise keep a receive reading, never returning
+        // `Pending`, for as long as it keeps the socket from running dry.
+        tokio::task::coop::consume_budget().await;
         let n = loop {
             match self.stream.try_read_buf(&mut (&mut *dst).limit(max)) {
                 Ok(n) => break n,

@@ -522,16 +522,16 @@ async fn a_buffer_the_size_of_a_large_frame_copies_only_the_record_that_overhang
 async fn raw_client_and_uring_server_with(
     acceptor: &mut UringTlsAcceptor,
     ca: &Ca,
-) -> (tokio::net::TcpStream, transport_uring::tls::UringTlsTransport) {
+) -> (tokio::net::TcpStream, tls_session::RecordSealer, transport_uring::tls::UringTlsTransport) {
     let addr = acceptor.local_addr().unwrap();
     let rustls = tls_session::for_sessions_client(&trust(ca).rustls().unwrap());
     let client = async {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tls_session::connect(&stream, rustls, "localhost").await.unwrap();
-        stream
+        let session = tls_session::connect(&stream, rustls, "localhost").await.unwrap();
+        (stream, session.sealer)
     };
-    let (stream, server) = tokio::time::timeout(LIMIT, async { tokio::join!(client, acceptor.accept()) }).await.expect("handshake");
-    (stream, server.unwrap())
+    let ((stream, sealer), server) = tokio::time::timeout(LIMIT, async { tokio::join!(client, acceptor.accept()) }).await.expect("handshake");
+    (stream, sealer, server.unwrap())
 }
 
 /// A peer that stops reading holds the ciphertext buffers of its connection's send, no more:
@@ -548,8 +548,8 @@ async fn a_peer_that_stops_reading_does_not_starve_other_connections_of_the_ciph
     let ca = Ca::new("test CA");
     let pool = transport_uring::BufferPool::new(4 * tls::DEFAULT_POOL_BUF, tls::DEFAULT_POOL_BUF).unwrap();
     let mut acceptor = UringTlsAcceptor::bind("127.0.0.1:0", plain(&ca), uring()).await.unwrap().with_pool(pool.clone());
-    let (_stalled_client, stalled) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
-    let (mut reading_client, other) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
+    let (_stalled_client, _, stalled) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
+    let (mut reading_client, _, other) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
 
     // The stalled client's server sends far more than the sockets hold, and blocks.
     let (_r1, mut s1) = stalled.split();
@@ -759,4 +759,45 @@ async fn a_file_region_over_uring_tls_arrives_byte_exact() {
     assert!(got[..] == expect[..], "{} bytes, {} expected", got.len(), expect.len());
     drop(client);
     handle.shutdown().await;
+}
+
+/// A peer whose records carry nothing (empty records, here 40,000 of them queued at once)
+/// does not keep the receiving task's worker to itself: the receive takes from tokio's
+/// cooperative budget as it goes through them, so another task of the same thread runs before
+/// the receive is over, as it does over tcp's TLS (whose reads take the budget). Before the
+/// fix, one receive went through every queued record without ever returning `Pending`.
+#[test]
+fn a_flood_of_empty_records_lets_other_tasks_of_the_thread_run() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    // One thread: the other task runs only when the receiving task returns Pending.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let ca = Ca::new("test CA");
+        // Room for the whole flood in the server's socket before the receive starts.
+        let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        l.set_recv_buffer_size(4 << 20).unwrap();
+        l.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        l.listen(4).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(l.into()).unwrap();
+        let mut acceptor = UringTlsAcceptor::new(listener, plain(&ca), uring()).unwrap();
+        let (mut stream, mut sealer, server) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
+        let (mut recv, _send) = server.split();
+        let mut contents: Vec<&[u8]> = vec![&[][..]; 40_000];
+        contents.push(b"!");
+        let (wire, _) = sealed(&mut sealer, &contents);
+        stream.write_all(&wire).await.unwrap();
+        // Every byte in the server's socket (loopback delivers as it sends; a moment more).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+        let (r, buf) = tokio::time::timeout(LIMIT, recv.recv(BytesMut::with_capacity(4096))).await.unwrap();
+        assert_eq!(r.unwrap(), 1);
+        assert_eq!(&buf[..], b"!");
+        assert!(ran.load(Ordering::SeqCst), "the receive went through 40,000 empty records without yielding to tokio");
+        drop(stream);
+    });
 }
