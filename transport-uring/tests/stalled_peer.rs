@@ -221,20 +221,29 @@ fn non_reading_client(addr: SocketAddr, calls: u64) -> std::thread::JoinHandle<s
     })
 }
 
-/// A client that stops reading while a uring server answers it with zero-copy sends of pool
-/// buffers: the write-stall timeout ends the connection (the send dropped inside a
-/// `SENDMSG_ZC` the kernel still holds), the close deadline aborts it, and every pool buffer
-/// comes back, writable, once the kernel's notifications are in; the server serves on.
+/// A client that stops reading while a uring server answers it with sends of pool buffers,
+/// zero-copy or by copy: the write-stall timeout ends the connection (zero-copy: the send
+/// dropped inside a `SENDMSG_ZC` the kernel still holds), the close deadline aborts it, and
+/// every pool buffer comes back, writable, once the kernel's notifications are in; the server
+/// serves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_whose_client_stops_reading_zero_copy_answers_cuts_it_off_and_gets_every_buffer_back() {
     if !require(Backend::Uring) {
         return;
     }
+    // Zero-copy, and by copy (the writer then waits for room in user space, holding the
+    // answer's buffers until the send is dropped).
+    for mode in [ZcMode::AlwaysZc, ZcMode::NeverZc] {
+        cut_off_at_the_write_stall(mode).await;
+    }
+}
+
+async fn cut_off_at_the_write_stall(mode: ZcMode) {
     tokio::time::timeout(LIMIT, async {
         let pool = BufferPool::new(16 << 18, 1 << 18).unwrap();
         let cfg = UringConfig {
             backend: Backend::Uring,
-            mode: ZcMode::AlwaysZc,
+            mode,
             close_deadline: Duration::from_millis(300),
             tcp_user_timeout: None,
             ..Default::default()
@@ -256,9 +265,9 @@ async fn a_server_whose_client_stops_reading_zero_copy_answers_cuts_it_off_and_g
             held_peak = held_peak.max(pool.capacity() - pool.available());
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(held_peak > 0, "the stalled connection held pool buffers");
+        assert!(held_peak > 0, "{mode:?}: the stalled connection held pool buffers");
         let stats = server.stats();
-        assert_eq!(stats.write_stalls, 1, "{stats:?}");
+        assert_eq!(stats.write_stalls, 1, "{mode:?}: {stats:?}");
         // Every buffer comes back (bounded by LIMIT), writable.
         while pool.available() < pool.capacity() {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -279,7 +288,7 @@ async fn a_server_whose_client_stops_reading_zero_copy_answers_cuts_it_off_and_g
         drop(peer.join().unwrap());
     })
     .await
-    .expect("the stalled connection was not cut off, or its buffers did not come back");
+    .unwrap_or_else(|_| panic!("{mode:?}: the stalled connection was not cut off, or its buffers did not come back"));
 }
 
 /// The server shut down while a client that stops reading holds zero-copy answers in the
