@@ -361,6 +361,15 @@ impl UringTlsSend {
         Ok(())
     }
 
+    /// The size of an ordinary buffer for the rest of this send (the pool being empty): its
+    /// records and a key update, no larger than a pool buffer (a 64-byte call does not pay
+    /// for 256 KiB), and never too small for a key update and a record to follow it.
+    fn heap_size(&self) -> usize {
+        let records = self.remaining.div_ceil(MAX_PLAINTEXT) + 1;
+        let need = self.remaining + records * RECORD_OVERHEAD + KEY_UPDATE_RECORD_LEN;
+        need.min(self.pool.buf_size()).max(KEY_UPDATE_RECORD_LEN + 2 * RECORD_OVERHEAD + MIN_RECORD)
+    }
+
     /// Whether `plaintext` bytes, in full records, fit in one buffer of the pool.
     fn fits_one_buffer(&self, plaintext: usize) -> bool {
         let records = plaintext.div_ceil(MAX_PLAINTEXT) + 1;
@@ -387,7 +396,7 @@ impl UringTlsSend {
                                 // timeout. Never wait for them: seal in ordinary memory.
                                 None => {
                                     tracing::debug!("TLS ciphertext pool empty; sealing records in ordinary memory");
-                                    SealBuf::heap(self.pool.buf_size())
+                                    SealBuf::heap(self.heap_size())
                                 }
                             }
                         }

@@ -522,16 +522,37 @@ async fn a_buffer_the_size_of_a_large_frame_copies_only_the_record_that_overhang
 async fn raw_client_and_uring_server_with(
     acceptor: &mut UringTlsAcceptor,
     ca: &Ca,
-) -> (tokio::net::TcpStream, tls_session::RecordSealer, transport_uring::tls::UringTlsTransport) {
+) -> (tokio::net::TcpStream, tls_session::Session, transport_uring::tls::UringTlsTransport) {
     let addr = acceptor.local_addr().unwrap();
     let rustls = tls_session::for_sessions_client(&trust(ca).rustls().unwrap());
     let client = async {
         let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let session = tls_session::connect(&stream, rustls, "localhost").await.unwrap();
-        (stream, session.sealer)
+        assert!(session.leftover.is_empty(), "the server sends nothing after the handshake");
+        (stream, session)
     };
-    let ((stream, sealer), server) = tokio::time::timeout(LIMIT, async { tokio::join!(client, acceptor.accept()) }).await.expect("handshake");
-    (stream, sealer, server.unwrap())
+    let ((stream, session), server) = tokio::time::timeout(LIMIT, async { tokio::join!(client, acceptor.accept()) }).await.expect("handshake");
+    (stream, session, server.unwrap())
+}
+
+/// Everything a raw client reads until the end of the stream, opened with `opener`: the
+/// plaintext, up to `close_notify`.
+async fn read_and_open(mut stream: tokio::net::TcpStream, mut opener: tls_session::RecordOpener) -> Vec<u8> {
+    let mut wire = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut wire).await.unwrap();
+    let mut plain = Vec::new();
+    let mut at = 0;
+    while at < wire.len() {
+        let body = tls_session::body_len(wire[at..at + tls_session::HEADER_LEN].try_into().unwrap()).unwrap();
+        let end = at + tls_session::HEADER_LEN + body;
+        match opener.open_in_place(&mut wire[at..end]).unwrap() {
+            tls_session::Opened::Data(n) => plain.extend_from_slice(&wire[at + tls_session::HEADER_LEN..][..n]),
+            tls_session::Opened::Nothing => {}
+            tls_session::Opened::Closed => break,
+        }
+        at = end;
+    }
+    plain
 }
 
 /// A peer that stops reading holds the ciphertext buffers of its connection's send, no more:
@@ -547,9 +568,9 @@ async fn a_peer_that_stops_reading_does_not_starve_other_connections_of_the_ciph
     }
     let ca = Ca::new("test CA");
     let pool = transport_uring::BufferPool::new(4 * tls::DEFAULT_POOL_BUF, tls::DEFAULT_POOL_BUF).unwrap();
-    let mut acceptor = UringTlsAcceptor::bind("127.0.0.1:0", plain(&ca), uring()).await.unwrap().with_pool(pool.clone());
+    let mut acceptor = UringTlsAcceptor::bind("127.0.0.1:0", plain(&ca), uring()).await.unwrap().with_pool(pool.clone()).rekey_after(7);
     let (_stalled_client, _, stalled) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
-    let (mut reading_client, _, other) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
+    let (reading_client, reading_session, other) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
 
     // The stalled client's server sends far more than the sockets hold, and blocks.
     let (_r1, mut s1) = stalled.split();
@@ -564,27 +585,25 @@ async fn a_peer_that_stops_reading_does_not_starve_other_connections_of_the_ciph
     .expect("the stalled send holds the pool's buffers");
     assert!(!stuck.is_finished(), "the stalled send is blocked");
 
-    // The other connection's client reads everything; its server's send must finish.
-    let reader = tokio::spawn(async move {
-        let mut sink = vec![0u8; 64 << 10];
-        let mut n = 0usize;
-        loop {
-            match tokio::io::AsyncReadExt::read(&mut reading_client, &mut sink).await {
-                Ok(0) | Err(_) => return n,
-                Ok(k) => n += k,
-            }
-        }
-    });
+    // The other connection's client reads and opens everything; its server's send must finish.
+    let reader = tokio::spawn(read_and_open(reading_client, reading_session.opener));
     let (_r2, mut s2) = other.split();
     let data = pattern(600 << 10, 2);
+    let mut expect = [&b"head"[..], &data[..]].concat();
     let t = rpc_core::Transmit { head: bytes::Bytes::from_static(b"head"), segments: vec![rpc_core::Segment::Bytes(data.into())] };
     tokio::time::timeout(Duration::from_secs(10), s2.send(&mut vec![t]))
         .await
         .expect("a send of another connection waited for the stalled peer's buffers")
         .unwrap();
+    // Small sends too (each in a buffer of its own size), with a key update among them.
+    for i in 0..50u8 {
+        let t = rpc_core::Transmit { head: bytes::Bytes::from(vec![i; 64]), segments: vec![] };
+        expect.extend_from_slice(&[i; 64]);
+        tokio::time::timeout(Duration::from_secs(10), s2.send(&mut vec![t])).await.expect("a small send waited").unwrap();
+    }
     s2.shutdown().await.unwrap();
     let got = tokio::time::timeout(LIMIT, reader).await.unwrap().unwrap();
-    assert!(got > 600 << 10, "the reading client got the records ({got} bytes)");
+    assert!(got == expect, "the reading client opened {} bytes, {} sent", got.len(), expect.len());
     assert_eq!(pool.available(), 0, "the stalled send still holds its buffers");
     stuck.abort();
 }
@@ -783,11 +802,12 @@ fn a_flood_of_empty_records_lets_other_tasks_of_the_thread_run() {
         l.set_nonblocking(true).unwrap();
         let listener = tokio::net::TcpListener::from_std(l.into()).unwrap();
         let mut acceptor = UringTlsAcceptor::new(listener, plain(&ca), uring()).unwrap();
-        let (mut stream, mut sealer, server) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
+        let (mut stream, mut session, server) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
+        let sealer = &mut session.sealer;
         let (mut recv, _send) = server.split();
         let mut contents: Vec<&[u8]> = vec![&[][..]; 40_000];
         contents.push(b"!");
-        let (wire, _) = sealed(&mut sealer, &contents);
+        let (wire, _) = sealed(sealer, &contents);
         stream.write_all(&wire).await.unwrap();
         // Every byte in the server's socket (loopback delivers as it sends; a moment more).
         tokio::time::sleep(Duration::from_millis(200)).await;
