@@ -124,7 +124,8 @@ fn run() -> Probe {
             p.buf_ring = f.provide_buffers && at_least(5, 19);
             p.vectored_fixed = f.sendmsg_zc && at_least(6, 15);
             p.clone_buffers = at_least(6, 13);
-            if f.sendmsg_zc && f.recv {
+            let why_not = uring_lacks(&f, kernel);
+            if why_not.is_none() {
                 p.backend = Backend::Uring;
                 p.reason = format!(
                     "io_uring with SENDMSG_ZC on Linux {}.{}{}",
@@ -138,10 +139,7 @@ fn run() -> Probe {
                 );
                 return p;
             }
-            format!(
-                "io_uring lacks SENDMSG_ZC (Linux {}.{}; needs 6.1)",
-                kernel.0, kernel.1
-            )
+            why_not.unwrap_or_default()
         }
         Err(e) => e,
     };
@@ -155,6 +153,23 @@ fn run() -> Probe {
     p
 }
 
+/// Why a ring with `f` on Linux `kernel` cannot carry the engine (`None`: it can). Its sends
+/// are `SENDMSG_ZC` asking for `IORING_SEND_ZC_REPORT_USAGE`, which the adaptive switch reads
+/// (6.2: Linux 6.1 has `SENDMSG_ZC` but fails every send that asks for the report with
+/// `EINVAL`), and its receives `RECV`.
+fn uring_lacks(f: &sys::ring::RingFeatures, kernel: (u32, u32)) -> Option<String> {
+    if !(f.sendmsg_zc && f.recv) {
+        return Some(format!("io_uring lacks SENDMSG_ZC (Linux {}.{}; needs 6.1)", kernel.0, kernel.1));
+    }
+    if kernel < (6, 2) {
+        return Some(format!(
+            "io_uring's SENDMSG_ZC cannot report copied sends (IORING_SEND_ZC_REPORT_USAGE; Linux {}.{}; needs 6.2)",
+            kernel.0, kernel.1
+        ));
+    }
+    None
+}
+
 /// The backend a connection asking for `wanted` gets, and why when it is not that one.
 pub(crate) fn resolve(wanted: Backend) -> (Backend, Option<String>) {
     let p = probe();
@@ -165,5 +180,23 @@ pub(crate) fn resolve(wanted: Backend) -> (Backend, Option<String>) {
         Backend::Uring => (p.backend, Some(p.reason.clone())),
         Backend::MsgZc if p.msg_zerocopy => (Backend::MsgZc, None),
         Backend::MsgZc => (Backend::Copy, Some("SO_ZEROCOPY refused; copying".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Linux 6.1 has `SENDMSG_ZC` but refuses the usage report every engine send asks for
+    /// (`EINVAL`): the engine must not pick io_uring there (it falls back to `MSG_ZEROCOPY`).
+    #[test]
+    fn io_uring_is_the_backend_only_where_sends_can_report_usage() {
+        let all = sys::ring::RingFeatures { send_zc: true, sendmsg_zc: true, recv: true, provide_buffers: true };
+        let why = uring_lacks(&all, (6, 1)).expect("6.1 cannot carry the engine's sends");
+        assert!(why.contains("IORING_SEND_ZC_REPORT_USAGE") && why.contains("6.2"), "{why}");
+        assert_eq!(uring_lacks(&all, (6, 2)), None);
+        assert_eq!(uring_lacks(&all, (6, 18)), None);
+        let no_sendmsg_zc = sys::ring::RingFeatures { sendmsg_zc: false, ..all };
+        assert!(uring_lacks(&no_sendmsg_zc, (6, 0)).unwrap().contains("lacks SENDMSG_ZC"));
     }
 }

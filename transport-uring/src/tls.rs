@@ -8,7 +8,9 @@
 //!   of a [`BufferPool`] where each record goes, up to 16 KiB of plaintext a record across frame
 //!   boundaries, and sealed there in place; the buffers go out through the engine's copy or
 //!   zero-copy path as any other pool buffer ([`UringSend`]), up to four in one write (1 MiB
-//!   with the default pool). The ciphertext is the only copy.
+//!   with the default pool). The ciphertext is the only copy. While the pool is empty (its
+//!   buffers held by the other connections' sends, a stalled peer's among them) records are
+//!   sealed in ordinary memory instead: no connection waits for another's peer.
 //! - **Receiving**: records are read straight into the frame's receive buffer (the buffer the
 //!   driver gives `RecvHalf::recv`: a large frame's own 64-byte-aligned buffer), as many as the
 //!   socket holds in one read (up to 256 KiB), and each is authenticated and decrypted where it
@@ -76,7 +78,7 @@ use rpc_core::transport::tls_session::{
     RECORD_OVERHEAD, TAG_LEN,
 };
 use rpc_core::transport::{Acceptor, RecvHalf, SendHalf, Transport};
-use rpc_core::{Client, ClientConfig, ConnectError, Peer, Segment, Transmit, TransportStats};
+use rpc_core::{Client, ClientConfig, ConnectError, FileRegion, Peer, Segment, Transmit, TransportStats};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 use crate::buf::{BufferPool, ZcBuf};
@@ -94,6 +96,9 @@ pub const DEFAULT_POOL_BUF: usize = 256 << 10;
 
 /// The smallest record started at the end of a buffer (less goes to the next buffer).
 const MIN_RECORD: usize = 1024;
+
+/// Bytes of a file region read per step (into memory, to be sealed).
+const FILE_PIECE: usize = 256 << 10;
 
 /// Sealed buffers sent in one write: a frame larger than a buffer goes out in writes of this
 /// many (1 MiB with the default pool), not one write per buffer, and the rest of a send that
@@ -221,7 +226,7 @@ pub struct UringTlsSend {
     stats: Arc<TransportStats>,
     /// The buffer being filled: its `len` bytes are sealed records; the record being filled has
     /// `open` bytes of plaintext after a header's room.
-    cur: Option<ZcBuf>,
+    cur: Option<SealBuf>,
     open: usize,
     /// Full buffers of sealed records not sent yet, in order (they go before `cur`).
     sealed: Vec<Segment>,
@@ -231,6 +236,64 @@ pub struct UringTlsSend {
     interrupted: bool,
     /// The alert the receiving half found the peer owed (its description + 1; 0: none).
     owed: Arc<AtomicU16>,
+}
+
+/// A buffer records are sealed in: one of the pool's (sent as any pool buffer, zero-copy where
+/// the engine picks it), or, while the pool is empty, one of ordinary memory of the same size.
+enum SealBuf {
+    Pool(ZcBuf),
+    Heap { bytes: Vec<u8>, len: usize },
+}
+
+impl SealBuf {
+    fn heap(size: usize) -> SealBuf {
+        SealBuf::Heap { bytes: vec![0; size], len: 0 }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            SealBuf::Pool(b) => b.len(),
+            SealBuf::Heap { len, .. } => *len,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            SealBuf::Pool(b) => b.capacity(),
+            SealBuf::Heap { bytes, .. } => bytes.len(),
+        }
+    }
+
+    fn set_len(&mut self, n: usize) {
+        match self {
+            SealBuf::Pool(b) => b.set_len(n),
+            SealBuf::Heap { bytes, len } => {
+                assert!(n <= bytes.len());
+                *len = n;
+            }
+        }
+    }
+
+    fn as_full_mut(&mut self) -> &mut [u8] {
+        match self {
+            SealBuf::Pool(b) => b.as_full_mut(),
+            SealBuf::Heap { bytes, .. } => bytes,
+        }
+    }
+
+    fn into_segment(self) -> Segment {
+        match self {
+            SealBuf::Pool(b) => b.into_segment(),
+            SealBuf::Heap { mut bytes, len } => {
+                bytes.truncate(len);
+                Segment::Bytes(Bytes::from(bytes))
+            }
+        }
+    }
 }
 
 impl fmt::Debug for UringTlsSend {
@@ -298,6 +361,15 @@ impl UringTlsSend {
         Ok(())
     }
 
+    /// The size of an ordinary buffer for the rest of this send (the pool being empty): its
+    /// records and a key update, no larger than a pool buffer (a 64-byte call does not pay
+    /// for 256 KiB), and never too small for a key update and a record to follow it.
+    fn heap_size(&self) -> usize {
+        let records = self.remaining.div_ceil(MAX_PLAINTEXT) + 1;
+        let need = self.remaining + records * RECORD_OVERHEAD + KEY_UPDATE_RECORD_LEN;
+        need.min(self.pool.buf_size()).max(KEY_UPDATE_RECORD_LEN + 2 * RECORD_OVERHEAD + MIN_RECORD)
+    }
+
     /// Whether `plaintext` bytes, in full records, fit in one buffer of the pool.
     fn fits_one_buffer(&self, plaintext: usize) -> bool {
         let records = plaintext.div_ceil(MAX_PLAINTEXT) + 1;
@@ -312,14 +384,20 @@ impl UringTlsSend {
                 Some(b) => b,
                 None => {
                     let b = match self.pool.take() {
-                        Some(b) => b,
+                        Some(b) => SealBuf::Pool(b),
                         None => {
                             // The pool is drained: what this half holds goes first, so that
-                            // no connection waits for buffers while it keeps some unsent.
+                            // its buffers come back for the next ones.
                             self.send_sealed().await?;
                             match self.pool.take() {
-                                Some(b) => b,
-                                None => self.pool.take_wait().await,
+                                Some(b) => SealBuf::Pool(b),
+                                // Still none: the other connections hold them, and one whose
+                                // peer stopped reading returns none until its write-stall
+                                // timeout. Never wait for them: seal in ordinary memory.
+                                None => {
+                                    tracing::debug!("TLS ciphertext pool empty; sealing records in ordinary memory");
+                                    SealBuf::heap(self.heap_size())
+                                }
                             }
                         }
                     };
@@ -368,18 +446,37 @@ impl UringTlsSend {
         Ok(())
     }
 
+    /// Copies a file region into records as [`UringTlsSend::put`] does, read a piece at a
+    /// time on tokio's blocking pool (a read may wait for the disk): what is held is one piece,
+    /// never the region, however large.
+    async fn put_file(&mut self, region: &FileRegion) -> io::Result<()> {
+        let mut piece = vec![0u8; FILE_PIECE.min(region.len())];
+        let mut at = 0;
+        while at < region.len() {
+            let r = region.clone();
+            let (n, back) = tokio::task::spawn_blocking(move || {
+                let n = r.read_at(at, &mut piece);
+                (n, piece)
+            })
+            .await
+            .map_err(|e| io::Error::other(format!("file read task failed: {e}")))?;
+            piece = back;
+            let n = n?;
+            TransportStats::add(&self.stats.file_read_bytes, n as u64);
+            self.put(&piece[..n]).await?;
+            at += n;
+        }
+        Ok(())
+    }
+
     async fn send_inner(&mut self, batch: &mut Vec<Transmit>) -> io::Result<()> {
         self.remaining = batch.iter().map(Transmit::len).sum();
         for t in std::mem::take(batch) {
             self.put(&t.head).await?;
             for s in &t.segments {
                 match s {
-                    Segment::File(f) => {
-                        // Records are sealed in memory: a file region is read first.
-                        let b = f.read_to_bytes()?;
-                        TransportStats::add(&self.stats.file_read_bytes, b.len() as u64);
-                        self.put(&b).await?;
-                    }
+                    // Records are sealed in memory: a file region is read first.
+                    Segment::File(f) => self.put_file(f).await?,
                     s => self.put(s.memory().unwrap_or_default()).await?,
                 }
             }
@@ -493,6 +590,11 @@ impl UringTlsRecv {
     /// of the stream.
     async fn read_some(&mut self, dst: &mut BytesMut, max: usize, certain: usize) -> io::Result<usize> {
         debug_assert!(max > 0 && max <= dst.capacity() - dst.len());
+        // One unit of tokio's cooperative budget per read, as a tokio stream's read takes (the
+        // tcp transport's TLS reads through one): a peer whose records carry nothing (empty
+        // records, key updates) would otherwise keep a receive reading, never returning
+        // `Pending`, for as long as it keeps the socket from running dry.
+        tokio::task::coop::consume_budget().await;
         let n = loop {
             match self.stream.try_read_buf(&mut (&mut *dst).limit(max)) {
                 Ok(n) => break n,

@@ -175,3 +175,167 @@ async fn stalled_peers_do_not_starve_other_connections() {
     .await
     .expect("a connection starved of pool buffers by two peers that never read");
 }
+
+/// Answers every call with a payload of four pool buffers (1 MiB), taken from `pool`.
+struct PoolReplies {
+    pool: BufferPool,
+}
+
+impl rpc_core::Service for PoolReplies {
+    fn call(&self, _req: rpc_core::ServerRequest) -> rpc_core::BoxFuture<'static, Result<rpc_core::Body, rpc_core::Status>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let mut payload = rpc_core::Payload::new();
+            for i in 0..4u8 {
+                let mut b = tokio::time::timeout(Duration::from_secs(30), pool.take_wait())
+                    .await
+                    .map_err(|_| rpc_core::Status::internal("no pool buffer"))?;
+                b.fill_from(&pattern(pool.buf_size(), i));
+                payload.push(b.into_segment());
+            }
+            Ok(rpc_core::Body::new(Bytes::new(), vec![payload]))
+        })
+    }
+}
+
+/// A raw client on `addr` that says hello and sends `calls` requests from a thread, and
+/// never reads (its receive buffer small).
+fn non_reading_client(addr: SocketAddr, calls: u64) -> std::thread::JoinHandle<std::net::TcpStream> {
+    use rpc_core::frame::{Hello, Request, WIRE_VERSION};
+    use std::io::Write;
+    std::thread::spawn(move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(64 << 10).unwrap();
+        s.connect(&addr.into()).unwrap();
+        let mut s: std::net::TcpStream = s.into();
+        s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 64 << 20, max_calls_in_flight: 100, max_attachments: 16, max_metadata: 0, stream_window: 0 };
+        let _ = s.write_all(&hello.encode());
+        for id in 1..=calls {
+            let r = Request { id, method: 1, mode: Default::default(), await_commit: false, deadline: None, metadata: Bytes::new(), message: Bytes::new(), attachments: vec![] };
+            if s.write_all(&r.encode().unwrap().to_vec()).is_err() {
+                break;
+            }
+        }
+        s
+    })
+}
+
+/// A client that stops reading while a uring server answers it with sends of pool buffers,
+/// zero-copy or by copy: the write-stall timeout ends the connection (zero-copy: the send
+/// dropped inside a `SENDMSG_ZC` the kernel still holds), the close deadline aborts it, and
+/// every pool buffer comes back, writable, once the kernel's notifications are in; the server
+/// serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_client_stops_reading_zero_copy_answers_cuts_it_off_and_gets_every_buffer_back() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    // Zero-copy, and by copy (the writer then waits for room in user space, holding the
+    // answer's buffers until the send is dropped).
+    for mode in [ZcMode::AlwaysZc, ZcMode::NeverZc] {
+        cut_off_at_the_write_stall(mode).await;
+    }
+}
+
+async fn cut_off_at_the_write_stall(mode: ZcMode) {
+    tokio::time::timeout(LIMIT, async {
+        let pool = BufferPool::new(16 << 18, 1 << 18).unwrap();
+        let cfg = UringConfig {
+            backend: Backend::Uring,
+            mode,
+            close_deadline: Duration::from_millis(300),
+            tcp_user_timeout: None,
+            ..Default::default()
+        };
+        let acceptor = transport_uring::UringAcceptor::bind("127.0.0.1:0", cfg.clone()).await.unwrap();
+        let addr = acceptor.local_addr().unwrap();
+        let server = rpc_core::Server::builder()
+            .write_stall_timeout(Some(Duration::from_millis(800)))
+            .drain_timeout(Duration::from_millis(300))
+            .build(PoolReplies { pool: pool.clone() });
+        let handle = server.serve(acceptor);
+        // 40 answers of 1 MiB: far more than the sockets hold.
+        let peer = non_reading_client(addr, 40);
+        let mut held_peak = 0;
+        while server.connections() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        while server.connections() > 0 {
+            held_peak = held_peak.max(pool.capacity() - pool.available());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(held_peak > 0, "{mode:?}: the stalled connection held pool buffers");
+        let stats = server.stats();
+        assert_eq!(stats.write_stalls, 1, "{mode:?}: {stats:?}");
+        // Every buffer comes back (bounded by LIMIT), writable.
+        while pool.available() < pool.capacity() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut all = Vec::new();
+        while let Some(mut b) = pool.take() {
+            b.as_full_mut().fill(0xa5);
+            all.push(b);
+        }
+        assert_eq!(all.len(), pool.capacity());
+        drop(all);
+        // The server serves on.
+        let client = rpc_core::Client::connect(transport_uring::connect(addr, cfg).await.unwrap(), rpc_core::ClientConfig::default()).await.unwrap();
+        let reply = client.call(1, rpc_core::Body::message(Bytes::new()), rpc_core::CallOptions::default()).await.unwrap();
+        assert_eq!(reply.attachments[0].len(), 4 << 18);
+        drop(client);
+        handle.shutdown().await;
+        drop(peer.join().unwrap());
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{mode:?}: the stalled connection was not cut off, or its buffers did not come back"));
+}
+
+/// The server shut down while a client that stops reading holds zero-copy answers in the
+/// kernel (no write-stall timeout): the shutdown ends within its grace period and drain
+/// bounds, and the pool buffers come back after the close deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_shut_down_with_zero_copy_answers_held_by_a_stalled_client_ends_in_bounded_time() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    tokio::time::timeout(LIMIT, async {
+        let pool = BufferPool::new(16 << 18, 1 << 18).unwrap();
+        let cfg = UringConfig {
+            backend: Backend::Uring,
+            mode: ZcMode::AlwaysZc,
+            close_deadline: Duration::from_millis(300),
+            tcp_user_timeout: None,
+            ..Default::default()
+        };
+        let acceptor = transport_uring::UringAcceptor::bind("127.0.0.1:0", cfg).await.unwrap();
+        let addr = acceptor.local_addr().unwrap();
+        let server = rpc_core::Server::builder()
+            .write_stall_timeout(None)
+            .grace_period(Duration::from_millis(500))
+            .drain_timeout(Duration::from_millis(300))
+            .build(PoolReplies { pool: pool.clone() });
+        let handle = server.serve(acceptor);
+        let peer = non_reading_client(addr, 40);
+        // Wait until the stalled connection's sends hold buffers and no longer move.
+        let mut last = usize::MAX;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let held = pool.capacity() - pool.available();
+            if held > 0 && held == last {
+                break;
+            }
+            last = held;
+        }
+        assert_eq!(server.connections(), 1);
+        tokio::time::timeout(Duration::from_secs(10), handle.shutdown())
+            .await
+            .expect("the server's shutdown waited on a peer that does not read");
+        while pool.available() < pool.capacity() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(peer.join().unwrap());
+    })
+    .await
+    .expect("the pool buffers did not come back after the shutdown");
+}

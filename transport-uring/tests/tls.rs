@@ -29,7 +29,7 @@ use rpc_core::{CallError, Client, Code, ConnectError, Payload, Server, ServerHan
 use support::*;
 use tokio::sync::mpsc;
 use bytes::BytesMut;
-use rpc_core::transport::{tls_session, RecvHalf, Transport};
+use rpc_core::transport::{tls_session, RecvHalf, SendHalf, Transport};
 use tokio::io::AsyncWriteExt;
 use transport_uring::tls::{self, UringTlsAcceptor, UringTlsConnector};
 use transport_uring::{Backend, UringConfig};
@@ -515,4 +515,309 @@ async fn a_buffer_the_size_of_a_large_frame_copies_only_the_record_that_overhang
     let h = tls_session::HEADER_LEN as u64;
     assert!(st.tls_bytes_copied <= tls_session::MAX_PLAINTEXT as u64 + 2 * h, "{st}");
     drop(writer.await.unwrap());
+}
+
+/// A uring TLS server's transport sealing into `pool`, and a raw client (handshake done) that
+/// reads only what the test makes it.
+async fn raw_client_and_uring_server_with(
+    acceptor: &mut UringTlsAcceptor,
+    ca: &Ca,
+) -> (tokio::net::TcpStream, tls_session::Session, transport_uring::tls::UringTlsTransport) {
+    let addr = acceptor.local_addr().unwrap();
+    let rustls = tls_session::for_sessions_client(&trust(ca).rustls().unwrap());
+    let client = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let session = tls_session::connect(&stream, rustls, "localhost").await.unwrap();
+        assert!(session.leftover.is_empty(), "the server sends nothing after the handshake");
+        (stream, session)
+    };
+    let ((stream, session), server) = tokio::time::timeout(LIMIT, async { tokio::join!(client, acceptor.accept()) }).await.expect("handshake");
+    (stream, session, server.unwrap())
+}
+
+/// Everything a raw client reads until the end of the stream, opened with `opener`: the
+/// plaintext, up to `close_notify`.
+async fn read_and_open(mut stream: tokio::net::TcpStream, mut opener: tls_session::RecordOpener) -> Vec<u8> {
+    let mut wire = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut wire).await.unwrap();
+    let mut plain = Vec::new();
+    let mut at = 0;
+    while at < wire.len() {
+        let body = tls_session::body_len(wire[at..at + tls_session::HEADER_LEN].try_into().unwrap()).unwrap();
+        let end = at + tls_session::HEADER_LEN + body;
+        match opener.open_in_place(&mut wire[at..end]).unwrap() {
+            tls_session::Opened::Data(n) => plain.extend_from_slice(&wire[at + tls_session::HEADER_LEN..][..n]),
+            tls_session::Opened::Nothing => {}
+            tls_session::Opened::Closed => break,
+        }
+        at = end;
+    }
+    plain
+}
+
+/// A peer that stops reading holds the ciphertext buffers of its connection's send, no more:
+/// the other connections of the acceptor, which share its pool, go on. Before the fix, a send
+/// that found the pool empty waited for a buffer to come back, and a stalled peer's send
+/// returns none: with the 1 MiB pool `UringTlsAcceptor` makes where locked memory is short
+/// (4 buffers, one send's worth), one stalled client stopped every other TLS connection's
+/// sends until the write-stall timeout ended its own (and its own, too, looked stalled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_does_not_starve_other_connections_of_the_ciphertext_pool() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    let ca = Ca::new("test CA");
+    let pool = transport_uring::BufferPool::new(4 * tls::DEFAULT_POOL_BUF, tls::DEFAULT_POOL_BUF).unwrap();
+    let mut acceptor = UringTlsAcceptor::bind("127.0.0.1:0", plain(&ca), uring()).await.unwrap().with_pool(pool.clone()).rekey_after(7);
+    let (_stalled_client, _, stalled) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
+    let (reading_client, reading_session, other) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
+
+    // The stalled client's server sends far more than the sockets hold, and blocks.
+    let (_r1, mut s1) = stalled.split();
+    let big = rpc_core::Transmit { head: bytes::Bytes::from_static(b"head"), segments: vec![rpc_core::Segment::Bytes(pattern(64 << 20, 1).into())] };
+    let stuck = tokio::spawn(async move { s1.send(&mut vec![big]).await });
+    tokio::time::timeout(LIMIT, async {
+        while pool.available() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the stalled send holds the pool's buffers");
+    assert!(!stuck.is_finished(), "the stalled send is blocked");
+
+    // The other connection's client reads and opens everything; its server's send must finish.
+    let reader = tokio::spawn(read_and_open(reading_client, reading_session.opener));
+    let (_r2, mut s2) = other.split();
+    let data = pattern(600 << 10, 2);
+    let mut expect = [&b"head"[..], &data[..]].concat();
+    let t = rpc_core::Transmit { head: bytes::Bytes::from_static(b"head"), segments: vec![rpc_core::Segment::Bytes(data.into())] };
+    tokio::time::timeout(Duration::from_secs(10), s2.send(&mut vec![t]))
+        .await
+        .expect("a send of another connection waited for the stalled peer's buffers")
+        .unwrap();
+    // Small sends too (each in a buffer of its own size), with a key update among them.
+    for i in 0..50u8 {
+        let t = rpc_core::Transmit { head: bytes::Bytes::from(vec![i; 64]), segments: vec![] };
+        expect.extend_from_slice(&[i; 64]);
+        tokio::time::timeout(Duration::from_secs(10), s2.send(&mut vec![t])).await.expect("a small send waited").unwrap();
+    }
+    s2.shutdown().await.unwrap();
+    let got = tokio::time::timeout(LIMIT, reader).await.unwrap().unwrap();
+    assert!(got == expect, "the reading client opened {} bytes, {} sent", got.len(), expect.len());
+    assert_eq!(pool.available(), 0, "the stalled send still holds its buffers");
+    stuck.abort();
+}
+
+/// What a uring TLS receiver delivers when the peer seals `contents` (one record each) and its
+/// stream ends after `cut` bytes of them, read with buffers of `room` bytes: the plaintext
+/// handed over, and how the last receive ended.
+async fn deliver_cut(contents: &[&[u8]], cut: usize, room: usize) -> (Vec<u8>, std::io::Result<usize>) {
+    let (mut stream, mut sealer, server) = raw_client_and_uring_server().await;
+    let (mut recv, _send) = server.split();
+    let (wire, _) = sealed(&mut sealer, contents);
+    stream.write_all(&wire[..cut]).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        let (r, buf) = tokio::time::timeout(Duration::from_secs(10), recv.recv(BytesMut::with_capacity(room)))
+            .await
+            .expect("a receive of a cut stream did not end");
+        match r {
+            Ok(0) => return (got, Ok(0)),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return (got, Err(e)),
+        }
+    }
+}
+
+/// A stream cut at every byte of a record, received in place (a buffer with room for it) and
+/// aside (a buffer smaller than the record): the records before the cut are delivered whole,
+/// nothing of the cut one, and the receive ends with an error saying the record was cut short
+/// (a cut between records is an end of stream, as on plain TCP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_at_every_byte_of_a_record_delivers_only_whole_records() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    let first = pattern(30, 1);
+    let second = pattern(10, 2);
+    let len1 = first.len() + tls_session::RECORD_OVERHEAD;
+    let len2 = second.len() + tls_session::RECORD_OVERHEAD;
+    for room in [64 << 10, 32] {
+        for cut in 0..=len1 + len2 {
+            let (got, end) = deliver_cut(&[&first, &second], cut, room).await;
+            let whole = if cut >= len1 + len2 { [&first[..], &second[..]].concat() } else if cut >= len1 { first.clone() } else { Vec::new() };
+            assert!(got == whole, "cut at {cut}, room {room}: delivered {} bytes, {} expected", got.len(), whole.len());
+            match end {
+                Ok(0) => assert!(cut == 0 || cut == len1 || cut == len1 + len2, "cut at {cut}, room {room}: a cut record ended the stream quietly"),
+                Ok(n) => unreachable!("{n}"),
+                Err(e) => {
+                    assert!(cut != 0 && cut != len1 && cut != len1 + len2, "cut at {cut}, room {room}: between records: {e}");
+                    assert!(e.to_string().contains("cut short"), "cut at {cut}, room {room}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// A peer that sends a flood of tiny records, empty records and key updates: every byte is
+/// delivered in order, every update followed, in the caller's buffers (none grows), and the
+/// receiver keeps up to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_tiny_records_empty_records_and_key_updates_is_received_in_bounded_memory() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    const N: usize = 20_000;
+    let (mut stream, mut sealer, server) = raw_client_and_uring_server().await;
+    let stats = server.stats();
+    let (mut recv, _send) = server.split();
+    let mut wire = Vec::new();
+    for i in 0..N {
+        let at = wire.len();
+        wire.resize(at + tls_session::KEY_UPDATE_RECORD_LEN, 0);
+        sealer.seal_key_update(&mut wire[at..]).unwrap();
+        let (tiny, _) = sealed(&mut sealer, &[&[i as u8][..], &[][..]]);
+        wire.extend_from_slice(&tiny);
+    }
+    let writer = tokio::spawn(async move {
+        stream.write_all(&wire).await.unwrap();
+        stream
+    });
+    let mut got = Vec::with_capacity(N);
+    while got.len() < N {
+        let (r, buf) = tokio::time::timeout(LIMIT, recv.recv(BytesMut::with_capacity(4096))).await.expect("receive");
+        let n = r.unwrap();
+        assert!(n > 0, "early end after {} bytes", got.len());
+        assert_eq!(buf.capacity(), 4096, "the caller's buffer grew");
+        got.extend_from_slice(&buf);
+    }
+    assert!(got.iter().enumerate().all(|(i, &b)| b == i as u8), "bytes out of order");
+    assert_eq!(stats.snapshot().tls_key_updates, N as u64);
+    drop(writer.await.unwrap());
+}
+
+/// A file region sent over uring TLS is read a piece at a time, as it is sealed: what the
+/// sender has read and the socket has not taken stays within a few pool buffers, however large
+/// the region (here 64 MiB, to a peer that reads nothing). Before the fix it was read whole
+/// into memory first (`FileRegion::read_to_bytes`, on the runtime's thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_region_over_uring_tls_is_read_a_piece_at_a_time() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    const LEN: usize = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(LEN as u64).unwrap();
+    drop(f);
+    let region = rpc_core::FileRegion::open(&path).unwrap();
+    let (stream, _sealer, server) = raw_client_and_uring_server().await;
+    let stats = server.stats();
+    let (_recv, mut send) = server.split();
+    let t = rpc_core::Transmit { head: bytes::Bytes::from_static(b"head"), segments: vec![rpc_core::Segment::File(region)] };
+    let sending = tokio::spawn(async move { send.send(&mut vec![t]).await });
+    // The peer reads nothing: the send stops once the sockets are full; then look.
+    let mut last = u64::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let st = stats.snapshot();
+        if st.sent_bytes == last || sending.is_finished() {
+            break;
+        }
+        last = st.sent_bytes;
+    }
+    let st = stats.snapshot();
+    assert!(!sending.is_finished(), "64 MiB fit in the sockets? {st}");
+    let held = st.file_read_bytes.saturating_sub(st.sent_bytes);
+    println!("read {} of the file, the socket took {}: {held} held", st.file_read_bytes, st.sent_bytes);
+    assert!(held <= 4 << 20, "the sender holds {held} bytes read from the file and not sent: {st}");
+    sending.abort();
+    drop(stream);
+}
+
+/// Answers with the file region it holds, between a memory segment before and after.
+struct FileReply(rpc_core::FileRegion);
+
+impl rpc_core::Service for FileReply {
+    fn call(&self, _req: rpc_core::ServerRequest) -> rpc_core::BoxFuture<'static, Result<rpc_core::Body, rpc_core::Status>> {
+        let region = self.0.clone();
+        Box::pin(async move {
+            let mut p = Payload::from(vec![1u8; 333]);
+            p.push_file(region);
+            p.push(bytes::Bytes::from_static(b"after"));
+            Ok(rpc_core::Body::new(bytes::Bytes::new(), vec![p]))
+        })
+    }
+}
+
+/// A file region in a reply over uring TLS, read in pieces (several, and a short last one),
+/// arrives byte-exact between the memory around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_region_over_uring_tls_arrives_byte_exact() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    let data = pattern((700 << 10) + 13, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    std::fs::write(&path, &data).unwrap();
+    let region = rpc_core::FileRegion::open(&path).unwrap();
+    let ca = Ca::new("test CA");
+    let (acceptor, _failures) = acceptor(plain(&ca)).await;
+    let addr = acceptor.local_addr().unwrap();
+    let handle = Server::builder().build(FileReply(region)).serve(acceptor);
+    let client = tls::client(addr, "localhost", trust(&ca), uring(), config()).await.unwrap();
+    let reply = tokio::time::timeout(LIMIT, client.call(1, rpc_core::Body::message(bytes::Bytes::new()), rpc_core::CallOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = reply.attachments[0].to_bytes();
+    let expect = [&[1u8; 333][..], &data[..], b"after"].concat();
+    assert!(got[..] == expect[..], "{} bytes, {} expected", got.len(), expect.len());
+    drop(client);
+    handle.shutdown().await;
+}
+
+/// A peer whose records carry nothing (empty records, here 40,000 of them queued at once)
+/// does not keep the receiving task's worker to itself: the receive takes from tokio's
+/// cooperative budget as it goes through them, so another task of the same thread runs before
+/// the receive is over, as it does over tcp's TLS (whose reads take the budget). Before the
+/// fix, one receive went through every queued record without ever returning `Pending`.
+#[test]
+fn a_flood_of_empty_records_lets_other_tasks_of_the_thread_run() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    // One thread: the other task runs only when the receiving task returns Pending.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let ca = Ca::new("test CA");
+        // Room for the whole flood in the server's socket before the receive starts.
+        let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        l.set_recv_buffer_size(4 << 20).unwrap();
+        l.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        l.listen(4).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(l.into()).unwrap();
+        let mut acceptor = UringTlsAcceptor::new(listener, plain(&ca), uring()).unwrap();
+        let (mut stream, mut session, server) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
+        let sealer = &mut session.sealer;
+        let (mut recv, _send) = server.split();
+        let mut contents: Vec<&[u8]> = vec![&[][..]; 40_000];
+        contents.push(b"!");
+        let (wire, _) = sealed(sealer, &contents);
+        stream.write_all(&wire).await.unwrap();
+        // Every byte in the server's socket (loopback delivers as it sends; a moment more).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+        let (r, buf) = tokio::time::timeout(LIMIT, recv.recv(BytesMut::with_capacity(4096))).await.unwrap();
+        assert_eq!(r.unwrap(), 1);
+        assert_eq!(&buf[..], b"!");
+        assert!(ran.load(Ordering::SeqCst), "the receive went through 40,000 empty records without yielding to tokio");
+        drop(stream);
+    });
 }

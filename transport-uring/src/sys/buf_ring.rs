@@ -78,6 +78,8 @@ struct Inner {
     tail: Mutex<u16>,
     /// Buffers the kernel can pick from now.
     in_kernel: AtomicUsize,
+    /// The kernel took the registration (only then is there anything to unregister).
+    registered: bool,
 }
 
 // SAFETY: the raw pointers are to mappings `Inner` owns; the kernel writes a buffer only while
@@ -120,7 +122,7 @@ impl BufRing {
         }
         let entries_map = Mapping::new(entries as usize * std::mem::size_of::<RawBuf>())?;
         let bufs = Mapping::new(entries as usize * buf_size)?;
-        let inner = Inner {
+        let mut inner = Inner {
             ring: ring.clone(),
             bgid,
             entries,
@@ -129,6 +131,7 @@ impl BufRing {
             bufs,
             tail: Mutex::new(0),
             in_kernel: AtomicUsize::new(0),
+            registered: false,
         };
         for bid in 0..entries {
             inner.give_back(bid);
@@ -136,8 +139,10 @@ impl BufRing {
         // SAFETY: IORING_REGISTER_PBUF_RING needs the entry array to stay mapped until the
         // group is unregistered or the ring is closed. `Inner` owns the mapping and unregisters
         // before unmapping (`Inner::drop`), and it outlives every receive armed on the group:
-        // each multishot receive keeps a clone until its final completion.
+        // each multishot receive keeps a clone until its final completion. A refused
+        // registration leaves the kernel nothing of the memory: `inner` drops it at once.
         unsafe { ring.register_buf_ring(inner.entries_map.base as u64, entries, bgid)? };
+        inner.registered = true;
         Ok(BufRing(Arc::new(inner)))
     }
 
@@ -218,7 +223,12 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Every receive armed on the group has had its final completion (each held a clone),
-        // and no slice is alive: unregister, then the mappings go.
+        // and no slice is alive: unregister, then the mappings go. A registration the kernel
+        // refused is not unregistered: that would fail and leak the mappings, or, were the
+        // group id taken by another ring, unregister that one.
+        if !self.registered {
+            return;
+        }
         if let Err(e) = self.ring.unregister_buf_ring(self.bgid) {
             // The kernel still knows the memory: leak it rather than unmap it under it.
             tracing::warn!("unregistering buffer ring {} failed ({e}); leaking it", self.bgid);
