@@ -503,9 +503,23 @@ async fn a_large_put_given_up_on_while_on_the_wire_never_runs_on_the_server() {
     let blob = Payload::from(vec![3u8; 60 << 20]);
     for micros in [0, 100, 1_000, 5_000] {
         for _ in 0..3 {
+            let sent = client.stats().sent_bytes;
             let call = client.call(ECHO, Body::new(Bytes::new(), vec![blob.clone()]), CallOptions::default());
             let r = tokio::time::timeout(Duration::from_micros(micros), call).await;
             assert!(r.is_err(), "a 60 MiB echo finished within {micros} µs");
+            // Sent in pieces, it stops part-way: what crosses after the cancel is at most the
+            // pieces the writer holds (wait for it to be done with them).
+            let mut crossed = 0;
+            for _ in 0..200 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let now = client.stats().sent_bytes - sent;
+                if now == crossed {
+                    break;
+                }
+                crossed = now;
+            }
+            eprintln!("{micros} µs: {crossed} bytes crossed");
+            assert!(crossed < 50 << 20, "{micros} µs: {crossed} bytes of a 60 MiB request crossed after its cancel");
         }
     }
     // The connection carries on; the call after them is the only one the server ever ran.
