@@ -912,10 +912,12 @@ impl Connection {
     /// a protocol violation.
     fn check_backlog(&self) -> Result<(), ConnectionError> {
         let limit = self.config.max_calls_in_flight as usize + CONTROL_BACKLOG;
-        if self.transmits.len() >= limit {
+        // Behind a pieced request too: a peer that stops reading in the middle of one holds
+        // every answer there.
+        let queued = self.transmits.len() + self.pieced.iter().map(|p| p.behind.len()).sum::<usize>();
+        if queued >= limit {
             return Err(ConnectionError::Protocol(format!(
-                "peer keeps sending while not reading: {} answers queued (limit {limit})",
-                self.transmits.len()
+                "peer keeps sending while not reading: {queued} answers queued (limit {limit})"
             )));
         }
         Ok(())
@@ -1085,3 +1087,5 @@ mod tests;
 mod stream_tests;
 #[cfg(test)]
 mod meta_tests;
+#[cfg(test)]
+mod pieced_tests;

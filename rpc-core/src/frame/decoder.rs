@@ -112,15 +112,20 @@ impl FrameDecoder {
     /// Decodes the next complete frame from the front of `buf`, or returns `None` when more
     /// bytes are needed ([`FrameDecoder::bytes_needed`] says how many in all).
     pub fn decode<B: InputBuf>(&mut self, buf: &mut B) -> Result<Option<Frame>, DecodeError> {
-        let Some((header, body_len)) = self.pending_header(buf)? else { return Ok(None) };
-        if self.pieces.is_some() {
+        // A loop, not a call to itself per aborted frame: a read block can hold a thousand of
+        // them, and the reader's stack is a worker thread's.
+        let (header, body_len) = loop {
+            let Some(pending) = self.pending_header(buf)? else { return Ok(None) };
+            if self.pieces.is_none() {
+                break pending;
+            }
             match self.strip_pieces(buf)? {
                 Stripped::Partial => return Ok(None),
-                Stripped::Whole => {}
+                Stripped::Whole => break pending,
                 // The sender gave up on it: it never happened. On to the next frame.
-                Stripped::Aborted { .. } => return self.decode(buf),
+                Stripped::Aborted { .. } => {}
             }
-        }
+        };
         if buf.len() < HEADER_LEN + body_len {
             return Ok(None);
         }

@@ -124,6 +124,14 @@ impl Pieces {
                         reason: format!("a data piece of {n} bytes where {} of the frame remain", self.body_left),
                     })
                 }
+                // What it leaves is a piece too, of at least MIN_PIECE: the room for the next
+                // marker behind the clean bytes depends on it.
+                Marker::Data(n) if (1..MIN_PIECE).contains(&(self.body_left - n as usize)) => {
+                    return Err(DecodeError::Malformed {
+                        kind: "piece marker",
+                        reason: format!("a data piece of {n} bytes leaves {} of the frame (at least {MIN_PIECE})", self.body_left - n as usize),
+                    })
+                }
                 Marker::Data(n) => self.left = n as usize,
             }
             read += MARKER_LEN;
