@@ -201,6 +201,11 @@ impl RecvBuffer {
         }
         if !chunk.is_empty() && conn.is_open() {
             self.append(conn.bytes_needed(), &chunk, stats);
+            // A pieced frame is never decoded from a chunk (its markers are cut out where they
+            // lie): here, the chunk may have brought all of it, and frames after it.
+            if conn.piece_room(self.buf.len()).is_some() {
+                let _ = self.handle_input(conn, stats, now);
+            }
         }
     }
 
