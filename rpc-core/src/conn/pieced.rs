@@ -114,11 +114,18 @@ impl Connection {
     }
 
     /// Drops every pieced frame and what waits behind them (the connection failed); returns
-    /// their bytes.
+    /// their bytes. One the writer has begun ends at an abort marker, queued, so that what
+    /// follows it (the goaway naming the failure) is read as a frame, not as its pieces.
     pub(super) fn drop_pieced(&mut self) -> usize {
+        let begun = self.pieced.front().is_some_and(|p| p.started);
         let mut bytes = 0;
         for p in self.pieced.drain(..) {
             bytes += p.pieces.iter().chain(&p.behind).map(Transmit::len).sum::<usize>();
+        }
+        if begun {
+            let abort = Transmit { head: Marker::Abort.encode(), segments: Vec::new() };
+            self.out_bytes += abort.len();
+            self.transmits.push(abort);
         }
         bytes
     }

@@ -245,3 +245,34 @@ fn body(msg: &'static [u8], att: &'static [u8]) -> Body {
     let attachments = if att.is_empty() { Vec::new() } else { vec![Payload::from(Bytes::from_static(att))] };
     Body::new(Bytes::from_static(msg), attachments)
 }
+
+/// The client fails (here: the server sent garbage) while the writer is in the middle of a
+/// pieced request: the goaway that names the error must still reach the server as a frame, not
+/// be read as the rest of the request's pieces.
+#[test]
+fn a_goaway_after_a_pieced_request_cut_short_by_a_failure_is_read_as_a_goaway() {
+    let mut p = pair();
+    p.client.start_call(1, large(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    let mut out = Vec::new();
+    p.client.take_transmits(&mut out);
+    let n: usize = out.iter().map(Transmit::len).sum();
+    for t in &out {
+        p.server_in.extend_from_slice(&t.to_vec());
+    }
+    p.client.handle_written(n, p.now);
+    let mut garbage = BytesMut::from(&[0xffu8; HEADER_LEN][..]);
+    assert!(p.client.handle_input(&mut garbage, p.now).is_err());
+    let mut last = Vec::new();
+    p.client.take_transmits(&mut last);
+    for t in &last {
+        p.server_in.extend_from_slice(&t.to_vec());
+    }
+    let now = p.now;
+    let r = p.server.handle_input(&mut p.server_in, now);
+    let closed = std::iter::from_fn(|| p.server.poll_event()).find_map(|e| if let Event::Closed(e) = e { Some(e) } else { None });
+    assert!(
+        matches!(&closed, Some(ConnectionError::GoAway { code: Code::PROTOCOL, .. })),
+        "the server read the client's last bytes as {r:?}, closed with {closed:?}"
+    );
+    assert_eq!(p.client.held_bytes(), last.iter().map(Transmit::len).sum::<usize>());
+}
