@@ -133,3 +133,116 @@ async fn pieced_requests_over_tls() {
     let stats = rx.await.unwrap();
     exercise_pieces(&client, &service, &stats, "tls").await;
 }
+
+/// A raw peer over tcp: sends our hello, then `bytes`, and returns what the server sent until
+/// it closed or `until` bytes came (bounded).
+async fn raw_exchange(bytes: Vec<u8>, until: usize) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let handle = Server::builder().build(AlignCheck::default()).serve(acceptor);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let hello = rpc_core::frame::Hello {
+        version: rpc_core::frame::WIRE_VERSION,
+        capabilities: rpc_core::frame::caps::PIECES,
+        max_frame: 16 << 20,
+        max_calls_in_flight: 8,
+        max_attachments: 8,
+        max_metadata: 0,
+        stream_window: 0,
+    };
+    s.write_all(&hello.encode()).await.unwrap();
+    // Written while the server reads: it may close before all of it is in.
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = w.write_all(&bytes).await;
+        w
+    });
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut chunk = [0u8; 4096];
+        while got.len() < until {
+            match r.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    drop(writer.await);
+    drop(handle);
+    got
+}
+
+/// A request of a bit over 3 MiB (one attachment): its header flagged pieced, and its body.
+fn pieced_request(id: u64) -> (Vec<u8>, Vec<u8>) {
+    let r = rpc_core::frame::Request {
+        id,
+        method: 1,
+        mode: rpc_core::CallMode::UNARY,
+        await_commit: false,
+        deadline: None,
+        metadata: rpc_core::Bytes::new(),
+        message: rpc_core::Bytes::from_static(b"m"),
+        attachments: vec![rpc_core::Payload::from(vec![9u8; 3 << 20])],
+    };
+    let whole = r.encode().unwrap().to_vec();
+    let mut header = whole[..rpc_core::frame::HEADER_LEN].to_vec();
+    header[1] |= rpc_core::frame::FLAG_PIECED;
+    (header, whole[rpc_core::frame::HEADER_LEN..].to_vec())
+}
+
+fn marker(len: u32, what: u8) -> [u8; 8] {
+    let mut m = [0u8; 8];
+    m[..4].copy_from_slice(&len.to_le_bytes());
+    m[4] = what;
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_breaking_the_rules_ends_the_connection_with_a_goaway_naming_it() {
+    let (header, body) = pieced_request(1);
+    let first = 1 << 20;
+    let left = (body.len() - first) as u32;
+    for (bad, says) in [
+        (marker(left + 1, 0), "remain"),
+        (marker(0, 0), "a data piece of 0 bytes"),
+        (marker(4, 0), "a data piece of 4 bytes"),
+        (marker(64, 7), "unknown marker kind 7"),
+        (marker(5, 1), "an abort with a length of 5"),
+        (marker(left - 3, 0), "leaves 3"),
+    ] {
+        let mut wire = header.clone();
+        wire.extend_from_slice(&marker(first as u32, 0));
+        wire.extend_from_slice(&body[..first]);
+        wire.extend_from_slice(&bad);
+        wire.extend_from_slice(&body[first..]);
+        let got = raw_exchange(wire, usize::MAX).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains("piece marker") && text.contains(says), "{says}: the server said {text:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_aborted_pieced_request_the_next_one_is_answered() {
+    let (header, body) = pieced_request(1);
+    let mut wire = header.clone();
+    wire.extend_from_slice(&marker(1 << 20, 0));
+    wire.extend_from_slice(&body[..1 << 20]);
+    wire.extend_from_slice(&marker(0, 1));
+    // Then the same request whole in two pieces, id 3, and a goaway of ours to end it.
+    let (header3, body3) = pieced_request(3);
+    wire.extend_from_slice(&header3);
+    wire.extend_from_slice(&marker(100, 0));
+    wire.extend_from_slice(&body3[..100]);
+    wire.extend_from_slice(&marker((body3.len() - 100) as u32, 0));
+    wire.extend_from_slice(&body3[100..]);
+    let goaway = rpc_core::frame::Frame::GoAway(rpc_core::frame::GoAway { last_id: 0, code: rpc_core::Code::OK, message: "bye".into() });
+    wire.extend_from_slice(&goaway.encode().unwrap().to_vec());
+    let got = raw_exchange(wire, rpc_core::frame::HELLO_LEN + rpc_core::frame::HEADER_LEN).await;
+    // Our hello is answered, then the response to call 3 (its header is the first frame).
+    let at = rpc_core::frame::HELLO_LEN;
+    assert!(got.len() > at + rpc_core::frame::HEADER_LEN, "{} bytes", got.len());
+    let h = rpc_core::frame::FrameHeader::decode(&got[at..at + rpc_core::frame::HEADER_LEN]).unwrap();
+    assert_eq!((h.kind, h.id), (rpc_core::frame::FrameKind::Response, 3), "{:?}", String::from_utf8_lossy(&got[at..(at + 200).min(got.len())]));
+}
