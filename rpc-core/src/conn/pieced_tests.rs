@@ -289,3 +289,48 @@ fn a_pieced_flag_on_anything_but_a_request_is_a_protocol_error() {
     let e = p.client.handle_input(&mut wire, p.now).expect_err("a pieced response");
     assert!(e.to_string().contains("only requests come in pieces"), "{e}");
 }
+
+/// Cancelled before the writer took any of it: withdrawn, nothing at all goes (no cancel).
+#[test]
+fn a_pieced_request_cancelled_before_its_first_piece_left_is_never_sent() {
+    let mut p = pair();
+    let id = p.client.start_call(1, large(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    p.client.cancel_call(id);
+    assert!(!p.client.has_transmits());
+    assert_eq!(p.client.held_bytes(), 0);
+    let after = p.client.start_call(1, body(b"after", b""), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    write_all(&mut p);
+    assert_eq!(requests_seen(&p.server_events), vec![after]);
+}
+
+/// Cancelled once its last piece was handed out, before it was written: the frame is whole on
+/// the wire, so a cancel takes its commit's place and the server never runs it.
+#[test]
+fn a_pieced_request_cancelled_after_its_last_piece_was_taken_gets_a_cancel_not_a_commit() {
+    let mut p = pair();
+    let id = p.client.start_call(1, large(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    let mut taken = Vec::new();
+    loop {
+        let mut out = Vec::new();
+        p.client.take_transmits(&mut out);
+        if out.is_empty() {
+            break;
+        }
+        let n: usize = out.iter().map(Transmit::len).sum();
+        taken.extend(out);
+        // Written, all but the last batch.
+        if p.client.pieced.is_empty() {
+            p.client.cancel_call(id);
+            for t in &taken {
+                p.server_in.extend_from_slice(&t.to_vec());
+            }
+            p.client.handle_written(n, p.now);
+            break;
+        }
+        p.client.handle_written(n, p.now);
+    }
+    write_all(&mut p);
+    assert!(requests_seen(&p.server_events).is_empty(), "the server ran a request given up on");
+    assert_eq!(p.server.calls_in_flight(), 0, "held until a cancel dropped it");
+    assert_eq!(p.client.held_bytes(), 0);
+}
