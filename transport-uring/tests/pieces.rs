@@ -251,3 +251,35 @@ async fn payload(pool: &transport_uring::BufferPool, seed: u8) -> (Payload, Vec<
     }
     (p, expect)
 }
+
+/// As `rpc-core/tests/pieces.rs`: once the caller gives up on a 60 MiB request, at most the two
+/// pieces the writer holds (and the abort marker) still cross, on the engine too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_cancel_at_most_two_pieces_cross_on_the_engine() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    for (cfg, what) in [(uring(RecvMode::Read), "copy"), (UringConfig { mode: transport_uring::ZcMode::AlwaysZc, ..uring(RecvMode::Read) }, "zero-copy")] {
+        let (client, _) = served(cfg, Echo).await;
+        let blob = Payload::from(vec![3u8; 60 << 20]);
+        for micros in [0, 100, 1_000, 3_000, 10_000] {
+            let call = client.call(ECHO, Body::new(Bytes::new(), vec![blob.clone()]), CallOptions::default());
+            assert!(tokio::time::timeout(Duration::from_micros(micros), call).await.is_err());
+            let at_cancel = client.stats().sent_bytes;
+            let mut last = at_cancel;
+            for _ in 0..200 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let now = client.stats().sent_bytes;
+                if now == last {
+                    break;
+                }
+                last = now;
+            }
+            let after = last - at_cancel;
+            eprintln!("{what}, {micros} µs: {after} bytes after the cancel");
+            assert!(after <= 2 * ((1 << 20) + 8) + 8 + 4096, "{what}, {micros} µs: {after} bytes crossed after the cancel");
+        }
+        let back = tokio::time::timeout(LIMIT, client.call(ECHO, Body::new(Bytes::new(), vec![blob]), CallOptions::default()));
+        assert_eq!(back.await.unwrap().unwrap().attachments[0].len(), 60 << 20, "{what}");
+    }
+}
