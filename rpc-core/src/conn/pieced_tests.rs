@@ -277,19 +277,6 @@ fn a_goaway_after_a_pieced_request_cut_short_by_a_failure_is_read_as_a_goaway() 
     assert_eq!(p.client.held_bytes(), last.iter().map(Transmit::len).sum::<usize>());
 }
 
-/// Only requests come in pieces (`docs/pieces.md`): a response flagged pieced is a `PROTOCOL`
-/// error, not a frame whose markers are read as its body.
-#[test]
-fn a_pieced_flag_on_anything_but_a_request_is_a_protocol_error() {
-    let mut p = pair();
-    let id = p.client.start_call(1, body(b"x", b""), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
-    let response = Frame::Response(crate::frame::Response { id, message: Bytes::from_static(b"answer"), attachments: Vec::new(), meta: Default::default() });
-    let mut wire = BytesMut::from(&response.encode().unwrap().to_vec()[..]);
-    wire[1] |= FLAG_PIECED;
-    let e = p.client.handle_input(&mut wire, p.now).expect_err("a pieced response");
-    assert!(e.to_string().contains("only requests come in pieces"), "{e}");
-}
-
 /// Cancelled before the writer took any of it: withdrawn, nothing at all goes (no cancel).
 #[test]
 fn a_pieced_request_cancelled_before_its_first_piece_left_is_never_sent() {

@@ -200,12 +200,7 @@ impl FrameDecoder {
         }
         let header = FrameHeader::decode(&buf[..HEADER_LEN])?;
         let body_len = self.check(&header)?;
-        if header.flags & FLAG_PIECED != 0 {
-            // Only a request comes in pieces: any other frame read whole would hand its
-            // markers up as its body's bytes.
-            if header.kind != FrameKind::Request {
-                return Err(DecodeError::Malformed { kind: "piece marker", reason: format!("a pieced {:?} frame (only requests come in pieces)", header.kind) });
-            }
+        if header.flags & FLAG_PIECED != 0 && header.kind == FrameKind::Request {
             self.pieces = Some(Pieces::new(body_len));
         }
         self.pending = Some((header, body_len));
