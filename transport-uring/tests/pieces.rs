@@ -175,12 +175,20 @@ async fn a_large_put_given_up_on_while_on_the_wire_never_runs_on_the_server() {
         let svc = Counting::default();
         let (client, _) = served(cfg, svc.clone()).await;
         let blob = Payload::from(vec![3u8; 60 << 20]);
+        // Calls whose whole request was written before the timer fired (late, on a loaded
+        // machine): their commit may have gone too, and then the server rightly runs them.
+        let mut whole_before_cancel = 0;
         for micros in [0, 100, 1_000, 5_000] {
             for _ in 0..3 {
-                let sent = client.stats().sent_bytes;
+                let before = client.stats().sent_bytes;
                 let call = client.call(ECHO, Body::new(Bytes::new(), vec![blob.clone()]), CallOptions::default());
                 let r = tokio::time::timeout(Duration::from_micros(micros), call).await;
                 assert!(r.is_err(), "{what}: a 60 MiB echo finished within {micros} µs");
+                // Counted from the cancel (the call is dropped by now).
+                let sent = client.stats().sent_bytes;
+                if sent - before >= 60 << 20 {
+                    whole_before_cancel += 1;
+                }
                 let mut crossed = 0;
                 for _ in 0..200 {
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -190,13 +198,20 @@ async fn a_large_put_given_up_on_while_on_the_wire_never_runs_on_the_server() {
                     }
                     crossed = now;
                 }
-                eprintln!("{what}, {micros} µs: {crossed} bytes crossed");
-                assert!(crossed < 50 << 20, "{what}, {micros} µs: {crossed} bytes of a 60 MiB request crossed");
+                eprintln!("{what}, {micros} µs: {crossed} bytes crossed after the cancel");
+                assert!(
+                    crossed <= 2 * ((1 << 20) + 8) + 8 + 4096,
+                    "{what}, {micros} µs: {crossed} bytes of a 60 MiB request crossed after its cancel"
+                );
             }
         }
         let after = tokio::time::timeout(LIMIT, client.call(ECHO, Body::message(Bytes::from_static(b"after")), CallOptions::default()));
         after.await.unwrap().unwrap();
-        assert_eq!(svc.started.load(Ordering::SeqCst), 1, "{what}: a handler ran for a call given up on");
+        let started = svc.started.load(Ordering::SeqCst);
+        assert!(
+            (1..=1 + whole_before_cancel).contains(&started),
+            "{what}: {started} handlers ran ({whole_before_cancel} requests were whole before their cancel)"
+        );
         let back = tokio::time::timeout(LIMIT, client.call(ECHO, Body::new(Bytes::new(), vec![blob.clone()]), CallOptions::default()));
         assert_eq!(back.await.unwrap().unwrap().attachments[0].len(), 60 << 20, "{what}");
     }
