@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::tests::Pair;
+use super::tests::{keepalive_client, Pair};
 use super::*;
 use crate::frame::{Marker, FLAG_PIECED};
 use crate::payload::Payload;
@@ -62,10 +62,6 @@ fn serve(p: &mut Pair) {
     while let Some(e) = p.client.poll_event() {
         p.client_events.push(e);
     }
-}
-
-fn p_ref(p: &mut Pair) -> &mut Pair {
-    p
 }
 
 fn requests_seen(events: &[Event]) -> Vec<u64> {
@@ -132,7 +128,7 @@ fn the_writer_never_holds_more_than_two_pieces_and_the_commit_follows_the_last()
         }
         let n: usize = out.iter().map(Transmit::len).sum();
         p.client.handle_written(n, p.now);
-        serve(p_ref(&mut p));
+        serve(&mut p);
     }
     write_all(&mut p);
     assert_eq!(kinds.iter().filter(|k| k.is_some()).collect::<Vec<_>>(), [&Some(FrameKind::Request), &Some(FrameKind::Ping), &Some(FrameKind::Commit)]);
@@ -320,4 +316,41 @@ fn a_pieced_request_cancelled_after_its_last_piece_was_taken_gets_a_cancel_not_a
     assert!(requests_seen(&p.server_events).is_empty(), "the server ran a request given up on");
     assert_eq!(p.server.calls_in_flight(), 0, "held until a cancel dropped it");
     assert_eq!(p.client.held_bytes(), 0);
+}
+
+#[test]
+fn a_ping_queued_behind_a_pieced_request_is_not_timed_until_it_is_written() {
+    let now = Instant::now();
+    let at = |s| now + std::time::Duration::from_secs(s);
+    let mut c = keepalive_client(now);
+    let written = |t: &[Transmit]| t.iter().map(Transmit::len).sum::<usize>();
+    let mut out = Vec::new();
+    c.take_transmits(&mut out);
+    c.handle_written(written(&out), now);
+    let body = Body::new(Bytes::new(), vec![Payload::from(vec![1u8; 5 << 20])]);
+    c.start_call(1, body, CallMode::UNARY, &Metadata::default(), None, now).unwrap();
+    let mut out = Vec::new();
+    c.take_transmits(&mut out);
+    assert_eq!(out.len(), 2, "the writer gets two pieces of the request at a time");
+    // Quiet for the interval: a ping is queued, behind the rest of the request.
+    c.handle_timeout(at(1));
+    let mut none = Vec::new();
+    c.take_transmits(&mut none);
+    assert!(none.is_empty(), "nothing more until a piece is written");
+    // A slow link: each pair of pieces takes a minute. The ping is still queued behind.
+    c.handle_written(written(&out), at(60));
+    let mut next = Vec::new();
+    c.take_transmits(&mut next);
+    assert_eq!(next.len(), 2);
+    c.handle_written(written(&next), at(120));
+    c.handle_timeout(at(125));
+    assert!(c.is_open(), "a ping not yet written cannot have timed out");
+    // The last piece, and the ping behind it: the timeout counts from their write.
+    let mut last = Vec::new();
+    c.take_transmits(&mut last);
+    assert_eq!(last.len(), 2, "the last piece and the ping");
+    c.handle_written(written(&last), at(180));
+    assert_eq!(c.poll_timeout(), Some(at(182)));
+    c.handle_timeout(at(182));
+    assert!(!c.is_open());
 }

@@ -402,7 +402,7 @@ fn closed_reason(events: &mut Vec<Event>) -> Option<ConnectionError> {
 }
 
 /// A client past its handshake, pinging after 1 s of quiet and giving up 2 s after a ping.
-fn keepalive_client(now: Instant) -> Connection {
+pub(super) fn keepalive_client(now: Instant) -> Connection {
     client_with_keepalive(Some(Duration::from_secs(1)), Duration::from_secs(2), now)
 }
 
@@ -427,97 +427,6 @@ fn a_ping_stuck_behind_our_own_large_frame_does_not_time_out_until_written() {
     assert!(c.is_open());
     c.handle_timeout(now + Duration::from_secs(62));
     assert!(!c.is_open());
-}
-
-#[test]
-fn a_ping_queued_behind_a_pieced_request_is_not_timed_until_it_is_written() {
-    let now = Instant::now();
-    let at = |s| now + Duration::from_secs(s);
-    let mut c = keepalive_client(now);
-    let written = |t: &[Transmit]| t.iter().map(Transmit::len).sum::<usize>();
-    let mut out = Vec::new();
-    c.take_transmits(&mut out);
-    c.handle_written(written(&out), now);
-    let body = Body::new(Bytes::new(), vec![Payload::from(vec![1u8; 5 << 20])]);
-    c.start_call(1, body, CallMode::UNARY, &Metadata::default(), None, now).unwrap();
-    let mut out = Vec::new();
-    c.take_transmits(&mut out);
-    assert_eq!(out.len(), 2, "the writer gets two pieces of the request at a time");
-    // Quiet for the interval: a ping is queued, behind the rest of the request.
-    c.handle_timeout(at(1));
-    let mut none = Vec::new();
-    c.take_transmits(&mut none);
-    assert!(none.is_empty(), "nothing more until a piece is written");
-    // A slow link: each pair of pieces takes a minute. The ping is still queued behind.
-    c.handle_written(written(&out), at(60));
-    let mut next = Vec::new();
-    c.take_transmits(&mut next);
-    assert_eq!(next.len(), 2);
-    c.handle_written(written(&next), at(120));
-    c.handle_timeout(at(125));
-    assert!(c.is_open(), "a ping not yet written cannot have timed out");
-    // The last piece, and the ping behind it: the timeout counts from their write.
-    let mut last = Vec::new();
-    c.take_transmits(&mut last);
-    assert_eq!(last.len(), 2, "the last piece and the ping");
-    c.handle_written(written(&last), at(180));
-    assert_eq!(c.poll_timeout(), Some(at(182)));
-    c.handle_timeout(at(182));
-    assert!(!c.is_open());
-}
-
-#[test]
-fn pieced_requests_keep_their_order_and_a_cancel_ends_or_withdraws_them() {
-    let mut p = Pair::new();
-    let now = p.now;
-    // The writer reports what it wrote, the hello `Pair` took included.
-    let hello = p.client.out_bytes;
-    p.client.handle_written(hello, now);
-    let big = |b: u8| Body::new(Bytes::new(), vec![Payload::from(vec![b; 5 << 20])]);
-    let md = Metadata::default();
-    let a = p.client.start_call(1, big(1), CallMode::UNARY, &md, None, now).unwrap();
-    let b = p.client.start_call(1, big(2), CallMode::UNARY, &md, None, now).unwrap();
-    let c = p.client.start_call(1, big(3), CallMode::UNARY, &md, None, now).unwrap();
-    let d = p.client.start_call(1, Body::message(Bytes::from_static(b"small")), CallMode::UNARY, &md, None, now).unwrap();
-    let mut crossed = 0;
-    // A writer that writes all it takes, the server reading all of it.
-    let pump = |p: &mut Pair, crossed: &mut usize, until_b_begins: bool| loop {
-        let mut out = Vec::new();
-        p.client.take_transmits(&mut out);
-        if out.is_empty() {
-            return;
-        }
-        let b_begins = out.iter().any(|t| header_of(t).is_some_and(|h| h.id == b && h.kind == FrameKind::Request));
-        for t in &out {
-            p.server_in.extend_from_slice(&t.to_vec());
-            *crossed += t.len();
-        }
-        p.client.handle_written(out.iter().map(Transmit::len).sum(), p.now);
-        p.server.handle_input(&mut p.server_in, p.now).unwrap();
-        if until_b_begins && b_begins {
-            return;
-        }
-    };
-    pump(&mut p, &mut crossed, true);
-    let before_cancel = crossed;
-    // B has begun (its header and first pieces are out); C has not. E, queued now, waits
-    // behind them, so it can still be withdrawn.
-    let e = p.client.start_call(1, Body::message(Bytes::from_static(b"late")), CallMode::UNARY, &md, None, now).unwrap();
-    p.client.cancel_call(b);
-    p.client.cancel_call(c);
-    p.client.cancel_call(e);
-    pump(&mut p, &mut crossed, false);
-    p.drive();
-    let b_after_cancel = crossed - before_cancel;
-    assert!(b_after_cancel < 4 << 20, "{b_after_cancel} bytes of B crossed after its cancel");
-    let requests: Vec<u64> = p.server_events.iter().filter_map(|e| match e { Event::Request { id, .. } => Some(*id), _ => None }).collect();
-    // D ran as it came; A once its commit came, which waited behind B (no frame comes between
-    // a pieced frame's pieces); B, C and E never did.
-    assert_eq!(requests, [d, a]);
-    assert!(!p.server_events.iter().any(|ev| matches!(ev, Event::Abort { id, .. } if *id == e)), "E was withdrawn, not cancelled");
-    assert_eq!(p.server.decoder.aborted_frames(), 1, "B ended at its abort marker");
-    assert_eq!(p.client.out_bytes, 0, "every byte queued is accounted for");
-    assert!(p.client.pieced.is_empty());
 }
 
 #[test]
