@@ -19,6 +19,8 @@ use transport_uring::{Backend, RecvMode, UringConfig};
 
 #[path = "../../rpc-core/tests/shared/aligned.rs"]
 mod aligned;
+#[path = "../../rpc-core/tests/shared/given_up.rs"]
+mod given_up;
 #[path = "../../rpc-core/tests/tls_support/mod.rs"]
 mod tls_support;
 
@@ -174,46 +176,7 @@ async fn a_large_put_given_up_on_while_on_the_wire_never_runs_on_the_server() {
     for (cfg, what) in [(uring(RecvMode::Read), "read"), (uring(RecvMode::BufferRing), "ring")] {
         let svc = Counting::default();
         let (client, _) = served(cfg, svc.clone()).await;
-        let blob = Payload::from(vec![3u8; 60 << 20]);
-        // Calls whose whole request was written before the timer fired (late, on a loaded
-        // machine): their commit may have gone too, and then the server rightly runs them.
-        let mut whole_before_cancel = 0;
-        for micros in [0, 100, 1_000, 5_000] {
-            for _ in 0..3 {
-                let before = client.stats().sent_bytes;
-                let call = client.call(ECHO, Body::new(Bytes::new(), vec![blob.clone()]), CallOptions::default());
-                let r = tokio::time::timeout(Duration::from_micros(micros), call).await;
-                assert!(r.is_err(), "{what}: a 60 MiB echo finished within {micros} µs");
-                // Counted from the cancel (the call is dropped by now).
-                let sent = client.stats().sent_bytes;
-                if sent - before >= 60 << 20 {
-                    whole_before_cancel += 1;
-                }
-                let mut crossed = 0;
-                for _ in 0..200 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    let now = client.stats().sent_bytes - sent;
-                    if now == crossed {
-                        break;
-                    }
-                    crossed = now;
-                }
-                eprintln!("{what}, {micros} µs: {crossed} bytes crossed after the cancel");
-                assert!(
-                    crossed <= 2 * ((1 << 20) + 8) + 8 + 4096,
-                    "{what}, {micros} µs: {crossed} bytes of a 60 MiB request crossed after its cancel"
-                );
-            }
-        }
-        let after = tokio::time::timeout(LIMIT, client.call(ECHO, Body::message(Bytes::from_static(b"after")), CallOptions::default()));
-        after.await.unwrap().unwrap();
-        let started = svc.started.load(Ordering::SeqCst);
-        assert!(
-            (1..=1 + whole_before_cancel).contains(&started),
-            "{what}: {started} handlers ran ({whole_before_cancel} requests were whole before their cancel)"
-        );
-        let back = tokio::time::timeout(LIMIT, client.call(ECHO, Body::new(Bytes::new(), vec![blob.clone()]), CallOptions::default()));
-        assert_eq!(back.await.unwrap().unwrap().attachments[0].len(), 60 << 20, "{what}");
+        given_up::large_puts_given_up_on(&client, ECHO, || svc.started.load(Ordering::SeqCst), what).await;
     }
 }
 
@@ -280,19 +243,9 @@ async fn after_a_cancel_at_most_two_pieces_cross_on_the_engine() {
         for micros in [0, 100, 1_000, 3_000, 10_000] {
             let call = client.call(ECHO, Body::new(Bytes::new(), vec![blob.clone()]), CallOptions::default());
             assert!(tokio::time::timeout(Duration::from_micros(micros), call).await.is_err());
-            let at_cancel = client.stats().sent_bytes;
-            let mut last = at_cancel;
-            for _ in 0..200 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                let now = client.stats().sent_bytes;
-                if now == last {
-                    break;
-                }
-                last = now;
-            }
-            let after = last - at_cancel;
+            let after = given_up::sent_until_quiet(&client).await;
             eprintln!("{what}, {micros} µs: {after} bytes after the cancel");
-            assert!(after <= 2 * ((1 << 20) + 8) + 8 + 4096, "{what}, {micros} µs: {after} bytes crossed after the cancel");
+            assert!(after <= given_up::AFTER_CANCEL_MAX, "{what}, {micros} µs: {after} bytes crossed after the cancel");
         }
         let back = tokio::time::timeout(LIMIT, client.call(ECHO, Body::new(Bytes::new(), vec![blob]), CallOptions::default()));
         assert_eq!(back.await.unwrap().unwrap().attachments[0].len(), 60 << 20, "{what}");
