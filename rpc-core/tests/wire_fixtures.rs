@@ -340,3 +340,37 @@ fn version_mismatch_names_both_versions() {
     bytes[0] = b'G';
     assert!(matches!(Hello::decode(&bytes), Err(DecodeError::BadMagic { .. })));
 }
+
+#[test]
+fn pieces_and_their_markers() {
+    use rpc_core::frame::{Marker, FLAG_PIECED, MARKER_LEN};
+    assert_eq!(caps::PIECES, 1 << 5);
+    assert_eq!(FLAG_PIECED, 1 << 6);
+    assert_eq!(MARKER_LEN, 8);
+    assert_eq!(&Marker::Data(0x0010_0000).encode()[..], &hex("00001000 00 000000")[..]);
+    assert_eq!(&Marker::Abort.encode()[..], &hex("00000000 01 000000")[..]);
+    assert_eq!(Marker::decode(&hex("09000000 00 000000")).unwrap(), Marker::Data(9));
+
+    // A request with the message "abcdefghij", flagged await-commit and in pieces (0x48), in
+    // one piece of 10 bytes (a piece is at least 8 bytes, so 10 cannot be split).
+    let pieced = hex(&[
+        "01 48 0000 01000000 0500000000000000 0000000000000000 0a000000 00000000 0000000000000000",
+        "0a000000 00 000000",
+        "6162636465666768696a",
+    ].concat());
+    let Frame::Request(r) = decode_one(&pieced) else { panic!("a request") };
+    assert_eq!((r.id, &r.message[..], r.await_commit), (5, &b"abcdefghij"[..], true));
+    // The same request in two pieces is a protocol error: a piece of 2 bytes is too short.
+    let short = hex(&[
+        "01 48 0000 01000000 0500000000000000 0000000000000000 0a000000 00000000 0000000000000000",
+        "08000000 00 000000 6162636465666768",
+        "02000000 00 000000 696a",
+    ].concat());
+    let mut d = FrameDecoder::new(Limits::default());
+    let mut buf = BytesMut::from(&Hello { version: 1, capabilities: 0, max_frame: 4096, max_calls_in_flight: 1, max_attachments: 1, max_metadata: 0, stream_window: 0 }.encode()[..]);
+    d.decode_hello(&mut buf).unwrap().unwrap();
+    buf.extend_from_slice(&short);
+    // Found at the first marker already: its piece of 8 leaves 2 bytes, too few for a piece.
+    let e = d.decode(&mut buf).expect_err("a 2-byte piece").to_string();
+    assert!(e.contains("a data piece of 8 bytes leaves 2 of the frame (at least 8)"), "{e}");
+}

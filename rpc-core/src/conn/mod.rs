@@ -11,6 +11,7 @@ mod deadlines;
 mod flow;
 mod keepalive;
 mod outgoing;
+mod pieced;
 mod response_meta;
 mod small_frames;
 mod streams;
@@ -190,6 +191,9 @@ pub struct Connection {
     /// name calls that never existed.
     last_seen: u64,
     transmits: Vec<Transmit>,
+    /// Client: large requests going out in pieces, in order, each with the frames queued
+    /// behind it (`pieced.rs`); they follow `transmits`.
+    pieced: VecDeque<pieced::PiecedOut>,
     /// Small stream frames written back to back, queued after `transmits`.
     small: SmallFrames,
     events: VecDeque<Event>,
@@ -237,7 +241,7 @@ impl Connection {
     fn with_hello(side: Side, config: ConnConfig, now: Instant, refusal: Option<(Code, String)>) -> Self {
         let hello = Hello {
             version: WIRE_VERSION,
-            capabilities: caps::STREAMS | caps::COMMIT | caps::STREAM_BATCHES | caps::EARLY_HEADERS,
+            capabilities: caps::STREAMS | caps::COMMIT | caps::STREAM_BATCHES | caps::EARLY_HEADERS | caps::PIECES,
             max_frame: config.max_frame.max(MIN_MAX_FRAME),
             max_calls_in_flight: if refusal.is_some() { 0 } else { config.max_calls_in_flight },
             max_attachments: config.max_attachments,
@@ -260,6 +264,7 @@ impl Connection {
             out_bytes: head.len(),
             hello_taken: false,
             transmits: vec![Transmit { head, segments: Vec::new() }],
+            pieced: VecDeque::new(),
             small: SmallFrames::default(),
             events: VecDeque::new(),
             hello_deadline,
@@ -317,31 +322,30 @@ impl Connection {
         self.decoder.bytes_needed()
     }
 
+    /// While a pieced frame is being received into a buffer holding `have` bytes of it: how
+    /// many the next read may bring ([`FrameDecoder::piece_room`]).
+    pub fn piece_room(&self, have: usize) -> Option<usize> {
+        self.decoder.piece_room(have)
+    }
+
     /// Takes every pending transmit (appends to `out`). Their bytes stay counted against the
     /// memory budget until [`Connection::handle_written`] reports them written.
     pub fn take_transmits(&mut self, out: &mut Vec<Transmit>) {
         self.seal_small_frames();
-        if !self.transmits.is_empty() {
-            self.keepalive.on_taken();
+        let before = out.len();
+        hand_out(&mut self.taken, &mut self.commits, &mut self.transmits, out);
+        if !self.pieced.is_empty() {
+            self.take_pieces(out);
+        }
+        if out.len() > before {
             self.hello_taken = true;
-        }
-        if self.commits.iter().any(|(_, end)| end.is_none()) {
-            // Where each request awaiting a commit ends in the stream: its commit goes once the
-            // writer has written that far.
-            for t in &self.transmits {
-                self.taken += t.len() as u64;
-                if let Some(id) = request_id(t) {
-                    if let Some(entry) = self.commits.iter_mut().find(|(i, end)| *i == id && end.is_none()) {
-                        entry.1 = Some(self.taken);
-                    }
-                }
+            // A ping queued behind a pieced request is not taken until the request's last piece
+            // is: its timeout must not start while it waits there.
+            if self.pieced.is_empty() {
+                self.keepalive.on_taken();
             }
-        } else {
-            self.taken += self.transmits.iter().map(|t| t.len() as u64).sum::<u64>();
         }
-        out.append(&mut self.transmits);
     }
-
     /// The writer finished writing `bytes` bytes of transmits it took: they no longer count
     /// against the memory budget, and a keepalive ping among them starts its timeout now.
     pub fn handle_written(&mut self, bytes: usize, now: Instant) {
@@ -422,7 +426,7 @@ impl Connection {
     /// faster than one write each (measured, 4,000 messages of 4 KB: 4,016 `writev` calls when
     /// each went direct, about 2,600 by the writer).
     pub fn wants_direct_write(&mut self, max: usize) -> bool {
-        if self.calls.len() > 1 {
+        if self.calls.len() > 1 || !self.pieced.is_empty() {
             return false;
         }
         self.seal_small_frames();
@@ -440,6 +444,7 @@ impl Connection {
     /// `SEND_AHEAD` bytes).
     pub fn wants_early_write(&self, frames: usize, frame_max: usize) -> bool {
         self.small.is_empty()
+            && self.pieced.is_empty()
             && self.transmits.len() >= frames
             && !self.transmits.iter().any(|t| {
                 t.len() >= frame_max || t.has_files() || is_kind(t, FrameKind::Credit) || is_kind(t, FrameKind::StreamData)
@@ -448,7 +453,7 @@ impl Connection {
 
     /// True when transmits are waiting.
     pub fn has_transmits(&self) -> bool {
-        !self.transmits.is_empty() || !self.small.is_empty()
+        !self.transmits.is_empty() || !self.small.is_empty() || self.has_pieces_ready()
     }
 
     /// True when events are waiting.
@@ -621,7 +626,12 @@ impl Connection {
             call.flow = Some(Box::new(flow::Flow::new(mode.client_stream, mode.server_stream, peer.stream_window, window)));
         }
         self.calls.insert(id, call);
-        self.push_transmit(transmit);
+        if await_commit && peer.capabilities & caps::PIECES != 0 && len > pieced::PIECED_FROM {
+            // In pieces, so that a cancel can end it part-way (`pieced.rs`).
+            self.push_pieced(id, transmit);
+        } else {
+            self.push_transmit(transmit);
+        }
         if await_commit {
             self.commits.push_back((id, None));
         }
@@ -644,17 +654,14 @@ impl Connection {
         // Its commit, if it awaits one, is never sent: the server discards the request unrun.
         self.commits.retain(|(i, _)| *i != id);
         self.seal_small_frames();
-        let mut request_withdrawn = false;
-        let mut freed = 0;
-        self.transmits.retain(|t| {
-            match header_of(t).filter(|h| h.id == id).map(|h| h.kind) {
-                Some(FrameKind::Request) => request_withdrawn = true,
-                Some(FrameKind::StreamData | FrameKind::StreamEnd | FrameKind::Commit) => {}
-                _ => return true,
-            }
-            freed += t.len();
-            false
-        });
+        // A pieced request not begun is withdrawn; one begun ends at an abort marker. Either
+        // way the server never sees a call.
+        let mut request_withdrawn = self.withdraw_or_abort_pieced(id);
+        // Its frames still queued, also behind a pieced request (not begun on the wire either).
+        let mut freed = withdraw_from(&mut self.transmits, id, &mut request_withdrawn);
+        for p in &mut self.pieced {
+            freed += withdraw_from(&mut p.behind, id, &mut request_withdrawn);
+        }
         self.out_bytes -= freed;
         if !request_withdrawn {
             self.push_frame(Frame::Cancel(Cancel { id }));
@@ -905,10 +912,12 @@ impl Connection {
     /// a protocol violation.
     fn check_backlog(&self) -> Result<(), ConnectionError> {
         let limit = self.config.max_calls_in_flight as usize + CONTROL_BACKLOG;
-        if self.transmits.len() >= limit {
+        // Behind a pieced request too: a peer that stops reading in the middle of one holds
+        // every answer there.
+        let queued = self.transmits.len() + self.pieced.iter().map(|p| p.behind.len()).sum::<usize>();
+        if queued >= limit {
             return Err(ConnectionError::Protocol(format!(
-                "peer keeps sending while not reading: {} answers queued (limit {limit})",
-                self.transmits.len()
+                "peer keeps sending while not reading: {queued} answers queued (limit {limit})"
             )));
         }
         Ok(())
@@ -958,6 +967,7 @@ impl Connection {
             for t in self.transmits.drain(keep..) {
                 self.out_bytes -= t.len();
             }
+            self.out_bytes -= self.drop_pieced();
         }
         if tell_peer {
             let code = match err {
@@ -989,7 +999,7 @@ impl Connection {
     fn push_transmit(&mut self, t: Transmit) {
         self.seal_small_frames();
         self.out_bytes += t.len();
-        self.transmits.push(t);
+        self.queue(t);
     }
 
     /// Queues call `id`'s stream message, which [`SmallFrames::fits`], behind the others.
@@ -997,7 +1007,7 @@ impl Connection {
         let (sealed, added) = self.small.push(id, message);
         self.out_bytes += added;
         if let Some(run) = sealed {
-            self.transmits.push(run);
+            self.queue(run);
         }
     }
 
@@ -1005,9 +1015,45 @@ impl Connection {
     /// before any other transmit is queued, and before the queue is read.
     fn seal_small_frames(&mut self) {
         if let Some(run) = self.small.seal() {
-            self.transmits.push(run);
+            self.queue(run);
         }
     }
+}
+
+/// Moves `frames` to the writer's `out`, counting their bytes `taken`, and noting where each
+/// request awaiting a commit ends in the stream: its commit goes once the writer has written
+/// that far.
+#[inline(always)]
+fn hand_out(taken: &mut u64, commits: &mut VecDeque<(u64, Option<u64>)>, frames: &mut Vec<Transmit>, out: &mut Vec<Transmit>) {
+    if commits.iter().any(|(_, end)| end.is_none()) {
+        for t in frames.iter() {
+            *taken += t.len() as u64;
+            if let Some(id) = request_id(t) {
+                if let Some(entry) = commits.iter_mut().find(|(i, end)| *i == id && end.is_none()) {
+                    entry.1 = Some(*taken);
+                }
+            }
+        }
+    } else {
+        *taken += frames.iter().map(|t| t.len() as u64).sum::<u64>();
+    }
+    out.append(frames);
+}
+
+/// Takes call `id`'s request (noting it in `request_withdrawn`), stream frames and commit out
+/// of `queue`; returns their bytes.
+fn withdraw_from(queue: &mut Vec<Transmit>, id: u64, request_withdrawn: &mut bool) -> usize {
+    let mut freed = 0;
+    queue.retain(|t| {
+        match header_of(t).filter(|h| h.id == id).map(|h| h.kind) {
+            Some(FrameKind::Request) => *request_withdrawn = true,
+            Some(FrameKind::StreamData | FrameKind::StreamEnd | FrameKind::Commit) => {}
+            _ => return true,
+        }
+        freed += t.len();
+        false
+    });
+    freed
 }
 
 /// The call id of a transmit that is a request.
@@ -1041,3 +1087,5 @@ mod tests;
 mod stream_tests;
 #[cfg(test)]
 mod meta_tests;
+#[cfg(test)]
+mod pieced_tests;

@@ -95,7 +95,7 @@ impl Connection {
                 None => {
                     let (sealed, added) = self.small.push(id, &body.message);
                     if let Some(run) = sealed {
-                        self.transmits.push(run);
+                        super::pieced::queue(&mut self.pieced, &mut self.transmits, run);
                     }
                     added
                 }

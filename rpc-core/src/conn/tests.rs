@@ -402,7 +402,7 @@ fn closed_reason(events: &mut Vec<Event>) -> Option<ConnectionError> {
 }
 
 /// A client past its handshake, pinging after 1 s of quiet and giving up 2 s after a ping.
-fn keepalive_client(now: Instant) -> Connection {
+pub(super) fn keepalive_client(now: Instant) -> Connection {
     client_with_keepalive(Some(Duration::from_secs(1)), Duration::from_secs(2), now)
 }
 
@@ -730,3 +730,4 @@ fn a_held_request_released_early_at_the_bound_still_takes_its_commit() {
     p.drive();
     assert!(p.server.is_open() && p.server_events.is_empty(), "{:?}", p.server_events);
 }
+

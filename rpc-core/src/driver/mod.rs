@@ -308,6 +308,8 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
         let config = g.conn.config();
         (RecvBuffer::new(config.recv_cache_bytes, shared.budget.clone()), g.conn.bytes_needed(), g.conn.side(), config.memory_budget)
     };
+    // Within a pieced frame: what the next read may bring (the rest of a piece, or a marker).
+    let mut piece_room = None;
     let chunk_size = recv.chunk_size();
     // The writer ends once it has flushed the last frames of a closed machine. One wait for
     // it, polled by every receive below that waits (input first: the machine is closed by
@@ -337,7 +339,10 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
             Err(e) => Input::Read(Err(e)),
             Ok(Chunk::Unavailable) => {
                 rb.prepare(needed, &shared.stats);
-                recv.expect_bytes(needed.saturating_sub(rb.buf.len()));
+                rb.bound(piece_room);
+                // What the peer is certain to send: the rest of the frame, or of a piece (a
+                // pieced frame may end early, at an abort marker).
+                recv.expect_bytes(piece_room.unwrap_or(needed.saturating_sub(rb.buf.len())));
                 let buf = std::mem::take(&mut rb.buf);
                 let (r, buf) = tokio::select! {
                     biased;
@@ -345,6 +350,7 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
                     _ = writer_gone.as_mut() => break,
                 };
                 rb.buf = buf;
+                rb.rejoin();
                 Input::Read(r)
             }
         };
@@ -364,6 +370,7 @@ async fn read_loop<R: RecvHalf, H: SideHandler>(mut recv: R, shared: &Arc<Shared
                 Input::Read(Err(e)) => g.conn.handle_io_error(&e),
             }
             needed = g.conn.bytes_needed();
+            piece_room = g.conn.piece_room(rb.buf.len());
             // Input without a message (credit, a ping) leaves it as it was.
             let messages = g.conn.messages_received() - messages_before;
             if messages > 0 {

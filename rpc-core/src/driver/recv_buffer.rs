@@ -59,6 +59,10 @@ pub(crate) struct RecvBuffer {
     /// The last frame was large: read the next header alone, so that the next large payload
     /// is not read into a small block first and then moved.
     header_first: bool,
+    /// The room of `buf` past what the next read may fill, split off while a pieced frame's
+    /// piece or marker is being read ([`RecvBuffer::bound`]); joined back once the room
+    /// before it is full.
+    tail: Option<BytesMut>,
 }
 
 impl RecvBuffer {
@@ -71,6 +75,7 @@ impl RecvBuffer {
             keep_bytes,
             pool,
             header_first: false,
+            tail: None,
         };
         r.buf = r.block();
         r
@@ -81,6 +86,11 @@ impl RecvBuffer {
     /// at most once per frame: to make room, counted in `recv_copied_bytes`, or to align a
     /// frame whose payload is still mostly to come, counted in `align_copies`.
     pub(crate) fn prepare(&mut self, needed: usize, stats: &TransportStats) {
+        if self.tail.is_some() {
+            // A piece or marker is part-read into the frame's own buffer, bounded: it is where
+            // it belongs (the room the bound hides is still there).
+            return;
+        }
         let spare = self.buf.capacity() - self.buf.len();
         let missing = needed.saturating_sub(self.buf.len());
         if needed <= HEADER_LEN && self.header_first && missing > 0 {
@@ -147,7 +157,32 @@ impl RecvBuffer {
     /// large frame, when the next header is read alone (see `prepare`) in case another large
     /// payload follows that should go straight into a buffer of its own.
     pub(crate) fn wants_chunk(&self, needed: usize, chunk_size: usize) -> bool {
-        needed <= chunk_size && !self.header_first
+        needed <= chunk_size && !self.header_first && self.tail.is_none()
+    }
+
+    /// Bounds the next read to `room` more bytes (a pieced frame's current piece or next
+    /// marker, see `docs/wire.md`, "Pieces"), so that a transport, which reads into a buffer's
+    /// spare capacity and never grows it, stops there: piece bytes land in place, and a
+    /// marker's 8 bytes are read alone, then cut out. Called after [`RecvBuffer::prepare`].
+    #[inline]
+    pub(crate) fn bound(&mut self, room: Option<usize>) {
+        let Some(room) = room else { return };
+        let at = self.buf.len() + room;
+        if self.tail.is_none() && at < self.buf.capacity() {
+            self.tail = Some(self.buf.split_off(at));
+        }
+    }
+
+    /// After a read: joins the room split off by [`RecvBuffer::bound`] back once the room
+    /// before it is full. Only then is the join free (`BytesMut::unsplit` of contiguous
+    /// parts); a partial marker's bytes wait in the buffer until it is.
+    #[inline]
+    pub(crate) fn rejoin(&mut self) {
+        if self.tail.is_some() && self.buf.len() == self.buf.capacity() {
+            if let Some(tail) = self.tail.take() {
+                self.buf.unsplit(tail);
+            }
+        }
     }
 
     /// Feeds a chunk the transport received into its own memory: first the rest of a frame an
@@ -166,6 +201,11 @@ impl RecvBuffer {
         }
         if !chunk.is_empty() && conn.is_open() {
             self.append(conn.bytes_needed(), &chunk, stats);
+            // A pieced frame is never decoded from a chunk (its markers are cut out where they
+            // lie): here, the chunk may have brought all of it, and frames after it.
+            if conn.piece_room(self.buf.len()).is_some() {
+                let _ = self.handle_input(conn, stats, now);
+            }
         }
     }
 
@@ -298,6 +338,10 @@ impl<B: InputBuf> InputBuf for Counted<'_, B> {
     fn count_align_copy(&mut self, bytes: usize) {
         TransportStats::add(&self.stats.align_copies, 1);
         TransportStats::add(&self.stats.align_copy_bytes, bytes as u64);
+    }
+
+    fn as_mut_buffer(&mut self) -> Option<&mut BytesMut> {
+        self.buf.as_mut_buffer()
     }
 }
 

@@ -5,8 +5,9 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::align::{pad_len, ATTACHMENT_ALIGN};
-use super::header::{FrameHeader, HEADER_LEN};
+use super::header::{FrameHeader, FrameKind, HEADER_LEN};
 use super::hello::{Hello, HELLO_LEN};
+use super::piece::{Pieces, Stripped, FLAG_PIECED};
 use super::raw::RawFrame;
 use super::Frame;
 use crate::error::DecodeError;
@@ -38,11 +39,23 @@ pub trait InputBuf: Buf + std::ops::Deref<Target = [u8]> {
     /// counts it in [`TransportStats`](crate::TransportStats) (`align_copies`,
     /// `align_copy_bytes`); the default ignores it.
     fn count_align_copy(&mut self, _bytes: usize) {}
+
+    /// The buffer itself when it can be changed in place, so that a pieced frame's markers can
+    /// be cut out of it; `None` (the default) for memory that cannot, such as a transport's
+    /// chunk: a pieced frame is then not decoded from it (the driver moves it to a buffer of
+    /// its own, as any frame cut off at a chunk's end).
+    fn as_mut_buffer(&mut self) -> Option<&mut BytesMut> {
+        None
+    }
 }
 
 impl InputBuf for BytesMut {
     fn take_frozen(&mut self, n: usize) -> Bytes {
         self.split_to(n).freeze()
+    }
+
+    fn as_mut_buffer(&mut self) -> Option<&mut BytesMut> {
+        Some(self)
     }
 }
 
@@ -59,12 +72,17 @@ pub struct FrameDecoder {
     hello_seen: bool,
     /// The header of the frame being received, validated, once its 40 bytes are in.
     pending: Option<(FrameHeader, usize)>,
+    /// The frame being received comes in pieces (`docs/wire.md`, "Pieces"): how far its
+    /// clean bytes reach.
+    pieces: Option<Pieces>,
+    /// Pieced frames the peer aborted part-way.
+    aborted: u64,
 }
 
 impl FrameDecoder {
     /// A decoder that expects a hello first.
     pub fn new(limits: Limits) -> Self {
-        FrameDecoder { limits, hello_seen: false, pending: None }
+        FrameDecoder { limits, hello_seen: false, pending: None, pieces: None, aborted: 0 }
     }
 
     /// The limits in force.
@@ -94,7 +112,20 @@ impl FrameDecoder {
     /// Decodes the next complete frame from the front of `buf`, or returns `None` when more
     /// bytes are needed ([`FrameDecoder::bytes_needed`] says how many in all).
     pub fn decode<B: InputBuf>(&mut self, buf: &mut B) -> Result<Option<Frame>, DecodeError> {
-        let Some((header, body_len)) = self.pending_header(buf)? else { return Ok(None) };
+        // A loop, not a call to itself per aborted frame: a read block can hold a thousand of
+        // them, and the reader's stack is a worker thread's.
+        let (header, body_len) = loop {
+            let Some(pending) = self.pending_header(buf)? else { return Ok(None) };
+            if self.pieces.is_none() {
+                break pending;
+            }
+            match self.strip_pieces(buf)? {
+                Stripped::Partial => return Ok(None),
+                Stripped::Whole => break pending,
+                // The sender gave up on it: it never happened. On to the next frame.
+                Stripped::Aborted { .. } => {}
+            }
+        };
         if buf.len() < HEADER_LEN + body_len {
             return Ok(None);
         }
@@ -114,9 +145,44 @@ impl FrameDecoder {
         Frame::decode(raw).map(Some)
     }
 
+    /// Cuts the markers out of the pieced frame at the front of `buf` (`docs/wire.md`,
+    /// "Pieces"): where it lies, and never from memory that cannot change (the driver moves it
+    /// to a buffer of its own first). An aborted frame is dropped with its marker.
+    #[cold]
+    #[inline(never)]
+    fn strip_pieces<B: InputBuf>(&mut self, buf: &mut B) -> Result<Stripped, DecodeError> {
+        let Some(b) = buf.as_mut_buffer() else { return Ok(Stripped::Partial) };
+        let pieces = self.pieces.as_mut().expect("checked by the caller");
+        let stripped = pieces.strip(b)?;
+        match stripped {
+            Stripped::Partial => {}
+            Stripped::Whole => self.pieces = None,
+            Stripped::Aborted { consumed } => {
+                b.advance(consumed);
+                self.pending = None;
+                self.pieces = None;
+                self.aborted += 1;
+            }
+        }
+        Ok(stripped)
+    }
+
+    /// With a pieced frame being received into a buffer that holds `have` bytes of it (from
+    /// its start): how many the next read may bring without passing the end of the current
+    /// piece or of the next marker. `None` otherwise.
+    pub fn piece_room(&self, have: usize) -> Option<usize> {
+        self.pieces.map(|p| p.room(have))
+    }
+
+    /// Pieced frames the peer aborted part-way so far.
+    pub fn aborted_frames(&self) -> u64 {
+        self.aborted
+    }
+
     /// Bytes the current frame needs in all, from the front of the buffer (header included);
     /// [`HEADER_LEN`] while the header itself is incomplete. Lets the caller size the receive
     /// buffer once so that a large payload lands in one allocation.
+    /// (A pieced frame's markers are not counted: they never stay in the buffer.)
     pub fn bytes_needed(&self) -> usize {
         match self.pending {
             Some((_, body)) => HEADER_LEN + body,
@@ -134,6 +200,9 @@ impl FrameDecoder {
         }
         let header = FrameHeader::decode(&buf[..HEADER_LEN])?;
         let body_len = self.check(&header)?;
+        if header.flags & FLAG_PIECED != 0 && header.kind == FrameKind::Request {
+            self.pieces = Some(Pieces::new(body_len));
+        }
         self.pending = Some((header, body_len));
         Ok(self.pending)
     }

@@ -29,6 +29,9 @@ pub mod caps {
     /// The sender takes a call's response headers in a frame of their own, ahead of its first
     /// message (stream data flagged `FLAG_HEADERS_ONLY`).
     pub const EARLY_HEADERS: u64 = 1 << 4;
+    /// The sender takes a large request in pieces inside one frame (a request flagged
+    /// `FLAG_PIECED`), which the client may end part-way with an abort marker.
+    pub const PIECES: u64 = 1 << 5;
 }
 
 /// What a side declares about itself. Each side obeys the other's limits when sending.

@@ -1,0 +1,384 @@
+//! Large requests sent in pieces (`docs/wire.md`, "Pieces"): cut into pieces of at most
+//! [`PIECE_LEN`] bytes without copying, handed to the writer two at a time, and ended by an
+//! abort marker when the caller gives up part-way, so that at most the pieces the writer holds
+//! still cross.
+
+use std::collections::VecDeque;
+
+use bytes::BytesMut;
+
+use super::Connection;
+use crate::frame::{FrameHeader, Marker, FLAG_PIECED, HEADER_LEN, MIN_PIECE};
+use crate::payload::Segment;
+use crate::transmit::Transmit;
+
+/// Body bytes in a piece, at most: what may still cross after a cancel is two of them (plus, at
+/// most, a pool buffer each, which is never cut).
+pub const PIECE_LEN: usize = 1 << 20;
+
+/// Pieces of one frame handed to the writer and not yet written, at most.
+const IN_WRITER: usize = 2;
+
+/// Requests of more than this many bytes go in pieces: a smaller one is all in the writer's
+/// hands at once anyway, and pieces would only cost its receiver a marker's read.
+pub const PIECED_FROM: u64 = (IN_WRITER * PIECE_LEN) as u64;
+
+/// A pieced request on its way out.
+#[derive(Debug)]
+pub(super) struct PiecedOut {
+    id: u64,
+    /// Pieces not yet handed to the writer, in order; the first begins with the header.
+    pieces: VecDeque<Transmit>,
+    /// Where each piece handed to the writer and not yet written ends (in bytes taken).
+    in_writer: VecDeque<u64>,
+    /// A piece of it went to the writer: a cancel can only end it (abort), not withdraw it.
+    started: bool,
+    /// Frames queued after this one: they wait until its last piece is handed out.
+    pub(super) behind: Vec<Transmit>,
+}
+
+impl Connection {
+    /// Queues request `id`'s encoded frame `t` in pieces.
+    pub(super) fn push_pieced(&mut self, id: u64, t: Transmit) {
+        self.seal_small_frames();
+        let pieces = cut(t, PIECE_LEN);
+        self.out_bytes += pieces.iter().map(Transmit::len).sum::<usize>();
+        self.pieced.push_back(PiecedOut { id, pieces, in_writer: VecDeque::new(), started: false, behind: Vec::new() });
+    }
+
+    /// Queues a whole frame behind everything queued before it: behind the last pieced frame,
+    /// if one is queued, else in `transmits`.
+    #[inline]
+    pub(super) fn queue(&mut self, t: Transmit) {
+        queue(&mut self.pieced, &mut self.transmits, t);
+    }
+
+    /// True when the writer may take pieces now.
+    #[inline]
+    pub(super) fn has_pieces_ready(&self) -> bool {
+        self.pieced.front().is_some_and(|p| {
+            p.in_writer.iter().filter(|&&end| end > self.written).count() < IN_WRITER
+        })
+    }
+
+    /// Hands the writer pieces of the first pieced frame, up to [`IN_WRITER`] not yet written;
+    /// once its last piece is out, the frames that waited behind it follow, then the next
+    /// pieced frame's pieces.
+    pub(super) fn take_pieces(&mut self, out: &mut Vec<Transmit>) {
+        while let Some(p) = self.pieced.front_mut() {
+            while p.in_writer.front().is_some_and(|&end| end <= self.written) {
+                p.in_writer.pop_front();
+            }
+            while p.in_writer.len() < IN_WRITER {
+                let Some(piece) = p.pieces.pop_front() else { break };
+                self.taken += piece.len() as u64;
+                p.in_writer.push_back(self.taken);
+                p.started = true;
+                out.push(piece);
+            }
+            if !p.pieces.is_empty() {
+                return;
+            }
+            let done = self.pieced.pop_front().expect("front checked");
+            // Complete (not aborted): its commit goes once its last piece is written.
+            if let Some(entry) = self.commits.iter_mut().find(|(i, end)| *i == done.id && end.is_none()) {
+                entry.1 = Some(self.taken);
+            }
+            let mut behind = done.behind;
+            super::hand_out(&mut self.taken, &mut self.commits, &mut behind, out);
+        }
+    }
+
+    /// Client: call `id` is over on our side. A pieced request not begun is withdrawn (true);
+    /// one begun ends at an abort marker in place of its next piece (true: the server sees no
+    /// call, so no cancel need follow). False when `id` has no pieced frame queued.
+    pub(super) fn withdraw_or_abort_pieced(&mut self, id: u64) -> bool {
+        let Some(i) = self.pieced.iter().position(|p| p.id == id) else { return false };
+        let p = &mut self.pieced[i];
+        let unsent: usize = p.pieces.iter().map(Transmit::len).sum();
+        if p.started {
+            p.pieces.clear();
+            let abort = Transmit { head: Marker::Abort.encode(), segments: Vec::new() };
+            self.out_bytes = self.out_bytes - unsent + abort.len();
+            p.pieces.push_back(abort);
+            return true;
+        }
+        self.out_bytes -= unsent;
+        let gone = self.pieced.remove(i).expect("position found");
+        // What waited behind it now waits behind the one before it, or goes to the queue.
+        match i.checked_sub(1) {
+            Some(before) => self.pieced[before].behind.extend(gone.behind),
+            None => self.transmits.extend(gone.behind),
+        }
+        true
+    }
+
+    /// Drops every pieced frame and what waits behind them (the connection failed); returns
+    /// their bytes. One the writer has begun ends at an abort marker, queued, so that what
+    /// follows it (the goaway naming the failure) is read as a frame, not as its pieces.
+    pub(super) fn drop_pieced(&mut self) -> usize {
+        let begun = self.pieced.front().is_some_and(|p| p.started);
+        let mut bytes = 0;
+        for p in self.pieced.drain(..) {
+            bytes += p.pieces.iter().chain(&p.behind).map(Transmit::len).sum::<usize>();
+        }
+        if begun {
+            let abort = Transmit { head: Marker::Abort.encode(), segments: Vec::new() };
+            self.out_bytes += abort.len();
+            self.transmits.push(abort);
+        }
+        bytes
+    }
+}
+
+/// [`Connection::queue`] on the two queues alone (for a caller holding another of the
+/// connection's fields).
+#[inline]
+pub(super) fn queue(pieced: &mut VecDeque<PiecedOut>, transmits: &mut Vec<Transmit>, t: Transmit) {
+    match pieced.back_mut() {
+        Some(p) => p.behind.push(t),
+        None => transmits.push(t),
+    }
+}
+
+/// `t` (an encoded request) as pieces: its header, flagged pieced, then its body in pieces of
+/// `piece_len` bytes (the last one up to a sixteenth more, never under [`MIN_PIECE`]), each
+/// behind its marker. Memory and file regions are cut where a piece ends, by reference; a pool
+/// buffer (`Segment::External`) is never cut, so a piece may run past `piece_len` by one.
+pub(crate) fn cut(t: Transmit, piece_len: usize) -> VecDeque<Transmit> {
+    let mut head = BytesMut::from(&t.head[..]);
+    head[1] |= FLAG_PIECED;
+    debug_assert!(FrameHeader::decode(&head[..HEADER_LEN]).is_ok());
+    let header = head.split_to(HEADER_LEN);
+    let mut sources: VecDeque<Segment> =
+        std::iter::once(Segment::Bytes(head.freeze())).chain(t.segments).filter(|s| !s.is_empty()).collect();
+    let mut left: usize = sources.iter().map(Segment::len).sum();
+    let mut pieces = VecDeque::new();
+    let mut first = Some(header);
+    while left > 0 {
+        let mut segments = Vec::new();
+        let mut n = 0;
+        while n < left {
+            let mut want = piece_len.saturating_sub(n);
+            if want == 0 && left - n >= runt(piece_len) {
+                break;
+            }
+            // Never leave a last piece shorter than a sixteenth of a piece (and never under
+            // MIN_PIECE): this one takes it, saving the receiver a marker's read for a runt.
+            if left - n - want.min(left - n) < runt(piece_len) {
+                want = left - n;
+            }
+            let s = sources.pop_front().expect("bytes left");
+            let (take, rest) = split(s, want);
+            n += take.len();
+            segments.push(take);
+            if let Some(rest) = rest {
+                sources.push_front(rest);
+            }
+        }
+        left -= n;
+        let marker = Marker::Data(u32::try_from(n).expect("a piece fits in u32")).encode();
+        let head = match first.take() {
+            Some(mut h) => {
+                h.extend_from_slice(&marker);
+                h.freeze()
+            }
+            None => marker,
+        };
+        pieces.push_back(Transmit { head, segments });
+    }
+    pieces
+}
+
+/// The shortest last piece [`cut`] leaves: less goes with the piece before.
+fn runt(piece_len: usize) -> usize {
+    (piece_len / 16).max(MIN_PIECE)
+}
+
+/// `s` cut after `at` bytes, by reference: the part up to `at` and the rest, if any. A pool
+/// buffer is never cut (it is the whole first part).
+fn split(s: Segment, at: usize) -> (Segment, Option<Segment>) {
+    if s.len() <= at {
+        return (s, None);
+    }
+    match s {
+        Segment::Bytes(b) => (Segment::Bytes(b.slice(..at)), Some(Segment::Bytes(b.slice(at..)))),
+        Segment::File(f) => {
+            let len = f.len();
+            let head = f.slice(0, at).expect("inside the region");
+            let rest = f.slice(at, len - at).expect("inside the region");
+            (Segment::File(head), Some(Segment::File(rest)))
+        }
+        other => (other, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    use crate::frame::{Marker, MARKER_LEN};
+
+    /// The pieces' bytes with markers checked and cut out, and the piece lengths.
+    fn reassemble(pieces: &VecDeque<Transmit>) -> (Vec<u8>, Vec<usize>) {
+        let mut out = Vec::new();
+        let mut lens = Vec::new();
+        for (i, p) in pieces.iter().enumerate() {
+            let bytes = p.to_vec();
+            let start = if i == 0 {
+                out.extend_from_slice(&bytes[..HEADER_LEN]);
+                HEADER_LEN
+            } else {
+                0
+            };
+            let Marker::Data(n) = Marker::decode(&bytes[start..start + MARKER_LEN]).unwrap() else { panic!("data") };
+            assert_eq!(n as usize, bytes.len() - start - MARKER_LEN);
+            lens.push(n as usize);
+            out.extend_from_slice(&bytes[start + MARKER_LEN..]);
+        }
+        (out, lens)
+    }
+
+    fn frame(body: &[Bytes]) -> Transmit {
+        let mut h = FrameHeader::new(crate::frame::FrameKind::Request);
+        h.id = 7;
+        let mut head = BytesMut::new();
+        h.encode(&mut head);
+        head.extend_from_slice(b"table");
+        Transmit { head: head.freeze(), segments: body.iter().cloned().map(Segment::Bytes).collect() }
+    }
+
+    #[test]
+    fn pieces_carry_the_frame_with_its_header_flagged_and_no_piece_under_the_minimum() {
+        for (sizes, piece_len) in [
+            (vec![100usize], 16usize),
+            (vec![16, 16, 16], 16),
+            (vec![3, 1000, 2], 100),
+            (vec![95], 100),
+            (vec![96, 1], 100), // 5 + 96 + 1 = 102: not a piece of 2
+            (vec![1 << 20, 5], PIECE_LEN),
+        ] {
+            let body: Vec<Bytes> = sizes.iter().enumerate().map(|(i, &n)| Bytes::from(vec![i as u8 + 1; n])).collect();
+            let t = frame(&body);
+            let whole = t.to_vec();
+            let pieces = cut(t, piece_len);
+            let (bytes, lens) = reassemble(&pieces);
+            assert_eq!(bytes[1], whole[1] | FLAG_PIECED, "{sizes:?}");
+            assert_eq!(bytes[..1], whole[..1]);
+            assert_eq!(bytes[2..], whole[2..], "{sizes:?}: the body, markers cut out, is the frame's");
+            assert!(lens.iter().all(|&n| n >= MIN_PIECE), "{sizes:?}: {lens:?}");
+            assert!(lens.iter().all(|&n| n <= piece_len + runt(piece_len)), "{sizes:?}: {lens:?}");
+        }
+    }
+
+    /// A decoder past its hello, taking frames up to 1 MiB.
+    fn decoder() -> crate::frame::FrameDecoder {
+        use crate::frame::{Hello, Limits, WIRE_VERSION};
+        let mut d = crate::frame::FrameDecoder::new(Limits { max_frame: 1 << 20, max_attachments: 8 });
+        let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 4096, max_calls_in_flight: 1, max_attachments: 8, max_metadata: 0, stream_window: 0 };
+        d.decode_hello(&mut BytesMut::from(&hello.encode()[..])).unwrap().unwrap();
+        d
+    }
+
+    fn request(attachments: &[usize]) -> crate::frame::Request {
+        crate::frame::Request {
+            id: 9,
+            method: 3,
+            mode: Default::default(),
+            await_commit: true,
+            metadata: Bytes::new(),
+            deadline: None,
+            message: Bytes::from_static(b"the arguments"),
+            attachments: attachments.iter().enumerate().map(|(i, &n)| crate::Payload::from(vec![i as u8 + 1; n])).collect(),
+        }
+    }
+
+    /// Feeds `wire` to a decoder in reads of `step` bytes, each bounded as the driver bounds
+    /// it (never past a piece or a marker), and returns what it decoded.
+    fn decode_in_reads(wire: &[u8], step: usize) -> (Vec<crate::frame::Frame>, crate::frame::FrameDecoder) {
+        let mut d = decoder();
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while at < wire.len() {
+            let room = d.piece_room(buf.len()).unwrap_or(usize::MAX);
+            let n = step.min(room).min(wire.len() - at);
+            buf.extend_from_slice(&wire[at..at + n]);
+            at += n;
+            while let Some(f) = d.decode(&mut buf).unwrap() {
+                frames.push(f);
+            }
+        }
+        assert!(buf.is_empty(), "{} bytes left over", buf.len());
+        (frames, d)
+    }
+
+    #[test]
+    fn a_pieced_request_decodes_as_the_whole_one_however_its_bytes_arrive() {
+        let r = request(&[1000, 3, 5000]);
+        let whole = r.clone().encode().unwrap();
+        let wire: Vec<u8> = cut(whole, 700).iter().flat_map(Transmit::to_vec).collect();
+        for step in [1, 7, 8, 9, 64, 699, 700, 701, 4096, usize::MAX] {
+            let (frames, _) = decode_in_reads(&wire, step);
+            let [crate::frame::Frame::Request(got)] = &frames[..] else { panic!("step {step}: {frames:?}") };
+            assert_eq!(got.message, r.message, "step {step}");
+            assert_eq!(got.attachments.len(), 3);
+            for (a, b) in got.attachments.iter().zip(&r.attachments) {
+                assert_eq!(a.to_bytes(), b.to_bytes(), "step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_abort_marker_ends_the_frame_unseen_and_the_next_frame_decodes() {
+        let pieces = cut(request(&[5000]).encode().unwrap(), 1000);
+        let mut wire: Vec<u8> = pieces.iter().take(2).flat_map(Transmit::to_vec).collect();
+        wire.extend_from_slice(&Marker::Abort.encode());
+        let mut next = request(&[10]);
+        next.id = 10;
+        next.await_commit = false;
+        wire.extend_from_slice(&next.encode().unwrap().to_vec());
+        for step in [1, 8, 100, 1000, usize::MAX] {
+            let (frames, d) = decode_in_reads(&wire, step);
+            let [crate::frame::Frame::Request(got)] = &frames[..] else { panic!("step {step}: {frames:?}") };
+            assert_eq!(got.id, 10, "step {step}: only the frame after the abort");
+            assert_eq!(d.aborted_frames(), 1);
+        }
+    }
+
+    #[test]
+    fn a_marker_that_breaks_the_rules_is_a_protocol_error_naming_it() {
+        let pieces = cut(request(&[100]).encode().unwrap(), 1 << 20);
+        let first = pieces[0].to_vec();
+        let with_marker = |m: &[u8]| {
+            let mut w = first[..HEADER_LEN].to_vec();
+            w.extend_from_slice(m);
+            w.extend_from_slice(&first[HEADER_LEN + MARKER_LEN..]);
+            w
+        };
+        let body = first.len() - HEADER_LEN - MARKER_LEN;
+        for (marker, says) in [
+            ([4u8, 0, 0, 0, 0, 0, 0, 0], "a data piece of 4 bytes"),
+            ([9, 0, 0, 0, 7, 0, 0, 0], "unknown marker kind 7"),
+            ([1, 0, 0, 0, 1, 0, 0, 0], "an abort with a length of 1"),
+            ((body as u32 + 1).to_le_bytes().iter().chain(&[0u8; 4]).copied().collect::<Vec<_>>().try_into().unwrap(), "remain"),
+        ] {
+            let mut d = decoder();
+            let mut buf = BytesMut::from(&with_marker(&marker)[..]);
+            let e = d.decode(&mut buf).expect_err(says).to_string();
+            assert!(e.contains("piece marker") && e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_pieced_frame_is_not_decoded_from_memory_that_cannot_change() {
+        let wire: Vec<u8> = cut(request(&[100]).encode().unwrap(), 50).iter().flat_map(Transmit::to_vec).collect();
+        let mut d = decoder();
+        let mut chunk = Bytes::from(wire.clone());
+        assert!(d.decode(&mut chunk).unwrap().is_none(), "waits for a buffer of its own");
+        assert_eq!(chunk.len(), wire.len(), "nothing taken from the chunk");
+        let mut buf = BytesMut::from(&wire[..]);
+        assert!(matches!(d.decode(&mut buf).unwrap(), Some(crate::frame::Frame::Request(_))));
+    }
+}

@@ -1,0 +1,356 @@
+//! Pieced requests (`pieced.rs`) attacked: the sender's queue around them, and the receiver
+//! given input a hostile peer could send.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::tests::{keepalive_client, Pair};
+use super::*;
+use crate::frame::{Marker, FLAG_PIECED};
+use crate::payload::Payload;
+
+/// A body over `PIECED_FROM`: sent in pieces to a peer announcing them.
+fn large() -> Body {
+    Body::new(Bytes::new(), vec![Payload::from(vec![5u8; 3 << 20])])
+}
+
+/// A pair past its hellos, the client's reported written (`Pair::drive` never reports what it
+/// takes).
+fn pair() -> Pair {
+    let mut p = Pair::new();
+    let hello = p.client.held_bytes();
+    p.client.handle_written(hello, p.now);
+    p
+}
+
+/// Writes what the client queued, reporting it written, until nothing moves (the writer's
+/// part the plain `Pair::drive` leaves out).
+fn write_all(p: &mut Pair) {
+    for _ in 0..1000 {
+        let mut out = Vec::new();
+        p.client.take_transmits(&mut out);
+        let n: usize = out.iter().map(Transmit::len).sum();
+        for t in &out {
+            p.server_in.extend_from_slice(&t.to_vec());
+        }
+        if n > 0 {
+            p.client.handle_written(n, p.now);
+        }
+        serve(p);
+        if n == 0 && !p.client.has_transmits() {
+            return;
+        }
+    }
+    panic!("the client never stopped writing");
+}
+
+/// The server takes what reached it and answers; the client reads the answers (the client's
+/// own transmits are left to the caller, who reports them written).
+fn serve(p: &mut Pair) {
+    let now = p.now;
+    let _ = p.server.handle_input(&mut p.server_in, now);
+    while let Some(e) = p.server.poll_event() {
+        p.server_events.push(e);
+    }
+    let mut out = Vec::new();
+    p.server.take_transmits(&mut out);
+    for t in out {
+        p.client_in.extend_from_slice(&t.to_vec());
+    }
+    let _ = p.client.handle_input(&mut p.client_in, now);
+    while let Some(e) = p.client.poll_event() {
+        p.client_events.push(e);
+    }
+}
+
+fn requests_seen(events: &[Event]) -> Vec<u64> {
+    events.iter().filter_map(|e| if let Event::Request { id, .. } = e { Some(*id) } else { None }).collect()
+}
+
+#[test]
+fn a_call_cancelled_while_queued_behind_a_pieced_request_is_never_sent() {
+    let mut p = pair();
+    let big = p.client.start_call(1, large(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    // The writer has the header and the first pieces; the rest of the frame waits.
+    let mut out = Vec::new();
+    p.client.take_transmits(&mut out);
+    assert!(out.len() <= 2, "{} transmits", out.len());
+    // A small call queued behind it, given up on before it left.
+    let small = p.client.start_call(1, body(b"small", b""), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    p.client.cancel_call(small);
+    let n: usize = out.iter().map(Transmit::len).sum();
+    for t in &out {
+        p.server_in.extend_from_slice(&t.to_vec());
+    }
+    p.client.handle_written(n, p.now);
+    write_all(&mut p);
+    assert_eq!(requests_seen(&p.server_events), vec![big], "the server saw a call given up on before it was sent");
+    assert!(!p.server_events.iter().any(|e| matches!(e, Event::Abort { .. })), "{:?}", p.server_events.len());
+    assert_eq!(p.client.held_bytes(), 0);
+}
+
+#[test]
+fn stream_frames_of_a_call_cancelled_behind_a_pieced_request_are_dropped_with_it() {
+    let mut p = pair();
+    let big = p.client.start_call(1, large(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    let mut out = Vec::new();
+    p.client.take_transmits(&mut out);
+    let s = p.client.start_call(2, body(b"open", b""), CallMode { client_stream: true, server_stream: false }, &Metadata::default(), None, p.now).unwrap();
+    p.client.cancel_call(s);
+    let n: usize = out.iter().map(Transmit::len).sum();
+    for t in &out {
+        p.server_in.extend_from_slice(&t.to_vec());
+    }
+    p.client.handle_written(n, p.now);
+    write_all(&mut p);
+    assert_eq!(requests_seen(&p.server_events), vec![big]);
+    assert_eq!(p.client.held_bytes(), 0);
+}
+
+#[test]
+fn the_writer_never_holds_more_than_two_pieces_and_the_commit_follows_the_last() {
+    let mut p = pair();
+    let id = p.client.start_call(1, large(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    let ping = Frame::Ping(crate::frame::Ping { id: 7, pong: false });
+    p.client.push_frame(ping);
+    let mut kinds = Vec::new();
+    for _ in 0..100 {
+        let mut out = Vec::new();
+        p.client.take_transmits(&mut out);
+        if out.is_empty() {
+            break;
+        }
+        assert!(out.len() <= 3, "{} transmits at once", out.len());
+        for t in &out {
+            kinds.push(if t.head.len() >= HEADER_LEN { header_of(t).map(|h| h.kind) } else { None });
+            p.server_in.extend_from_slice(&t.to_vec());
+        }
+        let n: usize = out.iter().map(Transmit::len).sum();
+        p.client.handle_written(n, p.now);
+        serve(&mut p);
+    }
+    write_all(&mut p);
+    assert_eq!(kinds.iter().filter(|k| k.is_some()).collect::<Vec<_>>(), [&Some(FrameKind::Request), &Some(FrameKind::Ping), &Some(FrameKind::Commit)]);
+    // The ping after the frame, then the commit: the server ran the request.
+    assert_eq!(requests_seen(&p.server_events), vec![id]);
+    assert_eq!(p.client.held_bytes(), 0);
+}
+
+#[test]
+fn aborted_or_withdrawn_pieced_requests_leave_nothing_counted_and_the_next_call_runs() {
+    let mut p = pair();
+    // Three at once: the first begun, the second withdrawn unbegun, the first aborted.
+    let a = p.client.start_call(1, large(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    let b = p.client.start_call(1, large(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    let c = p.client.start_call(1, large(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    let mut out = Vec::new();
+    p.client.take_transmits(&mut out);
+    p.client.cancel_call(b);
+    p.client.cancel_call(a);
+    let n: usize = out.iter().map(Transmit::len).sum();
+    for t in &out {
+        p.server_in.extend_from_slice(&t.to_vec());
+    }
+    p.client.handle_written(n, p.now);
+    write_all(&mut p);
+    assert_eq!(requests_seen(&p.server_events), vec![c]);
+    assert_eq!(p.client.held_bytes(), 0);
+    assert_eq!(p.server.decoder.aborted_frames(), 1, "a aborted; b never sent");
+}
+
+/// A server that stops reading in the middle of a pieced request and pings: the client's pongs
+/// wait behind the request's pieces; past the backlog bound that is a protocol violation, as
+/// when they wait in the plain queue.
+#[test]
+fn a_peer_that_pings_while_not_reading_a_pieced_request_is_cut_off() {
+    let mut p = pair();
+    p.client.start_call(1, large(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    // The writer took the first pieces and never gets to write them.
+    p.client.take_transmits(&mut Vec::new());
+    let mut flood = BytesMut::new();
+    for id in 0..12_000 {
+        flood.extend_from_slice(&crate::frame::Ping { id, pong: false }.encode().unwrap().to_vec());
+    }
+    let err = p.client.handle_input(&mut flood, p.now).unwrap_err();
+    assert!(matches!(&err, ConnectionError::Protocol(m) if m.contains("not reading")), "{err}");
+}
+
+/// A request header flagged pieced, of `body` bytes (one attachment), for a decoder.
+fn pieced_header(id: u64, body: usize) -> Bytes {
+    let r = crate::frame::Request {
+        id,
+        method: 1,
+        mode: CallMode::UNARY,
+        await_commit: true,
+        deadline: None,
+        metadata: Bytes::new(),
+        message: Bytes::new(),
+        attachments: vec![Payload::from(vec![1u8; body])],
+    };
+    let t = r.encode().unwrap();
+    let mut head = BytesMut::from(&t.head[..HEADER_LEN]);
+    head[1] |= FLAG_PIECED;
+    head.freeze()
+}
+
+/// A hostile peer's input: a read block full of pieced requests each aborted at once (48 bytes
+/// each), then a ping. The decoder drops them one after another; it must not take stack per
+/// frame dropped (the reader runs on a worker thread of 2 MiB).
+#[test]
+fn a_block_full_of_aborted_frames_does_not_exhaust_the_readers_stack() {
+    let now = Instant::now();
+    let mut server = Connection::new(Side::Server, ConnConfig::default(), now);
+    let mut input = BytesMut::from(&Connection::new(Side::Client, ConnConfig::default(), now).transmits[0].to_vec()[..]);
+    for i in 0..(64 << 10) / 48 {
+        input.extend_from_slice(&pieced_header(2 * i as u64 + 1, 1000));
+        input.extend_from_slice(&Marker::Abort.encode());
+    }
+    let ping = Frame::Ping(crate::frame::Ping { id: 7, pong: false }).encode().unwrap();
+    input.extend_from_slice(&ping.to_vec());
+    let r = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            server.handle_input(&mut input, now).unwrap();
+            server.has_transmits()
+        })
+        .unwrap()
+        .join();
+    assert!(matches!(r, Ok(true)), "the ping after them was answered");
+}
+
+/// A data piece that leaves less than a piece of the body (under `MIN_PIECE` bytes) breaks the
+/// rule that keeps room for the next marker in the frame's buffer: a `PROTOCOL` error, as the
+/// short piece itself would be.
+#[test]
+fn a_data_piece_leaving_less_than_a_piece_of_the_body_is_a_protocol_error() {
+    let now = Instant::now();
+    let mut server = Connection::new(Side::Server, ConnConfig::default(), now);
+    let mut input = BytesMut::from(&Connection::new(Side::Client, ConnConfig::default(), now).transmits[0].to_vec()[..]);
+    server.handle_input(&mut input, now).unwrap();
+    input.extend_from_slice(&pieced_header(1, 1000));
+    server.handle_input(&mut input, now).unwrap();
+    let body = server.bytes_needed() - HEADER_LEN;
+    input.extend_from_slice(&Marker::Data(body as u32 - 3).encode());
+    input.extend_from_slice(&vec![0u8; body - 3]);
+    let e = server.handle_input(&mut input, now).expect_err("3 bytes of the body left for a piece of at least 8");
+    assert!(e.to_string().contains("piece marker"), "{e}");
+}
+
+fn body(msg: &'static [u8], att: &'static [u8]) -> Body {
+    let attachments = if att.is_empty() { Vec::new() } else { vec![Payload::from(Bytes::from_static(att))] };
+    Body::new(Bytes::from_static(msg), attachments)
+}
+
+/// The client fails (here: the server sent garbage) while the writer is in the middle of a
+/// pieced request: the goaway that names the error must still reach the server as a frame, not
+/// be read as the rest of the request's pieces.
+#[test]
+fn a_goaway_after_a_pieced_request_cut_short_by_a_failure_is_read_as_a_goaway() {
+    let mut p = pair();
+    p.client.start_call(1, large(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    let mut out = Vec::new();
+    p.client.take_transmits(&mut out);
+    let n: usize = out.iter().map(Transmit::len).sum();
+    for t in &out {
+        p.server_in.extend_from_slice(&t.to_vec());
+    }
+    p.client.handle_written(n, p.now);
+    let mut garbage = BytesMut::from(&[0xffu8; HEADER_LEN][..]);
+    assert!(p.client.handle_input(&mut garbage, p.now).is_err());
+    let mut last = Vec::new();
+    p.client.take_transmits(&mut last);
+    for t in &last {
+        p.server_in.extend_from_slice(&t.to_vec());
+    }
+    let now = p.now;
+    let r = p.server.handle_input(&mut p.server_in, now);
+    let closed = std::iter::from_fn(|| p.server.poll_event()).find_map(|e| if let Event::Closed(e) = e { Some(e) } else { None });
+    assert!(
+        matches!(&closed, Some(ConnectionError::GoAway { code: Code::PROTOCOL, .. })),
+        "the server read the client's last bytes as {r:?}, closed with {closed:?}"
+    );
+    assert_eq!(p.client.held_bytes(), last.iter().map(Transmit::len).sum::<usize>());
+}
+
+/// Cancelled before the writer took any of it: withdrawn, nothing at all goes (no cancel).
+#[test]
+fn a_pieced_request_cancelled_before_its_first_piece_left_is_never_sent() {
+    let mut p = pair();
+    let id = p.client.start_call(1, large(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    p.client.cancel_call(id);
+    assert!(!p.client.has_transmits());
+    assert_eq!(p.client.held_bytes(), 0);
+    let after = p.client.start_call(1, body(b"after", b""), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    write_all(&mut p);
+    assert_eq!(requests_seen(&p.server_events), vec![after]);
+}
+
+/// Cancelled once its last piece was handed out, before it was written: the frame is whole on
+/// the wire, so a cancel takes its commit's place and the server never runs it.
+#[test]
+fn a_pieced_request_cancelled_after_its_last_piece_was_taken_gets_a_cancel_not_a_commit() {
+    let mut p = pair();
+    let id = p.client.start_call(1, large(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
+    let mut taken = Vec::new();
+    loop {
+        let mut out = Vec::new();
+        p.client.take_transmits(&mut out);
+        if out.is_empty() {
+            break;
+        }
+        let n: usize = out.iter().map(Transmit::len).sum();
+        taken.extend(out);
+        // Written, all but the last batch.
+        if p.client.pieced.is_empty() {
+            p.client.cancel_call(id);
+            for t in &taken {
+                p.server_in.extend_from_slice(&t.to_vec());
+            }
+            p.client.handle_written(n, p.now);
+            break;
+        }
+        p.client.handle_written(n, p.now);
+    }
+    write_all(&mut p);
+    assert!(requests_seen(&p.server_events).is_empty(), "the server ran a request given up on");
+    assert_eq!(p.server.calls_in_flight(), 0, "held until a cancel dropped it");
+    assert_eq!(p.client.held_bytes(), 0);
+}
+
+#[test]
+fn a_ping_queued_behind_a_pieced_request_is_not_timed_until_it_is_written() {
+    let now = Instant::now();
+    let at = |s| now + std::time::Duration::from_secs(s);
+    let mut c = keepalive_client(now);
+    let written = |t: &[Transmit]| t.iter().map(Transmit::len).sum::<usize>();
+    let mut out = Vec::new();
+    c.take_transmits(&mut out);
+    c.handle_written(written(&out), now);
+    let body = Body::new(Bytes::new(), vec![Payload::from(vec![1u8; 5 << 20])]);
+    c.start_call(1, body, CallMode::UNARY, &Metadata::default(), None, now).unwrap();
+    let mut out = Vec::new();
+    c.take_transmits(&mut out);
+    assert_eq!(out.len(), 2, "the writer gets two pieces of the request at a time");
+    // Quiet for the interval: a ping is queued, behind the rest of the request.
+    c.handle_timeout(at(1));
+    let mut none = Vec::new();
+    c.take_transmits(&mut none);
+    assert!(none.is_empty(), "nothing more until a piece is written");
+    // A slow link: each pair of pieces takes a minute. The ping is still queued behind.
+    c.handle_written(written(&out), at(60));
+    let mut next = Vec::new();
+    c.take_transmits(&mut next);
+    assert_eq!(next.len(), 2);
+    c.handle_written(written(&next), at(120));
+    c.handle_timeout(at(125));
+    assert!(c.is_open(), "a ping not yet written cannot have timed out");
+    // The last piece, and the ping behind it: the timeout counts from their write.
+    let mut last = Vec::new();
+    c.take_transmits(&mut last);
+    assert_eq!(last.len(), 2, "the last piece and the ping");
+    c.handle_written(written(&last), at(180));
+    assert_eq!(c.poll_timeout(), Some(at(182)));
+    c.handle_timeout(at(182));
+    assert!(!c.is_open());
+}
