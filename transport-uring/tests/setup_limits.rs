@@ -34,6 +34,25 @@ fn vm_size() -> u64 {
     kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
 }
 
+/// A test that checks what happens under a small locked-memory limit: in the test process it
+/// runs itself again as a child without `CAP_IPC_LOCK` and with [`SMALL_MEMLOCK`] bytes of
+/// locked memory (when every one of `backends` is here); in that child it runs `body` on a
+/// runtime of its own.
+fn in_limited_child<F: std::future::Future<Output = ()>>(name: &str, backends: &[Backend], body: impl FnOnce() -> F) {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        if backends.iter().all(|&b| require(b)) {
+            run_child(name, SMALL_MEMLOCK);
+        }
+        return;
+    }
+    assert!(limited_to(SMALL_MEMLOCK), "child must run without CAP_IPC_LOCK and with a {SMALL_MEMLOCK}-byte memlock limit");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        init_tracing();
+        body().await;
+    });
+}
+
 /// Runs this binary's test `name` in a child without `CAP_IPC_LOCK` and with `memlock` bytes
 /// of locked memory. `None` (after saying why) when the wrappers cannot run here, or the child
 /// found the limit too tight for what it checks (twice: io_uring charges locked memory to the
@@ -95,17 +114,7 @@ const SMALL_MEMLOCK: u64 = 128 << 10;
 /// 128 MiB of buffers a connection) were leaked with a warning saying so.
 #[test]
 fn a_buffer_ring_refused_for_memlock_falls_back_and_keeps_no_memory() {
-    const NAME: &str = "a_buffer_ring_refused_for_memlock_falls_back_and_keeps_no_memory";
-    if std::env::var_os(CHILD_ENV).is_none() {
-        if require(Backend::Uring) {
-            run_child(NAME, SMALL_MEMLOCK);
-        }
-        return;
-    }
-    assert!(limited_to(SMALL_MEMLOCK), "child must run without CAP_IPC_LOCK and with a {SMALL_MEMLOCK}-byte memlock limit");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
-        init_tracing();
+    in_limited_child("a_buffer_ring_refused_for_memlock_falls_back_and_keeps_no_memory", &[Backend::Uring], || async {
         // 32768 buffers of 4 KiB: 128 MiB of (unpopulated) buffers and 512 KiB of entries.
         let cfg = UringConfig {
             recv: RecvMode::BufferRing,
@@ -153,17 +162,7 @@ fn a_buffer_ring_refused_for_memlock_falls_back_and_keeps_no_memory() {
 /// io_uring.
 #[test]
 fn connections_past_the_memlock_limit_for_rings_fall_back_to_msg_zerocopy() {
-    const NAME: &str = "connections_past_the_memlock_limit_for_rings_fall_back_to_msg_zerocopy";
-    if std::env::var_os(CHILD_ENV).is_none() {
-        if require(Backend::Uring) && require(Backend::MsgZc) {
-            run_child(NAME, SMALL_MEMLOCK);
-        }
-        return;
-    }
-    assert!(limited_to(SMALL_MEMLOCK), "child must run without CAP_IPC_LOCK and with a {SMALL_MEMLOCK}-byte memlock limit");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
-        init_tracing();
+    in_limited_child("connections_past_the_memlock_limit_for_rings_fall_back_to_msg_zerocopy", &[Backend::Uring, Backend::MsgZc], || async {
         let mut held = Vec::new();
         let mut fell_back = None;
         for i in 0..200 {
