@@ -97,6 +97,16 @@ async fn serve(server: Server) -> (ServerHandle, SocketAddr) {
     (server.serve(acceptor), addr)
 }
 
+/// What a test sends down a discovery stream.
+type Changes<E> = tokio::sync::mpsc::UnboundedSender<Result<Change<&'static str, Client>, E>>;
+
+/// A balanced client over a discovery stream that the returned sender feeds (nothing yet).
+fn discovered<E: Into<tower::BoxError> + Send + 'static>() -> (Changes<E>, Balanced) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Change<&'static str, Client>, E>>();
+    let discover = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    (tx, Balanced::new(Box::pin(discover)))
+}
+
 fn quick() -> ClientConfig {
     ClientConfig {
         connect_timeout: Duration::from_secs(5),
@@ -302,9 +312,7 @@ async fn a_discovery_stream_adds_and_removes_endpoints() {
     let (svc_b, seen_b) = service("b");
     let (_ha, addr_a) = serve(Server::builder().build(svc_a)).await;
     let (_hb, addr_b) = serve(Server::builder().build(svc_b)).await;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Change<&'static str, Client>, std::convert::Infallible>>();
-    let discover = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-    let balanced = Balanced::new(Box::pin(discover));
+    let (tx, balanced) = discovered::<std::convert::Infallible>();
 
     tx.send(Ok(Change::Insert("a", Client::connect_tcp(addr_a, quick()).await.unwrap()))).unwrap();
     for _ in 0..10 {
@@ -487,9 +495,7 @@ async fn a_discovery_error_does_not_end_the_balanced_client() {
     let (svc_b, _) = service("b");
     let (_ha, addr_a) = serve(Server::builder().build(svc_a)).await;
     let (_hb, addr_b) = serve(Server::builder().build(svc_b)).await;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Change<&'static str, Client>, std::io::Error>>();
-    let discover = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-    let balanced = Balanced::new(Box::pin(discover));
+    let (tx, balanced) = discovered::<std::io::Error>();
     tx.send(Ok(Change::Insert("a", Client::connect_tcp(addr_a, quick()).await.unwrap()))).unwrap();
     assert_eq!(&balanced.clone().oneshot(slow(0)).await.unwrap().message[..], b"a");
     tx.send(Err(std::io::Error::other("the lookup failed this once"))).unwrap();
@@ -505,9 +511,7 @@ async fn a_discovery_error_does_not_end_the_balanced_client() {
 /// every one removed), it fails at its deadline instead of waiting for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_waiting_for_an_endpoint_fails_at_its_timeout() {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Change<&'static str, Client>, std::convert::Infallible>>();
-    let discover = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-    let balanced = Balanced::new(Box::pin(discover));
+    let (tx, balanced) = discovered::<std::convert::Infallible>();
     let call = Call::path(ECHO, Body::message(Bytes::from_static(b"x"))).timeout(Duration::from_millis(200));
     let err = tokio::time::timeout(Duration::from_secs(20), balanced.clone().oneshot(call))
         .await
