@@ -115,6 +115,20 @@ impl FileRegion {
         Ok(done)
     }
 
+    /// [`FileRegion::read_at`] on tokio's blocking pool (a read may wait for the disk), into
+    /// `buf`, which comes back with the count: for a transport that copies a region into
+    /// memory a piece at a time without holding up its runtime's thread.
+    pub async fn read_at_blocking(&self, at: usize, mut buf: Vec<u8>) -> io::Result<(usize, Vec<u8>)> {
+        let region = self.clone();
+        let (n, buf) = tokio::task::spawn_blocking(move || {
+            let n = region.read_at(at, &mut buf);
+            (n, buf)
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("file read task failed: {e}")))?;
+        Ok((n?, buf))
+    }
+
     /// The region's bytes, read into memory (a copy; blocking).
     pub fn read_to_bytes(&self) -> io::Result<Bytes> {
         let mut buf = BytesMut::zeroed(self.len);

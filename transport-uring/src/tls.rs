@@ -453,15 +453,8 @@ impl UringTlsSend {
         let mut piece = vec![0u8; FILE_PIECE.min(region.len())];
         let mut at = 0;
         while at < region.len() {
-            let r = region.clone();
-            let (n, back) = tokio::task::spawn_blocking(move || {
-                let n = r.read_at(at, &mut piece);
-                (n, piece)
-            })
-            .await
-            .map_err(|e| io::Error::other(format!("file read task failed: {e}")))?;
+            let (n, back) = region.read_at_blocking(at, piece).await?;
             piece = back;
-            let n = n?;
             TransportStats::add(&self.stats.file_read_bytes, n as u64);
             self.put(&piece[..n]).await?;
             at += n;

@@ -86,15 +86,8 @@ pub(crate) async fn copy_region<W: AsyncWrite + Unpin>(
     let mut buf = vec![0u8; READ_CHUNK.min(region.len())];
     let mut at = 0;
     while at < region.len() {
-        let r = region.clone();
-        let (n, back) = tokio::task::spawn_blocking(move || {
-            let n = r.read_at(at, &mut buf);
-            (n, buf)
-        })
-        .await
-        .map_err(|e| io::Error::other(format!("file read task failed: {e}")))?;
+        let (n, back) = region.read_at_blocking(at, buf).await?;
         buf = back;
-        let n = n?;
         TransportStats::add(&stats.file_read_bytes, n as u64);
         writer.write_all(&buf[..n]).await?;
         TransportStats::add(&stats.sent_bytes, n as u64);
