@@ -158,9 +158,15 @@ async fn the_retry_policy_resends_calls_the_server_could_not_take_and_nothing_el
     let (_server, addr) = serve(Server::builder().build(TestService { name: "a", seen: seen.clone(), fail_first: 2 })).await;
     let client = Client::connect_tcp(addr, quick()).await.unwrap();
 
-    // Two UNAVAILABLE answers, then the third attempt succeeds.
+    // Not marked idempotent: the handler ran and answered UNAVAILABLE, which may follow its
+    // side effects, so the answer is final: one attempt.
     let retried = ServiceBuilder::new().retry(RetryPolicy::new(3)).service(client.clone());
-    let reply = retried.clone().oneshot(Call::path(FLAKY, Body::default())).await.unwrap();
+    let err = retried.clone().oneshot(Call::path(FLAKY, Body::default())).await.unwrap_err();
+    assert_eq!(err.code(), Code::UNAVAILABLE);
+    assert_eq!(seen.calls.load(Ordering::SeqCst), 1);
+
+    // Idempotent: a second UNAVAILABLE answer, then the third attempt succeeds.
+    let reply = retried.clone().oneshot(Call::path(FLAKY, Body::default()).idempotent()).await.unwrap();
     assert_eq!(&reply.message[..], b"at last");
     assert_eq!(seen.calls.load(Ordering::SeqCst), 3);
 
@@ -177,7 +183,7 @@ async fn the_retry_policy_resends_calls_the_server_could_not_take_and_nothing_el
         .retry(RetryPolicy::new(2).backoff(Duration::from_millis(5)))
         .timeout(Duration::from_secs(5))
         .service(client2);
-    let reply = boxed.oneshot(Call::path(FLAKY, Body::default())).await.unwrap();
+    let reply = boxed.oneshot(Call::path(FLAKY, Body::default()).idempotent()).await.unwrap();
     assert_eq!(&reply.message[..], b"at last");
     assert_eq!(seen2.calls.load(Ordering::SeqCst), 2);
 }
@@ -189,7 +195,11 @@ fn a_call_lost_in_flight_is_retried_only_when_idempotent() {
     assert!(!rpc_core::tower::retryable(&call, &lost));
     assert!(rpc_core::tower::retryable(&call.clone().idempotent(), &lost));
     assert!(rpc_core::tower::retryable(&call, &CallError::ShuttingDown));
-    assert!(!rpc_core::tower::retryable(&call.idempotent(), &CallError::DeadlineExceeded(Duration::from_secs(1))));
+    assert!(!rpc_core::tower::retryable(&call.clone().idempotent(), &CallError::DeadlineExceeded(Duration::from_secs(1))));
+    // An UNAVAILABLE answer may follow the handler's side effects: only when idempotent.
+    let unavailable = CallError::Status(Status::new(Code::UNAVAILABLE, "a dependency is down"));
+    assert!(!rpc_core::tower::retryable(&call, &unavailable));
+    assert!(rpc_core::tower::retryable(&call.idempotent(), &unavailable));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

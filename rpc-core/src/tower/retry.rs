@@ -13,11 +13,15 @@ use super::Call;
 /// A `tower::retry::Policy` for [`Call`]s: sends a call again, up to `attempts` times in all,
 /// when it failed in a way that a retry can mend —
 ///
-/// - it was never sent (the connection was going away, or was down: [`CallError::ShuttingDown`],
-///   [`CallError::Unavailable`], a server answering `UNAVAILABLE` because it is shutting
-///   down): always;
-/// - its connection was lost while it was in flight ([`CallError::Connection`]): only for a
-///   call marked [`Call::idempotent`], since the server may have run it.
+/// - it was never sent, or the server never took it (the connection was going away, or was
+///   down: [`CallError::ShuttingDown`], [`CallError::Unavailable`]; a server that is shutting
+///   down says which calls it will still answer, and the others end as `ShuttingDown`):
+///   always;
+/// - its connection was lost while it was in flight ([`CallError::Connection`]), or the server
+///   answered `UNAVAILABLE` ([`CallError::Status`]): only for a call marked
+///   [`Call::idempotent`]. The server may have run it: a handler that wrote somewhere and then
+///   found a dependency down answers `UNAVAILABLE` after its side effects, and running a
+///   non-idempotent call twice is the caller's decision, not the policy's.
 ///
 /// Deadlines, statuses of the application and errors of the request itself are final. Between
 /// attempts it waits `backoff`, doubled each time up to `max_backoff` (default 1 s). Over a [`Balanced`](super::Balanced) client
@@ -79,7 +83,7 @@ impl RetryPolicy {
 pub fn retryable(call: &Call, error: &CallError) -> bool {
     match error {
         CallError::ShuttingDown | CallError::Unavailable(_) => true,
-        CallError::Status(s) => s.code == Code::UNAVAILABLE,
+        CallError::Status(s) => s.code == Code::UNAVAILABLE && call.options.idempotent,
         CallError::Connection(_) => call.options.idempotent,
         _ => false,
     }
