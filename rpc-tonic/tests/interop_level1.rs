@@ -1,7 +1,8 @@
 //! Level 1 (tonic's HTTP/2 over the io_uring transport, `rpc_tonic::io`): every gRPC interop
 //! case with both sides over level 1, a level-1 client against a plain tonic server, and a
 //! plain tonic client against a level-1 server; then what level 1 itself promises: h2's
-//! writes reach the engine vectored, and a peer that stops reading holds back the writer.
+//! writes reach the engine vectored, a peer that stops reading holds back the writer, and the
+//! listener bounds its connections and a silent peer's wait.
 //!
 //! Skips (saying why) where the kernel refuses io_uring; on this project's machines nothing
 //! skips.
@@ -10,10 +11,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rpc_tonic::interop::{self, InteropChannel, InteropService, Skip};
 use rpc_tonic::io::{IoStats, UringConnector, UringIncoming, UringIo, MAX_WRITE};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Endpoint, Server};
 use transport_uring::{Backend, UringConfig};
@@ -150,4 +153,89 @@ async fn a_peer_that_stops_reading_holds_back_the_writer() {
         assert!(stats.write_waits.load(Ordering::Relaxed) > 0, "no write waited: {stats:?}");
     })
     .await
+}
+
+/// Waits (at most 5 s) for the server to end `conn`: reads until end of stream or an error (a
+/// reset); returns the bytes the server sent before (h2's own settings, at most). Panics if the
+/// connection is still open then.
+async fn closed_by_server(conn: &mut TcpStream) -> usize {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut chunk = [0u8; 1024];
+        loop {
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    read.await.expect("the server kept the connection open for 5 s");
+    assert!(got.len() < 1024, "the server sent {} bytes to a peer that sent none", got.len());
+    got.len()
+}
+
+/// A peer that connects and sends nothing is closed once the first-bytes timeout passes, not
+/// before, and gives its place back; the server serves the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_sends_nothing_is_closed_after_the_first_bytes_timeout() {
+    with_uring(async {
+        let incoming = UringIncoming::bind("127.0.0.1:0", UringConfig::default())
+            .await
+            .expect("bind")
+            .first_bytes_timeout(Duration::from_millis(300));
+        let addr = incoming.local_addr().unwrap();
+        let live = incoming.live_connections();
+        tokio::spawn(Server::builder().add_service(interop::TestServer::new().into_service()).serve_with_incoming(incoming));
+
+        let started = Instant::now();
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        closed_by_server(&mut silent).await;
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(250), "closed after {waited:?}, before the timeout of 300 ms");
+        eventually(|| live.load(Ordering::Acquire) == 0).await;
+
+        // A client that speaks at once is served as usual.
+        let channel = interop::channel(connect_level1(addr).await.0);
+        interop::empty_unary(&channel, &interop::Observed::default()).await;
+    })
+    .await
+}
+
+/// Over the connection limit, a new connection is closed at once (not left in the backlog);
+/// once one of the held connections goes, a client is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_over_the_limit_is_closed_at_once() {
+    with_uring(async {
+        let incoming = UringIncoming::bind("127.0.0.1:0", UringConfig::default()).await.expect("bind").max_connections(2);
+        let addr = incoming.local_addr().unwrap();
+        let live = incoming.live_connections();
+        tokio::spawn(Server::builder().add_service(interop::TestServer::new().into_service()).serve_with_incoming(incoming));
+
+        // Two connections that hold their places (silent, but well inside the 10 s default).
+        let held_a = TcpStream::connect(addr).await.unwrap();
+        let _held_b = TcpStream::connect(addr).await.unwrap();
+        eventually(|| live.load(Ordering::Acquire) == 2).await;
+
+        let started = Instant::now();
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(closed_by_server(&mut third).await, 0, "the refused connection reached h2");
+        assert!(started.elapsed() < Duration::from_secs(2), "the third connection waited {:?}", started.elapsed());
+        assert_eq!(live.load(Ordering::Acquire), 2, "the refused connection was not counted");
+
+        // One held connection goes: its place is given back, and a client is served.
+        drop(held_a);
+        eventually(|| live.load(Ordering::Acquire) == 1).await;
+        let channel = interop::channel(connect_level1(addr).await.0);
+        interop::empty_unary(&channel, &interop::Observed::default()).await;
+    })
+    .await
+}
+
+/// Waits (at most 5 s) until `cond` holds.
+async fn eventually(cond: impl Fn() -> bool) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < until, "not reached within 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -9,5 +9,5 @@ mod incoming;
 mod stream;
 
 pub use connector::UringConnector;
-pub use incoming::{UringIncoming, ACCEPT_BACKOFF};
+pub use incoming::{UringIncoming, ACCEPT_BACKOFF, FIRST_BYTES_TIMEOUT, MAX_CONNECTIONS};
 pub use stream::{IoStats, UringIo, MAX_WRITE, READ_CHUNK};

@@ -5,9 +5,10 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use rpc_core::transport::{RecvHalf, SendHalf, Transport};
@@ -73,6 +74,39 @@ pub struct UringIo {
     peer: Option<SocketAddr>,
     stats: Arc<TransportStats>,
     io_stats: Arc<IoStats>,
+    /// Until the peer's first bytes arrive: how long it may take, then its timer once a read
+    /// waits (a connection accepted by [`super::UringIncoming`]).
+    first_bytes: FirstBytes,
+    /// The connection's place in its listener's count, given back on drop.
+    _slot: Option<LiveSlot>,
+}
+
+/// The wait for a peer's first bytes.
+enum FirstBytes {
+    /// Not bounded, or the bytes came.
+    Done,
+    /// Bounded by this long from the first read that waits.
+    Within(Duration),
+    /// Running.
+    Timer(Pin<Box<tokio::time::Sleep>>, Duration),
+}
+
+/// One connection counted in a listener's live connections; dropping it gives the place back.
+#[derive(Debug)]
+pub(super) struct LiveSlot(Arc<AtomicUsize>);
+
+impl LiveSlot {
+    /// A place in `live` if fewer than `max` are taken.
+    pub(super) fn take(live: &Arc<AtomicUsize>, max: usize) -> Option<LiveSlot> {
+        live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(LiveSlot(live.clone()))
+    }
+}
+
+impl Drop for LiveSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 enum ReadState {
@@ -121,7 +155,29 @@ impl UringIo {
             peer,
             stats,
             io_stats,
+            first_bytes: FirstBytes::Done,
+            _slot: None,
         }
+    }
+
+    /// Counted in a listener's connections by `slot`; its peer must send within
+    /// `first_bytes` (timed from the first read that waits, which hyper makes at once).
+    pub(super) fn bounded(mut self, slot: LiveSlot, first_bytes: Duration) -> UringIo {
+        self._slot = Some(slot);
+        self.first_bytes = FirstBytes::Within(first_bytes);
+        self
+    }
+
+    /// While the peer's first bytes are awaited and a read waits: an error once they are late.
+    fn poll_first_bytes(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        if let FirstBytes::Within(d) = self.first_bytes {
+            self.first_bytes = FirstBytes::Timer(Box::pin(tokio::time::sleep(d)), d);
+        }
+        let FirstBytes::Timer(timer, d) = &mut self.first_bytes else { return Poll::Pending };
+        ready!(timer.as_mut().poll(cx));
+        let message = format!("the peer sent nothing within {d:?} of connecting; closing");
+        tracing::debug!(peer = ?self.peer, "{message}");
+        Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, message))
     }
 
     /// The transport's counters (sends by path, bytes, ...).
@@ -306,13 +362,19 @@ impl AsyncRead for UringIo {
                 ReadState::Busy(mut fut) => match fut.as_mut().poll(cx) {
                     Poll::Pending => {
                         this.read = ReadState::Busy(fut);
-                        return Poll::Pending;
+                        return match this.poll_first_bytes(cx) {
+                            Poll::Ready(late) => Poll::Ready(Err(late)),
+                            Poll::Pending => Poll::Pending,
+                        };
                     }
                     Poll::Ready((recv, Ok(0), _)) => {
                         this.read = ReadState::Eof(recv);
                         return Poll::Ready(Ok(()));
                     }
-                    Poll::Ready((recv, Ok(_), buf)) => this.read = ReadState::Idle(recv, buf),
+                    Poll::Ready((recv, Ok(_), buf)) => {
+                        this.first_bytes = FirstBytes::Done;
+                        this.read = ReadState::Idle(recv, buf);
+                    }
                     Poll::Ready((recv, Err(e), buf)) => {
                         this.read = ReadState::Idle(recv, buf);
                         return Poll::Ready(Err(e));
