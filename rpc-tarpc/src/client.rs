@@ -107,6 +107,9 @@ pub struct ClientTransport<Req, Resp> {
     idle: Option<Waker>,
     /// A large response was just handed out: let its caller run before decoding the next.
     yield_next: bool,
+    /// How long the last refusal of a stream rests the next open: doubled at each refusal in a
+    /// row, from [`STREAM_REST_FIRST`] up to [`STREAM_REST_MAX`]; none once a stream opened.
+    rest: Duration,
     closed: bool,
     _req: PhantomData<fn(Req)>,
 }
@@ -123,6 +126,9 @@ enum StreamState {
     Open(StreamSender, StreamReceiver),
     /// The server does not know `tarpc/stream`: requests go as calls for good.
     Unsupported,
+    /// The server refused it (at its limit of streams per connection, short of memory,
+    /// shutting down): requests go as calls until then, when the next one opens another.
+    Resting(Instant),
 }
 
 /// A `tarpc/stream` call whose connection is draining (its server sent a goaway: a shutdown,
@@ -141,6 +147,13 @@ const MAX_RETIRING: usize = 8;
 
 /// Most stream messages a client transport queues before `poll_ready` waits for them to go.
 const OUT_QUEUE: usize = 64;
+
+/// After a server refused the stream, requests go as calls for this long before the next
+/// one tries again; twice as long after each refusal in a row, up to [`STREAM_REST_MAX`].
+pub const STREAM_REST_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest rest after refusals of the stream.
+pub const STREAM_REST_MAX: Duration = Duration::from_secs(30);
 
 /// Requests of this size and up (encoded) go as zcrpc calls, not on the stream: a large one
 /// would hold the small ones behind it, and a call is as cheap as a stream message for it.
@@ -178,6 +191,7 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
             broken_why: String::new(),
             idle: None,
             yield_next: false,
+            rest: Duration::ZERO,
             closed: false,
             _req: PhantomData,
         }
@@ -228,6 +242,7 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
                     if rx.headers().is_some() {
                         self.small = SMALL.min(self.client.server_hello().max_frame as usize);
                         self.stream = StreamState::Open(tx, rx);
+                        self.rest = Duration::ZERO;
                         continue;
                     }
                     // Refused or ended before it began: what the receiver says next is why.
@@ -237,11 +252,16 @@ impl<Req, Resp> ClientTransport<Req, Resp> {
                     };
                     if why.code() == rpc_core::Code::UNIMPLEMENTED {
                         self.stream = StreamState::Unsupported;
+                    } else {
+                        // Not at each request: a refusal costs the server a call, and a server
+                        // at its limit stays there a while.
+                        self.rest = (self.rest * 2).clamp(STREAM_REST_FIRST, STREAM_REST_MAX);
+                        self.stream = StreamState::Resting(Instant::now() + self.rest);
                     }
-                    tracing::debug!("tarpc over zcrpc: the server did not take the stream: {why}");
+                    tracing::debug!("tarpc over zcrpc: the server did not take the stream: {why}; requests go as calls");
                     return;
                 }
-                StreamState::Idle | StreamState::Open(..) | StreamState::Unsupported => return,
+                StreamState::Idle | StreamState::Open(..) | StreamState::Unsupported | StreamState::Resting(_) => return,
             }
         }
     }
@@ -374,6 +394,9 @@ where
         match item {
             ClientMessage::Request(request) => {
                 let id = request.id;
+                if matches!(this.stream, StreamState::Resting(until) if Instant::now() >= until) {
+                    this.stream = StreamState::Idle;
+                }
                 if matches!(this.stream, StreamState::Idle) && !this.closed {
                     let client = this.client.clone();
                     // No deadline: the stream lives as long as the connection (`Duration::MAX`

@@ -22,7 +22,9 @@
 //!   `poll_ready` waits), so a side that stops reading holds the other back instead of
 //!   making it buffer. The server accepts the stream by sending its response headers at once;
 //!   until then (and with a server that does not know it, or that refuses it: at most 64
-//!   are open on one connection) requests go as calls. A lost
+//!   are open on one connection) requests go as calls; after a refusal the next stream is
+//!   tried 1 s later ([`STREAM_REST_FIRST`]), twice as long after each refusal in a row up to
+//!   30 s, not at each request. A lost
 //!   stream or connection fails the requests in flight on it with `ConnectionAborted`
 //!   ("zcrpc: the tarpc stream the request went on was lost: ..."); the zcrpc client re-dials
 //!   and the next request opens a new stream. A request or response on the stream whose
@@ -97,7 +99,7 @@ mod ids;
 mod server;
 mod wire;
 
-pub use client::ClientTransport;
+pub use client::{ClientTransport, STREAM_REST_FIRST, STREAM_REST_MAX};
 pub use server::{listen, Incoming, ServerTransport};
 
 use rpc_core::{Client, ClientConfig, ConnectError};

@@ -997,6 +997,56 @@ async fn streams_past_a_connections_limit_are_refused_and_one_that_ends_makes_ro
     warm_up(&client).await;
 }
 
+/// A server at its limit of streams refuses the client transport's: its requests go as calls,
+/// and the stream is tried again after a rest (1 s, then longer), not at each request (each
+/// try costs the server a call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_is_tried_again_after_a_rest_not_at_each_request() {
+    const LIMIT: usize = 64;
+    let hang = Duration::from_secs(20);
+    let opens = Arc::new(AtomicUsize::new(0));
+    let counted = opens.clone();
+    let count_opens = tower::util::MapRequestLayer::new(move |req: rpc_core::ServerRequest| {
+        if req.method == rpc_tarpc::STREAM {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+        req
+    });
+    let acceptor = rpc_core::transport::tcp::TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    serve(rpc_tarpc::Incoming::new(acceptor, rpc_core::Server::builder().layer(count_opens), 16), Impl::default());
+    let zc = rpc_core::Client::connect_tcp(addr, rpc_core::ClientConfig::default()).await.unwrap();
+    // The connection's streams, all taken.
+    let mut held = Vec::new();
+    for i in 0..LIMIT {
+        let call = zc.open(rpc_tarpc::STREAM, rpc_core::Body::default(), rpc_core::CallMode::BIDI, rpc_core::CallOptions::default());
+        let (tx, mut rx) = tokio::time::timeout(hang, call).await.expect("no hang").unwrap().split();
+        let headers = tokio::time::timeout(hang, rx.response_headers()).await.expect("no hang");
+        assert_eq!(headers.get_str("tarpc-stream"), Some("1"), "stream {i} is accepted");
+        held.push((tx, rx));
+    }
+    assert_eq!(opens.load(Ordering::SeqCst), LIMIT);
+
+    // 30 requests, one after another: each is answered (as a call), and the transport tried
+    // its stream once, not 30 times.
+    let client = StoreClient::new(client::Config::default(), rpc_tarpc::ClientTransport::new(zc.clone())).spawn();
+    for i in 0..30 {
+        assert_eq!(client.add(context::current(), i, 1).await.unwrap(), i + 1);
+    }
+    let tries = opens.load(Ordering::SeqCst) - LIMIT;
+    assert_eq!(tries, 1, "{tries} stream opens for 30 requests to a server at its limit");
+
+    // Room again, and past the rest: the next request tries the stream again.
+    let (mut tx, mut rx) = held.pop().unwrap();
+    tx.finish();
+    assert!(tokio::time::timeout(hang, rx.recv()).await.expect("no hang").is_none());
+    tokio::time::sleep(rpc_tarpc::STREAM_REST_FIRST + Duration::from_millis(100)).await;
+    for i in 0..3 {
+        assert_eq!(client.add(context::current(), i, 1).await.unwrap(), i + 1);
+    }
+    assert_eq!(opens.load(Ordering::SeqCst) - LIMIT, 2, "the stream was not tried again after its rest");
+}
+
 /// tarpc's own transport at the other end, either way: a clear error at once, never a hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_tarpc_peer_at_either_end_fails_promptly() {
