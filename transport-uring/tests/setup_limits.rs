@@ -37,7 +37,9 @@ fn vm_size() -> u64 {
 /// A test that checks what happens under a small locked-memory limit: in the test process it
 /// runs itself again as a child without `CAP_IPC_LOCK` and with [`SMALL_MEMLOCK`] bytes of
 /// locked memory (when every one of `backends` is here); in that child it runs `body` on a
-/// runtime of its own.
+/// runtime of its own, on the test's thread alone: a second thread's first allocation would
+/// map a malloc arena of its own (64 MiB of address space), which the address-space checks
+/// would count.
 fn in_limited_child<F: std::future::Future<Output = ()>>(name: &str, backends: &[Backend], body: impl FnOnce() -> F) {
     if std::env::var_os(CHILD_ENV).is_none() {
         if backends.iter().all(|&b| require(b)) {
@@ -46,7 +48,7 @@ fn in_limited_child<F: std::future::Future<Output = ()>>(name: &str, backends: &
         return;
     }
     assert!(limited_to(SMALL_MEMLOCK), "child must run without CAP_IPC_LOCK and with a {SMALL_MEMLOCK}-byte memlock limit");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         init_tracing();
         body().await;
