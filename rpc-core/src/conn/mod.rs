@@ -744,7 +744,7 @@ impl Connection {
             }
         };
         // A large response goes in pieces to a client that takes them, so that a cancel can
-        // stop it part-way (`pieced.rs`); errors and stream frames are never large.
+        // stop it part-way (`pieced.rs`); errors and stream frames go whole (`docs/wire.md`).
         let may_piece = matches!(frame, Frame::Response(_)) && peer.capabilities & caps::PIECED_ANSWERS != 0;
         match frame.encode() {
             Ok(t) if may_piece && t.len() as u64 > pieced::PIECED_FROM => self.push_pieced(id, t),
