@@ -153,9 +153,9 @@ pub(super) fn queue(pieced: &mut VecDeque<PiecedOut>, transmits: &mut Vec<Transm
     }
 }
 
-/// `t` (an encoded request or response) as pieces: its header, flagged pieced, then its body in pieces of
-/// `piece_len` bytes (the last one up to a sixteenth more, never under [`MIN_PIECE`]), each
-/// behind its marker. Memory and file regions are cut where a piece ends, by reference; a pool
+/// `t` (an encoded request or response) as pieces: its header, flagged pieced, then its body
+/// in pieces of `piece_len` bytes (the last one up to a sixteenth more, never under
+/// [`MIN_PIECE`]), each behind its marker. Memory and file regions are cut where a piece ends, by reference; a pool
 /// buffer (`Segment::External`) is never cut, so a piece may run past `piece_len` by one.
 pub(crate) fn cut(t: Transmit, piece_len: usize) -> VecDeque<Transmit> {
     let mut head = BytesMut::from(&t.head[..]);

@@ -79,8 +79,9 @@ pub struct FrameDecoder {
     aborted: u64,
     /// The kind and call id of each frame aborted since the connection last took them
     /// ([`FrameDecoder::take_aborted`]): a client must fail a live call whose answer the server
-    /// abandoned, not leave it waiting. Taken after every [`FrameDecoder::decode`], so it holds
-    /// at most what one input held.
+    /// abandoned, not leave it waiting. The connection takes them after every
+    /// [`FrameDecoder::decode`], so they are at most what one input held; a decoder used alone
+    /// keeps them (16 bytes each) until taken.
     aborted_ids: Vec<(FrameKind, u64)>,
 }
 
