@@ -1,5 +1,5 @@
-//! Pieced requests (`pieced.rs`) attacked: the sender's queue around them, and the receiver
-//! given input a hostile peer could send.
+//! Pieced requests and answers (`pieced.rs`) attacked: the sender's queue around them, the
+//! client's and the server's cancels, and the receiver given input a hostile peer could send.
 
 use std::time::Instant;
 
