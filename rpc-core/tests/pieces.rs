@@ -1,7 +1,8 @@
-//! Large requests sent in pieces (`docs/pieces.md`) received over every transport of this
-//! crate: the server's handler sees each attachment as one 64-byte-aligned slice with the
-//! bytes sent, and the server's receive side moves at most a read block's worth per frame
-//! (`recv_copied_bytes`), however the reads cut the pieces.
+//! Large requests and answers sent in pieces (`docs/pieces.md`) received over every transport
+//! of this crate: the server's handler, and the client, see each attachment as one
+//! 64-byte-aligned slice with the bytes sent, and each receive side moves at most a read
+//! block's worth per frame (`recv_copied_bytes`), however the reads cut the pieces. A download
+//! given up on stops part-way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,8 @@ use rpc_core::transport::tls::TlsAcceptor;
 use rpc_core::transport::{mem, tcp, unix, Acceptor, Transport};
 use rpc_core::{Client, ClientConfig, Server, StatsSnapshot, TransportStats};
 
+#[path = "shared/abandoned_download.rs"]
+mod abandoned_download;
 #[path = "shared/aligned.rs"]
 mod aligned;
 #[path = "tls_support/mod.rs"]
@@ -55,6 +58,11 @@ async fn exercise_pieces(client: &Client, service: &AlignCheck, server: &Arc<Tra
     let frames = 2 * all.len() as u64;
     assert!(st.recv_copied_bytes <= frames * (64 << 10), "{what}: the server moved {} bytes for {frames} frames", st.recv_copied_bytes);
     assert_eq!(st.align_copy_bytes, 0, "{what}: {st:?}");
+    // The echoes came back in pieces: the client's receive side holds to the same bound.
+    let cl = client.stats();
+    eprintln!("{what}: client recv_copied_bytes {} align_copy_bytes {}", cl.recv_copied_bytes, cl.align_copy_bytes);
+    assert!(cl.recv_copied_bytes <= frames * (64 << 10), "{what}: the client moved {} bytes for {frames} frames", cl.recv_copied_bytes);
+    assert_eq!(cl.align_copy_bytes, 0, "{what}: {cl:?}");
     st
 }
 
@@ -132,6 +140,21 @@ async fn pieced_requests_over_tls() {
     let client = Client::connect_tls(addr, "localhost", tls_support::trust(&ca), tls_support::config()).await.unwrap();
     let stats = rx.await.unwrap();
     exercise_pieces(&client, &service, &stats, "tls").await;
+}
+
+/// A client gives up on a 60 MiB download over tcp once its first MiB arrived: the answer,
+/// in pieces, stops part-way (`shared/abandoned_download.rs`), and the connection carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_download_given_up_on_stops_part_way_over_tcp() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (c, s) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+    let server = tcp::from_stream(s.unwrap().0).unwrap();
+    let stats = server.stats();
+    tokio::spawn(Server::builder().build(abandoned_download::Download::default()).serve_connection(server));
+    let client = Client::connect(tcp::from_stream(c.unwrap()).unwrap(), ClientConfig::default()).await.unwrap();
+    let run = abandoned_download::large_download_given_up_on(&client, &stats, "tcp");
+    tokio::time::timeout(Duration::from_secs(120), run).await.expect("bounded");
 }
 
 /// A raw peer over tcp: sends our hello, then `bytes`, and returns what the server sent until

@@ -374,3 +374,27 @@ fn pieces_and_their_markers() {
     let e = d.decode(&mut buf).expect_err("a 2-byte piece").to_string();
     assert!(e.contains("a data piece of 8 bytes leaves 2 of the frame (at least 8)"), "{e}");
 }
+
+#[test]
+fn pieced_answers() {
+    use rpc_core::frame::FLAG_PIECED;
+    assert_eq!(caps::PIECED_ANSWERS, 1 << 6);
+    // A response to call 5 with the message "abcdefghij", in pieces (0x40): one of 10 bytes.
+    let pieced = hex(&[
+        "02 40 0000 00000000 0500000000000000 0000000000000000 0a000000 00000000 0000000000000000",
+        "0a000000 00 000000",
+        "6162636465666768696a",
+    ].concat());
+    let r = Response { id: 5, message: Bytes::from_static(b"abcdefghij"), attachments: vec![], meta: Default::default() };
+    assert_eq!(decode_one(&pieced), Frame::Response(r));
+    // Ended part-way by an abort marker: dropped, and the ping after it is the next frame.
+    let mut aborted = hex("02 40 0000 00000000 0500000000000000 0000000000000000 10000000 00000000 0000000000000000");
+    aborted.extend_from_slice(&hex("08000000 00 000000 6162636465666768 00000000 01 000000"));
+    let ping = Frame::Ping(Ping { id: 1, pong: false });
+    aborted.extend_from_slice(&ping.clone().encode().unwrap().to_vec());
+    assert_eq!(decode_one(&aborted), ping);
+    // The flag on a kind that is never pieced (a cancel) means nothing: the frame is whole.
+    assert_eq!(FLAG_PIECED, 0x40);
+    let cancel = hex("04 40 0000 00000000 0500000000000000 0000000000000000 00000000 00000000 0000000000000000");
+    assert_eq!(decode_one(&cancel), Frame::Cancel(Cancel { id: 5 }));
+}

@@ -1,7 +1,8 @@
-//! Large requests sent in pieces (`docs/pieces.md`) over this transport: every receive mode
-//! and TLS on the engine hand the handler aligned attachments with the bytes sent, moving at
-//! most a read block's worth per frame; a pieced request that fits in one ring buffer is
-//! decoded; a 60 MiB request given up on while on the wire never runs and stops part-way.
+//! Large requests and answers sent in pieces (`docs/pieces.md`) over this transport: every
+//! receive mode and TLS on the engine hand the handler (and the client, its echoes) aligned
+//! attachments with the bytes sent, moving at most a read block's worth per frame; a pieced
+//! request that fits in one ring buffer is decoded; a 60 MiB request given up on while on the
+//! wire never runs and stops part-way, and so does a 60 MiB download given up on.
 
 mod common;
 
@@ -17,6 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use transport_uring::{Backend, RecvMode, UringConfig};
 
+#[path = "../../rpc-core/tests/shared/abandoned_download.rs"]
+mod abandoned_download;
 #[path = "../../rpc-core/tests/shared/aligned.rs"]
 mod aligned;
 #[path = "../../rpc-core/tests/shared/given_up.rs"]
@@ -249,5 +252,25 @@ async fn after_a_cancel_at_most_two_pieces_cross_on_the_engine() {
         }
         let back = tokio::time::timeout(LIMIT, client.call(ECHO, Body::new(Bytes::new(), vec![blob]), CallOptions::default()));
         assert_eq!(back.await.unwrap().unwrap().attachments[0].len(), 60 << 20, "{what}");
+    }
+}
+
+/// As `rpc-core/tests/pieces.rs` over tcp: a client gives up on a 60 MiB download once its
+/// first MiB arrived, and the answer, in pieces, stops part-way on the engine too (copy and
+/// zero-copy sends; the client reading by `read` and from the ring), then the connection
+/// carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_download_given_up_on_stops_part_way_on_the_engine() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    for (cfg, what) in [
+        (uring(RecvMode::Read), "read"),
+        (uring(RecvMode::BufferRing), "ring"),
+        (UringConfig { mode: transport_uring::ZcMode::AlwaysZc, ..uring(RecvMode::Read) }, "zero-copy"),
+    ] {
+        let (client, stats) = served(cfg, abandoned_download::Download::default()).await;
+        let run = abandoned_download::large_download_given_up_on(&client, &stats, what);
+        tokio::time::timeout(LIMIT, run).await.unwrap_or_else(|_| panic!("{what}: timed out"));
     }
 }

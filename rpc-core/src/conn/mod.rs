@@ -191,8 +191,8 @@ pub struct Connection {
     /// name calls that never existed.
     last_seen: u64,
     transmits: Vec<Transmit>,
-    /// Client: large requests going out in pieces, in order, each with the frames queued
-    /// behind it (`pieced.rs`); they follow `transmits`.
+    /// Large frames going out in pieces (client: requests; server: answers), in order, each
+    /// with the frames queued behind it (`pieced.rs`); they follow `transmits`.
     pieced: VecDeque<pieced::PiecedOut>,
     /// Small stream frames written back to back, queued after `transmits`.
     small: SmallFrames,
@@ -241,7 +241,7 @@ impl Connection {
     fn with_hello(side: Side, config: ConnConfig, now: Instant, refusal: Option<(Code, String)>) -> Self {
         let hello = Hello {
             version: WIRE_VERSION,
-            capabilities: caps::STREAMS | caps::COMMIT | caps::STREAM_BATCHES | caps::EARLY_HEADERS | caps::PIECES,
+            capabilities: caps::STREAMS | caps::COMMIT | caps::STREAM_BATCHES | caps::EARLY_HEADERS | caps::PIECES | caps::PIECED_ANSWERS,
             max_frame: config.max_frame.max(MIN_MAX_FRAME),
             max_calls_in_flight: if refusal.is_some() { 0 } else { config.max_calls_in_flight },
             max_attachments: config.max_attachments,
@@ -506,9 +506,35 @@ impl Connection {
             }
         }
         while self.state != State::Closed {
-            match self.decoder.decode(buf)? {
+            let frame = self.decoder.decode(buf)?;
+            // Frames the peer aborted part-way came before this one (or before the end of the
+            // input): they are dealt with first.
+            if self.decoder.has_aborted() {
+                self.on_aborted()?;
+            }
+            match frame {
                 Some(frame) => self.on_frame(frame, now)?,
                 None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Pieced frames the peer ended part-way with an abort marker (`docs/wire.md`, "Pieces").
+    /// Server: a request that awaited its commit, so no call exists for it. Client: an answer
+    /// the server abandoned (after our cancel: the call is gone, and this is silent; otherwise
+    /// its connection failed or it stopped answering), which fails the call if it is still
+    /// waiting, instead of leaving it to its deadline. Another kind could not have been pieced.
+    #[cold]
+    fn on_aborted(&mut self) -> Result<(), ConnectionError> {
+        for (kind, id) in self.decoder.take_aborted() {
+            match (self.side, kind) {
+                (Side::Server, FrameKind::Request) => {}
+                (Side::Client, FrameKind::Response) => {
+                    let why = "the server abandoned its answer part-way (its pieced response ended at an abort marker: it stopped answering the call, or its connection failed)";
+                    self.finish(id, Err(CallError::Status(Status::new(Code::ABORTED, why))));
+                }
+                (side, kind) => return Err(not_allowed(side, kind)),
             }
         }
         Ok(())
@@ -658,14 +684,29 @@ impl Connection {
         // way the server never sees a call.
         let mut request_withdrawn = self.withdraw_or_abort_pieced(id);
         // Its frames still queued, also behind a pieced request (not begun on the wire either).
-        let mut freed = withdraw_from(&mut self.transmits, id, &mut request_withdrawn);
+        let mut freed = withdraw_from(&mut self.transmits, id, Side::Client, &mut request_withdrawn);
         for p in &mut self.pieced {
-            freed += withdraw_from(&mut p.behind, id, &mut request_withdrawn);
+            freed += withdraw_from(&mut p.behind, id, Side::Client, &mut request_withdrawn);
         }
         self.out_bytes -= freed;
         if !request_withdrawn {
             self.push_frame(Frame::Cancel(Cancel { id }));
         }
+    }
+
+    /// Server: the client cancelled call `id` after it was answered. A pieced answer not begun
+    /// is withdrawn, one begun ends at an abort marker (at most the pieces the writer holds
+    /// still cross), and a whole answer (a response or an error) not yet taken by the writer is
+    /// withdrawn. The call's stream frames stay: they were charged to the connection's flow,
+    /// and the client's credit for them is what gives it back.
+    fn withdraw_answer(&mut self, id: u64) {
+        self.withdraw_or_abort_pieced(id);
+        let mut answer_withdrawn = false;
+        let mut freed = withdraw_from(&mut self.transmits, id, Side::Server, &mut answer_withdrawn);
+        for p in &mut self.pieced {
+            freed += withdraw_from(&mut p.behind, id, Side::Server, &mut answer_withdrawn);
+        }
+        self.out_bytes -= freed;
     }
 
     /// Server: the handler of call `id` finished. Ignored when the call was cancelled or
@@ -702,7 +743,11 @@ impl Connection {
                 }
             }
         };
+        // A large response goes in pieces to a client that takes them, so that a cancel can
+        // stop it part-way (`pieced.rs`); errors and stream frames go whole (`docs/wire.md`).
+        let may_piece = matches!(frame, Frame::Response(_)) && peer.capabilities & caps::PIECED_ANSWERS != 0;
         match frame.encode() {
+            Ok(t) if may_piece && t.len() as u64 > pieced::PIECED_FROM => self.push_pieced(id, t),
             Ok(t) => self.push_transmit(t),
             Err(e) => {
                 // E.g. more attachments than the wire can count: still an answer, never silence.
@@ -762,8 +807,11 @@ impl Connection {
             (Side::Server, Frame::Cancel(c)) => {
                 // A request still held for its commit never ran: nothing to abort.
                 self.held.retain(|(i, _)| *i != c.id);
-                if self.calls.remove(c.id).is_some_and(|call| call.held.is_none()) {
-                    self.events.push_back(Event::Abort { id: c.id, reason: AbortReason::Cancelled });
+                match self.calls.remove(c.id) {
+                    Some(call) if call.held.is_none() => self.events.push_back(Event::Abort { id: c.id, reason: AbortReason::Cancelled }),
+                    Some(_) => {}
+                    // Answered already: its answer, if still queued, is no longer wanted.
+                    None => self.withdraw_answer(c.id),
                 }
             }
             (Side::Server, Frame::Commit(c)) => self.on_commit(c)?,
@@ -784,13 +832,7 @@ impl Connection {
             (_, Frame::StreamHeaders(h)) => self.on_stream_headers(h)?,
             (_, Frame::StreamEnd(e)) => self.on_stream_end(e)?,
             (_, Frame::Credit(c)) => self.on_credit(c)?,
-            (side, frame) => {
-                return Err(ConnectionError::Protocol(format!(
-                    "{} frame is not allowed from a {}",
-                    frame.kind().name(),
-                    if side == Side::Client { "server" } else { "client" }
-                )));
-            }
+            (side, frame) => return Err(not_allowed(side, frame.kind())),
         }
         Ok(())
     }
@@ -1040,20 +1082,26 @@ fn hand_out(taken: &mut u64, commits: &mut VecDeque<(u64, Option<u64>)>, frames:
     out.append(frames);
 }
 
-/// Takes call `id`'s request (noting it in `request_withdrawn`), stream frames and commit out
-/// of `queue`; returns their bytes.
-fn withdraw_from(queue: &mut Vec<Transmit>, id: u64, request_withdrawn: &mut bool) -> usize {
+/// Takes call `id`'s frames that need not cross out of `queue`; returns their bytes. Client
+/// (the caller gave up): its request (noting it in `lead_withdrawn`), stream frames and
+/// commit. Server (the client cancelled an answered call): its response or error (noting it).
+fn withdraw_from(queue: &mut Vec<Transmit>, id: u64, side: Side, lead_withdrawn: &mut bool) -> usize {
     let mut freed = 0;
     queue.retain(|t| {
-        match header_of(t).filter(|h| h.id == id).map(|h| h.kind) {
-            Some(FrameKind::Request) => *request_withdrawn = true,
-            Some(FrameKind::StreamData | FrameKind::StreamEnd | FrameKind::Commit) => {}
+        match (side, header_of(t).filter(|h| h.id == id).map(|h| h.kind)) {
+            (Side::Client, Some(FrameKind::Request)) | (Side::Server, Some(FrameKind::Response | FrameKind::Error)) => *lead_withdrawn = true,
+            (Side::Client, Some(FrameKind::StreamData | FrameKind::StreamEnd | FrameKind::Commit)) => {}
             _ => return true,
         }
         freed += t.len();
         false
     });
     freed
+}
+
+/// The protocol error for a frame of `kind` that the peer of `side` may not send.
+fn not_allowed(side: Side, kind: FrameKind) -> ConnectionError {
+    ConnectionError::Protocol(format!("{} frame is not allowed from a {}", kind.name(), if side == Side::Client { "server" } else { "client" }))
 }
 
 /// The call id of a transmit that is a request.

@@ -1,7 +1,8 @@
-//! Large requests sent in pieces (`docs/wire.md`, "Pieces"): cut into pieces of at most
+//! Large frames sent in pieces (`docs/wire.md`, "Pieces"): a client's requests, and a server's
+//! answers to a client announcing `caps::PIECED_ANSWERS`. Cut into pieces of at most
 //! [`PIECE_LEN`] bytes without copying, handed to the writer two at a time, and ended by an
-//! abort marker when the caller gives up part-way, so that at most the pieces the writer holds
-//! still cross.
+//! abort marker when the call is given up part-way (the caller dropped it; the client cancelled
+//! the answer), so that at most the pieces the writer holds still cross.
 
 use std::collections::VecDeque;
 
@@ -19,13 +20,14 @@ pub const PIECE_LEN: usize = 1 << 20;
 /// Pieces of one frame handed to the writer and not yet written, at most.
 const IN_WRITER: usize = 2;
 
-/// Requests of more than this many bytes go in pieces: a smaller one is all in the writer's
-/// hands at once anyway, and pieces would only cost its receiver a marker's read.
+/// Requests and answers of more than this many bytes go in pieces: a smaller one is all in the
+/// writer's hands at once anyway, and pieces would only cost its receiver a marker's read.
 pub const PIECED_FROM: u64 = (IN_WRITER * PIECE_LEN) as u64;
 
-/// A pieced request on its way out.
+/// A pieced frame on its way out: a client's request or a server's answer.
 #[derive(Debug)]
 pub(super) struct PiecedOut {
+    /// The call it belongs to.
     id: u64,
     /// Pieces not yet handed to the writer, in order; the first begins with the header.
     pieces: VecDeque<Transmit>,
@@ -38,7 +40,8 @@ pub(super) struct PiecedOut {
 }
 
 impl Connection {
-    /// Queues request `id`'s encoded frame `t` in pieces.
+    /// Queues call `id`'s encoded frame `t` (a client's request, a server's response) in
+    /// pieces.
     pub(super) fn push_pieced(&mut self, id: u64, t: Transmit) {
         self.seal_small_frames();
         let pieces = cut(t, PIECE_LEN);
@@ -80,7 +83,8 @@ impl Connection {
                 return;
             }
             let done = self.pieced.pop_front().expect("front checked");
-            // Complete (not aborted): its commit goes once its last piece is written.
+            // Complete (not aborted): a request's commit goes once its last piece is written
+            // (a server has none to send).
             if let Some(entry) = self.commits.iter_mut().find(|(i, end)| *i == done.id && end.is_none()) {
                 entry.1 = Some(self.taken);
             }
@@ -89,16 +93,18 @@ impl Connection {
         }
     }
 
-    /// Client: call `id` is over on our side. A pieced request not begun is withdrawn (true);
-    /// one begun ends at an abort marker in place of its next piece (true: the server sees no
-    /// call, so no cancel need follow). False when `id` has no pieced frame queued.
+    /// Call `id` is over on our side (client: its caller gave up; server: the client
+    /// cancelled it), so its pieced frame need not cross. One not begun is withdrawn (true);
+    /// one begun ends at an abort marker in place of its next piece (true; for a request the
+    /// server then sees no call, so no cancel need follow). False when `id` has no pieced
+    /// frame queued (none, or its last piece already went to the writer).
     pub(super) fn withdraw_or_abort_pieced(&mut self, id: u64) -> bool {
         let Some(i) = self.pieced.iter().position(|p| p.id == id) else { return false };
         let p = &mut self.pieced[i];
         let unsent: usize = p.pieces.iter().map(Transmit::len).sum();
         if p.started {
             p.pieces.clear();
-            let abort = Transmit { head: Marker::Abort.encode(), segments: Vec::new() };
+            let abort = abort_marker();
             self.out_bytes = self.out_bytes - unsent + abort.len();
             p.pieces.push_back(abort);
             return true;
@@ -123,12 +129,18 @@ impl Connection {
             bytes += p.pieces.iter().chain(&p.behind).map(Transmit::len).sum::<usize>();
         }
         if begun {
-            let abort = Transmit { head: Marker::Abort.encode(), segments: Vec::new() };
+            let abort = abort_marker();
             self.out_bytes += abort.len();
             self.transmits.push(abort);
         }
         bytes
     }
+}
+
+/// The piece that ends a pieced frame part-way: an abort marker alone, in place of the next
+/// data piece.
+fn abort_marker() -> Transmit {
+    Transmit { head: Marker::Abort.encode(), segments: Vec::new() }
 }
 
 /// [`Connection::queue`] on the two queues alone (for a caller holding another of the
@@ -141,9 +153,9 @@ pub(super) fn queue(pieced: &mut VecDeque<PiecedOut>, transmits: &mut Vec<Transm
     }
 }
 
-/// `t` (an encoded request) as pieces: its header, flagged pieced, then its body in pieces of
-/// `piece_len` bytes (the last one up to a sixteenth more, never under [`MIN_PIECE`]), each
-/// behind its marker. Memory and file regions are cut where a piece ends, by reference; a pool
+/// `t` (an encoded request or response) as pieces: its header, flagged pieced, then its body
+/// in pieces of `piece_len` bytes (the last one up to a sixteenth more, never under
+/// [`MIN_PIECE`]), each behind its marker. Memory and file regions are cut where a piece ends, by reference; a pool
 /// buffer (`Segment::External`) is never cut, so a piece may run past `piece_len` by one.
 pub(crate) fn cut(t: Transmit, piece_len: usize) -> VecDeque<Transmit> {
     let mut head = BytesMut::from(&t.head[..]);

@@ -1,5 +1,5 @@
-//! Pieced requests (`pieced.rs`) attacked: the sender's queue around them, and the receiver
-//! given input a hostile peer could send.
+//! Pieced requests and answers (`pieced.rs`) attacked: the sender's queue around them, the
+//! client's and the server's cancels, and the receiver given input a hostile peer could send.
 
 use std::time::Instant;
 
@@ -353,4 +353,245 @@ fn a_ping_queued_behind_a_pieced_request_is_not_timed_until_it_is_written() {
     assert_eq!(c.poll_timeout(), Some(at(182)));
     c.handle_timeout(at(182));
     assert!(!c.is_open());
+}
+
+// Pieced answers: a server's large response to a client announcing `caps::PIECED_ANSWERS`.
+
+/// An answer over `PIECED_FROM` (6 MiB: six pieces), its bytes a pattern so that a piece out of
+/// place would show.
+fn large_answer() -> Body {
+    let blob: Vec<u8> = (0..6u32 << 20).map(|i| (i % 251) as u8).collect();
+    Body::new(Bytes::from_static(b"the answer"), vec![Payload::from(blob)])
+}
+
+/// A pair past its hellos, both reported written, with call `id` running on the server.
+fn answering_pair() -> (Pair, u64) {
+    let mut p = pair();
+    let hello = p.server.held_bytes();
+    p.server.handle_written(hello, p.now);
+    let id = p.call(1, body(b"get", b""), None);
+    assert_eq!(requests_seen(&p.server_events), vec![id]);
+    (p, id)
+}
+
+/// What the server's writer takes now (not yet reported written).
+fn server_takes(p: &mut Pair) -> Vec<Transmit> {
+    let mut out = Vec::new();
+    p.server.take_transmits(&mut out);
+    out
+}
+
+/// `out` written by the server's writer: reported, and its bytes put before the client, which
+/// reads them.
+fn server_writes(p: &mut Pair, out: &[Transmit]) {
+    let n: usize = out.iter().map(Transmit::len).sum();
+    for t in out {
+        p.client_in.extend_from_slice(&t.to_vec());
+    }
+    p.server.handle_written(n, p.now);
+    let now = p.now;
+    p.client.handle_input(&mut p.client_in, now).unwrap();
+    while let Some(e) = p.client.poll_event() {
+        p.client_events.push(e);
+    }
+}
+
+/// The client's queued frames (a cancel) written to the server, which reads them.
+fn client_writes(p: &mut Pair) {
+    let mut out = Vec::new();
+    p.client.take_transmits(&mut out);
+    let n: usize = out.iter().map(Transmit::len).sum();
+    for t in &out {
+        p.server_in.extend_from_slice(&t.to_vec());
+    }
+    p.client.handle_written(n, p.now);
+    let now = p.now;
+    p.server.handle_input(&mut p.server_in, now).unwrap();
+    while let Some(e) = p.server.poll_event() {
+        p.server_events.push(e);
+    }
+}
+
+fn finished(events: &[Event], id: u64) -> Option<&Result<Body, CallError>> {
+    events.iter().find_map(|e| match e {
+        Event::Finished { id: i, result } if *i == id => Some(result),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_large_answer_goes_in_pieces_to_a_client_that_takes_them_and_arrives_whole() {
+    let (mut p, id) = answering_pair();
+    p.server.respond(id, Ok(large_answer()));
+    let first = server_takes(&mut p);
+    assert_eq!(first.len(), 2, "the header with the first piece, and the second");
+    let h = header_of(&first[0]).unwrap();
+    assert_eq!((h.kind, h.id, h.flags & FLAG_PIECED), (FrameKind::Response, id, FLAG_PIECED));
+    let mut batch = first;
+    let mut pieces = 0;
+    while !batch.is_empty() {
+        assert!(batch.len() <= 2, "the writer holds {} pieces", batch.len());
+        pieces += batch.len();
+        server_writes(&mut p, &batch);
+        batch = server_takes(&mut p);
+    }
+    assert_eq!(pieces, 6);
+    let Some(Ok(got)) = finished(&p.client_events, id) else { panic!("{:?}", finished(&p.client_events, id)) };
+    assert_eq!(*got, large_answer(), "the pieces, markers cut out, are the answer");
+    assert_eq!((p.client.decoder.aborted_frames(), p.server.held_bytes(), p.client.calls_in_flight()), (0, 0, 0));
+}
+
+#[test]
+fn a_large_answer_goes_whole_to_a_client_that_does_not_take_pieces() {
+    let (mut p, id) = answering_pair();
+    p.server.peer.as_mut().expect("after the hello").capabilities &= !caps::PIECED_ANSWERS;
+    p.server.respond(id, Ok(large_answer()));
+    let out = server_takes(&mut p);
+    assert_eq!(out.len(), 1, "one frame");
+    let h = header_of(&out[0]).unwrap();
+    assert_eq!((h.kind, h.flags & FLAG_PIECED), (FrameKind::Response, 0));
+    assert!(p.server.pieced.is_empty());
+    server_writes(&mut p, &out);
+    assert_eq!(finished(&p.client_events, id), Some(&Ok(large_answer())));
+}
+
+#[test]
+fn errors_stay_whole_and_small_answers_too() {
+    let (mut p, id) = answering_pair();
+    p.server.respond(id, Err(Status::new(Code::INTERNAL, "x".repeat(3 << 20))));
+    assert!(p.server.pieced.is_empty(), "an error is never pieced");
+    let small = p.call(1, body(b"get", b""), None);
+    p.server.respond(small, Ok(body(b"small", b"answer")));
+    assert!(p.server.pieced.is_empty());
+    p.drive();
+    assert_eq!(finished(&p.client_events, small), Some(&Ok(body(b"small", b"answer"))));
+}
+
+/// The client gives up while the server's writer is in the middle of a pieced answer: what the
+/// writer holds still goes, then an abort marker, and nothing more of the answer. The client
+/// drops the frame silently (its call is gone) and the connection carries on.
+#[test]
+fn a_cancel_mid_answer_ends_it_at_an_abort_marker_after_the_pieces_the_writer_holds() {
+    let (mut p, id) = answering_pair();
+    p.server.respond(id, Ok(large_answer()));
+    let first = server_takes(&mut p);
+    server_writes(&mut p, &first);
+    let held = server_takes(&mut p);
+    assert_eq!(held.len(), 2, "the writer holds two pieces");
+    p.client.cancel_call(id);
+    client_writes(&mut p);
+    assert!(!p.server_events.iter().any(|e| matches!(e, Event::Abort { .. })), "no handler to abort: it answered");
+    assert!(server_takes(&mut p).is_empty(), "nothing until the writer is done with what it holds");
+    server_writes(&mut p, &held);
+    let after = server_takes(&mut p);
+    assert_eq!(after.len(), 1);
+    assert_eq!((&after[0].head[..], after[0].segments.len()), (&Marker::Abort.encode()[..], 0), "the next thing is the abort marker");
+    server_writes(&mut p, &after);
+    assert!(server_takes(&mut p).is_empty(), "nothing more of the answer");
+    assert_eq!(p.server.held_bytes(), 0, "its pieces no longer held");
+    assert_eq!(p.client.decoder.aborted_frames(), 1);
+    assert!(finished(&p.client_events, id).is_none(), "an abandoned answer for a call given up on is silent");
+    // The connection carries on: the next call is answered.
+    let next = p.call(1, body(b"get", b""), None);
+    p.server.respond(next, Ok(body(b"next", b"")));
+    p.drive();
+    assert_eq!(finished(&p.client_events, next), Some(&Ok(body(b"next", b""))));
+    assert!(p.client.is_open() && p.server.is_open());
+}
+
+#[test]
+fn a_cancel_before_the_first_piece_left_withdraws_the_answer() {
+    let (mut p, id) = answering_pair();
+    p.server.respond(id, Ok(large_answer()));
+    assert!(p.server.has_transmits());
+    p.client.cancel_call(id);
+    client_writes(&mut p);
+    assert!(!p.server.has_transmits(), "withdrawn: not a byte of it goes");
+    assert_eq!(p.server.held_bytes(), 0);
+    let next = p.call(1, body(b"get", b""), None);
+    p.server.respond(next, Ok(body(b"next", b"")));
+    p.drive();
+    assert_eq!(finished(&p.client_events, next), Some(&Ok(body(b"next", b""))));
+    assert_eq!(p.client.decoder.aborted_frames(), 0);
+}
+
+/// A whole answer (a response under the pieced size, an error) the writer has not taken yet is
+/// withdrawn on the client's cancel too; one queued behind a pieced answer as well.
+#[test]
+fn a_cancel_withdraws_a_whole_answer_not_yet_taken() {
+    let (mut p, id) = answering_pair();
+    p.server.respond(id, Ok(Body::new(Bytes::new(), vec![Payload::from(vec![1u8; 1 << 20])])));
+    p.client.cancel_call(id);
+    client_writes(&mut p);
+    assert!(!p.server.has_transmits());
+    assert_eq!(p.server.held_bytes(), 0);
+    // Behind a pieced answer begun: the error for another call waits there, and is withdrawn.
+    let big = p.call(1, body(b"get", b""), None);
+    let failing = p.call(1, body(b"get", b""), None);
+    p.server.respond(big, Ok(large_answer()));
+    let first = server_takes(&mut p);
+    p.server.respond(failing, Err(Status::new(Code::NOT_FOUND, "none")));
+    let queued = p.server.held_bytes();
+    p.client.cancel_call(failing);
+    client_writes(&mut p);
+    let error_len = queued - p.server.held_bytes();
+    assert!(error_len > HEADER_LEN && error_len < 200, "the error frame withdrawn: {error_len} bytes");
+    let mut batch = first;
+    while !batch.is_empty() {
+        server_writes(&mut p, &batch);
+        batch = server_takes(&mut p);
+    }
+    assert_eq!(finished(&p.client_events, big), Some(&Ok(large_answer())));
+    assert_eq!(p.server.held_bytes(), 0);
+}
+
+/// An abort marker ends the answer of a call the client still waits for (a server whose
+/// connection failed, or one that misbehaves): the call fails at once with an error saying
+/// what happened, instead of waiting for its deadline, and the connection carries on.
+#[test]
+fn an_abandoned_answer_fails_its_live_call_with_a_clear_error() {
+    let (mut p, id) = answering_pair();
+    let waiting = p.call(1, body(b"get", b""), None);
+    p.server.respond(id, Ok(large_answer()));
+    let first = server_takes(&mut p);
+    server_writes(&mut p, &first);
+    assert!(finished(&p.client_events, id).is_none());
+    // Not our server's doing (it aborts only after a cancel or a failure): bytes of the wire.
+    p.client_in.extend_from_slice(&Marker::Abort.encode());
+    let now = p.now;
+    p.client.handle_input(&mut p.client_in, now).unwrap();
+    let events: Vec<Event> = std::iter::from_fn(|| p.client.poll_event()).collect();
+    let Some(Err(CallError::Status(s))) = finished(&events, id) else { panic!("{events:?}") };
+    assert_eq!(s.code, Code::ABORTED);
+    assert!(s.message.contains("the server abandoned its answer part-way"), "{}", s.message);
+    assert!(p.client.is_open(), "one call failed, not the connection");
+    assert!(finished(&events, waiting).is_none() && p.client.calls_in_flight() == 1, "the other call still waits");
+    // The server's own abort: its connection fails mid-answer, an abort marker closes the frame.
+    let mut q = answering_pair().0;
+    let again = q.call(1, body(b"get", b""), None);
+    q.server.respond(again, Ok(large_answer()));
+    let first = server_takes(&mut q);
+    server_writes(&mut q, &first);
+    q.server.close(ConnectionError::Io("the link went down".into()));
+    let last = server_takes(&mut q);
+    assert_eq!(last.len(), 1, "the abort marker, no more pieces");
+    server_writes(&mut q, &last);
+    let Some(Err(CallError::Status(s))) = finished(&q.client_events, again) else { panic!("{:?}", finished(&q.client_events, again)) };
+    assert_eq!(s.code, Code::ABORTED);
+}
+
+/// A client does not send pieced answers, nor a server pieced requests: an aborted frame of
+/// the kind the other side sends is read as what it is, a protocol violation.
+#[test]
+fn an_aborted_response_from_a_client_is_a_protocol_error() {
+    let now = Instant::now();
+    let mut server = Connection::new(Side::Server, ConnConfig::default(), now);
+    let mut input = BytesMut::from(&Connection::new(Side::Client, ConnConfig::default(), now).transmits[0].to_vec()[..]);
+    let r = Response { id: 1, message: Bytes::new(), attachments: vec![Payload::from(vec![1u8; 1000])], meta: Default::default() };
+    let mut head = BytesMut::from(&r.encode().unwrap().head[..HEADER_LEN]);
+    head[1] |= FLAG_PIECED;
+    input.extend_from_slice(&head);
+    input.extend_from_slice(&Marker::Abort.encode());
+    let e = server.handle_input(&mut input, now).expect_err("a response from a client");
+    assert!(e.to_string().contains("response frame is not allowed from a client"), "{e}");
 }

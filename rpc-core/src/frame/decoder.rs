@@ -77,12 +77,18 @@ pub struct FrameDecoder {
     pieces: Option<Pieces>,
     /// Pieced frames the peer aborted part-way.
     aborted: u64,
+    /// The kind and call id of each frame aborted since the connection last took them
+    /// ([`FrameDecoder::take_aborted`]): a client must fail a live call whose answer the server
+    /// abandoned, not leave it waiting. The connection takes them after every
+    /// [`FrameDecoder::decode`], so they are at most what one input held; a decoder used alone
+    /// keeps them (16 bytes each) until taken.
+    aborted_ids: Vec<(FrameKind, u64)>,
 }
 
 impl FrameDecoder {
     /// A decoder that expects a hello first.
     pub fn new(limits: Limits) -> Self {
-        FrameDecoder { limits, hello_seen: false, pending: None, pieces: None, aborted: 0 }
+        FrameDecoder { limits, hello_seen: false, pending: None, pieces: None, aborted: 0, aborted_ids: Vec::new() }
     }
 
     /// The limits in force.
@@ -159,7 +165,9 @@ impl FrameDecoder {
             Stripped::Whole => self.pieces = None,
             Stripped::Aborted { consumed } => {
                 b.advance(consumed);
-                self.pending = None;
+                if let Some((header, _)) = self.pending.take() {
+                    self.aborted_ids.push((header.kind, header.id));
+                }
                 self.pieces = None;
                 self.aborted += 1;
             }
@@ -177,6 +185,19 @@ impl FrameDecoder {
     /// Pieced frames the peer aborted part-way so far.
     pub fn aborted_frames(&self) -> u64 {
         self.aborted
+    }
+
+    /// The kind and call id of each pieced frame the peer aborted since the last call, in the
+    /// order they came (before any frame [`FrameDecoder::decode`] returned with them).
+    pub fn take_aborted(&mut self) -> Vec<(FrameKind, u64)> {
+        std::mem::take(&mut self.aborted_ids)
+    }
+
+    /// True when [`FrameDecoder::take_aborted`] has something to take: a check that costs
+    /// nothing on the common path.
+    #[inline]
+    pub fn has_aborted(&self) -> bool {
+        !self.aborted_ids.is_empty()
     }
 
     /// Bytes the current frame needs in all, from the front of the buffer (header included);
@@ -200,7 +221,9 @@ impl FrameDecoder {
         }
         let header = FrameHeader::decode(&buf[..HEADER_LEN])?;
         let body_len = self.check(&header)?;
-        if header.flags & FLAG_PIECED != 0 && header.kind == FrameKind::Request {
+        // Requests (to a server announcing pieces) and responses (to a client announcing
+        // pieced answers) come in pieces; on any other kind the bit means nothing.
+        if header.flags & FLAG_PIECED != 0 && matches!(header.kind, FrameKind::Request | FrameKind::Response) {
             self.pieces = Some(Pieces::new(body_len));
         }
         self.pending = Some((header, body_len));

@@ -32,6 +32,10 @@ pub mod caps {
     /// The sender takes a large request in pieces inside one frame (a request flagged
     /// `FLAG_PIECED`), which the client may end part-way with an abort marker.
     pub const PIECES: u64 = 1 << 5;
+    /// The sender takes a large response in pieces inside one frame (a response flagged
+    /// `FLAG_PIECED`), which the server may end part-way with an abort marker (after the
+    /// client's cancel, or when its connection fails).
+    pub const PIECED_ANSWERS: u64 = 1 << 6;
 }
 
 /// What a side declares about itself. Each side obeys the other's limits when sending.

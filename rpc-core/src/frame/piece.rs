@@ -1,14 +1,16 @@
-//! Pieces: a large request sent as pieces inside one frame, each behind an 8-byte marker, so
-//! that the sender can stop it part-way (an abort marker) and the receiver still gets its body
-//! in one buffer, attachments as single aligned slices. Layout and rules: `docs/wire.md`,
-//! "Pieces"; why this shape: `docs/pieces.md`.
+//! Pieces: a large request or response sent as pieces inside one frame, each behind an 8-byte
+//! marker, so that the sender can stop it part-way (an abort marker) and the receiver still gets
+//! its body in one buffer, attachments as single aligned slices. Layout and rules:
+//! `docs/wire.md`, "Pieces"; why this shape: `docs/pieces.md`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::DecodeError;
 
-/// Request flag: the body follows the header in pieces, each behind a [`Marker`]. Sent only
-/// to a peer announcing [`super::caps::PIECES`].
+/// Request and response flag: the body follows the header in pieces, each behind a
+/// [`Marker`]. Sent on a request only to a peer announcing [`super::caps::PIECES`], on a
+/// response only to one announcing [`super::caps::PIECED_ANSWERS`]; on any other kind it means
+/// nothing.
 pub const FLAG_PIECED: u8 = 1 << 6;
 
 /// Bytes of a marker.
