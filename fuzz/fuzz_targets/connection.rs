@@ -17,9 +17,11 @@
 //!
 //! When the first byte says so, the input then drives a client whose server announces pieces
 //! (`client_pieces`): requests of more than 2 MiB (in pieces) and small ones, transmits taken,
-//! partly written, calls cancelled, in any order; a server's decoder reads what it wrote
-//! without error, every call not cancelled arrives whole once (a large one with its commit),
-//! and an abort marker comes only as the first bytes taken after a cancel.
+//! partly written, calls cancelled or answered early, the connection failed by a bad frame,
+//! in any order; a server's decoder reads what it wrote without error, every call not
+//! cancelled arrives whole once (a large one with its commit, unless answered first), an abort
+//! marker comes only as the first bytes taken after a cancel or the failure, and the failure's
+//! goaway last.
 #![no_main]
 
 #[path = "shared/pieces.rs"]
@@ -34,7 +36,8 @@ use libfuzzer_sys::fuzz_target;
 use pieces::{Expect, Input};
 use rpc_core::conn::{ConnConfig, Connection, Event, MetadataKind, Side};
 use rpc_core::frame::{caps, CallMode, Cancel, Commit, Frame, FrameDecoder, Hello, Limits, Request, WIRE_VERSION};
-use rpc_core::{Metadata, Payload, Transmit};
+use rpc_core::frame::ErrorFrame;
+use rpc_core::{Code, Metadata, Payload, Status, Transmit};
 
 fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
@@ -102,14 +105,16 @@ const PIECE_LEN: usize = 1 << 20;
 static ZEROS: [u8; PIECED_FROM + (256 << 10)] = [0; PIECED_FROM + (256 << 10)];
 
 /// A client sending to a server that announces pieces, as `data` says: large calls (in pieces)
-/// and small ones started, transmits taken, some of their bytes written, calls cancelled, in
-/// any order; then the rest taken and written. What it wrote, read by a server's decoder in
-/// reads bounded as the driver bounds them, follows the rules: no error; every call not
-/// cancelled arrives once, whole, a large one with its commit after it; a cancel or commit only
-/// for a call that arrived before it; a cancelled pieced request either arrived whole or is cut
-/// off by an abort marker that is the first thing taken after the cancel (so that at most the
-/// pieces the writer held cross), the writer holding at most two pieces of a frame (so of two
-/// frames, at the turn from one to the next) at a time.
+/// and small ones started, transmits taken, some of their bytes written, calls cancelled or
+/// answered by the server, the connection failed by a frame of an unknown kind, in any order;
+/// then the rest taken and written. What it wrote, read by a server's decoder in reads bounded
+/// as the driver bounds them, follows the rules: no error; without a failure, every call not
+/// cancelled arrives once, whole, a large one with its commit after it unless it was answered
+/// first; a cancel or commit only for a call that arrived before it, and no commit for a
+/// small one; a pieced request cancelled or cut by the failure either arrived whole or is cut
+/// off by an abort marker that is the first thing taken after the cancel or failure (so that at
+/// most the pieces the writer held cross), and the failure's goaway comes last; the writer
+/// holds at most two pieces of a frame (so of two frames, at the turn from one to the next).
 fn client_pieces(data: &[u8], now: Instant) {
     let config = ConnConfig { max_frame: 1 << 16, max_attachments: 8, ..ConnConfig::default() };
     let mut conn = Connection::new(Side::Client, config, now);
@@ -120,16 +125,17 @@ fn client_pieces(data: &[u8], now: Instant) {
     let mut input = Input(data);
     let mut taken: Vec<Transmit> = Vec::new();
     let (mut taken_len, mut written) = (0usize, 0usize);
-    // Calls started: id, attachment lengths, cancelled.
-    let mut calls: Vec<(u64, Vec<usize>, bool)> = Vec::new();
-    // Where the stream stood (bytes taken) at each cancel.
-    let mut cancels_at = Vec::new();
+    // Calls started: id, attachment lengths, cancelled, answered by the server.
+    let mut calls: Vec<(u64, Vec<usize>, bool, bool)> = Vec::new();
+    // Where the stream stood (bytes taken) at each cancel, and at the connection's failure.
+    let mut stops_at = Vec::new();
+    let mut failed = false;
     let mut large = 0;
     for _ in 0..48 {
         if input.0.is_empty() {
             break;
         }
-        match input.byte() % 5 {
+        match input.byte() % 7 {
             0 if large < 2 => {
                 // More than PIECED_FROM bytes in one to three attachments.
                 let total = PIECED_FROM + 1 + usize::from(input.byte()) * 1024;
@@ -138,14 +144,14 @@ fn client_pieces(data: &[u8], now: Instant) {
                 let attachments = lens.iter().map(|&n| Payload::from(Bytes::from_static(&ZEROS[..n]))).collect();
                 let body = rpc_core::Body { message: Bytes::from_static(b"large"), attachments };
                 if let Ok(id) = conn.start_call(1, body, CallMode::UNARY, &Metadata::default(), None, now) {
-                    calls.push((id, lens, false));
+                    calls.push((id, lens, false, false));
                     large += 1;
                 }
             }
             0 | 1 => {
                 let body = rpc_core::Body { message: Bytes::from_static(b"small"), attachments: Vec::new() };
                 if let Ok(id) = conn.start_call(2, body, CallMode::UNARY, &Metadata::default(), None, now) {
-                    calls.push((id, Vec::new(), false));
+                    calls.push((id, Vec::new(), false, false));
                 }
             }
             2 => {
@@ -158,12 +164,31 @@ fn client_pieces(data: &[u8], now: Instant) {
                 conn.handle_written(n, now);
                 written += n;
             }
-            _ => {
+            4 => {
                 let Some(c) = (!calls.is_empty()).then(|| usize::from(input.byte()) % calls.len()) else { continue };
                 if !calls[c].2 {
                     calls[c].2 = true;
                     conn.cancel_call(calls[c].0);
-                    cancels_at.push(taken_len);
+                    stops_at.push(taken_len);
+                }
+            }
+            5 => {
+                // The server answers a call early (its request perhaps still on its way): the
+                // request still goes whole, and no commit follows once it is written.
+                let Some(c) = (!calls.is_empty()).then(|| usize::from(input.byte()) % calls.len()) else { continue };
+                calls[c].3 = true;
+                let answer = Frame::Error(ErrorFrame::new(calls[c].0, Status::new(Code::INTERNAL, "no")));
+                failed |= conn.handle_input(&mut BytesMut::from(&answer.encode().unwrap().to_vec()[..]), now).is_err();
+            }
+            _ => {
+                // The server sends a frame of an unknown kind: the connection fails, a pieced
+                // request begun ends at an abort marker, and the goaway naming the failure
+                // follows it.
+                let mut bad = BytesMut::from(&[0xeeu8; 40][..]);
+                if conn.is_open() {
+                    assert!(conn.handle_input(&mut bad, now).is_err());
+                    stops_at.push(taken_len);
+                    failed = true;
                 }
             }
         }
@@ -232,14 +257,15 @@ fn client_pieces(data: &[u8], now: Instant) {
     }
     assert!(buf.is_empty(), "{} bytes of a frame left", buf.len());
     for end in &abort_ends {
-        assert!(cancels_at.contains(&(end - 8)), "an abort marker at {} where no cancel was (cancels at {cancels_at:?})", end - 8);
+        assert!(stops_at.contains(&(end - 8)), "an abort marker at {} where no cancel or failure was (at {stops_at:?})", end - 8);
     }
     let mut arrived = Vec::new();
     let mut commits = Vec::new();
-    for f in frames {
+    let last = frames.len().wrapping_sub(1);
+    for (i, f) in frames.into_iter().enumerate() {
         match f {
             Frame::Request(r) => {
-                let (_, lens, _) = calls.iter().find(|c| c.0 == r.id).expect("a request for a call started");
+                let (_, lens, ..) = calls.iter().find(|c| c.0 == r.id).expect("a request for a call started");
                 assert!(!arrived.contains(&r.id), "call {} arrived twice", r.id);
                 assert_eq!(r.attachments.iter().map(Payload::len).collect::<Vec<_>>(), *lens);
                 arrived.push(r.id);
@@ -250,18 +276,27 @@ fn client_pieces(data: &[u8], now: Instant) {
                 assert!(!commits.contains(&c.id), "two commits for call {}", c.id);
                 commits.push(c.id);
             }
+            Frame::GoAway(g) => {
+                assert!(failed && i == last && g.code == Code::PROTOCOL, "a goaway, not last or without a failure: {g:?}");
+            }
             other => panic!("a client sent {other:?}"),
         }
     }
-    for (id, lens, cancelled) in &calls {
-        if !cancelled {
+    for (id, lens, cancelled, answered) in &calls {
+        if !cancelled && !failed {
             assert!(arrived.contains(id), "call {id}, not cancelled, never arrived");
-            // Every large call awaits a commit (AWAIT_COMMIT_FROM); a small one none.
-            assert_eq!(commits.contains(id), !lens.is_empty(), "call {id}: a commit iff it is large");
+            // Every large call awaits a commit (AWAIT_COMMIT_FROM); a small one none. One
+            // answered may have been answered before it was written.
+            if !answered {
+                assert_eq!(commits.contains(id), !lens.is_empty(), "call {id}: a commit iff it is large");
+            }
+        }
+        if lens.is_empty() {
+            assert!(!commits.contains(id), "a commit for small call {id}");
         }
     }
-    let aborted_calls = calls.iter().filter(|c| c.2 && !c.1.is_empty() && !arrived.contains(&c.0)).count();
-    assert!(abort_ends.len() <= aborted_calls, "{} aborts for {aborted_calls} large calls cancelled before they arrived", abort_ends.len());
+    let stopped = calls.iter().filter(|c| (c.2 || failed) && !c.1.is_empty() && !arrived.contains(&c.0)).count();
+    assert!(abort_ends.len() <= stopped, "{} aborts for {stopped} large calls stopped before they arrived", abort_ends.len());
 }
 
 /// The server gets the peer's hello, then a pieced request built from `data` (id 1), its
