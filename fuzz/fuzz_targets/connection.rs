@@ -4,23 +4,58 @@
 //! answers, so stream, credit and metadata frames reach every branch of the machine. The same
 //! bytes then go to a client with calls of every mode in flight: answers with response
 //! metadata (flags 0x04 and 0x10, good and bad blocks) reach the client's side too.
+//!
+//! The first byte chooses whether the peers' hellos announce pieces (`caps::PIECES`) and
+//! whether the server first gets a request in pieces (`docs/wire.md`, "Pieces";
+//! `shared/pieces.rs`) built from the next bytes: of input-chosen piece lengths, perhaps ended
+//! by an abort marker, perhaps with a byte changed, then its commit (or, aborted, a cancel
+//! that crossed the abort) and an ordinary request, in input-chosen reads bounded by
+//! `piece_room` as the driver bounds them. Unchanged, the call arrives with the message,
+//! metadata and attachments (aligned) it was sent with, then the ordinary one; aborted, only
+//! the ordinary one arrives and the connection stays open; a marker the rules refuse closes
+//! the connection before any call arrives. The arbitrary bytes follow.
+//!
+//! When the first byte says so, the input then drives a client whose server announces pieces
+//! (`client_pieces`): requests of more than 2 MiB (in pieces) and small ones, transmits taken,
+//! partly written, calls cancelled or answered early, the connection failed by a bad frame,
+//! in any order; a server's decoder reads what it wrote without error, every call not
+//! cancelled arrives whole once (a large one with its commit, unless answered first), an abort
+//! marker comes only as the first bytes taken after a cancel or the failure, and the failure's
+//! goaway last.
 #![no_main]
 
+#[path = "shared/pieces.rs"]
+#[allow(dead_code)]
+mod pieces;
+
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
+use pieces::{Expect, Input};
 use rpc_core::conn::{ConnConfig, Connection, Event, MetadataKind, Side};
-use rpc_core::frame::{CallMode, Hello, WIRE_VERSION};
-use rpc_core::Metadata;
+use rpc_core::frame::{caps, CallMode, Cancel, Commit, Frame, FrameDecoder, Hello, Limits, Request, WIRE_VERSION};
+use rpc_core::frame::ErrorFrame;
+use rpc_core::{Code, Metadata, Payload, Status, Transmit};
 
 fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
+    let sel = data.first().copied().unwrap_or(0);
+    let capabilities = if sel & 1 != 0 { caps::PIECES | caps::COMMIT } else { 0 };
+    // With a pieced request first: the bytes that build it, then the arbitrary ones.
+    let (pieced, data) = match data {
+        [s, k, rest @ ..] if s & 2 != 0 => rest.split_at(usize::from(*k).min(rest.len())),
+        _ => (&[][..], data),
+    };
     let config = ConnConfig { max_frame: 1 << 16, max_attachments: 8, max_calls_in_flight: 4, ..ConnConfig::default() };
     let mut conn = Connection::new(Side::Server, config, now);
-    let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 1 << 16, max_calls_in_flight: 4, max_attachments: 8, max_metadata: 1024, stream_window: 4096 };
+    let hello = Hello { version: WIRE_VERSION, capabilities, max_frame: 1 << 16, max_calls_in_flight: 4, max_attachments: 8, max_metadata: 1024, stream_window: 4096 };
     let mut buf = BytesMut::from(&hello.encode()[..]);
     let mut t = now;
+    if sel & 2 != 0 {
+        pieced_request(&mut conn, &mut buf, pieced, now);
+    }
     for (i, chunk) in data.chunks(61).enumerate() {
         buf.extend_from_slice(chunk);
         let was_open = conn.is_open();
@@ -54,13 +89,302 @@ fuzz_target!(|data: &[u8]| {
     }
     conn.handle_eof(&buf);
     assert!(!conn.is_open());
-    client(data, now);
+    client(data, capabilities, now);
+    if sel & 0x0c == 0x0c {
+        client_pieces(data, now);
+    }
 });
 
-fn client(data: &[u8], now: Instant) {
+/// Requests of more than this go in pieces to a peer announcing them (`conn::pieced`, internal);
+/// they await a commit too (`conn::AWAIT_COMMIT_FROM`).
+const PIECED_FROM: usize = 2 << 20;
+const _: () = assert!(PIECED_FROM as u64 >= rpc_core::conn::AWAIT_COMMIT_FROM);
+/// Body bytes in a piece, at most (the last may take up to a sixteenth more).
+const PIECE_LEN: usize = 1 << 20;
+/// The large calls' attachments: slices of one static, so a run allocates nothing for them.
+static ZEROS: [u8; PIECED_FROM + (256 << 10)] = [0; PIECED_FROM + (256 << 10)];
+
+/// A client sending to a server that announces pieces, as `data` says: large calls (in pieces)
+/// and small ones started, transmits taken, some of their bytes written, calls cancelled or
+/// answered by the server, the connection failed by a frame of an unknown kind, in any order;
+/// then the rest taken and written. What it wrote, read by a server's decoder in reads bounded
+/// as the driver bounds them, follows the rules: no error; without a failure, every call not
+/// cancelled arrives once, whole, a large one with its commit after it unless it was answered
+/// first; a cancel or commit only for a call that arrived before it, and no commit for a
+/// small one; a pieced request cancelled or cut by the failure either arrived whole or is cut
+/// off by an abort marker that is the first thing taken after the cancel or failure (so that at
+/// most the pieces the writer held cross), and the failure's goaway comes last; the writer
+/// holds at most two pieces of a frame (so of two frames, at the turn from one to the next).
+fn client_pieces(data: &[u8], now: Instant) {
+    let config = ConnConfig { max_frame: 1 << 16, max_attachments: 8, ..ConnConfig::default() };
+    let mut conn = Connection::new(Side::Client, config, now);
+    let capabilities = caps::PIECES | caps::COMMIT | caps::STREAMS;
+    let hello = Hello { version: WIRE_VERSION, capabilities, max_frame: 4 << 20, max_calls_in_flight: 8, max_attachments: 8, max_metadata: 1024, stream_window: 4096 };
+    let _ = conn.handle_input(&mut BytesMut::from(&hello.encode()[..]), now);
+    assert!(conn.is_open());
+    let mut input = Input(data);
+    let mut taken: Vec<Transmit> = Vec::new();
+    let (mut taken_len, mut written) = (0usize, 0usize);
+    // Calls started: id, attachment lengths, cancelled, answered by the server.
+    let mut calls: Vec<(u64, Vec<usize>, bool, bool)> = Vec::new();
+    // Where the stream stood (bytes taken) at each cancel, and at the connection's failure.
+    let mut stops_at = Vec::new();
+    let mut failed = false;
+    let mut large = 0;
+    for _ in 0..48 {
+        if input.0.is_empty() {
+            break;
+        }
+        match input.byte() % 7 {
+            0 if large < 2 => {
+                // More than PIECED_FROM bytes in one to three attachments.
+                let total = PIECED_FROM + 1 + usize::from(input.byte()) * 1024;
+                let parts = 1 + usize::from(input.byte() % 3);
+                let lens: Vec<usize> = (0..parts).map(|i| total / parts + usize::from(i == 0) * (total % parts)).collect();
+                let attachments = lens.iter().map(|&n| Payload::from(Bytes::from_static(&ZEROS[..n]))).collect();
+                let body = rpc_core::Body { message: Bytes::from_static(b"large"), attachments };
+                if let Ok(id) = conn.start_call(1, body, CallMode::UNARY, &Metadata::default(), None, now) {
+                    calls.push((id, lens, false, false));
+                    large += 1;
+                }
+            }
+            0 | 1 => {
+                let body = rpc_core::Body { message: Bytes::from_static(b"small"), attachments: Vec::new() };
+                if let Ok(id) = conn.start_call(2, body, CallMode::UNARY, &Metadata::default(), None, now) {
+                    calls.push((id, Vec::new(), false, false));
+                }
+            }
+            2 => {
+                let before = taken.len();
+                conn.take_transmits(&mut taken);
+                taken_len += taken[before..].iter().map(Transmit::len).sum::<usize>();
+            }
+            3 => {
+                let n = (taken_len - written) * (usize::from(input.byte()) + 1) / 256;
+                conn.handle_written(n, now);
+                written += n;
+            }
+            4 => {
+                let Some(c) = (!calls.is_empty()).then(|| usize::from(input.byte()) % calls.len()) else { continue };
+                if !calls[c].2 {
+                    calls[c].2 = true;
+                    conn.cancel_call(calls[c].0);
+                    stops_at.push(taken_len);
+                }
+            }
+            5 => {
+                // The server answers a call early (its request perhaps still on its way): the
+                // request still goes whole, and no commit follows once it is written.
+                let Some(c) = (!calls.is_empty()).then(|| usize::from(input.byte()) % calls.len()) else { continue };
+                calls[c].3 = true;
+                let answer = Frame::Error(ErrorFrame::new(calls[c].0, Status::new(Code::INTERNAL, "no")));
+                failed |= conn.handle_input(&mut BytesMut::from(&answer.encode().unwrap().to_vec()[..]), now).is_err();
+            }
+            _ => {
+                // The server sends a frame of an unknown kind: the connection fails, a pieced
+                // request begun ends at an abort marker, and the goaway naming the failure
+                // follows it.
+                let mut bad = BytesMut::from(&[0xeeu8; 40][..]);
+                if conn.is_open() {
+                    assert!(conn.handle_input(&mut bad, now).is_err());
+                    stops_at.push(taken_len);
+                    failed = true;
+                }
+            }
+        }
+        // The writer holds at most two pieces of a pieced frame (each at most a piece and a
+        // sixteenth, behind a marker), so of two frames (the last pieces of one, the first of
+        // the next), besides their headers and the small frames between them.
+        assert!(taken_len - written <= 4 * (PIECE_LEN + PIECE_LEN / 16 + 8) + (64 << 10), "{} bytes in the writer", taken_len - written);
+    }
+    for _ in 0..64 {
+        let before = taken.len();
+        conn.take_transmits(&mut taken);
+        let n = taken[before..].iter().map(Transmit::len).sum::<usize>();
+        taken_len += n;
+        conn.handle_written(taken_len - written, now);
+        written = taken_len;
+        if n == 0 && !conn.has_transmits() {
+            break;
+        }
+    }
+    assert!(!conn.has_transmits(), "transmits still waiting");
+    // What was taken, in order, as slices of the callers' memory (no copy of the large ones).
+    let mut wire: VecDeque<&[u8]> = VecDeque::new();
+    for t in &taken {
+        wire.push_back(&t.head);
+        wire.extend(t.segments.iter().map(|s| s.memory().expect("memory")));
+    }
+    assert_eq!(wire.iter().map(|s| s.len()).sum::<usize>(), taken_len);
+
+    // A server's decoder reads it.
+    let mut d = FrameDecoder::new(Limits { max_frame: 4 << 20, max_attachments: 8 });
+    let mut buf = BytesMut::new();
+    let (mut at, mut hello_in) = (0, false);
+    let mut frames = Vec::new();
+    let mut abort_ends = Vec::new();
+    while at < taken_len {
+        // The buffer sized for the frame, as the driver sizes it.
+        buf.reserve(d.bytes_needed().saturating_sub(buf.len()));
+        let n = d.piece_room(buf.len()).unwrap_or(64 << 10).min(taken_len - at);
+        let mut want = n;
+        while want > 0 {
+            let s = wire.front_mut().expect("bytes left");
+            let k = want.min(s.len());
+            buf.extend_from_slice(&s[..k]);
+            *s = &s[k..];
+            if s.is_empty() {
+                wire.pop_front();
+            }
+            want -= k;
+        }
+        at += n;
+        if !hello_in {
+            hello_in = d.decode_hello(&mut buf).expect("our hello").is_some();
+            if !hello_in {
+                continue;
+            }
+        }
+        let aborted = d.aborted_frames();
+        while let Some(f) = d.decode(&mut buf).expect("a client's bytes follow the rules") {
+            frames.push(f);
+        }
+        if d.aborted_frames() > aborted {
+            // A read bounded by piece_room ends at the marker's end.
+            assert_eq!(d.aborted_frames(), aborted + 1);
+            abort_ends.push(at);
+        }
+    }
+    assert!(buf.is_empty(), "{} bytes of a frame left", buf.len());
+    for end in &abort_ends {
+        assert!(stops_at.contains(&(end - 8)), "an abort marker at {} where no cancel or failure was (at {stops_at:?})", end - 8);
+    }
+    let mut arrived = Vec::new();
+    let mut commits = Vec::new();
+    let last = frames.len().wrapping_sub(1);
+    for (i, f) in frames.into_iter().enumerate() {
+        match f {
+            Frame::Request(r) => {
+                let (_, lens, ..) = calls.iter().find(|c| c.0 == r.id).expect("a request for a call started");
+                assert!(!arrived.contains(&r.id), "call {} arrived twice", r.id);
+                assert_eq!(r.attachments.iter().map(Payload::len).collect::<Vec<_>>(), *lens);
+                arrived.push(r.id);
+            }
+            Frame::Cancel(c) => assert!(arrived.contains(&c.id), "a cancel for call {}, which never arrived", c.id),
+            Frame::Commit(c) => {
+                assert!(arrived.contains(&c.id), "a commit for call {}, which never arrived", c.id);
+                assert!(!commits.contains(&c.id), "two commits for call {}", c.id);
+                commits.push(c.id);
+            }
+            Frame::GoAway(g) => {
+                assert!(failed && i == last && g.code == Code::PROTOCOL, "a goaway, not last or without a failure: {g:?}");
+            }
+            other => panic!("a client sent {other:?}"),
+        }
+    }
+    for (id, lens, cancelled, answered) in &calls {
+        if !cancelled && !failed {
+            assert!(arrived.contains(id), "call {id}, not cancelled, never arrived");
+            // Every large call awaits a commit (AWAIT_COMMIT_FROM); a small one none. One
+            // answered may have been answered before it was written.
+            if !answered {
+                assert_eq!(commits.contains(id), !lens.is_empty(), "call {id}: a commit iff it is large");
+            }
+        }
+        if lens.is_empty() {
+            assert!(!commits.contains(id), "a commit for small call {id}");
+        }
+    }
+    let stopped = calls.iter().filter(|c| (c.2 || failed) && !c.1.is_empty() && !arrived.contains(&c.0)).count();
+    assert!(abort_ends.len() <= stopped, "{} aborts for {stopped} large calls stopped before they arrived", abort_ends.len());
+}
+
+/// The server gets the peer's hello, then a pieced request built from `data` (id 1), its
+/// commit (or, aborted, a cancel), and an ordinary request (id 3); checked against the rules.
+fn pieced_request(conn: &mut Connection, buf: &mut BytesMut, data: &[u8], now: Instant) {
+    let _ = conn.handle_input(buf, now);
+    assert!(buf.is_empty() && conn.is_open(), "the hello is taken");
+    let mut input = Input(data);
+    let mut p = pieces::build(&mut input, 1);
+    let (how, lo, hi, xor, step) = (input.byte(), input.byte(), input.byte(), input.byte(), input.byte());
+    let expect = if how & 1 != 0 && xor != 0 { p.mutate(usize::from(u16::from_le_bytes([lo, hi])), xor) } else { Expect::Same };
+    let held = p.req.await_commit && !p.req.mode.client_stream;
+    let after = match (p.aborted, held) {
+        // A cancel that crossed the abort: dropped, as any for a call the server does not know.
+        (true, _) => Some(Frame::Cancel(Cancel { id: 1 })),
+        (false, true) => Some(Frame::Commit(Commit { id: 1 })),
+        (false, false) => None,
+    };
+    let next = Request {
+        id: 3,
+        method: 9,
+        mode: CallMode::UNARY,
+        await_commit: false,
+        deadline: None,
+        metadata: Bytes::new(),
+        message: Bytes::from_static(b"next"),
+        attachments: vec![Payload::from(Bytes::from_static(b"abc"))],
+    };
+    let mut wire = p.wire.clone();
+    for f in after.into_iter().chain([Frame::Request(next)]) {
+        wire.extend_from_slice(&f.encode().unwrap().to_vec());
+    }
+    let boundaries = if matches!(expect, Expect::Same) { p.boundaries() } else { Vec::new() };
+    let mut calls = Vec::new();
+    let mut failed = false;
+    let mut at = 0;
+    while at < wire.len() && conn.is_open() {
+        // Reads as the driver makes them: never past a piece's end or a marker's.
+        let room = conn.piece_room(buf.len());
+        let n = usize::from(step.max(1)).min(room.unwrap_or(usize::MAX)).min(wire.len() - at);
+        if room.is_some() {
+            if let Some(b) = boundaries.iter().find(|&&b| at < b && b < at + n) {
+                panic!("a read of {n} bytes at {at}, bounded by piece_room {room:?}, crosses the piece boundary at {b}");
+            }
+        }
+        buf.extend_from_slice(&wire[at..at + n]);
+        at += n;
+        failed |= conn.handle_input(buf, now).is_err();
+        while let Some(ev) = conn.poll_event() {
+            if let Event::Request { id, method, mode, metadata, body, .. } = ev {
+                for a in &body.attachments {
+                    assert_eq!(a.to_bytes().as_ptr() as usize % 64, 0, "attachment of {} bytes not aligned", a.len());
+                }
+                calls.push((id, method, mode, metadata, body));
+            }
+        }
+    }
+    let ids: Vec<u64> = calls.iter().map(|c| c.0).collect();
+    match expect {
+        Expect::Same => {
+            assert!(!failed && conn.is_open(), "a valid pieced request closed the connection");
+            if p.aborted {
+                assert_eq!(ids, [3], "an aborted request never arrives; the next one does");
+            } else {
+                assert_eq!(ids, [1, 3]);
+                let (_, method, mode, metadata, body) = &calls[0];
+                assert_eq!((*method, *mode), (p.req.method, p.req.mode));
+                assert_eq!(*metadata, Metadata::decode(p.req.metadata.clone()).unwrap());
+                assert_eq!(body.message, p.req.message);
+                assert_eq!(body.attachments, p.req.attachments);
+            }
+        }
+        Expect::MarkerError { .. } => {
+            assert!(failed && !conn.is_open(), "a marker the rules refuse was accepted");
+            assert!(ids.is_empty(), "a call arrived from a frame with a bad marker: {ids:?}");
+        }
+        Expect::AsWhole(_) | Expect::Anything => {}
+    }
+    // The arbitrary bytes follow in the same buffer, after whatever is left of these.
+    for (id, ..) in calls {
+        conn.respond(id, Ok(rpc_core::Body::default()));
+    }
+}
+
+fn client(data: &[u8], capabilities: u64, now: Instant) {
     let config = ConnConfig { max_frame: 1 << 16, max_attachments: 8, max_metadata: 1024, ..ConnConfig::default() };
     let mut conn = Connection::new(Side::Client, config, now);
-    let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 1 << 16, max_calls_in_flight: 4, max_attachments: 8, max_metadata: 1024, stream_window: 4096 };
+    let hello = Hello { version: WIRE_VERSION, capabilities, max_frame: 1 << 16, max_calls_in_flight: 4, max_attachments: 8, max_metadata: 1024, stream_window: 4096 };
     let mut buf = BytesMut::from(&hello.encode()[..]);
     let _ = conn.handle_input(&mut buf, now);
     for mode in [CallMode::UNARY, CallMode::SERVER_STREAMING, CallMode::CLIENT_STREAMING, CallMode::BIDI] {

@@ -5,12 +5,30 @@
 //! Then a frame with attachments built from the input, with one byte changed: a change inside
 //! the padding (`docs/wire.md`, "Padding") is always an error, and an unchanged frame decodes
 //! to itself, aligned.
+//!
+//! Then a request cut into pieces (`docs/wire.md`, "Pieces"; `shared/pieces.rs`) of
+//! input-chosen lengths, perhaps ended by an abort marker, perhaps with one byte changed, and
+//! an ordinary request after it, fed in input-chosen reads (perhaps bounded by `piece_room` as
+//! the driver bounds them, perhaps as a transport's chunks whose rest the driver appends to its
+//! buffer, from which alone a pieced frame is decoded): unchanged, it decodes to exactly the frame its whole encoding
+//! decodes to (attachments aligned), or, aborted, to nothing, counted in `aborted_frames`;
+//! the request after it decodes intact either way; bounded reads end at every marker's start
+//! and end. A changed body byte, or a header field the pieces do not depend on, gives what the
+//! whole frame with that byte changed gives; a changed marker kind, an abort with a length, or
+//! a data length under `MIN_PIECE`, past the body or leaving 1 to 7 bytes of it, is a
+//! `piece marker` error naming that rule, before any frame and from the read that completes
+//! that marker; a reserved marker byte changes nothing (the receiver does not check it); any
+//! other change may give anything but a panic, and `bytes_needed` stays within the limits.
 #![no_main]
+
+#[path = "shared/pieces.rs"]
+mod pieces;
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
+use pieces::{Expect, Input};
 use rpc_core::frame::{Frame, FrameDecoder, Hello, Limits, Request, HEADER_LEN, WIRE_VERSION};
-use rpc_core::Payload;
+use rpc_core::{DecodeError, Payload};
 
 const LIMITS: Limits = Limits { max_frame: 1 << 16, max_attachments: 8 };
 
@@ -54,12 +72,15 @@ fn arbitrary_stream(cut: u8, rest: &[u8]) {
                 Err(_) => return,
             }
         }
-        // A pending frame never needs more than the limits allow: header, table, message and
-        // attachments, and at most 63 bytes of padding before each attachment.
-        let n = LIMITS.max_attachments as usize;
-        let bound = HEADER_LEN + 8 * n + LIMITS.max_frame as usize + 63 * n;
-        assert!(d.bytes_needed() <= bound);
+        assert!(d.bytes_needed() <= bound());
     }
+}
+
+/// A pending frame never needs more than the limits allow: header, table, message and
+/// attachments, and at most 63 bytes of padding before each attachment.
+fn bound() -> usize {
+    let n = LIMITS.max_attachments as usize;
+    HEADER_LEN + 8 * n + LIMITS.max_frame as usize + 63 * n
 }
 
 /// A request whose attachment sizes and message length come from `data`, encoded, with the
@@ -111,8 +132,142 @@ fn mutated_round_trip(data: &[u8]) {
     }
 }
 
+/// What a decoder made of a stream: its frames in order, then the error that ended it, if one
+/// did; the aborted frames it counted and the bytes it left.
+#[derive(Debug)]
+struct Outcome {
+    frames: Vec<Frame>,
+    error: Option<DecodeError>,
+    /// Where the read after which the error came began and ended in the stream.
+    error_read: (usize, usize),
+    aborted: u64,
+    left: usize,
+}
+
+/// Feeds `wire` to a decoder past its hello in reads of the sizes `sizes` gives in turn (0:
+/// the rest), each bounded by `piece_room` when `bounded`, as the driver bounds its reads. With
+/// `chunks`, a read into an empty buffer comes as a transport's chunk (`Bytes`, as from the
+/// io_uring ring): frames are decoded from it first, and its rest is appended to the buffer,
+/// as the driver does. A read bounded by `piece_room` crosses none of `boundaries`;
+/// `bytes_needed` is always within the limits, and one of `needed` when that is given.
+fn feed(wire: &[u8], sizes: &[u8], bounded: bool, chunks: bool, boundaries: &[usize], needed: &[usize]) -> Outcome {
+    let (mut d, mut buf) = decoder();
+    let mut frames = Vec::new();
+    let (mut at, mut i) = (0, 0);
+    while at < wire.len() {
+        let want = match sizes.get(i % sizes.len().max(1)) {
+            Some(&0) | None => wire.len() - at,
+            Some(&b) => usize::from(b),
+        };
+        i += 1;
+        let room = if bounded { d.piece_room(buf.len()) } else { None };
+        let n = want.min(room.unwrap_or(usize::MAX)).min(wire.len() - at);
+        if room.is_some() {
+            assert!(n > 0, "no room for a read");
+            if let Some(b) = boundaries.iter().find(|&&b| at < b && b < at + n) {
+                panic!("a read of {n} bytes at {at}, bounded by piece_room {room:?}, crosses the piece boundary at {b}");
+            }
+        }
+        let read = &wire[at..at + n];
+        at += n;
+        if chunks && buf.is_empty() {
+            let mut chunk = Bytes::copy_from_slice(read);
+            loop {
+                match d.decode(&mut chunk) {
+                    Ok(Some(f)) => {
+                        assert_aligned(&f);
+                        frames.push(f);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Outcome { frames, error: Some(e), error_read: (at - n, at), aborted: d.aborted_frames(), left: chunk.len() }
+                    }
+                }
+            }
+            buf.extend_from_slice(&chunk);
+        } else {
+            buf.extend_from_slice(read);
+        }
+        loop {
+            match d.decode(&mut buf) {
+                Ok(Some(f)) => {
+                    assert_aligned(&f);
+                    frames.push(f);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Outcome { frames, error: Some(e), error_read: (at - n, at), aborted: d.aborted_frames(), left: buf.len() }
+                }
+            }
+        }
+        assert!(d.bytes_needed() <= bound());
+        assert!(needed.is_empty() || needed.contains(&d.bytes_needed()), "bytes_needed {} not among {needed:?}", d.bytes_needed());
+    }
+    Outcome { frames, error: None, error_read: (0, 0), aborted: d.aborted_frames(), left: buf.len() }
+}
+
+/// A pieced request built from `data` (`shared/pieces.rs`), perhaps aborted, perhaps with a
+/// byte changed, then an ordinary request, checked against what the rules say.
+fn pieced(data: &[u8]) {
+    let mut input = Input(data);
+    let mut p = pieces::build(&mut input, 1);
+    let how = input.byte();
+    let (lo, hi, xor) = (input.byte(), input.byte(), input.byte());
+    let expect = if how & 1 != 0 && xor != 0 { p.mutate(usize::from(u16::from_le_bytes([lo, hi])), xor) } else { Expect::Same };
+    let next = Request {
+        id: 2,
+        method: 9,
+        mode: Default::default(),
+        await_commit: false,
+        deadline: None,
+        metadata: Bytes::new(),
+        message: Bytes::from_static(b"next"),
+        attachments: vec![Payload::from(Bytes::from_static(b"abc")), Payload::from(Bytes::from_static(b"de"))],
+    };
+    let next_wire = Frame::Request(next.clone()).encode().unwrap().to_vec();
+    let stream = [&p.wire[..], &next_wire].concat();
+    // The pieces line up with what the header announces: bounded reads stop at each marker,
+    // and the frame needs what its whole encoding is long.
+    let (boundaries, needed) = match expect {
+        Expect::Same | Expect::AsWhole(_) => (p.boundaries(), vec![HEADER_LEN, p.whole.len(), next_wire.len()]),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let got = feed(&stream, input.0, how & 2 != 0, how & 4 != 0, &boundaries, &needed);
+    match expect {
+        Expect::Same => {
+            assert_eq!(got.error, None);
+            let whole = feed(&[&p.whole[..], &next_wire].concat(), &[0], false, false, &[], &[]);
+            assert_eq!(whole.error, None);
+            assert_eq!(whole.frames, [Frame::Request(p.req.clone()), Frame::Request(next.clone())], "the whole encoding decodes to itself");
+            if p.aborted {
+                assert_eq!(got.frames, [Frame::Request(next)], "an aborted frame is dropped, the next one decodes");
+                assert_eq!(got.aborted, 1);
+            } else {
+                assert_eq!(got.frames, whole.frames, "a pieced frame decodes as its whole encoding does");
+                assert_eq!(got.aborted, 0);
+            }
+            assert_eq!(got.left, 0);
+        }
+        Expect::AsWhole(w) => {
+            let whole = feed(&[&w[..], &next_wire].concat(), &[0], false, false, &[], &[]);
+            assert_eq!(got.frames, whole.frames, "a changed body byte: as in the whole frame");
+            assert_eq!(got.error, whole.error, "a changed body byte: as in the whole frame");
+            assert_eq!(got.aborted, 0);
+        }
+        Expect::MarkerError { end, says } => {
+            assert!(got.frames.is_empty(), "{got:?}");
+            let Some(DecodeError::Malformed { kind: "piece marker", reason }) = &got.error else { panic!("expected a piece marker error: {got:?}") };
+            assert!(reason.contains(says), "expected a marker error saying {says:?}: {reason}");
+            let (from, to) = got.error_read;
+            assert!(from < end && end <= to, "the error came after the read of {from}..{to}, not the one ending the bad marker at {end}");
+        }
+        Expect::Anything => {}
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, rest)) = data.split_first() else { return };
     arbitrary_stream(cut, rest);
     mutated_round_trip(rest);
+    pieced(rest);
 });
