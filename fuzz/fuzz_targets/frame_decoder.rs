@@ -14,11 +14,10 @@
 //! decodes to (attachments aligned), or, aborted, to nothing, counted in `aborted_frames`;
 //! the request after it decodes intact either way; bounded reads end at every marker's start
 //! and end. A changed body byte, or a header field the pieces do not depend on, gives what the
-//! whole frame with that byte changed gives; a changed marker kind, an abort with a length, or
-//! a data length under `MIN_PIECE`, past the body or leaving 1 to 7 bytes of it, is a
-//! `piece marker` error naming that rule, before any frame and from the read that completes
-//! that marker; a reserved marker byte changes nothing (the receiver does not check it); any
-//! other change may give anything but a panic, and `bytes_needed` stays within the limits.
+//! whole frame with that byte changed gives; a changed marker kind, a reserved marker byte not
+//! zero, an abort with a length, or a data length under `MIN_PIECE`, past the body or leaving 1
+//! to 7 bytes of it, is a `piece marker` error naming that rule, before any frame and from the
+//! read that completes that marker; any other change may give anything but a panic, and `bytes_needed` stays within the limits.
 #![no_main]
 
 #[path = "shared/pieces.rs"]

@@ -234,6 +234,7 @@ async fn a_marker_breaking_the_rules_ends_the_connection_with_a_goaway_naming_it
         (marker(64, 7), "unknown marker kind 7"),
         (marker(5, 1), "an abort with a length of 5"),
         (marker(left - 3, 0), "leaves 3"),
+        ({ let mut m = marker(left, 0); m[6] = 1; m }, "reserved bytes [00, 01, 00]"),
     ] {
         let mut wire = header.clone();
         wire.extend_from_slice(&marker(first as u32, 0));

@@ -62,14 +62,14 @@ pub struct Pieced {
 /// What the rules say a receiver makes of a pieced frame with one byte changed.
 #[derive(Debug)]
 pub enum Expect {
-    /// What it makes of the unchanged frame (a reserved marker byte: not one of the checks).
+    /// What it makes of the unchanged frame.
     Same,
     /// What it makes of the whole frame with the same byte changed: a body byte, or a header
     /// field the pieces do not depend on.
     AsWhole(Vec<u8>),
     /// A `piece marker` error, raised once the marker ending at `end` is in, whose reason
-    /// `says` which rule it broke: a changed kind byte, an abort's length, or a data length
-    /// under `MIN_PIECE`, past the body, or leaving 1 to 7 bytes of it.
+    /// `says` which rule it broke: a changed kind byte, a reserved byte not zero, an abort's
+    /// length, or a data length under `MIN_PIECE`, past the body, or leaving 1 to 7 bytes of it.
     MarkerError { end: usize, says: &'static str },
     /// A length the rules allow but that no longer matches the pieces, or a header field the
     /// frame is sized by: anything but a panic.
@@ -173,8 +173,8 @@ impl Pieced {
             let (k, end) = (at - m.at, m.at + MARKER_LEN);
             let error = |says| Expect::MarkerError { end, says };
             return match (k, m.data) {
-                // Reserved: sent as zeros, not among the receiver's checks.
-                (5.., _) => Expect::Same,
+                // Reserved: sent as zeros, and checked.
+                (5.., _) => error("reserved bytes"),
                 // The kind: another is unknown; data turned abort has a length (at least
                 // MIN_PIECE); an abort turned data is a data piece of 0 bytes.
                 (4, _) if self.wire[at] > 1 => error("unknown marker kind"),

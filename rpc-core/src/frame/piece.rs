@@ -47,11 +47,16 @@ impl Marker {
     }
 
     /// Reads a marker from exactly [`MARKER_LEN`] bytes; an unknown kind, a data piece under
-    /// [`MIN_PIECE`] or an abort with a length is malformed.
+    /// [`MIN_PIECE`], an abort with a length or a reserved byte that is not zero is malformed
+    /// (as a pad byte that is not zero is: a later amendment may give them a meaning, which a
+    /// peer that ignored them would misread).
     pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
         debug_assert_eq!(b.len(), MARKER_LEN);
         let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let malformed = |reason: String| DecodeError::Malformed { kind: "piece marker", reason };
+        if b[5..8] != [0; 3] {
+            return Err(malformed(format!("reserved bytes {:02x?} (zeros)", &b[5..8])));
+        }
         match b[4] {
             WHAT_DATA if (len as usize) < MIN_PIECE => Err(malformed(format!("a data piece of {len} bytes (at least {MIN_PIECE})"))),
             WHAT_DATA => Ok(Marker::Data(len)),
