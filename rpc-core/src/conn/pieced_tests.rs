@@ -384,31 +384,27 @@ fn server_takes(p: &mut Pair) -> Vec<Transmit> {
 /// `out` written by the server's writer: reported, and its bytes put before the client, which
 /// reads them.
 fn server_writes(p: &mut Pair, out: &[Transmit]) {
-    let n: usize = out.iter().map(Transmit::len).sum();
-    for t in out {
-        p.client_in.extend_from_slice(&t.to_vec());
-    }
-    p.server.handle_written(n, p.now);
-    let now = p.now;
-    p.client.handle_input(&mut p.client_in, now).unwrap();
-    while let Some(e) = p.client.poll_event() {
-        p.client_events.push(e);
-    }
+    deliver(&mut p.server, &mut p.client, &mut p.client_in, &mut p.client_events, out, p.now);
 }
 
 /// The client's queued frames (a cancel) written to the server, which reads them.
 fn client_writes(p: &mut Pair) {
     let mut out = Vec::new();
     p.client.take_transmits(&mut out);
+    deliver(&mut p.client, &mut p.server, &mut p.server_in, &mut p.server_events, &out, p.now);
+}
+
+/// `out`, taken by `from`'s writer, written: reported to `from`, and read by `to` (from its
+/// input `to_in`), whose events join `to_events`.
+fn deliver(from: &mut Connection, to: &mut Connection, to_in: &mut BytesMut, to_events: &mut Vec<Event>, out: &[Transmit], now: Instant) {
     let n: usize = out.iter().map(Transmit::len).sum();
-    for t in &out {
-        p.server_in.extend_from_slice(&t.to_vec());
+    for t in out {
+        to_in.extend_from_slice(&t.to_vec());
     }
-    p.client.handle_written(n, p.now);
-    let now = p.now;
-    p.server.handle_input(&mut p.server_in, now).unwrap();
-    while let Some(e) = p.server.poll_event() {
-        p.server_events.push(e);
+    from.handle_written(n, now);
+    to.handle_input(to_in, now).unwrap();
+    while let Some(e) = to.poll_event() {
+        to_events.push(e);
     }
 }
 
