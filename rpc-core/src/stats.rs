@@ -55,7 +55,9 @@ macro_rules! counters {
         /// or the file path (a frame with file regions, whose pages the kernel moved from the
         /// page cache to the socket: `sendfile`, splice). A transport that cannot splice reads
         /// file regions into memory: those frames are copies, their region bytes also counted
-        /// in `file_read_bytes`.
+        /// in `file_read_bytes`. A frame sent in pieces (a request or an answer of more than
+        /// 2 MiB, `docs/pieces.md`) is counted once per piece, each a send of its own, its
+        /// markers in the bytes.
         ///
         /// `notifications` counts the kernel's completion notifications of zero-copy
         /// submissions, one per submission, so it is not one per frame and **can exceed
