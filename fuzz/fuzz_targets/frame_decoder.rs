@@ -26,7 +26,7 @@ mod pieces;
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use pieces::{Expect, Input};
-use rpc_core::frame::{Frame, FrameDecoder, Hello, Limits, Request, HEADER_LEN, WIRE_VERSION};
+use rpc_core::frame::{Frame, FrameDecoder, Hello, InputBuf, Limits, Request, HEADER_LEN, WIRE_VERSION};
 use rpc_core::{DecodeError, Payload};
 
 const LIMITS: Limits = Limits { max_frame: 1 << 16, max_attachments: 8 };
@@ -171,33 +171,15 @@ fn feed(wire: &[u8], sizes: &[u8], bounded: bool, chunks: bool, boundaries: &[us
         at += n;
         if chunks && buf.is_empty() {
             let mut chunk = Bytes::copy_from_slice(read);
-            loop {
-                match d.decode(&mut chunk) {
-                    Ok(Some(f)) => {
-                        assert_aligned(&f);
-                        frames.push(f);
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        return Outcome { frames, error: Some(e), error_read: (at - n, at), aborted: d.aborted_frames(), left: chunk.len() }
-                    }
-                }
+            if let Err(e) = drain(&mut d, &mut chunk, &mut frames) {
+                return Outcome { frames, error: Some(e), error_read: (at - n, at), aborted: d.aborted_frames(), left: chunk.len() };
             }
             buf.extend_from_slice(&chunk);
         } else {
             buf.extend_from_slice(read);
         }
-        loop {
-            match d.decode(&mut buf) {
-                Ok(Some(f)) => {
-                    assert_aligned(&f);
-                    frames.push(f);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    return Outcome { frames, error: Some(e), error_read: (at - n, at), aborted: d.aborted_frames(), left: buf.len() }
-                }
-            }
+        if let Err(e) = drain(&mut d, &mut buf, &mut frames) {
+            return Outcome { frames, error: Some(e), error_read: (at - n, at), aborted: d.aborted_frames(), left: buf.len() };
         }
         assert!(d.bytes_needed() <= bound());
         assert!(needed.is_empty() || needed.contains(&d.bytes_needed()), "bytes_needed {} not among {needed:?}", d.bytes_needed());
@@ -262,6 +244,16 @@ fn pieced(data: &[u8]) {
         }
         Expect::Anything => {}
     }
+}
+
+/// Decodes every whole frame at the front of `b` into `frames`, each checked for alignment;
+/// the decoder's error, if it stops at one.
+fn drain<B: InputBuf>(d: &mut FrameDecoder, b: &mut B, frames: &mut Vec<Frame>) -> Result<(), DecodeError> {
+    while let Some(f) = d.decode(b)? {
+        assert_aligned(&f);
+        frames.push(f);
+    }
+    Ok(())
 }
 
 fuzz_target!(|data: &[u8]| {
