@@ -148,6 +148,11 @@ impl Meter {
 
 /// Keeps `window` calls in flight, made by `call`, until the meter says stop. The futures are
 /// polled from the current task (no `spawn`), the same for every async system.
+///
+/// One call at a time is a plain loop awaiting each call, as an application writes it.
+/// `FuturesUnordered` would cost every system a task poll per call that no application pays:
+/// once it has polled each of its futures in one pass (with one future, after every poll that
+/// returns `Pending`), it wakes its own task and yields to the executor.
 pub async fn closed_loop<F, Fut, E>(
     window: usize,
     mut meter: Meter,
@@ -158,6 +163,15 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    if window == 1 {
+        loop {
+            let started = Instant::now();
+            call().await.map_err(|e| format!("call failed: {e}"))?;
+            if !meter.complete(started) {
+                return Ok(meter.finish());
+            }
+        }
+    }
     let mut in_flight = FuturesUnordered::new();
     let mut issue = |in_flight: &mut FuturesUnordered<_>| {
         let started = Instant::now();
