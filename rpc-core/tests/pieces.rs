@@ -14,6 +14,8 @@ use rpc_core::{Client, ClientConfig, Server, StatsSnapshot, TransportStats};
 
 #[path = "shared/abandoned_download.rs"]
 mod abandoned_download;
+#[path = "shared/frames_between.rs"]
+mod frames_between;
 #[path = "shared/aligned.rs"]
 mod aligned;
 #[path = "tls_support/mod.rs"]
@@ -154,6 +156,22 @@ async fn a_large_download_given_up_on_stops_part_way_over_tcp() {
     tokio::spawn(Server::builder().build(abandoned_download::Download::default()).serve_connection(server));
     let client = Client::connect(tcp::from_stream(c.unwrap()).unwrap(), ClientConfig::default()).await.unwrap();
     let run = abandoned_download::large_download_given_up_on(&client, &stats, "tcp");
+    tokio::time::timeout(Duration::from_secs(120), run).await.expect("bounded");
+}
+
+/// Over tcp, a small call made during a 64 MiB upload, then during a 64 MiB download, goes
+/// between the large frame's pieces and is answered before it ends
+/// (`shared/frames_between.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_calls_overtake_large_transfers_over_tcp() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (c, s) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+    let server = tcp::from_stream(s.unwrap().0).unwrap();
+    let stats = server.stats();
+    tokio::spawn(Server::builder().build(frames_between::Overtaken::default()).serve_connection(server));
+    let client = Client::connect(tcp::from_stream(c.unwrap()).unwrap(), ClientConfig::default()).await.unwrap();
+    let run = frames_between::small_calls_overtake_large_transfers(&client, &stats, "tcp");
     tokio::time::timeout(Duration::from_secs(120), run).await.expect("bounded");
 }
 

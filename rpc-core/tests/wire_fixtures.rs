@@ -398,3 +398,34 @@ fn pieced_answers() {
     let cancel = hex("04 40 0000 00000000 0500000000000000 0000000000000000 00000000 00000000 0000000000000000");
     assert_eq!(decode_one(&cancel), Frame::Cancel(Cancel { id: 5 }));
 }
+
+#[test]
+fn frames_between_pieces() {
+    use rpc_core::frame::{Marker, MAX_BETWEEN};
+    assert_eq!(caps::FRAMES_BETWEEN_PIECES, 1 << 7);
+    assert_eq!(MAX_BETWEEN, 128 << 10);
+    assert_eq!(&Marker::Frames(80).encode()[..], &hex("50000000 02 000000")[..]);
+    // A request with a message of 96 bytes ("abcdefgh", then 88 "x"), flagged await-commit and
+    // in pieces (0x48), in pieces of 8 and 88 bytes, with a ping (id 1) and a cancel (id 9), 80
+    // bytes, between them: no more than the 88 the body still has to bring.
+    let xs = "78".repeat(88);
+    let wire = hex(&[
+        "01 48 0000 01000000 0500000000000000 0000000000000000 60000000 00000000 0000000000000000",
+        "08000000 00 000000 6162636465666768",
+        "50000000 02 000000",
+        "08 00 0000 00000000 0100000000000000 0000000000000000 00000000 00000000 0000000000000000",
+        "04 00 0000 00000000 0900000000000000 0000000000000000 00000000 00000000 0000000000000000",
+        "58000000 00 000000",
+        &xs,
+    ].concat());
+    let mut d = FrameDecoder::new(Limits::default());
+    let mut buf = BytesMut::from(&Hello { version: 1, capabilities: 0, max_frame: 4096, max_calls_in_flight: 1, max_attachments: 1, max_metadata: 0, stream_window: 0 }.encode()[..]);
+    d.decode_hello(&mut buf).unwrap().unwrap();
+    buf.extend_from_slice(&wire);
+    let frames: Vec<Frame> = std::iter::from_fn(|| d.decode(&mut buf).unwrap()).collect();
+    assert!(buf.is_empty(), "all consumed");
+    let [Frame::Ping(ping), Frame::Cancel(cancel), Frame::Request(r)] = &frames[..] else { panic!("{frames:?}") };
+    assert_eq!((ping.id, cancel.id), (1, 9));
+    assert_eq!((r.id, &r.message[..8], &r.message[8..], r.await_commit), (5, &b"abcdefgh"[..], &[b'x'; 88][..], true));
+    assert_eq!(d.frames_between_pieces(), 2);
+}

@@ -20,6 +20,8 @@ use transport_uring::{Backend, RecvMode, UringConfig};
 
 #[path = "../../rpc-core/tests/shared/abandoned_download.rs"]
 mod abandoned_download;
+#[path = "../../rpc-core/tests/shared/frames_between.rs"]
+mod frames_between;
 #[path = "../../rpc-core/tests/shared/aligned.rs"]
 mod aligned;
 #[path = "../../rpc-core/tests/shared/given_up.rs"]
@@ -271,6 +273,25 @@ async fn a_large_download_given_up_on_stops_part_way_on_the_engine() {
     ] {
         let (client, stats) = served(cfg, abandoned_download::Download::default()).await;
         let run = abandoned_download::large_download_given_up_on(&client, &stats, what);
+        tokio::time::timeout(LIMIT, run).await.unwrap_or_else(|_| panic!("{what}: timed out"));
+    }
+}
+
+/// As `rpc-core/tests/pieces.rs` over tcp: a small call made during a 64 MiB upload, then during
+/// a 64 MiB download, goes between the large frame's pieces and is answered before it ends, on
+/// the engine too (copy and zero-copy sends; reading by `read` and from the ring).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_calls_overtake_large_transfers_on_the_engine() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    for (cfg, what) in [
+        (uring(RecvMode::Read), "read"),
+        (uring(RecvMode::BufferRing), "ring"),
+        (UringConfig { mode: transport_uring::ZcMode::AlwaysZc, ..uring(RecvMode::Read) }, "zero-copy"),
+    ] {
+        let (client, stats) = served(cfg, frames_between::Overtaken::default()).await;
+        let run = frames_between::small_calls_overtake_large_transfers(&client, &stats, what);
         tokio::time::timeout(LIMIT, run).await.unwrap_or_else(|_| panic!("{what}: timed out"));
     }
 }

@@ -25,7 +25,8 @@ impl Input<'_> {
     }
 }
 
-/// A marker's bytes, from the table: `len` u32 LE, `what` (0 data, 1 abort), 3 zero bytes.
+/// A marker's bytes, from the table: `len` u32 LE, `what` (0 data, 1 abort, 2 frames), 3 zero
+/// bytes.
 pub fn marker(len: u32, what: u8) -> [u8; MARKER_LEN] {
     let l = len.to_le_bytes();
     [l[0], l[1], l[2], l[3], what, 0, 0, 0]
@@ -177,7 +178,10 @@ impl Pieced {
                 (5.., _) => error("reserved bytes"),
                 // The kind: another is unknown; data turned abort has a length (at least
                 // MIN_PIECE); an abort turned data is a data piece of 0 bytes.
-                (4, _) if self.wire[at] > 1 => error("unknown marker kind"),
+                // Kind 2 announces frames between pieces: the piece's bytes are then read as
+                // frames (an error, as a rule, but which one depends on the bytes).
+                (4, _) if self.wire[at] == 2 => Expect::Anything,
+                (4, _) if self.wire[at] > 2 => error("unknown marker kind"),
                 (4, Some(_)) => error("an abort with a length"),
                 (4, None) => error("bytes (at least"),
                 (_, None) => error("an abort with a length"),

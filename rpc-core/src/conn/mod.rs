@@ -187,6 +187,10 @@ pub struct Connection {
     next_id: u64,
     /// Server: the highest call id accepted, for the goaway.
     last_accepted: u64,
+    /// Server: the last id of the goaway sent, once one is: requests up to it are still
+    /// taken (a pieced one may arrive whole after later calls' requests came between its
+    /// pieces).
+    promised: Option<u64>,
     /// Server: the highest call id seen (accepted or refused): stream frames for ids above it
     /// name calls that never existed.
     last_seen: u64,
@@ -241,7 +245,13 @@ impl Connection {
     fn with_hello(side: Side, config: ConnConfig, now: Instant, refusal: Option<(Code, String)>) -> Self {
         let hello = Hello {
             version: WIRE_VERSION,
-            capabilities: caps::STREAMS | caps::COMMIT | caps::STREAM_BATCHES | caps::EARLY_HEADERS | caps::PIECES | caps::PIECED_ANSWERS,
+            capabilities: caps::STREAMS
+                | caps::COMMIT
+                | caps::STREAM_BATCHES
+                | caps::EARLY_HEADERS
+                | caps::PIECES
+                | caps::PIECED_ANSWERS
+                | caps::FRAMES_BETWEEN_PIECES,
             max_frame: config.max_frame.max(MIN_MAX_FRAME),
             max_calls_in_flight: if refusal.is_some() { 0 } else { config.max_calls_in_flight },
             max_attachments: config.max_attachments,
@@ -260,6 +270,7 @@ impl Connection {
             calls: Calls::default(),
             next_id: 1,
             last_accepted: 0,
+            promised: None,
             last_seen: 0,
             out_bytes: head.len(),
             hello_taken: false,
@@ -314,6 +325,12 @@ impl Connection {
     /// Calls in flight (client: awaiting answers; server: being served).
     pub fn calls_in_flight(&self) -> usize {
         self.calls.len()
+    }
+
+    /// Server: a request the goaway promised to answer is still coming (pieced, part-way
+    /// received): a draining server waits for it before it closes.
+    pub fn awaits_promised_request(&self) -> bool {
+        self.promised.is_some_and(|last| self.decoder.pending_pieced().is_some_and(|(kind, id)| kind == FrameKind::Request && id <= last))
     }
 
     /// Bytes the frame being received needs in all, counted from the front of the receive
@@ -763,6 +780,7 @@ impl Connection {
         if matches!(self.state, State::Open | State::Handshake) {
             self.state = State::Draining;
             let last_id = self.last_accepted;
+            self.promised = Some(last_id);
             self.push_frame(Frame::GoAway(GoAway { last_id, code: Code::OK, message: outgoing::short_text(message) }));
         }
     }
@@ -854,11 +872,14 @@ impl Connection {
             return Err(ConnectionError::Protocol(format!("call id {id} is already in flight")));
         }
         self.last_seen = self.last_seen.max(id);
-        if self.state != State::Open || self.calls.len() >= self.config.max_calls_in_flight as usize {
+        // The goaway named calls up to its last id as answered: one of them may come after
+        // it, a pieced request that later calls' requests overtook between its pieces.
+        let taken = self.state == State::Open || (self.state == State::Draining && self.promised.is_some_and(|last| id <= last));
+        if !taken || self.calls.len() >= self.config.max_calls_in_flight as usize {
             // Refusals are answers nobody waits on a handler for: bound them.
             self.check_backlog()?;
         }
-        if self.state != State::Open {
+        if !taken {
             let status = Status::new(Code::UNAVAILABLE, "server is shutting down; call not accepted");
             self.push_frame(Frame::Error(ErrorFrame::new(id, status)));
             return Ok(());
@@ -1137,3 +1158,5 @@ mod stream_tests;
 mod meta_tests;
 #[cfg(test)]
 mod pieced_tests;
+#[cfg(test)]
+mod between_tests;

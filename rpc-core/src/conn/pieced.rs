@@ -2,14 +2,16 @@
 //! answers to a client announcing `caps::PIECED_ANSWERS`. Cut into pieces of at most
 //! [`PIECE_LEN`] bytes without copying, handed to the writer two at a time, and ended by an
 //! abort marker when the call is given up part-way (the caller dropped it; the client cancelled
-//! the answer), so that at most the pieces the writer holds still cross.
+//! the answer), so that at most the pieces the writer holds still cross. Other calls' frames
+//! queued behind one go between its pieces, to a peer that takes them there
+//! (`caps::FRAMES_BETWEEN_PIECES`), instead of waiting for its last piece.
 
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
 
-use super::Connection;
-use crate::frame::{FrameHeader, Marker, FLAG_PIECED, HEADER_LEN, MIN_PIECE};
+use super::{header_of, Connection};
+use crate::frame::{caps, FrameHeader, FrameKind, Marker, FLAG_PIECED, HEADER_LEN, MARKER_LEN, MAX_BETWEEN, MIN_PIECE};
 use crate::payload::Segment;
 use crate::transmit::Transmit;
 
@@ -35,7 +37,11 @@ pub(super) struct PiecedOut {
     in_writer: VecDeque<u64>,
     /// A piece of it went to the writer: a cancel can only end it (abort), not withdraw it.
     started: bool,
-    /// Frames queued after this one: they wait until its last piece is handed out.
+    /// Body bytes in the pieces not yet handed out: frames sent between pieces may not be
+    /// longer (the receiver holds them in the room the body's rest will take).
+    body_left: usize,
+    /// Frames queued after this one: they wait until its last piece is handed out, but for
+    /// those that may go between its pieces ([`between`]).
     pub(super) behind: Vec<Transmit>,
 }
 
@@ -44,9 +50,10 @@ impl Connection {
     /// pieces.
     pub(super) fn push_pieced(&mut self, id: u64, t: Transmit) {
         self.seal_small_frames();
+        let body_left = t.len() - HEADER_LEN;
         let pieces = cut(t, PIECE_LEN);
         self.out_bytes += pieces.iter().map(Transmit::len).sum::<usize>();
-        self.pieced.push_back(PiecedOut { id, pieces, in_writer: VecDeque::new(), started: false, behind: Vec::new() });
+        self.pieced.push_back(PiecedOut { id, pieces, in_writer: VecDeque::new(), started: false, body_left, behind: Vec::new() });
     }
 
     /// Queues a whole frame behind everything queued before it: behind the last pieced frame,
@@ -64,16 +71,24 @@ impl Connection {
         })
     }
 
-    /// Hands the writer pieces of the first pieced frame, up to [`IN_WRITER`] not yet written;
-    /// once its last piece is out, the frames that waited behind it follow, then the next
-    /// pieced frame's pieces.
+    /// Hands the writer pieces of the first pieced frame, up to [`IN_WRITER`] not yet written,
+    /// each after a run of the frames waiting behind it that may go between its pieces; once
+    /// its last piece is out, the frames still behind it follow, then the next pieced frame's
+    /// pieces.
     pub(super) fn take_pieces(&mut self, out: &mut Vec<Transmit>) {
+        let between_ok = self.peer.is_some_and(|h| h.capabilities & caps::FRAMES_BETWEEN_PIECES != 0);
         while let Some(p) = self.pieced.front_mut() {
             while p.in_writer.front().is_some_and(|&end| end <= self.written) {
                 p.in_writer.pop_front();
             }
             while p.in_writer.len() < IN_WRITER {
+                if between_ok && p.started {
+                    self.out_bytes += between(p, &mut self.taken, &mut self.commits, out);
+                }
                 let Some(piece) = p.pieces.pop_front() else { break };
+                // The bytes of the body in it: what follows its marker (and the header, in
+                // the first); none in an abort marker.
+                p.body_left -= piece.len() - MARKER_LEN - if p.started { 0 } else { HEADER_LEN };
                 self.taken += piece.len() as u64;
                 p.in_writer.push_back(self.taken);
                 p.started = true;
@@ -135,6 +150,39 @@ impl Connection {
         }
         bytes
     }
+}
+
+/// Before `p`'s next piece (a piece of it went already): the frames at the front of what
+/// waits behind it that may go between its pieces, as one run behind a frames marker, handed
+/// out through [`super::hand_out`] (so that a request among them gets its commit). In order,
+/// up to the first that may not: a frame of `p`'s own call (its place is after `p`), a ping
+/// (its timeout starts once `p` is out, see `Connection::take_transmits`) or a goaway; and no
+/// more than [`MAX_BETWEEN`] bytes, nor than the body left after the pieces handed out, where
+/// the receiver holds them. Returns the bytes it added (the marker's), for `out_bytes`.
+fn between(p: &mut PiecedOut, taken: &mut u64, commits: &mut VecDeque<(u64, Option<u64>)>, out: &mut Vec<Transmit>) -> usize {
+    if p.pieces.front().is_none_or(|next| next.len() == MARKER_LEN) {
+        // Nothing left, or the abort marker next: what waits goes after it anyway.
+        return 0;
+    }
+    let room = MAX_BETWEEN.min(p.body_left);
+    let (mut n, mut bytes) = (0, 0);
+    for t in &p.behind {
+        let may = header_of(t).is_some_and(|h| h.id != p.id && !matches!(h.kind, FrameKind::Ping | FrameKind::GoAway));
+        if !may || bytes + t.len() > room {
+            break;
+        }
+        n += 1;
+        bytes += t.len();
+    }
+    if n == 0 {
+        return 0;
+    }
+    let marker = Marker::Frames(u32::try_from(bytes).expect("at most MAX_BETWEEN")).encode();
+    let mut run = Vec::with_capacity(n + 1);
+    run.push(Transmit { head: marker, segments: Vec::new() });
+    run.extend(p.behind.drain(..n));
+    super::hand_out(taken, commits, &mut run, out);
+    MARKER_LEN
 }
 
 /// The piece that ends a pieced frame part-way: an abort marker alone, in place of the next

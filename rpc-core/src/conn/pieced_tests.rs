@@ -11,13 +11,13 @@ use crate::frame::{Marker, FLAG_PIECED};
 use crate::payload::Payload;
 
 /// A body over `PIECED_FROM`: sent in pieces to a peer announcing them.
-fn large() -> Body {
+pub(super) fn large() -> Body {
     Body::new(Bytes::new(), vec![Payload::from(vec![5u8; 3 << 20])])
 }
 
 /// A pair past its hellos, the client's reported written (`Pair::drive` never reports what it
 /// takes).
-fn pair() -> Pair {
+pub(super) fn pair() -> Pair {
     let mut p = Pair::new();
     let hello = p.client.held_bytes();
     p.client.handle_written(hello, p.now);
@@ -26,7 +26,7 @@ fn pair() -> Pair {
 
 /// Writes what the client queued, reporting it written, until nothing moves (the writer's
 /// part the plain `Pair::drive` leaves out).
-fn write_all(p: &mut Pair) {
+pub(super) fn write_all(p: &mut Pair) {
     for _ in 0..1000 {
         let mut out = Vec::new();
         p.client.take_transmits(&mut out);
@@ -47,7 +47,7 @@ fn write_all(p: &mut Pair) {
 
 /// The server takes what reached it and answers; the client reads the answers (the client's
 /// own transmits are left to the caller, who reports them written).
-fn serve(p: &mut Pair) {
+pub(super) fn serve(p: &mut Pair) {
     let now = p.now;
     let _ = p.server.handle_input(&mut p.server_in, now);
     while let Some(e) = p.server.poll_event() {
@@ -64,7 +64,7 @@ fn serve(p: &mut Pair) {
     }
 }
 
-fn requests_seen(events: &[Event]) -> Vec<u64> {
+pub(super) fn requests_seen(events: &[Event]) -> Vec<u64> {
     events.iter().filter_map(|e| if let Event::Request { id, .. } = e { Some(*id) } else { None }).collect()
 }
 
@@ -177,7 +177,7 @@ fn a_peer_that_pings_while_not_reading_a_pieced_request_is_cut_off() {
 }
 
 /// A request header flagged pieced, of `body` bytes (one attachment), for a decoder.
-fn pieced_header(id: u64, body: usize) -> Bytes {
+pub(super) fn pieced_header(id: u64, body: usize) -> Bytes {
     let r = crate::frame::Request {
         id,
         method: 1,
@@ -237,7 +237,7 @@ fn a_data_piece_leaving_less_than_a_piece_of_the_body_is_a_protocol_error() {
     assert!(e.to_string().contains("piece marker"), "{e}");
 }
 
-fn body(msg: &'static [u8], att: &'static [u8]) -> Body {
+pub(super) fn body(msg: &'static [u8], att: &'static [u8]) -> Body {
     let attachments = if att.is_empty() { Vec::new() } else { vec![Payload::from(Bytes::from_static(att))] };
     Body::new(Bytes::from_static(msg), attachments)
 }

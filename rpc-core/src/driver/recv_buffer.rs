@@ -335,6 +335,10 @@ impl<B: InputBuf> InputBuf for Counted<'_, B> {
         self.buf.take_frozen(n)
     }
 
+    fn count_between_copy(&mut self, bytes: usize) {
+        TransportStats::add(&self.stats.recv_copied_bytes, bytes as u64);
+    }
+
     fn count_align_copy(&mut self, bytes: usize) {
         TransportStats::add(&self.stats.align_copies, 1);
         TransportStats::add(&self.stats.align_copy_bytes, bytes as u64);

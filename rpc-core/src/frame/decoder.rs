@@ -34,6 +34,11 @@ pub trait InputBuf: Buf + std::ops::Deref<Target = [u8]> {
     /// Takes the first `n` bytes as a shared, immutable slice (no copy).
     fn take_frozen(&mut self, n: usize) -> Bytes;
 
+    /// Told that `bytes` of whole frames sent between a pieced frame's pieces were copied out of
+    /// the pieced frame's buffer (where they had landed, in the room the rest of its body will
+    /// take). The driver's input counts them in `recv_copied_bytes`; the default ignores it.
+    fn count_between_copy(&mut self, _bytes: usize) {}
+
     /// Told that a frame decoded from this input did not lie where its payload would be
     /// 64-byte aligned, so `bytes` of payload were copied to aligned memory. The driver's input
     /// counts it in [`TransportStats`](crate::TransportStats) (`align_copies`,
@@ -83,12 +88,26 @@ pub struct FrameDecoder {
     /// [`FrameDecoder::decode`], so they are at most what one input held; a decoder used alone
     /// keeps them (16 bytes each) until taken.
     aborted_ids: Vec<(FrameKind, u64)>,
+    /// Whole frames that came between the pieces of the pending frame, copied out of its
+    /// buffer and not decoded yet: [`FrameDecoder::decode`] returns them first.
+    between: Bytes,
+    /// Frames that came between pieces, so far.
+    between_frames: u64,
 }
 
 impl FrameDecoder {
     /// A decoder that expects a hello first.
     pub fn new(limits: Limits) -> Self {
-        FrameDecoder { limits, hello_seen: false, pending: None, pieces: None, aborted: 0, aborted_ids: Vec::new() }
+        FrameDecoder {
+            limits,
+            hello_seen: false,
+            pending: None,
+            pieces: None,
+            aborted: 0,
+            aborted_ids: Vec::new(),
+            between: Bytes::new(),
+            between_frames: 0,
+        }
     }
 
     /// The limits in force.
@@ -118,6 +137,9 @@ impl FrameDecoder {
     /// Decodes the next complete frame from the front of `buf`, or returns `None` when more
     /// bytes are needed ([`FrameDecoder::bytes_needed`] says how many in all).
     pub fn decode<B: InputBuf>(&mut self, buf: &mut B) -> Result<Option<Frame>, DecodeError> {
+        if !self.between.is_empty() {
+            return self.decode_between(buf).map(Some);
+        }
         // A loop, not a call to itself per aborted frame: a read block can hold a thousand of
         // them, and the reader's stack is a worker thread's.
         let (header, body_len) = loop {
@@ -130,25 +152,71 @@ impl FrameDecoder {
                 Stripped::Whole => break pending,
                 // The sender gave up on it: it never happened. On to the next frame.
                 Stripped::Aborted { .. } => {}
+                Stripped::Between(frames) => {
+                    buf.count_between_copy(frames.len());
+                    self.between = frames;
+                    return self.decode_between(buf).map(Some);
+                }
             }
         };
         if buf.len() < HEADER_LEN + body_len {
             return Ok(None);
         }
         self.pending = None;
-        buf.advance(HEADER_LEN);
-        let body = buf.take_frozen(body_len);
-        let (raw, copied) = RawFrame::from_body(header, body)?;
+        let (frame, copied) = self.take_frame(header, body_len, buf)?;
         if copied > 0 {
             buf.count_align_copy(copied);
         }
+        Ok(Some(frame))
+    }
+
+    /// The next of the whole frames that came between the pending frame's pieces
+    /// (`self.between`, not empty): a frame as any other, never itself pieced, and never cut
+    /// off by the end of the bytes the marker announced.
+    #[cold]
+    #[inline(never)]
+    fn decode_between<B: InputBuf>(&mut self, input: &mut B) -> Result<Frame, DecodeError> {
+        let malformed = |reason: String| DecodeError::Malformed { kind: "piece marker", reason };
+        let mut block = std::mem::take(&mut self.between);
+        if block.len() < HEADER_LEN {
+            return Err(malformed(format!("frames between pieces end with {} bytes of a frame header", block.len())));
+        }
+        let header = FrameHeader::decode(&block[..HEADER_LEN])?;
+        let body_len = self.check(&header)?;
+        if header.flags & FLAG_PIECED != 0 && matches!(header.kind, FrameKind::Request | FrameKind::Response) {
+            return Err(malformed(format!("a pieced {} between the pieces of another frame", header.kind.name())));
+        }
+        if block.len() < HEADER_LEN + body_len {
+            return Err(malformed(format!(
+                "a {} of {} bytes between pieces, where the marker left {}",
+                header.kind.name(),
+                HEADER_LEN + body_len,
+                block.len()
+            )));
+        }
+        self.between_frames += 1;
+        let (frame, copied) = self.take_frame(header, body_len, &mut block)?;
+        if copied > 0 {
+            input.count_align_copy(copied);
+        }
+        self.between = block;
+        Ok(frame)
+    }
+
+    /// The frame whose header is `header` and whose body is the `body_len` bytes after it at
+    /// the front of `buf`, all there: taken out of `buf` and decoded; with the bytes of its
+    /// payload copied to aligned memory (0 when none were), for the caller to count.
+    fn take_frame<B: InputBuf>(&self, header: FrameHeader, body_len: usize, buf: &mut B) -> Result<(Frame, usize), DecodeError> {
+        buf.advance(HEADER_LEN);
+        let body = buf.take_frozen(body_len);
+        let (raw, copied) = RawFrame::from_body(header, body)?;
         // Exact now that the table is in: message and attachments, padding not counted.
         let content = raw.message.len() as u64 + raw.attachments.iter().map(|a| a.len() as u64).sum::<u64>();
         let max_frame = u64::from(self.limits.max_frame);
         if content > max_frame {
             return Err(DecodeError::TooLarge { what: "frame", len: content, limit: max_frame });
         }
-        Frame::decode(raw).map(Some)
+        Ok((Frame::decode(raw)?, copied))
     }
 
     /// Cuts the markers out of the pieced frame at the front of `buf` (`docs/wire.md`,
@@ -160,10 +228,10 @@ impl FrameDecoder {
         let Some(b) = buf.as_mut_buffer() else { return Ok(Stripped::Partial) };
         let pieces = self.pieces.as_mut().expect("checked by the caller");
         let stripped = pieces.strip(b)?;
-        match stripped {
-            Stripped::Partial => {}
+        match &stripped {
+            Stripped::Partial | Stripped::Between(_) => {}
             Stripped::Whole => self.pieces = None,
-            Stripped::Aborted { consumed } => {
+            &Stripped::Aborted { consumed } => {
                 b.advance(consumed);
                 if let Some((header, _)) = self.pending.take() {
                     self.aborted_ids.push((header.kind, header.id));
@@ -185,6 +253,16 @@ impl FrameDecoder {
     /// Pieced frames the peer aborted part-way so far.
     pub fn aborted_frames(&self) -> u64 {
         self.aborted
+    }
+
+    /// The kind and call id of the frame being received, when it comes in pieces.
+    pub fn pending_pieced(&self) -> Option<(FrameKind, u64)> {
+        self.pieces.and(self.pending).map(|(h, _)| (h.kind, h.id))
+    }
+
+    /// Frames that came between the pieces of a pieced frame so far (`Marker::Frames`).
+    pub fn frames_between_pieces(&self) -> u64 {
+        self.between_frames
     }
 
     /// The kind and call id of each pieced frame the peer aborted since the last call, in the

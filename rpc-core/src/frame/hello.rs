@@ -36,6 +36,9 @@ pub mod caps {
     /// `FLAG_PIECED`), which the server may end part-way with an abort marker (after the
     /// client's cancel, or when its connection fails).
     pub const PIECED_ANSWERS: u64 = 1 << 6;
+    /// The sender takes whole frames of other calls between the pieces of a pieced frame, each
+    /// run of them behind a frames marker, so that they need not wait for its last piece.
+    pub const FRAMES_BETWEEN_PIECES: u64 = 1 << 7;
 }
 
 /// What a side declares about itself. Each side obeys the other's limits when sending.

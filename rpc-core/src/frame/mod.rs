@@ -29,7 +29,7 @@ pub use goaway::GoAway;
 pub use header::{FrameHeader, FrameKind, HEADER_LEN};
 pub use hello::{caps, Hello, HELLO_LEN, MAGIC, MIN_MAX_FRAME, WIRE_VERSION};
 pub use meta::{MetadataBlocks, FLAG_HEADERS, FLAG_TRAILERS};
-pub use piece::{Marker, FLAG_PIECED, MARKER_LEN, MIN_PIECE};
+pub use piece::{Marker, FLAG_PIECED, MARKER_LEN, MAX_BETWEEN, MIN_PIECE};
 pub use ping::Ping;
 pub use raw::{EncodeError, RawFrame, INLINE_MESSAGE_MAX};
 pub use request::{CallMode, Request, FLAG_AWAIT_COMMIT, FLAG_CLIENT_STREAM, FLAG_METADATA, FLAG_SERVER_STREAM};

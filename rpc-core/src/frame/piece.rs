@@ -1,7 +1,8 @@
 //! Pieces: a large request or response sent as pieces inside one frame, each behind an 8-byte
 //! marker, so that the sender can stop it part-way (an abort marker) and the receiver still gets
-//! its body in one buffer, attachments as single aligned slices. Layout and rules:
-//! `docs/wire.md`, "Pieces"; why this shape: `docs/pieces.md`.
+//! its body in one buffer, attachments as single aligned slices; whole frames of other calls may
+//! come between its pieces (a frames marker ahead of them), so that they do not wait for its
+//! end. Layout and rules: `docs/wire.md`, "Pieces"; why this shape: `docs/pieces.md`.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -20,8 +21,14 @@ pub const MARKER_LEN: usize = 8;
 /// is then always there (what is left of the body is at least one piece).
 pub const MIN_PIECE: usize = 8;
 
+/// Most bytes of whole frames one frames marker announces: a run of small frames
+/// (`conn/small_frames.rs` seals one at 64 KiB) with room to spare. The receiver copies them
+/// out of the pieced frame's buffer, so this bounds that copy too.
+pub const MAX_BETWEEN: usize = 128 << 10;
+
 const WHAT_DATA: u8 = 0;
 const WHAT_ABORT: u8 = 1;
+const WHAT_FRAMES: u8 = 2;
 
 /// What a marker says comes next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +37,9 @@ pub enum Marker {
     Data(u32),
     /// The frame ends here, unfinished: the receiver discards it.
     Abort,
+    /// `n` bytes of whole frames, not this frame's: frames of other calls sent between its
+    /// pieces (to a peer announcing [`super::caps::FRAMES_BETWEEN_PIECES`]).
+    Frames(u32),
 }
 
 impl Marker {
@@ -39,6 +49,7 @@ impl Marker {
         let (len, what) = match self {
             Marker::Data(n) => (n, WHAT_DATA),
             Marker::Abort => (0, WHAT_ABORT),
+            Marker::Frames(n) => (n, WHAT_FRAMES),
         };
         b.put_u32_le(len);
         b.put_u8(what);
@@ -47,7 +58,8 @@ impl Marker {
     }
 
     /// Reads a marker from exactly [`MARKER_LEN`] bytes; an unknown kind, a data piece under
-    /// [`MIN_PIECE`], an abort with a length or a reserved byte that is not zero is malformed
+    /// [`MIN_PIECE`], an abort with a length, frames shorter than a frame header or longer than
+    /// [`MAX_BETWEEN`], or a reserved byte that is not zero is malformed
     /// (as a pad byte that is not zero is: a later amendment may give them a meaning, which a
     /// peer that ignored them would misread).
     pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
@@ -62,6 +74,11 @@ impl Marker {
             WHAT_DATA => Ok(Marker::Data(len)),
             WHAT_ABORT if len != 0 => Err(malformed(format!("an abort with a length of {len}"))),
             WHAT_ABORT => Ok(Marker::Abort),
+            WHAT_FRAMES if (len as usize) < super::HEADER_LEN || len as usize > MAX_BETWEEN => Err(malformed(format!(
+                "frames of {len} bytes between pieces (at least a frame header, {}, and at most {MAX_BETWEEN})",
+                super::HEADER_LEN
+            ))),
+            WHAT_FRAMES => Ok(Marker::Frames(len)),
             other => Err(malformed(format!("unknown marker kind {other}"))),
         }
     }
@@ -77,10 +94,14 @@ pub(crate) struct Pieces {
     pub(crate) left: usize,
     /// Bytes of the body not yet received.
     pub(crate) body_left: usize,
+    /// Bytes of whole frames between pieces, announced by the last marker and not yet cut
+    /// out; 0 when none are due. They wait behind the clean bytes, in the room the body's rest
+    /// will take (a frames marker may announce no more than that).
+    pub(crate) between: usize,
 }
 
 /// What [`Pieces::strip`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Stripped {
     /// The body is not complete yet.
     Partial,
@@ -88,21 +109,34 @@ pub(crate) enum Stripped {
     Whole,
     /// An abort marker: the frame and the marker end `consumed` bytes into the buffer.
     Aborted { consumed: usize },
+    /// Whole frames of other calls, sent between two pieces: copied out of the buffer, which
+    /// goes on with the pieced frame.
+    Between(Bytes),
 }
 
 impl Pieces {
     pub(crate) fn new(body_len: usize) -> Self {
-        Pieces { clean: super::HEADER_LEN, left: 0, body_left: body_len }
+        Pieces { clean: super::HEADER_LEN, left: 0, body_left: body_len, between: 0 }
     }
 
     /// Walks what arrived after the clean bytes: piece bytes join them (moved down over a
     /// marker cut out before them, when one read brought both), complete markers are checked
-    /// and cut out, a partial marker's bytes wait in place for the rest. Bytes past the frame's
-    /// end (the next frame's) move down behind it.
+    /// and cut out, a partial marker's bytes wait in place for the rest, and so do frames
+    /// between pieces until all their bytes are in; then they are copied out and returned (one
+    /// run of them per call). Bytes past the frame's end (the next frame's) move down behind it.
     pub(crate) fn strip(&mut self, b: &mut BytesMut) -> Result<Stripped, DecodeError> {
         let len = b.len();
         let (mut read, mut write) = (self.clean, self.clean);
         let outcome = loop {
+            if self.between > 0 {
+                if len - read < self.between {
+                    break Stripped::Partial;
+                }
+                let frames = Bytes::copy_from_slice(&b[read..read + self.between]);
+                read += self.between;
+                self.between = 0;
+                break Stripped::Between(frames);
+            }
             if self.body_left == 0 {
                 break Stripped::Whole;
             }
@@ -140,6 +174,13 @@ impl Pieces {
                     })
                 }
                 Marker::Data(n) => self.left = n as usize,
+                Marker::Frames(n) if n as usize > self.body_left => {
+                    return Err(DecodeError::Malformed {
+                        kind: "piece marker",
+                        reason: format!("frames of {n} bytes between pieces where {} of the frame remain (they wait in its room)", self.body_left),
+                    })
+                }
+                Marker::Frames(n) => self.between = n as usize,
             }
             read += MARKER_LEN;
         };
@@ -155,7 +196,13 @@ impl Pieces {
     /// frame's start) without passing the end of the current piece or of the next marker.
     pub(crate) fn room(&self, have: usize) -> usize {
         let waiting = have.saturating_sub(self.clean);
-        let until = if self.left > 0 { self.left } else { MARKER_LEN };
+        let until = if self.between > 0 {
+            self.between
+        } else if self.left > 0 {
+            self.left
+        } else {
+            MARKER_LEN
+        };
         until.saturating_sub(waiting).max(1)
     }
 }

@@ -1,0 +1,243 @@
+//! Frames between pieces (`pieced.rs`, `docs/wire.md` "Pieces"): other calls' frames queued
+//! behind a pieced frame go between its pieces instead of waiting for its last one; the
+//! receiver given input a hostile peer could send; the goaway's promise kept for a pieced
+//! request that later calls overtook.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::pieced_tests::{body, pair, pieced_header, requests_seen, serve, write_all};
+use super::tests::Pair;
+use super::*;
+use crate::frame::{Marker, Ping, MARKER_LEN, MAX_BETWEEN};
+use crate::payload::Payload;
+
+/// A body of 6 MiB: six pieces, five boundaries between them.
+fn six_mib() -> Body {
+    Body::new(Bytes::new(), vec![Payload::from(vec![6u8; 6 << 20])])
+}
+
+fn start(p: &mut Pair, body: Body) -> u64 {
+    p.client.start_call(1, body, CallMode::UNARY, &Metadata::default(), None, p.now).unwrap()
+}
+
+/// One turn of the client's writer: what it takes goes to the server, is reported written,
+/// and the server reads it. Returns the markers among what it took.
+fn turn(p: &mut Pair) -> Vec<Marker> {
+    let mut out = Vec::new();
+    p.client.take_transmits(&mut out);
+    let n: usize = out.iter().map(Transmit::len).sum();
+    for t in &out {
+        p.server_in.extend_from_slice(&t.to_vec());
+    }
+    p.client.handle_written(n, p.now);
+    serve(p);
+    out.iter().filter(|t| t.head.len() == MARKER_LEN).map(|t| Marker::decode(&t.head).unwrap()).collect()
+}
+
+#[test]
+fn a_small_call_queued_behind_a_pieced_request_goes_between_its_pieces() {
+    let mut p = pair();
+    let big = start(&mut p, six_mib());
+    turn(&mut p);
+    let small = start(&mut p, body(b"small", b""));
+    let markers = turn(&mut p);
+    assert_eq!(markers.iter().filter(|m| matches!(m, Marker::Frames(_))).count(), 1, "{markers:?}");
+    // Served while the large request is still coming.
+    assert_eq!(requests_seen(&p.server_events), vec![small]);
+    assert_eq!(p.server.decoder.pending_pieced(), Some((FrameKind::Request, big)));
+    write_all(&mut p);
+    assert_eq!(requests_seen(&p.server_events), vec![small, big]);
+    assert_eq!(p.server.decoder.frames_between_pieces(), 1);
+    let got = p.server_events.iter().find_map(|e| match e {
+        Event::Request { id, body, .. } if *id == big => Some(body.clone()),
+        _ => None,
+    });
+    assert_eq!(got, Some(six_mib()), "the pieced request arrived whole around the frame between");
+    assert_eq!(p.client.held_bytes(), 0);
+}
+
+#[test]
+fn to_a_peer_that_does_not_take_them_frames_wait_for_the_last_piece() {
+    let mut p = pair();
+    p.client.peer.as_mut().unwrap().capabilities &= !caps::FRAMES_BETWEEN_PIECES;
+    let big = start(&mut p, six_mib());
+    turn(&mut p);
+    let small = start(&mut p, body(b"small", b""));
+    let markers = turn(&mut p);
+    assert_eq!(markers.iter().filter(|m| matches!(m, Marker::Frames(_))).count(), 0, "{markers:?}");
+    assert_eq!(requests_seen(&p.server_events), Vec::<u64>::new(), "the small call waits behind the pieces");
+    assert_eq!(p.server.decoder.pending_pieced(), Some((FrameKind::Request, big)));
+    write_all(&mut p);
+    assert_eq!(p.server.decoder.frames_between_pieces(), 0);
+    assert_eq!(requests_seen(&p.server_events), vec![small, big], "its commit, after the small one, releases the large one");
+}
+
+/// A run between two pieces holds at most `MAX_BETWEEN` bytes, in queue order, and stops at
+/// the first frame that may not go there (a ping: its timeout starts once it is written, so it
+/// waits for the pieced frame's end); what it left goes between the next pieces or after (the
+/// large request's own event comes last: it waits for its commit, written after its last piece).
+#[test]
+fn runs_between_pieces_are_bounded_in_order_and_stop_at_a_ping() {
+    let mut p = pair();
+    let big = start(&mut p, six_mib());
+    turn(&mut p);
+    let fifty = || Body::new(Bytes::from(vec![5u8; 50 << 10]), Vec::new());
+    let (a, b, c) = (start(&mut p, fifty()), start(&mut p, fifty()), start(&mut p, fifty()));
+    p.client.push_frame(Frame::Ping(Ping { id: 9, pong: false }));
+    let d = start(&mut p, body(b"after the ping", b""));
+    let mut runs = Vec::new();
+    for _ in 0..20 {
+        runs.extend(turn(&mut p).into_iter().filter_map(|m| match m {
+            Marker::Frames(n) => Some(n as usize),
+            _ => None,
+        }));
+    }
+    write_all(&mut p);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.iter().all(|&n| n <= MAX_BETWEEN), "{runs:?}");
+    assert_eq!(p.server.decoder.frames_between_pieces(), 3);
+    assert_eq!(requests_seen(&p.server_events), vec![a, b, c, d, big]);
+    assert_eq!(p.client.held_bytes(), 0);
+}
+
+/// The goaway's last id promises an answer to every call up to it. A pieced request that a
+/// later call overtook between its pieces has a lower id than that call: it is taken when it
+/// arrives whole after the goaway, and the server does not close before it has.
+#[test]
+fn a_pieced_request_overtaken_by_a_later_call_is_taken_after_the_goaway() {
+    let mut p = pair();
+    let big = start(&mut p, six_mib());
+    turn(&mut p);
+    let small = start(&mut p, body(b"small", b""));
+    turn(&mut p);
+    assert_eq!(requests_seen(&p.server_events), vec![small]);
+    p.server.goaway("restarting");
+    assert!(p.server.awaits_promised_request());
+    p.server.respond(small, Ok(body(b"done", b"")));
+    write_all(&mut p);
+    assert!(!p.server.awaits_promised_request());
+    assert_eq!(requests_seen(&p.server_events), vec![small, big]);
+    p.server.respond(big, Ok(body(b"stored", b"")));
+    serve(&mut p);
+    for id in [small, big] {
+        let answered = p.client_events.iter().any(|e| matches!(e, Event::Finished { id: f, result: Ok(_) } if *f == id));
+        assert!(answered, "call {id} was answered");
+    }
+}
+
+/// A server's input up to a pieced request's header (`pieced_header(1, 1000)`) and its first
+/// data piece of `first` bytes; the body's rest.
+fn server_mid_pieced(first: usize) -> (Connection, BytesMut, Vec<u8>, Instant) {
+    let now = Instant::now();
+    let mut server = Connection::new(Side::Server, ConnConfig::default(), now);
+    let mut input = BytesMut::from(&Connection::new(Side::Client, ConnConfig::default(), now).transmits[0].to_vec()[..]);
+    server.handle_input(&mut input, now).unwrap();
+    let header = pieced_header(1, 1000);
+    input.extend_from_slice(&header);
+    server.handle_input(&mut input, now).unwrap();
+    // The body as the request would go whole: its table, its padding, its attachment.
+    let whole = Frame::Request(crate::frame::Request {
+        id: 1,
+        method: 1,
+        mode: CallMode::UNARY,
+        await_commit: true,
+        deadline: None,
+        metadata: Bytes::new(),
+        message: Bytes::new(),
+        attachments: vec![Payload::from(vec![1u8; 1000])],
+    });
+    let body = whole.encode().unwrap().to_vec()[HEADER_LEN..].to_vec();
+    assert_eq!(body.len(), server.bytes_needed() - HEADER_LEN);
+    input.extend_from_slice(&Marker::Data(first as u32).encode());
+    input.extend_from_slice(&body[..first]);
+    server.handle_input(&mut input, now).unwrap();
+    (server, input, body[first..].to_vec(), now)
+}
+
+fn ping() -> Vec<u8> {
+    Frame::Ping(Ping { id: 7, pong: false }).encode().unwrap().to_vec()
+}
+
+/// Frames between pieces, then the pieced request's rest: fed whole, or a byte at a time
+/// (every marker and frame cut by reads), the server answers both pings and runs the request.
+#[test]
+fn frames_between_pieces_are_read_whatever_the_reads_cut() {
+    for bytewise in [false, true] {
+        let (mut server, mut input, left, now) = server_mid_pieced(100);
+        let mut rest = BytesMut::new();
+        let two = [ping(), ping()].concat();
+        rest.extend_from_slice(&Marker::Frames(two.len() as u32).encode());
+        rest.extend_from_slice(&two);
+        rest.extend_from_slice(&Marker::Data(left.len() as u32).encode());
+        rest.extend_from_slice(&left);
+        if bytewise {
+            for b in rest.iter() {
+                input.extend_from_slice(&[*b]);
+                server.handle_input(&mut input, now).unwrap();
+            }
+        } else {
+            input.extend_from_slice(&rest);
+            server.handle_input(&mut input, now).unwrap();
+        }
+        assert_eq!(server.decoder.frames_between_pieces(), 2, "bytewise: {bytewise}");
+        let mut out = Vec::new();
+        server.take_transmits(&mut out);
+        let pongs = out.iter().filter(|t| header_of(t).is_some_and(|h| h.kind == FrameKind::Pong)).count();
+        assert_eq!(pongs, 2, "bytewise: {bytewise}");
+        assert!(server.decoder.pending_pieced().is_none() && input.is_empty(), "bytewise: {bytewise}");
+        // Held for its commit (it was flagged so), whole: the commit runs it.
+        let commit = Frame::Commit(crate::frame::Commit { id: 1 }).encode().unwrap().to_vec();
+        input.extend_from_slice(&commit);
+        server.handle_input(&mut input, now).unwrap();
+        let got = std::iter::from_fn(|| server.poll_event()).find_map(|e| match e {
+            Event::Request { id: 1, body, .. } => Some(body),
+            _ => None,
+        });
+        assert_eq!(got.map(|b| b.attachments[0].to_bytes()), Some(Bytes::from(vec![1u8; 1000])), "bytewise: {bytewise}");
+    }
+}
+
+/// What a hostile peer may put between pieces, each a `PROTOCOL` error naming the rule.
+#[test]
+fn frames_between_pieces_that_break_the_rules_are_protocol_errors() {
+    let request = |message: usize, pieced: bool| {
+        let r = crate::frame::Request {
+            id: 3,
+            method: 1,
+            mode: CallMode::UNARY,
+            await_commit: false,
+            deadline: None,
+            metadata: Bytes::new(),
+            message: Bytes::from(vec![0u8; message]),
+            attachments: Vec::new(),
+        };
+        let mut b = BytesMut::from(&r.encode().unwrap().to_vec()[..]);
+        if pieced {
+            b[1] |= crate::frame::FLAG_PIECED;
+        }
+        b.to_vec()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        // More than the body left, where the frames would wait: they could not fit.
+        ("between pieces where", [Marker::Frames(2000).encode().to_vec(), vec![0u8; 2000]].concat()),
+        ("frames of 12 bytes between pieces", [Marker::Frames(12).encode().to_vec(), vec![0u8; 12]].concat()),
+        ("end with 5 bytes of a frame header", [Marker::Frames(ping().len() as u32 + 5).encode().to_vec(), ping(), vec![0u8; 5]].concat()),
+        ("where the marker left", {
+            let r = request(200, false);
+            [Marker::Frames(100).encode().to_vec(), r[..100].to_vec()].concat()
+        }),
+        ("a pieced request between the pieces", {
+            let r = request(64, true);
+            [Marker::Frames(r.len() as u32).encode().to_vec(), r].concat()
+        }),
+    ];
+    for (says, rest) in cases {
+        let (mut server, mut input, _, now) = server_mid_pieced(8);
+        input.extend_from_slice(&rest);
+        let e = server.handle_input(&mut input, now).expect_err(says);
+        assert!(e.to_string().contains(says), "{says}: {e}");
+        assert!(!server.is_open() || server.is_draining(), "{says}: the connection ends");
+    }
+}

@@ -1,0 +1,119 @@
+//! Small calls overtaking a large transfer on the same connection, shared by the transports'
+//! tests (`rpc-core/tests/pieces.rs` over tcp, `transport-uring/tests/pieces.rs` on the
+//! engine). A 64 MiB request and a 64 MiB answer go in pieces (`docs/wire.md`, "Pieces"); a
+//! small call made while one is under way goes between its pieces, both ways, instead of
+//! waiting for its last piece: it is answered while the large frame is still crossing.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rpc_core::{Body, BoxFuture, Bytes, CallOptions, Client, Payload, ServerRequest, Service, Status, TransportStats};
+
+/// Bytes of the large request and of the large answer.
+pub const LARGE: usize = 64 << 20;
+
+/// Takes a large request; answers with its length.
+pub const UPLOAD: u32 = 1;
+/// Answers with [`LARGE`] bytes.
+pub const DOWNLOAD: u32 = 2;
+/// Any other method echoes its request.
+pub const SMALL: u32 = 3;
+
+/// The service behind the tests.
+#[derive(Clone)]
+pub struct Overtaken {
+    blob: Bytes,
+}
+
+impl Default for Overtaken {
+    fn default() -> Self {
+        Overtaken { blob: Bytes::from(vec![7u8; LARGE]) }
+    }
+}
+
+impl Service for Overtaken {
+    fn call(&self, req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+        let answer = match req.method {
+            UPLOAD => Body::message(Bytes::from(req.body.len().to_string())),
+            DOWNLOAD => Body::new(Bytes::new(), vec![Payload::from(self.blob.clone())]),
+            _ => req.body,
+        };
+        Box::pin(std::future::ready(Ok(answer)))
+    }
+}
+
+/// Waits until `moved` is true, polling every 100 µs, for 20 s at most.
+async fn until(what: &str, mut moved: impl FnMut() -> bool) {
+    let wait = async {
+        while !moved() {
+            tokio::time::sleep(Duration::from_micros(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait).await.unwrap_or_else(|_| panic!("{what}: not within 20 s"));
+}
+
+/// What [`overtake`] saw.
+struct Overtaking {
+    /// Bytes of the large frame that had crossed when the small call was answered.
+    crossed: u64,
+    /// The large call had finished by then.
+    large_done: bool,
+    small_took: Duration,
+    large_took: Duration,
+}
+
+/// Polls `large` while a small call runs, made once 4 MiB of the large frame have crossed
+/// (`crossed` counts them on the receiving side).
+async fn overtake(client: &Client, what: &str, large: impl std::future::Future<Output = Body>, crossed: impl Fn() -> u64) -> Overtaking {
+    let started = Instant::now();
+    let large_done = AtomicBool::new(false);
+    let large = async {
+        let b = large.await;
+        large_done.store(true, Ordering::Release);
+        (b, started.elapsed())
+    };
+    let small = async {
+        until(what, || crossed() >= 4 << 20).await;
+        let t = Instant::now();
+        let answer = client.call(SMALL, Body::message(Bytes::from_static(b"small")), CallOptions::default()).await.expect("the small call");
+        assert_eq!(&answer.message[..], b"small", "{what}");
+        (crossed(), large_done.load(Ordering::Acquire), t.elapsed())
+    };
+    let ((_, large_took), (crossed, large_done, small_took)) = tokio::join!(large, small);
+    Overtaking { crossed, large_done, small_took, large_took }
+}
+
+/// A 64 MiB upload with a small call made once 4 MiB of it reached the server (`server` is
+/// its transport's stats), then a 64 MiB download with a small call made once 4 MiB of it
+/// reached the client: each small call is answered before the large frame has crossed whole.
+pub async fn small_calls_overtake_large_transfers(client: &Client, server: &Arc<TransportStats>, what: &str) {
+    let at = server.recv_bytes.load(Ordering::Acquire);
+    let upload = async {
+        let body = Body::new(Bytes::new(), vec![Payload::from(vec![1u8; LARGE])]);
+        let answer = client.call(UPLOAD, body, CallOptions::default()).await.expect("the upload");
+        assert_eq!(answer.message, LARGE.to_string().as_bytes(), "{what}");
+        answer
+    };
+    let seen = overtake(client, what, upload, || server.recv_bytes.load(Ordering::Acquire) - at).await;
+    eprintln!(
+        "{what}: a small call took {:?} during a 64 MiB upload that took {:?} ({} bytes of it had reached the server)",
+        seen.small_took, seen.large_took, seen.crossed
+    );
+    assert!(seen.crossed < LARGE as u64 && !seen.large_done, "{what}: the small request waited for the upload's last piece");
+
+    let at = client.stats().recv_bytes;
+    let download = async {
+        let b = client.call(DOWNLOAD, Body::message(Bytes::from_static(b"get")), CallOptions::default()).await.expect("the download");
+        let got = b.attachments[0].to_bytes();
+        assert!(got.len() == LARGE && got.iter().step_by(4093).all(|&b| b == 7), "{what}: the download's bytes");
+        b
+    };
+    let seen = overtake(client, what, download, || client.stats().recv_bytes - at).await;
+    eprintln!(
+        "{what}: a small call took {:?} during a 64 MiB download that took {:?} ({} bytes of it had reached the client)",
+        seen.small_took, seen.large_took, seen.crossed
+    );
+    assert!(seen.crossed < LARGE as u64 && !seen.large_done, "{what}: the small answer waited for the download's last piece");
+}
