@@ -17,7 +17,7 @@ fn run(args: &[&str]) -> String {
     let out = Command::new(quickstart()).args(args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "quickstart {args:?}: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("15 calls and 2 streams") && stdout.contains("every byte checked"), "{stdout}");
+    assert!(stdout.contains("17 calls and 2 streams") && stdout.contains("every byte checked"), "{stdout}");
     stdout
 }
 
