@@ -57,7 +57,8 @@ macro_rules! counters {
         /// file regions into memory: those frames are copies, their region bytes also counted
         /// in `file_read_bytes`. A frame sent in pieces (a request or an answer of more than
         /// 2 MiB, `docs/pieces.md`) is counted once per piece, each a send of its own, its
-        /// markers in the bytes.
+        /// markers in the bytes; the marker ahead of other calls' frames sent between its pieces
+        /// counts as one more.
         ///
         /// `notifications` counts the kernel's completion notifications of zero-copy
         /// submissions, one per submission, so it is not one per frame and **can exceed
