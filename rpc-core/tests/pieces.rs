@@ -2,8 +2,9 @@
 //! of this crate: the server's handler, and the client, see each attachment as one
 //! 64-byte-aligned slice with the bytes sent, and each receive side moves at most a read
 //! block's worth per frame (`recv_copied_bytes`), however the reads cut the pieces. A download
-//! given up on stops part-way.
+//! given up on stops part-way, and small calls go between a large frame's pieces.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,19 +160,45 @@ async fn a_large_download_given_up_on_stops_part_way_over_tcp() {
     tokio::time::timeout(Duration::from_secs(120), run).await.expect("bounded");
 }
 
-/// Over tcp, a small call made during a 64 MiB upload, then during a 64 MiB download, goes
-/// between the large frame's pieces and is answered before it ends
-/// (`shared/frames_between.rs`).
+/// A small call made during a 64 MiB upload, then during a 64 MiB download, goes between the
+/// large frame's pieces and is answered before it ends (`shared/frames_between.rs`): over tcp,
+/// mem and TLS.
+async fn overtaking<T: Transport>(server: T, client: impl Transport, what: &str) {
+    let stats = server.stats();
+    tokio::spawn(Server::builder().build(frames_between::Overtaken::default()).serve_connection(server));
+    let client = Client::connect(client, ClientConfig::default()).await.unwrap();
+    let run = frames_between::small_calls_overtake_large_transfers(&client, || stats.recv_bytes.load(Ordering::Acquire), what);
+    tokio::time::timeout(Duration::from_secs(120), run).await.expect("bounded");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_calls_overtake_large_transfers_over_tcp() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (c, s) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
-    let server = tcp::from_stream(s.unwrap().0).unwrap();
-    let stats = server.stats();
-    tokio::spawn(Server::builder().build(frames_between::Overtaken::default()).serve_connection(server));
-    let client = Client::connect(tcp::from_stream(c.unwrap()).unwrap(), ClientConfig::default()).await.unwrap();
-    let run = frames_between::small_calls_overtake_large_transfers(&client, &stats, "tcp");
+    overtaking(tcp::from_stream(s.unwrap().0).unwrap(), tcp::from_stream(c.unwrap()).unwrap(), "tcp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_calls_overtake_large_transfers_over_mem() {
+    let (a, b) = mem::pair();
+    overtaking(b, a, "mem").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_calls_overtake_large_transfers_over_tls() {
+    let ca = tls_support::Ca::new("pieces");
+    let mut acceptor = TlsAcceptor::new(TcpAcceptor::bind("127.0.0.1:0").await.unwrap(), tls_support::plain(&ca)).unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let server = acceptor.accept().await.unwrap();
+        let _ = tx.send(server.stats());
+        Server::builder().build(frames_between::Overtaken::default()).serve_connection(server).await
+    });
+    let client = Client::connect_tls(addr, "localhost", tls_support::trust(&ca), tls_support::config()).await.unwrap();
+    let stats = rx.await.unwrap();
+    let run = frames_between::small_calls_overtake_large_transfers(&client, || stats.recv_bytes.load(Ordering::Acquire), "tls");
     tokio::time::timeout(Duration::from_secs(120), run).await.expect("bounded");
 }
 

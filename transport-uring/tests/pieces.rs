@@ -291,7 +291,24 @@ async fn small_calls_overtake_large_transfers_on_the_engine() {
         (UringConfig { mode: transport_uring::ZcMode::AlwaysZc, ..uring(RecvMode::Read) }, "zero-copy"),
     ] {
         let (client, stats) = served(cfg, frames_between::Overtaken::default()).await;
-        let run = frames_between::small_calls_overtake_large_transfers(&client, &stats, what);
+        let run = frames_between::small_calls_overtake_large_transfers(&client, || stats.recv_bytes.load(Ordering::Acquire), what);
         tokio::time::timeout(LIMIT, run).await.unwrap_or_else(|_| panic!("{what}: timed out"));
     }
+}
+
+/// The same over TLS on the engine: records are opened where they land, and a read stops at a
+/// piece's end or at the end of the frames between pieces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_calls_overtake_large_transfers_over_tls_on_the_engine() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    let ca = tls_support::Ca::new("pieces");
+    let acceptor = transport_uring::tls::UringTlsAcceptor::bind("127.0.0.1:0", tls_support::plain(&ca), uring(RecvMode::Read)).await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let server = Server::builder().build(frames_between::Overtaken::default());
+    let _handle = server.serve(acceptor);
+    let client = transport_uring::tls::client(addr, "localhost", tls_support::trust(&ca), uring(RecvMode::Read), tls_support::config()).await.unwrap();
+    let run = frames_between::small_calls_overtake_large_transfers(&client, || server.stats().recv_bytes, "uring tls");
+    tokio::time::timeout(LIMIT, run).await.expect("bounded");
 }

@@ -6,10 +6,9 @@
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rpc_core::{Body, BoxFuture, Bytes, CallOptions, Client, Payload, ServerRequest, Service, Status, TransportStats};
+use rpc_core::{Body, BoxFuture, Bytes, CallOptions, Client, Payload, ServerRequest, Service, Status};
 
 /// Bytes of the large request and of the large answer.
 pub const LARGE: usize = 64 << 20;
@@ -85,18 +84,18 @@ async fn overtake(client: &Client, what: &str, large: impl std::future::Future<O
     Overtaking { crossed, large_done, small_took, large_took }
 }
 
-/// A 64 MiB upload with a small call made once 4 MiB of it reached the server (`server` is
-/// its transport's stats), then a 64 MiB download with a small call made once 4 MiB of it
+/// A 64 MiB upload with a small call made once 4 MiB of it reached the server
+/// (`server_received` reads the bytes its transport received so far), then a 64 MiB download with a small call made once 4 MiB of it
 /// reached the client: each small call is answered before the large frame has crossed whole.
-pub async fn small_calls_overtake_large_transfers(client: &Client, server: &Arc<TransportStats>, what: &str) {
-    let at = server.recv_bytes.load(Ordering::Acquire);
+pub async fn small_calls_overtake_large_transfers(client: &Client, server_received: impl Fn() -> u64, what: &str) {
+    let at = server_received();
     let upload = async {
         let body = Body::new(Bytes::new(), vec![Payload::from(vec![1u8; LARGE])]);
         let answer = client.call(UPLOAD, body, CallOptions::default()).await.expect("the upload");
         assert_eq!(answer.message, LARGE.to_string().as_bytes(), "{what}");
         answer
     };
-    let seen = overtake(client, what, upload, || server.recv_bytes.load(Ordering::Acquire) - at).await;
+    let seen = overtake(client, what, upload, || server_received() - at).await;
     eprintln!(
         "{what}: a small call took {:?} during a 64 MiB upload that took {:?} ({} bytes of it had reached the server)",
         seen.small_took, seen.large_took, seen.crossed
