@@ -3,6 +3,7 @@
 //! through [`closed_loop`].
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -36,6 +37,11 @@ pub struct Sample {
     pub transport_stats: Option<serde_json::Value>,
     /// CPU time of the client and the server threads over the same window as `elapsed`.
     pub cpu: Option<crate::cpu::Usage>,
+    /// With large calls looping beside the measured ones ([`Shape::beside_len`]): their
+    /// payload bytes per second after the warm-up, in units of 10^9.
+    ///
+    /// [`Shape::beside_len`]: crate::scenario::Shape::beside_len
+    pub beside_gb_per_s: Option<f64>,
 }
 
 impl Sample {
@@ -144,38 +150,92 @@ impl Meter {
     pub fn finish(self) -> Sample {
         self.sample
     }
+
+    /// When the warm-up ends, counted from the meter's start.
+    pub fn warmup_ends(&self) -> Instant {
+        self.start + self.timing.warmup
+    }
 }
 
-/// Keeps `window` calls in flight, made by `call`, until the meter says stop. The futures are
-/// polled from the current task (no `spawn`), the same for every async system.
+/// Which call [`closed_loop`] asks a system for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// One of the measured calls: the scenario's request.
+    Measured,
+    /// One of the large calls looping beside them on the same connection, of
+    /// [`Shape::beside_len`](crate::scenario::Shape::beside_len) bytes.
+    Beside,
+}
+
+impl Call {
+    /// `measured` or `beside`, as this call is.
+    pub fn pick<T: Clone>(self, measured: &T, beside: &T) -> T {
+        match self {
+            Call::Measured => measured.clone(),
+            Call::Beside => beside.clone(),
+        }
+    }
+}
+
+/// Keeps `shape.window` calls in flight, made by `call`, until the meter says stop; with
+/// `shape.beside_len`, one large call after another beside them on the same connection, whose
+/// throughput is the sample's `beside_gb_per_s`. The futures are polled from the current task
+/// (no `spawn`), the same for every async system.
+pub async fn closed_loop<F, Fut, E>(shape: crate::scenario::Shape, meter: Meter, call: F) -> Result<Sample, String>
+where
+    F: Fn(Call) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    if shape.beside_len == 0 {
+        return measured_loop(shape.window, meter, &call).await;
+    }
+    let counting_from = meter.warmup_ends();
+    let bytes = AtomicU64::new(0);
+    let beside = async {
+        loop {
+            if let Err(e) = call(Call::Beside).await {
+                return format!("a call beside failed: {e}");
+            }
+            if Instant::now() >= counting_from {
+                bytes.fetch_add(shape.beside_len as u64, Ordering::Relaxed);
+            }
+        }
+    };
+    let mut sample = tokio::select! {
+        sample = measured_loop(shape.window, meter, &call) => sample?,
+        e = beside => return Err(e),
+    };
+    let secs = Instant::now().saturating_duration_since(counting_from).as_secs_f64().max(1e-9);
+    sample.beside_gb_per_s = Some(bytes.load(Ordering::Relaxed) as f64 / secs / 1e9);
+    Ok(sample)
+}
+
+/// The measured calls of [`closed_loop`], `window` in flight.
 ///
 /// One call at a time is a plain loop awaiting each call, as an application writes it.
 /// `FuturesUnordered` would cost every system a task poll per call that no application pays:
 /// once it has polled each of its futures in one pass (with one future, after every poll that
 /// returns `Pending`), it wakes its own task and yields to the executor.
-pub async fn closed_loop<F, Fut, E>(
-    window: usize,
-    mut meter: Meter,
-    mut call: F,
-) -> Result<Sample, String>
+async fn measured_loop<F, Fut, E>(window: usize, mut meter: Meter, call: &F) -> Result<Sample, String>
 where
-    F: FnMut() -> Fut,
+    F: Fn(Call) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
     if window == 1 {
         loop {
             let started = Instant::now();
-            call().await.map_err(|e| format!("call failed: {e}"))?;
+            call(Call::Measured).await.map_err(|e| format!("call failed: {e}"))?;
             if !meter.complete(started) {
                 return Ok(meter.finish());
             }
         }
     }
     let mut in_flight = FuturesUnordered::new();
-    let mut issue = |in_flight: &mut FuturesUnordered<_>| {
+    let issue = |in_flight: &mut FuturesUnordered<_>| {
         let started = Instant::now();
-        let fut = call();
+        let fut = call(Call::Measured);
         in_flight.push(async move { fut.await.map(|()| started) });
     };
     for _ in 0..window {

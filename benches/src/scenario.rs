@@ -183,6 +183,9 @@ impl System {
             {
                 Some("a request/response program; raw_stream is the one-way ceiling")
             }
+            (System::RawTcpBest | System::RawTcpSimple, Scenario::Latency64bBeside64m) => {
+                Some("a raw program makes one call at a time on its connection: nothing goes beside it")
+            }
             (System::RawUringZc, s) if !s.is_bulk() => {
                 Some("a SEND_ZC loop measures bulk transfers only")
             }
@@ -283,6 +286,8 @@ pub enum Scenario {
     Latency64bPinned,
     /// One 64-byte call at a time, client and server on different CPUs.
     Latency64b,
+    /// One 64-byte call at a time while 64 MiB requests loop beside it on the same connection.
+    Latency64bBeside64m,
     /// 64-byte calls, 128 in flight on one connection.
     Qps64b,
     /// 1 MiB requests, 8-byte responses, 8 in flight.
@@ -308,9 +313,10 @@ pub const ACK_LEN: usize = 8;
 
 impl Scenario {
     /// Every scenario, in the order of the table's rows.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Latency64bPinned,
         Scenario::Latency64b,
+        Scenario::Latency64bBeside64m,
         Scenario::Qps64b,
         Scenario::Upload1m,
         Scenario::Download1m,
@@ -326,6 +332,7 @@ impl Scenario {
         match self {
             Scenario::Latency64bPinned => "latency_64b_pinned",
             Scenario::Latency64b => "latency_64b",
+            Scenario::Latency64bBeside64m => "latency_64b_beside_64m",
             Scenario::Qps64b => "qps_64b",
             Scenario::Upload1m => "upload_1m",
             Scenario::Download1m => "download_1m",
@@ -351,6 +358,9 @@ impl Scenario {
             Scenario::Latency64b => {
                 "one call at a time, 64-byte request and response, client and server on different CPUs"
             }
+            Scenario::Latency64bBeside64m => {
+                "one 64-byte call at a time while one 64 MiB request after another (64-byte answers) goes beside it on the same connection; gb_per_s is those requests' payload"
+            }
             Scenario::Qps64b => "64-byte request and response, 128 calls in flight on one connection",
             Scenario::Upload1m => "1 MiB request, 8-byte response, 8 calls in flight",
             Scenario::Download1m => "8-byte request, 1 MiB response, 8 calls in flight",
@@ -374,6 +384,7 @@ impl Scenario {
             Scenario::Latency64bPinned | Scenario::Latency64b => {
                 &[Metric::P50Us, Metric::P99Us, Metric::CpuUsPerCall]
             }
+            Scenario::Latency64bBeside64m => &[Metric::P50Us, Metric::P99Us, Metric::GbPerS],
             Scenario::Qps64b => &[Metric::CallsPerS, Metric::CpuUsPerCall],
             Scenario::Stream64b => &[Metric::MsgsPerS, Metric::CpuUsPerMsg],
             _ => &[Metric::GbPerS, Metric::CpuSPerGb],
@@ -407,6 +418,7 @@ impl Scenario {
             request_segments: 1,
             response_len: 64,
             server_stream: false,
+            beside_len: 0,
         };
         let upload = |len, window, segments| Shape {
             window,
@@ -414,6 +426,7 @@ impl Scenario {
             request_segments: segments,
             response_len: ACK_LEN,
             server_stream: false,
+            beside_len: 0,
         };
         let stream = |len| Shape {
             window: 1,
@@ -421,9 +434,11 @@ impl Scenario {
             request_segments: 1,
             response_len: len,
             server_stream: true,
+            beside_len: 0,
         };
         match self {
             Scenario::Latency64bPinned | Scenario::Latency64b => small(1),
+            Scenario::Latency64bBeside64m => Shape { beside_len: 64 * MIB, ..small(1) },
             Scenario::Qps64b => small(128),
             Scenario::Upload1m => upload(MIB, 8, 1),
             Scenario::Download1m => Shape {
@@ -432,6 +447,7 @@ impl Scenario {
                 request_segments: 1,
                 response_len: MIB,
                 server_stream: false,
+                beside_len: 0,
             },
             Scenario::Call64m => upload(64 * MIB, 1, 1),
             Scenario::Segments4k => upload(MIB, 8, 4096),
@@ -463,6 +479,9 @@ pub struct Shape {
     /// One server-streaming call: the request opens it, the server sends messages of
     /// `response_len` bytes for as long as the client reads.
     pub server_stream: bool,
+    /// Bytes of the requests that loop beside the measured calls on the same connection, one
+    /// after another (their answers `response_len` bytes too); 0: none.
+    pub beside_len: usize,
 }
 
 impl Shape {

@@ -123,9 +123,10 @@ fn child_measure(args: &[String]) -> Result<Measured, NoResult> {
             Metric::P50Us => sample.latency_quantile_us(0.50),
             Metric::P99Us => sample.latency_quantile_us(0.99),
             Metric::CallsPerS | Metric::MsgsPerS => sample.calls_per_s(),
-            Metric::GbPerS => {
+            // With calls beside the measured ones, theirs (the measured calls are small).
+            Metric::GbPerS => sample.beside_gb_per_s.unwrap_or_else(|| {
                 sample.calls_per_s() * scenario.shape().payload_per_call() as f64 / 1e9
-            }
+            }),
             Metric::CpuSPerGb | Metric::CpuUsPerCall | Metric::CpuUsPerMsg => {
                 let Some(cpu) = sample.cpu else {
                     continue;

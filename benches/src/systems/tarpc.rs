@@ -110,9 +110,10 @@ where
         let client = BenchClient::new(client::Config::default(), transport).spawn();
         let request = Bytes::from(vec![0xA5; shape.request_len]);
         let meter = Meter::new(timing, record_latency);
-        closed_loop(shape.window, meter, || {
+        let beside = Bytes::from(vec![0xA5; shape.beside_len]);
+        closed_loop(shape, meter, |call| {
             let client = client.clone();
-            let data = request.clone();
+            let data = call.pick(&request, &beside);
             async move {
                 let response = client.call(context::current(), data).await?;
                 drop(response);

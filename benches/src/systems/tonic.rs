@@ -219,9 +219,10 @@ pub(crate) async fn measure_client<T: BenchChannel>(
             return read_stream(&mut client, shape, meter).await;
         }
         let request = Bytes::from(vec![0xA5; shape.request_len]);
-        closed_loop(shape.window, meter, || {
+        let beside = Bytes::from(vec![0xA5; shape.beside_len]);
+        closed_loop(shape, meter, |call| {
             let mut client = client.clone();
-            let data = request.clone();
+            let data = call.pick(&request, &beside);
             async move {
                 let response = client.call(Blob { data }).await?;
                 drop(response);

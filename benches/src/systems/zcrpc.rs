@@ -376,9 +376,10 @@ where
                     let mut sample = if shape.server_stream {
                         read_stream(&client, shape, meter).await?
                     } else {
-                        closed_loop(shape.window, meter, || {
+                        let beside = if shape.beside_len > 0 { body(shape.beside_len, 1) } else { request.clone() };
+                        closed_loop(shape, meter, |call| {
                             let client = client.clone();
-                            let request = request.clone();
+                            let request = call.pick(&request, &beside);
                             async move {
                                 let response =
                                     client.call(METHOD, request, CallOptions::default()).await?;

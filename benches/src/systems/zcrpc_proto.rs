@@ -158,9 +158,10 @@ async fn calls(
     meter: Meter,
     request: Bytes,
 ) -> Result<Sample, String> {
-    closed_loop(shape.window, meter, || {
+    let beside = Bytes::from(vec![0xA5; shape.beside_len]);
+    closed_loop(shape, meter, |call| {
         let client = client.clone();
-        let data = request.clone();
+        let data = call.pick(&request, &beside);
         async move {
             let response = client.call(Blob { data }).await?;
             drop(response);
