@@ -241,3 +241,63 @@ fn frames_between_pieces_that_break_the_rules_are_protocol_errors() {
         assert!(!server.is_open() || server.is_draining(), "{says}: the connection ends");
     }
 }
+
+/// The goaway's promise is for the pieced request that later calls overtook, not for every
+/// id up to its last: after it, a request with another id at most the last (one already
+/// answered, sent again) is refused as any later call is, and a pieced request begun after it
+/// does not hold the server open. Otherwise a client could keep a draining server running new
+/// calls, and waiting, until its grace period ran out.
+#[test]
+fn after_the_goaway_only_the_overtaken_pieced_request_is_taken() {
+    let request = |id: u64| {
+        let r = crate::frame::Request {
+            id,
+            method: 1,
+            mode: CallMode::UNARY,
+            await_commit: false,
+            deadline: None,
+            metadata: Bytes::new(),
+            message: Bytes::from_static(b"again"),
+            attachments: Vec::new(),
+        };
+        r.encode().unwrap().to_vec()
+    };
+    // Nothing pieced under way when the goaway goes: it promises nothing more.
+    let mut p = pair();
+    let first = start(&mut p, body(b"first", b""));
+    let second = start(&mut p, body(b"second", b""));
+    write_all(&mut p);
+    assert_eq!(requests_seen(&p.server_events), vec![first, second]);
+    p.server.respond(first, Ok(body(b"done", b"")));
+    p.server.respond(second, Ok(body(b"done", b"")));
+    p.server.goaway("restarting");
+    serve(&mut p);
+    p.server_events.clear();
+    p.server_in.extend_from_slice(&request(first));
+    serve(&mut p);
+    assert_eq!(requests_seen(&p.server_events), Vec::<u64>::new(), "an answered id sent again after the goaway ran");
+    assert_eq!(p.server.calls_in_flight(), 0);
+    p.server_in.extend_from_slice(&pieced_header(second, 1000));
+    serve(&mut p);
+    assert!(!p.server.awaits_promised_request(), "a pieced request begun after the goaway holds the server open");
+
+    // A pieced request overtaken by a later call: it is taken, and only it.
+    let mut p = pair();
+    let big = start(&mut p, six_mib());
+    turn(&mut p);
+    let small = start(&mut p, body(b"small", b""));
+    turn(&mut p);
+    p.server.goaway("restarting");
+    p.server.respond(small, Ok(body(b"done", b"")));
+    write_all(&mut p);
+    assert_eq!(requests_seen(&p.server_events), vec![small, big]);
+    p.server.respond(big, Ok(body(b"stored", b"")));
+    serve(&mut p);
+    p.server_events.clear();
+    for id in [small, big] {
+        p.server_in.extend_from_slice(&request(id));
+        serve(&mut p);
+    }
+    assert_eq!(requests_seen(&p.server_events), Vec::<u64>::new(), "ids sent again after the goaway ran");
+    assert_eq!(p.server.calls_in_flight(), 0);
+}
