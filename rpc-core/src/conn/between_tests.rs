@@ -301,3 +301,31 @@ fn after_the_goaway_only_the_overtaken_pieced_request_is_taken() {
     assert_eq!(requests_seen(&p.server_events), Vec::<u64>::new(), "ids sent again after the goaway ran");
     assert_eq!(p.server.calls_in_flight(), 0);
 }
+
+/// A stream's messages go between a pieced frame's pieces as any other call's frames, so the
+/// pieces still to go do not hold its sender back: a client stream started during a large
+/// upload queues its messages (at most `driver::SEND_AHEAD`, 256 KiB, may wait for the
+/// writer), and the server gets them while the upload is still coming.
+#[test]
+fn a_stream_sender_is_not_held_back_by_the_pieces_its_messages_go_between() {
+    use std::collections::VecDeque;
+    let mut p = pair();
+    let big = start(&mut p, six_mib());
+    turn(&mut p);
+    let stream = p.client.start_call(2, Body::default(), CallMode::CLIENT_STREAMING, &Metadata::default(), None, p.now).unwrap();
+    let mut queue: VecDeque<Body> = (0..10).map(|_| body(b"a message", b"")).collect();
+    let stop = p.client.send_messages(stream, &mut queue, 256 << 10).unwrap();
+    assert_eq!(stop, SendStop::Sent, "{} of 10 messages queued, {} bytes said to wait for the writer", 10 - queue.len(), p.client.queued_bytes());
+    turn(&mut p);
+    let messages: usize = p
+        .server_events
+        .iter()
+        .map(|e| match e {
+            Event::StreamData { id, .. } if *id == stream => 1,
+            Event::StreamMessages { id, messages } if *id == stream => messages.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(messages, 10, "the stream's messages reached the server");
+    assert_eq!(p.server.decoder.pending_pieced(), Some((FrameKind::Request, big)), "while the upload is still coming");
+}

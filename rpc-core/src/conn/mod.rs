@@ -418,9 +418,11 @@ impl Connection {
     }
 
     /// Bytes of frames queued and not yet taken by the writer (the writer's own batch aside):
-    /// how far a stream sender is ahead of its writer.
+    /// how far a stream sender is ahead of its writer. The pieces of a pieced frame that a
+    /// stream's messages go between (to a peer that takes frames there) do not count: the
+    /// messages do not wait for them.
     pub fn queued_bytes(&self) -> usize {
-        self.out_bytes.saturating_sub(self.in_writer())
+        self.out_bytes.saturating_sub(self.in_writer() + self.pieces_overtaken())
     }
 
     /// Bytes the writer took and has not yet reported written: its batch.

@@ -63,6 +63,23 @@ impl Connection {
         queue(&mut self.pieced, &mut self.transmits, t);
     }
 
+    /// True when the peer takes whole frames between the pieces of a pieced frame.
+    fn takes_frames_between(&self) -> bool {
+        self.peer.is_some_and(|h| h.capabilities & caps::FRAMES_BETWEEN_PIECES != 0)
+    }
+
+    /// Bytes of pieces not yet handed out that a frame queued now may go before, to a peer
+    /// that takes frames between pieces: those of the last pieced frame, after its first (the
+    /// frame waits behind it, and goes between its pieces); 0 to another peer. A stream sender
+    /// is not ahead of its writer by them ([`Connection::queued_bytes`]): its messages need
+    /// not wait for them.
+    pub(super) fn pieces_overtaken(&self) -> usize {
+        if !self.takes_frames_between() {
+            return 0;
+        }
+        self.pieced.back().map_or(0, |p| p.pieces.iter().skip(usize::from(!p.started)).map(Transmit::len).sum())
+    }
+
     /// True when the writer may take pieces now.
     #[inline]
     pub(super) fn has_pieces_ready(&self) -> bool {
@@ -76,7 +93,7 @@ impl Connection {
     /// its last piece is out, the frames still behind it follow, then the next pieced frame's
     /// pieces.
     pub(super) fn take_pieces(&mut self, out: &mut Vec<Transmit>) {
-        let between_ok = self.peer.is_some_and(|h| h.capabilities & caps::FRAMES_BETWEEN_PIECES != 0);
+        let between_ok = self.takes_frames_between();
         while let Some(p) = self.pieced.front_mut() {
             while p.in_writer.front().is_some_and(|&end| end <= self.written) {
                 p.in_writer.pop_front();
