@@ -329,3 +329,21 @@ fn a_stream_sender_is_not_held_back_by_the_pieces_its_messages_go_between() {
     assert_eq!(messages, 10, "the stream's messages reached the server");
     assert_eq!(p.server.decoder.pending_pieced(), Some((FrameKind::Request, big)), "while the upload is still coming");
 }
+
+/// A pong carries the id of the ping it answers, not a call's: one whose id happens to be the
+/// pieced call's goes between its pieces as any other frame, and does not hold back what is
+/// queued after it until the pieced frame's end.
+#[test]
+fn a_pong_with_the_pieced_calls_number_does_not_stop_the_frames_between() {
+    let mut p = pair();
+    let big = start(&mut p, six_mib());
+    turn(&mut p);
+    // The server's keepalive ping, numbered as the pieced call happens to be.
+    p.client_in.extend_from_slice(&Frame::Ping(Ping { id: big, pong: false }).encode().unwrap().to_vec());
+    let now = p.now;
+    p.client.handle_input(&mut p.client_in, now).unwrap();
+    let small = start(&mut p, body(b"small", b""));
+    turn(&mut p);
+    assert_eq!(requests_seen(&p.server_events), vec![small], "the small call waited behind the pong");
+    assert_eq!(p.server.decoder.pending_pieced(), Some((FrameKind::Request, big)));
+}

@@ -184,7 +184,12 @@ fn between(p: &mut PiecedOut, taken: &mut u64, commits: &mut VecDeque<(u64, Opti
     let room = MAX_BETWEEN.min(p.body_left);
     let (mut n, mut bytes) = (0, 0);
     for t in &p.behind {
-        let may = header_of(t).is_some_and(|h| h.id != p.id && !matches!(h.kind, FrameKind::Ping | FrameKind::GoAway));
+        let may = header_of(t).is_some_and(|h| match h.kind {
+            FrameKind::Ping | FrameKind::GoAway => false,
+            // Numbered as the ping it answers, not as a call: whatever its id, not `p`'s.
+            FrameKind::Pong => true,
+            _ => h.id != p.id,
+        });
         if !may || bytes + t.len() > room {
             break;
         }
