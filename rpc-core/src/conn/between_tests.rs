@@ -347,3 +347,169 @@ fn a_pong_with_the_pieced_calls_number_does_not_stop_the_frames_between() {
     assert_eq!(requests_seen(&p.server_events), vec![small], "the small call waited behind the pong");
     assert_eq!(p.server.decoder.pending_pieced(), Some((FrameKind::Request, big)));
 }
+
+/// A client sending to a server that takes frames between pieces, as a seeded generator says:
+/// large calls (in pieces) and small ones (some of 60 KiB, so that runs fill), client streams
+/// and their ends, pongs, transmits taken, some of their bytes written, calls cancelled or
+/// answered early, the connection failed; then the rest written. A server's decoder, in reads
+/// bounded as the driver bounds them, reads it without error, and no frame came before one it
+/// must follow: a cancel, commit or stream frame only after its call's request, nothing of a
+/// stream after its end, every call not cancelled once, the failure's goaway last.
+#[test]
+fn whatever_the_client_does_what_it_writes_between_pieces_keeps_every_calls_order() {
+    use crate::frame::{Limits, Hello, WIRE_VERSION};
+    static ZEROS: [u8; (2 << 20) + (64 << 10)] = [0; (2 << 20) + (64 << 10)];
+    let seeds: u64 = std::env::var("BETWEEN_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    let mut between = 0;
+    for seed in 1..=seeds {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut rand = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let now = Instant::now();
+        let mut conn = Connection::new(Side::Client, ConnConfig::default(), now);
+        let capabilities = caps::PIECES | caps::COMMIT | caps::STREAMS | caps::FRAMES_BETWEEN_PIECES;
+        let hello = Hello { version: WIRE_VERSION, capabilities, max_frame: 4 << 20, max_calls_in_flight: 64, max_attachments: 8, max_metadata: 1024, stream_window: 1 << 20 };
+        conn.handle_input(&mut BytesMut::from(&hello.encode()[..]), now).unwrap();
+        let mut taken: Vec<Transmit> = Vec::new();
+        let mut written = 0usize;
+        // id, cancelled, a stream still open.
+        let mut calls: Vec<(u64, bool, bool)> = Vec::new();
+        let mut failed = false;
+        let mut large = 0;
+        for _ in 0..120 {
+            match rand(11) {
+                0 if large < 2 => {
+                    let n = (2 << 20) + 1 + rand(64 << 10) as usize;
+                    let body = Body::new(Bytes::new(), vec![Payload::from(Bytes::from_static(&ZEROS[..n]))]);
+                    if let Ok(id) = conn.start_call(1, body, CallMode::UNARY, &Metadata::default(), None, now) {
+                        calls.push((id, false, false));
+                        large += 1;
+                    }
+                }
+                1 | 2 => {
+                    let n = if rand(4) == 0 { 60 << 10 } else { rand(2000) as usize };
+                    let body = Body::new(Bytes::from_static(&ZEROS[..n]), Vec::new());
+                    if let Ok(id) = conn.start_call(2, body, CallMode::UNARY, &Metadata::default(), None, now) {
+                        calls.push((id, false, false));
+                    }
+                }
+                3 => {
+                    if let Ok(id) = conn.start_call(3, Body::default(), CallMode::CLIENT_STREAMING, &Metadata::default(), None, now) {
+                        calls.push((id, false, true));
+                    }
+                }
+                4 => {
+                    let open: Vec<usize> = (0..calls.len()).filter(|&c| calls[c].2 && !calls[c].1).collect();
+                    if let Some(&c) = open.get(rand(open.len().max(1) as u64) as usize) {
+                        let id = calls[c].0;
+                        for _ in 0..rand(5) {
+                            let n = rand(3000) as usize;
+                            let _ = conn.send_message(id, Body::new(Bytes::from_static(&ZEROS[..n]), Vec::new()));
+                        }
+                        if rand(2) == 0 {
+                            conn.end_stream(id, Code::OK);
+                            calls[c].2 = false;
+                        }
+                    }
+                }
+                5 => conn.take_transmits(&mut taken),
+                6 => {
+                    let taken_len: usize = taken.iter().map(Transmit::len).sum();
+                    let n = (taken_len - written) * (rand(256) as usize + 1) / 256;
+                    conn.handle_written(n, now);
+                    written += n;
+                }
+                7 if !calls.is_empty() => {
+                    let c = rand(calls.len() as u64) as usize;
+                    if !calls[c].1 {
+                        calls[c].1 = true;
+                        conn.cancel_call(calls[c].0);
+                    }
+                }
+                8 => {
+                    let ping = Frame::Ping(Ping { id: 1 + rand(4), pong: false }).encode().unwrap().to_vec();
+                    failed |= conn.handle_input(&mut BytesMut::from(&ping[..]), now).is_err();
+                }
+                9 if !calls.is_empty() => {
+                    // The server answers a call early: it is over on the client's side.
+                    let c = rand(calls.len() as u64) as usize;
+                    let answer = Frame::Error(ErrorFrame::new(calls[c].0, Status::new(Code::INTERNAL, "no"))).encode().unwrap().to_vec();
+                    failed |= conn.handle_input(&mut BytesMut::from(&answer[..]), now).is_err();
+                    calls[c].1 = true;
+                }
+                10 if rand(8) == 0 && !failed => {
+                    assert!(conn.handle_input(&mut BytesMut::from(&[0xeeu8; 40][..]), now).is_err());
+                    failed = true;
+                }
+                _ => {}
+            }
+        }
+        for _ in 0..200 {
+            let before = taken.len();
+            conn.take_transmits(&mut taken);
+            let taken_len: usize = taken.iter().map(Transmit::len).sum();
+            conn.handle_written(taken_len - written, now);
+            written = taken_len;
+            if taken.len() == before && !conn.has_transmits() {
+                break;
+            }
+        }
+        assert_eq!(conn.out_bytes, 0, "seed {seed}: all written, bytes still counted");
+        let wire: Vec<u8> = taken.iter().flat_map(Transmit::to_vec).collect();
+        let mut d = crate::frame::FrameDecoder::new(Limits { max_frame: 4 << 20, max_attachments: 8 });
+        let mut buf = BytesMut::new();
+        let (mut at, mut hello_in) = (0, false);
+        let mut frames = Vec::new();
+        while at < wire.len() {
+            buf.reserve(d.bytes_needed().saturating_sub(buf.len()));
+            let n = d.piece_room(buf.len()).unwrap_or(64 << 10).min(wire.len() - at);
+            buf.extend_from_slice(&wire[at..at + n]);
+            at += n;
+            if !hello_in {
+                hello_in = d.decode_hello(&mut buf).expect("our hello").is_some();
+                if !hello_in {
+                    continue;
+                }
+            }
+            while let Some(f) = d.decode(&mut buf).unwrap_or_else(|e| panic!("seed {seed}: {e}")) {
+                frames.push(f);
+            }
+        }
+        assert!(buf.is_empty(), "seed {seed}: {} bytes of a frame left", buf.len());
+        between += d.frames_between_pieces();
+        let (mut arrived, mut ended, mut commits) = (Vec::new(), Vec::new(), Vec::new());
+        let last = frames.len().wrapping_sub(1);
+        for (i, f) in frames.into_iter().enumerate() {
+            match f {
+                Frame::Request(r) => {
+                    assert!(!arrived.contains(&r.id), "seed {seed}: call {} arrived twice", r.id);
+                    arrived.push(r.id);
+                }
+                Frame::Cancel(c) => assert!(arrived.contains(&c.id), "seed {seed}: a cancel for call {} before its request", c.id),
+                Frame::Commit(c) => {
+                    assert!(arrived.contains(&c.id) && !commits.contains(&c.id), "seed {seed}: commit for {}", c.id);
+                    commits.push(c.id);
+                }
+                Frame::StreamData(s) => assert!(arrived.contains(&s.id) && !ended.contains(&s.id), "seed {seed}: stream data of {}", s.id),
+                Frame::StreamBatch(s) => assert!(arrived.contains(&s.id) && !ended.contains(&s.id), "seed {seed}: stream batch of {}", s.id),
+                Frame::StreamEnd(e) => {
+                    assert!(arrived.contains(&e.id) && !ended.contains(&e.id), "seed {seed}: stream end of {}", e.id);
+                    ended.push(e.id);
+                }
+                Frame::Ping(p) => assert!(p.pong, "seed {seed}: a ping"),
+                Frame::GoAway(g) => assert!(failed && i == last && g.code == Code::PROTOCOL, "seed {seed}: {g:?}"),
+                other => panic!("seed {seed}: a client sent {other:?}"),
+            }
+        }
+        if !failed {
+            for (id, cancelled, _) in &calls {
+                assert!(*cancelled || arrived.contains(id), "seed {seed}: call {id}, not cancelled, never arrived");
+            }
+        }
+    }
+    assert!(between > 100, "frames went between pieces: {between}");
+}
