@@ -513,3 +513,152 @@ fn whatever_the_client_does_what_it_writes_between_pieces_keeps_every_calls_orde
     }
     assert!(between > 100, "frames went between pieces: {between}");
 }
+
+/// The server's side of it: answers large (in pieces) and small, server streams and their
+/// ends, the client's cancels and pings, a graceful goaway, a failure, the writer's takes and
+/// partial writes in any order. A client's decoder reads what the server wrote without error,
+/// and no frame of a call comes after its last (response, error or stream end), every call
+/// answered and not cancelled gets its last frame once, and a failure's goaway is last.
+#[test]
+fn whatever_the_server_does_what_it_writes_between_pieces_keeps_every_calls_order() {
+    use crate::frame::{Cancel, Hello, Limits, WIRE_VERSION};
+    static ZEROS: [u8; (2 << 20) + (64 << 10)] = [0; (2 << 20) + (64 << 10)];
+    let seeds: u64 = std::env::var("BETWEEN_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    let mut between = 0;
+    for seed in 1..=seeds {
+        let mut state = seed.wrapping_mul(0xd134_2543_de82_ef95) | 1;
+        let mut rand = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let now = Instant::now();
+        let mut conn = Connection::new(Side::Server, ConnConfig::default(), now);
+        let capabilities = caps::PIECES | caps::PIECED_ANSWERS | caps::COMMIT | caps::STREAMS | caps::FRAMES_BETWEEN_PIECES;
+        let hello = Hello { version: WIRE_VERSION, capabilities, max_frame: 4 << 20, max_calls_in_flight: 64, max_attachments: 8, max_metadata: 1024, stream_window: 1 << 20 };
+        conn.handle_input(&mut BytesMut::from(&hello.encode()[..]), now).unwrap();
+        let mut taken: Vec<Transmit> = Vec::new();
+        let mut written = 0usize;
+        let mut next_id = 1;
+        // id, streaming, answered, cancelled.
+        let mut calls: Vec<(u64, bool, bool, bool)> = Vec::new();
+        let mut failed = false;
+        let input = |conn: &mut Connection, f: Frame| conn.handle_input(&mut BytesMut::from(&f.encode().unwrap().to_vec()[..]), now).is_err();
+        for _ in 0..120 {
+            match rand(11) {
+                0 | 1 => {
+                    let mode = if rand(3) == 0 { CallMode::SERVER_STREAMING } else { CallMode::UNARY };
+                    let r = crate::frame::Request { id: next_id, method: 1, mode, await_commit: false, deadline: None, metadata: Bytes::new(), message: Bytes::from_static(b"q"), attachments: Vec::new() };
+                    failed |= input(&mut conn, Frame::Request(r));
+                    calls.push((next_id, mode.server_stream, false, false));
+                    next_id += 1;
+                }
+                2 | 3 => {
+                    let live: Vec<usize> = (0..calls.len()).filter(|&c| !calls[c].2 && conn.is_call_live(calls[c].0)).collect();
+                    if let Some(&c) = live.get(rand(live.len().max(1) as u64) as usize) {
+                        let n = if rand(3) == 0 { (2 << 20) + 1 + rand(64 << 10) as usize } else { rand(70_000) as usize };
+                        let body = if calls[c].1 && rand(2) == 0 { Body::default() } else { Body::new(Bytes::new(), vec![Payload::from(Bytes::from_static(&ZEROS[..n.max(1)]))]) };
+                        conn.respond(calls[c].0, Ok(body));
+                        calls[c].2 = true;
+                    }
+                }
+                4 => {
+                    let streams: Vec<usize> = (0..calls.len()).filter(|&c| calls[c].1 && !calls[c].2 && conn.is_call_live(calls[c].0)).collect();
+                    if let Some(&c) = streams.get(rand(streams.len().max(1) as u64) as usize) {
+                        for _ in 0..rand(6) {
+                            let n = rand(3000) as usize;
+                            let _ = conn.send_message(calls[c].0, Body::new(Bytes::from_static(&ZEROS[..n]), Vec::new()));
+                        }
+                    }
+                }
+                5 => conn.take_transmits(&mut taken),
+                6 => {
+                    let taken_len: usize = taken.iter().map(Transmit::len).sum();
+                    let n = (taken_len - written) * (rand(256) as usize + 1) / 256;
+                    conn.handle_written(n, now);
+                    written += n;
+                }
+                7 if !calls.is_empty() => {
+                    let c = rand(calls.len() as u64) as usize;
+                    calls[c].3 = true;
+                    failed |= input(&mut conn, Frame::Cancel(Cancel { id: calls[c].0 }));
+                }
+                8 => failed |= input(&mut conn, Frame::Ping(Ping { id: 1 + rand(4), pong: false })),
+                9 if rand(6) == 0 => conn.goaway("restarting"),
+                10 if rand(8) == 0 && !failed => {
+                    assert!(conn.handle_input(&mut BytesMut::from(&[0xeeu8; 40][..]), now).is_err());
+                    failed = true;
+                }
+                _ => {}
+            }
+        }
+        for _ in 0..200 {
+            let before = taken.len();
+            conn.take_transmits(&mut taken);
+            let taken_len: usize = taken.iter().map(Transmit::len).sum();
+            conn.handle_written(taken_len - written, now);
+            written = taken_len;
+            if taken.len() == before && !conn.has_transmits() {
+                break;
+            }
+        }
+        assert_eq!(conn.out_bytes, 0, "seed {seed}: all written, bytes still counted");
+        let wire: Vec<u8> = taken.iter().flat_map(Transmit::to_vec).collect();
+        let mut d = crate::frame::FrameDecoder::new(Limits { max_frame: 4 << 20, max_attachments: 8 });
+        let mut buf = BytesMut::new();
+        let (mut at, mut hello_in) = (0, false);
+        let mut frames = Vec::new();
+        while at < wire.len() {
+            buf.reserve(d.bytes_needed().saturating_sub(buf.len()));
+            let n = d.piece_room(buf.len()).unwrap_or(64 << 10).min(wire.len() - at);
+            buf.extend_from_slice(&wire[at..at + n]);
+            at += n;
+            if !hello_in {
+                hello_in = d.decode_hello(&mut buf).expect("our hello").is_some();
+                if !hello_in {
+                    continue;
+                }
+            }
+            while let Some(f) = d.decode(&mut buf).unwrap_or_else(|e| panic!("seed {seed}: {e}")) {
+                frames.push(f);
+            }
+        }
+        assert!(buf.is_empty(), "seed {seed}: {} bytes of a frame left", buf.len());
+        let aborted: Vec<u64> = d.take_aborted().into_iter().map(|(_, id)| id).collect();
+        between += d.frames_between_pieces();
+        let mut over: Vec<u64> = Vec::new();
+        let last = frames.len().wrapping_sub(1);
+        for (i, f) in frames.into_iter().enumerate() {
+            let (id, ends) = match &f {
+                Frame::Response(r) => (r.id, true),
+                Frame::Error(e) => (e.id, true),
+                Frame::StreamEnd(e) => (e.id, true),
+                Frame::StreamData(s) => (s.id, false),
+                Frame::StreamBatch(s) => (s.id, false),
+                Frame::StreamHeaders(h) => (h.id, false),
+                Frame::Ping(p) => {
+                    assert!(p.pong, "seed {seed}: a ping");
+                    continue;
+                }
+                Frame::GoAway(g) => {
+                    assert!(g.code == Code::OK || (failed && i == last), "seed {seed}: {g:?}");
+                    continue;
+                }
+                other => panic!("seed {seed}: a server sent {other:?}"),
+            };
+            assert!(!over.contains(&id), "seed {seed}: a frame of call {id} after its last: {f:?}");
+            if ends {
+                over.push(id);
+            }
+        }
+        if !failed {
+            for (id, _, answered, cancelled) in &calls {
+                if *answered && !*cancelled {
+                    assert!(over.contains(id) || aborted.contains(id), "seed {seed}: call {id} answered, never ended");
+                }
+            }
+        }
+    }
+    assert!(between > 100, "frames went between pieces: {between}");
+}
