@@ -241,3 +241,424 @@ fn frames_between_pieces_that_break_the_rules_are_protocol_errors() {
         assert!(!server.is_open() || server.is_draining(), "{says}: the connection ends");
     }
 }
+
+/// The goaway's promise is for the pieced request that later calls overtook, not for every
+/// id up to its last: after it, a request with another id at most the last (one already
+/// answered, sent again) is refused as any later call is, and a pieced request begun after it
+/// does not hold the server open. Otherwise a client could keep a draining server running new
+/// calls, and waiting, until its grace period ran out.
+#[test]
+fn after_the_goaway_only_the_overtaken_pieced_request_is_taken() {
+    let request = |id: u64| {
+        let r = crate::frame::Request {
+            id,
+            method: 1,
+            mode: CallMode::UNARY,
+            await_commit: false,
+            deadline: None,
+            metadata: Bytes::new(),
+            message: Bytes::from_static(b"again"),
+            attachments: Vec::new(),
+        };
+        r.encode().unwrap().to_vec()
+    };
+    // Nothing pieced under way when the goaway goes: it promises nothing more.
+    let mut p = pair();
+    let first = start(&mut p, body(b"first", b""));
+    let second = start(&mut p, body(b"second", b""));
+    write_all(&mut p);
+    assert_eq!(requests_seen(&p.server_events), vec![first, second]);
+    p.server.respond(first, Ok(body(b"done", b"")));
+    p.server.respond(second, Ok(body(b"done", b"")));
+    p.server.goaway("restarting");
+    serve(&mut p);
+    p.server_events.clear();
+    p.server_in.extend_from_slice(&request(first));
+    serve(&mut p);
+    assert_eq!(requests_seen(&p.server_events), Vec::<u64>::new(), "an answered id sent again after the goaway ran");
+    assert_eq!(p.server.calls_in_flight(), 0);
+    p.server_in.extend_from_slice(&pieced_header(second, 1000));
+    serve(&mut p);
+    assert!(!p.server.awaits_promised_request(), "a pieced request begun after the goaway holds the server open");
+
+    // A pieced request overtaken by a later call: it is taken, and only it.
+    let mut p = pair();
+    let big = start(&mut p, six_mib());
+    turn(&mut p);
+    let small = start(&mut p, body(b"small", b""));
+    turn(&mut p);
+    p.server.goaway("restarting");
+    p.server.respond(small, Ok(body(b"done", b"")));
+    write_all(&mut p);
+    assert_eq!(requests_seen(&p.server_events), vec![small, big]);
+    p.server.respond(big, Ok(body(b"stored", b"")));
+    serve(&mut p);
+    p.server_events.clear();
+    for id in [small, big] {
+        p.server_in.extend_from_slice(&request(id));
+        serve(&mut p);
+    }
+    assert_eq!(requests_seen(&p.server_events), Vec::<u64>::new(), "ids sent again after the goaway ran");
+    assert_eq!(p.server.calls_in_flight(), 0);
+}
+
+/// A stream's messages go between a pieced frame's pieces as any other call's frames, so the
+/// pieces still to go do not hold its sender back: a client stream started during a large
+/// upload queues its messages (at most `driver::SEND_AHEAD`, 256 KiB, may wait for the
+/// writer), and the server gets them while the upload is still coming.
+#[test]
+fn a_stream_sender_is_not_held_back_by_the_pieces_its_messages_go_between() {
+    use std::collections::VecDeque;
+    let mut p = pair();
+    let big = start(&mut p, six_mib());
+    turn(&mut p);
+    let stream = p.client.start_call(2, Body::default(), CallMode::CLIENT_STREAMING, &Metadata::default(), None, p.now).unwrap();
+    let mut queue: VecDeque<Body> = (0..10).map(|_| body(b"a message", b"")).collect();
+    let stop = p.client.send_messages(stream, &mut queue, 256 << 10).unwrap();
+    assert_eq!(stop, SendStop::Sent, "{} of 10 messages queued, {} bytes said to wait for the writer", 10 - queue.len(), p.client.queued_bytes());
+    turn(&mut p);
+    let messages: usize = p
+        .server_events
+        .iter()
+        .map(|e| match e {
+            Event::StreamData { id, .. } if *id == stream => 1,
+            Event::StreamMessages { id, messages } if *id == stream => messages.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(messages, 10, "the stream's messages reached the server");
+    assert_eq!(p.server.decoder.pending_pieced(), Some((FrameKind::Request, big)), "while the upload is still coming");
+}
+
+/// A pong carries the id of the ping it answers, not a call's: one whose id happens to be the
+/// pieced call's goes between its pieces as any other frame, and does not hold back what is
+/// queued after it until the pieced frame's end.
+#[test]
+fn a_pong_with_the_pieced_calls_number_does_not_stop_the_frames_between() {
+    let mut p = pair();
+    let big = start(&mut p, six_mib());
+    turn(&mut p);
+    // The server's keepalive ping, numbered as the pieced call happens to be.
+    p.client_in.extend_from_slice(&Frame::Ping(Ping { id: big, pong: false }).encode().unwrap().to_vec());
+    let now = p.now;
+    p.client.handle_input(&mut p.client_in, now).unwrap();
+    let small = start(&mut p, body(b"small", b""));
+    turn(&mut p);
+    assert_eq!(requests_seen(&p.server_events), vec![small], "the small call waited behind the pong");
+    assert_eq!(p.server.decoder.pending_pieced(), Some((FrameKind::Request, big)));
+}
+
+/// A client sending to a server that takes frames between pieces, as a seeded generator says:
+/// large calls (in pieces) and small ones (some of 60 KiB, so that runs fill), client streams
+/// and their ends, pongs, transmits taken, some of their bytes written, calls cancelled or
+/// answered early, the connection failed; then the rest written. A server's decoder, in reads
+/// bounded as the driver bounds them, reads it without error, and no frame came before one it
+/// must follow: a cancel, commit or stream frame only after its call's request, nothing of a
+/// stream after its end, every call not cancelled once, the failure's goaway last.
+#[test]
+fn whatever_the_client_does_what_it_writes_between_pieces_keeps_every_calls_order() {
+    use crate::frame::{Limits, Hello, WIRE_VERSION};
+    static ZEROS: [u8; (2 << 20) + (64 << 10)] = [0; (2 << 20) + (64 << 10)];
+    let seeds: u64 = std::env::var("BETWEEN_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    let mut between = 0;
+    for seed in 1..=seeds {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut rand = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let now = Instant::now();
+        let mut conn = Connection::new(Side::Client, ConnConfig::default(), now);
+        let capabilities = caps::PIECES | caps::COMMIT | caps::STREAMS | caps::FRAMES_BETWEEN_PIECES;
+        let hello = Hello { version: WIRE_VERSION, capabilities, max_frame: 4 << 20, max_calls_in_flight: 64, max_attachments: 8, max_metadata: 1024, stream_window: 1 << 20 };
+        conn.handle_input(&mut BytesMut::from(&hello.encode()[..]), now).unwrap();
+        let mut taken: Vec<Transmit> = Vec::new();
+        let mut written = 0usize;
+        // id, cancelled, a stream still open.
+        let mut calls: Vec<(u64, bool, bool)> = Vec::new();
+        let mut failed = false;
+        let mut large = 0;
+        for _ in 0..120 {
+            match rand(11) {
+                0 if large < 2 => {
+                    let n = (2 << 20) + 1 + rand(64 << 10) as usize;
+                    let body = Body::new(Bytes::new(), vec![Payload::from(Bytes::from_static(&ZEROS[..n]))]);
+                    if let Ok(id) = conn.start_call(1, body, CallMode::UNARY, &Metadata::default(), None, now) {
+                        calls.push((id, false, false));
+                        large += 1;
+                    }
+                }
+                1 | 2 => {
+                    let n = if rand(4) == 0 { 60 << 10 } else { rand(2000) as usize };
+                    let body = Body::new(Bytes::from_static(&ZEROS[..n]), Vec::new());
+                    if let Ok(id) = conn.start_call(2, body, CallMode::UNARY, &Metadata::default(), None, now) {
+                        calls.push((id, false, false));
+                    }
+                }
+                3 => {
+                    if let Ok(id) = conn.start_call(3, Body::default(), CallMode::CLIENT_STREAMING, &Metadata::default(), None, now) {
+                        calls.push((id, false, true));
+                    }
+                }
+                4 => {
+                    let open: Vec<usize> = (0..calls.len()).filter(|&c| calls[c].2 && !calls[c].1).collect();
+                    if let Some(&c) = open.get(rand(open.len().max(1) as u64) as usize) {
+                        let id = calls[c].0;
+                        for _ in 0..rand(5) {
+                            let n = rand(3000) as usize;
+                            let _ = conn.send_message(id, Body::new(Bytes::from_static(&ZEROS[..n]), Vec::new()));
+                        }
+                        if rand(2) == 0 {
+                            conn.end_stream(id, Code::OK);
+                            calls[c].2 = false;
+                        }
+                    }
+                }
+                5 => conn.take_transmits(&mut taken),
+                6 => {
+                    let taken_len: usize = taken.iter().map(Transmit::len).sum();
+                    let n = (taken_len - written) * (rand(256) as usize + 1) / 256;
+                    conn.handle_written(n, now);
+                    written += n;
+                }
+                7 if !calls.is_empty() => {
+                    let c = rand(calls.len() as u64) as usize;
+                    if !calls[c].1 {
+                        calls[c].1 = true;
+                        conn.cancel_call(calls[c].0);
+                    }
+                }
+                8 => {
+                    let ping = Frame::Ping(Ping { id: 1 + rand(4), pong: false }).encode().unwrap().to_vec();
+                    failed |= conn.handle_input(&mut BytesMut::from(&ping[..]), now).is_err();
+                }
+                9 if !calls.is_empty() => {
+                    // The server answers a call early: it is over on the client's side.
+                    let c = rand(calls.len() as u64) as usize;
+                    let answer = Frame::Error(ErrorFrame::new(calls[c].0, Status::new(Code::INTERNAL, "no"))).encode().unwrap().to_vec();
+                    failed |= conn.handle_input(&mut BytesMut::from(&answer[..]), now).is_err();
+                    calls[c].1 = true;
+                }
+                10 if rand(8) == 0 && !failed => {
+                    assert!(conn.handle_input(&mut BytesMut::from(&[0xeeu8; 40][..]), now).is_err());
+                    failed = true;
+                }
+                _ => {}
+            }
+        }
+        for _ in 0..200 {
+            let before = taken.len();
+            conn.take_transmits(&mut taken);
+            let taken_len: usize = taken.iter().map(Transmit::len).sum();
+            conn.handle_written(taken_len - written, now);
+            written = taken_len;
+            if taken.len() == before && !conn.has_transmits() {
+                break;
+            }
+        }
+        assert_eq!(conn.out_bytes, 0, "seed {seed}: all written, bytes still counted");
+        let wire: Vec<u8> = taken.iter().flat_map(Transmit::to_vec).collect();
+        let mut d = crate::frame::FrameDecoder::new(Limits { max_frame: 4 << 20, max_attachments: 8 });
+        let mut buf = BytesMut::new();
+        let (mut at, mut hello_in) = (0, false);
+        let mut frames = Vec::new();
+        while at < wire.len() {
+            buf.reserve(d.bytes_needed().saturating_sub(buf.len()));
+            let n = d.piece_room(buf.len()).unwrap_or(64 << 10).min(wire.len() - at);
+            buf.extend_from_slice(&wire[at..at + n]);
+            at += n;
+            if !hello_in {
+                hello_in = d.decode_hello(&mut buf).expect("our hello").is_some();
+                if !hello_in {
+                    continue;
+                }
+            }
+            while let Some(f) = d.decode(&mut buf).unwrap_or_else(|e| panic!("seed {seed}: {e}")) {
+                frames.push(f);
+            }
+        }
+        assert!(buf.is_empty(), "seed {seed}: {} bytes of a frame left", buf.len());
+        between += d.frames_between_pieces();
+        let (mut arrived, mut ended, mut commits) = (Vec::new(), Vec::new(), Vec::new());
+        let last = frames.len().wrapping_sub(1);
+        for (i, f) in frames.into_iter().enumerate() {
+            match f {
+                Frame::Request(r) => {
+                    assert!(!arrived.contains(&r.id), "seed {seed}: call {} arrived twice", r.id);
+                    arrived.push(r.id);
+                }
+                Frame::Cancel(c) => assert!(arrived.contains(&c.id), "seed {seed}: a cancel for call {} before its request", c.id),
+                Frame::Commit(c) => {
+                    assert!(arrived.contains(&c.id) && !commits.contains(&c.id), "seed {seed}: commit for {}", c.id);
+                    commits.push(c.id);
+                }
+                Frame::StreamData(s) => assert!(arrived.contains(&s.id) && !ended.contains(&s.id), "seed {seed}: stream data of {}", s.id),
+                Frame::StreamBatch(s) => assert!(arrived.contains(&s.id) && !ended.contains(&s.id), "seed {seed}: stream batch of {}", s.id),
+                Frame::StreamEnd(e) => {
+                    assert!(arrived.contains(&e.id) && !ended.contains(&e.id), "seed {seed}: stream end of {}", e.id);
+                    ended.push(e.id);
+                }
+                Frame::Ping(p) => assert!(p.pong, "seed {seed}: a ping"),
+                Frame::GoAway(g) => assert!(failed && i == last && g.code == Code::PROTOCOL, "seed {seed}: {g:?}"),
+                other => panic!("seed {seed}: a client sent {other:?}"),
+            }
+        }
+        if !failed {
+            for (id, cancelled, _) in &calls {
+                assert!(*cancelled || arrived.contains(id), "seed {seed}: call {id}, not cancelled, never arrived");
+            }
+        }
+    }
+    assert!(between > 100, "frames went between pieces: {between}");
+}
+
+/// The server's side of it: answers large (in pieces) and small, server streams and their
+/// ends, the client's cancels and pings, a graceful goaway, a failure, the writer's takes and
+/// partial writes in any order. A client's decoder reads what the server wrote without error,
+/// and no frame of a call comes after its last (response, error or stream end), every call
+/// answered and not cancelled gets its last frame once, and a failure's goaway is last.
+#[test]
+fn whatever_the_server_does_what_it_writes_between_pieces_keeps_every_calls_order() {
+    use crate::frame::{Cancel, Hello, Limits, WIRE_VERSION};
+    static ZEROS: [u8; (2 << 20) + (64 << 10)] = [0; (2 << 20) + (64 << 10)];
+    let seeds: u64 = std::env::var("BETWEEN_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
+    let mut between = 0;
+    for seed in 1..=seeds {
+        let mut state = seed.wrapping_mul(0xd134_2543_de82_ef95) | 1;
+        let mut rand = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let now = Instant::now();
+        let mut conn = Connection::new(Side::Server, ConnConfig::default(), now);
+        let capabilities = caps::PIECES | caps::PIECED_ANSWERS | caps::COMMIT | caps::STREAMS | caps::FRAMES_BETWEEN_PIECES;
+        let hello = Hello { version: WIRE_VERSION, capabilities, max_frame: 4 << 20, max_calls_in_flight: 64, max_attachments: 8, max_metadata: 1024, stream_window: 1 << 20 };
+        conn.handle_input(&mut BytesMut::from(&hello.encode()[..]), now).unwrap();
+        let mut taken: Vec<Transmit> = Vec::new();
+        let mut written = 0usize;
+        let mut next_id = 1;
+        // id, streaming, answered, cancelled.
+        let mut calls: Vec<(u64, bool, bool, bool)> = Vec::new();
+        let mut failed = false;
+        let input = |conn: &mut Connection, f: Frame| conn.handle_input(&mut BytesMut::from(&f.encode().unwrap().to_vec()[..]), now).is_err();
+        for _ in 0..120 {
+            match rand(11) {
+                0 | 1 => {
+                    let mode = if rand(3) == 0 { CallMode::SERVER_STREAMING } else { CallMode::UNARY };
+                    let r = crate::frame::Request { id: next_id, method: 1, mode, await_commit: false, deadline: None, metadata: Bytes::new(), message: Bytes::from_static(b"q"), attachments: Vec::new() };
+                    failed |= input(&mut conn, Frame::Request(r));
+                    calls.push((next_id, mode.server_stream, false, false));
+                    next_id += 1;
+                }
+                2 | 3 => {
+                    let live: Vec<usize> = (0..calls.len()).filter(|&c| !calls[c].2 && conn.is_call_live(calls[c].0)).collect();
+                    if let Some(&c) = live.get(rand(live.len().max(1) as u64) as usize) {
+                        let n = if rand(3) == 0 { (2 << 20) + 1 + rand(64 << 10) as usize } else { rand(70_000) as usize };
+                        let body = if calls[c].1 && rand(2) == 0 { Body::default() } else { Body::new(Bytes::new(), vec![Payload::from(Bytes::from_static(&ZEROS[..n.max(1)]))]) };
+                        conn.respond(calls[c].0, Ok(body));
+                        calls[c].2 = true;
+                    }
+                }
+                4 => {
+                    let streams: Vec<usize> = (0..calls.len()).filter(|&c| calls[c].1 && !calls[c].2 && conn.is_call_live(calls[c].0)).collect();
+                    if let Some(&c) = streams.get(rand(streams.len().max(1) as u64) as usize) {
+                        for _ in 0..rand(6) {
+                            let n = rand(3000) as usize;
+                            let _ = conn.send_message(calls[c].0, Body::new(Bytes::from_static(&ZEROS[..n]), Vec::new()));
+                        }
+                    }
+                }
+                5 => conn.take_transmits(&mut taken),
+                6 => {
+                    let taken_len: usize = taken.iter().map(Transmit::len).sum();
+                    let n = (taken_len - written) * (rand(256) as usize + 1) / 256;
+                    conn.handle_written(n, now);
+                    written += n;
+                }
+                7 if !calls.is_empty() => {
+                    let c = rand(calls.len() as u64) as usize;
+                    calls[c].3 = true;
+                    failed |= input(&mut conn, Frame::Cancel(Cancel { id: calls[c].0 }));
+                }
+                8 => failed |= input(&mut conn, Frame::Ping(Ping { id: 1 + rand(4), pong: false })),
+                9 if rand(6) == 0 => conn.goaway("restarting"),
+                10 if rand(8) == 0 && !failed => {
+                    assert!(conn.handle_input(&mut BytesMut::from(&[0xeeu8; 40][..]), now).is_err());
+                    failed = true;
+                }
+                _ => {}
+            }
+        }
+        for _ in 0..200 {
+            let before = taken.len();
+            conn.take_transmits(&mut taken);
+            let taken_len: usize = taken.iter().map(Transmit::len).sum();
+            conn.handle_written(taken_len - written, now);
+            written = taken_len;
+            if taken.len() == before && !conn.has_transmits() {
+                break;
+            }
+        }
+        assert_eq!(conn.out_bytes, 0, "seed {seed}: all written, bytes still counted");
+        let wire: Vec<u8> = taken.iter().flat_map(Transmit::to_vec).collect();
+        let mut d = crate::frame::FrameDecoder::new(Limits { max_frame: 4 << 20, max_attachments: 8 });
+        let mut buf = BytesMut::new();
+        let (mut at, mut hello_in) = (0, false);
+        let mut frames = Vec::new();
+        while at < wire.len() {
+            buf.reserve(d.bytes_needed().saturating_sub(buf.len()));
+            let n = d.piece_room(buf.len()).unwrap_or(64 << 10).min(wire.len() - at);
+            buf.extend_from_slice(&wire[at..at + n]);
+            at += n;
+            if !hello_in {
+                hello_in = d.decode_hello(&mut buf).expect("our hello").is_some();
+                if !hello_in {
+                    continue;
+                }
+            }
+            while let Some(f) = d.decode(&mut buf).unwrap_or_else(|e| panic!("seed {seed}: {e}")) {
+                frames.push(f);
+            }
+        }
+        assert!(buf.is_empty(), "seed {seed}: {} bytes of a frame left", buf.len());
+        let aborted: Vec<u64> = d.take_aborted().into_iter().map(|(_, id)| id).collect();
+        between += d.frames_between_pieces();
+        let mut over: Vec<u64> = Vec::new();
+        let last = frames.len().wrapping_sub(1);
+        for (i, f) in frames.into_iter().enumerate() {
+            let (id, ends) = match &f {
+                Frame::Response(r) => (r.id, true),
+                Frame::Error(e) => (e.id, true),
+                Frame::StreamEnd(e) => (e.id, true),
+                Frame::StreamData(s) => (s.id, false),
+                Frame::StreamBatch(s) => (s.id, false),
+                Frame::StreamHeaders(h) => (h.id, false),
+                Frame::Ping(p) => {
+                    assert!(p.pong, "seed {seed}: a ping");
+                    continue;
+                }
+                Frame::GoAway(g) => {
+                    assert!(g.code == Code::OK || (failed && i == last), "seed {seed}: {g:?}");
+                    continue;
+                }
+                other => panic!("seed {seed}: a server sent {other:?}"),
+            };
+            assert!(!over.contains(&id), "seed {seed}: a frame of call {id} after its last: {f:?}");
+            if ends {
+                over.push(id);
+            }
+        }
+        if !failed {
+            for (id, _, answered, cancelled) in &calls {
+                if *answered && !*cancelled {
+                    assert!(over.contains(id) || aborted.contains(id), "seed {seed}: call {id} answered, never ended");
+                }
+            }
+        }
+    }
+    assert!(between > 100, "frames went between pieces: {between}");
+}

@@ -187,9 +187,9 @@ pub struct Connection {
     next_id: u64,
     /// Server: the highest call id accepted, for the goaway.
     last_accepted: u64,
-    /// Server: the last id of the goaway sent, once one is: requests up to it are still
-    /// taken (a pieced one may arrive whole after later calls' requests came between its
-    /// pieces).
+    /// Server: the pieced request the goaway sent promised to answer before it had arrived
+    /// whole: later calls' requests came between its pieces, so its id is at most the
+    /// goaway's last. It is still taken when it arrives; no other request is, after a goaway.
     promised: Option<u64>,
     /// Server: the highest call id seen (accepted or refused): stream frames for ids above it
     /// name calls that never existed.
@@ -330,7 +330,7 @@ impl Connection {
     /// Server: a request the goaway promised to answer is still coming (pieced, part-way
     /// received): a draining server waits for it before it closes.
     pub fn awaits_promised_request(&self) -> bool {
-        self.promised.is_some_and(|last| self.decoder.pending_pieced().is_some_and(|(kind, id)| kind == FrameKind::Request && id <= last))
+        self.promised.is_some_and(|id| self.decoder.pending_pieced() == Some((FrameKind::Request, id)))
     }
 
     /// Bytes the frame being received needs in all, counted from the front of the receive
@@ -418,9 +418,11 @@ impl Connection {
     }
 
     /// Bytes of frames queued and not yet taken by the writer (the writer's own batch aside):
-    /// how far a stream sender is ahead of its writer.
+    /// how far a stream sender is ahead of its writer. The pieces of a pieced frame that a
+    /// stream's messages go between (to a peer that takes frames there) do not count: the
+    /// messages do not wait for them.
     pub fn queued_bytes(&self) -> usize {
-        self.out_bytes.saturating_sub(self.in_writer())
+        self.out_bytes.saturating_sub(self.in_writer() + self.pieces_overtaken())
     }
 
     /// Bytes the writer took and has not yet reported written: its batch.
@@ -546,7 +548,12 @@ impl Connection {
     fn on_aborted(&mut self) -> Result<(), ConnectionError> {
         for (kind, id) in self.decoder.take_aborted() {
             match (self.side, kind) {
-                (Side::Server, FrameKind::Request) => {}
+                // A promised request the client gave up on will not come.
+                (Side::Server, FrameKind::Request) => {
+                    if self.promised == Some(id) {
+                        self.promised = None;
+                    }
+                }
                 (Side::Client, FrameKind::Response) => {
                     let why = "the server abandoned its answer part-way (its pieced response ended at an abort marker: it stopped answering the call, or its connection failed)";
                     self.finish(id, Err(CallError::Status(Status::new(Code::ABORTED, why))));
@@ -780,7 +787,9 @@ impl Connection {
         if matches!(self.state, State::Open | State::Handshake) {
             self.state = State::Draining;
             let last_id = self.last_accepted;
-            self.promised = Some(last_id);
+            // Only the request being received in pieces can have an id at most the last and
+            // still be coming: a later call can overtake it between its pieces, none other.
+            self.promised = self.decoder.pending_pieced().filter(|&(kind, id)| kind == FrameKind::Request && id <= last_id).map(|(_, id)| id);
             self.push_frame(Frame::GoAway(GoAway { last_id, code: Code::OK, message: outgoing::short_text(message) }));
         }
     }
@@ -873,8 +882,11 @@ impl Connection {
         }
         self.last_seen = self.last_seen.max(id);
         // The goaway named calls up to its last id as answered: one of them may come after
-        // it, a pieced request that later calls' requests overtook between its pieces.
-        let taken = self.state == State::Open || (self.state == State::Draining && self.promised.is_some_and(|last| id <= last));
+        // it, the pieced request that later calls' requests overtook between its pieces. Once.
+        let taken = self.state == State::Open || (self.state == State::Draining && self.promised == Some(id));
+        if taken && self.state == State::Draining {
+            self.promised = None;
+        }
         if !taken || self.calls.len() >= self.config.max_calls_in_flight as usize {
             // Refusals are answers nobody waits on a handler for: bound them.
             self.check_backlog()?;

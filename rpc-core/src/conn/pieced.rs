@@ -63,6 +63,23 @@ impl Connection {
         queue(&mut self.pieced, &mut self.transmits, t);
     }
 
+    /// True when the peer takes whole frames between the pieces of a pieced frame.
+    fn takes_frames_between(&self) -> bool {
+        self.peer.is_some_and(|h| h.capabilities & caps::FRAMES_BETWEEN_PIECES != 0)
+    }
+
+    /// Bytes of pieces not yet handed out that a frame queued now may go before, to a peer
+    /// that takes frames between pieces: those of the last pieced frame, after its first (the
+    /// frame waits behind it, and goes between its pieces); 0 to another peer. A stream sender
+    /// is not ahead of its writer by them ([`Connection::queued_bytes`]): its messages need
+    /// not wait for them.
+    pub(super) fn pieces_overtaken(&self) -> usize {
+        if !self.takes_frames_between() {
+            return 0;
+        }
+        self.pieced.back().map_or(0, |p| p.pieces.iter().skip(usize::from(!p.started)).map(Transmit::len).sum())
+    }
+
     /// True when the writer may take pieces now.
     #[inline]
     pub(super) fn has_pieces_ready(&self) -> bool {
@@ -76,7 +93,7 @@ impl Connection {
     /// its last piece is out, the frames still behind it follow, then the next pieced frame's
     /// pieces.
     pub(super) fn take_pieces(&mut self, out: &mut Vec<Transmit>) {
-        let between_ok = self.peer.is_some_and(|h| h.capabilities & caps::FRAMES_BETWEEN_PIECES != 0);
+        let between_ok = self.takes_frames_between();
         while let Some(p) = self.pieced.front_mut() {
             while p.in_writer.front().is_some_and(|&end| end <= self.written) {
                 p.in_writer.pop_front();
@@ -167,7 +184,12 @@ fn between(p: &mut PiecedOut, taken: &mut u64, commits: &mut VecDeque<(u64, Opti
     let room = MAX_BETWEEN.min(p.body_left);
     let (mut n, mut bytes) = (0, 0);
     for t in &p.behind {
-        let may = header_of(t).is_some_and(|h| h.id != p.id && !matches!(h.kind, FrameKind::Ping | FrameKind::GoAway));
+        let may = header_of(t).is_some_and(|h| match h.kind {
+            FrameKind::Ping | FrameKind::GoAway => false,
+            // Numbered as the ping it answers, not as a call: whatever its id, not `p`'s.
+            FrameKind::Pong => true,
+            _ => h.id != p.id,
+        });
         if !may || bytes + t.len() > room {
             break;
         }

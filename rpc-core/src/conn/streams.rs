@@ -73,7 +73,8 @@ impl Connection {
         if self.state == State::Closed {
             return 0;
         }
-        let in_writer = self.in_writer();
+        // Not ahead of the writer: what it has, and pieces the messages go between.
+        let not_queued = self.in_writer() + self.pieces_overtaken();
         let Some(call) = self.calls.get_mut(id) else { return 0 };
         if self.side == Side::Server && !call.headers_done {
             return 0;
@@ -83,7 +84,7 @@ impl Connection {
         };
         let mut sent = 0;
         while let Some(body) = queue.front() {
-            let ahead = self.out_bytes.saturating_sub(in_writer) >= max_queued;
+            let ahead = self.out_bytes.saturating_sub(not_queued) >= max_queued;
             if ahead || !SmallFrames::fits(body) || !flow.can_send() || !conn_flow.can_send() {
                 break;
             }

@@ -715,6 +715,94 @@ mod tests {
         assert!(!r.wants_chunk(conn.bytes_needed(), 16 << 10));
     }
 
+    /// Pieced requests with runs of whole requests between their pieces (`docs/wire.md`,
+    /// "Pieces"), read as the driver reads: into its buffer, each read bounded by the piece room,
+    /// or from a ring's chunks of random sizes; every request arrives, in the order it
+    /// completed on the wire, with its attachments aligned.
+    #[test]
+    fn frames_between_pieces_arrive_whatever_the_reads_and_chunks() {
+        use crate::frame::{Frame, Hello, Marker, Request, FLAG_PIECED, MAX_BETWEEN, WIRE_VERSION};
+        let mut seed = 0x5851_f42d_4c95_7f2du64;
+        let mut rand = move |max: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 8) as usize % max
+        };
+        let request = |id: u64, n: usize| {
+            let data: Vec<u8> = (0..n).map(|j| (j * 7 + id as usize) as u8).collect();
+            let attachments = if n == 0 { vec![] } else { vec![crate::Payload::from(Bytes::from(data.clone()))] };
+            let f = Frame::Request(Request { id, method: 7, mode: Default::default(), await_commit: false, deadline: None, metadata: Bytes::new(), message: Bytes::from(vec![id as u8; 5]), attachments });
+            (f.encode().unwrap().to_vec(), (id, data))
+        };
+        for round in 0..40 {
+            let hello = Hello { version: WIRE_VERSION, capabilities: 0, max_frame: 1 << 24, max_calls_in_flight: 64, max_attachments: 8, max_metadata: 0, stream_window: 0 };
+            let mut wire = hello.encode().to_vec();
+            let mut expect = Vec::new();
+            let mut id = 1;
+            for &size in &[5000usize, 70_000, 300_000] {
+                let (mut big, done) = request(id, size);
+                id += 1;
+                big[1] |= FLAG_PIECED;
+                wire.extend_from_slice(&big[..HEADER_LEN]);
+                let mut body = &big[HEADER_LEN..];
+                let piece = [100, 1000, 20_000][round % 3];
+                let mut first = true;
+                while !body.is_empty() {
+                    if !first && rand(2) == 0 {
+                        let mut run = Vec::new();
+                        for _ in 0..1 + rand(3) {
+                            let (f, e) = request(id, rand(300));
+                            if run.len() + f.len() > body.len().min(MAX_BETWEEN) {
+                                break;
+                            }
+                            id += 1;
+                            run.extend(f);
+                            expect.push(e);
+                        }
+                        if !run.is_empty() {
+                            wire.extend_from_slice(&Marker::Frames(run.len() as u32).encode());
+                            wire.extend(run);
+                        }
+                    }
+                    first = false;
+                    let n = if body.len() < 2 * piece { body.len() } else { piece };
+                    wire.extend_from_slice(&Marker::Data(n as u32).encode());
+                    wire.extend_from_slice(&body[..n]);
+                    body = &body[n..];
+                }
+                expect.push(done);
+            }
+            let chunk_size = [0, 64, 1000, 16 << 10][round % 4];
+            let stats = TransportStats::new("test");
+            let mut conn = server();
+            let mut r = RecvBuffer::new(160 << 20, None);
+            let (mut pos, mut got) = (0, Vec::new());
+            while pos < wire.len() {
+                let needed = conn.bytes_needed();
+                if chunk_size > 0 && r.wants_chunk(needed, chunk_size) {
+                    let n = (1 + rand(chunk_size)).min(wire.len() - pos);
+                    r.feed_chunk(&mut conn, Bytes::copy_from_slice(&wire[pos..pos + n]), &stats, Instant::now());
+                    pos += n;
+                } else {
+                    r.prepare(needed, &stats);
+                    r.bound(conn.piece_room(r.buf.len()));
+                    let room = r.buf.capacity() - r.buf.len();
+                    let n = (1 + rand(room)).min(wire.len() - pos);
+                    r.buf.extend_from_slice(&wire[pos..pos + n]);
+                    pos += n;
+                    r.rejoin();
+                    r.handle_input(&mut conn, &stats, Instant::now()).unwrap();
+                }
+                assert!(conn.is_open(), "round {round}: {:?}", conn.poll_event());
+                got.extend(requests(&mut conn));
+            }
+            assert!(r.buf.is_empty(), "round {round}: a frame left half-decoded");
+            assert_eq!(got.len(), expect.len(), "round {round}");
+            assert!(got == expect, "round {round}: requests differ");
+        }
+    }
+
     #[test]
     fn nothing_is_kept_when_the_cache_is_off() {
         let stats = TransportStats::new("test");
