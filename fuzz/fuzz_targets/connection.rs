@@ -7,21 +7,26 @@
 //!
 //! The first byte chooses whether the peers' hellos announce pieces (`caps::PIECES`) and
 //! whether the server first gets a request in pieces (`docs/wire.md`, "Pieces";
-//! `shared/pieces.rs`) built from the next bytes: of input-chosen piece lengths, perhaps ended
-//! by an abort marker, perhaps with a byte changed, then its commit (or, aborted, a cancel
-//! that crossed the abort) and an ordinary request, in input-chosen reads bounded by
-//! `piece_room` as the driver bounds them. Unchanged, the call arrives with the message,
-//! metadata and attachments (aligned) it was sent with, then the ordinary one; aborted, only
-//! the ordinary one arrives and the connection stays open; a marker the rules refuse closes
-//! the connection before any call arrives. The arbitrary bytes follow.
+//! `shared/pieces.rs`) built from the next bytes: of input-chosen piece lengths, perhaps with
+//! pings, cancels and small requests of other calls between its pieces (frames markers),
+//! perhaps breaking a rule of those, perhaps ended by an abort marker, perhaps with a byte
+//! changed, then its commit (or, aborted, a cancel that crossed the abort) and an ordinary
+//! request, in input-chosen reads bounded by `piece_room` as the driver bounds them.
+//! Unchanged, the calls between its pieces arrive first (each ping there answered by a pong),
+//! then the call with the message, metadata and attachments (aligned) it was sent with, then
+//! the ordinary one; aborted, the ordinary one instead and the connection stays open; bytes
+//! the rules refuse (a marker, frames between pieces) close the connection, and only the calls
+//! between pieces before them arrive. The arbitrary bytes follow.
 //!
 //! When the first byte says so, the input then drives a client whose server announces pieces
-//! (`client_pieces`): requests of more than 2 MiB (in pieces) and small ones, transmits taken,
-//! partly written, calls cancelled or answered early, the connection failed by a bad frame,
-//! in any order; a server's decoder reads what it wrote without error, every call not
-//! cancelled arrives whole once (a large one with its commit, unless answered first), an abort
-//! marker comes only as the first bytes taken after a cancel or the failure, and the failure's
-//! goaway last.
+//! (`client_pieces`), and perhaps frames between pieces (`caps::FRAMES_BETWEEN_PIECES`):
+//! requests of more than 2 MiB (in pieces) and small ones, transmits taken, partly written,
+//! calls cancelled or answered early, the connection failed by a bad frame, in any order; a
+//! server's decoder reads what it wrote without error, every call not cancelled arrives whole
+//! once (a large one with its commit, unless answered first), an abort marker comes only as
+//! the first bytes taken after a cancel or the failure, and the failure's goaway last; frames
+//! come between pieces only to a server taking them, and never a frame of the pieced frame's
+//! own call, a ping or a goaway.
 #![no_main]
 
 #[path = "shared/pieces.rs"]
@@ -33,9 +38,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use pieces::{Expect, Input};
+use pieces::{Expect, Input, Then};
 use rpc_core::conn::{ConnConfig, Connection, Event, MetadataKind, Side};
-use rpc_core::frame::{caps, CallMode, Cancel, Commit, Frame, FrameDecoder, Hello, Limits, Request, WIRE_VERSION};
+use rpc_core::frame::{caps, CallMode, Cancel, Commit, Frame, FrameDecoder, Hello, Limits, Ping, Request, MARKER_LEN, MAX_BETWEEN, WIRE_VERSION};
 use rpc_core::frame::ErrorFrame;
 use rpc_core::{Code, Metadata, Payload, Status, Transmit};
 
@@ -91,7 +96,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(!conn.is_open());
     client(data, capabilities, now);
     if sel & 0x0c == 0x0c {
-        client_pieces(data, now);
+        client_pieces(data, sel & 0x10 != 0, now);
     }
 });
 
@@ -115,10 +120,10 @@ static ZEROS: [u8; PIECED_FROM + (256 << 10)] = [0; PIECED_FROM + (256 << 10)];
 /// off by an abort marker that is the first thing taken after the cancel or failure (so that at
 /// most the pieces the writer held cross), and the failure's goaway comes last; the writer
 /// holds at most two pieces of a frame (so of two frames, at the turn from one to the next).
-fn client_pieces(data: &[u8], now: Instant) {
+fn client_pieces(data: &[u8], between: bool, now: Instant) {
     let config = ConnConfig { max_frame: 1 << 16, max_attachments: 8, ..ConnConfig::default() };
     let mut conn = Connection::new(Side::Client, config, now);
-    let capabilities = caps::PIECES | caps::COMMIT | caps::STREAMS;
+    let capabilities = caps::PIECES | caps::COMMIT | caps::STREAMS | if between { caps::FRAMES_BETWEEN_PIECES } else { 0 };
     let hello = Hello { version: WIRE_VERSION, capabilities, max_frame: 4 << 20, max_calls_in_flight: 8, max_attachments: 8, max_metadata: 1024, stream_window: 4096 };
     let _ = conn.handle_input(&mut BytesMut::from(&hello.encode()[..]), now);
     assert!(conn.is_open());
@@ -194,8 +199,10 @@ fn client_pieces(data: &[u8], now: Instant) {
         }
         // The writer holds at most two pieces of a pieced frame (each at most a piece and a
         // sixteenth, behind a marker), so of two frames (the last pieces of one, the first of
-        // the next), besides their headers and the small frames between them.
-        assert!(taken_len - written <= 4 * (PIECE_LEN + PIECE_LEN / 16 + 8) + (64 << 10), "{} bytes in the writer", taken_len - written);
+        // the next), besides their headers and the small frames between them; to a server
+        // taking frames between pieces, a run of them (at most MAX_BETWEEN) before each piece.
+        let runs = if between { 4 * (MAX_BETWEEN + MARKER_LEN) } else { 0 };
+        assert!(taken_len - written <= 4 * (PIECE_LEN + PIECE_LEN / 16 + 8) + (64 << 10) + runs, "{} bytes in the writer", taken_len - written);
     }
     for _ in 0..64 {
         let before = taken.len();
@@ -247,6 +254,19 @@ fn client_pieces(data: &[u8], now: Instant) {
         }
         let aborted = d.aborted_frames();
         while let Some(f) = d.decode(&mut buf).expect("a client's bytes follow the rules") {
+            // A frame decoded while a pieced one is still coming came between its pieces:
+            // only to a server taking them, never one of the pieced frame's call, a ping or a
+            // goaway.
+            if let Some((_, pieced)) = d.pending_pieced() {
+                assert!(between, "a frame between pieces to a server that does not take them: {f:?}");
+                let id = match &f {
+                    Frame::Request(r) => r.id,
+                    Frame::Cancel(c) => c.id,
+                    Frame::Commit(c) => c.id,
+                    other => panic!("a client sent {other:?} between pieces"),
+                };
+                assert_ne!(id, pieced, "a frame of call {id} between its own pieces");
+            }
             frames.push(f);
         }
         if d.aborted_frames() > aborted {
@@ -256,6 +276,7 @@ fn client_pieces(data: &[u8], now: Instant) {
         }
     }
     assert!(buf.is_empty(), "{} bytes of a frame left", buf.len());
+    assert!(between || d.frames_between_pieces() == 0);
     for end in &abort_ends {
         assert!(stops_at.contains(&(end - 8)), "an abort marker at {} where no cancel or failure was (at {stops_at:?})", end - 8);
     }
@@ -307,7 +328,8 @@ fn pieced_request(conn: &mut Connection, buf: &mut BytesMut, data: &[u8], now: I
     let mut input = Input(data);
     let mut p = pieces::build(&mut input, 1);
     let (how, lo, hi, xor, step) = (input.byte(), input.byte(), input.byte(), input.byte(), input.byte());
-    let expect = if how & 1 != 0 && xor != 0 { p.mutate(usize::from(u16::from_le_bytes([lo, hi])), xor) } else { Expect::Same };
+    let changed = how & 1 != 0 && xor != 0;
+    let expect = if changed { p.mutate(usize::from(u16::from_le_bytes([lo, hi])), xor) } else { p.unchanged() };
     let held = p.req.await_commit && !p.req.mode.client_stream;
     let after = match (p.aborted, held) {
         // A cancel that crossed the abort: dropped, as any for a call the server does not know.
@@ -329,12 +351,13 @@ fn pieced_request(conn: &mut Connection, buf: &mut BytesMut, data: &[u8], now: I
     for f in after.into_iter().chain([Frame::Request(next)]) {
         wire.extend_from_slice(&f.encode().unwrap().to_vec());
     }
-    let boundaries = if matches!(expect, Expect::Same) { p.boundaries() } else { Vec::new() };
+    let boundaries = if matches!(expect, Expect::Decodes { .. }) { p.boundaries() } else { Vec::new() };
     let mut calls = Vec::new();
+    let mut out = Vec::new();
     let mut failed = false;
     let mut at = 0;
     while at < wire.len() && conn.is_open() {
-        // Reads as the driver makes them: never past a piece's end or a marker's.
+        // Reads as the driver makes them: never past a piece's end, a marker's or a run's.
         let room = conn.piece_room(buf.len());
         let n = usize::from(step.max(1)).min(room.unwrap_or(usize::MAX)).min(wire.len() - at);
         if room.is_some() {
@@ -350,32 +373,66 @@ fn pieced_request(conn: &mut Connection, buf: &mut BytesMut, data: &[u8], now: I
                 for a in &body.attachments {
                     assert_eq!(a.to_bytes().as_ptr() as usize % 64, 0, "attachment of {} bytes not aligned", a.len());
                 }
+                // A call that came between the pieces is answered at once: the calls in
+                // flight stay within the limit.
+                if id != 1 && id != 3 {
+                    conn.respond(id, Ok(rpc_core::Body::default()));
+                }
                 calls.push((id, method, mode, metadata, body));
             }
         }
+        conn.take_transmits(&mut out);
     }
     let ids: Vec<u64> = calls.iter().map(|c| c.0).collect();
-    match expect {
-        Expect::Same => {
+    let Expect::Decodes { between, then } = expect else { return respond_all(conn, calls) };
+    // Requests between the pieces arrive first, once each; a ping there is answered.
+    let between_ids: Vec<u64> = between.iter().filter_map(|f| if let Frame::Request(r) = f { Some(r.id) } else { None }).collect();
+    let pings: Vec<u64> = between.iter().filter_map(|f| if let Frame::Ping(Ping { id, pong: false }) = f { Some(*id) } else { None }).collect();
+    match then {
+        Then::AsWhole(w) if w == p.whole && !changed => {
             assert!(!failed && conn.is_open(), "a valid pieced request closed the connection");
-            if p.aborted {
-                assert_eq!(ids, [3], "an aborted request never arrives; the next one does");
-            } else {
-                assert_eq!(ids, [1, 3]);
-                let (_, method, mode, metadata, body) = &calls[0];
-                assert_eq!((*method, *mode), (p.req.method, p.req.mode));
-                assert_eq!(*metadata, Metadata::decode(p.req.metadata.clone()).unwrap());
-                assert_eq!(body.message, p.req.message);
-                assert_eq!(body.attachments, p.req.attachments);
-            }
+            assert_eq!(ids, [&between_ids[..], &[1, 3]].concat());
+            let (_, method, mode, metadata, body) = &calls[between_ids.len()];
+            assert_eq!((*method, *mode), (p.req.method, p.req.mode));
+            assert_eq!(*metadata, Metadata::decode(p.req.metadata.clone()).unwrap());
+            assert_eq!(body.message, p.req.message);
+            assert_eq!(body.attachments, p.req.attachments);
+            assert_eq!(pongs(&out), pings, "a pong for each ping between the pieces");
         }
-        Expect::MarkerError { .. } => {
-            assert!(failed && !conn.is_open(), "a marker the rules refuse was accepted");
-            assert!(ids.is_empty(), "a call arrived from a frame with a bad marker: {ids:?}");
+        Then::Aborted if !changed => {
+            assert!(!failed && conn.is_open(), "a valid aborted request closed the connection");
+            assert_eq!(ids, [&between_ids[..], &[3]].concat(), "an aborted request never arrives; the next one does");
+            assert_eq!(pongs(&out), pings, "a pong for each ping between the pieces");
         }
-        Expect::AsWhole(_) | Expect::Anything => {}
+        Then::MarkerError { .. } | Then::Refused { .. } => {
+            assert!(failed && !conn.is_open(), "bytes the rules refuse were accepted");
+            assert_eq!(ids, between_ids, "only the calls between the pieces before the refused bytes arrive");
+        }
+        Then::AsWhole(_) | Then::Aborted => {}
     }
-    // The arbitrary bytes follow in the same buffer, after whatever is left of these.
+    respond_all(conn, calls);
+}
+
+/// The ids of the pongs among what the server wrote (`out`, from its hello on).
+fn pongs(out: &[Transmit]) -> Vec<u64> {
+    let mut bytes = BytesMut::new();
+    for t in out {
+        bytes.extend_from_slice(&t.to_vec());
+    }
+    let mut d = FrameDecoder::new(Limits::default());
+    d.decode_hello(&mut bytes).expect("the server's hello").expect("whole");
+    let mut ids = Vec::new();
+    while let Some(f) = d.decode(&mut bytes).expect("the server's frames") {
+        if let Frame::Ping(Ping { id, pong: true }) = f {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+/// The server answers every call that arrived; the arbitrary bytes follow in the same buffer,
+/// after whatever is left of the pieced request's.
+fn respond_all(conn: &mut Connection, calls: Vec<(u64, u32, CallMode, Metadata, rpc_core::Body)>) {
     for (id, ..) in calls {
         conn.respond(id, Ok(rpc_core::Body::default()));
     }

@@ -7,17 +7,25 @@
 //! to itself, aligned.
 //!
 //! Then a request cut into pieces (`docs/wire.md`, "Pieces"; `shared/pieces.rs`) of
-//! input-chosen lengths, perhaps ended by an abort marker, perhaps with one byte changed, and
-//! an ordinary request after it, fed in input-chosen reads (perhaps bounded by `piece_room` as
-//! the driver bounds them, perhaps as a transport's chunks whose rest the driver appends to its
-//! buffer, from which alone a pieced frame is decoded): unchanged, it decodes to exactly the frame its whole encoding
-//! decodes to (attachments aligned), or, aborted, to nothing, counted in `aborted_frames`;
-//! the request after it decodes intact either way; bounded reads end at every marker's start
-//! and end. A changed body byte, or a header field the pieces do not depend on, gives what the
-//! whole frame with that byte changed gives; a changed marker kind, a reserved marker byte not
-//! zero, an abort with a length, or a data length under `MIN_PIECE`, past the body or leaving 1
-//! to 7 bytes of it, is a `piece marker` error naming that rule, before any frame and from the
-//! read that completes that marker; any other change may give anything but a panic, and `bytes_needed` stays within the limits.
+//! input-chosen lengths, perhaps with runs of pings, cancels and small requests of other calls
+//! between its pieces (frames markers), perhaps breaking a rule of those on purpose, perhaps
+//! ended by an abort marker, perhaps with one byte changed, and an ordinary request after it,
+//! fed in input-chosen reads (perhaps bounded by `piece_room` as the driver bounds them,
+//! perhaps as a transport's chunks whose rest the driver appends to its buffer, from which
+//! alone a pieced frame is decoded): unchanged, the frames between its pieces come out first,
+//! in order, then exactly the frame its whole encoding decodes to (attachments aligned), or,
+//! aborted, nothing, counted in `aborted_frames`; the request after it decodes intact either
+//! way; bounded reads end at every marker's start and end and at every run's end. Frames of
+//! fewer than a header's bytes or more than `MAX_BETWEEN`, or more than the body still to come,
+//! a run ending inside a frame and a pieced frame in a run are each a `piece marker` error
+//! naming the rule, after the frames between pieces before them, from the read that completes
+//! that marker or run. A changed body byte, or a header field the pieces do not depend on,
+//! gives what the whole frame with that byte changed gives; a changed byte of a frame between
+//! pieces (not one of its lengths) gives what that frame gives alone, in its place; a changed
+//! marker kind, a reserved marker byte not zero, an abort with a length, a data length under
+//! `MIN_PIECE`, past the body or leaving 1 to 7 bytes of it, or a frames length out of bounds,
+//! is a `piece marker` error naming that rule, as above; any other change may give anything but
+//! a panic, and `bytes_needed` stays within the limits.
 #![no_main]
 
 #[path = "shared/pieces.rs"]
@@ -25,7 +33,7 @@ mod pieces;
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use pieces::{Expect, Input};
+use pieces::{Expect, Input, Then};
 use rpc_core::frame::{Frame, FrameDecoder, Hello, InputBuf, Limits, Request, HEADER_LEN, WIRE_VERSION};
 use rpc_core::{DecodeError, Payload};
 
@@ -187,14 +195,15 @@ fn feed(wire: &[u8], sizes: &[u8], bounded: bool, chunks: bool, boundaries: &[us
     Outcome { frames, error: None, error_read: (0, 0), aborted: d.aborted_frames(), left: buf.len() }
 }
 
-/// A pieced request built from `data` (`shared/pieces.rs`), perhaps aborted, perhaps with a
-/// byte changed, then an ordinary request, checked against what the rules say.
+/// A pieced request built from `data` (`shared/pieces.rs`), perhaps with frames of other calls
+/// between its pieces, perhaps breaking a rule of those, perhaps aborted, perhaps with a byte
+/// changed, then an ordinary request, checked against what the rules say.
 fn pieced(data: &[u8]) {
     let mut input = Input(data);
     let mut p = pieces::build(&mut input, 1);
     let how = input.byte();
     let (lo, hi, xor) = (input.byte(), input.byte(), input.byte());
-    let expect = if how & 1 != 0 && xor != 0 { p.mutate(usize::from(u16::from_le_bytes([lo, hi])), xor) } else { Expect::Same };
+    let expect = if how & 1 != 0 && xor != 0 { p.mutate(usize::from(u16::from_le_bytes([lo, hi])), xor) } else { p.unchanged() };
     let next = Request {
         id: 2,
         method: 9,
@@ -207,42 +216,56 @@ fn pieced(data: &[u8]) {
     };
     let next_wire = Frame::Request(next.clone()).encode().unwrap().to_vec();
     let stream = [&p.wire[..], &next_wire].concat();
-    // The pieces line up with what the header announces: bounded reads stop at each marker,
-    // and the frame needs what its whole encoding is long.
+    // The pieces and runs line up with what the header and markers announce, up to the first
+    // bytes the rules refuse: bounded reads stop at each marker and at each run's end, and the
+    // frame needs what its whole encoding is long.
     let (boundaries, needed) = match expect {
-        Expect::Same | Expect::AsWhole(_) => (p.boundaries(), vec![HEADER_LEN, p.whole.len(), next_wire.len()]),
-        _ => (Vec::new(), Vec::new()),
+        Expect::Decodes { .. } => (p.boundaries(), vec![HEADER_LEN, p.whole.len(), next_wire.len()]),
+        Expect::Anything => (Vec::new(), Vec::new()),
     };
     let got = feed(&stream, input.0, how & 2 != 0, how & 4 != 0, &boundaries, &needed);
-    match expect {
-        Expect::Same => {
+    let Expect::Decodes { between, then } = expect else { return };
+    // Frames between pieces come out first, before the pieced frame or the error that ends it.
+    let n = between.len();
+    assert!(got.frames.len() >= n && got.frames[..n] == between[..], "frames between pieces: expected {between:?}, got {got:?}");
+    let after = &got.frames[n..];
+    let ended_at = |end: usize| {
+        let (from, to) = got.error_read;
+        assert!(from < end && end <= to, "the error came after the read of {from}..{to}, not the one bringing the bytes up to {end}");
+    };
+    match then {
+        Then::AsWhole(w) if w == p.whole => {
             assert_eq!(got.error, None);
             let whole = feed(&[&p.whole[..], &next_wire].concat(), &[0], false, false, &[], &[]);
             assert_eq!(whole.error, None);
             assert_eq!(whole.frames, [Frame::Request(p.req.clone()), Frame::Request(next.clone())], "the whole encoding decodes to itself");
-            if p.aborted {
-                assert_eq!(got.frames, [Frame::Request(next)], "an aborted frame is dropped, the next one decodes");
-                assert_eq!(got.aborted, 1);
-            } else {
-                assert_eq!(got.frames, whole.frames, "a pieced frame decodes as its whole encoding does");
-                assert_eq!(got.aborted, 0);
-            }
+            assert_eq!(after, whole.frames, "a pieced frame decodes as its whole encoding does, after the frames between its pieces");
+            assert_eq!(got.aborted, 0);
             assert_eq!(got.left, 0);
         }
-        Expect::AsWhole(w) => {
+        Then::AsWhole(w) => {
             let whole = feed(&[&w[..], &next_wire].concat(), &[0], false, false, &[], &[]);
-            assert_eq!(got.frames, whole.frames, "a changed body byte: as in the whole frame");
+            assert_eq!(after, whole.frames, "a changed body byte: as in the whole frame");
             assert_eq!(got.error, whole.error, "a changed body byte: as in the whole frame");
             assert_eq!(got.aborted, 0);
         }
-        Expect::MarkerError { end, says } => {
-            assert!(got.frames.is_empty(), "{got:?}");
-            let Some(DecodeError::Malformed { kind: "piece marker", reason }) = &got.error else { panic!("expected a piece marker error: {got:?}") };
-            assert!(reason.contains(says), "expected a marker error saying {says:?}: {reason}");
-            let (from, to) = got.error_read;
-            assert!(from < end && end <= to, "the error came after the read of {from}..{to}, not the one ending the bad marker at {end}");
+        Then::Aborted => {
+            assert_eq!(got.error, None);
+            assert_eq!(after, [Frame::Request(next)], "an aborted frame is dropped, the next one decodes");
+            assert_eq!(got.aborted, 1);
+            assert_eq!(got.left, 0);
         }
-        Expect::Anything => {}
+        Then::MarkerError { end, says } => {
+            assert!(after.is_empty(), "{got:?}");
+            let Some(DecodeError::Malformed { kind: "piece marker", reason }) = &got.error else { panic!("expected a piece marker error: {got:?}") };
+            assert!(reason.contains(&says), "expected a marker error saying {says:?}: {reason}");
+            ended_at(end);
+        }
+        Then::Refused { end, error } => {
+            assert!(after.is_empty(), "{got:?}");
+            assert_eq!(got.error, Some(error), "a changed frame between pieces: as alone");
+            ended_at(end);
+        }
     }
 }
 
