@@ -127,6 +127,100 @@ fn a_pieced_request_overtaken_by_a_later_call_is_taken_after_the_goaway() {
     }
 }
 
+#[test]
+fn a_small_call_overtakes_every_pieced_request_queued_before_it() {
+    let mut p = pair();
+    let first = start(&mut p, six_mib());
+    let second = start(&mut p, six_mib());
+    turn(&mut p);
+    let small = start(&mut p, body(b"small", b""));
+    let markers = turn(&mut p);
+    assert_eq!(markers.iter().filter(|m| matches!(m, Marker::Frames(_))).count(), 1, "{markers:?}");
+    // Served while the first large request is still coming and the second has not begun.
+    assert_eq!(requests_seen(&p.server_events), vec![small]);
+    assert_eq!(p.server.decoder.pending_pieced(), Some((FrameKind::Request, first)));
+    let early = start(&mut p, body(b"early", b""));
+    // A small call queued before a pieced request begins goes before its header.
+    let mut p2 = pair();
+    let big = start(&mut p2, six_mib());
+    let before = start(&mut p2, body(b"before", b""));
+    turn(&mut p2);
+    assert_eq!(requests_seen(&p2.server_events), vec![before], "the small call went before the pieced request's header");
+    assert_eq!(p2.server.decoder.pending_pieced(), Some((FrameKind::Request, big)));
+    write_all(&mut p);
+    assert_eq!(requests_seen(&p.server_events), vec![small, early, first, second]);
+    assert_eq!(p.server.decoder.frames_between_pieces(), 3);
+    for id in [first, second] {
+        let got = p.server_events.iter().find_map(|e| match e {
+            Event::Request { id: r, body, .. } if *r == id => Some(body.clone()),
+            _ => None,
+        });
+        assert_eq!(got, Some(six_mib()), "call {id} arrived whole");
+    }
+    assert_eq!(p.client.held_bytes(), 0);
+}
+
+#[test]
+fn at_the_goaway_a_pieced_request_overtaken_before_it_began_is_withdrawn_and_fails_retryable() {
+    let mut p = pair();
+    let first = start(&mut p, six_mib());
+    let second = start(&mut p, six_mib());
+    turn(&mut p);
+    let small = start(&mut p, body(b"small", b""));
+    turn(&mut p);
+    assert_eq!(requests_seen(&p.server_events), vec![small]);
+    // The server saw `small`, the highest id: its goaway names it, so `second` (a lower id,
+    // not begun) would come after it and be refused.
+    p.server.goaway("restarting");
+    p.server.respond(small, Ok(body(b"done", b"")));
+    let sent_before = p.client.taken;
+    // The client reads the goaway before its writer comes to the second request.
+    serve(&mut p);
+    write_all(&mut p);
+    let failed = p.client_events.iter().find_map(|e| match e {
+        Event::Finished { id, result: Err(e) } if *id == second => Some(e.to_string()),
+        _ => None,
+    });
+    assert_eq!(failed.as_deref(), Some("connection is shutting down; call not sent"));
+    assert_eq!(requests_seen(&p.server_events), vec![small, first], "the second request never crossed");
+    let crossed = p.client.taken - sent_before;
+    assert!(crossed < 6 << 20, "{crossed} bytes crossed after the goaway: more than the rest of the first request");
+    p.server.respond(first, Ok(body(b"stored", b"")));
+    serve(&mut p);
+    for id in [small, first] {
+        let answered = p.client_events.iter().any(|e| matches!(e, Event::Finished { id: f, result: Ok(_) } if *f == id));
+        assert!(answered, "call {id} was answered");
+    }
+    assert_eq!(p.client.held_bytes(), 0);
+}
+
+#[test]
+fn at_the_goaway_a_pieced_request_the_server_never_accepted_stops_at_an_abort_marker() {
+    // A client that had not read the goaway yet started a large request...
+    let mut p2 = pair();
+    let big = start(&mut p2, six_mib());
+    turn(&mut p2);
+    p2.server.goaway("restarting");
+    let mut goaway = Vec::new();
+    p2.server.take_transmits(&mut goaway);
+    // ...of a call the goaway names as not accepted (its last id is 0: none was).
+    assert!(requests_seen(&p2.server_events).is_empty());
+    for t in &goaway {
+        p2.client_in.extend_from_slice(&t.to_vec());
+    }
+    let now = p2.now;
+    p2.client.handle_input(&mut p2.client_in, now).unwrap();
+    let mut out = Vec::new();
+    p2.client.take_transmits(&mut out);
+    let markers: Vec<Marker> = out.iter().filter(|t| t.head.len() == MARKER_LEN).map(|t| Marker::decode(&t.head).unwrap()).collect();
+    assert_eq!(markers, vec![Marker::Abort], "the rest of the request is not sent");
+    while let Some(e) = p2.client.poll_event() {
+        p2.client_events.push(e);
+    }
+    let failed = p2.client_events.iter().any(|e| matches!(e, Event::Finished { id, result: Err(CallError::ShuttingDown) } if *id == big));
+    assert!(failed, "{:?}", p2.client_events);
+}
+
 /// A server's input up to a pieced request's header (`pieced_header(1, 1000)`) and its first
 /// data piece of `first` bytes; the body's rest.
 fn server_mid_pieced(first: usize) -> (Connection, BytesMut, Vec<u8>, Instant) {
@@ -358,7 +452,9 @@ fn a_pong_with_the_pieced_calls_number_does_not_stop_the_frames_between() {
 #[test]
 fn whatever_the_client_does_what_it_writes_between_pieces_keeps_every_calls_order() {
     use crate::frame::{Limits, Hello, WIRE_VERSION};
-    static ZEROS: [u8; (2 << 20) + (64 << 10)] = [0; (2 << 20) + (64 << 10)];
+    // Large bodies of 2 to 4 pieces: frames queued before one begins go before it; between
+    // its pieces, those queued after.
+    static ZEROS: [u8; (4 << 20) - (64 << 10)] = [0; (4 << 20) - (64 << 10)];
     let seeds: u64 = std::env::var("BETWEEN_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
     let mut between = 0;
     for seed in 1..=seeds {
@@ -383,7 +479,7 @@ fn whatever_the_client_does_what_it_writes_between_pieces_keeps_every_calls_orde
         for _ in 0..120 {
             match rand(11) {
                 0 if large < 2 => {
-                    let n = (2 << 20) + 1 + rand(64 << 10) as usize;
+                    let n = (2 << 20) + 1 + rand((2 << 20) - (128 << 10)) as usize;
                     let body = Body::new(Bytes::new(), vec![Payload::from(Bytes::from_static(&ZEROS[..n]))]);
                     if let Ok(id) = conn.start_call(1, body, CallMode::UNARY, &Metadata::default(), None, now) {
                         calls.push((id, false, false));
@@ -522,7 +618,9 @@ fn whatever_the_client_does_what_it_writes_between_pieces_keeps_every_calls_orde
 #[test]
 fn whatever_the_server_does_what_it_writes_between_pieces_keeps_every_calls_order() {
     use crate::frame::{Cancel, Hello, Limits, WIRE_VERSION};
-    static ZEROS: [u8; (2 << 20) + (64 << 10)] = [0; (2 << 20) + (64 << 10)];
+    // Large bodies of 2 to 4 pieces: frames queued before one begins go before it; between
+    // its pieces, those queued after.
+    static ZEROS: [u8; (4 << 20) - (64 << 10)] = [0; (4 << 20) - (64 << 10)];
     let seeds: u64 = std::env::var("BETWEEN_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(40);
     let mut between = 0;
     for seed in 1..=seeds {
@@ -557,7 +655,7 @@ fn whatever_the_server_does_what_it_writes_between_pieces_keeps_every_calls_orde
                 2 | 3 => {
                     let live: Vec<usize> = (0..calls.len()).filter(|&c| !calls[c].2 && conn.is_call_live(calls[c].0)).collect();
                     if let Some(&c) = live.get(rand(live.len().max(1) as u64) as usize) {
-                        let n = if rand(3) == 0 { (2 << 20) + 1 + rand(64 << 10) as usize } else { rand(70_000) as usize };
+                        let n = if rand(3) == 0 { (2 << 20) + 1 + rand((2 << 20) - (128 << 10)) as usize } else { rand(70_000) as usize };
                         let body = if calls[c].1 && rand(2) == 0 { Body::default() } else { Body::new(Bytes::new(), vec![Payload::from(Bytes::from_static(&ZEROS[..n.max(1)]))]) };
                         conn.respond(calls[c].0, Ok(body));
                         calls[c].2 = true;

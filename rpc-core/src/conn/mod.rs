@@ -1010,9 +1010,14 @@ impl Connection {
         }
         self.events.push_back(Event::GoAway { code: g.code, message: g.message.clone() });
         if self.side == Side::Client {
-            // Calls the server never accepted will not be answered.
-            let unanswered: Vec<u64> = self.calls.ids().filter(|&id| id > g.last_id).collect();
+            // Calls the server never accepted will not be answered, nor pieced requests that
+            // later calls overtook before they began: the server refuses what comes after its
+            // goaway. What of them is still queued need not cross (a large request begun stops
+            // at an abort marker).
+            let mut unanswered: Vec<u64> = self.calls.ids().filter(|&id| id > g.last_id).collect();
+            unanswered.extend(self.overtaken_unbegun(g.last_id));
             for id in unanswered {
+                self.withdraw_or_cancel(id);
                 self.finish(id, Err(CallError::ShuttingDown));
             }
         }

@@ -56,28 +56,32 @@ impl Connection {
         self.pieced.push_back(PiecedOut { id, pieces, in_writer: VecDeque::new(), started: false, body_left, behind: Vec::new() });
     }
 
-    /// Queues a whole frame behind everything queued before it: behind the last pieced frame,
-    /// if one is queued, else in `transmits`.
+    /// Queues a whole frame (see [`queue`]).
     #[inline]
     pub(super) fn queue(&mut self, t: Transmit) {
-        queue(&mut self.pieced, &mut self.transmits, t);
+        if self.pieced.is_empty() {
+            self.transmits.push(t);
+        } else {
+            let between = self.takes_frames_between();
+            queue(&mut self.pieced, &mut self.transmits, between, t);
+        }
     }
 
     /// True when the peer takes whole frames between the pieces of a pieced frame.
-    fn takes_frames_between(&self) -> bool {
+    pub(super) fn takes_frames_between(&self) -> bool {
         self.peer.is_some_and(|h| h.capabilities & caps::FRAMES_BETWEEN_PIECES != 0)
     }
 
     /// Bytes of pieces not yet handed out that a frame queued now may go before, to a peer
-    /// that takes frames between pieces: those of the last pieced frame, after its first (the
-    /// frame waits behind it, and goes between its pieces); 0 to another peer. A stream sender
-    /// is not ahead of its writer by them ([`Connection::queued_bytes`]): its messages need
-    /// not wait for them.
+    /// that takes frames between pieces: those of every pieced frame queued (the frame goes
+    /// between the first one's pieces, or before it if it has not begun, see [`queue`]); 0 to
+    /// another peer. A stream sender is not ahead of its writer by them
+    /// ([`Connection::queued_bytes`]): its messages need not wait for them.
     pub(super) fn pieces_overtaken(&self) -> usize {
         if !self.takes_frames_between() {
             return 0;
         }
-        self.pieced.back().map_or(0, |p| p.pieces.iter().skip(usize::from(!p.started)).map(Transmit::len).sum())
+        self.pieced.iter().flat_map(|p| &p.pieces).map(Transmit::len).sum()
     }
 
     /// True when the writer may take pieces now.
@@ -151,6 +155,13 @@ impl Connection {
         true
     }
 
+    /// Client, at the server's goaway naming `last_id`: the pieced requests numbered up to it
+    /// that have not begun. Later calls overtook them ([`queue`]), so the server saw those and
+    /// not these; sent now, they would arrive after its goaway and be refused.
+    pub(super) fn overtaken_unbegun(&self, last_id: u64) -> Vec<u64> {
+        self.pieced.iter().filter(|p| !p.started && p.id <= last_id).map(|p| p.id).collect()
+    }
+
     /// Drops every pieced frame and what waits behind them (the connection failed); returns
     /// their bytes. One the writer has begun ends at an abort marker, queued, so that what
     /// follows it (the goaway naming the failure) is read as a frame, not as its pieces.
@@ -213,14 +224,48 @@ fn abort_marker() -> Transmit {
     Transmit { head: Marker::Abort.encode(), segments: Vec::new() }
 }
 
-/// [`Connection::queue`] on the two queues alone (for a caller holding another of the
-/// connection's fields).
+/// Queues whole frame `t` on the two queues ([`Connection::queue`], here for a caller holding
+/// another of the connection's fields). With no pieced frame queued, in `transmits`. Else, to
+/// a peer that does not take frames between pieces (`between` false), behind the last pieced
+/// frame, after everything queued before it. To one that does, frames keep their order within
+/// each call, not across calls:
+///
+/// - a frame of a call whose pieced frame is queued waits behind that frame;
+/// - a ping waits behind the last pieced frame (its timeout starts once it is written), and so
+///   does a goaway (it never goes between pieces);
+/// - any other frame goes behind the first pieced frame if it has begun, so between its next
+///   pieces ([`between`]), or else in `transmits`, before it: a small call does not wait for
+///   the pieced frames queued before it, only for the pieces the writer holds. A client's
+///   pieced request may so be overtaken before it begins; should the server's goaway come
+///   first, the request is withdrawn ([`Connection::overtaken_unbegun`]).
 #[inline]
-pub(super) fn queue(pieced: &mut VecDeque<PiecedOut>, transmits: &mut Vec<Transmit>, t: Transmit) {
-    match pieced.back_mut() {
-        Some(p) => p.behind.push(t),
+pub(super) fn queue(pieced: &mut VecDeque<PiecedOut>, transmits: &mut Vec<Transmit>, between: bool, t: Transmit) {
+    if pieced.is_empty() {
+        transmits.push(t);
+        return;
+    }
+    let last = pieced.len() - 1;
+    let at = if between { place(pieced, &t) } else { Some(last) };
+    match at {
+        Some(i) => pieced[i].behind.push(t),
         None => transmits.push(t),
     }
+}
+
+/// Where [`queue`] puts `t` to a peer that takes frames between pieces: behind pieced frame
+/// `Some(i)`, or in `transmits` (`None`).
+fn place(pieced: &VecDeque<PiecedOut>, t: &Transmit) -> Option<usize> {
+    let last = pieced.len() - 1;
+    let own = match header_of(t) {
+        None => return Some(last),
+        Some(h) => match h.kind {
+            FrameKind::Ping | FrameKind::GoAway => return Some(last),
+            // Numbered as the ping it answers, not as a call.
+            FrameKind::Pong => None,
+            _ => pieced.iter().position(|p| p.id == h.id),
+        },
+    };
+    own.or_else(|| pieced[0].started.then_some(0))
 }
 
 /// `t` (an encoded request or response) as pieces: its header, flagged pieced, then its body

@@ -75,6 +75,7 @@ impl Connection {
         }
         // Not ahead of the writer: what it has, and pieces the messages go between.
         let not_queued = self.in_writer() + self.pieces_overtaken();
+        let between = self.takes_frames_between();
         let Some(call) = self.calls.get_mut(id) else { return 0 };
         if self.side == Side::Server && !call.headers_done {
             return 0;
@@ -96,7 +97,7 @@ impl Connection {
                 None => {
                     let (sealed, added) = self.small.push(id, &body.message);
                     if let Some(run) = sealed {
-                        super::pieced::queue(&mut self.pieced, &mut self.transmits, run);
+                        super::pieced::queue(&mut self.pieced, &mut self.transmits, between, run);
                     }
                     added
                 }

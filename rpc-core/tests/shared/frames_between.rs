@@ -1,8 +1,9 @@
 //! Small calls overtaking a large transfer on the same connection, shared by the transports'
 //! tests (`rpc-core/tests/pieces.rs` over tcp, `transport-uring/tests/pieces.rs` on the
-//! engine). A 64 MiB request and a 64 MiB answer go in pieces (`docs/wire.md`, "Pieces"); a
-//! small call made while one is under way goes between its pieces, both ways, instead of
-//! waiting for its last piece: it is answered while the large frame is still crossing.
+//! engine). 64 MiB requests and a 64 MiB answer go in pieces (`docs/wire.md`, "Pieces"); a
+//! small call made while they are under way goes between the pieces of the one being written,
+//! both ways, instead of waiting for the last piece of every large frame queued before it: it
+//! is answered while the first large frame is still crossing.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,23 +85,30 @@ async fn overtake(client: &Client, what: &str, large: impl std::future::Future<O
     Overtaking { crossed, large_done, small_took, large_took }
 }
 
-/// A 64 MiB upload with a small call made once 4 MiB of it reached the server
-/// (`server_received` reads the bytes its transport received so far), then a 64 MiB download with a small call made once 4 MiB of it
-/// reached the client: each small call is answered before the large frame has crossed whole.
+/// Two 64 MiB uploads at once with a small call made once 4 MiB of them reached the server
+/// (`server_received` reads the bytes its transport received so far), then a 64 MiB download
+/// with a small call made once 4 MiB of it reached the client: each small call is answered
+/// before the first large frame has crossed whole (it goes between the first upload's pieces,
+/// not behind the second upload, which has not begun).
 pub async fn small_calls_overtake_large_transfers(client: &Client, server_received: impl Fn() -> u64, what: &str) {
     let at = server_received();
-    let upload = async {
-        let body = Body::new(Bytes::new(), vec![Payload::from(vec![1u8; LARGE])]);
+    let blob = Bytes::from(vec![1u8; LARGE]);
+    let upload = || async {
+        let body = Body::new(Bytes::new(), vec![Payload::from(blob.clone())]);
         let answer = client.call(UPLOAD, body, CallOptions::default()).await.expect("the upload");
         assert_eq!(answer.message, LARGE.to_string().as_bytes(), "{what}");
         answer
     };
-    let seen = overtake(client, what, upload, || server_received() - at).await;
+    let uploads = async {
+        let (first, _) = tokio::join!(upload(), upload());
+        first
+    };
+    let seen = overtake(client, what, uploads, || server_received() - at).await;
     eprintln!(
-        "{what}: a small call took {:?} during a 64 MiB upload that took {:?} ({} bytes of it had reached the server)",
+        "{what}: a small call took {:?} during two 64 MiB uploads that took {:?} ({} bytes of them had reached the server)",
         seen.small_took, seen.large_took, seen.crossed
     );
-    assert!(seen.crossed < LARGE as u64 && !seen.large_done, "{what}: the small request waited for the upload's last piece");
+    assert!(seen.crossed < LARGE as u64 && !seen.large_done, "{what}: the small request waited for the first upload's last piece");
 
     let at = client.stats().recv_bytes;
     let download = async {
