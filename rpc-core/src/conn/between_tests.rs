@@ -221,6 +221,33 @@ fn at_the_goaway_a_pieced_request_the_server_never_accepted_stops_at_an_abort_ma
     assert!(failed, "{:?}", p2.client_events);
 }
 
+#[test]
+fn each_frame_of_a_run_between_pieces_holds_only_its_own_memory() {
+    static MESSAGE: [u8; 1000] = [9; 1000];
+    let mut p = pair();
+    let big = start(&mut p, six_mib());
+    turn(&mut p);
+    let small: Vec<u64> = (0..3).map(|_| start(&mut p, body(&MESSAGE, b""))).collect();
+    let before = p.server.decoder.frames_between_pieces();
+    turn(&mut p);
+    assert_eq!(p.server.decoder.frames_between_pieces() - before, 3, "the three went between pieces, as one run");
+    assert_eq!(p.server.decoder.pending_pieced(), Some((FrameKind::Request, big)));
+    let messages: Vec<Bytes> = std::mem::take(&mut p.server_events)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Request { id, body, .. } if small.contains(&id) => Some(body.message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages.len(), 3);
+    for m in messages {
+        assert_eq!(&m[..], &MESSAGE[..]);
+        // Not a slice of the run shared with the other two: what the server keeps of a call
+        // is what its budget is charged for.
+        assert!(m.is_unique(), "a message between pieces shares its memory with other frames");
+    }
+}
+
 /// A server's input up to a pieced request's header (`pieced_header(1, 1000)`) and its first
 /// data piece of `first` bytes; the body's rest.
 fn server_mid_pieced(first: usize) -> (Connection, BytesMut, Vec<u8>, Instant) {

@@ -91,6 +91,8 @@ pub struct FrameDecoder {
     /// Whole frames that came between the pieces of the pending frame, copied out of its
     /// buffer and not decoded yet: [`FrameDecoder::decode`] returns them first.
     between: Bytes,
+    /// `between` held more than one frame: each is copied out of it alone.
+    between_shared: bool,
     /// Frames that came between pieces, so far.
     between_frames: u64,
 }
@@ -106,6 +108,7 @@ impl FrameDecoder {
             aborted: 0,
             aborted_ids: Vec::new(),
             between: Bytes::new(),
+            between_shared: false,
             between_frames: 0,
         }
     }
@@ -195,11 +198,28 @@ impl FrameDecoder {
             )));
         }
         self.between_frames += 1;
-        let (frame, copied) = self.take_frame(header, body_len, &mut block)?;
+        // A frame of a run of several is copied out of it alone (aligned), so that what the
+        // application keeps of it (a message, an attachment) holds its own bytes, as charged,
+        // not the whole run's (up to 128 KiB). A run of one frame is that frame.
+        let len = HEADER_LEN + body_len;
+        self.between_shared |= block.len() > len;
+        let mut own = if self.between_shared {
+            let own = super::align::copy_aligned(&block[..len]);
+            block.advance(len);
+            input.count_between_copy(len);
+            own
+        } else {
+            std::mem::take(&mut block)
+        };
+        let (frame, copied) = self.take_frame(header, body_len, &mut own)?;
         if copied > 0 {
             input.count_align_copy(copied);
         }
-        self.between = block;
+        if block.is_empty() {
+            self.between_shared = false;
+        } else {
+            self.between = block;
+        }
         Ok(frame)
     }
 

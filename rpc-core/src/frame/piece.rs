@@ -132,7 +132,8 @@ impl Pieces {
                 if len - read < self.between {
                     break Stripped::Partial;
                 }
-                let frames = Bytes::copy_from_slice(&b[read..read + self.between]);
+                // Aligned: a run of one frame is that frame's memory (`FrameDecoder::decode_between`).
+                let frames = super::align::copy_aligned(&b[read..read + self.between]);
                 read += self.between;
                 self.between = 0;
                 break Stripped::Between(frames);
