@@ -787,3 +787,251 @@ fn whatever_the_server_does_what_it_writes_between_pieces_keeps_every_calls_orde
     }
     assert!(between > 100, "frames went between pieces: {between}");
 }
+
+/// Both ends as a seeded generator says, the server's graceful goaway among what it does:
+/// large calls (in pieces) and small ones, cancels, answers large and small, each side's
+/// writer taking and its bytes reaching the other side in any cut, the server closing once
+/// draining with nothing in flight and no promised request coming (as its driver does). Every
+/// call not given up on ends once; none the server ran fails `ShuttingDown` ("call not sent");
+/// every call the server answered gets the answer; no protocol error either way.
+#[test]
+fn whatever_crosses_the_goaway_every_call_ends_once_and_none_the_server_ran_fails_unsent() {
+    static ZEROS: [u8; 4 << 20] = [0; 4 << 20];
+    let seeds: u64 = std::env::var("BETWEEN_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let mut stats = [0usize; 4];
+    for seed in 1..=seeds {
+        let mut state = seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1;
+        let mut rand = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut p = pair();
+        let now = p.now;
+        // The server's hello, taken as the pair connected.
+        let hello = p.server.held_bytes();
+        p.server.handle_written(hello, now);
+        let (mut c_wire, mut s_wire) = (Vec::<u8>::new(), Vec::<u8>::new());
+        // id, given up on.
+        let mut calls: Vec<(u64, bool)> = Vec::new();
+        let mut running: Vec<u64> = Vec::new();
+        let mut answered: Vec<u64> = Vec::new();
+        let mut server_closed = false;
+        let mut large: Vec<u64> = Vec::new();
+        let step = |p: &mut Pair, c_wire: &mut Vec<u8>, s_wire: &mut Vec<u8>, running: &mut Vec<u64>, what: u64, part: u64| {
+            match what {
+                0 => {
+                    let mut out = Vec::new();
+                    p.client.take_transmits(&mut out);
+                    c_wire.extend(out.iter().flat_map(Transmit::to_vec));
+                }
+                1 => {
+                    let n = (c_wire.len() as u64 * part / 256) as usize;
+                    p.server_in.extend_from_slice(&c_wire[..n]);
+                    c_wire.drain(..n);
+                    p.client.handle_written(n, now);
+                    assert!(p.server.handle_input(&mut p.server_in, now).is_ok(), "seed {seed}: the server failed");
+                    while let Some(e) = p.server.poll_event() {
+                        if let Event::Request { id, .. } = &e {
+                            assert!(!p.server_events.iter().any(|s| matches!(s, Event::Request { id: r, .. } if r == id)), "seed {seed}: call {id} ran twice");
+                            running.push(*id);
+                        }
+                        p.server_events.push(e);
+                    }
+                }
+                2 => {
+                    let mut out = Vec::new();
+                    p.server.take_transmits(&mut out);
+                    s_wire.extend(out.iter().flat_map(Transmit::to_vec));
+                }
+                _ => {
+                    let n = (s_wire.len() as u64 * part / 256) as usize;
+                    p.client_in.extend_from_slice(&s_wire[..n]);
+                    s_wire.drain(..n);
+                    p.server.handle_written(n, now);
+                    assert!(p.client.handle_input(&mut p.client_in, now).is_ok(), "seed {seed}: the client failed");
+                    while let Some(e) = p.client.poll_event() {
+                        p.client_events.push(e);
+                    }
+                }
+            }
+        };
+        for i in 0..400 {
+            match rand(12) {
+                0 if !p.client.is_draining() => {
+                    let n = (2 << 20) + 1 + rand(2 << 20) as usize;
+                    let body = Body::new(Bytes::new(), vec![Payload::from(Bytes::from_static(&ZEROS[..n]))]);
+                    let id = start(&mut p, body);
+                    calls.push((id, false));
+                    large.push(id);
+                }
+                1 if !p.client.is_draining() => {
+                    let n = rand(3000) as usize;
+                    calls.push((start(&mut p, Body::new(Bytes::from_static(&ZEROS[..n]), Vec::new())), false));
+                }
+                2..=5 => step(&mut p, &mut c_wire, &mut s_wire, &mut running, rand(4), rand(256) + 1),
+                6 | 7 if !running.is_empty() => {
+                    let id = running.swap_remove(rand(running.len() as u64) as usize);
+                    let n = if rand(3) == 0 { (2 << 20) + 1 + rand(2 << 20) as usize } else { rand(3000) as usize };
+                    p.server.respond(id, Ok(Body::new(Bytes::new(), vec![Payload::from(Bytes::from_static(&ZEROS[..n.max(1)]))])));
+                    answered.push(id);
+                }
+                8 if i > 20 && rand(10) == 0 => p.server.goaway("restarting"),
+                9 if rand(6) == 0 && !calls.is_empty() => {
+                    let c = rand(calls.len() as u64) as usize;
+                    if !calls[c].1 {
+                        calls[c].1 = true;
+                        p.client.cancel_call(calls[c].0);
+                    }
+                }
+                _ => {}
+            }
+            if p.server.is_draining() && p.server.is_open() && p.server.calls_in_flight() == 0 && !p.server.awaits_promised_request() {
+                p.server.close(ConnectionError::LocallyClosed);
+                server_closed = true;
+                break;
+            }
+        }
+        // The rest: everything written and read, running calls answered, until nothing moves
+        // (or the draining server closes).
+        for _ in 0..10_000 {
+            if server_closed {
+                break;
+            }
+            for what in 0..4 {
+                step(&mut p, &mut c_wire, &mut s_wire, &mut running, what, 256);
+            }
+            for id in running.drain(..) {
+                p.server.respond(id, Ok(body(b"done", b"")));
+                answered.push(id);
+            }
+            if p.server.is_draining() && p.server.is_open() && p.server.calls_in_flight() == 0 && !p.server.awaits_promised_request() {
+                p.server.close(ConnectionError::LocallyClosed);
+                server_closed = true;
+            }
+            if c_wire.is_empty() && s_wire.is_empty() && !p.client.has_transmits() && !p.server.has_transmits() && p.server.calls_in_flight() == 0 && p.client.calls_in_flight() == 0 {
+                break;
+            }
+        }
+        if server_closed {
+            // Its last frames reach the client, then its end of the connection.
+            for _ in 0..1000 {
+                step(&mut p, &mut c_wire, &mut s_wire, &mut running, 2, 256);
+                step(&mut p, &mut c_wire, &mut s_wire, &mut running, 3, 256);
+                if !p.server.has_transmits() {
+                    break;
+                }
+            }
+            p.client.handle_eof(&[]);
+            while let Some(e) = p.client.poll_event() {
+                p.client_events.push(e);
+            }
+        }
+        let ran: Vec<u64> = requests_seen(&p.server_events);
+        for &(id, given_up) in &calls {
+            let ends: Vec<&Result<Body, CallError>> = p.client_events.iter().filter_map(|e| match e {
+                Event::Finished { id: f, result } if *f == id => Some(result),
+                _ => None,
+            }).collect();
+            if given_up {
+                assert!(ends.len() <= 1, "seed {seed}: call {id} ended {} times", ends.len());
+                continue;
+            }
+            assert_eq!(ends.len(), 1, "seed {seed}: call {id} (server closed: {server_closed}) ended {} times", ends.len());
+            match ends[0] {
+                Ok(_) => stats[0] += 1,
+                Err(CallError::ShuttingDown) => {
+                    assert!(!ran.contains(&id), "seed {seed}: call {id} ran on the server and failed as not sent");
+                    stats[1] += 1;
+                }
+                Err(CallError::Status(s)) if s.code == Code::UNAVAILABLE => {
+                    assert!(large.contains(&id), "seed {seed}: call {id}, not pieced, refused: {s}");
+                    stats[2] += 1;
+                }
+                Err(e) => {
+                    assert!(!answered.contains(&id), "seed {seed}: call {id} answered, failed {e}");
+                    assert!(large.contains(&id), "seed {seed}: call {id}, not pieced, failed {e}");
+                    stats[3] += 1;
+                }
+            }
+            if answered.contains(&id) {
+                assert!(ends[0].is_ok(), "seed {seed}: call {id} answered, got {:?}", ends[0]);
+            }
+        }
+        if !server_closed {
+            assert_eq!((p.client.held_bytes(), p.server.held_bytes()), (0, 0), "seed {seed}");
+        }
+    }
+    // Refused or lost with the connection: pieced requests begun after the goaway went, before
+    // the client read it (`docs/pieces.md`, "The goaway's promise").
+    assert!(stats[0] > 0 && stats[1] > 0, "answered, not sent, refused, lost: {stats:?}");
+}
+
+/// The server's writer: what it takes reaches the client, is reported written, and the client
+/// reads it, until nothing moves.
+fn server_writes_all(p: &mut Pair) {
+    for _ in 0..1000 {
+        let mut out = Vec::new();
+        p.server.take_transmits(&mut out);
+        let n: usize = out.iter().map(Transmit::len).sum();
+        for t in &out {
+            p.client_in.extend_from_slice(&t.to_vec());
+        }
+        p.server.handle_written(n, p.now);
+        let now = p.now;
+        p.client.handle_input(&mut p.client_in, now).unwrap();
+        while let Some(e) = p.client.poll_event() {
+            p.client_events.push(e);
+        }
+        if n == 0 && !p.server.has_transmits() {
+            return;
+        }
+    }
+    panic!("the server never stopped writing");
+}
+
+/// A call that reaches a draining server is refused with `UNAVAILABLE`, after its goaway: the
+/// client reads the goaway first and fails the call `ShuttingDown` (it never ran; a re-dialing
+/// client sends it again), as it does when nothing is pieced. A large answer being sent holds
+/// the goaway back (it never goes between pieces); the refusal waits behind it too, or the
+/// client would fail the call with the refusal's status, which nobody sends again.
+#[test]
+fn a_call_refused_by_a_draining_server_sending_a_large_answer_fails_shutting_down_not_unavailable() {
+    for begun in [false, true] {
+        let mut p = pair();
+        let hello = p.server.held_bytes();
+        p.server.handle_written(hello, p.now);
+        let big = start(&mut p, body(b"download", b""));
+        write_all(&mut p);
+        assert_eq!(requests_seen(&p.server_events), vec![big]);
+        p.server.respond(big, Ok(six_mib()));
+        if begun {
+            let mut out = Vec::new();
+            p.server.take_transmits(&mut out);
+            for t in &out {
+                p.client_in.extend_from_slice(&t.to_vec());
+            }
+            let n = out.iter().map(Transmit::len).sum();
+            p.server.handle_written(n, p.now);
+        }
+        p.server.goaway("restarting");
+        // The client, not having read the goaway, makes another call: the server refuses it.
+        let late = start(&mut p, body(b"late", b""));
+        let mut out = Vec::new();
+        p.client.take_transmits(&mut out);
+        for t in &out {
+            p.server_in.extend_from_slice(&t.to_vec());
+        }
+        let now = p.now;
+        p.server.handle_input(&mut p.server_in, now).unwrap();
+        assert_eq!(requests_seen(&p.server_events), vec![big], "the late call did not run");
+        server_writes_all(&mut p);
+        let ended = |id: u64| p.client_events.iter().find_map(|e| match e {
+            Event::Finished { id: f, result } if *f == id => Some(result.as_ref().map(|_| ()).map_err(ToString::to_string)),
+            _ => None,
+        });
+        assert_eq!(ended(big), Some(Ok(())), "begun: {begun}");
+        assert_eq!(ended(late), Some(Err(CallError::ShuttingDown.to_string())), "begun: {begun}");
+    }
+}

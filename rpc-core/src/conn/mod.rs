@@ -893,7 +893,12 @@ impl Connection {
         }
         if !taken {
             let status = Status::new(Code::UNAVAILABLE, "server is shutting down; call not accepted");
-            self.push_frame(Frame::Error(ErrorFrame::new(id, status)));
+            // Behind the goaway, which waits behind the last pieced answer: the client reads it
+            // first and fails the call `ShuttingDown` (never ran, sent again), not with this.
+            match Frame::Error(ErrorFrame::new(id, status)).encode() {
+                Ok(t) => self.queue_behind_last(t),
+                Err(e) => tracing::error!("control frame failed to encode: {e}"),
+            }
             return Ok(());
         }
         if self.calls.len() >= self.config.max_calls_in_flight as usize {
