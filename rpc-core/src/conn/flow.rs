@@ -8,6 +8,11 @@
 //! bulk: once half a window is owed. So a receiver holds at most one window plus one frame per
 //! stream, and a slow reader on one stream never makes the connection buffer without bound.
 
+use bytes::Buf;
+
+use crate::frame::{Frame, FrameHeader, FrameKind, RawFrame, HEADER_LEN};
+use crate::transmit::Transmit;
+
 /// What each stream data frame costs beyond its message and attachments, in credit and against
 /// the memory budget: its header. So empty messages are flow-controlled too, and a stream of
 /// tiny ones is charged for the memory each really takes.
@@ -20,6 +25,31 @@ pub(super) const CONNECTION_WINDOWS: u64 = 16;
 /// The credit a stream data frame with `len` bytes of message and attachments costs.
 pub(super) fn cost(len: u64) -> u64 {
     len.saturating_add(FRAME_COST)
+}
+
+/// The credit the stream data in `t` took when it was queued: each message's [`cost`], whether
+/// `t` is one stream data frame, a batch, or a run of frames back to back; 0 for a frame of any
+/// other kind. For what a withdrawn transmit gives back: the peer never receives it, so it
+/// never grants it back. Cold (a cancel's): it reads `t`'s bytes again.
+pub(super) fn queued_cost(t: &Transmit) -> u64 {
+    let mut bytes = bytes::Bytes::from(t.to_vec());
+    let mut total = 0;
+    while bytes.len() >= HEADER_LEN {
+        let Ok(header) = FrameHeader::decode(&bytes[..HEADER_LEN]) else { break };
+        let len = usize::try_from(crate::frame::body_len(&header)).unwrap_or(usize::MAX).saturating_add(HEADER_LEN);
+        if header.kind != FrameKind::StreamData || len > bytes.len() {
+            break;
+        }
+        let mut frame = bytes.split_to(len);
+        frame.advance(HEADER_LEN);
+        let decoded = RawFrame::from_body(header, frame).map_err(|e| e.to_string()).and_then(|(raw, _)| Frame::decode(raw).map_err(|e| e.to_string()));
+        total += match decoded {
+            Ok(Frame::StreamData(d)) => cost(d.message.len() as u64 + d.attachments.iter().map(|a| a.len() as u64).sum::<u64>()),
+            Ok(Frame::StreamBatch(b)) => b.messages.message_bytes() as u64 + b.messages.len() as u64 * FRAME_COST,
+            _ => 0,
+        };
+    }
+    total
 }
 
 /// The most credit a sender may hold: a grant past it is a protocol violation (it would
@@ -71,6 +101,11 @@ impl Flow {
         }
     }
 
+    #[cfg(test)]
+    pub(super) fn send_credit(&self) -> i64 {
+        self.send_credit
+    }
+
     /// True when a stream data frame may go now.
     pub(super) fn can_send(&self) -> bool {
         self.send_open && self.send_credit > 0
@@ -80,6 +115,14 @@ impl Flow {
     pub(super) fn on_sent(&mut self, len: u64) {
         debug_assert!(self.can_send());
         self.send_credit = self.send_credit.saturating_sub(cost(len).min(MAX_CREDIT as u64) as i64);
+    }
+
+    /// Stream data costing `cost` that went out of credit was withdrawn before it was written:
+    /// the credit is ours again. True when sending was blocked and now may go on.
+    pub(super) fn on_withdrawn(&mut self, cost: u64) -> bool {
+        let was_blocked = self.send_credit <= 0;
+        self.send_credit = self.send_credit.saturating_add(cost.min(MAX_CREDIT as u64) as i64).min(MAX_CREDIT);
+        was_blocked && self.send_credit > 0
     }
 
     /// The peer granted `bytes` more. `Ok(true)` when sending was blocked and now may go on.

@@ -708,11 +708,17 @@ impl Connection {
         // way the server never sees a call.
         let mut request_withdrawn = self.withdraw_or_abort_pieced(id);
         // Its frames still queued, also behind a pieced request (not begun on the wire either).
-        let mut freed = withdraw_from(&mut self.transmits, id, Side::Client, &mut request_withdrawn);
+        let mut credit = 0;
+        let mut freed = withdraw_from(&mut self.transmits, id, Side::Client, &mut request_withdrawn, &mut credit);
         for p in &mut self.pieced {
-            freed += withdraw_from(&mut p.behind, id, Side::Client, &mut request_withdrawn);
+            freed += withdraw_from(&mut p.behind, id, Side::Client, &mut request_withdrawn, &mut credit);
         }
         self.out_bytes -= freed;
+        // Stream data that will not cross took the connection's credit, which the server,
+        // never receiving it, would never grant back: every stream would wait for it at last.
+        if credit > 0 && self.conn_flow.as_mut().is_some_and(|f| f.on_withdrawn(credit)) {
+            self.wake_credit_waiters();
+        }
         if !request_withdrawn {
             self.push_frame(Frame::Cancel(Cancel { id }));
         }
@@ -726,10 +732,13 @@ impl Connection {
     fn withdraw_answer(&mut self, id: u64) {
         self.withdraw_or_abort_pieced(id);
         let mut answer_withdrawn = false;
-        let mut freed = withdraw_from(&mut self.transmits, id, Side::Server, &mut answer_withdrawn);
+        // Its stream frames stay (below): no credit comes back here.
+        let mut credit = 0;
+        let mut freed = withdraw_from(&mut self.transmits, id, Side::Server, &mut answer_withdrawn, &mut credit);
         for p in &mut self.pieced {
-            freed += withdraw_from(&mut p.behind, id, Side::Server, &mut answer_withdrawn);
+            freed += withdraw_from(&mut p.behind, id, Side::Server, &mut answer_withdrawn, &mut credit);
         }
+        debug_assert_eq!(credit, 0);
         self.out_bytes -= freed;
     }
 
@@ -1126,14 +1135,16 @@ fn hand_out(taken: &mut u64, commits: &mut VecDeque<(u64, Option<u64>)>, frames:
 }
 
 /// Takes call `id`'s frames that need not cross out of `queue`; returns their bytes. Client
-/// (the caller gave up): its request (noting it in `lead_withdrawn`), stream frames and
-/// commit. Server (the client cancelled an answered call): its response or error (noting it).
-fn withdraw_from(queue: &mut Vec<Transmit>, id: u64, side: Side, lead_withdrawn: &mut bool) -> usize {
+/// (the caller gave up): its request (noting it in `lead_withdrawn`), stream frames (adding
+/// the credit their data took to `credit`) and commit. Server (the client cancelled an answered
+/// call): its response or error (noting it).
+fn withdraw_from(queue: &mut Vec<Transmit>, id: u64, side: Side, lead_withdrawn: &mut bool, credit: &mut u64) -> usize {
     let mut freed = 0;
     queue.retain(|t| {
         match (side, header_of(t).filter(|h| h.id == id).map(|h| h.kind)) {
             (Side::Client, Some(FrameKind::Request)) | (Side::Server, Some(FrameKind::Response | FrameKind::Error)) => *lead_withdrawn = true,
-            (Side::Client, Some(FrameKind::StreamData | FrameKind::StreamEnd | FrameKind::Commit)) => {}
+            (Side::Client, Some(FrameKind::StreamData)) => *credit += flow::queued_cost(t),
+            (Side::Client, Some(FrameKind::StreamEnd | FrameKind::Commit)) => {}
             _ => return true,
         }
         freed += t.len();

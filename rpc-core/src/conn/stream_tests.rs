@@ -144,6 +144,32 @@ fn cancelling_a_sent_stream_drops_its_queued_data_and_aborts_the_handler() {
     assert!(p.server.is_open());
 }
 
+#[test]
+fn stream_data_withdrawn_at_a_cancel_gives_its_connection_credit_back() {
+    // A connection window of 16 × 4 KiB: without the credit back, the data dropped by the
+    // cancels below (about 4 KB a call) would use it up within 16 calls, and every stream of the
+    // connection would then wait forever for a grant that never comes (the server never got
+    // the data, so it never grants it back).
+    let mut p = pair(4096);
+    for _ in 0..40 {
+        let id = open(&mut p, CallMode::CLIENT_STREAMING);
+        p.client.send_message(id, msg(1000)).unwrap();
+        p.client.send_message(id, msg(1000)).unwrap();
+        let attached = Body::new(Bytes::new(), vec![crate::payload::Payload::from(vec![3u8; 1500])]);
+        p.client.send_message(id, attached).unwrap();
+        p.client.cancel_call(id);
+        p.drive();
+        p.server_events.clear();
+    }
+    // Exactly: more would let the client overrun the server's window.
+    assert_eq!(p.client.conn_flow.as_ref().unwrap().send_credit(), 16 * 4096);
+    let id = open(&mut p, CallMode::CLIENT_STREAMING);
+    assert!(p.client.can_send(id), "the connection's credit is gone");
+    p.client.send_message(id, msg(1000)).unwrap();
+    p.drive();
+    assert_eq!(data_events(&mut p.server_events), vec![(id, 1000)]);
+}
+
 /// Feeds the server a frame as a misbehaving client would, and returns the error.
 fn server_error_after(p: &mut Pair, frame: Frame) -> String {
     p.server_in.extend_from_slice(&frame.encode().unwrap().to_vec());

@@ -329,14 +329,20 @@ impl Connection {
         let conn_flow = self.conn_flow.as_mut().expect("frames come after the hello");
         let ready = conn_flow.on_credit(bytes).map_err(|why| ConnectionError::Protocol(format!("connection credit: {why}")))?;
         if ready {
-            let ids: Vec<u64> = self.calls.ids().collect();
-            for id in ids {
-                if self.calls.get(id).and_then(|c| c.flow.as_ref()).is_some_and(|f| f.can_send()) {
-                    self.events.push_back(Event::SendReady { id });
-                }
-            }
+            self.wake_credit_waiters();
         }
         Ok(())
+    }
+
+    /// The connection's credit came back from nothing: every stream that waited on it alone
+    /// may go on.
+    pub(super) fn wake_credit_waiters(&mut self) {
+        let ids: Vec<u64> = self.calls.ids().collect();
+        for id in ids {
+            if self.calls.get(id).and_then(|c| c.flow.as_ref()).is_some_and(|f| f.can_send()) {
+                self.events.push_back(Event::SendReady { id });
+            }
+        }
     }
 
     pub(super) fn on_stream_end(&mut self, e: StreamEnd) -> Result<(), ConnectionError> {

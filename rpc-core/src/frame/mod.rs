@@ -23,6 +23,7 @@ pub(crate) use align::{align_empty, aligned_empty, aligned_with_capacity, is_ali
 pub use cancel::Cancel;
 pub use commit::Commit;
 pub use credit::Credit;
+pub(crate) use decoder::body_len;
 pub use decoder::{FrameDecoder, InputBuf, Limits};
 pub use error::ErrorFrame;
 pub use goaway::GoAway;
