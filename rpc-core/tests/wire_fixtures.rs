@@ -147,9 +147,21 @@ fn response_with_headers_and_trailers() {
 }
 
 #[test]
+fn a_refusal_is_an_error_flagged_refused() {
+    // A draining server's answer to a request after its goaway: the call never ran (bit 0).
+    let e = ErrorFrame::refused(5, Status::new(Code::UNAVAILABLE, "no"));
+    let expected = hex(concat!(
+        "03 01 0000 00000000 0500000000000000 0000000000000000 02000000 0e000000 0000000000000000",
+        "6e6f",
+    ));
+    assert_eq!(e.clone().encode().unwrap().to_vec(), expected);
+    assert_eq!(decode_one(&expected), Frame::Error(e));
+}
+
+#[test]
 fn error_stream_data_and_stream_end_with_metadata() {
     // An error status with trailers: the text follows the block.
-    let e = ErrorFrame { id: 3, status: Status::new(Code::INVALID_ARGUMENT, "no"), meta: blocks(false, true) };
+    let e = ErrorFrame { id: 3, status: Status::new(Code::INVALID_ARGUMENT, "no"), meta: blocks(false, true), refused: false };
     let expected = hex(concat!(
         "03 10 0000 00000000 0300000000000000 0000000000000000 10000000 03000000 0000000000000000",
         "0a000000 0100 0100 74 01000000 31 6e6f",

@@ -327,10 +327,13 @@ impl Connection {
         self.calls.len()
     }
 
-    /// Server: a request the goaway promised to answer is still coming (pieced, part-way
-    /// received): a draining server waits for it before it closes.
-    pub fn awaits_promised_request(&self) -> bool {
-        self.promised.is_some_and(|id| self.decoder.pending_pieced() == Some((FrameKind::Request, id)))
+    /// Server: a request numbered up to the goaway's last id is part-way received in pieces:
+    /// the one the goaway promised to answer, or one that later calls overtook before it began
+    /// and that began after the goaway went, to be refused once whole (flagged, so that the
+    /// client knows it never ran). A draining server waits for it before it closes (within its
+    /// grace period), so that neither is lost with the connection.
+    pub fn awaits_pieced_request(&self) -> bool {
+        matches!(self.decoder.pending_pieced(), Some((FrameKind::Request, id)) if id <= self.last_accepted)
     }
 
     /// Bytes the frame being received needs in all, counted from the front of the receive
@@ -769,7 +772,7 @@ impl Connection {
             Err(status) => {
                 let status = outgoing::fit_status(&peer, status);
                 if status.message.len() as u64 + status.details.len() as u64 + extra <= u64::from(peer.max_frame) {
-                    Frame::Error(ErrorFrame { id, status, meta })
+                    Frame::Error(ErrorFrame { id, status, meta, refused: false })
                 } else {
                     let why = format!("the {} status with its response metadata ({extra} bytes) is over the client's frame limit of {}", status.code, peer.max_frame);
                     Frame::Error(ErrorFrame::new(id, Status::new(Code::RESOURCE_EXHAUSTED, why)))
@@ -857,6 +860,7 @@ impl Connection {
                     self.finish(r.id, Ok(body));
                 }
             }
+            (Side::Client, Frame::Error(e)) if e.refused => self.finish(e.id, Err(CallError::ShuttingDown)),
             (Side::Client, Frame::Error(e)) => {
                 if e.meta.is_empty() || self.on_reply_metadata(e.id, e.meta, true) {
                     let error = self.deadline_answer(e.id, &e.status, now).unwrap_or(CallError::Status(e.status));
@@ -902,9 +906,11 @@ impl Connection {
         }
         if !taken {
             let status = Status::new(Code::UNAVAILABLE, "server is shutting down; call not accepted");
-            // Behind the goaway, which waits behind the last pieced answer: the client reads it
-            // first and fails the call `ShuttingDown` (never ran, sent again), not with this.
-            match Frame::Error(ErrorFrame::new(id, status)).encode() {
+            // Flagged refused: the client fails the call `ShuttingDown` (never ran, may go
+            // again elsewhere), even one numbered up to the goaway's last id (a pieced request
+            // that later calls overtook, begun after the goaway went). Behind the goaway, which
+            // waits behind the last pieced answer: the client reads that first.
+            match Frame::Error(ErrorFrame::refused(id, status)).encode() {
                 Ok(t) => self.queue_behind_last(t),
                 Err(e) => tracing::error!("control frame failed to encode: {e}"),
             }

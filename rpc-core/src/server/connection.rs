@@ -329,7 +329,7 @@ impl SideHandler for ServerSide {
 
     fn after_step(g: &mut Locked<Self>) {
         stream::deliver(g);
-        if g.side.draining && g.conn.is_open() && g.conn.calls_in_flight() == 0 && !g.conn.awaits_promised_request() {
+        if g.side.draining && g.conn.is_open() && g.conn.calls_in_flight() == 0 && !g.conn.awaits_pieced_request() {
             g.conn.close(ConnectionError::LocallyClosed);
         }
     }
