@@ -42,8 +42,7 @@ pub(super) fn queued_cost(t: &Transmit) -> u64 {
         }
         let mut frame = bytes.split_to(len);
         frame.advance(HEADER_LEN);
-        let decoded = RawFrame::from_body(header, frame).map_err(|e| e.to_string()).and_then(|(raw, _)| Frame::decode(raw).map_err(|e| e.to_string()));
-        total += match decoded {
+        total += match RawFrame::from_body(header, frame).and_then(|(raw, _)| Frame::decode(raw)) {
             Ok(Frame::StreamData(d)) => cost(d.message.len() as u64 + d.attachments.iter().map(|a| a.len() as u64).sum::<u64>()),
             Ok(Frame::StreamBatch(b)) => b.messages.message_bytes() as u64 + b.messages.len() as u64 * FRAME_COST,
             _ => 0,
