@@ -179,6 +179,35 @@ async fn small_calls_overtake_large_transfers_over_tcp() {
     overtaking(tcp::from_stream(s.unwrap().0).unwrap(), tcp::from_stream(c.unwrap()).unwrap(), "tcp").await;
 }
 
+/// The client and the server each on a thread of its own with a current-thread runtime, the
+/// client's calls and its connection's reader and writer on one thread: the writer of a 64 MiB
+/// upload that never fills the socket (loopback) must let the reader take the answers of the
+/// small calls going between its pieces.
+#[test]
+fn small_calls_beside_uploads_are_answered_on_a_one_thread_client() {
+    let one_thread = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let server_rt = one_thread();
+    let l = server_rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        server_rt.block_on(async move {
+            let server = tcp::from_stream(l.accept().await.unwrap().0).unwrap();
+            tx.send(server.stats()).unwrap();
+            Server::builder().build(frames_between::Overtaken::default()).serve_connection(server).await
+        })
+    });
+    one_thread().block_on(async move {
+        let c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let client = Client::connect(tcp::from_stream(c).unwrap(), ClientConfig::default()).await.unwrap();
+        let stats = rx.recv().unwrap();
+        let run = frames_between::small_calls_beside_uploads_on_one_thread(&client, || stats.recv_bytes.load(Ordering::Acquire), "tcp, one thread a side");
+        tokio::time::timeout(Duration::from_secs(120), run).await.expect("bounded");
+        client.close().await;
+    });
+    let _ = server.join();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_calls_overtake_large_transfers_over_mem() {
     let (a, b) = mem::pair();

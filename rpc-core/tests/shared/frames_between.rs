@@ -124,3 +124,36 @@ pub async fn small_calls_overtake_large_transfers(client: &Client, server_receiv
     );
     assert!(seen.crossed < LARGE as u64 && !seen.large_done, "{what}: the small answer waited for the download's last piece");
 }
+
+/// One 64 MiB upload after another on `client`'s connection, and beside them 20 small calls
+/// one at a time, as an application whose client shares one thread with its connection (a
+/// current-thread runtime) would make them: each is answered before a whole upload's bytes
+/// have reached the server after it was made (`server_received`). The small requests go
+/// between the pieces; their answers must not wait for the writer to finish the upload.
+pub async fn small_calls_beside_uploads_on_one_thread(client: &Client, server_received: impl Fn() -> u64, what: &str) {
+    let blob = Bytes::from(vec![1u8; LARGE]);
+    let uploads = async {
+        loop {
+            let body = Body::new(Bytes::new(), vec![Payload::from(blob.clone())]);
+            client.call(UPLOAD, body, CallOptions::default()).await.expect("an upload");
+        }
+    };
+    let small = async {
+        let mut crossed = Vec::new();
+        until(what, || server_received() >= 4 << 20).await;
+        for _ in 0..20 {
+            let at = server_received();
+            let answer = client.call(SMALL, Body::message(Bytes::from_static(b"small")), CallOptions::default()).await.expect("a small call");
+            assert_eq!(&answer.message[..], b"small", "{what}");
+            crossed.push((server_received() - at) >> 20);
+        }
+        crossed
+    };
+    let crossed = tokio::select! {
+        crossed = small => crossed,
+        () = uploads => unreachable!("the uploads loop until the small calls are done"),
+    };
+    eprintln!("{what}: MiB of uploads that reached the server during each small call: {crossed:?}");
+    let worst = crossed.iter().max().copied().unwrap_or(0);
+    assert!(worst < (LARGE >> 20) as u64 / 2, "{what}: a small call waited for {worst} MiB of uploads: {crossed:?}");
+}
