@@ -257,6 +257,15 @@ async fn after_a_cancel_at_most_two_pieces_cross_on_the_engine() {
     }
 }
 
+/// The engine's copy and zero-copy sends, read by `read` and from the ring.
+fn copy_ring_and_zero_copy() -> [(UringConfig, &'static str); 3] {
+    [
+        (uring(RecvMode::Read), "read"),
+        (uring(RecvMode::BufferRing), "ring"),
+        (UringConfig { mode: transport_uring::ZcMode::AlwaysZc, ..uring(RecvMode::Read) }, "zero-copy"),
+    ]
+}
+
 /// As `rpc-core/tests/pieces.rs` over tcp: a client gives up on a 60 MiB download once its
 /// first MiB arrived, and the answer, in pieces, stops part-way on the engine too (copy and
 /// zero-copy sends; the client reading by `read` and from the ring), then the connection
@@ -266,11 +275,7 @@ async fn a_large_download_given_up_on_stops_part_way_on_the_engine() {
     if !require(Backend::Uring) {
         return;
     }
-    for (cfg, what) in [
-        (uring(RecvMode::Read), "read"),
-        (uring(RecvMode::BufferRing), "ring"),
-        (UringConfig { mode: transport_uring::ZcMode::AlwaysZc, ..uring(RecvMode::Read) }, "zero-copy"),
-    ] {
+    for (cfg, what) in copy_ring_and_zero_copy() {
         let (client, stats) = served(cfg, abandoned_download::Download::default()).await;
         let run = abandoned_download::large_download_given_up_on(&client, &stats, what);
         tokio::time::timeout(LIMIT, run).await.unwrap_or_else(|_| panic!("{what}: timed out"));
@@ -285,11 +290,7 @@ async fn small_calls_overtake_large_transfers_on_the_engine() {
     if !require(Backend::Uring) {
         return;
     }
-    for (cfg, what) in [
-        (uring(RecvMode::Read), "read"),
-        (uring(RecvMode::BufferRing), "ring"),
-        (UringConfig { mode: transport_uring::ZcMode::AlwaysZc, ..uring(RecvMode::Read) }, "zero-copy"),
-    ] {
+    for (cfg, what) in copy_ring_and_zero_copy() {
         let (client, stats) = served(cfg, frames_between::Overtaken::default()).await;
         let run = frames_between::small_calls_overtake_large_transfers(&client, || stats.recv_bytes.load(Ordering::Acquire), what);
         tokio::time::timeout(LIMIT, run).await.unwrap_or_else(|_| panic!("{what}: timed out"));

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::pieced_tests::{body, pair, pieced_header, requests_seen, serve, write_all};
+use super::pieced_tests::{attached_request, body, pair, pieced_header, requests_seen, serve, to_server, write_all};
 use super::tests::Pair;
 use super::*;
 use crate::frame::{Marker, Ping, MARKER_LEN, MAX_BETWEEN};
@@ -27,11 +27,7 @@ fn start(p: &mut Pair, body: Body) -> u64 {
 fn turn(p: &mut Pair) -> Vec<Marker> {
     let mut out = Vec::new();
     p.client.take_transmits(&mut out);
-    let n: usize = out.iter().map(Transmit::len).sum();
-    for t in &out {
-        p.server_in.extend_from_slice(&t.to_vec());
-    }
-    p.client.handle_written(n, p.now);
+    to_server(p, &out);
     serve(p);
     out.iter().filter(|t| t.head.len() == MARKER_LEN).map(|t| Marker::decode(&t.head).unwrap()).collect()
 }
@@ -160,19 +156,25 @@ fn a_small_call_overtakes_every_pieced_request_queued_before_it() {
     assert_eq!(p.client.held_bytes(), 0);
 }
 
+/// Two 6 MiB requests queued, the first begun; a small call overtakes both and is answered;
+/// then the server's goaway, naming the small call's id (the highest it saw), so the second
+/// request (a lower id, not begun) would come after it and be refused. (first, second, small)
+fn goaway_after_an_overtaking_call(p: &mut Pair) -> (u64, u64, u64) {
+    let first = start(p, six_mib());
+    let second = start(p, six_mib());
+    turn(p);
+    let small = start(p, body(b"small", b""));
+    turn(p);
+    assert_eq!(requests_seen(&p.server_events), vec![small]);
+    p.server.goaway("restarting");
+    p.server.respond(small, Ok(body(b"done", b"")));
+    (first, second, small)
+}
+
 #[test]
 fn at_the_goaway_a_pieced_request_overtaken_before_it_began_is_withdrawn_and_fails_retryable() {
     let mut p = pair();
-    let first = start(&mut p, six_mib());
-    let second = start(&mut p, six_mib());
-    turn(&mut p);
-    let small = start(&mut p, body(b"small", b""));
-    turn(&mut p);
-    assert_eq!(requests_seen(&p.server_events), vec![small]);
-    // The server saw `small`, the highest id: its goaway names it, so `second` (a lower id,
-    // not begun) would come after it and be refused.
-    p.server.goaway("restarting");
-    p.server.respond(small, Ok(body(b"done", b"")));
+    let (first, second, small) = goaway_after_an_overtaking_call(&mut p);
     let sent_before = p.client.taken;
     // The client reads the goaway before its writer comes to the second request.
     serve(&mut p);
@@ -197,14 +199,7 @@ fn at_the_goaway_a_pieced_request_overtaken_before_it_began_is_withdrawn_and_fai
 #[test]
 fn a_pieced_request_overtaken_and_begun_after_the_goaway_went_is_refused_whole_and_fails_retryable() {
     let mut p = pair();
-    let first = start(&mut p, six_mib());
-    let second = start(&mut p, six_mib());
-    turn(&mut p);
-    let small = start(&mut p, body(b"small", b""));
-    turn(&mut p);
-    assert_eq!(requests_seen(&p.server_events), vec![small]);
-    p.server.goaway("restarting");
-    p.server.respond(small, Ok(body(b"done", b"")));
+    let (first, second, small) = goaway_after_an_overtaking_call(&mut p);
     // The goaway is on its way; the client, not having read it, writes on: the rest of the
     // first request (promised), then the second (numbered below the goaway's last id, so the
     // server cannot tell it from a call it accepted; begun after the goaway, it is refused).
@@ -213,11 +208,7 @@ fn a_pieced_request_overtaken_and_begun_after_the_goaway_went_is_refused_whole_a
     for _ in 0..100 {
         let mut out = Vec::new();
         p.client.take_transmits(&mut out);
-        let n: usize = out.iter().map(Transmit::len).sum();
-        for t in &out {
-            p.server_in.extend_from_slice(&t.to_vec());
-        }
-        p.client.handle_written(n, now);
+        to_server(&mut p, &out);
         p.server.handle_input(&mut p.server_in, now).unwrap();
         while let Some(e) = p.server.poll_event() {
             p.server_events.push(e);
@@ -314,16 +305,7 @@ fn server_mid_pieced(first: usize) -> (Connection, BytesMut, Vec<u8>, Instant) {
     input.extend_from_slice(&header);
     server.handle_input(&mut input, now).unwrap();
     // The body as the request would go whole: its table, its padding, its attachment.
-    let whole = Frame::Request(crate::frame::Request {
-        id: 1,
-        method: 1,
-        mode: CallMode::UNARY,
-        await_commit: true,
-        deadline: None,
-        metadata: Bytes::new(),
-        message: Bytes::new(),
-        attachments: vec![Payload::from(vec![1u8; 1000])],
-    });
+    let whole = Frame::Request(attached_request(1, 1000));
     let body = whole.encode().unwrap().to_vec()[HEADER_LEN..].to_vec();
     assert_eq!(body.len(), server.bytes_needed() - HEADER_LEN);
     input.extend_from_slice(&Marker::Data(first as u32).encode());
@@ -541,9 +523,53 @@ fn a_pong_with_the_pieced_calls_number_does_not_stop_the_frames_between() {
 /// bounded as the driver bounds them, reads it without error, and no frame came before one it
 /// must follow: a cancel, commit or stream frame only after its call's request, nothing of a
 /// stream after its end, every call not cancelled once, the failure's goaway last.
+/// Writes out what `conn` still queues, each take reported written, until nothing moves
+/// (`written` of `taken` already was); then nothing may stay counted.
+fn write_out(conn: &mut Connection, taken: &mut Vec<Transmit>, mut written: usize, now: Instant, seed: u64) {
+    for _ in 0..200 {
+        let before = taken.len();
+        conn.take_transmits(taken);
+        let taken_len: usize = taken.iter().map(Transmit::len).sum();
+        conn.handle_written(taken_len - written, now);
+        written = taken_len;
+        if taken.len() == before && !conn.has_transmits() {
+            break;
+        }
+    }
+    assert_eq!(conn.out_bytes, 0, "seed {seed}: all written, bytes still counted");
+}
+
+/// What a side wrote (`taken`, its hello first), read as its peer's driver reads it: reads
+/// bounded by the piece being received, 64 KiB otherwise. Every frame, and the decoder.
+fn read_wire(taken: &[Transmit], seed: u64) -> (Vec<Frame>, crate::frame::FrameDecoder) {
+    use crate::frame::Limits;
+    let wire: Vec<u8> = taken.iter().flat_map(Transmit::to_vec).collect();
+    let mut d = crate::frame::FrameDecoder::new(Limits { max_frame: 4 << 20, max_attachments: 8 });
+    let mut buf = BytesMut::new();
+    let (mut at, mut hello_in) = (0, false);
+    let mut frames = Vec::new();
+    while at < wire.len() {
+        buf.reserve(d.bytes_needed().saturating_sub(buf.len()));
+        let n = d.piece_room(buf.len()).unwrap_or(64 << 10).min(wire.len() - at);
+        buf.extend_from_slice(&wire[at..at + n]);
+        at += n;
+        if !hello_in {
+            hello_in = d.decode_hello(&mut buf).expect("our hello").is_some();
+            if !hello_in {
+                continue;
+            }
+        }
+        while let Some(f) = d.decode(&mut buf).unwrap_or_else(|e| panic!("seed {seed}: {e}")) {
+            frames.push(f);
+        }
+    }
+    assert!(buf.is_empty(), "seed {seed}: {} bytes of a frame left", buf.len());
+    (frames, d)
+}
+
 #[test]
 fn whatever_the_client_does_what_it_writes_between_pieces_keeps_every_calls_order() {
-    use crate::frame::{Limits, Hello, WIRE_VERSION};
+    use crate::frame::{Hello, WIRE_VERSION};
     // Large bodies of 2 to 4 pieces: frames queued before one begins go before it; between
     // its pieces, those queued after.
     static ZEROS: [u8; (4 << 20) - (64 << 10)] = [0; (4 << 20) - (64 << 10)];
@@ -636,38 +662,8 @@ fn whatever_the_client_does_what_it_writes_between_pieces_keeps_every_calls_orde
                 _ => {}
             }
         }
-        for _ in 0..200 {
-            let before = taken.len();
-            conn.take_transmits(&mut taken);
-            let taken_len: usize = taken.iter().map(Transmit::len).sum();
-            conn.handle_written(taken_len - written, now);
-            written = taken_len;
-            if taken.len() == before && !conn.has_transmits() {
-                break;
-            }
-        }
-        assert_eq!(conn.out_bytes, 0, "seed {seed}: all written, bytes still counted");
-        let wire: Vec<u8> = taken.iter().flat_map(Transmit::to_vec).collect();
-        let mut d = crate::frame::FrameDecoder::new(Limits { max_frame: 4 << 20, max_attachments: 8 });
-        let mut buf = BytesMut::new();
-        let (mut at, mut hello_in) = (0, false);
-        let mut frames = Vec::new();
-        while at < wire.len() {
-            buf.reserve(d.bytes_needed().saturating_sub(buf.len()));
-            let n = d.piece_room(buf.len()).unwrap_or(64 << 10).min(wire.len() - at);
-            buf.extend_from_slice(&wire[at..at + n]);
-            at += n;
-            if !hello_in {
-                hello_in = d.decode_hello(&mut buf).expect("our hello").is_some();
-                if !hello_in {
-                    continue;
-                }
-            }
-            while let Some(f) = d.decode(&mut buf).unwrap_or_else(|e| panic!("seed {seed}: {e}")) {
-                frames.push(f);
-            }
-        }
-        assert!(buf.is_empty(), "seed {seed}: {} bytes of a frame left", buf.len());
+        write_out(&mut conn, &mut taken, written, now, seed);
+        let (frames, d) = read_wire(&taken, seed);
         between += d.frames_between_pieces();
         let (mut arrived, mut ended, mut commits) = (Vec::new(), Vec::new(), Vec::new());
         let last = frames.len().wrapping_sub(1);
@@ -709,7 +705,7 @@ fn whatever_the_client_does_what_it_writes_between_pieces_keeps_every_calls_orde
 /// answered and not cancelled gets its last frame once, and a failure's goaway is last.
 #[test]
 fn whatever_the_server_does_what_it_writes_between_pieces_keeps_every_calls_order() {
-    use crate::frame::{Cancel, Hello, Limits, WIRE_VERSION};
+    use crate::frame::{Cancel, Hello, WIRE_VERSION};
     // Large bodies of 2 to 4 pieces: frames queued before one begins go before it; between
     // its pieces, those queued after.
     static ZEROS: [u8; (4 << 20) - (64 << 10)] = [0; (4 << 20) - (64 << 10)];
@@ -783,38 +779,8 @@ fn whatever_the_server_does_what_it_writes_between_pieces_keeps_every_calls_orde
                 _ => {}
             }
         }
-        for _ in 0..200 {
-            let before = taken.len();
-            conn.take_transmits(&mut taken);
-            let taken_len: usize = taken.iter().map(Transmit::len).sum();
-            conn.handle_written(taken_len - written, now);
-            written = taken_len;
-            if taken.len() == before && !conn.has_transmits() {
-                break;
-            }
-        }
-        assert_eq!(conn.out_bytes, 0, "seed {seed}: all written, bytes still counted");
-        let wire: Vec<u8> = taken.iter().flat_map(Transmit::to_vec).collect();
-        let mut d = crate::frame::FrameDecoder::new(Limits { max_frame: 4 << 20, max_attachments: 8 });
-        let mut buf = BytesMut::new();
-        let (mut at, mut hello_in) = (0, false);
-        let mut frames = Vec::new();
-        while at < wire.len() {
-            buf.reserve(d.bytes_needed().saturating_sub(buf.len()));
-            let n = d.piece_room(buf.len()).unwrap_or(64 << 10).min(wire.len() - at);
-            buf.extend_from_slice(&wire[at..at + n]);
-            at += n;
-            if !hello_in {
-                hello_in = d.decode_hello(&mut buf).expect("our hello").is_some();
-                if !hello_in {
-                    continue;
-                }
-            }
-            while let Some(f) = d.decode(&mut buf).unwrap_or_else(|e| panic!("seed {seed}: {e}")) {
-                frames.push(f);
-            }
-        }
-        assert!(buf.is_empty(), "seed {seed}: {} bytes of a frame left", buf.len());
+        write_out(&mut conn, &mut taken, written, now, seed);
+        let (frames, mut d) = read_wire(&taken, seed);
         let aborted: Vec<u64> = d.take_aborted().into_iter().map(|(_, id)| id).collect();
         between += d.frames_between_pieces();
         let mut over: Vec<u64> = Vec::new();

@@ -30,19 +30,26 @@ pub(super) fn write_all(p: &mut Pair) {
     for _ in 0..1000 {
         let mut out = Vec::new();
         p.client.take_transmits(&mut out);
-        let n: usize = out.iter().map(Transmit::len).sum();
-        for t in &out {
-            p.server_in.extend_from_slice(&t.to_vec());
-        }
-        if n > 0 {
-            p.client.handle_written(n, p.now);
-        }
+        let n = to_server(p, &out);
         serve(p);
         if n == 0 && !p.client.has_transmits() {
             return;
         }
     }
     panic!("the client never stopped writing");
+}
+
+/// What the client's writer took (`out`) reaches the server's input, and is reported written;
+/// its bytes.
+pub(super) fn to_server(p: &mut Pair, out: &[Transmit]) -> usize {
+    let n: usize = out.iter().map(Transmit::len).sum();
+    for t in out {
+        p.server_in.extend_from_slice(&t.to_vec());
+    }
+    if n > 0 {
+        p.client.handle_written(n, p.now);
+    }
+    n
 }
 
 /// The server takes what reached it and answers; the client reads the answers (the client's
@@ -79,11 +86,7 @@ fn a_call_cancelled_while_queued_behind_a_pieced_request_is_never_sent() {
     // A small call queued behind it, given up on before it left.
     let small = p.client.start_call(1, body(b"small", b""), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
     p.client.cancel_call(small);
-    let n: usize = out.iter().map(Transmit::len).sum();
-    for t in &out {
-        p.server_in.extend_from_slice(&t.to_vec());
-    }
-    p.client.handle_written(n, p.now);
+    to_server(&mut p, &out);
     write_all(&mut p);
     assert_eq!(requests_seen(&p.server_events), vec![big], "the server saw a call given up on before it was sent");
     assert!(!p.server_events.iter().any(|e| matches!(e, Event::Abort { .. })), "{:?}", p.server_events.len());
@@ -98,11 +101,7 @@ fn stream_frames_of_a_call_cancelled_behind_a_pieced_request_are_dropped_with_it
     p.client.take_transmits(&mut out);
     let s = p.client.start_call(2, body(b"open", b""), CallMode { client_stream: true, server_stream: false }, &Metadata::default(), None, p.now).unwrap();
     p.client.cancel_call(s);
-    let n: usize = out.iter().map(Transmit::len).sum();
-    for t in &out {
-        p.server_in.extend_from_slice(&t.to_vec());
-    }
-    p.client.handle_written(n, p.now);
+    to_server(&mut p, &out);
     write_all(&mut p);
     assert_eq!(requests_seen(&p.server_events), vec![big]);
     assert_eq!(p.client.held_bytes(), 0);
@@ -148,11 +147,7 @@ fn aborted_or_withdrawn_pieced_requests_leave_nothing_counted_and_the_next_call_
     p.client.take_transmits(&mut out);
     p.client.cancel_call(b);
     p.client.cancel_call(a);
-    let n: usize = out.iter().map(Transmit::len).sum();
-    for t in &out {
-        p.server_in.extend_from_slice(&t.to_vec());
-    }
-    p.client.handle_written(n, p.now);
+    to_server(&mut p, &out);
     write_all(&mut p);
     assert_eq!(requests_seen(&p.server_events), vec![c]);
     assert_eq!(p.client.held_bytes(), 0);
@@ -178,7 +173,15 @@ fn a_peer_that_pings_while_not_reading_a_pieced_request_is_cut_off() {
 
 /// A request header flagged pieced, of `body` bytes (one attachment), for a decoder.
 pub(super) fn pieced_header(id: u64, body: usize) -> Bytes {
-    let r = crate::frame::Request {
+    let t = attached_request(id, body).encode().unwrap();
+    let mut head = BytesMut::from(&t.head[..HEADER_LEN]);
+    head[1] |= FLAG_PIECED;
+    head.freeze()
+}
+
+/// Request `id` with an attachment of `body` bytes (1s), awaiting its commit.
+pub(super) fn attached_request(id: u64, body: usize) -> crate::frame::Request {
+    crate::frame::Request {
         id,
         method: 1,
         mode: CallMode::UNARY,
@@ -187,11 +190,7 @@ pub(super) fn pieced_header(id: u64, body: usize) -> Bytes {
         metadata: Bytes::new(),
         message: Bytes::new(),
         attachments: vec![Payload::from(vec![1u8; body])],
-    };
-    let t = r.encode().unwrap();
-    let mut head = BytesMut::from(&t.head[..HEADER_LEN]);
-    head[1] |= FLAG_PIECED;
-    head.freeze()
+    }
 }
 
 /// A hostile peer's input: a read block full of pieced requests each aborted at once (48 bytes
@@ -251,11 +250,7 @@ fn a_goaway_after_a_pieced_request_cut_short_by_a_failure_is_read_as_a_goaway() 
     p.client.start_call(1, large(), CallMode::UNARY, &Metadata::default(), None, p.now).unwrap();
     let mut out = Vec::new();
     p.client.take_transmits(&mut out);
-    let n: usize = out.iter().map(Transmit::len).sum();
-    for t in &out {
-        p.server_in.extend_from_slice(&t.to_vec());
-    }
-    p.client.handle_written(n, p.now);
+    to_server(&mut p, &out);
     let mut garbage = BytesMut::from(&[0xffu8; HEADER_LEN][..]);
     assert!(p.client.handle_input(&mut garbage, p.now).is_err());
     let mut last = Vec::new();
