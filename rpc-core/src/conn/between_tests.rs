@@ -1021,11 +1021,11 @@ fn server_writes_all(p: &mut Pair) {
     panic!("the server never stopped writing");
 }
 
-/// A call that reaches a draining server is refused with `UNAVAILABLE`, after its goaway: the
-/// client reads the goaway first and fails the call `ShuttingDown` (it never ran; a re-dialing
-/// client sends it again), as it does when nothing is pieced. A large answer being sent holds
-/// the goaway back (it never goes between pieces); the refusal waits behind it too, or the
-/// client would fail the call with the refusal's status, which nobody sends again.
+/// A call that reaches a draining server is refused, after its goaway: the client fails the
+/// call `ShuttingDown` (it never ran; a re-dialing client sends it again), as it does when
+/// nothing is pieced. A large answer being sent holds the goaway back (it never goes between
+/// pieces), so the refusal may reach the client first: its refused flag, not its place behind
+/// the goaway, says the call never ran.
 #[test]
 fn a_call_refused_by_a_draining_server_sending_a_large_answer_fails_shutting_down_not_unavailable() {
     for begun in [false, true] {

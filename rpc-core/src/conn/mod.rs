@@ -907,13 +907,10 @@ impl Connection {
         if !taken {
             let status = Status::new(Code::UNAVAILABLE, "server is shutting down; call not accepted");
             // Flagged refused: the client fails the call `ShuttingDown` (never ran, may go
-            // again elsewhere), even one numbered up to the goaway's last id (a pieced request
-            // that later calls overtook, begun after the goaway went). Behind the goaway, which
-            // waits behind the last pieced answer: the client reads that first.
-            match Frame::Error(ErrorFrame::refused(id, status)).encode() {
-                Ok(t) => self.queue_behind_last(t),
-                Err(e) => tracing::error!("control frame failed to encode: {e}"),
-            }
+            // again elsewhere) whether it reads this before or after the goaway (which waits
+            // behind the last pieced answer), and even for a call numbered up to the goaway's
+            // last id (a pieced request that later calls overtook, begun after the goaway went).
+            self.push_frame(Frame::Error(ErrorFrame::refused(id, status)));
             return Ok(());
         }
         if self.calls.len() >= self.config.max_calls_in_flight as usize {

@@ -67,15 +67,6 @@ impl Connection {
         }
     }
 
-    /// Queues a whole frame behind everything queued before it, as to a peer that does not
-    /// take frames between pieces: behind the last pieced frame, if one is queued (where a
-    /// goaway waits), else in `transmits`.
-    pub(super) fn queue_behind_last(&mut self, t: Transmit) {
-        self.seal_small_frames();
-        self.out_bytes += t.len();
-        queue(&mut self.pieced, &mut self.transmits, false, t);
-    }
-
     /// True when the peer takes whole frames between the pieces of a pieced frame.
     pub(super) fn takes_frames_between(&self) -> bool {
         self.peer.is_some_and(|h| h.capabilities & caps::FRAMES_BETWEEN_PIECES != 0)
