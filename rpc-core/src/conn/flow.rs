@@ -27,6 +27,12 @@ pub(super) fn cost(len: u64) -> u64 {
     len.saturating_add(FRAME_COST)
 }
 
+/// The credit `messages` stream messages of `bytes` bytes in all cost together (each its
+/// [`cost`]): a batch, or messages consumed at once.
+pub(super) fn run_cost(messages: usize, bytes: u64) -> u64 {
+    bytes.saturating_add(messages as u64 * FRAME_COST)
+}
+
 /// The credit the stream data in `t` took when it was queued: each message's [`cost`], whether
 /// `t` is one stream data frame, a batch, or a run of frames back to back; 0 for a frame of any
 /// other kind. For what a withdrawn transmit gives back: the peer never receives it, so it
@@ -44,7 +50,7 @@ pub(super) fn queued_cost(t: &Transmit) -> u64 {
         frame.advance(HEADER_LEN);
         total += match RawFrame::from_body(header, frame).and_then(|(raw, _)| Frame::decode(raw)) {
             Ok(Frame::StreamData(d)) => cost(d.message.len() as u64 + d.attachments.iter().map(|a| a.len() as u64).sum::<u64>()),
-            Ok(Frame::StreamBatch(b)) => b.messages.message_bytes() as u64 + b.messages.len() as u64 * FRAME_COST,
+            Ok(Frame::StreamBatch(b)) => run_cost(b.messages.len(), b.messages.message_bytes() as u64),
             _ => 0,
         };
     }

@@ -184,7 +184,7 @@ impl Connection {
     /// The application took `messages` messages of `bytes` bytes in all of call `id`'s stream
     /// (a receiver reports in batches: one step for many small messages).
     pub fn consumed_many(&mut self, id: u64, messages: usize, bytes: usize) {
-        let cost = (bytes as u64).saturating_add(messages as u64 * flow::FRAME_COST);
+        let cost = flow::run_cost(messages, bytes as u64);
         self.stream_held = self.stream_held.saturating_sub(cost as usize);
         if self.state == State::Closed {
             return;
@@ -268,7 +268,7 @@ impl Connection {
         // `stream/routes.rs`) and cuts each message out when it takes it. Charged as one run:
         // the same checks as message after message, in one step.
         let messages = b.messages;
-        let total = (messages.message_bytes() as u64).saturating_add(messages.len() as u64 * flow::FRAME_COST);
+        let total = flow::run_cost(messages.len(), messages.message_bytes() as u64);
         let last = flow::cost(messages.last_len() as u64);
         Self::charge_received_run(conn_flow, Some(flow), id, total, last)?;
         self.stream_held += total as usize;
