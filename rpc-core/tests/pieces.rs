@@ -272,6 +272,67 @@ async fn raw_exchange(bytes: Vec<u8>, until: usize) -> Vec<u8> {
 }
 
 /// A request of a bit over 3 MiB (one attachment): its header flagged pieced, and its body.
+/// A draining server waits for a pieced request it promised to answer (part-way received when
+/// its goaway went, numbered below a call it took), but not for ever: a peer that stops sending
+/// it mid-way is closed when the grace period ends, and the shutdown completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_server_waits_for_a_stalled_pieced_request_only_until_its_grace_period_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let grace = Duration::from_millis(300);
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let handle = Server::builder().grace_period(grace).build(AlignCheck::default()).serve(acceptor);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let hello = rpc_core::frame::Hello {
+        version: rpc_core::frame::WIRE_VERSION,
+        capabilities: rpc_core::frame::caps::PIECES,
+        max_frame: 16 << 20,
+        max_calls_in_flight: 8,
+        max_attachments: 8,
+        max_metadata: 0,
+        stream_window: 0,
+    };
+    s.write_all(&hello.encode()).await.unwrap();
+    // Call 2 whole (taken and answered), then call 1 in pieces: its header and one piece, and
+    // nothing more.
+    let (mut whole, body) = pieced_request(2);
+    whole[1] &= !rpc_core::frame::FLAG_PIECED;
+    whole.extend_from_slice(&body);
+    let (mut stalled, body) = pieced_request(1);
+    stalled.extend_from_slice(&marker(1 << 20, 0));
+    stalled.extend_from_slice(&body[..1 << 20]);
+    s.write_all(&whole).await.unwrap();
+    s.write_all(&stalled).await.unwrap();
+    // The echo of call 2 (its body, 3 MiB) shows the server has read what came before the stall.
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 64 << 10];
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while got.len() < rpc_core::frame::HELLO_LEN + body.len() {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => panic!("closed before answering call 2"),
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .expect("call 2 answered");
+    let started = std::time::Instant::now();
+    let shutdown = tokio::spawn(handle.shutdown());
+    // The server's end of the connection: its goaway, then EOF (or a reset).
+    let eof = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    });
+    let took = eof.await.expect("the server closed the connection");
+    assert!(took >= grace / 2, "closed after {took:?}: it did not wait for the promised request");
+    assert!(took < grace + Duration::from_secs(5), "closed after {took:?}");
+    tokio::time::timeout(Duration::from_secs(20), shutdown).await.expect("the shutdown completes").unwrap();
+}
+
 fn pieced_request(id: u64) -> (Vec<u8>, Vec<u8>) {
     let r = rpc_core::frame::Request {
         id,
