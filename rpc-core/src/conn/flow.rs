@@ -106,7 +106,7 @@ impl Flow {
         }
     }
 
-    #[cfg(test)]
+    /// The credit left to send with (a frame may start while it is positive).
     pub(super) fn send_credit(&self) -> i64 {
         self.send_credit
     }
@@ -120,6 +120,12 @@ impl Flow {
     pub(super) fn on_sent(&mut self, len: u64) {
         debug_assert!(self.can_send());
         self.send_credit = self.send_credit.saturating_sub(cost(len).min(MAX_CREDIT as u64) as i64);
+    }
+
+    /// `messages` stream messages of `bytes` bytes in all went out, each as [`Flow::on_sent`]
+    /// would have taken it (the caller checked the credit before each).
+    pub(super) fn on_sent_run(&mut self, messages: usize, bytes: u64) {
+        self.send_credit = self.send_credit.saturating_sub(run_cost(messages, bytes).min(MAX_CREDIT as u64) as i64);
     }
 
     /// Stream data costing `cost` that went out of credit was withdrawn before it was written:

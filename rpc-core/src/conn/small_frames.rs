@@ -10,6 +10,8 @@
 //! A run holds frames of one call only, so a withdrawn or cancelled call's queued frames can
 //! still be found by the header in front of each transmit (`Connection::withdraw_or_cancel`).
 
+use std::collections::VecDeque;
+
 use bytes::BytesMut;
 
 use crate::body::Body;
@@ -52,16 +54,38 @@ impl SmallFrames {
         self.batch_max = RUN_MAX.min(max_frame as usize);
     }
 
-    /// Appends `message` to call `id`'s batch being written, when it fits there as things are
-    /// (no run to seal, no room to make): a fast stream's common case, without what
-    /// [`SmallFrames::push`] returns. The bytes it added; `None`: take `push`.
+    /// Appends messages from the front of `queue` to call `id`'s batch being written while each
+    /// fits there as things are (no run to seal, no room to make, no attachments) and `take`
+    /// agrees to its length: a fast stream's common case, one check of the run for all of them
+    /// rather than [`SmallFrames::push`]'s per message. Returns the messages taken (off the
+    /// queue) and the bytes they added; the caller takes the rest with `push`.
     #[inline]
-    pub(super) fn append(&mut self, id: u64, message: &[u8]) -> Option<usize> {
-        if !(self.batch && self.continues_run(id, message.len())) {
-            return None;
+    pub(super) fn append_from(
+        &mut self,
+        id: u64,
+        queue: &mut VecDeque<Body>,
+        mut take: impl FnMut(usize) -> bool,
+    ) -> (usize, usize) {
+        if !(self.batch && self.id == id && !self.buf.is_empty()) {
+            return (0, 0);
         }
-        StreamBatch::push_in_place(message, &mut self.buf);
-        Some(BATCH_PREFIX + message.len())
+        // What `continues_run` allows, as one count of bytes: under `batch_max`, and a header's
+        // room short of the buffer's end (see there).
+        let used = self.buf.len() - HEADER_LEN;
+        let spare = (self.buf.capacity() - self.buf.len()).saturating_sub(HEADER_LEN);
+        let mut room = self.batch_max.saturating_sub(used).min(spare);
+        let (start, mut taken) = (self.buf.len(), 0);
+        while let Some(body) = queue.front() {
+            let len = body.message.len();
+            if !Self::fits(body) || BATCH_PREFIX + len > room || !take(len) {
+                break;
+            }
+            let body = queue.pop_front().expect("front checked");
+            StreamBatch::push_in_place(&body.message, &mut self.buf);
+            room -= BATCH_PREFIX + len;
+            taken += 1;
+        }
+        (taken, self.buf.len() - start)
     }
 
     /// True when a frame of call `id` carrying `message_len` bytes goes into the run being
@@ -217,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn append_then_push_writes_the_same_runs_as_push_alone() {
+    fn append_from_then_push_writes_the_same_runs_as_push_alone() {
         for batch in [true, false] {
             let (mut fast, mut plain) = (SmallFrames::default(), SmallFrames::default());
             fast.configure(batch, 16 << 10);
@@ -229,12 +253,13 @@ mod tests {
                 // when the room runs out.
                 let id = 1 + u64::from(i / 700 % 3);
                 let message = vec![i as u8; (i as usize * 37) % (INLINE_MESSAGE_MAX + 1)];
-                match fast.append(id, &message) {
-                    Some(added) => {
+                let mut queue = VecDeque::from([Body::message(Bytes::from(message.clone()))]);
+                match fast.append_from(id, &mut queue, |_| true) {
+                    (1, added) => {
                         appended += 1;
                         fast_bytes += added;
                     }
-                    None => {
+                    _ => {
                         let (sealed, added) = fast.push(id, &message);
                         fast_runs.extend(sealed);
                         fast_bytes += added;

@@ -338,6 +338,10 @@ fn send_messages_sends_in_order_until_credit_or_the_writer_stops_it() {
     let cost = |n: usize| n + HEADER_LEN;
     let spent: usize = (0..sent).map(|i| cost(if i == 3 { 1000 } else { 64 })).sum();
     assert!(spent >= window as usize && spent < window as usize + cost(64), "{sent} messages, {spent} bytes of credit");
+    // Both credits are down by exactly what went (a run of them is taken off at once).
+    let stream_credit = p.server.calls.get_mut(id).unwrap().flow.as_ref().unwrap().send_credit();
+    assert_eq!(stream_credit, window as i64 - spent as i64);
+    assert_eq!(p.server.conn_flow.as_ref().unwrap().send_credit(), 16 * window as i64 - spent as i64);
     p.drive();
     let got = data_events(&mut p.client_events);
     assert_eq!(got.len(), sent);

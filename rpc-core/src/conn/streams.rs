@@ -11,7 +11,7 @@ use super::{outgoing, Connection, Event, Side, State};
 use crate::body::Body;
 use crate::code::Code;
 use crate::error::{CallError, ConnectionError, Status};
-use crate::frame::{Credit, Frame, MetadataBlocks, StreamBatch, StreamData, StreamEnd, StreamHeaders};
+use crate::frame::{Credit, Frame, MetadataBlocks, StreamBatch, StreamData, StreamEnd, StreamHeaders, BATCH_PREFIX};
 
 /// Why a stream message was not sent.
 #[derive(Debug)]
@@ -92,18 +92,29 @@ impl Connection {
             let body = queue.pop_front().expect("front checked");
             flow.on_sent(body.len());
             conn_flow.on_sent(body.len());
-            let added = match self.small.append(id, &body.message) {
-                Some(added) => added,
-                None => {
-                    let (sealed, added) = self.small.push(id, &body.message);
-                    if let Some(run) = sealed {
-                        super::pieced::queue(&mut self.pieced, &mut self.transmits, between, run);
-                    }
-                    added
-                }
-            };
+            let (sealed, added) = self.small.push(id, &body.message);
+            if let Some(run) = sealed {
+                super::pieced::queue(&mut self.pieced, &mut self.transmits, between, run);
+            }
             self.out_bytes += added;
             sent += 1;
+            // The run goes on: the same checks, on budgets counted down here, then applied once.
+            let mut credit = flow.send_credit().min(conn_flow.send_credit());
+            let mut room = max_queued.saturating_sub(self.out_bytes.saturating_sub(not_queued));
+            let mut bytes = 0;
+            let (taken, added) = self.small.append_from(id, queue, |len| {
+                if credit <= 0 || room == 0 {
+                    return false;
+                }
+                credit -= flow::cost(len as u64) as i64;
+                room = room.saturating_sub(BATCH_PREFIX + len);
+                bytes += len as u64;
+                true
+            });
+            flow.on_sent_run(taken, bytes);
+            conn_flow.on_sent_run(taken, bytes);
+            self.out_bytes += added;
+            sent += taken;
         }
         sent
     }
