@@ -155,6 +155,7 @@ pub(crate) fn handles<H: SideHandler + HasRoutes, K: Keep>(
             inbound,
             batch: Vec::new().into_iter(),
             packed: BatchMessages::default(),
+            packed_mark: (0, 0),
             unreported: (0, 0),
             method: None,
             metadata: None,
@@ -317,6 +318,9 @@ pub struct StreamReceiver {
     /// frame's, each cut out as it is taken.
     batch: std::vec::IntoIter<Body>,
     packed: BatchMessages,
+    /// `packed`'s messages and their bytes when it was last counted into `unreported`: what
+    /// was taken of it since is counted at the next report, not per message.
+    packed_mark: (usize, usize),
     done: bool,
     /// Messages taken and bytes in them, not yet reported to the connection: reported in
     /// batches, before waiting, at the end and on drop (one step for many small messages).
@@ -345,7 +349,8 @@ impl StreamReceiver {
     /// Polls for the next message (see [`StreamReceiver::recv`]).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Body, CallError>>> {
         if let Some(message) = self.packed.next() {
-            return Poll::Ready(Some(Ok(self.took(Body::message(message)))));
+            // Counted in bulk (see `count_packed`).
+            return Poll::Ready(Some(Ok(Body::message(message))));
         }
         if let Some(body) = self.batch.next() {
             return Poll::Ready(Some(Ok(self.took(body))));
@@ -368,9 +373,15 @@ impl StreamReceiver {
                 Some(Ok(self.took(first)))
             }
             Some(Inbound::Batch(messages)) => {
+                self.count_packed();
                 self.packed = messages;
+                self.packed_mark = (self.packed.len(), self.packed.message_bytes());
+                self.began = true;
+                if self.unreported.1 + self.unreported.0 * HEADER_LEN >= REPORT_EVERY {
+                    self.report();
+                }
                 let first = self.packed.next().expect("a batch holds two messages or more");
-                Some(Ok(self.took(Body::message(first))))
+                Some(Ok(Body::message(first)))
             }
             Some(Inbound::End(Ok(()))) => {
                 self.report();
@@ -508,8 +519,19 @@ impl StreamReceiver {
         }
     }
 
+    /// Counts what was taken of `packed` since it was last counted: a batch's messages are
+    /// counted when the next batch comes and at each report, not one by one. So credit goes
+    /// back at most one batch frame (bounded by the peer's `max_frame`) later than taken.
+    fn count_packed(&mut self) {
+        let (messages, bytes) = self.packed_mark;
+        self.packed_mark = (self.packed.len(), self.packed.message_bytes());
+        self.unreported.0 += messages - self.packed_mark.0;
+        self.unreported.1 += bytes - self.packed_mark.1;
+    }
+
     /// Tells the connection what was taken since the last report.
     fn report(&mut self) {
+        self.count_packed();
         let (messages, bytes) = std::mem::take(&mut self.unreported);
         if messages > 0 {
             self.host.consumed(self.id, messages, bytes);
@@ -650,6 +672,7 @@ mod tests {
             inbound: Some(rx),
             batch: Vec::new().into_iter(),
             packed: BatchMessages::default(),
+            packed_mark: (0, 0),
             done: false,
             unreported: (0, 0),
             method: None,
@@ -714,19 +737,32 @@ mod tests {
     }
 
     #[test]
-    fn the_messages_of_a_batch_are_reported_once_enough_are_taken() {
+    fn a_batch_is_reported_in_bulk_once_the_next_comes_or_the_receiver_waits() {
         let (mut rx, tx, reports) = receiver();
-        // 2,000 messages of 64 bytes: 32 KiB with their headers within the first few hundred.
-        let messages: BatchMessages = (0..2000).map(|_| Bytes::from(vec![7u8; 64])).collect();
-        tx.send(Inbound::Batch(messages)).ok().unwrap();
-        let per_report = REPORT_EVERY.div_ceil(64 + HEADER_LEN);
-        for _ in 0..per_report - 1 {
+        // Two batches of 600 messages of 64 bytes: 62 KB each with their headers, more than
+        // REPORT_EVERY.
+        let batch_of = |n| Inbound::Batch((0..n).map(|_| Bytes::from(vec![7u8; 64])).collect());
+        tx.send(batch_of(600)).ok().unwrap();
+        tx.send(batch_of(600)).ok().unwrap();
+        for _ in 0..600 {
             next(&mut rx);
         }
-        assert_eq!(reports.total(), (0, 0));
+        assert_eq!(reports.total(), (0, 0), "not counted message by message");
         next(&mut rx);
-        assert_eq!(reports.total(), (per_report, per_report * 64));
+        assert_eq!(reports.total(), (600, 600 * 64), "the first batch, when the second is taken from");
+        for _ in 0..10 {
+            next(&mut rx);
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(rx.poll_recv(&mut cx).is_ready(), "more of the batch is there");
+        assert_eq!(reports.total(), (600, 600 * 64));
+        for _ in 0..588 {
+            next(&mut rx);
+        }
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        assert_eq!(reports.total(), (1200, 1200 * 64), "all taken, before waiting");
         drop(rx);
-        assert_eq!(reports.total(), (2000, 2000 * 64));
+        assert_eq!(reports.total(), (1200, 1200 * 64), "nothing twice");
     }
+
 }
