@@ -318,7 +318,16 @@ pub struct RecordOpener {
     /// Where the peer's next keys come from (none: a `key_update` ends the connection).
     schedule: Option<Arc<KeySchedule>>,
     updates: u64,
+    /// Records in a row that held nothing for the application (see [`MAX_IDLE_RECORDS`]).
+    idle: u32,
 }
+
+/// The most records in a row a peer may send with nothing for the application: key updates,
+/// session tickets, empty records. Each costs this side a decryption (a key update also a key
+/// derivation) for a few bytes of the peer's, and none moves the connection on; the next ends
+/// it. Application data starts the count again, so long connections may update their keys as
+/// often as their traffic needs (the same bound as BoringSSL's: 32 in a row).
+pub const MAX_IDLE_RECORDS: u32 = 32;
 
 /// The body length a record header announces, checked: a protected TLS 1.3 record
 /// (application data, legacy version 3.3) no longer than the protocol allows. A peer that
@@ -396,7 +405,7 @@ impl RecordOpener {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS: a record without a content type (all padding)"));
         };
         let typ = plain[end];
-        match typ {
+        let opened = match typ {
             APPLICATION_DATA if end == 0 => Ok(Opened::Nothing),
             APPLICATION_DATA => Ok(Opened::Data(end)),
             ALERT => match &plain[..end] {
@@ -406,7 +415,19 @@ impl RecordOpener {
             },
             HANDSHAKE => self.post_handshake(&plain[..end]),
             t => Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: a protected record of content type {t}"))),
+        };
+        match opened {
+            Ok(Opened::Nothing) => {
+                self.idle += 1;
+                if self.idle > MAX_IDLE_RECORDS {
+                    self.owed = Some(AlertDescription::UnexpectedMessage);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: the peer sent {} records in a row with nothing for the application (key updates, session tickets or empty records; at most {MAX_IDLE_RECORDS} are taken)", self.idle)));
+                }
+            }
+            Ok(Opened::Data(_)) => self.idle = 0,
+            _ => {}
         }
+        opened
     }
 
     /// Records opened so far with this key (its sequence number).
@@ -598,7 +619,7 @@ fn finish(secrets: ExtractedSecrets, kernel: Kernel, leftover: BytesMut, peer: T
     let schedule = Arc::new(KeySchedule { kernel: Mutex::new(kernel), requested: AtomicBool::new(false) });
     Ok(Session {
         sealer: RecordSealer::new(Keys::new(secrets.tx)?, Some(schedule.clone())),
-        opener: RecordOpener { keys: Keys::new(secrets.rx)?, owed: None, schedule: Some(schedule), updates: 0 },
+        opener: RecordOpener { keys: Keys::new(secrets.rx)?, owed: None, schedule: Some(schedule), updates: 0, idle: 0 },
         leftover,
         peer,
     })
@@ -660,7 +681,7 @@ mod tests {
     fn pair_of(key: impl Fn() -> ConnectionTrafficSecrets) -> (RecordSealer, RecordOpener) {
         (
             RecordSealer::new(Keys::new((0, key())).unwrap(), None),
-            RecordOpener { keys: Keys::new((0, key())).unwrap(), owed: None, schedule: None, updates: 0 },
+            RecordOpener { keys: Keys::new((0, key())).unwrap(), owed: None, schedule: None, updates: 0, idle: 0 },
         )
     }
 
@@ -790,6 +811,29 @@ mod tests {
             let e = o.open_in_place(&mut record).unwrap_err();
             assert!(e.to_string().contains(why), "{msg:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_run_of_records_with_nothing_for_the_application_ends_past_the_limit_and_data_starts_it_again() {
+        let (mut s, mut o) = pair();
+        let empty = |s: &mut RecordSealer| wire(s, &[&[]]).0;
+        let ticket = |s: &mut RecordSealer| handshake_record(s, &[NEW_SESSION_TICKET, 0, 0, 2, 7, 7]);
+        // Up to the limit in a row, then data, then the limit again: all taken.
+        for round in 0..2 {
+            for i in 0..MAX_IDLE_RECORDS {
+                let mut r = if i % 2 == 0 { empty(&mut s) } else { ticket(&mut s) };
+                assert_eq!(o.open_in_place(&mut r).unwrap(), Opened::Nothing, "round {round}, record {i}");
+            }
+            let mut data = wire(&mut s, &[&[1u8; 10]]).0;
+            assert_eq!(o.open_in_place(&mut data).unwrap(), Opened::Data(10));
+        }
+        for _ in 0..MAX_IDLE_RECORDS {
+            o.open_in_place(&mut empty(&mut s)).unwrap();
+        }
+        // One more in a row ends it, naming what happened.
+        let e = o.open_in_place(&mut ticket(&mut s)).unwrap_err();
+        assert!(e.to_string().contains("33 records in a row with nothing for the application"), "{e}");
+        assert_eq!(o.owed_alert(), Some(AlertDescription::UnexpectedMessage));
     }
 
     #[test]
