@@ -154,7 +154,7 @@ fn goaway_server(raw: tokio::net::TcpListener, hold: Duration) -> tokio::task::J
         };
         assert_eq!(request.kind, FrameKind::Request);
         tokio::time::sleep(hold).await;
-        let goaway = GoAway { last_id: 0, code: rpc_core::Code::OK, message: "closing".into() };
+        let goaway = GoAway { last_id: 0, last_pieced: None, code: rpc_core::Code::OK, message: "closing".into() };
         s.write_all(&goaway.encode().unwrap().to_vec()).await.unwrap();
         s.shutdown().await.unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;

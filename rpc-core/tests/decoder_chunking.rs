@@ -16,7 +16,7 @@ fn frames() -> Vec<Frame> {
         Frame::Response(Response { id: 1, message: Bytes::from(vec![4u8; 600]), attachments: vec![], meta: Default::default() }),
         Frame::Cancel(Cancel { id: 2 }),
         Frame::Error(ErrorFrame::new(3, Status { code: Code::APPLICATION, message: "x".into(), details: Bytes::from_static(b"e") })),
-        Frame::GoAway(GoAway { last_id: 3, code: Code::OK, message: "bye".into() }),
+        Frame::GoAway(GoAway { last_id: 3, last_pieced: Some(2), code: Code::OK, message: "bye".into() }),
     ]
 }
 

@@ -396,7 +396,7 @@ async fn after_an_aborted_pieced_request_the_next_one_is_answered() {
     wire.extend_from_slice(&body3[..100]);
     wire.extend_from_slice(&marker((body3.len() - 100) as u32, 0));
     wire.extend_from_slice(&body3[100..]);
-    let goaway = rpc_core::frame::Frame::GoAway(rpc_core::frame::GoAway { last_id: 0, code: rpc_core::Code::OK, message: "bye".into() });
+    let goaway = rpc_core::frame::Frame::GoAway(rpc_core::frame::GoAway { last_id: 0, last_pieced: None, code: rpc_core::Code::OK, message: "bye".into() });
     wire.extend_from_slice(&goaway.encode().unwrap().to_vec());
     let got = raw_exchange(wire, rpc_core::frame::HELLO_LEN + rpc_core::frame::HEADER_LEN).await;
     // Our hello is answered, then the response to call 3 (its header is the first frame).

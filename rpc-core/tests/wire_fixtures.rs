@@ -337,8 +337,16 @@ fn control_frames() {
     assert_eq!(Commit { id: 5 }.encode().unwrap().to_vec(), commit);
     assert_eq!(decode_one(&commit), Frame::Commit(Commit { id: 5 }));
 
-    let g = GoAway { last_id: 4, code: Code::OK, message: "bye".into() };
+    // A goaway that does not say which pieced requests arrived (as before the amendment)...
+    let g = GoAway { last_id: 4, last_pieced: None, code: Code::OK, message: "bye".into() };
     let goaway = hex("0a 00 0000 00000000 0400000000000000 0000000000000000 03000000 00000000 0000000000000000 627965");
+    assert_eq!(g.clone().encode().unwrap().to_vec(), goaway);
+    assert_eq!(decode_one(&goaway), Frame::GoAway(g));
+    // ...and one that does: flag bit 0, the highest pieced request's id where a request's
+    // deadline goes (2 here; 0 would say none came in pieces).
+    assert_eq!(rpc_core::frame::FLAG_LAST_PIECED, 1);
+    let g = GoAway { last_id: 4, last_pieced: Some(2), code: Code::OK, message: "bye".into() };
+    let goaway = hex("0a 01 0000 00000000 0400000000000000 0200000000000000 03000000 00000000 0000000000000000 627965");
     assert_eq!(g.clone().encode().unwrap().to_vec(), goaway);
     assert_eq!(decode_one(&goaway), Frame::GoAway(g));
 }

@@ -241,6 +241,57 @@ fn a_pieced_request_overtaken_and_begun_after_the_goaway_went_is_refused_whole_a
 }
 
 #[test]
+fn a_pieced_request_begun_after_the_goaway_went_fails_retryable_when_the_goaway_is_read() {
+    let mut p = pair();
+    let (first, second, small) = goaway_after_an_overtaking_call(&mut p);
+    let mut from_server = Vec::new();
+    p.server.take_transmits(&mut from_server);
+    // The goaway is on its way. The client, not having read it, writes on until its writer has
+    // begun the second request; none of that reaches the server, which may well close before
+    // it does (the first request's rest is not waited for here either).
+    let mut begun = false;
+    for _ in 0..100 {
+        let mut out = Vec::new();
+        p.client.take_transmits(&mut out);
+        let n: usize = out.iter().map(Transmit::len).sum();
+        let header_of_second = |t: &Transmit| {
+            t.head.len() >= HEADER_LEN
+                && FrameHeader::decode(&t.head[..HEADER_LEN]).is_ok_and(|h| h.kind == FrameKind::Request && h.id == second)
+        };
+        begun = out.iter().any(header_of_second);
+        p.client.handle_written(n, p.now);
+        if begun {
+            break;
+        }
+    }
+    assert!(begun, "the second request's header went to the writer");
+    // Now the client reads the goaway: it names the first request as the last that reached the
+    // server in pieces, so the second, numbered above it, never did and never will run.
+    for t in &from_server {
+        p.client_in.extend_from_slice(&t.to_vec());
+    }
+    let now = p.now;
+    p.client.handle_input(&mut p.client_in, now).unwrap();
+    while let Some(e) = p.client.poll_event() {
+        p.client_events.push(e);
+    }
+    let ended = |id: u64| {
+        p.client_events.iter().find_map(|e| match e {
+            Event::Finished { id: f, result } if *f == id => Some(result.as_ref().map(|_| ()).map_err(ToString::to_string)),
+            _ => None,
+        })
+    };
+    assert_eq!(ended(second), Some(Err("connection is shutting down; call not sent".to_string())), "fails at once, retryable");
+    assert_eq!(ended(first), None, "the first request reached the server: it is still answered");
+    assert_eq!(ended(small), Some(Ok(())));
+    // And the rest of the second request does not cross: it ends at an abort marker.
+    let mut out = Vec::new();
+    p.client.take_transmits(&mut out);
+    let markers: Vec<Marker> = out.iter().filter(|t| t.head.len() == MARKER_LEN).map(|t| Marker::decode(&t.head).unwrap()).collect();
+    assert!(markers.contains(&Marker::Abort), "{markers:?}");
+}
+
+#[test]
 fn at_the_goaway_a_pieced_request_the_server_never_accepted_stops_at_an_abort_marker() {
     // A client that had not read the goaway yet started a large request...
     let mut p2 = pair();
@@ -991,11 +1042,13 @@ fn whatever_crosses_the_goaway_every_call_ends_once_and_none_the_server_ran_fail
             assert_eq!((p.client.held_bytes(), p.server.held_bytes()), (0, 0), "seed {seed}");
         }
     }
-    // Lost with the connection: pieced requests begun after the goaway went, before the client
-    // read it, whose header had not reached the server when it closed (`docs/pieces.md`, "The
-    // goaway's promise"). Refused ones end `ShuttingDown`, with the calls never sent.
+    // None is lost with the connection: a pieced request begun after the goaway went, before
+    // the client read it, ends `ShuttingDown` when the client reads it (the goaway names the
+    // last pieced request that reached the server), whether or not its header had reached the
+    // server before it closed (`docs/pieces.md`, "The goaway's promise").
     eprintln!("answered, not run, lost: {stats:?}");
     assert!(stats[0] > 0 && stats[1] > 0, "answered, not run, lost: {stats:?}");
+    assert_eq!(stats[3], 0, "calls lost with the connection (answered, not run, lost: {stats:?})");
 }
 
 /// The server's writer: what it takes reaches the client, is reported written, and the client

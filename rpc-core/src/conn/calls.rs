@@ -29,6 +29,8 @@ pub(super) struct InFlight {
     /// Server: response headers and trailers the handler set, not yet sent; `None` until it
     /// sets one (a plain call never allocates it).
     pub(super) reply: Option<Box<ReplyMetadata>>,
+    /// Client: the request goes in pieces (later calls may overtake it, see the goaway).
+    pub(super) pieced: bool,
 }
 
 /// A call's response metadata, as the handler sets it.
@@ -41,7 +43,7 @@ pub(super) struct ReplyMetadata {
 impl InFlight {
     /// A unary call.
     pub(super) fn unary(deadline: Option<Instant>, budget: Option<Duration>, bytes: usize) -> Self {
-        InFlight { deadline, budget, bytes, flow: None, held: None, awaits_commit: false, headers_done: false, reply: None }
+        InFlight { deadline, budget, bytes, flow: None, held: None, awaits_commit: false, headers_done: false, reply: None, pieced: false }
     }
 }
 

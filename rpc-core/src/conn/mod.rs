@@ -290,7 +290,7 @@ impl Connection {
             messages_in: 0,
         };
         if let Some((code, message)) = refusal {
-            conn.push_frame(Frame::GoAway(GoAway { last_id: 0, code, message: message.clone() }));
+            conn.push_frame(Frame::GoAway(GoAway { last_id: 0, last_pieced: None, code, message: message.clone() }));
             conn.refusal = Some((code, message));
             conn.state = State::Draining;
         }
@@ -678,8 +678,10 @@ impl Connection {
             let window = self.config.stream_window();
             call.flow = Some(Box::new(flow::Flow::new(mode.client_stream, mode.server_stream, peer.stream_window, window)));
         }
+        call.pieced = await_commit && peer.capabilities & caps::PIECES != 0 && len > pieced::PIECED_FROM;
+        let pieced = call.pieced;
         self.calls.insert(id, call);
-        if await_commit && peer.capabilities & caps::PIECES != 0 && len > pieced::PIECED_FROM {
+        if pieced {
             // In pieces, so that a cancel can end it part-way (`pieced.rs`).
             self.push_pieced(id, transmit);
         } else {
@@ -802,7 +804,8 @@ impl Connection {
             // Only the request being received in pieces can have an id at most the last and
             // still be coming: a later call can overtake it between its pieces, none other.
             self.promised = self.decoder.pending_pieced().filter(|&(kind, id)| kind == FrameKind::Request && id <= last_id).map(|(_, id)| id);
-            self.push_frame(Frame::GoAway(GoAway { last_id, code: Code::OK, message: outgoing::short_text(message) }));
+            let last_pieced = Some(self.decoder.last_pieced_request());
+            self.push_frame(Frame::GoAway(GoAway { last_id, last_pieced, code: Code::OK, message: outgoing::short_text(message) }));
         }
     }
 
@@ -1033,6 +1036,17 @@ impl Connection {
             // at an abort marker).
             let mut unanswered: Vec<u64> = self.calls.ids().filter(|&id| id > g.last_id).collect();
             unanswered.extend(self.overtaken_unbegun(g.last_id));
+            if let Some(seen) = g.last_pieced {
+                // The server names the last request whose header reached it in pieces. Ours go
+                // in id order, so those numbered above it had not begun to reach it: begun
+                // since (the goaway crossed them), they are refused once whole, or lost if the
+                // server closes first. Either way they never run.
+                let calls = &self.calls;
+                let overtaken = |&id: &u64| id > seen && id <= g.last_id && calls.get(id).is_some_and(|c| c.pieced);
+                unanswered.extend(calls.ids().filter(overtaken));
+                unanswered.sort_unstable();
+                unanswered.dedup();
+            }
             for id in unanswered {
                 self.withdraw_or_cancel(id);
                 self.finish(id, Err(CallError::ShuttingDown));
@@ -1072,7 +1086,7 @@ impl Connection {
                 _ => Code::PROTOCOL,
             };
             let message = outgoing::short_text(&err.to_string());
-            self.push_frame(Frame::GoAway(GoAway { last_id: self.last_accepted, code, message }));
+            self.push_frame(Frame::GoAway(GoAway { last_id: self.last_accepted, last_pieced: None, code, message }));
         }
         self.state = State::Closed;
         self.held.clear();

@@ -95,6 +95,8 @@ pub struct FrameDecoder {
     between_shared: bool,
     /// Frames that came between pieces, so far.
     between_frames: u64,
+    /// The highest id of a request whose header came in pieces (0: none yet).
+    last_pieced_request: u64,
 }
 
 impl FrameDecoder {
@@ -110,6 +112,7 @@ impl FrameDecoder {
             between: Bytes::new(),
             between_shared: false,
             between_frames: 0,
+            last_pieced_request: 0,
         }
     }
 
@@ -280,6 +283,12 @@ impl FrameDecoder {
         self.pieces.and(self.pending).map(|(h, _)| (h.kind, h.id))
     }
 
+    /// The highest id of a request whose header came in pieces so far, 0 when none did: what a
+    /// server's goaway says of them ([`crate::frame::GoAway::last_pieced`]).
+    pub fn last_pieced_request(&self) -> u64 {
+        self.last_pieced_request
+    }
+
     /// Frames that came between the pieces of a pieced frame so far (`Marker::Frames`).
     pub fn frames_between_pieces(&self) -> u64 {
         self.between_frames
@@ -323,6 +332,9 @@ impl FrameDecoder {
         // pieced answers) come in pieces; on any other kind the bit means nothing.
         if header.flags & FLAG_PIECED != 0 && matches!(header.kind, FrameKind::Request | FrameKind::Response) {
             self.pieces = Some(Pieces::new(body_len));
+            if header.kind == FrameKind::Request {
+                self.last_pieced_request = self.last_pieced_request.max(header.id);
+            }
         }
         self.pending = Some((header, body_len));
         Ok(self.pending)

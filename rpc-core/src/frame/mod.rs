@@ -26,7 +26,7 @@ pub use credit::Credit;
 pub(crate) use decoder::body_len;
 pub use decoder::{FrameDecoder, InputBuf, Limits};
 pub use error::{ErrorFrame, FLAG_REFUSED};
-pub use goaway::GoAway;
+pub use goaway::{GoAway, FLAG_LAST_PIECED};
 pub use header::{FrameHeader, FrameKind, HEADER_LEN};
 pub use hello::{caps, Hello, HELLO_LEN, MAGIC, MIN_MAX_FRAME, WIRE_VERSION};
 pub use meta::{MetadataBlocks, FLAG_HEADERS, FLAG_TRAILERS};
