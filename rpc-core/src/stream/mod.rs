@@ -349,7 +349,12 @@ impl StreamReceiver {
     /// Polls for the next message (see [`StreamReceiver::recv`]).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Body, CallError>>> {
         if let Some(message) = self.packed.next() {
-            // Counted in bulk (see `count_packed`).
+            // Counted in bulk (see `count_packed`), at the latest once the batch is taken
+            // whole: a receiver that then waits on something else holds no credit for it.
+            if self.packed.is_empty() {
+                self.count_packed();
+                self.report_if_due();
+            }
             return Poll::Ready(Some(Ok(Body::message(message))));
         }
         if let Some(body) = self.batch.next() {
@@ -377,9 +382,7 @@ impl StreamReceiver {
                 self.packed = messages;
                 self.packed_mark = (self.packed.len(), self.packed.message_bytes());
                 self.began = true;
-                if self.unreported.1 + self.unreported.0 * HEADER_LEN >= REPORT_EVERY {
-                    self.report();
-                }
+                self.report_if_due();
                 let first = self.packed.next().expect("a batch holds two messages or more");
                 Some(Ok(Body::message(first)))
             }
@@ -505,10 +508,15 @@ impl StreamReceiver {
         self.began = true;
         self.unreported.0 += 1;
         self.unreported.1 += body.len() as usize;
+        self.report_if_due();
+        body
+    }
+
+    /// Reports what was taken once it is enough to be worth a step of the connection.
+    fn report_if_due(&mut self) {
         if self.unreported.1 + self.unreported.0 * HEADER_LEN >= REPORT_EVERY {
             self.report();
         }
-        body
     }
 
     /// The call's end is taken: done here, and (on a client) nothing left to cancel.
@@ -520,8 +528,9 @@ impl StreamReceiver {
     }
 
     /// Counts what was taken of `packed` since it was last counted: a batch's messages are
-    /// counted when the next batch comes and at each report, not one by one. So credit goes
-    /// back at most one batch frame (bounded by the peer's `max_frame`) later than taken.
+    /// counted once it is taken whole, when the next batch comes and at each report, not one
+    /// by one. So credit goes back at most one batch frame (bounded by the peer's `max_frame`)
+    /// later than taken, and not at all later once the batch is taken whole.
     fn count_packed(&mut self) {
         let (messages, bytes) = self.packed_mark;
         self.packed_mark = (self.packed.len(), self.packed.message_bytes());
@@ -737,19 +746,21 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_is_reported_in_bulk_once_the_next_comes_or_the_receiver_waits() {
+    fn a_batch_is_reported_in_bulk_once_taken_whole_or_before_the_receiver_waits() {
         let (mut rx, tx, reports) = receiver();
         // Two batches of 600 messages of 64 bytes: 62 KB each with their headers, more than
         // REPORT_EVERY.
         let batch_of = |n| Inbound::Batch((0..n).map(|_| Bytes::from(vec![7u8; 64])).collect());
         tx.send(batch_of(600)).ok().unwrap();
         tx.send(batch_of(600)).ok().unwrap();
-        for _ in 0..600 {
+        for _ in 0..599 {
             next(&mut rx);
         }
         assert_eq!(reports.total(), (0, 0), "not counted message by message");
         next(&mut rx);
-        assert_eq!(reports.total(), (600, 600 * 64), "the first batch, when the second is taken from");
+        assert_eq!(reports.total(), (600, 600 * 64), "the first batch, once taken whole");
+        next(&mut rx);
+        assert_eq!(reports.total(), (600, 600 * 64), "not again when the second is taken from");
         for _ in 0..10 {
             next(&mut rx);
         }
