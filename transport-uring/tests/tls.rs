@@ -700,6 +700,49 @@ async fn a_flood_of_tiny_records_empty_records_and_key_updates_is_received_in_bo
     drop(writer.await.unwrap());
 }
 
+/// Key updates count as records with nothing for the application: 32 in a row between data
+/// are followed (as many rounds as come), the 33rd in a row ends the connection with an error
+/// naming it. Each costs the receiver a key derivation and a decryption for 22 bytes sent.
+#[tokio::test]
+async fn a_flood_of_key_updates_ends_the_connection_and_runs_up_to_the_limit_between_data_are_followed() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    let (mut stream, mut sealer, server) = raw_client_and_uring_server().await;
+    let stats = server.stats();
+    let (mut recv, _send) = server.split();
+    let key_updates = |sealer: &mut tls_session::RecordSealer, wire: &mut Vec<u8>, n: usize| {
+        for _ in 0..n {
+            let at = wire.len();
+            wire.resize(at + tls_session::KEY_UPDATE_RECORD_LEN, 0);
+            sealer.seal_key_update(&mut wire[at..]).unwrap();
+        }
+    };
+    let mut wire = Vec::new();
+    for _ in 0..20 {
+        key_updates(&mut sealer, &mut wire, 32);
+        wire.extend_from_slice(&sealed(&mut sealer, &[&b"x"[..]]).0);
+    }
+    key_updates(&mut sealer, &mut wire, 33);
+    wire.extend_from_slice(&sealed(&mut sealer, &[&b"!"[..]]).0);
+    stream.write_all(&wire).await.unwrap();
+    let mut got = 0;
+    let e = loop {
+        let (r, _) = tokio::time::timeout(LIMIT, recv.recv(BytesMut::with_capacity(4096))).await.expect("receive");
+        match r {
+            Ok(n) => {
+                assert!(n > 0, "early end after {got} bytes");
+                got += n;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, 20, "every round's byte, and not the one after the flood");
+    assert!(e.to_string().contains("33 records in a row with nothing for the application"), "{e}");
+    assert_eq!(stats.snapshot().tls_key_updates, 20 * 32 + 32, "followed up to the limit, and not the one past it");
+    drop(stream);
+}
+
 /// A file region sent over uring TLS is read a piece at a time, as it is sealed: what the
 /// sender has read and the socket has not taken stays within a few pool buffers, however large
 /// the region (here 64 MiB, to a peer that reads nothing). Before the fix it was read whole
@@ -783,17 +826,17 @@ async fn a_file_region_over_uring_tls_arrives_byte_exact() {
     handle.shutdown().await;
 }
 
-/// A peer whose records carry nothing (empty records, here 40,000 of them queued at once)
-/// does not keep the receiving task's worker to itself: the receive takes from tokio's
-/// cooperative budget as it goes through them, so another task of the same thread runs before
-/// the receive is over, as it does over tcp's TLS (whose reads take the budget). Before the
-/// fix, one receive went through every queued record without ever returning `Pending`.
+/// A peer whose records carry nothing (empty records, here 40,000 of them queued at once) is
+/// cut off at the 33rd in a row (`tls_session::MAX_IDLE_RECORDS`): each costs a decryption for
+/// a few bytes of the peer's. The receive fails with an error naming it, at once, without
+/// going through the rest. Before the limit, the receive went through all 40,000 (taking from
+/// tokio's cooperative budget as it went, so that other tasks of its thread ran). Up to the
+/// limit between records of data, they are taken, as many rounds as come.
 #[test]
-fn a_flood_of_empty_records_lets_other_tasks_of_the_thread_run() {
+fn a_flood_of_empty_records_ends_the_connection_and_runs_up_to_the_limit_between_data_are_taken() {
     if !require(Backend::Uring) {
         return;
     }
-    // One thread: the other task runs only when the receiving task returns Pending.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let ca = Ca::new("test CA");
@@ -808,19 +851,25 @@ fn a_flood_of_empty_records_lets_other_tasks_of_the_thread_run() {
         let (mut stream, mut session, server) = raw_client_and_uring_server_with(&mut acceptor, &ca).await;
         let sealer = &mut session.sealer;
         let (mut recv, _send) = server.split();
+        // 200 rounds of 32 empty records and one byte of data: every byte arrives.
+        let round: Vec<&[u8]> = std::iter::repeat_n(&[][..], 32).chain([&b"x"[..]]).collect();
+        let rounds = round.repeat(200);
+        let (wire, _) = sealed(sealer, &rounds);
+        stream.write_all(&wire).await.unwrap();
+        let mut got = 0;
+        while got < 200 {
+            let (r, _) = tokio::time::timeout(LIMIT, recv.recv(BytesMut::with_capacity(4096))).await.unwrap();
+            got += r.expect("32 empty records between data are taken");
+        }
+        assert_eq!(got, 200);
+        // Then a flood: the 33rd empty record in a row ends it.
         let mut contents: Vec<&[u8]> = vec![&[][..]; 40_000];
         contents.push(b"!");
         let (wire, _) = sealed(sealer, &contents);
         stream.write_all(&wire).await.unwrap();
-        // Every byte in the server's socket (loopback delivers as it sends; a moment more).
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = ran.clone();
-        tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
-        let (r, buf) = tokio::time::timeout(LIMIT, recv.recv(BytesMut::with_capacity(4096))).await.unwrap();
-        assert_eq!(r.unwrap(), 1);
-        assert_eq!(&buf[..], b"!");
-        assert!(ran.load(Ordering::SeqCst), "the receive went through 40,000 empty records without yielding to tokio");
+        let (r, _) = tokio::time::timeout(LIMIT, recv.recv(BytesMut::with_capacity(4096))).await.unwrap();
+        let e = r.expect_err("a flood of empty records is refused");
+        assert!(e.to_string().contains("33 records in a row with nothing for the application"), "{e}");
         drop(stream);
     });
 }
