@@ -69,11 +69,7 @@ impl SmallFrames {
         if !(self.batch && self.id == id && !self.buf.is_empty()) {
             return (0, 0);
         }
-        // What `continues_run` allows, as one count of bytes: under `batch_max`, and a header's
-        // room short of the buffer's end (see there).
-        let used = self.buf.len() - HEADER_LEN;
-        let spare = (self.buf.capacity() - self.buf.len()).saturating_sub(HEADER_LEN);
-        let mut room = self.batch_max.saturating_sub(used).min(spare);
+        let mut room = self.batch_room();
         let (start, mut taken) = (self.buf.len(), 0);
         while let Some(body) = queue.front() {
             let len = body.message.len();
@@ -94,17 +90,28 @@ impl SmallFrames {
     #[inline]
     fn continues_run(&self, id: u64, message_len: usize) -> bool {
         let len = self.buf.len();
-        let full = match self.batch {
-            true => len.saturating_sub(HEADER_LEN) + BATCH_PREFIX + message_len > self.batch_max,
-            false => len >= RUN_MAX,
+        let fits = match self.batch {
+            true => BATCH_PREFIX + message_len <= self.batch_room(),
+            false => len < RUN_MAX && BATCH_PREFIX + message_len <= self.spare(),
         };
-        // A run the writer took early (it seals whatever is there when it wakes) leaves the rest
-        // of the buffer to the next run, which can run out of room before it is full: it is
-        // sealed there rather than grown, since growing a buffer the sealed runs still share
-        // copies the run into a new one (measured on `stream_64b`: 40 KB copied per run, about
-        // 5% of both ends' instructions per message).
-        let no_room = self.buf.capacity() - len < HEADER_LEN + BATCH_PREFIX + message_len;
-        len > 0 && self.id == id && !full && !no_room
+        len > 0 && self.id == id && fits
+    }
+
+    /// Bytes of messages (each with its length) the batch being written still takes, as
+    /// [`SmallFrames::continues_run`] allows: under `batch_max`, and within [`SmallFrames::spare`].
+    #[inline]
+    fn batch_room(&self) -> usize {
+        self.batch_max.saturating_sub(self.buf.len().saturating_sub(HEADER_LEN)).min(self.spare())
+    }
+
+    /// The buffer's room past the run, less a header's. A run the writer took early (it seals
+    /// whatever is there when it wakes) leaves the rest of the buffer to the next run, which can
+    /// run out of room before it is full: it is sealed there rather than grown, since growing a
+    /// buffer the sealed runs still share copies the run into a new one (measured on
+    /// `stream_64b`: 40 KB copied per run, about 5% of both ends' instructions per message).
+    #[inline]
+    fn spare(&self) -> usize {
+        (self.buf.capacity() - self.buf.len()).saturating_sub(HEADER_LEN)
     }
 
     /// Appends call `id`'s frame carrying `message`; gives back the run sealed first, when it
