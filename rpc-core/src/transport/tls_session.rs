@@ -405,13 +405,18 @@ impl RecordOpener {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS: a record without a content type (all padding)"));
         };
         let typ = plain[end];
-        // One more record with nothing for the application than the limit ends it here, before
-        // a key update's derivation.
-        if (typ == HANDSHAKE || (typ == APPLICATION_DATA && end == 0)) && self.idle >= MAX_IDLE_RECORDS {
-            self.owed = Some(AlertDescription::UnexpectedMessage);
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: the peer sent {} records in a row with nothing for the application (key updates, session tickets or empty records; at most {MAX_IDLE_RECORDS} are taken)", self.idle + 1)));
+        // A record with nothing for the application: counted, and one past the limit ends the
+        // connection here, before a key update's derivation. Data starts the count again.
+        if typ == HANDSHAKE || (typ == APPLICATION_DATA && end == 0) {
+            if self.idle >= MAX_IDLE_RECORDS {
+                self.owed = Some(AlertDescription::UnexpectedMessage);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: the peer sent {} records in a row with nothing for the application (key updates, session tickets or empty records; at most {MAX_IDLE_RECORDS} are taken)", self.idle + 1)));
+            }
+            self.idle += 1;
+        } else if typ == APPLICATION_DATA {
+            self.idle = 0;
         }
-        let opened = match typ {
+        match typ {
             APPLICATION_DATA if end == 0 => Ok(Opened::Nothing),
             APPLICATION_DATA => Ok(Opened::Data(end)),
             ALERT => match &plain[..end] {
@@ -421,13 +426,7 @@ impl RecordOpener {
             },
             HANDSHAKE => self.post_handshake(&plain[..end]),
             t => Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: a protected record of content type {t}"))),
-        };
-        match opened {
-            Ok(Opened::Nothing) => self.idle += 1,
-            Ok(Opened::Data(_)) => self.idle = 0,
-            _ => {}
         }
-        opened
     }
 
     /// Records opened so far with this key (its sequence number).
