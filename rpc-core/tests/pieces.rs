@@ -231,13 +231,9 @@ async fn small_calls_overtake_large_transfers_over_tls() {
     tokio::time::timeout(Duration::from_secs(120), run).await.expect("bounded");
 }
 
-/// A raw peer over tcp: sends our hello, then `bytes`, and returns what the server sent until
-/// it closed or `until` bytes came (bounded).
-async fn raw_exchange(bytes: Vec<u8>, until: usize) -> Vec<u8> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
-    let addr = acceptor.local_addr().unwrap();
-    let handle = Server::builder().build(AlignCheck::default()).serve(acceptor);
+/// A raw peer connected to `addr` over tcp, its hello (announcing pieces) sent.
+async fn raw_peer(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let hello = rpc_core::frame::Hello {
         version: rpc_core::frame::WIRE_VERSION,
@@ -249,6 +245,17 @@ async fn raw_exchange(bytes: Vec<u8>, until: usize) -> Vec<u8> {
         stream_window: 0,
     };
     s.write_all(&hello.encode()).await.unwrap();
+    s
+}
+
+/// A raw peer over tcp: sends our hello, then `bytes`, and returns what the server sent until
+/// it closed or `until` bytes came (bounded).
+async fn raw_exchange(bytes: Vec<u8>, until: usize) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr().unwrap();
+    let handle = Server::builder().build(AlignCheck::default()).serve(acceptor);
+    let s = raw_peer(addr).await;
     // Written while the server reads: it may close before all of it is in.
     let (mut r, mut w) = s.into_split();
     let writer = tokio::spawn(async move {
@@ -271,7 +278,6 @@ async fn raw_exchange(bytes: Vec<u8>, until: usize) -> Vec<u8> {
     got
 }
 
-/// A request of a bit over 3 MiB (one attachment): its header flagged pieced, and its body.
 /// A draining server waits for a pieced request it promised to answer (part-way received when
 /// its goaway went, numbered below a call it took), but not for ever: a peer that stops sending
 /// it mid-way is closed when the grace period ends, and the shutdown completes.
@@ -282,17 +288,7 @@ async fn a_draining_server_waits_for_a_stalled_pieced_request_only_until_its_gra
     let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
     let addr = acceptor.local_addr().unwrap();
     let handle = Server::builder().grace_period(grace).build(AlignCheck::default()).serve(acceptor);
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let hello = rpc_core::frame::Hello {
-        version: rpc_core::frame::WIRE_VERSION,
-        capabilities: rpc_core::frame::caps::PIECES,
-        max_frame: 16 << 20,
-        max_calls_in_flight: 8,
-        max_attachments: 8,
-        max_metadata: 0,
-        stream_window: 0,
-    };
-    s.write_all(&hello.encode()).await.unwrap();
+    let mut s = raw_peer(addr).await;
     // Call 2 whole (taken and answered), then call 1 in pieces: its header and one piece, and
     // nothing more.
     let (mut whole, body) = pieced_request(2);
@@ -333,6 +329,7 @@ async fn a_draining_server_waits_for_a_stalled_pieced_request_only_until_its_gra
     tokio::time::timeout(Duration::from_secs(20), shutdown).await.expect("the shutdown completes").unwrap();
 }
 
+/// A request of a bit over 3 MiB (one attachment): its header flagged pieced, and its body.
 fn pieced_request(id: u64) -> (Vec<u8>, Vec<u8>) {
     let r = rpc_core::frame::Request {
         id,

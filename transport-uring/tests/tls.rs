@@ -677,9 +677,7 @@ async fn a_flood_of_tiny_records_empty_records_and_key_updates_is_received_in_bo
     let (mut recv, _send) = server.split();
     let mut wire = Vec::new();
     for i in 0..N {
-        let at = wire.len();
-        wire.resize(at + tls_session::KEY_UPDATE_RECORD_LEN, 0);
-        sealer.seal_key_update(&mut wire[at..]).unwrap();
+        seal_key_updates(&mut sealer, &mut wire, 1);
         let (tiny, _) = sealed(&mut sealer, &[&[i as u8][..], &[][..]]);
         wire.extend_from_slice(&tiny);
     }
@@ -700,6 +698,15 @@ async fn a_flood_of_tiny_records_empty_records_and_key_updates_is_received_in_bo
     drop(writer.await.unwrap());
 }
 
+/// Appends `n` key_update records sealed by `sealer` to `wire`.
+fn seal_key_updates(sealer: &mut tls_session::RecordSealer, wire: &mut Vec<u8>, n: usize) {
+    for _ in 0..n {
+        let at = wire.len();
+        wire.resize(at + tls_session::KEY_UPDATE_RECORD_LEN, 0);
+        sealer.seal_key_update(&mut wire[at..]).unwrap();
+    }
+}
+
 /// Key updates count as records with nothing for the application: 32 in a row between data
 /// are followed (as many rounds as come), the 33rd in a row ends the connection with an error
 /// naming it. Each costs the receiver a key derivation and a decryption for 22 bytes sent.
@@ -711,19 +718,12 @@ async fn a_flood_of_key_updates_ends_the_connection_and_runs_up_to_the_limit_bet
     let (mut stream, mut sealer, server) = raw_client_and_uring_server().await;
     let stats = server.stats();
     let (mut recv, _send) = server.split();
-    let key_updates = |sealer: &mut tls_session::RecordSealer, wire: &mut Vec<u8>, n: usize| {
-        for _ in 0..n {
-            let at = wire.len();
-            wire.resize(at + tls_session::KEY_UPDATE_RECORD_LEN, 0);
-            sealer.seal_key_update(&mut wire[at..]).unwrap();
-        }
-    };
     let mut wire = Vec::new();
     for _ in 0..20 {
-        key_updates(&mut sealer, &mut wire, 32);
+        seal_key_updates(&mut sealer, &mut wire, 32);
         wire.extend_from_slice(&sealed(&mut sealer, &[&b"x"[..]]).0);
     }
-    key_updates(&mut sealer, &mut wire, 33);
+    seal_key_updates(&mut sealer, &mut wire, 33);
     wire.extend_from_slice(&sealed(&mut sealer, &[&b"!"[..]]).0);
     stream.write_all(&wire).await.unwrap();
     let mut got = 0;
