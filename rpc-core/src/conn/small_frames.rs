@@ -10,8 +10,6 @@
 //! A run holds frames of one call only, so a withdrawn or cancelled call's queued frames can
 //! still be found by the header in front of each transmit (`Connection::withdraw_or_cancel`).
 
-use std::collections::VecDeque;
-
 use bytes::BytesMut;
 
 use crate::body::Body;
@@ -54,16 +52,17 @@ impl SmallFrames {
         self.batch_max = RUN_MAX.min(max_frame as usize);
     }
 
-    /// Appends messages from the front of `queue` to call `id`'s batch being written while each
+    /// Appends the messages of `bodies`, in order, to call `id`'s batch being written while each
     /// fits there as things are (no run to seal, no room to make, no attachments) and `take`
     /// agrees to its length: a fast stream's common case, one check of the run for all of them
-    /// rather than [`SmallFrames::push`]'s per message. Returns the messages taken (off the
-    /// queue) and the bytes they added; the caller takes the rest with `push`.
+    /// rather than [`SmallFrames::push`]'s per message. Returns how many were copied (the first
+    /// so many of `bodies`, which the caller drops together) and the bytes they added; the
+    /// caller takes the rest with `push`.
     #[inline]
-    pub(super) fn append_from(
+    pub(super) fn append_from<'a>(
         &mut self,
         id: u64,
-        queue: &mut VecDeque<Body>,
+        bodies: impl Iterator<Item = &'a Body>,
         mut take: impl FnMut(usize) -> bool,
     ) -> (usize, usize) {
         if !(self.batch && self.id == id && !self.buf.is_empty()) {
@@ -71,12 +70,11 @@ impl SmallFrames {
         }
         let mut room = self.batch_room();
         let (start, mut taken) = (self.buf.len(), 0);
-        while let Some(body) = queue.front() {
+        for body in bodies {
             let len = body.message.len();
             if !Self::fits(body) || BATCH_PREFIX + len > room || !take(len) {
                 break;
             }
-            let body = queue.pop_front().expect("front checked");
             StreamBatch::push_in_place(&body.message, &mut self.buf);
             room -= BATCH_PREFIX + len;
             taken += 1;
@@ -260,8 +258,8 @@ mod tests {
                 // when the room runs out.
                 let id = 1 + u64::from(i / 700 % 3);
                 let message = vec![i as u8; (i as usize * 37) % (INLINE_MESSAGE_MAX + 1)];
-                let mut queue = VecDeque::from([Body::message(Bytes::from(message.clone()))]);
-                match fast.append_from(id, &mut queue, |_| true) {
+                let queue = [Body::message(Bytes::from(message.clone()))];
+                match fast.append_from(id, queue.iter(), |_| true) {
                     (1, added) => {
                         appended += 1;
                         fast_bytes += added;

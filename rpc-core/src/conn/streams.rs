@@ -83,13 +83,13 @@ impl Connection {
         let (Some(flow), Some(conn_flow)) = (call.flow.as_mut().filter(|f| f.send_open), self.conn_flow.as_mut()) else {
             return 0;
         };
+        // The messages are read where they are queued and dropped together at the end.
         let mut sent = 0;
-        while let Some(body) = queue.front() {
+        while let Some(body) = queue.get(sent) {
             let ahead = self.out_bytes.saturating_sub(not_queued) >= max_queued;
             if ahead || !SmallFrames::fits(body) || !flow.can_send() || !conn_flow.can_send() {
                 break;
             }
-            let body = queue.pop_front().expect("front checked");
             flow.on_sent(body.len());
             conn_flow.on_sent(body.len());
             let (sealed, added) = self.small.push(id, &body.message);
@@ -102,7 +102,7 @@ impl Connection {
             let mut credit = flow.send_credit().min(conn_flow.send_credit());
             let mut room = max_queued.saturating_sub(self.out_bytes.saturating_sub(not_queued));
             let mut bytes = 0;
-            let (taken, added) = self.small.append_from(id, queue, |len| {
+            let (taken, added) = self.small.append_from(id, queue.range(sent..), |len| {
                 if credit <= 0 || room == 0 {
                     return false;
                 }
@@ -116,6 +116,7 @@ impl Connection {
             self.out_bytes += added;
             sent += taken;
         }
+        queue.drain(..sent);
         sent
     }
 
