@@ -27,6 +27,13 @@
 //! the first bytes taken after a cancel or the failure, and the failure's goaway last; frames
 //! come between pieces only to a server taking them, and never a frame of the pieced frame's
 //! own call, a ping or a goaway.
+//!
+//! When it says otherwise, the input drives a server whose client announces pieced answers
+//! (`server_pieces`), and perhaps frames between pieces: requests arriving, answers of more than
+//! 2 MiB (in pieces) and small ones, transmits taken, partly written, calls cancelled before or
+//! after their answer, the connection failed by a bad frame, in any order; a client's decoder
+//! reads what it wrote without error, every answer not cancelled arrives whole once, and the
+//! same rules hold for abort markers, frames between pieces and the failure's goaway.
 #![no_main]
 
 #[path = "shared/pieces.rs"]
@@ -95,8 +102,10 @@ fuzz_target!(|data: &[u8]| {
     conn.handle_eof(&buf);
     assert!(!conn.is_open());
     client(data, capabilities, now);
-    if sel & 0x0c == 0x0c {
-        client_pieces(data, sel & 0x10 != 0, now);
+    match sel & 0x0c {
+        0x0c => client_pieces(data, sel & 0x10 != 0, now),
+        0x08 => server_pieces(data, sel & 0x10 != 0, now),
+        _ => {}
     }
 });
 
@@ -197,89 +206,10 @@ fn client_pieces(data: &[u8], between: bool, now: Instant) {
                 }
             }
         }
-        // The writer holds at most two pieces of a pieced frame (each at most a piece and a
-        // sixteenth, behind a marker), so of two frames (the last pieces of one, the first of
-        // the next), besides their headers and the small frames between them; to a server
-        // taking frames between pieces, a run of them (at most MAX_BETWEEN) before each piece.
-        let runs = if between { 4 * (MAX_BETWEEN + MARKER_LEN) } else { 0 };
-        assert!(taken_len - written <= 4 * (PIECE_LEN + PIECE_LEN / 16 + 8) + (64 << 10) + runs, "{} bytes in the writer", taken_len - written);
+        assert_writer_holds_little(taken_len - written, between);
     }
-    for _ in 0..64 {
-        let before = taken.len();
-        conn.take_transmits(&mut taken);
-        let n = taken[before..].iter().map(Transmit::len).sum::<usize>();
-        taken_len += n;
-        conn.handle_written(taken_len - written, now);
-        written = taken_len;
-        if n == 0 && !conn.has_transmits() {
-            break;
-        }
-    }
-    assert!(!conn.has_transmits(), "transmits still waiting");
-    // What was taken, in order, as slices of the callers' memory (no copy of the large ones).
-    let mut wire: VecDeque<&[u8]> = VecDeque::new();
-    for t in &taken {
-        wire.push_back(&t.head);
-        wire.extend(t.segments.iter().map(|s| s.memory().expect("memory")));
-    }
-    assert_eq!(wire.iter().map(|s| s.len()).sum::<usize>(), taken_len);
-
-    // A server's decoder reads it.
-    let mut d = FrameDecoder::new(Limits { max_frame: 4 << 20, max_attachments: 8 });
-    let mut buf = BytesMut::new();
-    let (mut at, mut hello_in) = (0, false);
-    let mut frames = Vec::new();
-    let mut abort_ends = Vec::new();
-    while at < taken_len {
-        // The buffer sized for the frame, as the driver sizes it.
-        buf.reserve(d.bytes_needed().saturating_sub(buf.len()));
-        let n = d.piece_room(buf.len()).unwrap_or(64 << 10).min(taken_len - at);
-        let mut want = n;
-        while want > 0 {
-            let s = wire.front_mut().expect("bytes left");
-            let k = want.min(s.len());
-            buf.extend_from_slice(&s[..k]);
-            *s = &s[k..];
-            if s.is_empty() {
-                wire.pop_front();
-            }
-            want -= k;
-        }
-        at += n;
-        if !hello_in {
-            hello_in = d.decode_hello(&mut buf).expect("our hello").is_some();
-            if !hello_in {
-                continue;
-            }
-        }
-        let aborted = d.aborted_frames();
-        while let Some(f) = d.decode(&mut buf).expect("a client's bytes follow the rules") {
-            // A frame decoded while a pieced one is still coming came between its pieces:
-            // only to a server taking them, never one of the pieced frame's call, a ping or a
-            // goaway.
-            if let Some((_, pieced)) = d.pending_pieced() {
-                assert!(between, "a frame between pieces to a server that does not take them: {f:?}");
-                let id = match &f {
-                    Frame::Request(r) => r.id,
-                    Frame::Cancel(c) => c.id,
-                    Frame::Commit(c) => c.id,
-                    other => panic!("a client sent {other:?} between pieces"),
-                };
-                assert_ne!(id, pieced, "a frame of call {id} between its own pieces");
-            }
-            frames.push(f);
-        }
-        if d.aborted_frames() > aborted {
-            // A read bounded by piece_room ends at the marker's end.
-            assert_eq!(d.aborted_frames(), aborted + 1);
-            abort_ends.push(at);
-        }
-    }
-    assert!(buf.is_empty(), "{} bytes of a frame left", buf.len());
-    assert!(between || d.frames_between_pieces() == 0);
-    for end in &abort_ends {
-        assert!(stops_at.contains(&(end - 8)), "an abort marker at {} where no cancel or failure was (at {stops_at:?})", end - 8);
-    }
+    write_out(&mut conn, &mut taken, &mut taken_len, &mut written, now);
+    let (frames, aborts) = read_as_peer(&taken, taken_len, between, &stops_at);
     let mut arrived = Vec::new();
     let mut commits = Vec::new();
     let last = frames.len().wrapping_sub(1);
@@ -317,7 +247,240 @@ fn client_pieces(data: &[u8], between: bool, now: Instant) {
         }
     }
     let stopped = calls.iter().filter(|c| (c.2 || failed) && !c.1.is_empty() && !arrived.contains(&c.0)).count();
-    assert!(abort_ends.len() <= stopped, "{} aborts for {stopped} large calls stopped before they arrived", abort_ends.len());
+    assert!(aborts <= stopped, "{aborts} aborts for {stopped} large calls stopped before they arrived");
+}
+
+/// A server answering a client that announces pieced answers (`caps::PIECED_ANSWERS`), and
+/// perhaps frames between pieces, as `data` says: requests arriving, answers of more than
+/// `PIECED_FROM` bytes (in pieces) and small ones, transmits taken, some of their bytes
+/// written, calls cancelled by the client before or after their answer, the connection failed
+/// by a frame of an unknown kind, in any order; then the rest taken and written. What it wrote,
+/// read by a client's decoder as the driver reads, follows the rules (`read_as_peer`): without
+/// a failure, every call answered and not cancelled gets its answer once, whole; no answer for
+/// a call that never arrived or comes twice; a pieced answer cancelled or cut by the failure
+/// either arrived whole or ends at an abort marker, the first thing taken after the cancel or
+/// failure; the failure's goaway comes last; the writer holds at most two pieces of a frame.
+fn server_pieces(data: &[u8], between: bool, now: Instant) {
+    let config = ConnConfig { max_frame: 1 << 16, max_attachments: 8, max_calls_in_flight: 8, ..ConnConfig::default() };
+    let mut conn = Connection::new(Side::Server, config, now);
+    let capabilities = caps::PIECES | caps::PIECED_ANSWERS | caps::COMMIT | caps::STREAMS | if between { caps::FRAMES_BETWEEN_PIECES } else { 0 };
+    let hello = Hello { version: WIRE_VERSION, capabilities, max_frame: 4 << 20, max_calls_in_flight: 8, max_attachments: 8, max_metadata: 1024, stream_window: 4096 };
+    let _ = conn.handle_input(&mut BytesMut::from(&hello.encode()[..]), now);
+    assert!(conn.is_open());
+    let mut input = Input(data);
+    let mut taken: Vec<Transmit> = Vec::new();
+    let (mut taken_len, mut written) = (0usize, 0usize);
+    // Calls that arrived: id, the attachment lengths of their answer once answered, cancelled.
+    let mut calls: Vec<(u64, Option<Vec<usize>>, bool)> = Vec::new();
+    let mut stops_at = Vec::new();
+    let (mut failed, mut next_id, mut large) = (false, 1u64, 0);
+    for _ in 0..48 {
+        if input.0.is_empty() {
+            break;
+        }
+        match input.byte() % 7 {
+            0 => {
+                let request = Request {
+                    id: next_id,
+                    method: 1,
+                    mode: CallMode::UNARY,
+                    await_commit: false,
+                    deadline: None,
+                    metadata: Bytes::new(),
+                    message: Bytes::from_static(b"ask"),
+                    attachments: Vec::new(),
+                };
+                next_id += 1;
+                let (f, arrived) = from_client(&mut conn, Frame::Request(request), now);
+                failed |= f;
+                calls.extend(arrived.into_iter().map(|id| (id, None, false)));
+            }
+            1 | 2 => {
+                // Answers a call not answered yet: large (more than PIECED_FROM bytes, in one to
+                // three attachments) at most twice, else small.
+                let Some(c) = calls.iter().position(|c| c.1.is_none()) else { continue };
+                let lens = if input.byte() % 2 == 0 && large < 2 {
+                    large += 1;
+                    let total = PIECED_FROM + 1 + usize::from(input.byte()) * 1024;
+                    let parts = 1 + usize::from(input.byte() % 3);
+                    (0..parts).map(|i| total / parts + usize::from(i == 0) * (total % parts)).collect()
+                } else {
+                    Vec::new()
+                };
+                let attachments = lens.iter().map(|&n| Payload::from(Bytes::from_static(&ZEROS[..n]))).collect();
+                conn.respond(calls[c].0, Ok(rpc_core::Body { message: Bytes::from_static(b"answer"), attachments }));
+                calls[c].1 = Some(lens);
+            }
+            3 => {
+                let before = taken.len();
+                conn.take_transmits(&mut taken);
+                taken_len += taken[before..].iter().map(Transmit::len).sum::<usize>();
+            }
+            4 => {
+                let n = (taken_len - written) * (usize::from(input.byte()) + 1) / 256;
+                conn.handle_written(n, now);
+                written += n;
+            }
+            5 => {
+                // The client cancels a call, answered or not.
+                let Some(c) = (!calls.is_empty()).then(|| usize::from(input.byte()) % calls.len()) else { continue };
+                if !calls[c].2 && conn.is_open() {
+                    calls[c].2 = true;
+                    failed |= from_client(&mut conn, Frame::Cancel(Cancel { id: calls[c].0 }), now).0;
+                    stops_at.push(taken_len);
+                }
+            }
+            _ => {
+                // The client sends a frame of an unknown kind: the connection fails, a pieced
+                // answer begun ends at an abort marker, and the goaway naming the failure
+                // follows it.
+                if conn.is_open() {
+                    assert!(conn.handle_input(&mut BytesMut::from(&[0xeeu8; 40][..]), now).is_err());
+                    stops_at.push(taken_len);
+                    failed = true;
+                }
+            }
+        }
+        assert_writer_holds_little(taken_len - written, between);
+    }
+    write_out(&mut conn, &mut taken, &mut taken_len, &mut written, now);
+    let (frames, aborts) = read_as_peer(&taken, taken_len, between, &stops_at);
+    let mut answered = Vec::new();
+    let last = frames.len().wrapping_sub(1);
+    for (i, f) in frames.into_iter().enumerate() {
+        let id = match f {
+            Frame::Response(r) => {
+                let lens = r.attachments.iter().map(Payload::len).collect::<Vec<_>>();
+                let call = calls.iter().find(|c| c.0 == r.id).expect("an answer for a call that arrived");
+                assert_eq!(call.1.as_ref(), Some(&lens), "call {}: the answer given", r.id);
+                r.id
+            }
+            // A refusal (more calls than the limit) or a cancelled call's answer, never two.
+            Frame::Error(e) => e.id,
+            Frame::GoAway(g) => {
+                assert!(failed && i == last && g.code == Code::PROTOCOL, "a goaway, not last or without a failure: {g:?}");
+                continue;
+            }
+            other => panic!("a server sent {other:?}"),
+        };
+        assert!(!answered.contains(&id), "call {id} answered twice");
+        answered.push(id);
+    }
+    for (id, lens, cancelled) in &calls {
+        if lens.is_some() && !cancelled && !failed {
+            assert!(answered.contains(id), "call {id}, answered and not cancelled, never got its answer");
+        }
+    }
+    let stopped = calls.iter().filter(|c| (c.2 || failed) && c.1.as_ref().is_some_and(|l| !l.is_empty()) && !answered.contains(&c.0)).count();
+    assert!(aborts <= stopped, "{aborts} aborts for {stopped} large answers stopped before they arrived");
+}
+
+/// The server reads `frame` from its client: whether that failed the connection, and the ids
+/// of the requests that arrived.
+fn from_client(conn: &mut Connection, frame: Frame, now: Instant) -> (bool, Vec<u64>) {
+    let failed = conn.handle_input(&mut BytesMut::from(&frame.encode().unwrap().to_vec()[..]), now).is_err();
+    let mut arrived = Vec::new();
+    while let Some(ev) = conn.poll_event() {
+        if let Event::Request { id, .. } = ev {
+            arrived.push(id);
+        }
+    }
+    (failed, arrived)
+}
+
+/// The writer holds at most two pieces of a pieced frame (each at most a piece and a sixteenth,
+/// behind a marker), so of two frames (the last pieces of one, the first of the next), besides
+/// their headers and the small frames between them; to a peer taking frames between pieces, a
+/// run of them (at most MAX_BETWEEN) before each piece.
+fn assert_writer_holds_little(in_writer: usize, between: bool) {
+    let runs = if between { 4 * (MAX_BETWEEN + MARKER_LEN) } else { 0 };
+    assert!(in_writer <= 4 * (PIECE_LEN + PIECE_LEN / 16 + 8) + (64 << 10) + runs, "{in_writer} bytes in the writer");
+}
+
+/// Takes and writes whatever `conn` still has to write, until it has nothing left.
+fn write_out(conn: &mut Connection, taken: &mut Vec<Transmit>, taken_len: &mut usize, written: &mut usize, now: Instant) {
+    for _ in 0..64 {
+        let before = taken.len();
+        conn.take_transmits(taken);
+        let n = taken[before..].iter().map(Transmit::len).sum::<usize>();
+        *taken_len += n;
+        conn.handle_written(*taken_len - *written, now);
+        *written = *taken_len;
+        if n == 0 && !conn.has_transmits() {
+            break;
+        }
+    }
+    assert!(!conn.has_transmits(), "transmits still waiting");
+}
+
+/// What was `taken` (`taken_len` bytes, hello first), read by the peer's decoder in reads
+/// bounded as the driver bounds them: no error; a frame between a pieced frame's pieces only to
+/// a peer taking them (`between`), never one of the pieced frame's own call, a ping or a goaway;
+/// an abort marker only as the first bytes taken after a stop (a cancel or the failure, at the
+/// offsets `stops_at`). The frames, and how many pieced frames ended at an abort marker.
+fn read_as_peer(taken: &[Transmit], taken_len: usize, between: bool, stops_at: &[usize]) -> (Vec<Frame>, usize) {
+    // What was taken, in order, as slices of the callers' memory (no copy of the large ones).
+    let mut wire: VecDeque<&[u8]> = VecDeque::new();
+    for t in taken {
+        wire.push_back(&t.head);
+        wire.extend(t.segments.iter().map(|s| s.memory().expect("memory")));
+    }
+    assert_eq!(wire.iter().map(|s| s.len()).sum::<usize>(), taken_len);
+    let mut d = FrameDecoder::new(Limits { max_frame: 4 << 20, max_attachments: 8 });
+    let mut buf = BytesMut::new();
+    let (mut at, mut hello_in) = (0, false);
+    let mut frames = Vec::new();
+    let mut abort_ends = Vec::new();
+    while at < taken_len {
+        // The buffer sized for the frame, as the driver sizes it.
+        buf.reserve(d.bytes_needed().saturating_sub(buf.len()));
+        let n = d.piece_room(buf.len()).unwrap_or(64 << 10).min(taken_len - at);
+        let mut want = n;
+        while want > 0 {
+            let s = wire.front_mut().expect("bytes left");
+            let k = want.min(s.len());
+            buf.extend_from_slice(&s[..k]);
+            *s = &s[k..];
+            if s.is_empty() {
+                wire.pop_front();
+            }
+            want -= k;
+        }
+        at += n;
+        if !hello_in {
+            hello_in = d.decode_hello(&mut buf).expect("the peer's hello").is_some();
+            if !hello_in {
+                continue;
+            }
+        }
+        let aborted = d.aborted_frames();
+        while let Some(f) = d.decode(&mut buf).expect("the bytes follow the rules") {
+            if let Some((_, pieced)) = d.pending_pieced() {
+                assert!(between, "a frame between pieces to a peer that does not take them: {f:?}");
+                let id = match &f {
+                    Frame::Request(r) => r.id,
+                    Frame::Response(r) => r.id,
+                    Frame::Error(e) => e.id,
+                    Frame::Cancel(c) => c.id,
+                    Frame::Commit(c) => c.id,
+                    other => panic!("{other:?} between pieces"),
+                };
+                assert_ne!(id, pieced, "a frame of call {id} between its own pieces");
+            }
+            frames.push(f);
+        }
+        if d.aborted_frames() > aborted {
+            // A read bounded by piece_room ends at the marker's end.
+            assert_eq!(d.aborted_frames(), aborted + 1);
+            abort_ends.push(at);
+        }
+    }
+    assert!(buf.is_empty(), "{} bytes of a frame left", buf.len());
+    assert!(between || d.frames_between_pieces() == 0);
+    for end in &abort_ends {
+        assert!(stops_at.contains(&(end - MARKER_LEN)), "an abort marker at {} where no cancel or failure was (at {stops_at:?})", end - MARKER_LEN);
+    }
+    (frames, abort_ends.len())
 }
 
 /// The server gets the peer's hello, then a pieced request built from `data` (id 1), its
