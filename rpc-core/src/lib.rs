@@ -247,6 +247,6 @@ pub use frame::CallMode;
 pub use method::method_id;
 pub use response_metadata::ResponseMetadata;
 pub use service::{BoxFuture, CallContext, Peer, ServerRequest, Service};
-pub use stream::{CallStream, ItemWith, Sink, Source, StreamReceiver, StreamSender};
+pub use stream::{CallStream, ItemWith, MessageRef, Sink, Source, StreamReceiver, StreamSender};
 pub use stats::{StatsSnapshot, TransportStats, STATS_TARGET};
 pub use transmit::Transmit;

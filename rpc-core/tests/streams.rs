@@ -33,6 +33,8 @@ const ECHO: u32 = 6;
 const TICKS_ALL: u32 = 7;
 /// Client streaming: holds the client's stream without reading it, for ever.
 const HOLD: u32 = 8;
+/// Server streaming with `send_all_lent` of a log the handler keeps: as `TICKS_ALL`.
+const TICKS_LENT: u32 = 9;
 
 #[derive(Default)]
 struct Counters {
@@ -99,6 +101,17 @@ impl Service for Streams {
                         .map_err(status)?;
                     // An empty iterator sends nothing and returns at once.
                     sender.send_all(std::iter::empty()).await.map_err(status)?;
+                    Ok(Body::default())
+                }
+                (TICKS_LENT, Some(CallStream { mut sender, .. })) => {
+                    let m = &req.body.message;
+                    let count = u32::from_le_bytes(m[..4].try_into().unwrap());
+                    let size = u32::from_le_bytes(m[4..8].try_into().unwrap()) as usize;
+                    let log: Vec<Body> = (0..count)
+                        .map(|i| Body::new(Bytes::copy_from_slice(&i.to_le_bytes()), if size == 0 { vec![] } else { vec![Payload::from(pattern(size, i as u8))] }))
+                        .collect();
+                    counters.sent.fetch_add(log.len(), Ordering::SeqCst);
+                    sender.send_all_lent(&log).await.map_err(status)?;
                     Ok(Body::default())
                 }
                 (SUM, Some(CallStream { mut receiver, .. })) => {
@@ -346,22 +359,34 @@ async fn a_handler_reading_a_stream_the_client_does_not_send_sees_its_end_at_onc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_all_streams_every_message_in_order_across_credit_windows() {
-    for t in TRANSPORTS {
+    for (t, method) in TRANSPORTS.iter().flat_map(|t| [(t, TICKS_ALL), (t, TICKS_LENT)]) {
         // A 64 KiB window: 20,000 small messages (batched on the wire) and 40 of 10 KiB both
-        // cross it many times, so send_all waits for credit in the middle of its runs.
+        // cross it many times, so send_all (and send_all_lent, copying the small ones from
+        // where the handler keeps them) waits for credit in the middle of its runs.
         let (client, counters) = setup(t, ConnConfig { stream_window: 64 << 10, ..ConnConfig::default() }).await;
         for (count, size) in [(20_000u32, 0u32), (40, 10_000)] {
             let before = counters.sent.load(Ordering::SeqCst);
-            let call = client.open(TICKS_ALL, ticks_request(count, size), CallMode::SERVER_STREAMING, CallOptions::default());
+            let call = client.open(method, ticks_request(count, size), CallMode::SERVER_STREAMING, CallOptions::default());
             let (_, mut rx) = call.await.unwrap().split();
             let mut i = 0u32;
-            while let Some(msg) = rx.recv().await {
-                let msg = msg.unwrap();
-                assert_eq!(&msg.message[..], &i.to_le_bytes(), "{t}: message {i} out of order");
+            let mut check = |message: &[u8], attachments: &[Payload]| {
+                assert_eq!(message, &i.to_le_bytes(), "{t}: message {i} out of order");
                 if size > 0 {
-                    assert_eq!(msg.attachments[0].to_bytes(), pattern(size as usize, i as u8), "{t}: message {i}");
+                    assert_eq!(attachments[0].to_bytes(), pattern(size as usize, i as u8), "{t}: message {i}");
                 }
                 i += 1;
+            };
+            // The lent stream is read lent too (`recv_ref`), the other one owned.
+            if method == TICKS_LENT {
+                while let Some(msg) = rx.recv_ref().await {
+                    let msg = msg.unwrap();
+                    check(msg.message, msg.attachments);
+                }
+            } else {
+                while let Some(msg) = rx.recv().await {
+                    let msg = msg.unwrap();
+                    check(&msg.message, &msg.attachments);
+                }
             }
             assert_eq!(i, count, "{t}");
             assert_eq!(counters.sent.load(Ordering::SeqCst) - before, count as usize, "{t}");

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use rpc_core::transport::{tcp, Acceptor, Transport};
 use rpc_core::{
-    Body, BoxFuture, CallMode, CallOptions, Client, ClientConfig, FileRegion, Payload, Server,
+    Body, BoxFuture, CallMode, CallOptions, Client, ClientConfig, FileRegion, MessageRef, Payload, Server,
     ServerRequest, Service, Status,
 };
 
@@ -87,9 +87,10 @@ impl Service for Echo {
             Some(stream) => Box::pin(async move {
                 let (mut sender, _receiver) = stream.split();
                 // Ends when the client goes (the child process exits after the measurement).
-                // `send_all` of an endless iterator: one connection step per 256 messages, as
-                // tonic's handler returns an always-ready stream.
-                let _ = sender.send_all(std::iter::repeat_with(|| response.clone())).await;
+                // `send_all_lent` of an endless iterator: one connection step per 256 messages,
+                // as tonic's handler returns an always-ready stream; the handler lends the body
+                // it keeps, where tonic's API takes each message owned (a clone of its `Bytes`).
+                let _ = sender.send_all_lent(std::iter::repeat(&response)).await;
                 Ok(Body::default())
             }),
         }
@@ -100,11 +101,11 @@ impl Service for Echo {
     }
 }
 
-/// The first byte of a body, from its message or else its first attachment.
-fn first_byte(body: &Body) -> Option<u8> {
-    match body.message.first() {
+/// The first byte of a message, from its encoded part or else its first attachment.
+fn first_byte(message: MessageRef<'_>) -> Option<u8> {
+    match message.message.first() {
         Some(&b) => Some(b),
-        None => body.attachments.first()?.chunks().next()?.first().copied(),
+        None => message.attachments.first()?.chunks().next()?.first().copied(),
     }
 }
 
@@ -124,13 +125,14 @@ async fn read_stream(client: &Client, shape: Shape, meter: Meter) -> Result<Samp
     let (_sender, mut receiver) = call.split();
     let mut counter = StreamCounter::new(meter, shape.response_len);
     loop {
-        let body = match receiver.recv().await {
-            Some(Ok(body)) => body,
+        // Lent: a small message is read where it lies in its batch (no `Bytes` of its own).
+        let message = match receiver.recv_ref().await {
+            Some(Ok(message)) => message,
             Some(Err(e)) => return Err(format!("zcrpc stream: {e}")),
             None => return Err("zcrpc stream ended".to_string()),
         };
-        if body.len() != shape.response_len as u64 || first_byte(&body) != Some(0xA5) {
-            return Err(format!("zcrpc stream: a message of {} bytes", body.len()));
+        if message.len() != shape.response_len as u64 || first_byte(message) != Some(0xA5) {
+            return Err(format!("zcrpc stream: a message of {} bytes", message.len()));
         }
         if !counter.add(1) {
             return Ok(counter.finish());

@@ -1,6 +1,7 @@
 //! The streaming half of the state machine: stream data, stream ends and credit, both sides.
 //! The rules are in `flow.rs` and `docs/wire.md`; this room applies them to the call table.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use bytes::Bytes;
@@ -24,6 +25,47 @@ pub enum SendError {
     Failed(CallError),
 }
 
+/// A message queued for [`Connection::send_messages`]: a [`Body`] the queue owns, or one the
+/// application lends (`Cow::Borrowed`, [`crate::StreamSender::send_all_lent`]). A small one is
+/// copied into its run of frames from where it is; a large one goes as an owned body (a lent
+/// one cloned: its bytes shared, not copied).
+pub trait Outgoing {
+    /// The message.
+    fn body(&self) -> &Body;
+    /// The message as an owned body.
+    fn into_body(self) -> Body;
+    /// An owned body, queued again (the stream was out of credit for it).
+    fn owned(body: Body) -> Self;
+}
+
+impl Outgoing for Body {
+    fn body(&self) -> &Body {
+        self
+    }
+
+    fn into_body(self) -> Body {
+        self
+    }
+
+    fn owned(body: Body) -> Self {
+        body
+    }
+}
+
+impl Outgoing for Cow<'_, Body> {
+    fn body(&self) -> &Body {
+        self
+    }
+
+    fn into_body(self) -> Body {
+        self.into_owned()
+    }
+
+    fn owned(body: Body) -> Self {
+        Cow::Owned(body)
+    }
+}
+
 /// Where [`Connection::send_messages`] stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendStop {
@@ -42,7 +84,7 @@ impl Connection {
     /// bytes wait for the writer ([`Connection::queued_bytes`]). What was not sent stays in
     /// `queue`. An error when the stream cannot go on: the messages before went, the one that
     /// failed is dropped, those after it stay.
-    pub fn send_messages(&mut self, id: u64, queue: &mut VecDeque<Body>, max_queued: usize) -> Result<SendStop, CallError> {
+    pub fn send_messages<T: Outgoing>(&mut self, id: u64, queue: &mut VecDeque<T>, max_queued: usize) -> Result<SendStop, CallError> {
         loop {
             if self.send_small_run(id, queue, max_queued) > 0 {
                 continue;
@@ -54,10 +96,10 @@ impl Connection {
                 return Ok(SendStop::AheadOfWriter);
             }
             let body = queue.pop_front().expect("not empty");
-            match self.send_message(id, body) {
+            match self.send_message(id, body.into_body()) {
                 Ok(()) => {}
                 Err(SendError::NoCredit(body)) => {
-                    queue.push_front(body);
+                    queue.push_front(T::owned(body));
                     return Ok(SendStop::NoCredit);
                 }
                 Err(SendError::Failed(e)) => return Err(e),
@@ -69,7 +111,7 @@ impl Connection {
     /// messages (see [`SmallFrames::fits`]) of a live stream whose response headers, if any,
     /// went with an earlier message, while credit lasts. How many went; the rest (and every
     /// other case) takes [`Connection::send_message`].
-    fn send_small_run(&mut self, id: u64, queue: &mut VecDeque<Body>, max_queued: usize) -> usize {
+    fn send_small_run<T: Outgoing>(&mut self, id: u64, queue: &mut VecDeque<T>, max_queued: usize) -> usize {
         if self.state == State::Closed {
             return 0;
         }
@@ -85,7 +127,7 @@ impl Connection {
         };
         // The messages are read where they are queued and dropped together at the end.
         let mut sent = 0;
-        while let Some(body) = queue.get(sent) {
+        while let Some(body) = queue.get(sent).map(T::body) {
             let ahead = self.out_bytes.saturating_sub(not_queued) >= max_queued;
             if ahead || !SmallFrames::fits(body) || !flow.can_send() || !conn_flow.can_send() {
                 break;
@@ -102,7 +144,7 @@ impl Connection {
             let mut credit = flow.send_credit().min(conn_flow.send_credit());
             let mut room = max_queued.saturating_sub(self.out_bytes.saturating_sub(not_queued));
             let mut bytes = 0;
-            let (taken, added) = self.small.append_from(id, queue.range(sent..), |len| {
+            let (taken, added) = self.small.append_from(id, queue.range(sent..).map(T::body), |len| {
                 if credit <= 0 || room == 0 {
                     return false;
                 }

@@ -138,6 +138,24 @@ impl BatchMessages {
         self.last_len
     }
 
+    /// The first message left, without taking it (no `Bytes` made for it).
+    pub fn first(&self) -> Option<&[u8]> {
+        if self.count == 0 {
+            return None;
+        }
+        let len = u32::from_le_bytes(self.area[..BATCH_PREFIX].try_into().expect("checked when made")) as usize;
+        Some(&self.area[BATCH_PREFIX..BATCH_PREFIX + len])
+    }
+
+    /// Takes the first message left without cutting it out: what [`BatchMessages::first`]
+    /// showed is gone.
+    pub fn skip_first(&mut self) {
+        if let Some(len) = self.first().map(<[u8]>::len) {
+            self.count -= 1;
+            self.area.advance(BATCH_PREFIX + len);
+        }
+    }
+
     /// The messages left, without taking them.
     pub fn iter(&self) -> impl Iterator<Item = Bytes> + '_ {
         self.clone()
@@ -377,6 +395,25 @@ mod tests {
         assert_eq!(last.as_ptr(), area[area.len() - 5..].as_ptr(), "a slice of the area, not a copy");
         assert!(batch.is_empty() && batch.next().is_none());
         assert_eq!((batch.len(), batch.message_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn batch_messages_are_shown_in_place_and_skipped_as_taking_them_would() {
+        let messages = [Bytes::from_static(b"one"), Bytes::new(), Bytes::from_static(b"three")];
+        let mut shown: BatchMessages = messages.iter().cloned().collect();
+        let mut taken = shown.clone();
+        let area = shown.area().clone();
+        for m in &messages {
+            let first = shown.first().expect("a message left");
+            assert_eq!(first, &m[..]);
+            assert!(area.as_ptr_range().contains(&first.as_ptr()) || first.is_empty(), "shown where it is, not copied");
+            shown.skip_first();
+            assert_eq!(taken.next().as_ref(), Some(m));
+            assert_eq!((shown.len(), shown.message_bytes()), (taken.len(), taken.message_bytes()));
+        }
+        assert!(shown.first().is_none() && shown.is_empty());
+        shown.skip_first();
+        assert_eq!((shown.len(), shown.message_bytes()), (0, 0), "skipping none takes nothing");
     }
 
     #[test]

@@ -4,23 +4,29 @@
 //! ([`crate::Client::open`]) and the server ([`crate::ServerRequest::stream`]).
 
 mod inbox;
+mod lent;
 mod routes;
 mod typed;
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
 
 pub(crate) use inbox::InboxReceiver;
 pub(crate) use routes::{deliver, Routes};
+pub use lent::MessageRef;
+use lent::{Lent, Taken};
 pub use typed::{ItemWith, Sink, Source};
 
 use crate::body::Body;
 use crate::code::Code;
-use crate::conn::{SendError, SendStop, Side};
+use crate::conn::{Outgoing, SendError, SendStop, Side};
 use crate::driver::{Locked, Shared, SideHandler, SEND_AHEAD};
 use crate::error::{CallError, Status};
 use crate::frame::{BatchMessages, HEADER_LEN};
@@ -72,6 +78,8 @@ trait Host: Send + Sync + 'static {
     fn poll_send(&self, id: u64, body: &mut Option<Body>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>>;
     /// Sends from the front of `queue` while credit lasts, in one step; ready once it is empty.
     fn poll_send_queue(&self, id: u64, queue: &mut VecDeque<Body>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>>;
+    /// The same with messages the application lends.
+    fn poll_send_lent(&self, id: u64, queue: &mut VecDeque<Cow<'_, Body>>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>>;
     fn consumed(&self, id: u64, messages: usize, bytes: usize);
     fn end_send(&self, id: u64, code: Code);
     fn cancel(&self, id: u64);
@@ -101,18 +109,11 @@ impl<H: SideHandler + HasRoutes> Host for Shared<H> {
     }
 
     fn poll_send_queue(&self, id: u64, queue: &mut VecDeque<Body>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
-        self.step(|g: &mut Locked<H>| match g.conn.send_messages(id, queue, SEND_AHEAD) {
-            Ok(SendStop::Sent) => Poll::Ready(Ok(())),
-            Ok(SendStop::NoCredit) => {
-                g.side.routes().block(id, cx.waker());
-                Poll::Pending
-            }
-            Ok(SendStop::AheadOfWriter) => {
-                g.wait_for_writer(cx.waker());
-                Poll::Pending
-            }
-            Err(e) => Poll::Ready(Err(e)),
-        })
+        self.poll_send_run(id, queue, cx)
+    }
+
+    fn poll_send_lent(&self, id: u64, queue: &mut VecDeque<Cow<'_, Body>>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+        self.poll_send_run(id, queue, cx)
     }
 
     fn consumed(&self, id: u64, messages: usize, bytes: usize) {
@@ -130,6 +131,24 @@ impl<H: SideHandler + HasRoutes> Host for Shared<H> {
                 g.conn.cancel_call(id);
             }
         });
+    }
+}
+
+impl<H: SideHandler + HasRoutes> Shared<H> {
+    /// [`Host::poll_send_queue`] for owned or lent messages: one step of the connection.
+    fn poll_send_run<T: Outgoing>(&self, id: u64, queue: &mut VecDeque<T>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+        self.step(|g: &mut Locked<H>| match g.conn.send_messages(id, queue, SEND_AHEAD) {
+            Ok(SendStop::Sent) => Poll::Ready(Ok(())),
+            Ok(SendStop::NoCredit) => {
+                g.side.routes().block(id, cx.waker());
+                Poll::Pending
+            }
+            Ok(SendStop::AheadOfWriter) => {
+                g.wait_for_writer(cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e)),
+        })
     }
 }
 
@@ -156,6 +175,7 @@ pub(crate) fn handles<H: SideHandler + HasRoutes, K: Keep>(
             batch: Vec::new().into_iter(),
             packed: BatchMessages::default(),
             packed_mark: (0, 0),
+            lent: Lent::Nothing,
             unreported: (0, 0),
             method: None,
             metadata: None,
@@ -234,6 +254,33 @@ impl StreamSender {
                 return Ok(());
             }
             poll_fn(|cx| self.host.poll_send_queue(self.id, &mut queue, cx)).await?;
+        }
+    }
+
+    /// [`send_all`](StreamSender::send_all) for messages the caller keeps and lends: a small
+    /// message (no attachments, a message of at most 512 bytes) is copied into the connection's run
+    /// of frames from where it is, with no clone and no drop of its `Bytes` per message (two
+    /// atomic operations each); a larger one is cloned (its bytes shared, not copied) to be
+    /// queued. For a handler that sends what it holds: a replay of a stored log, the same
+    /// snapshot to every subscriber. Fails as `send_all` does.
+    ///
+    /// ```no_run
+    /// # async fn f(mut tx: rpc_core::StreamSender, log: Vec<rpc_core::Body>) -> Result<(), rpc_core::CallError> {
+    /// tx.send_all_lent(&log).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_all_lent<'a, I: IntoIterator<Item = &'a Body>>(&mut self, items: I) -> Result<(), CallError> {
+        if self.ended {
+            return Err(CallError::Codec("send after the stream was finished".into()));
+        }
+        let mut items = items.into_iter();
+        let mut queue = VecDeque::with_capacity(SEND_ALL_RUN);
+        loop {
+            queue.extend(items.by_ref().take(SEND_ALL_RUN - queue.len()).map(Cow::Borrowed));
+            if queue.is_empty() {
+                return Ok(());
+            }
+            poll_fn(|cx| self.host.poll_send_lent(self.id, &mut queue, cx)).await?;
         }
     }
 
@@ -321,6 +368,8 @@ pub struct StreamReceiver {
     /// `packed`'s messages and their bytes when it was last counted into `unreported`: what
     /// was taken of it since is counted at the next report, not per message.
     packed_mark: (usize, usize),
+    /// What [`StreamReceiver::recv_ref`] lent last, taken at the receiver's next step.
+    lent: Lent,
     done: bool,
     /// Messages taken and bytes in them, not yet reported to the connection: reported in
     /// batches, before waiting, at the end and on drop (one step for many small messages).
@@ -348,34 +397,37 @@ impl StreamReceiver {
 
     /// Polls for the next message (see [`StreamReceiver::recv`]).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Body, CallError>>> {
-        if let Some(message) = self.packed.next() {
-            // Counted in bulk (see `count_packed`), at the latest once the batch is taken
-            // whole: a receiver that then waits on something else holds no credit for it.
-            if self.packed.is_empty() {
-                self.count_packed();
-                self.report_if_due();
-            }
-            return Poll::Ready(Some(Ok(Body::message(message))));
+        Poll::Ready(match ready!(self.poll_take(cx)) {
+            Some(Ok(Taken::Packed)) => Some(Ok(Body::message(self.take_packed()))),
+            Some(Ok(Taken::Body(body))) => Some(Ok(body)),
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
+        })
+    }
+
+    /// Polls for the next message, counted as taken: the first of `packed` (left there for the
+    /// caller to cut out or lend), or one that came whole.
+    fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Taken, CallError>>> {
+        self.settle_lent();
+        if !self.packed.is_empty() {
+            return Poll::Ready(Some(Ok(Taken::Packed)));
         }
         if let Some(body) = self.batch.next() {
-            return Poll::Ready(Some(Ok(self.took(body))));
+            return Poll::Ready(Some(Ok(Taken::Body(self.took(body)))));
         }
         if self.done {
             return Poll::Ready(None);
         }
         let item = match self.peeked.take() {
             Some(item) => Some(item),
-            None => match self.poll_inbound(cx) {
-                Poll::Ready(item) => item,
-                Poll::Pending => return Poll::Pending,
-            },
+            None => ready!(self.poll_inbound(cx)),
         };
         Poll::Ready(match item {
-            Some(Inbound::Message(body)) => Some(Ok(self.took(body))),
+            Some(Inbound::Message(body)) => Some(Ok(Taken::Body(self.took(body)))),
             Some(Inbound::Messages(batch)) => {
                 self.batch = batch.into_iter();
                 let first = self.batch.next().expect("a batch holds two messages or more");
-                Some(Ok(self.took(first)))
+                Some(Ok(Taken::Body(self.took(first))))
             }
             Some(Inbound::Batch(messages)) => {
                 self.count_packed();
@@ -383,8 +435,7 @@ impl StreamReceiver {
                 self.packed_mark = (self.packed.len(), self.packed.message_bytes());
                 self.began = true;
                 self.report_if_due();
-                let first = self.packed.next().expect("a batch holds two messages or more");
-                Some(Ok(Body::message(first)))
+                Some(Ok(Taken::Packed))
             }
             Some(Inbound::End(Ok(()))) => {
                 self.report();
@@ -406,6 +457,23 @@ impl StreamReceiver {
                 Some(Err(CallError::Status(Status::new(Code::CANCELLED, "the call ended"))))
             }
         })
+    }
+
+    /// Cuts the first message of `packed` out. A batch's messages are counted in bulk (see
+    /// `count_packed`), at the latest once the batch is taken whole: a receiver that then
+    /// waits on something else holds no credit for it.
+    fn take_packed(&mut self) -> Bytes {
+        let message = self.packed.next().expect("the next message is packed");
+        self.after_packed_taken();
+        message
+    }
+
+    /// A message of `packed` was taken: the batch is counted once none is left.
+    fn after_packed_taken(&mut self) {
+        if self.packed.is_empty() {
+            self.count_packed();
+            self.report_if_due();
+        }
     }
 
     /// The next item of the channel that is not metadata (metadata is kept as it passes).
@@ -664,6 +732,9 @@ mod tests {
         fn poll_send_queue(&self, _: u64, _: &mut VecDeque<Body>, _: &mut Context<'_>) -> Poll<Result<(), CallError>> {
             unreachable!()
         }
+        fn poll_send_lent(&self, _: u64, _: &mut VecDeque<Cow<'_, Body>>, _: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+            unreachable!()
+        }
         fn consumed(&self, _: u64, messages: usize, bytes: usize) {
             self.0.lock().unwrap().push((messages, bytes));
         }
@@ -682,6 +753,7 @@ mod tests {
             batch: Vec::new().into_iter(),
             packed: BatchMessages::default(),
             packed_mark: (0, 0),
+            lent: Lent::Nothing,
             done: false,
             unreported: (0, 0),
             method: None,
@@ -776,4 +848,61 @@ mod tests {
         assert_eq!(reports.total(), (1200, 1200 * 64), "nothing twice");
     }
 
+    /// The next message, lent (the receiver's `recv_ref` polled once).
+    fn lend(rx: &mut StreamReceiver) -> MessageRef<'_> {
+        use std::future::Future;
+        let mut cx = Context::from_waker(Waker::noop());
+        match std::pin::pin!(rx.recv_ref()).poll(&mut cx) {
+            Poll::Ready(Some(Ok(message))) => message,
+            _ => panic!("expected a message"),
+        }
+    }
+
+    #[test]
+    fn lent_messages_come_in_order_where_they_lie_and_are_counted_as_taken_ones_are() {
+        let (mut rx, tx, reports) = receiver();
+        let first: BatchMessages = (0..3u8).map(|n| Bytes::from(vec![n; n as usize + 1])).collect();
+        let area = first.area().as_ptr_range();
+        let attachment = Bytes::from(vec![9u8; 256]);
+        tx.send(Inbound::Batch(first)).ok().unwrap();
+        tx.send(Inbound::Message(Body::new(Bytes::from_static(&[3]), vec![Payload::from(attachment.clone())]))).ok().unwrap();
+        tx.send(Inbound::Messages(vec![Body::message(Bytes::from_static(&[4])), Body::message(Bytes::from_static(&[5]))])).ok().unwrap();
+        tx.send(batch(6..8)).ok().unwrap();
+        let mut got = Vec::new();
+        for i in 0..8u8 {
+            let m = lend(&mut rx);
+            assert_eq!(m.message[0], i);
+            if i < 3 {
+                assert!(area.contains(&m.message.as_ptr()), "message {i} was copied, not lent where it lies");
+            }
+            if i == 3 {
+                assert_eq!(m.attachments.len(), 1);
+                assert_eq!(m.attachments[0].to_bytes().as_ptr(), attachment.as_ptr(), "the attachment as it came");
+            }
+            got.push(m.to_body());
+        }
+        assert_eq!(got[6].message.len(), 7, "a batch's message is shown at its length");
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(rx.poll_recv(&mut cx).is_pending(), "all taken: it waits, and reports first");
+        let bytes = 1 + 2 + 3 + (1 + 256) + 1 + 1 + 7 + 8;
+        assert_eq!(reports.total(), (8, bytes), "as recv reports them");
+    }
+
+    #[test]
+    fn a_lent_message_is_taken_by_the_next_step_whether_recv_or_recv_ref_or_drop() {
+        let (mut rx, tx, reports) = receiver();
+        tx.send(batch(0..5)).ok().unwrap();
+        tx.send(batch(5..7)).ok().unwrap();
+        assert_eq!(lend(&mut rx).message, [0]);
+        assert_eq!(next(&mut rx).message[..], [1, 1], "recv takes the message after the lent one");
+        assert_eq!(lend(&mut rx).message, [2, 2, 2]);
+        assert_eq!(lend(&mut rx).message, [3, 3, 3, 3]);
+        assert_eq!(next(&mut rx).message[..], [4; 5]);
+        assert_eq!(lend(&mut rx).message, [5; 6], "into the next batch");
+        assert_eq!(reports.total(), (0, 0), "small messages are reported in bulk");
+        drop(rx);
+        // Taken, lent or not, each message's bytes go back once: 1 + 2 + ... + 7 in 7 messages.
+        assert_eq!(reports.total(), (7, 28));
+        assert!(tx.is_closed());
+    }
 }
