@@ -239,7 +239,8 @@ impl StreamSender {
     /// many small messages fast (an endless iterator streams until the call ends). Fails at the
     /// first message that cannot go (the rest are dropped), as `send` does.
     ///
-    /// `items` is only pulled between steps, never while the connection is locked.
+    /// `items` is only pulled between steps, never while the connection is locked. Messages
+    /// the caller keeps go without a clone each with [`StreamSender::send_all_lent`].
     ///
     /// [`send`]: StreamSender::send
     pub async fn send_all<I: IntoIterator<Item = Body>>(&mut self, items: I) -> Result<(), CallError> {
@@ -390,7 +391,8 @@ pub struct StreamReceiver {
 impl StreamReceiver {
     /// The next message; `None` once the stream ended cleanly; an error when it ended otherwise
     /// (the peer's error status, a cancel, the deadline, the connection lost). After the end,
-    /// `None` for ever.
+    /// `None` for ever. [`StreamReceiver::recv_ref`] lends the message instead, for streams of
+    /// small messages.
     pub async fn recv(&mut self) -> Option<Result<Body, CallError>> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
