@@ -2,7 +2,8 @@
 //! small one in the batch frame it came in, instead of cutting out a `Bytes` for it (an atomic
 //! increment, and a decrement when the caller drops it: for 64-byte messages, the largest cost
 //! of receiving them). What was lent is taken at the receiver's next step: then the batch moves
-//! past it, and its credit is counted as `recv`'s would be.
+//! past it, and its credit is counted as `recv`'s would be. A batch is counted, as `recv` counts
+//! it, once its last message is lent, but for that message, which counts at the next step.
 
 use std::future::poll_fn;
 
@@ -74,6 +75,13 @@ impl StreamReceiver {
     pub async fn recv_ref(&mut self) -> Option<Result<MessageRef<'_>, CallError>> {
         match poll_fn(|cx| self.poll_take(cx)).await? {
             Ok(Taken::Packed) => {
+                if self.packed.len() == 1 {
+                    // The last of its batch: the messages before it count now, as `recv` counts
+                    // a batch taken whole, so that a caller working on it holds back no more
+                    // credit than this one message's.
+                    self.count_packed();
+                    self.report_if_due();
+                }
                 self.lent = Lent::Packed;
                 let message = self.packed.first().expect("the next message is packed");
                 Some(Ok(MessageRef { message, attachments: &[] }))

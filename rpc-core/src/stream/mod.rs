@@ -907,4 +907,24 @@ mod tests {
         assert_eq!(reports.total(), (7, 28));
         assert!(tx.is_closed());
     }
+
+    #[test]
+    fn a_batch_lent_whole_is_reported_as_one_taken_whole_by_recv_but_its_last_message() {
+        // Found in review: the last lent message kept the whole batch uncounted.
+        let (mut rx, tx, reports) = receiver();
+        let batch_of = |n| Inbound::Batch((0..n).map(|_| Bytes::from(vec![7u8; 64])).collect());
+        tx.send(batch_of(600)).ok().unwrap();
+        tx.send(batch_of(600)).ok().unwrap();
+        for _ in 0..600 {
+            next(&mut rx);
+        }
+        assert_eq!(reports.total(), (600, 600 * 64), "recv: the first batch, once taken whole");
+        for _ in 0..600 {
+            lend(&mut rx);
+        }
+        assert_eq!(reports.total(), (1199, 1199 * 64), "recv_ref: the second batch but the message still lent");
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        assert_eq!(reports.total(), (1200, 1200 * 64), "the lent one, at the next step");
+    }
 }
