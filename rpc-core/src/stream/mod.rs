@@ -263,7 +263,10 @@ impl StreamSender {
     /// of frames from where it is, with no clone and no drop of its `Bytes` per message (two
     /// atomic operations each); a larger one is cloned (its bytes shared, not copied) to be
     /// queued. For a handler that sends what it holds: a replay of a stored log, the same
-    /// snapshot to every subscriber. Fails as `send_all` does.
+    /// snapshot to every subscriber. Fails as `send_all` does. In a spawned task, pass a slice,
+    /// `iter()` or `std::iter::repeat(&body)`: an adapter whose closure takes the references
+    /// (`.filter(|b| ..)`) can make the future not `Send`, a limit of today's compiler that
+    /// `send_all` meets with such closures too; a named `fn` in place of the closure avoids it.
     ///
     /// ```no_run
     /// # async fn f(mut tx: rpc_core::StreamSender, log: Vec<rpc_core::Body>) -> Result<(), rpc_core::CallError> {
