@@ -137,8 +137,7 @@ fn client_pieces(data: &[u8], between: bool, now: Instant) {
     let _ = conn.handle_input(&mut BytesMut::from(&hello.encode()[..]), now);
     assert!(conn.is_open());
     let mut input = Input(data);
-    let mut taken: Vec<Transmit> = Vec::new();
-    let (mut taken_len, mut written) = (0usize, 0usize);
+    let mut out = Out::default();
     // Calls started: id, attachment lengths, cancelled, answered by the server.
     let mut calls: Vec<(u64, Vec<usize>, bool, bool)> = Vec::new();
     // Where the stream stood (bytes taken) at each cancel, and at the connection's failure.
@@ -152,9 +151,7 @@ fn client_pieces(data: &[u8], between: bool, now: Instant) {
         match input.byte() % 7 {
             0 if large < 2 => {
                 // More than PIECED_FROM bytes in one to three attachments.
-                let total = PIECED_FROM + 1 + usize::from(input.byte()) * 1024;
-                let parts = 1 + usize::from(input.byte() % 3);
-                let lens: Vec<usize> = (0..parts).map(|i| total / parts + usize::from(i == 0) * (total % parts)).collect();
+                let lens = large_lens(&mut input);
                 let attachments = lens.iter().map(|&n| Payload::from(Bytes::from_static(&ZEROS[..n]))).collect();
                 let body = rpc_core::Body { message: Bytes::from_static(b"large"), attachments };
                 if let Ok(id) = conn.start_call(1, body, CallMode::UNARY, &Metadata::default(), None, now) {
@@ -169,21 +166,17 @@ fn client_pieces(data: &[u8], between: bool, now: Instant) {
                 }
             }
             2 => {
-                let before = taken.len();
-                conn.take_transmits(&mut taken);
-                taken_len += taken[before..].iter().map(Transmit::len).sum::<usize>();
+                out.take(&mut conn);
             }
             3 => {
-                let n = (taken_len - written) * (usize::from(input.byte()) + 1) / 256;
-                conn.handle_written(n, now);
-                written += n;
+                out.write_part(&mut conn, input.byte(), now);
             }
             4 => {
                 let Some(c) = (!calls.is_empty()).then(|| usize::from(input.byte()) % calls.len()) else { continue };
                 if !calls[c].2 {
                     calls[c].2 = true;
                     conn.cancel_call(calls[c].0);
-                    stops_at.push(taken_len);
+                    stops_at.push(out.taken_len);
                 }
             }
             5 => {
@@ -201,15 +194,15 @@ fn client_pieces(data: &[u8], between: bool, now: Instant) {
                 let mut bad = BytesMut::from(&[0xeeu8; 40][..]);
                 if conn.is_open() {
                     assert!(conn.handle_input(&mut bad, now).is_err());
-                    stops_at.push(taken_len);
+                    stops_at.push(out.taken_len);
                     failed = true;
                 }
             }
         }
-        assert_writer_holds_little(taken_len - written, between);
+        assert_writer_holds_little(out.taken_len - out.written, between);
     }
-    write_out(&mut conn, &mut taken, &mut taken_len, &mut written, now);
-    let (frames, aborts) = read_as_peer(&taken, taken_len, between, &stops_at);
+    out.write_out(&mut conn, now);
+    let (frames, aborts) = read_as_peer(&out.taken, out.taken_len, between, &stops_at);
     let mut arrived = Vec::new();
     let mut commits = Vec::new();
     let last = frames.len().wrapping_sub(1);
@@ -268,8 +261,7 @@ fn server_pieces(data: &[u8], between: bool, now: Instant) {
     let _ = conn.handle_input(&mut BytesMut::from(&hello.encode()[..]), now);
     assert!(conn.is_open());
     let mut input = Input(data);
-    let mut taken: Vec<Transmit> = Vec::new();
-    let (mut taken_len, mut written) = (0usize, 0usize);
+    let mut out = Out::default();
     // Calls that arrived: id, the attachment lengths of their answer once answered, cancelled.
     let mut calls: Vec<(u64, Option<Vec<usize>>, bool)> = Vec::new();
     let mut stops_at = Vec::new();
@@ -301,9 +293,7 @@ fn server_pieces(data: &[u8], between: bool, now: Instant) {
                 let Some(c) = calls.iter().position(|c| c.1.is_none()) else { continue };
                 let lens = if input.byte() % 2 == 0 && large < 2 {
                     large += 1;
-                    let total = PIECED_FROM + 1 + usize::from(input.byte()) * 1024;
-                    let parts = 1 + usize::from(input.byte() % 3);
-                    (0..parts).map(|i| total / parts + usize::from(i == 0) * (total % parts)).collect()
+                    large_lens(&mut input)
                 } else {
                     Vec::new()
                 };
@@ -312,14 +302,10 @@ fn server_pieces(data: &[u8], between: bool, now: Instant) {
                 calls[c].1 = Some(lens);
             }
             3 => {
-                let before = taken.len();
-                conn.take_transmits(&mut taken);
-                taken_len += taken[before..].iter().map(Transmit::len).sum::<usize>();
+                out.take(&mut conn);
             }
             4 => {
-                let n = (taken_len - written) * (usize::from(input.byte()) + 1) / 256;
-                conn.handle_written(n, now);
-                written += n;
+                out.write_part(&mut conn, input.byte(), now);
             }
             5 => {
                 // The client cancels a call, answered or not.
@@ -327,7 +313,7 @@ fn server_pieces(data: &[u8], between: bool, now: Instant) {
                 if !calls[c].2 && conn.is_open() {
                     calls[c].2 = true;
                     failed |= from_client(&mut conn, Frame::Cancel(Cancel { id: calls[c].0 }), now).0;
-                    stops_at.push(taken_len);
+                    stops_at.push(out.taken_len);
                 }
             }
             _ => {
@@ -336,15 +322,15 @@ fn server_pieces(data: &[u8], between: bool, now: Instant) {
                 // follows it.
                 if conn.is_open() {
                     assert!(conn.handle_input(&mut BytesMut::from(&[0xeeu8; 40][..]), now).is_err());
-                    stops_at.push(taken_len);
+                    stops_at.push(out.taken_len);
                     failed = true;
                 }
             }
         }
-        assert_writer_holds_little(taken_len - written, between);
+        assert_writer_holds_little(out.taken_len - out.written, between);
     }
-    write_out(&mut conn, &mut taken, &mut taken_len, &mut written, now);
-    let (frames, aborts) = read_as_peer(&taken, taken_len, between, &stops_at);
+    out.write_out(&mut conn, now);
+    let (frames, aborts) = read_as_peer(&out.taken, out.taken_len, between, &stops_at);
     let mut answered = Vec::new();
     let last = frames.len().wrapping_sub(1);
     for (i, f) in frames.into_iter().enumerate() {
@@ -397,20 +383,51 @@ fn assert_writer_holds_little(in_writer: usize, between: bool) {
     assert!(in_writer <= 4 * (PIECE_LEN + PIECE_LEN / 16 + 8) + (64 << 10) + runs, "{in_writer} bytes in the writer");
 }
 
-/// Takes and writes whatever `conn` still has to write, until it has nothing left.
-fn write_out(conn: &mut Connection, taken: &mut Vec<Transmit>, taken_len: &mut usize, written: &mut usize, now: Instant) {
-    for _ in 0..64 {
-        let before = taken.len();
-        conn.take_transmits(taken);
-        let n = taken[before..].iter().map(Transmit::len).sum::<usize>();
-        *taken_len += n;
-        conn.handle_written(*taken_len - *written, now);
-        *written = *taken_len;
-        if n == 0 && !conn.has_transmits() {
-            break;
-        }
+/// What a connection's writer took (`taken`, `taken_len` bytes in all) and wrote (`written`).
+#[derive(Default)]
+struct Out {
+    taken: Vec<Transmit>,
+    taken_len: usize,
+    written: usize,
+}
+
+impl Out {
+    /// The writer takes what is queued.
+    fn take(&mut self, conn: &mut Connection) -> usize {
+        let before = self.taken.len();
+        conn.take_transmits(&mut self.taken);
+        let n = self.taken[before..].iter().map(Transmit::len).sum::<usize>();
+        self.taken_len += n;
+        n
     }
-    assert!(!conn.has_transmits(), "transmits still waiting");
+
+    /// A write of part of what the writer holds: `byte + 1` 256ths of it.
+    fn write_part(&mut self, conn: &mut Connection, byte: u8, now: Instant) {
+        let n = (self.taken_len - self.written) * (usize::from(byte) + 1) / 256;
+        conn.handle_written(n, now);
+        self.written += n;
+    }
+
+    /// Takes and writes whatever `conn` still has to write, until it has nothing left.
+    fn write_out(&mut self, conn: &mut Connection, now: Instant) {
+        for _ in 0..64 {
+            let n = self.take(conn);
+            conn.handle_written(self.taken_len - self.written, now);
+            self.written = self.taken_len;
+            if n == 0 && !conn.has_transmits() {
+                break;
+            }
+        }
+        assert!(!conn.has_transmits(), "transmits still waiting");
+    }
+}
+
+/// The attachment lengths of a large call or answer: more than `PIECED_FROM` bytes in one to
+/// three attachments, as `input` says.
+fn large_lens(input: &mut Input) -> Vec<usize> {
+    let total = PIECED_FROM + 1 + usize::from(input.byte()) * 1024;
+    let parts = 1 + usize::from(input.byte() % 3);
+    (0..parts).map(|i| total / parts + usize::from(i == 0) * (total % parts)).collect()
 }
 
 /// What was `taken` (`taken_len` bytes, hello first), read by the peer's decoder in reads
