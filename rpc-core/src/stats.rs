@@ -194,6 +194,11 @@ counters! {
     /// TLS key updates, sent and followed (io_uring's TLS: a key is updated before it has
     /// sealed 15/16 of the 2^24 records AES-GCM allows, and the peer's updates are followed).
     tls_key_updates,
+    /// io_uring's TLS: buffers of records sealed in ordinary memory because the ciphertext pool
+    /// was empty (the other connections held every buffer); sent by copy, freed once sent. Many
+    /// mean the pool is too small for the connections sharing it
+    /// (`UringTlsAcceptor::with_pool`).
+    tls_heap_buffers,
 }
 
 impl TransportStats {
@@ -296,6 +301,9 @@ impl std::fmt::Display for StatsSnapshot {
                 Grouped(self.tls_bytes_copied),
                 Grouped(self.tls_key_updates)
             )?;
+            if self.tls_heap_buffers > 0 {
+                writeln!(f, "tls: {} buffers of records sealed in ordinary memory, the ciphertext pool empty", Grouped(self.tls_heap_buffers))?;
+            }
         }
         if self.budget_pauses > 0 || self.write_stalls > 0 {
             writeln!(
@@ -354,6 +362,9 @@ mod tests {
         let tls = tls.to_string();
         assert!(tls.contains("tls: rustls user-space records (kernel TLS "), "{tls}");
         assert!(tls.contains("16,384 bytes copied in user space beyond the cipher"), "{tls}");
+        assert!(!tls.contains("ordinary memory"), "{tls}");
+        let heap = StatsSnapshot { transport: "uring+tls".into(), tls_heap_buffers: 1_200, ..Default::default() }.to_string();
+        assert!(heap.contains("tls: 1,200 buffers of records sealed in ordinary memory"), "{heap}");
         let tcp = StatsSnapshot { transport: "tcp".into(), sends_copy: 2, bytes_copy: 10, ..Default::default() };
         assert!(!tcp.to_string().contains("notifications"), "{tcp}");
         assert!(!tcp.to_string().contains("written by the task"), "{tcp}");

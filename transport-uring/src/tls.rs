@@ -396,6 +396,7 @@ impl UringTlsSend {
                                 // timeout. Never wait for them: seal in ordinary memory.
                                 None => {
                                     tracing::debug!("TLS ciphertext pool empty; sealing records in ordinary memory");
+                                    TransportStats::add(&self.stats.tls_heap_buffers, 1);
                                     SealBuf::heap(self.heap_size())
                                 }
                             }

@@ -590,6 +590,8 @@ async fn a_peer_that_stops_reading_does_not_starve_other_connections_of_the_ciph
 
     // The other connection's client reads and opens everything; its server's send must finish.
     let reader = tokio::spawn(read_and_open(reading_client, reading_session.opener));
+    let other_stats = other.stats();
+    assert_eq!(other_stats.snapshot().tls_heap_buffers, 0);
     let (_r2, mut s2) = other.split();
     let data = pattern(600 << 10, 2);
     let mut expect = [&b"head"[..], &data[..]].concat();
@@ -608,6 +610,10 @@ async fn a_peer_that_stops_reading_does_not_starve_other_connections_of_the_ciph
     let got = tokio::time::timeout(LIMIT, reader).await.unwrap().unwrap();
     assert!(got == expect, "the reading client opened {} bytes, {} sent", got.len(), expect.len());
     assert_eq!(pool.available(), 0, "the stalled send still holds its buffers");
+    // Its records were sealed in ordinary memory, and counted: the 600 KiB send in at least
+    // three buffers of at most a pool buffer's size, each small send in one of its own.
+    let heap = other_stats.snapshot().tls_heap_buffers;
+    assert!(heap >= 3 + 50, "{heap} buffers counted as sealed in ordinary memory");
     stuck.abort();
 }
 
