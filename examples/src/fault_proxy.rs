@@ -14,7 +14,8 @@
 //!   toward a peer whose unread bytes were still in the proxy's socket: Linux resets a socket
 //!   closed with unread data);
 //! - reset it ([`Fault::Reset`]): `SO_LINGER` 0 on both sockets, then close, so both peers get
-//!   an RST.
+//!   an RST; or reset it after N more bytes in one direction ([`Fault::ResetAfter`]), which
+//!   lands inside a frame however fast the bytes flow.
 //!
 //! It counts the bytes it moved in each direction ([`Moved`]), per connection and in total.
 //!
@@ -76,6 +77,9 @@ pub enum Fault {
     CutAfter(Direction, u64),
     /// Close both sockets with an RST (`SO_LINGER` 0).
     Reset,
+    /// Pass exactly this many more bytes in this direction, then close both sockets with an
+    /// RST, as `Reset` does.
+    ResetAfter(Direction, u64),
 }
 
 /// Bytes the proxy has written on, per direction.
@@ -91,8 +95,8 @@ pub struct Moved {
 struct DirFaults {
     stopped: bool,
     delay: Option<Duration>,
-    /// Absolute count of moved bytes at which to cut.
-    cut_at: Option<u64>,
+    /// Absolute count of moved bytes at which to end the connection, and how.
+    cut_at: Option<(u64, Ending)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +117,8 @@ impl Control {
             Fault::PassThrough => self.dirs = Default::default(),
             Fault::StopReading(d) => self.dirs[d.index()].stopped = true,
             Fault::Delay(d, t) => self.dirs[d.index()].delay = Some(t),
-            Fault::CutAfter(d, n) => self.dirs[d.index()].cut_at = Some(moved[d.index()] + n),
+            Fault::CutAfter(d, n) => self.dirs[d.index()].cut_at = Some((moved[d.index()] + n, Ending::Close)),
+            Fault::ResetAfter(d, n) => self.dirs[d.index()].cut_at = Some((moved[d.index()] + n, Ending::Reset)),
             Fault::Reset => {
                 self.end.get_or_insert(Ending::Reset);
             }
@@ -322,9 +327,9 @@ async fn pump(src: Arc<TcpStream>, dst: Arc<TcpStream>, dir: Direction, conn: Ar
         }
         let f = ctl.dirs[d];
         let moved = conn.moved[d].load(Ordering::SeqCst);
-        if let Some(at) = f.cut_at {
+        if let Some((at, ending)) = f.cut_at {
             if moved >= at {
-                conn.end(Ending::Close);
+                conn.end(ending);
                 return;
             }
         }
@@ -334,7 +339,7 @@ async fn pump(src: Arc<TcpStream>, dst: Arc<TcpStream>, dir: Direction, conn: Ar
             }
             continue;
         }
-        let room = f.cut_at.map_or(CHUNK, |at| CHUNK.min((at - moved) as usize));
+        let room = f.cut_at.map_or(CHUNK, |(at, _)| CHUNK.min((at - moved) as usize));
         tokio::select! {
             r = src.readable() => if r.is_err() { conn.end(Ending::Reset); return; },
             r = rx.changed() => { if r.is_err() { return; } continue; }
@@ -597,6 +602,25 @@ mod tests {
         let mut b = [0u8; 16];
         let r = timeout(HANG, s.read(&mut b)).await.unwrap();
         assert_eq!(r.map_err(|e| e.kind()).err(), Some(io::ErrorKind::ConnectionReset));
+    }
+
+    #[tokio::test]
+    async fn reset_after_passes_exactly_n_bytes_then_resets_both_sides() {
+        let (target, _, mut sunk) = sink_target().await;
+        let proxy = FaultProxy::start(target).await.unwrap();
+        let mut s = TcpStream::connect(proxy.local_addr()).await.unwrap();
+        let conn = proxy.connection(0).await;
+        conn.apply(Fault::ResetAfter(Direction::ClientToServer, 1000));
+        let data = pattern(10_000, 4);
+        let _ = s.write_all(&data).await;
+        let got = timeout(HANG, sunk.recv()).await.unwrap().unwrap();
+        assert_eq!(got.end, Err(io::ErrorKind::ConnectionReset), "the target sees an RST");
+        assert!(got.data == data[..1000], "{} bytes passed, 1000 wanted", got.data.len());
+        let mut b = [0u8; 16];
+        let r = timeout(HANG, s.read(&mut b)).await.unwrap();
+        assert_eq!(r.map_err(|e| e.kind()).err(), Some(io::ErrorKind::ConnectionReset));
+        timeout(HANG, conn.closed()).await.unwrap();
+        assert_eq!(conn.moved().client_to_server, 1000);
     }
 
     #[tokio::test]
