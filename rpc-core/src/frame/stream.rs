@@ -143,8 +143,12 @@ impl BatchMessages {
         if self.count == 0 {
             return None;
         }
-        let len = u32::from_le_bytes(self.area[..BATCH_PREFIX].try_into().expect("checked when made")) as usize;
-        Some(&self.area[BATCH_PREFIX..BATCH_PREFIX + len])
+        Some(&self.area[BATCH_PREFIX..BATCH_PREFIX + self.first_len()])
+    }
+
+    /// The length in front of the first message left (there is one).
+    fn first_len(&self) -> usize {
+        u32::from_le_bytes(self.area[..BATCH_PREFIX].try_into().expect("checked when made")) as usize
     }
 
     /// Takes the first message left without cutting it out: what [`BatchMessages::first`]
@@ -171,7 +175,7 @@ impl Iterator for BatchMessages {
             return None;
         }
         self.count -= 1;
-        let len = u32::from_le_bytes(self.area[..BATCH_PREFIX].try_into().expect("checked when made")) as usize;
+        let len = self.first_len();
         self.area.advance(BATCH_PREFIX);
         if self.count == 0 {
             // The last one is the rest of the area: no slice cut, no handle left.

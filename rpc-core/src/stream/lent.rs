@@ -75,13 +75,10 @@ impl StreamReceiver {
     pub async fn recv_ref(&mut self) -> Option<Result<MessageRef<'_>, CallError>> {
         match poll_fn(|cx| self.poll_take(cx)).await? {
             Ok(Taken::Packed) => {
-                if self.packed.len() == 1 {
-                    // The last of its batch: the messages before it count now, as `recv` counts
-                    // a batch taken whole, so that a caller working on it holds back no more
-                    // credit than this one message's.
-                    self.count_packed();
-                    self.report_if_due();
-                }
+                // The last of its batch: the messages before it count now, as `recv` counts a
+                // batch taken whole, so that a caller working on it holds back no more credit
+                // than this one message's.
+                self.count_packed_once_left(1);
                 self.lent = Lent::Packed;
                 let message = self.packed.first().expect("the next message is packed");
                 Some(Ok(MessageRef { message, attachments: &[] }))
@@ -100,7 +97,7 @@ impl StreamReceiver {
     pub(super) fn settle_lent(&mut self) {
         if let Lent::Packed = std::mem::take(&mut self.lent) {
             self.packed.skip_first();
-            self.after_packed_taken();
+            self.count_packed_once_left(0);
         }
     }
 }

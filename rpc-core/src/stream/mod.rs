@@ -85,6 +85,9 @@ trait Host: Send + Sync + 'static {
     fn cancel(&self, id: u64);
 }
 
+/// A [`Host`] method that sends a run of queued messages of one kind (owned, lent).
+type PollRun<T> = fn(&dyn Host, u64, &mut VecDeque<T>, &mut Context<'_>) -> Poll<Result<(), CallError>>;
+
 /// The connection's shared state is the host itself: the handles hold it as `Arc<dyn Host>`
 /// (no allocation of a wrapper per call).
 impl<H: SideHandler + HasRoutes> Host for Shared<H> {
@@ -244,18 +247,7 @@ impl StreamSender {
     ///
     /// [`send`]: StreamSender::send
     pub async fn send_all<I: IntoIterator<Item = Body>>(&mut self, items: I) -> Result<(), CallError> {
-        if self.ended {
-            return Err(CallError::Codec("send after the stream was finished".into()));
-        }
-        let mut items = items.into_iter();
-        let mut queue = VecDeque::with_capacity(SEND_ALL_RUN);
-        loop {
-            queue.extend(items.by_ref().take(SEND_ALL_RUN - queue.len()));
-            if queue.is_empty() {
-                return Ok(());
-            }
-            poll_fn(|cx| self.host.poll_send_queue(self.id, &mut queue, cx)).await?;
-        }
+        self.send_runs(items.into_iter(), <dyn Host>::poll_send_queue).await
     }
 
     /// [`send_all`](StreamSender::send_all) for messages the caller keeps and lends: a small
@@ -274,17 +266,26 @@ impl StreamSender {
     /// # Ok(()) }
     /// ```
     pub async fn send_all_lent<'a, I: IntoIterator<Item = &'a Body>>(&mut self, items: I) -> Result<(), CallError> {
+        self.send_runs(items.into_iter().map(Cow::Borrowed), <dyn Host>::poll_send_lent).await
+    }
+
+    /// `send_all`'s loop, for owned or lent messages: up to `SEND_ALL_RUN` of `items` at a
+    /// time, each run sent by `poll` (the host's method for that kind) in one step.
+    async fn send_runs<T>(
+        &mut self,
+        mut items: impl Iterator<Item = T>,
+        poll: PollRun<T>,
+    ) -> Result<(), CallError> {
         if self.ended {
             return Err(CallError::Codec("send after the stream was finished".into()));
         }
-        let mut items = items.into_iter();
         let mut queue = VecDeque::with_capacity(SEND_ALL_RUN);
         loop {
-            queue.extend(items.by_ref().take(SEND_ALL_RUN - queue.len()).map(Cow::Borrowed));
+            queue.extend(items.by_ref().take(SEND_ALL_RUN - queue.len()));
             if queue.is_empty() {
                 return Ok(());
             }
-            poll_fn(|cx| self.host.poll_send_lent(self.id, &mut queue, cx)).await?;
+            poll_fn(|cx| poll(&*self.host, self.id, &mut queue, cx)).await?;
         }
     }
 
@@ -469,13 +470,14 @@ impl StreamReceiver {
     /// waits on something else holds no credit for it.
     fn take_packed(&mut self) -> Bytes {
         let message = self.packed.next().expect("the next message is packed");
-        self.after_packed_taken();
+        self.count_packed_once_left(0);
         message
     }
 
-    /// A message of `packed` was taken: the batch is counted once none is left.
-    fn after_packed_taken(&mut self) {
-        if self.packed.is_empty() {
+    /// Counts `packed` (and reports, when enough is owed) once at most `left` of its messages
+    /// remain: 0 after one is taken, 1 when its last is lent.
+    fn count_packed_once_left(&mut self, left: usize) {
+        if self.packed.len() <= left {
             self.count_packed();
             self.report_if_due();
         }
@@ -827,9 +829,8 @@ mod tests {
         let (mut rx, tx, reports) = receiver();
         // Two batches of 600 messages of 64 bytes: 62 KB each with their headers, more than
         // REPORT_EVERY.
-        let batch_of = |n| Inbound::Batch((0..n).map(|_| Bytes::from(vec![7u8; 64])).collect());
-        tx.send(batch_of(600)).ok().unwrap();
-        tx.send(batch_of(600)).ok().unwrap();
+        tx.send(batch_of_64(600)).ok().unwrap();
+        tx.send(batch_of_64(600)).ok().unwrap();
         for _ in 0..599 {
             next(&mut rx);
         }
@@ -851,6 +852,11 @@ mod tests {
         assert_eq!(reports.total(), (1200, 1200 * 64), "all taken, before waiting");
         drop(rx);
         assert_eq!(reports.total(), (1200, 1200 * 64), "nothing twice");
+    }
+
+    /// A batch frame of `n` messages of 64 bytes.
+    fn batch_of_64(n: usize) -> Inbound {
+        Inbound::Batch((0..n).map(|_| Bytes::from(vec![7u8; 64])).collect())
     }
 
     /// The next message, lent (the receiver's `recv_ref` polled once).
@@ -915,9 +921,8 @@ mod tests {
     fn a_batch_lent_whole_is_reported_as_one_taken_whole_by_recv_but_its_last_message() {
         // Found in review: the last lent message kept the whole batch uncounted.
         let (mut rx, tx, reports) = receiver();
-        let batch_of = |n| Inbound::Batch((0..n).map(|_| Bytes::from(vec![7u8; 64])).collect());
-        tx.send(batch_of(600)).ok().unwrap();
-        tx.send(batch_of(600)).ok().unwrap();
+        tx.send(batch_of_64(600)).ok().unwrap();
+        tx.send(batch_of_64(600)).ok().unwrap();
         for _ in 0..600 {
             next(&mut rx);
         }
