@@ -1,8 +1,10 @@
 //! Typed streams whose small items are encoded back to back into one shared buffer
-//! (`EncodeBuffer`): many items of sizes around the small-frame limit (512 B), the shared
-//! buffer's limit (4 KiB) and past a chunk (64 KiB), with and without attachments, some kept
-//! by the receiver while later ones arrive, over the in-memory pipe and TCP. Every byte of
-//! every item is checked, including those of items kept until the end.
+//! (`EncodeBuffer`, or `send_all`'s packed run, copied by the connection from where each item
+//! lies, and decoded on the other side where it lies in its batch): many items of sizes around
+//! the small-frame limit (512 B), the shared buffer's limit (4 KiB) and past a chunk (64 KiB),
+//! with and without attachments, some kept by the receiver while later ones arrive, over the
+//! in-memory pipe and TCP. Every byte of every item is checked, including those of items kept
+//! until the end.
 
 mod common;
 
@@ -26,6 +28,24 @@ pub trait Bufs {
     async fn echo(&self, input: Source<Item>, output: Sink<Item>);
     /// Bidirectional with prost: each message back as it came.
     async fn echo_prost(&self, input: Source<Vec<u8>, Prost>, output: Sink<Vec<u8>, Prost>);
+    /// Client streaming: the numbers of the items received, in order.
+    async fn numbers(&self, input: Source<Picky>) -> Vec<u32>;
+}
+
+/// An item that cannot be encoded when `fails` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Picky {
+    pub n: u32,
+    pub fails: bool,
+}
+
+impl Serialize for Picky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.fails {
+            return Err(serde::ser::Error::custom(format!("item {} refuses to be encoded", self.n)));
+        }
+        (self.n, self.fails).serialize(s)
+    }
 }
 
 struct BufsImpl;
@@ -58,6 +78,10 @@ impl Bufs for BufsImpl {
                 return;
             }
         }
+    }
+
+    async fn numbers(&self, input: Source<Picky>) -> Vec<u32> {
+        input.collect().await.unwrap_or_default().into_iter().map(|p| p.n).collect()
     }
 }
 
@@ -195,6 +219,68 @@ async fn prost_items_around_every_size_limit_come_back_intact() {
             }
             out.finish();
             assert_eq!(reader.await.unwrap(), sizes.len(), "{t}");
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prost_items_sent_in_runs_are_packed_when_small_and_whole_when_not_in_order() {
+    timed(async {
+        for t in ["mem", "tcp"] {
+            let client = client(t).await;
+            let sizes = sizes();
+            let (mut out, mut back) = client.echo_prost().await.unwrap();
+            let expected = sizes.clone();
+            let reader = tokio::spawn(async move {
+                let mut kept = Vec::new();
+                let mut n = 0usize;
+                while let Some(got) = back.recv().await {
+                    let got = got.unwrap();
+                    assert_eq!(got, pattern(expected[n] as usize, n as u8).to_vec(), "item {n}");
+                    if n % 3 == 0 {
+                        kept.push((n, got));
+                    }
+                    n += 1;
+                }
+                for (n, got) in kept {
+                    assert_eq!(got, pattern(expected[n] as usize, n as u8).to_vec(), "kept item {n}");
+                }
+                n
+            });
+            // Runs of 1 to 700 items: within one packed run, and across several (256 items).
+            let mut i = 0;
+            let mut run = 1;
+            while i < sizes.len() {
+                let end = (i + run).min(sizes.len());
+                out.send_all((i..end).map(|j| pattern(sizes[j] as usize, j as u8).to_vec())).await.unwrap();
+                i = end;
+                run = run * 3 % 701;
+            }
+            out.finish();
+            assert_eq!(reader.await.unwrap(), sizes.len(), "{t}");
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_that_does_not_encode_ends_send_all_after_the_items_before_it_and_the_sink_goes_on() {
+    timed(async {
+        for t in ["mem", "tcp"] {
+            let client = client(t).await;
+            let (mut out, answer) = client.numbers().await.unwrap();
+            // The 300th item fails: past the first run of 256, in the second.
+            let items = (0..400).map(|n| Picky { n, fails: n == 299 });
+            let e = out.send_all(items).await.unwrap_err().to_string();
+            // (postcard keeps no text of a custom serde error.)
+            assert!(e.contains("cannot encode a stream item"), "{t}: {e}");
+            // The sink still works, and the receiver saw nothing of the failed run past it.
+            out.send_all((1000..1003).map(|n| Picky { n, fails: false })).await.unwrap();
+            out.finish();
+            let got = answer.await.unwrap();
+            let want: Vec<u32> = (0..299).chain(1000..1003).collect();
+            assert_eq!(got, want, "{t}");
         }
     })
     .await

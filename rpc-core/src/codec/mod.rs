@@ -13,7 +13,8 @@ pub mod protobuf;
 pub use buffer::{EncodeBuffer, SHARED_MAX};
 pub use protobuf::{ProtoMessage, Protobuf};
 
-use bytes::{Bytes, BytesMut};
+use bytes::buf::Take;
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::body::Body;
 use crate::payload::Payload;
@@ -53,6 +54,22 @@ pub trait Encode<T: ?Sized>: Codec {
         let _ = buf;
         Self::encode_body(value, extra)
     }
+
+    /// Encodes `value` for a run of small messages: when it goes as a message alone (no
+    /// attachments) of at most `max` bytes, the message is appended to `packed`, after the run's
+    /// messages before it (`Ok(None)`); otherwise its body, as [`Encode::encode_body_in`] makes
+    /// it, and `packed` as it was. What a typed stream's [`Sink::send_all`](crate::Sink::send_all)
+    /// sends: the connection copies each packed message into its frames from where it lies,
+    /// with no `Bytes` made for it. The default appends a copy of `encode_body_in`'s message;
+    /// the codecs of this crate encode into `packed` directly.
+    fn encode_packed(value: &T, packed: &mut BytesMut, max: usize, buf: &mut EncodeBuffer) -> Result<Option<Body>, CodecError> {
+        let body = Self::encode_body_in(value, Vec::new(), buf)?;
+        if body.attachments.is_empty() && body.message.len() <= max {
+            packed.extend_from_slice(&body.message);
+            return Ok(None);
+        }
+        Ok(Some(body))
+    }
 }
 
 /// A codec that can decode a `T`.
@@ -65,6 +82,15 @@ pub trait Decode<T>: Codec {
     /// decodes the message with [`Decode::decode`] and takes none.
     fn decode_body(body: Body) -> Result<(T, Vec<Payload>), CodecError> {
         Ok((Self::decode(body.message)?, body.attachments))
+    }
+
+    /// Decodes a message without attachments that lies in a larger buffer (a batch of small
+    /// stream messages): `message` reads exactly its bytes there. A codec that keeps parts of
+    /// the message (prost `bytes` fields) takes them as slices of that buffer, so the message
+    /// costs no `Bytes` of its own. The default cuts it out and calls [`Decode::decode`].
+    fn decode_in(mut message: Take<&mut Bytes>) -> Result<T, CodecError> {
+        let len = message.remaining();
+        Self::decode(message.copy_to_bytes(len))
     }
 }
 
@@ -93,6 +119,22 @@ impl<T: Serialize + ?Sized> Encode<T> for Postcard {
             }
             Err(e) => {
                 buf.discard();
+                Err(CodecError(format!("encode: {e}")))
+            }
+        }
+    }
+
+    fn encode_packed(value: &T, packed: &mut BytesMut, max: usize, buf: &mut EncodeBuffer) -> Result<Option<Body>, CodecError> {
+        let start = packed.len();
+        packed.reserve(max);
+        match postcard_into(value, packed, max) {
+            Ok(true) => Ok(None),
+            Ok(false) => {
+                packed.truncate(start);
+                Self::encode_body_in(value, Vec::new(), buf).map(Some)
+            }
+            Err(e) => {
+                packed.truncate(start);
                 Err(CodecError(format!("encode: {e}")))
             }
         }
@@ -147,6 +189,11 @@ impl<T: DeserializeOwned> Decode<T> for Postcard {
     fn decode(bytes: Bytes) -> Result<T, CodecError> {
         decode(&bytes)
     }
+
+    /// Read where it lies: postcard's values own their data.
+    fn decode_in(message: Take<&mut Bytes>) -> Result<T, CodecError> {
+        decode(message.chunk())
+    }
 }
 
 /// The protobuf codec: [prost] messages (a method then takes one message and returns one;
@@ -167,11 +214,22 @@ impl<M: ::prost::Message> Encode<M> for Prost {
     fn encode_body_in(value: &M, extra: Vec<Payload>, buf: &mut EncodeBuffer) -> Result<Body, CodecError> {
         Ok(Body { message: prost::encode_in(value, buf)?, attachments: extra })
     }
+
+    fn encode_packed(value: &M, packed: &mut BytesMut, max: usize, buf: &mut EncodeBuffer) -> Result<Option<Body>, CodecError> {
+        if prost::encode_packed(value, packed, max) {
+            return Ok(None);
+        }
+        Self::encode_body_in(value, Vec::new(), buf).map(Some)
+    }
 }
 
 impl<M: ::prost::Message + Default> Decode<M> for Prost {
     fn decode(bytes: Bytes) -> Result<M, CodecError> {
         prost::decode(bytes)
+    }
+
+    fn decode_in(message: Take<&mut Bytes>) -> Result<M, CodecError> {
+        prost::decode(message)
     }
 }
 
@@ -258,6 +316,81 @@ mod tests {
         assert!(<Postcard as Encode<Unencodable>>::encode_body_in(&Unencodable, Vec::new(), &mut buf).is_err());
         let next = <Postcard as Encode<u16>>::encode_body_in(&300, Vec::new(), &mut buf).unwrap();
         assert_eq!(next.message, encode(&300u16).unwrap(), "the failed value's first byte is gone");
+    }
+
+    /// `C`'s packed encoding of `value` after `before` bytes already packed: `None` with the
+    /// message appended, or the body with the packed bytes as they were.
+    fn packed<T, C: Encode<T>>(value: &T, max: usize) -> Option<Body> {
+        let mut packed = BytesMut::from(&b"before"[..]);
+        let body = C::encode_packed(value, &mut packed, max, &mut EncodeBuffer::new()).unwrap();
+        match &body {
+            None => {
+                assert_eq!(&packed[..6], b"before");
+                assert_eq!(&packed[6..], &C::encode(value).unwrap()[..], "{}: appended as encode writes it", C::NAME);
+            }
+            Some(_) => assert_eq!(&packed[..], b"before", "{}: a body of its own, nothing packed", C::NAME),
+        }
+        body
+    }
+
+    #[test]
+    fn small_messages_are_packed_after_the_run_and_others_get_bodies_of_their_own() {
+        let small = Args { key: "a".into(), n: 1 };
+        assert!(packed::<Args, Postcard>(&small, 512).is_none());
+        assert!(packed::<Vec<u8>, Prost>(&vec![7u8; 100], 512).is_none());
+        // Over `max`: the body encode_body makes.
+        let big = Args { key: "k".repeat(600), n: 2 };
+        assert_eq!(packed::<Args, Postcard>(&big, 512), Some(Body::message(encode(&big).unwrap())));
+        let bytes = vec![1u8; 600];
+        assert_eq!(packed::<Vec<u8>, Prost>(&bytes, 512), Some(Body::message(prost::encode(&bytes))));
+        // Exactly at `max`, packed.
+        let exact = encode(&small).unwrap().len();
+        assert!(packed::<Args, Postcard>(&small, exact).is_none());
+        assert!(packed::<Args, Postcard>(&small, exact - 1).is_some());
+        // A value postcard cannot encode: the error, and the packed bytes as they were.
+        struct Unencodable;
+        impl serde::Serialize for Unencodable {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::{Error, SerializeTuple};
+                let mut t = s.serialize_tuple(2)?;
+                t.serialize_element(&1u8)?;
+                Err(S::Error::custom("no"))
+            }
+        }
+        let mut packed = BytesMut::from(&b"before"[..]);
+        assert!(<Postcard as Encode<Unencodable>>::encode_packed(&Unencodable, &mut packed, 512, &mut EncodeBuffer::new()).is_err());
+        assert_eq!(&packed[..], b"before");
+    }
+
+    #[test]
+    fn a_message_decoded_where_it_lies_reads_its_bytes_only_and_slices_bytes_fields() {
+        #[derive(Clone, PartialEq, ::prost::Message)]
+        struct Blob {
+            #[prost(bytes = "bytes", tag = "1")]
+            data: Bytes,
+        }
+        let blob = Blob { data: Bytes::from(vec![5u8; 64]) };
+        let message = prost::encode(&blob);
+        // The message between two others, as in a batch.
+        let mut area = BytesMut::from(&b"front"[..]);
+        area.extend_from_slice(&message);
+        area.extend_from_slice(b"back");
+        let mut area = area.freeze();
+        area.advance(5);
+        let range = area.as_ptr_range();
+        let back = <Prost as Decode<Blob>>::decode_in((&mut area).take(message.len())).unwrap();
+        assert_eq!(back, blob);
+        assert!(range.contains(&back.data.as_ptr()), "the bytes field was copied");
+        assert_eq!(&area[..], b"back", "read past its message");
+        // Postcard: the message only, so a message followed by more bytes is no error.
+        let a = Args { key: "k".into(), n: 9 };
+        let mut area = Bytes::from([&encode(&a).unwrap()[..], b"next"].concat());
+        let len = area.len() - 4;
+        assert_eq!(<Postcard as Decode<Args>>::decode_in((&mut area).take(len)).unwrap(), a);
+        // ... and one cut short is.
+        let mut area = encode(&a).unwrap();
+        let len = area.len() - 1;
+        assert!(<Postcard as Decode<Args>>::decode_in((&mut area).take(len)).is_err());
     }
 
     #[test]

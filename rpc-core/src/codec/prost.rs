@@ -1,7 +1,7 @@
 //! The prost codec for `.proto` messages. Decoding from `Bytes` keeps `bytes` fields that were
 //! generated as `Bytes` (prost-build's `.bytes(["."])`) as slices of the receive buffer.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::{CodecError, EncodeBuffer, SHARED_MAX};
 
@@ -25,8 +25,21 @@ pub fn encode_in<M: prost::Message>(message: &M, buf: &mut EncodeBuffer) -> Resu
     Ok(buf.split())
 }
 
-/// Decodes a prost message from `bytes` without copying `bytes` fields.
-pub fn decode<M: prost::Message + Default>(bytes: Bytes) -> Result<M, CodecError> {
+/// Appends `message` to `packed` when it is at most `max` bytes long (true); else leaves
+/// `packed` as it was (false). See [`Encode::encode_packed`](super::Encode::encode_packed).
+pub fn encode_packed<M: prost::Message>(message: &M, packed: &mut BytesMut, max: usize) -> bool {
+    let len = message.encoded_len();
+    if len > max {
+        return false;
+    }
+    packed.reserve(len);
+    message.encode_raw(packed);
+    true
+}
+
+/// Decodes a prost message from `bytes` (a `Bytes`, or a message lying in one: see
+/// [`Decode::decode_in`](super::Decode::decode_in)) without copying `bytes` fields.
+pub fn decode<M: prost::Message + Default>(bytes: impl Buf) -> Result<M, CodecError> {
     M::decode(bytes).map_err(|e| CodecError(format!("decode: {e}")))
 }
 

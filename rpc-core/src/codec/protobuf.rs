@@ -54,7 +54,8 @@
 
 use std::mem;
 
-use bytes::Bytes;
+use bytes::buf::Take;
+use bytes::{Bytes, BytesMut};
 
 use super::{Codec, CodecError, Decode, Encode, EncodeBuffer};
 use crate::body::Body;
@@ -149,6 +150,15 @@ impl<M: ProtoMessage> Encode<M> for Protobuf {
     fn encode_body_in(value: &M, extra: Vec<Payload>, buf: &mut EncodeBuffer) -> Result<Body, CodecError> {
         body_of(value, extra, |m| super::prost::encode_in(m, buf))
     }
+
+    fn encode_packed(value: &M, packed: &mut BytesMut, max: usize, buf: &mut EncodeBuffer) -> Result<Option<Body>, CodecError> {
+        // Every field inline: the message alone, as `body_of` would send it.
+        let inline = M::ATTACHMENT_FIELDS.is_empty() || !value.may_detach();
+        if inline && super::prost::encode_packed(value, packed, max) {
+            return Ok(None);
+        }
+        Self::encode_body_in(value, Vec::new(), buf).map(Some)
+    }
 }
 
 /// `value`'s body: its attachment fields that go out of band detached, the rest of the
@@ -180,6 +190,11 @@ impl<M: ProtoMessage> Decode<M> for Protobuf {
         super::prost::decode(bytes)
     }
 
+    /// A message without attachments has every field inline (see `encode_body`).
+    fn decode_in(message: Take<&mut Bytes>) -> Result<M, CodecError> {
+        super::prost::decode(message)
+    }
+
     fn decode_body(body: Body) -> Result<(M, Vec<Payload>), CodecError> {
         let mut message: M = super::prost::decode(body.message)?;
         if M::ATTACHMENT_FIELDS.is_empty() || body.attachments.is_empty() {
@@ -195,6 +210,7 @@ impl<M: ProtoMessage> Decode<M> for Protobuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Buf;
 
     #[derive(Clone, PartialEq, ::prost::Message)]
     struct Two {
@@ -222,6 +238,29 @@ mod tests {
 
     fn two(a: usize, b: usize) -> Two {
         Two { a: Bytes::from(vec![1; a]), name: "n".into(), b: Bytes::from(vec![2; b]) }
+    }
+
+    #[test]
+    fn a_message_with_every_field_inline_is_packed_and_one_with_an_attachment_is_not() {
+        let encode_packed = |m: &Two| {
+            let mut packed = BytesMut::from(&b"x"[..]);
+            let body = <Protobuf as Encode<Two>>::encode_packed(m, &mut packed, 512, &mut EncodeBuffer::new()).unwrap();
+            (body, packed)
+        };
+        // `b` under its threshold and `a` empty: inline, packed as `encode` writes it.
+        let inline = two(0, 50);
+        let (body, packed) = encode_packed(&inline);
+        assert!(body.is_none());
+        assert_eq!(&packed[1..], &<Protobuf as Encode<Two>>::encode(&inline).unwrap()[..]);
+        let mut area = packed.freeze();
+        area.advance(1);
+        let len = area.len();
+        assert_eq!(<Protobuf as Decode<Two>>::decode_in((&mut area).take(len)).unwrap(), inline);
+        // `a` goes out of band: the body with its attachment table, nothing packed.
+        let attached = two(10, 50);
+        let (body, packed) = encode_packed(&attached);
+        assert_eq!(body, Some(<Protobuf as Encode<Two>>::encode_body(&attached, Vec::new()).unwrap()));
+        assert_eq!(&packed[..], b"x");
     }
 
     #[test]

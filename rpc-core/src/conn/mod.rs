@@ -23,7 +23,7 @@ use bytes::{Buf, Bytes};
 
 pub use config::ConnConfig;
 pub use response_meta::MetadataKind;
-pub use streams::{Outgoing, SendError, SendStop};
+pub use streams::{LentMessage, Outgoing, SendError, SendStop};
 use calls::{Calls, InFlight};
 use keepalive::Keepalive;
 use small_frames::SmallFrames;

@@ -52,17 +52,17 @@ impl SmallFrames {
         self.batch_max = RUN_MAX.min(max_frame as usize);
     }
 
-    /// Appends the messages of `bodies`, in order, to call `id`'s batch being written while each
-    /// fits there as things are (no run to seal, no room to make, no attachments) and `take`
-    /// agrees to its length: a fast stream's common case, one check of the run for all of them
-    /// rather than [`SmallFrames::push`]'s per message. Returns how many were copied (the first
-    /// so many of `bodies`, which the caller drops together) and the bytes they added; the
-    /// caller takes the rest with `push`.
+    /// Appends `messages` (small ones: see [`SmallFrames::fits`]), in order, to call `id`'s
+    /// batch being written while each fits there as things are (no run to seal, no room to
+    /// make) and `take` agrees to its length: a fast stream's common case, one check of the run
+    /// for all of them rather than [`SmallFrames::push`]'s per message. Returns how many were
+    /// copied (the first so many of `messages`, which the caller drops together) and the bytes
+    /// they added; the caller takes the rest with `push`.
     #[inline]
     pub(super) fn append_from<'a>(
         &mut self,
         id: u64,
-        bodies: impl Iterator<Item = &'a Body>,
+        messages: impl Iterator<Item = &'a [u8]>,
         mut take: impl FnMut(usize) -> bool,
     ) -> (usize, usize) {
         if !(self.batch && self.id == id && !self.buf.is_empty()) {
@@ -70,12 +70,12 @@ impl SmallFrames {
         }
         let mut room = self.batch_room();
         let (start, mut taken) = (self.buf.len(), 0);
-        for body in bodies {
-            let len = body.message.len();
-            if !Self::fits(body) || BATCH_PREFIX + len > room || !take(len) {
+        for message in messages {
+            let len = message.len();
+            if BATCH_PREFIX + len > room || !take(len) {
                 break;
             }
-            StreamBatch::push_in_place(&body.message, &mut self.buf);
+            StreamBatch::push_in_place(message, &mut self.buf);
             room -= BATCH_PREFIX + len;
             taken += 1;
         }
@@ -258,8 +258,7 @@ mod tests {
                 // when the room runs out.
                 let id = 1 + u64::from(i / 700 % 3);
                 let message = vec![i as u8; (i as usize * 37) % (INLINE_MESSAGE_MAX + 1)];
-                let queue = [Body::message(Bytes::from(message.clone()))];
-                match fast.append_from(id, queue.iter(), |_| true) {
+                match fast.append_from(id, std::iter::once(&message[..]), |_| true) {
                     (1, added) => {
                         appended += 1;
                         fast_bytes += added;

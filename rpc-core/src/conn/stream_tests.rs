@@ -365,27 +365,38 @@ fn send_messages_sends_in_order_until_credit_or_the_writer_stops_it() {
 
 #[test]
 fn lent_messages_go_as_owned_ones_do_and_one_out_of_credit_is_queued_again_owned() {
-    use std::borrow::Cow;
+    use super::LentMessage;
     use std::collections::VecDeque;
     let window = 4096;
     // The same messages, owned and lent: the same frames, the same credit spent.
     let bodies: Vec<Body> = (0..40).map(|i| if i == 3 { msg(1000) } else { msg(64) }).collect();
-    let (mut owned, mut lent) = (pair(window), pair(window));
-    let (a, b) = (open(&mut owned, CallMode::SERVER_STREAMING), open(&mut lent, CallMode::SERVER_STREAMING));
+    let (mut owned, mut lent, mut packed) = (pair(window), pair(window), pair(window));
+    let a = open(&mut owned, CallMode::SERVER_STREAMING);
+    let b = open(&mut lent, CallMode::SERVER_STREAMING);
+    let c = open(&mut packed, CallMode::SERVER_STREAMING);
     let mut owned_queue: VecDeque<Body> = bodies.iter().cloned().collect();
-    let mut lent_queue: VecDeque<Cow<'_, Body>> = bodies.iter().map(Cow::Borrowed).collect();
+    let mut lent_queue: VecDeque<LentMessage<'_>> = bodies.iter().map(LentMessage::Body).collect();
+    // A typed sink's run: small messages where they lie, the large one owned.
+    fn sink_run(b: &Body) -> LentMessage<'_> {
+        if b.message.len() <= 512 { LentMessage::Message(&b.message) } else { LentMessage::Owned(b.clone()) }
+    }
+    let mut packed_queue: VecDeque<LentMessage<'_>> = bodies.iter().map(sink_run).collect();
     assert_eq!(owned.server.send_messages(a, &mut owned_queue, usize::MAX).unwrap(), SendStop::NoCredit);
     assert_eq!(lent.server.send_messages(b, &mut lent_queue, usize::MAX).unwrap(), SendStop::NoCredit);
+    assert_eq!(packed.server.send_messages(c, &mut packed_queue, usize::MAX).unwrap(), SendStop::NoCredit);
     assert_eq!(owned_queue.len(), lent_queue.len());
-    let (mut owned_out, mut lent_out) = (Vec::new(), Vec::new());
+    assert_eq!(owned_queue.len(), packed_queue.len());
+    let (mut owned_out, mut lent_out, mut packed_out) = (Vec::new(), Vec::new(), Vec::new());
     owned.server.take_transmits(&mut owned_out);
     lent.server.take_transmits(&mut lent_out);
+    packed.server.take_transmits(&mut packed_out);
     let bytes = |out: &[crate::Transmit]| out.iter().flat_map(|t| t.to_vec()).collect::<Vec<u8>>();
     assert_eq!(bytes(&owned_out), bytes(&lent_out), "lent messages were written as owned ones are");
+    assert_eq!(bytes(&owned_out), bytes(&packed_out), "lent message bytes were written as owned messages are");
     // The rest, once credit comes back: in order, the lent large one cloned whole.
     let mut p = pair(1 << 20);
     let id = open(&mut p, CallMode::SERVER_STREAMING);
-    let mut queue: VecDeque<Cow<'_, Body>> = bodies.iter().map(Cow::Borrowed).collect();
+    let mut queue: VecDeque<LentMessage<'_>> = bodies.iter().map(LentMessage::Body).collect();
     assert_eq!(p.server.send_messages(id, &mut queue, usize::MAX).unwrap(), SendStop::Sent);
     p.drive();
     let got = data_events(&mut p.client_events);
@@ -398,7 +409,12 @@ fn lent_messages_go_as_owned_ones_do_and_one_out_of_credit_is_queued_again_owned
     let mut spend: VecDeque<Body> = (0..100).map(|_| msg(64)).collect();
     assert_eq!(p.server.send_messages(id, &mut spend, usize::MAX).unwrap(), SendStop::NoCredit);
     let big = msg(1000);
-    let mut queue: VecDeque<Cow<'_, Body>> = VecDeque::from([Cow::Borrowed(&big)]);
+    let mut queue: VecDeque<LentMessage<'_>> = VecDeque::from([LentMessage::Body(&big)]);
     assert_eq!(p.server.send_messages(id, &mut queue, usize::MAX).unwrap(), SendStop::NoCredit);
-    assert!(matches!(&queue[0], Cow::Owned(b) if *b == big), "not queued again as the same body");
+    assert!(matches!(&queue[0], LentMessage::Owned(b) if *b == big), "not queued again as the same body");
+    // So is a lent message's bytes: a body of its own, the same bytes.
+    let small = msg(64);
+    let mut queue: VecDeque<LentMessage<'_>> = VecDeque::from([LentMessage::Message(&small.message)]);
+    assert_eq!(p.server.send_messages(id, &mut queue, usize::MAX).unwrap(), SendStop::NoCredit);
+    assert!(matches!(&queue[0], LentMessage::Owned(b) if *b == small), "not queued again as the same message");
 }

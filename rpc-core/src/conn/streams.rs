@@ -1,7 +1,6 @@
 //! The streaming half of the state machine: stream data, stream ends and credit, both sides.
 //! The rules are in `flow.rs` and `docs/wire.md`; this room applies them to the call table.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use bytes::Bytes;
@@ -12,7 +11,7 @@ use super::{outgoing, Connection, Event, Side, State};
 use crate::body::Body;
 use crate::code::Code;
 use crate::error::{CallError, ConnectionError, Status};
-use crate::frame::{Credit, Frame, MetadataBlocks, StreamBatch, StreamData, StreamEnd, StreamHeaders, BATCH_PREFIX};
+use crate::frame::{Credit, Frame, MetadataBlocks, StreamBatch, StreamData, StreamEnd, StreamHeaders, BATCH_PREFIX, INLINE_MESSAGE_MAX};
 
 /// Why a stream message was not sent.
 #[derive(Debug)]
@@ -25,13 +24,13 @@ pub enum SendError {
     Failed(CallError),
 }
 
-/// A message queued for [`Connection::send_messages`]: a [`Body`] the queue owns, or one the
-/// application lends (`Cow::Borrowed`, [`crate::StreamSender::send_all_lent`]). A small one is
-/// copied into its run of frames from where it is; a large one goes as an owned body (a lent
-/// one cloned: its bytes shared, not copied).
+/// A message queued for [`Connection::send_messages`]: a [`Body`] the queue owns, or a
+/// [`LentMessage`]. A small one is copied into its run of frames from where it is; any other
+/// goes as an owned body.
 pub trait Outgoing {
-    /// The message.
-    fn body(&self) -> &Body;
+    /// The message's bytes when it goes as a small frame (no attachments, at most
+    /// [`INLINE_MESSAGE_MAX`](crate::frame::INLINE_MESSAGE_MAX) bytes); `None` otherwise.
+    fn small(&self) -> Option<&[u8]>;
     /// The message as an owned body.
     fn into_body(self) -> Body;
     /// An owned body, queued again (the stream was out of credit for it).
@@ -39,8 +38,8 @@ pub trait Outgoing {
 }
 
 impl Outgoing for Body {
-    fn body(&self) -> &Body {
-        self
+    fn small(&self) -> Option<&[u8]> {
+        SmallFrames::fits(self).then_some(&self.message[..])
     }
 
     fn into_body(self) -> Body {
@@ -52,17 +51,40 @@ impl Outgoing for Body {
     }
 }
 
-impl Outgoing for Cow<'_, Body> {
-    fn body(&self) -> &Body {
-        self
+/// A message the application lends to [`Connection::send_messages`], which copies a small one
+/// into its run of frames from where it lies: no `Bytes` is cloned and dropped for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LentMessage<'a> {
+    /// A body the application keeps ([`crate::StreamSender::send_all_lent`]); a large one is
+    /// cloned to be queued (its bytes shared, not copied).
+    Body(&'a Body),
+    /// An encoded message without attachments, lying where the application keeps it (a typed
+    /// [`Sink`](crate::Sink)'s items, encoded back to back); made a body of its own (a copy)
+    /// only when it cannot go at once.
+    Message(&'a [u8]),
+    /// An owned body: one the stream had no credit for, or that goes whole anyway.
+    Owned(Body),
+}
+
+impl Outgoing for LentMessage<'_> {
+    fn small(&self) -> Option<&[u8]> {
+        match self {
+            LentMessage::Body(body) => body.small(),
+            LentMessage::Message(message) => (message.len() <= INLINE_MESSAGE_MAX).then_some(message),
+            LentMessage::Owned(body) => body.small(),
+        }
     }
 
     fn into_body(self) -> Body {
-        self.into_owned()
+        match self {
+            LentMessage::Body(body) => body.clone(),
+            LentMessage::Message(message) => Body::message(Bytes::copy_from_slice(message)),
+            LentMessage::Owned(body) => body,
+        }
     }
 
     fn owned(body: Body) -> Self {
-        Cow::Owned(body)
+        LentMessage::Owned(body)
     }
 }
 
@@ -127,14 +149,14 @@ impl Connection {
         };
         // The messages are read where they are queued and dropped together at the end.
         let mut sent = 0;
-        while let Some(body) = queue.get(sent).map(T::body) {
+        while let Some(message) = queue.get(sent).and_then(T::small) {
             let ahead = self.out_bytes.saturating_sub(not_queued) >= max_queued;
-            if ahead || !SmallFrames::fits(body) || !flow.can_send() || !conn_flow.can_send() {
+            if ahead || !flow.can_send() || !conn_flow.can_send() {
                 break;
             }
-            flow.on_sent(body.len());
-            conn_flow.on_sent(body.len());
-            let (sealed, added) = self.small.push(id, &body.message);
+            flow.on_sent(message.len() as u64);
+            conn_flow.on_sent(message.len() as u64);
+            let (sealed, added) = self.small.push(id, message);
             if let Some(run) = sealed {
                 super::pieced::queue(&mut self.pieced, &mut self.transmits, between, run);
             }
@@ -144,7 +166,7 @@ impl Connection {
             let mut credit = flow.send_credit().min(conn_flow.send_credit());
             let mut room = max_queued.saturating_sub(self.out_bytes.saturating_sub(not_queued));
             let mut bytes = 0;
-            let (taken, added) = self.small.append_from(id, queue.range(sent..).map(T::body), |len| {
+            let (taken, added) = self.small.append_from(id, queue.range(sent..).map_while(T::small), |len| {
                 if credit <= 0 || room == 0 {
                     return false;
                 }

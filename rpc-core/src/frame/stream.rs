@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use bytes::buf::Take;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::header::{FrameHeader, FrameKind, HEADER_LEN};
@@ -158,6 +159,25 @@ impl BatchMessages {
             self.count -= 1;
             self.area.advance(BATCH_PREFIX + len);
         }
+    }
+
+    /// Takes the first message left, handing it to `read` where it lies: the front of the area,
+    /// limited to the message. A decoder reading from it slices `Bytes` fields out of the batch,
+    /// and no `Bytes` is made for the message itself (an atomic increment and decrement each).
+    /// The batch moves past the whole message, whatever `read` took of it.
+    pub fn take_with<R>(&mut self, read: impl FnOnce(Take<&mut Bytes>) -> R) -> Option<R> {
+        if self.count == 0 {
+            return None;
+        }
+        self.count -= 1;
+        let len = self.first_len();
+        self.area.advance(BATCH_PREFIX);
+        let before = self.area.len();
+        let r = read((&mut self.area).take(len));
+        // `Take` lets `read` have at most `len` bytes.
+        let left_of_message = len - (before - self.area.len());
+        self.area.advance(left_of_message);
+        Some(r)
     }
 
     /// The messages left, without taking them.
@@ -418,6 +438,32 @@ mod tests {
         assert!(shown.first().is_none() && shown.is_empty());
         shown.skip_first();
         assert_eq!((shown.len(), shown.message_bytes()), (0, 0), "skipping none takes nothing");
+    }
+
+    #[test]
+    fn batch_messages_are_read_where_they_lie_and_the_batch_moves_past_each_whole() {
+        let messages = [Bytes::from_static(b"one"), Bytes::new(), Bytes::from_static(b"three"), Bytes::from_static(b"four")];
+        let mut read: BatchMessages = messages.iter().cloned().collect();
+        let mut taken = read.clone();
+        let area = read.area().clone();
+        // Each reader takes a different part of its message: all of it, none, a slice, a byte.
+        let readers: [fn(Take<&mut Bytes>) -> Bytes; 4] = [
+            |mut m| m.copy_to_bytes(m.remaining()),
+            |_| Bytes::new(),
+            |mut m| m.copy_to_bytes(2),
+            |mut m| Bytes::from(vec![m.get_u8()]),
+        ];
+        let want: [&[u8]; 4] = [b"one", b"", b"th", b"f"];
+        for (reader, want) in readers.into_iter().zip(want) {
+            let got = read.take_with(reader).expect("a message left");
+            assert_eq!(&got[..], want);
+            if got.len() > 1 {
+                assert!(area.as_ptr_range().contains(&got.as_ptr()), "a slice of the batch, not a copy");
+            }
+            taken.next();
+            assert_eq!((read.len(), read.message_bytes(), read.area()), (taken.len(), taken.message_bytes(), taken.area()));
+        }
+        assert!(read.take_with(|_| ()).is_none() && read.is_empty());
     }
 
     #[test]

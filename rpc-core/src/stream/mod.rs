@@ -8,7 +8,6 @@ mod lent;
 mod routes;
 mod typed;
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
@@ -16,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use bytes::buf::Take;
 use bytes::Bytes;
 
 pub(crate) use inbox::InboxReceiver;
@@ -26,7 +26,7 @@ pub use typed::{ItemWith, Sink, Source};
 
 use crate::body::Body;
 use crate::code::Code;
-use crate::conn::{Outgoing, SendError, SendStop, Side};
+use crate::conn::{LentMessage, Outgoing, SendError, SendStop, Side};
 use crate::driver::{Locked, Shared, SideHandler, SEND_AHEAD};
 use crate::error::{CallError, Status};
 use crate::frame::{BatchMessages, HEADER_LEN};
@@ -79,7 +79,7 @@ trait Host: Send + Sync + 'static {
     /// Sends from the front of `queue` while credit lasts, in one step; ready once it is empty.
     fn poll_send_queue(&self, id: u64, queue: &mut VecDeque<Body>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>>;
     /// The same with messages the application lends.
-    fn poll_send_lent(&self, id: u64, queue: &mut VecDeque<Cow<'_, Body>>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>>;
+    fn poll_send_lent(&self, id: u64, queue: &mut VecDeque<LentMessage<'_>>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>>;
     fn consumed(&self, id: u64, messages: usize, bytes: usize);
     fn end_send(&self, id: u64, code: Code);
     fn cancel(&self, id: u64);
@@ -115,7 +115,7 @@ impl<H: SideHandler + HasRoutes> Host for Shared<H> {
         self.poll_send_run(id, queue, cx)
     }
 
-    fn poll_send_lent(&self, id: u64, queue: &mut VecDeque<Cow<'_, Body>>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+    fn poll_send_lent(&self, id: u64, queue: &mut VecDeque<LentMessage<'_>>, cx: &mut Context<'_>) -> Poll<Result<(), CallError>> {
         self.poll_send_run(id, queue, cx)
     }
 
@@ -266,7 +266,7 @@ impl StreamSender {
     /// # Ok(()) }
     /// ```
     pub async fn send_all_lent<'a, I: IntoIterator<Item = &'a Body>>(&mut self, items: I) -> Result<(), CallError> {
-        self.send_runs(items.into_iter().map(Cow::Borrowed), <dyn Host>::poll_send_lent).await
+        self.send_runs(items.into_iter().map(LentMessage::Body), <dyn Host>::poll_send_lent).await
     }
 
     /// `send_all`'s loop, for owned or lent messages: up to `SEND_ALL_RUN` of `items` at a
@@ -287,6 +287,16 @@ impl StreamSender {
             }
             poll_fn(|cx| poll(&*self.host, self.id, &mut queue, cx)).await?;
         }
+    }
+
+    /// Sends every message of `queue`, lent, in as few steps of the connection as credit
+    /// allows: a typed [`Sink`](crate::Sink)'s run of items, encoded where it keeps them.
+    /// Fails as [`StreamSender::send_all`] does (what was not sent stays in `queue`).
+    pub(crate) async fn send_lent_queue(&mut self, queue: &mut VecDeque<LentMessage<'_>>) -> Result<(), CallError> {
+        if self.ended {
+            return Err(CallError::Codec("send after the stream was finished".into()));
+        }
+        poll_fn(|cx| self.host.poll_send_lent(self.id, queue, cx)).await
     }
 
     /// Client: true once the call's connection takes no new calls (the server sent a goaway,
@@ -472,6 +482,14 @@ impl StreamReceiver {
         let message = self.packed.next().expect("the next message is packed");
         self.count_packed_once_left(0);
         message
+    }
+
+    /// Takes the first message of `packed` as [`StreamReceiver::take_packed`] does, handing it
+    /// to `read` where it lies instead of cutting it out ([`BatchMessages::take_with`]).
+    fn take_packed_with<R>(&mut self, read: impl FnOnce(Take<&mut Bytes>) -> R) -> R {
+        let r = self.packed.take_with(read).expect("the next message is packed");
+        self.count_packed_once_left(0);
+        r
     }
 
     /// Counts `packed` (and reports, when enough is owed) once at most `left` of its messages
@@ -739,7 +757,7 @@ mod tests {
         fn poll_send_queue(&self, _: u64, _: &mut VecDeque<Body>, _: &mut Context<'_>) -> Poll<Result<(), CallError>> {
             unreachable!()
         }
-        fn poll_send_lent(&self, _: u64, _: &mut VecDeque<Cow<'_, Body>>, _: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+        fn poll_send_lent(&self, _: u64, _: &mut VecDeque<LentMessage<'_>>, _: &mut Context<'_>) -> Poll<Result<(), CallError>> {
             unreachable!()
         }
         fn consumed(&self, _: u64, messages: usize, bytes: usize) {

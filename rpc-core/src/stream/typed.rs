@@ -2,15 +2,28 @@
 //! [`Sink`] sends items, [`Source`] yields them. Each item is one stream message: its typed
 //! value through the codec `C`, plus any attachments, which travel as they are.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
-use crate::codec::{Decode, Encode, EncodeBuffer, Postcard};
+use bytes::buf::Take;
+use bytes::{Bytes, BytesMut};
+
+use super::lent::Taken;
+use super::{StreamReceiver, StreamSender, SEND_ALL_RUN};
+use crate::body::Body;
+use crate::codec::{CodecError, Decode, Encode, EncodeBuffer, Postcard};
+use crate::conn::LentMessage;
 use crate::error::CallError;
+use crate::frame::INLINE_MESSAGE_MAX;
 use crate::payload::Payload;
 
-use super::{StreamReceiver, StreamSender};
+/// A run of [`Sink::send_all`] ends once its packed items take this many bytes.
+const PACKED_RUN_MAX: usize = 64 << 10;
+
+/// A sink keeps at most this much room for packed items between calls of `send_all`.
+const PACKED_KEPT: usize = 16 << 10;
 
 /// An item received with its attachments, or why the stream ended badly.
 pub type ItemWith<T> = Result<(T, Vec<Payload>), CallError>;
@@ -22,15 +35,29 @@ pub type ItemWith<T> = Result<(T, Vec<Payload>), CallError>;
 /// error, if it returns one). The generated client returns the matching [`Source`].
 pub struct Sink<T, C = Postcard> {
     inner: StreamSender,
-    /// Small items are encoded here, back to back, sharing allocations.
+    /// Items sent one at a time, and `send_all`'s larger ones, are encoded here, back to back,
+    /// sharing allocations.
     buf: EncodeBuffer,
+    /// `send_all`'s run of small items, encoded back to back: the connection copies each into
+    /// its frames from here.
+    packed: BytesMut,
+    /// The run's items, in order.
+    run: Vec<RunItem>,
     _types: PhantomData<fn(T) -> C>,
+}
+
+/// An item of [`Sink::send_all`]'s run.
+enum RunItem {
+    /// Packed: its message ends here in `packed` (and starts where the one before ended).
+    Packed(usize),
+    /// A body of its own (a larger message, or attachments).
+    Body(Body),
 }
 
 impl<T, C: Encode<T>> Sink<T, C> {
     /// Typed view of an untyped sender.
     pub fn new(inner: StreamSender) -> Self {
-        Sink { inner, buf: EncodeBuffer::new(), _types: PhantomData }
+        Sink { inner, buf: EncodeBuffer::new(), packed: BytesMut::new(), run: Vec::new(), _types: PhantomData }
     }
 
     /// Sends `item`. Waits while the receiver has a full window unconsumed; fails when the call
@@ -48,19 +75,57 @@ impl<T, C: Encode<T>> Sink<T, C> {
 
     /// Sends every item `items` yields, in order, stepping the connection once per run of
     /// items instead of once per item ([`StreamSender::send_all`]): the way to stream many small
-    /// items fast. Stops at the first item that does not encode or cannot go.
+    /// items fast. A small item (a message of at most 512 bytes, no attachments) is encoded
+    /// into one buffer with the rest of its run, and the connection copies it into its frames
+    /// from there: no allocation and no `Bytes` per item. Stops at the first item that does not
+    /// encode (the items before it are sent) or cannot go.
     pub async fn send_all<I: IntoIterator<Item = T>>(&mut self, items: I) -> Result<(), CallError> {
-        let mut failed = None;
-        let buf = &mut self.buf;
-        let bodies = items.into_iter().map_while(|item| match C::encode_body_in(&item, Vec::new(), buf) {
-            Ok(body) => Some(body),
-            Err(e) => {
-                failed = Some(CallError::Codec(format!("cannot encode a stream item: {e}")));
-                None
+        let mut items = items.into_iter();
+        let result = loop {
+            let failed = self.encode_run(&mut items);
+            if self.run.is_empty() {
+                break failed.map_or(Ok(()), Err);
             }
-        });
-        self.inner.send_all(bodies).await?;
-        failed.map_or(Ok(()), Err)
+            let packed = &self.packed[..];
+            let mut start = 0;
+            let mut queue: VecDeque<LentMessage<'_>> = (self.run.drain(..))
+                .map(|item| match item {
+                    RunItem::Packed(end) => {
+                        let message = &packed[start..end];
+                        start = end;
+                        LentMessage::Message(message)
+                    }
+                    RunItem::Body(body) => LentMessage::Owned(body),
+                })
+                .collect();
+            if let Err(e) = self.inner.send_lent_queue(&mut queue).await {
+                break Err(e);
+            }
+            if let Some(e) = failed {
+                break Err(e);
+            }
+        };
+        if self.packed.capacity() > PACKED_KEPT {
+            self.packed = BytesMut::new();
+        }
+        result
+    }
+
+    /// Encodes the next run of `items` into `run` (and `packed`): up to [`SEND_ALL_RUN`] items,
+    /// or [`PACKED_RUN_MAX`] bytes packed. The error of an item that does not encode ends the
+    /// run before it.
+    fn encode_run(&mut self, items: &mut impl Iterator<Item = T>) -> Option<CallError> {
+        self.packed.clear();
+        self.run.clear();
+        while self.run.len() < SEND_ALL_RUN && self.packed.len() < PACKED_RUN_MAX {
+            let item = items.next()?;
+            match C::encode_packed(&item, &mut self.packed, INLINE_MESSAGE_MAX, &mut self.buf) {
+                Ok(None) => self.run.push(RunItem::Packed(self.packed.len())),
+                Ok(Some(body)) => self.run.push(RunItem::Body(body)),
+                Err(e) => return Some(CallError::Codec(format!("cannot encode a stream item: {e}"))),
+            }
+        }
+        None
     }
 
     /// Client: ends the stream cleanly (so does dropping the sink while the call's other end
@@ -100,7 +165,7 @@ impl<T, C: Decode<T>> Source<T, C> {
     /// The next item; `None` once the stream ended cleanly; an error when it ended otherwise or
     /// an item does not decode. Attachments, if any, are dropped: see [`Source::recv_with`].
     pub async fn recv(&mut self) -> Option<Result<T, CallError>> {
-        Some(self.recv_with().await?.map(|(item, _)| item))
+        std::future::poll_fn(|cx| self.poll_decode(cx, C::decode_in, |body| Ok(C::decode_body(body)?.0))).await
     }
 
     /// The next item with its attachments.
@@ -110,11 +175,24 @@ impl<T, C: Decode<T>> Source<T, C> {
 
     /// Polls for the next item with its attachments (see [`Source::recv_with`]).
     pub fn poll_recv_with(&mut self, cx: &mut Context<'_>) -> Poll<Option<ItemWith<T>>> {
-        self.inner.poll_recv(cx).map(|next| {
-            next.map(|body| {
-                C::decode_body(body?).map_err(|e| CallError::Codec(format!("cannot decode a stream item: {e}")))
-            })
-        })
+        self.poll_decode(cx, |message| Ok((C::decode_in(message)?, Vec::new())), C::decode_body)
+    }
+
+    /// Polls for the next message, decoded by `packed` when it lies in a batch (where it lies:
+    /// see [`Decode::decode_in`]), else by `whole`.
+    fn poll_decode<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        packed: impl FnOnce(Take<&mut Bytes>) -> Result<R, CodecError>,
+        whole: impl FnOnce(Body) -> Result<R, CodecError>,
+    ) -> Poll<Option<Result<R, CallError>>> {
+        let decoded = match ready!(self.inner.poll_take(cx)) {
+            Some(Ok(Taken::Packed)) => self.inner.take_packed_with(packed),
+            Some(Ok(Taken::Body(body))) => whole(body),
+            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+            None => return Poll::Ready(None),
+        };
+        Poll::Ready(Some(decoded.map_err(|e| CallError::Codec(format!("cannot decode a stream item: {e}")))))
     }
 
     /// Every remaining item, in order (stops at the first error).
