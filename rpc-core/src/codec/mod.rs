@@ -301,17 +301,19 @@ mod tests {
         assert_eq!(third.message.as_ptr(), second.message.as_ptr().wrapping_add(second.message.len()));
     }
 
+    /// A value whose encoding fails after its first byte.
+    struct Unencodable;
+    impl serde::Serialize for Unencodable {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::{Error, SerializeTuple};
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(&1u8)?;
+            Err(S::Error::custom("this value cannot be encoded"))
+        }
+    }
+
     #[test]
     fn a_value_postcard_cannot_encode_is_an_error_and_leaves_the_buffer_clean() {
-        struct Unencodable;
-        impl serde::Serialize for Unencodable {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::{Error, SerializeTuple};
-                let mut t = s.serialize_tuple(2)?;
-                t.serialize_element(&1u8)?;
-                Err(S::Error::custom("this value cannot be encoded"))
-            }
-        }
         let mut buf = EncodeBuffer::new();
         assert!(<Postcard as Encode<Unencodable>>::encode_body_in(&Unencodable, Vec::new(), &mut buf).is_err());
         let next = <Postcard as Encode<u16>>::encode_body_in(&300, Vec::new(), &mut buf).unwrap();
@@ -348,15 +350,6 @@ mod tests {
         assert!(packed::<Args, Postcard>(&small, exact).is_none());
         assert!(packed::<Args, Postcard>(&small, exact - 1).is_some());
         // A value postcard cannot encode: the error, and the packed bytes as they were.
-        struct Unencodable;
-        impl serde::Serialize for Unencodable {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::{Error, SerializeTuple};
-                let mut t = s.serialize_tuple(2)?;
-                t.serialize_element(&1u8)?;
-                Err(S::Error::custom("no"))
-            }
-        }
         let mut packed = BytesMut::from(&b"before"[..]);
         assert!(<Postcard as Encode<Unencodable>>::encode_packed(&Unencodable, &mut packed, 512, &mut EncodeBuffer::new()).is_err());
         assert_eq!(&packed[..], b"before");

@@ -172,17 +172,30 @@ impl BatchMessages {
         self.count -= 1;
         let len = self.first_len();
         self.area.advance(BATCH_PREFIX);
-        let before = self.area.len();
-        let r = read((&mut self.area).take(len));
-        // `Take` lets `read` have at most `len` bytes.
-        let left_of_message = len - (before - self.area.len());
-        self.area.advance(left_of_message);
-        Some(r)
+        // Past the message even if `read` panics (a decoder's bug, caught by the application):
+        // the next message is then read from its own length, not from this one's bytes.
+        let rest = self.area.len() - len;
+        let past = PastMessage { area: &mut self.area, rest };
+        Some(read((&mut *past.area).take(len)))
     }
 
     /// The messages left, without taking them.
     pub fn iter(&self) -> impl Iterator<Item = Bytes> + '_ {
         self.clone()
+    }
+}
+
+/// Moves a batch's area past the message being read when dropped: to `rest` bytes left. (`Take`
+/// lets a reader have at most the message's bytes, so at least `rest` are left.)
+struct PastMessage<'a> {
+    area: &'a mut Bytes,
+    rest: usize,
+}
+
+impl Drop for PastMessage<'_> {
+    fn drop(&mut self) {
+        let unread = self.area.len() - self.rest;
+        self.area.advance(unread);
     }
 }
 
@@ -464,6 +477,24 @@ mod tests {
             assert_eq!((read.len(), read.message_bytes(), read.area()), (taken.len(), taken.message_bytes(), taken.area()));
         }
         assert!(read.take_with(|_| ()).is_none() && read.is_empty());
+    }
+
+    #[test]
+    fn a_reader_that_panics_leaves_the_batch_at_the_next_message() {
+        let messages = [Bytes::from_static(b"first"), Bytes::from_static(b"second"), Bytes::from_static(b"third")];
+        let mut read: BatchMessages = messages.iter().cloned().collect();
+        // A decoder's bug, caught by the application, after reading part of its message.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            read.take_with(|mut m| {
+                m.advance(2);
+                panic!("a decoder's bug");
+            })
+        }));
+        assert!(caught.is_err());
+        assert_eq!((read.len(), read.message_bytes()), (2, 11));
+        let second = read.take_with(|mut m| m.copy_to_bytes(m.remaining()));
+        assert_eq!(second.as_deref(), Some(&b"second"[..]));
+        assert_eq!(read.next().as_deref(), Some(&b"third"[..]));
     }
 
     #[test]

@@ -229,9 +229,7 @@ impl StreamSender {
     /// cancelled or answered, the deadline passed, the connection ended) or the message is over
     /// the peer's limits.
     pub async fn send(&mut self, body: Body) -> Result<(), CallError> {
-        if self.ended {
-            return Err(CallError::Codec("send after the stream was finished".into()));
-        }
+        self.still_open()?;
         let mut slot = Some(body);
         poll_fn(|cx| self.host.poll_send(self.id, &mut slot, cx)).await
     }
@@ -276,9 +274,7 @@ impl StreamSender {
         mut items: impl Iterator<Item = T>,
         poll: PollRun<T>,
     ) -> Result<(), CallError> {
-        if self.ended {
-            return Err(CallError::Codec("send after the stream was finished".into()));
-        }
+        self.still_open()?;
         let mut queue = VecDeque::with_capacity(SEND_ALL_RUN);
         loop {
             queue.extend(items.by_ref().take(SEND_ALL_RUN - queue.len()));
@@ -293,10 +289,16 @@ impl StreamSender {
     /// allows: a typed [`Sink`](crate::Sink)'s run of items, encoded where it keeps them.
     /// Fails as [`StreamSender::send_all`] does (what was not sent stays in `queue`).
     pub(crate) async fn send_lent_queue(&mut self, queue: &mut VecDeque<LentMessage<'_>>) -> Result<(), CallError> {
-        if self.ended {
-            return Err(CallError::Codec("send after the stream was finished".into()));
-        }
+        self.still_open()?;
         poll_fn(|cx| self.host.poll_send_lent(self.id, queue, cx)).await
+    }
+
+    /// An error once this side's stream was finished: nothing more may be sent.
+    pub(crate) fn still_open(&self) -> Result<(), CallError> {
+        match self.ended {
+            true => Err(CallError::Codec("send after the stream was finished".into())),
+            false => Ok(()),
+        }
     }
 
     /// Client: true once the call's connection takes no new calls (the server sent a goaway,
@@ -328,8 +330,8 @@ impl StreamSender {
     /// # Ok(()) }
     /// ```
     pub fn poll_send_queue(&mut self, cx: &mut Context<'_>, queue: &mut VecDeque<Body>) -> Poll<Result<(), CallError>> {
-        if self.ended {
-            return Poll::Ready(Err(CallError::Codec("send after the stream was finished".into())));
+        if let Err(e) = self.still_open() {
+            return Poll::Ready(Err(e));
         }
         if queue.is_empty() {
             return Poll::Ready(Ok(()));

@@ -22,8 +22,10 @@ use crate::payload::Payload;
 /// A run of [`Sink::send_all`] ends once its packed items take this many bytes.
 const PACKED_RUN_MAX: usize = 64 << 10;
 
-/// A sink keeps at most this much room for packed items between calls of `send_all`.
+/// A sink keeps at most this much room for packed items, and for this many items of a run,
+/// between calls of `send_all` (so that an idle sink holds little).
 const PACKED_KEPT: usize = 16 << 10;
+const RUN_KEPT: usize = 64;
 
 /// An item received with its attachments, or why the stream ended badly.
 pub type ItemWith<T> = Result<(T, Vec<Payload>), CallError>;
@@ -80,6 +82,7 @@ impl<T, C: Encode<T>> Sink<T, C> {
     /// from there: no allocation and no `Bytes` per item. Stops at the first item that does not
     /// encode (the items before it are sent) or cannot go.
     pub async fn send_all<I: IntoIterator<Item = T>>(&mut self, items: I) -> Result<(), CallError> {
+        self.inner.still_open()?;
         let mut items = items.into_iter();
         let result = loop {
             let failed = self.encode_run(&mut items);
@@ -105,8 +108,10 @@ impl<T, C: Encode<T>> Sink<T, C> {
                 break Err(e);
             }
         };
-        if self.packed.capacity() > PACKED_KEPT {
+        if self.packed.capacity() > PACKED_KEPT || self.run.capacity() > RUN_KEPT {
+            // A long run's room goes back; a sink sending a few items at a time keeps its own.
             self.packed = BytesMut::new();
+            self.run = Vec::new();
         }
         result
     }
