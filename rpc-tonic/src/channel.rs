@@ -6,16 +6,13 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use rpc_core::{Body, CallError, CallMode, CallOptions, Client, ClientConfig, ConnectError, StreamReceiver, StreamSender};
 use tokio::sync::oneshot;
 
 use crate::headers;
-use crate::message::{Deframer, GrpcMessage, INLINE_MAX, PREFIX_LEN};
-
-/// Small messages already received go to tonic's decoder in chunks of up to this many bytes.
-const COALESCE: usize = 32 << 10;
+use crate::message::{chunk_body, chunk_of, Boundaries};
 
 /// A boxed, sendable future.
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -29,11 +26,12 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// - its headers are the call's metadata, but for `grpc-timeout`, which is the call's deadline
 ///   (the server drops the handler when it passes), and those of HTTP/2 itself (`te`,
 ///   `content-type: application/grpc`);
-/// - each gRPC message of the request body is one zcrpc stream message; from 4 KiB on, its
-///   bytes travel as an attachment, sent from the buffer tonic encoded them into (zero-copy
-///   where the transport does it);
-/// - the answer comes back as an HTTP response whose body yields the messages with gRPC's
-///   length prefix, then trailers with `grpc-status`, `grpc-message` and the server's trailer
+/// - each chunk of the request body, as tonic's encoder yields it (its gRPC messages with
+///   their length prefixes, about 32 KiB of small ones or one large one), is one zcrpc stream
+///   message; from 4 KiB on, its bytes travel as an attachment, sent from the buffer tonic
+///   encoded them into (zero-copy where the transport does it);
+/// - the answer comes back as an HTTP response whose body yields the server's chunks as they
+///   came, then trailers with `grpc-status`, `grpc-message` and the server's trailer
 ///   metadata: what tonic's decoder would see from HTTP/2.
 ///
 /// The server must be an [`crate::Server`] (zcrpc, not HTTP/2): an HTTP/2 server answers the
@@ -118,18 +116,18 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
         )));
     }
 
-    // What the request body has ready now, without waiting: one message and its end make a
-    // call whose request is that message (no request stream); anything else streams.
-    let mut deframer = Deframer::default();
+    // What the request body has ready now, without waiting: one chunk and its end make a
+    // call whose request is that chunk (no request stream); anything else streams.
+    let mut chunks: Vec<Bytes> = Vec::new();
     let mut ended = false;
     poll_fn(|cx| loop {
-        if deframer.ready() > 1 {
+        if chunks.len() > 1 {
             return Poll::Ready(Ok(()));
         }
         match Pin::new(&mut body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
-                    deframer.push(data);
+                    chunks.extend((!data.is_empty()).then_some(data));
                 }
             }
             Poll::Ready(Some(Err(status))) => return Poll::Ready(Err(status)),
@@ -141,9 +139,9 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
         }
     })
     .await?;
-    let single = ended && deframer.ready() == 1 && deframer.unfinished() == 0;
+    let single = ended && chunks.len() == 1;
     let (mode, first) = match single {
-        true => (CallMode::SERVER_STREAMING, deframer.next().expect("one message").into_body()),
+        true => (CallMode::SERVER_STREAMING, chunk_body(chunks.pop().expect("one chunk"))),
         false => (CallMode::BIDI, Body::default()),
     };
     let options = CallOptions { timeout, metadata, ..CallOptions::default() };
@@ -156,16 +154,13 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
         true => (None, None, Some(sender)),
         false => {
             let (failed_tx, failed) = oneshot::channel();
-            let task = tokio::spawn(pump(sender, deframer, body, ended, failed_tx));
+            let task = tokio::spawn(pump(sender, chunks, body, ended, failed_tx));
             (Some(failed), Some(AbortOnDrop(task.abort_handle())), None)
         }
     };
     let mut response = ResponseBody {
         receiver,
-        next_chunk: None,
         first: None,
-        trailers: None,
-        error: None,
         failed,
         done: false,
         _pump: pump,
@@ -193,7 +188,7 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
         headers::add_headers(h, m, &[]).map_err(|why| tonic::Status::internal(format!("the server's response headers: {why}")))?;
     }
     match first {
-        Some(Item::Message(m)) => response.first = Some(m),
+        Some(Item::Chunk(c)) => response.first = Some(c),
         // The headers alone, or (from an older server) an empty message carrying them.
         None | Some(Item::Headers) => {}
         Some(Item::End(trailers)) => {
@@ -206,19 +201,23 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
     Ok(builder.body(response).expect("valid parts"))
 }
 
-/// Sends the request body's messages on the call's stream, then ends it; a body that fails
-/// makes the response fail with its status, and the call is cancelled when the response goes.
+/// Sends the request body's chunks on the call's stream (`chunks` first), then ends it; a body
+/// that fails makes the response fail with its status, and the call is cancelled when the
+/// response goes.
 async fn pump(
     mut sender: StreamSender,
-    mut deframer: Deframer,
+    mut chunks: Vec<Bytes>,
     mut body: tonic::body::Body,
     mut ended: bool,
     failed: oneshot::Sender<tonic::Status>,
 ) {
-    let status = loop {
-        if deframer.ready() > 0 {
-            let run: Vec<Body> = std::iter::from_fn(|| deframer.next()).map(GrpcMessage::into_body).collect();
-            match sender.send_all(run).await {
+    let mut boundaries = Boundaries::default();
+    let status = 'pump: loop {
+        for chunk in chunks.drain(..) {
+            // A large message at the end of the chunk goes alone.
+            let mut chunk = chunk;
+            let head = boundaries.split_point(&chunk).map(|at| chunk_body(chunk.split_to(at)));
+            match sender.send_all(head.into_iter().chain([chunk_body(chunk)])).await {
                 Ok(()) => {}
                 // A message this side would not send (over the server's frame limit or its
                 // attachments per frame): the call fails saying so, `RESOURCE_EXHAUSTED` as a
@@ -226,15 +225,15 @@ async fn pump(
                 // response lives, which ends the request stream cleanly: the server would answer
                 // the messages before it as if they were the whole request.
                 Err(e @ (CallError::Codec(_) | CallError::TooLarge { .. })) => {
-                    break tonic::Status::resource_exhausted(format!("a request message could not be sent: {e}"));
+                    break 'pump tonic::Status::resource_exhausted(format!("a request message could not be sent: {e}"));
                 }
                 // The call is over; the response says why.
                 Err(_) => return,
             }
         }
         if ended {
-            if deframer.unfinished() > 0 {
-                break tonic::Status::internal(format!("the request body ended inside a gRPC message ({} bytes of it)", deframer.unfinished()));
+            if boundaries.mid_message() {
+                break tonic::Status::internal("the request body ended inside a gRPC message");
             }
             sender.finish();
             return;
@@ -242,7 +241,7 @@ async fn pump(
         match poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
-                    deframer.push(data);
+                    chunks.extend((!data.is_empty()).then_some(data));
                 }
             }
             Some(Err(status)) => break status,
@@ -266,7 +265,8 @@ impl Drop for AbortOnDrop {
 
 /// What comes next on a call.
 enum Item {
-    Message(GrpcMessage),
+    /// The next chunk of the server's messages.
+    Chunk(Bytes),
     /// An empty message: from an older server, the response headers alone (now a frame of
     /// their own, which is no item).
     Headers,
@@ -277,18 +277,12 @@ enum Item {
 }
 
 /// The body of a response from a [`Channel`]: the server's messages with gRPC's length prefix,
-/// then its trailers with `grpc-status`. Dropping it before its end cancels the call.
+/// in the chunks the server's tonic encoded them in, then its trailers with `grpc-status`.
+/// Dropping it before its end cancels the call.
 pub struct ResponseBody {
     receiver: StreamReceiver,
-    /// The second half of a message (its payload, after its prefix).
-    next_chunk: Option<Bytes>,
-    /// The next message, received already (before the response was made, or behind a chunk of
-    /// small ones).
-    first: Option<GrpcMessage>,
-    /// The call's end, received behind a chunk of small messages.
-    trailers: Option<http::HeaderMap>,
-    /// The request body's failure, received behind a chunk of small messages.
-    error: Option<tonic::Status>,
+    /// The next chunk, received before the response was made.
+    first: Option<Bytes>,
     /// Says when the request body failed.
     failed: Option<oneshot::Receiver<tonic::Status>>,
     done: bool,
@@ -306,23 +300,6 @@ impl fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    /// The next message if it is small and here already, to go in the chunk being made; else
-    /// `None`, keeping what came instead (a large message, the end, a failure) for the next
-    /// frame.
-    fn next_small(&mut self, cx: &mut Context<'_>) -> Option<GrpcMessage> {
-        loop {
-            match self.poll_item(cx) {
-                Poll::Ready(Item::Message(m)) if m.payload.len() < INLINE_MAX => return Some(m),
-                Poll::Ready(Item::Message(m)) => self.first = Some(m),
-                Poll::Ready(Item::Headers) => continue,
-                Poll::Ready(Item::End(trailers)) => self.trailers = Some(trailers),
-                Poll::Ready(Item::Failed(status)) => self.error = Some(status),
-                Poll::Pending => {}
-            }
-            return None;
-        }
-    }
-
     /// The request body's failure, once the pump reports one.
     fn poll_failed(&mut self, cx: &mut Context<'_>) -> Option<tonic::Status> {
         let failed = self.failed.as_mut()?;
@@ -345,10 +322,10 @@ impl ResponseBody {
             return Poll::Ready(Item::Failed(status));
         }
         let status = match ready!(self.receiver.poll_recv(cx)) {
-            Some(Ok(body)) => match GrpcMessage::from_body(body) {
-                Ok(Some(m)) => return Poll::Ready(Item::Message(m)),
+            Some(Ok(body)) => match chunk_of(body) {
                 // The response headers alone.
-                Ok(None) => return Poll::Ready(Item::Headers),
+                Ok(c) if c.is_empty() => return Poll::Ready(Item::Headers),
+                Ok(c) => return Poll::Ready(Item::Chunk(c)),
                 Err(why) => tonic::Status::internal(format!("the server's answer: {why}")),
             },
             Some(Err(e)) => headers::status_of(&e),
@@ -365,57 +342,24 @@ impl HttpBody for ResponseBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
         let this = self.get_mut();
-        if let Some(chunk) = this.next_chunk.take() {
+        if let Some(chunk) = this.first.take() {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
-        let message = loop {
-            if let Some(m) = this.first.take() {
-                break m;
-            }
-            if let Some(trailers) = this.trailers.take() {
-                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-            }
-            if let Some(status) = this.error.take() {
-                return Poll::Ready(Some(Err(status)));
-            }
+        loop {
             if this.done {
                 return Poll::Ready(None);
             }
-            match ready!(this.poll_item(cx)) {
-                Item::Message(m) => break m,
+            return Poll::Ready(Some(match ready!(this.poll_item(cx)) {
+                Item::Chunk(chunk) => Ok(Frame::data(chunk)),
                 // Already given with the response.
                 Item::Headers => continue,
-                Item::End(trailers) => return Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-                Item::Failed(status) => return Poll::Ready(Some(Err(status))),
-            }
-        };
-        if message.payload.len() >= INLINE_MAX {
-            let (head, rest) = message.into_chunks();
-            this.next_chunk = rest;
-            return Poll::Ready(Some(Ok(Frame::data(head))));
+                Item::End(trailers) => Ok(Frame::trailers(trailers)),
+                Item::Failed(status) => Err(status),
+            }));
         }
-        // Small messages that are here already go as one chunk (tonic's decoder takes a chunk
-        // at a time): what HTTP/2 would carry in one DATA frame. One allocation, each message
-        // copied once: the message's size when it is alone, else a whole chunk's room (a chunk
-        // grown message by message was copied again at every doubling).
-        let Some(second) = this.next_small(cx) else {
-            let mut chunk = BytesMut::with_capacity(PREFIX_LEN + message.payload.len());
-            message.put_into(&mut chunk);
-            return Poll::Ready(Some(Ok(Frame::data(chunk.freeze()))));
-        };
-        let mut chunk = BytesMut::with_capacity(COALESCE + PREFIX_LEN + INLINE_MAX);
-        message.put_into(&mut chunk);
-        second.put_into(&mut chunk);
-        while chunk.len() < COALESCE {
-            match this.next_small(cx) {
-                Some(m) => m.put_into(&mut chunk),
-                None => break,
-            }
-        }
-        Poll::Ready(Some(Ok(Frame::data(chunk.freeze()))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.first.is_none() && self.next_chunk.is_none() && self.trailers.is_none() && self.error.is_none()
+        self.done && self.first.is_none()
     }
 }

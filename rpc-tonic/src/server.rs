@@ -19,7 +19,7 @@ use rpc_core::{Body, CallError, Code, ResponseMetadata, ServerBuilder, ServerHan
 use tonic::server::NamedService;
 
 use crate::headers::{self, GRPC_CONTENT_TYPE, GRPC_MESSAGE, GRPC_STATUS, GRPC_TIMEOUT, PATH_KEY};
-use crate::message::{Deframer, GrpcMessage};
+use crate::message::{chunk_body, chunk_of, owned_chunk_body, Boundaries};
 
 /// A boxed, sendable future.
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -46,10 +46,11 @@ struct Reply {
 /// Each zcrpc call becomes the `http::Request` tonic's service expects: its path, its metadata
 /// as headers (the deadline as `grpc-timeout`, the peer's address where tonic's
 /// `Request::remote_addr` finds it), a body yielding the client's messages with gRPC's length
-/// prefix. The service's response goes back as the call's answer: its headers as the
-/// response headers, each message of its body as a stream message (from 4 KiB on as an
-/// attachment, sent from the buffer tonic encoded it into), its trailers as the call's
-/// trailers and `grpc-status`/`grpc-message` as the call's status.
+/// prefix, in the chunks the client's tonic encoded them in. The service's response goes back
+/// as the call's answer: its headers as the response headers, each chunk of its body as a
+/// stream message (from 4 KiB on as an attachment, sent from the buffer tonic encoded it
+/// into), its trailers as the call's trailers and `grpc-status`/`grpc-message` as the call's
+/// status.
 ///
 /// A path whose service is not here is answered `UNIMPLEMENTED`, naming the path; a call whose
 /// path is not the one its method id names, `INVALID_ARGUMENT` (an [`rpc_core::ServerBuilder`]'s
@@ -221,7 +222,8 @@ fn http_request(
     request: &mut ServerRequest,
     receiver: Option<StreamReceiver>,
 ) -> Result<http::Request<tonic::body::Body>, Status> {
-    let first = GrpcMessage::from_body(std::mem::take(&mut request.body)).map_err(Status::invalid_argument)?;
+    let first = chunk_of(std::mem::take(&mut request.body)).map_err(Status::invalid_argument)?;
+    let first = (!first.is_empty()).then_some(first);
     let mut h = HeaderMap::with_capacity(2 + request.metadata.len());
     h.insert(CONTENT_TYPE, HeaderValue::from_static(GRPC_CONTENT_TYPE));
     h.insert(TE, HeaderValue::from_static("trailers"));
@@ -232,7 +234,7 @@ fn http_request(
         headers::add_headers(&mut h, &request.metadata, &[PATH_KEY, GRPC_TIMEOUT])
             .map_err(|why| Status::invalid_argument(format!("{}: {why}", path.as_str())))?;
     }
-    let body = RequestBody { first, receiver, next_chunk: None, done: false };
+    let body = RequestBody { first, receiver, done: false };
     let mut r = http::Request::new(tonic::body::Body::new(body));
     *r.method_mut() = http::Method::POST;
     *r.uri_mut() = http::Uri::from(path);
@@ -259,8 +261,8 @@ async fn respond(
             .set_header(name.as_str(), Bytes::copy_from_slice(value.as_bytes()))
             .map_err(|e| Status::resource_exhausted(format!("{path}: the response headers: {e}")))?;
     }
-    let mut deframer = Deframer::default();
-    // The last message so far, held back so that it goes with the call's end (one frame for a
+    let mut boundaries = Boundaries::default();
+    // The last chunk so far, held back so that it goes with the call's end (one frame for a
     // unary answer) when the end comes right after it.
     let mut held: Option<Body> = None;
     let mut sent = false;
@@ -291,17 +293,14 @@ async fn respond(
             None => return Err(Status::internal(format!("{path}: the service's response ended without trailers (no grpc-status)"))),
         };
         match frame.into_data() {
-            Ok(data) => {
-                deframer.push(data);
-                if deframer.ready() == 0 {
+            Ok(mut data) => {
+                if data.is_empty() {
                     continue;
                 }
-                let mut run: Vec<Body> = Vec::with_capacity(deframer.ready());
-                run.extend(held.take());
-                while deframer.ready() > 1 {
-                    run.push(deframer.next().expect("ready").into_body());
-                }
-                held = Some(deframer.next().expect("ready").into_owned_body());
+                // What was held goes; a large message at the end of the chunk goes alone; the
+                // rest of the chunk is held. (No allocation for a unary answer's one chunk.)
+                let head = boundaries.split_point(&data).map(|at| chunk_body(data.split_to(at)));
+                let run: Vec<Body> = held.replace(owned_chunk_body(data)).into_iter().chain(head).collect();
                 if !run.is_empty() {
                     send(&mut sender, run).await?;
                     sent = true;
@@ -309,7 +308,7 @@ async fn respond(
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
-                    if deframer.unfinished() > 0 {
+                    if boundaries.mid_message() {
                         return Err(Status::internal(format!("{path}: the service's response ended inside a gRPC message")));
                     }
                     return finish(&trailers, held, &mut sender, &response, path).await;
@@ -406,11 +405,10 @@ fn percent_decode(v: &[u8]) -> String {
 }
 
 /// The body of the request a tonic service gets: the client's messages with gRPC's length
-/// prefix.
+/// prefix, in the chunks the client sent.
 struct RequestBody {
-    first: Option<GrpcMessage>,
+    first: Option<Bytes>,
     receiver: Option<StreamReceiver>,
-    next_chunk: Option<Bytes>,
     done: bool,
 }
 
@@ -420,20 +418,17 @@ impl HttpBody for RequestBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
         let this = self.get_mut();
-        if let Some(chunk) = this.next_chunk.take() {
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
-        }
-        let message = loop {
-            if let Some(m) = this.first.take() {
-                break m;
+        loop {
+            if let Some(chunk) = this.first.take() {
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
             let Some(receiver) = this.receiver.as_mut().filter(|_| !this.done) else {
                 this.done = true;
                 return Poll::Ready(None);
             };
             match ready!(receiver.poll_recv(cx)) {
-                Some(Ok(body)) => match GrpcMessage::from_body(body) {
-                    Ok(m) => this.first = m,
+                Some(Ok(body)) => match chunk_of(body) {
+                    Ok(chunk) => this.first = (!chunk.is_empty()).then_some(chunk),
                     Err(why) => {
                         this.done = true;
                         return Poll::Ready(Some(Err(tonic::Status::invalid_argument(why))));
@@ -448,14 +443,11 @@ impl HttpBody for RequestBody {
                     return Poll::Ready(None);
                 }
             }
-        };
-        let (head, rest) = message.into_chunks();
-        this.next_chunk = rest;
-        Poll::Ready(Some(Ok(Frame::data(head))))
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.first.is_none() && self.next_chunk.is_none() && (self.done || self.receiver.is_none())
+        self.first.is_none() && (self.done || self.receiver.is_none())
     }
 }
 
