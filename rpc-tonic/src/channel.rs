@@ -26,10 +26,11 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// - its headers are the call's metadata, but for `grpc-timeout`, which is the call's deadline
 ///   (the server drops the handler when it passes), and those of HTTP/2 itself (`te`,
 ///   `content-type: application/grpc`);
-/// - each chunk of the request body, as tonic's encoder yields it (its gRPC messages with
-///   their length prefixes, about 32 KiB of small ones or one large one), is one zcrpc stream
-///   message; from 4 KiB on, its bytes travel as an attachment, sent from the buffer tonic
-///   encoded them into (zero-copy where the transport does it);
+/// - the request body's chunks, as tonic's encoder yields them (gRPC messages with their
+///   length prefixes), go as zcrpc stream messages, cut at message boundaries into runs of
+///   small messages of up to 4,000 bytes and each large message alone; from 4 KiB on, a
+///   stream message's bytes travel as an attachment, sent from the buffer tonic encoded them
+///   into (zero-copy where the transport does it);
 /// - the answer comes back as an HTTP response whose body yields the server's chunks as they
 ///   came, then trailers with `grpc-status`, `grpc-message` and the server's trailer
 ///   metadata: what tonic's decoder would see from HTTP/2.
@@ -139,9 +140,18 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
         }
     })
     .await?;
-    let single = ended && chunks.len() == 1;
+    // A body of one chunk that is one piece (see `Boundaries::pieces`) is the call's request.
+    let mut pieces = Vec::new();
+    if ended && chunks.len() == 1 {
+        let mut boundaries = Boundaries::default();
+        boundaries.pieces(&chunks[0], |p| pieces.push(p));
+        if boundaries.mid_message() {
+            return Err(tonic::Status::internal("the request body ended inside a gRPC message"));
+        }
+    }
+    let single = pieces.len() == 1;
     let (mode, first) = match single {
-        true => (CallMode::SERVER_STREAMING, chunk_body(chunks.pop().expect("one chunk"))),
+        true => (CallMode::SERVER_STREAMING, chunk_body(pieces.pop().expect("one piece"))),
         false => (CallMode::BIDI, Body::default()),
     };
     let options = CallOptions { timeout, metadata, ..CallOptions::default() };
@@ -214,10 +224,10 @@ async fn pump(
     let mut boundaries = Boundaries::default();
     let status = 'pump: loop {
         for chunk in chunks.drain(..) {
-            // A large message at the end of the chunk goes alone.
-            let mut chunk = chunk;
-            let head = boundaries.split_point(&chunk).map(|at| chunk_body(chunk.split_to(at)));
-            match sender.send_all(head.into_iter().chain([chunk_body(chunk)])).await {
+            // Runs of small messages, each large one alone.
+            let mut run = Vec::new();
+            boundaries.pieces(&chunk, |p| run.push(chunk_body(p)));
+            match sender.send_all(run).await {
                 Ok(()) => {}
                 // A message this side would not send (over the server's frame limit or its
                 // attachments per frame): the call fails saying so, `RESOURCE_EXHAUSTED` as a

@@ -10,9 +10,14 @@ use http::HeaderMap;
 use rpc_core::{CallError, Code, Metadata};
 
 /// The request metadata key that carries the gRPC path (`/pkg.Service/Method`): a server
-/// routes by it (the method id alone is a hash it cannot invert). An HTTP/2 pseudo-header's
-/// name, so no gRPC metadata key can take it.
-pub(crate) const PATH_KEY: &str = ":path";
+/// routes by it (the method id alone is a hash it cannot invert). It starts with a colon, as
+/// HTTP/2's pseudo-headers do, so no gRPC metadata key can take it.
+pub(crate) const PATH_KEY: &str = ":grpc-path";
+
+/// Where rpc-tonic's channels put the path before level 2 carried body chunks (2026-12-04): a
+/// server tells such a client to update instead of misreading its messages, and such a server
+/// answers this side `UNIMPLEMENTED` (it finds no path) instead of misreading this side's.
+pub(crate) const OLD_PATH_KEY: &str = ":path";
 
 /// The header gRPC's deadline travels in.
 pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
@@ -221,7 +226,7 @@ mod tests {
         h.insert("x-trace", HeaderValue::from_static("abc"));
         let (m, timeout) = request_metadata(Bytes::from_static(b"/a.B/C"), &h).unwrap();
         assert_eq!(timeout, Some(Duration::from_millis(250)));
-        assert_eq!(m.iter().map(|(k, _)| k).collect::<Vec<_>>(), [":path", "x-trace"]);
+        assert_eq!(m.iter().map(|(k, _)| k).collect::<Vec<_>>(), [":grpc-path", "x-trace"]);
         h.insert("grpc-timeout", HeaderValue::from_static("soon"));
         assert_eq!(request_metadata(Bytes::from_static(b"/a.B/C"), &h).unwrap_err().code(), tonic::Code::InvalidArgument);
     }

@@ -60,13 +60,13 @@
 //! | `Server::builder().add_service(svc).serve(addr).await?` | [`Server::builder`]`().add_service(svc).serve(TcpAcceptor::bind(addr).await?)` |
 //!
 //! No HTTP/2 is spoken: each gRPC call is a zcrpc call, its path its name, its headers its
-//! metadata, `grpc-timeout` its deadline, each chunk of its bodies as tonic's encoder yields it
-//! (gRPC messages with their length prefixes: about 32 KiB of small ones, or a large one
-//! alone) one stream message (from 4 KiB on an attachment: sent from tonic's own buffer and
-//! received as a slice of the receive buffer, zero-copy where the transport does it), its
-//! trailers and `grpc-status` the call's end. A stream of small messages costs the adapter
-//! nothing per message: tonic cuts them out of the chunks as it would out of HTTP/2's DATA
-//! frames. Both ends must be zcrpc: a plain gRPC client or server at the other end fails at
+//! metadata, `grpc-timeout` its deadline, its bodies' chunks as tonic's encoder yields them
+//! (gRPC messages with their length prefixes) its stream messages, cut at message boundaries
+//! into runs of small messages of up to 4,000 bytes and each large message alone (from 4 KiB
+//! on an attachment: sent from tonic's own buffer and received as a slice of the receive
+//! buffer, zero-copy where the transport does it), its trailers and `grpc-status` the call's
+//! end. A stream of small messages costs the adapter next to nothing per message: tonic cuts
+//! them out of the runs as it would out of HTTP/2's DATA frames. Both ends must be zcrpc: a plain gRPC client or server at the other end fails at
 //! connect with a clear error.
 //!
 //! ```

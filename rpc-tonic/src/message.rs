@@ -10,10 +10,10 @@
 //! | empty | one: the chunk | a chunk of 4 KiB or more, sent from tonic's own buffer and received as a slice of the receive buffer |
 //! | empty | none | no data: a request without its first message (older servers also sent one to carry the response headers alone; a client skips it) |
 //!
-//! A chunk that ends with a large message (4 KiB or more) after smaller ones is sent as two
-//! stream messages, the large message alone ([`Boundaries`]): then no stream message is more
-//! than about 36 KiB larger than one gRPC message, and a message within the peer's frame limit
-//! goes whatever came before it in its chunk.
+//! A chunk is sent in pieces cut at message boundaries ([`Boundaries::pieces`]): runs of small
+//! messages of at most [`RUN_MAX`] bytes (within the smallest frame limit a peer may declare),
+//! and each large message alone. A message within the peer's frame limit then goes whatever
+//! came before it, and one over it fails alone, as over HTTP/2 with a message size limit.
 //!
 //! The server copies a small chunk out of the buffer tonic encoded it into (8 KiB at least,
 //! one per call) before it answers with it ([`owned_chunk_body`]): the answer is held a while
@@ -62,30 +62,46 @@ pub(crate) fn chunk_of(body: Body) -> Result<Bytes, String> {
     }
 }
 
-/// Follows gRPC's message boundaries through a body's chunks, without cutting anything: where
-/// a chunk's last message starts, and whether the body stopped inside a message.
+/// Small messages go in runs of at most this many bytes: within the smallest `max_frame` a
+/// peer may declare ([`rpc_core::frame::MIN_MAX_FRAME`]).
+pub(crate) const RUN_MAX: usize = 4000;
+
+/// Follows gRPC's message boundaries through a body's chunks, without cutting messages out:
+/// where to cut each chunk into pieces, and whether the body stopped inside a message.
 #[derive(Debug, Default)]
 pub(crate) struct Boundaries {
     /// Bytes of the current message's payload still to come (0 at a boundary).
     left: usize,
+    /// The current message is large (it goes alone).
+    large: bool,
     /// The current message's prefix, when it is split across chunks: its bytes so far.
     prefix: [u8; PREFIX_LEN],
     have: usize,
 }
 
 impl Boundaries {
-    /// Follows the boundaries through the body's next chunk. Returns where to cut it in two so
-    /// that a large last message goes alone: `Some(at)` when the chunk ends at a boundary, its
-    /// last message (of at least [`INLINE_MAX`] bytes with its prefix) starts at `at` in it, and
-    /// something comes before it.
-    pub(crate) fn split_point(&mut self, chunk: &[u8]) -> Option<usize> {
-        let mut pos = 0;
-        let mut last_start = None;
+    /// Cuts the body's next chunk into pieces, in order, each given to `piece` (a slice of
+    /// `chunk`): runs of small messages of at most [`RUN_MAX`] bytes, and each large message
+    /// (of [`INLINE_MAX`] bytes or more with its prefix) alone. A message split across chunks
+    /// belongs, in each chunk, to the piece its bytes there are in.
+    pub(crate) fn pieces(&mut self, chunk: &Bytes, mut piece: impl FnMut(Bytes)) {
+        let (mut pos, mut start) = (0, 0);
         loop {
             let skip = self.left.min(chunk.len() - pos);
             pos += skip;
             self.left -= skip;
-            if self.left > 0 || pos == chunk.len() {
+            if self.left > 0 {
+                break;
+            }
+            if self.large && self.have == 0 {
+                // A large message ended here: it goes alone.
+                self.large = false;
+                if pos > start {
+                    piece(chunk.slice(start..pos));
+                    start = pos;
+                }
+            }
+            if pos == chunk.len() {
                 break;
             }
             // At a boundary: the next prefix, perhaps the rest of one begun in an earlier chunk.
@@ -93,16 +109,24 @@ impl Boundaries {
             let take = (PREFIX_LEN - self.have).min(chunk.len() - pos);
             self.prefix[self.have..self.have + take].copy_from_slice(&chunk[pos..pos + take]);
             self.have += take;
-            pos += take;
             if self.have < PREFIX_LEN {
                 break;
             }
             self.have = 0;
             self.left = u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]) as usize;
-            last_start = started_here.then(|| pos - PREFIX_LEN);
+            let whole = PREFIX_LEN.saturating_add(self.left);
+            self.large = whole >= INLINE_MAX;
+            // A message that starts here goes after a cut when it is large or would make the
+            // run too long.
+            if started_here && pos > start && (self.large || pos - start + whole > RUN_MAX) {
+                piece(chunk.slice(start..pos));
+                start = pos;
+            }
+            pos += take;
         }
-        let at = last_start.filter(|&at| at > 0 && chunk.len() - at >= INLINE_MAX)?;
-        (!self.mid_message()).then_some(at)
+        if chunk.len() > start {
+            piece(chunk.slice(start..));
+        }
     }
 
     /// True when the chunks so far stopped inside a message (or its prefix).
@@ -125,43 +149,62 @@ mod tests {
         out
     }
 
-    #[test]
-    fn a_chunk_ending_with_a_large_message_after_small_ones_is_cut_before_it() {
-        let large = vec![7u8; INLINE_MAX];
-        let chunk = framed(&[b"abc", b"", &large]);
+    /// The pieces of `chunks` (one body), as byte vectors, and whether it stopped mid-message.
+    fn pieces_of(chunks: &[&[u8]]) -> (Vec<Vec<u8>>, bool) {
         let mut b = Boundaries::default();
-        assert_eq!(b.split_point(&chunk), Some(2 * PREFIX_LEN + 3));
-        assert!(!b.mid_message());
-        // The large message alone, small ones alone, or a small one last: no cut.
-        for payloads in [vec![&large[..]], vec![b"abc", b"de"], vec![&large[..], b"abc"]] {
-            let mut b = Boundaries::default();
-            assert_eq!(b.split_point(&framed(&payloads)), None, "{} messages", payloads.len());
-            assert!(!b.mid_message());
+        let mut out = Vec::new();
+        for c in chunks {
+            b.pieces(&Bytes::copy_from_slice(c), |p| out.push(p.to_vec()));
         }
-        // Just under the size: no cut.
-        let mut b = Boundaries::default();
-        assert_eq!(b.split_point(&framed(&[b"abc", &large[..INLINE_MAX - PREFIX_LEN - 1]])), None);
-        assert_eq!(b.split_point(&framed(&[b"abc", &large[..INLINE_MAX - PREFIX_LEN]])), Some(PREFIX_LEN + 3));
+        (out, b.mid_message())
+    }
+
+    #[test]
+    fn small_messages_go_in_runs_and_each_large_one_alone() {
+        let large = vec![7u8; INLINE_MAX];
+        let small = vec![1u8; 1000];
+        let chunk = framed(&[b"abc", b"", &large, &small, &small, &small, &small, &small, b"x"]);
+        let (pieces, mid) = pieces_of(&[&chunk]);
+        assert!(!mid);
+        let want = [
+            framed(&[b"abc", b""]),
+            framed(&[&large]),
+            framed(&[&small, &small, &small]),
+            framed(&[&small, &small, b"x"]),
+        ];
+        assert_eq!(pieces, want);
+        // A run of exactly RUN_MAX bytes is one piece; one more byte, two.
+        let fill = vec![2u8; RUN_MAX - 2 * PREFIX_LEN - 1];
+        assert_eq!(pieces_of(&[&framed(&[b"a", &fill])]).0.len(), 1);
+        assert_eq!(pieces_of(&[&framed(&[b"ab", &fill])]).0.len(), 2);
     }
 
     #[test]
     fn boundaries_are_followed_across_chunks_cut_at_any_byte() {
         let large = vec![7u8; 5000];
-        let all = framed(&[b"hello", &large, b"world!", &large]);
-        let last = all.len() - PREFIX_LEN - large.len();
+        let all = framed(&[b"hello", &large, b"world!", &large, b"end"]);
+        let whole = pieces_of(&[&all]).0;
+        assert_eq!(whole, [framed(&[b"hello"]), framed(&[&large]), framed(&[b"world!"]), framed(&[&large]), framed(&[b"end"])]);
+        let bounds = [0, 10, 5015, 5026, 10031, all.len()];
         for cut in 0..=all.len() {
             let mut b = Boundaries::default();
-            let first = b.split_point(&all[..cut]);
-            assert_eq!(b.mid_message(), ![0, 10, 10 + 5005, 10 + 5005 + 11, all.len()].contains(&cut), "cut at {cut}");
-            let second = b.split_point(&all[cut..]);
+            let mut pieces = Vec::new();
+            b.pieces(&Bytes::copy_from_slice(&all[..cut]), |p| pieces.push(p.to_vec()));
+            assert_eq!(b.mid_message(), !bounds.contains(&cut), "cut at {cut}");
+            b.pieces(&Bytes::copy_from_slice(&all[cut..]), |p| pieces.push(p.to_vec()));
             assert!(!b.mid_message(), "cut at {cut}");
-            // The last large message is cut off where it starts in the second chunk, if after
-            // something there.
-            assert_eq!(second, (cut < last).then(|| last - cut).filter(|&at| at > 0), "cut at {cut}");
-            if cut == 10 + 5005 {
-                assert_eq!(first, Some(10), "the first chunk ends with a large message");
+            // The same bytes, in order, and a large message's bytes never share a piece with a
+            // small message's.
+            assert_eq!(pieces.concat(), all, "cut at {cut}");
+            for p in &pieces {
+                let has_large = p.contains(&7);
+                let has_small = p.iter().any(u8::is_ascii_lowercase);
+                assert!(!(has_large && has_small), "cut at {cut}: a large message shares a piece");
             }
         }
+        // A huge length announced: no panic, and the body is mid-message.
+        let (_, mid) = pieces_of(&[&[0, 0xff, 0xff, 0xff, 0xff, 1, 2]]);
+        assert!(mid);
     }
 
     #[test]

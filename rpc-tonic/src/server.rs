@@ -18,7 +18,7 @@ use rpc_core::transport::Acceptor;
 use rpc_core::{Body, CallError, Code, ResponseMetadata, ServerBuilder, ServerHandle, ServerRequest, Status, StreamReceiver, StreamSender};
 use tonic::server::NamedService;
 
-use crate::headers::{self, GRPC_CONTENT_TYPE, GRPC_MESSAGE, GRPC_STATUS, GRPC_TIMEOUT, PATH_KEY};
+use crate::headers::{self, GRPC_CONTENT_TYPE, GRPC_MESSAGE, GRPC_STATUS, GRPC_TIMEOUT, OLD_PATH_KEY, PATH_KEY};
 use crate::message::{chunk_body, chunk_of, owned_chunk_body, Boundaries};
 
 /// A boxed, sendable future.
@@ -47,10 +47,10 @@ struct Reply {
 /// as headers (the deadline as `grpc-timeout`, the peer's address where tonic's
 /// `Request::remote_addr` finds it), a body yielding the client's messages with gRPC's length
 /// prefix, in the chunks the client's tonic encoded them in. The service's response goes back
-/// as the call's answer: its headers as the response headers, each chunk of its body as a
-/// stream message (from 4 KiB on as an attachment, sent from the buffer tonic encoded it
-/// into), its trailers as the call's trailers and `grpc-status`/`grpc-message` as the call's
-/// status.
+/// as the call's answer: its headers as the response headers, the chunks of its body as
+/// stream messages (runs of small messages, each large one alone; from 4 KiB on as an
+/// attachment, sent from the buffer tonic encoded it into), its trailers as the call's
+/// trailers and `grpc-status`/`grpc-message` as the call's status.
 ///
 /// A path whose service is not here is answered `UNIMPLEMENTED`, naming the path; a call whose
 /// path is not the one its method id names, `INVALID_ARGUMENT` (an [`rpc_core::ServerBuilder`]'s
@@ -166,6 +166,14 @@ impl rpc_core::Service for Routes {
     fn call(&self, mut request: ServerRequest) -> rpc_core::BoxFuture<'static, Result<Body, Status>> {
         let path = request.metadata.get(PATH_KEY).and_then(|p| Some((p.clone(), std::str::from_utf8(p).ok()?)));
         let Some((path, text)) = path else {
+            if request.metadata.get(OLD_PATH_KEY).is_some() {
+                return Box::pin(std::future::ready(Err(Status::new(
+                    Code::FAILED_PRECONDITION,
+                    "this client is an rpc_tonic::Channel of before 2026-12-04, which sent each gRPC message on its own; \
+                     this server takes the chunks of gRPC bodies (the mapping of 2026-12-04): update the client's rpc-tonic"
+                        .to_owned(),
+                ))));
+            }
             return Box::pin(std::future::ready(Err(Status::new(
                 Code::UNIMPLEMENTED,
                 format!(
@@ -293,14 +301,21 @@ async fn respond(
             None => return Err(Status::internal(format!("{path}: the service's response ended without trailers (no grpc-status)"))),
         };
         match frame.into_data() {
-            Ok(mut data) => {
+            Ok(data) => {
                 if data.is_empty() {
                     continue;
                 }
-                // What was held goes; a large message at the end of the chunk goes alone; the
-                // rest of the chunk is held. (No allocation for a unary answer's one chunk.)
-                let head = boundaries.split_point(&data).map(|at| chunk_body(data.split_to(at)));
-                let run: Vec<Body> = held.replace(owned_chunk_body(data)).into_iter().chain(head).collect();
+                // What was held goes, then the chunk's pieces (runs of small messages, each large
+                // one alone) but the last, which is held. (No allocation for a unary answer's one
+                // piece.)
+                let mut run: Vec<Body> = held.take().into_iter().collect();
+                let mut last = None;
+                boundaries.pieces(&data, |p| {
+                    if let Some(before) = last.replace(p) {
+                        run.push(chunk_body(before));
+                    }
+                });
+                held = last.map(owned_chunk_body);
                 if !run.is_empty() {
                     send(&mut sender, run).await?;
                     sent = true;

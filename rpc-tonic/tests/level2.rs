@@ -439,7 +439,7 @@ async fn response_headers_ahead_of_any_message_go_in_a_frame_of_their_own() {
     let s = serve(Net::Tcp).await;
     let client = Client::connect_tcp(s.addr, ClientConfig::default()).await.unwrap();
     let path = "/zcrpc.echo.Echo/Bidi";
-    let metadata = rpc_core::Metadata::new().with(":path", path).with("x-trace", "early");
+    let metadata = rpc_core::Metadata::new().with(":grpc-path", path).with("x-trace", "early");
     let options = rpc_core::CallOptions { metadata, ..Default::default() };
     let call = client.open(rpc_core::method_id(&path[1..]), rpc_core::Body::default(), rpc_core::CallMode::BIDI, options);
     let (mut tx, mut rx) = tokio::time::timeout(HANG, call).await.unwrap().unwrap().split();
@@ -582,7 +582,7 @@ async fn a_call_whose_path_is_not_its_method_id_is_refused() {
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 
     let client = Client::connect_tcp(s.addr, ClientConfig::default()).await.unwrap();
-    let metadata = rpc_core::Metadata::new().with(":path", "/zcrpc.echo.Echo/Unary");
+    let metadata = rpc_core::Metadata::new().with(":grpc-path", "/zcrpc.echo.Echo/Unary");
     let options = rpc_core::CallOptions { metadata, ..Default::default() };
     let other = rpc_core::method_id("zcrpc.echo.Echo/ClientStream");
     let body = rpc_core::Body::message(framed(&blob(5, 7)));
@@ -609,7 +609,7 @@ async fn metadata_that_is_no_http_header_is_refused_naming_it_both_ways() {
     let client = Client::connect_tcp(s.addr, ClientConfig::default()).await.unwrap();
     let path = "/zcrpc.echo.Echo/Unary";
     for (key, value) in [("x(y", &b"v"[..]), ("x-ctl", b"a\x01b"), ("x-data-bin", b"not base64!")] {
-        let metadata = rpc_core::Metadata::new().with(":path", path).with(key, Bytes::copy_from_slice(value));
+        let metadata = rpc_core::Metadata::new().with(":grpc-path", path).with(key, Bytes::copy_from_slice(value));
         let options = rpc_core::CallOptions { metadata, ..Default::default() };
         let body = Body::message(framed(&blob(3, 1)));
         let call = client.call(rpc_core::method_id(&path[1..]), body, options);

@@ -1,6 +1,6 @@
 //! `tonic_over_zcrpc`: the `tonic` system's `.proto`, generated code, service and client
-//! unchanged, over `rpc-tonic`'s level 2 (each gRPC call a zcrpc call, each message a stream
-//! message, the 1 MiB blobs as attachments; no HTTP/2) on transport-uring with its default
+//! unchanged, over `rpc-tonic`'s level 2 (each gRPC call a zcrpc call, its bodies' chunks
+//! stream messages, the 1 MiB blobs as attachments; no HTTP/2) on transport-uring with its default
 //! configuration. Only the lines that make the channel and serve the service differ from
 //! [`super::tonic`].
 
