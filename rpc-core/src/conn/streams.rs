@@ -29,7 +29,7 @@ pub enum SendError {
 /// goes as an owned body.
 pub trait Outgoing {
     /// The message's bytes when it goes as a small frame (no attachments, at most
-    /// [`INLINE_MESSAGE_MAX`](crate::frame::INLINE_MESSAGE_MAX) bytes); `None` otherwise.
+    /// [`INLINE_MESSAGE_MAX`] bytes); `None` otherwise.
     fn small(&self) -> Option<&[u8]>;
     /// The message as an owned body.
     fn into_body(self) -> Body;

@@ -286,7 +286,7 @@ impl StreamSender {
     }
 
     /// Sends every message of `queue`, lent, in as few steps of the connection as credit
-    /// allows: a typed [`Sink`](crate::Sink)'s run of items, encoded where it keeps them.
+    /// allows: a typed [`Sink`]'s run of items, encoded where it keeps them.
     /// Fails as [`StreamSender::send_all`] does (what was not sent stays in `queue`).
     pub(crate) async fn send_lent_queue(&mut self, queue: &mut VecDeque<LentMessage<'_>>) -> Result<(), CallError> {
         self.still_open()?;
