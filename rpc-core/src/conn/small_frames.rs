@@ -41,7 +41,12 @@ impl Default for SmallFrames {
 impl SmallFrames {
     /// True when `body` goes as a small frame: no attachments, a message copied in place.
     pub(super) fn fits(body: &Body) -> bool {
-        body.attachments.is_empty() && body.message.len() <= INLINE_MESSAGE_MAX
+        body.attachments.is_empty() && Self::message_fits(&body.message)
+    }
+
+    /// True when a message without attachments goes as a small frame: it is copied in place.
+    pub(super) fn message_fits(message: &[u8]) -> bool {
+        message.len() <= INLINE_MESSAGE_MAX
     }
 
     /// Runs become batch frames of at most `max_frame` bytes of messages, once the peer's

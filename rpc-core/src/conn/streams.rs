@@ -11,7 +11,7 @@ use super::{outgoing, Connection, Event, Side, State};
 use crate::body::Body;
 use crate::code::Code;
 use crate::error::{CallError, ConnectionError, Status};
-use crate::frame::{Credit, Frame, MetadataBlocks, StreamBatch, StreamData, StreamEnd, StreamHeaders, BATCH_PREFIX, INLINE_MESSAGE_MAX};
+use crate::frame::{Credit, Frame, MetadataBlocks, StreamBatch, StreamData, StreamEnd, StreamHeaders, BATCH_PREFIX};
 
 /// Why a stream message was not sent.
 #[derive(Debug)]
@@ -29,7 +29,7 @@ pub enum SendError {
 /// goes as an owned body.
 pub trait Outgoing {
     /// The message's bytes when it goes as a small frame (no attachments, at most
-    /// [`INLINE_MESSAGE_MAX`] bytes); `None` otherwise.
+    /// [`INLINE_MESSAGE_MAX`](crate::frame::INLINE_MESSAGE_MAX) bytes); `None` otherwise.
     fn small(&self) -> Option<&[u8]>;
     /// The message as an owned body.
     fn into_body(self) -> Body;
@@ -70,7 +70,7 @@ impl Outgoing for LentMessage<'_> {
     fn small(&self) -> Option<&[u8]> {
         match self {
             LentMessage::Body(body) => body.small(),
-            LentMessage::Message(message) => (message.len() <= INLINE_MESSAGE_MAX).then_some(message),
+            LentMessage::Message(message) => SmallFrames::message_fits(message).then_some(message),
             LentMessage::Owned(body) => body.small(),
         }
     }
