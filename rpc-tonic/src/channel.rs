@@ -140,18 +140,19 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
         }
     })
     .await?;
-    // A body of one chunk that is one piece (see `Boundaries::pieces`) is the call's request.
-    let mut pieces = Vec::new();
+    // A body of one chunk that is one piece (see `Boundaries::pieces`) is the call's request
+    // (counted, not collected: no allocation per unary call). Any other is cut by the pump.
+    let mut pieces = 0;
     if ended && chunks.len() == 1 {
         let mut boundaries = Boundaries::default();
-        boundaries.pieces(&chunks[0], |p| pieces.push(p));
+        boundaries.pieces(&chunks[0], |_| pieces += 1);
         if boundaries.mid_message() {
             return Err(tonic::Status::internal("the request body ended inside a gRPC message"));
         }
     }
-    let single = pieces.len() == 1;
+    let single = pieces == 1;
     let (mode, first) = match single {
-        true => (CallMode::SERVER_STREAMING, chunk_body(pieces.pop().expect("one piece"))),
+        true => (CallMode::SERVER_STREAMING, chunk_body(chunks.pop().expect("one chunk"))),
         false => (CallMode::BIDI, Body::default()),
     };
     let options = CallOptions { timeout, metadata, ..CallOptions::default() };
