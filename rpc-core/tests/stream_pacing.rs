@@ -5,8 +5,7 @@
 //! before the 16 MiB window the client granted is spent.
 //!
 //! The same on the client, for an upload; and a sender parked so wakes when its connection
-//! fails under it. `writer_ready`, for a producer that waits before making a message, waits
-//! the same way.
+//! fails under it.
 //!
 //! Before this bound, a handler on a single-threaded runtime queued a whole window before the
 //! writer (a task on the same thread) wrote a byte: the receiver idled, then the sender.
@@ -23,7 +22,6 @@ use rpc_core::conn::ConnConfig;
 use rpc_core::transport::{mem, tcp, SendHalf, Transmit, Transport, TransportStats};
 use rpc_core::{
     Body, BoxFuture, Bytes, CallMode, CallOptions, Client, ClientConfig, Server, ServerRequest, Service, Status,
-    StreamReceiver, StreamSender,
 };
 
 /// The window the client grants: a sender without the bound would queue all of it.
@@ -177,22 +175,15 @@ async fn over_tcp_a_stream_stops_a_run_ahead_of_a_stalled_writer() {
     assert!(n <= BOUND, "{n} messages produced against a stalled writer (window: {WINDOW_MESSAGES})");
 }
 
-/// A client whose writes stall after [`ALLOWANCE`] (until `broken` is notified, then fail), and
-/// the two ends of an upload to a handler that never reads it.
-async fn upload_nobody_reads() -> (Client, StreamSender, StreamReceiver, Arc<Notify>) {
+#[tokio::test]
+async fn an_upload_stops_a_run_ahead_of_a_stalled_writer_and_fails_when_its_connection_does() {
     let (a, b) = mem::pair();
     tokio::spawn(Server::builder().build(Endless(Arc::default())).serve_connection(b));
     let client_end = Stalling::new(a);
     let broken = client_end.broken.clone();
     let client = Client::connect(client_end, ClientConfig::default()).await.unwrap();
     let call = client.open(3, Body::default(), CallMode::CLIENT_STREAMING, CallOptions::default()).await.unwrap();
-    let (tx, rx) = call.split();
-    (client, tx, rx, broken)
-}
-
-#[tokio::test]
-async fn an_upload_stops_a_run_ahead_of_a_stalled_writer_and_fails_when_its_connection_does() {
-    let (_client, mut tx, _rx, broken) = upload_nobody_reads().await;
+    let (mut tx, _rx) = call.split();
     let produced = Arc::new(AtomicUsize::new(0));
     let counter = produced.clone();
     let upload = tokio::spawn(async move {
@@ -211,33 +202,4 @@ async fn an_upload_stops_a_run_ahead_of_a_stalled_writer_and_fails_when_its_conn
     broken.notify_one();
     let result = tokio::time::timeout(Duration::from_secs(10), upload).await.expect("the upload ended").unwrap();
     assert!(result.is_err(), "an upload over a failed connection reported success");
-}
-
-/// `writer_ready` (on a stream's sender and on the client): ready at once while the writer
-/// keeps up; pending while it is stuck in one message with another of 1 MiB queued behind it;
-/// ready once the connection fails (a send then says why).
-#[tokio::test]
-async fn writer_ready_waits_while_the_writer_is_behind_and_ends_when_the_connection_does() {
-    let (client, mut tx, _rx, broken) = upload_nobody_reads().await;
-    let soon = Duration::from_millis(300);
-    tokio::time::timeout(soon, tx.writer_ready()).await.expect("ready with nothing queued");
-    tokio::time::timeout(soon, client.writer_ready()).await.expect("ready with nothing queued");
-
-    // The first message crosses (the allowance), the writer is stuck in the second, the third
-    // waits in the queue.
-    let big = Body::message(Bytes::from(vec![7u8; 1 << 20]));
-    for _ in 0..3 {
-        tokio::time::timeout(Duration::from_secs(10), tx.send(big.clone())).await.expect("queued").unwrap();
-    }
-    assert!(tokio::time::timeout(soon, tx.writer_ready()).await.is_err(), "ready with 1 MiB queued behind a stuck writer");
-    assert!(tokio::time::timeout(soon, client.writer_ready()).await.is_err(), "ready with 1 MiB queued behind a stuck writer");
-
-    let waiting = tokio::spawn(async move {
-        tx.writer_ready().await;
-        tx.send(Body::default()).await
-    });
-    broken.notify_one();
-    let sent = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("ready once the connection failed").unwrap();
-    assert!(sent.is_err(), "a send over the failed connection reported success");
-    tokio::time::timeout(Duration::from_secs(10), client.writer_ready()).await.expect("ready once the connection failed");
 }

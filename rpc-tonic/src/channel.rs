@@ -121,9 +121,6 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
     // call whose request is that chunk (no request stream); anything else streams.
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut ended = false;
-    // tonic encodes the request when its body is polled, each message into a new buffer:
-    // requests are made once the writer has taken what is queued (see `Client::writer_ready`).
-    client.writer_ready().await;
     poll_fn(|cx| loop {
         if chunks.len() > 1 {
             return Poll::Ready(Ok(()));
@@ -252,7 +249,6 @@ async fn pump(
             sender.finish();
             return;
         }
-        sender.writer_ready().await;
         match poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {

@@ -69,14 +69,6 @@
 //! them out of the runs as it would out of HTTP/2's DATA frames. Both ends must be zcrpc: a plain gRPC client or server at the other end fails at
 //! connect with a clear error.
 //!
-//! tonic encodes each message into a new buffer when its body is polled. Both ends poll a body
-//! only once the connection's writer has taken what is queued
-//! ([`rpc_core::StreamSender::writer_ready`], [`rpc_core::Client::writer_ready`]), as h2 polls
-//! one only when its stream has window: a window of large requests or answers is made as fast
-//! as it goes out, not all at once, so at most about two made messages wait for the socket, and
-//! the allocator hands the next encoding a warm buffer instead of fresh pages to fault in
-//! (`tests/pacing.rs`).
-//!
 //! ```
 //! # mod pb { tonic::include_proto!("zcrpc.echo"); }
 //! use pb::echo_client::EchoClient;

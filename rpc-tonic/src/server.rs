@@ -274,16 +274,7 @@ async fn respond(
     // unary answer) when the end comes right after it.
     let mut held: Option<Body> = None;
     let mut sent = false;
-    // tonic encodes a message into a new buffer when its body is polled: poll it once the
-    // writer has taken what is queued (at the start, and after each send), so that answers are
-    // made as fast as they go out, not a window of them at once (1 MiB answers would each
-    // fault in fresh pages).
-    let mut pace = true;
     loop {
-        if let Some(s) = sender.as_mut().filter(|_| pace) {
-            s.writer_ready().await;
-        }
-        pace = false;
         let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
@@ -297,10 +288,6 @@ async fn respond(
                         send_headers(&mut sender, &response).await?;
                     }
                     sent = true;
-                }
-                // The next message is made when the body is woken: pace it too.
-                if let Some(s) = sender.as_mut() {
-                    s.writer_ready().await;
                 }
                 poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
             }
@@ -332,7 +319,6 @@ async fn respond(
                 if !run.is_empty() {
                     send(&mut sender, run).await?;
                     sent = true;
-                    pace = true;
                 }
             }
             Err(frame) => {

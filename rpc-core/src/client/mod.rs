@@ -592,16 +592,6 @@ impl Client {
         self.inner.link.borrow().conn.clone()
     }
 
-    /// Waits until a call made now would not wait for the current connection's writer to take
-    /// what was queued before it, or until that connection has closed (a call then goes on a
-    /// new one, or fails). As [`StreamSender::writer_ready`](crate::StreamSender::writer_ready)
-    /// does for a stream's messages: call it before *making* a large request when each one is
-    /// made afresh (encoded into a new buffer), so that at most about one write's worth of them
-    /// waits for the socket. A lock and a look at the queue, no system call.
-    pub async fn writer_ready(&self) {
-        std::future::poll_fn(|cx| self.inner.link.borrow().conn.shared.poll_writer_ready(cx)).await
-    }
-
     /// The transport's counters for the current connection.
     pub fn stats(&self) -> StatsSnapshot {
         self.conn().shared.stats.snapshot()

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 
 use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
@@ -173,18 +173,6 @@ impl<H: SideHandler> Shared<H> {
         // A panic while holding this lock would be a bug in this crate, never in user code
         // (handlers run outside it); the state stays consistent step by step, so go on.
         self.locked.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Ready once frames queued now would not wait for the writer to take
-    /// [`SEND_AHEAD`] bytes queued before them, or once the connection is closed; else
-    /// `Pending`, woken when the writer takes the queue. Only looks: no step.
-    pub(crate) fn poll_writer_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut g = self.lock();
-        if !g.ahead_of_writer() {
-            return Poll::Ready(());
-        }
-        g.wait_for_writer(cx.waker());
-        Poll::Pending
     }
 
     /// Runs a step on the state machine, then dispatches its events and wakes the loops that

@@ -83,8 +83,6 @@ trait Host: Send + Sync + 'static {
     fn consumed(&self, id: u64, messages: usize, bytes: usize);
     fn end_send(&self, id: u64, code: Code);
     fn cancel(&self, id: u64);
-    /// [`Shared::poll_writer_ready`].
-    fn poll_writer_ready(&self, cx: &mut Context<'_>) -> Poll<()>;
 }
 
 /// A [`Host`] method that sends a run of queued messages of one kind (owned, lent).
@@ -127,10 +125,6 @@ impl<H: SideHandler + HasRoutes> Host for Shared<H> {
 
     fn end_send(&self, id: u64, code: Code) {
         self.step(|g| g.conn.end_stream(id, code));
-    }
-
-    fn poll_writer_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
-        Shared::poll_writer_ready(self, cx)
     }
 
     fn cancel(&self, id: u64) {
@@ -343,34 +337,6 @@ impl StreamSender {
             return Poll::Ready(Ok(()));
         }
         self.host.poll_send_queue(self.id, queue, cx)
-    }
-
-    /// Waits until a message sent now would not wait for the connection's writer (it may still
-    /// wait for the peer's credit): until the writer has taken what was queued before it, or the
-    /// connection has closed (a send then fails, saying why). Call it before *making* a large
-    /// message when each one is made afresh — encoded into a new buffer, read from a file into
-    /// memory — so that at most about one write's worth of made messages waits for the socket
-    /// instead of a whole window of them: less memory held, and buffers the allocator hands
-    /// back warm instead of faulting in fresh pages. A message already made needs no call:
-    /// [`send`](StreamSender::send) waits the same way. A lock and a look at the queue, no
-    /// system call.
-    ///
-    /// ```no_run
-    /// # async fn f(mut tx: rpc_core::StreamSender, mut make: impl FnMut() -> Option<rpc_core::Body>) -> Result<(), rpc_core::CallError> {
-    /// loop {
-    ///     tx.writer_ready().await;
-    ///     let Some(message) = make() else { break };
-    ///     tx.send(message).await?;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn writer_ready(&mut self) {
-        poll_fn(|cx| self.poll_writer_ready(cx)).await
-    }
-
-    /// The poll form of [`writer_ready`](StreamSender::writer_ready).
-    pub fn poll_writer_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.host.poll_writer_ready(cx)
     }
 
     /// Client: ends the request stream; the server's receiver sees its end. Idempotent.
@@ -801,9 +767,6 @@ mod tests {
         }
         fn end_send(&self, _: u64, _: Code) {}
         fn cancel(&self, _: u64) {}
-        fn poll_writer_ready(&self, _: &mut Context<'_>) -> Poll<()> {
-            unreachable!()
-        }
     }
 
     /// A receiver on a fresh channel, its connection's end, and what it reports.
