@@ -247,6 +247,7 @@ pub use frame::CallMode;
 pub use method::method_id;
 pub use response_metadata::ResponseMetadata;
 pub use service::{BoxFuture, CallContext, Peer, ServerRequest, Service};
+pub use driver::WriterTurn;
 pub use stream::{CallStream, ItemWith, MessageRef, Sink, Source, StreamReceiver, StreamSender};
 pub use stats::{StatsSnapshot, TransportStats, STATS_TARGET};
 pub use transmit::Transmit;

@@ -5,7 +5,8 @@
 //! before the 16 MiB window the client granted is spent.
 //!
 //! The same on the client, for an upload; and a sender parked so wakes when its connection
-//! fails under it.
+//! fails under it. `writer_turn`, for a producer that waits before making a message, waits
+//! the same way, counting a large message's pieces.
 //!
 //! Before this bound, a handler on a single-threaded runtime queued a whole window before the
 //! writer (a task on the same thread) wrote a byte: the receiver idled, then the sender.
@@ -22,6 +23,7 @@ use rpc_core::conn::ConnConfig;
 use rpc_core::transport::{mem, tcp, SendHalf, Transmit, Transport, TransportStats};
 use rpc_core::{
     Body, BoxFuture, Bytes, CallMode, CallOptions, Client, ClientConfig, Server, ServerRequest, Service, Status,
+    StreamReceiver, StreamSender,
 };
 
 /// The window the client grants: a sender without the bound would queue all of it.
@@ -175,15 +177,22 @@ async fn over_tcp_a_stream_stops_a_run_ahead_of_a_stalled_writer() {
     assert!(n <= BOUND, "{n} messages produced against a stalled writer (window: {WINDOW_MESSAGES})");
 }
 
-#[tokio::test]
-async fn an_upload_stops_a_run_ahead_of_a_stalled_writer_and_fails_when_its_connection_does() {
+/// A client whose writes stall after [`ALLOWANCE`] (until `broken` is notified, then fail), and
+/// the two ends of an upload to a handler that never reads it.
+async fn upload_nobody_reads() -> (Client, StreamSender, StreamReceiver, Arc<Notify>) {
     let (a, b) = mem::pair();
     tokio::spawn(Server::builder().build(Endless(Arc::default())).serve_connection(b));
     let client_end = Stalling::new(a);
     let broken = client_end.broken.clone();
     let client = Client::connect(client_end, ClientConfig::default()).await.unwrap();
     let call = client.open(3, Body::default(), CallMode::CLIENT_STREAMING, CallOptions::default()).await.unwrap();
-    let (mut tx, _rx) = call.split();
+    let (tx, rx) = call.split();
+    (client, tx, rx, broken)
+}
+
+#[tokio::test]
+async fn an_upload_stops_a_run_ahead_of_a_stalled_writer_and_fails_when_its_connection_does() {
+    let (_client, mut tx, _rx, broken) = upload_nobody_reads().await;
     let produced = Arc::new(AtomicUsize::new(0));
     let counter = produced.clone();
     let upload = tokio::spawn(async move {
@@ -202,4 +211,88 @@ async fn an_upload_stops_a_run_ahead_of_a_stalled_writer_and_fails_when_its_conn
     broken.notify_one();
     let result = tokio::time::timeout(Duration::from_secs(10), upload).await.expect("the upload ended").unwrap();
     assert!(result.is_err(), "an upload over a failed connection reported success");
+}
+
+/// `writer_turn` (on a stream's sender and on the client): a turn at once while the writer
+/// keeps up; none while the writer is stuck in one message and another waits; a turn at once,
+/// though the writer is stuck, while only the pieces of a request of over 2 MiB wait (a small
+/// call goes between them); once the connection fails, turns come.
+#[tokio::test]
+async fn turns_wait_while_the_writer_is_behind_and_come_when_the_connection_fails() {
+    let (client, mut tx, _rx, broken) = upload_nobody_reads().await;
+    let soon = Duration::from_millis(300);
+    drop(tokio::time::timeout(soon, tx.writer_turn()).await.expect("a turn at once with nothing queued"));
+    drop(tokio::time::timeout(soon, client.writer_turn()).await.expect("a turn at once with nothing queued"));
+
+    // A request of 8 MiB, sent in pieces: the writer is stuck in the first ones, the rest wait;
+    // a turn comes (what a producer makes now goes between them).
+    let caller = client.clone();
+    let _call = tokio::spawn(async move {
+        caller.call(1, Body::message(Bytes::from(vec![7u8; 8 << 20])), CallOptions::default()).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(tokio::time::timeout(soon, tx.writer_turn()).await.expect("a turn with only pieces waiting"));
+
+    // The writer is stuck, and a message of 1 MiB waits: no turn.
+    let message = Body::message(Bytes::from(vec![7u8; 1 << 20]));
+    tokio::time::timeout(Duration::from_secs(10), tx.send(message)).await.expect("queued").unwrap();
+    assert!(tokio::time::timeout(soon, tx.writer_turn()).await.is_err(), "a turn with 1 MiB waiting for a stuck writer");
+    assert!(tokio::time::timeout(soon, client.writer_turn()).await.is_err(), "a turn with 1 MiB waiting for a stuck writer");
+
+    // Two producers ask, one after the other; the connection fails under them.
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ask = |turn: BoxFuture<'static, rpc_core::WriterTurn>, who: u8| {
+        let order = order.clone();
+        tokio::spawn(async move {
+            let turn = turn.await;
+            order.lock().unwrap().push(who);
+            drop(turn);
+        })
+    };
+    let first = ask(Box::pin(tx.writer_turn()), 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = ask(Box::pin(client.writer_turn()), 2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(order.lock().unwrap().is_empty(), "a turn came while the writer was stuck");
+    broken.notify_one();
+    for t in [first, second] {
+        tokio::time::timeout(Duration::from_secs(10), t).await.expect("a turn once the connection failed").unwrap();
+    }
+    assert_eq!(order.lock().unwrap().len(), 2);
+    let sent = tokio::time::timeout(Duration::from_secs(10), tx.send(Body::default())).await.expect("a send ended");
+    assert!(sent.is_err(), "a send over the failed connection reported success");
+}
+
+/// Producers in line for their turns (calls waiting behind a stuck writer: with rpc-tonic, every
+/// `Channel` call asks for one) cost about the same each to queue and to give up, however many
+/// there are: 40,000 take well under a second each way (a line searched from its front, as a
+/// first version had it, took 6 s and 3 s in a debug build, all under the connection's lock).
+#[tokio::test]
+async fn a_long_line_of_turns_costs_linear_time_to_join_and_to_leave() {
+    const N: usize = 40_000;
+    let (client, mut tx, _rx, _broken) = upload_nobody_reads().await;
+    // The first message crosses (the allowance), the writer is stuck in the second, the third
+    // waits.
+    for _ in 0..3 {
+        let message = Body::message(Bytes::from(vec![7u8; 1 << 20]));
+        tokio::time::timeout(Duration::from_secs(10), tx.send(message)).await.expect("queued").unwrap();
+    }
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let start = std::time::Instant::now();
+    let mut line: Vec<BoxFuture<'static, rpc_core::WriterTurn>> = Vec::with_capacity(N);
+    for _ in 0..N {
+        let mut turn: BoxFuture<'static, rpc_core::WriterTurn> = Box::pin(client.writer_turn());
+        assert!(turn.as_mut().poll(&mut cx).is_pending(), "a turn with the writer stuck");
+        line.push(turn);
+    }
+    let joined = start.elapsed();
+    let start = std::time::Instant::now();
+    // They give up, the last first (as calls whose deadlines pass would, in another order that
+    // costs the same).
+    while let Some(turn) = line.pop() {
+        drop(turn);
+    }
+    let left = start.elapsed();
+    let bound = Duration::from_secs(1);
+    assert!(joined < bound && left < bound, "{N} in line: joined in {joined:?}, left in {left:?} (quadratic)");
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
@@ -12,6 +13,7 @@ use rpc_core::{Body, CallError, CallMode, CallOptions, Client, ClientConfig, Con
 use tokio::sync::oneshot;
 
 use crate::headers;
+use crate::pace;
 use crate::message::{chunk_body, chunk_of, Boundaries};
 
 /// A boxed, sendable future.
@@ -118,9 +120,21 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
     }
 
     // What the request body has ready now, without waiting: one chunk and its end make a
-    // call whose request is that chunk (no request stream); anything else streams.
+    // call whose request is that chunk (no request stream); anything else streams. It is made
+    // in the connection's turn (see `pace`), within the call's deadline, which then has what
+    // is left of it.
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut ended = false;
+    let (turn, timeout) = match timeout.or(client.default_timeout()) {
+        Some(t) => {
+            let start = Instant::now();
+            match tokio::time::timeout(t, client.writer_turn()).await {
+                Ok(turn) => (turn, Some(t.saturating_sub(start.elapsed()))),
+                Err(_) => return Err(headers::status_of(&CallError::DeadlineExceeded(t))),
+            }
+        }
+        None => (client.writer_turn().await, None),
+    };
     poll_fn(|cx| loop {
         if chunks.len() > 1 {
             return Poll::Ready(Ok(()));
@@ -140,6 +154,7 @@ async fn call(client: Client, request: http::Request<tonic::body::Body>) -> Resu
         }
     })
     .await?;
+    drop(turn);
     // A body of one chunk that is one piece (see `Boundaries::pieces`) is the call's request
     // (counted, not collected: no allocation per unary call). Any other is cut by the pump.
     let mut pieces = 0;
@@ -249,7 +264,7 @@ async fn pump(
             sender.finish();
             return;
         }
-        match poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        match pace::next_in_turn(sender.writer_turn(), &mut body).await {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     chunks.extend((!data.is_empty()).then_some(data));

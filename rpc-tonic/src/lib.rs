@@ -69,6 +69,17 @@
 //! them out of the runs as it would out of HTTP/2's DATA frames. Both ends must be zcrpc: a plain gRPC client or server at the other end fails at
 //! connect with a clear error.
 //!
+//! tonic encodes each message into a new buffer when its body is polled. Both ends poll a body
+//! that has data ready only in the connection's turn ([`rpc_core::StreamSender::writer_turn`],
+//! [`rpc_core::Client::writer_turn`]): once the writer has taken what was queued before, and
+//! after every producer that asked before, as h2 polls a body only when its stream has window.
+//! A window of large requests or answers is made as fast as it goes out, not all at once: at
+//! most about two made messages wait for the socket, the allocator hands the next encoding a
+//! warm buffer instead of fresh pages to fault in, and a small call beside a stream of large
+//! messages gets its turn after the messages asked for before it. A call's deadline runs while
+//! it waits. (A plain zcrpc call to a [`Server`] has no stream; its one answer is made without a
+//! turn.)
+//!
 //! ```
 //! # mod pb { tonic::include_proto!("zcrpc.echo"); }
 //! use pb::echo_client::EchoClient;
@@ -118,6 +129,7 @@ pub mod interop;
 #[cfg(target_os = "linux")]
 pub mod io;
 mod message;
+mod pace;
 mod server;
 
 pub use channel::{Channel, ResponseBody};

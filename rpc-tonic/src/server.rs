@@ -15,7 +15,7 @@ use http::uri::PathAndQuery;
 use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame};
 use rpc_core::transport::Acceptor;
-use rpc_core::{Body, CallError, Code, ResponseMetadata, ServerBuilder, ServerHandle, ServerRequest, Status, StreamReceiver, StreamSender};
+use rpc_core::{Body, CallError, Code, ResponseMetadata, ServerBuilder, ServerHandle, ServerRequest, Status, StreamReceiver, StreamSender, WriterTurn};
 use tonic::server::NamedService;
 
 use crate::headers::{self, GRPC_CONTENT_TYPE, GRPC_MESSAGE, GRPC_STATUS, GRPC_TIMEOUT, OLD_PATH_KEY, PATH_KEY};
@@ -274,10 +274,18 @@ async fn respond(
     // unary answer) when the end comes right after it.
     let mut held: Option<Body> = None;
     let mut sent = false;
+    // What the body has ready is made in the connection's turn (see `pace`), held until the
+    // next wait that is not for the body: a unary answer is made and ended in one turn. (A
+    // plain zcrpc call has no stream, and its one answer no turn.)
+    let mut turn: Option<WriterTurn> = None;
     loop {
+        if let (None, Some(s)) = (&turn, &sender) {
+            turn = Some(s.writer_turn().await);
+        }
         let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
+                turn = None;
                 // Nothing more now: what is held goes (the client may wait for it), or the
                 // headers alone (the client's call returns once it has them). A unary zcrpc
                 // call (not from a `Channel`) waits: its one answer carries both.
@@ -317,6 +325,7 @@ async fn respond(
                 });
                 held = last.map(owned_chunk_body);
                 if !run.is_empty() {
+                    turn = None;
                     send(&mut sender, run).await?;
                     sent = true;
                 }
@@ -326,6 +335,7 @@ async fn respond(
                     if boundaries.mid_message() {
                         return Err(Status::internal(format!("{path}: the service's response ended inside a gRPC message")));
                     }
+                    drop(turn);
                     return finish(&trailers, held, &mut sender, &response, path).await;
                 }
             }

@@ -592,9 +592,28 @@ impl Client {
         self.inner.link.borrow().conn.clone()
     }
 
+    /// Waits for the current connection's turn to make a large request, as
+    /// [`StreamSender::writer_turn`](crate::StreamSender::writer_turn) does for a stream's
+    /// messages: for a caller that makes each request afresh (encodes it into a new buffer),
+    /// so that a window of large requests is made as fast as it goes out. Make the request
+    /// while holding the returned [`WriterTurn`](crate::WriterTurn), then drop it before
+    /// calling. The wait is not bounded by a call's deadline (there is no call yet): wrap it in
+    /// a timeout where that matters. Once the connection has closed, turns come at once.
+    pub fn writer_turn(&self) -> impl Future<Output = crate::WriterTurn> + Send + 'static {
+        use crate::driver::TurnHost;
+        let link = self.inner.link.borrow();
+        let shared = &link.conn.shared;
+        crate::driver::turn((!shared.turn_free()).then(|| shared.clone() as _))
+    }
+
     /// The transport's counters for the current connection.
     pub fn stats(&self) -> StatsSnapshot {
         self.conn().shared.stats.snapshot()
+    }
+
+    /// The timeout of a call whose options have none ([`ClientConfig::default_timeout`]).
+    pub fn default_timeout(&self) -> Option<Duration> {
+        self.inner.default_timeout
     }
 
     /// What the server declared in its hello (its limits), on the current connection.

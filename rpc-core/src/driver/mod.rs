@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
@@ -28,9 +28,13 @@ mod direct;
 pub(crate) use direct::EARLY_FRAMES;
 mod recv_buffer;
 mod stall;
+mod turns;
 
 use recv_buffer::RecvBuffer;
 use stall::StallWatch;
+pub(crate) use turns::{turn, TurnHost};
+use turns::Turns;
+pub use turns::WriterTurn;
 
 use crate::budget::MemoryBudget;
 use crate::conn::{Connection, Event, Side};
@@ -69,6 +73,8 @@ pub(crate) struct Locked<H> {
     reader_paused: bool,
     /// Stream senders waiting for the writer to take what they queued ([`Locked::wait_for_writer`]).
     writer_waiters: Vec<Waker>,
+    /// Producers taking turns to make large messages ([`WriterTurn`]).
+    turns: Turns,
     /// The writer waits for work with nothing of its own to write: the direct path may write.
     writer_parked: bool,
     /// The last input that brought messages brought one (a request, an answer, a stream
@@ -108,6 +114,51 @@ impl<H> Locked<H> {
         for w in self.writer_waiters.drain(..) {
             w.wake();
         }
+        self.pass_turn();
+    }
+
+    /// True when a producer should wait before making a large message: [`SEND_AHEAD`] bytes
+    /// wait for the writer to take them, as for a stream sender ([`Locked::ahead_of_writer`]).
+    /// The pieces of a message of over 2 MiB that other frames may go between do not count:
+    /// a small call made now goes between them, and a turn that waited for them would hold it
+    /// up for the whole message.
+    fn writer_behind(&self) -> bool {
+        self.ahead_of_writer()
+    }
+
+    /// Gives the next producer its turn if it may have one now.
+    fn pass_turn(&mut self) {
+        if self.turns.may_pass() {
+            let behind = self.writer_behind();
+            self.turns.pass(behind);
+        }
+    }
+}
+
+impl<H: SideHandler> TurnHost for Shared<H> {
+    fn turn_free(&self) -> bool {
+        self.turn_free.load(Ordering::Acquire)
+    }
+
+    fn poll_turn(&self, ticket: &mut Option<u64>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut g = self.lock();
+        if !g.conn.is_open() {
+            // Turns are over (`Turns::close`): a send says why.
+            if let Some(t) = ticket.take() {
+                g.turns.leave(t);
+            }
+            return Poll::Ready(());
+        }
+        let behind = g.writer_behind();
+        let ready = g.turns.poll(ticket, behind, cx.waker());
+        self.after_turns(&g);
+        ready
+    }
+
+    fn leave_turn(&self, ticket: u64) {
+        let mut g = self.lock();
+        g.turns.leave(ticket);
+        self.after_turns(&g);
     }
 }
 
@@ -129,6 +180,9 @@ pub(crate) struct Shared<H> {
     sending: AtomicBool,
     /// The connection's held bytes as last accounted, for the reader's check without the lock.
     held: AtomicUsize,
+    /// A producer asking now would get a turn at once, as of the last step: for
+    /// [`TurnHost::turn_free`], without the lock.
+    turn_free: AtomicBool,
     /// The server-wide budget this connection's bytes count against, if any.
     budget: Option<Arc<MemoryBudget>>,
     pub(crate) stats: Arc<TransportStats>,
@@ -151,6 +205,7 @@ impl<H: SideHandler> Shared<H> {
                 released: false,
                 reader_paused: false,
                 writer_waiters: Vec::new(),
+                turns: Turns::default(),
                 writer_parked: false,
                 lone_call: false,
                 direct: None,
@@ -164,6 +219,7 @@ impl<H: SideHandler> Shared<H> {
             closed: watch::channel(false).0,
             sending: AtomicBool::new(false),
             held: AtomicUsize::new(0),
+            turn_free: AtomicBool::new(true),
             budget,
             stats,
         })
@@ -203,7 +259,11 @@ impl<H: SideHandler> Shared<H> {
         }
         if !g.conn.is_open() {
             g.wake_writer_waiters();
+            g.turns.close();
         }
+        // A step may have withdrawn queued frames (a cancelled call's) or closed the connection.
+        g.pass_turn();
+        self.after_turns(g);
         let next = g.conn.poll_timeout();
         let closed_unseen = g.timer_saw_open && !g.conn.is_open();
         if closed_unseen || (next.is_some() && (g.timer_at.is_none() || next < g.timer_at)) {
@@ -229,6 +289,15 @@ impl<H: SideHandler> Shared<H> {
         if g.reader_paused && held < g.conn.config().memory_budget {
             g.reader_paused = false;
             self.wake_reader.notify_one();
+        }
+    }
+
+    /// After turns may have changed: publishes whether a turn is free now (for a producer's
+    /// look without the lock), and wakes the timer if an offer out lapses before it would wake.
+    fn after_turns(&self, g: &Locked<H>) {
+        self.turn_free.store(g.turns.is_idle() && !g.writer_behind(), Ordering::Release);
+        if g.turns.lapses().is_some_and(|at| g.timer_at.is_none_or(|t| at < t)) {
+            self.wake_timer.notify_one();
         }
     }
 
@@ -573,7 +642,10 @@ async fn write_loop<S: SendHalf, H: SideHandler>(mut send: S, shared: &Arc<Share
                 take_work(g, &mut batch)
             })
         } else {
-            take_work(&mut shared.lock(), &mut batch)
+            let mut g = shared.lock();
+            let open = take_work(&mut g, &mut batch);
+            shared.after_turns(&g);
+            open
         };
         written = 0;
         if !batch.is_empty() {
@@ -655,17 +727,18 @@ async fn timer_loop<H: SideHandler>(shared: &Arc<Shared<H>>, writer: AbortHandle
     let mut stall = StallWatch::default();
     let mut closed_at: Option<Instant> = None;
     loop {
-        let (next, open) = {
+        let (next, lapse, open) = {
             let mut g = shared.lock();
-            g.timer_at = g.conn.poll_timeout();
+            let (next, lapse) = (g.conn.poll_timeout(), g.turns.lapses());
+            g.timer_at = [next, lapse].into_iter().flatten().min();
             g.timer_saw_open = g.conn.is_open();
-            (g.timer_at, g.timer_saw_open)
+            (next, lapse, g.timer_saw_open)
         };
         let now = Instant::now();
         // While a stall timeout is set, look at the writer's progress a few times per period.
         let tick = stall_after.and_then(|d| now.checked_add(StallWatch::tick(d)));
         let drain_at = if open { None } else { closed_at.get_or_insert(now).checked_add(drain) };
-        let wake = [next, tick, drain_at].into_iter().flatten().min();
+        let wake = [next, lapse, tick, drain_at].into_iter().flatten().min();
         let sleep = async {
             match wake {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -677,6 +750,12 @@ async fn timer_loop<H: SideHandler>(shared: &Arc<Shared<H>>, writer: AbortHandle
                 let now = Instant::now();
                 if next.is_some_and(|at| now >= at) {
                     shared.step(|g| g.conn.handle_timeout(now));
+                }
+                if lapse.is_some_and(|at| now >= at) {
+                    shared.step(|g| {
+                        let behind = g.writer_behind();
+                        g.turns.lapse(now, behind);
+                    });
                 }
                 if let Some(d) = stall_after {
                     let sent = shared.stats.sent_bytes.load(Ordering::Relaxed);

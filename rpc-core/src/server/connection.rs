@@ -11,7 +11,7 @@ use crate::body::Body;
 use crate::call_map::CallMap;
 use crate::code::Code;
 use crate::conn::Event;
-use crate::driver::{Locked, Shared, SideHandler, EARLY_FRAMES};
+use crate::driver::{Locked, Shared, SideHandler, EARLY_FRAMES, SEND_AHEAD};
 use crate::error::{CallError, ConnectionError, Status};
 use crate::response_metadata::ResponseMetadata;
 use crate::service::{BoxFuture, Peer, ServerRequest, Service};
@@ -277,13 +277,21 @@ impl SideHandler for ServerSide {
                     continue;
                 }
             };
+            let mut large = false;
             match Pin::new(&mut fut).poll(&mut cx) {
-                Poll::Ready(result) => done.push((id, answer(result))),
+                Poll::Ready(result) => {
+                    let result = answer(result);
+                    large = result.as_ref().is_ok_and(|b| b.len() >= SEND_AHEAD as u64);
+                    done.push((id, result));
+                }
                 Poll::Pending => pending.push((id, fut)),
             }
             // A burst's first answers go out now (the driver's early flush): the client
-            // works on them while the rest are answered.
-            if done.len() >= EARLY_FRAMES {
+            // works on them while the rest are answered. A large answer is queued at once, so
+            // that the handlers polled after it see the writer behind: one that makes its
+            // answer in its turn (`StreamSender::writer_turn`) then waits for the writer
+            // instead of making it beside all the others.
+            if large || done.len() >= EARLY_FRAMES {
                 shared.step(|g| finish_all(g, &mut done));
             }
         }
