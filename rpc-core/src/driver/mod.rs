@@ -75,6 +75,10 @@ pub(crate) struct Locked<H> {
     writer_waiters: Vec<Waker>,
     /// Producers taking turns to make large messages ([`WriterTurn`]).
     turns: Turns,
+    /// A producer asked for a turn on this connection: from then on every step keeps the turns
+    /// moving and [`Shared::turn_free`] up to date. (Before, a producer's first ask takes the
+    /// lock: plain zcrpc calls, which never ask, pay no more than a look at this.)
+    turns_in_use: bool,
     /// The writer waits for work with nothing of its own to write: the direct path may write.
     writer_parked: bool,
     /// The last input that brought messages brought one (a request, an answer, a stream
@@ -128,7 +132,7 @@ impl<H> Locked<H> {
 
     /// Gives the next producer its turn if it may have one now.
     fn pass_turn(&mut self) {
-        if self.turns.may_pass() {
+        if self.turns_in_use && self.turns.may_pass() {
             let behind = self.writer_behind();
             self.turns.pass(behind);
         }
@@ -149,6 +153,7 @@ impl<H: SideHandler> TurnHost for Shared<H> {
             }
             return Poll::Ready(());
         }
+        g.turns_in_use = true;
         let behind = g.writer_behind();
         let ready = g.turns.poll(ticket, behind, cx.waker());
         self.after_turns(&g);
@@ -181,7 +186,8 @@ pub(crate) struct Shared<H> {
     /// The connection's held bytes as last accounted, for the reader's check without the lock.
     held: AtomicUsize,
     /// A producer asking now would get a turn at once, as of the last step: for
-    /// [`TurnHost::turn_free`], without the lock.
+    /// [`TurnHost::turn_free`], without the lock. False until a producer first asks (see
+    /// `Locked::turns_in_use`).
     turn_free: AtomicBool,
     /// The server-wide budget this connection's bytes count against, if any.
     budget: Option<Arc<MemoryBudget>>,
@@ -206,6 +212,7 @@ impl<H: SideHandler> Shared<H> {
                 reader_paused: false,
                 writer_waiters: Vec::new(),
                 turns: Turns::default(),
+                turns_in_use: false,
                 writer_parked: false,
                 lone_call: false,
                 direct: None,
@@ -219,7 +226,7 @@ impl<H: SideHandler> Shared<H> {
             closed: watch::channel(false).0,
             sending: AtomicBool::new(false),
             held: AtomicUsize::new(0),
-            turn_free: AtomicBool::new(true),
+            turn_free: AtomicBool::new(false),
             budget,
             stats,
         })
@@ -295,7 +302,14 @@ impl<H: SideHandler> Shared<H> {
     /// After turns may have changed: publishes whether a turn is free now (for a producer's
     /// look without the lock), and wakes the timer if an offer out lapses before it would wake.
     fn after_turns(&self, g: &Locked<H>) {
-        self.turn_free.store(g.turns.is_idle() && !g.writer_behind(), Ordering::Release);
+        if !g.turns_in_use {
+            return;
+        }
+        let free = g.turns.is_idle() && !g.writer_behind();
+        // Stored only when it changes: every step of every call comes here.
+        if self.turn_free.load(Ordering::Relaxed) != free {
+            self.turn_free.store(free, Ordering::Release);
+        }
         if g.turns.lapses().is_some_and(|at| g.timer_at.is_none_or(|t| at < t)) {
             self.wake_timer.notify_one();
         }

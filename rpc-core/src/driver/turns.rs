@@ -172,7 +172,8 @@ impl Turns {
 /// A connection as turns see it (its shared state, behind the lock).
 pub(crate) trait TurnHost: Send + Sync + 'static {
     /// True when a producer asking now would get a turn at once, as last published (without
-    /// the lock: a look a step late at worst, which lets one more message be made).
+    /// the lock: a look a step late at worst, which lets one more message be made). False
+    /// until a producer first asks on the connection: that first ask takes the lock.
     fn turn_free(&self) -> bool;
     /// [`Turns::poll`] with the writer's state.
     fn poll_turn(&self, ticket: &mut Option<u64>, cx: &mut Context<'_>) -> Poll<()>;
