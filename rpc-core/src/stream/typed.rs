@@ -236,3 +236,60 @@ impl<T, C> fmt::Debug for Source<T, C> {
         f.debug_tuple("Source").field(&self.inner).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::CallMode;
+    use crate::service::{BoxFuture, ServerRequest, Service};
+    use crate::transport::mem;
+    use crate::{CallOptions, Client, ClientConfig, Server, Status};
+
+    /// Reads its request stream through and answers how many messages came.
+    struct Count;
+
+    impl Service for Count {
+        fn call(&self, mut req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+            Box::pin(async move {
+                let (_tx, mut rx) = req.stream.take().expect("a streaming call").split();
+                let mut n = 0u64;
+                while let Some(m) = rx.recv().await {
+                    m.map_err(|e| Status::internal(e.to_string()))?;
+                    n += 1;
+                }
+                Ok(Body::message(Bytes::copy_from_slice(&n.to_le_bytes())))
+            })
+        }
+    }
+
+    /// The room a sink keeps between runs is bounded: a long run of small items gives its
+    /// packed buffer and its run back, a short one keeps its own (no allocation per run).
+    #[tokio::test]
+    async fn a_sink_keeps_little_room_between_runs() {
+        let (a, b) = mem::pair();
+        tokio::spawn(Server::builder().build(Count).serve_connection(b));
+        let client = Client::connect(a, ClientConfig::default()).await.unwrap();
+        let (tx, rx) = client.open(1, Body::default(), CallMode::CLIENT_STREAMING, CallOptions::default()).await.unwrap().split();
+        let mut sink: Sink<Vec<u8>> = Sink::new(tx);
+
+        // 20,000 items of 100 bytes: runs of 256 items, about 26 KB packed each.
+        sink.send_all((0..20_000).map(|_| vec![7u8; 100])).await.unwrap();
+        assert!(sink.packed.capacity() <= PACKED_KEPT, "{} bytes of packed room kept", sink.packed.capacity());
+        assert!(sink.run.capacity() <= RUN_KEPT, "room for {} run items kept", sink.run.capacity());
+
+        // A few items at a time: the room stays, the same allocation each run.
+        sink.send_all((0..3).map(|_| vec![7u8; 100])).await.unwrap();
+        let kept = (sink.packed.capacity(), sink.run.capacity());
+        assert!(kept.0 > 0 && kept.1 > 0, "a short run kept no room");
+        for _ in 0..10 {
+            sink.send_all((0..3).map(|_| vec![7u8; 100])).await.unwrap();
+            assert_eq!((sink.packed.capacity(), sink.run.capacity()), kept, "a short run reallocated");
+        }
+
+        // Every item arrived.
+        let (mut tx, mut rx) = (sink.inner, rx);
+        tx.finish();
+        let count = rx.recv().await.expect("the answer").expect("the answer");
+        assert_eq!(u64::from_le_bytes(count.message[..].try_into().unwrap()), 20_000 + 11 * 3);
+    }
+}
