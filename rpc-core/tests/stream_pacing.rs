@@ -296,3 +296,121 @@ async fn a_long_line_of_turns_costs_linear_time_to_join_and_to_leave() {
     let bound = Duration::from_secs(1);
     assert!(joined < bound && left < bound, "{N} in line: joined in {joined:?}, left in {left:?} (quadratic)");
 }
+
+/// A turn's future made while the turn was free, and awaited once the writer is stuck behind a
+/// queued megabyte, waits: `writer_turn` looks when it is polled, not when it is made (a first
+/// version looked when it was made, so a future made ahead, as `join!`, `buffered` or a stored
+/// future make them, skipped the wait and the line).
+#[tokio::test]
+async fn a_turn_future_made_while_free_waits_when_awaited_behind_a_stuck_writer() {
+    let (client, mut tx, _rx, _broken) = upload_nobody_reads().await;
+    let soon = Duration::from_millis(300);
+    // Turns in use on this connection (the first ask took the lock); free now.
+    drop(tokio::time::timeout(soon, tx.writer_turn()).await.expect("a turn at once with nothing queued"));
+    drop(tokio::time::timeout(soon, client.writer_turn()).await.expect("a turn at once with nothing queued"));
+    tokio::task::yield_now().await;
+    let early_stream = tx.writer_turn();
+    let early_client = client.writer_turn();
+    // The writer is stuck, and 1 MiB waits: no turn for anyone asking now.
+    for _ in 0..3 {
+        let message = Body::message(Bytes::from(vec![7u8; 1 << 20]));
+        tokio::time::timeout(Duration::from_secs(10), tx.send(message)).await.expect("queued").unwrap();
+    }
+    assert!(tokio::time::timeout(soon, client.writer_turn()).await.is_err(), "a turn with 1 MiB waiting for a stuck writer");
+    assert!(tokio::time::timeout(soon, early_client).await.is_err(), "Client::writer_turn made earlier: a turn with 1 MiB waiting for a stuck writer");
+    assert!(tokio::time::timeout(soon, early_stream).await.is_err(), "StreamSender::writer_turn made earlier: a turn with 1 MiB waiting for a stuck writer");
+}
+
+/// A transport whose sends take 1 ms per 128 KiB (a slow link): the writer is behind.
+struct Slow<T>(T);
+struct SlowSend<S>(S);
+
+impl<T: Transport> Transport for Slow<T> {
+    type Send = SlowSend<T::Send>;
+    type Recv = T::Recv;
+    fn split(self) -> (Self::Recv, Self::Send) {
+        let (recv, send) = self.0.split();
+        (recv, SlowSend(send))
+    }
+    fn stats(&self) -> Arc<TransportStats> {
+        self.0.stats()
+    }
+}
+
+impl<S: SendHalf> SendHalf for SlowSend<S> {
+    async fn send(&mut self, batch: &mut Vec<Transmit>) -> io::Result<()> {
+        let bytes: usize = batch.iter().map(Transmit::len).sum();
+        tokio::time::sleep(Duration::from_micros((bytes as u64 * 1000) / (128 << 10))).await;
+        self.0.send(batch).await
+    }
+    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send {
+        self.0.shutdown()
+    }
+}
+
+/// Reads its request stream through, then answers.
+struct Drain;
+
+impl Service for Drain {
+    fn call(&self, mut req: ServerRequest) -> BoxFuture<'static, Result<Body, Status>> {
+        Box::pin(async move {
+            let (_tx, mut rx) = req.stream.take().expect("a streaming call").split();
+            while let Some(m) = rx.recv().await {
+                m.map_err(|e| Status::internal(e.to_string()))?;
+            }
+            Ok(Body::default())
+        })
+    }
+}
+
+/// Many producers on two threads, uploads of 300 KiB messages made in turn, and askers that give
+/// up their place after a few hundred microseconds (dropped while in line, or while offered):
+/// every upload ends in time, and a last turn comes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_four_threads_uploads_in_turns_end_beside_askers_that_give_up() {
+    let (a, b) = mem::pair();
+    tokio::spawn(Server::builder().build(Drain).serve_connection(b));
+    let client = Client::connect(Slow(a), ClientConfig::default()).await.unwrap();
+    let made = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for u in 0..8u64 {
+        let client = client.clone();
+        let made = made.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut tx, mut rx) = client.open(1, Body::default(), CallMode::CLIENT_STREAMING, CallOptions::default()).await.unwrap().split();
+            let mut seed = u * 7919 + 1;
+            let mut sent = 0;
+            while sent < 12 {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let wait = Duration::from_micros((seed >> 33) % 3000);
+                let Ok(turn) = tokio::time::timeout(wait, tx.writer_turn()).await else { continue };
+                made.fetch_add(1, Ordering::SeqCst);
+                let message = Body::message(Bytes::from(vec![7u8; 300 << 10]));
+                drop(turn);
+                tx.send(message).await.unwrap();
+                sent += 1;
+            }
+            tx.finish();
+            while let Some(r) = rx.recv().await {
+                r.unwrap();
+            }
+        }));
+    }
+    for u in 0..32u64 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seed = u * 104729 + 3;
+            for _ in 0..200 {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let wait = Duration::from_micros((seed >> 33) % 2000);
+                drop(tokio::time::timeout(wait, client.writer_turn()).await);
+            }
+        }));
+    }
+    let start = std::time::Instant::now();
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(20).saturating_sub(start.elapsed()), t).await.expect("every producer ended in time").unwrap();
+    }
+    let turn = tokio::time::timeout(Duration::from_secs(1), client.writer_turn()).await;
+    drop(turn.expect("a last turn"));
+}

@@ -600,10 +600,7 @@ impl Client {
     /// calling. The wait is not bounded by a call's deadline (there is no call yet): wrap it in
     /// a timeout where that matters. Once the connection has closed, turns come at once.
     pub fn writer_turn(&self) -> impl Future<Output = crate::WriterTurn> + Send + 'static {
-        use crate::driver::TurnHost;
-        let link = self.inner.link.borrow();
-        let shared = &link.conn.shared;
-        crate::driver::turn((!shared.turn_free()).then(|| shared.clone() as _))
+        crate::driver::turn(self.inner.link.borrow().conn.shared.clone())
     }
 
     /// The transport's counters for the current connection.

@@ -766,10 +766,7 @@ async fn timer_loop<H: SideHandler>(shared: &Arc<Shared<H>>, writer: AbortHandle
                     shared.step(|g| g.conn.handle_timeout(now));
                 }
                 if lapse.is_some_and(|at| now >= at) {
-                    shared.step(|g| {
-                        let behind = g.writer_behind();
-                        g.turns.lapse(now, behind);
-                    });
+                    shared.step(|g| g.turns.lapse(now));
                 }
                 if let Some(d) = stall_after {
                     let sent = shared.stats.sent_bytes.load(Ordering::Relaxed);

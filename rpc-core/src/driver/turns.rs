@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 /// How long a turn offered to the first in line waits for it to be taken. A woken producer is
 /// polled within microseconds; one that is not polled for this long is not being polled at all
 /// (a call future parked in a `select!` or held by a `buffered` stream while its owner awaits
-/// something else, perhaps another call on this connection): it leaves the line, and comes back
-/// first when it looks again, so that it never holds up the others.
+/// something else, perhaps another call on this connection), and others in line may not be
+/// either: the offer lapses and everyone leaves the line ([`Turns::lapse`]).
 pub(crate) const GRACE: Duration = Duration::from_millis(2);
 
 /// The queue of turns of one connection. Runs under the connection's lock.
@@ -150,7 +150,8 @@ impl Turns {
         }
     }
 
-    /// The connection closed: everyone in line is woken, to go (a send then says why).
+    /// Everyone in line leaves it, woken (the connection closed, or an offer lapsed); nobody
+    /// is offered the turn.
     pub(crate) fn close(&mut self) {
         self.offer = None;
         for (_, w) in std::mem::take(&mut self.waiting) {
@@ -158,13 +159,15 @@ impl Turns {
         }
     }
 
-    /// The offer out lapsed if it was not taken by `now`: its producer is not being polled. It
-    /// leaves the line (it comes back first when it looks again), and the turn goes on.
-    pub(crate) fn lapse(&mut self, now: Instant, behind: bool) {
-        if let Some(o) = self.offer.filter(|o| now >= o.lapses) {
-            self.offer = None;
-            self.waiting.remove(&o.ticket);
-            self.pass(behind);
+    /// The offer out lapsed if it was not taken by `now`: its producer is not being polled,
+    /// and others in line may not be either (futures a `buffered` stream holds while its owner
+    /// awaits something else). Everyone leaves the line, woken: those being polled come back
+    /// at once, at their places, and the first of them to look takes the turn if the writer is
+    /// not behind; those not polled come back when they are. So any number of them costs the
+    /// others one lapse, not one each.
+    pub(crate) fn lapse(&mut self, now: Instant) {
+        if self.offer.is_some_and(|o| now >= o.lapses) {
+            self.close();
         }
     }
 }
@@ -181,16 +184,16 @@ pub(crate) trait TurnHost: Send + Sync + 'static {
     fn leave_turn(&self, ticket: u64);
 }
 
-/// A turn on a connection: at once if `host` is `None` (the connection said its turn was free,
-/// [`TurnHost::turn_free`]: then no reference was counted and no lock taken), else once its
-/// turn comes. Dropped while waiting, it gives up its place (or the turn, if it had just been
-/// given it).
-pub(crate) async fn turn(host: Option<Arc<dyn TurnHost>>) -> WriterTurn {
-    // The ticket is held from the first ask on: dropping this future drops the turn.
-    let mut turn = WriterTurn { host, ticket: None };
-    if let Some(host) = turn.host.clone() {
-        std::future::poll_fn(|cx| host.poll_turn(&mut turn.ticket, cx)).await;
+/// A turn on `host`'s connection: at once, when first polled, if the connection says its turn
+/// is free ([`TurnHost::turn_free`]: no lock taken), else once its turn comes. Dropped while
+/// waiting, it gives up its place (or the turn, if it had just been given it).
+pub(crate) async fn turn(host: Arc<dyn TurnHost>) -> WriterTurn {
+    if host.turn_free() {
+        return WriterTurn { host: None, ticket: None };
     }
+    // The ticket is held from the first ask on: dropping this future drops the turn.
+    let mut turn = WriterTurn { host: Some(host.clone()), ticket: None };
+    std::future::poll_fn(|cx| host.poll_turn(&mut turn.ticket, cx)).await;
     turn
 }
 
@@ -341,24 +344,29 @@ mod tests {
     }
 
     #[test]
-    fn an_offer_not_taken_lapses_and_its_producer_comes_back_first() {
+    fn an_offer_not_taken_lapses_once_for_all_the_parked_and_they_come_back_at_their_places() {
         let mut turns = Turns::default();
-        let [mut a, mut b] = in_line(&mut turns);
+        // a and b are parked (their futures not polled), c is live.
+        let [mut a, mut b, mut c] = in_line(&mut turns);
         turns.pass(false);
         let lapses = turns.lapses().expect("an offer is out");
-        // Not yet lapsed: b still waits for a.
-        turns.lapse(lapses - GRACE, false);
-        assert!(!b.ask(&mut turns, false));
-        // A is not polled (parked): its offer lapses, b is offered the turn.
-        turns.lapse(lapses, false);
-        assert_eq!(b.woken(), 1);
-        assert!(b.ask(&mut turns, false));
-        // A looks again while b holds the turn: back in line, first.
-        assert!(!a.ask(&mut turns, false));
-        let mut c = Producer::new();
+        // Not yet lapsed: c still waits for a.
+        turns.lapse(lapses - GRACE);
         assert!(!c.ask(&mut turns, false));
-        b.leave(&mut turns);
-        assert!(!c.ask(&mut turns, false), "c went before a, who was first");
+        // It lapses: everyone is woken and leaves the line; c, polled, takes the turn at once
+        // (not after a lapse for b too).
+        turns.lapse(lapses);
+        assert_eq!((a.woken(), b.woken(), c.woken()), (2, 1, 1));
+        assert!(turns.lapses().is_none());
+        assert!(c.ask(&mut turns, false));
+        // a and b look again while c holds the turn: back in line, first, in their order.
+        assert!(!b.ask(&mut turns, false));
+        assert!(!a.ask(&mut turns, false));
+        let mut d = Producer::new();
+        assert!(!d.ask(&mut turns, false));
+        c.leave(&mut turns);
+        assert!(!d.ask(&mut turns, false), "d went before a, who was first");
+        assert!(!b.ask(&mut turns, false), "b went before a");
         assert!(a.ask(&mut turns, false));
     }
 

@@ -85,8 +85,6 @@ trait Host: Send + Sync + 'static {
     fn cancel(&self, id: u64);
     /// The connection, for [`StreamSender::writer_turn`].
     fn turn_host(self: Arc<Self>) -> Arc<dyn TurnHost>;
-    /// [`TurnHost::turn_free`].
-    fn turn_free(&self) -> bool;
 }
 
 /// A [`Host`] method that sends a run of queued messages of one kind (owned, lent).
@@ -133,10 +131,6 @@ impl<H: SideHandler + HasRoutes> Host for Shared<H> {
 
     fn turn_host(self: Arc<Self>) -> Arc<dyn TurnHost> {
         self
-    }
-
-    fn turn_free(&self) -> bool {
-        TurnHost::turn_free(self)
     }
 
     fn cancel(&self, id: u64) {
@@ -364,12 +358,13 @@ impl StreamSender {
     /// in. A message already made needs no turn: [`send`](StreamSender::send) waits for the
     /// writer by itself.
     ///
-    /// With nobody in line and the writer keeping up, a look at an atomic: no lock, no system
-    /// call. A producer offered the turn that does not take it within 2 ms (its future is not
-    /// being polled: parked in a `select!`, or held by a `buffered` stream while its owner
-    /// awaits something else) leaves the line, and comes back first when it is polled again:
-    /// it never holds up the others. Once the connection has closed, turns come at once (a
-    /// send then says why).
+    /// The returned future looks when it is first polled: with nobody in line and the writer
+    /// keeping up, a look at an atomic, no lock, no system call. A turn offered to a producer
+    /// that does not take it within 2 ms (its future is not being polled: parked in a
+    /// `select!`, or held by a `buffered` stream while its owner awaits something else) lapses:
+    /// everyone in line leaves it, woken, and those being polled come back at once at their
+    /// places, so any number of producers not being polled cost the others one lapse in all.
+    /// Once the connection has closed, turns come at once (a send then says why).
     ///
     /// ```no_run
     /// # async fn f(mut tx: rpc_core::StreamSender, mut make: impl FnMut() -> Option<rpc_core::Body>) -> Result<(), rpc_core::CallError> {
@@ -382,7 +377,7 @@ impl StreamSender {
     /// # Ok(()) }
     /// ```
     pub fn writer_turn(&self) -> impl std::future::Future<Output = WriterTurn> + Send + 'static {
-        turn((!self.host.turn_free()).then(|| self.host.clone().turn_host()))
+        turn(self.host.clone().turn_host())
     }
 
     /// Client: ends the request stream; the server's receiver sees its end. Idempotent.
@@ -812,9 +807,6 @@ mod tests {
             self.0.lock().unwrap().push((messages, bytes));
         }
         fn turn_host(self: Arc<Self>) -> Arc<dyn TurnHost> {
-            unreachable!()
-        }
-        fn turn_free(&self) -> bool {
             unreachable!()
         }
         fn end_send(&self, _: u64, _: Code) {}
