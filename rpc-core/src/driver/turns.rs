@@ -6,7 +6,8 @@
 //! writer sent the first while the rest waited, made, in memory. With 1 MiB messages the
 //! allocator grew and trimmed its heap around each window and every page of the next window
 //! faulted in again (measured on `tonic_over_zcrpc download_1m`: 160,000 to 950,000 page faults
-//! per 2-second run against about 4,200 with turns, and half the throughput in half the runs).
+//! per 2-second run against 2,700 to 4,200 with turns, and half the throughput in half the
+//! runs).
 //!
 //! A turn is only a wait before *making* a message, never before sending one (a sender waits
 //! for the writer and for credit on its own): a producer that holds its turn while waiting
