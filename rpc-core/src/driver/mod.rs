@@ -109,7 +109,11 @@ impl<H> Locked<H> {
         }
     }
 
-    /// True when a stream sender should wait for the writer before queueing more.
+    /// True when a stream sender should wait for the writer before queueing more, and a
+    /// producer before making a large message (its turn, [`WriterTurn`]). The pieces of a
+    /// message of over 2 MiB that other frames may go between do not count
+    /// ([`Connection::queued_bytes`]): a small call made now goes between them, and a turn that
+    /// waited for them would hold it up for the whole message.
     pub(crate) fn ahead_of_writer(&self) -> bool {
         self.conn.is_open() && self.conn.queued_bytes() >= SEND_AHEAD
     }
@@ -121,19 +125,10 @@ impl<H> Locked<H> {
         self.pass_turn();
     }
 
-    /// True when a producer should wait before making a large message: [`SEND_AHEAD`] bytes
-    /// wait for the writer to take them, as for a stream sender ([`Locked::ahead_of_writer`]).
-    /// The pieces of a message of over 2 MiB that other frames may go between do not count:
-    /// a small call made now goes between them, and a turn that waited for them would hold it
-    /// up for the whole message.
-    fn writer_behind(&self) -> bool {
-        self.ahead_of_writer()
-    }
-
     /// Gives the next producer its turn if it may have one now.
     fn pass_turn(&mut self) {
         if self.turns_in_use && self.turns.may_pass() {
-            let behind = self.writer_behind();
+            let behind = self.ahead_of_writer();
             self.turns.pass(behind);
         }
     }
@@ -154,7 +149,7 @@ impl<H: SideHandler> TurnHost for Shared<H> {
             return Poll::Ready(());
         }
         g.turns_in_use = true;
-        let behind = g.writer_behind();
+        let behind = g.ahead_of_writer();
         let ready = g.turns.poll(ticket, behind, cx.waker());
         self.after_turns(&g);
         ready
@@ -305,7 +300,7 @@ impl<H: SideHandler> Shared<H> {
         if !g.turns_in_use {
             return;
         }
-        let free = g.turns.is_idle() && !g.writer_behind();
+        let free = g.turns.is_idle() && !g.ahead_of_writer();
         // Stored only when it changes: every step of every call comes here.
         if self.turn_free.load(Ordering::Relaxed) != free {
             self.turn_free.store(free, Ordering::Release);
