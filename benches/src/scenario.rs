@@ -116,7 +116,7 @@ impl System {
             System::TonicTls => "tonic over TLS 1.3 (tonic's tls-ring: rustls + ring, TLS13_AES_256_GCM_SHA384), server certificate only",
             System::TonicOverZcrpc => "the tonic service and client unchanged, over rpc-tonic level 2 (each gRPC call a zcrpc call, messages from 4 KiB as attachments, no HTTP/2) on transport-uring (adaptive)",
             System::Tarpc => "tarpc 0.38 serde transport over TCP, bincode, 128 MiB frame limit",
-            System::TarpcOverZcrpc => "the tarpc service and client unchanged, over rpc-tarpc: small requests on one zcrpc stream, large ones as zcrpc calls, on the tokio TCP transport, postcard, 128 MiB frame limit",
+            System::TarpcOverZcrpc => "the tarpc service and client unchanged, over rpc-tarpc: small requests on one zcrpc stream, large ones as zcrpc calls, on transport-uring (adaptive), postcard, 128 MiB frame limit",
         }
     }
 

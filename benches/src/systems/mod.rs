@@ -77,9 +77,7 @@ pub fn run(
         System::TonicOverZcrpc => tonic_over_zcrpc::run(shape, placement, timing, latency),
         System::ZcrpcProto => zcrpc_proto::run(shape, placement, timing, latency),
         System::Tarpc => tarpc::run(shape, placement, timing, latency).map_err(failed),
-        System::TarpcOverZcrpc => {
-            tarpc_over_zcrpc::run(shape, placement, timing, latency).map_err(failed)
-        }
+        System::TarpcOverZcrpc => tarpc_over_zcrpc::run(shape, placement, timing, latency),
         System::ZcrpcTcp
         | System::ZcrpcUring
         | System::ZcrpcUringZc
