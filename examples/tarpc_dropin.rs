@@ -48,6 +48,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // JSON transport is provided by the json_transport tarpc module. It makes it easy
     // to start up a serde-powered json serialization strategy over TCP.
     // CHANGED: was `let listener = tarpc::serde_transport::tcp::listen(&server_addr, Json::default).await?;`
+    // (On Linux, `rpc_tarpc::uring::listen(&server_addr, transport_uring::UringConfig::default())`
+    // and `rpc_tarpc::uring::connect` below put it on zcrpc's io_uring engine.)
     let listener = rpc_tarpc::listen(&server_addr).await?;
     // ADDED: the port the OS chose (tarpc's example takes the address from a flag).
     let addr = listener.local_addr().expect("a tcp listener");

@@ -85,12 +85,10 @@
 //!
 //! Other zcrpc transports (io_uring, TLS, Unix sockets) and limits: [`ClientTransport::new`]
 //! over any [`rpc_core::Client`], [`Incoming::new`] over any acceptor and
-//! [`rpc_core::ServerBuilder`]. For large messages prefer zcrpc's io_uring engine
-//! (`transport-uring`: `UringAcceptor` and `Client::connect_with` over
-//! `transport_uring::connect`, shown in the README and `tests/uring.rs`): its receiver is
-//! woken once per 256 KiB of a large frame rather than per segment, which on loopback spares
-//! the sender's CPU (1 MiB answers, 8 in flight: 13–20% faster than over [`listen`] and
-//! [`connect`]'s tokio TCP). postcard does not describe itself: message types that need
+//! [`rpc_core::ServerBuilder`]. On Linux, [`uring::listen`] and [`uring::connect`] are the same
+//! two lines on zcrpc's io_uring engine, whose receiver is woken once per 256 KiB of a large
+//! frame rather than per segment, which on loopback spares the sender's CPU (1 MiB answers, 8
+//! in flight: 13–20% faster than over [`listen`] and [`connect`]'s tokio TCP). postcard does not describe itself: message types that need
 //! `deserialize_any` (`#[serde(untagged)]`, `#[serde(flatten)]`, `serde_json::Value`) do not
 //! decode.
 
@@ -102,6 +100,8 @@ mod codec;
 mod errors;
 mod ids;
 mod server;
+#[cfg(target_os = "linux")]
+pub mod uring;
 mod wire;
 
 pub use client::{ClientTransport, STREAM_REST_FIRST, STREAM_REST_MAX};

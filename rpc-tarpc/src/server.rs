@@ -785,9 +785,16 @@ where
         &self.server
     }
 
-    /// The address it listens on, for a listener made by [`listen`].
+    /// The address it listens on, for a listener made by [`listen`] (or
+    /// [`crate::uring::listen`]).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
+    }
+
+    /// The same, listening on `local` (for [`Incoming::local_addr`]).
+    pub(crate) fn at(mut self, local: SocketAddr) -> Self {
+        self.local_addr = Some(local);
+        self
     }
 }
 
@@ -812,9 +819,7 @@ where
 {
     let acceptor = TcpAcceptor::bind(addr).await?;
     let local = acceptor.local_addr()?;
-    let mut incoming = Incoming::new(acceptor, Server::builder(), 1024);
-    incoming.local_addr = Some(local);
-    Ok(incoming)
+    Ok(Incoming::new(acceptor, Server::builder(), 1024).at(local))
 }
 
 /// The service of a server whose every connection brings its own ([`Bridge`]).

@@ -1,8 +1,7 @@
-//! A tarpc service over zcrpc's io_uring engine (transport-uring with its default
-//! configuration: the best backend this kernel offers), as the crate docs show it: the server
-//! from `Incoming::new` over a `UringAcceptor`, the client from `ClientTransport::new` over a
-//! re-dialling `rpc_core::Client`. Small calls, errors, large messages both ways and in flight
-//! together, and the re-dial after the server closes its connection.
+//! A tarpc service over zcrpc's io_uring engine (`rpc_tarpc::uring`, transport-uring with its
+//! default configuration: the best backend this kernel offers): small calls, errors, large
+//! messages both ways and in flight together, the re-dial after the server closes its
+//! connection, and the errors of a bad configuration or a missing server.
 
 #![cfg(target_os = "linux")]
 
@@ -13,7 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tarpc::server::{BaseChannel, Channel};
 use tarpc::{client, context};
-use transport_uring::{UringAcceptor, UringConfig};
+use transport_uring::UringConfig;
 
 #[tarpc::service]
 pub trait Blobs {
@@ -56,9 +55,8 @@ fn within(d: Duration) -> context::Context {
 
 /// A listener on the engine; its address and its connections as tarpc transports.
 async fn listen() -> (SocketAddr, rpc_tarpc::Incoming<BlobsRequest, BlobsResponse>) {
-    let acceptor = UringAcceptor::bind("127.0.0.1:0", UringConfig::default()).await.unwrap();
-    let addr = acceptor.local_addr().unwrap();
-    (addr, rpc_tarpc::Incoming::new(acceptor, rpc_core::Server::builder(), 16))
+    let incoming = rpc_tarpc::uring::listen("127.0.0.1:0", UringConfig::default()).await.unwrap();
+    (incoming.local_addr().unwrap(), incoming)
 }
 
 /// Serves one connection's channel, each request in a task of its own.
@@ -68,14 +66,12 @@ fn serve_channel(transport: rpc_tarpc::ServerTransport<BlobsRequest, BlobsRespon
     }))
 }
 
-/// A zcrpc client on the engine that dials `addr` again whenever its connection is lost, and
-/// the tarpc client over it.
+/// A tarpc client on the engine (it dials `addr` again whenever its connection is lost), and
+/// the zcrpc client under it.
 async fn connect(addr: SocketAddr) -> (rpc_core::Client, BlobsClient) {
-    let zc = rpc_core::Client::connect_with(move || transport_uring::connect(addr, UringConfig::default()), rpc_tarpc::client_config())
-        .await
-        .unwrap();
-    let tarpc = BlobsClient::new(client::Config::default(), rpc_tarpc::ClientTransport::new(zc.clone())).spawn();
-    (zc, tarpc)
+    let transport = rpc_tarpc::uring::connect(addr, UringConfig::default()).await.unwrap();
+    let zc = transport.client().clone();
+    (zc, BlobsClient::new(client::Config::default(), transport).spawn())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +116,10 @@ async fn small_and_large_calls_go_over_the_engine() {
 async fn the_client_dials_the_engine_again_after_the_server_closes_its_connection() {
     let (addr, mut incoming) = listen().await;
     let (_zc, client) = connect(addr).await;
-    let first = serve_channel(incoming.next().await.unwrap().unwrap());
+    let transport = incoming.next().await.unwrap().unwrap();
+    // tarpc's `max_channels_per_key` keys on it, as over tarpc's own transport.
+    assert_eq!(transport.peer_addr().unwrap().ip(), addr.ip());
+    let first = serve_channel(transport);
     assert_eq!(client.check(context::current(), "ok".into()).await.unwrap(), Ok(7));
     // The server drops the channel, which closes its connection; the next one is served.
     first.abort();
@@ -140,4 +139,31 @@ async fn the_client_dials_the_engine_again_after_the_server_closes_its_connectio
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the client never reached the next connection: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_configuration_or_a_missing_server_is_an_error_that_says_which() {
+    // A configuration the engine refuses: the error names the field, before anything binds.
+    let bad = UringConfig { tcp_user_timeout: Some(Duration::ZERO), ..UringConfig::default() };
+    let e = rpc_tarpc::uring::listen::<BlobsRequest, BlobsResponse>("127.0.0.1:0", bad.clone()).await.unwrap_err();
+    assert!(e.to_string().contains("tcp_user_timeout"), "{e}");
+    let (addr, incoming) = listen().await;
+    let e = rpc_tarpc::uring::connect::<BlobsRequest, BlobsResponse>(addr, bad).await.unwrap_err();
+    assert!(e.to_string().contains("tcp_user_timeout"), "{e}");
+    assert!(e.to_string().contains(&addr.to_string()), "the error names the address: {e}");
+    // Nobody listens any more (the listener closes once its task has gone): the error names
+    // the address and the engine.
+    drop(incoming);
+    let mut closed = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(closed, "the listener still accepts 2 s after its Incoming was dropped");
+    let e = rpc_tarpc::uring::connect::<BlobsRequest, BlobsResponse>(addr, UringConfig::default()).await.unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains(&format!("{addr} (io_uring engine)")), "{text}");
 }

@@ -1,17 +1,17 @@
 //! `tarpc_over_zcrpc`: the `tarpc` system's service and client code unchanged, over
 //! `rpc-tarpc` (small requests as messages of one zcrpc stream, large ones as zcrpc calls,
-//! postcard) on transport-uring with its default configuration, as `tonic_over_zcrpc` runs,
-//! instead of tarpc's serde transport. Only the lines that make the transports differ from
-//! [`super::tarpc`]. (`rpc_tarpc::listen` and `connect` use rpc-core's tokio TCP transport
-//! instead; the engine's receiver wakes once per 256 KiB of a large frame rather than per
-//! segment, which on loopback spares the sender the wake-ups: `download_1m` about 17% faster.)
+//! postcard) on transport-uring with its default configuration (`rpc_tarpc::uring`), as
+//! `tonic_over_zcrpc` runs, instead of tarpc's serde transport. Only the two lines that make
+//! the transports differ from [`super::tarpc`]. (`rpc_tarpc::listen` and `connect` use
+//! rpc-core's tokio TCP transport instead; the engine's receiver wakes once per 256 KiB of a
+//! large frame rather than per segment, which on loopback spares the sender the wake-ups:
+//! `download_1m` about 17% faster.)
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use tarpc::server::{BaseChannel, Channel};
-use transport_uring::UringAcceptor;
 
 use super::tarpc::{measure_client, BenchRequest, BenchResponse, Echo};
 use super::NoResult;
@@ -38,12 +38,11 @@ pub fn run(
             let rt = current_thread_runtime()?;
             rt.block_on(async move {
                 // Was: tarpc::serde_transport::tcp::listen(addr, Bincode::default)
-                let acceptor = UringAcceptor::bind("127.0.0.1:0", server_config)
+                let incoming = rpc_tarpc::uring::listen::<BenchRequest, BenchResponse>("127.0.0.1:0", server_config)
                     .await
                     .map_err(|e| e.to_string())?;
-                let _ = addr_tx.send(acceptor.local_addr().map_err(|e| e.to_string())?);
-                let incoming =
-                    rpc_tarpc::Incoming::<BenchRequest, BenchResponse>::new(acceptor, rpc_core::Server::builder(), 1024);
+                let addr = incoming.local_addr().ok_or("no local address")?;
+                let _ = addr_tx.send(addr);
                 let echo = Echo {
                     response: Bytes::from(vec![0xA5; shape.response_len]),
                 };
@@ -69,13 +68,9 @@ pub fn run(
             let rt = current_thread_runtime()?;
             rt.block_on(async move {
                 // Was: tarpc::serde_transport::tcp::connect(addr, Bincode::default)
-                let uring = transport_uring::connect(addr, config)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let client = rpc_core::Client::connect(uring, rpc_tarpc::client_config())
+                let transport = rpc_tarpc::uring::connect(addr, config)
                     .await
                     .map_err(|e| format!("tarpc over zcrpc connect: {e}"))?;
-                let transport = rpc_tarpc::ClientTransport::new(client);
                 measure_client(transport, shape, timing, record_latency).await
             })
         },
