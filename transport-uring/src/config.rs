@@ -242,15 +242,14 @@ pub struct UringConfig {
     /// buffers at a time.
     pub max_pool_bytes_in_flight: usize,
     /// Whether a receiver waiting for the rest of a large frame asks the kernel to wake it
-    /// only once that much is queued (`SO_RCVLOWAT`, at most 256 KiB; see
-    /// `RecvHalf::expect_bytes`) rather than for every segment. On loopback the sender pays
-    /// for each wake-up: measured on `upload_1m`, the server woke 3 times per MiB without it,
-    /// once with it. Default true; false leaves the kernel's default (any byte wakes).
-    ///
-    /// What the mark holds back is not seen by keepalive either: a peer that sends a large
-    /// frame slower than 256 KiB per keepalive interval plus timeout (about 5 KB/s with the
-    /// defaults, 30 s + 20 s) looks silent and is taken for dead. Turn it off for links that
-    /// slow.
+    /// only once that much is queued (`SO_RCVLOWAT`; see `RecvHalf::expect_bytes`) rather than
+    /// for every segment. On loopback the sender pays for each wake-up: measured on
+    /// `upload_1m`, the server woke 3 times per MiB without it, once with it. The most it waits
+    /// for follows the link: 256 KiB at first, doubled after each wait that took under 10 ms
+    /// (up to 1 MiB, a whole frame of that size), halved after one that took over 250 ms (down
+    /// to 64 KiB); and no wait for the mark lasts over 1 s: then the receiver takes what came,
+    /// so keepalive sees a slow peer's bytes within a second. Default true; false leaves the
+    /// kernel's default (any byte wakes).
     pub recv_lowat: bool,
 }
 

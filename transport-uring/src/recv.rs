@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{RecvMode, UringConfig};
 use crate::engine::close::CloseHandle;
-use crate::lowat::RecvLowat;
+use crate::lowat::{RecvLowat, PATIENCE};
 use crate::sys::buf_ring::BufRing;
 use crate::sys::ring::{Completion, MultiOp, RecvOp, RingHandle};
 
@@ -180,7 +180,9 @@ async fn cooperate() {
 }
 
 /// Readiness + `read` ([`rpc_core::transport::tcp::read_ready_with`]), the socket's low-water
-/// mark set before a wait for the `certain` bytes to come (one read: none arrived before).
+/// mark set before a wait for the `certain` bytes to come (one read: none arrived before), and
+/// its cap adjusted to how long that wait took. A wait for a mark lasts at most
+/// [`PATIENCE`]: then the mark goes back to any byte and the read takes what came.
 async fn recv_ready(
     stream: &TcpStream,
     stats: &TransportStats,
@@ -188,9 +190,22 @@ async fn recv_ready(
     certain: usize,
     mut buf: BytesMut,
 ) -> (io::Result<usize>, BytesMut) {
-    let r = read_ready_with(stream, &mut buf, || lowat.before_wait(certain)).await;
+    let r = if lowat.would_mark(certain) {
+        // Cancel-safe: a read happens only once the socket is ready, and returns at once.
+        let patient = tokio::time::timeout(PATIENCE, read_ready_with(stream, &mut buf, || lowat.before_wait(certain))).await;
+        match patient {
+            Ok(r) => r,
+            Err(_) => {
+                lowat.impatient();
+                read_ready_with(stream, &mut buf, || lowat.before_wait(0)).await
+            }
+        }
+    } else {
+        read_ready_with(stream, &mut buf, || lowat.before_wait(certain)).await
+    };
     if let Ok(n) = r {
         TransportStats::add(&stats.recv_bytes, n as u64);
+        lowat.after_read();
     }
     (r, buf)
 }

@@ -23,7 +23,7 @@
 //!   `tls_bytes_copied`, as is its header read ahead and any ciphertext read with the handshake.
 //!   Before it waits, the half asks the kernel to wake it only once the ciphertext certain to
 //!   come is queued (the rest of the record begun, and of the frame the driver is receiving:
-//!   [`UringConfig::recv_lowat`], at most 256 KiB), not for every segment.
+//!   [`UringConfig::recv_lowat`], at most 1 MiB), not for every segment.
 //! - **Verify before reveal**: a record's bytes are handed up only once it authenticated; one
 //!   that fails ends the connection with an error that says so (and a `bad_record_mac` alert
 //!   to the peer, sealed by the sending half as the last record), and the driver delivers only
@@ -85,7 +85,7 @@ use crate::buf::{BufferPool, ZcBuf};
 use crate::config::{RecvMode, SnapshotPolicy, UringConfig};
 use crate::engine::close::CloseHandle;
 use crate::engine::UringSend;
-use crate::lowat::RecvLowat;
+use crate::lowat::{RecvLowat, PATIENCE};
 use crate::transport::{from_tcp_as, UringTransport};
 
 /// Default pool for ciphertext: 8 MiB in buffers of 256 KiB, shared by the connections of one
@@ -593,14 +593,24 @@ impl UringTlsRecv {
             match self.stream.try_read_buf(&mut (&mut *dst).limit(max)) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // A wait for a mark lasts at most `PATIENCE`: then the mark goes back to
+                    // any byte, and the next read takes what came.
+                    let marked = self.lowat.would_mark(certain);
                     self.lowat.before_wait(certain);
-                    self.stream.readable().await?
+                    if !marked {
+                        self.stream.readable().await?
+                    } else if let Ok(ready) = tokio::time::timeout(PATIENCE, self.stream.readable()).await {
+                        ready?
+                    } else {
+                        self.lowat.impatient();
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         };
         TransportStats::add(&self.stats.recv_bytes, n as u64);
+        self.lowat.after_read();
         Ok(n)
     }
 

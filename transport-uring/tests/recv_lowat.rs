@@ -1,5 +1,6 @@
 //! The receiver told how many bytes are certain to come (`RecvHalf::expect_bytes`, the rest of
-//! a large frame) sleeps until that many are queued (`SO_RCVLOWAT`, at most 256 KiB): what
+//! a large frame) sleeps until that many are queued (`SO_RCVLOWAT`, at most 256 KiB on a new
+//! connection, up to 1 MiB once waits show a fast link): what
 //! arrives still arrives whole and in order, in every read mode, and a peer that stops short
 //! of what was announced (closing, or sending less and waiting) is not waited for forever.
 
@@ -110,5 +111,75 @@ async fn a_peer_that_pauses_inside_the_announced_bytes_is_read_before_it_sends_t
         let (r, buf) = tokio::time::timeout(LIMIT, recv.recv(BytesMut::with_capacity(64 << 10))).await.expect("one byte wakes it");
         assert_eq!(r.unwrap(), 1, "{mode}");
         assert_eq!(&buf[..], b"x");
+    }
+}
+
+#[tokio::test]
+async fn after_fast_frames_a_peer_that_closes_short_of_the_announced_bytes_still_ends_the_receive() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    for mode in [RecvMode::Read, RecvMode::BufferRing] {
+        let (t, mut peer) = pair(config(mode)).await;
+        let (mut recv, _send) = t.split();
+        // Frames of 1 MiB that arrive fast: the waits for them end within milliseconds, so
+        // the mark grows towards the whole of the next frame.
+        let frame = pattern(1 << 20, 9);
+        for round in 0..6 {
+            let writer = {
+                let frame = frame.clone();
+                tokio::spawn(async move {
+                    peer.write_all(&frame).await.unwrap();
+                    peer
+                })
+            };
+            let got = tokio::time::timeout(LIMIT, receive(&mut recv, frame.len(), frame.len())).await.expect("not stuck");
+            assert!(got == frame, "{mode}: frame {round} arrives whole");
+            peer = writer.await.unwrap();
+        }
+        // Then 1 MiB announced, 100 kB sent, and the peer closes: the end of the stream wakes
+        // the receiver whatever the mark has grown to.
+        let data = pattern(100_000, 4);
+        peer.write_all(&data).await.unwrap();
+        drop(peer);
+        let got = tokio::time::timeout(LIMIT, receive(&mut recv, 1 << 20, 1 << 20)).await.expect("the end of the stream wakes the receiver");
+        assert!(got == data, "{mode}: what was sent before the close arrives");
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_waits_short_of_the_mark_is_read_within_the_patience() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    for mode in [RecvMode::Read, RecvMode::BufferRing] {
+        let (t, mut peer) = pair(config(mode)).await;
+        let (mut recv, _send) = t.split();
+        // 1 MiB announced, 100 kB sent, and the peer waits for the receiver before it sends
+        // the rest (as a link that stalls would): the mark (256 KiB on a new connection) is
+        // never reached, so only the receiver's patience (1 s) gets the 100 kB read. Keepalive
+        // counts on it: bytes that came are seen.
+        let data = pattern(1 << 20, 6);
+        let (first, rest) = data.split_at(100_000);
+        let (read_some, go_on) = tokio::sync::oneshot::channel::<()>();
+        let writer = {
+            let (first, rest) = (first.to_vec(), rest.to_vec());
+            tokio::spawn(async move {
+                peer.write_all(&first).await.unwrap();
+                go_on.await.unwrap();
+                peer.write_all(&rest).await.unwrap();
+                peer
+            })
+        };
+        recv.expect_bytes(data.len());
+        let (r, buf) = tokio::time::timeout(std::time::Duration::from_secs(5), recv.recv(BytesMut::with_capacity(data.len())))
+            .await
+            .expect("read within the patience, not when the mark is reached");
+        let n = r.unwrap();
+        assert!(n > 0 && buf[..] == data[..n], "{mode}");
+        read_some.send(()).unwrap();
+        let more = tokio::time::timeout(LIMIT, receive(&mut recv, data.len() - n, data.len() - n)).await.expect("not stuck");
+        assert!(more[..] == data[n..], "{mode}: the rest arrives in order");
+        drop(writer.await.unwrap());
     }
 }
