@@ -248,7 +248,8 @@ pub struct UringConfig {
     /// for follows the link: 256 KiB at first, doubled after each wait that took under 10 ms
     /// (up to 1 MiB, a whole frame of that size), halved after one that took over 250 ms (down
     /// to 64 KiB); and no wait for the mark lasts over 1 s: then the receiver takes what came,
-    /// so keepalive sees a slow peer's bytes within a second. Default true; false leaves the
+    /// so keepalive sees a slow peer's bytes within a second (with a keepalive interval plus
+    /// timeout of a few seconds or less, turn the mark off). Default true; false leaves the
     /// kernel's default (any byte wakes).
     pub recv_lowat: bool,
 }

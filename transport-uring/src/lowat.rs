@@ -107,18 +107,27 @@ impl RecvLowat {
         }
         match crate::sys::sock::set_rcvlowat(self.fd, want) {
             Ok(()) => self.set = want,
-            Err(e) => {
-                tracing::debug!("SO_RCVLOWAT refused ({e}); the receiver is woken by any input");
-                self.enabled = false;
-                self.waiting_since = None;
-            }
+            Err(e) => self.refused(e),
+        }
+    }
+
+    /// The kernel refused to change the mark: no more marks on this socket, and the one in
+    /// force, if any, back to any byte (a mark left high would hold back every later read,
+    /// unbounded by [`PATIENCE`] once disabled).
+    fn refused(&mut self, e: std::io::Error) {
+        tracing::debug!("SO_RCVLOWAT refused ({e}); the receiver is woken by any input");
+        self.enabled = false;
+        self.waiting_since = None;
+        if self.set != 1 && crate::sys::sock::set_rcvlowat(self.fd, 1).is_ok() {
+            self.set = 1;
         }
     }
 
     /// True when a wait with `certain` bytes to come would wait for a mark (more than any
-    /// byte): the caller then bounds it by [`PATIENCE`].
+    /// byte), or one the kernel would not take back is still in force: the caller then bounds
+    /// the wait by [`PATIENCE`].
     pub(crate) fn would_mark(&self, certain: usize) -> bool {
-        self.enabled && Self::mark(certain, self.cap) > 1
+        (self.enabled && Self::mark(certain, self.cap) > 1) || self.set > 1
     }
 
     /// A wait for the mark lasted [`PATIENCE`]: the mark goes back to any byte (setting it
@@ -132,10 +141,7 @@ impl RecvLowat {
         }
         match crate::sys::sock::set_rcvlowat(self.fd, 1) {
             Ok(()) => self.set = 1,
-            Err(e) => {
-                tracing::debug!("SO_RCVLOWAT refused ({e}); the receiver is woken by any input");
-                self.enabled = false;
-            }
+            Err(e) => self.refused(e),
         }
     }
 

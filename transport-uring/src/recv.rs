@@ -39,7 +39,8 @@ pub struct UringRecv {
     stream: Arc<TcpStream>,
     stats: Arc<TransportStats>,
     mode: Mode,
-    /// The socket's low-water mark (`Read` mode: the other modes do not wait on readiness).
+    /// The socket's low-water mark (`Read` mode, and `BufferRing` mode's reads into the
+    /// caller's buffer; `Uring` mode does not wait on readiness).
     lowat: RecvLowat,
     _close: CloseHandle,
 }

@@ -589,12 +589,15 @@ impl UringTlsRecv {
         // records, key updates) would otherwise keep a receive reading, never returning
         // `Pending`, for as long as it keeps the socket from running dry.
         tokio::task::coop::consume_budget().await;
+        // A wait for a mark lasts at most `PATIENCE`: then the mark goes back to any byte for
+        // the rest of this read. (Not raised again at once: tokio has not yet seen the
+        // readiness the lower mark gives, so the next `try_read` would block, and a mark
+        // raised again before tokio asks would make the kernel drop that readiness.)
+        let mut certain = certain;
         let n = loop {
             match self.stream.try_read_buf(&mut (&mut *dst).limit(max)) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // A wait for a mark lasts at most `PATIENCE`: then the mark goes back to
-                    // any byte, and the next read takes what came.
                     let marked = self.lowat.would_mark(certain);
                     self.lowat.before_wait(certain);
                     if !marked {
@@ -603,6 +606,7 @@ impl UringTlsRecv {
                         ready?
                     } else {
                         self.lowat.impatient();
+                        certain = 0;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

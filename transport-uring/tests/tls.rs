@@ -879,3 +879,32 @@ fn a_flood_of_empty_records_ends_the_connection_and_runs_up_to_the_limit_between
         drop(stream);
     });
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn records_of_a_peer_that_stalls_short_of_the_mark_are_read_within_the_patience() {
+    if !require(Backend::Uring) {
+        return;
+    }
+    // 1 MiB announced; the client sends two records (32 kB of ciphertext, under the 64 KiB
+    // the receiver would wait for) and stalls. The receiver's patience (1 s) lowers the mark,
+    // and the records are read: keepalive counts on it. On a current-thread runtime tokio
+    // sees the readiness the lower mark gives only once the receive waits again, so the mark
+    // must not go back up meanwhile (as it did once, and nothing was read until the peer sent
+    // 64 KiB or closed).
+    let (mut stream, mut sealer, server) = raw_client_and_uring_server().await;
+    let (mut recv, _send) = server.split();
+    let parts: Vec<Vec<u8>> = (0..2).map(|i| pattern(16_000, i)).collect();
+    let (wire, _) = sealed(&mut sealer, &parts.iter().map(|p| &p[..]).collect::<Vec<_>>());
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        stream.write_all(&wire).await.unwrap();
+        stream
+    });
+    recv.expect_bytes(1 << 20);
+    let (r, buf) = tokio::time::timeout(std::time::Duration::from_secs(6), recv.recv(BytesMut::with_capacity(1 << 20)))
+        .await
+        .expect("the stalled peer's records read within the patience");
+    assert_eq!(r.unwrap(), 32_000);
+    assert!(buf[..] == parts.concat()[..]);
+    drop(writer.await.unwrap());
+}
