@@ -64,16 +64,34 @@ async fn a_peer_that_closes_before_the_announced_bytes_ends_the_receive() {
         return;
     }
     for mode in [RecvMode::Read, RecvMode::BufferRing] {
-        let (t, mut peer) = pair(config(mode)).await;
+        let (t, peer) = pair(config(mode)).await;
         let (mut recv, _send) = t.split();
-        // 1 MiB announced, 100 kB sent, then the peer closes: woken by the end of the stream,
-        // not by the mark, the receiver gets what came and then the end.
-        let data = pattern(100_000, 3);
-        peer.write_all(&data).await.unwrap();
-        drop(peer);
-        let got = tokio::time::timeout(LIMIT, receive(&mut recv, 1 << 20, 1 << 20)).await.expect("the end of the stream wakes the receiver");
-        assert!(got == data, "{mode}: what was sent before the close arrives");
+        closes_short_of_the_announced_mib(&mut recv, peer, mode).await;
     }
+}
+
+/// 1 MiB announced, 100 kB sent, then the peer closes: woken by the end of the stream, not by
+/// the mark, the receiver gets what came and then the end.
+async fn closes_short_of_the_announced_mib<R: RecvHalf>(recv: &mut R, mut peer: tokio::net::TcpStream, mode: RecvMode) {
+    let data = pattern(100_000, 3);
+    peer.write_all(&data).await.unwrap();
+    drop(peer);
+    let got = tokio::time::timeout(LIMIT, receive(recv, 1 << 20, 1 << 20)).await.expect("the end of the stream wakes the receiver");
+    assert!(got == data, "{mode}: what was sent before the close arrives");
+}
+
+/// The peer writes `first`, then `rest` once the receiver has read part of `first` (the
+/// returned sender says so); the task gives the peer back.
+fn write_then_wait(mut peer: tokio::net::TcpStream, first: &[u8], rest: &[u8]) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<tokio::net::TcpStream>) {
+    let (read_some, go_on) = tokio::sync::oneshot::channel::<()>();
+    let (first, rest) = (first.to_vec(), rest.to_vec());
+    let writer = tokio::spawn(async move {
+        peer.write_all(&first).await.unwrap();
+        go_on.await.unwrap();
+        peer.write_all(&rest).await.unwrap();
+        peer
+    });
+    (read_some, writer)
 }
 
 #[tokio::test]
@@ -82,22 +100,13 @@ async fn a_peer_that_pauses_inside_the_announced_bytes_is_read_before_it_sends_t
         return;
     }
     for mode in [RecvMode::Read, RecvMode::BufferRing] {
-        let (t, mut peer) = pair(config(mode)).await;
+        let (t, peer) = pair(config(mode)).await;
         let (mut recv, _send) = t.split();
         let data = pattern(400_000, 5);
         let (first, rest) = data.split_at(300_000);
-        let (read_some, go_on) = tokio::sync::oneshot::channel::<()>();
-        let writer = {
-            let (first, rest) = (first.to_vec(), rest.to_vec());
-            tokio::spawn(async move {
-                peer.write_all(&first).await.unwrap();
-                // The rest only once the receiver has read part of the first piece: a receiver
-                // waiting for all 400 kB would never get it.
-                go_on.await.unwrap();
-                peer.write_all(&rest).await.unwrap();
-                peer
-            })
-        };
+        // The rest only once the receiver has read part of the first piece: a receiver waiting
+        // for all 400 kB would never get it.
+        let (read_some, writer) = write_then_wait(peer, first, rest);
         recv.expect_bytes(data.len());
         let (r, buf) = tokio::time::timeout(LIMIT, recv.recv(BytesMut::with_capacity(data.len()))).await.expect("woken before the whole");
         let n = r.unwrap();
@@ -137,13 +146,8 @@ async fn after_fast_frames_a_peer_that_closes_short_of_the_announced_bytes_still
             assert!(got == frame, "{mode}: frame {round} arrives whole");
             peer = writer.await.unwrap();
         }
-        // Then 1 MiB announced, 100 kB sent, and the peer closes: the end of the stream wakes
-        // the receiver whatever the mark has grown to.
-        let data = pattern(100_000, 4);
-        peer.write_all(&data).await.unwrap();
-        drop(peer);
-        let got = tokio::time::timeout(LIMIT, receive(&mut recv, 1 << 20, 1 << 20)).await.expect("the end of the stream wakes the receiver");
-        assert!(got == data, "{mode}: what was sent before the close arrives");
+        // Then the end of the stream wakes the receiver whatever the mark has grown to.
+        closes_short_of_the_announced_mib(&mut recv, peer, mode).await;
     }
 }
 
@@ -153,7 +157,7 @@ async fn a_peer_that_waits_short_of_the_mark_is_read_within_the_patience() {
         return;
     }
     for mode in [RecvMode::Read, RecvMode::BufferRing] {
-        let (t, mut peer) = pair(config(mode)).await;
+        let (t, peer) = pair(config(mode)).await;
         let (mut recv, _send) = t.split();
         // 1 MiB announced, 100 kB sent, and the peer waits for the receiver before it sends
         // the rest (as a link that stalls would): the mark (256 KiB on a new connection) is
@@ -161,16 +165,7 @@ async fn a_peer_that_waits_short_of_the_mark_is_read_within_the_patience() {
         // counts on it: bytes that came are seen.
         let data = pattern(1 << 20, 6);
         let (first, rest) = data.split_at(100_000);
-        let (read_some, go_on) = tokio::sync::oneshot::channel::<()>();
-        let writer = {
-            let (first, rest) = (first.to_vec(), rest.to_vec());
-            tokio::spawn(async move {
-                peer.write_all(&first).await.unwrap();
-                go_on.await.unwrap();
-                peer.write_all(&rest).await.unwrap();
-                peer
-            })
-        };
+        let (read_some, writer) = write_then_wait(peer, first, rest);
         recv.expect_bytes(data.len());
         let (r, buf) = tokio::time::timeout(std::time::Duration::from_secs(5), recv.recv(BytesMut::with_capacity(data.len())))
             .await
