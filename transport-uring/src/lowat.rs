@@ -22,8 +22,11 @@
 //!
 //! [`RecvHalf::expect_bytes`]: rpc_core::transport::RecvHalf::expect_bytes
 
+use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
 
 /// The most a receiver waits for before it is woken: a whole 1 MiB frame (the size of a piece
 /// of a larger one). Measured on loopback against the earlier fixed 256 KiB, in alternating
@@ -123,17 +126,34 @@ impl RecvLowat {
         }
     }
 
-    /// True when a wait with `certain` bytes to come would wait for a mark (more than any
-    /// byte), or one the kernel would not take back is still in force: the caller then bounds
-    /// the wait by [`PATIENCE`].
-    pub(crate) fn would_mark(&self, certain: usize) -> bool {
-        (self.enabled && Self::mark(certain, self.cap) > 1) || self.set > 1
+    /// Waits for `stream` to be readable, with `certain` bytes still certain to come: under the
+    /// mark for them ([`RecvLowat::before_wait`]), at most [`PATIENCE`] when that is more than
+    /// any byte. Past it the mark goes back to any byte ([`RecvLowat::impatient`]), `certain`
+    /// to 0 for the rest of the caller's read, and it returns so that the caller reads what
+    /// came. (Not raised again at the caller's next wait: tokio has not yet seen the readiness
+    /// the lower mark gave, so the read retried at once finds nothing, and a mark raised again
+    /// before tokio asks would make the kernel drop that readiness.)
+    pub(crate) async fn wait_readable(&mut self, stream: &TcpStream, certain: &mut usize) -> io::Result<()> {
+        // A mark the kernel would not take back, still in force, is bounded too.
+        let marked = (self.enabled && Self::mark(*certain, self.cap) > 1) || self.set > 1;
+        self.before_wait(*certain);
+        if !marked {
+            return stream.readable().await;
+        }
+        match tokio::time::timeout(PATIENCE, stream.readable()).await {
+            Ok(ready) => ready,
+            Err(_) => {
+                self.impatient();
+                *certain = 0;
+                Ok(())
+            }
+        }
     }
 
     /// A wait for the mark lasted [`PATIENCE`]: the mark goes back to any byte (setting it
     /// makes the kernel wake the waiting reader at once if anything is queued), and the cap to
     /// [`MIN_LOWAT`].
-    pub(crate) fn impatient(&mut self) {
+    fn impatient(&mut self) {
         self.cap = MIN_LOWAT;
         self.waiting_since = None;
         if self.set == 1 {

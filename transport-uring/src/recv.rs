@@ -20,14 +20,14 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use io_uring::cqueue;
-use rpc_core::transport::tcp::read_ready_with;
+use rpc_core::transport::tcp::try_read_ready;
 use rpc_core::transport::{Chunk, RecvHalf};
 use rpc_core::TransportStats;
 use tokio::net::TcpStream;
 
 use crate::config::{RecvMode, UringConfig};
 use crate::engine::close::CloseHandle;
-use crate::lowat::{RecvLowat, PATIENCE};
+use crate::lowat::RecvLowat;
 use crate::sys::buf_ring::BufRing;
 use crate::sys::ring::{Completion, MultiOp, RecvOp, RingHandle};
 
@@ -180,29 +180,23 @@ async fn cooperate() {
     tokio::task::coop::consume_budget().await;
 }
 
-/// Readiness + `read` ([`rpc_core::transport::tcp::read_ready_with`]), the socket's low-water
-/// mark set before a wait for the `certain` bytes to come (one read: none arrived before), and
-/// its cap adjusted to how long that wait took. A wait for a mark lasts at most
-/// [`PATIENCE`]: then the mark goes back to any byte and the read takes what came.
+/// Readiness + `read` ([`rpc_core::transport::tcp::try_read_ready`]), each wait for the
+/// `certain` bytes to come (one read: none arrived before) under the socket's low-water mark
+/// ([`RecvLowat::wait_readable`]), and the mark's cap adjusted to how long it took.
 async fn recv_ready(
     stream: &TcpStream,
     stats: &TransportStats,
     lowat: &mut RecvLowat,
-    certain: usize,
+    mut certain: usize,
     mut buf: BytesMut,
 ) -> (io::Result<usize>, BytesMut) {
-    let r = if lowat.would_mark(certain) {
-        // Cancel-safe: a read happens only once the socket is ready, and returns at once.
-        let patient = tokio::time::timeout(PATIENCE, read_ready_with(stream, &mut buf, || lowat.before_wait(certain))).await;
-        match patient {
-            Ok(r) => r,
-            Err(_) => {
-                lowat.impatient();
-                read_ready_with(stream, &mut buf, || lowat.before_wait(0)).await
-            }
+    let r = loop {
+        if let Some(r) = try_read_ready(stream, &mut buf) {
+            break r;
         }
-    } else {
-        read_ready_with(stream, &mut buf, || lowat.before_wait(certain)).await
+        if let Err(e) = lowat.wait_readable(stream, &mut certain).await {
+            break Err(e);
+        }
     };
     if let Ok(n) = r {
         TransportStats::add(&stats.recv_bytes, n as u64);

@@ -85,7 +85,7 @@ use crate::buf::{BufferPool, ZcBuf};
 use crate::config::{RecvMode, SnapshotPolicy, UringConfig};
 use crate::engine::close::CloseHandle;
 use crate::engine::UringSend;
-use crate::lowat::{RecvLowat, PATIENCE};
+use crate::lowat::RecvLowat;
 use crate::transport::{from_tcp_as, UringTransport};
 
 /// Default pool for ciphertext: 8 MiB in buffers of 256 KiB, shared by the connections of one
@@ -589,26 +589,11 @@ impl UringTlsRecv {
         // records, key updates) would otherwise keep a receive reading, never returning
         // `Pending`, for as long as it keeps the socket from running dry.
         tokio::task::coop::consume_budget().await;
-        // A wait for a mark lasts at most `PATIENCE`: then the mark goes back to any byte for
-        // the rest of this read. (Not raised again at once: tokio has not yet seen the
-        // readiness the lower mark gives, so the next `try_read` would block, and a mark
-        // raised again before tokio asks would make the kernel drop that readiness.)
         let mut certain = certain;
         let n = loop {
             match self.stream.try_read_buf(&mut (&mut *dst).limit(max)) {
                 Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let marked = self.lowat.would_mark(certain);
-                    self.lowat.before_wait(certain);
-                    if !marked {
-                        self.stream.readable().await?
-                    } else if let Ok(ready) = tokio::time::timeout(PATIENCE, self.stream.readable()).await {
-                        ready?
-                    } else {
-                        self.lowat.impatient();
-                        certain = 0;
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.lowat.wait_readable(&self.stream, &mut certain).await?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

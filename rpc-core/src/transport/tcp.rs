@@ -127,32 +127,33 @@ pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpTransport> {
 /// instead of spending a `read` syscall to learn `EAGAIN`. Safe against lost wake-ups: tokio
 /// clears readiness only if no new readiness event arrived since it was sampled, before the read.
 pub async fn read_ready(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
-    read_ready_with(stream, buf, || {}).await
+    loop {
+        match try_read_ready(stream, buf) {
+            Some(r) => return r,
+            None => stream.readable().await?,
+        }
+    }
 }
 
-/// [`read_ready`], calling `before_wait` each time it is about to wait for readiness (a
-/// transport sets its socket's low-water mark there).
-pub async fn read_ready_with(stream: &TcpStream, buf: &mut BytesMut, mut before_wait: impl FnMut()) -> io::Result<usize> {
-    loop {
-        let room = buf.capacity() - buf.len();
-        let mut drained = None;
-        let r = stream.try_io(Interest::READABLE, || {
-            let n = stream.try_read_buf(buf)?;
-            if n > 0 && n < room {
-                drained = Some(n);
-                // Tells tokio the socket is not readable any more (the count is kept above).
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(n)
-        });
-        match (r, drained) {
-            (_, Some(n)) | (Ok(n), None) => return Ok(n),
-            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => {
-                before_wait();
-                stream.readable().await?;
-            }
-            (Err(e), None) => return Err(e),
+/// One try of [`read_ready`] without waiting: `None` when there is nothing to read (the
+/// caller waits for readiness its own way, as a transport setting its socket's low-water mark
+/// does, then tries again).
+pub fn try_read_ready(stream: &TcpStream, buf: &mut BytesMut) -> Option<io::Result<usize>> {
+    let room = buf.capacity() - buf.len();
+    let mut drained = None;
+    let r = stream.try_io(Interest::READABLE, || {
+        let n = stream.try_read_buf(buf)?;
+        if n > 0 && n < room {
+            drained = Some(n);
+            // Tells tokio the socket is not readable any more (the count is kept above).
+            return Err(io::ErrorKind::WouldBlock.into());
         }
+        Ok(n)
+    });
+    match (r, drained) {
+        (_, Some(n)) | (Ok(n), None) => Some(Ok(n)),
+        (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => None,
+        (Err(e), None) => Some(Err(e)),
     }
 }
 
