@@ -64,20 +64,10 @@ pub async fn connect_with<Req, Resp>(
     config: UringConfig,
     client: ClientConfig,
 ) -> Result<ClientTransport<Req, Resp>, ConnectError> {
-    let limit = client.connect_timeout;
-    let addrs: Vec<SocketAddr> = tokio::time::timeout(limit, tokio::net::lookup_host(addr))
-        .await
-        .map_err(|_| ConnectError::Timeout(limit))??
-        .collect();
-    let target = match addrs.as_slice() {
-        [one] => format!("{one} (io_uring engine)"),
-        many => format!("{many:?} (io_uring engine)"),
-    };
-    let addrs: Arc<[SocketAddr]> = addrs.into();
-    let dial = move || {
-        let (addrs, config) = (addrs.clone(), config.clone());
+    let dial = move |addrs: Arc<[SocketAddr]>| {
+        let config = config.clone();
         async move { transport_uring::connect(&addrs[..], config).await }
     };
-    let client = Client::connect_with(dial, client).await.map_err(|e| e.with_target(target))?;
+    let client = Client::connect_resolved(addr, "(io_uring engine)", dial, client).await?;
     Ok(ClientTransport::new(client))
 }

@@ -218,26 +218,42 @@ impl Client {
     /// ([`ConnectError::Dialing`]: `connecting to 127.0.0.1:7411: could not connect: Connection
     /// refused`).
     pub async fn connect_tcp(addr: impl tokio::net::ToSocketAddrs, config: ClientConfig) -> Result<Client, ConnectError> {
+        Client::connect_resolved(addr, "", |addrs| async move { tcp::connect(&addrs[..]).await }, config).await
+    }
+
+    /// Resolves `addr` (within `config.connect_timeout`) and connects through `dial`, handed
+    /// the resolved addresses each time it dials, re-dialling whenever the connection is lost,
+    /// as [`Client::connect_tcp`] does over TCP (for example
+    /// `|addrs| async move { transport_uring::connect(&addrs[..], cfg).await }`, `cfg` cloned
+    /// per dial). The first connection must succeed; its error names the address, followed by
+    /// `label` when not empty (`connecting to 127.0.0.1:7411 (io_uring engine): ...`).
+    pub async fn connect_resolved<T, F, Fut>(
+        addr: impl tokio::net::ToSocketAddrs,
+        label: &str,
+        dial: F,
+        config: ClientConfig,
+    ) -> Result<Client, ConnectError>
+    where
+        T: Transport,
+        F: Fn(Arc<[SocketAddr]>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<T>> + Send + 'static,
+    {
         let limit = config.connect_timeout;
         let addrs: Vec<SocketAddr> = tokio::time::timeout(limit, tokio::net::lookup_host(addr))
             .await
             .map_err(|_| ConnectError::Timeout(limit))??
             .collect();
-        let target = match addrs.as_slice() {
+        let mut target = match addrs.as_slice() {
             [one] => one.to_string(),
             many => format!("{many:?}"),
         };
+        if !label.is_empty() {
+            target = format!("{target} {label}");
+        }
         let addrs: Arc<[SocketAddr]> = addrs.into();
-        Client::dialing(
-            Arc::new(move || {
-                let addrs = addrs.clone();
-                Box::pin(async move { tcp::connect(&addrs[..]).await })
-            }),
-            config,
-            target.clone(),
-        )
-        .await
-        .map_err(|e| e.with_target(target))
+        Client::dialing(Arc::new(move || Box::pin(dial(addrs.clone()))), config, target.clone())
+            .await
+            .map_err(|e| e.with_target(target))
     }
 
     /// Connects over TLS 1.3 (see [`crate::transport::tls`]) to `addr`, checks that the
@@ -253,28 +269,13 @@ impl Client {
         tls: crate::transport::tls::TlsClientConfig,
         config: ClientConfig,
     ) -> Result<Client, ConnectError> {
-        let limit = config.connect_timeout;
         let rustls = tls.rustls().map_err(io::Error::from)?;
-        let addrs: Vec<SocketAddr> = tokio::time::timeout(limit, tokio::net::lookup_host(addr))
-            .await
-            .map_err(|_| ConnectError::Timeout(limit))??
-            .collect();
-        let target = match addrs.as_slice() {
-            [one] => format!("{one} (tls, {server_name})"),
-            many => format!("{many:?} (tls, {server_name})"),
-        };
-        let addrs: Arc<[SocketAddr]> = addrs.into();
         let name: Arc<str> = server_name.into();
-        Client::dialing(
-            Arc::new(move || {
-                let (addrs, name, rustls) = (addrs.clone(), name.clone(), rustls.clone());
-                Box::pin(async move { crate::transport::tls::connect(&addrs[..], &name, rustls).await })
-            }),
-            config,
-            target.clone(),
-        )
-        .await
-        .map_err(|e| e.with_target(target))
+        let dial = move |addrs: Arc<[SocketAddr]>| {
+            let (name, rustls) = (name.clone(), rustls.clone());
+            async move { crate::transport::tls::connect(&addrs[..], &name, rustls).await }
+        };
+        Client::connect_resolved(addr, &format!("(tls, {server_name})"), dial, config).await
     }
 
     /// Connects over a Unix socket (see [`crate::transport::unix`]) to `path`, and re-dials it
