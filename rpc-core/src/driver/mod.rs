@@ -636,6 +636,26 @@ enum Input {
     Chunk(bytes::Bytes),
 }
 
+/// Puts the task at the back of the runtime's queue once: the tasks already woken run first.
+///
+/// Not `tokio::task::yield_now`, which leaves the task out of the queue until the runtime next
+/// polls its IO driver: on a thread whose tasks keep waking each other, after all of their
+/// work (61 task polls at most). Answers then waited for it: tarpc's channel and the handlers
+/// it spawns decoded and answered a window of eight 1 MiB requests before the first answer
+/// left, the client idle meanwhile (`an_answer_does_not_wait_for_the_tasks_that_keep_its_
+/// server_thread_busy` in `tests/direct_write.rs`).
+async fn requeue() {
+    let mut queued = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut queued, true) {
+            return Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
 /// Bytes of a batch after which the writer yields before taking the next.
 const YIELD_AFTER: usize = 256 << 10;
 
@@ -687,11 +707,11 @@ async fn write_loop<S: SendHalf, H: SideHandler>(mut send: S, shared: &Arc<Share
         shared.wake_writer.notified().await;
         // With several calls in flight, whoever woke us is usually one of many tasks with a
         // frame to send (callers, handlers). tokio runs a woken task next (its LIFO slot), which
-        // would send one frame per write; yielding once lets the others queue theirs so they
-        // leave in one vectored write. With one call in flight there is nobody to wait for, and
-        // the yield (a pass through the scheduler and the IO driver) would only add latency.
+        // would send one frame per write; going to the back of the queue once lets the others
+        // queue theirs so they leave in one vectored write. With one call in flight there is
+        // nobody to wait for, and the pass through the scheduler would only add latency.
         if shared.lock().conn.calls_in_flight() > 1 {
-            tokio::task::yield_now().await;
+            requeue().await;
         }
     }
     // Bounded: a peer that stopped reading must not keep a closing connection alive.
